@@ -1,0 +1,243 @@
+package schemas
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// TestKeys is the test-specific part of a record. Each test defines one type
+// that implements it, in its own file of this package, and registers it.
+type TestKeys interface {
+	// Check adds the problems that struct tags cannot express; paths are
+	// relative to test_keys. Tag rules are checked before it is called.
+	Check(c Checker)
+	// Values appends the values of the test's own ClickHouse columns, in
+	// the order of Test.Columns.
+	Values(dst []any) []any
+}
+
+// Checker collects field errors from TestKeys.Check.
+type Checker struct{ c *checker }
+
+// Add records a problem of the field at path (relative to test_keys).
+func (k Checker) Add(path, format string, args ...any) {
+	k.c.add(join("test_keys", path), format, args...)
+}
+
+// Test describes one registered test: its name, the methodology versions
+// this software accepts, its ClickHouse table and the shape of its keys.
+type Test struct {
+	Name     string
+	Versions []string
+	// Table is the ClickHouse table of the test's measurements; its
+	// columns are EnvelopeColumns, then AnnotationColumns, then Columns.
+	Table   string
+	Columns []string
+	// NewKeys returns a pointer to a zero value of the test's keys type.
+	NewKeys func() TestKeys
+}
+
+var registry = map[string]*Test{}
+
+// Register adds a test; it is called from the init of each test's file.
+func Register(t *Test) {
+	if _, dup := registry[t.Name]; dup {
+		panic("schemas: test registered twice: " + t.Name)
+	}
+	registry[t.Name] = t
+}
+
+// Lookup returns the registered test called name.
+func Lookup(name string) (*Test, bool) {
+	t, ok := registry[name]
+	return t, ok
+}
+
+// Tests returns every registered test, sorted by name.
+func Tests() []*Test {
+	out := make([]*Test, 0, len(registry))
+	for _, t := range registry {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Record is one measurement: the envelope and the test's keys.
+type Record struct {
+	Envelope
+	TestKeys TestKeys `json:"test_keys" v:"required" doc:"The test's own results; their layout depends on test_name."`
+}
+
+// MaxRecordBytes bounds one encoded record (one NDJSON line).
+const MaxRecordBytes = 1 << 20
+
+// ErrDecode is wrapped by every error of DecodeRecord that is about the
+// encoding (not JSON, not UTF-8, wrong types) rather than the values.
+var ErrDecode = errors.New("cannot decode record")
+
+// DecodeRecord parses one JSON record strictly (no unknown fields, no
+// trailing data, valid UTF-8) and validates it against the rules of its test
+// as of now. The error is a *ValidationError listing field paths and reasons.
+func DecodeRecord(line []byte, now time.Time) (*Record, error) {
+	if len(line) > MaxRecordBytes {
+		return nil, invalid("", "record is %d bytes, more than the limit of %d", len(line), MaxRecordBytes)
+	}
+	if !utf8.Valid(line) {
+		return nil, invalid("", "record is not valid UTF-8")
+	}
+	var raw struct {
+		Envelope
+		TestKeys json.RawMessage `json:"test_keys"`
+	}
+	if err := strictUnmarshal(line, &raw); err != nil {
+		return nil, decodeError("", err)
+	}
+	test, ok := registry[raw.TestName]
+	if !ok {
+		if raw.TestName == "" {
+			return nil, invalid("test_name", "is required")
+		}
+		return nil, invalid("test_name", "unknown test %.32q (known: %s)", raw.TestName, strings.Join(testNames(), ", "))
+	}
+	if len(raw.TestKeys) == 0 || bytes.Equal(raw.TestKeys, []byte("null")) {
+		return nil, invalid("test_keys", "is required")
+	}
+	keys := test.NewKeys()
+	if err := strictUnmarshal(raw.TestKeys, keys); err != nil {
+		return nil, decodeError("test_keys", err)
+	}
+	rec := &Record{Envelope: raw.Envelope, TestKeys: keys}
+	if err := rec.Validate(now); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// Validate checks every field of r; now is the reference for start_time.
+func (r *Record) Validate(now time.Time) error {
+	c := &checker{}
+	c.walk("", reflect.ValueOf(&r.Envelope), rules{})
+	r.Envelope.check(c, now)
+	test, ok := registry[r.TestName]
+	switch {
+	case !ok:
+		c.add("test_name", "unknown test %.32q", r.TestName)
+	case !contains(test.Versions, r.TestVersion):
+		c.add("test_version", "unknown version %.16q of %s (known: %s)", r.TestVersion, test.Name, strings.Join(test.Versions, ", "))
+	}
+	if r.TestKeys == nil {
+		c.add("test_keys", "is required")
+	} else {
+		if ok && reflect.TypeOf(r.TestKeys) != reflect.TypeOf(test.NewKeys()) {
+			c.add("test_keys", "has the layout of another test")
+		}
+		c.walk("test_keys", reflect.ValueOf(r.TestKeys), rules{})
+		if !c.full() {
+			r.TestKeys.Check(Checker{c})
+		}
+	}
+	if len(c.errs) > 0 {
+		return &ValidationError{Fields: c.errs}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func testNames() []string {
+	var names []string
+	for _, t := range Tests() {
+		names = append(names, t.Name)
+	}
+	return names
+}
+
+func invalid(path, format string, args ...any) error {
+	return &ValidationError{Fields: []FieldError{{Path: path, Reason: fmt.Sprintf(format, args...)}}}
+}
+
+func strictUnmarshal(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errTrailing
+	}
+	return nil
+}
+
+var errTrailing = errors.New("trailing data after the JSON object")
+
+// decodeError turns an encoding/json error into a field error with the most
+// precise path the error allows.
+func decodeError(prefix string, err error) error {
+	var (
+		typeErr   *json.UnmarshalTypeError
+		syntaxErr *json.SyntaxError
+		timeErr   *time.ParseError
+	)
+	path, reason := prefix, ""
+	switch {
+	case errors.As(err, &typeErr):
+		if typeErr.Field != "" {
+			path = join(prefix, typeErr.Field)
+		}
+		reason = fmt.Sprintf("must be %s, not a JSON %s", jsonKind(typeErr.Type), typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		reason = fmt.Sprintf("malformed JSON at byte %d: %s", syntaxErr.Offset, strings.TrimPrefix(syntaxErr.Error(), "json: "))
+	case errors.As(err, &timeErr):
+		path = join(prefix, "start_time")
+		reason = "must be an RFC 3339 time such as 2026-01-02T15:04:05Z"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		reason = "truncated JSON"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		if len(name) > 64 {
+			name = name[:64] + "..."
+		}
+		return &ValidationError{Fields: []FieldError{{Path: join(prefix, name), Reason: "is not a field of this record (schema_version " + fmt.Sprint(SchemaVersion) + ")"}}}
+	default:
+		reason = strings.TrimPrefix(err.Error(), "json: ")
+	}
+	return fmt.Errorf("%w: %w", ErrDecode, &ValidationError{Fields: []FieldError{{Path: path, Reason: reason}}})
+}
+
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "a value"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.String:
+		return "a string"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer in range"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map, reflect.Pointer:
+		return "an object"
+	}
+	return "a " + t.Kind().String()
+}
