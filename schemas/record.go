@@ -99,7 +99,7 @@ func DecodeRecord(line []byte, now time.Time) (*Record, error) {
 		TestKeys json.RawMessage `json:"test_keys"`
 	}
 	if err := strictUnmarshal(line, &raw); err != nil {
-		return nil, decodeError("", err)
+		return nil, decodeError("", line, err)
 	}
 	test, ok := registry[raw.TestName]
 	if !ok {
@@ -113,7 +113,7 @@ func DecodeRecord(line []byte, now time.Time) (*Record, error) {
 	}
 	keys := test.NewKeys()
 	if err := strictUnmarshal(raw.TestKeys, keys); err != nil {
-		return nil, decodeError("test_keys", err)
+		return nil, decodeError("test_keys", raw.TestKeys, err)
 	}
 	rec := &Record{Envelope: raw.Envelope, TestKeys: keys}
 	if err := rec.Validate(now); err != nil {
@@ -188,7 +188,7 @@ var errTrailing = errors.New("trailing data after the JSON object")
 
 // decodeError turns an encoding/json error into a field error with the most
 // precise path the error allows.
-func decodeError(prefix string, err error) error {
+func decodeError(prefix string, data []byte, err error) error {
 	var (
 		typeErr   *json.UnmarshalTypeError
 		syntaxErr *json.SyntaxError
@@ -197,7 +197,9 @@ func decodeError(prefix string, err error) error {
 	path, reason := prefix, ""
 	switch {
 	case errors.As(err, &typeErr):
-		if typeErr.Field != "" {
+		if p := pathAt(data, typeErr.Offset); p != "" {
+			path = join(prefix, p)
+		} else if typeErr.Field != "" {
 			path = join(prefix, typeErr.Field)
 		}
 		reason = fmt.Sprintf("must be %s, not a JSON %s", jsonKind(typeErr.Type), typeErr.Value)
@@ -240,4 +242,70 @@ func jsonKind(t reflect.Type) string {
 		return "an object"
 	}
 	return "a " + t.Kind().String()
+}
+
+// pathAt returns the JSON path (a.b[2].c) of the value at byte offset end
+// of data, the offset encoding/json reports in type errors; "" when it
+// cannot tell. data is syntactically valid up to there.
+func pathAt(data []byte, end int64) string {
+	type frame struct {
+		array bool
+		key   string // object: the key of the current member
+		index int    // array: the index of the current element
+	}
+	var stack []frame
+	render := func() string {
+		var b strings.Builder
+		for _, f := range stack {
+			if f.array {
+				fmt.Fprintf(&b, "[%d]", f.index)
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(f.key)
+		}
+		return b.String()
+	}
+	afterValue := func() {
+		if n := len(stack) - 1; n >= 0 && stack[n].array {
+			stack[n].index++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		n := len(stack) - 1
+		if n >= 0 && !stack[n].array && !dec.More() {
+			// End of an object: consume '}' below.
+		} else if n >= 0 && !stack[n].array {
+			tok, err := dec.Token() // a key
+			if err != nil {
+				return ""
+			}
+			stack[n].key, _ = tok.(string)
+		}
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if dec.InputOffset() >= end {
+				return render()
+			}
+			stack = append(stack, frame{array: tok == json.Delim('[')})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			if dec.InputOffset() >= end {
+				return render()
+			}
+			afterValue()
+		default:
+			if dec.InputOffset() >= end {
+				return render()
+			}
+			afterValue()
+		}
+	}
 }

@@ -21,11 +21,11 @@ const (
 // round trips), download and upload goodput measured at the receiver, and
 // the server's own view of the same test.
 type Speedtest struct {
-	ConnectMS   []float64       `json:"connect_ms" v:"maxitems=64,min=0,max=60000" doc:"TCP connect times to the test server, milliseconds, one per connection made."`
-	RTTMS       []float64       `json:"rtt_ms" v:"maxitems=64,min=0,max=60000" doc:"Application-level round-trip times of HTTP HEAD requests on an open connection, milliseconds."`
-	RTTMedianMS float64         `json:"rtt_median_ms" v:"min=0,max=60000" doc:"Median of rtt_ms, milliseconds; 0 when rtt_ms is empty."`
-	Download    SpeedtestPhase  `json:"download" doc:"The download phase (server to client), measured by the client as receiver."`
-	Upload      SpeedtestPhase  `json:"upload" doc:"The upload phase (client to server), measured by the server as receiver and reported back."`
+	ConnectMS   []float64        `json:"connect_ms" v:"maxitems=64,min=0,max=60000" doc:"TCP connect times to the test server, milliseconds, one per connection made."`
+	RTTMS       []float64        `json:"rtt_ms" v:"maxitems=64,min=0,max=60000" doc:"Application-level round-trip times of HTTP HEAD requests on an open connection, milliseconds."`
+	RTTMedianMS float64          `json:"rtt_median_ms" v:"min=0,max=60000" doc:"Median of rtt_ms, milliseconds; 0 when rtt_ms is empty."`
+	Download    SpeedtestPhase   `json:"download" doc:"The download phase (server to client), measured by the client as receiver."`
+	Upload      SpeedtestPhase   `json:"upload" doc:"The upload phase (client to server), measured by the server as receiver and reported back."`
 	ServerView  *SpeedtestServer `json:"server_view,omitempty" doc:"What the test server measured itself. Present in the authoritative record merged by the server; absent in a copy made by the agent alone."`
 }
 

@@ -16,13 +16,18 @@
 //
 // [Open] loads all four CSV files into memory as sorted, non-overlapping
 // range tables (IPv4 bounds as uint32, IPv6 bounds as 128-bit integers,
-// organisation names interned), and every lookup is a binary search. The
-// upstream files contain a few hundred nested or overlapping rows (mostly
+// organisation names interned), and every lookup is a binary search (for
+// IPv4, only over the ranges starting in the address's /16, found through a
+// 256 KiB index). The upstream files contain a few hundred nested or overlapping rows (mostly
 // GeoFeed sub-ranges inside a wider WHOIS range); they are resolved at load
 // time so that, after sorting rows by start address (wider first on equal
 // starts, file order otherwise), a later row wins over the earlier ones where
 // they overlap. In practice a more specific range nested inside a wider one
 // takes precedence over it.
+//
+// Addresses that are not [Public] (private, loopback, link-local, multicast,
+// CGNAT shared space, ...) are never looked up: they get a prefix but no
+// ASN, organisation or country.
 //
 // A [DB] is read-only after it has been built, so it is safe for concurrent
 // use by any number of goroutines.
@@ -91,15 +96,40 @@ func u32From(addr netip.Addr) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
-// table4 holds sorted, disjoint IPv4 ranges [lo[i], hi[i]] with values val[i].
+// table4 holds sorted, disjoint IPv4 ranges [lo[i], hi[i]] with values
+// val[i]. idx[p] is the number of ranges starting before p<<16, so the
+// binary search for x only visits ranges starting in x's /16 (256 KiB of
+// index turns ~19 cache-missing steps into a handful).
 type table4[V any] struct {
 	lo, hi []uint32
 	val    []V
+	idx    []uint32 // len 1<<16 + 1, or nil for an empty table
+}
+
+// index fills t.idx.
+func (t *table4[V]) index() {
+	if len(t.lo) == 0 {
+		return
+	}
+	t.idx = make([]uint32, 1<<16+1)
+	i := 0
+	for p := range 1 << 16 {
+		for i < len(t.lo) && t.lo[i]>>16 < uint32(p) {
+			i++
+		}
+		t.idx[p] = uint32(i)
+	}
+	t.idx[1<<16] = uint32(len(t.lo))
 }
 
 func (t *table4[V]) find(x uint32) (v V, ok bool) {
-	// First index whose start is > x.
-	i, j := 0, len(t.lo)
+	if len(t.idx) != 1<<16+1 {
+		return v, false
+	}
+	// First index whose start is > x: every range starting in an earlier
+	// /16 starts before x, every range starting in a later one after x.
+	p := x >> 16
+	i, j := int(t.idx[p]), int(t.idx[p+1])
 	for i < j {
 		m := int(uint(i+j) >> 1)
 		if t.lo[m] <= x {

@@ -33,14 +33,18 @@ func TestLookup(t *testing.T) {
 		name, addr string
 		want       Annotation
 	}{
-		{"first address of IPv4 space", "0.0.0.0", Annotation{64500, "Bottom Of Space", "", "0.0.0.0/24"}},
+		{"unspecified address ignored despite a row", "0.0.0.0", Annotation{0, "", "", "0.0.0.0/24"}},
+		{"second address of IPv4 space", "0.0.0.1", Annotation{64500, "Bottom Of Space", "", "0.0.0.0/24"}},
 		{"quoted org with comma", "1.0.0.1", Annotation{13335, "Cloudflare, Inc.", "AU", "1.0.0.0/24"}},
 		{"just after a range, in a gap", "1.0.1.0", Annotation{0, "", "CN", "1.0.1.0/24"}},
 		{"inside an ASN gap with a country", "1.0.2.1", Annotation{0, "", "CN", "1.0.2.0/24"}},
 		{"first address of a range", "1.0.4.0", Annotation{38803, "Gtelecom Pty Ltd", "", "1.0.4.0/24"}},
 		{"last address of a range", "1.0.7.255", Annotation{38803, "Gtelecom Pty Ltd", "", "1.0.7.0/24"}},
 		{"gap in both tables", "1.0.8.0", Annotation{0, "", "", "1.0.8.0/24"}},
-		{"private address in no range", "172.16.5.4", Annotation{0, "", "", "172.16.5.0/24"}},
+		{"private address ignored despite a country row", "172.16.5.4", Annotation{0, "", "", "172.16.5.0/24"}},
+		{"IPv4-mapped private address ignored", "::ffff:172.16.5.4", Annotation{0, "", "", "172.16.5.0/24"}},
+		{"shared CGNAT space ignored", "100.64.0.1", Annotation{0, "", "", "100.64.0.0/24"}},
+		{"loopback ignored", "127.0.0.1", Annotation{0, "", "", "127.0.0.0/24"}},
 		{"escaped quotes in org", "11.200.0.1", Annotation{64512, `The "Eleven" Net`, "ZZ", "11.200.0.0/24"}},
 		{"nested ASN range wins", "11.1.0.77", Annotation{64513, "Nested Example", "ZZ", "11.1.0.0/24"}},
 		{"outer ASN range resumes after nested one", "11.1.1.0", Annotation{64512, `The "Eleven" Net`, "ZZ", "11.1.1.0/24"}},
@@ -50,10 +54,13 @@ func TestLookup(t *testing.T) {
 		{"adjacent equal rows merged", "198.51.100.200", Annotation{64497, "Docs, Part A", "", "198.51.100.0/24"}},
 		{"same org, other ASN", "192.0.2.9", Annotation{64496, "Example Org", "", "192.0.2.0/24"}},
 		{"lower-case country normalised", "203.0.113.7", Annotation{64498, "Example Org", "AU", "203.0.113.0/24"}},
-		{"last address of IPv4 space", "255.255.255.255", Annotation{64499, "Top Of Space", "", "255.255.255.0/24"}},
+		{"limited broadcast ignored despite a row", "255.255.255.255", Annotation{0, "", "", "255.255.255.0/24"}},
+		{"last but one address of IPv4 space", "255.255.255.254", Annotation{64499, "Top Of Space", "", "255.255.255.0/24"}},
 		{"IPv4-mapped IPv6 is IPv4", "::ffff:8.8.8.8", Annotation{15169, "Google LLC", "US", "8.8.8.0/24"}},
 		{"IPv4-mapped IPv6 in hex", "::ffff:808:808", Annotation{15169, "Google LLC", "US", "8.8.8.0/24"}},
-		{"first address of IPv6 space", "::", Annotation{64500, "Bottom Of Space", "", "::/48"}},
+		{"IPv6 unspecified ignored despite a row", "::", Annotation{0, "", "", "::/48"}},
+		{"IPv6 loopback ignored despite a row", "::1", Annotation{0, "", "", "::/48"}},
+		{"IPv6 third address of space", "::2", Annotation{64500, "Bottom Of Space", "", "::/48"}},
 		{"IPv6 last address of first range", "::ffff", Annotation{64500, "Bottom Of Space", "", "::/48"}},
 		{"IPv6 just after first range", "::1:0", Annotation{0, "", "", "::/48"}},
 		{"IPv6 quoted org with comma", "2001:db8::1", Annotation{64501, "Doc Six, Ltd.", "NL", "2001:db8::/48"}},
@@ -64,7 +71,8 @@ func TestLookup(t *testing.T) {
 		{"IPv6 ASN gap", "2001:db8:2::1", Annotation{0, "", "NL", "2001:db8:2::/48"}},
 		{"IPv6 zone stripped", "fe80::1%eth0", Annotation{0, "", "", "fe80::/48"}},
 		{"IPv6 Google", "2001:4860:4860::8888", Annotation{15169, "Google LLC", "US", "2001:4860:4860::/48"}},
-		{"last address of IPv6 space", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Annotation{64503, "Top Of Space", "", "ffff:ffff:ffff::/48"}},
+		{"IPv6 multicast ignored despite a row", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Annotation{0, "", "", "ffff:ffff:ffff::/48"}},
+		{"IPv6 unique local ignored", "fd00::1", Annotation{0, "", "", "fd00::/48"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,6 +110,62 @@ func TestLookupInvalid(t *testing.T) {
 		if !errors.Is(err, ErrInvalidAddress) || got != (Annotation{}) {
 			t.Errorf("LookupString(%q) = %+v, %v, want zero, ErrInvalidAddress", s, got, err)
 		}
+	}
+}
+
+// TestTableBounds searches the extreme addresses directly: lookups ignore
+// them as special-purpose addresses.
+func TestTableBounds(t *testing.T) {
+	db := openTestDB(t)
+	max6 := u128{^uint64(0), ^uint64(0)}
+	tests := []struct {
+		name string
+		got  func() (uint32, bool)
+		asn  uint32 // 0: not found
+	}{
+		{"IPv4 0", func() (uint32, bool) { return db.asn4.find(0) }, 64500},
+		{"IPv4 max", func() (uint32, bool) { return db.asn4.find(^uint32(0)) }, 64499},
+		{"IPv6 0", func() (uint32, bool) { return db.asn6.find(u128{}) }, 64500},
+		{"IPv6 max", func() (uint32, bool) { return db.asn6.find(max6) }, 64503},
+		{"IPv6 gap after ::ffff", func() (uint32, bool) { return db.asn6.find(u128{0, 0x10000}) }, 0},
+	}
+	for _, tt := range tests {
+		i, ok := tt.got()
+		if tt.asn == 0 {
+			if ok {
+				t.Errorf("%s: found %+v, want nothing", tt.name, db.recs[i])
+			}
+			continue
+		}
+		if !ok || db.recs[i].asn != tt.asn {
+			t.Errorf("%s: found %v %v, want AS%d", tt.name, ok, i, tt.asn)
+		}
+	}
+	var empty6 table6[uint32]
+	if _, ok := empty6.find(max6); ok {
+		t.Errorf("empty IPv6 table: found")
+	}
+	empty4 := makeTable4(nil)
+	if _, ok := empty4.find(0); ok {
+		t.Errorf("empty IPv4 table: found")
+	}
+}
+
+func TestPublic(t *testing.T) {
+	for s, want := range map[string]bool{
+		"8.8.8.8": true, "0.0.0.1": true, "100.63.255.255": true, "100.128.0.0": true,
+		"2001:db8::1": true, "::ffff:8.8.8.8": true, "fe80::1%eth0": false,
+		"0.0.0.0": false, "127.0.0.1": false, "10.1.2.3": false, "172.31.0.1": false,
+		"192.168.0.1": false, "100.64.0.1": false, "100.127.255.255": false, "169.254.1.1": false,
+		"224.0.0.1": false, "255.255.255.255": false, "::": false, "::1": false, "fc00::1": false,
+		"ff02::1": false, "::ffff:10.0.0.1": false,
+	} {
+		if got := Public(netip.MustParseAddr(s)); got != want {
+			t.Errorf("Public(%s) = %v, want %v", s, got, want)
+		}
+	}
+	if Public(netip.Addr{}) {
+		t.Errorf("Public(zero Addr) = true")
 	}
 }
 
@@ -143,8 +207,8 @@ func TestVersionLicenceStats(t *testing.T) {
 		}
 	}
 	// 11 ASN rows: one adjacent pair merged, one range split in three by a
-	// nested one. 8 country rows: 10/8 is split in four by two nested rows.
-	want := Stats{ASNRanges4: 11, ASNRanges6: 5, CountryRanges4: 9, CountryRanges6: 4, ASRecords: 13, Countries: 7}
+	// nested one. 9 country rows: 11/8 is split in four by two nested rows.
+	want := Stats{ASNRanges4: 11, ASNRanges6: 5, CountryRanges4: 10, CountryRanges6: 4, ASRecords: 13, Countries: 7}
 	if got := db.Stats(); got != want {
 		t.Errorf("Stats() = %+v, want %+v", got, want)
 	}
@@ -380,8 +444,8 @@ func TestUnsortedInput(t *testing.T) {
 	if db.Stats() != sorted.Stats() {
 		t.Errorf("Stats differ: %+v vs %+v", db.Stats(), sorted.Stats())
 	}
-	for _, s := range []string{"0.0.0.0", "1.0.0.1", "1.0.2.1", "11.0.0.1", "11.0.1.3", "11.1.0.1", "11.1.1.1",
-		"198.51.100.200", "255.255.255.255", "::", "2001:db8::1", "2001:db8:1::1", "2001:db8:1:1::1", "ffff::1"} {
+	for _, s := range []string{"0.0.0.1", "1.0.0.1", "1.0.2.1", "11.0.0.1", "11.0.1.3", "11.1.0.1", "11.1.1.1",
+		"198.51.100.200", "255.255.255.254", "::2", "2001:db8::1", "2001:db8:1::1", "2001:db8:1:1::1", "ffff::1"} {
 		a := netip.MustParseAddr(s)
 		if got, want := db.Lookup(a), sorted.Lookup(a); got != want {
 			t.Errorf("%s: unsorted input gives %+v, sorted %+v", s, got, want)
@@ -399,7 +463,7 @@ func TestOverlapsMatchNaive(t *testing.T) {
 		lo, hi uint64
 		cc     string
 	}
-	base4 := netip.MustParseAddr("11.0.0.0")
+	base4 := netip.MustParseAddr("11.0.250.0") // crosses a /16 boundary
 	base6 := netip.MustParseAddr("2001:db8::ffff:ffff:ffff:fc00")
 	add := func(base netip.Addr, n uint64) netip.Addr {
 		for range n {

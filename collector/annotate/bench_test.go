@@ -15,13 +15,17 @@ func BenchmarkOpen(b *testing.B) {
 	var before, after runtime.MemStats
 	var db *DB
 	for b.Loop() {
+		b.StopTimer()
+		db = nil
 		runtime.GC()
 		runtime.ReadMemStats(&before)
+		b.StartTimer()
 		var err error
 		if db, err = Open(dir); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.StopTimer()
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/(1<<20), "MiB-live")

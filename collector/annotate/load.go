@@ -181,8 +181,8 @@ func build(in [4]input, version string) (*DB, error) {
 
 // loadASN fills db.asn4, db.asn6 and db.recs.
 func (db *DB) loadASN(in4, in6 input) error {
-	ids := make(map[asRecord]uint32)
-	orgs := make(map[string]string)
+	ids := make(map[asRecord]uint32, 1<<14)
+	orgs := make(map[string]string, 1<<14)
 	value := func(file string, line int, rec []string) (uint32, error) {
 		if len(rec) != 4 {
 			return 0, rowErr(file, line, "want 4 fields (start_ip,end_ip,asn,org), have %d", len(rec))
@@ -265,7 +265,7 @@ func narrow4(t table4[uint32]) table4[uint16] {
 	for i, x := range t.val {
 		v[i] = uint16(x)
 	}
-	return table4[uint16]{lo: t.lo, hi: t.hi, val: v}
+	return table4[uint16]{lo: t.lo, hi: t.hi, val: v, idx: t.idx}
 }
 
 func narrow6(t table6[uint32]) table6[uint16] {
@@ -372,6 +372,9 @@ func readSpans[K key[K]](in input, parse func(string) (K, bool),
 		if n := len(spans); n > 0 && spanBefore(span[K]{lo: lo, hi: hi}, spans[n-1]) {
 			sorted = false
 		}
+		if len(spans) == cap(spans) { // double: append grows large slices by 1.25x
+			spans = slices.Grow(spans, max(len(spans), 1<<12))
+		}
 		spans = append(spans, span[K]{lo: lo, hi: hi, val: val})
 	}
 	if !sorted {
@@ -446,6 +449,7 @@ func makeTable4(s []span[k4]) table4[uint32] {
 	for i, x := range s {
 		t.lo[i], t.hi[i], t.val[i] = uint32(x.lo), uint32(x.hi), x.val
 	}
+	t.index()
 	return t
 }
 

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/internal/chdb"
+)
+
+func cmdCollector(args []string) error {
+	fs := newFlagSet("collector", "Run the collector: POST /api/v1/measurements, a write-ahead spool and the ClickHouse loader.")
+	listen := fs.String("listen", "127.0.0.1:9773", "address to serve the collector API on")
+	spoolDir := fs.String("spool-dir", "neubot-spool", "directory of the write-ahead spool (one per collector)")
+	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address, host:port")
+	db := fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
+	maxAge := fs.Duration("batch-max-age", time.Second, "load a batch at the latest this long after its first record arrived")
+	maxRecords := fs.Int("batch-max-records", 100_000, "load a batch when it holds this many records")
+	drain := fs.Duration("drain-timeout", 10*time.Second, "on shutdown, load the spool for at most this long; the rest is kept")
+	lf := addLogFlags(fs, "json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	if *maxAge <= 0 || *maxRecords <= 0 {
+		return fmt.Errorf("--batch-max-age and --batch-max-records must be positive")
+	}
+	db2, err := openIPDB(*ipdb, log)
+	if err != nil {
+		return err
+	}
+	svc, err := startCollector(*listen, collector.Config{
+		SpoolDir:   *spoolDir,
+		Spool:      collector.SpoolOptions{MaxAge: *maxAge, MaxRecords: *maxRecords},
+		ClickHouse: chdb.Options{Addr: *addr, Database: *db},
+		IPDB:       db2,
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("collector listening", "url", svc.http.URL(), "spool", *spoolDir, "clickhouse", *addr)
+	ctx, cancel := signalContext()
+	defer cancel()
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-svc.http.Done():
+	}
+	svc.stop(*drain)
+	return err
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/collector/annotate"
+	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/cli"
+	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/version"
+)
+
+// envPrefix mirrors every flag: --spool-dir is also NEUBOT_SERVER_SPOOL_DIR.
+const envPrefix = "NEUBOT_SERVER"
+
+type logFlags struct{ format, level *string }
+
+func addLogFlags(fs *flag.FlagSet, format string) logFlags {
+	return logFlags{
+		format: fs.String("log-format", format, "log format: json or text"),
+		level:  fs.String("log-level", "info", "log level: debug, info, warn, error"),
+	}
+}
+
+func (l logFlags) logger() (*slog.Logger, error) { return cli.Logger(os.Stderr, *l.format, *l.level) }
+
+func newFlagSet(name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(prog+" "+name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s %s [flags]\n\n%s\n\nFlags (each also read from %s_<FLAG>, e.g. %s):\n",
+			prog, name, usage, envPrefix, cli.EnvName(envPrefix, "log-level"))
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags and refuses positional arguments.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := cli.Parse(fs, envPrefix, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.ErrUsage
+		}
+		if fs.Parsed() {
+			fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
+		}
+		return cli.ErrUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		fs.Usage()
+		return cli.ErrUsage
+	}
+	return nil
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// openIPDB loads the IP-to-ASN and country databases from dir, or from the
+// default place where scripts/setup installs them.
+func openIPDB(dir string, log *slog.Logger) (*annotate.DB, error) {
+	if dir == "" {
+		d, err := annotate.DefaultDir()
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+	}
+	start := time.Now()
+	db, err := annotate.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("IP database loaded", "dir", dir, "version", db.Version(), "took", time.Since(start).Round(time.Millisecond))
+	return db, nil
+}
+
+// collectorService is a running collector: HTTP server plus loader.
+type collectorService struct {
+	c       *collector.Collector
+	http    *httpx.Server
+	cancel  context.CancelFunc
+	loaderC chan struct{}
+	log     *slog.Logger
+}
+
+func startCollector(listen string, cfg collector.Config) (*collectorService, error) {
+	c, err := collector.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := httpx.Listen(listen, c.Handler(), cfg.Logger)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &collectorService{c: c, http: srv, cancel: cancel, loaderC: make(chan struct{}), log: cfg.Logger}
+	go func() {
+		c.Run(ctx)
+		close(s.loaderC)
+	}()
+	return s, nil
+}
+
+// stop stops accepting, lets in-flight requests finish (their records are
+// spooled), then loads what it can within drain; the rest stays in the spool.
+func (s *collectorService) stop(drain time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := s.http.Shutdown(ctx); err != nil {
+		s.log.Warn("collector: HTTP shutdown", "err", err)
+	}
+	s.cancel()
+	<-s.loaderC
+	dctx, dcancel := context.WithTimeout(context.Background(), drain)
+	defer dcancel()
+	s.c.Drain(dctx)
+	b, n, _ := s.c.SpoolStats()
+	if n > 0 {
+		s.log.Info("collector: records kept in the spool for the next start", "records", n, "bytes", b)
+	}
+	if err := s.c.Close(); err != nil {
+		s.log.Warn("collector: close", "err", err)
+	}
+}
+
+func cmdVersion(args []string) error {
+	fs := newFlagSet("version", "Print the version.")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fmt.Println(prog, version.Version)
+	return nil
+}
+
+func cmdMigrate(args []string) error {
+	fs := newFlagSet("migrate", "Apply the embedded ClickHouse migrations that are not applied yet, then exit.")
+	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address, host:port")
+	db := fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	lf := addLogFlags(fs, "text")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	conn, err := chdb.Setup(ctx, chdb.Options{Addr: *addr, Database: *db}, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	done, err := chdb.Applied(ctx, conn)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s: %d migrations applied on %s/%s\n", prog, len(done), *addr, *db)
+	return nil
+}

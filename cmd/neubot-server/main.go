@@ -1,0 +1,21 @@
+// Command neubot-server runs Neubot's server side: the collector, the
+// migrations and, with `up`, the whole platform on a local ClickHouse.
+package main
+
+import (
+	"os"
+
+	"github.com/neubot/neubot/internal/cli"
+)
+
+const prog = "neubot-server"
+
+func main() {
+	cmds := []cli.Command{
+		{Name: "up", Short: "run the whole platform on a local ClickHouse it starts itself", Run: cmdUp},
+		{Name: "collector", Short: "run the collector (ingest API, spool, ClickHouse loader)", Run: cmdCollector},
+		{Name: "migrate", Short: "apply the ClickHouse migrations and exit", Run: cmdMigrate},
+		{Name: "version", Short: "print the version", Run: cmdVersion},
+	}
+	cli.Exit(prog, cli.Dispatch(prog, cmds, os.Args[1:], os.Stderr))
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/internal/localch"
+)
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "neubot-server")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "neubot-server")
+	}
+	return "neubot-server-data"
+}
+
+func cmdUp(args []string) error {
+	fs := newFlagSet("up", "Run the whole platform on one machine: a local ClickHouse (started from the\nclickhouse-server binary, data under --data) and the collector. Ctrl-C stops everything.")
+	data := fs.String("data", defaultDataDir(), "directory for ClickHouse data, the spool and state")
+	chPort := fs.Int("clickhouse-port", 0, "native protocol port of the local ClickHouse (0: a free one)")
+	chBin := fs.String("clickhouse-binary", "", "path of clickhouse-server (default: found on PATH, /usr/sbin, /usr/bin)")
+	collectorAddr := fs.String("collector", "127.0.0.1:9773", "address of the collector")
+	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
+	lf := addLogFlags(fs, "text")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+
+	db, err := openIPDB(*ipdb, log)
+	if err != nil {
+		return err
+	}
+	sctx, scancel := context.WithTimeout(ctx, 2*time.Minute)
+	ch, err := localch.Start(sctx, localch.Config{
+		Dir:     filepath.Join(*data, "clickhouse"),
+		Binary:  *chBin,
+		TCPPort: *chPort,
+		Logger:  log,
+	})
+	scancel()
+	if err != nil {
+		return err
+	}
+	defer ch.Stop()
+
+	col, err := startCollector(*collectorAddr, collector.Config{
+		SpoolDir:   filepath.Join(*data, "spool"),
+		ClickHouse: ch.Options(),
+		IPDB:       db,
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf(`neubot-server up: running (data in %s)
+  clickhouse  %s   database %s
+  collector   %s   POST /api/v1/measurements, GET /metrics
+Press Ctrl-C to stop.
+`, *data, ch.URL(), ch.Options().Database, col.http.URL())
+
+	select {
+	case <-ctx.Done():
+	case err = <-col.http.Done():
+	case <-ch.Done():
+		err = fmt.Errorf("clickhouse-server exited; see %s", filepath.Join(*data, "clickhouse", "log"))
+	}
+	fmt.Println("neubot-server up: stopping")
+	col.stop(10 * time.Second)
+	ch.Stop()
+	return err
+}

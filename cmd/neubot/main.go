@@ -1,0 +1,29 @@
+// Command neubot is what volunteers install: the agent that measures their
+// Internet access in the background, and one-shot tests from the command
+// line. It must never depend on ClickHouse or Arrow (a test checks).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/neubot/neubot/internal/cli"
+	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/schemas"
+)
+
+const prog = "neubot"
+
+func main() {
+	cmds := []cli.Command{
+		{Name: "version", Short: "print the version and the record schema version", Run: func(args []string) error {
+			if len(args) > 0 {
+				fmt.Fprintf(os.Stderr, "%s version: unexpected argument %q\n", prog, args[0])
+				return cli.ErrUsage
+			}
+			fmt.Printf("%s %s (record schema %d)\n", prog, version.Version, schemas.SchemaVersion)
+			return nil
+		}},
+	}
+	cli.Exit(prog, cli.Dispatch(prog, cmds, os.Args[1:], os.Stderr))
+}

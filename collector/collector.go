@@ -1,0 +1,130 @@
+// Package collector receives measurement records, keeps them in a
+// write-ahead spool and loads them into ClickHouse.
+//
+// The flow of one record: POST /api/v1/measurements (NDJSON, gzip allowed) →
+// strict validation (schemas) → append to the spool, fsync → 202 → the loader
+// annotates it (ASN, organisation, country, truncated prefix from the client
+// address, which is then dropped) and batch-inserts it into its test's table.
+// Nothing acknowledged is lost: the spool survives crashes and segments are
+// deleted only after their insert succeeded; measurement_uid makes replays
+// harmless.
+package collector
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/neubot/neubot/collector/annotate"
+	"github.com/neubot/neubot/internal/chdb"
+)
+
+// Config configures a collector.
+type Config struct {
+	// SpoolDir holds the write-ahead spool; it must not be shared.
+	SpoolDir string
+	Spool    SpoolOptions
+	// ClickHouse says where to load records.
+	ClickHouse chdb.Options
+	// IPDB annotates client addresses; nil leaves records unannotated
+	// (tests only: the server command always loads one).
+	IPDB *annotate.DB
+	// Body limits; defaults when 0.
+	MaxBodyBytes    int64
+	MaxDecodedBytes int64
+	MaxLines        int
+	Logger          *slog.Logger
+}
+
+// Collector is the ingest service. Create it with New, serve Handler, run
+// Run, and Close it on shutdown.
+type Collector struct {
+	cfg     Config
+	log     *slog.Logger
+	spool   *Spool
+	ipdb    *annotate.DB
+	metrics *metrics
+	router  chi.Router
+
+	connMu sync.Mutex
+	ch     driver.Conn
+}
+
+// New opens the spool (replaying what a previous run left) and builds the
+// HTTP handler. It does not need ClickHouse to be up.
+func New(cfg Config) (*Collector, error) {
+	if cfg.SpoolDir == "" {
+		return nil, errors.New("collector: no spool directory")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxDecodedBytes == 0 {
+		cfg.MaxDecodedBytes = DefaultMaxDecodedBytes
+	}
+	if cfg.MaxLines == 0 {
+		cfg.MaxLines = DefaultMaxLines
+	}
+	cfg.Spool.Logger = cfg.Logger
+	sp, err := OpenSpool(cfg.SpoolDir, cfg.Spool)
+	if err != nil {
+		return nil, err
+	}
+	c := &Collector{cfg: cfg, log: cfg.Logger, spool: sp, ipdb: cfg.IPDB}
+	c.metrics = newMetrics(sp)
+	r := chi.NewRouter()
+	r.Post(IngestPath, c.handleIngest)
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	c.router = r
+	return c, nil
+}
+
+// Handler is the collector's HTTP API.
+func (c *Collector) Handler() http.Handler { return c.router }
+
+// Run loads the spool into ClickHouse until ctx ends.
+func (c *Collector) Run(ctx context.Context) {
+	c.runLoader(ctx)
+}
+
+// Drain seals the active segment and loads everything spooled, for at most
+// until ctx ends; what is left stays in the spool for the next start. Call
+// it after the HTTP server stopped accepting and Run returned.
+func (c *Collector) Drain(ctx context.Context) {
+	c.spool.Flush(ctx)
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for dctx.Err() == nil && c.spool.Pending() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+	}()
+	c.runLoader(dctx)
+}
+
+// Close closes the spool and the ClickHouse connection.
+func (c *Collector) Close() error {
+	err := c.spool.Close()
+	c.dropConn()
+	return err
+}
+
+// SpoolStats reports the spool's depth (for tests and status pages).
+func (c *Collector) SpoolStats() (bytes int64, records int, oldest time.Time) {
+	return c.spool.Stats()
+}

@@ -1,0 +1,84 @@
+package collector
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the collector's Prometheus metrics, on a registry of its own
+// so that several collectors can live in one process (tests).
+type metrics struct {
+	reg           *prometheus.Registry
+	accepted      prometheus.Counter
+	rejected      prometheus.Counter
+	requests      *prometheus.CounterVec
+	inserted      *prometheus.CounterVec
+	insertErrors  prometheus.Counter
+	insertSeconds prometheus.Histogram
+	deadLetters   prometheus.Counter
+	quarantined   prometheus.Counter
+}
+
+func newMetrics(s *Spool) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "neubot_collector_records_accepted_total",
+			Help: "Records validated and durably spooled (acknowledged).",
+		}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "neubot_collector_records_rejected_total",
+			Help: "Lines refused by validation.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "neubot_collector_ingest_requests_total",
+			Help: "Ingest requests by HTTP status code.",
+		}, []string{"code"}),
+		inserted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "neubot_collector_rows_inserted_total",
+			Help: "Rows inserted into ClickHouse, by test.",
+		}, []string{"test"}),
+		insertErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "neubot_collector_insert_errors_total",
+			Help: "Failed attempts to load a spool segment into ClickHouse (each is retried).",
+		}),
+		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "neubot_collector_segment_load_seconds",
+			Help:    "Time to load one spool segment into ClickHouse.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+		}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "neubot_collector_dead_letters_total",
+			Help: "Spooled records refused on load and kept in deadletter.ndjson.",
+		}),
+		quarantined: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "neubot_collector_segments_quarantined_total",
+			Help: "Damaged spool segments moved to quarantine/.",
+		}),
+	}
+	m.reg.MustRegister(m.accepted, m.rejected, m.requests, m.inserted, m.insertErrors,
+		m.insertSeconds, m.deadLetters, m.quarantined,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "neubot_collector_spool_bytes",
+			Help: "Bytes in the spool not yet loaded into ClickHouse.",
+		}, func() float64 { b, _, _ := s.Stats(); return float64(b) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "neubot_collector_spool_records",
+			Help: "Records in the spool not yet loaded into ClickHouse.",
+		}, func() float64 { _, n, _ := s.Stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "neubot_collector_loader_lag_seconds",
+			Help: "Age of the oldest record not yet loaded into ClickHouse (0 when the spool is empty).",
+		}, func() float64 {
+			_, _, oldest := s.Stats()
+			if oldest.IsZero() {
+				return 0
+			}
+			return time.Since(oldest).Seconds()
+		}),
+		prometheus.NewGoCollector(),
+		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+	)
+	return m
+}

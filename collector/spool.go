@@ -1,0 +1,602 @@
+package collector
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The spool is the collector's write-ahead log. Accepted records are
+// appended to the active segment file and fsync'ed before the client gets
+// its 202; the loader takes sealed segments in order, inserts them into
+// ClickHouse and deletes each only after its insert succeeded. A crash loses
+// nothing acknowledged: on open, every segment found on disk is sealed and
+// replayed, and its torn tail (a frame that was never acknowledged) is cut.
+//
+// Segment file: a sequence of frames
+//
+//	uint32 little-endian  payload length
+//	uint32 little-endian  CRC-32C of the payload
+//	payload               entry: int64 LE receive time (Unix ns), uint8 peer
+//	                      length, peer address, the record's JSON line
+//
+// Appends from concurrent requests are grouped: one writer goroutine writes
+// whatever is waiting and syncs once for all of them (group commit).
+
+const (
+	segmentExt      = ".wal"
+	frameHeaderSize = 8
+	maxFrameSize    = 2 << 20
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrSpoolClosed is returned by Append after Close.
+var ErrSpoolClosed = errors.New("spool closed")
+
+// Entry is one spooled record with what the collector knew when it arrived.
+type Entry struct {
+	Received time.Time
+	Peer     string // address of the HTTP client that submitted it
+	Record   []byte // the JSON line as received (validated)
+}
+
+func (e *Entry) appendFrame(dst []byte) []byte {
+	peer := e.Peer
+	if len(peer) > 255 {
+		peer = peer[:255]
+	}
+	n := 8 + 1 + len(peer) + len(e.Record)
+	start := len(dst)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(n))
+	dst = binary.LittleEndian.AppendUint32(dst, 0) // CRC, filled below
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(e.Received.UnixNano()))
+	dst = append(dst, byte(len(peer)))
+	dst = append(dst, peer...)
+	dst = append(dst, e.Record...)
+	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(dst[start+frameHeaderSize:], crcTable))
+	return dst
+}
+
+func decodeEntry(p []byte) (Entry, error) {
+	if len(p) < 9 || len(p) < 9+int(p[8]) {
+		return Entry{}, errors.New("short entry")
+	}
+	pl := int(p[8])
+	return Entry{
+		Received: time.Unix(0, int64(binary.LittleEndian.Uint64(p))),
+		Peer:     string(p[9 : 9+pl]),
+		Record:   p[9+pl:],
+	}, nil
+}
+
+// SpoolOptions bound the segments: a segment is sealed, and so becomes
+// available to the loader, when it reaches MaxBytes or MaxRecords or when its
+// first record is older than MaxAge.
+type SpoolOptions struct {
+	MaxBytes   int64
+	MaxRecords int
+	MaxAge     time.Duration
+	Logger     *slog.Logger
+	// NoSync skips fsync; only for measuring what fsync costs. Never in
+	// production: acknowledged records could be lost in a power cut.
+	NoSync bool
+}
+
+func (o *SpoolOptions) defaults() {
+	if o.MaxBytes == 0 {
+		o.MaxBytes = 64 << 20
+	}
+	if o.MaxRecords == 0 {
+		o.MaxRecords = 100_000
+	}
+	if o.MaxAge == 0 {
+		o.MaxAge = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Segment is a sealed segment, ready to load.
+type Segment struct {
+	Seq     uint64
+	Path    string
+	Bytes   int64
+	Records int
+	First   time.Time // receive time of its first record
+}
+
+// Spool is the write-ahead spool of one collector. Its directory must not be
+// shared with another running collector.
+type Spool struct {
+	dir  string
+	opts SpoolOptions
+	reqs chan *appendReq
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	appendMu     sync.RWMutex
+	appendClosed bool
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	sealed   []*Segment // in order; the loader takes sealed[0]
+	active   *Segment   // owned by the writer goroutine; read under mu for stats
+	closed   bool
+	file     *os.File
+	nextSeq  uint64
+	sealWant bool
+}
+
+type appendReq struct {
+	entries []Entry
+	done    chan error
+}
+
+// OpenSpool opens (creating if needed) the spool in dir, recovers the
+// segments a previous run left and starts the writer.
+func OpenSpool(dir string, opts SpoolOptions) (*Spool, error) {
+	opts.defaults()
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s := &Spool{dir: dir, opts: opts, reqs: make(chan *appendReq, 256), quit: make(chan struct{})}
+	s.cond = sync.NewCond(&s.mu)
+	if err := s.recover(); err != nil {
+		return nil, err
+	}
+	if err := s.openActive(); err != nil {
+		return nil, err
+	}
+	s.wg.Add(2)
+	go s.writer()
+	go s.ager()
+	return s, nil
+}
+
+// recover seals every segment left on disk, cutting a torn tail.
+func (s *Spool) recover() error {
+	names, err := filepath.Glob(filepath.Join(s.dir, "*"+segmentExt))
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, path := range names {
+		seq, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(path), segmentExt), 16, 64)
+		if err != nil {
+			s.opts.Logger.Warn("spool: ignoring unexpected file", "path", path)
+			continue
+		}
+		seg, err := scanSegment(path, seq, true)
+		if err != nil {
+			return fmt.Errorf("spool: recover %s: %w", path, err)
+		}
+		if seq >= s.nextSeq {
+			s.nextSeq = seq + 1
+		}
+		if seg.Records == 0 {
+			_ = os.Remove(path)
+			continue
+		}
+		s.opts.Logger.Info("spool: recovered segment", "path", path, "records", seg.Records, "bytes", seg.Bytes)
+		s.sealed = append(s.sealed, seg)
+	}
+	return nil
+}
+
+// scanSegment counts the valid frames of a segment. With repair, a torn or
+// corrupt tail is cut off: frames are fsync'ed before they are acknowledged,
+// so a frame that does not check out was never acknowledged.
+func scanSegment(path string, seq uint64, repair bool) (*Segment, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	seg := &Segment{Seq: seq, Path: path}
+	r := bufio.NewReaderSize(f, 1<<20)
+	var good int64
+	err = readFrames(r, func(p []byte) error {
+		if seg.Records == 0 {
+			if e, err := decodeEntry(p); err == nil {
+				seg.First = e.Received
+			}
+		}
+		seg.Records++
+		good += int64(frameHeaderSize + len(p))
+		return nil
+	})
+	if err != nil && !errors.Is(err, errTorn) {
+		return nil, err
+	}
+	if errors.Is(err, errTorn) && repair {
+		if err := f.Truncate(good); err != nil {
+			return nil, err
+		}
+		if err := f.Sync(); err != nil {
+			return nil, err
+		}
+	}
+	seg.Bytes = good
+	return seg, nil
+}
+
+var errTorn = errors.New("torn or corrupt frame")
+
+// readFrames calls fn with each valid frame's payload until EOF. It returns
+// errTorn at the first frame that is incomplete or fails its checksum.
+func readFrames(r *bufio.Reader, fn func([]byte) error) error {
+	var hdr [frameHeaderSize]byte
+	var buf []byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return errTorn
+		}
+		n := binary.LittleEndian.Uint32(hdr[:])
+		if n > maxFrameSize {
+			return errTorn
+		}
+		if cap(buf) < int(n) {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return errTorn
+		}
+		if crc32.Checksum(buf, crcTable) != binary.LittleEndian.Uint32(hdr[4:]) {
+			return errTorn
+		}
+		if err := fn(buf); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Spool) openActive() error {
+	path := filepath.Join(s.dir, fmt.Sprintf("%016x%s", s.nextSeq, segmentExt))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if !s.opts.NoSync {
+		if err := syncDir(s.dir); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.file = f
+	s.active = &Segment{Seq: s.nextSeq, Path: path}
+	s.nextSeq++
+	s.mu.Unlock()
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Append writes entries durably: when it returns nil they are on disk.
+func (s *Spool) Append(ctx context.Context, entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	req := &appendReq{entries: entries, done: make(chan error, 1)}
+	// The read lock keeps Close from stopping the writer between our check
+	// and our send, so every queued request is served.
+	s.appendMu.RLock()
+	if s.appendClosed {
+		s.appendMu.RUnlock()
+		return ErrSpoolClosed
+	}
+	select {
+	case s.reqs <- req:
+		s.appendMu.RUnlock()
+	case <-ctx.Done():
+		s.appendMu.RUnlock()
+		return ctx.Err()
+	}
+	// Once queued, the write happens; wait for it even if ctx ends, so
+	// that the caller never acknowledges, or retries, a half-known state.
+	return <-req.done
+}
+
+// writer is the only goroutine that writes to the active segment.
+func (s *Spool) writer() {
+	defer s.wg.Done()
+	var buf []byte
+	for {
+		var batch []*appendReq
+		select {
+		case req := <-s.reqs:
+			batch = append(batch, req)
+		case <-s.quit:
+			// Serve what was queued before Close, then stop.
+			for {
+				select {
+				case req := <-s.reqs:
+					batch = append(batch, req)
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				s.write(batch, buf)
+			}
+			return
+		case <-time.After(s.opts.MaxAge / 4):
+			s.mu.Lock()
+			want := s.sealWant
+			s.mu.Unlock()
+			if want {
+				s.seal()
+			}
+			continue
+		}
+	drain:
+		for len(batch) < 1024 {
+			select {
+			case req := <-s.reqs:
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		buf = s.write(batch, buf)
+		s.mu.Lock()
+		a := s.active
+		full := a.Bytes >= s.opts.MaxBytes || a.Records >= s.opts.MaxRecords
+		want := s.sealWant
+		s.mu.Unlock()
+		if full || want {
+			s.seal()
+		}
+	}
+}
+
+// write appends the batch, syncs once and answers every request.
+func (s *Spool) write(batch []*appendReq, buf []byte) []byte {
+	buf = buf[:0]
+	records := 0
+	for _, req := range batch {
+		for i := range req.entries {
+			buf = req.entries[i].appendFrame(buf)
+		}
+		records += len(req.entries)
+	}
+	_, err := s.file.Write(buf)
+	if err == nil && !s.opts.NoSync {
+		err = s.file.Sync()
+	}
+	if err != nil {
+		// The segment may now end in a partial frame; recovery cuts it.
+		// Start a fresh segment so later appends are not behind it.
+		err = fmt.Errorf("spool: write: %w", err)
+		s.opts.Logger.Error("spool write failed", "err", err)
+		s.mu.Lock()
+		s.sealWant = true
+		s.mu.Unlock()
+	} else {
+		s.mu.Lock()
+		if s.active.Records == 0 {
+			s.active.First = batch[0].entries[0].Received
+		}
+		s.active.Records += records
+		s.active.Bytes += int64(len(buf))
+		s.mu.Unlock()
+	}
+	for _, req := range batch {
+		req.done <- err
+	}
+	if cap(buf) > 8<<20 {
+		buf = nil // do not keep a huge buffer around
+	}
+	return buf
+}
+
+// seal closes the active segment, hands it to the loader and opens a new one.
+func (s *Spool) seal() {
+	s.mu.Lock()
+	s.sealWant = false
+	a := s.active
+	s.mu.Unlock()
+	if a.Records == 0 {
+		return
+	}
+	if err := s.file.Close(); err != nil {
+		s.opts.Logger.Error("spool: close segment", "err", err)
+	}
+	if err := s.openActive(); err != nil {
+		// Keep going on the old file is impossible (closed); retry later.
+		s.opts.Logger.Error("spool: cannot open a new segment", "err", err)
+		s.mu.Lock()
+		s.sealWant = true
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Lock()
+	s.sealed = append(s.sealed, a)
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+// ager asks for a seal when the active segment's first record is too old.
+func (s *Spool) ager() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.MaxAge / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if s.active != nil && s.active.Records > 0 && time.Since(s.active.First) >= s.opts.MaxAge {
+				s.sealWant = true
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Flush asks the writer to seal the active segment now (e.g. on shutdown)
+// and waits until it did or ctx ends.
+func (s *Spool) Flush(ctx context.Context) {
+	s.mu.Lock()
+	s.sealWant = true
+	s.mu.Unlock()
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		done := !s.sealWant || s.active.Records == 0 || s.closed
+		s.mu.Unlock()
+		if done {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Next waits for the oldest sealed segment and returns it without removing
+// it; call Remove after it was loaded.
+func (s *Spool) Next(ctx context.Context) (*Segment, error) {
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.sealed) == 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if s.closed {
+			return nil, ErrSpoolClosed
+		}
+		s.cond.Wait()
+	}
+	return s.sealed[0], nil
+}
+
+// Pending reports whether a sealed segment waits to be loaded.
+func (s *Spool) Pending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sealed) > 0
+}
+
+// Read calls fn with every entry of a sealed segment, in order.
+func (s *Spool) Read(seg *Segment, fn func(Entry) error) error {
+	f, err := os.Open(seg.Path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	err = readFrames(bufio.NewReaderSize(f, 1<<20), func(p []byte) error {
+		e, err := decodeEntry(p)
+		if err != nil {
+			return err
+		}
+		return fn(e)
+	})
+	if errors.Is(err, errTorn) {
+		return fmt.Errorf("spool: segment %s is corrupt: %w", seg.Path, err)
+	}
+	return err
+}
+
+// Remove deletes a loaded segment; it must be the one Next returned.
+func (s *Spool) Remove(seg *Segment) error {
+	s.mu.Lock()
+	if len(s.sealed) == 0 || s.sealed[0] != seg {
+		s.mu.Unlock()
+		return fmt.Errorf("spool: remove %s: not the oldest sealed segment", seg.Path)
+	}
+	s.sealed = s.sealed[1:]
+	s.mu.Unlock()
+	if err := os.Remove(seg.Path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
+}
+
+// Quarantine moves a segment that cannot be loaded out of the way, keeping
+// it on disk for an operator: nothing is deleted that was not loaded.
+func (s *Spool) Quarantine(seg *Segment) error {
+	if err := os.MkdirAll(filepath.Join(s.dir, "quarantine"), 0o750); err != nil {
+		return err
+	}
+	if err := os.Rename(seg.Path, filepath.Join(s.dir, "quarantine", filepath.Base(seg.Path))); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if len(s.sealed) > 0 && s.sealed[0] == seg {
+		s.sealed = s.sealed[1:]
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Stats returns the depth of the spool (sealed and active segments) and the
+// receive time of its oldest record (zero when empty).
+func (s *Spool) Stats() (bytes int64, records int, oldest time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, seg := range s.sealed {
+		bytes += seg.Bytes
+		records += seg.Records
+		if oldest.IsZero() || (!seg.First.IsZero() && seg.First.Before(oldest)) {
+			oldest = seg.First
+		}
+	}
+	if a := s.active; a != nil && a.Records > 0 {
+		bytes += a.Bytes
+		records += a.Records
+		if oldest.IsZero() || a.First.Before(oldest) {
+			oldest = a.First
+		}
+	}
+	return
+}
+
+// Close stops the writer after it served every queued append. Segments stay
+// on disk; the next OpenSpool replays them.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.appendMu.Lock()
+	s.appendClosed = true
+	s.appendMu.Unlock()
+	close(s.quit)
+	s.wg.Wait()
+	return s.file.Close()
+}

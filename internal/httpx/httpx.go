@@ -1,0 +1,61 @@
+// Package httpx holds small HTTP helpers shared by Neubot's servers.
+package httpx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Server is a started HTTP server.
+type Server struct {
+	srv  *http.Server
+	addr string
+	done chan error
+}
+
+// Listen binds addr and serves h in the background. The address is bound
+// when it returns, so callers can print it.
+func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	s := &Server{
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       5 * time.Minute,
+			WriteTimeout:      5 * time.Minute,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+		addr: l.Addr().String(),
+		done: make(chan error, 1),
+	}
+	go func() {
+		err := s.srv.Serve(l)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.done <- err
+	}()
+	return s, nil
+}
+
+// Addr is the bound address, host:port.
+func (s *Server) Addr() string { return s.addr }
+
+// URL is http://Addr.
+func (s *Server) URL() string { return "http://" + s.addr }
+
+// Done yields the server's exit error (nil after Shutdown).
+func (s *Server) Done() <-chan error { return s.done }
+
+// Shutdown stops accepting and waits for in-flight requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }

@@ -1,0 +1,85 @@
+// Package schemastest makes valid records for tests and benchmarks.
+package schemastest
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/neubot/neubot/schemas"
+)
+
+// Speedtest returns a valid, plausible speedtest record drawn from rng:
+// an agent behind clientAddr measuring about mbps. uids are random UUIDs from
+// rng, so the same seed gives the same records.
+func Speedtest(rng *rand.Rand, start time.Time, clientAddr string, mbps float64) *schemas.Record {
+	uid := func() string {
+		var b [16]byte
+		for i := range b {
+			b[i] = byte(rng.UintN(256))
+		}
+		u, _ := uuid.FromBytes(b[:])
+		u[6] = (u[6] & 0x0f) | 0x40
+		u[8] = (u[8] & 0x3f) | 0x80
+		return u.String()
+	}
+	r3 := func(x float64) float64 { return math.Round(x*1000) / 1000 }
+	rtt := make([]float64, 10)
+	for i := range rtt {
+		rtt[i] = r3(10 + rng.Float64()*20)
+	}
+	phase := func(goodput float64) schemas.SpeedtestPhase {
+		p := schemas.SpeedtestPhase{GoodputMbps: goodput, DurationS: 3, Connections: 2}
+		var total uint64
+		for i := 1; i <= 12; i++ {
+			m := r3(goodput * (0.9 + rng.Float64()*0.2))
+			total += uint64(m * 1e6 / 8 * 0.25)
+			p.Samples = append(p.Samples, schemas.ThroughputSample{TS: float64(i) * 0.25, Bytes: total, Mbps: m})
+		}
+		p.Bytes = total
+		return p
+	}
+	tcpRTT := r3(rtt[0] * 0.9)
+	retr := uint64(rng.UintN(20))
+	keys := &schemas.Speedtest{
+		ConnectMS:   []float64{r3(rtt[0] * 1.1), r3(rtt[1] * 1.1)},
+		RTTMS:       rtt,
+		RTTMedianMS: schemas.Median(rtt),
+		Download:    phase(mbps),
+		Upload:      phase(mbps / 4),
+	}
+	keys.ServerView = &schemas.SpeedtestServer{
+		BytesSent: keys.Download.Bytes, BytesReceived: keys.Upload.Bytes,
+		DownloadDurationS: 3, UploadDurationS: 3, UploadMbps: keys.Upload.GoodputMbps,
+		TCPRTTMS: &tcpRTT, TCPRetransmits: &retr,
+	}
+	return &schemas.Record{
+		Envelope: schemas.Envelope{
+			MeasurementUID: uid(),
+			AgentID:        uid(),
+			TestName:       schemas.SpeedtestName,
+			TestVersion:    schemas.SpeedtestVersion,
+			SchemaVersion:  schemas.SchemaVersion,
+			StartTime:      start.UTC().Truncate(time.Second),
+			DurationS:      7,
+			Agent:          schemas.Agent{Software: "neubot", Version: "0.1.0", OS: "linux", Arch: "amd64"},
+			Server:         schemas.Server{ID: "testserver-1", Version: "0.1.0", ClientAddress: clientAddr},
+			Consent:        schemas.Consent{Informed: true, CanCollect: true, CanPublish: true},
+			Synthetic:      true,
+		},
+		TestKeys: keys,
+	}
+}
+
+// Line returns the record as one NDJSON line, newline included.
+func Line(r *schemas.Record) []byte {
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(fmt.Sprintf("schemastest: %v", err))
+	}
+	return append(b, '\n')
+}
