@@ -262,8 +262,8 @@ func (c *checker) str(path, s string, r rules) {
 	case s == "":
 		// Optional and empty: nothing more to check.
 	case r.uuid:
-		if u, err := uuid.Parse(s); err != nil || len(s) != 36 || u.String() != strings.ToLower(s) {
-			c.add(path, "must be a UUID like 123e4567-e89b-12d3-a456-426614174000")
+		if u, err := uuid.Parse(s); err != nil || len(s) != 36 || u.String() != s {
+			c.add(path, "must be a lower-case UUID like 123e4567-e89b-12d3-a456-426614174000")
 		}
 	case r.ip:
 		if !validIP(s) {
