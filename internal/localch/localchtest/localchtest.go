@@ -1,5 +1,6 @@
 // Package localchtest gives integration tests a real ClickHouse server: one
-// local clickhouse-server per test binary, started from TestMain, and a fresh
+// local clickhouse-server per test binary, started by the first test that
+// needs it and stopped by TestMain, and a fresh
 // migrated database per test. A missing binary fails the tests loudly; it
 // never skips them.
 package localchtest
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,36 +22,47 @@ import (
 )
 
 var (
-	server *localch.Server
-	seq    atomic.Int64
+	inMain    bool
+	startOnce sync.Once
+	server    *localch.Server
+	startErr  error
+	dir       string
+	seq       atomic.Int64
 )
 
-// Main starts ClickHouse in a temporary directory, runs the tests and stops
-// it. Use it as `func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }`.
+// Main runs the tests and stops the ClickHouse server that the first test
+// needing it started, in a temporary directory. Use it as
+// `func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }`.
 func Main(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "neubot-clickhouse-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "localchtest:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	server, err = localch.Start(ctx, localch.Config{Dir: dir, SkipMigrate: true})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "localchtest: cannot start ClickHouse, so the integration tests cannot run:", err)
-		return 1
-	}
+	inMain = true
 	code := m.Run()
-	server.Stop()
+	if server != nil {
+		server.Stop()
+	}
+	if dir != "" {
+		os.RemoveAll(dir)
+	}
 	return code
 }
 
-// Server returns the server started by Main.
+// Server returns the test binary's ClickHouse server, starting it on first
+// use. A test that cannot have it fails, with the reason.
 func Server(t testing.TB) *localch.Server {
 	t.Helper()
-	if server == nil {
-		t.Fatal("localchtest: no server: call localchtest.Main from TestMain")
+	if !inMain {
+		t.Fatal("localchtest: call localchtest.Main from TestMain, so that the server is stopped")
+	}
+	startOnce.Do(func() {
+		dir, startErr = os.MkdirTemp("", "neubot-clickhouse-")
+		if startErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		server, startErr = localch.Start(ctx, localch.Config{Dir: dir, SkipMigrate: true})
+	})
+	if startErr != nil {
+		t.Fatalf("localchtest: cannot start ClickHouse, so this integration test cannot run: %v", startErr)
 	}
 	return server
 }

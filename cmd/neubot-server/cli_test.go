@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/localch"
+)
+
+// TestBadFlags: a bad command line gets one clear message and exit code 2.
+func TestBadFlags(t *testing.T) {
+	bin := buildServer(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "usage: neubot-server COMMAND"},
+		{[]string{"nope"}, 2, `unknown command "nope"`},
+		{[]string{"collector", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"collector", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"collector", "--log-level", "loud", "--ipdb", "x"}, 1, "bad log level"},
+		{[]string{"up", "--ipdb", filepath.Join(t.TempDir(), "none")}, 1, "run scripts/setup"},
+		{[]string{"version"}, 0, "neubot-server "},
+	} {
+		out, err := exec.Command(bin, tc.args...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code || !strings.Contains(string(out), tc.want) {
+			t.Errorf("neubot-server %v: exit %d, output %q; want exit %d and %q", tc.args, code, out, tc.code, tc.want)
+		}
+	}
+}
+
+// TestMigrateBadAddress: an unreachable ClickHouse is one clear line.
+func TestMigrateBadAddress(t *testing.T) {
+	bin := buildServer(t)
+	out, err := exec.Command(bin, "migrate", "--clickhouse", "127.0.0.1:1").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "connection refused") {
+		t.Fatalf("got %v, %q", err, out)
+	}
+}
+
+// TestUp runs `neubot-server up` as a user would: it prints its addresses,
+// ingests the README's mixed file into its own ClickHouse, and stops
+// cleanly on Ctrl-C.
+func TestUp(t *testing.T) {
+	bin := buildServer(t)
+	port, err := localch.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "up", "--data", t.TempDir(), "--collector", fmt.Sprintf("127.0.0.1:%d", port))
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stdout)
+	var chURL, colURL string
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "clickhouse" {
+			chURL = f[1]
+		}
+		if len(f) >= 2 && f[0] == "collector" {
+			colURL = f[1]
+		}
+		if strings.HasPrefix(sc.Text(), "Press Ctrl-C") {
+			break
+		}
+	}
+	if !strings.HasPrefix(chURL, "clickhouse://127.0.0.1:") || colURL != fmt.Sprintf("http://127.0.0.1:%d", port) {
+		t.Fatalf("up printed clickhouse %q collector %q; stderr:\n%s", chURL, colURL, stderr.String())
+	}
+	go io.Copy(io.Discard, stdout)
+	body, err := os.ReadFile("../../collector/testdata/mixed.ndjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(colURL+collector.IngestPath, "application/x-ndjson", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("status %d, want 400 (mixed file)", resp.StatusCode)
+	}
+	conn, err := chdb.Open(context.Background(), chdb.Options{Addr: strings.TrimPrefix(chURL, "clickhouse://")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n uint64
+		if err := conn.QueryRow(context.Background(), "SELECT count() FROM speedtest FINAL WHERE client_asn != 0").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d annotated rows after 30 s, want 3", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("up exited with %v after Ctrl-C; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("up did not stop within 45 s of Ctrl-C")
+	}
+}

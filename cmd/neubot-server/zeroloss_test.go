@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/schemas/schemastest"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// buildServer compiles this command once per test binary and returns the
+// path of the executable.
+func buildServer(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "neubot-server-bin-"); buildErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(buildDir, "neubot-server"), ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(buildDir, "neubot-server")
+}
+
+// collectorProc is a collector running as a separate process, so that it
+// can be killed with SIGKILL like a crash would.
+type collectorProc struct {
+	t      *testing.T
+	bin    string
+	args   []string
+	logs   *os.File
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func (p *collectorProc) start() {
+	p.t.Helper()
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.cmd, p.exited = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(p.exited) }()
+}
+
+func (p *collectorProc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// metric reads one sample of the collector's /metrics; -1 when unreachable.
+func metric(url, name string) float64 {
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return -1
+}
+
+// TestZeroLoss: concurrent clients submit 100,000 records while the
+// collector is killed with SIGKILL several times and ClickHouse is stopped
+// for a while. Afterwards the measurement_uids in ClickHouse (FINAL) are
+// exactly those acknowledged with 202: nothing lost, nothing duplicated.
+func TestZeroLoss(t *testing.T) {
+	const (
+		records  = 100_000
+		perBody  = 250
+		clients  = 8
+		kills    = 4
+		chOutage = 3 * time.Second
+	)
+	dir := t.TempDir()
+	bin := buildServer(t)
+
+	ctx := context.Background()
+	chPort, err := localch.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := localch.Start(ctx, localch.Config{Dir: filepath.Join(dir, "clickhouse"), TCPPort: chPort, Database: "zeroloss"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ch.Stop() }()
+
+	port, _ := localch.FreePort()
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	logs, err := os.Create(filepath.Join(dir, "collector.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	proc := &collectorProc{t: t, bin: bin, logs: logs, args: []string{"collector",
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--spool-dir", filepath.Join(dir, "spool"),
+		"--clickhouse", ch.Addr(), "--database", "zeroloss",
+		"--batch-max-age", "200ms", "--batch-max-records", "20000",
+	}}
+	proc.start()
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logs.Name())
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("collector log (tail):\n%s", b)
+		}
+		proc.kill()
+	}()
+
+	// The bodies: 400 of 250 records each, all distinct.
+	rng := rand.New(rand.NewPCG(2026, 11))
+	bodies := make(chan [][]byte, records/perBody)
+	uids := map[string]bool{}
+	start := time.Now().Add(-48 * time.Hour)
+	for i := 0; i < records/perBody; i++ {
+		var body bytes.Buffer
+		for j := 0; j < perBody; j++ {
+			rec := schemastest.Speedtest(rng, start.Add(time.Duration(i*perBody+j)*time.Second), "151.5.10.20", 7)
+			uids[rec.MeasurementUID] = true
+			body.Write(schemastest.Line(rec))
+		}
+		bodies <- [][]byte{body.Bytes()}
+	}
+	close(bodies)
+	if len(uids) != records {
+		t.Fatalf("generated %d distinct uids, want %d", len(uids), records)
+	}
+
+	// Clients retry each body until it is acknowledged, as agents do.
+	var (
+		acked     atomic.Int64
+		retries   atomic.Int64
+		wg        sync.WaitGroup
+		clientErr atomic.Value
+	)
+	client := &http.Client{Timeout: 30 * time.Second}
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range bodies {
+				deadline := time.Now().Add(3 * time.Minute)
+				for {
+					resp, err := client.Post(url+collector.IngestPath, "application/x-ndjson", bytes.NewReader(b[0]))
+					if err == nil {
+						io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+						resp.Body.Close()
+						if resp.StatusCode == http.StatusAccepted {
+							acked.Add(perBody)
+							break
+						}
+						if resp.StatusCode != http.StatusServiceUnavailable {
+							clientErr.Store(fmt.Errorf("status %d", resp.StatusCode))
+							return
+						}
+					}
+					if time.Now().After(deadline) {
+						clientErr.Store(fmt.Errorf("body never acknowledged: %v", err))
+						return
+					}
+					retries.Add(1)
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}()
+	}
+
+	// Chaos while they run: SIGKILL the collector and restart it, and stop
+	// ClickHouse for a while in the middle.
+	clientsDone := make(chan struct{})
+	go func() { wg.Wait(); close(clientsDone) }()
+	var chStopped atomic.Bool
+	chDone := make(chan error, 1)
+	go func() {
+		time.Sleep(time.Second)
+		ch.Stop()
+		chStopped.Store(true)
+		t.Logf("clickhouse stopped for %s, %d records acknowledged so far", chOutage, acked.Load())
+		time.Sleep(chOutage)
+		var err error
+		ch, err = ch.Restart(ctx)
+		t.Logf("clickhouse started again")
+		chDone <- err
+	}()
+	killed := 0
+chaos:
+	for killed < kills {
+		select {
+		case <-clientsDone:
+			break chaos
+		case <-time.After(time.Duration(300+rand.IntN(300)) * time.Millisecond):
+		}
+		proc.kill()
+		killed++
+		t.Logf("collector killed (%d), %d records acknowledged so far", killed, acked.Load())
+		time.Sleep(100 * time.Millisecond)
+		proc.start()
+	}
+	if err := <-chDone; err != nil {
+		t.Fatal(err)
+	}
+	<-clientsDone
+	if err, _ := clientErr.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	if killed < kills || !chStopped.Load() {
+		t.Fatalf("the clients finished before the chaos was done (killed %d times, ClickHouse stopped: %v): make the run longer", killed, chStopped.Load())
+	}
+	t.Logf("%d records acknowledged, %d retries, collector killed %d times", acked.Load(), retries.Load(), killed)
+
+	// Wait until the collector's spool is empty.
+	deadline := time.Now().Add(2 * time.Minute)
+	for metric(url, "neubot_collector_spool_records") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("spool not drained after 2 minutes: %v records", metric(url, "neubot_collector_spool_records"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	conn, err := chdb.Open(ctx, chdb.Options{Addr: ch.Addr(), Database: "zeroloss"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, "SELECT toString(measurement_uid) FROM speedtest FINAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]int{}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			t.Fatal(err)
+		}
+		stored[u]++
+	}
+	rows.Close()
+	var raw uint64
+	_ = conn.QueryRow(ctx, "SELECT count() FROM speedtest").Scan(&raw)
+	lost, dup := 0, 0
+	for u := range uids {
+		if stored[u] == 0 {
+			lost++
+		}
+	}
+	for u, n := range stored {
+		if n > 1 {
+			dup++
+		}
+		if !uids[u] {
+			t.Errorf("stored a uid that was never sent: %s", u)
+		}
+	}
+	t.Logf("acknowledged %d, stored (FINAL) %d, raw rows before merge %d, lost %d, duplicated %d",
+		acked.Load(), len(stored), raw, lost, dup)
+	if int(acked.Load()) != records || len(stored) != records || lost != 0 || dup != 0 {
+		t.Fatalf("acknowledged %d, stored %d distinct, lost %d, duplicated %d; want %d, %d, 0, 0",
+			acked.Load(), len(stored), lost, dup, records, records)
+	}
+}
