@@ -159,7 +159,7 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 			// A blank line is no record; it still counts in the numbering,
 			// so that line numbers are those of the file that was sent.
 		default:
-			if _, verr := schemas.DecodeRecord(line, now); verr != nil {
+			if rec, verr := schemas.DecodeRecord(line, now); verr != nil {
 				var ve *schemas.ValidationError
 				if !errors.As(verr, &ve) {
 					ve = &schemas.ValidationError{Fields: []schemas.FieldError{{Reason: verr.Error()}}}
@@ -171,7 +171,7 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 					resp.reject(lineNo, fe)
 				}
 			} else {
-				entries = append(entries, Entry{Received: now, Peer: peer, Record: bytes.Clone(line)})
+				entries = append(entries, Entry{Received: now, Peer: peer, Record: bytes.Clone(line), Decoded: rec})
 			}
 		}
 		if err == io.EOF {

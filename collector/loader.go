@@ -111,16 +111,7 @@ func (c *Collector) loadSegment(ctx context.Context, seg *Segment) error {
 	start := time.Now()
 	tables := map[string]*batchRows{}
 	var deadLetters [][]byte
-	err := c.spool.Read(seg, func(e Entry) error {
-		// Validate as of the receive time: a replay must not reject a
-		// record that was acceptable when it was acknowledged.
-		rec, err := schemas.DecodeRecord(e.Record, e.Received)
-		if err != nil {
-			// Accepted once, refused now: only a stricter validator
-			// after an upgrade does that. Keep it for an operator.
-			deadLetters = append(deadLetters, e.Record)
-			return nil
-		}
+	add := func(rec *schemas.Record, e Entry) {
 		test, _ := schemas.Lookup(rec.TestName)
 		b := tables[test.Table]
 		if b == nil {
@@ -128,10 +119,39 @@ func (c *Collector) loadSegment(ctx context.Context, seg *Segment) error {
 			tables[test.Table] = b
 		}
 		b.rows = append(b.rows, rec.Row(c.annotation(rec, e), make([]any, 0, len(test.TableColumns()))))
-		return nil
-	})
-	if err != nil {
-		return &badSegmentError{err}
+	}
+	if decoded := seg.Decoded(); decoded != nil {
+		// Written by this process: the records were decoded on ingest;
+		// only the receive time and peer are read back from disk.
+		i := 0
+		err := c.spool.Read(seg, func(e Entry) error {
+			if i >= len(decoded) {
+				return errors.New("segment holds more records than were written")
+			}
+			add(decoded[i], e)
+			i++
+			return nil
+		})
+		if err != nil {
+			return &badSegmentError{err}
+		}
+	} else {
+		err := c.spool.Read(seg, func(e Entry) error {
+			// Validate as of the receive time: a replay must not reject
+			// a record that was acceptable when it was acknowledged.
+			rec, err := schemas.DecodeRecord(e.Record, e.Received)
+			if err != nil {
+				// Accepted once, refused now: only a stricter validator
+				// after an upgrade does that. Keep it for an operator.
+				deadLetters = append(deadLetters, e.Record)
+				return nil
+			}
+			add(rec, e)
+			return nil
+		})
+		if err != nil {
+			return &badSegmentError{err}
+		}
 	}
 	conn, err := c.conn(ctx)
 	if err != nil {

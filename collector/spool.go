@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/neubot/neubot/schemas"
 )
 
 // The spool is the collector's write-ahead log. Accepted records are
@@ -51,6 +53,10 @@ type Entry struct {
 	Received time.Time
 	Peer     string // address of the HTTP client that submitted it
 	Record   []byte // the JSON line as received (validated)
+	// Decoded is the record as the ingest handler decoded it; kept in
+	// memory with the segment so that the loader need not decode it again.
+	// Never written to disk: after a restart the loader decodes Record.
+	Decoded *schemas.Record
 }
 
 func (e *Entry) appendFrame(dst []byte) []byte {
@@ -117,7 +123,25 @@ type Segment struct {
 	Bytes   int64
 	Records int
 	First   time.Time // receive time of its first record
+
+	// decoded holds the records decoded on ingest, in order, while the
+	// segment was written in this process and the memory budget allowed.
+	decoded []*schemas.Record
+	noCache bool
 }
+
+// Decoded returns the segment's records as decoded on ingest, or nil when
+// they must be read back from disk (after a restart, or over budget).
+func (seg *Segment) Decoded() []*schemas.Record {
+	if seg.noCache || len(seg.decoded) != seg.Records {
+		return nil
+	}
+	return seg.decoded
+}
+
+// maxCachedRecords bounds the decoded records kept in memory across all
+// segments, e.g. while ClickHouse is down and segments pile up.
+const maxCachedRecords = 200_000
 
 // Spool is the write-ahead spool of one collector. Its directory must not be
 // shared with another running collector.
@@ -139,6 +163,7 @@ type Spool struct {
 	file     *os.File
 	nextSeq  uint64
 	sealWant bool
+	cached   int // decoded records held by sealed segments
 }
 
 type appendReq struct {
@@ -400,10 +425,22 @@ func (s *Spool) write(batch []*appendReq, buf []byte) []byte {
 		s.mu.Unlock()
 	} else {
 		s.mu.Lock()
-		if s.active.Records == 0 {
-			s.active.First = batch[0].entries[0].Received
+		a := s.active
+		if a.Records == 0 {
+			a.First = batch[0].entries[0].Received
 		}
-		s.active.Records += records
+		if !a.noCache {
+			for _, req := range batch {
+				for i := range req.entries {
+					if d := req.entries[i].Decoded; d != nil {
+						a.decoded = append(a.decoded, d)
+					} else {
+						a.noCache, a.decoded = true, nil
+					}
+				}
+			}
+		}
+		a.Records += records
 		s.active.Bytes += int64(len(buf))
 		s.mu.Unlock()
 	}
@@ -437,6 +474,10 @@ func (s *Spool) seal() {
 		return
 	}
 	s.mu.Lock()
+	if s.cached+len(a.decoded) > maxCachedRecords {
+		a.noCache, a.decoded = true, nil
+	}
+	s.cached += len(a.decoded)
 	s.sealed = append(s.sealed, a)
 	s.cond.Broadcast()
 	s.mu.Unlock()
@@ -536,6 +577,8 @@ func (s *Spool) Remove(seg *Segment) error {
 		return fmt.Errorf("spool: remove %s: not the oldest sealed segment", seg.Path)
 	}
 	s.sealed = s.sealed[1:]
+	s.cached -= len(seg.decoded)
+	seg.decoded = nil
 	s.mu.Unlock()
 	if err := os.Remove(seg.Path); err != nil && !os.IsNotExist(err) {
 		return err
@@ -555,6 +598,8 @@ func (s *Spool) Quarantine(seg *Segment) error {
 	s.mu.Lock()
 	if len(s.sealed) > 0 && s.sealed[0] == seg {
 		s.sealed = s.sealed[1:]
+		s.cached -= len(seg.decoded)
+		seg.decoded = nil
 	}
 	s.mu.Unlock()
 	return nil

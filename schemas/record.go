@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	gojson "github.com/goccy/go-json"
 )
 
 // TestKeys is the test-specific part of a record. Each test defines one type
@@ -43,6 +45,9 @@ type Test struct {
 	Columns []string
 	// NewKeys returns a pointer to a zero value of the test's keys type.
 	NewKeys func() TestKeys
+	// Decode decodes a whole record of this test in one pass, strictly
+	// (DecodeAs[K]); optional, a faster path than the generic one.
+	Decode func(line []byte) (*Record, error)
 }
 
 var registry = map[string]*Test{}
@@ -94,12 +99,38 @@ func DecodeRecord(line []byte, now time.Time) (*Record, error) {
 	if !utf8.Valid(line) {
 		return nil, invalid("", "record is not valid UTF-8")
 	}
+	// Fast path: one decoding pass into the test's own type, chosen by a
+	// peek at test_name and confirmed after decoding. Any doubt or error
+	// falls through to the generic path, which also explains errors. A
+	// fuzz test checks that the two paths agree.
+	if test, ok := registry[peekTestName(line)]; ok && test.Decode != nil {
+		if rec, err := test.Decode(line); err == nil && rec.TestName == test.Name {
+			if err := rec.Validate(now); err != nil {
+				return nil, err
+			}
+			return rec, nil
+		}
+	}
+	rec, err := decodeGeneric(line)
+	if err != nil {
+		return nil, err
+	}
+	if err := rec.Validate(now); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// decodeGeneric decodes in two passes with encoding/json: the envelope,
+// then test_keys into the type of the test it names. Slower than a test's
+// Decode, it reports errors with field paths.
+func decodeGeneric(line []byte) (*Record, error) {
 	var raw struct {
 		Envelope
 		TestKeys json.RawMessage `json:"test_keys"`
 	}
 	if err := strictUnmarshal(line, &raw); err != nil {
-		return nil, decodeError("", line, err)
+		return nil, decodeError("", line, err, reflect.TypeOf(Envelope{}))
 	}
 	test, ok := registry[raw.TestName]
 	if !ok {
@@ -113,19 +144,15 @@ func DecodeRecord(line []byte, now time.Time) (*Record, error) {
 	}
 	keys := test.NewKeys()
 	if err := strictUnmarshal(raw.TestKeys, keys); err != nil {
-		return nil, decodeError("test_keys", raw.TestKeys, err)
+		return nil, decodeError("test_keys", raw.TestKeys, err, reflect.TypeOf(keys).Elem())
 	}
-	rec := &Record{Envelope: raw.Envelope, TestKeys: keys}
-	if err := rec.Validate(now); err != nil {
-		return nil, err
-	}
-	return rec, nil
+	return &Record{Envelope: raw.Envelope, TestKeys: keys}, nil
 }
 
 // Validate checks every field of r; now is the reference for start_time.
 func (r *Record) Validate(now time.Time) error {
 	c := &checker{}
-	c.walk("", reflect.ValueOf(&r.Envelope), rules{})
+	c.walk(nil, reflect.ValueOf(&r.Envelope), rules{})
 	r.Envelope.check(c, now)
 	test, ok := registry[r.TestName]
 	switch {
@@ -140,7 +167,7 @@ func (r *Record) Validate(now time.Time) error {
 		if ok && reflect.TypeOf(r.TestKeys) != reflect.TypeOf(test.NewKeys()) {
 			c.add("test_keys", "has the layout of another test")
 		}
-		c.walk("test_keys", reflect.ValueOf(r.TestKeys), rules{})
+		c.walk(&fpath{name: "test_keys"}, reflect.ValueOf(r.TestKeys), rules{})
 		if !c.full() {
 			r.TestKeys.Check(Checker{c})
 		}
@@ -188,7 +215,7 @@ var errTrailing = errors.New("trailing data after the JSON object")
 
 // decodeError turns an encoding/json error into a field error with the most
 // precise path the error allows.
-func decodeError(prefix string, data []byte, err error) error {
+func decodeError(prefix string, data []byte, err error, typ reflect.Type) error {
 	var (
 		typeErr   *json.UnmarshalTypeError
 		syntaxErr *json.SyntaxError
@@ -211,7 +238,10 @@ func decodeError(prefix string, data []byte, err error) error {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		reason = "truncated JSON"
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		name := unknownField(data, typ)
+		if name == "" {
+			name = strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		}
 		if len(name) > 64 {
 			name = name[:64] + "..."
 		}
@@ -242,6 +272,105 @@ func jsonKind(t reflect.Type) string {
 		return "an object"
 	}
 	return "a " + t.Kind().String()
+}
+
+// unknownField returns the path of the first member of data (a JSON
+// object) that is not a field of struct type t, looking into nested objects
+// and arrays of objects; "" when there is none.
+func unknownField(data []byte, t reflect.Type) string {
+	var v any
+	if json.Unmarshal(data, &v) != nil {
+		return ""
+	}
+	return unknownIn(v, t, "")
+}
+
+func unknownIn(v any, t reflect.Type, path string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		if t.Kind() != reflect.Struct || t == timeType {
+			return ""
+		}
+		known := map[string]reflect.Type{}
+		for _, f := range fieldsOf(t) {
+			known[f.name] = t.FieldByIndex(f.index).Type
+		}
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ft, ok := known[k]
+			if !ok {
+				// encoding/json matches names case-insensitively.
+				for name, typ := range known {
+					if strings.EqualFold(name, k) {
+						ft, ok = typ, true
+					}
+				}
+			}
+			if !ok {
+				return join(path, k)
+			}
+			if p := unknownIn(x[k], ft, join(path, k)); p != "" {
+				return p
+			}
+		}
+	case []any:
+		if t.Kind() != reflect.Slice {
+			return ""
+		}
+		for i, e := range x {
+			if p := unknownIn(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+// peekTestName finds the value of test_name in a record without decoding
+// it: a hint for the fast path, which checks it after decoding.
+func peekTestName(line []byte) string {
+	const key = `"test_name":"`
+	i := bytes.Index(line, []byte(key))
+	if i < 0 {
+		return ""
+	}
+	rest := line[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 || j > 32 {
+		return ""
+	}
+	return string(rest[:j])
+}
+
+// DecodeAs decodes a record whose keys are of type K in one pass; tests
+// register it as their Decode, e.g. DecodeAs[Speedtest].
+func DecodeAs[K any, PK interface {
+	*K
+	TestKeys
+}](line []byte) (*Record, error) {
+	var raw struct {
+		Envelope
+		TestKeys PK `json:"test_keys"`
+	}
+	dec := gojson.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return nil, err
+	}
+	if off := dec.InputOffset(); off < 0 || off > int64(len(line)) || len(bytes.TrimSpace(line[off:])) != 0 {
+		return nil, errTrailing
+	}
+	if raw.TestKeys == nil {
+		return nil, errors.New("no test_keys")
+	}
+	return &Record{Envelope: raw.Envelope, TestKeys: raw.TestKeys}, nil
 }
 
 // pathAt returns the JSON path (a.b[2].c) of the value at byte offset end

@@ -77,6 +77,7 @@ func init() {
 		Table:    "speedtest",
 		Columns:  speedtestColumns,
 		NewKeys:  func() TestKeys { return new(Speedtest) },
+		Decode:   DecodeAs[Speedtest],
 	})
 }
 

@@ -174,9 +174,34 @@ func (c *checker) add(path, format string, args ...any) {
 	c.errs = append(c.errs, FieldError{Path: path, Reason: fmt.Sprintf(format, args...)})
 }
 
+func (c *checker) addAt(path *fpath, format string, args ...any) {
+	if len(c.errs) < maxErrorsPerRecord {
+		c.add(path.String(), format, args...)
+	}
+}
+
 func (c *checker) full() bool { return len(c.errs) >= maxErrorsPerRecord }
 
 var timeType = reflect.TypeOf(time.Time{})
+
+// fpath is a field path built while walking a record; it is turned into a
+// string only when a problem is found, so valid records cost no strings.
+type fpath struct {
+	parent *fpath
+	name   string // "" for an array element
+	index  int
+}
+
+func (p *fpath) String() string {
+	if p == nil {
+		return ""
+	}
+	s := p.parent.String()
+	if p.name == "" {
+		return s + "[" + strconv.Itoa(p.index) + "]"
+	}
+	return join(s, p.name)
+}
 
 func join(path, name string) string {
 	if path == "" {
@@ -188,7 +213,7 @@ func join(path, name string) string {
 // walk checks v (found at path) against r and recurses into structs, slices
 // and pointers. Floats are always checked for NaN and infinities, strings
 // always for valid UTF-8.
-func (c *checker) walk(path string, v reflect.Value, r rules) {
+func (c *checker) walk(path *fpath, v reflect.Value, r rules) {
 	if c.full() {
 		return
 	}
@@ -196,7 +221,7 @@ func (c *checker) walk(path string, v reflect.Value, r rules) {
 	case reflect.Pointer:
 		if v.IsNil() {
 			if r.required {
-				c.add(path, "is required")
+				c.addAt(path, "is required")
 			}
 			return
 		}
@@ -204,24 +229,24 @@ func (c *checker) walk(path string, v reflect.Value, r rules) {
 	case reflect.Struct:
 		if v.Type() == timeType {
 			if r.required && v.Interface().(time.Time).IsZero() {
-				c.add(path, "is required")
+				c.addAt(path, "is required")
 			}
 			return
 		}
 		for _, f := range fieldsOf(v.Type()) {
-			c.walk(join(path, f.name), v.FieldByIndex(f.index), f.rules)
+			c.walk(&fpath{parent: path, name: f.name}, v.FieldByIndex(f.index), f.rules)
 		}
 	case reflect.Slice:
 		if r.maxItems > 0 && v.Len() > r.maxItems {
-			c.add(path, "has %d items, more than the limit of %d", v.Len(), r.maxItems)
+			c.addAt(path, "has %d items, more than the limit of %d", v.Len(), r.maxItems)
 			return
 		}
 		if r.required && v.Len() == 0 {
-			c.add(path, "must not be empty")
+			c.addAt(path, "must not be empty")
 		}
 		elem := rules{min: r.min, max: r.max, maxLen: r.maxLen, enum: r.enum, uuid: r.uuid, ip: r.ip}
 		for i := 0; i < v.Len() && !c.full(); i++ {
-			c.walk(fmt.Sprintf("%s[%d]", path, i), v.Index(i), elem)
+			c.walk(&fpath{parent: path, index: i}, v.Index(i), elem)
 		}
 	case reflect.Float32, reflect.Float64:
 		c.number(path, v.Float(), r)
@@ -234,40 +259,40 @@ func (c *checker) walk(path string, v reflect.Value, r rules) {
 	}
 }
 
-func (c *checker) number(path string, f float64, r rules) {
+func (c *checker) number(path *fpath, f float64, r rules) {
 	switch {
 	case math.IsNaN(f):
-		c.add(path, "must be a number, not NaN")
+		c.addAt(path, "must be a number, not NaN")
 	case math.IsInf(f, 0):
-		c.add(path, "must be finite")
+		c.addAt(path, "must be finite")
 	case r.min != nil && f < *r.min:
 		if *r.min == 0 {
-			c.add(path, "must not be negative (got %g)", f)
+			c.addAt(path, "must not be negative (got %g)", f)
 		} else {
-			c.add(path, "must be at least %g (got %g)", *r.min, f)
+			c.addAt(path, "must be at least %g (got %g)", *r.min, f)
 		}
 	case r.max != nil && f > *r.max:
-		c.add(path, "must be at most %g (got %g)", *r.max, f)
+		c.addAt(path, "must be at most %g (got %g)", *r.max, f)
 	}
 }
 
-func (c *checker) str(path, s string, r rules) {
+func (c *checker) str(path *fpath, s string, r rules) {
 	switch {
 	case !utf8.ValidString(s):
-		c.add(path, "must be valid UTF-8")
+		c.addAt(path, "must be valid UTF-8")
 	case r.maxLen > 0 && len(s) > r.maxLen:
-		c.add(path, "is %d bytes long, more than the limit of %d", len(s), r.maxLen)
+		c.addAt(path, "is %d bytes long, more than the limit of %d", len(s), r.maxLen)
 	case r.required && s == "":
-		c.add(path, "is required")
+		c.addAt(path, "is required")
 	case s == "":
 		// Optional and empty: nothing more to check.
 	case r.uuid:
 		if u, err := uuid.Parse(s); err != nil || len(s) != 36 || u.String() != s {
-			c.add(path, "must be a lower-case UUID like 123e4567-e89b-12d3-a456-426614174000")
+			c.addAt(path, "must be a lower-case UUID like 123e4567-e89b-12d3-a456-426614174000")
 		}
 	case r.ip:
 		if !validIP(s) {
-			c.add(path, "must be an IPv4 or IPv6 address")
+			c.addAt(path, "must be an IPv4 or IPv6 address")
 		}
 	case len(r.enum) > 0:
 		for _, e := range r.enum {
@@ -275,6 +300,6 @@ func (c *checker) str(path, s string, r rules) {
 				return
 			}
 		}
-		c.add(path, "must be one of %s (got %q)", strings.Join(r.enum, ", "), s)
+		c.addAt(path, "must be one of %s (got %q)", strings.Join(r.enum, ", "), s)
 	}
 }

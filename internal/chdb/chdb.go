@@ -5,7 +5,6 @@ package chdb
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -192,6 +191,3 @@ func (e *MigrationError) Error() string {
 }
 
 func (e *MigrationError) Unwrap() error { return e.Err }
-
-// ErrNoServer is returned by helpers that need a ClickHouse address and got none.
-var ErrNoServer = errors.New("no ClickHouse address given")

@@ -1,0 +1,42 @@
+# Neubot. The two set-up commands are `make up` and `make test`; both run
+# scripts/setup first, which installs what is missing and nothing else.
+SHELL := /bin/bash
+GO ?= go
+DATA ?= var/up
+FUZZTIME ?= 10s
+
+.PHONY: up test bench lint setup build fuzz clean
+
+setup:
+	@scripts/setup
+
+build: setup
+	$(GO) build -o bin/neubot ./cmd/neubot
+	$(GO) build -o bin/neubot-server ./cmd/neubot-server
+
+## up: run the whole platform on a local ClickHouse (data under $(DATA)).
+up: build
+	./bin/neubot-server up --data $(DATA)
+
+## test: lint, the whole test suite against a real ClickHouse, brief fuzzing.
+test: setup lint
+	$(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory fuzz
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./schemas/
+	$(GO) test -run '^$$' -fuzz '^FuzzIngest$$' -fuzztime $(FUZZTIME) ./collector/
+	$(GO) test -run '^$$' -fuzz '^FuzzLookupString$$' -fuzztime $(FUZZTIME) ./collector/annotate/
+
+## bench: benchmark programs; each prints a table of side-by-side ratios.
+bench: setup
+	$(GO) run ./bench/ingest
+
+lint: setup
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	.deps/bin/staticcheck ./...
+
+clean:
+	rm -rf bin var
