@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -313,4 +314,30 @@ func FuzzIngest(f *testing.F) {
 			t.Fatalf("accepted %d of %d valid lines (%+v)", resp.Accepted, want, resp)
 		}
 	})
+}
+
+// TestBadBodies posts the deliberately bad inputs of testdata/bad: each
+// holds one valid record (line 1) and one bad line (line 2). The bad line
+// is refused with a 400 naming it; the valid record is stored.
+func TestBadBodies(t *testing.T) {
+	c := collectortest.New(t, collector.Config{})
+	files, _ := filepath.Glob("testdata/bad/*.ndjson")
+	if len(files) < 4 {
+		t.Fatalf("testdata/bad holds %d files", len(files))
+	}
+	for _, f := range files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, resp := post(t, c.Server.URL, body)
+		if code != 400 || resp.Accepted != 1 || resp.RejectedCount != 1 || len(resp.Rejected) == 0 || resp.Rejected[0].Line != 2 {
+			t.Errorf("%s: %d %+v; want 400, 1 accepted, line 2 refused", f, code, resp)
+		}
+		t.Logf("%s: line %d %s: %s", filepath.Base(f), resp.Rejected[0].Line, resp.Rejected[0].Field, resp.Rejected[0].Reason)
+	}
+	c.WaitLoaded(t, 30*time.Second)
+	if rs := rows(t, c); len(rs) != 1 || rs[0].Count != 1 {
+		t.Fatalf("stored %+v; want the one valid record once", rs)
+	}
 }

@@ -205,7 +205,7 @@ func (s *Spool) recover() error {
 			s.opts.Logger.Warn("spool: ignoring unexpected file", "path", path)
 			continue
 		}
-		seg, err := scanSegment(path, seq, true)
+		seg, err := scanSegment(path, seq, true, s.opts.Logger)
 		if err != nil {
 			return fmt.Errorf("spool: recover %s: %w", path, err)
 		}
@@ -224,8 +224,10 @@ func (s *Spool) recover() error {
 
 // scanSegment counts the valid frames of a segment. With repair, a torn or
 // corrupt tail is cut off: frames are fsync'ed before they are acknowledged,
-// so a frame that does not check out was never acknowledged.
-func scanSegment(path string, seq uint64, repair bool) (*Segment, error) {
+// so a torn last write was never acknowledged. What is cut is first copied
+// to quarantine/, since damage in the middle of a file (bit rot) would also
+// end the scan there: nothing is deleted that could have been acknowledged.
+func scanSegment(path string, seq uint64, repair bool, log *slog.Logger) (*Segment, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
@@ -248,6 +250,10 @@ func scanSegment(path string, seq uint64, repair bool) (*Segment, error) {
 		return nil, err
 	}
 	if errors.Is(err, errTorn) && repair {
+		if err := saveTail(f, path, good); err != nil {
+			return nil, err
+		}
+		log.Warn("spool: cut a torn or damaged tail; a copy is in quarantine/", "path", path, "kept_bytes", good)
 		if err := f.Truncate(good); err != nil {
 			return nil, err
 		}
@@ -260,6 +266,24 @@ func scanSegment(path string, seq uint64, repair bool) (*Segment, error) {
 }
 
 var errTorn = errors.New("torn or corrupt frame")
+
+// saveTail copies the bytes of f from offset off to the spool's quarantine
+// folder, fsync'ed, before they are cut.
+func saveTail(f *os.File, path string, off int64) error {
+	qdir := filepath.Join(filepath.Dir(path), "quarantine")
+	if err := os.MkdirAll(qdir, 0o750); err != nil {
+		return err
+	}
+	out, err := os.Create(filepath.Join(qdir, fmt.Sprintf("%s.tail-at-%d", filepath.Base(path), off)))
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if _, err := io.Copy(out, io.NewSectionReader(f, off, 1<<62)); err != nil {
+		return err
+	}
+	return out.Sync()
+}
 
 // readFrames calls fn with each valid frame's payload until EOF. It returns
 // errTorn at the first frame that is incomplete or fails its checksum.

@@ -230,6 +230,9 @@ func decodeError(prefix string, data []byte, err error, typ reflect.Type) error 
 			path = join(prefix, typeErr.Field)
 		}
 		reason = fmt.Sprintf("must be %s, not a JSON %s", jsonKind(typeErr.Type), typeErr.Value)
+		if r := intRange(typeErr.Type); r != "" && strings.HasPrefix(typeErr.Value, "number") {
+			reason = "must be an integer " + r + ", not " + typeErr.Value
+		}
 	case errors.As(err, &syntaxErr):
 		reason = fmt.Sprintf("malformed JSON at byte %d: %s", syntaxErr.Offset, strings.TrimPrefix(syntaxErr.Error(), "json: "))
 	case errors.As(err, &timeErr):
@@ -252,6 +255,20 @@ func decodeError(prefix string, data []byte, err error, typ reflect.Type) error 
 	return fmt.Errorf("%w: %w", ErrDecode, &ValidationError{Fields: []FieldError{{Path: path, Reason: reason}}})
 }
 
+// intRange describes the values an integer type holds, e.g. "from 0 to 255".
+func intRange(t reflect.Type) string {
+	if t == nil {
+		return ""
+	}
+	switch t.Kind() {
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return fmt.Sprintf("from 0 to %d", uint64(1)<<t.Bits()-1)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return fmt.Sprintf("from %d to %d", -(int64(1) << (t.Bits() - 1)), int64(1)<<(t.Bits()-1)-1)
+	}
+	return ""
+}
+
 func jsonKind(t reflect.Type) string {
 	if t == nil {
 		return "a value"
@@ -265,7 +282,7 @@ func jsonKind(t reflect.Type) string {
 		return "a number"
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "an integer in range"
+		return "an integer"
 	case reflect.Slice, reflect.Array:
 		return "an array"
 	case reflect.Struct, reflect.Map, reflect.Pointer:
