@@ -24,9 +24,9 @@ test: setup lint
 	$(MAKE) --no-print-directory fuzz
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./schemas/
-	$(GO) test -run '^$$' -fuzz '^FuzzIngest$$' -fuzztime $(FUZZTIME) ./collector/
-	$(GO) test -run '^$$' -fuzz '^FuzzLookupString$$' -fuzztime $(FUZZTIME) ./collector/annotate/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./schemas/
+	$(GO) test -run '^$$' -fuzz '^FuzzIngest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/
+	$(GO) test -run '^$$' -fuzz '^FuzzLookupString$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/annotate/
 
 ## bench: benchmark programs; each prints a table of side-by-side ratios.
 bench: setup
