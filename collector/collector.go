@@ -24,13 +24,14 @@ import (
 
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/spool"
 )
 
 // Config configures a collector.
 type Config struct {
 	// SpoolDir holds the write-ahead spool; it must not be shared.
 	SpoolDir string
-	Spool    SpoolOptions
+	Spool    spool.Options
 	// ClickHouse says where to load records.
 	ClickHouse chdb.Options
 	// IPDB annotates client addresses; nil leaves records unannotated
@@ -48,7 +49,7 @@ type Config struct {
 type Collector struct {
 	cfg     Config
 	log     *slog.Logger
-	spool   *Spool
+	spool   *spool.Spool
 	ipdb    *annotate.DB
 	metrics *metrics
 	router  chi.Router
@@ -76,7 +77,7 @@ func New(cfg Config) (*Collector, error) {
 		cfg.MaxLines = DefaultMaxLines
 	}
 	cfg.Spool.Logger = cfg.Logger
-	sp, err := OpenSpool(cfg.SpoolDir, cfg.Spool)
+	sp, err := spool.Open(cfg.SpoolDir, cfg.Spool)
 	if err != nil {
 		return nil, err
 	}

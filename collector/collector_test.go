@@ -19,6 +19,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/spool"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
 )
@@ -267,7 +268,7 @@ func FuzzIngest(f *testing.F) {
 	// The handler alone, on a spool without fsync: the fuzzer is after the
 	// decoder and the validator, and needs speed rather than ClickHouse.
 	c, err := collector.New(collector.Config{
-		SpoolDir: f.TempDir(), Spool: collector.SpoolOptions{NoSync: true},
+		SpoolDir: f.TempDir(), Spool: spool.Options{NoSync: true},
 		MaxBodyBytes: 256 << 10, MaxDecodedBytes: 512 << 10, MaxLines: 100,
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/neubot/neubot/internal/spool"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -128,7 +129,7 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 
 	peer, _, _ := net.SplitHostPort(r.RemoteAddr)
 	resp := IngestResponse{}
-	var entries []Entry
+	var entries []spool.Entry
 	lineNo := 0
 	br := bufio.NewReaderSize(src, 64<<10)
 	for {
@@ -171,7 +172,7 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 					resp.reject(lineNo, fe)
 				}
 			} else {
-				entries = append(entries, Entry{Received: now, Peer: peer, Record: bytes.Clone(line), Decoded: rec})
+				entries = append(entries, spool.Entry{Received: now, Peer: peer, Record: bytes.Clone(line), Decoded: rec})
 			}
 		}
 		if err == io.EOF {

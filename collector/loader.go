@@ -13,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/spool"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -107,11 +108,11 @@ type batchRows struct {
 	rows [][]any
 }
 
-func (c *Collector) loadSegment(ctx context.Context, seg *Segment) error {
+func (c *Collector) loadSegment(ctx context.Context, seg *spool.Segment) error {
 	start := time.Now()
 	tables := map[string]*batchRows{}
 	var deadLetters [][]byte
-	add := func(rec *schemas.Record, e Entry) {
+	add := func(rec *schemas.Record, e spool.Entry) {
 		test, _ := schemas.Lookup(rec.TestName)
 		b := tables[test.Table]
 		if b == nil {
@@ -124,7 +125,7 @@ func (c *Collector) loadSegment(ctx context.Context, seg *Segment) error {
 		// Written by this process: the records were decoded on ingest;
 		// only the receive time and peer are read back from disk.
 		i := 0
-		err := c.spool.Read(seg, func(e Entry) error {
+		err := c.spool.Read(seg, func(e spool.Entry) error {
 			if i >= len(decoded) {
 				return errors.New("segment holds more records than were written")
 			}
@@ -136,7 +137,7 @@ func (c *Collector) loadSegment(ctx context.Context, seg *Segment) error {
 			return &badSegmentError{err}
 		}
 	} else {
-		err := c.spool.Read(seg, func(e Entry) error {
+		err := c.spool.Read(seg, func(e spool.Entry) error {
 			// Validate as of the receive time: a replay must not reject
 			// a record that was acceptable when it was acknowledged.
 			rec, err := schemas.DecodeRecord(e.Record, e.Received)
@@ -190,7 +191,7 @@ func insert(ctx context.Context, conn driver.Conn, table string, b *batchRows) e
 // annotation derives ASN, organisation, country and prefix from the client
 // address the test server saw, or else from the address that submitted the
 // record (the agent itself).
-func (c *Collector) annotation(rec *schemas.Record, e Entry) schemas.Annotation {
+func (c *Collector) annotation(rec *schemas.Record, e spool.Entry) schemas.Annotation {
 	a := schemas.Annotation{IngestedAt: e.Received}
 	if c.ipdb == nil {
 		return a
@@ -208,7 +209,7 @@ func (c *Collector) annotation(rec *schemas.Record, e Entry) schemas.Annotation 
 
 // writeDeadLetters appends refused records to deadletter.ndjson in the
 // spool directory, fsync'ed, so that nothing acknowledged is silently lost.
-func (c *Collector) writeDeadLetters(seg *Segment, recs [][]byte) error {
+func (c *Collector) writeDeadLetters(seg *spool.Segment, recs [][]byte) error {
 	f, err := os.OpenFile(filepath.Join(c.cfg.SpoolDir, "deadletter.ndjson"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/neubot/neubot/internal/spool"
 )
 
 // metrics are the collector's Prometheus metrics, on a registry of its own
@@ -21,7 +23,7 @@ type metrics struct {
 	quarantined   prometheus.Counter
 }
 
-func newMetrics(s *Spool) *metrics {
+func newMetrics(s *spool.Spool) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{

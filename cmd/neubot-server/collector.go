@@ -6,6 +6,7 @@ import (
 
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/spool"
 )
 
 func cmdCollector(args []string) error {
@@ -35,7 +36,7 @@ func cmdCollector(args []string) error {
 	}
 	svc, err := startCollector(*listen, collector.Config{
 		SpoolDir:   *spoolDir,
-		Spool:      collector.SpoolOptions{MaxAge: *maxAge, MaxRecords: *maxRecords},
+		Spool:      spool.Options{MaxAge: *maxAge, MaxRecords: *maxRecords},
 		ClickHouse: chdb.Options{Addr: *addr, Database: *db},
 		IPDB:       db2,
 		Logger:     log,

@@ -1,4 +1,10 @@
-package collector
+// Package spool is a write-ahead log of records on disk: appends are
+// fsync'ed before they return (with group commit across concurrent
+// callers), segments are sealed by size, count or age and handed in order to
+// a loader, which removes each only after it was delivered. The collector
+// spools what it acknowledged until ClickHouse has it; the test server spools
+// what it must forward to the collector.
+package spool
 
 import (
 	"bufio"
@@ -20,7 +26,7 @@ import (
 	"github.com/neubot/neubot/schemas"
 )
 
-// The spool is the collector's write-ahead log. Accepted records are
+// The spool is a write-ahead log. Accepted records are
 // appended to the active segment file and fsync'ed before the client gets
 // its 202; the loader takes sealed segments in order, inserts them into
 // ClickHouse and deletes each only after its insert succeeded. A crash loses
@@ -88,10 +94,10 @@ func decodeEntry(p []byte) (Entry, error) {
 	}, nil
 }
 
-// SpoolOptions bound the segments: a segment is sealed, and so becomes
+// Options bound the segments: a segment is sealed, and so becomes
 // available to the loader, when it reaches MaxBytes or MaxRecords or when its
 // first record is older than MaxAge.
-type SpoolOptions struct {
+type Options struct {
 	MaxBytes   int64
 	MaxRecords int
 	MaxAge     time.Duration
@@ -101,7 +107,7 @@ type SpoolOptions struct {
 	NoSync bool
 }
 
-func (o *SpoolOptions) defaults() {
+func (o *Options) defaults() {
 	if o.MaxBytes == 0 {
 		o.MaxBytes = 64 << 20
 	}
@@ -147,7 +153,7 @@ const maxCachedRecords = 200_000
 // shared with another running collector.
 type Spool struct {
 	dir  string
-	opts SpoolOptions
+	opts Options
 	reqs chan *appendReq
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -173,7 +179,7 @@ type appendReq struct {
 
 // OpenSpool opens (creating if needed) the spool in dir, recovers the
 // segments a previous run left and starts the writer.
-func OpenSpool(dir string, opts SpoolOptions) (*Spool, error) {
+func Open(dir string, opts Options) (*Spool, error) {
 	opts.defaults()
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)

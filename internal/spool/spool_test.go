@@ -1,4 +1,4 @@
-package collector
+package spool
 
 import (
 	"context"
@@ -46,7 +46,7 @@ func readAll(t *testing.T, s *Spool) []string {
 // never acknowledged, so recovery cuts it and keeps everything before it.
 func TestSpoolRecoversTornTail(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, SpoolOptions{MaxAge: time.Hour})
+	s, err := Open(dir, Options{MaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestSpoolRecoversTornTail(t *testing.T) {
 	f.Write([]byte{200, 0, 0, 0, 1, 2, 3, 4, '{', '"'}) // a frame cut short
 	f.Close()
 
-	s, err = OpenSpool(dir, SpoolOptions{MaxAge: time.Hour})
+	s, err = Open(dir, Options{MaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestSpoolRecoversTornTail(t *testing.T) {
 // moves it to quarantine.
 func TestSpoolCorruptSegment(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := OpenSpool(dir, SpoolOptions{MaxAge: time.Hour})
+	s, _ := Open(dir, Options{MaxAge: time.Hour})
 	s.Append(context.Background(), entries(5, "a"))
 	s.Close()
 	segs, _ := filepath.Glob(filepath.Join(dir, "*.wal"))
@@ -94,7 +94,7 @@ func TestSpoolCorruptSegment(t *testing.T) {
 	b[frameHeaderSize+3] ^= 0xff // inside the first payload
 	os.WriteFile(segs[0], b, 0o640)
 
-	s, _ = OpenSpool(dir, SpoolOptions{MaxAge: time.Hour})
+	s, _ = Open(dir, Options{MaxAge: time.Hour})
 	defer s.Close()
 	kept, _ := filepath.Glob(filepath.Join(dir, "quarantine", "*.tail-at-0"))
 	if len(kept) != 1 {
@@ -121,7 +121,7 @@ func TestSpoolCorruptSegment(t *testing.T) {
 // TestSpoolGroupCommit: concurrent appends are all durable and ordered per
 // request, and sealing by size hands segments to the reader in order.
 func TestSpoolGroupCommit(t *testing.T) {
-	s, err := OpenSpool(t.TempDir(), SpoolOptions{MaxRecords: 100, MaxAge: 20 * time.Millisecond})
+	s, err := Open(t.TempDir(), Options{MaxRecords: 100, MaxAge: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
