@@ -42,6 +42,9 @@ type Config struct {
 	MaxDecodedBytes int64
 	MaxLines        int
 	Logger          *slog.Logger
+	// RegisterToken, when set, is the bearer token test servers must
+	// present to register (Authorization: Bearer <token>).
+	RegisterToken string
 }
 
 // Collector is the ingest service. Create it with New, serve Handler, run
@@ -53,6 +56,7 @@ type Collector struct {
 	ipdb    *annotate.DB
 	metrics *metrics
 	router  chi.Router
+	rdv     registry // the rendezvous's live test servers (soft state)
 
 	connMu sync.Mutex
 	ch     driver.Conn
@@ -85,6 +89,8 @@ func New(cfg Config) (*Collector, error) {
 	c.metrics = newMetrics(sp)
 	r := chi.NewRouter()
 	r.Post(IngestPath, c.handleIngest)
+	r.Post(RegisterPath, c.handleRegister)
+	r.Post(RendezvousPath, c.handleRendezvous)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

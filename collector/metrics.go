@@ -21,6 +21,7 @@ type metrics struct {
 	insertSeconds prometheus.Histogram
 	deadLetters   prometheus.Counter
 	quarantined   prometheus.Counter
+	testServers   *prometheus.GaugeVec
 }
 
 func newMetrics(s *spool.Spool) *metrics {
@@ -59,9 +60,13 @@ func newMetrics(s *spool.Spool) *metrics {
 			Name: "neubot_collector_segments_quarantined_total",
 			Help: "Damaged spool segments moved to quarantine/.",
 		}),
+		testServers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "neubot_collector_test_servers",
+			Help: "Live test servers (registered, not expired) of the rendezvous, by test they serve.",
+		}, []string{"test"}),
 	}
 	m.reg.MustRegister(m.accepted, m.rejected, m.requests, m.inserted, m.insertErrors,
-		m.insertSeconds, m.deadLetters, m.quarantined,
+		m.insertSeconds, m.deadLetters, m.quarantined, m.testServers,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "neubot_collector_spool_bytes",
 			Help: "Bytes in the spool not yet loaded into ClickHouse.",

@@ -14,6 +14,7 @@ func main() {
 	cmds := []cli.Command{
 		{Name: "up", Short: "run the whole platform on a local ClickHouse it starts itself", Run: cmdUp},
 		{Name: "collector", Short: "run the collector (ingest API, spool, ClickHouse loader)", Run: cmdCollector},
+		{Name: "testserver", Short: "run a test server (negotiation, speedtest, forwarding to the collector)", Run: cmdTestserver},
 		{Name: "migrate", Short: "apply the ClickHouse migrations and exit", Run: cmdMigrate},
 		{Name: "version", Short: "print the version", Run: cmdVersion},
 	}

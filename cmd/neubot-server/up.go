@@ -27,6 +27,8 @@ func cmdUp(args []string) error {
 	chPort := fs.Int("clickhouse-port", 0, "native protocol port of the local ClickHouse (0: a free one)")
 	chBin := fs.String("clickhouse-binary", "", "path of clickhouse-server (default: found on PATH, /usr/sbin, /usr/bin)")
 	collectorAddr := fs.String("collector", "127.0.0.1:9773", "address of the collector")
+	testserverAddr := fs.String("testserver", "127.0.0.1:9775", "address of the test server")
+	capacity := fs.Int("capacity", 2, "tests the test server allows at once")
 	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
 	lf := addLogFlags(fs, "text")
 	if err := parse(fs, args); err != nil {
@@ -66,19 +68,32 @@ func cmdUp(args []string) error {
 		return err
 	}
 
+	ts, err := startTestserver(testserverOptions{
+		listen: *testserverAddr, id: "local", collectorURL: col.http.URL(),
+		spoolDir: filepath.Join(*data, "testserver-spool"), capacity: *capacity,
+		testTimeout: 30 * time.Second, rate: 1,
+	}, log)
+	if err != nil {
+		col.stop(10 * time.Second)
+		return err
+	}
+
 	fmt.Printf(`neubot-server up: running (data in %s)
   clickhouse  %s   database %s
-  collector   %s   POST /api/v1/measurements, GET /metrics
+  collector   %s   POST /api/v1/measurements, POST /api/v1/rendezvous, GET /metrics
+  testserver  %s   speedtest; try: neubot run speedtest --server %s
 Press Ctrl-C to stop.
-`, *data, ch.URL(), ch.Options().Database, col.http.URL())
+`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL())
 
 	select {
 	case <-ctx.Done():
 	case err = <-col.http.Done():
+	case err = <-ts.http.Done():
 	case <-ch.Done():
 		err = fmt.Errorf("clickhouse-server exited; see %s", filepath.Join(*data, "clickhouse", "log"))
 	}
 	fmt.Println("neubot-server up: stopping")
+	ts.stop()
 	col.stop(10 * time.Second)
 	ch.Stop()
 	return err

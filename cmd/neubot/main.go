@@ -16,6 +16,7 @@ const prog = "neubot"
 
 func main() {
 	cmds := []cli.Command{
+		{Name: "run", Short: "run one test now: neubot run speedtest --server URL [--json]", Run: cmdRun},
 		{Name: "version", Short: "print the version and the record schema version", Run: func(args []string) error {
 			if len(args) > 0 {
 				fmt.Fprintf(os.Stderr, "%s version: unexpected argument %q\n", prog, args[0])

@@ -21,6 +21,9 @@ type Server struct {
 // Listen binds addr and serves h in the background. The address is bound
 // when it returns, so callers can print it.
 func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
@@ -34,6 +37,7 @@ func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			ConnContext:       WithConn,
 		},
 		addr: l.Addr().String(),
 		done: make(chan error, 1),
@@ -59,3 +63,18 @@ func (s *Server) Done() <-chan error { return s.done }
 
 // Shutdown stops accepting and waits for in-flight requests until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+type connKey struct{}
+
+// WithConn stores the connection in the request context; it is the
+// ConnContext of every server made by Listen. Handlers that need the socket
+// (e.g. to read TCP_INFO) get it back with ConnFrom.
+func WithConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// ConnFrom returns the connection a request arrived on, or nil.
+func ConnFrom(ctx context.Context) net.Conn {
+	c, _ := ctx.Value(connKey{}).(net.Conn)
+	return c
+}

@@ -1,0 +1,44 @@
+// Package plugin is the contract between the agent and its tests. A test is
+// one folder of agent/ (the client side) exporting Config and NewMeasurer,
+// plus its server side in testserver/ and its record in schemas/; it is made
+// known to the agent in agent/registry. Nothing else changes to add a test.
+package plugin
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/neubot/neubot/schemas"
+)
+
+// Env is what the agent gives a test when it runs it.
+type Env struct {
+	// ServerURL is the test server (or peer) to test against.
+	ServerURL string
+	// AgentID, AgentVersion and Consent go into the record's envelope.
+	AgentID      string
+	AgentVersion string
+	Consent      schemas.Consent
+	// HTTPClient is used for requests that are not measurements (nil:
+	// a default one). Measurements use connections the test makes itself.
+	HTTPClient *http.Client
+	// Progress receives live updates; nil discards them.
+	Progress func(Progress)
+}
+
+// Progress is a live update of a running test.
+type Progress struct {
+	Phase    string  // e.g. negotiate, latency, download, upload, collect
+	Mbps     float64 // current speed, when the phase measures one
+	Elapsed  float64 // seconds since the phase started
+	QueuePos int     // while negotiating: agents ahead
+	Message  string  // free text for humans
+}
+
+// Measurer runs one test. Run returns an error only when the test could
+// not run or complete (server unreachable, refused, protocol violated); the
+// record it returns is the server's authoritative, merged record.
+type Measurer interface {
+	Name() string
+	Run(ctx context.Context, env Env) (*schemas.Record, error)
+}

@@ -1,0 +1,33 @@
+// Package registry makes the agent's tests known by name: one line per
+// test. Adding a test is a folder in agent/ and a line here.
+package registry
+
+import (
+	"sort"
+
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/speedtest"
+)
+
+var tests = map[string]func() plugin.Measurer{
+	"speedtest": func() plugin.Measurer { return speedtest.NewMeasurer(speedtest.Config{}) },
+}
+
+// New returns a measurer for the named test.
+func New(name string) (plugin.Measurer, bool) {
+	mk, ok := tests[name]
+	if !ok {
+		return nil, false
+	}
+	return mk(), true
+}
+
+// Names lists the known tests.
+func Names() []string {
+	var out []string
+	for n := range tests {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}

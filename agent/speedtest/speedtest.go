@@ -1,0 +1,638 @@
+// Package speedtest is the client side of the speedtest (spec/speedtest.md):
+// negotiate a slot, measure connect times and HEAD round trips, download
+// over two connections with growing ranges, upload by POST over two
+// connections, and collect the server's authoritative record.
+//
+// Each transfer phase samples throughput every 250 ms at the receiver (the
+// client for the download, the server for the upload, which reports its
+// receive counters in every upload answer) and stops when its estimate is
+// stable, or at a hard cap. The estimate is the goodput over the second half
+// of the phase, after TCP's ramp-up and any token-bucket burst are over.
+package speedtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/testserver/speedtest/spec"
+)
+
+// Config tunes the test; the zero value is the default methodology.
+type Config struct {
+	// Connections per transfer phase (default 2).
+	Connections int
+	// MinPhase and MaxPhase bound each transfer phase (1.5 s and 3.4 s).
+	MinPhase, MaxPhase time.Duration
+	// SampleEvery is the throughput sampling period (250 ms).
+	SampleEvery time.Duration
+	// Stable is the largest relative difference between the goodput of
+	// the last second and of the second before it for the phase to stop
+	// early (default 0.02).
+	Stable float64
+	// LatencySamples is the number of HEAD round trips (default 10).
+	LatencySamples int
+}
+
+func (c *Config) defaults() {
+	if c.Connections <= 0 {
+		c.Connections = 2
+	}
+	if c.MinPhase <= 0 {
+		c.MinPhase = 1500 * time.Millisecond
+	}
+	if c.MaxPhase <= 0 {
+		c.MaxPhase = 3400 * time.Millisecond
+	}
+	if c.SampleEvery <= 0 {
+		c.SampleEvery = 250 * time.Millisecond
+	}
+	if c.Stable <= 0 {
+		c.Stable = 0.02
+	}
+	if c.LatencySamples <= 0 {
+		c.LatencySamples = 10
+	}
+}
+
+// Measurer runs speedtests.
+type Measurer struct{ cfg Config }
+
+var _ plugin.Measurer = (*Measurer)(nil)
+
+// NewMeasurer returns a speedtest measurer.
+func NewMeasurer(cfg Config) *Measurer {
+	cfg.defaults()
+	return &Measurer{cfg: cfg}
+}
+
+// Name implements plugin.Measurer.
+func (m *Measurer) Name() string { return schemas.SpeedtestName }
+
+// ProtocolError is returned when the server answers something the protocol
+// does not allow, or refuses a request.
+type ProtocolError struct {
+	Op     string
+	Status int
+	Msg    string
+}
+
+func (e *ProtocolError) Error() string {
+	return fmt.Sprintf("speedtest %s: server answered %d: %s", e.Op, e.Status, e.Msg)
+}
+
+// run is the state of one test.
+type run struct {
+	cfg      Config
+	env      plugin.Env
+	base     string
+	token    string
+	client   *http.Client
+	progress func(plugin.Progress)
+
+	connMu    sync.Mutex
+	connectMS []float64
+}
+
+// Run implements plugin.Measurer.
+func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, error) {
+	u, err := url.Parse(env.ServerURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("speedtest: bad server URL %q: want http://host:port", env.ServerURL)
+	}
+	r := &run{cfg: m.cfg, env: env, base: strings.TrimRight(env.ServerURL, "/"), progress: env.Progress}
+	if r.progress == nil {
+		r.progress = func(plugin.Progress) {}
+	}
+	r.client = &http.Client{Transport: r.transport()}
+	defer r.client.CloseIdleConnections()
+
+	uid := uuid.NewString()
+	start := time.Now()
+	if err := r.negotiate(ctx, uid); err != nil {
+		return nil, err
+	}
+	keys := &schemas.Speedtest{}
+	if keys.RTTMS, err = r.latency(ctx); err != nil {
+		return nil, err
+	}
+	keys.RTTMedianMS = schemas.Median(keys.RTTMS)
+	if keys.Download, err = r.download(ctx); err != nil {
+		return nil, err
+	}
+	if keys.Upload, err = r.upload(ctx); err != nil {
+		return nil, err
+	}
+	r.connMu.Lock()
+	keys.ConnectMS = append([]float64(nil), r.connectMS...)
+	r.connMu.Unlock()
+	if len(keys.ConnectMS) > schemas.MaxLatencySamples {
+		keys.ConnectMS = keys.ConnectMS[:schemas.MaxLatencySamples]
+	}
+	rec := &schemas.Record{
+		Envelope: schemas.Envelope{
+			MeasurementUID: uid,
+			AgentID:        env.AgentID,
+			TestName:       schemas.SpeedtestName,
+			TestVersion:    schemas.SpeedtestVersion,
+			SchemaVersion:  schemas.SchemaVersion,
+			StartTime:      start.UTC().Truncate(time.Millisecond),
+			DurationS:      round3(time.Since(start).Seconds()),
+			Agent:          schemas.Agent{Software: "neubot", Version: agentVersion(env), OS: runtime.GOOS, Arch: runtime.GOARCH},
+			Consent:        env.Consent,
+		},
+		TestKeys: keys,
+	}
+	r.progress(plugin.Progress{Phase: "collect"})
+	return r.collect(ctx, rec)
+}
+
+func agentVersion(env plugin.Env) string {
+	if env.AgentVersion != "" {
+		return env.AgentVersion
+	}
+	return version.Version
+}
+
+// transport records the connect time of every connection it makes.
+func (r *run) transport() *http.Transport {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			t0 := time.Now()
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				r.connMu.Lock()
+				r.connectMS = append(r.connectMS, round3(float64(time.Since(t0))/float64(time.Millisecond)))
+				r.connMu.Unlock()
+			}
+			return c, err
+		},
+		MaxIdleConnsPerHost: 8,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+		IdleConnTimeout:     30 * time.Second,
+	}
+}
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+func (r *run) request(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, r.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if r.token != "" {
+		req.Header.Set(spec.TokenHeader, "Bearer "+r.token)
+	}
+	return req, nil
+}
+
+// protoError reads the JSON error of a refused request.
+func protoError(op string, resp *http.Response) error {
+	var e spec.Error
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if json.Unmarshal(b, &e) != nil || e.Error == "" {
+		e.Error = strings.TrimSpace(string(b))
+	}
+	return &ProtocolError{Op: op, Status: resp.StatusCode, Msg: e.Error}
+}
+
+// negotiate waits for a slot, long-polling, honouring Retry-After.
+func (r *run) negotiate(ctx context.Context, uid string) error {
+	r.progress(plugin.Progress{Phase: "negotiate"})
+	token := ""
+	for {
+		body, _ := json.Marshal(spec.NegotiateRequest{Token: token, MeasurementUID: uid})
+		req, err := r.request(ctx, http.MethodPost, spec.NegotiatePath, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := r.client.Do(req)
+		if err != nil {
+			return fmt.Errorf("speedtest: cannot reach the test server: %w", err)
+		}
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+			err := protoError("negotiate", resp)
+			resp.Body.Close()
+			if wait <= 0 || wait > 60 {
+				return err
+			}
+			r.progress(plugin.Progress{Phase: "negotiate", Message: fmt.Sprintf("server busy, retrying in %d s", wait)})
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(wait) * time.Second):
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			err := protoError("negotiate", resp)
+			resp.Body.Close()
+			return err
+		}
+		var nr spec.NegotiateResponse
+		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&nr)
+		resp.Body.Close()
+		if err != nil || nr.Token == "" {
+			return &ProtocolError{Op: "negotiate", Status: resp.StatusCode, Msg: "answer without a token"}
+		}
+		token = nr.Token
+		if nr.Unchoked {
+			r.token = token
+			return nil
+		}
+		r.progress(plugin.Progress{Phase: "negotiate", QueuePos: nr.QueuePos, Message: fmt.Sprintf("waiting, %d ahead", nr.QueuePos)})
+	}
+}
+
+// latency measures HEAD round trips on one warm connection.
+func (r *run) latency(ctx context.Context) ([]float64, error) {
+	r.progress(plugin.Progress{Phase: "latency"})
+	var out []float64
+	for i := 0; i <= r.cfg.LatencySamples; i++ {
+		req, err := r.request(ctx, http.MethodHead, spec.LatencyPath, nil)
+		if err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		resp, err := r.client.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("speedtest latency: %w", err)
+		}
+		rtt := time.Since(t0)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			return nil, &ProtocolError{Op: "latency", Status: resp.StatusCode}
+		}
+		if i > 0 { // the first request also opened the connection
+			out = append(out, round3(float64(rtt)/float64(time.Millisecond)))
+		}
+	}
+	return out, nil
+}
+
+// series samples a cumulative byte counter and decides when to stop.
+type series struct {
+	cfg     Config
+	samples []schemas.ThroughputSample
+}
+
+func (s *series) add(t float64, bytes uint64) {
+	mbps := 0.0
+	if n := len(s.samples); n > 0 {
+		prev := s.samples[n-1]
+		if dt := t - prev.TS; dt > 0 {
+			mbps = float64(bytes-prev.Bytes) * 8 / 1e6 / dt
+		}
+	} else if t > 0 {
+		mbps = float64(bytes) * 8 / 1e6 / t
+	}
+	if len(s.samples) < schemas.MaxThroughputSamples {
+		s.samples = append(s.samples, schemas.ThroughputSample{TS: round3(t), Bytes: bytes, Mbps: round3(mbps)})
+	}
+}
+
+// at returns the cumulative bytes at time t, interpolating between samples.
+func (s *series) at(t float64) float64 {
+	prevT, prevB := 0.0, 0.0
+	for _, x := range s.samples {
+		if x.TS >= t {
+			if x.TS == prevT {
+				return float64(x.Bytes)
+			}
+			return prevB + (float64(x.Bytes)-prevB)*(t-prevT)/(x.TS-prevT)
+		}
+		prevT, prevB = x.TS, float64(x.Bytes)
+	}
+	return prevB
+}
+
+// rate is the goodput in Mbit/s between times a and b.
+func (s *series) rate(a, b float64) float64 {
+	if b <= a {
+		return 0
+	}
+	return (s.at(b) - s.at(a)) * 8 / 1e6 / (b - a)
+}
+
+func (s *series) last() float64 {
+	if len(s.samples) == 0 {
+		return 0
+	}
+	return s.samples[len(s.samples)-1].TS
+}
+
+// done reports whether the phase may stop at time t (seconds).
+func (s *series) done(t float64) bool {
+	if t >= s.cfg.MaxPhase.Seconds() {
+		return true
+	}
+	end := s.last()
+	if end < s.cfg.MinPhase.Seconds() || end < 2 {
+		return false
+	}
+	a, b := s.rate(end-2, end-1), s.rate(end-1, end)
+	return a > 0 && math.Abs(b-a)/a <= s.cfg.Stable
+}
+
+// estimate is the goodput over the second half of the phase.
+func (s *series) estimate() float64 {
+	end := s.last()
+	return s.rate(end/2, end)
+}
+
+func (s *series) phase(dur time.Duration, conns int) schemas.SpeedtestPhase {
+	var total uint64
+	if n := len(s.samples); n > 0 {
+		total = s.samples[n-1].Bytes
+	}
+	return schemas.SpeedtestPhase{
+		GoodputMbps: round3(s.estimate()),
+		Bytes:       total,
+		DurationS:   round3(dur.Seconds()),
+		Connections: uint8(conns),
+		Samples:     s.samples,
+	}
+}
+
+// download runs GETs with growing ranges on parallel connections and
+// samples the bytes received.
+func (r *run) download(ctx context.Context) (schemas.SpeedtestPhase, error) {
+	r.progress(plugin.Progress{Phase: "download"})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var received atomic.Uint64
+	errc := make(chan error, r.cfg.Connections)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < r.cfg.Connections; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errc <- r.downloadLoop(ctx, &received, int64(i)*spec.MaxRange)
+		}(i)
+	}
+	s := &series{cfg: r.cfg}
+	tick := time.NewTicker(r.cfg.SampleEvery)
+	defer tick.Stop()
+	var err error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			break loop
+		case e := <-errc:
+			if e != nil && ctx.Err() == nil {
+				err = e
+				break loop
+			}
+		case <-tick.C:
+			t := time.Since(start).Seconds()
+			s.add(t, received.Load())
+			r.progress(plugin.Progress{Phase: "download", Mbps: s.samples[len(s.samples)-1].Mbps, Elapsed: t})
+			if s.done(t) {
+				break loop
+			}
+		}
+	}
+	dur := time.Since(start)
+	cancel()
+	wg.Wait()
+	if err != nil {
+		return schemas.SpeedtestPhase{}, fmt.Errorf("speedtest download: %w", err)
+	}
+	return s.phase(dur, r.cfg.Connections), nil
+}
+
+func (r *run) downloadLoop(ctx context.Context, received *atomic.Uint64, offset int64) error {
+	size := int64(64 << 10)
+	buf := make([]byte, 64<<10)
+	for ctx.Err() == nil {
+		req, err := r.request(ctx, http.MethodGet, spec.DownloadPath, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, offset+size-1))
+		t0 := time.Now()
+		resp, err := r.client.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if resp.StatusCode != http.StatusPartialContent {
+			err := protoError("download", resp)
+			resp.Body.Close()
+			return err
+		}
+		for {
+			n, err := resp.Body.Read(buf)
+			received.Add(uint64(n))
+			if err != nil {
+				break
+			}
+		}
+		resp.Body.Close()
+		// Grow the range until one request lasts at least ~250 ms, so
+		// that request gaps do not count; the other connection covers them.
+		if time.Since(t0) < 250*time.Millisecond && size < spec.MaxRange {
+			size *= 2
+		}
+	}
+	return nil
+}
+
+// random is incompressible upload payload, shared by all tests.
+var random = func() []byte {
+	b := make([]byte, 4<<20)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+// repeatReader yields n bytes of random, repeating it.
+type repeatReader struct {
+	n, off int64
+}
+
+func (rr *repeatReader) Read(p []byte) (int, error) {
+	if rr.n <= 0 {
+		return 0, io.EOF
+	}
+	k := copy(p, random[rr.off%int64(len(random)):])
+	if int64(k) > rr.n {
+		k = int(rr.n)
+	}
+	rr.n -= int64(k)
+	rr.off += int64(k)
+	return k, nil
+}
+
+// upload POSTs growing bodies on parallel connections; the server times
+// them as receiver and reports its counters in every answer, which make the
+// series.
+func (r *run) upload(ctx context.Context) (schemas.SpeedtestPhase, error) {
+	r.progress(plugin.Progress{Phase: "upload"})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type point struct {
+		t     float64
+		bytes uint64
+	}
+	points := make(chan point, 64)
+	errc := make(chan error, r.cfg.Connections)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < r.cfg.Connections; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- r.uploadLoop(ctx, func(t float64, b uint64) {
+				select {
+				case points <- point{t, b}:
+				case <-ctx.Done():
+				}
+			})
+		}()
+	}
+	s := &series{cfg: r.cfg}
+	tick := time.NewTicker(r.cfg.SampleEvery)
+	defer tick.Stop()
+	var err error
+	var lastT float64
+	var lastB uint64
+	fresh := false
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			break loop
+		case e := <-errc:
+			if e != nil && ctx.Err() == nil {
+				err = e
+				break loop
+			}
+		case p := <-points:
+			// Answers of two connections may cross: keep the series
+			// monotonic in the server's time.
+			if p.t > lastT && p.bytes >= lastB {
+				lastT, lastB, fresh = p.t, p.bytes, true
+			}
+		case <-tick.C:
+			// One sample per tick: the latest counters the server sent.
+			if fresh {
+				fresh = false
+				s.add(lastT, lastB)
+				r.progress(plugin.Progress{Phase: "upload", Mbps: s.samples[len(s.samples)-1].Mbps, Elapsed: time.Since(start).Seconds()})
+			}
+			if s.done(time.Since(start).Seconds()) {
+				break loop
+			}
+		}
+	}
+	dur := time.Since(start)
+	cancel()
+	wg.Wait()
+	if err != nil {
+		return schemas.SpeedtestPhase{}, fmt.Errorf("speedtest upload: %w", err)
+	}
+	if len(s.samples) < 2 {
+		return schemas.SpeedtestPhase{}, errors.New("speedtest upload: the server reported too little to measure")
+	}
+	return s.phase(dur, r.cfg.Connections), nil
+}
+
+func (r *run) uploadLoop(ctx context.Context, report func(t float64, bytes uint64)) error {
+	size := int64(64 << 10)
+	for ctx.Err() == nil {
+		req, err := r.request(ctx, http.MethodPost, spec.UploadPath, &repeatReader{n: size})
+		if err != nil {
+			return err
+		}
+		req.ContentLength = size
+		req.Header.Set("Content-Type", "application/octet-stream")
+		t0 := time.Now()
+		resp, err := r.client.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			err := protoError("upload", resp)
+			resp.Body.Close()
+			return err
+		}
+		var ur spec.UploadResponse
+		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&ur)
+		resp.Body.Close()
+		if err != nil {
+			return &ProtocolError{Op: "upload", Status: resp.StatusCode, Msg: "bad answer: " + err.Error()}
+		}
+		report(ur.TS, uint64(ur.TotalBytes))
+		if time.Since(t0) < 250*time.Millisecond && size < spec.MaxUploadBody/2 {
+			size *= 2
+		}
+	}
+	return nil
+}
+
+// collect posts the client's record and returns the server's merged one.
+func (r *run) collect(ctx context.Context, rec *schemas.Record) (*schemas.Record, error) {
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return nil, err
+	}
+	req, err := r.request(ctx, http.MethodPost, spec.CollectPath, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("speedtest collect: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, protoError("collect", resp)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, spec.MaxCollectBody))
+	if err != nil {
+		return nil, err
+	}
+	merged, err := schemas.DecodeRecord(bytes.TrimSpace(b), time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("speedtest collect: the server's record is invalid: %w", err)
+	}
+	if merged.MeasurementUID != rec.MeasurementUID {
+		return nil, &ProtocolError{Op: "collect", Status: resp.StatusCode, Msg: "record of another measurement"}
+	}
+	return merged, nil
+}

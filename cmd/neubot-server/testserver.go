@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/testserver"
+	"github.com/neubot/neubot/testserver/service"
+)
+
+// testserverService is a running test server.
+type testserverService struct {
+	svc    *service.Service
+	http   *httpx.Server
+	cancel context.CancelFunc
+	done   chan struct{}
+	log    *slog.Logger
+}
+
+type testserverOptions struct {
+	listen, id, collectorURL, publicURL, spoolDir, registerToken string
+	capacity                                                     int
+	testTimeout                                                  time.Duration
+	rate                                                         float64
+}
+
+func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService, error) {
+	svc, err := service.New(service.Config{
+		ID: o.id, Version: version.Version, CollectorURL: o.collectorURL, SpoolDir: o.spoolDir, Logger: log,
+		Negotiator: testserver.NegotiatorConfig{Capacity: o.capacity, TestTimeout: o.testTimeout, Rate: o.rate},
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := httpx.Listen(o.listen, svc.Handler(), log)
+	if err != nil {
+		svc.Close()
+		return nil, err
+	}
+	public := o.publicURL
+	if public == "" {
+		public = srv.URL()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &testserverService{svc: svc, http: srv, cancel: cancel, done: make(chan struct{}), log: log}
+	go func() {
+		defer close(t.done)
+		if o.collectorURL == "" {
+			svc.Run(ctx)
+			return
+		}
+		reg := &testserver.Registrar{
+			CollectorURL: o.collectorURL,
+			Token:        o.registerToken,
+			Info:         func() schemas.ServerRegistration { return svc.Registration(public) },
+			Logger:       log,
+		}
+		go reg.Run(ctx)
+		svc.Run(ctx)
+	}()
+	return t, nil
+}
+
+func (t *testserverService) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = t.http.Shutdown(ctx)
+	// Deliver what is waiting for the collector, briefly; the rest stays spooled.
+	t.svc.Forwarder().Flush(ctx)
+	deadline := time.Now().Add(3 * time.Second)
+	for t.svc.Forwarder().Pending() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.cancel()
+	<-t.done
+	if n := t.svc.Forwarder().Pending(); n > 0 {
+		t.log.Info("testserver: records kept in the spool for the next start", "records", n)
+	}
+	t.svc.Close()
+}
+
+func hostnameID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "testserver"
+	}
+	return h
+}
+
+func cmdTestserver(args []string) error {
+	fs := newFlagSet("testserver", "Run a test server: negotiation (tokens, FIFO queue, per-test timer), the speedtest,\nand forwarding of authoritative records to the collector through a spool.")
+	var o testserverOptions
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:9775", "address to serve tests on")
+	fs.StringVar(&o.id, "id", hostnameID(), "identifier of this server in the rendezvous and in records")
+	fs.StringVar(&o.collectorURL, "collector", "http://127.0.0.1:9773", "collector base URL (records and registration); empty: only spool")
+	fs.StringVar(&o.publicURL, "public-url", "", "URL agents use to reach this server (default: http://LISTEN)")
+	fs.StringVar(&o.spoolDir, "spool-dir", "neubot-testserver-spool", "directory of records waiting for the collector")
+	fs.StringVar(&o.registerToken, "register-token", "", "bearer token for registering with the collector, if it requires one")
+	fs.IntVar(&o.capacity, "capacity", 2, "tests allowed at once; further agents wait in FIFO order")
+	fs.DurationVar(&o.testTimeout, "test-timeout", 30*time.Second, "revoke a token whose test has not collected within this")
+	fs.Float64Var(&o.rate, "negotiate-rate", 1, "negotiate requests per second allowed per client address (burst 20)")
+	lf := addLogFlags(fs, "json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	if o.capacity < 1 || o.testTimeout < time.Second || o.rate <= 0 {
+		return errors.New("--capacity must be >= 1, --test-timeout >= 1s, --negotiate-rate > 0")
+	}
+	t, err := startTestserver(o, log)
+	if err != nil {
+		return err
+	}
+	log.Info("testserver listening", "url", t.http.URL(), "id", o.id, "collector", o.collectorURL)
+	ctx, cancel := signalContext()
+	defer cancel()
+	select {
+	case <-ctx.Done():
+	case err = <-t.http.Done():
+		if err != nil {
+			err = fmt.Errorf("testserver: %w", err)
+		}
+	}
+	t.stop()
+	return err
+}

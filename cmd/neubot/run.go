@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/registry"
+	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/internal/cli"
+	"github.com/neubot/neubot/schemas"
+)
+
+// cmdRun runs one test from the command line: `neubot run speedtest --server URL`.
+func cmdRun(args []string) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintf(os.Stderr, "usage: %s run TEST --server URL [--json]\n\ntests: %s\n", prog, strings.Join(registry.Names(), ", "))
+		return cli.ErrUsage
+	}
+	name := args[0]
+	m, ok := registry.New(name)
+	if !ok {
+		fmt.Fprintf(os.Stderr, "%s run: unknown test %q (known: %s)\n", prog, name, strings.Join(registry.Names(), ", "))
+		return cli.ErrUsage
+	}
+	fs := flag.NewFlagSet(prog+" run "+name, flag.ContinueOnError)
+	server := fs.String("server", "", "test server URL, e.g. http://127.0.0.1:9775 (required)")
+	asJSON := fs.Bool("json", false, "print one JSON object with the result instead of the live display")
+	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long (queueing included)")
+	publish := fs.Bool("publish", true, "allow the result to be published (consent can_publish)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s run %s --server URL [--json]\n\nRuns one %s now and prints the result. Running it is consent to collect\nthis one result; --publish=false keeps it out of public data.\n\nFlags (also read from NEUBOT_<FLAG>):\n", prog, name, name)
+		fs.PrintDefaults()
+	}
+	if err := cli.Parse(fs, "NEUBOT", args[1:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) && !strings.Contains(err.Error(), "flag provided") {
+			fmt.Fprintf(os.Stderr, "%s run: %v\n", prog, err)
+		}
+		return cli.ErrUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "%s run: unexpected argument %q\n", prog, fs.Arg(0))
+		return cli.ErrUsage
+	}
+	if *server == "" {
+		fmt.Fprintf(os.Stderr, "%s run: --server URL is required, e.g. --server http://127.0.0.1:9775\n", prog)
+		return cli.ErrUsage
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	ctx, cancel2 := context.WithTimeout(ctx, *timeout)
+	defer cancel2()
+
+	var live *liveDisplay
+	if !*asJSON {
+		live = &liveDisplay{w: os.Stderr, tty: isTerminal(os.Stderr)}
+	}
+	env := plugin.Env{
+		ServerURL: *server,
+		AgentID:   uuid.NewString(), // one-shot runs are not linked to an installed agent
+		Consent:   schemas.Consent{Informed: true, CanCollect: true, CanPublish: *publish},
+	}
+	if live != nil {
+		env.Progress = live.update
+	}
+	rec, err := m.Run(ctx, env)
+	if live != nil {
+		live.finish()
+	}
+	if err != nil {
+		var pe *speedtest.ProtocolError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("%s: the test server refused: %s", name, pe.Msg)
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if *asJSON {
+		return printJSON(os.Stdout, rec)
+	}
+	printSummary(os.Stdout, rec)
+	return nil
+}
+
+// summary is the --json output: the headline numbers and the whole record.
+type summary struct {
+	MeasurementUID string          `json:"measurement_uid"`
+	Test           string          `json:"test"`
+	Server         string          `json:"server_id"`
+	DownloadMbps   float64         `json:"download_mbps"`
+	UploadMbps     float64         `json:"upload_mbps"`
+	RTTMS          float64         `json:"rtt_ms"`
+	ConnectMS      float64         `json:"connect_ms"`
+	DurationS      float64         `json:"duration_s"`
+	Record         *schemas.Record `json:"record"`
+}
+
+func summarize(rec *schemas.Record) summary {
+	s := summary{MeasurementUID: rec.MeasurementUID, Test: rec.TestName, Server: rec.Server.ID, DurationS: rec.DurationS, Record: rec}
+	if k, ok := rec.TestKeys.(*schemas.Speedtest); ok {
+		s.DownloadMbps, s.UploadMbps, s.RTTMS = k.Download.GoodputMbps, k.Upload.GoodputMbps, k.RTTMedianMS
+		s.ConnectMS = schemas.Median(k.ConnectMS)
+	}
+	return s
+}
+
+func printJSON(w io.Writer, rec *schemas.Record) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(summarize(rec))
+}
+
+func printSummary(w io.Writer, rec *schemas.Record) {
+	s := summarize(rec)
+	fmt.Fprintf(w, "download %8.2f Mbit/s\nupload   %8.2f Mbit/s\nlatency  %8.2f ms (HEAD round trip, median)\nconnect  %8.2f ms\nmeasurement %s, server %s, %.1f s\n",
+		s.DownloadMbps, s.UploadMbps, s.RTTMS, s.ConnectMS, s.MeasurementUID, s.Server, s.DurationS)
+}
+
+// liveDisplay shows the phase and the current speed on one terminal line.
+type liveDisplay struct {
+	w    io.Writer
+	tty  bool
+	last string
+}
+
+func (l *liveDisplay) update(p plugin.Progress) {
+	line := p.Phase
+	switch {
+	case p.Message != "":
+		line += ": " + p.Message
+	case p.Phase == "download" || p.Phase == "upload":
+		bar := strings.Repeat("#", min(30, int(p.Elapsed*30/3.5)))
+		line = fmt.Sprintf("%-8s %8.2f Mbit/s  [%-30s]", p.Phase, p.Mbps, bar)
+	default:
+		line += "..."
+	}
+	if l.tty {
+		fmt.Fprintf(l.w, "\r\033[K%s", line)
+	} else if p.Phase != l.last {
+		fmt.Fprintln(l.w, line)
+	}
+	l.last = p.Phase
+}
+
+func (l *liveDisplay) finish() {
+	if l.tty {
+		fmt.Fprint(l.w, "\r\033[K")
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

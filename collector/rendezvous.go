@@ -1,0 +1,375 @@
+package collector
+
+// The rendezvous (the Coordinator of the 2011 Neubot paper): test servers
+// register at schemas.RegisterPath and heartbeat; agents ask
+// schemas.RendezvousPath which live servers serve which tests.
+//
+// The registry is soft state, in memory only: a restarted collector forgets
+// every server and relearns them within one heartbeat interval, so the
+// collector keeps no state but its spool. An entry not refreshed within
+// RegistrationExpiry disappears: lookups skip it at once, and a sweep (on
+// requests, and on a timer while the registry is not empty) deletes it and
+// updates the neubot_collector_test_servers gauge.
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/neubot/neubot/schemas"
+)
+
+// Paths of the rendezvous endpoints (see schemas for their messages).
+const (
+	RegisterPath   = schemas.RegisterPath
+	RendezvousPath = schemas.RendezvousPath
+)
+
+// Parameters of the rendezvous.
+const (
+	// RegistrationHeartbeat is how often test servers are told to
+	// register again (RegistrationAck.HeartbeatS).
+	RegistrationHeartbeat = 10 * time.Second
+	// RegistrationExpiry is how long a registration lasts without a
+	// heartbeat (RegistrationAck.ExpiresS): three heartbeats, so that one
+	// or two lost ones do not delist a server.
+	RegistrationExpiry = 30 * time.Second
+	// RendezvousTTL is how long agents may reuse an answer
+	// (RendezvousResponse.TTLS).
+	RendezvousTTL = 60 * time.Second
+	// MaxServersPerTest bounds the servers listed for one test.
+	MaxServersPerTest = 8
+	// MaxRegisteredServers bounds the registry, so that registrations
+	// under ever new IDs cannot exhaust memory; past it, registrations of
+	// new IDs get 429 until some entry expires.
+	MaxRegisteredServers = 4096
+)
+
+// RendezvousError is the JSON body of every refused request of the
+// rendezvous endpoints: the reason, and for invalid messages each problem
+// with the JSON path of its field.
+type RendezvousError struct {
+	Error  string               `json:"error"`
+	Fields []schemas.FieldError `json:"fields,omitempty"`
+}
+
+// errRegistryFull is returned by upsert for a new ID when the registry
+// holds MaxRegisteredServers live entries.
+var errRegistryFull = errors.New("the registry of test servers is full")
+
+// registry holds the live test servers by ID. Its zero value is ready; the
+// collector binds its logger and gauge on first use.
+type registry struct {
+	once  sync.Once
+	log   *slog.Logger
+	gauge *prometheus.GaugeVec // live servers by test; nil: none
+
+	mu sync.Mutex
+	// now is the clock; nil means time.Now. Tests set it before use.
+	now       func() time.Time
+	servers   map[string]*serverEntry
+	counts    map[string]int // live servers by test, mirrored in gauge
+	lastPrune time.Time
+	sweep     *time.Timer // armed while servers is not empty
+}
+
+// serverEntry is one registered test server.
+type serverEntry struct {
+	info    schemas.ServerInfo
+	tests   []string
+	expires time.Time
+}
+
+// rendezvous returns the collector's registry, bound to its logger and
+// metrics.
+func (c *Collector) rendezvous() *registry {
+	r := &c.rdv
+	r.once.Do(func() {
+		r.log = c.log
+		r.gauge = c.metrics.testServers
+	})
+	return r
+}
+
+func (r *registry) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
+}
+
+// upsert adds or refreshes the registration of reg.ID, which must be valid.
+func (r *registry) upsert(reg schemas.ServerRegistration) (schemas.RegistrationAck, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.clock()
+	if r.servers == nil {
+		r.servers = map[string]*serverEntry{}
+		r.counts = map[string]int{}
+	}
+	r.pruneLocked(now, false)
+	old, exists := r.servers[reg.ID]
+	if !exists && len(r.servers) >= MaxRegisteredServers {
+		r.pruneLocked(now, true)
+		if len(r.servers) >= MaxRegisteredServers {
+			return schemas.RegistrationAck{}, errRegistryFull
+		}
+	}
+	e := &serverEntry{
+		info: schemas.ServerInfo{
+			ID:      reg.ID,
+			URL:     reg.URL,
+			Version: reg.Version,
+			Load:    reg.Load.Ratio(),
+		},
+		tests:   slices.Clone(reg.Tests),
+		expires: now.Add(RegistrationExpiry),
+	}
+	switch {
+	case !exists:
+		r.log.Info("test server registered", "id", reg.ID, "url", reg.URL, "tests", reg.Tests, "version", reg.Version)
+	case old.info.URL != reg.URL || old.info.Version != reg.Version || !slices.Equal(old.tests, reg.Tests):
+		r.log.Info("test server registration changed", "id", reg.ID, "url", reg.URL, "tests", reg.Tests, "version", reg.Version)
+	default:
+		r.log.Debug("test server heartbeat", "id", reg.ID, "load", e.info.Load)
+	}
+	if exists {
+		r.countLocked(old.tests, -1)
+	}
+	r.servers[reg.ID] = e
+	r.countLocked(e.tests, +1)
+	if r.sweep == nil {
+		r.sweep = time.AfterFunc(RegistrationHeartbeat, r.sweepNow)
+	}
+	return schemas.RegistrationAck{
+		HeartbeatS: int(RegistrationHeartbeat / time.Second),
+		ExpiresS:   int(RegistrationExpiry / time.Second),
+	}, nil
+}
+
+// lookup returns, for each of tests, the live servers that serve it, least
+// loaded first (ties by ID), at most limit per test; a test no live server
+// serves maps to an empty list.
+func (r *registry) lookup(tests []string, limit int) map[string][]schemas.ServerInfo {
+	out := make(map[string][]schemas.ServerInfo, len(tests))
+	for _, t := range tests {
+		out[t] = []schemas.ServerInfo{}
+	}
+	r.mu.Lock()
+	now := r.clock()
+	r.pruneLocked(now, false)
+	for _, e := range r.servers {
+		if !now.Before(e.expires) {
+			continue
+		}
+		for _, t := range e.tests {
+			if list, ok := out[t]; ok {
+				out[t] = append(list, e.info)
+			}
+		}
+	}
+	r.mu.Unlock()
+	for t, list := range out {
+		slices.SortFunc(list, func(a, b schemas.ServerInfo) int {
+			if a.Load != b.Load {
+				if a.Load < b.Load {
+					return -1
+				}
+				return 1
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+		if len(list) > limit {
+			out[t] = list[:limit:limit]
+		}
+	}
+	return out
+}
+
+// pruneLocked deletes the expired entries, at most once a second unless
+// forced: lookups skip expired entries anyway.
+func (r *registry) pruneLocked(now time.Time, force bool) {
+	if !force && now.Sub(r.lastPrune) < time.Second && !now.Before(r.lastPrune) {
+		return
+	}
+	r.lastPrune = now
+	for id, e := range r.servers {
+		if now.Before(e.expires) {
+			continue
+		}
+		r.log.Info("test server expired", "id", id, "url", e.info.URL,
+			"silent_for", now.Sub(e.expires.Add(-RegistrationExpiry)).Round(time.Millisecond).String())
+		delete(r.servers, id)
+		r.countLocked(e.tests, -1)
+	}
+}
+
+// sweepNow runs on the sweep timer: it prunes, so that the gauge falls when
+// servers die even if nobody registers or asks, and rearms while entries
+// are left.
+func (r *registry) sweepNow() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pruneLocked(r.clock(), true)
+	if len(r.servers) == 0 {
+		r.sweep = nil
+		return
+	}
+	r.sweep.Reset(RegistrationHeartbeat)
+}
+
+func (r *registry) countLocked(tests []string, delta int) {
+	for _, t := range tests {
+		r.counts[t] += delta
+		if r.gauge != nil {
+			r.gauge.WithLabelValues(t).Set(float64(r.counts[t]))
+		}
+	}
+}
+
+// handleRegister takes a test server's registration or heartbeat.
+func (c *Collector) handleRegister(w http.ResponseWriter, r *http.Request) {
+	if tok := c.cfg.RegisterToken; tok != "" && !bearerMatches(r.Header.Get("Authorization"), tok) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="neubot-collector"`)
+		rendezvousFail(w, http.StatusUnauthorized, nil, "registering requires the header Authorization: Bearer <token> with the collector's registration token")
+		return
+	}
+	var reg schemas.ServerRegistration
+	if !decodeRendezvous(w, r, &reg) {
+		return
+	}
+	if err := reg.Validate(); err != nil {
+		c.log.Debug("test server registration refused", "peer", r.RemoteAddr, "err", err)
+		rendezvousInvalid(w, err)
+		return
+	}
+	ack, err := c.rendezvous().upsert(reg)
+	if errors.Is(err, errRegistryFull) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(RegistrationExpiry/time.Second)))
+		rendezvousFail(w, http.StatusTooManyRequests, nil, "%v (%d servers): retry later", err, MaxRegisteredServers)
+		return
+	}
+	writeJSON(w, http.StatusOK, ack)
+}
+
+// handleRendezvous tells an agent which live test servers serve the tests
+// it asks for.
+func (c *Collector) handleRendezvous(w http.ResponseWriter, r *http.Request) {
+	var req schemas.RendezvousRequest
+	if !decodeRendezvous(w, r, &req) {
+		return
+	}
+	if err := req.Validate(); err != nil {
+		rendezvousInvalid(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, schemas.RendezvousResponse{
+		Servers: c.rendezvous().lookup(req.Tests, MaxServersPerTest),
+		TTLS:    int(RendezvousTTL / time.Second),
+	})
+}
+
+// bearerMatches says whether the Authorization header carries token as a
+// bearer credential. It compares digests in constant time, so that neither
+// the token's bytes nor its length leak through timing.
+func bearerMatches(header, token string) bool {
+	scheme, cred, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(cred)))
+	want := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
+
+// decodeRendezvous decodes the JSON body of r into v: at most
+// schemas.MaxRendezvousBodyBytes, one JSON value, unknown fields ignored.
+// It answers the request itself and returns false when it cannot.
+func decodeRendezvous(w http.ResponseWriter, r *http.Request, v any) bool {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		rendezvousFail(w, http.StatusUnsupportedMediaType, nil, "Content-Type must be application/json, got %.64q", r.Header.Get("Content-Type"))
+		return false
+	}
+	if r.ContentLength > schemas.MaxRendezvousBodyBytes {
+		rendezvousFail(w, http.StatusRequestEntityTooLarge, nil, "body of %d bytes is over the limit of %d bytes", r.ContentLength, schemas.MaxRendezvousBodyBytes)
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, schemas.MaxRendezvousBodyBytes))
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = terr
+			if err == nil {
+				err = errors.New("trailing data after the JSON object")
+			}
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var (
+		maxErr    *http.MaxBytesError
+		syntaxErr *json.SyntaxError
+		typeErr   *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &maxErr):
+		rendezvousFail(w, http.StatusRequestEntityTooLarge, nil, "body is over the limit of %d bytes", schemas.MaxRendezvousBodyBytes)
+	case errors.As(err, &syntaxErr):
+		rendezvousFail(w, http.StatusBadRequest, nil, "malformed JSON at byte %d: %s", syntaxErr.Offset, strings.TrimPrefix(err.Error(), "json: "))
+	case errors.As(err, &typeErr):
+		fe := schemas.FieldError{Path: typeErr.Field, Reason: fmt.Sprintf("must be a JSON %s, not %s", jsonType(typeErr.Type.String()), typeErr.Value)}
+		rendezvousFail(w, http.StatusBadRequest, []schemas.FieldError{fe}, "%s", fe.Error())
+	case errors.Is(err, io.EOF):
+		rendezvousFail(w, http.StatusBadRequest, nil, "body is empty: want a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		rendezvousFail(w, http.StatusBadRequest, nil, "truncated JSON")
+	default:
+		rendezvousFail(w, http.StatusBadRequest, nil, "cannot decode body: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return false
+}
+
+// jsonType names the JSON type a Go type decodes from.
+func jsonType(goType string) string {
+	switch {
+	case goType == "string":
+		return "string"
+	case strings.HasPrefix(goType, "[]"):
+		return "array"
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "integer"
+	case strings.HasPrefix(goType, "float"):
+		return "number"
+	case goType == "bool":
+		return "boolean"
+	default:
+		return "object"
+	}
+}
+
+func rendezvousInvalid(w http.ResponseWriter, err error) {
+	var me *schemas.MessageError
+	if errors.As(err, &me) {
+		rendezvousFail(w, http.StatusBadRequest, me.Fields, "%s", me.Error())
+		return
+	}
+	rendezvousFail(w, http.StatusBadRequest, nil, "%v", err)
+}
+
+func rendezvousFail(w http.ResponseWriter, code int, fields []schemas.FieldError, format string, args ...any) {
+	writeJSON(w, code, RendezvousError{Error: fmt.Sprintf(format, args...), Fields: fields})
+}

@@ -1,0 +1,272 @@
+package schemas
+
+// The rendezvous protocol (the Coordinator of the 2011 Neubot paper): test
+// servers register with the collector and refresh their registration with
+// heartbeats; agents ask the collector which live test servers serve which
+// tests. Both ends share the types and limits below.
+//
+// The messages are JSON. Unlike records, they are not archival: they are
+// soft state that the next heartbeat rebuilds, so unknown fields are
+// ignored (an older collector accepts a newer server's registration) while
+// the values of known fields are validated strictly.
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Endpoints of the collector's rendezvous API (both POST, JSON in and out).
+const (
+	// RendezvousPath is where agents send a RendezvousRequest and get a
+	// RendezvousResponse.
+	RendezvousPath = "/api/v1/rendezvous"
+	// RegisterPath is where test servers send a ServerRegistration, at
+	// once and then every RegistrationAck.HeartbeatS seconds, and get a
+	// RegistrationAck.
+	RegisterPath = "/api/v1/servers/register"
+)
+
+// Limits of the rendezvous messages.
+const (
+	MaxIDBytes         = 128 // ServerRegistration.ID, RendezvousRequest.AgentID
+	MaxURLBytes        = 512 // ServerRegistration.URL
+	MaxRendezvousTests = 16  // entries of Tests in both messages
+	MaxVersionBytes    = 32  // ServerRegistration.Version, RendezvousRequest.AgentVersion
+	// MaxRendezvousBodyBytes bounds the body of a rendezvous message; a
+	// valid one is far smaller.
+	MaxRendezvousBodyBytes = 64 << 10
+	// DefaultHeartbeatS is the heartbeat interval a test server uses when
+	// the acknowledgement does not say.
+	DefaultHeartbeatS = 10
+)
+
+// ServerRegistration is what a test server sends to RegisterPath: who it is,
+// where agents reach it, what it serves and how busy it is. The collector
+// keeps it, keyed by ID, until it is not refreshed for
+// RegistrationAck.ExpiresS seconds.
+type ServerRegistration struct {
+	// ID names the server stably across restarts and heartbeats, e.g.
+	// "mlab1.mil04" or a host name: 1 to 128 bytes of A-Z a-z 0-9 . _ : -.
+	// A registration with the ID of a live one replaces it.
+	ID string `json:"id"`
+	// URL is the base URL agents use to reach the server: http or https,
+	// with a host, without credentials, at most 512 bytes.
+	URL string `json:"url"`
+	// Tests are the names of the tests the server serves (1 to 16, each a
+	// registered test of this package, no duplicates).
+	Tests []string `json:"tests"`
+	// Version is the version of the test server software, at most 32
+	// bytes (may be empty).
+	Version string `json:"version"`
+	// Load is the server's occupancy when it sent this registration.
+	Load ServerLoad `json:"load"`
+}
+
+// ServerLoad is how busy a test server is, counted in test slots.
+type ServerLoad struct {
+	// Active counts the tests running now (>= 0).
+	Active int `json:"active"`
+	// Queued counts the agents waiting for a slot (>= 0).
+	Queued int `json:"queued"`
+	// Capacity is how many tests the server runs at once (>= 1).
+	Capacity int `json:"capacity"`
+}
+
+// Ratio is (Active+Queued)/Capacity: 0 when idle, 1 when every slot is
+// taken, above 1 when agents queue. It is 0 for a zero Capacity, which
+// validation refuses.
+func (l ServerLoad) Ratio() float64 {
+	if l.Capacity <= 0 {
+		return 0
+	}
+	return (float64(l.Active) + float64(l.Queued)) / float64(l.Capacity)
+}
+
+// RegistrationAck is the collector's answer to a valid registration.
+type RegistrationAck struct {
+	// HeartbeatS is how often, in seconds, the server must register
+	// again to stay listed.
+	HeartbeatS int `json:"heartbeat_s"`
+	// ExpiresS is how long, in seconds, the registration stays listed if
+	// it is not refreshed.
+	ExpiresS int `json:"expires_s"`
+}
+
+// RendezvousRequest is what an agent sends to RendezvousPath.
+type RendezvousRequest struct {
+	// AgentID is the agent's random identifier (the agent_id of its
+	// records): 1 to 128 bytes of A-Z a-z 0-9 . _ : -.
+	AgentID string `json:"agent_id"`
+	// Tests are the names of the tests the agent wants to run (1 to 16,
+	// each a registered test of this package, no duplicates).
+	Tests []string `json:"tests"`
+	// AgentVersion is the version of the agent software, at most 32
+	// bytes (may be empty); the collector may steer agents by it.
+	AgentVersion string `json:"agent_version"`
+}
+
+// RendezvousResponse is the collector's answer to a valid RendezvousRequest.
+type RendezvousResponse struct {
+	// Servers maps each requested test to the live servers that serve it,
+	// least loaded first (ties by ID), at most a few per test; a test no
+	// live server serves maps to an empty list.
+	Servers map[string][]ServerInfo `json:"servers"`
+	// TTLS is how long, in seconds, the agent may reuse this answer
+	// before asking again.
+	TTLS int `json:"ttl_s"`
+}
+
+// ServerInfo is one test server as the rendezvous hands it to agents.
+type ServerInfo struct {
+	// ID is the server's registered ID.
+	ID string `json:"id"`
+	// URL is the server's registered base URL.
+	URL string `json:"url"`
+	// Version is the server's registered software version.
+	Version string `json:"version"`
+	// Load is (active+queued)/capacity at its last heartbeat (see
+	// ServerLoad.Ratio).
+	Load float64 `json:"load"`
+}
+
+// MessageError is the error of a rendezvous message that failed validation:
+// which message, and every problem found, each with the JSON path of its
+// field (e.g. "url", "tests[2]", "load.capacity").
+type MessageError struct {
+	Message string
+	Fields  []FieldError
+}
+
+func (e *MessageError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Error()
+	}
+	return "invalid " + e.Message + ": " + strings.Join(parts, "; ")
+}
+
+// msgChecker collects the problems of one message.
+type msgChecker struct {
+	msg  string
+	errs []FieldError
+}
+
+func (c *msgChecker) add(path, format string, args ...any) {
+	c.errs = append(c.errs, FieldError{Path: path, Reason: fmt.Sprintf(format, args...)})
+}
+
+func (c *msgChecker) err() error {
+	if len(c.errs) == 0 {
+		return nil
+	}
+	return &MessageError{Message: c.msg, Fields: c.errs}
+}
+
+// Validate checks every field of r. The error is a *MessageError.
+func (r *ServerRegistration) Validate() error {
+	c := &msgChecker{msg: "server registration"}
+	checkID(c, "id", r.ID)
+	checkServerURL(c, "url", r.URL)
+	checkTests(c, "tests", r.Tests)
+	checkVersion(c, "version", r.Version)
+	if r.Load.Active < 0 {
+		c.add("load.active", "must not be negative (got %d)", r.Load.Active)
+	}
+	if r.Load.Queued < 0 {
+		c.add("load.queued", "must not be negative (got %d)", r.Load.Queued)
+	}
+	if r.Load.Capacity < 1 {
+		c.add("load.capacity", "must be at least 1 (got %d)", r.Load.Capacity)
+	}
+	return c.err()
+}
+
+// Validate checks every field of r. The error is a *MessageError.
+func (r *RendezvousRequest) Validate() error {
+	c := &msgChecker{msg: "rendezvous request"}
+	checkID(c, "agent_id", r.AgentID)
+	checkTests(c, "tests", r.Tests)
+	checkVersion(c, "agent_version", r.AgentVersion)
+	return c.err()
+}
+
+func checkID(c *msgChecker, path, id string) {
+	switch {
+	case id == "":
+		c.add(path, "is required")
+	case len(id) > MaxIDBytes:
+		c.add(path, "is %d bytes, more than %d", len(id), MaxIDBytes)
+	default:
+		for i := 0; i < len(id); i++ {
+			if !idByte(id[i]) {
+				c.add(path, "has %q at byte %d: only A-Z a-z 0-9 . _ : - are allowed", id[i], i)
+				return
+			}
+		}
+	}
+}
+
+func idByte(b byte) bool {
+	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+		b == '.' || b == '_' || b == ':' || b == '-'
+}
+
+func checkServerURL(c *msgChecker, path, s string) {
+	if s == "" {
+		c.add(path, "is required")
+		return
+	}
+	if len(s) > MaxURLBytes {
+		c.add(path, "is %d bytes, more than %d", len(s), MaxURLBytes)
+		return
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		c.add(path, "is not a URL: %s", strings.TrimPrefix(err.Error(), "parse "))
+	case u.Scheme != "http" && u.Scheme != "https":
+		c.add(path, "must be an http or https URL, not %.16q", u.Scheme)
+	case u.Host == "" || u.Hostname() == "":
+		c.add(path, "has no host")
+	case u.User != nil:
+		c.add(path, "must not hold credentials: agents receive it")
+	}
+}
+
+func checkTests(c *msgChecker, path string, tests []string) {
+	switch {
+	case len(tests) == 0:
+		c.add(path, "must name at least one test (known: %s)", strings.Join(testNames(), ", "))
+		return
+	case len(tests) > MaxRendezvousTests:
+		c.add(path, "has %d entries, more than %d", len(tests), MaxRendezvousTests)
+		return
+	}
+	for i, name := range tests {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if _, ok := Lookup(name); !ok {
+			c.add(p, "unknown test %.32q (known: %s)", name, strings.Join(testNames(), ", "))
+			continue
+		}
+		for j := range i {
+			if tests[j] == name {
+				c.add(p, "repeats %s[%d] (%s)", path, j, name)
+				break
+			}
+		}
+	}
+}
+
+func checkVersion(c *msgChecker, path, v string) {
+	switch {
+	case len(v) > MaxVersionBytes:
+		c.add(path, "is %d bytes, more than %d", len(v), MaxVersionBytes)
+	case !utf8.ValidString(v):
+		c.add(path, "is not valid UTF-8")
+	case strings.ContainsFunc(v, unicode.IsControl):
+		c.add(path, "must not hold control characters")
+	}
+}

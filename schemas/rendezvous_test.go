@@ -1,0 +1,189 @@
+package schemas_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/neubot/neubot/schemas"
+)
+
+func validRegistration() schemas.ServerRegistration {
+	return schemas.ServerRegistration{
+		ID:      "mlab1.mil04:9775",
+		URL:     "https://neubot.mlab1.mil04.example.org:9775/",
+		Tests:   []string{schemas.SpeedtestName},
+		Version: "1.0.0-rc.1",
+		Load:    schemas.ServerLoad{Active: 3, Queued: 1, Capacity: 8},
+	}
+}
+
+// paths returns the field paths of a *MessageError, failing otherwise.
+func paths(t *testing.T, err error) []string {
+	t.Helper()
+	var me *schemas.MessageError
+	if !errors.As(err, &me) {
+		t.Fatalf("error %v (%T) is not a *MessageError", err, err)
+	}
+	var out []string
+	for _, f := range me.Fields {
+		out = append(out, f.Path)
+	}
+	return out
+}
+
+func TestServerRegistrationValidate(t *testing.T) {
+	long := func(n int, c string) string { return strings.Repeat(c, n) }
+	tests := []struct {
+		name   string
+		mutate func(r *schemas.ServerRegistration)
+		want   []string // field paths of the errors; nil: valid
+		reason string   // a word of the first reason
+	}{
+		{"valid", func(r *schemas.ServerRegistration) {}, nil, ""},
+		{"http, IPv6 host, no version", func(r *schemas.ServerRegistration) {
+			r.URL, r.Version = "http://[2001:db8::1]:9775", ""
+		}, nil, ""},
+		{"id of 128 bytes", func(r *schemas.ServerRegistration) { r.ID = long(128, "a") }, nil, ""},
+		{"idle", func(r *schemas.ServerRegistration) { r.Load = schemas.ServerLoad{Capacity: 1} }, nil, ""},
+		{"no id", func(r *schemas.ServerRegistration) { r.ID = "" }, []string{"id"}, "required"},
+		{"id too long", func(r *schemas.ServerRegistration) { r.ID = long(129, "a") }, []string{"id"}, "129"},
+		{"id with a space", func(r *schemas.ServerRegistration) { r.ID = "a b" }, []string{"id"}, "allowed"},
+		{"id with a slash", func(r *schemas.ServerRegistration) { r.ID = "a/b" }, []string{"id"}, "allowed"},
+		{"id not ASCII", func(r *schemas.ServerRegistration) { r.ID = "città" }, []string{"id"}, "allowed"},
+		{"no url", func(r *schemas.ServerRegistration) { r.URL = "" }, []string{"url"}, "required"},
+		{"url too long", func(r *schemas.ServerRegistration) { r.URL = "http://x.org/" + long(500, "a") }, []string{"url"}, "512"},
+		{"url ftp", func(r *schemas.ServerRegistration) { r.URL = "ftp://x.org/" }, []string{"url"}, "http"},
+		{"url relative", func(r *schemas.ServerRegistration) { r.URL = "/speedtest" }, []string{"url"}, "http"},
+		{"url without host", func(r *schemas.ServerRegistration) { r.URL = "http:///x" }, []string{"url"}, "host"},
+		{"url opaque", func(r *schemas.ServerRegistration) { r.URL = "http:x.org" }, []string{"url"}, "host"},
+		{"url port only", func(r *schemas.ServerRegistration) { r.URL = "http://:9775/" }, []string{"url"}, "host"},
+		{"url unparsable", func(r *schemas.ServerRegistration) { r.URL = "http://x.org/%zz" }, []string{"url"}, "URL"},
+		{"url with credentials", func(r *schemas.ServerRegistration) { r.URL = "https://u:p@x.org/" }, []string{"url"}, "credentials"},
+		{"no tests", func(r *schemas.ServerRegistration) { r.Tests = nil }, []string{"tests"}, "speedtest"},
+		{"too many tests", func(r *schemas.ServerRegistration) {
+			r.Tests = make([]string, 17)
+		}, []string{"tests"}, "16"},
+		{"unknown test", func(r *schemas.ServerRegistration) {
+			r.Tests = []string{schemas.SpeedtestName, "dash"}
+		}, []string{"tests[1]"}, "unknown"},
+		{"repeated test", func(r *schemas.ServerRegistration) {
+			r.Tests = []string{schemas.SpeedtestName, schemas.SpeedtestName}
+		}, []string{"tests[1]"}, "repeats"},
+		{"version too long", func(r *schemas.ServerRegistration) { r.Version = long(33, "1") }, []string{"version"}, "33"},
+		{"version with a newline", func(r *schemas.ServerRegistration) { r.Version = "1\n2" }, []string{"version"}, "control"},
+		{"version not UTF-8", func(r *schemas.ServerRegistration) { r.Version = "\xff" }, []string{"version"}, "UTF-8"},
+		{"negative active", func(r *schemas.ServerRegistration) { r.Load.Active = -1 }, []string{"load.active"}, "negative"},
+		{"negative queued", func(r *schemas.ServerRegistration) { r.Load.Queued = -1 }, []string{"load.queued"}, "negative"},
+		{"zero capacity", func(r *schemas.ServerRegistration) { r.Load.Capacity = 0 }, []string{"load.capacity"}, "at least 1"},
+		{"everything wrong", func(r *schemas.ServerRegistration) {
+			*r = schemas.ServerRegistration{Tests: []string{"x"}, Version: long(40, "v"), Load: schemas.ServerLoad{Active: -1, Queued: -1}}
+		}, []string{"id", "url", "tests[0]", "version", "load.active", "load.queued", "load.capacity"}, "required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := validRegistration()
+			tt.mutate(&r)
+			err := r.Validate()
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("valid registration refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("invalid registration accepted: %+v", r)
+			}
+			if got := paths(t, err); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("fields %v, want %v (%v)", got, tt.want, err)
+			}
+			if !strings.Contains(err.Error(), tt.reason) || !strings.HasPrefix(err.Error(), "invalid server registration: ") {
+				t.Fatalf("error %q does not say %q", err, tt.reason)
+			}
+		})
+	}
+}
+
+func TestRendezvousRequestValidate(t *testing.T) {
+	valid := schemas.RendezvousRequest{
+		AgentID:      "123e4567-e89b-12d3-a456-426614174000",
+		Tests:        []string{schemas.SpeedtestName},
+		AgentVersion: "1.0.0",
+	}
+	tests := []struct {
+		name   string
+		mutate func(r *schemas.RendezvousRequest)
+		want   []string
+	}{
+		{"valid", func(r *schemas.RendezvousRequest) {}, nil},
+		{"no version", func(r *schemas.RendezvousRequest) { r.AgentVersion = "" }, nil},
+		{"no agent_id", func(r *schemas.RendezvousRequest) { r.AgentID = "" }, []string{"agent_id"}},
+		{"bad agent_id", func(r *schemas.RendezvousRequest) { r.AgentID = "{x}" }, []string{"agent_id"}},
+		{"no tests", func(r *schemas.RendezvousRequest) { r.Tests = []string{} }, []string{"tests"}},
+		{"unknown test", func(r *schemas.RendezvousRequest) { r.Tests = []string{"ndt7"} }, []string{"tests[0]"}},
+		{"long version", func(r *schemas.RendezvousRequest) { r.AgentVersion = strings.Repeat("9", 33) }, []string{"agent_version"}},
+		{"all wrong", func(r *schemas.RendezvousRequest) {
+			*r = schemas.RendezvousRequest{AgentVersion: "\x00"}
+		}, []string{"agent_id", "tests", "agent_version"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := valid
+			r.Tests = append([]string(nil), valid.Tests...)
+			tt.mutate(&r)
+			err := r.Validate()
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("valid request refused: %v", err)
+				}
+				return
+			}
+			if got := paths(t, err); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("fields %v, want %v (%v)", got, tt.want, err)
+			}
+			if !strings.HasPrefix(err.Error(), "invalid rendezvous request: ") {
+				t.Fatalf("error %q does not name the message", err)
+			}
+		})
+	}
+}
+
+func TestServerLoadRatio(t *testing.T) {
+	for _, tt := range []struct {
+		load schemas.ServerLoad
+		want float64
+	}{
+		{schemas.ServerLoad{Capacity: 4}, 0},
+		{schemas.ServerLoad{Active: 2, Queued: 2, Capacity: 4}, 1},
+		{schemas.ServerLoad{Active: 4, Queued: 2, Capacity: 4}, 1.5},
+		{schemas.ServerLoad{Active: 1}, 0}, // invalid: no division by zero
+	} {
+		if got := tt.load.Ratio(); got != tt.want {
+			t.Errorf("%+v.Ratio() = %v, want %v", tt.load, got, tt.want)
+		}
+	}
+}
+
+// TestRendezvousJSONNames pins the wire names: they are a protocol.
+func TestRendezvousJSONNames(t *testing.T) {
+	for _, tt := range []struct {
+		v    any
+		want string
+	}{
+		{validRegistration(), `{"id":"mlab1.mil04:9775","url":"https://neubot.mlab1.mil04.example.org:9775/","tests":["speedtest"],"version":"1.0.0-rc.1","load":{"active":3,"queued":1,"capacity":8}}`},
+		{schemas.RegistrationAck{HeartbeatS: 10, ExpiresS: 30}, `{"heartbeat_s":10,"expires_s":30}`},
+		{schemas.RendezvousRequest{AgentID: "a", Tests: []string{"speedtest"}, AgentVersion: "1"}, `{"agent_id":"a","tests":["speedtest"],"agent_version":"1"}`},
+		{schemas.RendezvousResponse{Servers: map[string][]schemas.ServerInfo{"speedtest": {{ID: "s", URL: "http://s", Version: "1", Load: 0.5}}}, TTLS: 60},
+			`{"servers":{"speedtest":[{"id":"s","url":"http://s","version":"1","load":0.5}]},"ttl_s":60}`},
+	} {
+		b, err := json.Marshal(tt.v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != tt.want {
+			t.Errorf("%T encodes as\n%s\nwant\n%s", tt.v, b, tt.want)
+		}
+	}
+}

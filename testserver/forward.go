@@ -1,0 +1,173 @@
+package testserver
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/neubot/neubot/internal/spool"
+	"github.com/neubot/neubot/schemas"
+)
+
+// Forwarder delivers authoritative records to the collector in batches,
+// through a write-ahead spool that survives restarts: Enqueue returns once
+// the record is on disk, and a segment is removed only after the collector
+// acknowledged it (202) or refused its lines for good (400).
+type Forwarder struct {
+	CollectorURL string // base URL; records go to CollectorURL + /api/v1/measurements
+	Client       *http.Client
+	Logger       *slog.Logger
+	// OnEvent counts what happened ("forwarded", "retry", "refused").
+	OnEvent func(event string, records int)
+
+	sp  *spool.Spool
+	dir string
+}
+
+// IngestPath is the collector's ingest endpoint (see collector.IngestPath).
+const IngestPath = "/api/v1/measurements"
+
+// OpenForwarder opens (recovering) the spool in dir.
+func OpenForwarder(dir, collectorURL string, log *slog.Logger) (*Forwarder, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sp, err := spool.Open(dir, spool.Options{MaxRecords: 500, MaxBytes: 8 << 20, MaxAge: 2 * time.Second, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &Forwarder{
+		CollectorURL: collectorURL,
+		Client:       &http.Client{Timeout: time.Minute},
+		Logger:       log,
+		OnEvent:      func(string, int) {},
+		sp:           sp,
+		dir:          dir,
+	}, nil
+}
+
+// Enqueue spools rec durably for delivery.
+func (f *Forwarder) Enqueue(ctx context.Context, rec *schemas.Record) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return f.sp.Append(ctx, []spool.Entry{{Received: time.Now(), Record: b}})
+}
+
+// Pending returns the number of records not yet delivered.
+func (f *Forwarder) Pending() int {
+	_, n, _ := f.sp.Stats()
+	return n
+}
+
+// Run delivers until ctx ends.
+func (f *Forwarder) Run(ctx context.Context) {
+	backoff := 200 * time.Millisecond
+	for {
+		seg, err := f.sp.Next(ctx)
+		if err != nil {
+			return
+		}
+		err = f.deliver(ctx, seg)
+		if err == nil {
+			backoff = 200 * time.Millisecond
+			if err := f.sp.Remove(seg); err != nil {
+				f.Logger.Error("forwarder: cannot remove a delivered segment", "err", err)
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		f.OnEvent("retry", seg.Records)
+		f.Logger.Warn("forwarder: delivery failed; will retry", "err", err, "records", seg.Records, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff + rand.N(backoff/2+1)):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// Flush seals what is waiting so that Run can deliver it.
+func (f *Forwarder) Flush(ctx context.Context) { f.sp.Flush(ctx) }
+
+// Close closes the spool; undelivered records stay for the next start.
+func (f *Forwarder) Close() error { return f.sp.Close() }
+
+func (f *Forwarder) deliver(ctx context.Context, seg *spool.Segment) error {
+	var body bytes.Buffer
+	zw := gzip.NewWriter(&body)
+	if err := f.sp.Read(seg, func(e spool.Entry) error {
+		zw.Write(e.Record)
+		_, err := zw.Write([]byte{'\n'})
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.CollectorURL+IngestPath, &body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	req.Header.Set("Content-Encoding", "gzip")
+	resp, err := f.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	switch resp.StatusCode {
+	case http.StatusAccepted:
+		f.OnEvent("forwarded", seg.Records)
+		return nil
+	case http.StatusBadRequest:
+		// Some lines were refused for good: keep them for an operator,
+		// the others were accepted.
+		f.OnEvent("refused", seg.Records)
+		f.Logger.Error("forwarder: the collector refused records; kept in refused.ndjson", "answer", string(answer))
+		return f.keepRefused(seg, answer)
+	}
+	return fmt.Errorf("collector answered %s: %s", resp.Status, bytes.TrimSpace(answer))
+}
+
+// keepRefused appends the segment's records and the collector's answer to
+// refused.ndjson, so that nothing is dropped silently.
+func (f *Forwarder) keepRefused(seg *spool.Segment, answer []byte) error {
+	out, err := os.OpenFile(filepath.Join(f.dir, "refused.ndjson"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	w := bufio.NewWriter(out)
+	fmt.Fprintf(w, "# collector answer: %s\n", bytes.TrimSpace(answer))
+	if err := f.sp.Read(seg, func(e spool.Entry) error {
+		w.Write(e.Record)
+		return w.WriteByte('\n')
+	}); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		return errors.Join(err, errors.New("refused records not synced"))
+	}
+	return nil
+}

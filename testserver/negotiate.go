@@ -1,0 +1,393 @@
+package testserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"net/http"
+)
+
+// The negotiator is the white list of the Neubot paper. An agent asks for a
+// slot; it gets a random token and either starts at once or waits its turn
+// in FIFO order, long-polling. At most Capacity tests run at once. A per-test
+// timer revokes a token whose test takes too long, and every test endpoint
+// refuses a missing, unknown or expired token.
+
+// Errors of Authorize, mapped to status codes by the handlers.
+var (
+	ErrNoToken      = errors.New("no token: negotiate first")
+	ErrUnknownToken = errors.New("unknown or expired token")
+	ErrNotYourTurn  = errors.New("token is queued: wait until unchoked")
+)
+
+// State of a session.
+type State int
+
+// States of a session.
+const (
+	Queued State = iota
+	Active
+	Done
+	Revoked
+)
+
+// Session is one negotiated test: its token, its place, its client, and
+// whatever the test's provider wants to keep about it (View).
+type Session struct {
+	Token          string
+	ClientAddr     string
+	MeasurementUID string
+
+	mu        sync.Mutex
+	state     State
+	lastSeen  time.Time
+	started   time.Time
+	unchoked  chan struct{}
+	timer     *time.Timer
+	view      any
+}
+
+// State returns the session's state.
+func (s *Session) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+// View returns the provider's data of this session, creating it with mk on
+// first use.
+func (s *Session) View(mk func() any) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.view == nil {
+		s.view = mk()
+	}
+	return s.view
+}
+
+// NegotiatorConfig configures a Negotiator.
+type NegotiatorConfig struct {
+	// Capacity is how many tests may run at once (default 2).
+	Capacity int
+	// MaxQueue bounds the waiting agents (default 100); more get 503.
+	MaxQueue int
+	// TestTimeout, LongPoll and QueueGrace: see the spec (defaults there).
+	TestTimeout, LongPoll, QueueGrace time.Duration
+	// Rate and Burst limit negotiate requests per client address (default
+	// 1 per second with a burst of 20).
+	Rate  float64
+	Burst int
+}
+
+// Negotiator hands out tokens and slots.
+type Negotiator struct {
+	cfg NegotiatorConfig
+
+	mu      sync.Mutex
+	byToken map[string]*Session
+	queue   []*Session
+	active  int
+	limiter *limiter
+	onEvent func(event string) // metrics hook
+}
+
+// NewNegotiator returns a negotiator; call Close to stop its janitor.
+func NewNegotiator(cfg NegotiatorConfig) *Negotiator {
+	if cfg.Capacity <= 0 {
+		cfg.Capacity = 2
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 100
+	}
+	if cfg.TestTimeout <= 0 {
+		cfg.TestTimeout = 30 * time.Second
+	}
+	if cfg.LongPoll <= 0 {
+		cfg.LongPoll = 15 * time.Second
+	}
+	if cfg.QueueGrace <= 0 {
+		cfg.QueueGrace = 2 * cfg.LongPoll
+	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = 1
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 20
+	}
+	return &Negotiator{
+		cfg:     cfg,
+		byToken: map[string]*Session{},
+		limiter: newLimiter(cfg.Rate, cfg.Burst),
+		onEvent: func(string) {},
+	}
+}
+
+// OnEvent sets a hook called on every negotiation event (for metrics).
+func (n *Negotiator) OnEvent(fn func(event string)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.onEvent = fn
+}
+
+// Load reports the running and waiting tests and the capacity.
+func (n *Negotiator) Load() (active, queued, capacity int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.active, len(n.queue), n.cfg.Capacity
+}
+
+// ErrRateLimited and ErrQueueFull are returned by Negotiate.
+var (
+	ErrRateLimited = errors.New("too many negotiate requests from this address: slow down")
+	ErrQueueFull   = errors.New("the queue is full: try again later")
+)
+
+// Negotiation is the answer to a negotiate request.
+type Negotiation struct {
+	Session  *Session
+	Unchoked bool
+	QueuePos int
+	TTL      time.Duration
+}
+
+func newToken() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("testserver: no randomness: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// Negotiate handles one negotiate request from clientAddr. With an empty
+// token it enters a new session; with a known queued token it keeps its
+// place. The first request answers at once; later ones, while the session
+// may not start, wait up to LongPoll (or until ctx ends) for its turn.
+func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr string) (Negotiation, error) {
+	now := time.Now()
+	if !n.limiter.allow(clientAddr, now) {
+		n.onEvent("rate_limited")
+		return Negotiation{}, ErrRateLimited
+	}
+	n.mu.Lock()
+	n.expireQueued(now)
+	var s *Session
+	if token != "" {
+		s = n.byToken[token]
+		if s == nil || s.ClientAddr != clientAddr {
+			n.mu.Unlock()
+			return Negotiation{}, ErrUnknownToken
+		}
+	} else {
+		if len(n.queue) >= n.cfg.MaxQueue {
+			n.mu.Unlock()
+			n.onEvent("queue_full")
+			return Negotiation{}, ErrQueueFull
+		}
+		s = &Session{Token: newToken(), ClientAddr: clientAddr, MeasurementUID: uid, unchoked: make(chan struct{})}
+		n.byToken[s.Token] = s
+		n.queue = append(n.queue, s)
+		n.onEvent("negotiated")
+		n.unchokeLocked()
+	}
+	s.mu.Lock()
+	s.lastSeen = now
+	s.mu.Unlock()
+	n.mu.Unlock()
+
+	// A new agent learns its place at once; later requests long-poll
+	// until unchoked.
+	wait := n.cfg.LongPoll
+	if token == "" {
+		wait = 0
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-s.unchoked:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastSeen = time.Now()
+	switch s.state {
+	case Active:
+		return Negotiation{Session: s, Unchoked: true, TTL: n.cfg.TestTimeout - time.Since(s.started)}, nil
+	case Queued:
+		pos := 0
+		for i, q := range n.queue {
+			if q == s {
+				pos = i + 1
+			}
+		}
+		return Negotiation{Session: s, QueuePos: pos, TTL: n.cfg.QueueGrace}, nil
+	}
+	return Negotiation{}, ErrUnknownToken
+}
+
+// unchokeLocked starts queued sessions while there is capacity.
+func (n *Negotiator) unchokeLocked() {
+	for n.active < n.cfg.Capacity && len(n.queue) > 0 {
+		s := n.queue[0]
+		n.queue = n.queue[1:]
+		n.active++
+		s.mu.Lock()
+		s.state = Active
+		s.started = time.Now()
+		s.timer = time.AfterFunc(n.cfg.TestTimeout, func() { n.revoke(s) })
+		close(s.unchoked)
+		s.mu.Unlock()
+		n.onEvent("unchoked")
+	}
+}
+
+// expireQueued drops queued sessions whose agent stopped asking, and
+// forgets finished ones after a while.
+func (n *Negotiator) expireQueued(now time.Time) {
+	kept := n.queue[:0]
+	for _, s := range n.queue {
+		s.mu.Lock()
+		stale := now.Sub(s.lastSeen) > n.cfg.QueueGrace
+		if stale {
+			s.state = Revoked
+		}
+		s.mu.Unlock()
+		if stale {
+			n.onEvent("queue_expired")
+			continue
+		}
+		kept = append(kept, s)
+	}
+	n.queue = kept
+	for tok, s := range n.byToken {
+		s.mu.Lock()
+		old := (s.state == Done || s.state == Revoked) && now.Sub(s.lastSeen) > 10*time.Minute
+		s.mu.Unlock()
+		if old {
+			delete(n.byToken, tok)
+		}
+	}
+}
+
+// revoke ends an active session whose test took too long.
+func (n *Negotiator) revoke(s *Session) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s.mu.Lock()
+	if s.state != Active {
+		s.mu.Unlock()
+		return
+	}
+	s.state = Revoked
+	s.lastSeen = time.Now()
+	s.mu.Unlock()
+	n.active--
+	n.onEvent("revoked")
+	n.unchokeLocked()
+}
+
+// Release ends an active session normally (its test collected).
+func (n *Negotiator) Release(s *Session) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s.mu.Lock()
+	if s.state != Active {
+		s.mu.Unlock()
+		return
+	}
+	s.state = Done
+	s.lastSeen = time.Now()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.mu.Unlock()
+	n.active--
+	n.onEvent("done")
+	n.unchokeLocked()
+}
+
+// Authorize returns the active session of the request's token.
+func (n *Negotiator) Authorize(r *http.Request) (*Session, error) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || tok == "" {
+		return nil, ErrNoToken
+	}
+	n.mu.Lock()
+	s := n.byToken[tok]
+	n.mu.Unlock()
+	if s == nil || subtle.ConstantTimeCompare([]byte(s.Token), []byte(tok)) != 1 {
+		return nil, ErrUnknownToken
+	}
+	switch s.State() {
+	case Active:
+		return s, nil
+	case Queued:
+		return nil, ErrNotYourTurn
+	}
+	return nil, ErrUnknownToken
+}
+
+// StatusOf maps negotiator errors to HTTP status codes.
+func StatusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrNoToken):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrUnknownToken), errors.Is(err, ErrNotYourTurn):
+		return http.StatusForbidden
+	case errors.Is(err, ErrRateLimited):
+		return http.StatusTooManyRequests
+	case errors.Is(err, ErrQueueFull):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// limiter is a token bucket per client address.
+type limiter struct {
+	mu      sync.Mutex
+	rate    float64
+	burst   float64
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter(rate float64, burst int) *limiter {
+	return &limiter{rate: rate, burst: float64(burst), buckets: map[string]*bucket{}}
+}
+
+func (l *limiter) allow(addr string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buckets) > 100_000 { // bound memory: forget full buckets
+		for k, b := range l.buckets {
+			if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
+				delete(l.buckets, k)
+			}
+		}
+	}
+	b := l.buckets[addr]
+	if b == nil {
+		b = &bucket{tokens: l.burst, last: now}
+		l.buckets[addr] = b
+	}
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

@@ -1,0 +1,180 @@
+// Package service assembles a test server: the negotiator, the providers
+// of each test, the forwarder to the collector, metrics and, when it has a
+// collector, registration with the collector's rendezvous. `neubot-server
+// testserver` and `up` run it; an agent that serves peers will embed it.
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/testserver"
+	"github.com/neubot/neubot/testserver/speedtest"
+	"github.com/neubot/neubot/testserver/speedtest/spec"
+)
+
+// Config configures a test server.
+type Config struct {
+	ID      string // identifier in the rendezvous and in records
+	Version string
+	// CollectorURL receives the authoritative records (and registration);
+	// empty means records are only spooled.
+	CollectorURL string
+	// SpoolDir holds records waiting for the collector.
+	SpoolDir   string
+	Negotiator testserver.NegotiatorConfig
+	Logger     *slog.Logger
+}
+
+// Service is a test server.
+type Service struct {
+	cfg       Config
+	neg       *testserver.Negotiator
+	forwarder *testserver.Forwarder
+	mux       *http.ServeMux
+	reg       *prometheus.Registry
+}
+
+// New builds the service; Run delivers records, Close releases the spool.
+func New(cfg Config) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ID == "" {
+		return nil, errors.New("testserver: an ID is required")
+	}
+	fw, err := testserver.OpenForwarder(cfg.SpoolDir, cfg.CollectorURL, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, neg: testserver.NewNegotiator(cfg.Negotiator), forwarder: fw, mux: http.NewServeMux(), reg: prometheus.NewRegistry()}
+
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "neubot_testserver_negotiation_events_total",
+		Help: "Negotiation events: negotiated, unchoked, done, revoked, queue_expired, rate_limited, queue_full.",
+	}, []string{"event"})
+	bytesTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "neubot_testserver_payload_bytes_total",
+		Help: "Test payload bytes by direction (sent = download, received = upload).",
+	}, []string{"direction"})
+	forwarded := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "neubot_testserver_forward_records_total",
+		Help: "Records handed to the collector: forwarded, retry (per attempt), refused.",
+	}, []string{"event"})
+	s.reg.MustRegister(events, bytesTotal, forwarded,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_tests_active", Help: "Tests running now."},
+			func() float64 { a, _, _ := s.neg.Load(); return float64(a) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_tests_queued", Help: "Agents waiting for a slot."},
+			func() float64 { _, q, _ := s.neg.Load(); return float64(q) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_forward_pending_records", Help: "Records spooled, not yet accepted by the collector."},
+			func() float64 { return float64(fw.Pending()) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	s.neg.OnEvent(func(e string) { events.WithLabelValues(e).Inc() })
+	fw.OnEvent = func(e string, n int) { forwarded.WithLabelValues(e).Add(float64(n)) }
+	sent, recv := bytesTotal.WithLabelValues("sent"), bytesTotal.WithLabelValues("received")
+
+	st := speedtest.NewProvider(speedtest.Provider{
+		Negotiator: s.neg,
+		ServerID:   cfg.ID,
+		Version:    cfg.Version,
+		Forward: func(rec *schemas.Record) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return fw.Enqueue(ctx, rec)
+		},
+		Logger: cfg.Logger,
+		OnBytes: func(s, r int64) {
+			if s > 0 {
+				sent.Add(float64(s))
+			}
+			if r > 0 {
+				recv.Add(float64(r))
+			}
+		},
+	})
+	s.mux.HandleFunc("POST "+spec.NegotiatePath, s.negotiate)
+	st.Routes(s.mux)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	return s, nil
+}
+
+// Handler is the test server's HTTP API.
+func (s *Service) Handler() http.Handler { return s.mux }
+
+// Negotiator exposes the negotiator (for load reports and tests).
+func (s *Service) Negotiator() *testserver.Negotiator { return s.neg }
+
+// Forwarder exposes the forwarder (for tests).
+func (s *Service) Forwarder() *testserver.Forwarder { return s.forwarder }
+
+// Registration describes this server for the rendezvous, reachable at url.
+func (s *Service) Registration(url string) schemas.ServerRegistration {
+	a, q, c := s.neg.Load()
+	return schemas.ServerRegistration{
+		ID: s.cfg.ID, URL: url, Tests: []string{schemas.SpeedtestName}, Version: s.cfg.Version,
+		Load: schemas.ServerLoad{Active: a, Queued: q, Capacity: c},
+	}
+}
+
+// Run forwards records to the collector until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	if s.cfg.CollectorURL == "" {
+		<-ctx.Done()
+		return
+	}
+	s.forwarder.Run(ctx)
+}
+
+// Close keeps undelivered records on disk for the next start.
+func (s *Service) Close() error { return s.forwarder.Close() }
+
+func (s *Service) negotiate(w http.ResponseWriter, r *http.Request) {
+	var req spec.NegotiateRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, spec.MaxNegotiateBody))
+	if err := dec.Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, spec.Error{Error: fmt.Sprintf("bad negotiate request: %v", err)})
+		return
+	}
+	if len(req.Token) > 64 || len(req.MeasurementUID) > 64 {
+		writeJSON(w, http.StatusBadRequest, spec.Error{Error: "token or measurement_uid too long"})
+		return
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	n, err := s.neg.Negotiate(r.Context(), req.Token, req.MeasurementUID, host)
+	if err != nil {
+		code := testserver.StatusOf(err)
+		if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", strconv.Itoa(5))
+		}
+		writeJSON(w, code, spec.Error{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, spec.NegotiateResponse{
+		Token: n.Session.Token, Unchoked: n.Unchoked, QueuePos: n.QueuePos, TTLS: n.TTL.Seconds(),
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

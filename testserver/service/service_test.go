@@ -1,0 +1,316 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/collector/collectortest"
+	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/schemas/schemastest"
+	"github.com/neubot/neubot/testserver"
+	"github.com/neubot/neubot/testserver/service"
+	"github.com/neubot/neubot/testserver/speedtest/spec"
+)
+
+func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
+
+// start runs a test server on a real loopback socket (its handlers read
+// TCP_INFO from the connection) and stops it when the test ends.
+func start(t *testing.T, cfg service.Config) (*service.Service, string) {
+	t.Helper()
+	if cfg.ID == "" {
+		cfg.ID = "ts-test"
+	}
+	cfg.Version = "test"
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = t.TempDir()
+	}
+	svc, err := service.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := httpx.Listen("127.0.0.1:0", svc.Handler(), cfg.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		srv.Shutdown(context.Background())
+		cancel()
+		<-done
+		svc.Close()
+	})
+	return svc, srv.URL()
+}
+
+// quick is a short methodology for functional tests on loopback; accuracy
+// is measured by bench/speedtest, not here.
+var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3}
+
+func env(url string) plugin.Env {
+	return plugin.Env{ServerURL: url, AgentID: uuid.NewString(), Consent: schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}}
+}
+
+// TestQueue: with 2 tests allowed at once, 10 agents negotiating together
+// all complete, and no more than 2 are ever testing at once.
+func TestQueue(t *testing.T) {
+	svc, url := start(t, service.Config{Negotiator: testserver.NegotiatorConfig{Capacity: 2}})
+	stop := make(chan struct{})
+	var maxActive atomic.Int64
+	var watch sync.WaitGroup
+	watch.Add(1)
+	go func() {
+		defer watch.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			a, _, _ := svc.Negotiator().Load()
+			if int64(a) > maxActive.Load() {
+				maxActive.Store(int64(a))
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	var queued atomic.Int64
+	errs := make(chan error, 10)
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := env(url)
+			e.Progress = func(p plugin.Progress) {
+				if p.QueuePos > 0 {
+					queued.Add(1)
+				}
+			}
+			if _, err := speedtest.NewMeasurer(quick).Run(context.Background(), e); err != nil {
+				errs <- err
+				return
+			}
+			done.Add(1)
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	watch.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if done.Load() != 10 {
+		t.Fatalf("%d of 10 agents completed", done.Load())
+	}
+	if maxActive.Load() != 2 {
+		t.Fatalf("at most %d tests ran at once; want exactly 2 (capacity)", maxActive.Load())
+	}
+	if queued.Load() == 0 {
+		t.Fatal("no agent ever waited in the queue")
+	}
+	if a, q, _ := svc.Negotiator().Load(); a != 0 || q != 0 {
+		t.Fatalf("after the tests: %d active, %d queued", a, q)
+	}
+}
+
+func negotiate(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Post(url+spec.NegotiatePath, "application/json", bytes.NewReader([]byte(`{"measurement_uid":"`+uuid.NewString()+`"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var nr spec.NegotiateResponse
+	json.NewDecoder(resp.Body).Decode(&nr)
+	if resp.StatusCode != 200 || !nr.Unchoked || nr.Token == "" {
+		t.Fatalf("negotiate: %d %+v", resp.StatusCode, nr)
+	}
+	return nr.Token
+}
+
+func status(t *testing.T, method, url, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Range", "bytes=0-1023")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestTokens: every test endpoint refuses a missing, unknown or expired
+// token; a live one is accepted.
+func TestTokens(t *testing.T) {
+	_, url := start(t, service.Config{Negotiator: testserver.NegotiatorConfig{Capacity: 1, TestTimeout: 300 * time.Millisecond}})
+	for _, ep := range []struct{ method, path string }{
+		{"HEAD", spec.LatencyPath}, {"GET", spec.DownloadPath}, {"POST", spec.UploadPath}, {"POST", spec.CollectPath},
+	} {
+		if c := status(t, ep.method, url+ep.path, ""); c != http.StatusUnauthorized {
+			t.Errorf("%s %s without token: %d, want 401", ep.method, ep.path, c)
+		}
+		if c := status(t, ep.method, url+ep.path, "0123456789abcdef0123456789abcdef"); c != http.StatusForbidden {
+			t.Errorf("%s %s with an unknown token: %d, want 403", ep.method, ep.path, c)
+		}
+	}
+	tok := negotiate(t, url)
+	if c := status(t, "GET", url+spec.DownloadPath, tok); c != http.StatusPartialContent {
+		t.Fatalf("live token: %d, want 206", c)
+	}
+	time.Sleep(500 * time.Millisecond) // past the per-test timer
+	if c := status(t, "GET", url+spec.DownloadPath, tok); c != http.StatusForbidden {
+		t.Fatalf("expired token: %d, want 403", c)
+	}
+	// The revoked test freed its slot: the next agent starts at once.
+	negotiate(t, url)
+}
+
+// TestRangeAndRateLimit: bad ranges are refused; negotiation is limited
+// per client address with 429 and Retry-After.
+func TestRangeAndRateLimit(t *testing.T) {
+	_, url := start(t, service.Config{Negotiator: testserver.NegotiatorConfig{Capacity: 50, Rate: 0.1, Burst: 3}})
+	tok := negotiate(t, url)
+	for _, rg := range []string{"", "bytes=5-1", "bytes=0-", "bytes=0-99999999999", "items=0-1", "bytes=0-1,3-4"} {
+		req, _ := http.NewRequest("GET", url+spec.DownloadPath, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Range", rg)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
+			t.Errorf("Range %q: %d, want 416", rg, resp.StatusCode)
+		}
+	}
+	negotiate(t, url)
+	negotiate(t, url)
+	resp, err := http.Post(url+spec.NegotiatePath, "application/json", bytes.NewReader([]byte(`{}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("4th negotiate within the burst of 3: %d, Retry-After %q; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+// TestEndToEnd: agent -> test server -> collector -> ClickHouse gives
+// exactly one record per test, with the server's view merged in, even when
+// the agent also submits its own copy.
+func TestEndToEnd(t *testing.T) {
+	col := collectortest.New(t, collector.Config{})
+	_, url := start(t, service.Config{CollectorURL: col.Server.URL})
+	var uids []string
+	for i := 0; i < 3; i++ {
+		rec, err := speedtest.NewMeasurer(quick).Run(context.Background(), env(url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := rec.TestKeys.(*schemas.Speedtest)
+		if k.ServerView == nil || k.ServerView.BytesSent == 0 || k.ServerView.BytesReceived == 0 || rec.Server.ClientAddress != "127.0.0.1" {
+			t.Fatalf("the server's record lacks its view: %+v, server %+v", k.ServerView, rec.Server)
+		}
+		if k.ServerView.TCPRTTMS == nil {
+			t.Fatal("no TCP_INFO round trip on Linux")
+		}
+		if k.Download.GoodputMbps <= 0 || k.Upload.GoodputMbps <= 0 || len(k.RTTMS) != 3 || len(k.ConnectMS) < 2 {
+			t.Fatalf("implausible record: %+v", k)
+		}
+		uids = append(uids, rec.MeasurementUID)
+		// The agent's own copy, as it would submit it.
+		code := postRecord(t, col.Server.URL, rec)
+		if code != 202 {
+			t.Fatalf("agent copy: %d", code)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n uint64
+		col.Conn.QueryRow(context.Background(), "SELECT count() FROM speedtest FINAL WHERE server_view = 1 AND sv_bytes_sent > 0 AND client_prefix = '127.0.0.0/24' AND server_id = 'ts-test'").Scan(&n)
+		if n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d merged records in ClickHouse after 30 s, want 3", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, uid := range uids {
+		var n uint64
+		col.Conn.QueryRow(context.Background(), "SELECT count() FROM speedtest FINAL WHERE measurement_uid = toUUID(?)", uid).Scan(&n)
+		if n != 1 {
+			t.Fatalf("measurement %s stored %d times", uid, n)
+		}
+	}
+}
+
+func postRecord(t *testing.T, url string, rec *schemas.Record) int {
+	t.Helper()
+	resp, err := http.Post(url+collector.IngestPath, "application/x-ndjson", bytes.NewReader(schemastest.Line(rec)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestForwarderSurvivesCollectorOutage: records collected while the
+// collector is down wait in the spool and arrive once it is back.
+func TestForwarderSurvivesCollectorOutage(t *testing.T) {
+	var up atomic.Bool
+	var got atomic.Int64
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		got.Add(1)
+		w.WriteHeader(http.StatusAccepted)
+		w.Write([]byte(`{"accepted":1}`))
+	}))
+	defer fake.Close()
+	svc, url := start(t, service.Config{CollectorURL: fake.URL})
+	if _, err := speedtest.NewMeasurer(quick).Run(context.Background(), env(url)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if svc.Forwarder().Pending() != 1 || got.Load() != 0 {
+		t.Fatalf("while the collector is down: %d pending, %d delivered", svc.Forwarder().Pending(), got.Load())
+	}
+	up.Store(true)
+	deadline := time.Now().Add(40 * time.Second)
+	for svc.Forwarder().Pending() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("record not delivered after the collector came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got.Load() != 1 {
+		t.Fatalf("delivered %d times", got.Load())
+	}
+}

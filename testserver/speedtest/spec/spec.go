@@ -1,0 +1,82 @@
+// Package spec holds the constants of the speedtest protocol, shared by the
+// test server (testserver/speedtest) and the agent's client
+// (agent/speedtest). The protocol is described in spec/speedtest.md; this
+// package mirrors it and nothing else.
+package spec
+
+import "time"
+
+// Version of the protocol described in spec/speedtest.md.
+const Version = "v1.0.0"
+
+// Paths of the protocol.
+const (
+	NegotiatePath = "/speedtest/negotiate"
+	LatencyPath   = "/speedtest/latency"
+	DownloadPath  = "/speedtest/download"
+	UploadPath    = "/speedtest/upload"
+	CollectPath   = "/speedtest/collect"
+)
+
+// TokenHeader carries the token on every test request, as
+// "Authorization: Bearer <token>".
+const TokenHeader = "Authorization"
+
+// Limits and timers.
+const (
+	// LongPoll is how long the server holds a negotiate request of an
+	// agent that may not start yet before answering "wait, ask again".
+	LongPoll = 15 * time.Second
+	// QueueGrace is how long a queued token survives without the agent
+	// asking again; then its place is given away.
+	QueueGrace = 2 * LongPoll
+	// TestTimeout is the per-test timer: a token whose test has not
+	// collected within it is revoked and its slot freed.
+	TestTimeout = 30 * time.Second
+	// MaxRange is the largest download range of one GET.
+	MaxRange = 64 << 20
+	// MaxUploadBody is the largest body of one upload POST.
+	MaxUploadBody = 64 << 20
+	// MaxCollectBody bounds the record posted to collect.
+	MaxCollectBody = 1 << 20
+	// MaxNegotiateBody bounds a negotiate request.
+	MaxNegotiateBody = 4 << 10
+)
+
+// NegotiateRequest is the body of POST NegotiatePath.
+type NegotiateRequest struct {
+	// Token is empty on the first request and the token received
+	// otherwise, to keep the agent's place in the queue.
+	Token string `json:"token,omitempty"`
+	// MeasurementUID is the UUID of the measurement about to start.
+	MeasurementUID string `json:"measurement_uid"`
+}
+
+// NegotiateResponse answers a negotiate request.
+type NegotiateResponse struct {
+	Token string `json:"token"`
+	// Unchoked: the agent may start now; the token is live for TTLS.
+	Unchoked bool `json:"unchoked"`
+	// QueuePos is 0 when unchoked, else the number of agents ahead.
+	QueuePos int `json:"queue_pos"`
+	// TTLS is the life of the token in seconds: TestTimeout once
+	// unchoked, QueueGrace while queued.
+	TTLS float64 `json:"ttl_s"`
+}
+
+// UploadResponse answers every upload POST with what the server measured
+// as receiver, for the whole test so far (all connections).
+type UploadResponse struct {
+	// Bytes received in this request.
+	Bytes int64 `json:"bytes"`
+	// TotalBytes received by all upload requests of this token so far.
+	TotalBytes int64 `json:"total_bytes"`
+	// TS is the server's time of the last byte, in seconds since the first
+	// upload byte of this token.
+	TS float64 `json:"t_s"`
+}
+
+// Error is the JSON body of every 4xx and 5xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
