@@ -44,13 +44,13 @@ type Session struct {
 	ClientAddr     string
 	MeasurementUID string
 
-	mu        sync.Mutex
-	state     State
-	lastSeen  time.Time
-	started   time.Time
-	unchoked  chan struct{}
-	timer     *time.Timer
-	view      any
+	mu       sync.Mutex
+	state    State
+	lastSeen time.Time
+	started  time.Time
+	unchoked chan struct{}
+	timer    *time.Timer
+	view     any
 }
 
 // State returns the session's state.
