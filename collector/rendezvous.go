@@ -79,11 +79,13 @@ type registry struct {
 
 	mu sync.Mutex
 	// now is the clock; nil means time.Now. Tests set it before use.
-	now       func() time.Time
-	servers   map[string]*serverEntry
-	counts    map[string]int // live servers by test, mirrored in gauge
-	lastPrune time.Time
-	sweep     *time.Timer // armed while servers is not empty
+	now     func() time.Time
+	servers map[string]*serverEntry
+	counts  map[string]int // servers by test, mirrored in gauge
+	// nextExpiry is at or before the earliest expiry of servers (zero
+	// when empty): until then there is nothing to prune.
+	nextExpiry time.Time
+	sweep      *time.Timer // armed while servers is not empty
 }
 
 // serverEntry is one registered test server.
@@ -120,13 +122,10 @@ func (r *registry) upsert(reg schemas.ServerRegistration) (schemas.RegistrationA
 		r.servers = map[string]*serverEntry{}
 		r.counts = map[string]int{}
 	}
-	r.pruneLocked(now, false)
+	r.pruneLocked(now)
 	old, exists := r.servers[reg.ID]
 	if !exists && len(r.servers) >= MaxRegisteredServers {
-		r.pruneLocked(now, true)
-		if len(r.servers) >= MaxRegisteredServers {
-			return schemas.RegistrationAck{}, errRegistryFull
-		}
+		return schemas.RegistrationAck{}, errRegistryFull
 	}
 	e := &serverEntry{
 		info: schemas.ServerInfo{
@@ -151,6 +150,9 @@ func (r *registry) upsert(reg schemas.ServerRegistration) (schemas.RegistrationA
 	}
 	r.servers[reg.ID] = e
 	r.countLocked(e.tests, +1)
+	if r.nextExpiry.IsZero() || e.expires.Before(r.nextExpiry) {
+		r.nextExpiry = e.expires
+	}
 	if r.sweep == nil {
 		r.sweep = time.AfterFunc(RegistrationHeartbeat, r.sweepNow)
 	}
@@ -170,7 +172,7 @@ func (r *registry) lookup(tests []string, limit int) map[string][]schemas.Server
 	}
 	r.mu.Lock()
 	now := r.clock()
-	r.pruneLocked(now, false)
+	r.pruneLocked(now)
 	for _, e := range r.servers {
 		if !now.Before(e.expires) {
 			continue
@@ -199,15 +201,18 @@ func (r *registry) lookup(tests []string, limit int) map[string][]schemas.Server
 	return out
 }
 
-// pruneLocked deletes the expired entries, at most once a second unless
-// forced: lookups skip expired entries anyway.
-func (r *registry) pruneLocked(now time.Time, force bool) {
-	if !force && now.Sub(r.lastPrune) < time.Second && !now.Before(r.lastPrune) {
+// pruneLocked deletes the expired entries. It scans the registry only once
+// the earliest expiry is reached, so most calls cost nothing.
+func (r *registry) pruneLocked(now time.Time) {
+	if r.nextExpiry.IsZero() || now.Before(r.nextExpiry) {
 		return
 	}
-	r.lastPrune = now
+	r.nextExpiry = time.Time{}
 	for id, e := range r.servers {
 		if now.Before(e.expires) {
+			if r.nextExpiry.IsZero() || e.expires.Before(r.nextExpiry) {
+				r.nextExpiry = e.expires
+			}
 			continue
 		}
 		r.log.Info("test server expired", "id", id, "url", e.info.URL,
@@ -223,7 +228,7 @@ func (r *registry) pruneLocked(now time.Time, force bool) {
 func (r *registry) sweepNow() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pruneLocked(r.clock(), true)
+	r.pruneLocked(r.clock())
 	if len(r.servers) == 0 {
 		r.sweep = nil
 		return

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -81,9 +82,9 @@ func cmdRun(args []string) error {
 	if err != nil {
 		var pe *speedtest.ProtocolError
 		if errors.As(err, &pe) {
-			return fmt.Errorf("%s: the test server refused: %s", name, pe.Msg)
+			return fmt.Errorf("%s: the test server refused (%d): %s", name, pe.Status, pe.Msg)
 		}
-		return fmt.Errorf("%s: %w", name, err)
+		return err
 	}
 	if *asJSON {
 		return printJSON(os.Stdout, rec)
@@ -108,8 +109,8 @@ type summary struct {
 func summarize(rec *schemas.Record) summary {
 	s := summary{MeasurementUID: rec.MeasurementUID, Test: rec.TestName, Server: rec.Server.ID, DurationS: rec.DurationS, Record: rec}
 	if k, ok := rec.TestKeys.(*schemas.Speedtest); ok {
-		s.DownloadMbps, s.UploadMbps, s.RTTMS = k.Download.GoodputMbps, k.Upload.GoodputMbps, k.RTTMedianMS
-		s.ConnectMS = schemas.Median(k.ConnectMS)
+		s.DownloadMbps, s.UploadMbps, s.RTTMS = k.Download.GoodputMbps, k.Upload.GoodputMbps, round3(k.RTTMedianMS)
+		s.ConnectMS = round3(schemas.Median(k.ConnectMS))
 	}
 	return s
 }
@@ -147,7 +148,8 @@ func (l *liveDisplay) update(p plugin.Progress) {
 	if l.tty {
 		fmt.Fprintf(l.w, "\r\033[K%s", line)
 	} else if p.Phase != l.last {
-		fmt.Fprintln(l.w, line)
+		// Not a terminal: one line per phase, no redraws.
+		fmt.Fprintln(l.w, p.Phase+"...")
 	}
 	l.last = p.Phase
 }
@@ -162,3 +164,5 @@ func isTerminal(f *os.File) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
