@@ -26,6 +26,7 @@ test: setup lint
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./schemas/
 	$(GO) test -run '^$$' -fuzz '^FuzzIngest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/
+	$(GO) test -run '^$$' -fuzz '^FuzzRendezvousBodies$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/
 	$(GO) test -run '^$$' -fuzz '^FuzzLookupString$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/annotate/
 
 ## bench: benchmark programs; each prints a table of side-by-side ratios.

@@ -62,8 +62,15 @@ func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService,
 			Info:         func() schemas.ServerRegistration { return svc.Registration(public) },
 			Logger:       log,
 		}
-		go reg.Run(ctx)
+		regDone := make(chan struct{})
+		go func() {
+			defer close(regDone)
+			if err := reg.Run(ctx); err != nil {
+				log.Error("testserver: not registered with the collector", "err", err)
+			}
+		}()
 		svc.Run(ctx)
+		<-regDone
 	}()
 	return t, nil
 }
