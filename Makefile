@@ -32,6 +32,7 @@ fuzz:
 ## bench: benchmark programs; each prints a table of side-by-side ratios.
 bench: setup
 	$(GO) run ./bench/ingest
+	$(GO) run ./bench/speedtest
 
 lint: setup
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -30,6 +30,11 @@ type Forwarder struct {
 	Logger       *slog.Logger
 	// OnEvent counts what happened ("forwarded", "retry", "refused").
 	OnEvent func(event string, records int)
+	// Allow, when set, is asked before each delivery; while it says no,
+	// records wait in the spool (an agent whose volunteer revoked consent).
+	Allow func() bool
+	// Delivered, when set, is called with the records the collector took.
+	Delivered func(records [][]byte)
 
 	sp  *spool.Spool
 	dir string
@@ -80,6 +85,14 @@ func (f *Forwarder) Run(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		if f.Allow != nil && !f.Allow() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
 		err = f.deliver(ctx, seg)
 		if err == nil {
 			backoff = 200 * time.Millisecond
@@ -110,8 +123,12 @@ func (f *Forwarder) Close() error { return f.sp.Close() }
 
 func (f *Forwarder) deliver(ctx context.Context, seg *spool.Segment) error {
 	var body bytes.Buffer
+	var records [][]byte
 	zw := gzip.NewWriter(&body)
 	if err := f.sp.Read(seg, func(e spool.Entry) error {
+		if f.Delivered != nil {
+			records = append(records, bytes.Clone(e.Record))
+		}
 		zw.Write(e.Record)
 		_, err := zw.Write([]byte{'\n'})
 		return err
@@ -136,6 +153,9 @@ func (f *Forwarder) deliver(ctx context.Context, seg *spool.Segment) error {
 	switch resp.StatusCode {
 	case http.StatusAccepted:
 		f.OnEvent("forwarded", seg.Records)
+		if f.Delivered != nil {
+			f.Delivered(records)
+		}
 		return nil
 	case http.StatusBadRequest:
 		// Some lines were refused for good: keep them for an operator,

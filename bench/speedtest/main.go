@@ -134,7 +134,11 @@ func (n *netns) iperf3Once(port, secs int, reverse bool) (float64, error) {
 	if reverse {
 		args = append(args, "-R")
 	}
-	out, err := n.command("iperf3", args...).Output()
+	// iperf3 sometimes hangs on a lossy link: bound each run.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+20)*time.Second)
+	defer cancel()
+	cmd := n.command("iperf3", args...)
+	out, err := commandOutput(ctx, cmd)
 	if err != nil {
 		return 0, fmt.Errorf("iperf3: %v: %s", err, out)
 	}
@@ -153,6 +157,25 @@ func (n *netns) iperf3Once(port, secs int, reverse bool) (float64, error) {
 		return 0, fmt.Errorf("iperf3: %s", res.Error)
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e6, nil
+}
+
+// commandOutput runs cmd until it ends or ctx does.
+func commandOutput(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.Bytes(), err
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-done
+		return out.Bytes(), fmt.Errorf("timed out")
+	}
 }
 
 // result is what `neubot run speedtest --json` prints.

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/neubot/neubot/agent"
 	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/localch"
 )
 
@@ -29,6 +31,7 @@ func cmdUp(args []string) error {
 	collectorAddr := fs.String("collector", "127.0.0.1:9773", "address of the collector")
 	testserverAddr := fs.String("testserver", "127.0.0.1:9775", "address of the test server")
 	capacity := fs.Int("capacity", 2, "tests the test server allows at once")
+	agentAddr := fs.String("agent", "127.0.0.1:9774", "address of the local agent's web UI (loopback)")
 	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
 	lf := addLogFlags(fs, "text")
 	if err := parse(fs, args); err != nil {
@@ -78,21 +81,49 @@ func cmdUp(args []string) error {
 		return err
 	}
 
+	// One real agent, as a volunteer runs it: it finds the test server
+	// through the collector's rendezvous and uploads to the collector. It
+	// measures nothing until consent is given in its web UI.
+	ag, err := agent.New(agent.Options{StateDir: filepath.Join(*data, "agent"), CollectorURL: col.http.URL(), Logger: log})
+	if err != nil {
+		ts.stop()
+		col.stop(10 * time.Second)
+		return err
+	}
+	agSrv, err := httpx.Listen(*agentAddr, ag.Handler(), log)
+	if err != nil {
+		ag.Close()
+		ts.stop()
+		col.stop(10 * time.Second)
+		return err
+	}
+	agCtx, agCancel := context.WithCancel(context.Background())
+	agDone := make(chan struct{})
+	go func() { ag.Run(agCtx); close(agDone) }()
+
 	fmt.Printf(`neubot-server up: running (data in %s)
   clickhouse  %s   database %s
   collector   %s   POST /api/v1/measurements, POST /api/v1/rendezvous, GET /metrics
   testserver  %s   speedtest; try: neubot run speedtest --server %s
+  agent       %s/   web UI of a local agent (consent first)
 Press Ctrl-C to stop.
-`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL())
+`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL(), agSrv.URL())
 
 	select {
 	case <-ctx.Done():
 	case err = <-col.http.Done():
 	case err = <-ts.http.Done():
+	case err = <-agSrv.Done():
 	case <-ch.Done():
 		err = fmt.Errorf("clickhouse-server exited; see %s", filepath.Join(*data, "clickhouse", "log"))
 	}
 	fmt.Println("neubot-server up: stopping")
+	actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = agSrv.Shutdown(actx)
+	acancel()
+	agCancel()
+	<-agDone
+	ag.Close()
 	ts.stop()
 	col.stop(10 * time.Second)
 	ch.Stop()

@@ -16,6 +16,7 @@ const prog = "neubot"
 
 func main() {
 	cmds := []cli.Command{
+		{Name: "agent", Short: "run the background agent with its web UI on http://127.0.0.1:9774", Run: cmdAgent},
 		{Name: "run", Short: "run one test now: neubot run speedtest --server URL [--json]", Run: cmdRun},
 		{Name: "version", Short: "print the version and the record schema version", Run: func(args []string) error {
 			if len(args) > 0 {

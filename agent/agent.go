@@ -1,0 +1,478 @@
+// Package agent is the volunteer's daemon: it tests at random times (or on
+// a cron schedule), only after the volunteer was informed and chose, keeps
+// every result in a local SQLite store, uploads results to the collector
+// through a spool that survives restarts and outages, and serves a JSON API
+// and the web UI on loopback (see API.md).
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/registry"
+	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/testserver"
+)
+
+// Options configure an agent.
+type Options struct {
+	// StateDir holds config.json, state.json, results.db and the upload spool.
+	StateDir string
+	// CollectorURL receives results and answers rendezvous ("": local only).
+	CollectorURL string
+	// ServerURL is a fixed test server ("": ask the collector's rendezvous).
+	ServerURL string
+	Logger    *slog.Logger
+	// Rand drives the schedule (nil: seeded from the clock); Tests maps
+	// test names to measurers (nil: the registry's speedtest).
+	Rand  *mrand.Rand
+	Tests map[string]plugin.Measurer
+	// HTTPClient is used for rendezvous (nil: a default with timeouts).
+	HTTPClient *http.Client
+}
+
+// Agent is a running agent.
+type Agent struct {
+	opts  Options
+	log   *slog.Logger
+	store *Store
+	fw    *testserver.Forwarder
+	csrf  string
+	http  *http.Client
+
+	mu       sync.Mutex
+	cfg      Config
+	st       state
+	running  bool
+	progress *Progress
+	nextTest time.Time
+	lastErr  string
+	lastTest time.Time
+	busyTill time.Time
+	backoff  time.Duration
+	rng      *mrand.Rand
+	wake     chan struct{}
+	testDone chan struct{}
+	wg       sync.WaitGroup
+}
+
+// Progress is the live state of a running test, for the UI.
+type Progress struct {
+	Test     string  `json:"test"`
+	Phase    string  `json:"phase"`
+	Mbps     float64 `json:"mbps"`
+	Elapsed  float64 `json:"elapsed"`
+	QueuePos int     `json:"queue_pos"`
+	Message  string  `json:"message"`
+}
+
+// New opens the agent's state (creating it on first start).
+func New(opts Options) (*Agent, error) {
+	if opts.StateDir == "" {
+		return nil, errors.New("agent: no state directory")
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Rand == nil {
+		opts.Rand = mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 0x6e6575626f74))
+	}
+	if opts.Tests == nil {
+		m, _ := registry.New(schemas.SpeedtestName)
+		opts.Tests = map[string]plugin.Measurer{schemas.SpeedtestName: m}
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	a := &Agent{opts: opts, log: opts.Logger, cfg: DefaultConfig(), rng: opts.Rand, http: opts.HTTPClient,
+		wake: make(chan struct{}, 1), testDone: make(chan struct{}, 1)}
+	if err := readJSON(a.path("config.json"), &a.cfg); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := a.cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent: config.json: %w", err)
+	}
+	if err := readJSON(a.path("state.json"), &a.st); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if _, err := uuid.Parse(a.st.AgentID); err != nil {
+		a.st.AgentID = uuid.NewString() // first start: a random identity, nothing personal
+		if err := writeJSON(a.path("state.json"), &a.st); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	a.csrf = hex.EncodeToString(b[:])
+	st, err := OpenStore(a.path("results.db"))
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.store = st
+	fw, err := testserver.OpenForwarder(a.path("upload-spool"), opts.CollectorURL, opts.Logger)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	fw.Allow = a.mayUpload
+	fw.Delivered = a.delivered
+	a.fw = fw
+	if rs, err := st.Results(context.Background(), 1); err == nil && len(rs) > 0 {
+		a.lastTest = rs[0].StartTime
+	}
+	return a, nil
+}
+
+func (a *Agent) path(name string) string { return filepath.Join(a.opts.StateDir, name) }
+
+// AgentID is the agent's random identity.
+func (a *Agent) AgentID() string { return a.st.AgentID }
+
+// CSRFToken is the token state-changing API requests must carry.
+func (a *Agent) CSRFToken() string { return a.csrf }
+
+func (a *Agent) mayUpload() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.Consent.Decided && a.st.Consent.Informed && a.st.Consent.CanCollect
+}
+
+func (a *Agent) delivered(records [][]byte) {
+	var uids []string
+	for _, r := range records {
+		var env struct {
+			UID string `json:"measurement_uid"`
+		}
+		if json.Unmarshal(r, &env) == nil {
+			uids = append(uids, env.UID)
+		}
+	}
+	if err := a.store.MarkUploaded(context.Background(), uids); err != nil {
+		a.log.Warn("agent: cannot mark results uploaded", "err", err)
+	}
+}
+
+// consentOK reports whether tests may run.
+func (a *Agent) consentOK() bool { return a.mayUpload() }
+
+// SetConsent records the volunteer's choice. Revoking collection stops
+// tests and uploads at once.
+func (a *Agent) SetConsent(informed, canCollect, canPublish bool) error {
+	a.mu.Lock()
+	a.st.Consent.Decided = true
+	a.st.Consent.Informed = informed
+	a.st.Consent.CanCollect = informed && canCollect
+	a.st.Consent.CanPublish = informed && canCollect && canPublish
+	a.st.Consent.At = time.Now().UTC()
+	err := writeJSON(a.path("state.json"), &a.st)
+	a.mu.Unlock()
+	a.poke()
+	return err
+}
+
+// Config returns the current configuration.
+func (a *Agent) Config() Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// SetConfig validates, saves and applies a configuration.
+func (a *Agent) SetConfig(c Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	err := writeJSON(a.path("config.json"), &c)
+	if err == nil {
+		a.cfg = c
+	}
+	a.mu.Unlock()
+	a.poke()
+	return err
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Errors of StartTest.
+var (
+	ErrNoConsent  = errors.New("consent required: the volunteer has not allowed tests")
+	ErrRunning    = errors.New("a test is already running")
+	ErrCapReached = errors.New("the monthly data cap is reached")
+)
+
+func monthStart(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
+
+// capReached reports whether this month's tests used up the cap.
+func (a *Agent) capReached(ctx context.Context) (bool, int64, int64) {
+	capMB := a.Config().MonthlyCapMB
+	used, err := a.store.BytesSince(ctx, monthStart(time.Now()))
+	if err != nil {
+		a.log.Warn("agent: cannot read data usage", "err", err)
+	}
+	return capMB > 0 && used >= capMB*1_000_000, used, capMB * 1_000_000
+}
+
+// StartTest starts a test in the background; done (if not nil) receives
+// its outcome.
+func (a *Agent) StartTest(ctx context.Context, done chan<- error) error {
+	if !a.consentOK() {
+		return ErrNoConsent
+	}
+	if reached, _, _ := a.capReached(ctx); reached {
+		return ErrCapReached
+	}
+	a.mu.Lock()
+	if a.running {
+		a.mu.Unlock()
+		return ErrRunning
+	}
+	a.running = true
+	a.progress = &Progress{Test: schemas.SpeedtestName, Phase: "rendezvous"}
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		err := a.runTest(ctx)
+		a.mu.Lock()
+		a.running, a.progress = false, nil
+		if err != nil {
+			a.lastErr = err.Error()
+		} else {
+			a.lastErr = ""
+		}
+		a.mu.Unlock()
+		if done != nil {
+			done <- err
+		}
+		select {
+		case a.testDone <- struct{}{}:
+		default:
+		}
+	}()
+	return nil
+}
+
+// rendezvous asks the collector for the least loaded test server.
+func (a *Agent) rendezvous(ctx context.Context, test string) (string, error) {
+	if a.opts.ServerURL != "" {
+		return a.opts.ServerURL, nil
+	}
+	if a.opts.CollectorURL == "" {
+		return "", errors.New("no test server: give a server URL or a collector URL")
+	}
+	body, _ := json.Marshal(schemas.RendezvousRequest{AgentID: a.st.AgentID, Tests: []string{test}, AgentVersion: version.Version})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.opts.CollectorURL, "/")+schemas.RendezvousPath, bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("rendezvous: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("rendezvous: the collector answered %s", resp.Status)
+	}
+	var rr schemas.RendezvousResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&rr); err != nil {
+		return "", fmt.Errorf("rendezvous: %w", err)
+	}
+	servers := rr.Servers[test]
+	if len(servers) == 0 {
+		return "", fmt.Errorf("rendezvous: no test server serves %s now", test)
+	}
+	return servers[0].URL, nil
+}
+
+// runTest runs one test end to end: rendezvous, test, store, upload.
+func (a *Agent) runTest(ctx context.Context) error {
+	test := schemas.SpeedtestName
+	m := a.opts.Tests[test]
+	server, err := a.rendezvous(ctx, test)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	consent := schemas.Consent{Informed: a.st.Consent.Informed, CanCollect: a.st.Consent.CanCollect, CanPublish: a.st.Consent.CanPublish}
+	a.mu.Unlock()
+	rec, err := m.Run(ctx, plugin.Env{
+		ServerURL: server, AgentID: a.st.AgentID, AgentVersion: version.Version, Consent: consent,
+		Progress: func(p plugin.Progress) {
+			a.mu.Lock()
+			a.progress = &Progress{Test: test, Phase: p.Phase, Mbps: p.Mbps, Elapsed: p.Elapsed, QueuePos: p.QueuePos, Message: p.Message}
+			a.mu.Unlock()
+		},
+	})
+	if err != nil {
+		var pe *speedtest.ProtocolError
+		if errors.As(err, &pe) && (pe.Status == http.StatusTooManyRequests || pe.Status == http.StatusServiceUnavailable) {
+			a.mu.Lock()
+			a.backoff = min(max(2*a.backoff, time.Minute), time.Hour)
+			a.busyTill = time.Now().Add(a.backoff)
+			a.mu.Unlock()
+			a.log.Info("agent: test server busy; backing off", "for", a.backoff)
+		}
+		a.log.Warn("agent: test failed", "server", server, "err", err)
+		return err
+	}
+	a.mu.Lock()
+	a.backoff, a.busyTill = 0, time.Time{}
+	a.lastTest = rec.StartTime
+	a.progress = &Progress{Test: test, Phase: "store"}
+	a.mu.Unlock()
+	if err := a.store.Add(ctx, rec); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if a.opts.CollectorURL != "" && a.mayUpload() {
+		if err := a.fw.Enqueue(ctx, rec); err != nil {
+			return fmt.Errorf("upload spool: %w", err)
+		}
+	}
+	a.log.Info("agent: test done", "measurement_uid", rec.MeasurementUID, "server", rec.Server.ID)
+	return nil
+}
+
+// Run schedules tests and uploads results until ctx ends.
+func (a *Agent) Run(ctx context.Context) {
+	if a.opts.CollectorURL != "" {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.fw.Run(ctx) }()
+	}
+	prune := time.NewTicker(6 * time.Hour)
+	defer prune.Stop()
+	a.prune(ctx)
+	for {
+		next := a.schedule(ctx)
+		var timer <-chan time.Time
+		var t *time.Timer
+		if !next.IsZero() {
+			t = time.NewTimer(time.Until(next))
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+			a.wg.Wait()
+			return
+		case <-a.wake:
+		case <-a.testDone:
+		case <-prune.C:
+			a.prune(ctx)
+		case <-timer:
+			if err := a.StartTest(ctx, nil); err != nil {
+				if !errors.Is(err, ErrRunning) {
+					a.log.Info("agent: scheduled test not run", "reason", err)
+				}
+			} else {
+				// Wait for it before drawing the next time.
+				select {
+				case <-a.testDone:
+				case <-ctx.Done():
+				}
+			}
+		}
+		if t != nil {
+			t.Stop()
+		}
+	}
+}
+
+// schedule computes (and publishes) the time of the next test; zero when
+// none is due (paused, no consent, cap reached).
+func (a *Agent) schedule(ctx context.Context) time.Time {
+	reached, _, _ := a.capReached(ctx)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	consent := a.st.Consent.Decided && a.st.Consent.CanCollect
+	if a.cfg.Paused || !consent || reached {
+		a.nextTest = time.Time{}
+		return a.nextTest
+	}
+	now := time.Now()
+	next := nextTestTime(a.cfg, now, a.lastTest, a.rng)
+	if next.Before(a.busyTill) {
+		next = a.busyTill
+	}
+	a.nextTest = next
+	return next
+}
+
+func (a *Agent) prune(ctx context.Context) {
+	days := a.Config().RetentionDays
+	if n, err := a.store.Prune(ctx, time.Now().AddDate(0, 0, -days)); err != nil {
+		a.log.Warn("agent: prune", "err", err)
+	} else if n > 0 {
+		a.log.Info("agent: old results deleted", "results", n, "retention_days", days)
+	}
+}
+
+// RunOnce runs one test now and waits for it and, within wait, for its
+// upload: `neubot agent --once`.
+func (a *Agent) RunOnce(ctx context.Context, wait time.Duration) error {
+	done := make(chan error, 1)
+	if err := a.StartTest(ctx, done); err != nil {
+		return err
+	}
+	if err := <-done; err != nil {
+		return err
+	}
+	if a.opts.CollectorURL == "" || !a.mayUpload() {
+		return nil
+	}
+	uctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	go a.fw.Run(uctx)
+	a.fw.Flush(uctx)
+	for a.fw.Pending() > 0 && uctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := a.fw.Pending(); n > 0 {
+		a.log.Info("agent: results kept for upload at the next start", "records", n)
+	}
+	return nil
+}
+
+// Results returns the newest stored results first.
+func (a *Agent) Results(ctx context.Context, limit int) ([]Result, error) {
+	return a.store.Results(ctx, limit)
+}
+
+// Close waits for a running test and closes the store and the spool;
+// pending uploads stay on disk.
+func (a *Agent) Close() error {
+	a.wg.Wait()
+	return errors.Join(a.fw.Close(), a.store.Close())
+}

@@ -1,0 +1,332 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/neubot/neubot/agent"
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/collector/collectortest"
+	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/testserver/service"
+)
+
+func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
+
+// quick is a short methodology for functional tests on loopback.
+var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3}
+
+// testServer starts a real test server in-process on loopback.
+func testServer(t *testing.T) string {
+	t.Helper()
+	svc, err := service.New(service.Config{ID: "ts-agent-test", Version: "test", SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := httpx.Listen("127.0.0.1:0", svc.Handler(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()); svc.Close() })
+	return srv.URL()
+}
+
+func newAgent(t *testing.T, dir, collectorURL, serverURL string) *agent.Agent {
+	t.Helper()
+	a, err := agent.New(agent.Options{
+		StateDir: dir, CollectorURL: collectorURL, ServerURL: serverURL,
+		Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(quick)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func runTest(t *testing.T, a *agent.Agent) {
+	t.Helper()
+	done := make(chan error, 1)
+	if err := a.StartTest(context.Background(), done); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSecurity: DNS rebinding and CSRF protections of the local API.
+func TestSecurity(t *testing.T) {
+	a := newAgent(t, t.TempDir(), "", testServer(t))
+	defer a.Close()
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	do := func(method, path, host, origin, token, body string) int {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		if host != "" {
+			req.Host = host
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		if token != "" {
+			req.Header.Set(agent.CSRFHeader, token)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	self := "http://127.0.0.1:" + strings.TrimPrefix(srv.URL, "http://127.0.0.1:")
+	consent := `{"informed":true,"can_collect":true,"can_publish":true}`
+	for _, tc := range []struct {
+		name                              string
+		method, path, host, origin, token string
+		body                              string
+		want                              int
+	}{
+		{"rebinding GET", "GET", "/api/v1/status", "evil.example", "", "", "", 421},
+		{"rebinding with port", "GET", "/", "evil.example:" + itoa(port), "", "", "", 421},
+		{"rebinding POST with token", "POST", "/api/v1/consent", "evil.example", "", a.CSRFToken(), consent, 421},
+		{"localhost name", "GET", "/api/v1/status", "localhost:" + itoa(port), "", "", "", 200},
+		{"ipv6 loopback name", "GET", "/api/v1/status", "[::1]:" + itoa(port), "", "", "", 200},
+		{"cross-origin POST without token", "POST", "/api/v1/consent", "", "http://evil.example", "", consent, 403},
+		{"same-origin POST without token", "POST", "/api/v1/run", "", "", "", "", 403},
+		{"wrong token", "PUT", "/api/v1/config", "", "", "0000", `{"paused":true}`, 403},
+		{"cross-origin POST with token", "POST", "/api/v1/consent", "", "http://evil.example", a.CSRFToken(), consent, 403},
+		{"run before consent", "POST", "/api/v1/run", "", self, a.CSRFToken(), "", 403},
+		{"consent", "POST", "/api/v1/consent", "", self, a.CSRFToken(), consent, 200},
+		{"bad config", "PUT", "/api/v1/config", "", "", a.CSRFToken(), `{"mean_interval_minutes":5}`, 400},
+		{"unknown config field", "PUT", "/api/v1/config", "", "", a.CSRFToken(), `{"colour":1}`, 400},
+		{"oversized body", "PUT", "/api/v1/config", "", "", a.CSRFToken(), `{"cron":"` + strings.Repeat("x", 20000) + `"}`, 413},
+		{"pause", "PUT", "/api/v1/config", "", "", a.CSRFToken(), `{"paused":true}`, 200},
+		{"bad limit", "GET", "/api/v1/results?limit=0", "", "", "", "", 400},
+	} {
+		if got := do(tc.method, tc.path, tc.host, tc.origin, tc.token, tc.body); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if !a.Config().Paused {
+		t.Fatal("pause did not apply")
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestSchedulerDistribution: intervals are 15 minutes plus an exponential
+// of mean (configured - 15 min): a Kolmogorov-Smirnov test over many
+// seeded draws, the mean, and the floor.
+func TestSchedulerDistribution(t *testing.T) {
+	const n = 20000
+	mean := 2 * time.Hour
+	rng := rand.New(rand.NewPCG(42, 2011))
+	xs := make([]float64, n)
+	var sum float64
+	for i := range xs {
+		d := agent.NextInterval(rng, mean)
+		if d < agent.MinInterval {
+			t.Fatalf("interval %s under 15 minutes", d)
+		}
+		xs[i] = (d - agent.MinInterval).Minutes()
+		sum += d.Minutes()
+	}
+	if got := sum / n; math.Abs(got-120)/120 > 0.02 {
+		t.Fatalf("mean interval %.1f min, want 120 within 2%%", got)
+	}
+	sort.Float64s(xs)
+	scale := (mean - agent.MinInterval).Minutes()
+	var d float64
+	for i, x := range xs {
+		cdf := 1 - math.Exp(-x/scale)
+		d = math.Max(d, math.Max(math.Abs(float64(i+1)/n-cdf), math.Abs(cdf-float64(i)/n)))
+	}
+	// Critical value of the one-sample KS test at alpha = 0.01.
+	if crit := 1.628 / math.Sqrt(n); d > crit {
+		t.Fatalf("KS statistic %.4f > %.4f: not the configured distribution", d, crit)
+	}
+	t.Logf("KS statistic %.4f (critical %.4f at 1%%), mean %.1f min", d, 1.628/math.Sqrt(n), sum/n)
+	// A mean at the floor gives exactly the floor.
+	if d := agent.NextInterval(rng, 10*time.Minute); d != agent.MinInterval {
+		t.Fatalf("mean under the floor gave %s", d)
+	}
+}
+
+// TestCronNeverUnderFloor: a cron spec firing every minute is still held
+// to 15 minutes after the last test.
+func TestCronNeverUnderFloor(t *testing.T) {
+	dir := t.TempDir()
+	a := newAgent(t, dir, "", testServer(t))
+	defer a.Close()
+	if err := a.SetConsent(true, true, true); err != nil {
+		t.Fatal(err)
+	}
+	c := a.Config()
+	c.Cron = "* * * * *"
+	if err := a.SetConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	runTest(t, a)
+	ctx, cancel := context.WithCancel(context.Background())
+	go a.Run(ctx)
+	defer cancel()
+	time.Sleep(200 * time.Millisecond)
+	st := a.Status(context.Background())
+	if st.NextTest == nil || time.Until(*st.NextTest) < 14*time.Minute {
+		t.Fatalf("next test at %v: less than 15 minutes after the last", st.NextTest)
+	}
+}
+
+// TestDataCap: once this month's tests used the cap, no test runs, by
+// schedule or on demand, and the status says so.
+func TestDataCap(t *testing.T) {
+	a := newAgent(t, t.TempDir(), "", testServer(t))
+	defer a.Close()
+	a.SetConsent(true, true, true)
+	c := a.Config()
+	c.MonthlyCapMB = 1 // one loopback test moves far more
+	a.SetConfig(c)
+	runTest(t, a)
+	if err := a.StartTest(context.Background(), nil); !errors.Is(err, agent.ErrCapReached) {
+		t.Fatalf("second test: %v, want ErrCapReached", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go a.Run(ctx)
+	defer cancel()
+	time.Sleep(200 * time.Millisecond)
+	st := a.Status(context.Background())
+	if !st.DataUsed.CapReached || st.NextTest != nil {
+		t.Fatalf("status %+v: want cap_reached and no next test", st.DataUsed)
+	}
+}
+
+// switchable serves a handler on a fixed loopback address that can be
+// taken down (connections refused) and brought back.
+type switchable struct {
+	addr string
+	h    http.Handler
+	mu   sync.Mutex
+	srv  *http.Server
+}
+
+func (s *switchable) up(t *testing.T) {
+	t.Helper()
+	l, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.srv = &http.Server{Handler: s.h}
+	go s.srv.Serve(l)
+	s.mu.Unlock()
+}
+
+func (s *switchable) down() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		s.srv.Close()
+		s.srv = nil
+	}
+}
+
+// TestOffline: the collector is down while the agent runs 3 tests; when it
+// comes back all 3 reach ClickHouse exactly once. Then the agent is
+// restarted with a pending spool, and again nothing is lost.
+func TestOffline(t *testing.T) {
+	col := collectortest.New(t, collector.Config{})
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	sw := &switchable{addr: addr, h: col.Handler()}
+	defer sw.down()
+	server := testServer(t)
+	dir := t.TempDir()
+
+	count := func() (rows, distinct uint64) {
+		col.Conn.QueryRow(context.Background(), "SELECT count(), uniqExact(measurement_uid) FROM speedtest FINAL").Scan(&rows, &distinct)
+		return
+	}
+	waitRows := func(want uint64) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if rows, distinct := count(); rows == want && distinct == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				rows, distinct := count()
+				t.Fatalf("%d rows (%d distinct) in ClickHouse, want %d", rows, distinct, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	a := newAgent(t, dir, "http://"+addr, server)
+	a.SetConsent(true, true, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	for i := 0; i < 3; i++ {
+		runTest(t, a)
+	}
+	time.Sleep(3 * time.Second) // the uploader tries and fails
+	if st := a.Status(context.Background()); st.PendingUploads != 3 {
+		t.Fatalf("%d uploads pending while the collector is down, want 3", st.PendingUploads)
+	}
+	if rows, _ := count(); rows != 0 {
+		t.Fatalf("%d rows while the collector was down", rows)
+	}
+	sw.up(t)
+	waitRows(3)
+
+	// Two more tests with the collector down, then a restart of the agent.
+	sw.down()
+	for i := 0; i < 2; i++ {
+		runTest(t, a)
+	}
+	cancel()
+	<-done
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sw.up(t)
+	a2 := newAgent(t, dir, "http://"+addr, server)
+	if st := a2.Status(context.Background()); st.PendingUploads != 2 {
+		t.Fatalf("after restart: %d uploads pending, want 2", st.PendingUploads)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done2 := make(chan struct{})
+	go func() { a2.Run(ctx2); close(done2) }()
+	waitRows(5)
+	rs, err := a2.Results(context.Background(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if !r.Uploaded {
+			t.Errorf("result %s not marked uploaded", r.MeasurementUID)
+		}
+	}
+	cancel2()
+	<-done2
+	a2.Close()
+}

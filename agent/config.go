@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Config is what the volunteer can change, persisted in config.json.
+type Config struct {
+	// MeanIntervalMinutes is the mean time between tests (random,
+	// exponential, never less than MinInterval).
+	MeanIntervalMinutes int `json:"mean_interval_minutes"`
+	// Cron, when set, replaces the random schedule with fixed times
+	// (5-field spec, e.g. "30 */3 * * *"); still at most every 15 minutes.
+	Cron string `json:"cron"`
+	// MonthlyCapMB caps the data tests use per calendar month (0: none).
+	MonthlyCapMB int64 `json:"monthly_cap_mb"`
+	// Paused stops scheduled tests (run-now still works).
+	Paused bool `json:"paused"`
+	// RetentionDays is how long results are kept locally.
+	RetentionDays int `json:"retention_days"`
+}
+
+// MinInterval is the shortest time between two scheduled tests (the paper).
+const MinInterval = 15 * time.Minute
+
+// DefaultConfig is the configuration of a new agent.
+func DefaultConfig() Config {
+	return Config{MeanIntervalMinutes: 120, RetentionDays: 365}
+}
+
+// ConfigError names the field of a bad config value.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return e.Field + ": " + e.Reason }
+
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow)
+
+// Validate checks every field.
+func (c *Config) Validate() error {
+	switch {
+	case c.MeanIntervalMinutes < 15 || c.MeanIntervalMinutes > 10080:
+		return &ConfigError{"mean_interval_minutes", "must be between 15 and 10080 (one week)"}
+	case c.MonthlyCapMB < 0 || c.MonthlyCapMB > 10_000_000:
+		return &ConfigError{"monthly_cap_mb", "must be between 0 (no cap) and 10000000"}
+	case c.RetentionDays < 1 || c.RetentionDays > 3650:
+		return &ConfigError{"retention_days", "must be between 1 and 3650"}
+	case len(c.Cron) > 100:
+		return &ConfigError{"cron", "is too long"}
+	}
+	if c.Cron != "" {
+		if _, err := cronParser.Parse(c.Cron); err != nil {
+			return &ConfigError{"cron", fmt.Sprintf("is not a 5-field cron spec: %v", err)}
+		}
+	}
+	return nil
+}
+
+// state is what the agent keeps about itself, in state.json.
+type state struct {
+	AgentID string `json:"agent_id"`
+	Consent struct {
+		Decided    bool      `json:"decided"`
+		Informed   bool      `json:"informed"`
+		CanCollect bool      `json:"can_collect"`
+		CanPublish bool      `json:"can_publish"`
+		At         time.Time `json:"at"`
+	} `json:"consent"`
+}
+
+// readJSON reads path into v; a missing file leaves v as it is.
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(b) > 1<<20 {
+		return fmt.Errorf("%s is too large", path)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// writeJSON writes v to path atomically: temp file, fsync, rename.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,641 @@
+// Neubot agent UI. Plain JavaScript, no build step: it talks to the agent's
+// JSON API (agent/API.md) on the same origin and draws charts with uPlot when
+// scripts/setup installed it (static/vendor/). Every POST and PUT carries the
+// CSRF token that the agent put in <meta name="neubot-csrf">.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const csrfToken = document.querySelector('meta[name="neubot-csrf"]')?.content ?? "";
+
+  const POLL_RUNNING_MS = 500; // while a test runs: live progress
+  const POLL_IDLE_MS = 5000;
+  const RESULTS_REFRESH_MS = 60000; // results also change when uploads complete
+  const TABLE_ROWS = 20;
+  const CHART_HEIGHT = 220;
+
+  // Phases of a test (agent/API.md), in order: where each starts and ends on
+  // the progress bar (percent), and what to tell the volunteer.
+  const PHASES = {
+    rendezvous: [0, 5, "Finding a test server"],
+    negotiate: [5, 10, "Waiting for the test server"],
+    latency: [10, 20, "Measuring latency"],
+    download: [20, 55, "Measuring download speed"],
+    upload: [55, 90, "Measuring upload speed"],
+    collect: [90, 97, "Sending the result to the test server"],
+    store: [97, 100, "Saving the result"],
+  };
+  // The longest transfer phase, in seconds (MaxPhase of agent/speedtest):
+  // the bar moves through download and upload at this pace.
+  const PHASE_SECONDS = 3.4;
+
+  // Chart colours: each has at least 4.5:1 contrast on white, and upload is
+  // also dashed, so the two lines differ by more than colour.
+  const COLORS = { download: "#0b5cad", upload: "#a34700", latency: "#6a3d9a", axis: "#2b2f36", grid: "#e2e5ea" };
+
+  const state = {
+    status: null,
+    reconsidering: false, // the volunteer asked to see the consent screen again
+    appLoaded: false, // results, usage and config fetched once after consent
+    wasRunning: false,
+    lastErrorBefore: "",
+    pollTimer: 0,
+    pollSeq: 0,
+    resultsTimer: 0,
+    charts: {},
+    chartsAvailable: typeof window.uPlot === "function",
+  };
+
+  // ---- API ----------------------------------------------------------------
+
+  class APIError extends Error {
+    constructor(status, body) {
+      super((body && body.error) || `the agent answered ${status}`);
+      this.status = status;
+      this.field = (body && body.field) || "";
+    }
+  }
+
+  async function api(method, path, body) {
+    const init = { method, headers: { Accept: "application/json" }, cache: "no-store", credentials: "same-origin" };
+    if (method !== "GET") {
+      init.headers["Content-Type"] = "application/json";
+      init.headers["X-Neubot-CSRF"] = csrfToken;
+      init.body = JSON.stringify(body ?? {});
+    }
+    let resp;
+    try {
+      resp = await fetch(path, init);
+    } catch {
+      throw new APIError(0, { error: "Cannot reach the Neubot agent: is it running?" });
+    }
+    let data = null;
+    try {
+      data = await resp.json();
+    } catch {
+      data = null;
+    }
+    if (!resp.ok) throw new APIError(resp.status, data);
+    return data;
+  }
+
+  // ---- messages (aria-live) ------------------------------------------------
+
+  function say(text, kind = "info") {
+    const box = $("messages");
+    const current = box.firstElementChild;
+    if (current && current.textContent === text && current.dataset.kind === kind) return; // no repeats
+    box.replaceChildren();
+    if (!text) return;
+    const p = document.createElement("p");
+    p.className = `msg msg-${kind}`;
+    p.dataset.kind = kind;
+    p.textContent = text;
+    box.append(p);
+  }
+
+  function clearConnectionError() {
+    const current = $("messages").firstElementChild;
+    if (current && current.dataset.kind === "offline") say("");
+  }
+
+  // ---- formatting ----------------------------------------------------------
+
+  const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  const shortDateTime = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const timeOnly = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  const monthName = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "long", timeZone: "UTC" });
+  const dayName = new Intl.DateTimeFormat(undefined, { weekday: "short", month: "short", day: "numeric", timeZone: "UTC" });
+
+  const fixed1 = (v) => (typeof v === "number" && isFinite(v) ? v.toFixed(1) : "–");
+  const mb = (bytes) => (typeof bytes === "number" ? bytes / 1e6 : NaN);
+
+  function fmtBytes(bytes) {
+    if (typeof bytes !== "number" || !isFinite(bytes)) return "–";
+    if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(2)} GB`;
+    return `${(bytes / 1e6).toFixed(bytes >= 1e8 ? 0 : 1)} MB`;
+  }
+
+  function fmtNext(iso) {
+    const t = new Date(iso);
+    if (isNaN(t)) return "–";
+    const mins = Math.round((t - Date.now()) / 60000);
+    if (mins <= 0) return `now (${timeOnly.format(t)})`;
+    if (mins < 60) return `in ${mins} min, at ${timeOnly.format(t)}`;
+    if (mins < 24 * 60) return `in ${Math.floor(mins / 60)} h ${mins % 60} min, at ${timeOnly.format(t)}`;
+    return dateTime.format(t);
+  }
+
+  function phaseInfo(progress) {
+    const [from, to, label] = PHASES[progress.phase] ?? [0, 0, progress.phase || "Running"];
+    let pct = from;
+    if (progress.phase === "download" || progress.phase === "upload") {
+      pct += (to - from) * Math.min((progress.elapsed || 0) / PHASE_SECONDS, 1);
+    }
+    return { pct, label };
+  }
+
+  // ---- rendering: which screen ---------------------------------------------
+
+  function showScreen(name) {
+    $("loading").hidden = name !== "loading";
+    $("consent").hidden = name !== "consent";
+    $("declined").hidden = name !== "declined";
+    $("app").hidden = name !== "app";
+  }
+
+  function focusHeading(id) {
+    const h = $(id);
+    h.tabIndex = -1;
+    h.focus();
+  }
+
+  function applyStatus(st) {
+    const prev = state.status;
+    state.status = st;
+    const consent = st.consent || {};
+    $("ft-version").textContent = `Neubot agent ${st.version || ""}`.trim() + ".";
+    $("privacy").hidden = !consent.decided;
+    $("ft-publish").textContent = consent.decided && consent.can_collect
+      ? (consent.can_publish ? "Your results are published as open data." : "Your results are not published.")
+      : "";
+
+    if (!consent.decided || state.reconsidering) {
+      if (!prev || $("consent").hidden) $("can-publish").checked = consent.decided ? !!consent.can_publish : true;
+      showScreen("consent");
+      return;
+    }
+    if (!consent.can_collect) {
+      showScreen("declined");
+      return;
+    }
+    showScreen("app");
+    renderStatus(st);
+    if (!state.appLoaded) {
+      state.appLoaded = true;
+      loadConfig();
+      refreshResults();
+      refreshUsage();
+      loadProviderComparison();
+    }
+    // A test just ended (one we started or a scheduled one): new numbers.
+    if (state.wasRunning && !st.running) {
+      refreshResults(true);
+      refreshUsage();
+    }
+    if (!state.wasRunning && st.running) state.lastErrorBefore = st.last_error || "";
+    state.wasRunning = !!st.running;
+  }
+
+  function renderStatus(st) {
+    const used = st.data_used || {};
+    let stateText = "Waiting for the next test";
+    if (st.running) stateText = "Running a test";
+    else if (used.cap_reached) stateText = "Monthly data cap reached: no tests until next month";
+    else if (st.paused) stateText = "Paused: no scheduled tests";
+    $("st-state").textContent = stateText;
+
+    let next = "–";
+    if (st.next_test) next = fmtNext(st.next_test);
+    else if (st.paused) next = "none while paused";
+    else if (used.cap_reached) next = "none until next month";
+    $("st-next").textContent = next;
+
+    $("st-error").textContent = st.last_error || "none";
+    $("st-error").classList.toggle("error-text", !!st.last_error);
+    $("st-pending").textContent = String(st.pending_uploads ?? 0);
+
+    let data = fmtBytes(used.month_bytes ?? 0);
+    if (used.monthly_cap_bytes > 0) data += ` of ${fmtBytes(used.monthly_cap_bytes)}`;
+    data += ` (today ${fmtBytes(used.today_bytes ?? 0)})`;
+    $("st-data").textContent = data;
+
+    const run = $("run");
+    run.setAttribute("aria-disabled", st.running ? "true" : "false");
+    run.textContent = st.running ? "Test running…" : "Run a test now";
+    $("pause").textContent = st.paused ? "Resume" : "Pause";
+
+    renderProgress(st);
+  }
+
+  function renderProgress(st) {
+    const phase = $("progress-phase");
+    const details = $("progress-details");
+    if (!st.running) {
+      delete phase.dataset.phase;
+      details.hidden = true;
+      return;
+    }
+    const p = st.progress;
+    if (!p) {
+      setText(phase, "Starting the test…");
+      delete phase.dataset.phase;
+      details.hidden = true;
+      return;
+    }
+    const { pct, label } = phaseInfo(p);
+    let text = label;
+    if (p.phase === "negotiate" && p.queue_pos > 0) text += `: ${p.queue_pos} ahead of you`;
+    else if (p.message) text += `: ${p.message}`;
+    setText(phase, text + "…");
+    phase.dataset.phase = p.phase;
+    details.hidden = false;
+    $("progress-mbps").textContent = p.mbps > 0 ? fixed1(p.mbps) : "–";
+    const bar = $("progress-bar");
+    bar.value = Math.round(pct);
+    bar.setAttribute("aria-valuetext", `${Math.round(pct)} percent, ${label}`);
+  }
+
+  // setText changes a live region only when its text changes, so that screen
+  // readers announce each phase once.
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  // ---- polling -------------------------------------------------------------
+
+  async function poll() {
+    clearTimeout(state.pollTimer);
+    const seq = ++state.pollSeq;
+    let st;
+    try {
+      st = await api("GET", "/api/v1/status");
+    } catch (e) {
+      if (seq !== state.pollSeq) return;
+      if (!state.status) $("loading").textContent = `${e.message} Retrying…`;
+      say(e.message, e.status === 0 ? "offline" : "error");
+      state.pollTimer = setTimeout(poll, POLL_IDLE_MS);
+      return;
+    }
+    if (seq !== state.pollSeq) return; // a newer poll started meanwhile
+    clearConnectionError();
+    applyStatus(st);
+    state.pollTimer = setTimeout(poll, st.running ? POLL_RUNNING_MS : POLL_IDLE_MS);
+  }
+
+  // ---- history ---------------------------------------------------------------
+
+  async function refreshResults(afterRun = false) {
+    clearTimeout(state.resultsTimer);
+    state.resultsTimer = setTimeout(refreshResults, RESULTS_REFRESH_MS);
+    let results;
+    try {
+      results = (await api("GET", "/api/v1/results?limit=200")).results || [];
+    } catch (e) {
+      say(`Could not load the results: ${e.message}`, "error");
+      return;
+    }
+    renderResults(results);
+    if (afterRun) announceFinished(results);
+  }
+
+  function announceFinished(results) {
+    const st = state.status || {};
+    const phase = $("progress-phase");
+    if (st.last_error && st.last_error !== state.lastErrorBefore) {
+      setText(phase, `The test failed: ${st.last_error}`);
+      return;
+    }
+    const r = results[0];
+    if (!r) {
+      setText(phase, "");
+      return;
+    }
+    setText(phase, `Test finished: ${fixed1(r.download_mbps)} Mbit/s download, ${fixed1(r.upload_mbps)} Mbit/s upload, ${fixed1(r.rtt_ms)} ms latency.`);
+  }
+
+  function renderResults(results) {
+    const empty = results.length === 0;
+    $("history-empty").hidden = !empty;
+    $("charts").hidden = empty;
+    $("results").closest(".table-scroll").hidden = empty;
+
+    const body = $("results-body");
+    const rows = results.slice(0, TABLE_ROWS).map((r) => {
+      const tr = document.createElement("tr");
+      const when = document.createElement("th");
+      when.scope = "row";
+      const t = new Date(r.start_time);
+      const time = document.createElement("time");
+      time.dateTime = r.start_time;
+      time.textContent = isNaN(t) ? r.start_time : shortDateTime.format(t);
+      when.append(time);
+      tr.append(when);
+      for (const v of [r.download_mbps, r.upload_mbps, r.rtt_ms, mb(r.bytes)]) {
+        const td = document.createElement("td");
+        td.className = "num";
+        td.textContent = fixed1(v);
+        tr.append(td);
+      }
+      const sent = document.createElement("td");
+      sent.textContent = r.uploaded ? "yes" : "not yet";
+      tr.append(sent);
+      return tr;
+    });
+    body.replaceChildren(...rows);
+    $("results-caption").textContent = results.length > TABLE_ROWS
+      ? `Latest ${TABLE_ROWS} results, newest first`
+      : "Latest results, newest first";
+
+    if (!empty) drawCharts(results);
+  }
+
+  // ---- charts (uPlot) --------------------------------------------------------
+
+  function chartsUnavailable() {
+    const box = $("charts");
+    const p = document.createElement("p");
+    p.className = "notice";
+    p.id = "charts-missing";
+    p.textContent = "chart library not installed: run scripts/setup";
+    box.replaceChildren(p);
+  }
+
+  function drawCharts(results) {
+    if (!state.chartsAvailable) return;
+    const rows = results.filter((r) => !isNaN(Date.parse(r.start_time))).reverse(); // oldest first
+    const x = rows.map((r) => Date.parse(r.start_time) / 1000);
+    const val = (v) => (typeof v === "number" && isFinite(v) ? v : null);
+    const speed = [x, rows.map((r) => val(r.download_mbps)), rows.map((r) => val(r.upload_mbps))];
+    const latency = [x, rows.map((r) => val(r.rtt_ms))];
+    upsertChart("speed", $("chart-speed"), speed, "Mbit/s", [
+      { label: "Download", stroke: COLORS.download, unit: "Mbit/s" },
+      { label: "Upload", stroke: COLORS.upload, unit: "Mbit/s", dash: [6, 4] },
+    ]);
+    upsertChart("latency", $("chart-latency"), latency, "ms", [
+      { label: "Latency", stroke: COLORS.latency, unit: "ms" },
+    ]);
+  }
+
+  function upsertChart(key, el, data, unit, lines) {
+    const existing = state.charts[key];
+    if (existing) {
+      existing.setData(data);
+      return;
+    }
+    const axis = { stroke: COLORS.axis, grid: { stroke: COLORS.grid, width: 1 }, ticks: { stroke: COLORS.grid, width: 1 }, font: "12px system-ui, sans-serif" };
+    const opts = {
+      width: chartWidth(el),
+      height: CHART_HEIGHT,
+      scales: {
+        x: { time: true },
+        y: { range: (u, min, max) => [0, max > 0 ? max * 1.15 : 1] },
+      },
+      series: [
+        { label: "Time", value: (u, v) => (v == null ? "–" : shortDateTime.format(new Date(v * 1000))) },
+        ...lines.map((l) => ({
+          label: l.label,
+          stroke: l.stroke,
+          width: 2,
+          dash: l.dash,
+          spanGaps: true,
+          points: { show: true, size: 6, stroke: l.stroke, fill: "#fff" },
+          value: (u, v) => (v == null ? "–" : `${v.toFixed(1)} ${l.unit}`),
+        })),
+      ],
+      axes: [{ ...axis }, { ...axis, label: unit, size: 56, labelSize: 18, labelFont: "12px system-ui, sans-serif" }],
+      cursor: { drag: { x: false, y: false } },
+    };
+    state.charts[key] = new window.uPlot(opts, data, el);
+  }
+
+  function chartWidth(el) {
+    return Math.max(200, Math.floor(el.clientWidth || el.parentElement.clientWidth || 300));
+  }
+
+  function watchChartSizes() {
+    if (!state.chartsAvailable || typeof ResizeObserver !== "function") return;
+    let pending = 0;
+    new ResizeObserver(() => {
+      cancelAnimationFrame(pending);
+      pending = requestAnimationFrame(() => {
+        for (const [key, chart] of Object.entries(state.charts)) {
+          const el = $(`chart-${key}`);
+          const w = chartWidth(el);
+          if (w !== chart.width) chart.setSize({ width: w, height: CHART_HEIGHT });
+        }
+      });
+    }).observe($("charts"));
+  }
+
+  // ---- my results against my ISP -------------------------------------------
+
+  // loadProviderComparison is where "My results against my ISP" gets filled
+  // in once Neubot's public API (publish/: per-ISP distributions) is
+  // reachable. It should fetch the distribution of the volunteer's provider
+  // (through the agent, since the page may only connect to its own origin),
+  // then draw the volunteer's results against it into #compare-body and hide
+  // #compare-note. Until that API exists it leaves the note in place.
+  function loadProviderComparison() {
+    $("compare-note").hidden = false;
+  }
+
+  // ---- data used -----------------------------------------------------------
+
+  async function refreshUsage() {
+    let usage;
+    try {
+      usage = await api("GET", "/api/v1/usage");
+    } catch (e) {
+      say(`Could not load the data used: ${e.message}`, "error");
+      return;
+    }
+    const days = (usage.days || []).filter((d) => d.bytes > 0).reverse();
+    const months = (usage.months || []).slice().reverse();
+    const max = Math.max(1, ...days.map((d) => d.bytes), ...months.map((m) => m.bytes));
+    const cap = usage.monthly_cap_bytes || 0;
+    fillUsage($("months-body"), months, (m) => labelMonth(m.month), Math.max(max, cap), "No data used yet.");
+    fillUsage($("days-body"), days, (d) => labelDay(d.day), max, "No tests in the last 31 days.");
+  }
+
+  function labelMonth(ym) {
+    const t = new Date(`${ym}-01T00:00:00Z`);
+    return isNaN(t) ? ym : monthName.format(t);
+  }
+
+  function labelDay(day) {
+    const t = new Date(`${day}T00:00:00Z`);
+    return isNaN(t) ? day : dayName.format(t);
+  }
+
+  function fillUsage(body, rows, label, max, emptyText) {
+    if (rows.length === 0) {
+      const tr = document.createElement("tr");
+      const td = document.createElement("td");
+      td.colSpan = 2;
+      td.className = "empty";
+      td.textContent = emptyText;
+      tr.append(td);
+      body.replaceChildren(tr);
+      return;
+    }
+    body.replaceChildren(...rows.map((r) => {
+      const tr = document.createElement("tr");
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = label(r);
+      const td = document.createElement("td");
+      const cell = document.createElement("div");
+      cell.className = "with-bar";
+      const bar = document.createElement("span");
+      bar.className = "bar";
+      bar.setAttribute("aria-hidden", "true");
+      const fill = document.createElement("span");
+      fill.className = "bar-fill";
+      fill.style.width = `${Math.max(0.5, (100 * r.bytes) / max).toFixed(1)}%`;
+      bar.append(fill);
+      const n = document.createElement("span");
+      n.className = "bar-value";
+      n.textContent = fixed1(mb(r.bytes));
+      cell.append(bar, n);
+      td.append(cell);
+      tr.append(th, td);
+      return tr;
+    }));
+  }
+
+  // ---- settings --------------------------------------------------------------
+
+  const FIELDS = {
+    monthly_cap_mb: { input: "cap", error: "cap-error", name: "Monthly data cap" },
+    mean_interval_minutes: { input: "interval", error: "interval-error", name: "Mean time between tests" },
+  };
+
+  async function loadConfig() {
+    try {
+      fillConfig(await api("GET", "/api/v1/config"));
+    } catch (e) {
+      say(`Could not load the settings: ${e.message}`, "error");
+    }
+  }
+
+  function fillConfig(cfg) {
+    $("cap").value = String(cfg.monthly_cap_mb ?? 0);
+    $("interval").value = String(cfg.mean_interval_minutes ?? 120);
+  }
+
+  function setFieldError(field, text) {
+    const f = FIELDS[field];
+    const input = $(f.input);
+    $(f.error).textContent = text;
+    if (text) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+
+  async function saveSettings(ev) {
+    ev.preventDefault();
+    const status = $("settings-status");
+    status.textContent = "";
+    const body = {};
+    let firstBad = "";
+    for (const [field, f] of Object.entries(FIELDS)) {
+      setFieldError(field, "");
+      const raw = $(f.input).value.trim();
+      if (!/^\d+$/.test(raw)) {
+        setFieldError(field, "Enter a whole number.");
+        firstBad ||= field;
+        continue;
+      }
+      body[field] = Number(raw);
+    }
+    if (firstBad) {
+      $(FIELDS[firstBad].input).focus();
+      status.textContent = "Please correct the marked field.";
+      return;
+    }
+    try {
+      fillConfig(await api("PUT", "/api/v1/config", body));
+      status.textContent = "Settings saved.";
+      poll();
+      refreshUsage();
+    } catch (e) {
+      const f = FIELDS[e.field];
+      if (e.status === 400 && f) {
+        // The agent says e.g. "monthly_cap_mb: must be between ...".
+        const reason = e.message.startsWith(`${e.field}: `) ? e.message.slice(e.field.length + 2) : e.message;
+        setFieldError(e.field, `${f.name} ${reason}`);
+        $(f.input).focus();
+        status.textContent = "Not saved: please correct the marked field.";
+      } else {
+        status.textContent = `Not saved: ${e.message}`;
+      }
+    }
+  }
+
+  // ---- actions -------------------------------------------------------------
+
+  async function runNow() {
+    if (state.status && state.status.running) {
+      say("A test is already running.");
+      return;
+    }
+    try {
+      await api("POST", "/api/v1/run", {});
+      say("");
+      setText($("progress-phase"), "Starting the test…");
+      state.wasRunning = true;
+      state.lastErrorBefore = (state.status && state.status.last_error) || "";
+    } catch (e) {
+      const why = {
+        409: "A test is already running.",
+        403: e.message === "consent required" ? "Neubot needs your consent before it measures." : e.message,
+        429: "The monthly data cap is reached: raise it in Settings to run a test.",
+      }[e.status];
+      say(why || `Could not start a test: ${e.message}`, "error");
+    }
+    poll();
+  }
+
+  async function togglePause() {
+    const paused = !(state.status && state.status.paused);
+    try {
+      await api("PUT", "/api/v1/config", { paused });
+      say(paused ? "Paused: no scheduled tests until you resume." : "Resumed: tests run on schedule again.");
+    } catch (e) {
+      say(`Could not ${paused ? "pause" : "resume"}: ${e.message}`, "error");
+    }
+    poll();
+  }
+
+  async function sendConsent(canCollect) {
+    const body = { informed: true, can_collect: canCollect, can_publish: canCollect && $("can-publish").checked };
+    try {
+      await api("POST", "/api/v1/consent", body);
+    } catch (e) {
+      say(`Could not save your choice: ${e.message}`, "error");
+      return;
+    }
+    say("");
+    state.reconsidering = false;
+    await poll();
+    if (!$("app").hidden) focusHeading("status-title");
+    else if (!$("declined").hidden) focusHeading("declined-title");
+  }
+
+  function reconsider() {
+    state.reconsidering = true;
+    $("can-publish").checked = state.status?.consent?.decided ? !!state.status.consent.can_publish : true;
+    showScreen("consent");
+    focusHeading("consent-title");
+  }
+
+  // ---- start ---------------------------------------------------------------
+
+  function start() {
+    $("consent-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      sendConsent(true);
+    });
+    $("decline").addEventListener("click", () => sendConsent(false));
+    $("reconsider").addEventListener("click", reconsider);
+    $("privacy").addEventListener("click", reconsider);
+    $("run").addEventListener("click", runNow);
+    $("pause").addEventListener("click", togglePause);
+    $("settings-form").addEventListener("submit", saveSettings);
+    if (state.chartsAvailable) watchChartSizes();
+    else chartsUnavailable();
+    poll();
+  }
+
+  start();
+})();

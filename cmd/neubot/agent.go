@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/neubot/neubot/agent"
+	"github.com/neubot/neubot/internal/cli"
+	"github.com/neubot/neubot/internal/httpx"
+)
+
+func defaultStateDir() string {
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd's StateDirectory=
+		return d
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "neubot")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "neubot")
+	}
+	return "neubot-state"
+}
+
+// checkListen refuses a non-loopback address unless allowed explicitly: the
+// API controls the agent and shows the volunteer's results.
+func checkListen(addr string, allowRemote bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", addr, err)
+	}
+	ip := net.ParseIP(host)
+	if host == "localhost" || (ip != nil && ip.IsLoopback()) || allowRemote {
+		return nil
+	}
+	return fmt.Errorf("--listen %s is not a loopback address: the agent's API would be reachable from the network; pass --allow-remote to do it anyway", addr)
+}
+
+func cmdAgent(args []string) error {
+	fs := flag.NewFlagSet(prog+" agent", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:9774", "address of the local API and web UI (loopback only unless --allow-remote)")
+	allowRemote := fs.Bool("allow-remote", false, "allow a non-loopback --listen address")
+	stateDir := fs.String("state-dir", defaultStateDir(), "directory of the agent's configuration, results and upload spool")
+	collector := fs.String("collector", "http://127.0.0.1:9773", "collector base URL (rendezvous and uploads); empty: keep results local")
+	server := fs.String("server", "", "fixed test server URL (default: ask the collector's rendezvous)")
+	once := fs.Bool("once", false, "run one test now, upload it, and exit")
+	consent := fs.String("consent", "", "record the volunteer's choice without the web UI: accept, accept-private (collect, never publish) or decline")
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s agent [flags]\n\nRuns the background agent: tests at random times (mean 2 h, at least 15 min apart) once\nthe volunteer has consented, keeps results locally, uploads them, and serves the web UI.\n\nFlags (also read from NEUBOT_<FLAG>):\n", prog)
+		fs.PrintDefaults()
+	}
+	if err := cli.Parse(fs, "NEUBOT", args); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "%s agent: %v\n", prog, err)
+		}
+		return cli.ErrUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "%s agent: unexpected argument %q\n", prog, fs.Arg(0))
+		return cli.ErrUsage
+	}
+	if err := checkListen(*listen, *allowRemote); err != nil {
+		fmt.Fprintf(os.Stderr, "%s agent: %v\n", prog, err)
+		return cli.ErrUsage
+	}
+	log, err := cli.Logger(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Options{StateDir: *stateDir, CollectorURL: *collector, ServerURL: *server, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	switch *consent {
+	case "":
+	case "accept":
+		err = a.SetConsent(true, true, true)
+	case "accept-private":
+		err = a.SetConsent(true, true, false)
+	case "decline":
+		err = a.SetConsent(true, false, false)
+	default:
+		fmt.Fprintf(os.Stderr, "%s agent: --consent must be accept, accept-private or decline\n", prog)
+		return cli.ErrUsage
+	}
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if *once {
+		if err := a.RunOnce(ctx, 30*time.Second); err != nil {
+			if errors.Is(err, agent.ErrNoConsent) {
+				return fmt.Errorf("%w: open the web UI of a running agent, or pass --consent accept", err)
+			}
+			return err
+		}
+		st := a.Status(ctx)
+		fmt.Printf("test done; %d result(s) waiting for upload\n", st.PendingUploads)
+		return nil
+	}
+	srv, err := httpx.Listen(*listen, a.Handler(), log)
+	if err != nil {
+		return err
+	}
+	log.Info("agent running", "ui", srv.URL(), "state_dir", *stateDir, "collector", *collector, "agent_id", a.AgentID())
+	fmt.Fprintf(os.Stderr, "neubot agent: web UI at %s/\n", srv.URL())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	select {
+	case <-ctx.Done():
+	case err = <-srv.Done():
+		cancel()
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	_ = srv.Shutdown(sctx)
+	<-done
+	return err
+}
