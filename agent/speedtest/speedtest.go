@@ -634,7 +634,10 @@ func (r *run) uploadLoop(ctx context.Context, report func(t float64, bytes uint6
 			return &ProtocolError{Op: "upload", Status: resp.StatusCode, Msg: "bad answer: " + err.Error()}
 		}
 		report(ur.TS, uint64(ur.TotalBytes))
-		if time.Since(t0) < 250*time.Millisecond && size < spec.MaxUploadBody/2 {
+		// Upload requests grow until one lasts ~1 s: each request ends
+		// with a round trip in which its connection sends nothing, and
+		// the answers (the server's counters) need not be frequent.
+		if time.Since(t0) < time.Second && size < spec.MaxUploadBody/2 {
 			size *= 2
 		}
 	}

@@ -75,6 +75,10 @@
     } catch {
       data = null;
     }
+    if (resp.status === 403 && data && /CSRF/.test(data.error || "")) {
+      // The token changes at every start of the agent.
+      throw new APIError(403, { error: "The Neubot agent was restarted: reload this page to continue." });
+    }
     if (!resp.ok) throw new APIError(resp.status, data);
     return data;
   }
@@ -94,6 +98,14 @@
     box.append(p);
   }
 
+  // tell puts feedback on the volunteer's last action next to the buttons
+  // of the status card (a live region too).
+  function tell(text, kind = "info") {
+    const p = $("action-message");
+    p.textContent = text;
+    p.className = `action-message msg-${kind}`;
+  }
+
   function clearConnectionError() {
     const current = $("messages").firstElementChild;
     if (current && current.dataset.kind === "offline") say("");
@@ -104,15 +116,25 @@
   const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
   const shortDateTime = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
   const timeOnly = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  const dayMonth = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
   const monthName = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "long", timeZone: "UTC" });
   const dayName = new Intl.DateTimeFormat(undefined, { weekday: "short", month: "short", day: "numeric", timeZone: "UTC" });
 
-  const fixed1 = (v) => (typeof v === "number" && isFinite(v) ? v.toFixed(1) : "–");
+  // fixed1 shows one decimal; none from 1000 up (37925 Mbit/s on loopback),
+  // two significant digits below 1 (a latency of 0.031 ms must not read 0.0).
+  const fixed1 = (v) => {
+    if (typeof v !== "number" || !isFinite(v)) return "–";
+    if (Math.abs(v) >= 1000) return v.toFixed(0);
+    if (v !== 0 && Math.abs(v) < 1) return String(Number(v.toPrecision(2)));
+    return v.toFixed(1);
+  };
   const mb = (bytes) => (typeof bytes === "number" ? bytes / 1e6 : NaN);
 
   function fmtBytes(bytes) {
     if (typeof bytes !== "number" || !isFinite(bytes)) return "–";
-    if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(2)} GB`;
+    if (bytes === 0) return "0 MB";
+    if (bytes >= 1e12) return `${(bytes / 1e12).toFixed(bytes >= 1e13 ? 0 : 1)} TB`;
+    if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(bytes >= 1e10 ? 1 : 2)} GB`;
     return `${(bytes / 1e6).toFixed(bytes >= 1e8 ? 0 : 1)} MB`;
   }
 
@@ -161,7 +183,7 @@
       : "";
 
     if (!consent.decided || state.reconsidering) {
-      if (!prev || $("consent").hidden) $("can-publish").checked = consent.decided ? !!consent.can_publish : true;
+      if (!prev || $("consent").hidden) $("can-publish").checked = publishDefault(consent);
       showScreen("consent");
       return;
     }
@@ -318,7 +340,16 @@
       const t = new Date(r.start_time);
       const time = document.createElement("time");
       time.dateTime = r.start_time;
-      time.textContent = isNaN(t) ? r.start_time : shortDateTime.format(t);
+      if (isNaN(t)) {
+        time.textContent = r.start_time;
+      } else {
+        // Date and time: on a phone they go on two lines.
+        const d = document.createElement("span");
+        d.textContent = dayMonth.format(t);
+        const h = document.createElement("span");
+        h.textContent = timeOnly.format(t);
+        time.append(d, " ", h);
+      }
       when.append(time);
       tr.append(when);
       for (const v of [r.download_mbps, r.upload_mbps, r.rtt_ms, mb(r.bytes)]) {
@@ -378,7 +409,7 @@
       width: chartWidth(el),
       height: CHART_HEIGHT,
       scales: {
-        x: { time: true },
+        x: { time: true, range: timeRange },
         y: { range: (u, min, max) => [0, max > 0 ? max * 1.15 : 1] },
       },
       series: [
@@ -395,8 +426,22 @@
       ],
       axes: [{ ...axis }, { ...axis, label: unit, size: 56, labelSize: 18, labelFont: "12px system-ui, sans-serif" }],
       cursor: { drag: { x: false, y: false } },
+      legend: { live: false },
     };
     state.charts[key] = new window.uPlot(opts, data, el);
+  }
+
+  // timeRange pads the time axis so that the first and last points are not
+  // cut in half, and shows an hour either side of a single result (uPlot
+  // would make one point span years).
+  function timeRange(u, min, max) {
+    const xs = u.data[0];
+    if (!xs || xs.length === 0) return [min, max];
+    const lo = xs[0];
+    const hi = xs[xs.length - 1];
+    if (hi === lo) return [lo - 3600, hi + 3600];
+    const pad = Math.max((hi - lo) * 0.04, 30);
+    return [lo - pad, hi + pad];
   }
 
   function chartWidth(el) {
@@ -442,10 +487,8 @@
     }
     const days = (usage.days || []).filter((d) => d.bytes > 0).reverse();
     const months = (usage.months || []).slice().reverse();
-    const max = Math.max(1, ...days.map((d) => d.bytes), ...months.map((m) => m.bytes));
-    const cap = usage.monthly_cap_bytes || 0;
-    fillUsage($("months-body"), months, (m) => labelMonth(m.month), Math.max(max, cap), "No data used yet.");
-    fillUsage($("days-body"), days, (d) => labelDay(d.day), max, "No tests in the last 31 days.");
+    fillUsage($("months-body"), months, (m) => labelMonth(m.month), "No data used yet.");
+    fillUsage($("days-body"), days, (d) => labelDay(d.day), "No tests in the last 31 days.");
   }
 
   function labelMonth(ym) {
@@ -458,7 +501,9 @@
     return isNaN(t) ? day : dayName.format(t);
   }
 
-  function fillUsage(body, rows, label, max, emptyText) {
+  // fillUsage lists rows with a bar each, the longest bar for the most data.
+  function fillUsage(body, rows, label, emptyText) {
+    const max = Math.max(1, ...rows.map((r) => r.bytes));
     if (rows.length === 0) {
       const tr = document.createElement("tr");
       const td = document.createElement("td");
@@ -566,12 +611,12 @@
 
   async function runNow() {
     if (state.status && state.status.running) {
-      say("A test is already running.");
+      tell("A test is already running.");
       return;
     }
     try {
       await api("POST", "/api/v1/run", {});
-      say("");
+      tell("");
       setText($("progress-phase"), "Starting the test…");
       state.wasRunning = true;
       state.lastErrorBefore = (state.status && state.status.last_error) || "";
@@ -581,7 +626,7 @@
         403: e.message === "consent required" ? "Neubot needs your consent before it measures." : e.message,
         429: "The monthly data cap is reached: raise it in Settings to run a test.",
       }[e.status];
-      say(why || `Could not start a test: ${e.message}`, "error");
+      tell(why || `Could not start a test: ${e.message}`, "error");
     }
     poll();
   }
@@ -590,9 +635,9 @@
     const paused = !(state.status && state.status.paused);
     try {
       await api("PUT", "/api/v1/config", { paused });
-      say(paused ? "Paused: no scheduled tests until you resume." : "Resumed: tests run on schedule again.");
+      tell(paused ? "Paused: no scheduled tests until you resume." : "Resumed: tests run on schedule again.");
     } catch (e) {
-      say(`Could not ${paused ? "pause" : "resume"}: ${e.message}`, "error");
+      tell(`Could not ${paused ? "pause" : "resume"}: ${e.message}`, "error");
     }
     poll();
   }
@@ -612,9 +657,15 @@
     else if (!$("declined").hidden) focusHeading("declined-title");
   }
 
+  // publishDefault is the state of "Allow publishing" on the consent screen:
+  // the volunteer's choice if they accepted before, else checked.
+  function publishDefault(consent) {
+    return consent.decided && consent.can_collect ? !!consent.can_publish : true;
+  }
+
   function reconsider() {
     state.reconsidering = true;
-    $("can-publish").checked = state.status?.consent?.decided ? !!state.status.consent.can_publish : true;
+    $("can-publish").checked = publishDefault(state.status?.consent || {});
     showScreen("consent");
     focusHeading("consent-title");
   }

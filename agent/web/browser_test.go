@@ -1,0 +1,452 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/neubot/neubot/agent"
+	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/testserver/service"
+)
+
+// chromiumPath is Debian's chromium, which scripts/setup installs. A
+// missing browser fails the test: it never passes silently.
+const chromiumPath = "/usr/bin/chromium"
+
+// phases are the test phases of agent/API.md.
+var phases = []string{"rendezvous", "negotiate", "latency", "download", "upload", "collect", "store"}
+
+// TestBrowser drives the UI in a real headless Chromium against a real
+// agent and a real test server, both in-process on loopback: the consent
+// screen, Accept, "Run a test now", live progress, the result in the table
+// and the charts, the settings form's field errors, pause and resume, and
+// declining. It saves full-page screenshots (desktop and a 375 px phone) to
+// $NEUBOT_ARTEFACTS, or test-artefacts/ at the repository's root.
+func TestBrowser(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("Chromium is needed for the UI test and is not installed (%v): run scripts/setup", err)
+	}
+	artefacts := artefactDir(t)
+	base := startAgent(t, startTestServer(t))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chromiumPath),
+		chromedp.NoSandbox, // we run as root
+		chromedp.Headless,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("password-store", "basic"),
+		chromedp.Flag("lang", "en-US"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	defer cancelBrowser()
+
+	// Anything the page logs as an error (a script exception, a resource
+	// that failed, a Content-Security-Policy violation) fails the test.
+	var mu sync.Mutex
+	var problems []string
+	chromedp.ListenTarget(bctx, func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			problems = append(problems, "exception: "+ev.ExceptionDetails.Error())
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.APITypeError || ev.Type == runtime.APITypeWarning {
+				var args []string
+				for _, a := range ev.Args {
+					args = append(args, string(a.Value)+a.Description)
+				}
+				problems = append(problems, fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(args, " ")))
+			}
+		case *cdplog.EventEntryAdded:
+			if ev.Entry.Source == cdplog.SourceNetwork && strings.HasSuffix(ev.Entry.URL, "/api/v1/config") && strings.Contains(ev.Entry.Text, "400") {
+				return // the bad interval sent on purpose below
+			}
+			if ev.Entry.Level == cdplog.LevelError || ev.Entry.Level == cdplog.LevelWarning {
+				problems = append(problems, fmt.Sprintf("%s %s: %s %s", ev.Entry.Source, ev.Entry.Level, ev.Entry.Text, ev.Entry.URL))
+			}
+		}
+	})
+	step := func(what string, actions ...chromedp.Action) {
+		t.Helper()
+		if err := chromedp.Run(bctx, actions...); err != nil {
+			if errors.Is(err, chromedp.ErrPollingTimeout) {
+				err = fmt.Errorf("timed out: %w", err)
+			}
+			var text string
+			_ = chromedp.Run(bctx, chromedp.Text("body", &text, chromedp.ByQuery))
+			t.Fatalf("%s: %v\npage text:\n%s", what, err, text)
+		}
+	}
+	visible := func(id string) bool {
+		t.Helper()
+		var v bool
+		step("is #"+id+" visible", chromedp.Evaluate(fmt.Sprintf(`(() => { const e = document.getElementById(%q); return !!e && e.offsetParent !== null })()`, id), &v))
+		return v
+	}
+	poll := func(expr string, res any) chromedp.Action {
+		return chromedp.Poll(expr, res, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(40*time.Second))
+	}
+	shot := func(name string) {
+		t.Helper()
+		var png []byte
+		step("screenshot "+name, chromedp.FullScreenshot(&png, 100))
+		path := filepath.Join(artefacts, name)
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", path)
+	}
+
+	// 1. First start: the consent screen and nothing else.
+	var consentText string
+	var publish bool
+	step("open the UI", chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible("#consent", chromedp.ByQuery),
+		chromedp.Text("#consent", &consentText, chromedp.ByQuery),
+		chromedp.Evaluate(`document.getElementById("can-publish").checked`, &publish))
+	for _, want := range []string{"Allow publishing my results as open data", "never published", "open data"} {
+		if !strings.Contains(consentText, want) {
+			t.Errorf("the consent screen does not say %q", want)
+		}
+	}
+	if !publish {
+		t.Error(`"Allow publishing" is not checked by default`)
+	}
+	if visible("app") || visible("run") {
+		t.Error("the app is shown before the volunteer decided")
+	}
+	shot("agent-ui-consent.png")
+	step("phone width", chromedp.EmulateViewport(375, 800, chromedp.EmulateMobile))
+	shot("agent-ui-consent-phone.png")
+	step("desktop width", chromedp.EmulateViewport(1280, 900))
+
+	// 2. Accept, then run a test now: progress with a phase name.
+	var phase string
+	step("accept", chromedp.Click("#accept", chromedp.ByQuery),
+		chromedp.WaitVisible("#run", chromedp.ByQuery))
+	if st := status(t, base); !st.Consent.Decided || !st.Consent.CanCollect || !st.Consent.CanPublish {
+		t.Fatalf("after Accept the agent has consent %+v", st.Consent)
+	}
+	step("run a test now and see its progress", chromedp.Click("#run", chromedp.ByQuery),
+		poll(`document.getElementById("progress-phase").dataset.phase || false`, &phase))
+	if !contains(phases, phase) {
+		t.Errorf("progress shows phase %q, not one of %v", phase, phases)
+	}
+	var mbps string
+	step("progress reaches a transfer phase", poll(
+		`["download", "upload"].includes(document.getElementById("progress-phase").dataset.phase) &&
+		 document.getElementById("progress-mbps").textContent !== "–" &&
+		 document.getElementById("progress-mbps").textContent`, &mbps))
+	if v, err := strconv.ParseFloat(mbps, 64); err != nil || v <= 0 {
+		t.Errorf("live speed reads %q", mbps)
+	}
+	shot("agent-ui-progress.png")
+
+	// 3. The result appears in the table, with the agent's numbers.
+	var row []string
+	step("the result appears in the history table", poll(
+		`(() => { const tr = document.querySelector("#results-body tr");
+		   return tr ? Array.from(tr.cells, (c) => c.textContent.trim()) : false })()`, &row))
+	rs := results(t, base)
+	if len(rs) != 1 || len(row) != 6 {
+		t.Fatalf("the agent has %d results; the table row is %q", len(rs), row)
+	}
+	for i, want := range []float64{rs[0].DownloadMbps, rs[0].UploadMbps, rs[0].RTTms, float64(rs[0].Bytes) / 1e6} {
+		got, err := strconv.ParseFloat(row[i+1], 64)
+		tolerance := 0.051 // one decimal
+		if want >= 1000 {
+			tolerance = 0.51 // no decimals
+		}
+		if err != nil || math.Abs(got-want) > tolerance {
+			t.Errorf("table column %d reads %q, the agent says %.3f", i+1, row[i+1], want)
+		}
+	}
+	if rs[0].DownloadMbps <= 0 || rs[0].UploadMbps <= 0 {
+		t.Errorf("the result has no speeds: %+v", rs[0])
+	}
+
+	// 4. The charts are drawn: canvases of non-zero size with painted pixels.
+	var missing bool
+	step("look for the chart library", chromedp.Evaluate(`!!document.getElementById("charts-missing")`, &missing))
+	if missing {
+		t.Fatal("the page says: chart library not installed: run scripts/setup")
+	}
+	for _, id := range []string{"chart-speed", "chart-latency"} {
+		var c struct{ W, H, CSSWidth, Painted float64 }
+		step("chart "+id+" is drawn", poll(fmt.Sprintf(`(() => {
+			const c = document.querySelector("#%s canvas");
+			if (!c || !c.width || !c.height) return false;
+			const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+			let n = 0;
+			for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+			return n > 0 && {W: c.width, H: c.height, CSSWidth: c.getBoundingClientRect().width, Painted: n};
+		})()`, id), &c))
+		if c.W < 200 || c.H < 100 || c.CSSWidth < 200 {
+			t.Errorf("chart %s is %vx%v px (%v CSS px wide)", id, c.W, c.H, c.CSSWidth)
+		}
+	}
+	var finished string
+	step("the end of the test is announced", poll(
+		`(() => { const t = document.getElementById("progress-phase").textContent; return t.startsWith("Test finished") && t })()`, &finished))
+	// A second test, so that the charts draw lines, not single points.
+	var rows int
+	step("a second test", chromedp.Click("#run", chromedp.ByQuery),
+		poll(`document.querySelectorAll("#results-body tr").length === 2 && 2`, &rows),
+		poll(`document.getElementById("progress-phase").textContent.startsWith("Test finished") && 2`, &rows))
+	var usageRows int
+	step("data used is listed", poll(`document.querySelectorAll("#days-body .bar-fill").length || false`, &usageRows))
+
+	// 5. Settings: a 400 shows the field's error; a valid value saves.
+	var fieldErr, saved string
+	step("a bad interval shows the agent's field error",
+		chromedp.SetValue("#interval", "5", chromedp.ByQuery),
+		chromedp.Click("#save", chromedp.ByQuery),
+		poll(`document.getElementById("interval").getAttribute("aria-invalid") === "true" &&
+		      document.getElementById("interval-error").textContent`, &fieldErr))
+	if !strings.Contains(fieldErr, "15") || !strings.Contains(fieldErr, "10080") {
+		t.Errorf("the interval error reads %q", fieldErr)
+	}
+	step("valid settings are saved",
+		chromedp.SetValue("#interval", "240", chromedp.ByQuery),
+		chromedp.SetValue("#cap", "1000000", chromedp.ByQuery),
+		chromedp.Click("#save", chromedp.ByQuery),
+		poll(`document.getElementById("settings-status").textContent === "Settings saved." && "ok"`, &saved))
+	if cfg := config(t, base); cfg.MeanIntervalMinutes != 240 || cfg.MonthlyCapMB != 1000000 {
+		t.Errorf("after saving, the agent's config is %+v", cfg)
+	}
+
+	// 6. Pause and resume.
+	var label string
+	step("pause", chromedp.Click("#pause", chromedp.ByQuery),
+		poll(`document.getElementById("pause").textContent === "Resume" && "Resume"`, &label))
+	if !status(t, base).Paused {
+		t.Error("Pause did not pause the agent")
+	}
+	step("resume", chromedp.Click("#pause", chromedp.ByQuery),
+		poll(`document.getElementById("pause").textContent === "Pause" && "Pause"`, &label))
+	if status(t, base).Paused {
+		t.Error("Resume did not resume the agent")
+	}
+
+	// 7. Screenshots: desktop, then a 375 px phone (no sideways scrolling).
+	step("scroll to top", chromedp.Evaluate(`window.scrollTo(0, 0)`, nil))
+	shot("agent-ui.png")
+	var narrow bool
+	step("phone width", chromedp.EmulateViewport(375, 800, chromedp.EmulateMobile),
+		poll(`document.querySelector("#chart-speed canvas").getBoundingClientRect().width <= 375 && true`, &narrow))
+	var overflow []string
+	step("nothing wider than the phone", chromedp.Evaluate(`Array.from(document.querySelectorAll("body *"))
+		.filter((e) => e.offsetParent !== null && !e.closest(".table-scroll") && e.getBoundingClientRect().right > window.innerWidth + 1)
+		.map((e) => e.tagName + "#" + e.id + "." + e.className)`, &overflow))
+	if len(overflow) > 0 {
+		t.Errorf("at 375 px these stick out of the screen: %v", overflow)
+	}
+	shot("agent-ui-phone.png")
+	step("desktop width", chromedp.EmulateViewport(1280, 900))
+
+	// 8. Declining stops measuring; reconsidering brings the consent back.
+	step("change privacy choices, decline",
+		chromedp.Click("#privacy", chromedp.ByQuery),
+		chromedp.WaitVisible("#consent", chromedp.ByQuery),
+		chromedp.Click("#decline", chromedp.ByQuery),
+		chromedp.WaitVisible("#declined", chromedp.ByQuery))
+	if st := status(t, base); st.Consent.CanCollect || st.NextTest != nil {
+		t.Errorf("after Decline the agent has consent %+v and next test %v", st.Consent, st.NextTest)
+	}
+	if visible("app") {
+		t.Error("the app is shown after Decline")
+	}
+	step("reconsider, accept without publishing",
+		chromedp.Click("#reconsider", chromedp.ByQuery),
+		chromedp.WaitVisible("#consent", chromedp.ByQuery),
+		chromedp.Click("#can-publish", chromedp.ByQuery),
+		chromedp.Click("#accept", chromedp.ByQuery),
+		chromedp.WaitVisible("#run", chromedp.ByQuery))
+	if st := status(t, base); !st.Consent.CanCollect || st.Consent.CanPublish {
+		t.Errorf("after accepting without publishing the agent has consent %+v", st.Consent)
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range problems {
+		t.Errorf("the page reported: %s", p)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// artefactDir is $NEUBOT_ARTEFACTS, or test-artefacts/ at the repository's
+// root (next to go.mod).
+func artefactDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("NEUBOT_ARTEFACTS")
+	if dir == "" {
+		root, err := filepath.Abs(".")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+				break
+			}
+			parent := filepath.Dir(root)
+			if parent == root {
+				t.Fatal("no go.mod above the test's directory")
+			}
+			root = parent
+		}
+		dir = filepath.Join(root, "test-artefacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// startTestServer runs a real test server in-process on loopback.
+func startTestServer(t *testing.T) string {
+	t.Helper()
+	svc, err := service.New(service.Config{ID: "ts-ui-test", Version: "test", SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := httpx.Listen("127.0.0.1:0", svc.Handler(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		srv.Shutdown(context.Background())
+		cancel()
+		<-done
+		svc.Close()
+	})
+	return srv.URL()
+}
+
+// startAgent runs a real agent (its default speedtest methodology) against
+// the test server, serving its API and UI on loopback; it returns the UI's
+// base URL.
+func startAgent(t *testing.T, serverURL string) string {
+	t.Helper()
+	a, err := agent.New(agent.Options{StateDir: t.TempDir(), ServerURL: serverURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := httpx.Listen("127.0.0.1:0", a.Handler(), nil)
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		srv.Shutdown(context.Background())
+		cancel()
+		<-done
+		if err := a.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return srv.URL()
+}
+
+type statusDoc struct {
+	Consent struct {
+		Decided    bool `json:"decided"`
+		CanCollect bool `json:"can_collect"`
+		CanPublish bool `json:"can_publish"`
+	} `json:"consent"`
+	Paused   bool       `json:"paused"`
+	NextTest *time.Time `json:"next_test"`
+}
+
+type resultDoc struct {
+	DownloadMbps float64 `json:"download_mbps"`
+	UploadMbps   float64 `json:"upload_mbps"`
+	RTTms        float64 `json:"rtt_ms"`
+	Bytes        int64   `json:"bytes"`
+}
+
+type configDoc struct {
+	MeanIntervalMinutes int   `json:"mean_interval_minutes"`
+	MonthlyCapMB        int64 `json:"monthly_cap_mb"`
+}
+
+// getJSON reads the agent's API directly, to check what the UI did.
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+func status(t *testing.T, base string) statusDoc {
+	t.Helper()
+	var st statusDoc
+	getJSON(t, base+"/api/v1/status", &st)
+	return st
+}
+
+func results(t *testing.T, base string) []resultDoc {
+	t.Helper()
+	var rs struct {
+		Results []resultDoc `json:"results"`
+	}
+	getJSON(t, base+"/api/v1/results", &rs)
+	return rs.Results
+}
+
+func config(t *testing.T, base string) configDoc {
+	t.Helper()
+	var c configDoc
+	getJSON(t, base+"/api/v1/config", &c)
+	return c
+}
