@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -66,7 +67,10 @@ func TestUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "up", "--data", t.TempDir(), "--collector", fmt.Sprintf("127.0.0.1:%d", port))
+	tsPort, _ := localch.FreePort()
+	agPort, _ := localch.FreePort()
+	cmd := exec.Command(bin, "up", "--data", t.TempDir(), "--collector", fmt.Sprintf("127.0.0.1:%d", port),
+		"--testserver", fmt.Sprintf("127.0.0.1:%d", tsPort), "--agent", fmt.Sprintf("127.0.0.1:%d", agPort))
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -75,8 +79,14 @@ func TestUp(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	sc := bufio.NewScanner(stdout)
-	var chURL, colURL string
+	var chURL, colURL, tsURL, agURL string
 	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "testserver" {
+			tsURL = f[1]
+		}
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "agent" {
+			agURL = f[1]
+		}
 		f := strings.Fields(sc.Text())
 		if len(f) >= 2 && f[0] == "clickhouse" {
 			chURL = f[1]
@@ -90,6 +100,9 @@ func TestUp(t *testing.T) {
 	}
 	if !strings.HasPrefix(chURL, "clickhouse://127.0.0.1:") || colURL != fmt.Sprintf("http://127.0.0.1:%d", port) {
 		t.Fatalf("up printed clickhouse %q collector %q; stderr:\n%s", chURL, colURL, stderr.String())
+	}
+	if tsURL != fmt.Sprintf("http://127.0.0.1:%d", tsPort) || agURL != fmt.Sprintf("http://127.0.0.1:%d/", agPort) {
+		t.Fatalf("up printed testserver %q agent %q", tsURL, agURL)
 	}
 	go io.Copy(io.Discard, stdout)
 	body, err := os.ReadFile("../../collector/testdata/mixed.ndjson")
@@ -122,6 +135,49 @@ func TestUp(t *testing.T) {
 			t.Fatalf("%d annotated rows after 30 s, want 3", n)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The whole chain of up: the agent (after consent in its API) finds
+	// the test server through the rendezvous, tests, and the server's
+	// merged record and the agent's copy reach ClickHouse as one row.
+	page, err := http.Get(agURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	html, _ := io.ReadAll(io.LimitReader(page.Body, 1<<20))
+	page.Body.Close()
+	m := regexp.MustCompile(`name="neubot-csrf" content="([0-9a-f]+)"`).FindSubmatch(html)
+	if m == nil {
+		t.Fatalf("no CSRF token in the agent's page")
+	}
+	for _, call := range []struct{ path, body string }{
+		{"api/v1/consent", `{"informed":true,"can_collect":true,"can_publish":true}`},
+		{"api/v1/run", `{}`},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, agURL+call.path, strings.NewReader(call.body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Neubot-CSRF", string(m[1]))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("POST %s: %d", call.path, resp.StatusCode)
+		}
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		var n, authority uint64
+		if err := conn.QueryRow(context.Background(), "SELECT count(), sum(authority) FROM speedtest FINAL WHERE server_id = 'local'").Scan(&n, &authority); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 && authority == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent's test is not in ClickHouse after 60 s (%d rows)", n)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	cmd.Process.Signal(os.Interrupt)
 	done := make(chan error, 1)

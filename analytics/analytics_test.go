@@ -1,0 +1,152 @@
+package analytics_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/neubot/neubot/analytics"
+	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/schemas/schemastest"
+)
+
+func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
+
+// insert loads records as the collector's loader does (same Row).
+func insert(t *testing.T, conn driver.Conn, recs []*schemas.Record, asn uint32) {
+	t.Helper()
+	test, _ := schemas.Lookup(schemas.SpeedtestName)
+	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO speedtest ("+strings.Join(test.TableColumns(), ", ")+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer batch.Close()
+	for _, r := range recs {
+		row := r.Row(schemas.Annotation{ASN: asn, Org: fmt.Sprintf("ISP %d", asn), Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: time.Now()}, nil)
+		if err := batch.Append(row...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func snapshot(t *testing.T, conn driver.Conn, table string) string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), "SELECT * FROM "+table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var lines []string
+	cols := rows.ColumnTypes()
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		for i, c := range cols {
+			vals[i] = newOf(c.ScanType())
+		}
+		if err := rows.Scan(vals...); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, fmt.Sprint(deref(vals)))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// TestIdempotent: running the same day twice leaves identical tables, and
+// the scheduler finds nothing pending afterwards.
+func TestIdempotent(t *testing.T) {
+	opts, conn := localchtest.NewDatabase(t)
+	_ = opts
+	rng := rand.New(rand.NewPCG(1, 1))
+	day := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	var recs []*schemas.Record
+	for i := 0; i < 500; i++ {
+		recs = append(recs, schemastest.Speedtest(rng, day.Add(time.Duration(rng.IntN(86400))*time.Second), "192.0.2.1", []float64{1, 2, 7, 20, 100}[i%5]))
+	}
+	insert(t, conn, recs, 3269)
+	job := &analytics.Job{Conn: conn}
+	ctx := context.Background()
+	pending, err := job.Pending(ctx)
+	if err != nil || len(pending) != 1 || pending[0] != "2026-11-20" {
+		t.Fatalf("pending %v %v", pending, err)
+	}
+	if n, err := job.RunPending(ctx); err != nil || n != 1 {
+		t.Fatalf("RunPending: %d %v", n, err)
+	}
+	first := snapshot(t, conn, "analytics_distributions") + snapshot(t, conn, "analytics_hourly")
+	if err := job.RunDay(ctx, "2026-11-20"); err != nil {
+		t.Fatal(err)
+	}
+	second := snapshot(t, conn, "analytics_distributions") + snapshot(t, conn, "analytics_hourly")
+	if first != second {
+		t.Fatal("running the same day twice changed the tables")
+	}
+	if len(first) < 1000 {
+		t.Fatalf("suspiciously small tables: %q", first)
+	}
+	if p, _ := job.Pending(ctx); len(p) != 0 {
+		t.Fatalf("still pending after the run: %v", p)
+	}
+	// New data for the day makes it pending again.
+	insert(t, conn, recs[:1], 3269)
+	if p, _ := job.Pending(ctx); len(p) != 1 {
+		t.Fatalf("new rows did not make the day pending: %v", p)
+	}
+}
+
+// TestModesAndQuantiles: on a known mix the histogram peaks where the plans
+// are, and the median equals the exact median of the data.
+func TestModesAndQuantiles(t *testing.T) {
+	_, conn := localchtest.NewDatabase(t)
+	rng := rand.New(rand.NewPCG(2, 2))
+	day := time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC)
+	plans := []float64{1, 2, 7, 20, 100}
+	var recs []*schemas.Record
+	var downs []float64
+	for i := 0; i < 1000; i++ {
+		r := schemastest.Speedtest(rng, day.Add(time.Duration(rng.IntN(86400))*time.Second), "192.0.2.1", plans[i%5])
+		recs = append(recs, r)
+		downs = append(downs, r.TestKeys.(*schemas.Speedtest).Download.GoodputMbps)
+	}
+	insert(t, conn, recs, 3269)
+	job := &analytics.Job{Conn: conn}
+	if err := job.RunDay(context.Background(), "2026-11-21"); err != nil {
+		t.Fatal(err)
+	}
+	var modes []float64
+	var p50 float64
+	var tests, total uint64
+	err := conn.QueryRow(context.Background(), `SELECT modes, p50, tests, tests_total FROM analytics_distributions
+		WHERE scope = 'asn' AND key = '3269' AND goodset = 'all' AND metric = 'download_mbps'`).Scan(&modes, &p50, &tests, &total)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(modes) != len(plans) {
+		t.Fatalf("modes %v, want one near each of %v", modes, plans)
+	}
+	for i, p := range plans {
+		if modes[i] < p/1.26 || modes[i] > p*1.26 {
+			t.Errorf("mode %v is not within one bucket of plan %v", modes[i], p)
+		}
+	}
+	if want := schemas.Median(downs); p50 != want || tests != 1000 || total != 1000 {
+		t.Fatalf("p50 %v tests %d/%d; want %v and 1000", p50, tests, total, want)
+	}
+	// The paper's goodset keeps download < 20 and RTT < 100: plans 1, 2, 7.
+	err = conn.QueryRow(context.Background(), `SELECT tests, tests_total FROM analytics_distributions
+		WHERE scope = 'asn' AND key = '3269' AND goodset = 'paper2011' AND metric = 'download_mbps'`).Scan(&tests, &total)
+	if err != nil || tests != 600 || total != 1000 {
+		t.Fatalf("paper2011 goodset: %d of %d (%v); want 600 of 1000", tests, total, err)
+	}
+}

@@ -1,0 +1,241 @@
+package simulate
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/neubot/neubot/schemas"
+)
+
+// IngestPath is the collector's endpoint for records.
+const IngestPath = "/api/v1/measurements"
+
+// Submission limits.
+const (
+	DefaultBatch = 1000
+	// MaxBatch is the collector's limit of lines per body.
+	MaxBatch = 100_000
+	// senders is how many bodies are posted at once: the collector fsyncs
+	// each body before answering, so a few in flight keep it busy.
+	senders = 4
+	// attempts is how many times a body is posted before giving up; the
+	// waits between them double from 250 ms to at most 15 s (about a
+	// minute in all) or follow the collector's Retry-After.
+	attempts    = 9
+	firstWait   = 250 * time.Millisecond
+	maxWait     = 15 * time.Second
+	httpTimeout = 2 * time.Minute
+)
+
+// RefusedError reports records that the collector refused (400): the other
+// records of their body were accepted. Record is the 1-based position, in
+// the order of Records, of the first refused one.
+type RefusedError struct {
+	Refused        int // in the body
+	Record         int
+	MeasurementUID string
+	Field, Reason  string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("simulate: the collector refused %d records; the first is record %d (measurement_uid %s): %s: %s",
+		e.Refused, e.Record, e.MeasurementUID, e.Field, e.Reason)
+}
+
+// ingestAnswer is the part of the collector's answer that Submit reads.
+type ingestAnswer struct {
+	Accepted      int `json:"accepted"`
+	RejectedCount int `json:"rejected_count"`
+	Rejected      []struct {
+		Line   int    `json:"line"`
+		Field  string `json:"field"`
+		Reason string `json:"reason"`
+	} `json:"rejected"`
+	Error string `json:"error"`
+}
+
+// body is one gzip'ed NDJSON body of records first+1 .. first+len(uids).
+type body struct {
+	data  []byte
+	first int
+	uids  []string
+}
+
+// Submit posts every record of the fleet to the collector at collectorURL
+// (its base URL) as gzip'ed NDJSON bodies of batch records (DefaultBatch
+// when batch <= 0, at most MaxBatch), a few bodies at a time. A body that
+// meets a connection error or a 503 is posted again with backoff (records
+// are idempotent by measurement_uid). progress, if not nil, is called in
+// Submit's goroutine after each acknowledged body with the records
+// acknowledged so far and the total. Submit returns the number of records
+// the collector acknowledged, and the first error: a [*RefusedError] for a
+// 400, which names the first refused record.
+func (f *Fleet) Submit(ctx context.Context, collectorURL string, batch int, progress func(done, total int)) (int, error) {
+	if batch <= 0 {
+		batch = DefaultBatch
+	}
+	batch = min(batch, MaxBatch)
+	total := f.Count()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	client := &http.Client{Timeout: httpTimeout}
+	url := collectorURL + IngestPath
+
+	bodies := make(chan body, senders)
+	type result struct {
+		acked int
+		err   error
+	}
+	results := make(chan result, senders)
+	var errMake error
+	go func() { // make the bodies
+		defer close(bodies)
+		errMake = f.bodies(ctx, batch, bodies)
+	}()
+	var wg sync.WaitGroup
+	for range senders {
+		wg.Go(func() {
+			for b := range bodies {
+				n, err := post(ctx, client, url, b)
+				results <- result{n, err}
+				if err != nil {
+					cancel()
+				}
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		close(results)
+	}()
+	acked := 0
+	var firstErr error
+	for r := range results {
+		acked += r.acked
+		if r.err != nil && firstErr == nil {
+			firstErr = r.err
+		}
+		if r.err == nil && progress != nil {
+			progress(acked, total)
+		}
+	}
+	if firstErr == nil && errMake != nil { // read after close(results): the maker has ended
+		firstErr = errMake
+	}
+	if firstErr == nil && acked != total {
+		firstErr = fmt.Errorf("simulate: %d of %d records acknowledged", acked, total)
+	}
+	return acked, firstErr
+}
+
+// bodies encodes the records into bodies of batch records.
+func (f *Fleet) bodies(ctx context.Context, batch int, out chan<- body) error {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	enc := json.NewEncoder(zw) // one line per record: Encode ends each with \n
+	enc.SetEscapeHTML(false)
+	cur := body{}
+	n := 0
+	flush := func() error {
+		if err := zw.Close(); err != nil {
+			return err
+		}
+		cur.data = bytes.Clone(buf.Bytes())
+		select {
+		case out <- cur:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		buf.Reset()
+		zw.Reset(&buf)
+		cur = body{first: n}
+		return nil
+	}
+	err := f.Records(func(r *schemas.Record) error {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+		n++
+		cur.uids = append(cur.uids, r.MeasurementUID)
+		if len(cur.uids) == batch {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil && len(cur.uids) > 0 {
+		err = flush()
+	}
+	return err
+}
+
+// post posts one body, again after connection errors and 503s, and returns
+// the number of its records acknowledged.
+func post(ctx context.Context, client *http.Client, url string, b body) (int, error) {
+	wait := firstWait
+	var last error
+	for attempt := 1; attempt <= attempts; attempt++ {
+		if attempt > 1 {
+			select {
+			case <-ctx.Done():
+				return 0, errors.Join(ctx.Err(), last)
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, maxWait)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b.data))
+		if err != nil {
+			return 0, fmt.Errorf("simulate: %w", err)
+		}
+		req.Header.Set("Content-Type", "application/x-ndjson")
+		req.Header.Set("Content-Encoding", "gzip")
+		resp, err := client.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			last = fmt.Errorf("simulate: posting records %d..%d: %w", b.first+1, b.first+len(b.uids), err)
+			continue
+		}
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		var ans ingestAnswer
+		_ = json.Unmarshal(raw, &ans)
+		switch resp.StatusCode {
+		case http.StatusAccepted:
+			if ans.Accepted != len(b.uids) {
+				return ans.Accepted, fmt.Errorf("simulate: the collector accepted %d of %d records %d..%d",
+					ans.Accepted, len(b.uids), b.first+1, b.first+len(b.uids))
+			}
+			return ans.Accepted, nil
+		case http.StatusBadRequest:
+			e := &RefusedError{Refused: ans.RejectedCount, Reason: ans.Error}
+			if len(ans.Rejected) > 0 {
+				first := ans.Rejected[0]
+				e.Field, e.Reason = first.Field, first.Reason
+				if first.Line >= 1 && first.Line <= len(b.uids) {
+					e.Record, e.MeasurementUID = b.first+first.Line, b.uids[first.Line-1]
+				}
+			}
+			return ans.Accepted, e
+		case http.StatusServiceUnavailable:
+			last = fmt.Errorf("simulate: the collector answered %s for records %d..%d: %s",
+				resp.Status, b.first+1, b.first+len(b.uids), ans.Error)
+			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+				wait = min(time.Duration(s)*time.Second, maxWait)
+			}
+			continue
+		}
+		return 0, fmt.Errorf("simulate: the collector answered %s for records %d..%d: %s",
+			resp.Status, b.first+1, b.first+len(b.uids), bytes.TrimSpace(raw))
+	}
+	return 0, fmt.Errorf("%w (gave up after %d attempts)", last, attempts)
+}
