@@ -293,6 +293,17 @@ func (j *Job) logRun(ctx context.Context, day string, s SourceState, took time.D
 	return batch.Send()
 }
 
+// RunScope inserts the distributions of one goodset and scope for a day,
+// without dropping what is there: one step of RunDay, for benchmarks.
+func (j *Job) RunScope(ctx context.Context, day string, g Goodset, scope string) error {
+	for _, sc := range scopes {
+		if sc.name == scope {
+			return j.Conn.Exec(ctx, distributionsSQL(g, sc.name, sc.key, day))
+		}
+	}
+	return fmt.Errorf("analytics: unknown scope %q", scope)
+}
+
 // RunRange recomputes every day from..to (inclusive) that has data,
 // reporting progress after each day.
 func (j *Job) RunRange(ctx context.Context, from, to time.Time, progress func(done, total int, day string)) error {

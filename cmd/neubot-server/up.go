@@ -32,6 +32,7 @@ func cmdUp(args []string) error {
 	testserverAddr := fs.String("testserver", "127.0.0.1:9775", "address of the test server")
 	capacity := fs.Int("capacity", 2, "tests the test server allows at once")
 	agentAddr := fs.String("agent", "127.0.0.1:9774", "address of the local agent's web UI (loopback)")
+	analyticsSpec := fs.String("analytics-schedule", "* * * * *", "cron spec of the analytics runs (days whose data changed)")
 	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
 	lf := addLogFlags(fs, "text")
 	if err := parse(fs, args); err != nil {
@@ -98,16 +99,29 @@ func cmdUp(args []string) error {
 		return err
 	}
 	agCtx, agCancel := context.WithCancel(context.Background())
+	defer agCancel()
 	agDone := make(chan struct{})
 	go func() { ag.Run(agCtx); close(agDone) }()
+
+	anConn, err := ch.Connect(context.Background())
+	if err != nil {
+		return err
+	}
+	defer anConn.Close()
+	an, err := startAnalytics(anConn, *analyticsSpec, log)
+	if err != nil {
+		return err
+	}
+	defer an.close()
 
 	fmt.Printf(`neubot-server up: running (data in %s)
   clickhouse  %s   database %s
   collector   %s   POST /api/v1/measurements, POST /api/v1/rendezvous, GET /metrics
   testserver  %s   speedtest; try: neubot run speedtest --server %s
   agent       %s/   web UI of a local agent (consent first)
+  analytics   scheduler "%s": distributions of the days whose data changed
 Press Ctrl-C to stop.
-`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL(), agSrv.URL())
+`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL(), agSrv.URL(), *analyticsSpec)
 
 	select {
 	case <-ctx.Done():
@@ -118,6 +132,7 @@ Press Ctrl-C to stop.
 		err = fmt.Errorf("clickhouse-server exited; see %s", filepath.Join(*data, "clickhouse", "log"))
 	}
 	fmt.Println("neubot-server up: stopping")
+	an.close()
 	actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = agSrv.Shutdown(actx)
 	acancel()

@@ -313,6 +313,7 @@ var usersTmpl = template.Must(template.New("users").Parse(`<?xml version="1.0"?>
   <profiles>
     <default>
       <max_memory_usage>{{.MaxMemoryBytes}}</max_memory_usage>
+      <log_queries>1</log_queries>
       <load_balancing>random</load_balancing>
     </default>
   </profiles>

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/robfig/cron/v3"
+
+	"github.com/neubot/neubot/analytics"
+	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/cli"
+)
+
+// analyticsScheduler runs the pending days on a cron schedule.
+type analyticsScheduler struct {
+	c    *cron.Cron
+	job  *analytics.Job
+	log  *slog.Logger
+	mu   sync.Mutex // one run at a time
+	ctx  context.Context
+	stop context.CancelFunc
+}
+
+func startAnalytics(conn driver.Conn, spec string, log *slog.Logger) (*analyticsScheduler, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &analyticsScheduler{c: cron.New(), job: &analytics.Job{Conn: conn, Logger: log}, log: log, ctx: ctx, stop: cancel}
+	if _, err := s.c.AddFunc(spec, s.run); err != nil {
+		cancel()
+		return nil, fmt.Errorf("--schedule %q: %w", spec, err)
+	}
+	s.c.Start()
+	go s.run() // at start too: catch up on what changed while down
+	return s, nil
+}
+
+func (s *analyticsScheduler) run() {
+	if !s.mu.TryLock() {
+		return // the previous run is still going
+	}
+	defer s.mu.Unlock()
+	n, err := s.job.RunPending(s.ctx)
+	if err != nil && s.ctx.Err() == nil {
+		s.log.Error("analytics: run failed; will retry at the next tick", "err", err)
+		return
+	}
+	if n > 0 {
+		s.log.Info("analytics: days recomputed", "days", n)
+	}
+}
+
+func (s *analyticsScheduler) close() {
+	<-s.c.Stop().Done()
+	s.stop()
+	s.mu.Lock() // wait for a running job
+	s.mu.Unlock()
+}
+
+func cmdAnalytics(args []string) error {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		switch args[0] {
+		case "run":
+			return cmdAnalyticsRun(args[1:])
+		case "table":
+			return cmdAnalyticsTable(args[1:])
+		}
+		fmt.Fprintf(os.Stderr, "%s analytics: unknown command %q (run, table, or flags to run the scheduler)\n", prog, args[0])
+		return cli.ErrUsage
+	}
+	fs := newFlagSet("analytics", "Run the analytics scheduler: every tick, recompute the days whose measurements changed.\nSub-commands: `analytics run --from --to` recomputes a range; `analytics table` prints the summary table.")
+	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address")
+	db := fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	spec := fs.String("schedule", "*/10 * * * *", "cron spec of the runs")
+	lf := addLogFlags(fs, "json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	conn, err := chdb.Setup(context.Background(), chdb.Options{Addr: *addr, Database: *db}, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	s, err := startAnalytics(conn, *spec, log)
+	if err != nil {
+		return err
+	}
+	log.Info("analytics scheduler running", "schedule", *spec)
+	ctx, cancel := signalContext()
+	defer cancel()
+	<-ctx.Done()
+	s.close()
+	return nil
+}
+
+func parseDay(name, v string) (time.Time, error) {
+	t, err := time.Parse("2006-01-02", v)
+	if err != nil {
+		return t, fmt.Errorf("--%s must be a day like 2026-11-26, not %q", name, v)
+	}
+	return t, nil
+}
+
+func cmdAnalyticsRun(args []string) error {
+	fs := newFlagSet("analytics run", "Recompute the analytics of every day from --from to --to (inclusive) that has measurements.")
+	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address")
+	db := fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
+	toS := fs.String("to", "", "last day, YYYY-MM-DD (default: --from)")
+	lf := addLogFlags(fs, "text")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *toS == "" {
+		*toS = *fromS
+	}
+	from, err := parseDay("from", *fromS)
+	if err != nil {
+		return err
+	}
+	to, err := parseDay("to", *toS)
+	if err != nil {
+		return err
+	}
+	if to.Before(from) {
+		return errors.New("--to is before --from")
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	conn, err := chdb.Setup(ctx, chdb.Options{Addr: *addr, Database: *db}, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	job := &analytics.Job{Conn: conn, Logger: log}
+	start := time.Now()
+	bar := newProgressBar(os.Stderr)
+	err = job.RunRange(ctx, from, to, func(done, total int, day string) { bar.update(done, total, day) })
+	bar.finish()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("analytics: %s to %s recomputed in %s\n", *fromS, *toS, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func cmdAnalyticsTable(args []string) error {
+	fs := newFlagSet("analytics table", "Print the summary table (the Neubot paper's Table I: averages per ISP) over a range of days.")
+	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address")
+	db := fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
+	toS := fs.String("to", "", "last day (default: --from)")
+	goodset := fs.String("goodset", "paper2011", "goodset")
+	synthetic := fs.Bool("synthetic", false, "summarise simulated tests instead of real ones")
+	format := fs.String("format", "md", "md or csv")
+	minTests := fs.Uint64("min-tests", 10, "leave out ISPs with fewer tests")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *toS == "" {
+		*toS = *fromS
+	}
+	from, err := parseDay("from", *fromS)
+	if err != nil {
+		return err
+	}
+	to, err := parseDay("to", *toS)
+	if err != nil {
+		return err
+	}
+	conn, err := chdb.Open(context.Background(), chdb.Options{Addr: *addr, Database: *db})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rows, err := (&analytics.Job{Conn: conn}).Summary(context.Background(), from, to, *goodset, *synthetic, *minTests)
+	if err != nil {
+		return err
+	}
+	return analytics.WriteSummary(os.Stdout, rows, *format)
+}
+
+// progressBar draws "[#####     ] 5/10 day" on a terminal, or a line per
+// step elsewhere.
+type progressBar struct {
+	f   *os.File
+	tty bool
+}
+
+func newProgressBar(f *os.File) *progressBar {
+	fi, err := f.Stat()
+	return &progressBar{f: f, tty: err == nil && fi.Mode()&os.ModeCharDevice != 0}
+}
+
+func (p *progressBar) update(done, total int, label string) {
+	const width = 30
+	n := width * done / max(total, 1)
+	line := fmt.Sprintf("[%s%s] %d/%d %s", strings.Repeat("#", n), strings.Repeat(" ", width-n), done, total, label)
+	if p.tty {
+		fmt.Fprintf(p.f, "\r\033[K%s", line)
+	} else {
+		fmt.Fprintln(p.f, line)
+	}
+}
+
+func (p *progressBar) finish() {
+	if p.tty {
+		fmt.Fprintln(p.f)
+	}
+}
