@@ -36,6 +36,7 @@ package simulate
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -50,25 +51,25 @@ import (
 
 // Plan is a broadband offer.
 type Plan struct {
-	Name     string  // e.g. "ADSL 7M"
-	DownMbps float64 // nominal download, Mbit/s
-	UpMbps   float64 // nominal upload, Mbit/s
-	Weight   float64 // share of the ISP's agents on this plan (relative to the other plans)
-	RTTms    float64 // typical round-trip time to a test server, ms
+	Name     string  `json:"name"`      // e.g. "ADSL 7M"
+	DownMbps float64 `json:"down_mbps"` // nominal download, Mbit/s
+	UpMbps   float64 `json:"up_mbps"`   // nominal upload, Mbit/s
+	Weight   float64 `json:"weight"`    // share of the ISP's agents on this plan (relative to the other plans)
+	RTTms    float64 `json:"rtt_ms"`    // typical round-trip time to a test server, ms
 }
 
 // ISP is an access network of the fleet.
 type ISP struct {
-	Name    string // e.g. "Telecom Italia"; the database's organisation when empty
-	ASN     uint32 // must have IPv4 ranges in Config.IPDB
-	Country string // ISO 3166-1 alpha-2; agents get addresses in prefixes registered there when there are any
-	TZ      string // IANA time zone of the rush hour, e.g. "Europe/Rome"; UTC when empty
-	Plans   []Plan
+	Name    string `json:"name"`    // e.g. "Telecom Italia"; the database's organisation when empty
+	ASN     uint32 `json:"asn"`     // must have IPv4 ranges in Config.IPDB
+	Country string `json:"country"` // ISO 3166-1 alpha-2; agents get addresses in prefixes registered there when there are any
+	TZ      string `json:"tz"`      // IANA time zone of the rush hour, e.g. "Europe/Rome"; UTC when empty
+	Plans   []Plan `json:"plans"`
 	// RushHour is the throughput factor between 20:00 and 23:00 local
 	// time, e.g. 0.7; 1 (or 0) for none.
-	RushHour float64
+	RushHour float64 `json:"rush_hour"`
 	// Agents is the ISP's share of the fleet (relative to the other ISPs).
-	Agents float64
+	Agents float64 `json:"agents"`
 }
 
 // Config describes a fleet.
@@ -83,6 +84,8 @@ type Config struct {
 	// IPDB gives the real prefixes of each ISP: each agent gets a stable
 	// address in one of them. Required.
 	IPDB *annotate.DB
+	// Logger gets Submit's retries; nil for none.
+	Logger *slog.Logger
 }
 
 // Agent is one simulated volunteer.
@@ -153,6 +156,9 @@ func NewFleet(cfg Config) (*Fleet, error) {
 	}
 	if cfg.ISPs == nil {
 		cfg.ISPs = DefaultISPs
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	f := &Fleet{cfg: cfg, end: cfg.Start.AddDate(0, 0, cfg.Days)}
 	if f.end.After(now) {

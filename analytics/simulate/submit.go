@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -90,22 +91,31 @@ func (f *Fleet) Submit(ctx context.Context, collectorURL string, batch int, prog
 	client := &http.Client{Timeout: httpTimeout}
 	url := collectorURL + IngestPath
 
-	bodies := make(chan body, senders)
+	batches := make(chan chunk, senders)
 	type result struct {
 		acked int
 		err   error
 	}
 	results := make(chan result, senders)
 	var errMake error
-	go func() { // make the bodies
-		defer close(bodies)
-		errMake = f.bodies(ctx, batch, bodies)
+	go func() { // generate the records, batch by batch
+		defer close(batches)
+		errMake = f.batches(ctx, batch, batches)
 	}()
 	var wg sync.WaitGroup
 	for range senders {
 		wg.Go(func() {
-			for b := range bodies {
-				n, err := post(ctx, client, url, b)
+			for c := range batches {
+				if ctx.Err() != nil {
+					continue // drain: Submit is ending
+				}
+				b, err := encode(c)
+				if err != nil {
+					results <- result{0, err}
+					cancel()
+					continue
+				}
+				n, err := post(ctx, client, url, b, f.cfg.Logger)
 				results <- result{n, err}
 				if err != nil {
 					cancel()
@@ -128,7 +138,7 @@ func (f *Fleet) Submit(ctx context.Context, collectorURL string, batch int, prog
 			progress(acked, total)
 		}
 	}
-	if firstErr == nil && errMake != nil { // read after close(results): the maker has ended
+	if firstErr == nil && errMake != nil { // read after close(results): the generator has ended
 		firstErr = errMake
 	}
 	if firstErr == nil && acked != total {
@@ -137,53 +147,65 @@ func (f *Fleet) Submit(ctx context.Context, collectorURL string, batch int, prog
 	return acked, firstErr
 }
 
-// bodies encodes the records into bodies of batch records.
-func (f *Fleet) bodies(ctx context.Context, batch int, out chan<- body) error {
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	enc := json.NewEncoder(zw) // one line per record: Encode ends each with \n
-	enc.SetEscapeHTML(false)
-	cur := body{}
-	n := 0
-	flush := func() error {
-		if err := zw.Close(); err != nil {
-			return err
-		}
-		cur.data = bytes.Clone(buf.Bytes())
+// chunk is records first+1 .. first+len(recs), in the order of Records.
+type chunk struct {
+	first int
+	recs  []*schemas.Record
+}
+
+// batches sends the records in chunks of batch records.
+func (f *Fleet) batches(ctx context.Context, batch int, out chan<- chunk) error {
+	cur := chunk{recs: make([]*schemas.Record, 0, batch)}
+	send := func() error {
 		select {
 		case out <- cur:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		buf.Reset()
-		zw.Reset(&buf)
-		cur = body{first: n}
+		cur = chunk{first: cur.first + len(cur.recs), recs: make([]*schemas.Record, 0, batch)}
 		return nil
 	}
 	err := f.Records(func(r *schemas.Record) error {
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-		n++
-		cur.uids = append(cur.uids, r.MeasurementUID)
-		if len(cur.uids) == batch {
-			return flush()
+		cur.recs = append(cur.recs, r)
+		if len(cur.recs) == batch {
+			return send()
 		}
 		return nil
 	})
-	if err == nil && len(cur.uids) > 0 {
-		err = flush()
+	if err == nil && len(cur.recs) > 0 {
+		err = send()
 	}
 	return err
 }
 
+// encode makes the gzip'ed NDJSON body of c.
+func encode(c chunk) (body, error) {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	enc := json.NewEncoder(zw) // Encode ends each record with \n: one per line
+	enc.SetEscapeHTML(false)
+	b := body{first: c.first, uids: make([]string, len(c.recs))}
+	for i, r := range c.recs {
+		if err := enc.Encode(r); err != nil {
+			return body{}, fmt.Errorf("simulate: encoding record %d: %w", c.first+i+1, err)
+		}
+		b.uids[i] = r.MeasurementUID
+	}
+	if err := zw.Close(); err != nil {
+		return body{}, err
+	}
+	b.data = buf.Bytes()
+	return b, nil
+}
+
 // post posts one body, again after connection errors and 503s, and returns
 // the number of its records acknowledged.
-func post(ctx context.Context, client *http.Client, url string, b body) (int, error) {
+func post(ctx context.Context, client *http.Client, url string, b body, log *slog.Logger) (int, error) {
 	wait := firstWait
 	var last error
 	for attempt := 1; attempt <= attempts; attempt++ {
 		if attempt > 1 {
+			log.Warn("simulate: posting again", "err", last, "attempt", attempt, "of", attempts, "in", wait)
 			select {
 			case <-ctx.Done():
 				return 0, errors.Join(ctx.Err(), last)

@@ -18,15 +18,16 @@ const (
 // Truth is what analytics must recover from a fleet's records: the plan mix
 // actually assigned and statistics computed from the records themselves.
 // Medians follow [schemas.Median]: the mean of the two middle values for an
-// even count (what ClickHouse's quantileExactInclusive(0.5) and
-// medianExact-then-average give; quantileExact(0.5) returns the upper one).
+// even count. ClickHouse's quantileExact(0.5) returns the upper of the two
+// instead (a test checks it on the real server), so compare with it exactly
+// only for odd counts.
 type Truth struct {
-	Seed        uint64    `json:"seed"`
-	Start       time.Time `json:"start"`
-	End         time.Time `json:"end"`
-	Agents      int       `json:"agents"`
-	Tests       int       `json:"tests"`
-	TruthCounts           // over every test
+	Seed        uint64     `json:"seed"`
+	Start       time.Time  `json:"start"`
+	End         time.Time  `json:"end"`
+	Agents      int        `json:"agents"`
+	Tests       int        `json:"tests"`
+	TruthCounts            // over every test
 	ISPs        []ISPTruth `json:"isps"` // in the order of the fleet's ISPs
 }
 
@@ -49,9 +50,16 @@ type ISPTruth struct {
 	Plans   []PlanTruth `json:"plans"` // in the order of the ISP's plans, even those no agent got
 	TruthCounts
 	// Medians of the download of the tests that started in the rush hour
-	// (20:00-22:59 local) and at night (03:00-05:59 local).
+	// (20:00-22:59 local) and at night (03:00-05:59 local). With a mix of
+	// plans their ratio need not be the ISP's RushHour: the median of a
+	// mixture can jump between the plans' modes.
 	RushMedianDownloadMbps  float64 `json:"rush_median_download_mbps"`
 	NightMedianDownloadMbps float64 `json:"night_median_download_mbps"`
+	// RushHourRatio is what recovers RushHour: the median, over the ISP's
+	// agents with tests at both times, of the agent's median rush-hour
+	// download over its median night download (0 when no agent has both).
+	RushHourRatio  float64 `json:"rush_hour_ratio"`
+	RushHourAgents int     `json:"rush_hour_agents"` // agents with tests at both times
 }
 
 // PlanTruth is a plan and how many agents got it.
@@ -124,6 +132,8 @@ func (f *Fleet) Truth() Truth {
 	}
 	var all series
 	per := make([]series, len(f.isps))
+	agentRush := make([][]float64, len(f.agents))
+	agentNight := make([][]float64, len(f.agents))
 	_ = f.schedule(func(s slot) error {
 		r := f.record(s)
 		l := f.lines[s.agent]
@@ -132,13 +142,27 @@ func (f *Fleet) Truth() Truth {
 		rush, night := h >= RushHourStart && h < RushHourEnd, h >= 3 && h < 6
 		all.add(k, rush, night)
 		per[l.isp].add(k, rush, night)
+		if rush {
+			agentRush[s.agent] = append(agentRush[s.agent], k.Download.GoodputMbps)
+		}
+		if night {
+			agentNight[s.agent] = append(agentNight[s.agent], k.Download.GoodputMbps)
+		}
 		t.ISPs[l.isp].Plans[l.plan].Tests++
 		return nil
 	})
 	t.Tests = len(all.down)
 	t.TruthCounts = all.counts()
+	ratios := make([][]float64, len(f.isps))
+	for k, l := range f.lines {
+		if len(agentRush[k]) > 0 && len(agentNight[k]) > 0 {
+			ratios[l.isp] = append(ratios[l.isp], schemas.Median(agentRush[k])/schemas.Median(agentNight[k]))
+		}
+	}
 	for i := range t.ISPs {
 		it := &t.ISPs[i]
+		it.RushHourRatio = schemas.Median(ratios[i])
+		it.RushHourAgents = len(ratios[i])
 		it.Tests = len(per[i].down)
 		it.TruthCounts = per[i].counts()
 		it.RushMedianDownloadMbps = schemas.Median(per[i].rush)

@@ -243,7 +243,7 @@ func accuracy(dir, rates string, runs, iperfTime int) (bool, error) {
 	defer ns.close()
 	// Servers inside the namespace: iperf3 and our test server.
 	iperfPort, tsPort := 5201, 9775
-	iperfSrv := ns.command("iperf3", "-s", "-p", strconv.Itoa(iperfPort))
+	iperfSrv := ns.command("iperf3", "-s", "-J", "-p", strconv.Itoa(iperfPort)) // -J: clients get the receiver's intervals as JSON
 	if err := iperfSrv.Start(); err != nil {
 		return false, err
 	}

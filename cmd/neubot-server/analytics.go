@@ -24,6 +24,7 @@ type analyticsScheduler struct {
 	job  *analytics.Job
 	log  *slog.Logger
 	mu   sync.Mutex // one run at a time
+	wg   sync.WaitGroup
 	ctx  context.Context
 	stop context.CancelFunc
 }
@@ -45,6 +46,8 @@ func (s *analyticsScheduler) run() {
 		return // the previous run is still going
 	}
 	defer s.mu.Unlock()
+	s.wg.Add(1)
+	defer s.wg.Done()
 	n, err := s.job.RunPending(s.ctx)
 	if err != nil && s.ctx.Err() == nil {
 		s.log.Error("analytics: run failed; will retry at the next tick", "err", err)
@@ -58,8 +61,7 @@ func (s *analyticsScheduler) run() {
 func (s *analyticsScheduler) close() {
 	<-s.c.Stop().Done()
 	s.stop()
-	s.mu.Lock() // wait for a running job
-	s.mu.Unlock()
+	s.wg.Wait() // a running job ends: its context is cancelled
 }
 
 func cmdAnalytics(args []string) error {

@@ -80,3 +80,28 @@ func TestTablesMatchTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryColumnDocumented: every column of every table the migrations
+// make carries a COMMENT.
+func TestEveryColumnDocumented(t *testing.T) {
+	opts, conn := localchtest.NewDatabase(t)
+	rows, err := conn.Query(context.Background(), "SELECT table, name, comment FROM system.columns WHERE database = ?", opts.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var table, name, comment string
+		if err := rows.Scan(&table, &name, &comment); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if comment == "" && table != chdb.MigrationsTable {
+			t.Errorf("%s.%s has no COMMENT", table, name)
+		}
+	}
+	if n < 50 {
+		t.Fatalf("only %d columns: migrations not applied?", n)
+	}
+}
