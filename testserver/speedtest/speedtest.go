@@ -113,19 +113,19 @@ func (p *Provider) latency(w http.ResponseWriter, r *http.Request) {
 func parseRange(h string) (start, end int64, err error) {
 	spec0, ok := strings.CutPrefix(h, "bytes=")
 	if !ok || strings.Contains(spec0, ",") {
-		return 0, 0, errors.New("Range must be bytes=START-END, one range")
+		return 0, 0, errors.New("the Range header must be bytes=START-END, one range")
 	}
 	a, b, ok := strings.Cut(spec0, "-")
 	if !ok {
-		return 0, 0, errors.New("Range must be bytes=START-END")
+		return 0, 0, errors.New("the Range header must be bytes=START-END")
 	}
 	start, err1 := strconv.ParseInt(a, 10, 64)
 	end, err2 := strconv.ParseInt(b, 10, 64)
 	if err1 != nil || err2 != nil || start < 0 || end < start {
-		return 0, 0, errors.New("Range must be bytes=START-END with 0 <= START <= END")
+		return 0, 0, errors.New("the Range header must be bytes=START-END with 0 <= START <= END")
 	}
 	if end-start+1 > spec.MaxRange {
-		return 0, 0, fmt.Errorf("Range is larger than %d bytes", spec.MaxRange)
+		return 0, 0, fmt.Errorf("the range is larger than %d bytes", spec.MaxRange)
 	}
 	return start, end, nil
 }
