@@ -33,6 +33,7 @@ fuzz:
 bench: setup
 	$(GO) run ./bench/ingest
 	$(GO) run ./bench/speedtest
+	$(GO) run ./bench/analytics
 
 lint: setup
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/agent"
+	"github.com/neubot/neubot/analytics/simulate"
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/localch"
@@ -33,6 +34,9 @@ func cmdUp(args []string) error {
 	capacity := fs.Int("capacity", 2, "tests the test server allows at once")
 	agentAddr := fs.String("agent", "127.0.0.1:9774", "address of the local agent's web UI (loopback)")
 	analyticsSpec := fs.String("analytics-schedule", "* * * * *", "cron spec of the analytics runs (days whose data changed)")
+	demo := fs.Bool("demo", false, "also seed the last days with a simulated fleet (records marked synthetic=1)")
+	demoAgents := fs.Int("demo-agents", 500, "agents of the simulated fleet with --demo")
+	demoDays := fs.Int("demo-days", 3, "days of simulated tests with --demo")
 	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
 	lf := addLogFlags(fs, "text")
 	if err := parse(fs, args); err != nil {
@@ -113,6 +117,23 @@ func cmdUp(args []string) error {
 		return err
 	}
 	defer an.close()
+
+	if *demo {
+		// Seed in the background: the services are up meanwhile.
+		go func() {
+			fleet, err := simulate.NewFleet(simulate.Config{Agents: *demoAgents, Days: *demoDays, TestsPerAgentDay: 8, Seed: uint64(time.Now().UnixNano()), IPDB: db, Logger: log})
+			if err == nil {
+				var n int
+				n, err = fleet.Submit(context.Background(), col.http.URL(), 1000, nil)
+				if err == nil {
+					fmt.Printf("neubot-server up: demo: %d simulated tests of %d agents over %d days submitted (synthetic=1; never in real dumps)\n", n, *demoAgents, *demoDays)
+				}
+			}
+			if err != nil {
+				log.Error("demo: seeding failed", "err", err)
+			}
+		}()
+	}
 
 	fmt.Printf(`neubot-server up: running (data in %s)
   clickhouse  %s   database %s
