@@ -330,3 +330,45 @@ func TestOffline(t *testing.T) {
 	<-done2
 	a2.Close()
 }
+
+// TestRevokeStopsUploads: once the volunteer revokes consent, nothing more
+// is uploaded, even though the collector is reachable; results wait
+// locally, and go out only if consent is given again.
+func TestRevokeStopsUploads(t *testing.T) {
+	col := collectortest.New(t, collector.Config{})
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	sw := &switchable{addr: addr, h: col.Handler()}
+	defer sw.down()
+	a := newAgent(t, t.TempDir(), "http://"+addr, testServer(t))
+	defer a.Close()
+	a.SetConsent(true, true, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	runTest(t, a) // the collector is down: the result waits
+	if err := a.SetConsent(true, false, false); err != nil {
+		t.Fatal(err)
+	}
+	sw.up(t)
+	time.Sleep(3 * time.Second)
+	var n uint64
+	col.Conn.QueryRow(context.Background(), "SELECT count() FROM speedtest").Scan(&n)
+	if st := a.Status(context.Background()); n != 0 || st.PendingUploads != 1 {
+		t.Fatalf("after revoking: %d rows uploaded, %d pending; want 0 and 1", n, st.PendingUploads)
+	}
+	if err := a.StartTest(context.Background(), nil); !errors.Is(err, agent.ErrNoConsent) {
+		t.Fatalf("test after revoking: %v, want ErrNoConsent", err)
+	}
+	a.SetConsent(true, true, true)
+	deadline := time.Now().Add(30 * time.Second)
+	for n == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		col.Conn.QueryRow(context.Background(), "SELECT count() FROM speedtest").Scan(&n)
+	}
+	if n != 1 {
+		t.Fatalf("after consenting again: %d rows, want 1", n)
+	}
+}

@@ -83,20 +83,36 @@ func quote(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
 
-// source is the rows of one day with the goodset flag c.
-func source(g Goodset, day string) string {
+// source is the rows of one day with the goodset flag c, restricted to one
+// chunk of agents when the scope has many groups (see chunk).
+func source(g Goodset, day string, ch chunk) string {
 	cond := "(" + g.Where + ")"
 	if g.OnePerAgentDay {
 		cond += fmt.Sprintf(" AND measurement_uid IN (SELECT argMin(measurement_uid, sipHash64(toString(measurement_uid))) FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') GROUP BY agent_id)", day)
 	}
-	return fmt.Sprintf("(SELECT *, toUInt8(%s) AS c FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s'))", cond, day)
+	where := fmt.Sprintf("toDate(start_time) = toDate('%s')", day)
+	if ch.of > 1 {
+		where += fmt.Sprintf(" AND cityHash64(agent_id) %% %d = %d", ch.of, ch.n)
+	}
+	return fmt.Sprintf("(SELECT *, toUInt8(%s) AS c FROM speedtest FINAL WHERE %s)", cond, where)
 }
+
+// chunk n of `of`: a scope with many groups (agents) is computed in parts,
+// so that ClickHouse 18.16, which turns a GROUP BY result into one block,
+// never holds the histograms of every agent at once.
+type chunk struct{ n, of int }
+
+// groupsPerChunk bounds the groups of one query of the agent scope.
+const groupsPerChunk = 50_000
 
 // distributionsSQL computes one goodset and scope for one day. It is built
 // in layers because ClickHouse 18.16's lambdas cannot see a column defined
 // at their own level: aggregate; split the sparse histogram; make it dense;
-// unpivot the metrics; find the modes.
-func distributionsSQL(g Goodset, scope, keyExpr, day string) string {
+// unpivot the metrics; find the modes. The modes compare each bucket with
+// its neighbours through shifted copies of the histogram, not a lambda that
+// indexes it: a lambda capturing an array column copies it once per
+// element (60 x 60 per row, 130 GB for 833,333 agents).
+func distributionsSQL(g Goodset, scope, keyExpr, day string, ch chunk) string {
 	var aggs, split, dense, tuples []string
 	base := "day, key, org, country, synthetic, tests_total, tests, agents"
 	l2, l3 := base, base // the columns each layer passes on, by name
@@ -119,7 +135,8 @@ func distributionsSQL(g Goodset, scope, keyExpr, day string) string {
 SELECT day, 'speedtest', %[1]s, %[2]d, %[3]s, %[4]s, key, org, country, synthetic, metric, tests_total, tests, agents,
     mean, p10, p25, p50, p75, p90, hist,
     arrayMap(i -> round(pow(10, (i - 1 - %[5]d + 0.5) / 10), 3),
-        arrayFilter(i -> hist[i] >= 0.05 * tests AND hist[i] > hist[i - 1] AND hist[i] >= hist[i + 1], arrayEnumerate(hist))) AS modes
+        arrayFilter((i, h, prev, next) -> h >= 0.05 * tests AND h > prev AND h >= next,
+            arrayEnumerate(hist), hist, arrayPushFront(arrayPopBack(hist), toUInt64(0)), arrayPushBack(arrayPopFront(hist), toUInt64(0)))) AS modes
 FROM (
     SELECT day, key, org, country, synthetic, tests_total, tests, agents,
         tupleElement(m, 1) AS metric, tupleElement(m, 2) AS mean,
@@ -142,12 +159,13 @@ FROM (
     WHERE tests > 0
 )`,
 		quote(g.Name), g.Version, quote(g.Def()), quote(scope), histOffset, keyExpr,
-		strings.Join(aggs, ",\n                    "), source(g, day), strings.Join(tuples, ", "),
+		strings.Join(aggs, ",\n                    "), source(g, day, ch), strings.Join(tuples, ", "),
 		strings.Join(dense, ", "), strings.Join(split, ", "), l2, l3)
 }
 
 // hourlySQL computes the hour-of-day profile of one goodset and scope.
 func hourlySQL(g Goodset, scope, keyExpr, day string) string {
+	ch := chunk{0, 1}
 	var aggs, tuples []string
 	for i, m := range metrics {
 		aggs = append(aggs, fmt.Sprintf("quantileExactIf(0.5)(%s, c) AS m%d", m.col, i))
@@ -162,7 +180,7 @@ FROM (
     GROUP BY day, key, synthetic, hour
 )
 ARRAY JOIN [%[7]s] AS m
-WHERE tests > 0`, quote(g.Name), g.Version, quote(scope), keyExpr, strings.Join(aggs, ", "), source(g, day), strings.Join(tuples, ", "))
+WHERE tests > 0`, quote(g.Name), g.Version, quote(scope), keyExpr, strings.Join(aggs, ", "), source(g, day, ch), strings.Join(tuples, ", "))
 }
 
 // Job computes the analytics of days.
@@ -259,10 +277,14 @@ func (j *Job) RunDay(ctx context.Context, day string) error {
 			return fmt.Errorf("analytics: drop %s %s: %w", t, day, err)
 		}
 	}
+	var agents uint64
+	if err := j.Conn.QueryRow(ctx, fmt.Sprintf("SELECT uniq(agent_id) FROM speedtest WHERE toDate(start_time) = toDate('%s')", day)).Scan(&agents); err != nil {
+		return fmt.Errorf("analytics: count agents of %s: %w", day, err)
+	}
 	for _, g := range j.goodsets() {
 		for _, sc := range scopes {
-			if err := j.Conn.Exec(ctx, distributionsSQL(g, sc.name, sc.key, day)); err != nil {
-				return fmt.Errorf("analytics: %s %s %s: %w", day, g.Name, sc.name, err)
+			if err := j.runScope(ctx, day, g, sc.name, sc.key, agents); err != nil {
+				return err
 			}
 			if sc.name == "agent" {
 				continue
@@ -293,12 +315,27 @@ func (j *Job) logRun(ctx context.Context, day string, s SourceState, took time.D
 	return batch.Send()
 }
 
+// runScope inserts the distributions of one goodset and scope, in chunks
+// of agents for the agent scope.
+func (j *Job) runScope(ctx context.Context, day string, g Goodset, scope, key string, agents uint64) error {
+	of := 1
+	if scope == "agent" {
+		of = int(agents/groupsPerChunk) + 1
+	}
+	for n := 0; n < of; n++ {
+		if err := j.Conn.Exec(ctx, distributionsSQL(g, scope, key, day, chunk{n, of})); err != nil {
+			return fmt.Errorf("analytics: %s %s %s (part %d of %d): %w", day, g.Name, scope, n+1, of, err)
+		}
+	}
+	return nil
+}
+
 // RunScope inserts the distributions of one goodset and scope for a day,
 // without dropping what is there: one step of RunDay, for benchmarks.
 func (j *Job) RunScope(ctx context.Context, day string, g Goodset, scope string) error {
 	for _, sc := range scopes {
 		if sc.name == scope {
-			return j.Conn.Exec(ctx, distributionsSQL(g, sc.name, sc.key, day))
+			return j.runScope(ctx, day, g, sc.name, sc.key, 0)
 		}
 	}
 	return fmt.Errorf("analytics: unknown scope %q", scope)

@@ -23,7 +23,12 @@ import (
 
 func main() {
 	n := flag.Int("rows", 10_000_000, "measurements in the day")
+	printSQL := flag.Bool("print-sql", false, "print the SQL that generates the rows and exit")
 	flag.Parse()
+	if *printSQL {
+		fmt.Println(genSQL(*n))
+		return
+	}
 	if err := run(*n); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/analytics:", err)
 		os.Exit(1)
@@ -35,8 +40,11 @@ const day = "2026-11-20"
 // genSQL fills the speedtest table with n rows of one day.
 func genSQL(n int) string {
 	h := func(salt int) string { return fmt.Sprintf("cityHash64(number, %d)", salt) }
+	// 16 hex digits of a UInt64 (hex of a number drops leading zeros; of a
+	// FixedString(8) it does not).
+	hex16 := func(x string) string { return fmt.Sprintf("lower(hex(toFixedString(reinterpretAsString(%s), 8)))", x) }
 	uuid := func(a, b string) string {
-		return fmt.Sprintf("toUUID(concat(substring(lower(hex(%[1]s)), 1, 8), '-', substring(lower(hex(%[1]s)), 9, 4), '-4', substring(lower(hex(%[1]s)), 14, 3), '-8', substring(lower(hex(%[2]s)), 2, 3), '-', substring(lower(hex(%[2]s)), 5, 12)))", a, b)
+		return fmt.Sprintf("toUUID(concat(substring(%[1]s, 1, 8), '-', substring(%[1]s, 9, 4), '-4', substring(%[1]s, 14, 3), '-8', substring(%[2]s, 2, 3), '-', substring(%[2]s, 5, 12)))", hex16(a), hex16(b))
 	}
 	plan := "[1., 2., 7., 20., 30., 100., 200., 1000.][1 + " + h(3) + " % 8]"
 	down := fmt.Sprintf("round(%s * (0.90 + (%s %% 700) / 10000.), 3)", plan, h(4))
