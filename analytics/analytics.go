@@ -92,7 +92,7 @@ func source(g Goodset, day string, ch chunk) string {
 	}
 	where := fmt.Sprintf("toDate(start_time) = toDate('%s')", day)
 	if ch.of > 1 {
-		where += fmt.Sprintf(" AND cityHash64(agent_id) %% %d = %d", ch.of, ch.n)
+		where += fmt.Sprintf(" AND cityHash64(toString(agent_id)) %% %d = %d", ch.of, ch.n)
 	}
 	return fmt.Sprintf("(SELECT *, toUInt8(%s) AS c FROM speedtest FINAL WHERE %s)", cond, where)
 }
