@@ -70,6 +70,8 @@ type Agent struct {
 	busyTill time.Time
 	backoff  time.Duration
 	rng      *mrand.Rand
+	ctx      context.Context // tests started by the API run on it; Close ends it
+	cancel   context.CancelFunc
 	wake     chan struct{}
 	testDone chan struct{}
 	wg       sync.WaitGroup
@@ -108,6 +110,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := &Agent{opts: opts, log: opts.Logger, cfg: DefaultConfig(), rng: opts.Rand, http: opts.HTTPClient,
 		wake: make(chan struct{}, 1), testDone: make(chan struct{}, 1)}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
 	if err := readJSON(a.path("config.json"), &a.cfg); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -318,8 +321,15 @@ func (a *Agent) rendezvous(ctx context.Context, test string) (string, error) {
 	return servers[0].URL, nil
 }
 
+// MaxTestTime bounds one test, queueing included.
+const MaxTestTime = 2 * time.Minute
+
 // runTest runs one test end to end: rendezvous, test, store, upload.
 func (a *Agent) runTest(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, MaxTestTime)
+	defer cancel()
+	stop := context.AfterFunc(a.ctx, cancel) // the agent is closing
+	defer stop()
 	test := schemas.SpeedtestName
 	m := a.opts.Tests[test]
 	server, err := a.rendezvous(ctx, test)
@@ -346,6 +356,13 @@ func (a *Agent) runTest(ctx context.Context) error {
 			a.mu.Unlock()
 			a.log.Info("agent: test server busy; backing off", "for", a.backoff)
 		}
+		a.mu.Lock()
+		if a.busyTill.Before(time.Now().Add(time.Minute)) {
+			// Any failure waits a minute at least: a cron schedule must
+			// not retry a failing test in a tight loop.
+			a.busyTill = time.Now().Add(time.Minute)
+		}
+		a.mu.Unlock()
 		a.log.Warn("agent: test failed", "server", server, "err", err)
 		return err
 	}
@@ -473,6 +490,7 @@ func (a *Agent) Results(ctx context.Context, limit int) ([]Result, error) {
 // Close waits for a running test and closes the store and the spool;
 // pending uploads stay on disk.
 func (a *Agent) Close() error {
+	a.cancel()
 	a.wg.Wait()
 	return errors.Join(a.fw.Close(), a.store.Close())
 }

@@ -194,7 +194,7 @@ func (a *Agent) apiUsage(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) apiRun(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(io.Discard, r.Body)
 	// The test outlives the request: it runs on the agent's context.
-	err := a.StartTest(context.WithoutCancel(r.Context()), nil)
+	err := a.StartTest(a.ctx, nil)
 	switch {
 	case err == nil:
 		reply(w, http.StatusAccepted, map[string]bool{"started": true})

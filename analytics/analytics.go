@@ -103,7 +103,7 @@ func source(g Goodset, day string, ch chunk) string {
 type chunk struct{ n, of int }
 
 // groupsPerChunk bounds the groups of one query of the agent scope.
-const groupsPerChunk = 50_000
+var groupsPerChunk uint64 = 50_000
 
 // distributionsSQL computes one goodset and scope for one day. It is built
 // in layers because ClickHouse 18.16's lambdas cannot see a column defined

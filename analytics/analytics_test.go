@@ -75,6 +75,8 @@ func TestIdempotent(t *testing.T) {
 		recs = append(recs, schemastest.Speedtest(rng, day.Add(time.Duration(rng.IntN(86400))*time.Second), "192.0.2.1", []float64{1, 2, 7, 20, 100}[i%5]))
 	}
 	insert(t, conn, recs, 3269)
+	// Many small parts for the agent scope, as a day of 10M tests has.
+	defer analytics.SetGroupsPerChunk(100)()
 	job := &analytics.Job{Conn: conn}
 	ctx := context.Background()
 	pending, err := job.Pending(ctx)
@@ -94,6 +96,11 @@ func TestIdempotent(t *testing.T) {
 	}
 	if len(first) < 1000 {
 		t.Fatalf("suspiciously small tables: %q", first)
+	}
+	var agentRows uint64
+	conn.QueryRow(ctx, "SELECT count() FROM analytics_distributions WHERE scope = 'agent' AND goodset = 'all' AND metric = 'download_mbps'").Scan(&agentRows)
+	if agentRows != 500 { // schemastest makes a new agent per record
+		t.Fatalf("%d agent rows over the parts, want 500", agentRows)
 	}
 	if p, _ := job.Pending(ctx); len(p) != 0 {
 		t.Fatalf("still pending after the run: %v", p)

@@ -41,7 +41,10 @@ type Config struct {
 	MaxBodyBytes    int64
 	MaxDecodedBytes int64
 	MaxLines        int
-	Logger          *slog.Logger
+	// MaxConcurrent bounds the ingest requests decoded at once (default
+	// 8); more get 503 with Retry-After, so that memory stays bounded.
+	MaxConcurrent int
+	Logger        *slog.Logger
 	// RegisterToken, when set, is the bearer token test servers must
 	// present to register (Authorization: Bearer <token>).
 	RegisterToken string
@@ -60,6 +63,7 @@ type Collector struct {
 
 	connMu sync.Mutex
 	ch     driver.Conn
+	slots  chan struct{} // ingest requests in progress
 }
 
 // New opens the spool (replaying what a previous run left) and builds the
@@ -80,12 +84,15 @@ func New(cfg Config) (*Collector, error) {
 	if cfg.MaxLines == 0 {
 		cfg.MaxLines = DefaultMaxLines
 	}
+	if cfg.MaxConcurrent == 0 {
+		cfg.MaxConcurrent = 8
+	}
 	cfg.Spool.Logger = cfg.Logger
 	sp, err := spool.Open(cfg.SpoolDir, cfg.Spool)
 	if err != nil {
 		return nil, err
 	}
-	c := &Collector{cfg: cfg, log: cfg.Logger, spool: sp, ipdb: cfg.IPDB}
+	c := &Collector{cfg: cfg, log: cfg.Logger, spool: sp, ipdb: cfg.IPDB, slots: make(chan struct{}, cfg.MaxConcurrent)}
 	c.metrics = newMetrics(sp)
 	r := chi.NewRouter()
 	r.Post(IngestPath, c.handleIngest)

@@ -99,6 +99,14 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // spools the valid ones durably and answers 202 when all lines were
 // accepted, 400 with the rejected lines otherwise.
 func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
+	select {
+	case c.slots <- struct{}{}:
+		defer func() { <-c.slots }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		c.fail(w, http.StatusServiceUnavailable, "too many requests in progress; nothing of this body was accepted: retry later")
+		return
+	}
 	now := time.Now()
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || !ndjsonTypes[mt] {

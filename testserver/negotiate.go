@@ -97,7 +97,7 @@ type Negotiator struct {
 	onEvent func(event string) // metrics hook
 }
 
-// NewNegotiator returns a negotiator; call Close to stop its janitor.
+// NewNegotiator returns a negotiator.
 func NewNegotiator(cfg NegotiatorConfig) *Negotiator {
 	if cfg.Capacity <= 0 {
 		cfg.Capacity = 2
@@ -235,6 +235,7 @@ func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr strin
 
 // unchokeLocked starts queued sessions while there is capacity.
 func (n *Negotiator) unchokeLocked() {
+	n.expireQueued(time.Now()) // never hand a slot to an agent that left
 	for n.active < n.cfg.Capacity && len(n.queue) > 0 {
 		s := n.queue[0]
 		n.queue = n.queue[1:]

@@ -66,6 +66,18 @@ func cmdUp(args []string) error {
 	}
 	defer ch.Stop()
 
+	// The analytics first: what fails here fails before any service runs.
+	anConn, err := ch.Connect(context.Background())
+	if err != nil {
+		return err
+	}
+	defer anConn.Close()
+	an, err := startAnalytics(anConn, *analyticsSpec, log)
+	if err != nil {
+		return err
+	}
+	defer an.close()
+
 	col, err := startCollector(*collectorAddr, collector.Config{
 		SpoolDir:   filepath.Join(*data, "spool"),
 		ClickHouse: ch.Options(),
@@ -106,17 +118,6 @@ func cmdUp(args []string) error {
 	defer agCancel()
 	agDone := make(chan struct{})
 	go func() { ag.Run(agCtx); close(agDone) }()
-
-	anConn, err := ch.Connect(context.Background())
-	if err != nil {
-		return err
-	}
-	defer anConn.Close()
-	an, err := startAnalytics(anConn, *analyticsSpec, log)
-	if err != nil {
-		return err
-	}
-	defer an.close()
 
 	if *demo {
 		// Seed in the background: the services are up meanwhile.

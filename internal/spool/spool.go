@@ -446,13 +446,20 @@ func (s *Spool) write(batch []*appendReq, buf []byte) []byte {
 		err = s.file.Sync()
 	}
 	if err != nil {
-		// The segment may now end in a partial frame; recovery cuts it.
-		// Start a fresh segment so later appends are not behind it.
+		// Nothing of this batch is acknowledged. Cut what it may have
+		// written, so that the segment ends on a whole frame and the
+		// records already acknowledged in it stay readable.
 		err = fmt.Errorf("spool: write: %w", err)
 		s.opts.Logger.Error("spool write failed", "err", err)
 		s.mu.Lock()
-		s.sealWant = true
+		good := s.active.Bytes
 		s.mu.Unlock()
+		if terr := s.file.Truncate(good); terr != nil {
+			s.opts.Logger.Error("spool: cannot cut a failed write; starting a new segment", "err", terr)
+			s.mu.Lock()
+			s.sealWant = true
+			s.mu.Unlock()
+		}
 	} else {
 		s.mu.Lock()
 		a := s.active
@@ -486,12 +493,13 @@ func (s *Spool) write(batch []*appendReq, buf []byte) []byte {
 // seal closes the active segment, hands it to the loader and opens a new one.
 func (s *Spool) seal() {
 	s.mu.Lock()
-	s.sealWant = false
 	a := s.active
-	s.mu.Unlock()
 	if a.Records == 0 {
+		s.sealWant = false
+		s.mu.Unlock()
 		return
 	}
+	s.mu.Unlock()
 	if err := s.file.Close(); err != nil {
 		s.opts.Logger.Error("spool: close segment", "err", err)
 	}
@@ -504,6 +512,8 @@ func (s *Spool) seal() {
 		return
 	}
 	s.mu.Lock()
+	// Cleared only now, with the segment in sealed: Flush waits for this.
+	s.sealWant = false
 	if s.cached+len(a.decoded) > maxCachedRecords {
 		a.noCache, a.decoded = true, nil
 	}

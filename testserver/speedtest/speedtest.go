@@ -124,7 +124,7 @@ func parseRange(h string) (start, end int64, err error) {
 	if err1 != nil || err2 != nil || start < 0 || end < start {
 		return 0, 0, errors.New("the Range header must be bytes=START-END with 0 <= START <= END")
 	}
-	if end-start+1 > spec.MaxRange {
+	if end-start >= spec.MaxRange {
 		return 0, 0, fmt.Errorf("the range is larger than %d bytes", spec.MaxRange)
 	}
 	return start, end, nil
@@ -230,7 +230,12 @@ func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, spec.MaxCollectBody))
 	if err != nil {
-		fail(w, http.StatusRequestEntityTooLarge, "record over %d bytes", spec.MaxCollectBody)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			fail(w, http.StatusRequestEntityTooLarge, "record over %d bytes", spec.MaxCollectBody)
+		} else {
+			fail(w, http.StatusBadRequest, "cannot read the record: %v", err)
+		}
 		return
 	}
 	rec, err := schemas.DecodeRecord(bytes.TrimSpace(body), time.Now())
