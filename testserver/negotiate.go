@@ -189,7 +189,7 @@ func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr strin
 			n.onEvent("queue_full")
 			return Negotiation{}, ErrQueueFull
 		}
-		s = &Session{Token: newToken(), ClientAddr: clientAddr, MeasurementUID: uid, unchoked: make(chan struct{})}
+		s = &Session{Token: newToken(), ClientAddr: clientAddr, MeasurementUID: uid, unchoked: make(chan struct{}), lastSeen: now}
 		n.byToken[s.Token] = s
 		n.queue = append(n.queue, s)
 		n.onEvent("negotiated")
