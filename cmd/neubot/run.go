@@ -147,8 +147,9 @@ func (l *liveDisplay) update(p plugin.Progress) {
 	}
 	if l.tty {
 		fmt.Fprintf(l.w, "\r\033[K%s", line)
-	} else if p.Phase != l.last {
-		// Not a terminal: one line per phase, no redraws.
+	} else if p.Phase != l.last && (p.Phase != "negotiate" || p.Message != "") {
+		// Not a terminal: one line per phase, no redraws; nothing before
+		// the server answered, so that an unreachable one is one line.
 		fmt.Fprintln(l.w, p.Phase+"...")
 	}
 	l.last = p.Phase
