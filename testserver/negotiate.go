@@ -279,24 +279,13 @@ func (n *Negotiator) expireQueued(now time.Time) {
 }
 
 // revoke ends an active session whose test took too long.
-func (n *Negotiator) revoke(s *Session) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	s.mu.Lock()
-	if s.state != Active {
-		s.mu.Unlock()
-		return
-	}
-	s.state = Revoked
-	s.lastSeen = time.Now()
-	s.mu.Unlock()
-	n.active--
-	n.onEvent("revoked")
-	n.unchokeLocked()
-}
+func (n *Negotiator) revoke(s *Session) { n.end(s, Revoked, "revoked") }
 
 // Release ends an active session normally (its test collected).
-func (n *Negotiator) Release(s *Session) {
+func (n *Negotiator) Release(s *Session) { n.end(s, Done, "done") }
+
+// end moves an active session to state and gives its slot to the next agent.
+func (n *Negotiator) end(s *Session, state State, event string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s.mu.Lock()
@@ -304,14 +293,14 @@ func (n *Negotiator) Release(s *Session) {
 		s.mu.Unlock()
 		return
 	}
-	s.state = Done
+	s.state = state
 	s.lastSeen = time.Now()
 	if s.timer != nil {
 		s.timer.Stop()
 	}
 	s.mu.Unlock()
 	n.active--
-	n.onEvent("done")
+	n.onEvent(event)
 	n.unchokeLocked()
 }
 

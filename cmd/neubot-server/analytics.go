@@ -104,12 +104,21 @@ func cmdAnalytics(args []string) error {
 	return nil
 }
 
-func parseDay(name, v string) (time.Time, error) {
-	t, err := time.Parse("2006-01-02", v)
-	if err != nil {
-		return t, fmt.Errorf("--%s must be a day like 2026-11-26, not %q", name, v)
+// parseDays parses --from and --to (default: --from) as an ordered range.
+func parseDays(fromS, toS string) (from, to time.Time, err error) {
+	if toS == "" {
+		toS = fromS
 	}
-	return t, nil
+	if from, err = time.Parse("2006-01-02", fromS); err != nil {
+		return from, to, fmt.Errorf("--from must be a day like 2026-11-26, not %q", fromS)
+	}
+	if to, err = time.Parse("2006-01-02", toS); err != nil {
+		return from, to, fmt.Errorf("--to must be a day like 2026-11-26, not %q", toS)
+	}
+	if to.Before(from) {
+		return from, to, errors.New("--to is before --from")
+	}
+	return from, to, nil
 }
 
 func cmdAnalyticsRun(args []string) error {
@@ -122,19 +131,9 @@ func cmdAnalyticsRun(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *toS == "" {
-		*toS = *fromS
-	}
-	from, err := parseDay("from", *fromS)
+	from, to, err := parseDays(*fromS, *toS)
 	if err != nil {
 		return err
-	}
-	to, err := parseDay("to", *toS)
-	if err != nil {
-		return err
-	}
-	if to.Before(from) {
-		return errors.New("--to is before --from")
 	}
 	log, err := lf.logger()
 	if err != nil {
@@ -155,7 +154,7 @@ func cmdAnalyticsRun(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("analytics: %s to %s recomputed in %s\n", *fromS, *toS, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("analytics: %s to %s recomputed in %s\n", from.Format("2006-01-02"), to.Format("2006-01-02"), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -172,14 +171,7 @@ func cmdAnalyticsTable(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *toS == "" {
-		*toS = *fromS
-	}
-	from, err := parseDay("from", *fromS)
-	if err != nil {
-		return err
-	}
-	to, err := parseDay("to", *toS)
+	from, to, err := parseDays(*fromS, *toS)
 	if err != nil {
 		return err
 	}
