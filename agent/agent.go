@@ -72,6 +72,7 @@ type Agent struct {
 	rng      *mrand.Rand
 	ctx      context.Context // tests started by the API run on it; Close ends it
 	cancel   context.CancelFunc
+	testStop context.CancelFunc // cancels the running test (consent revoked)
 	wake     chan struct{}
 	testDone chan struct{}
 	wg       sync.WaitGroup
@@ -192,6 +193,9 @@ func (a *Agent) SetConsent(informed, canCollect, canPublish bool) error {
 	a.st.Consent.CanPublish = informed && canCollect && canPublish
 	a.st.Consent.At = time.Now().UTC()
 	err := writeJSON(a.path("state.json"), &a.st)
+	if !a.st.Consent.CanCollect && a.testStop != nil {
+		a.testStop() // revoked: the running test stops too
+	}
 	a.mu.Unlock()
 	a.poke()
 	return err
@@ -328,6 +332,14 @@ const MaxTestTime = 2 * time.Minute
 func (a *Agent) runTest(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, MaxTestTime)
 	defer cancel()
+	a.mu.Lock()
+	a.testStop = cancel
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.testStop = nil
+		a.mu.Unlock()
+	}()
 	stop := context.AfterFunc(a.ctx, cancel) // the agent is closing
 	defer stop()
 	test := schemas.SpeedtestName

@@ -372,3 +372,28 @@ func TestRevokeStopsUploads(t *testing.T) {
 		t.Fatalf("after consenting again: %d rows, want 1", n)
 	}
 }
+
+// TestRevokeStopsRunningTest: revoking consent also stops a test in progress.
+func TestRevokeStopsRunningTest(t *testing.T) {
+	a, err := agent.New(agent.Options{StateDir: t.TempDir(), ServerURL: testServer(t),
+		Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtest.Config{})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.SetConsent(true, true, true)
+	done := make(chan error, 1)
+	start := time.Now()
+	if err := a.StartTest(context.Background(), done); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // into the download
+	a.SetConsent(true, false, false)
+	err = <-done
+	if err == nil || time.Since(start) > 3*time.Second {
+		t.Fatalf("test ended after %s with %v; want it stopped at once with an error", time.Since(start), err)
+	}
+	if rs, _ := a.Results(context.Background(), 10); len(rs) != 0 {
+		t.Fatalf("%d results stored from a stopped test", len(rs))
+	}
+}

@@ -95,6 +95,8 @@ type Negotiator struct {
 	active  int
 	limiter *limiter
 	onEvent func(event string) // metrics hook
+	quit    chan struct{}      // closed by Close: long polls answer at once
+	closed  bool
 }
 
 // NewNegotiator returns a negotiator.
@@ -125,6 +127,18 @@ func NewNegotiator(cfg NegotiatorConfig) *Negotiator {
 		byToken: map[string]*Session{},
 		limiter: newLimiter(cfg.Rate, cfg.Burst),
 		onEvent: func(string) {},
+		quit:    make(chan struct{}),
+	}
+}
+
+// Close ends the long polls in progress (they answer with the agent's
+// place), so that a server shutting down is not held by waiting agents.
+func (n *Negotiator) Close() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.closed {
+		n.closed = true
+		close(n.quit)
 	}
 }
 
@@ -212,6 +226,7 @@ func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr strin
 	case <-s.unchoked:
 	case <-t.C:
 	case <-ctx.Done():
+	case <-n.quit:
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -76,11 +76,16 @@ func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService,
 }
 
 func (t *testserverService) stop() {
+	// Waiting agents get their answer now; then in-flight tests end.
+	t.svc.Negotiator().Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = t.http.Shutdown(ctx)
-	// Deliver what is waiting for the collector, briefly; the rest stays spooled.
-	t.svc.Forwarder().Flush(ctx)
+	// Deliver what is waiting for the collector, briefly (a budget of its
+	// own); the rest stays spooled for the next start.
+	fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer fcancel()
+	t.svc.Forwarder().Flush(fctx)
 	deadline := time.Now().Add(3 * time.Second)
 	for t.svc.Forwarder().Pending() > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
