@@ -41,7 +41,10 @@ type Options struct {
 	CollectorURL string
 	// ServerURL is a fixed test server ("": ask the collector's rendezvous).
 	ServerURL string
-	Logger    *slog.Logger
+	// PublicAPIURL is Neubot's public query API, for the comparison with
+	// the volunteer's provider ("": no comparison).
+	PublicAPIURL string
+	Logger       *slog.Logger
 	// Rand drives the schedule (nil: seeded from the clock); Tests maps
 	// test names to measurers (nil: the registry's speedtest).
 	Rand  *mrand.Rand

@@ -34,6 +34,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/config", a.apiGetConfig)
 	mux.HandleFunc("PUT /api/v1/config", a.apiPutConfig)
 	mux.HandleFunc("POST /api/v1/consent", a.apiConsent)
+	mux.HandleFunc("GET /api/v1/isp", a.apiISP)
 	mux.Handle("/", web.Handler(a.csrf))
 	return a.protect(mux)
 }

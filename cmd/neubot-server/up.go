@@ -12,6 +12,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/publish"
 )
 
 func defaultDataDir() string {
@@ -33,6 +34,7 @@ func cmdUp(args []string) error {
 	testserverAddr := fs.String("testserver", "127.0.0.1:9775", "address of the test server")
 	capacity := fs.Int("capacity", 2, "tests the test server allows at once")
 	agentAddr := fs.String("agent", "127.0.0.1:9774", "address of the local agent's web UI (loopback)")
+	publishAddr := fs.String("publish", "127.0.0.1:8080", "address of the public query API")
 	analyticsSpec := fs.String("analytics-schedule", "* * * * *", "cron spec of the analytics runs (days whose data changed)")
 	demo := fs.Bool("demo", false, "also seed the last days with a simulated fleet (records marked synthetic=1)")
 	demoAgents := fs.Int("demo-agents", 500, "agents of the simulated fleet with --demo")
@@ -98,10 +100,18 @@ func cmdUp(args []string) error {
 		return err
 	}
 
+	pub, err := httpx.Listen(*publishAddr, publish.New(publish.Config{Conn: anConn, IPDB: db, Logger: log}).Handler(), log)
+	if err != nil {
+		ts.stop()
+		col.stop(10 * time.Second)
+		return err
+	}
+	defer pub.Shutdown(context.Background())
+
 	// One real agent, as a volunteer runs it: it finds the test server
 	// through the collector's rendezvous and uploads to the collector. It
 	// measures nothing until consent is given in its web UI.
-	ag, err := agent.New(agent.Options{StateDir: filepath.Join(*data, "agent"), CollectorURL: col.http.URL(), Logger: log})
+	ag, err := agent.New(agent.Options{StateDir: filepath.Join(*data, "agent"), CollectorURL: col.http.URL(), PublicAPIURL: pub.URL(), Logger: log})
 	if err != nil {
 		ts.stop()
 		col.stop(10 * time.Second)
@@ -140,10 +150,11 @@ func cmdUp(args []string) error {
   clickhouse  %s   database %s
   collector   %s   POST /api/v1/measurements, POST /api/v1/rendezvous, GET /metrics
   testserver  %s   speedtest; try: neubot run speedtest --server %s
+  publish     %s   public API: GET /api/v1/distributions, /api/v1/whoami
   agent       %s/   web UI of a local agent (consent first)
   analytics   scheduler "%s": distributions of the days whose data changed
 Press Ctrl-C to stop.
-`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL(), agSrv.URL(), *analyticsSpec)
+`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL(), pub.URL(), agSrv.URL(), *analyticsSpec)
 
 	select {
 	case <-ctx.Done():

@@ -51,6 +51,7 @@ func cmdAgent(args []string) error {
 	stateDir := fs.String("state-dir", defaultStateDir(), "directory of the agent's configuration, results and upload spool")
 	collector := fs.String("collector", "http://127.0.0.1:9773", "collector base URL (rendezvous and uploads); empty: keep results local")
 	server := fs.String("server", "", "fixed test server URL (default: ask the collector's rendezvous)")
+	publicAPI := fs.String("public-api", "http://127.0.0.1:8080", "Neubot's public API, to compare your results with your provider's; empty: none")
 	once := fs.Bool("once", false, "run one test now, upload it, and exit")
 	consent := fs.String("consent", "", "record the volunteer's choice without the web UI: accept, accept-private (collect, never publish) or decline")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
@@ -77,7 +78,7 @@ func cmdAgent(args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Options{StateDir: *stateDir, CollectorURL: *collector, ServerURL: *server, Logger: log})
+	a, err := agent.New(agent.Options{StateDir: *stateDir, CollectorURL: *collector, ServerURL: *server, PublicAPIURL: *publicAPI, Logger: log})
 	if err != nil {
 		return err
 	}

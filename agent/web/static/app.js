@@ -471,8 +471,42 @@
   // (through the agent, since the page may only connect to its own origin),
   // then draw the volunteer's results against it into #compare-body and hide
   // #compare-note. Until that API exists it leaves the note in place.
-  function loadProviderComparison() {
-    $("compare-note").hidden = false;
+  async function loadProviderComparison() {
+    const note = $("compare-note");
+    const body = $("compare-body");
+    let c;
+    try {
+      c = await api("GET", "/api/v1/isp");
+    } catch (e) {
+      note.textContent = `Comparison with your provider is not available: ${e.message}`;
+      note.hidden = false;
+      return;
+    }
+    if (!c.available) {
+      note.textContent = `Comparison with your provider is not available: ${c.reason}.`;
+      note.hidden = false;
+      body.textContent = "";
+      return;
+    }
+    note.hidden = true;
+    const fmt = (x) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
+    const who = `${c.org || "your provider"} (AS${c.asn}${c.country ? ", " + c.country : ""})`;
+    body.textContent = "";
+    const p = document.createElement("p");
+    p.textContent = `Over the last ${c.days} days, ${c.isp_tests} tests of ${who} measured a median download of ` +
+      `${fmt(c.p50)} Mbit/s; half of them were between ${fmt(c.p25)} and ${fmt(c.p75)} Mbit/s ` +
+      `(10% below ${fmt(c.p10)}, 10% above ${fmt(c.p90)}).`;
+    body.appendChild(p);
+    const mine = document.createElement("p");
+    if (c.my_tests > 0) {
+      let where = "in the middle half of your provider's tests";
+      if (c.my_median < c.p25) where = "below the middle half of your provider's tests";
+      if (c.my_median > c.p75) where = "above the middle half of your provider's tests";
+      mine.textContent = `Your median download over your ${c.my_tests} tests is ${fmt(c.my_median)} Mbit/s: ${where}.`;
+    } else {
+      mine.textContent = "You have no tests in this period yet.";
+    }
+    body.appendChild(mine);
   }
 
   // ---- data used -----------------------------------------------------------
