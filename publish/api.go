@@ -6,6 +6,7 @@ package publish
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -21,6 +22,12 @@ import (
 
 	"github.com/neubot/neubot/collector/annotate"
 )
+
+// OpenAPI is the API's OpenAPI document, served at /api/v1/openapi.json; a
+// test checks that it lists every route of the router and nothing else.
+//
+//go:embed openapi.json
+var OpenAPI []byte
 
 // Config configures the API.
 type Config struct {
@@ -46,6 +53,12 @@ func New(cfg Config) *API {
 	}
 	a := &API{cfg: cfg}
 	r := chi.NewRouter()
+	r.Get("/api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		_, _ = w.Write(OpenAPI)
+	})
 	r.Get("/api/v1/whoami", a.whoami)
 	r.Get("/api/v1/distributions", a.distributions)
 	a.router = r
