@@ -21,6 +21,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/neubot/neubot/collector/annotate"
+	"github.com/neubot/neubot/internal/ratelimit"
 )
 
 // OpenAPI is the API's OpenAPI document, served at /api/v1/openapi.json; a
@@ -37,13 +38,18 @@ type Config struct {
 	// address, added by the proxy) instead of the connection: only behind
 	// a proxy you run.
 	TrustProxy bool
-	Logger     *slog.Logger
+	// Rate and Burst limit requests per client address (default 10 per
+	// second, burst 50); beyond, 429 with Retry-After.
+	Rate   float64
+	Burst  int
+	Logger *slog.Logger
 }
 
 // API is the public query API.
 type API struct {
-	cfg    Config
-	router chi.Router
+	cfg     Config
+	router  chi.Router
+	limiter *ratelimit.Limiter
 }
 
 // New builds the API.
@@ -51,8 +57,15 @@ func New(cfg Config) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &API{cfg: cfg}
+	if cfg.Rate <= 0 {
+		cfg.Rate = 10
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 50
+	}
+	a := &API{cfg: cfg, limiter: ratelimit.New(cfg.Rate, cfg.Burst)}
 	r := chi.NewRouter()
+	r.Use(a.rateLimit)
 	r.Get("/api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Access-Control-Allow-Origin", "*")
@@ -61,6 +74,7 @@ func New(cfg Config) *API {
 	})
 	r.Get("/api/v1/whoami", a.whoami)
 	r.Get("/api/v1/distributions", a.distributions)
+	r.Get("/api/v1/isps", a.isps)
 	a.router = r
 	return a
 }
@@ -84,6 +98,19 @@ func reply(w http.ResponseWriter, code int, maxAge time.Duration, v any) {
 	}
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// rateLimit answers 429 with Retry-After to an address over its rate.
+func (a *API) rateLimit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr := a.clientAddr(r)
+		if !a.limiter.Allow(addr, time.Now()) {
+			w.Header().Set("Retry-After", strconv.Itoa(int(a.limiter.RetryAfter(addr).Seconds())))
+			reply(w, http.StatusTooManyRequests, 0, apiError{Error: "too many requests from this address: slow down"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // clientAddr is the caller's address, per the proxy policy.
@@ -222,4 +249,67 @@ func (a *API) distributions(w http.ResponseWriter, r *http.Request) {
 		d.Days = append(d.Days, x)
 	}
 	reply(w, http.StatusOK, 5*time.Minute, d)
+}
+
+// ISP is one entry of GET /api/v1/isps.
+type ISP struct {
+	ASN     string `json:"asn"`
+	Org     string `json:"org"`
+	Country string `json:"country"`
+	Tests   uint64 `json:"tests"`
+}
+
+// isps searches the ISPs with tests in the last 30 days by name fragment,
+// AS number or country code (q), most tested first.
+func (a *API) isps(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	term := strings.TrimSpace(q.Get("q"))
+	if len(term) > 64 {
+		reply(w, http.StatusBadRequest, 0, apiError{Error: "q is longer than 64 bytes", Field: "q"})
+		return
+	}
+	limit := 50
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			reply(w, http.StatusBadRequest, 0, apiError{Error: "limit must be an integer from 1 to 500", Field: "limit"})
+			return
+		}
+		limit = n
+	}
+	syn := uint8(0)
+	switch q.Get("synthetic") {
+	case "", "0", "false":
+	case "1", "true":
+		syn = 1
+	default:
+		reply(w, http.StatusBadRequest, 0, apiError{Error: "synthetic must be 0 or 1", Field: "synthetic"})
+		return
+	}
+	ctx := clickhouse.Context(r.Context(), clickhouse.WithSettings(clickhouse.Settings{"max_execution_time": 10}))
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	term = strings.TrimPrefix(strings.ToUpper(term), "AS")
+	rows, err := a.cfg.Conn.Query(ctx, `SELECT key, any(org), any(country), sum(tests) AS n
+		FROM analytics_distributions
+		WHERE scope = 'asn' AND goodset = 'all' AND metric = 'download_mbps' AND synthetic = ? AND day >= today() - 30
+		GROUP BY key
+		HAVING ? = '' OR key = ? OR upper(any(country)) = ? OR positionCaseInsensitive(any(org), ?) > 0
+		ORDER BY n DESC, key LIMIT ?`, syn, term, term, term, q.Get("q"), limit)
+	if err != nil {
+		a.cfg.Logger.Error("publish: isps query", "err", err)
+		reply(w, http.StatusServiceUnavailable, 0, apiError{Error: "the data store is not available now"})
+		return
+	}
+	defer rows.Close()
+	out := []ISP{}
+	for rows.Next() {
+		var x ISP
+		if err := rows.Scan(&x.ASN, &x.Org, &x.Country, &x.Tests); err != nil {
+			reply(w, http.StatusServiceUnavailable, 0, apiError{Error: "the data store answered badly"})
+			return
+		}
+		out = append(out, x)
+	}
+	reply(w, http.StatusOK, 5*time.Minute, map[string]any{"isps": out})
 }

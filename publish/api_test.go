@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,6 +79,22 @@ func TestDistributionsAndComparison(t *testing.T) {
 	if code != 200 || len(d.Days) == 0 || d.Days[0].Tests == 0 || d.Days[0].P50 <= 0 {
 		t.Fatalf("distributions: %d %+v", code, d)
 	}
+	var isps struct {
+		ISPs []publish.ISP `json:"isps"`
+	}
+	org := strings.Fields(d.Org)[0]
+	if code := get("/api/v1/isps?synthetic=1&q="+url.QueryEscape(strings.ToLower(org)), &isps); code != 200 || len(isps.ISPs) == 0 || isps.ISPs[0].ASN != fmt.Sprint(a0.ISP.ASN) {
+		t.Fatalf("isps?q=%s: %d %+v; want AS%d first", org, code, isps, a0.ISP.ASN)
+	}
+	if code := get(fmt.Sprintf("/api/v1/isps?synthetic=1&q=AS%d", a0.ISP.ASN), &isps); code != 200 || len(isps.ISPs) != 1 {
+		t.Fatalf("isps?q=AS%d: %d %+v", a0.ISP.ASN, code, isps)
+	}
+	if code := get("/api/v1/isps?synthetic=1", &isps); code != 200 || len(isps.ISPs) < 5 {
+		t.Fatalf("isps: %d, %d ISPs", code, len(isps.ISPs))
+	}
+	if code := get("/api/v1/isps?limit=0", nil); code != 400 {
+		t.Fatalf("isps?limit=0: %d", code)
+	}
 	for _, bad := range []string{"scope=planet", "scope=asn&key=abc", "scope=asn", "scope=all&metric=colour", "scope=all&days=0", "scope=all&days=9999", "scope=all&synthetic=maybe"} {
 		if code := get("/api/v1/distributions?"+bad, nil); code != 400 {
 			t.Errorf("%s: %d, want 400", bad, code)
@@ -128,5 +146,34 @@ func TestDistributionsAndComparison(t *testing.T) {
 	defer ag2.Close()
 	if c := ag2.CompareISP(context.Background()); c.Available || c.Reason == "" {
 		t.Fatalf("loopback comparison %+v", c)
+	}
+}
+
+// TestRateLimit: an address over its rate gets 429 with Retry-After; others
+// do not.
+func TestRateLimit(t *testing.T) {
+	srv := httptest.NewServer(publish.New(publish.Config{IPDB: collectortest.IPDB(t), TrustProxy: true, Rate: 1, Burst: 3}).Handler())
+	defer srv.Close()
+	do := func(addr string) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/whoami", nil)
+		req.Header.Set("X-Forwarded-For", addr)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for i := 0; i < 3; i++ {
+		if r := do("8.8.8.8"); r.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i+1, r.StatusCode)
+		}
+	}
+	r := do("8.8.8.8")
+	if r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("4th request: %d, Retry-After %q; want 429 with Retry-After", r.StatusCode, r.Header.Get("Retry-After"))
+	}
+	if r := do("1.1.1.1"); r.StatusCode != 200 {
+		t.Fatalf("another address: %d", r.StatusCode)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"net/http"
+
+	"github.com/neubot/neubot/internal/ratelimit"
 )
 
 // The negotiator is the white list of the Neubot paper. An agent asks for a
@@ -93,7 +95,7 @@ type Negotiator struct {
 	byToken map[string]*Session
 	queue   []*Session
 	active  int
-	limiter *limiter
+	limiter *ratelimit.Limiter
 	onEvent func(event string) // metrics hook
 	quit    chan struct{}      // closed by Close: long polls answer at once
 	closed  bool
@@ -125,7 +127,7 @@ func NewNegotiator(cfg NegotiatorConfig) *Negotiator {
 	return &Negotiator{
 		cfg:     cfg,
 		byToken: map[string]*Session{},
-		limiter: newLimiter(cfg.Rate, cfg.Burst),
+		limiter: ratelimit.New(cfg.Rate, cfg.Burst),
 		onEvent: func(string) {},
 		quit:    make(chan struct{}),
 	}
@@ -184,7 +186,7 @@ func newToken() string {
 // may not start, wait up to LongPoll (or until ctx ends) for its turn.
 func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr string) (Negotiation, error) {
 	now := time.Now()
-	if !n.limiter.allow(clientAddr, now) {
+	if !n.limiter.Allow(clientAddr, now) {
 		n.onEvent("rate_limited")
 		return Negotiation{}, ErrRateLimited
 	}
@@ -354,45 +356,4 @@ func StatusOf(err error) int {
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
-}
-
-// limiter is a token bucket per client address.
-type limiter struct {
-	mu      sync.Mutex
-	rate    float64
-	burst   float64
-	buckets map[string]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newLimiter(rate float64, burst int) *limiter {
-	return &limiter{rate: rate, burst: float64(burst), buckets: map[string]*bucket{}}
-}
-
-func (l *limiter) allow(addr string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.buckets) > 100_000 { // bound memory: forget full buckets
-		for k, b := range l.buckets {
-			if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
-				delete(l.buckets, k)
-			}
-		}
-	}
-	b := l.buckets[addr]
-	if b == nil {
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[addr] = b
-	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }
