@@ -150,7 +150,7 @@ func cmdUp(args []string) error {
   clickhouse  %s   database %s
   collector   %s   POST /api/v1/measurements, POST /api/v1/rendezvous, GET /metrics
   testserver  %s   speedtest; try: neubot run speedtest --server %s
-  publish     %s   public API: GET /api/v1/distributions, /api/v1/whoami
+  publish     %s   public API: /api/v1/isps, /api/v1/distributions, /api/v1/whoami, /api/v1/openapi.json
   agent       %s/   web UI of a local agent (consent first)
   analytics   scheduler "%s": distributions of the days whose data changed
 Press Ctrl-C to stop.
