@@ -21,10 +21,10 @@ import (
 	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
-	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/service"
+	"github.com/neubot/neubot/testserver/service/servicetest"
 )
 
 func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
@@ -35,16 +35,8 @@ var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * t
 // testServer starts a real test server in-process on loopback.
 func testServer(t *testing.T) string {
 	t.Helper()
-	svc, err := service.New(service.Config{ID: "ts-agent-test", Version: "test", SpoolDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := httpx.Listen("127.0.0.1:0", svc.Handler(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(context.Background()); svc.Close() })
-	return srv.URL()
+	_, url := servicetest.Start(t, service.Config{ID: "ts-agent-test"})
+	return url
 }
 
 func newAgent(t *testing.T, dir, collectorURL, serverURL string) *agent.Agent {

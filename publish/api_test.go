@@ -19,11 +19,11 @@ import (
 	"github.com/neubot/neubot/analytics/simulate"
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
-	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/service"
+	"github.com/neubot/neubot/testserver/service/servicetest"
 )
 
 func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
@@ -109,16 +109,8 @@ func TestDistributionsAndComparison(t *testing.T) {
 		mean, p10, p25, p50, p75, p90, hist, modes FROM analytics_distributions WHERE synthetic = 1`); err != nil {
 		t.Fatal(err)
 	}
-	svc, err := service.New(service.Config{ID: "ts", Version: "test", SpoolDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts, err := httpx.Listen("127.0.0.1:0", svc.Handler(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ts.Shutdown(context.Background())
-	ag, err := agent.New(agent.Options{StateDir: t.TempDir(), ServerURL: ts.URL(), PublicAPIURL: api.URL,
+	_, tsURL := servicetest.Start(t, service.Config{ID: "ts"})
+	ag, err := agent.New(agent.Options{StateDir: t.TempDir(), ServerURL: tsURL, PublicAPIURL: api.URL,
 		HTTPClient: &http.Client{Transport: viaProxy{a0.Addr.String()}},
 		Tests:      map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3})}})
 	if err != nil {

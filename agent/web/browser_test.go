@@ -22,6 +22,7 @@ import (
 	"github.com/neubot/neubot/agent"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/testserver/service"
+	"github.com/neubot/neubot/testserver/service/servicetest"
 )
 
 // chromiumPath is Debian's chromium, which scripts/setup installs. A
@@ -341,24 +342,8 @@ func artefactDir(t *testing.T) string {
 // startTestServer runs a real test server in-process on loopback.
 func startTestServer(t *testing.T) string {
 	t.Helper()
-	svc, err := service.New(service.Config{ID: "ts-ui-test", Version: "test", SpoolDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := httpx.Listen("127.0.0.1:0", svc.Handler(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { svc.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		srv.Shutdown(context.Background())
-		cancel()
-		<-done
-		svc.Close()
-	})
-	return srv.URL()
+	_, url := servicetest.Start(t, service.Config{ID: "ts-ui-test"})
+	return url
 }
 
 // startAgent runs a real agent (its default speedtest methodology) against

@@ -18,50 +18,17 @@ import (
 	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
-	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
 	"github.com/neubot/neubot/testserver"
 	"github.com/neubot/neubot/testserver/service"
+	"github.com/neubot/neubot/testserver/service/servicetest"
 	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
 
-// start runs a test server on a real loopback socket (its handlers read
-// TCP_INFO from the connection) and stops it when the test ends.
-func start(t *testing.T, cfg service.Config) (*service.Service, string) {
-	t.Helper()
-	if cfg.ID == "" {
-		cfg.ID = "ts-test"
-	}
-	cfg.Version = "test"
-	if cfg.SpoolDir == "" {
-		cfg.SpoolDir = t.TempDir()
-	}
-	svc, err := service.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := httpx.Listen("127.0.0.1:0", svc.Handler(), cfg.Logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { svc.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		srv.Shutdown(context.Background())
-		cancel()
-		<-done
-		svc.Close()
-	})
-	return svc, srv.URL()
-}
-
-// quick is a short methodology for functional tests on loopback; accuracy
-// is measured by bench/speedtest, not here.
 var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3}
 
 func env(url string) plugin.Env {
@@ -71,7 +38,7 @@ func env(url string) plugin.Env {
 // TestQueue: with 2 tests allowed at once, 10 agents negotiating together
 // all complete, and no more than 2 are ever testing at once.
 func TestQueue(t *testing.T) {
-	svc, url := start(t, service.Config{Negotiator: testserver.NegotiatorConfig{Capacity: 2}})
+	svc, url := servicetest.Start(t, service.Config{Negotiator: testserver.NegotiatorConfig{Capacity: 2}})
 	stop := make(chan struct{})
 	var maxActive atomic.Int64
 	var watch sync.WaitGroup
@@ -166,7 +133,7 @@ func status(t *testing.T, method, url, token string) int {
 // TestTokens: every test endpoint refuses a missing, unknown or expired
 // token; a live one is accepted.
 func TestTokens(t *testing.T) {
-	_, url := start(t, service.Config{Negotiator: testserver.NegotiatorConfig{Capacity: 1, TestTimeout: 300 * time.Millisecond}})
+	_, url := servicetest.Start(t, service.Config{Negotiator: testserver.NegotiatorConfig{Capacity: 1, TestTimeout: 300 * time.Millisecond}})
 	for _, ep := range []struct{ method, path string }{
 		{"HEAD", spec.LatencyPath}, {"GET", spec.DownloadPath}, {"POST", spec.UploadPath}, {"POST", spec.CollectPath},
 	} {
@@ -192,7 +159,7 @@ func TestTokens(t *testing.T) {
 // TestRangeAndRateLimit: bad ranges are refused; negotiation is limited
 // per client address with 429 and Retry-After.
 func TestRangeAndRateLimit(t *testing.T) {
-	_, url := start(t, service.Config{Negotiator: testserver.NegotiatorConfig{Capacity: 50, Rate: 0.1, Burst: 3}})
+	_, url := servicetest.Start(t, service.Config{Negotiator: testserver.NegotiatorConfig{Capacity: 50, Rate: 0.1, Burst: 3}})
 	tok := negotiate(t, url)
 	for _, rg := range []string{"", "bytes=5-1", "bytes=0-", "bytes=0-99999999999", "items=0-1", "bytes=0-1,3-4"} {
 		req, _ := http.NewRequest("GET", url+spec.DownloadPath, nil)
@@ -224,7 +191,7 @@ func TestRangeAndRateLimit(t *testing.T) {
 // the agent also submits its own copy.
 func TestEndToEnd(t *testing.T) {
 	col := collectortest.New(t, collector.Config{})
-	_, url := start(t, service.Config{CollectorURL: col.Server.URL})
+	_, url := servicetest.Start(t, service.Config{CollectorURL: col.Server.URL})
 	var uids []string
 	for i := 0; i < 3; i++ {
 		rec, err := speedtest.NewMeasurer(quick).Run(context.Background(), env(url))
@@ -294,7 +261,7 @@ func TestForwarderSurvivesCollectorOutage(t *testing.T) {
 		w.Write([]byte(`{"accepted":1}`))
 	}))
 	defer fake.Close()
-	svc, url := start(t, service.Config{CollectorURL: fake.URL})
+	svc, url := servicetest.Start(t, service.Config{CollectorURL: fake.URL})
 	if _, err := speedtest.NewMeasurer(quick).Run(context.Background(), env(url)); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,46 @@
+// Package servicetest runs a real test server for tests: the real service
+// on a loopback socket (its handlers read TCP_INFO from the connection),
+// its spool in a temporary directory, stopped when the test ends.
+package servicetest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/testserver/service"
+)
+
+// Start runs a test server; cfg may be partly filled (ID, Version and
+// SpoolDir get test values when empty). It returns the service and its URL.
+func Start(t testing.TB, cfg service.Config) (*service.Service, string) {
+	t.Helper()
+	if cfg.ID == "" {
+		cfg.ID = "ts-test"
+	}
+	if cfg.Version == "" {
+		cfg.Version = "test"
+	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = t.TempDir()
+	}
+	svc, err := service.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := httpx.Listen("127.0.0.1:0", svc.Handler(), cfg.Logger)
+	if err != nil {
+		svc.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		srv.Shutdown(context.Background())
+		cancel()
+		<-done
+		svc.Close()
+	})
+	return svc, srv.URL()
+}
