@@ -432,6 +432,25 @@ loop:
 	return s.phase(dur, r.cfg.Connections), nil
 }
 
+// transfer sends one request of a transfer phase. It returns the response
+// when the server answered want; otherwise no response and the error, which
+// is nil when the request failed because the phase ended (ctx).
+func (r *run) transfer(ctx context.Context, req *http.Request, want int, op string) (*http.Response, error) {
+	resp, err := r.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if resp.StatusCode != want {
+		err := protoError(op, resp)
+		resp.Body.Close()
+		return nil, err
+	}
+	return resp, nil
+}
+
 func (r *run) downloadLoop(ctx context.Context, received *atomic.Uint64, offset int64) error {
 	size := int64(64 << 10)
 	buf := make([]byte, 64<<10)
@@ -442,17 +461,9 @@ func (r *run) downloadLoop(ctx context.Context, received *atomic.Uint64, offset 
 		}
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, offset+size-1))
 		t0 := time.Now()
-		resp, err := r.client.Do(req)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		if resp.StatusCode != http.StatusPartialContent {
-			err := protoError("download", resp)
-			resp.Body.Close()
-			return err
+		resp, err := r.transfer(ctx, req, http.StatusPartialContent, "download")
+		if resp == nil {
+			return err // nil when the phase ended
 		}
 		for {
 			n, err := resp.Body.Read(buf)
@@ -583,17 +594,9 @@ func (r *run) uploadLoop(ctx context.Context, report func(t float64, bytes uint6
 		req.ContentLength = size
 		req.Header.Set("Content-Type", "application/octet-stream")
 		t0 := time.Now()
-		resp, err := r.client.Do(req)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		if resp.StatusCode != http.StatusOK {
-			err := protoError("upload", resp)
-			resp.Body.Close()
-			return err
+		resp, err := r.transfer(ctx, req, http.StatusOK, "upload")
+		if resp == nil {
+			return err // nil when the phase ended
 		}
 		var ur spec.UploadResponse
 		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&ur)
