@@ -76,18 +76,14 @@ func cmdAnalytics(args []string) error {
 		return cli.ErrUsage
 	}
 	fs := newFlagSet("analytics", "Run the analytics scheduler: every tick, recompute the days whose measurements changed.\nSub-commands: `analytics run --from --to` recomputes a range; `analytics table` prints the summary table.")
-	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address")
-	db := fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	ch := addClickHouseFlags(fs)
 	spec := fs.String("schedule", "*/10 * * * *", "cron spec of the runs")
 	lf := addLogFlags(fs, "json")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	log, err := parseLogged(fs, args, lf)
 	if err != nil {
 		return err
 	}
-	conn, err := chdb.Setup(context.Background(), chdb.Options{Addr: *addr, Database: *db}, log)
+	conn, err := chdb.Setup(context.Background(), ch.options(), log)
 	if err != nil {
 		return err
 	}
@@ -123,8 +119,7 @@ func parseDays(fromS, toS string) (from, to time.Time, err error) {
 
 func cmdAnalyticsRun(args []string) error {
 	fs := newFlagSet("analytics run", "Recompute the analytics of every day from --from to --to (inclusive) that has measurements.")
-	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address")
-	db := fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	ch := addClickHouseFlags(fs)
 	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
 	toS := fs.String("to", "", "last day, YYYY-MM-DD (default: --from)")
 	lf := addLogFlags(fs, "text")
@@ -141,7 +136,7 @@ func cmdAnalyticsRun(args []string) error {
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	conn, err := chdb.Setup(ctx, chdb.Options{Addr: *addr, Database: *db}, log)
+	conn, err := chdb.Setup(ctx, ch.options(), log)
 	if err != nil {
 		return err
 	}
@@ -160,8 +155,7 @@ func cmdAnalyticsRun(args []string) error {
 
 func cmdAnalyticsTable(args []string) error {
 	fs := newFlagSet("analytics table", "Print the summary table (the Neubot paper's Table I: averages per ISP) over a range of days.")
-	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address")
-	db := fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	ch := addClickHouseFlags(fs)
 	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
 	toS := fs.String("to", "", "last day (default: --from)")
 	goodset := fs.String("goodset", "paper2011", "goodset")
@@ -175,7 +169,7 @@ func cmdAnalyticsTable(args []string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := chdb.Open(context.Background(), chdb.Options{Addr: *addr, Database: *db})
+	conn, err := chdb.Open(context.Background(), ch.options())
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/collector"
-	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/spool"
 )
 
@@ -13,17 +12,13 @@ func cmdCollector(args []string) error {
 	fs := newFlagSet("collector", "Run the collector: POST /api/v1/measurements, a write-ahead spool and the ClickHouse loader.")
 	listen := fs.String("listen", "127.0.0.1:9773", "address to serve the collector API on")
 	spoolDir := fs.String("spool-dir", "neubot-spool", "directory of the write-ahead spool (one per collector)")
-	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address, host:port")
-	db := fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	ch := addClickHouseFlags(fs)
 	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
 	maxAge := fs.Duration("batch-max-age", time.Second, "load a batch at the latest this long after its first record arrived")
 	maxRecords := fs.Int("batch-max-records", 100_000, "load a batch when it holds this many records")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on shutdown, load the spool for at most this long; the rest is kept")
 	lf := addLogFlags(fs, "json")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	log, err := parseLogged(fs, args, lf)
 	if err != nil {
 		return err
 	}
@@ -37,14 +32,14 @@ func cmdCollector(args []string) error {
 	svc, err := startCollector(*listen, collector.Config{
 		SpoolDir:   *spoolDir,
 		Spool:      spool.Options{MaxAge: *maxAge, MaxRecords: *maxRecords},
-		ClickHouse: chdb.Options{Addr: *addr, Database: *db},
+		ClickHouse: ch.options(),
 		IPDB:       db2,
 		Logger:     log,
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("collector listening", "url", svc.http.URL(), "spool", *spoolDir, "clickhouse", *addr)
+	log.Info("collector listening", "url", svc.http.URL(), "spool", *spoolDir, "clickhouse", *ch.addr)
 	ctx, cancel := signalContext()
 	defer cancel()
 	select {

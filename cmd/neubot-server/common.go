@@ -62,6 +62,26 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// parseLogged parses the flags and makes the logger they ask for.
+func parseLogged(fs *flag.FlagSet, args []string, lf logFlags) (*slog.Logger, error) {
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	return lf.logger()
+}
+
+// clickHouseFlags are the flags that say where ClickHouse is.
+type clickHouseFlags struct{ addr, db *string }
+
+func addClickHouseFlags(fs *flag.FlagSet) clickHouseFlags {
+	return clickHouseFlags{
+		addr: fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address, host:port"),
+		db:   fs.String("database", chdb.DefaultDatabase, "ClickHouse database"),
+	}
+}
+
+func (c clickHouseFlags) options() chdb.Options { return chdb.Options{Addr: *c.addr, Database: *c.db} }
+
 func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
@@ -146,19 +166,15 @@ func cmdVersion(args []string) error {
 
 func cmdMigrate(args []string) error {
 	fs := newFlagSet("migrate", "Apply the embedded ClickHouse migrations that are not applied yet, then exit.")
-	addr := fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address, host:port")
-	db := fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	ch := addClickHouseFlags(fs)
 	lf := addLogFlags(fs, "text")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	log, err := parseLogged(fs, args, lf)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	conn, err := chdb.Setup(ctx, chdb.Options{Addr: *addr, Database: *db}, log)
+	conn, err := chdb.Setup(ctx, ch.options(), log)
 	if err != nil {
 		return err
 	}
@@ -167,6 +183,6 @@ func cmdMigrate(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s: %d migrations applied on %s/%s\n", prog, len(done), *addr, *db)
+	fmt.Printf("%s: %d migrations applied on %s/%s\n", prog, len(done), *ch.addr, *ch.db)
 	return nil
 }

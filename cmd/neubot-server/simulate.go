@@ -21,10 +21,7 @@ func cmdSimulate(args []string) error {
 	batch := fs.Int("batch", simulate.DefaultBatch, "records per request")
 	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
 	lf := addLogFlags(fs, "text")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	log, err := parseLogged(fs, args, lf)
 	if err != nil {
 		return err
 	}

@@ -119,10 +119,7 @@ func cmdTestserver(args []string) error {
 	fs.DurationVar(&o.testTimeout, "test-timeout", 30*time.Second, "revoke a token whose test has not collected within this")
 	fs.Float64Var(&o.rate, "negotiate-rate", 1, "negotiate requests per second allowed per client address (burst 20)")
 	lf := addLogFlags(fs, "json")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	log, err := parseLogged(fs, args, lf)
 	if err != nil {
 		return err
 	}

@@ -41,10 +41,7 @@ func cmdUp(args []string) error {
 	demoDays := fs.Int("demo-days", 3, "days of simulated tests with --demo")
 	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
 	lf := addLogFlags(fs, "text")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	log, err := parseLogged(fs, args, lf)
 	if err != nil {
 		return err
 	}
