@@ -1,0 +1,502 @@
+package publish
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/schemas"
+)
+
+// DataLicence is the licence of the published measurements.
+const DataLicence = "CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/)"
+
+// Dumps are written in record batches of batchRows rows and Parquet row
+// groups of at most rowGroupRows rows (about 30-60 MB of compressed data:
+// large enough for fast scans, small enough to keep the writer's memory
+// bounded and to let readers skip by statistics).
+const (
+	batchRows    = 64 * 1024
+	rowGroupRows = 512 * 1024
+)
+
+// ExportConfig configures the dump writer.
+type ExportConfig struct {
+	Conn driver.Conn
+	// Dir is the root of the datasets tree:
+	// <Dir>/<test>/<YYYY>/<MM>/<DD>/<test>-<YYYY-MM-DD>.{parquet,csv.gz}
+	// plus manifest.json there and <Dir>/index.json.
+	Dir string
+	// ASNDB and ASNDBLicence describe the IP-to-ASN data that annotated the
+	// rows, for the manifest.
+	ASNDB, ASNDBLicence string
+	// Synthetic exports the simulated rows instead of the real ones, for the
+	// demo: the manifest says so. A real dump never holds a synthetic row.
+	Synthetic bool
+	// Progress, when set, is called with the rows written so far in the
+	// current day, at most every batch.
+	Progress func(rows uint64)
+}
+
+// File is one data file in a manifest.
+type File struct {
+	Name   string `json:"name"`
+	Format string `json:"format"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// ManifestColumn documents one column of the dump.
+type ManifestColumn struct {
+	Name        string `json:"name"`
+	Type        string `json:"clickhouse_type"`
+	Description string `json:"description"`
+}
+
+// Manifest describes one day of one test, next to its files.
+type Manifest struct {
+	Test               string           `json:"test"`
+	Day                string           `json:"day"`
+	Rows               uint64           `json:"rows"`
+	Files              []File           `json:"files"`
+	SchemaVersion      int              `json:"schema_version"`
+	MethodologyVersion []string         `json:"methodology_versions"`
+	Licence            string           `json:"licence"`
+	ASNDatabase        string           `json:"asn_database"`
+	ASNDatabaseLicence string           `json:"asn_database_licence"`
+	Synthetic          bool             `json:"synthetic"`
+	Selection          string           `json:"selection"`
+	Generator          string           `json:"generator"`
+	GeneratedAt        string           `json:"generated_at"`
+	Columns            []ManifestColumn `json:"columns"`
+}
+
+// Index lists every exported day, newest first.
+type Index struct {
+	GeneratedAt string       `json:"generated_at"`
+	Licence     string       `json:"licence"`
+	Days        []IndexEntry `json:"days"`
+}
+
+// IndexEntry is one day of one test in the index.
+type IndexEntry struct {
+	Test     string `json:"test"`
+	Day      string `json:"day"`
+	Rows     uint64 `json:"rows"`
+	Manifest string `json:"manifest"`
+	Files    []File `json:"files"`
+}
+
+// DayDir is the directory of a day of a test, relative to the root.
+func DayDir(test string, day time.Time) string {
+	return filepath.Join(test, day.Format("2006"), day.Format("01"), day.Format("02"))
+}
+
+// selection is the WHERE clause of what a dump publishes.
+func selection(synthetic bool) string {
+	syn := 0
+	if synthetic {
+		syn = 1
+	}
+	return fmt.Sprintf("consent_can_publish = 1 AND synthetic = %d", syn)
+}
+
+// publicColumns reads the columns of a test's table. Every column is public:
+// the schema keeps only truncated prefixes, never a full address (a test of
+// the schemas and the privacy scan of the round-trip test check it).
+func publicColumns(ctx context.Context, conn driver.Conn, table string) ([]*column, error) {
+	rows, err := conn.Query(ctx, `SELECT name, type, comment FROM system.columns WHERE database = currentDatabase() AND table = ?`, table)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var cols []*column
+	for rows.Next() {
+		var name, typ, doc string
+		if err := rows.Scan(&name, &typ, &doc); err != nil {
+			return nil, err
+		}
+		c, err := newColumn(name, typ, doc)
+		if err != nil {
+			return nil, err
+		}
+		cols = append(cols, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("table %s has no columns (migrations not applied?)", table)
+	}
+	return cols, nil
+}
+
+// Count is the number of rows a dump of the day would hold, before merging
+// copies of one measurement (so at least the dump's rows): cheap, for
+// progress bars.
+func Count(ctx context.Context, conn driver.Conn, test *schemas.Test, day time.Time, synthetic bool) (uint64, error) {
+	var n uint64
+	err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s WHERE toDate(start_time) = toDate(?) AND %s", test.Table, selection(synthetic)), day.Format("2006-01-02")).Scan(&n)
+	return n, err
+}
+
+// ExportDay writes the dump of one UTC day of one test: Parquet, CSV.gz and
+// the manifest, each atomically (temporary file, fsync, rename), then
+// updates the index. Rows are in (start day, measurement_uid) order, so the
+// files of a day that has not changed are the same bytes: exporting it again
+// keeps the existing manifest, generation time included.
+func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day time.Time) (*Manifest, error) {
+	day = time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, time.UTC)
+	ds := day.Format("2006-01-02")
+	cols, err := publicColumns(ctx, cfg.Conn, test.Table)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %s: %w", test.Name, err)
+	}
+	dir := filepath.Join(cfg.Dir, DayDir(test.Name, day))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	base := fmt.Sprintf("%s-%s", test.Name, ds)
+	pqTmp, err := newAtomicFile(filepath.Join(dir, base+".parquet"))
+	if err != nil {
+		return nil, err
+	}
+	defer pqTmp.discard()
+	csvTmp, err := newAtomicFile(filepath.Join(dir, base+".csv.gz"))
+	if err != nil {
+		return nil, err
+	}
+	defer csvTmp.discard()
+
+	m := &Manifest{
+		Test: test.Name, Day: ds, SchemaVersion: schemas.SchemaVersion, MethodologyVersion: test.Versions,
+		Licence: DataLicence, ASNDatabase: cfg.ASNDB, ASNDatabaseLicence: cfg.ASNDBLicence, Synthetic: cfg.Synthetic,
+		Selection: selection(cfg.Synthetic), Generator: "neubot-server " + version.Version,
+	}
+	for _, c := range cols {
+		m.Columns = append(m.Columns, ManifestColumn{Name: c.name, Type: c.chType, Description: c.doc})
+	}
+	rows, err := writeDay(ctx, cfg, test, cols, ds, pqTmp, csvTmp, m)
+	if err != nil {
+		return nil, fmt.Errorf("publish: export %s %s: %w", test.Name, ds, err)
+	}
+	m.Rows = rows
+	for _, f := range []*atomicFile{pqTmp, csvTmp} {
+		if err := f.sync(); err != nil {
+			return nil, err
+		}
+		m.Files = append(m.Files, File{Name: filepath.Base(f.final), Format: formatOf(f.final), Bytes: f.n, SHA256: hex.EncodeToString(f.sum.Sum(nil))})
+	}
+
+	// Idempotence: the same files as the current manifest's keep it as is.
+	manifestPath := filepath.Join(dir, "manifest.json")
+	if old, err := readManifest(manifestPath); err == nil && sameFiles(old.Files, m.Files) && old.Rows == m.Rows {
+		if err := updateIndex(cfg.Dir, old); err != nil {
+			return nil, err
+		}
+		return old, nil
+	}
+	for _, f := range []*atomicFile{pqTmp, csvTmp} {
+		if err := f.commit(); err != nil {
+			return nil, err
+		}
+	}
+	m.GeneratedAt = time.Now().UTC().Format(time.RFC3339)
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(manifestPath, append(b, '\n')); err != nil {
+		return nil, err
+	}
+	if err := updateIndex(cfg.Dir, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func formatOf(name string) string {
+	if strings.HasSuffix(name, ".parquet") {
+		return "parquet"
+	}
+	return "csv.gz"
+}
+
+// writeDay streams the day's rows from ClickHouse into both files.
+func writeDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, cols []*column, ds string, pqOut, csvOut io.Writer, m *Manifest) (uint64, error) {
+	fields := make([]arrow.Field, len(cols))
+	names := make([]string, len(cols))
+	dests := make([]any, len(cols))
+	for i, c := range cols {
+		fields[i], names[i], dests[i] = c.field, c.name, c.dest
+	}
+	meta := arrow.NewMetadata(
+		[]string{"neubot.test", "neubot.day", "neubot.schema_version", "neubot.methodology_versions", "neubot.licence", "neubot.asn_database", "neubot.selection"},
+		[]string{m.Test, m.Day, fmt.Sprint(m.SchemaVersion), strings.Join(m.MethodologyVersion, ","), m.Licence, m.ASNDatabase, m.Selection})
+	schema := arrow.NewSchema(fields, &meta)
+	props := parquet.NewWriterProperties(
+		parquet.WithCompression(compress.Codecs.Zstd),
+		parquet.WithCompressionLevel(3),
+		parquet.WithMaxRowGroupLength(rowGroupRows),
+		parquet.WithDictionaryDefault(true),
+		parquet.WithStats(true),
+		parquet.WithCreatedBy("neubot-server "+version.Version),
+	)
+	pw, err := pqarrow.NewFileWriter(schema, pqOut, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	if err != nil {
+		return 0, err
+	}
+	zw, err := gzip.NewWriterLevel(csvOut, gzip.DefaultCompression)
+	if err != nil {
+		return 0, err
+	}
+	// The CSV header, then one line per row.
+	line := []byte{}
+	for i, n := range names {
+		if i > 0 {
+			line = append(line, ',')
+		}
+		line = append(line, n...)
+	}
+	line = append(line, '\n')
+	if _, err := zw.Write(line); err != nil {
+		return 0, err
+	}
+
+	rb := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer rb.Release()
+	flush := func() error {
+		rec := rb.NewRecordBatch()
+		defer rec.Release()
+		if rec.NumRows() == 0 {
+			return nil
+		}
+		return pw.WriteBuffered(rec)
+	}
+
+	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_execution_time": 3600}))
+	// FINAL merges the copies of one measurement; it reads the parts of the
+	// day's partition through one merging stream in sorting-key order
+	// (toDate(start_time), measurement_uid), which the ORDER BY restates.
+	q := fmt.Sprintf("SELECT %s FROM %s FINAL WHERE toDate(start_time) = toDate(?) AND %s ORDER BY toDate(start_time), measurement_uid",
+		strings.Join(names, ", "), test.Table, m.Selection)
+	rows, err := cfg.Conn.Query(qctx, q, ds)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var n uint64
+	var field []byte
+	for rows.Next() {
+		if err := rows.Scan(dests...); err != nil {
+			return n, err
+		}
+		line = line[:0]
+		for i, c := range cols {
+			c.appendTo(rb.Field(i))
+			if i > 0 {
+				line = append(line, ',')
+			}
+			field = c.csv(field[:0])
+			line = appendCSVField(line, field)
+		}
+		line = append(line, '\n')
+		if _, err := zw.Write(line); err != nil {
+			return n, err
+		}
+		n++
+		if n%batchRows == 0 {
+			if err := flush(); err != nil {
+				return n, err
+			}
+			if cfg.Progress != nil {
+				cfg.Progress(n)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return n, err
+	}
+	if err := flush(); err != nil {
+		return n, err
+	}
+	if cfg.Progress != nil {
+		cfg.Progress(n)
+	}
+	if err := pw.Close(); err != nil {
+		return n, err
+	}
+	return n, zw.Close()
+}
+
+// atomicFile is written under a temporary name in the final directory and
+// renamed into place by commit; its bytes are counted and hashed on the way.
+type atomicFile struct {
+	f     *os.File
+	final string
+	sum   hash.Hash
+	n     int64
+	done  bool
+}
+
+func newAtomicFile(final string) (*atomicFile, error) {
+	f, err := os.CreateTemp(filepath.Dir(final), "."+filepath.Base(final)+".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	return &atomicFile{f: f, final: final, sum: sha256.New()}, nil
+}
+
+func (a *atomicFile) Write(p []byte) (int, error) {
+	n, err := a.f.Write(p)
+	a.sum.Write(p[:n])
+	a.n += int64(n)
+	return n, err
+}
+
+func (a *atomicFile) sync() error { return a.f.Sync() }
+
+func (a *atomicFile) commit() error {
+	if err := a.f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(a.f.Name(), a.final); err != nil {
+		return err
+	}
+	a.done = true
+	return syncDir(filepath.Dir(a.final))
+}
+
+// discard removes the temporary file unless it was committed.
+func (a *atomicFile) discard() {
+	if !a.done {
+		a.f.Close()
+		os.Remove(a.f.Name())
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	a, err := newAtomicFile(path)
+	if err != nil {
+		return err
+	}
+	defer a.discard()
+	if _, err := a.Write(b); err != nil {
+		return err
+	}
+	if err := a.sync(); err != nil {
+		return err
+	}
+	return a.commit()
+}
+
+func readManifest(path string) (*Manifest, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	m := new(Manifest)
+	return m, json.Unmarshal(b, m)
+}
+
+func sameFiles(a, b []File) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// ReadIndex reads the index of a datasets tree; a tree with no index yet
+// has an empty one.
+func ReadIndex(root string) (*Index, error) {
+	b, err := os.ReadFile(filepath.Join(root, "index.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return &Index{Licence: DataLicence, Days: []IndexEntry{}}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	idx := new(Index)
+	if err := json.Unmarshal(b, idx); err != nil {
+		return nil, fmt.Errorf("publish: %s: %w", filepath.Join(root, "index.json"), err)
+	}
+	return idx, nil
+}
+
+// updateIndex puts a day's manifest into the index (replacing the entry of
+// the same test and day), newest day first.
+func updateIndex(root string, m *Manifest) error {
+	idx, err := ReadIndex(root)
+	if err != nil {
+		return err
+	}
+	day, _ := time.Parse("2006-01-02", m.Day)
+	e := IndexEntry{Test: m.Test, Day: m.Day, Rows: m.Rows, Manifest: filepath.ToSlash(filepath.Join(DayDir(m.Test, day), "manifest.json"))}
+	for _, f := range m.Files {
+		f.Name = filepath.ToSlash(filepath.Join(DayDir(m.Test, day), f.Name))
+		e.Files = append(e.Files, f)
+	}
+	kept := idx.Days[:0]
+	for _, d := range idx.Days {
+		if d.Test == m.Test && d.Day == m.Day {
+			if sameEntry(d, e) {
+				return nil // nothing changed: leave the index as it is
+			}
+			continue
+		}
+		kept = append(kept, d)
+	}
+	idx.Days = append(kept, e)
+	sort.Slice(idx.Days, func(i, j int) bool {
+		if idx.Days[i].Day != idx.Days[j].Day {
+			return idx.Days[i].Day > idx.Days[j].Day
+		}
+		return idx.Days[i].Test < idx.Days[j].Test
+	})
+	idx.Licence = DataLicence
+	idx.GeneratedAt = time.Now().UTC().Format(time.RFC3339)
+	b, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(root, "index.json"), append(b, '\n'))
+}
+
+func sameEntry(a, b IndexEntry) bool {
+	return a.Test == b.Test && a.Day == b.Day && a.Rows == b.Rows && a.Manifest == b.Manifest && sameFiles(a.Files, b.Files)
+}
