@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/go-chi/chi/v5"
 
@@ -40,8 +39,16 @@ type Config struct {
 	TrustProxy bool
 	// Rate and Burst limit requests per client address (default 10 per
 	// second, burst 50); beyond, 429 with Retry-After.
-	Rate   float64
-	Burst  int
+	Rate  float64
+	Burst int
+	// CacheTTL keeps answers of the read-only endpoints in memory (default
+	// one minute; negative: no cache).
+	CacheTTL time.Duration
+	// DatasetsDir is the tree of the real dumps, served at /datasets/;
+	// SyntheticDatasetsDir the demo's (synthetic=1), at /datasets-synthetic/.
+	DatasetsDir, SyntheticDatasetsDir string
+	// Demo makes the dashboards show simulated data, said on every page.
+	Demo   bool
 	Logger *slog.Logger
 }
 
@@ -50,6 +57,7 @@ type API struct {
 	cfg     Config
 	router  chi.Router
 	limiter *ratelimit.Limiter
+	cache   *cache
 }
 
 // New builds the API.
@@ -63,7 +71,10 @@ func New(cfg Config) *API {
 	if cfg.Burst <= 0 {
 		cfg.Burst = 50
 	}
-	a := &API{cfg: cfg, limiter: ratelimit.New(cfg.Rate, cfg.Burst)}
+	if cfg.CacheTTL == 0 {
+		cfg.CacheTTL = time.Minute
+	}
+	a := &API{cfg: cfg, limiter: ratelimit.New(cfg.Rate, cfg.Burst), cache: newCache(cfg.CacheTTL)}
 	r := chi.NewRouter()
 	r.Use(a.rateLimit)
 	r.Get("/api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
@@ -73,8 +84,18 @@ func New(cfg Config) *API {
 		_, _ = w.Write(OpenAPI)
 	})
 	r.Get("/api/v1/whoami", a.whoami)
-	r.Get("/api/v1/distributions", a.distributions)
-	r.Get("/api/v1/isps", a.isps)
+	r.Get("/api/v1/measurements", a.measurements)
+	r.Group(func(r chi.Router) {
+		r.Use(a.cache.middleware)
+		r.Get("/api/v1/distributions", a.distributions)
+		r.Get("/api/v1/hourly", a.hourlyHandler)
+		r.Get("/api/v1/histogram", a.histogramHandler)
+		r.Get("/api/v1/isps", a.isps)
+		r.Get("/api/v1/datasets", a.datasets)
+	})
+	r.Get(datasetsURL+"*", datasetFiles(cfg.DatasetsDir, datasetsURL).ServeHTTP)
+	r.Get(syntheticDatasetsURL+"*", datasetFiles(cfg.SyntheticDatasetsDir, syntheticDatasetsURL).ServeHTTP)
+	a.routeDashboards(r)
 	a.router = r
 	return a
 }
@@ -91,11 +112,7 @@ func reply(w http.ResponseWriter, code int, maxAge time.Duration, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Access-Control-Allow-Origin", "*")
-	if maxAge > 0 {
-		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(maxAge.Seconds())))
-	} else {
-		w.Header().Set("Cache-Control", "no-store")
-	}
+	setCache(w, maxAge)
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
 }
@@ -148,168 +165,192 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
 
 // Day is one day of a distribution.
 type Day struct {
-	Day    string  `json:"day"`
-	Tests  uint64  `json:"tests"`
-	Agents uint64  `json:"agents"`
-	Mean   float64 `json:"mean"`
-	P10    float64 `json:"p10"`
-	P25    float64 `json:"p25"`
-	P50    float64 `json:"p50"`
-	P75    float64 `json:"p75"`
-	P90    float64 `json:"p90"`
+	Day        string    `json:"day"`
+	TestsTotal uint64    `json:"tests_total"`
+	Tests      uint64    `json:"tests"`
+	Agents     uint64    `json:"agents"`
+	Mean       float64   `json:"mean"`
+	P10        float64   `json:"p10"`
+	P25        float64   `json:"p25"`
+	P50        float64   `json:"p50"`
+	P75        float64   `json:"p75"`
+	P90        float64   `json:"p90"`
+	Modes      []float64 `json:"modes"`
 }
 
-// Distribution is the answer of GET /api/v1/distributions.
+// Distribution is the answer of GET /api/v1/distributions: the time
+// series of the daily distributions of one metric.
 type Distribution struct {
-	Scope     string `json:"scope"`
-	Key       string `json:"key"`
-	Org       string `json:"org"`
-	Country   string `json:"country"`
-	Metric    string `json:"metric"`
-	Goodset   string `json:"goodset"`
-	Synthetic bool   `json:"synthetic"`
-	Days      []Day  `json:"days"`
+	Scope      string `json:"scope"`
+	Key        string `json:"key"`
+	Org        string `json:"org"`
+	Country    string `json:"country"`
+	Metric     string `json:"metric"`
+	Goodset    string `json:"goodset"`
+	GoodsetDef string `json:"goodset_definition"`
+	Synthetic  bool   `json:"synthetic"`
+	From       string `json:"from"`
+	To         string `json:"to"`
+	Days       []Day  `json:"days"`
 }
 
 var (
 	keyRE     = regexp.MustCompile(`^[A-Za-z0-9]{0,16}$`)
-	metrics   = map[string]bool{"download_mbps": true, "upload_mbps": true, "rtt_ms": true}
-	scopesAPI = map[string]bool{"asn": true, "country": true, "all": true}
+	goodsetRE = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
+	metrics   = []string{"download_mbps", "upload_mbps", "rtt_ms"}
 )
 
-// distributions answers the daily distributions of one ISP, country or
-// everything, over the last `days` days (default 30, at most 366).
-func (a *API) distributions(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	d := Distribution{Scope: q.Get("scope"), Key: q.Get("key"), Metric: q.Get("metric"), Goodset: q.Get("goodset")}
-	if d.Metric == "" {
-		d.Metric = "download_mbps"
-	}
-	if d.Goodset == "" {
-		d.Goodset = "all"
-	}
-	days := 30
+// selector is what the per-scope endpoints select on.
+type selector struct {
+	scope, key, metric, goodset string
+	synthetic                   bool
+	from, to                    time.Time
+}
+
+func (p *params) selector(now time.Time) selector {
+	s := selector{scope: p.q.Get("scope"), key: p.q.Get("key")}
 	switch {
-	case !scopesAPI[d.Scope]:
-		reply(w, http.StatusBadRequest, 0, apiError{Error: "scope must be asn, country or all", Field: "scope"})
-		return
-	case !keyRE.MatchString(d.Key) || (d.Scope == "asn" && strings.Trim(d.Key, "0123456789") != "") || (d.Scope != "all" && d.Key == ""):
-		reply(w, http.StatusBadRequest, 0, apiError{Error: "key must be an AS number (scope asn) or a country code (scope country)", Field: "key"})
-		return
-	case !metrics[d.Metric]:
-		reply(w, http.StatusBadRequest, 0, apiError{Error: "metric must be download_mbps, upload_mbps or rtt_ms", Field: "metric"})
-		return
-	case len(d.Goodset) > 64:
-		reply(w, http.StatusBadRequest, 0, apiError{Error: "goodset is too long", Field: "goodset"})
+	case s.scope != "asn" && s.scope != "country" && s.scope != "all":
+		p.fail(bad("scope", "must be asn, country or all"))
+	case !keyRE.MatchString(s.key) || (s.scope == "asn" && strings.Trim(s.key, "0123456789") != "") || (s.scope != "all" && s.key == ""):
+		p.fail(bad("key", "must be an AS number (scope asn) or a country code (scope country)"))
+	}
+	if s.scope == "all" {
+		s.key = ""
+	}
+	if s.scope == "country" {
+		s.key = strings.ToUpper(s.key)
+	}
+	s.metric = p.oneOf("metric", "download_mbps", metrics...)
+	s.goodset = p.q.Get("goodset")
+	if s.goodset == "" {
+		s.goodset = "all"
+	} else if !goodsetRE.MatchString(s.goodset) {
+		p.fail(bad("goodset", "must be a goodset name like all or paper2011"))
+	}
+	s.synthetic = p.boolean("synthetic")
+	s.from, s.to = p.days(30, 366, now)
+	return s
+}
+
+func (s selector) syn() uint8 {
+	if s.synthetic {
+		return 1
+	}
+	return 0
+}
+
+// distributions answers the daily distributions of one ISP, country or
+// everything, over the last `days` days (default 30, at most 366) or from/to.
+func (a *API) distributions(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	p := &params{q: r.URL.Query()}
+	p.known("scope", "key", "metric", "goodset", "synthetic", "days", "from", "to")
+	s := p.selector(now)
+	if p.err != nil {
+		a.replyErr(w, "distributions", p.err)
 		return
 	}
-	if v := q.Get("days"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 366 {
-			reply(w, http.StatusBadRequest, 0, apiError{Error: "days must be an integer from 1 to 366", Field: "days"})
-			return
-		}
-		days = n
-	}
-	switch q.Get("synthetic") {
-	case "", "0", "false":
-	case "1", "true":
-		d.Synthetic = true
-	default:
-		reply(w, http.StatusBadRequest, 0, apiError{Error: "synthetic must be 0 or 1", Field: "synthetic"})
-		return
-	}
-	if d.Scope == "all" {
-		d.Key = ""
-	}
-	ctx := clickhouse.Context(r.Context(), clickhouse.WithSettings(clickhouse.Settings{"max_execution_time": 10}))
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	syn := uint8(0)
-	if d.Synthetic {
-		syn = 1
-	}
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT toString(day), tests, agents, mean, p10, p25, p50, p75, p90, org, country
-		FROM analytics_distributions
-		WHERE scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= today() - ?
-		ORDER BY day`, d.Scope, d.Key, d.Metric, d.Goodset, syn, days)
+	d, err := a.distribution(r.Context(), s)
 	if err != nil {
-		a.cfg.Logger.Error("publish: distributions query", "err", err)
-		reply(w, http.StatusServiceUnavailable, 0, apiError{Error: "the data store is not available now"})
+		a.replyErr(w, "distributions", err)
 		return
+	}
+	reply(w, http.StatusOK, cacheFor(s.to, now), d)
+}
+
+// distribution reads the daily distributions a selector names.
+func (a *API) distribution(ctx context.Context, s selector) (*Distribution, error) {
+	ctx, cancel := queryCtx(ctx)
+	defer cancel()
+	d := &Distribution{Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
+		From: s.from.Format("2006-01-02"), To: s.to.Format("2006-01-02"), Days: []Day{}}
+	rows, err := a.cfg.Conn.Query(ctx, `SELECT toString(day), tests_total, tests, agents, mean, p10, p25, p50, p75, p90, modes, org, country, goodset_def
+		FROM analytics_distributions
+		WHERE scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
+		ORDER BY day`, s.scope, s.key, s.metric, s.goodset, s.syn(), d.From, d.To)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
-	d.Days = []Day{}
 	for rows.Next() {
 		var x Day
-		if err := rows.Scan(&x.Day, &x.Tests, &x.Agents, &x.Mean, &x.P10, &x.P25, &x.P50, &x.P75, &x.P90, &d.Org, &d.Country); err != nil {
-			reply(w, http.StatusServiceUnavailable, 0, apiError{Error: "the data store answered badly"})
-			return
+		if err := rows.Scan(&x.Day, &x.TestsTotal, &x.Tests, &x.Agents, &x.Mean, &x.P10, &x.P25, &x.P50, &x.P75, &x.P90, &x.Modes, &d.Org, &d.Country, &d.GoodsetDef); err != nil {
+			return nil, err
 		}
 		d.Days = append(d.Days, x)
 	}
-	reply(w, http.StatusOK, 5*time.Minute, d)
+	return d, rows.Err()
 }
 
-// ISP is one entry of GET /api/v1/isps.
+// ISP is one entry of GET /api/v1/isps: an AS with tests in the period,
+// with the tests-weighted median of its daily medians per metric (goodset
+// all).
 type ISP struct {
-	ASN     string `json:"asn"`
-	Org     string `json:"org"`
-	Country string `json:"country"`
-	Tests   uint64 `json:"tests"`
+	ASN          string  `json:"asn"`
+	Org          string  `json:"org"`
+	Country      string  `json:"country"`
+	Tests        uint64  `json:"tests"`
+	AgentDays    uint64  `json:"agent_days"`
+	DownloadMbps float64 `json:"download_mbps"`
+	UploadMbps   float64 `json:"upload_mbps"`
+	RTTMS        float64 `json:"rtt_ms"`
 }
 
 // isps searches the ISPs with tests in the last 30 days by name fragment,
 // AS number or country code (q), most tested first.
 func (a *API) isps(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	term := strings.TrimSpace(q.Get("q"))
+	p := &params{q: r.URL.Query()}
+	p.known("q", "limit", "synthetic", "days")
+	term := strings.TrimSpace(p.q.Get("q"))
 	if len(term) > 64 {
-		reply(w, http.StatusBadRequest, 0, apiError{Error: "q is longer than 64 bytes", Field: "q"})
+		p.fail(bad("q", "is longer than 64 bytes"))
+	}
+	limit := p.intIn("limit", 50, 1, 500)
+	days := p.intIn("days", 30, 1, 366)
+	syn := p.boolean("synthetic")
+	if p.err != nil {
+		a.replyErr(w, "isps", p.err)
 		return
 	}
-	limit := 50
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 500 {
-			reply(w, http.StatusBadRequest, 0, apiError{Error: "limit must be an integer from 1 to 500", Field: "limit"})
-			return
-		}
-		limit = n
-	}
-	syn := uint8(0)
-	switch q.Get("synthetic") {
-	case "", "0", "false":
-	case "1", "true":
-		syn = 1
-	default:
-		reply(w, http.StatusBadRequest, 0, apiError{Error: "synthetic must be 0 or 1", Field: "synthetic"})
-		return
-	}
-	ctx := clickhouse.Context(r.Context(), clickhouse.WithSettings(clickhouse.Settings{"max_execution_time": 10}))
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	term = strings.TrimPrefix(strings.ToUpper(term), "AS")
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT key, any(org), any(country), sum(tests) AS n
-		FROM analytics_distributions
-		WHERE scope = 'asn' AND goodset = 'all' AND metric = 'download_mbps' AND synthetic = ? AND day >= today() - 30
-		GROUP BY key
-		HAVING ? = '' OR key = ? OR upper(any(country)) = ? OR positionCaseInsensitive(any(org), ?) > 0
-		ORDER BY n DESC, key LIMIT ?`, syn, term, term, term, q.Get("q"), limit)
+	out, err := a.ispList(r.Context(), term, syn, days, limit)
 	if err != nil {
-		a.cfg.Logger.Error("publish: isps query", "err", err)
-		reply(w, http.StatusServiceUnavailable, 0, apiError{Error: "the data store is not available now"})
+		a.replyErr(w, "isps", err)
 		return
+	}
+	reply(w, http.StatusOK, 5*time.Minute, map[string]any{"isps": out})
+}
+
+// ispList is the ISPs matching term (empty: all) over the last days.
+func (a *API) ispList(ctx context.Context, term string, synthetic bool, days, limit int) ([]ISP, error) {
+	ctx, cancel := queryCtx(ctx)
+	defer cancel()
+	syn := uint8(0)
+	if synthetic {
+		syn = 1
+	}
+	up := strings.TrimPrefix(strings.ToUpper(term), "AS")
+	rows, err := a.cfg.Conn.Query(ctx, `SELECT key, any(org), any(country),
+			sumIf(tests, metric = 'download_mbps') AS n, sumIf(agents, metric = 'download_mbps'),
+			quantileExactWeightedIf(0.5)(p50, tests, metric = 'download_mbps'),
+			quantileExactWeightedIf(0.5)(p50, tests, metric = 'upload_mbps'),
+			quantileExactWeightedIf(0.5)(p50, tests, metric = 'rtt_ms')
+		FROM analytics_distributions
+		WHERE scope = 'asn' AND goodset = 'all' AND synthetic = ? AND day > today() - ?
+		GROUP BY key
+		HAVING n > 0 AND (? = '' OR key = ? OR upper(any(country)) = ? OR positionCaseInsensitive(any(org), ?) > 0)
+		ORDER BY n DESC, key LIMIT ?`, syn, days, up, up, up, term, limit)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	out := []ISP{}
 	for rows.Next() {
 		var x ISP
-		if err := rows.Scan(&x.ASN, &x.Org, &x.Country, &x.Tests); err != nil {
-			reply(w, http.StatusServiceUnavailable, 0, apiError{Error: "the data store answered badly"})
-			return
+		if err := rows.Scan(&x.ASN, &x.Org, &x.Country, &x.Tests, &x.AgentDays, &x.DownloadMbps, &x.UploadMbps, &x.RTTMS); err != nil {
+			return nil, err
 		}
 		out = append(out, x)
 	}
-	reply(w, http.StatusOK, 5*time.Minute, map[string]any{"isps": out})
+	return out, rows.Err()
 }

@@ -24,12 +24,34 @@ type column struct {
 	appendTo func(b array.Builder)
 	// csv appends the scanned value as one CSV field (not yet quoted).
 	csv func(buf []byte) []byte
+	// text: the value is a JSON string; nullable: an empty CSV field is NULL.
+	text, nullable bool
+}
+
+// json appends the scanned value as a JSON value.
+func (c *column) json(buf []byte) []byte {
+	start := len(buf)
+	buf = c.csv(buf)
+	v := buf[start:]
+	switch {
+	case c.text:
+		s := string(v)
+		return jsonString(buf[:start], []byte(s))
+	case c.nullable && len(v) == 0, string(v) == "NaN", string(v) == "+Inf", string(v) == "-Inf":
+		return append(buf[:start], "null"...)
+	}
+	return buf
 }
 
 // newColumn makes the column of a ClickHouse type, or an error for a type
 // that the dumps do not know (a migration added one: teach it here).
 func newColumn(name, chType, doc string) (*column, error) {
 	c := &column{name: name, chType: chType, doc: doc}
+	c.nullable = strings.HasPrefix(chType, "Nullable(")
+	switch chType {
+	case "String", "UUID", "DateTime":
+		c.text = true
+	}
 	md := arrow.NewMetadata([]string{"description", "clickhouse_type"}, []string{doc, chType})
 	typ, nullable := chType, false
 	if strings.HasPrefix(typ, "Nullable(") {
