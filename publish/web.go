@@ -226,7 +226,7 @@ func (a *API) ispSelector(r *http.Request) (selector, *params, int) {
 		s.synthetic = p.boolean("synthetic")
 	}
 	today := time.Now().UTC().Truncate(24 * time.Hour)
-	s.from, s.to = today.AddDate(0, 0, -(days - 1)), today
+	s.from, s.to = today.AddDate(0, 0, -(days-1)), today
 	return s, p, days
 }
 
