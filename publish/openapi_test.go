@@ -3,21 +3,38 @@ package publish_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/publish"
 )
 
-// TestOpenAPIMatchesRoutes: every route of the router is in the OpenAPI
-// document with its method, and the document lists no route that is not.
+type openapiDoc struct {
+	Paths map[string]map[string]struct {
+		Parameters []struct {
+			Name string `json:"name"`
+		} `json:"parameters"`
+	} `json:"paths"`
+	Components struct {
+		Schemas map[string]struct {
+			Properties map[string]json.RawMessage `json:"properties"`
+		} `json:"schemas"`
+	} `json:"components"`
+}
+
+// TestOpenAPIMatchesRoutes: every API route of the router is in the OpenAPI
+// document with its method, the document lists no route that is not, each
+// route takes exactly the parameters documented (an unknown one is a 400
+// that lists those the handler takes), and the documented answers have the
+// fields of the Go types the handlers encode.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
-	var doc struct {
-		Paths map[string]map[string]json.RawMessage `json:"paths"`
-	}
+	var doc openapiDoc
 	if err := json.Unmarshal(publish.OpenAPI, &doc); err != nil {
 		t.Fatal(err)
 	}
@@ -28,9 +45,11 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 	}
 	routed := map[string]bool{}
-	r := publish.New(publish.Config{}).Handler().(chi.Routes)
-	if err := chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
-		routed[method+" "+route] = true
+	h := publish.New(publish.Config{IPDB: collectortest.IPDB(t), Rate: 1000, Burst: 1000}).Handler()
+	if err := chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		if strings.HasPrefix(route, "/api/") {
+			routed[method+" "+route] = true
+		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -48,7 +67,62 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	sort.Strings(missing)
 	sort.Strings(extra)
-	if len(missing) > 0 || len(extra) > 0 || len(routed) < 3 {
+	if len(missing) > 0 || len(extra) > 0 || len(routed) < 8 {
 		t.Fatalf("routes not in openapi.json: %v; documented but not routed: %v (routes: %d)", missing, extra, len(routed))
+	}
+
+	// Parameters: ask each route with an unknown one.
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for path, ops := range doc.Paths {
+		var want []string
+		for _, p := range ops["get"].Parameters {
+			want = append(want, p.Name)
+		}
+		sort.Strings(want)
+		resp, err := http.Get(srv.URL + path + "?not_a_parameter=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Error, Field string }
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if len(want) == 0 {
+			if resp.StatusCode == http.StatusBadRequest && e.Field == "not_a_parameter" {
+				t.Errorf("%s takes parameters the document does not list: %s", path, e.Error)
+			}
+			continue
+		}
+		_, list, ok := strings.Cut(e.Error, "this endpoint takes ")
+		if resp.StatusCode != http.StatusBadRequest || e.Field != "not_a_parameter" || !ok {
+			t.Errorf("%s with an unknown parameter: %d %+v", path, resp.StatusCode, e)
+			continue
+		}
+		got := strings.Split(strings.TrimSuffix(list, ")"), ", ")
+		sort.Strings(got)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s takes %v; the document lists %v", path, got, want)
+		}
+	}
+
+	// Answers: the fields of each documented schema are the Go type's.
+	for name, v := range map[string]any{
+		"Whoami": publish.Whoami{}, "Day": publish.Day{}, "Distribution": publish.Distribution{}, "ISP": publish.ISP{},
+		"Bucket": publish.Bucket{}, "Histogram": publish.Histogram{}, "Hour": publish.Hour{}, "Hourly": publish.Hourly{},
+		"Dataset": publish.Dataset{}, "DatasetFile": publish.DatasetFile{},
+	} {
+		var fields, props []string
+		rt := reflect.TypeOf(v)
+		for i := 0; i < rt.NumField(); i++ {
+			fields = append(fields, strings.Split(rt.Field(i).Tag.Get("json"), ",")[0])
+		}
+		for p := range doc.Components.Schemas[name].Properties {
+			props = append(props, p)
+		}
+		sort.Strings(fields)
+		sort.Strings(props)
+		if !reflect.DeepEqual(fields, props) {
+			t.Errorf("schema %s documents %v; the Go type has %v", name, props, fields)
+		}
 	}
 }

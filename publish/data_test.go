@@ -1,0 +1,207 @@
+package publish_test
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMeasurementsAndDatasets: paging through a day's measurements (JSON
+// and CSV, following the cursor and the Link header) gives exactly the rows
+// of that day's dump, in the same order; bad parameters get 400 naming the
+// field; closed days are immutable; the datasets are listed and served with
+// Range and an ETag equal to the manifest's SHA-256; the cache answers
+// repeated questions.
+func TestMeasurementsAndDatasets(t *testing.T) {
+	srv, dir := publishedSite(t)
+	yesterday := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1).Format("2006-01-02")
+
+	// The dump's measurement_uids, in order.
+	dump := readCSV(t, filepath.Join(dir, "speedtest", yesterday[:4], yesterday[5:7], yesterday[8:], "speedtest-"+yesterday+".csv.gz"))
+	uidCol := indexOf(dump[0], "measurement_uid")
+	var want []string
+	for _, r := range dump[1:] {
+		want = append(want, r[uidCol])
+	}
+
+	// JSON pages of 97.
+	var got []string
+	url := fmt.Sprintf("%s/api/v1/measurements?from=%s&to=%s&limit=97", srv.URL, yesterday, yesterday)
+	pages := 0
+	for cursor := ""; ; pages++ {
+		var page struct {
+			Measurements []map[string]any `json:"measurements"`
+			Count        int              `json:"count"`
+			NextCursor   *string          `json:"next_cursor"`
+		}
+		u := url
+		if cursor != "" {
+			u += "&cursor=" + cursor
+		}
+		getJSON(t, u, &page)
+		if page.Count != len(page.Measurements) || page.Count > 97 {
+			t.Fatalf("page %d: count %d, %d rows", pages, page.Count, len(page.Measurements))
+		}
+		for _, m := range page.Measurements {
+			got = append(got, m["measurement_uid"].(string))
+			if m["synthetic"].(float64) != 0 || m["consent_can_publish"].(float64) != 1 {
+				t.Fatalf("unpublishable row served: %v", m["measurement_uid"])
+			}
+			if _, ok := m["client_prefix"].(string); !ok {
+				t.Fatal("no client_prefix")
+			}
+		}
+		if page.NextCursor == nil {
+			break
+		}
+		cursor = *page.NextCursor
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") || pages < 2 {
+		t.Fatalf("JSON pages: %d rows in %d pages, the dump %d", len(got), pages+1, len(want))
+	}
+
+	// CSV pages of 500 through the Link header: the same rows and columns.
+	got = got[:0]
+	next := fmt.Sprintf("/api/v1/measurements?from=%s&to=%s&limit=500&format=csv", yesterday, yesterday)
+	for next != "" {
+		resp, err := http.Get(srv.URL + next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := csv.NewReader(resp.Body).ReadAll()
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || strings.Join(recs[0], ",") != strings.Join(dump[0], ",") {
+			t.Fatalf("CSV page: %d %v header %v", resp.StatusCode, err, recs[0])
+		}
+		for _, r := range recs[1:] {
+			got = append(got, r[uidCol])
+		}
+		next = ""
+		if l := resp.Header.Get("Link"); l != "" {
+			next = strings.TrimSuffix(strings.TrimPrefix(strings.Split(l, ";")[0], "<"), ">")
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("CSV pages: %d rows, the dump %d", len(got), len(want))
+	}
+
+	// Filters and bad parameters.
+	var page struct {
+		Measurements []map[string]any `json:"measurements"`
+	}
+	getJSON(t, fmt.Sprintf("%s/api/v1/measurements?from=%s&asn=64497&limit=1000", srv.URL, yesterday), &page)
+	if len(page.Measurements) == 0 {
+		t.Fatal("asn filter: nothing")
+	}
+	for _, m := range page.Measurements {
+		if m["client_asn"].(float64) != 64497 {
+			t.Fatalf("asn filter let AS%v through", m["client_asn"])
+		}
+	}
+	for q, field := range map[string]string{
+		"limit=0": "limit", "limit=1001": "limit", "from=2026-13-01": "from", "from=2026-01-01&to=2026-03-01": "to",
+		"cursor=@@@": "cursor", "cursor=bm90LWEtY3Vyc29y": "cursor", "format=xml": "format", "test=nope": "test",
+		"country=ITA": "country", "asn=-1": "asn", "color=red": "color", "days=40": "days",
+	} {
+		resp, err := http.Get(srv.URL + "/api/v1/measurements?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Error, Field string }
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || e.Field != field || e.Error == "" {
+			t.Errorf("%s: %d %+v, want 400 naming %s", q, resp.StatusCode, e, field)
+		}
+	}
+
+	// Caching: a closed day is immutable, today is not; the second ask of
+	// a distribution is a cache hit.
+	closed := time.Now().UTC().AddDate(0, 0, -4).Format("2006-01-02")
+	for q, want := range map[string]string{
+		"/api/v1/measurements?from=" + closed + "&to=" + closed:                        "immutable",
+		"/api/v1/measurements":                                                         "max-age=300",
+		"/api/v1/distributions?scope=asn&key=64496&from=" + closed + "&to=" + closed: "immutable",
+		"/api/v1/distributions?scope=asn&key=64496":                                    "max-age=300",
+	} {
+		resp, err := http.Get(srv.URL + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if cc := resp.Header.Get("Cache-Control"); !strings.Contains(cc, want) {
+			t.Errorf("%s: Cache-Control %q, want %s", q, cc, want)
+		}
+	}
+	for i, want := range []string{"miss", "hit"} {
+		resp, err := http.Get(srv.URL + "/api/v1/hourly?key=64496&scope=asn")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.Header.Get("X-Cache") != want {
+			t.Errorf("ask %d: X-Cache %q, want %s", i+1, resp.Header.Get("X-Cache"), want)
+		}
+	}
+
+	// Datasets: listed with URLs and checksums, served with Range and ETag.
+	var ds struct {
+		Datasets []struct {
+			Day   string `json:"day"`
+			Rows  int    `json:"rows"`
+			Files []struct {
+				URL    string `json:"url"`
+				Bytes  int64  `json:"bytes"`
+				SHA256 string `json:"sha256"`
+			} `json:"files"`
+		} `json:"datasets"`
+	}
+	getJSON(t, srv.URL+"/api/v1/datasets", &ds)
+	if len(ds.Datasets) != 1 || ds.Datasets[0].Day != yesterday || ds.Datasets[0].Rows != len(want) || len(ds.Datasets[0].Files) != 2 {
+		t.Fatalf("datasets: %+v", ds)
+	}
+	f := ds.Datasets[0].Files[0]
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+f.URL, nil)
+	req.Header.Set("Range", "bytes=0-3")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || string(head) != "PAR1" || resp.Header.Get("ETag") != `"sha256-`+f.SHA256+`"` ||
+		resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 0-3/%d", f.Bytes) {
+		t.Fatalf("Range: %d %q ETag %s Content-Range %s", resp.StatusCode, head, resp.Header.Get("ETag"), resp.Header.Get("Content-Range"))
+	}
+	req, _ = http.NewRequest(http.MethodGet, srv.URL+f.URL, nil)
+	req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("If-None-Match: %v %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+	for _, p := range []string{"/datasets/../go.mod", "/datasets/%2e%2e/%2e%2e/etc/passwd", "/datasets/speedtest/", "/datasets/nothing.parquet"} {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", p, resp.StatusCode)
+		}
+	}
+	// A temporary file of a running export is not served.
+	tmp := filepath.Join(dir, ".speedtest-x.parquet.tmp-1")
+	if err := os.WriteFile(tmp, []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.Get(srv.URL + "/datasets/.speedtest-x.parquet.tmp-1"); err != nil || resp.StatusCode != 404 {
+		t.Errorf("temporary file served: %v", resp.StatusCode)
+	}
+}
