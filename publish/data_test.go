@@ -126,10 +126,10 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 	// a distribution is a cache hit.
 	closed := time.Now().UTC().AddDate(0, 0, -4).Format("2006-01-02")
 	for q, want := range map[string]string{
-		"/api/v1/measurements?from=" + closed + "&to=" + closed:                        "immutable",
-		"/api/v1/measurements":                                                         "max-age=300",
+		"/api/v1/measurements?from=" + closed + "&to=" + closed: "immutable",
+		"/api/v1/measurements": "max-age=300",
 		"/api/v1/distributions?scope=asn&key=64496&from=" + closed + "&to=" + closed: "immutable",
-		"/api/v1/distributions?scope=asn&key=64496":                                    "max-age=300",
+		"/api/v1/distributions?scope=asn&key=64496":                                  "max-age=300",
 	} {
 		resp, err := http.Get(srv.URL + q)
 		if err != nil {
