@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -458,9 +459,16 @@ func ReadIndex(root string) (*Index, error) {
 	return idx, nil
 }
 
+// indexMu serialises updates of an index within a process (the export
+// scheduler and an export run by hand in the same process); exports of one
+// tree from two processes at once are not supported.
+var indexMu sync.Mutex
+
 // updateIndex puts a day's manifest into the index (replacing the entry of
 // the same test and day), newest day first.
 func updateIndex(root string, m *Manifest) error {
+	indexMu.Lock()
+	defer indexMu.Unlock()
 	idx, err := ReadIndex(root)
 	if err != nil {
 		return err
@@ -499,4 +507,52 @@ func updateIndex(root string, m *Manifest) error {
 
 func sameEntry(a, b IndexEntry) bool {
 	return a.Test == b.Test && a.Day == b.Day && a.Rows == b.Rows && a.Manifest == b.Manifest && sameFiles(a.Files, b.Files)
+}
+
+// ExportPending exports, for every registered test, the days up to through
+// (inclusive) that have publishable rows and are not in the index yet,
+// oldest first, at most maxDays of them; it returns the days exported.
+// The scheduler calls it daily with through = the last closed day (see
+// ClosedAfter): a dump is made once its day can no longer change.
+func ExportPending(ctx context.Context, cfg ExportConfig, through time.Time, maxDays int) ([]*Manifest, error) {
+	idx, err := ReadIndex(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	done := map[string]bool{}
+	for _, e := range idx.Days {
+		done[e.Test+" "+e.Day] = true
+	}
+	var out []*Manifest
+	for _, test := range schemas.Tests() {
+		rows, err := cfg.Conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT toString(toDate(start_time)) AS d FROM %s WHERE %s AND toDate(start_time) <= toDate(?) ORDER BY d",
+			test.Table, selection(cfg.Synthetic)), through.Format("2006-01-02"))
+		if err != nil {
+			return out, err
+		}
+		var days []string
+		for rows.Next() {
+			var d string
+			if err := rows.Scan(&d); err != nil {
+				rows.Close()
+				return out, err
+			}
+			if !done[test.Name+" "+d] {
+				days = append(days, d)
+			}
+		}
+		rows.Close()
+		for _, d := range days {
+			if len(out) >= maxDays {
+				return out, nil
+			}
+			day, _ := time.Parse("2006-01-02", d)
+			m, err := ExportDay(ctx, cfg, test, day)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, m)
+		}
+	}
+	return out, nil
 }

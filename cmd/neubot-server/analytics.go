@@ -12,6 +12,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/robfig/cron/v3"
+	"github.com/schollz/progressbar/v3"
 
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/internal/chdb"
@@ -143,9 +144,20 @@ func cmdAnalyticsRun(args []string) error {
 	defer conn.Close()
 	job := &analytics.Job{Conn: conn, Logger: log}
 	start := time.Now()
-	bar := newProgressBar(os.Stderr)
-	err = job.RunRange(ctx, from, to, func(done, total int, day string) { bar.update(done, total, day) })
-	bar.finish()
+	var bar *progressbar.ProgressBar
+	err = job.RunRange(ctx, from, to, func(done, total int, day string) {
+		if bar == nil {
+			bar = newBar(int64(total), "days")
+		}
+		bar.Describe(day)
+		_ = bar.Set(done)
+		if !isTerminal(os.Stderr) {
+			fmt.Fprintf(os.Stderr, "%d/%d %s\n", done, total, day)
+		}
+	})
+	if bar != nil {
+		_ = bar.Finish()
+	}
 	if err != nil {
 		return err
 	}
@@ -179,33 +191,4 @@ func cmdAnalyticsTable(args []string) error {
 		return err
 	}
 	return analytics.WriteSummary(os.Stdout, rows, *format)
-}
-
-// progressBar draws "[#####     ] 5/10 day" on a terminal, or a line per
-// step elsewhere.
-type progressBar struct {
-	f   *os.File
-	tty bool
-}
-
-func newProgressBar(f *os.File) *progressBar {
-	fi, err := f.Stat()
-	return &progressBar{f: f, tty: err == nil && fi.Mode()&os.ModeCharDevice != 0}
-}
-
-func (p *progressBar) update(done, total int, label string) {
-	const width = 30
-	n := width * done / max(total, 1)
-	line := fmt.Sprintf("[%s%s] %d/%d %s", strings.Repeat("#", n), strings.Repeat(" ", width-n), done, total, label)
-	if p.tty {
-		fmt.Fprintf(p.f, "\r\033[K%s", line)
-	} else {
-		fmt.Fprintln(p.f, line)
-	}
-}
-
-func (p *progressBar) finish() {
-	if p.tty {
-		fmt.Fprintln(p.f)
-	}
 }

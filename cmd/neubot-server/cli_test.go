@@ -69,8 +69,10 @@ func TestUp(t *testing.T) {
 	}
 	tsPort, _ := localch.FreePort()
 	agPort, _ := localch.FreePort()
+	pubPort, _ := localch.FreePort()
 	cmd := exec.Command(bin, "up", "--data", t.TempDir(), "--collector", fmt.Sprintf("127.0.0.1:%d", port),
-		"--testserver", fmt.Sprintf("127.0.0.1:%d", tsPort), "--agent", fmt.Sprintf("127.0.0.1:%d", agPort))
+		"--testserver", fmt.Sprintf("127.0.0.1:%d", tsPort), "--agent", fmt.Sprintf("127.0.0.1:%d", agPort),
+		"--publish", fmt.Sprintf("127.0.0.1:%d", pubPort))
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -79,8 +81,11 @@ func TestUp(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	sc := bufio.NewScanner(stdout)
-	var chURL, colURL, tsURL, agURL string
+	var chURL, colURL, tsURL, agURL, pubURL string
 	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "publish" {
+			pubURL = f[1]
+		}
 		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "testserver" {
 			tsURL = f[1]
 		}
@@ -103,6 +108,19 @@ func TestUp(t *testing.T) {
 	}
 	if tsURL != fmt.Sprintf("http://127.0.0.1:%d", tsPort) || agURL != fmt.Sprintf("http://127.0.0.1:%d/", agPort) {
 		t.Fatalf("up printed testserver %q agent %q", tsURL, agURL)
+	}
+	if pubURL != fmt.Sprintf("http://127.0.0.1:%d/", pubPort) {
+		t.Fatalf("up printed publish %q", pubURL)
+	}
+	for _, path := range []string{"", "data", "api/v1/datasets", "api/v1/isps"} {
+		resp, err := http.Get(pubURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s%s: %d", pubURL, path, resp.StatusCode)
+		}
 	}
 	go io.Copy(io.Discard, stdout)
 	body, err := os.ReadFile("../../collector/testdata/mixed.ndjson")
@@ -178,6 +196,20 @@ func TestUp(t *testing.T) {
 			t.Fatalf("the agent's test is not in ClickHouse after 60 s (%d rows)", n)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	// `publish export` of today: the agent's test, a real one, is in it.
+	today := time.Now().UTC().Format("2006-01-02")
+	dsDir := t.TempDir()
+	out, err := exec.Command(bin, "publish", "export", "--from", today, "--clickhouse", strings.TrimPrefix(chURL, "clickhouse://"), "--datasets", dsDir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "publish export: 1 rows, 2 files") {
+		t.Fatalf("publish export: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dsDir, "speedtest", today[:4], today[5:7], today[8:], "manifest.json")); err != nil {
+		t.Fatalf("publish export wrote no manifest: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "publish", "export", "--from", "2026-02-30").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--from must be a day") {
+		t.Fatalf("publish export with a bad day: %v\n%s", err, out)
 	}
 	cmd.Process.Signal(os.Interrupt)
 	done := make(chan error, 1)

@@ -16,6 +16,7 @@ func main() {
 		{Name: "collector", Short: "run the collector (ingest API, spool, ClickHouse loader)", Run: cmdCollector},
 		{Name: "testserver", Short: "run a test server (negotiation, speedtest, forwarding to the collector)", Run: cmdTestserver},
 		{Name: "analytics", Short: "run the analytics scheduler; `analytics run --from --to`, `analytics table`", Run: cmdAnalytics},
+		{Name: "publish", Short: "serve the public API, dashboards and datasets; `publish export --from --to` writes dumps", Run: cmdPublish},
 		{Name: "simulate", Short: "run a fleet of simulated volunteers against the collector (synthetic=1)", Run: cmdSimulate},
 		{Name: "migrate", Short: "apply the ClickHouse migrations and exit", Run: cmdMigrate},
 		{Name: "version", Short: "print the version", Run: cmdVersion},

@@ -36,6 +36,7 @@ func cmdUp(args []string) error {
 	agentAddr := fs.String("agent", "127.0.0.1:9774", "address of the local agent's web UI (loopback)")
 	publishAddr := fs.String("publish", "127.0.0.1:8080", "address of the public query API")
 	analyticsSpec := fs.String("analytics-schedule", "* * * * *", "cron spec of the analytics runs (days whose data changed)")
+	exportSpec := fs.String("export-schedule", "*/10 * * * *", "cron spec of the export of the daily dumps (days not exported yet)")
 	demo := fs.Bool("demo", false, "also seed the last days with a simulated fleet (records marked synthetic=1)")
 	demoAgents := fs.Int("demo-agents", 500, "agents of the simulated fleet with --demo")
 	demoDays := fs.Int("demo-days", 3, "days of simulated tests with --demo")
@@ -97,7 +98,34 @@ func cmdUp(args []string) error {
 		return err
 	}
 
-	pub, err := httpx.Listen(*publishAddr, publish.New(publish.Config{Conn: anConn, IPDB: db, Logger: log}).Handler(), log)
+	// Real dumps under datasets/, once their day closed; with --demo the
+	// simulated data's under datasets-synthetic/, through yesterday.
+	realDir, synDir := filepath.Join(*data, "datasets"), filepath.Join(*data, "datasets-synthetic")
+	pubCfg := publish.Config{Conn: anConn, IPDB: db, Logger: log, DatasetsDir: realDir, Demo: *demo}
+	exports := []*exportScheduler{}
+	defer func() {
+		for _, e := range exports {
+			e.close()
+		}
+	}()
+	ex, err := startExports(*exportSpec, publish.ClosedAfter, log, exportConfig(anConn, db, realDir, false))
+	if err != nil {
+		ts.stop()
+		col.stop(10 * time.Second)
+		return err
+	}
+	exports = append(exports, ex)
+	if *demo {
+		pubCfg.SyntheticDatasetsDir = synDir
+		ex, err := startExports(*exportSpec, 0, log, exportConfig(anConn, db, synDir, true))
+		if err != nil {
+			ts.stop()
+			col.stop(10 * time.Second)
+			return err
+		}
+		exports = append(exports, ex)
+	}
+	pub, err := httpx.Listen(*publishAddr, publish.New(pubCfg).Handler(), log)
 	if err != nil {
 		ts.stop()
 		col.stop(10 * time.Second)
@@ -147,11 +175,12 @@ func cmdUp(args []string) error {
   clickhouse  %s   database %s
   collector   %s   POST /api/v1/measurements, POST /api/v1/rendezvous, GET /metrics
   testserver  %s   speedtest; try: neubot run speedtest --server %s
-  publish     %s   public API: /api/v1/isps, /api/v1/distributions, /api/v1/whoami, /api/v1/openapi.json
+  publish     %s/   dashboards (/, /isp/{asn}), open data (/data, /datasets/), API (/api/v1/openapi.json)
   agent       %s/   web UI of a local agent (consent first)
   analytics   scheduler "%s": distributions of the days whose data changed
+  exports     scheduler "%s": daily dumps under %s
 Press Ctrl-C to stop.
-`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL(), pub.URL(), agSrv.URL(), *analyticsSpec)
+`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL(), pub.URL(), agSrv.URL(), *analyticsSpec, *exportSpec, realDir)
 
 	select {
 	case <-ctx.Done():

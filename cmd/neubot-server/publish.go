@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/robfig/cron/v3"
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/neubot/neubot/collector/annotate"
+	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/cli"
+	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/publish"
+	"github.com/neubot/neubot/schemas"
+)
+
+// exportScheduler writes the dumps of the days that closed, on a cron
+// schedule (and once at start, to catch up).
+type exportScheduler struct {
+	c    *cron.Cron
+	cfgs []publish.ExportConfig
+	// lag is how long after a day's end it is exported.
+	lag  time.Duration
+	log  *slog.Logger
+	mu   sync.Mutex
+	wg   sync.WaitGroup
+	ctx  context.Context
+	stop context.CancelFunc
+}
+
+func startExports(spec string, lag time.Duration, log *slog.Logger, cfgs ...publish.ExportConfig) (*exportScheduler, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &exportScheduler{c: cron.New(), cfgs: cfgs, lag: lag, log: log, ctx: ctx, stop: cancel}
+	if _, err := s.c.AddFunc(spec, s.run); err != nil {
+		cancel()
+		return nil, fmt.Errorf("--export-schedule %q: %w", spec, err)
+	}
+	s.c.Start()
+	go s.run()
+	return s, nil
+}
+
+func (s *exportScheduler) run() {
+	if !s.mu.TryLock() {
+		return
+	}
+	defer s.mu.Unlock()
+	s.wg.Add(1)
+	defer s.wg.Done()
+	// The last day whose end is at least lag ago.
+	through := time.Now().UTC().Add(-s.lag).Truncate(24*time.Hour).AddDate(0, 0, -1)
+	for _, cfg := range s.cfgs {
+		ms, err := publish.ExportPending(s.ctx, cfg, through, 31)
+		if err != nil && s.ctx.Err() == nil {
+			s.log.Error("publish: export failed; will retry at the next tick", "dir", cfg.Dir, "err", err)
+			continue
+		}
+		for _, m := range ms {
+			s.log.Info("publish: day exported", "test", m.Test, "day", m.Day, "rows", m.Rows, "synthetic", m.Synthetic, "dir", cfg.Dir)
+		}
+	}
+}
+
+func (s *exportScheduler) close() {
+	<-s.c.Stop().Done()
+	s.stop()
+	s.wg.Wait()
+}
+
+type publishFlags struct {
+	datasets, syntheticDatasets, ipdb *string
+}
+
+func cmdPublish(args []string) error {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		if args[0] == "export" {
+			return cmdPublishExport(args[1:])
+		}
+		fmt.Fprintf(os.Stderr, "%s publish: unknown command %q (export, or flags to serve)\n", prog, args[0])
+		return cli.ErrUsage
+	}
+	fs := newFlagSet("publish", "Serve the public query API (/api/v1/), the dashboards (/, /isp/{asn}) and the open\ndatasets (/datasets/), and export the daily dumps on a schedule.\nSub-command: `publish export --from --to` exports a range of days now.")
+	ch := addClickHouseFlags(fs)
+	listen := fs.String("listen", "127.0.0.1:8080", "address to serve on")
+	datasets := fs.String("datasets", "datasets", "directory of the dumps (created)")
+	spec := fs.String("export-schedule", "30 0 * * *", "cron spec of the daily export of the days that closed (empty: no exports)")
+	trust := fs.Bool("trust-proxy", false, "take client addresses from X-Forwarded-For (only behind your own proxy)")
+	rate := fs.Float64("rate", 10, "requests per second allowed per client address")
+	burst := fs.Int("burst", 50, "burst of requests allowed per client address")
+	cacheTTL := fs.Duration("cache-ttl", time.Minute, "how long answers stay in the in-memory cache (0: no cache)")
+	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
+	lf := addLogFlags(fs, "json")
+	log, err := parseLogged(fs, args, lf)
+	if err != nil {
+		return err
+	}
+	if *rate <= 0 || *burst < 1 {
+		return fmt.Errorf("--rate must be positive and --burst at least 1")
+	}
+	db, err := openIPDB(*ipdb, log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	conn, err := chdb.Setup(ctx, ch.options(), log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := os.MkdirAll(*datasets, 0o755); err != nil {
+		return err
+	}
+	ttl := *cacheTTL
+	if ttl == 0 {
+		ttl = -1
+	}
+	srv, err := httpx.Listen(*listen, publish.New(publish.Config{Conn: conn, IPDB: db, TrustProxy: *trust, Rate: *rate, Burst: *burst,
+		CacheTTL: ttl, DatasetsDir: *datasets, Logger: log}).Handler(), log)
+	if err != nil {
+		return err
+	}
+	if *spec != "" {
+		ex, err := startExports(*spec, publish.ClosedAfter, log, exportConfig(conn, db, *datasets, false))
+		if err != nil {
+			_ = srv.Shutdown(context.Background())
+			return err
+		}
+		defer ex.close()
+	}
+	log.Info("publish serving", "url", srv.URL(), "datasets", *datasets, "export_schedule", *spec)
+	select {
+	case <-ctx.Done():
+	case err = <-srv.Done():
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	_ = srv.Shutdown(sctx)
+	return err
+}
+
+func exportConfig(conn driver.Conn, db *annotate.DB, dir string, synthetic bool) publish.ExportConfig {
+	return publish.ExportConfig{Conn: conn, Dir: dir, ASNDB: db.Version(), ASNDBLicence: db.Licence(), Synthetic: synthetic}
+}
+
+func cmdPublishExport(args []string) error {
+	fs := newFlagSet("publish export", "Export the daily dumps (Parquet, CSV.gz, manifest; index updated) of every day from --from to --to.\nExporting a day again rewrites nothing when its rows have not changed.")
+	ch := addClickHouseFlags(fs)
+	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
+	toS := fs.String("to", "", "last day (default: --from)")
+	datasets := fs.String("datasets", "datasets", "directory of the dumps (created)")
+	testName := fs.String("test", "", "only this test (default: every test)")
+	synthetic := fs.Bool("synthetic", false, "export the simulated rows instead (for demos; never mix with a real tree)")
+	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages, for the manifest's database version")
+	lf := addLogFlags(fs, "text")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	from, to, err := parseDays(*fromS, *toS)
+	if err != nil {
+		return err
+	}
+	tests := schemas.Tests()
+	if *testName != "" {
+		t, ok := schemas.Lookup(*testName)
+		if !ok {
+			return fmt.Errorf("--test %q is not a test of Neubot", *testName)
+		}
+		tests = []*schemas.Test{t}
+	}
+	if to.Sub(from) > 3660*24*time.Hour {
+		return fmt.Errorf("--from and --to span more than ten years")
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	db, err := openIPDB(*ipdb, log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	conn, err := chdb.Setup(ctx, ch.options(), log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := os.MkdirAll(*datasets, 0o755); err != nil {
+		return err
+	}
+	cfg := exportConfig(conn, db, *datasets, *synthetic)
+
+	// The bar counts rows over the whole range (before duplicates merge,
+	// so it may end a little short of its total).
+	var total int64
+	for d := from; !d.After(to); d = d.AddDate(0, 0, 1) {
+		for _, t := range tests {
+			n, err := publish.Count(ctx, conn, t, d, *synthetic)
+			if err != nil {
+				return err
+			}
+			total += int64(n)
+		}
+	}
+	bar := newBar(total, "rows")
+	start := time.Now()
+	var rows, files uint64
+	for d := from; !d.After(to); d = d.AddDate(0, 0, 1) {
+		for _, t := range tests {
+			base := rows
+			cfg.Progress = func(n uint64) { _ = bar.Set64(int64(base + n)) }
+			bar.Describe(fmt.Sprintf("%s %s", t.Name, d.Format("2006-01-02")))
+			m, err := publish.ExportDay(ctx, cfg, t, d)
+			if err != nil {
+				_ = bar.Exit()
+				return err
+			}
+			rows += m.Rows
+			files += uint64(len(m.Files))
+			if !isTerminal(os.Stderr) {
+				fmt.Fprintf(os.Stderr, "%s %s: %d rows\n", t.Name, m.Day, m.Rows)
+			}
+		}
+	}
+	_ = bar.Finish()
+	secs := time.Since(start).Seconds()
+	fmt.Printf("publish export: %d rows, %d files, %s to %s, in %.1f s (%.0f rows/s) under %s\n",
+		rows, files, from.Format("2006-01-02"), to.Format("2006-01-02"), secs, float64(rows)/secs, filepath.Clean(*datasets))
+	return nil
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// newBar is a progress bar on standard error with a count of units, their
+// rate and the time left, drawn only on a terminal.
+func newBar(total int64, unit string) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetVisibility(isTerminal(os.Stderr)),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString(unit),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(os.Stderr) }),
+	)
+}
