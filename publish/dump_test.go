@@ -139,8 +139,8 @@ func TestExportRoundTrip(t *testing.T) {
 	}
 
 	// The ClickHouse rows the dump must equal, as JSON values per column.
-	want := clickhouseRows(t, conn, fmt.Sprintf(`SELECT * FROM speedtest FINAL WHERE toDate(start_time) = '2026-11-20'
-		AND consent_can_publish = 1 AND synthetic = 0 ORDER BY measurement_uid`))
+	want := clickhouseRows(t, conn, `SELECT * FROM speedtest FINAL WHERE toDate(start_time) = '2026-11-20'
+		AND consent_can_publish = 1 AND synthetic = 0 ORDER BY measurement_uid`)
 	got := parquetRows(t, filepath.Join(dayDir, "speedtest-2026-11-20.parquet"))
 	if len(got.rows) != len(want.rows) || len(want.rows) != len(s.published) {
 		t.Fatalf("parquet %d rows, ClickHouse %d, published %d", len(got.rows), len(want.rows), len(s.published))

@@ -75,10 +75,6 @@ func (s *exportScheduler) close() {
 	s.wg.Wait()
 }
 
-type publishFlags struct {
-	datasets, syntheticDatasets, ipdb *string
-}
-
 func cmdPublish(args []string) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		if args[0] == "export" {
