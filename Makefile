@@ -34,6 +34,7 @@ bench: setup
 	$(GO) run ./bench/ingest
 	$(GO) run ./bench/speedtest
 	$(GO) run ./bench/analytics
+	$(GO) run ./bench/publish
 
 lint: setup
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

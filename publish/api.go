@@ -259,7 +259,9 @@ func (a *API) distributions(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, cacheFor(s.to, now), d)
 }
 
-// distribution reads the daily distributions a selector names.
+// distribution reads the daily distributions a selector names. Every
+// query of the analytics tables names the test: it leads their sorting key,
+// so ClickHouse reads only the granules of the key asked for.
 func (a *API) distribution(ctx context.Context, s selector) (*Distribution, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
@@ -267,7 +269,7 @@ func (a *API) distribution(ctx context.Context, s selector) (*Distribution, erro
 		From: s.from.Format("2006-01-02"), To: s.to.Format("2006-01-02"), Days: []Day{}}
 	rows, err := a.cfg.Conn.Query(ctx, `SELECT toString(day), tests_total, tests, agents, mean, p10, p25, p50, p75, p90, modes, org, country, goodset_def
 		FROM analytics_distributions
-		WHERE scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
+		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
 		ORDER BY day`, s.scope, s.key, s.metric, s.goodset, s.syn(), d.From, d.To)
 	if err != nil {
 		return nil, err
@@ -336,7 +338,7 @@ func (a *API) ispList(ctx context.Context, term string, synthetic bool, days, li
 			quantileExactWeightedIf(0.5)(p50, tests, metric = 'upload_mbps'),
 			quantileExactWeightedIf(0.5)(p50, tests, metric = 'rtt_ms')
 		FROM analytics_distributions
-		WHERE scope = 'asn' AND goodset = 'all' AND synthetic = ? AND day > today() - ?
+		WHERE test = 'speedtest' AND scope = 'asn' AND goodset = 'all' AND synthetic = ? AND day > today() - ?
 		GROUP BY key
 		HAVING n > 0 AND (? = '' OR key = ? OR upper(any(country)) = ? OR positionCaseInsensitive(any(org), ?) > 0)
 		ORDER BY n DESC, key LIMIT ?`, syn, days, up, up, up, term, limit)

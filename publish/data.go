@@ -63,7 +63,7 @@ func (a *API) hourly(ctx context.Context, s selector) (*Hourly, error) {
 		From: s.from.Format("2006-01-02"), To: s.to.Format("2006-01-02"), Hours: []Hour{}}
 	rows, err := a.cfg.Conn.Query(ctx, `SELECT hour, sum(tests), quantileExactWeighted(0.5)(p50, tests)
 		FROM analytics_hourly
-		WHERE scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
+		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
 		GROUP BY hour ORDER BY hour`, s.scope, s.key, s.metric, s.goodset, s.syn(), h.From, h.To)
 	if err != nil {
 		return nil, err
@@ -135,7 +135,7 @@ func (a *API) histogram(ctx context.Context, s selector) (*Histogram, error) {
 	var n uint64
 	err := a.cfg.Conn.QueryRow(ctx, `SELECT sumForEach(hist), count()
 		FROM analytics_distributions
-		WHERE scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)`,
+		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)`,
 		s.scope, s.key, s.metric, s.goodset, s.syn(), h.From, h.To).Scan(&counts, &n)
 	if err != nil {
 		return nil, err

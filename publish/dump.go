@@ -25,6 +25,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/klauspost/compress/gzip"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
@@ -248,9 +249,8 @@ func formatOf(name string) string {
 func writeDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, cols []*column, ds string, pqOut, csvOut io.Writer, m *Manifest) (uint64, error) {
 	fields := make([]arrow.Field, len(cols))
 	names := make([]string, len(cols))
-	dests := make([]any, len(cols))
 	for i, c := range cols {
-		fields[i], names[i], dests[i] = c.field, c.name, c.dest
+		fields[i], names[i] = c.field, c.name
 	}
 	meta := arrow.NewMetadata(
 		[]string{"neubot.test", "neubot.day", "neubot.schema_version", "neubot.methodology_versions", "neubot.licence", "neubot.asn_database", "neubot.selection"},
@@ -285,23 +285,88 @@ func writeDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, cols []
 		return 0, err
 	}
 
+	// A pipeline on three goroutines: this one scans rows and builds Arrow
+	// record batches and CSV text; one writer compresses the batches into
+	// Parquet, the other the text into gzip (and each hashes its file).
+	// Compression runs while ClickHouse sends the next rows.
+	g, gctx := errgroup.WithContext(ctx)
+	recs := make(chan arrow.RecordBatch, 2)
+	texts := make(chan []byte, 4)
+	g.Go(func() error {
+		for rec := range recs {
+			err := pw.WriteBuffered(rec)
+			rec.Release()
+			if err != nil {
+				for r := range recs {
+					r.Release()
+				}
+				return err
+			}
+		}
+		return pw.Close()
+	})
+	g.Go(func() error {
+		for b := range texts {
+			if _, err := zw.Write(b); err != nil {
+				for range texts {
+				}
+				return err
+			}
+		}
+		return zw.Close()
+	})
+	n, err := scanDay(gctx, cfg, test, cols, ds, m.Selection, schema, recs, texts)
+	close(recs)
+	close(texts)
+	if werr := g.Wait(); werr != nil {
+		err = werr // the cause: the scan stopped because a writer failed
+	}
+	if err == nil && cfg.Progress != nil {
+		cfg.Progress(n)
+	}
+	return n, err
+}
+
+// scanDay reads the day's rows and sends them on as record batches and CSV
+// text, batchRows rows at a time.
+func scanDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, cols []*column, ds, sel string, schema *arrow.Schema, recs chan<- arrow.RecordBatch, texts chan<- []byte) (uint64, error) {
+	names := make([]string, len(cols))
+	dests := make([]any, len(cols))
+	for i, c := range cols {
+		names[i], dests[i] = c.name, c.dest
+	}
 	rb := array.NewRecordBuilder(memory.DefaultAllocator, schema)
 	defer rb.Release()
+	var text []byte
 	flush := func() error {
 		rec := rb.NewRecordBatch()
-		defer rec.Release()
 		if rec.NumRows() == 0 {
+			rec.Release()
 			return nil
 		}
-		return pw.WriteBuffered(rec)
+		select {
+		case recs <- rec:
+		case <-ctx.Done():
+			rec.Release()
+			return ctx.Err()
+		}
+		select {
+		case texts <- text:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		text = make([]byte, 0, cap(text))
+		return nil
 	}
 
-	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_execution_time": 3600}))
-	// FINAL merges the copies of one measurement; it reads the parts of the
-	// day's partition through one merging stream in sorting-key order
-	// (toDate(start_time), measurement_uid), which the ORDER BY restates.
+	// The sort spills to disk beyond 1 GiB: a day of ten million rows
+	// exports within the server's per-query memory limit.
+	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"max_execution_time": 3600, "max_bytes_before_external_sort": 1 << 30}))
+	// FINAL merges the copies of one measurement; the ORDER BY makes the
+	// files of an unchanged day the same bytes at every export.
 	q := fmt.Sprintf("SELECT %s FROM %s FINAL WHERE toDate(start_time) = toDate(?) AND %s ORDER BY toDate(start_time), measurement_uid",
-		strings.Join(names, ", "), test.Table, m.Selection)
+		strings.Join(names, ", "), test.Table, sel)
 	rows, err := cfg.Conn.Query(qctx, q, ds)
 	if err != nil {
 		return 0, err
@@ -313,19 +378,15 @@ func writeDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, cols []
 		if err := rows.Scan(dests...); err != nil {
 			return n, err
 		}
-		line = line[:0]
 		for i, c := range cols {
 			c.appendTo(rb.Field(i))
 			if i > 0 {
-				line = append(line, ',')
+				text = append(text, ',')
 			}
 			field = c.csv(field[:0])
-			line = appendCSVField(line, field)
+			text = appendCSVField(text, field)
 		}
-		line = append(line, '\n')
-		if _, err := zw.Write(line); err != nil {
-			return n, err
-		}
+		text = append(text, '\n')
 		n++
 		if n%batchRows == 0 {
 			if err := flush(); err != nil {
@@ -339,16 +400,7 @@ func writeDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, cols []
 	if err := rows.Err(); err != nil {
 		return n, err
 	}
-	if err := flush(); err != nil {
-		return n, err
-	}
-	if cfg.Progress != nil {
-		cfg.Progress(n)
-	}
-	if err := pw.Close(); err != nil {
-		return n, err
-	}
-	return n, zw.Close()
+	return n, flush()
 }
 
 // atomicFile is written under a temporary name in the final directory and

@@ -350,7 +350,7 @@ func (a *API) goodsetRows(ctx context.Context, s selector) ([]goodsetRow, error)
 	defer cancel()
 	rows, err := a.cfg.Conn.Query(ctx, `SELECT goodset, any(goodset_def), sum(tests_total), sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, tests)
 		FROM analytics_distributions
-		WHERE scope = ? AND key = ? AND metric = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
+		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
 		GROUP BY goodset ORDER BY goodset`, s.scope, s.key, s.metric, s.syn(), s.from.Format("2006-01-02"), s.to.Format("2006-01-02"))
 	if err != nil {
 		return nil, err
@@ -464,7 +464,7 @@ func (a *API) countries(ctx context.Context, synthetic bool, days int) ([]countr
 			quantileExactWeightedIf(0.5)(p50, tests, metric = 'upload_mbps'),
 			quantileExactWeightedIf(0.5)(p50, tests, metric = 'rtt_ms')
 		FROM analytics_distributions
-		WHERE scope = 'country' AND goodset = 'all' AND synthetic = ? AND day > today() - ?
+		WHERE test = 'speedtest' AND scope = 'country' AND goodset = 'all' AND synthetic = ? AND day > today() - ?
 		GROUP BY key HAVING n > 0 ORDER BY n DESC, key LIMIT 300`, syn, days)
 	if err != nil {
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/neubot/neubot/analytics"
+	"github.com/neubot/neubot/bench/internal/benchrows"
 	"github.com/neubot/neubot/internal/localch"
 )
 
@@ -26,7 +27,7 @@ func main() {
 	printSQL := flag.Bool("print-sql", false, "print the SQL that generates the rows and exit")
 	flag.Parse()
 	if *printSQL {
-		fmt.Println(genSQL(*n))
+		fmt.Println(benchrows.SQL(*n, day, true))
 		return
 	}
 	if err := run(*n); err != nil {
@@ -36,76 +37,6 @@ func main() {
 }
 
 const day = "2026-11-20"
-
-// genSQL fills the speedtest table with n rows of one day.
-func genSQL(n int) string {
-	h := func(salt int) string { return fmt.Sprintf("cityHash64(number, %d)", salt) }
-	// 16 hex digits of a UInt64 (hex of a number drops leading zeros; of a
-	// FixedString(8) it does not).
-	hex16 := func(x string) string { return fmt.Sprintf("lower(hex(toFixedString(reinterpretAsString(%s), 8)))", x) }
-	uuid := func(a, b string) string {
-		return fmt.Sprintf("toUUID(concat(substring(%[1]s, 1, 8), '-', substring(%[1]s, 9, 4), '-4', substring(%[1]s, 14, 3), '-8', substring(%[2]s, 2, 3), '-', substring(%[2]s, 5, 12)))", hex16(a), hex16(b))
-	}
-	plan := "[1., 2., 7., 20., 30., 100., 200., 1000.][1 + " + h(3) + " % 8]"
-	down := fmt.Sprintf("round(%s * (0.90 + (%s %% 700) / 10000.), 3)", plan, h(4))
-	cols := map[string]string{
-		"measurement_uid":        uuid(h(1), h(2)),
-		"agent_id":               uuid("cityHash64(number % 833333, 10)", "cityHash64(number % 833333, 11)"),
-		"test_version":           "'1'",
-		"schema_version":         "toUInt16(1)",
-		"start_time":             fmt.Sprintf("toDateTime('%s 00:00:00') + toUInt32(%s %% 86400)", day, h(5)),
-		"duration_s":             "7.",
-		"agent_software":         "'neubot'",
-		"agent_version":          "'0.1.0'",
-		"agent_os":               "'linux'",
-		"agent_arch":             "'amd64'",
-		"server_id":              "'bench'",
-		"server_version":         "'0.1.0'",
-		"consent_informed":       "toUInt8(1)",
-		"consent_can_collect":    "toUInt8(1)",
-		"consent_can_publish":    "toUInt8(1)",
-		"synthetic":              "toUInt8(1)",
-		"client_asn":             "[toUInt32(3269), 12874, 30722, 1267, 3320, 3215, 7922, 12322, 2856, 5089][1 + cityHash64(number % 833333, 12) % 10]",
-		"client_org":             "'bench ISP'",
-		"client_country":         "'IT'",
-		"client_prefix":          "'192.0.2.0/24'",
-		"annotation_db":          "'bench'",
-		"authority":              "toUInt8(1)",
-		"ingested_at":            "now()",
-		"connect_ms":             "[12.5, 13.1]",
-		"rtt_ms":                 "[11., 12., 13.]",
-		"rtt_median_ms":          fmt.Sprintf("toFloat64(5 + %s %% 150)", h(6)),
-		"download_mbps":          down,
-		"download_bytes":         "toUInt64(10000000)",
-		"download_duration_s":    "3.",
-		"download_connections":   "toUInt8(2)",
-		"download_samples_t_s":   "[0.25, 0.5]",
-		"download_samples_bytes": "[toUInt64(1000), 2000]",
-		"download_samples_mbps":  "[1., 2.]",
-		"upload_mbps":            "round(" + down + " / 4, 3)",
-		"upload_bytes":           "toUInt64(2500000)",
-		"upload_duration_s":      "3.",
-		"upload_connections":     "toUInt8(2)",
-		"upload_samples_t_s":     "[0.25, 0.5]",
-		"upload_samples_bytes":   "[toUInt64(1000), 2000]",
-		"upload_samples_mbps":    "[1., 2.]",
-		"server_view":            "toUInt8(1)",
-		"sv_bytes_sent":          "toUInt64(10000000)",
-		"sv_bytes_received":      "toUInt64(2500000)",
-		"sv_download_duration_s": "3.",
-		"sv_upload_duration_s":   "3.",
-		"sv_upload_mbps":         "1.",
-		"sv_tcp_rtt_ms":          "toNullable(10.)",
-		"sv_tcp_rttvar_ms":       "toNullable(1.)",
-		"sv_tcp_retransmits":     "toNullable(toUInt64(0))",
-	}
-	var names, exprs []string
-	for k, v := range cols {
-		names = append(names, k)
-		exprs = append(exprs, v)
-	}
-	return fmt.Sprintf("INSERT INTO speedtest (%s) SELECT %s FROM system.numbers LIMIT %d", strings.Join(names, ", "), strings.Join(exprs, ", "), n)
-}
 
 func peakRSS() string {
 	b, _ := os.ReadFile("/proc/self/status")
@@ -146,7 +77,7 @@ func run(n int) error {
 	defer conn.Close()
 	fmt.Fprintf(os.Stderr, "generating %d measurements inside ClickHouse...\n", n)
 	t0 := time.Now()
-	if err := conn.Exec(ctx, genSQL(n)); err != nil {
+	if err := conn.Exec(ctx, benchrows.SQL(n, day, true)); err != nil {
 		return err
 	}
 	_ = conn.Exec(ctx, "OPTIMIZE TABLE speedtest FINAL")
