@@ -1,7 +1,16 @@
-// Package publish serves Neubot's open data. This first part is the public
-// query API's per-ISP distributions and the caller's own network ("whoami"),
-// which the agent uses to put a volunteer's results against their ISP's.
-// Dumps, the rest of the API and the dashboards come next.
+// Package publish makes Neubot's data open, in three forms:
+//
+//   - daily dumps per test (dump.go): Parquet written with Arrow and CSV.gz,
+//     a manifest per day and an index, atomic and idempotent, never holding
+//     an unpublishable or synthetic row or a full address;
+//   - the public query API under /api/v1/ (api.go, data.go), documented in
+//     openapi.json: ISPs, distributions, histograms, hour-of-day profiles,
+//     measurements with cursor pagination, datasets, the caller's network;
+//   - dashboards (web.go, web/): the overview and per-ISP pages, whose
+//     charts download as PNG, SVG and CSV and whose numbers are also in
+//     server-rendered tables.
+//
+// New returns one handler for all of them, plus the datasets' files.
 package publish
 
 import (
