@@ -109,15 +109,16 @@ func run(n int, dur time.Duration, ipdbDir string) error {
 	for _, f := range m.Files {
 		sizes[f.Format] = f.Bytes
 	}
-	// 2. clickhouse-client, the same query, CSV: raw, then gzip'ed.
+	// 2. clickhouse-client, the same query (one thread, as the exporter
+	// reads: rows in sorting-key order), CSV: raw, then gzip'ed.
 	var cols []string
 	for _, c := range m.Columns {
 		cols = append(cols, c.Name)
 	}
-	q := fmt.Sprintf("SELECT %s FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') AND consent_can_publish = 1 AND synthetic = 0 ORDER BY toDate(start_time), measurement_uid FORMAT CSVWithNames",
+	q := fmt.Sprintf("SELECT %s FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') AND consent_can_publish = 1 AND synthetic = 0 FORMAT CSVWithNames",
 		strings.Join(cols, ", "), day)
 	host, port, _ := net.SplitHostPort(ch.Addr())
-	client := fmt.Sprintf("clickhouse-client --host %s --port %s --database bench --max_bytes_before_external_sort 1073741824 --query %q", host, port, q)
+	client := fmt.Sprintf("clickhouse-client --host %s --port %s --database bench --max_threads 1 --query %q", host, port, q)
 	csvFile, gzFile := filepath.Join(dir, "client.csv"), filepath.Join(dir, "client.csv.gz")
 	fmt.Fprintln(os.Stderr, "clickhouse-client CSV...")
 	rawSecs, err := timeShell(client + " > " + csvFile)
