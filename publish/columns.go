@@ -2,6 +2,7 @@ package publish
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -49,7 +50,7 @@ func newColumn(name, chType, doc string) (*column, error) {
 	c := &column{name: name, chType: chType, doc: doc}
 	c.nullable = strings.HasPrefix(chType, "Nullable(")
 	switch chType {
-	case "String", "UUID", "DateTime":
+	case "String", "UUID", "DateTime", "Date":
 		c.text = true
 	}
 	md := arrow.NewMetadata([]string{"description", "clickhouse_type"}, []string{doc, chType})
@@ -58,52 +59,23 @@ func newColumn(name, chType, doc string) (*column, error) {
 		typ, nullable = strings.TrimSuffix(strings.TrimPrefix(typ, "Nullable("), ")"), true
 	}
 	if strings.HasPrefix(typ, "Array(") {
-		elem := strings.TrimSuffix(strings.TrimPrefix(typ, "Array("), ")")
 		if nullable {
 			return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
 		}
-		switch elem {
-		case "Float64":
-			v := new([]float64)
-			c.dest = v
-			c.field = arrow.Field{Name: name, Type: arrow.ListOf(arrow.PrimitiveTypes.Float64), Metadata: md}
-			c.appendTo = func(b array.Builder) {
-				lb := b.(*array.ListBuilder)
-				lb.Append(true)
-				lb.ValueBuilder().(*array.Float64Builder).AppendValues(*v, nil)
-			}
-			c.csv = func(buf []byte) []byte {
-				buf = append(buf, '[')
-				for i, x := range *v {
-					if i > 0 {
-						buf = append(buf, ',')
-					}
-					buf = strconv.AppendFloat(buf, x, 'g', -1, 64)
-				}
-				return append(buf, ']')
-			}
-		case "UInt64":
-			v := new([]uint64)
-			c.dest = v
-			c.field = arrow.Field{Name: name, Type: arrow.ListOf(arrow.PrimitiveTypes.Uint64), Metadata: md}
-			c.appendTo = func(b array.Builder) {
-				lb := b.(*array.ListBuilder)
-				lb.Append(true)
-				lb.ValueBuilder().(*array.Uint64Builder).AppendValues(*v, nil)
-			}
-			c.csv = func(buf []byte) []byte {
-				buf = append(buf, '[')
-				for i, x := range *v {
-					if i > 0 {
-						buf = append(buf, ',')
-					}
-					buf = strconv.AppendUint(buf, x, 10)
-				}
-				return append(buf, ']')
-			}
-		default:
+		if err := arrayColumn(c, strings.TrimSuffix(strings.TrimPrefix(typ, "Array("), ")"), md); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	if typ == "Date" {
+		if nullable {
 			return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
 		}
+		v := new(time.Time)
+		c.dest, c.text = v, true
+		c.field = arrow.Field{Name: name, Type: arrow.FixedWidthTypes.Date32, Metadata: md}
+		c.appendTo = func(b array.Builder) { b.(*array.Date32Builder).Append(arrow.Date32FromTime(*v)) }
+		c.csv = func(buf []byte) []byte { return v.UTC().AppendFormat(buf, "2006-01-02") }
 		return c, nil
 	}
 	switch typ {
@@ -166,6 +138,73 @@ func newColumn(name, chType, doc string) (*column, error) {
 		return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
 	}
 	return c, nil
+}
+
+// arrayColumn makes c an Array(elem) column: an Arrow list, written in CSV
+// as a JSON array (what ClickHouse's own CSV looks like, and what pandas,
+// R and DuckDB parse with their JSON functions).
+func arrayColumn(c *column, elem string, md arrow.Metadata) error {
+	switch elem {
+	case "Float64":
+		listOf(c, arrow.PrimitiveTypes.Float64, md, func(b array.Builder, x float64) { b.(*array.Float64Builder).Append(x) }, appendFloat)
+	case "UInt16":
+		listOf(c, arrow.PrimitiveTypes.Uint16, md, func(b array.Builder, x uint16) { b.(*array.Uint16Builder).Append(x) },
+			func(buf []byte, x uint16) []byte { return strconv.AppendUint(buf, uint64(x), 10) })
+	case "UInt32":
+		listOf(c, arrow.PrimitiveTypes.Uint32, md, func(b array.Builder, x uint32) { b.(*array.Uint32Builder).Append(x) },
+			func(buf []byte, x uint32) []byte { return strconv.AppendUint(buf, uint64(x), 10) })
+	case "UInt64":
+		listOf(c, arrow.PrimitiveTypes.Uint64, md, func(b array.Builder, x uint64) { b.(*array.Uint64Builder).Append(x) },
+			func(buf []byte, x uint64) []byte { return strconv.AppendUint(buf, x, 10) })
+	case "String":
+		listOf(c, arrow.BinaryTypes.String, md, func(b array.Builder, x string) { b.(*array.StringBuilder).Append(x) },
+			func(buf []byte, x string) []byte { return jsonString(buf, []byte(x)) })
+	case "Array(Float64)":
+		listOf(c, arrow.ListOf(arrow.PrimitiveTypes.Float64), md, func(b array.Builder, xs []float64) {
+			lb := b.(*array.ListBuilder)
+			lb.Append(true)
+			lb.ValueBuilder().(*array.Float64Builder).AppendValues(xs, nil)
+		}, func(buf []byte, xs []float64) []byte { return appendJSONArray(buf, xs, appendFloat) })
+	default:
+		return fmt.Errorf("column %s: unsupported type Array(%s)", c.name, elem)
+	}
+	return nil
+}
+
+// listOf makes c a list column of T.
+func listOf[T any](c *column, elem arrow.DataType, md arrow.Metadata, add func(array.Builder, T), format func([]byte, T) []byte) {
+	v := new([]T)
+	c.dest = v
+	c.field = arrow.Field{Name: c.name, Type: arrow.ListOf(elem), Metadata: md}
+	c.appendTo = func(b array.Builder) {
+		lb := b.(*array.ListBuilder)
+		lb.Append(true)
+		vb := lb.ValueBuilder()
+		for _, x := range *v {
+			add(vb, x)
+		}
+	}
+	c.csv = func(buf []byte) []byte { return appendJSONArray(buf, *v, format) }
+}
+
+func appendJSONArray[T any](buf []byte, xs []T, format func([]byte, T) []byte) []byte {
+	buf = append(buf, '[')
+	for i, x := range xs {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = format(buf, x)
+	}
+	return append(buf, ']')
+}
+
+// appendFloat writes a float as JSON does; NaN and infinities, which JSON
+// lacks and a record never holds, become null.
+func appendFloat(buf []byte, x float64) []byte {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return append(buf, "null"...)
+	}
+	return strconv.AppendFloat(buf, x, 'g', -1, 64)
 }
 
 func uintColumn(c *column, typ string, nullable bool, md arrow.Metadata) (*column, error) {
