@@ -49,8 +49,8 @@ func startExports(spec string, lag time.Duration, log *slog.Logger, cfgs ...publ
 }
 
 func (s *exportScheduler) run() {
-	if !s.mu.TryLock() {
-		return
+	if s.ctx.Err() != nil || !s.mu.TryLock() {
+		return // stopped, or the previous run is still going
 	}
 	defer s.mu.Unlock()
 	s.wg.Add(1)

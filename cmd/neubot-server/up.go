@@ -163,6 +163,17 @@ func cmdUp(args []string) error {
 				n, err = fleet.Submit(context.Background(), col.http.URL(), 1000, nil)
 				if err == nil {
 					fmt.Printf("neubot-server up: demo: %d simulated tests of %d agents over %d days submitted (synthetic=1; never in real dumps)\n", n, *demoAgents, *demoDays)
+					// Once everything is loaded, the demo's dumps right away
+					// rather than at the next tick (its days are then
+					// complete: nothing else submits simulated tests).
+					for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+						if _, spooled, _ := col.c.SpoolStats(); spooled == 0 {
+							break
+						}
+					}
+					if len(exports) > 1 {
+						exports[1].run()
+					}
 				}
 			}
 			if err != nil {

@@ -23,7 +23,11 @@
       axisX.values = function (u, splits) {
         return splits.map(function (v) { return Number.isInteger(v) && c.x[v] !== undefined ? c.x[v] : ""; });
       };
-      if (c.kind === "bars") { scaleX.range = [-0.5, c.x.length - 0.5]; }
+      if (c.kind === "bars") {
+        scaleX.range = [-0.5, c.x.length - 0.5];
+        axisX.space = 80; // bucket labels are wide: fewer of them
+        axisX.incrs = [1, 2, 3, 5, 10, 20];
+      }
     }
     var data = [xs], series = [{ label: c.xlabel }], k = 0;
     c.series.forEach(function (s) {
