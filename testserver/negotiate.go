@@ -321,11 +321,39 @@ func (n *Negotiator) end(s *Session, state State, event string) {
 	n.unchokeLocked()
 }
 
+// Withdraw takes a session that is still queued out of the queue (an
+// agent that will not wait, e.g. a locate-style request answered "no
+// capacity"); an active session ends as by Release.
+func (n *Negotiator) Withdraw(s *Session) {
+	n.mu.Lock()
+	for i, q := range n.queue {
+		if q == s {
+			n.queue = append(n.queue[:i], n.queue[i+1:]...)
+			s.mu.Lock()
+			s.state = Revoked
+			s.mu.Unlock()
+			n.mu.Unlock()
+			return
+		}
+	}
+	n.mu.Unlock()
+	n.Release(s)
+}
+
 // Authorize returns the active session of the request's token.
 func (n *Negotiator) Authorize(r *http.Request) (*Session, error) {
 	h := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
+	if !ok {
+		return nil, ErrNoToken
+	}
+	return n.AuthorizeToken(tok)
+}
+
+// AuthorizeToken returns the active session of token tok, however the
+// request carried it (a header, or ndt7's access_token parameter).
+func (n *Negotiator) AuthorizeToken(tok string) (*Session, error) {
+	if tok == "" {
 		return nil, ErrNoToken
 	}
 	n.mu.Lock()
