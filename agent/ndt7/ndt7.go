@@ -292,14 +292,39 @@ func (s *series) add(el time.Duration, n int64) float64 {
 	return mbps
 }
 
-// serverMeasurement keeps what the record wants of a server's message.
-func serverMeasurement(m *spec.Measurement) *schemas.NDT7Measurement {
-	out := &schemas.NDT7Measurement{TCPInfo: m.TCPInfo.Record()}
+// inBand keeps the latest of each part of the server's measurement
+// messages. Servers need not send every part in every message (M-Lab's
+// sends AppInfo and TCPInfo apart), and the latest value of each part
+// summarises the subtest, as the specification says.
+type inBand struct {
+	app  *spec.AppInfo
+	tcp  *spec.TCPInfo
+	uuid string
+}
+
+func (b *inBand) update(m *spec.Measurement) {
 	if m.AppInfo != nil {
-		out.AppElapsedS = float64(m.AppInfo.ElapsedTime) / 1e6
-		out.AppBytes = uint64(m.AppInfo.NumBytes)
+		b.app = m.AppInfo
 	}
-	return out
+	if m.TCPInfo != nil {
+		b.tcp = m.TCPInfo
+	}
+	if m.ConnectionInfo != nil && m.ConnectionInfo.UUID != "" {
+		b.uuid = m.ConnectionInfo.UUID
+	}
+}
+
+// fill puts what the server sent into sub.
+func (b *inBand) fill(sub *schemas.NDT7Subtest) {
+	sub.UUID = b.uuid
+	if b.app == nil && b.tcp == nil {
+		return
+	}
+	sub.Server = &schemas.NDT7Measurement{TCPInfo: b.tcp.Record()}
+	if b.app != nil {
+		sub.Server.AppElapsedS = float64(b.app.ElapsedTime) / 1e6
+		sub.Server.AppBytes = uint64(b.app.NumBytes)
+	}
 }
 
 // failure says how a subtest ended: "" for a normal close.
@@ -338,7 +363,7 @@ func (r *run) download(ctx context.Context) (*schemas.NDT7Subtest, error) {
 	var (
 		n    int64
 		s    series
-		last *spec.Measurement
+		band inBand
 		buf  = make([]byte, 64<<10)
 	)
 	var endErr error
@@ -373,7 +398,7 @@ loop:
 				endErr = err
 				break loop
 			}
-			last = m
+			band.update(m)
 		}
 		el := time.Since(start)
 		if mbps, ok := s.maybeAdd(el, n); ok {
@@ -393,12 +418,7 @@ loop:
 		Samples:     s.samples,
 		Failure:     failure(endErr),
 	}
-	if last != nil {
-		sub.Server = serverMeasurement(last)
-		if last.ConnectionInfo != nil {
-			sub.UUID = last.ConnectionInfo.UUID
-		}
-	}
+	band.fill(sub)
 	return sub, nil
 }
 
@@ -430,7 +450,7 @@ func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
 
 	var (
 		mu   sync.Mutex
-		last *spec.Measurement
+		band inBand
 	)
 	readerDone := make(chan error, 1)
 	go func() {
@@ -449,7 +469,7 @@ func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
 				var m *spec.Measurement
 				if m, err = spec.DecodeMeasurement(b); err == nil {
 					mu.Lock()
-					last = m
+					band.update(m)
 					mu.Unlock()
 				}
 			}
@@ -532,15 +552,11 @@ func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if last != nil {
-		sub.Server = serverMeasurement(last)
-		if last.ConnectionInfo != nil {
-			sub.UUID = last.ConnectionInfo.UUID
-		}
-		if a := last.AppInfo; a != nil && a.ElapsedTime > 0 {
-			sub.GoodputMbps = round3(spec.Mbps(a.NumBytes, a.ElapsedTime))
-			sub.MeasuredAt = "server"
-		}
+	band.fill(sub)
+	if a := band.app; a != nil && a.ElapsedTime > 0 {
+		// The server is the upload's receiver: its counters are the goodput.
+		sub.GoodputMbps = round3(spec.Mbps(a.NumBytes, a.ElapsedTime))
+		sub.MeasuredAt = "server"
 	}
 	return sub, nil
 }

@@ -207,7 +207,7 @@
     $('download').textContent = fmt(k.download);
     $('upload').textContent = fmt(k.upload);
     const sv = k.server_view && k.server_view.download && k.server_view.download.tcp_info;
-    $('rtt').textContent = sv ? `${sv.min_rtt_ms.toFixed(2)} ms` : '–';
+    $('rtt').textContent = sv ? `${sv.min_rtt_ms.toFixed(3)} ms` : '–';
     $('saved').textContent = `Saved as measurement ${rec.measurement_uid}.`;
     $('saved').dataset.uid = rec.measurement_uid;
     show('progress', false);
