@@ -309,6 +309,8 @@ var quoted = regexp.MustCompile(`'(?:[^'\\]|\\.)*'`)
 
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(validLine(f))
+	f.Add(ndt7Line(f, schemas.NDT7Name))
+	f.Add(ndt7Line(f, schemas.NDT7BrowserName))
 	for _, tc := range badCases {
 		if tc.raw != "" {
 			f.Add([]byte(tc.raw))
