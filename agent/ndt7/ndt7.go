@@ -252,7 +252,7 @@ func (r *run) dial(ctx context.Context, path string) (*websocket.Conn, error) {
 			defer resp.Body.Close()
 			return nil, protoError(path, resp)
 		}
-		return nil, fmt.Errorf("ndt7 %s: %w", path, err)
+		return nil, fmt.Errorf("ndt7: cannot reach the ndt7 server (%s): %w", path, err)
 	}
 	if conn.Subprotocol() != spec.SecWebSocketProtocol {
 		conn.Close()
@@ -349,11 +349,11 @@ func closeConn(conn *websocket.Conn) {
 // download receives until the server closes (or spec.MaxDuration), and
 // counts the payload at the receiver: the goodput is the client's.
 func (r *run) download(ctx context.Context) (*schemas.NDT7Subtest, error) {
-	r.progress(plugin.Progress{Phase: "download"})
 	conn, err := r.dial(ctx, spec.DownloadPath)
 	if err != nil {
 		return nil, err
 	}
+	r.progress(plugin.Progress{Phase: "download"}) // once connected: see cmd/neubot's one-line errors
 	defer closeConn(conn)
 	start := time.Now()
 	stop := context.AfterFunc(ctx, func() { _ = conn.NetConn().SetDeadline(time.Now()) })
@@ -436,11 +436,11 @@ var random = func() []byte {
 // spec.MeasureEvery. The goodput is the server's, as receiver, from its
 // last AppInfo; the client's counters are the fallback.
 func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
-	r.progress(plugin.Progress{Phase: "upload"})
 	conn, err := r.dial(ctx, spec.UploadPath)
 	if err != nil {
 		return nil, err
 	}
+	r.progress(plugin.Progress{Phase: "upload"})
 	defer closeConn(conn)
 	start := time.Now()
 	stop := context.AfterFunc(ctx, func() { _ = conn.NetConn().SetDeadline(time.Now()) })

@@ -66,7 +66,10 @@ func cmdRun(args []string) error {
 
 	var live *liveDisplay
 	if !*asJSON {
-		live = &liveDisplay{w: os.Stderr, tty: isTerminal(os.Stderr)}
+		live = &liveDisplay{w: os.Stderr, tty: isTerminal(os.Stderr), phaseS: 3.5}
+		if name == schemas.NDT7Name {
+			live.phaseS = 10 // the specification's subtest
+		}
 	}
 	env := plugin.Env{
 		ServerURL: *server,
@@ -164,9 +167,10 @@ func printSummary(w io.Writer, rec *schemas.Record) {
 
 // liveDisplay shows the phase and the current speed on one terminal line.
 type liveDisplay struct {
-	w    io.Writer
-	tty  bool
-	last string
+	w      io.Writer
+	tty    bool
+	phaseS float64 // the usual length of a transfer phase, for the bar
+	last   string
 }
 
 func (l *liveDisplay) update(p plugin.Progress) {
@@ -175,7 +179,7 @@ func (l *liveDisplay) update(p plugin.Progress) {
 	case p.Message != "":
 		line += ": " + p.Message
 	case p.Phase == "download" || p.Phase == "upload":
-		bar := strings.Repeat("#", min(30, int(p.Elapsed*30/3.5)))
+		bar := strings.Repeat("#", min(30, int(p.Elapsed*30/l.phaseS)))
 		line = fmt.Sprintf("%-8s %8.2f Mbit/s  [%-30s]", p.Phase, p.Mbps, bar)
 	default:
 		line += "..."
