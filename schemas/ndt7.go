@@ -75,6 +75,7 @@ type NDT7ServerSubtest struct {
 	MaxMessageBytes    uint32       `json:"max_message_bytes" doc:"The largest binary message sent (download) or received (upload), bytes."`
 	ClientMeasurements uint32       `json:"client_measurements" doc:"Measurement messages the client sent during the subtest (the client may send none)."`
 	TCPInfo            *NDT7TCPInfo `json:"tcp_info,omitempty" doc:"TCP_INFO read by the server at the end of the subtest; absent where the kernel does not give it."`
+	Failure            string       `json:"failure" v:"maxlen=128" doc:"Empty when the subtest ended normally on the server's side; else what ended it (e.g. the client closed early, connection reset). Data measured before it are kept."`
 }
 
 func init() {
@@ -112,7 +113,7 @@ var ndt7Columns = func() []string {
 	cols = append(cols, "server_view")
 	for _, p := range []string{"sv_download_", "sv_upload_"} {
 		cols = append(cols, p+"present", p+"uuid", p+"bytes", p+"duration_s", p+"goodput_mbps",
-			p+"max_message_bytes", p+"client_measurements")
+			p+"max_message_bytes", p+"client_measurements", p+"failure")
 		tcp(p + "tcp_")
 	}
 	return cols
@@ -182,7 +183,7 @@ func (s *NDT7ServerSubtest) values(dst []any) []any {
 	if s == nil {
 		s = &NDT7ServerSubtest{}
 	}
-	dst = append(dst, boolU8(present), s.UUID, s.Bytes, s.DurationS, s.GoodputMbps, s.MaxMessageBytes, s.ClientMeasurements)
+	dst = append(dst, boolU8(present), s.UUID, s.Bytes, s.DurationS, s.GoodputMbps, s.MaxMessageBytes, s.ClientMeasurements, s.Failure)
 	return s.TCPInfo.values(dst)
 }
 

@@ -219,7 +219,13 @@ func (p *Provider) subtest(w http.ResponseWriter, r *http.Request, kind string) 
 	}
 	sv := t.result()
 	if failure != nil {
-		p.Logger.Info("ndt7 subtest ended early", "test", kind, "uuid", t.uuid, "err", failure)
+		// The specification: log it as a warning and record it; what was
+		// measured before it is kept.
+		p.Logger.Warn("ndt7 subtest ended early", "test", kind, "uuid", t.uuid, "err", failure)
+		sv.Failure = failure.Error()
+		if len(sv.Failure) > 128 {
+			sv.Failure = sv.Failure[:128]
+		}
 	}
 	if implicit {
 		p.Logger.Info("ndt7 untokened subtest done; no record (no consent)", "test", kind, "mbps", sv.GoodputMbps)
