@@ -1,7 +1,10 @@
 package ndt7_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"strings"
@@ -11,6 +14,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/schemas/schemastest"
 	"github.com/neubot/neubot/testserver/ndt7/spec"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
@@ -141,5 +146,63 @@ func TestLocateBusy(t *testing.T) {
 	}
 	if _, queued, _ := svc.Negotiator().Load(); queued != 0 {
 		t.Fatalf("%d sessions left queued", queued)
+	}
+}
+
+// TestFailureRecorded: a client that breaks the protocol (a binary message
+// during the download) ends the subtest; the server keeps what it measured
+// and records why in its view, which collect returns.
+func TestFailureRecorded(t *testing.T) {
+	_, base := servicetest.Start(t, service.Config{NDT7Duration: time.Second})
+	resp, err := http.Post(base+spec.NegotiatePath, "application/json", strings.NewReader(`{"measurement_uid":""}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nr struct {
+		Token    string `json:"token"`
+		Unchoked bool   `json:"unchoked"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&nr)
+	resp.Body.Close()
+	if err != nil || !nr.Unchoked {
+		t.Fatalf("negotiate: %v %+v", err, nr)
+	}
+	conn, _, err := dial(t, base, spec.DownloadPath+"?"+spec.AccessTokenParam+"="+nr.Token, spec.SecWebSocketProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := conn.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.WriteMessage(websocket.BinaryMessage, make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	for { // the server ends the subtest: read until it does
+		if _, _, err := conn.ReadMessage(); err != nil {
+			break
+		}
+	}
+	conn.Close()
+
+	rec := schemastest.NDT7(rand.New(rand.NewPCG(1, 1)), schemas.NDT7Name, time.Now().Add(-time.Minute), "", 10)
+	rec.TestKeys.(*schemas.NDT7).ServerView = nil
+	req, _ := http.NewRequest(http.MethodPost, base+spec.CollectPath, bytes.NewReader(schemastest.Line(rec)))
+	req.Header.Set("Authorization", "Bearer "+nr.Token)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("collect: %s %s", resp.Status, body)
+	}
+	got, err := schemas.DecodeRecord(bytes.TrimSpace(body), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv := got.TestKeys.(*schemas.NDT7).ServerView
+	if sv == nil || sv.Download == nil || sv.Upload != nil || !strings.Contains(sv.Download.Failure, "binary message") || sv.Download.Bytes == 0 {
+		t.Fatalf("server view %+v", sv.Download)
 	}
 }
