@@ -26,7 +26,7 @@ type NDT7 struct {
 
 // NDT7Subtest is one subtest as the client saw it.
 type NDT7Subtest struct {
-	GoodputMbps float64            `json:"goodput_mbps" v:"min=0,max=1000000" doc:"Application-level goodput, Mbit/s (10^6 bit/s), at the receiver: the client's counters for the download; for the upload the server's last in-band AppInfo when it sent one, else the client's (see measured_at)."`
+	GoodputMbps float64            `json:"goodput_mbps" v:"min=0,max=1000000" doc:"Goodput, Mbit/s (10^6 bit/s), at the receiver: the client's counters for the download; for the upload the server's last in-band AppInfo, else its TCPInfo.BytesReceived (kernel-level, WebSocket framing included), else the client's own count (see measured_at)."`
 	MeasuredAt  string             `json:"measured_at" v:"required,enum=client|server" doc:"Whose counters goodput_mbps comes from: client or server."`
 	Bytes       uint64             `json:"bytes" doc:"Payload bytes the client received (download) or handed to the WebSocket and saw leave its buffer (upload)."`
 	DurationS   float64            `json:"duration_s" v:"min=0,max=60" doc:"Time from the completed WebSocket handshake to the end of the subtest, seconds, by the client's clock."`
