@@ -10,15 +10,18 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
 
 	"github.com/neubot/neubot/agent/ndt7"
 	"github.com/neubot/neubot/agent/plugin"
@@ -216,4 +219,101 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool := x509.NewCertPool()
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// TestClientMessages checks what the client sends against the
+// specification, with a server written here from the specification alone:
+// the upgrade names the subprotocol, carries a User-Agent and metadata
+// without duplicate keys; upload binary messages are powers of two from
+// 1<<10 to 1<<24 and never shrink; the client's textual messages are
+// measurements with AppInfo, Origin "client", Test "upload" and never
+// ConnectionInfo (clients must not send it), at most ten a second; and the
+// client answers the server's closing handshake.
+func TestClientMessages(t *testing.T) {
+	type seen struct {
+		texts, binaries int
+		problems        []string
+		closed          bool
+	}
+	results := make(chan seen, 1)
+	up := websocket.Upgrader{Subprotocols: []string{ndt7spec.SecWebSocketProtocol}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+ndt7spec.UploadPath, func(w http.ResponseWriter, r *http.Request) {
+		var s seen
+		if !slices.Contains(websocket.Subprotocols(r), ndt7spec.SecWebSocketProtocol) || r.UserAgent() == "" {
+			s.problems = append(s.problems, "no subprotocol or no User-Agent")
+		}
+		for k, v := range r.URL.Query() {
+			if len(v) != 1 || v[0] == "" {
+				s.problems = append(s.problems, "bad query key "+k)
+			}
+		}
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		conn.SetReadLimit(ndt7spec.MaxMessageSize)
+		start, prev := time.Now(), 0
+		done := time.AfterFunc(time.Second, func() {
+			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		})
+		defer done.Stop()
+		for {
+			typ, b, err := conn.ReadMessage()
+			if err != nil {
+				s.closed = websocket.IsCloseError(err, websocket.CloseNormalClosure)
+				break
+			}
+			if typ == websocket.BinaryMessage {
+				n := len(b)
+				if n < 1<<10 || n > 1<<24 || n&(n-1) != 0 || n < prev {
+					s.problems = append(s.problems, fmt.Sprintf("binary message of %d bytes after %d", n, prev))
+				}
+				prev = n
+				s.binaries++
+				continue
+			}
+			s.texts++
+			m, err := ndt7spec.DecodeMeasurement(b)
+			if err != nil || m.AppInfo == nil || m.ConnectionInfo != nil || m.Origin != ndt7spec.OriginClient || m.Test != ndt7spec.TestUpload {
+				s.problems = append(s.problems, fmt.Sprintf("measurement %s (%v)", b, err))
+			}
+		}
+		if rate := float64(s.texts) / time.Since(start).Seconds(); rate > 10 {
+			s.problems = append(s.problems, fmt.Sprintf("%.1f measurements a second", rate))
+		}
+		results <- s
+	})
+	mux.HandleFunc("GET "+ndt7spec.DownloadPath, func(w http.ResponseWriter, r *http.Request) {
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		for i := 0; i < 100; i++ {
+			if conn.WriteMessage(websocket.BinaryMessage, make([]byte, 8192)) != nil {
+				return
+			}
+		}
+		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		_, _, _ = conn.ReadMessage() // the client's close
+	})
+	srv, err := httpx.Listen("127.0.0.1:0", mux, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	rec, err := ndt7.NewMeasurer(ndt7.Config{}).Run(context.Background(), env("ws://"+srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-results
+	if len(s.problems) > 0 || !s.closed || s.texts < 2 || s.binaries < 10 {
+		t.Fatalf("the client's upload: %+v", s)
+	}
+	keys := rec.TestKeys.(*schemas.NDT7)
+	if keys.Download.Bytes != 100*8192 || keys.Download.Failure != "" || keys.Upload.MeasuredAt != "client" || keys.Download.Server != nil {
+		t.Fatalf("record of a server that sends no measurements: %+v %+v", keys.Download, keys.Upload)
+	}
 }
