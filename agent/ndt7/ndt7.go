@@ -15,7 +15,6 @@
 package ndt7
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -27,8 +26,6 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -36,10 +33,10 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/session"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/ndt7/spec"
-	stspec "github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // Config tunes the client; the zero value follows the specification.
@@ -69,15 +66,7 @@ func (m *Measurer) Name() string { return schemas.NDT7Name }
 
 // ProtocolError is returned when the server refuses a request or answers
 // something the protocol does not allow.
-type ProtocolError struct {
-	Op     string
-	Status int
-	Msg    string
-}
-
-func (e *ProtocolError) Error() string {
-	return fmt.Sprintf("ndt7 %s: server answered %d: %s", e.Op, e.Status, e.Msg)
-}
+type ProtocolError = session.ProtocolError
 
 // run is the state of one test.
 type run struct {
@@ -119,7 +108,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	uid := uuid.NewString()
 	start := time.Now()
 	if r.base != "" {
-		if err := r.negotiate(ctx, uid); err != nil {
+		if r.token, err = session.Slot(ctx, r.http, schemas.NDT7Name, r.base+spec.NegotiatePath, uid, r.progress); err != nil {
 			return nil, err
 		}
 	}
@@ -152,7 +141,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 		return rec, nil
 	}
 	r.progress(plugin.Progress{Phase: "collect"})
-	return r.collect(ctx, rec)
+	return session.Collect(ctx, r.http, schemas.NDT7Name, r.base+spec.CollectPath, r.token, rec)
 }
 
 func agentVersion(env plugin.Env) string {
@@ -164,64 +153,9 @@ func agentVersion(env plugin.Env) string {
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 
+// protoError reads the JSON error of a refused request.
 func protoError(op string, resp *http.Response) error {
-	var e stspec.Error
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if json.Unmarshal(b, &e) != nil || e.Error == "" {
-		e.Error = strings.TrimSpace(string(b))
-	}
-	return &ProtocolError{Op: op, Status: resp.StatusCode, Msg: e.Error}
-}
-
-// negotiate waits for a slot of a Neubot server (spec/speedtest.md's
-// negotiation, at the ndt7 path), long-polling, honouring Retry-After.
-func (r *run) negotiate(ctx context.Context, uid string) error {
-	r.progress(plugin.Progress{Phase: "negotiate"})
-	token := ""
-	for {
-		body, _ := json.Marshal(stspec.NegotiateRequest{Token: token, MeasurementUID: uid})
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+spec.NegotiatePath, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := r.http.Do(req)
-		if err != nil {
-			return fmt.Errorf("ndt7: cannot reach the test server: %w", err)
-		}
-		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-			wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
-			err := protoError("negotiate", resp)
-			resp.Body.Close()
-			if wait <= 0 || wait > 60 {
-				return err
-			}
-			r.progress(plugin.Progress{Phase: "negotiate", Message: fmt.Sprintf("server busy, retrying in %d s", wait)})
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Duration(wait) * time.Second):
-			}
-			continue
-		}
-		if resp.StatusCode != http.StatusOK {
-			err := protoError("negotiate", resp)
-			resp.Body.Close()
-			return err
-		}
-		var nr stspec.NegotiateResponse
-		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&nr)
-		resp.Body.Close()
-		if err != nil || nr.Token == "" {
-			return &ProtocolError{Op: "negotiate", Status: resp.StatusCode, Msg: "answer without a token"}
-		}
-		token = nr.Token
-		if nr.Unchoked {
-			r.token = token
-			return nil
-		}
-		r.progress(plugin.Progress{Phase: "negotiate", QueuePos: nr.QueuePos, Message: fmt.Sprintf("waiting, %d ahead", nr.QueuePos)})
-	}
+	return session.Refused(schemas.NDT7Name, op, resp)
 }
 
 // dial opens the WebSocket of a subtest, with the token and the client's
@@ -259,7 +193,7 @@ func (r *run) dial(ctx context.Context, path string) (*websocket.Conn, error) {
 	}
 	if conn.Subprotocol() != spec.SecWebSocketProtocol {
 		conn.Close()
-		return nil, &ProtocolError{Op: path, Status: http.StatusSwitchingProtocols, Msg: "the server did not select the ndt7 subprotocol"}
+		return nil, &ProtocolError{Test: schemas.NDT7Name, Op: path, Status: http.StatusSwitchingProtocols, Msg: "the server did not select the ndt7 subprotocol"}
 	}
 	return conn, nil
 }
@@ -570,38 +504,4 @@ func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
 		sub.MeasuredAt = "server"
 	}
 	return sub, nil
-}
-
-// collect posts the client's record and returns the server's merged one.
-func (r *run) collect(ctx context.Context, rec *schemas.Record) (*schemas.Record, error) {
-	body, err := json.Marshal(rec)
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+spec.CollectPath, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+r.token)
-	resp, err := r.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("ndt7 collect: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, protoError("collect", resp)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, stspec.MaxCollectBody))
-	if err != nil {
-		return nil, err
-	}
-	merged, err := schemas.DecodeRecord(bytes.TrimSpace(b), time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("ndt7 collect: the server's record is invalid: %w", err)
-	}
-	if merged.MeasurementUID != rec.MeasurementUID {
-		return nil, &ProtocolError{Op: "collect", Status: resp.StatusCode, Msg: "record of another measurement"}
-	}
-	return merged, nil
 }

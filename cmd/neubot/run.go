@@ -16,10 +16,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/neubot/neubot/agent/ndt7"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
-	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/agent/session"
 	"github.com/neubot/neubot/internal/cli"
 	"github.com/neubot/neubot/schemas"
 )
@@ -84,13 +83,9 @@ func cmdRun(args []string) error {
 		live.finish()
 	}
 	if err != nil {
-		var pe *speedtest.ProtocolError
+		var pe *session.ProtocolError
 		if errors.As(err, &pe) {
 			return fmt.Errorf("%s: the test server refused (%d): %s", name, pe.Status, pe.Msg)
-		}
-		var ne *ndt7.ProtocolError
-		if errors.As(err, &ne) {
-			return fmt.Errorf("%s: the test server refused (%d): %s", name, ne.Status, ne.Msg)
 		}
 		return err
 	}
