@@ -3,31 +3,23 @@ package web_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	cdplog "github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/neubot/neubot/agent"
+	"github.com/neubot/neubot/internal/browsertest"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
-
-// chromiumPath is Debian's chromium, which scripts/setup installs. A
-// missing browser fails the test: it never passes silently.
-const chromiumPath = "/usr/bin/chromium"
 
 // phases are the test phases of agent/API.md.
 var phases = []string{"rendezvous", "negotiate", "latency", "download", "upload", "collect", "store"}
@@ -39,73 +31,14 @@ var phases = []string{"rendezvous", "negotiate", "latency", "download", "upload"
 // declining. It saves full-page screenshots (desktop and a 375 px phone) to
 // $NEUBOT_ARTEFACTS, or test-artefacts/ at the repository's root.
 func TestBrowser(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("Chromium is needed for the UI test and is not installed (%v): run scripts/setup", err)
-	}
-	artefacts := artefactDir(t)
 	base := startAgent(t, startTestServer(t))
-
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromiumPath),
-		chromedp.NoSandbox, // we run as root
-		chromedp.Headless,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("password-store", "basic"),
-		chromedp.Flag("lang", "en-US"),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
-	defer cancelBrowser()
-
 	// Anything the page logs as an error (a script exception, a resource
-	// that failed, a Content-Security-Policy violation) fails the test.
-	var mu sync.Mutex
-	var problems []string
-	chromedp.ListenTarget(bctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			problems = append(problems, "exception: "+ev.ExceptionDetails.Error())
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.APITypeError || ev.Type == runtime.APITypeWarning {
-				var args []string
-				for _, a := range ev.Args {
-					args = append(args, string(a.Value)+a.Description)
-				}
-				problems = append(problems, fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(args, " ")))
-			}
-		case *cdplog.EventEntryAdded:
-			if ev.Entry.Source == cdplog.SourceNetwork && strings.HasSuffix(ev.Entry.URL, "/api/v1/config") && strings.Contains(ev.Entry.Text, "400") {
-				return // the bad interval sent on purpose below
-			}
-			if ev.Entry.Level == cdplog.LevelError || ev.Entry.Level == cdplog.LevelWarning {
-				problems = append(problems, fmt.Sprintf("%s %s: %s %s", ev.Entry.Source, ev.Entry.Level, ev.Entry.Text, ev.Entry.URL))
-			}
-		}
+	// that failed, a Content-Security-Policy violation) fails the test,
+	// but for the bad interval sent on purpose below.
+	b := browsertest.Start(t, 90*time.Second, 1280, 900, func(ev *cdplog.EventEntryAdded) bool {
+		return ev.Entry.Source == cdplog.SourceNetwork && strings.HasSuffix(ev.Entry.URL, "/api/v1/config") && strings.Contains(ev.Entry.Text, "400")
 	})
-	step := func(what string, actions ...chromedp.Action) {
-		t.Helper()
-		if err := chromedp.Run(bctx, actions...); err != nil {
-			if errors.Is(err, chromedp.ErrPollingTimeout) {
-				err = fmt.Errorf("timed out: %w", err)
-			}
-			var text string
-			_ = chromedp.Run(bctx, chromedp.Text("body", &text, chromedp.ByQuery))
-			t.Fatalf("%s: %v\npage text:\n%s", what, err, text)
-		}
-	}
+	step, shot := b.Step, b.Screenshot
 	visible := func(id string) bool {
 		t.Helper()
 		var v bool
@@ -114,16 +47,6 @@ func TestBrowser(t *testing.T) {
 	}
 	poll := func(expr string, res any) chromedp.Action {
 		return chromedp.Poll(expr, res, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(40*time.Second))
-	}
-	shot := func(name string) {
-		t.Helper()
-		var png []byte
-		step("screenshot "+name, chromedp.FullScreenshot(&png, 100))
-		path := filepath.Join(artefacts, name)
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("screenshot: %s", path)
 	}
 
 	// 1. First start: the consent screen and nothing else.
@@ -295,9 +218,7 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("after accepting without publishing the agent has consent %+v", st.Consent)
 	}
 
-	mu.Lock()
-	defer mu.Unlock()
-	for _, p := range problems {
+	for _, p := range b.Problems() {
 		t.Errorf("the page reported: %s", p)
 	}
 }
@@ -309,34 +230,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// artefactDir is $NEUBOT_ARTEFACTS, or test-artefacts/ at the repository's
-// root (next to go.mod).
-func artefactDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("NEUBOT_ARTEFACTS")
-	if dir == "" {
-		root, err := filepath.Abs(".")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
-				break
-			}
-			parent := filepath.Dir(root)
-			if parent == root {
-				t.Fatal("no go.mod above the test's directory")
-			}
-			root = parent
-		}
-		dir = filepath.Join(root, "test-artefacts")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // startTestServer runs a real test server in-process on loopback.

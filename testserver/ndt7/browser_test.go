@@ -2,28 +2,20 @@ package ndt7_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	cdplog "github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
+	"github.com/neubot/neubot/internal/browsertest"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
-
-// chromiumPath is Debian's chromium, which scripts/setup installs. A
-// missing browser fails the test: it never passes silently.
-const chromiumPath = "/usr/bin/chromium"
 
 // TestBrowser runs the ndt7 page of a real test server in a real headless
 // Chromium: consent, M-Lab's JavaScript client (vendored by scripts/setup)
@@ -32,74 +24,15 @@ const chromiumPath = "/usr/bin/chromium"
 // ClickHouse as an ndt7-browser row. It saves a screenshot of the result to
 // $NEUBOT_ARTEFACTS, or test-artefacts/ at the repository's root.
 func TestBrowser(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("Chromium is needed for the browser test and is not installed (%v): run scripts/setup", err)
-	}
 	if _, err := os.Stat("static/vendor/ndt7.js"); err != nil {
 		t.Fatalf("the ndt7 JavaScript client is not installed (%v): run scripts/setup", err)
 	}
 	col := collectortest.New(t, collector.Config{})
 	_, base := servicetest.Start(t, service.Config{CollectorURL: col.Server.URL, NDT7Duration: time.Second})
-
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromiumPath),
-		chromedp.NoSandbox, // we run as root
-		chromedp.Headless,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("password-store", "basic"),
-		chromedp.Flag("lang", "en-US"),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1000, 800),
-	)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
-	defer cancelBrowser()
-
 	// Anything the page logs as an error (a script exception, a resource
 	// that failed, a Content-Security-Policy violation) fails the test.
-	var mu sync.Mutex
-	var problems []string
-	chromedp.ListenTarget(bctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			problems = append(problems, "exception: "+ev.ExceptionDetails.Error())
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.APITypeError || ev.Type == runtime.APITypeWarning {
-				var args []string
-				for _, a := range ev.Args {
-					args = append(args, string(a.Value)+a.Description)
-				}
-				problems = append(problems, fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(args, " ")))
-			}
-		case *cdplog.EventEntryAdded:
-			if ev.Entry.Level == cdplog.LevelError || ev.Entry.Level == cdplog.LevelWarning {
-				problems = append(problems, fmt.Sprintf("%s %s: %s %s", ev.Entry.Source, ev.Entry.Level, ev.Entry.Text, ev.Entry.URL))
-			}
-		}
-	})
-	step := func(what string, actions ...chromedp.Action) {
-		t.Helper()
-		if err := chromedp.Run(bctx, actions...); err != nil {
-			if errors.Is(err, chromedp.ErrPollingTimeout) {
-				err = fmt.Errorf("timed out: %w", err)
-			}
-			var text string
-			_ = chromedp.Run(bctx, chromedp.Text("body", &text, chromedp.ByQuery))
-			mu.Lock()
-			t.Fatalf("%s: %v\npage text:\n%s\nproblems: %q", what, err, text, problems)
-		}
-	}
+	b := browsertest.Start(t, 60*time.Second, 1000, 800, nil)
+	step := b.Step
 
 	var consent string
 	step("open the page", chromedp.Navigate(base+"/ndt7/"),
@@ -119,23 +52,15 @@ func TestBrowser(t *testing.T) {
 		chromedp.Text("#upload", &upload, chromedp.ByQuery))
 	if uid == "" {
 		var msg string
-		_ = chromedp.Run(bctx, chromedp.Text("#error", &msg, chromedp.ByQuery))
+		_ = chromedp.Run(b.Ctx, chromedp.Text("#error", &msg, chromedp.ByQuery))
 		t.Fatalf("the page shows no saved result: %q", msg)
 	}
 	t.Logf("browser result: download %s, upload %s, measurement %s", download, upload, uid)
 
-	var png []byte
-	step("screenshot", chromedp.FullScreenshot(&png, 100))
-	path := filepath.Join(artefactDir(t), "ndt7-browser-result.png")
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatal(err)
+	b.Screenshot("ndt7-browser-result.png")
+	if p := b.Problems(); len(p) > 0 {
+		t.Errorf("the page logged problems: %q", p)
 	}
-	t.Logf("screenshot: %s", path)
-	mu.Lock()
-	if len(problems) > 0 {
-		t.Errorf("the page logged problems: %q", problems)
-	}
-	mu.Unlock()
 
 	// The record reaches ClickHouse through the test server's forwarder
 	// and the collector, as an authoritative ndt7-browser row.
@@ -176,32 +101,4 @@ func TestBrowser(t *testing.T) {
 	if !strings.Contains(download, fmt.Sprintf("%.2f", dlMbps)) {
 		t.Errorf("the page shows download %q, the row says %.2f", download, dlMbps)
 	}
-}
-
-// artefactDir is $NEUBOT_ARTEFACTS, or test-artefacts/ at the root of the
-// repository.
-func artefactDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("NEUBOT_ARTEFACTS")
-	if dir == "" {
-		root, err := filepath.Abs(".")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
-				break
-			}
-			parent := filepath.Dir(root)
-			if parent == root {
-				t.Fatal("no go.mod above the test's directory")
-			}
-			root = parent
-		}
-		dir = filepath.Join(root, "test-artefacts")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
