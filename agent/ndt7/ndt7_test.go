@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -116,6 +117,29 @@ func TestNeubotServer(t *testing.T) {
 	if n := svc.Forwarder().Pending(); n != 1 {
 		t.Errorf("%d records spooled for the collector; want 1", n)
 	}
+	metrics := get(t, base+"/metrics")
+	for _, want := range []string{
+		`neubot_testserver_ndt7_subtests_total{access="token",result="ok",test="download"} 1`,
+		`neubot_testserver_ndt7_subtests_total{access="token",result="ok",test="upload"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(b)
 }
 
 // TestAnyServer runs the client as against any ndt7 server: a ws:// URL,
@@ -128,6 +152,9 @@ func TestAnyServer(t *testing.T) {
 	}
 	if n := svc.Forwarder().Pending(); n != 0 {
 		t.Errorf("an untokened test made %d records; want none (no consent)", n)
+	}
+	if want := `neubot_testserver_ndt7_subtests_total{access="untokened",result="ok",test="upload"} 1`; !strings.Contains(get(t, base+"/metrics"), want) {
+		t.Errorf("/metrics lacks %s", want)
 	}
 	// The same server without the flag wants a token.
 	_, base2 := servicetest.Start(t, service.Config{NDT7Duration: subtest})

@@ -44,6 +44,10 @@ type Provider struct {
 	Logger  *slog.Logger
 	// OnBytes counts payload bytes sent and received, for metrics.
 	OnBytes func(sent, received int64)
+	// OnSubtest is told of every finished subtest, for metrics: its kind
+	// (download, upload), whether it ended normally and whether it ran
+	// under a token.
+	OnSubtest func(kind string, ok, tokened bool)
 	// Duration of each subtest (default spec.DefaultDuration); shorter in
 	// tests and, by a flag, on a server that must spare its capacity.
 	Duration time.Duration
@@ -63,6 +67,9 @@ func NewProvider(p Provider) *Provider {
 	}
 	if p.OnBytes == nil {
 		p.OnBytes = func(int64, int64) {}
+	}
+	if p.OnSubtest == nil {
+		p.OnSubtest = func(string, bool, bool) {}
 	}
 	if p.Duration <= 0 {
 		p.Duration = spec.DefaultDuration
@@ -218,6 +225,7 @@ func (p *Provider) subtest(w http.ResponseWriter, r *http.Request, kind string) 
 		failure = t.upload()
 	}
 	sv := t.result()
+	p.OnSubtest(kind, failure == nil, !implicit)
 	if failure != nil {
 		// The specification: log it as a warning and record it; what was
 		// measured before it is kept.

@@ -80,7 +80,11 @@ func New(cfg Config) (*Service, error) {
 		Name: "neubot_testserver_forward_records_total",
 		Help: "Records handed to the collector: forwarded, retry (per attempt), refused.",
 	}, []string{"event"})
-	s.reg.MustRegister(events, bytesTotal, forwarded,
+	subtests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "neubot_testserver_ndt7_subtests_total",
+		Help: "ndt7 subtests finished, by test (download, upload), result (ok, failed) and access (token, untokened).",
+	}, []string{"test", "result", "access"})
+	s.reg.MustRegister(events, bytesTotal, forwarded, subtests,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_tests_active", Help: "Tests running now."},
 			func() float64 { a, _, _ := s.neg.Load(); return float64(a) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_tests_queued", Help: "Agents waiting for a slot."},
@@ -118,6 +122,16 @@ func New(cfg Config) (*Service, error) {
 	nd := ndt7.NewProvider(ndt7.Provider{
 		Negotiator: s.neg, ServerID: cfg.ID, Version: cfg.Version, Forward: forward, Logger: cfg.Logger,
 		OnBytes: onBytes, Duration: cfg.NDT7Duration, AllowUntokened: cfg.NDT7AllowUntokened,
+		OnSubtest: func(kind string, ok, tokened bool) {
+			result, access := "ok", "token"
+			if !ok {
+				result = "failed"
+			}
+			if !tokened {
+				access = "untokened"
+			}
+			subtests.WithLabelValues(kind, result, access).Inc()
+		},
 	})
 	s.mux.HandleFunc("POST "+spec.NegotiatePath, s.negotiate)
 	s.mux.HandleFunc("POST "+ndt7spec.NegotiatePath, s.negotiate)
