@@ -8,7 +8,6 @@
 package ndt7
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -115,12 +114,7 @@ func viewOf(s *testserver.Session) *view {
 	return s.View(func() any { return &view{started: map[string]bool{}} }).(*view)
 }
 
-func fail(w http.ResponseWriter, code int, format string, args ...any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(stspec.Error{Error: fmt.Sprintf(format, args...)})
-}
+var fail = testserver.Fail
 
 func clientHost(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -508,28 +502,13 @@ func (p *Provider) locate(w http.ResponseWriter, r *http.Request) {
 // collect merges the client's record with the server's view, answers with
 // the authoritative record, hands it to Forward and ends the session.
 func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
-	s, err := p.Negotiator.Authorize(r)
-	if err != nil {
-		fail(w, testserver.StatusOf(err), "%v", err)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, stspec.MaxCollectBody))
-	if err != nil {
-		fail(w, http.StatusRequestEntityTooLarge, "record over %d bytes or unreadable: %v", stspec.MaxCollectBody, err)
-		return
-	}
-	rec, err := schemas.DecodeRecord(bytes.TrimSpace(body), time.Now())
-	if err != nil {
-		fail(w, http.StatusBadRequest, "%v", err)
+	s, rec := p.Negotiator.Collected(w, r, stspec.MaxCollectBody)
+	if rec == nil {
 		return
 	}
 	keys, ok := rec.TestKeys.(*schemas.NDT7)
 	if !ok {
 		fail(w, http.StatusBadRequest, "test_name must be %s or %s", schemas.NDT7Name, schemas.NDT7BrowserName)
-		return
-	}
-	if s.MeasurementUID != "" && rec.MeasurementUID != s.MeasurementUID {
-		fail(w, http.StatusBadRequest, "measurement_uid %s is not the one negotiated (%s)", rec.MeasurementUID, s.MeasurementUID)
 		return
 	}
 	v := viewOf(s)
@@ -555,19 +534,5 @@ func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
 	rec.Server.Version = p.Version
 	rec.Server.ClientAddress = s.ClientAddr
 	keys.ServerView = sv
-	if err := rec.Validate(time.Now()); err != nil {
-		fail(w, http.StatusBadRequest, "merged record: %v", err)
-		return
-	}
-	if p.Forward != nil {
-		if err := p.Forward(rec); err != nil {
-			p.Logger.Error("cannot spool a record for the collector", "err", err, "measurement_uid", rec.MeasurementUID)
-			fail(w, http.StatusServiceUnavailable, "cannot store the record now")
-			return
-		}
-	}
-	p.Negotiator.Release(s)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(rec)
+	p.Negotiator.Deliver(w, s, rec, p.Forward, p.Logger)
 }
