@@ -52,6 +52,7 @@ type Session struct {
 	started  time.Time
 	unchoked chan struct{}
 	timer    *time.Timer
+	deadline time.Time // when timer revokes an active session
 	view     any
 }
 
@@ -261,6 +262,7 @@ func (n *Negotiator) unchokeLocked() {
 		s.state = Active
 		s.started = time.Now()
 		s.timer = time.AfterFunc(n.cfg.TestTimeout, func() { n.revoke(s) })
+		s.deadline = s.started.Add(n.cfg.TestTimeout)
 		close(s.unchoked)
 		s.mu.Unlock()
 		n.onEvent("unchoked")
@@ -338,6 +340,22 @@ func (n *Negotiator) Withdraw(s *Session) {
 	}
 	n.mu.Unlock()
 	n.Release(s)
+}
+
+// Extend makes the per-test timer of an active session fire no sooner
+// than d from now. A test whose steps are long by design (ndt7: up to 13 s
+// each) extends its session as each step starts, so that a slow link does
+// not lose its token before collect.
+func (n *Negotiator) Extend(s *Session, d time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != Active || s.timer == nil || time.Until(s.deadline) >= d {
+		return
+	}
+	s.deadline = time.Now().Add(d)
+	s.timer.Reset(d)
 }
 
 // Authorize returns the active session of the request's token.

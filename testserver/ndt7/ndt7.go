@@ -200,6 +200,9 @@ func (p *Provider) subtest(w http.ResponseWriter, r *http.Request, kind string) 
 		v.running--
 		v.mu.Unlock()
 	}()
+	// The subtest may last up to its hard deadline, and the client then
+	// needs time for the next subtest's handshake or for collect.
+	p.Negotiator.Extend(s, p.Duration+3*time.Second+spec.HandshakeTimeout)
 	conn, err := p.upgrader.Upgrade(w, r, http.Header{})
 	if err != nil {
 		return // the upgrader answered the client
