@@ -82,8 +82,7 @@ func NewProvider(p Provider) *Provider {
 		ReadBufferSize:   64 << 10,
 		WriteBufferSize:  64 << 10,
 		Subprotocols:     []string{spec.SecWebSocketProtocol},
-		// The default origin check stays: a page of another site may not
-		// use a visitor's token.
+		CheckOrigin:      sameOrigin,
 	}
 	return &p
 }
@@ -161,6 +160,12 @@ func (p *Provider) subtest(w http.ResponseWriter, r *http.Request, kind string) 
 	}
 	if !hasSubprotocol(r) {
 		fail(w, http.StatusBadRequest, "the WebSocket subprotocol must be %s", spec.SecWebSocketProtocol)
+		return
+	}
+	if !sameOrigin(r) {
+		// Before the token is looked at, so that a refused page cannot
+		// use up a visitor's subtest.
+		fail(w, http.StatusForbidden, "upgrades from pages of other sites are not allowed")
 		return
 	}
 	if len(r.URL.RawQuery) > spec.MaxQueryBytes {
@@ -243,6 +248,17 @@ func (p *Provider) subtest(w http.ResponseWriter, r *http.Request, kind string) 
 		v.upload = sv
 	}
 	v.mu.Unlock()
+}
+
+// sameOrigin: a page of another site may not run tests from its visitors'
+// browsers (clients that are not browsers send no Origin).
+func sameOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
 func hasSubprotocol(r *http.Request) bool {

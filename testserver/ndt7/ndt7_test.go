@@ -35,12 +35,18 @@ func dial(t *testing.T, base, path string, proto ...string) (*websocket.Conn, *h
 // two from 1<<10 to 1<<24 and grow, every textual message is a
 // measurement with ConnectionInfo (mandatory since v0.9.0), AppInfo,
 // Origin and Test, at most ten a second, and the server closes normally
-// after the subtest's duration.
+// after the subtest's duration. An upgrade from another site's page is
+// refused.
 func TestServerMessages(t *testing.T) {
 	_, base := servicetest.Start(t, service.Config{NDT7Duration: time.Second, NDT7AllowUntokened: true})
 
 	if _, resp, err := dial(t, base, spec.DownloadPath); err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("an upgrade without the subprotocol: %v; want 400", err)
+	}
+	// A page of another site may not run tests from its visitors' browsers.
+	d := websocket.Dialer{Subprotocols: []string{spec.SecWebSocketProtocol}}
+	if _, resp, err := d.Dial(strings.Replace(base, "http://", "ws://", 1)+spec.DownloadPath, http.Header{"Origin": {"https://elsewhere.example"}}); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("an upgrade from another origin: %v; want 403", err)
 	}
 	for _, test := range []string{spec.TestDownload, spec.TestUpload} {
 		t.Run(test, func(t *testing.T) {
