@@ -297,13 +297,13 @@ func (t *test) measurement() spec.Measurement {
 	}
 	if info, err := tcpinfo.Read(t.conn.NetConn()); err == nil {
 		t.lastTCP, t.lastAt = &info, el
-		m.TCPInfo = SpecTCPInfo(info, el)
+		m.TCPInfo = specTCPInfo(info, el)
 	}
 	return m
 }
 
-// SpecTCPInfo is info as the specification's TCPInfo, read at elapsed.
-func SpecTCPInfo(info tcpinfo.Info, elapsed time.Duration) *spec.TCPInfo {
+// specTCPInfo is info as the specification's TCPInfo, read at elapsed.
+func specTCPInfo(info tcpinfo.Info, elapsed time.Duration) *spec.TCPInfo {
 	us := func(d time.Duration) *int64 { v := d.Microseconds(); return &v }
 	n := func(x uint64) *int64 { v := int64(min(x, 1<<53-1)); return &v }
 	return &spec.TCPInfo{
@@ -457,24 +457,24 @@ func (t *test) upload() error {
 	}
 }
 
-// result is the server's view of the finished subtest.
+// result is the server's view of the finished subtest: its duration runs
+// to the end of the closing handshake, when the last bytes were delivered.
 func (t *test) result() *schemas.NDT7ServerSubtest {
 	el := time.Since(t.start)
 	if t.kind == spec.TestUpload || t.lastTCP == nil {
 		t.measurement() // fresh TCP_INFO when the socket still gives it
 	}
 	n := t.bytes.Load()
-	dur := el
 	sv := &schemas.NDT7ServerSubtest{
 		UUID:               t.uuid,
 		Bytes:              uint64(n),
-		DurationS:          round3(dur.Seconds()),
-		GoodputMbps:        round3(spec.Mbps(n, dur.Microseconds())),
+		DurationS:          round3(el.Seconds()),
+		GoodputMbps:        round3(spec.Mbps(n, el.Microseconds())),
 		MaxMessageBytes:    uint32(t.maxMsg.Load()),
 		ClientMeasurements: uint32(min(t.clientMsg.Load(), 1<<31)),
 	}
 	if t.lastTCP != nil {
-		sv.TCPInfo = SpecTCPInfo(*t.lastTCP, t.lastAt).Record()
+		sv.TCPInfo = specTCPInfo(*t.lastTCP, t.lastAt).Record()
 	}
 	return sv
 }
