@@ -29,6 +29,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRendezvousBodies$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/
 	$(GO) test -run '^$$' -fuzz '^FuzzLookupString$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/annotate/
 	$(GO) test -run '^$$' -fuzz '^FuzzQueryParams$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./publish/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMeasurement$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./testserver/ndt7/spec/
 
 ## bench: benchmark programs; each prints a table of side-by-side ratios.
 bench: setup

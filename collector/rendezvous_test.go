@@ -226,7 +226,7 @@ func TestRendezvousRefuses(t *testing.T) {
 	}{
 		{`{"tests":["speedtest"]}`, "[agent_id]"},
 		{`{"agent_id":"a","tests":[]}`, "[tests]"},
-		{`{"agent_id":"a","tests":["speedtest","ndt7"]}`, "[tests[1]]"},
+		{`{"agent_id":"a","tests":["speedtest","warp"]}`, "[tests[1]]"},
 		{`{"agent_id":"a","tests":["speedtest"],"agent_version":"` + strings.Repeat("1", 40) + `"}`, "[agent_version]"},
 	} {
 		code, body := postJSON(t, srv.URL, RendezvousPath, tt.body)

@@ -101,7 +101,7 @@ func withDoc(o obj, doc string) obj {
 
 func objectSchema(t reflect.Type) obj {
 	var props ordered
-	var required []string
+	required := []string{} // never null: the meta-schema wants an array
 	for _, f := range fieldsOf(t) {
 		ft := t.FieldByIndex(f.index).Type
 		props = append(props, kv{f.name, withDoc(typeSchema(ft, f.rules), f.doc)})

@@ -122,7 +122,7 @@ func TestRendezvousRequestValidate(t *testing.T) {
 		{"no agent_id", func(r *schemas.RendezvousRequest) { r.AgentID = "" }, []string{"agent_id"}},
 		{"bad agent_id", func(r *schemas.RendezvousRequest) { r.AgentID = "{x}" }, []string{"agent_id"}},
 		{"no tests", func(r *schemas.RendezvousRequest) { r.Tests = []string{} }, []string{"tests"}},
-		{"unknown test", func(r *schemas.RendezvousRequest) { r.Tests = []string{"ndt7"} }, []string{"tests[0]"}},
+		{"unknown test", func(r *schemas.RendezvousRequest) { r.Tests = []string{"warp"} }, []string{"tests[0]"}},
 		{"long version", func(r *schemas.RendezvousRequest) { r.AgentVersion = strings.Repeat("9", 33) }, []string{"agent_version"}},
 		{"all wrong", func(r *schemas.RendezvousRequest) {
 			*r = schemas.RendezvousRequest{AgentVersion: "\x00"}

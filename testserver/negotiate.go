@@ -52,6 +52,7 @@ type Session struct {
 	started  time.Time
 	unchoked chan struct{}
 	timer    *time.Timer
+	deadline time.Time // when timer revokes an active session
 	view     any
 }
 
@@ -261,6 +262,7 @@ func (n *Negotiator) unchokeLocked() {
 		s.state = Active
 		s.started = time.Now()
 		s.timer = time.AfterFunc(n.cfg.TestTimeout, func() { n.revoke(s) })
+		s.deadline = s.started.Add(n.cfg.TestTimeout)
 		close(s.unchoked)
 		s.mu.Unlock()
 		n.onEvent("unchoked")
@@ -321,11 +323,55 @@ func (n *Negotiator) end(s *Session, state State, event string) {
 	n.unchokeLocked()
 }
 
+// Withdraw takes a session that is still queued out of the queue (an
+// agent that will not wait, e.g. a locate-style request answered "no
+// capacity"); an active session ends as by Release.
+func (n *Negotiator) Withdraw(s *Session) {
+	n.mu.Lock()
+	for i, q := range n.queue {
+		if q == s {
+			n.queue = append(n.queue[:i], n.queue[i+1:]...)
+			s.mu.Lock()
+			s.state = Revoked
+			s.mu.Unlock()
+			n.mu.Unlock()
+			return
+		}
+	}
+	n.mu.Unlock()
+	n.Release(s)
+}
+
+// Extend makes the per-test timer of an active session fire no sooner
+// than d from now. A test whose steps are long by design (ndt7: up to 13 s
+// each) extends its session as each step starts, so that a slow link does
+// not lose its token before collect.
+func (n *Negotiator) Extend(s *Session, d time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != Active || s.timer == nil || time.Until(s.deadline) >= d {
+		return
+	}
+	s.deadline = time.Now().Add(d)
+	s.timer.Reset(d)
+}
+
 // Authorize returns the active session of the request's token.
 func (n *Negotiator) Authorize(r *http.Request) (*Session, error) {
 	h := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
+	if !ok {
+		return nil, ErrNoToken
+	}
+	return n.AuthorizeToken(tok)
+}
+
+// AuthorizeToken returns the active session of token tok, however the
+// request carried it (a header, or ndt7's access_token parameter).
+func (n *Negotiator) AuthorizeToken(tok string) (*Session, error) {
+	if tok == "" {
 		return nil, ErrNoToken
 	}
 	n.mu.Lock()

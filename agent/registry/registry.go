@@ -5,12 +5,14 @@ package registry
 import (
 	"sort"
 
+	"github.com/neubot/neubot/agent/ndt7"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
 )
 
 var tests = map[string]func() plugin.Measurer{
 	"speedtest": func() plugin.Measurer { return speedtest.NewMeasurer(speedtest.Config{}) },
+	"ndt7":      func() plugin.Measurer { return ndt7.NewMeasurer(ndt7.Config{}) },
 }
 
 // New returns a measurer for the named test.

@@ -11,7 +11,6 @@
 package speedtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -23,7 +22,6 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +30,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/session"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/speedtest/spec"
@@ -90,15 +89,7 @@ func (m *Measurer) Name() string { return schemas.SpeedtestName }
 
 // ProtocolError is returned when the server answers something the protocol
 // does not allow, or refuses a request.
-type ProtocolError struct {
-	Op     string
-	Status int
-	Msg    string
-}
-
-func (e *ProtocolError) Error() string {
-	return fmt.Sprintf("speedtest %s: server answered %d: %s", e.Op, e.Status, e.Msg)
-}
+type ProtocolError = session.ProtocolError
 
 // run is the state of one test.
 type run struct {
@@ -163,7 +154,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 		TestKeys: keys,
 	}
 	r.progress(plugin.Progress{Phase: "collect"})
-	return r.collect(ctx, rec)
+	return session.Collect(ctx, r.client, schemas.SpeedtestName, r.base+spec.CollectPath, r.token, rec)
 }
 
 func agentVersion(env plugin.Env) string {
@@ -209,62 +200,14 @@ func (r *run) request(ctx context.Context, method, path string, body io.Reader) 
 
 // protoError reads the JSON error of a refused request.
 func protoError(op string, resp *http.Response) error {
-	var e spec.Error
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if json.Unmarshal(b, &e) != nil || e.Error == "" {
-		e.Error = strings.TrimSpace(string(b))
-	}
-	return &ProtocolError{Op: op, Status: resp.StatusCode, Msg: e.Error}
+	return session.Refused(schemas.SpeedtestName, op, resp)
 }
 
-// negotiate waits for a slot, long-polling, honouring Retry-After.
+// negotiate waits for a slot.
 func (r *run) negotiate(ctx context.Context, uid string) error {
-	r.progress(plugin.Progress{Phase: "negotiate"})
-	token := ""
-	for {
-		body, _ := json.Marshal(spec.NegotiateRequest{Token: token, MeasurementUID: uid})
-		req, err := r.request(ctx, http.MethodPost, spec.NegotiatePath, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := r.client.Do(req)
-		if err != nil {
-			return fmt.Errorf("speedtest: cannot reach the test server: %w", err)
-		}
-		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-			wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
-			err := protoError("negotiate", resp)
-			resp.Body.Close()
-			if wait <= 0 || wait > 60 {
-				return err
-			}
-			r.progress(plugin.Progress{Phase: "negotiate", Message: fmt.Sprintf("server busy, retrying in %d s", wait)})
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Duration(wait) * time.Second):
-			}
-			continue
-		}
-		if resp.StatusCode != http.StatusOK {
-			err := protoError("negotiate", resp)
-			resp.Body.Close()
-			return err
-		}
-		var nr spec.NegotiateResponse
-		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&nr)
-		resp.Body.Close()
-		if err != nil || nr.Token == "" {
-			return &ProtocolError{Op: "negotiate", Status: resp.StatusCode, Msg: "answer without a token"}
-		}
-		token = nr.Token
-		if nr.Unchoked {
-			r.token = token
-			return nil
-		}
-		r.progress(plugin.Progress{Phase: "negotiate", QueuePos: nr.QueuePos, Message: fmt.Sprintf("waiting, %d ahead", nr.QueuePos)})
-	}
+	token, err := session.Slot(ctx, r.client, schemas.SpeedtestName, r.base+spec.NegotiatePath, uid, r.progress)
+	r.token = token
+	return err
 }
 
 // latency measures HEAD round trips on one warm connection.
@@ -284,7 +227,7 @@ func (r *run) latency(ctx context.Context) ([]float64, error) {
 		rtt := time.Since(t0)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusNoContent {
-			return nil, &ProtocolError{Op: "latency", Status: resp.StatusCode}
+			return nil, &ProtocolError{Test: schemas.SpeedtestName, Op: "latency", Status: resp.StatusCode}
 		}
 		if i > 0 { // the first request also opened the connection
 			out = append(out, round3(float64(rtt)/float64(time.Millisecond)))
@@ -602,7 +545,7 @@ func (r *run) uploadLoop(ctx context.Context, report func(t float64, bytes uint6
 		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&ur)
 		resp.Body.Close()
 		if err != nil {
-			return &ProtocolError{Op: "upload", Status: resp.StatusCode, Msg: "bad answer: " + err.Error()}
+			return &ProtocolError{Test: schemas.SpeedtestName, Op: "upload", Status: resp.StatusCode, Msg: "bad answer: " + err.Error()}
 		}
 		report(ur.TS, uint64(ur.TotalBytes))
 		// Upload requests grow until one lasts ~1 s: each request ends
@@ -613,37 +556,4 @@ func (r *run) uploadLoop(ctx context.Context, report func(t float64, bytes uint6
 		}
 	}
 	return nil
-}
-
-// collect posts the client's record and returns the server's merged one.
-func (r *run) collect(ctx context.Context, rec *schemas.Record) (*schemas.Record, error) {
-	body, err := json.Marshal(rec)
-	if err != nil {
-		return nil, err
-	}
-	req, err := r.request(ctx, http.MethodPost, spec.CollectPath, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("speedtest collect: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, protoError("collect", resp)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, spec.MaxCollectBody))
-	if err != nil {
-		return nil, err
-	}
-	merged, err := schemas.DecodeRecord(bytes.TrimSpace(b), time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("speedtest collect: the server's record is invalid: %w", err)
-	}
-	if merged.MeasurementUID != rec.MeasurementUID {
-		return nil, &ProtocolError{Op: "collect", Status: resp.StatusCode, Msg: "record of another measurement"}
-	}
-	return merged, nil
 }

@@ -197,12 +197,21 @@ func cmdPublishExport(args []string) error {
 
 	// The bar counts rows over the whole range (before duplicates merge,
 	// so it may end a little short of its total).
+	// A test with no row on a day gets no files for it.
+	type job struct {
+		test *schemas.Test
+		day  time.Time
+	}
 	var total int64
+	var jobs []job
 	for d := from; !d.After(to); d = d.AddDate(0, 0, 1) {
 		for _, t := range tests {
 			n, err := publish.Count(ctx, conn, t, d, *synthetic)
 			if err != nil {
 				return err
+			}
+			if n > 0 {
+				jobs = append(jobs, job{t, d})
 			}
 			total += int64(n)
 		}
@@ -210,21 +219,19 @@ func cmdPublishExport(args []string) error {
 	bar := newBar(total, "rows")
 	start := time.Now()
 	var rows, files uint64
-	for d := from; !d.After(to); d = d.AddDate(0, 0, 1) {
-		for _, t := range tests {
-			base := rows
-			cfg.Progress = func(n uint64) { _ = bar.Set64(int64(base + n)) }
-			bar.Describe(fmt.Sprintf("%s %s", t.Name, d.Format("2006-01-02")))
-			m, err := publish.ExportDay(ctx, cfg, t, d)
-			if err != nil {
-				_ = bar.Exit()
-				return err
-			}
-			rows += m.Rows
-			files += uint64(len(m.Files))
-			if !isTerminal(os.Stderr) {
-				fmt.Fprintf(os.Stderr, "%s %s: %d rows\n", t.Name, m.Day, m.Rows)
-			}
+	for _, j := range jobs {
+		base := rows
+		cfg.Progress = func(n uint64) { _ = bar.Set64(int64(base + n)) }
+		bar.Describe(fmt.Sprintf("%s %s", j.test.Name, j.day.Format("2006-01-02")))
+		m, err := publish.ExportDay(ctx, cfg, j.test, j.day)
+		if err != nil {
+			_ = bar.Exit()
+			return err
+		}
+		rows += m.Rows
+		files += uint64(len(m.Files))
+		if !isTerminal(os.Stderr) {
+			fmt.Fprintf(os.Stderr, "%s %s: %d rows\n", j.test.Name, m.Day, m.Rows)
 		}
 	}
 	_ = bar.Finish()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,17 +30,30 @@ type testserverOptions struct {
 	capacity                                                     int
 	testTimeout                                                  time.Duration
 	rate                                                         float64
+	tlsCert, tlsKey                                              string
+	ndt7Duration                                                 time.Duration
+	ndt7Untokened                                                bool
 }
 
 func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService, error) {
 	svc, err := service.New(service.Config{
 		ID: o.id, Version: version.Version, CollectorURL: o.collectorURL, SpoolDir: o.spoolDir, Logger: log,
-		Negotiator: testserver.NegotiatorConfig{Capacity: o.capacity, TestTimeout: o.testTimeout, Rate: o.rate},
+		Negotiator:   testserver.NegotiatorConfig{Capacity: o.capacity, TestTimeout: o.testTimeout, Rate: o.rate},
+		NDT7Duration: o.ndt7Duration, NDT7AllowUntokened: o.ndt7Untokened,
 	})
 	if err != nil {
 		return nil, err
 	}
-	srv, err := httpx.Listen(o.listen, svc.Handler(), log)
+	var tlsConfig *tls.Config
+	if o.tlsCert != "" || o.tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			svc.Close()
+			return nil, fmt.Errorf("--tls-cert and --tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	srv, err := httpx.ListenTLS(o.listen, svc.Handler(), log, tlsConfig)
 	if err != nil {
 		svc.Close()
 		return nil, err
@@ -107,7 +121,7 @@ func hostnameID() string {
 }
 
 func cmdTestserver(args []string) error {
-	fs := newFlagSet("testserver", "Run a test server: negotiation (tokens, FIFO queue, per-test timer), the speedtest,\nand forwarding of authoritative records to the collector through a spool.")
+	fs := newFlagSet("testserver", "Run a test server: negotiation (tokens, FIFO queue, per-test timer), the speedtest, ndt7\n(and its browser page at /ndt7/), and forwarding of authoritative records to the collector through a spool.")
 	var o testserverOptions
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9775", "address to serve tests on")
 	fs.StringVar(&o.id, "id", hostnameID(), "identifier of this server in the rendezvous and in records")
@@ -118,6 +132,10 @@ func cmdTestserver(args []string) error {
 	fs.IntVar(&o.capacity, "capacity", 2, "tests allowed at once; further agents wait in FIFO order")
 	fs.DurationVar(&o.testTimeout, "test-timeout", 30*time.Second, "revoke a token whose test has not collected within this")
 	fs.Float64Var(&o.rate, "negotiate-rate", 1, "negotiate requests per second allowed per client address (burst 20)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate: serve over TLS (https, and wss for ndt7); with --tls-key")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.DurationVar(&o.ndt7Duration, "ndt7-duration", 10*time.Second, "length of each ndt7 subtest (the specification's is 10 s)")
+	fs.BoolVar(&o.ndt7Untokened, "ndt7-untokened", false, "let stock ndt7 clients test without a token when a slot is free (no record is made: no consent)")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
 	if err != nil {
@@ -125,6 +143,9 @@ func cmdTestserver(args []string) error {
 	}
 	if o.capacity < 1 || o.testTimeout < time.Second || o.rate <= 0 {
 		return errors.New("--capacity must be >= 1, --test-timeout >= 1s, --negotiate-rate > 0")
+	}
+	if o.ndt7Duration < time.Second || o.ndt7Duration > 10*time.Second {
+		return errors.New("--ndt7-duration must be from 1s to 10s")
 	}
 	t, err := startTestserver(o, log)
 	if err != nil {

@@ -186,12 +186,13 @@ func cmdUp(args []string) error {
   clickhouse  %s   database %s
   collector   %s   POST /api/v1/measurements, POST /api/v1/rendezvous, GET /metrics
   testserver  %s   speedtest; try: neubot run speedtest --server %s
+  ndt7        %s/ndt7/   ndt7 in a browser; or: neubot run ndt7 --server %s
   publish     %s/   dashboards (/, /isp/{asn}), open data (/data, /datasets/), API (/api/v1/openapi.json)
   agent       %s/   web UI of a local agent (consent first)
   analytics   scheduler "%s": distributions of the days whose data changed
   exports     scheduler "%s": daily dumps under %s
 Press Ctrl-C to stop.
-`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL(), pub.URL(), agSrv.URL(), *analyticsSpec, *exportSpec, realDir)
+`, *data, ch.URL(), ch.Options().Database, col.http.URL(), ts.http.URL(), ts.http.URL(), ts.http.URL(), ts.http.URL(), pub.URL(), agSrv.URL(), *analyticsSpec, *exportSpec, realDir)
 
 	select {
 	case <-ctx.Done():

@@ -18,7 +18,7 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
-	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/agent/session"
 	"github.com/neubot/neubot/internal/cli"
 	"github.com/neubot/neubot/schemas"
 )
@@ -36,7 +36,7 @@ func cmdRun(args []string) error {
 		return cli.ErrUsage
 	}
 	fs := flag.NewFlagSet(prog+" run "+name, flag.ContinueOnError)
-	server := fs.String("server", "", "test server URL, e.g. http://127.0.0.1:9775 (required)")
+	server := fs.String("server", "", "test server URL, e.g. http://127.0.0.1:9775 (required; ndt7 also takes ws:// or wss:// for any ndt7 server)")
 	asJSON := fs.Bool("json", false, "print one JSON object with the result instead of the live display")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long (queueing included)")
 	publish := fs.Bool("publish", true, "allow the result to be published (consent can_publish)")
@@ -65,7 +65,10 @@ func cmdRun(args []string) error {
 
 	var live *liveDisplay
 	if !*asJSON {
-		live = &liveDisplay{w: os.Stderr, tty: isTerminal(os.Stderr)}
+		live = &liveDisplay{w: os.Stderr, tty: isTerminal(os.Stderr), phaseS: 3.5}
+		if name == schemas.NDT7Name {
+			live.phaseS = 10 // the specification's subtest
+		}
 	}
 	env := plugin.Env{
 		ServerURL: *server,
@@ -80,7 +83,7 @@ func cmdRun(args []string) error {
 		live.finish()
 	}
 	if err != nil {
-		var pe *speedtest.ProtocolError
+		var pe *session.ProtocolError
 		if errors.As(err, &pe) {
 			return fmt.Errorf("%s: the test server refused (%d): %s", name, pe.Status, pe.Msg)
 		}
@@ -108,11 +111,32 @@ type summary struct {
 
 func summarize(rec *schemas.Record) summary {
 	s := summary{MeasurementUID: rec.MeasurementUID, Test: rec.TestName, Server: rec.Server.ID, DurationS: rec.DurationS, Record: rec}
-	if k, ok := rec.TestKeys.(*schemas.Speedtest); ok {
+	switch k := rec.TestKeys.(type) {
+	case *schemas.Speedtest:
 		s.DownloadMbps, s.UploadMbps, s.RTTMS = k.Download.GoodputMbps, k.Upload.GoodputMbps, round3(k.RTTMedianMS)
 		s.ConnectMS = round3(schemas.Median(k.ConnectMS))
+	case *schemas.NDT7:
+		if k.Download != nil {
+			s.DownloadMbps = k.Download.GoodputMbps
+		}
+		if k.Upload != nil {
+			s.UploadMbps = k.Upload.GoodputMbps
+		}
+		s.RTTMS = round3(ndt7MinRTT(k))
 	}
 	return s
+}
+
+// ndt7MinRTT is the download's minimum RTT in TCP_INFO: the server's own
+// view when it merged the record, else what it sent in band; 0 if none.
+func ndt7MinRTT(k *schemas.NDT7) float64 {
+	if sv := k.ServerView; sv != nil && sv.Download != nil && sv.Download.TCPInfo != nil {
+		return sv.Download.TCPInfo.MinRTTMS
+	}
+	if d := k.Download; d != nil && d.Server != nil && d.Server.TCPInfo != nil {
+		return d.Server.TCPInfo.MinRTTMS
+	}
+	return 0
 }
 
 func printJSON(w io.Writer, rec *schemas.Record) error {
@@ -123,15 +147,25 @@ func printJSON(w io.Writer, rec *schemas.Record) error {
 
 func printSummary(w io.Writer, rec *schemas.Record) {
 	s := summarize(rec)
+	if _, ok := rec.TestKeys.(*schemas.NDT7); ok {
+		server := s.Server
+		if server == "" {
+			server = "(not a Neubot server: the client's own record)"
+		}
+		fmt.Fprintf(w, "download %8.2f Mbit/s\nupload   %8.2f Mbit/s\nmin RTT  %8.2f ms (TCP_INFO of the download)\nmeasurement %s, server %s, %.1f s\n",
+			s.DownloadMbps, s.UploadMbps, s.RTTMS, s.MeasurementUID, server, s.DurationS)
+		return
+	}
 	fmt.Fprintf(w, "download %8.2f Mbit/s\nupload   %8.2f Mbit/s\nlatency  %8.2f ms (HEAD round trip, median)\nconnect  %8.2f ms\nmeasurement %s, server %s, %.1f s\n",
 		s.DownloadMbps, s.UploadMbps, s.RTTMS, s.ConnectMS, s.MeasurementUID, s.Server, s.DurationS)
 }
 
 // liveDisplay shows the phase and the current speed on one terminal line.
 type liveDisplay struct {
-	w    io.Writer
-	tty  bool
-	last string
+	w      io.Writer
+	tty    bool
+	phaseS float64 // the usual length of a transfer phase, for the bar
+	last   string
 }
 
 func (l *liveDisplay) update(p plugin.Progress) {
@@ -140,7 +174,7 @@ func (l *liveDisplay) update(p plugin.Progress) {
 	case p.Message != "":
 		line += ": " + p.Message
 	case p.Phase == "download" || p.Phase == "upload":
-		bar := strings.Repeat("#", min(30, int(p.Elapsed*30/3.5)))
+		bar := strings.Repeat("#", min(30, int(p.Elapsed*30/l.phaseS)))
 		line = fmt.Sprintf("%-8s %8.2f Mbit/s  [%-30s]", p.Phase, p.Mbps, bar)
 	default:
 		line += "..."

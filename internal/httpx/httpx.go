@@ -3,6 +3,7 @@ package httpx
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,14 +14,21 @@ import (
 
 // Server is a started HTTP server.
 type Server struct {
-	srv  *http.Server
-	addr string
-	done chan error
+	srv    *http.Server
+	addr   string
+	scheme string
+	done   chan error
 }
 
 // Listen binds addr and serves h in the background. The address is bound
 // when it returns, so callers can print it.
 func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
+	return ListenTLS(addr, h, log, nil)
+}
+
+// ListenTLS is Listen over TLS with cfg; a nil cfg means cleartext. It
+// offers HTTP/1.1 only (no HTTP/2): WebSocket upgrades need it.
+func ListenTLS(addr string, h http.Handler, log *slog.Logger, cfg *tls.Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -28,7 +36,15 @@ func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	scheme := "http"
+	if cfg != nil {
+		cfg = cfg.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		l = tls.NewListener(l, cfg)
+		scheme = "https"
+	}
 	s := &Server{
+		scheme: scheme,
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -55,8 +71,8 @@ func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
 // Addr is the bound address, host:port.
 func (s *Server) Addr() string { return s.addr }
 
-// URL is http://Addr.
-func (s *Server) URL() string { return "http://" + s.addr }
+// URL is http://Addr, or https://Addr over TLS.
+func (s *Server) URL() string { return s.scheme + "://" + s.addr }
 
 // Done yields the server's exit error (nil after Shutdown).
 func (s *Server) Done() <-chan error { return s.done }

@@ -1,5 +1,6 @@
 // Package tcpinfo reads the kernel's view of a TCP connection (TCP_INFO):
-// smoothed round-trip time, its variance and retransmissions. It is
+// round-trip times, retransmissions, byte counters and the time the
+// connection was limited by the sender or the receiver. It is
 // available on Linux; elsewhere Read returns ErrUnsupported.
 package tcpinfo
 
@@ -19,6 +20,14 @@ type Info struct {
 	TotalRetrans uint64        // segments retransmitted over the connection's life
 	BytesAcked   uint64        // bytes acknowledged by the peer (sender side)
 	BytesRecv    uint64        // bytes received (receiver side)
+	// The rest of the ndt7 specification's subset (Linux 4.19 and later;
+	// 0 where the kernel lacks a field).
+	MinRTT        time.Duration // minimum RTT seen
+	BusyTime      time.Duration // time the send queue was not empty
+	RWndLimited   time.Duration // time stalled by the receiver's window
+	SndBufLimited time.Duration // time stalled by the send buffer
+	BytesSent     uint64        // bytes transmitted, retransmissions included
+	BytesRetrans  uint64        // bytes retransmitted
 }
 
 // Read returns TCP_INFO of c, which must be a *net.TCPConn (or wrap one

@@ -30,5 +30,12 @@ func read(c *net.TCPConn) (Info, error) {
 		TotalRetrans: uint64(ti.Total_retrans),
 		BytesAcked:   ti.Bytes_acked,
 		BytesRecv:    ti.Bytes_received,
+
+		MinRTT:        time.Duration(ti.Min_rtt) * time.Microsecond,
+		BusyTime:      time.Duration(ti.Busy_time) * time.Microsecond,
+		RWndLimited:   time.Duration(ti.Rwnd_limited) * time.Microsecond,
+		SndBufLimited: time.Duration(ti.Sndbuf_limited) * time.Microsecond,
+		BytesSent:     ti.Bytes_sent,
+		BytesRetrans:  ti.Bytes_retrans,
 	}, nil
 }

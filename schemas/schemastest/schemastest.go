@@ -17,17 +17,7 @@ import (
 // an agent behind clientAddr measuring about mbps. uids are random UUIDs from
 // rng, so the same seed gives the same records.
 func Speedtest(rng *rand.Rand, start time.Time, clientAddr string, mbps float64) *schemas.Record {
-	uid := func() string {
-		var b [16]byte
-		for i := range b {
-			b[i] = byte(rng.UintN(256))
-		}
-		u, _ := uuid.FromBytes(b[:])
-		u[6] = (u[6] & 0x0f) | 0x40
-		u[8] = (u[8] & 0x3f) | 0x80
-		return u.String()
-	}
-	r3 := func(x float64) float64 { return math.Round(x*1000) / 1000 }
+	uid := func() string { return randomUUID(rng) }
 	rtt := make([]float64, 10)
 	for i := range rtt {
 		rtt[i] = r3(10 + rng.Float64()*20)
@@ -67,6 +57,69 @@ func Speedtest(rng *rand.Rand, start time.Time, clientAddr string, mbps float64)
 			StartTime:      start.UTC().Truncate(time.Second),
 			DurationS:      7,
 			Agent:          schemas.Agent{Software: "neubot", Version: "0.1.0", OS: "linux", Arch: "amd64"},
+			Server:         schemas.Server{ID: "testserver-1", Version: "0.1.0", ClientAddress: clientAddr},
+			Consent:        schemas.Consent{Informed: true, CanCollect: true, CanPublish: true},
+			Synthetic:      true,
+		},
+		TestKeys: keys,
+	}
+}
+
+// randomUUID is a version 4 UUID drawn from rng.
+func randomUUID(rng *rand.Rand) string {
+	var b [16]byte
+	for i := range b {
+		b[i] = byte(rng.UintN(256))
+	}
+	u, _ := uuid.FromBytes(b[:])
+	u[6] = (u[6] & 0x0f) | 0x40
+	u[8] = (u[8] & 0x3f) | 0x80
+	return u.String()
+}
+
+func r3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// NDT7 returns a valid, plausible ndt7 record merged by a test server:
+// name is schemas.NDT7Name or schemas.NDT7BrowserName, the client behind
+// clientAddr measuring about mbps.
+func NDT7(rng *rand.Rand, name string, start time.Time, clientAddr string, mbps float64) *schemas.Record {
+	tcp := func(el float64) *schemas.NDT7TCPInfo {
+		rtt := r3(10 + rng.Float64()*20)
+		return &schemas.NDT7TCPInfo{ElapsedS: el, RTTMS: rtt, MinRTTMS: r3(rtt * 0.8), RTTVarMS: r3(rtt / 10),
+			BytesAcked: uint64(mbps * 1e6 / 8 * el), BytesSent: uint64(mbps * 1e6 / 8 * el * 1.01),
+			BytesRetrans: uint64(rng.UintN(100000)), BusyS: r3(el * 0.9)}
+	}
+	subtest := func(goodput float64, at string) (*schemas.NDT7Subtest, *schemas.NDT7ServerSubtest) {
+		s := &schemas.NDT7Subtest{GoodputMbps: r3(goodput), MeasuredAt: at, DurationS: 10, UUID: randomUUID(rng)}
+		var total uint64
+		for i := 1; i <= 40; i++ {
+			m := r3(goodput * (0.9 + rng.Float64()*0.2))
+			total += uint64(m * 1e6 / 8 * 0.25)
+			s.Samples = append(s.Samples, schemas.ThroughputSample{TS: float64(i) * 0.25, Bytes: total, Mbps: m})
+		}
+		s.Bytes = total
+		s.Server = &schemas.NDT7Measurement{AppElapsedS: 10, AppBytes: total, TCPInfo: tcp(10)}
+		sv := &schemas.NDT7ServerSubtest{UUID: s.UUID, Bytes: total, DurationS: 10, GoodputMbps: r3(goodput),
+			MaxMessageBytes: 1 << 20, TCPInfo: tcp(10)}
+		return s, sv
+	}
+	keys := &schemas.NDT7{ServerView: &schemas.NDT7ServerView{}}
+	keys.Download, keys.ServerView.Download = subtest(mbps, "client")
+	keys.Upload, keys.ServerView.Upload = subtest(mbps/4, "server")
+	agent := schemas.Agent{Software: "neubot", Version: "0.1.0", OS: "linux", Arch: "amd64"}
+	if name == schemas.NDT7BrowserName {
+		agent = schemas.Agent{Software: "@m-lab/ndt7", Version: "0.1.4"}
+	}
+	return &schemas.Record{
+		Envelope: schemas.Envelope{
+			MeasurementUID: randomUUID(rng),
+			AgentID:        randomUUID(rng),
+			TestName:       name,
+			TestVersion:    schemas.NDT7Version,
+			SchemaVersion:  schemas.SchemaVersion,
+			StartTime:      start.UTC().Truncate(time.Second),
+			DurationS:      21,
+			Agent:          agent,
 			Server:         schemas.Server{ID: "testserver-1", Version: "0.1.0", ClientAddress: clientAddr},
 			Consent:        schemas.Consent{Informed: true, CanCollect: true, CanPublish: true},
 			Synthetic:      true,

@@ -1,5 +1,5 @@
 // Package service assembles a test server: the negotiator, the providers
-// of each test, the forwarder to the collector, metrics and, when it has a
+// of each test (speedtest, ndt7), the forwarder to the collector, metrics and, when it has a
 // collector, registration with the collector's rendezvous. `neubot-server
 // testserver` and `up` run it; an agent that serves peers will embed it.
 package service
@@ -21,6 +21,8 @@ import (
 
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
+	"github.com/neubot/neubot/testserver/ndt7"
+	ndt7spec "github.com/neubot/neubot/testserver/ndt7/spec"
 	"github.com/neubot/neubot/testserver/speedtest"
 	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
@@ -35,7 +37,12 @@ type Config struct {
 	// SpoolDir holds records waiting for the collector.
 	SpoolDir   string
 	Negotiator testserver.NegotiatorConfig
-	Logger     *slog.Logger
+	// NDT7Duration is the length of each ndt7 subtest (default the
+	// specification's 10 s); NDT7AllowUntokened lets stock ndt7 clients
+	// test without a token (no record is made of their tests).
+	NDT7Duration       time.Duration
+	NDT7AllowUntokened bool
+	Logger             *slog.Logger
 }
 
 // Service is a test server.
@@ -73,7 +80,11 @@ func New(cfg Config) (*Service, error) {
 		Name: "neubot_testserver_forward_records_total",
 		Help: "Records handed to the collector: forwarded, retry (per attempt), refused.",
 	}, []string{"event"})
-	s.reg.MustRegister(events, bytesTotal, forwarded,
+	subtests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "neubot_testserver_ndt7_subtests_total",
+		Help: "ndt7 subtests finished, by test (download, upload), result (ok, failed) and access (token, untokened).",
+	}, []string{"test", "result", "access"})
+	s.reg.MustRegister(events, bytesTotal, forwarded, subtests,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_tests_active", Help: "Tests running now."},
 			func() float64 { a, _, _ := s.neg.Load(); return float64(a) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_tests_queued", Help: "Agents waiting for a slot."},
@@ -87,27 +98,45 @@ func New(cfg Config) (*Service, error) {
 	fw.OnEvent = func(e string, n int) { forwarded.WithLabelValues(e).Add(float64(n)) }
 	sent, recv := bytesTotal.WithLabelValues("sent"), bytesTotal.WithLabelValues("received")
 
+	forward := func(rec *schemas.Record) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return fw.Enqueue(ctx, rec)
+	}
+	onBytes := func(s, r int64) {
+		if s > 0 {
+			sent.Add(float64(s))
+		}
+		if r > 0 {
+			recv.Add(float64(r))
+		}
+	}
 	st := speedtest.NewProvider(speedtest.Provider{
 		Negotiator: s.neg,
 		ServerID:   cfg.ID,
 		Version:    cfg.Version,
-		Forward: func(rec *schemas.Record) error {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			return fw.Enqueue(ctx, rec)
-		},
-		Logger: cfg.Logger,
-		OnBytes: func(s, r int64) {
-			if s > 0 {
-				sent.Add(float64(s))
+		Forward:    forward,
+		Logger:     cfg.Logger,
+		OnBytes:    onBytes,
+	})
+	nd := ndt7.NewProvider(ndt7.Provider{
+		Negotiator: s.neg, ServerID: cfg.ID, Version: cfg.Version, Forward: forward, Logger: cfg.Logger,
+		OnBytes: onBytes, Duration: cfg.NDT7Duration, AllowUntokened: cfg.NDT7AllowUntokened,
+		OnSubtest: func(kind string, ok, tokened bool) {
+			result, access := "ok", "token"
+			if !ok {
+				result = "failed"
 			}
-			if r > 0 {
-				recv.Add(float64(r))
+			if !tokened {
+				access = "untokened"
 			}
+			subtests.WithLabelValues(kind, result, access).Inc()
 		},
 	})
 	s.mux.HandleFunc("POST "+spec.NegotiatePath, s.negotiate)
+	s.mux.HandleFunc("POST "+ndt7spec.NegotiatePath, s.negotiate)
 	st.Routes(s.mux)
+	nd.Routes(s.mux)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	return s, nil
@@ -126,7 +155,7 @@ func (s *Service) Forwarder() *testserver.Forwarder { return s.forwarder }
 func (s *Service) Registration(url string) schemas.ServerRegistration {
 	a, q, c := s.neg.Load()
 	return schemas.ServerRegistration{
-		ID: s.cfg.ID, URL: url, Tests: []string{schemas.SpeedtestName}, Version: s.cfg.Version,
+		ID: s.cfg.ID, URL: url, Tests: []string{schemas.SpeedtestName, schemas.NDT7Name}, Version: s.cfg.Version,
 		Load: schemas.ServerLoad{Active: a, Queued: q, Capacity: c},
 	}
 }

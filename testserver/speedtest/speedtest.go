@@ -6,7 +6,6 @@
 package speedtest
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -85,12 +84,7 @@ func viewOf(s *testserver.Session) *view {
 	return s.View(func() any { return &view{tcp: map[net.Conn]tcpinfo.Info{}, uploadConnections: map[net.Conn]bool{}} }).(*view)
 }
 
-func fail(w http.ResponseWriter, code int, format string, args ...any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(spec.Error{Error: fmt.Sprintf(format, args...)})
-}
+var fail = testserver.Fail
 
 func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) *testserver.Session {
 	s, err := p.Negotiator.Authorize(r)
@@ -224,23 +218,8 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 // collect merges the client's record with the server's view, answers with
 // the authoritative record, hands it to Forward and ends the session.
 func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
-	s := p.authorize(w, r)
-	if s == nil {
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, spec.MaxCollectBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			fail(w, http.StatusRequestEntityTooLarge, "record over %d bytes", spec.MaxCollectBody)
-		} else {
-			fail(w, http.StatusBadRequest, "cannot read the record: %v", err)
-		}
-		return
-	}
-	rec, err := schemas.DecodeRecord(bytes.TrimSpace(body), time.Now())
-	if err != nil {
-		fail(w, http.StatusBadRequest, "%v", err)
+	s, rec := p.Negotiator.Collected(w, r, spec.MaxCollectBody)
+	if rec == nil {
 		return
 	}
 	keys, ok := rec.TestKeys.(*schemas.Speedtest)
@@ -248,26 +227,8 @@ func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "test_name must be %s", schemas.SpeedtestName)
 		return
 	}
-	if s.MeasurementUID != "" && rec.MeasurementUID != s.MeasurementUID {
-		fail(w, http.StatusBadRequest, "measurement_uid %s is not the one negotiated (%s)", rec.MeasurementUID, s.MeasurementUID)
-		return
-	}
 	p.merge(rec, keys, s)
-	if err := rec.Validate(time.Now()); err != nil {
-		fail(w, http.StatusBadRequest, "merged record: %v", err)
-		return
-	}
-	if p.Forward != nil {
-		if err := p.Forward(rec); err != nil {
-			p.Logger.Error("cannot spool a record for the collector", "err", err, "measurement_uid", rec.MeasurementUID)
-			fail(w, http.StatusServiceUnavailable, "cannot store the record now")
-			return
-		}
-	}
-	p.Negotiator.Release(s)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(rec)
+	p.Negotiator.Deliver(w, s, rec, p.Forward, p.Logger)
 }
 
 func (p *Provider) merge(rec *schemas.Record, keys *schemas.Speedtest, s *testserver.Session) {

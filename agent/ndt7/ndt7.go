@@ -1,0 +1,507 @@
+// Package ndt7 is the agent's ndt7 client (spec/ndt7.md): the download and
+// the upload of M-Lab's ndt7 specification, against any ndt7 server.
+//
+// With an http:// or https:// server URL the server is a Neubot test
+// server: the client negotiates a token first (the queue of the Neubot
+// paper), runs both subtests with it over ws:// or wss:// and posts its
+// record to collect, which answers with the server's authoritative record.
+// With a ws:// or wss:// URL the server is any ndt7 server (M-Lab's
+// ndt-server, say): the client runs both subtests, passing on an
+// access_token the URL may carry, and returns its own record, which holds
+// the server's in-band measurements but no server_view.
+//
+// The goodput is measured at the receiver: the client for the download,
+// the server for the upload (from its measurement messages).
+package ndt7
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/session"
+	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/testserver/ndt7/spec"
+)
+
+// Config tunes the client; the zero value follows the specification.
+type Config struct {
+	// UploadDuration is how long the client uploads by its own clock
+	// (default spec.DefaultDuration); the server may end it sooner.
+	UploadDuration time.Duration
+	// TLSConfig is used for wss:// (nil: the system's roots).
+	TLSConfig *tls.Config
+}
+
+// Measurer runs ndt7 tests.
+type Measurer struct{ cfg Config }
+
+var _ plugin.Measurer = (*Measurer)(nil)
+
+// NewMeasurer returns an ndt7 measurer.
+func NewMeasurer(cfg Config) *Measurer {
+	if cfg.UploadDuration <= 0 {
+		cfg.UploadDuration = spec.DefaultDuration
+	}
+	return &Measurer{cfg: cfg}
+}
+
+// Name implements plugin.Measurer.
+func (m *Measurer) Name() string { return schemas.NDT7Name }
+
+// ProtocolError is returned when the server refuses a request or answers
+// something the protocol does not allow.
+type ProtocolError = session.ProtocolError
+
+// run is the state of one test.
+type run struct {
+	cfg      Config
+	env      plugin.Env
+	http     *http.Client
+	base     string // Neubot server: http(s)://host[:port]; else ""
+	wsBase   url.URL
+	token    string
+	progress func(plugin.Progress)
+}
+
+// Run implements plugin.Measurer.
+func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, error) {
+	u, err := url.Parse(env.ServerURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("ndt7: bad server URL %q: want http://host:port (Neubot) or ws://host:port (any ndt7 server)", env.ServerURL)
+	}
+	r := &run{cfg: m.cfg, env: env, progress: env.Progress}
+	if r.progress == nil {
+		r.progress = func(plugin.Progress) {}
+	}
+	r.http = env.HTTPClient
+	if r.http == nil {
+		r.http = &http.Client{Transport: &http.Transport{TLSClientConfig: m.cfg.TLSConfig}}
+	}
+	r.wsBase = url.URL{Host: u.Host}
+	switch u.Scheme {
+	case "http", "https":
+		r.base = u.Scheme + "://" + u.Host
+		r.wsBase.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
+	case "ws", "wss":
+		r.wsBase.Scheme = u.Scheme
+		r.token = u.Query().Get(spec.AccessTokenParam)
+	default:
+		return nil, fmt.Errorf("ndt7: bad server URL %q: the scheme must be http, https, ws or wss", env.ServerURL)
+	}
+
+	uid := uuid.NewString()
+	start := time.Now()
+	if r.base != "" {
+		if r.token, err = session.Slot(ctx, r.http, schemas.NDT7Name, r.base+spec.NegotiatePath, uid, r.progress); err != nil {
+			return nil, err
+		}
+	}
+	keys := &schemas.NDT7{}
+	if keys.Download, err = r.download(ctx); err != nil {
+		return nil, err
+	}
+	if keys.Upload, err = r.upload(ctx); err != nil {
+		return nil, err
+	}
+	rec := &schemas.Record{
+		Envelope: schemas.Envelope{
+			MeasurementUID: uid,
+			AgentID:        env.AgentID,
+			TestName:       schemas.NDT7Name,
+			TestVersion:    schemas.NDT7Version,
+			SchemaVersion:  schemas.SchemaVersion,
+			StartTime:      start.UTC().Truncate(time.Millisecond),
+			DurationS:      round3(time.Since(start).Seconds()),
+			Agent:          schemas.Agent{Software: "neubot", Version: agentVersion(env), OS: runtime.GOOS, Arch: runtime.GOARCH},
+			Consent:        env.Consent,
+		},
+		TestKeys: keys,
+	}
+	if r.base == "" {
+		// Another ndt7 server: this record is all there is.
+		if err := rec.Validate(time.Now()); err != nil {
+			return nil, fmt.Errorf("ndt7: the record made of this test is invalid: %w", err)
+		}
+		return rec, nil
+	}
+	r.progress(plugin.Progress{Phase: "collect"})
+	return session.Collect(ctx, r.http, schemas.NDT7Name, r.base+spec.CollectPath, r.token, rec)
+}
+
+func agentVersion(env plugin.Env) string {
+	if env.AgentVersion != "" {
+		return env.AgentVersion
+	}
+	return version.Version
+}
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// protoError reads the JSON error of a refused request.
+func protoError(op string, resp *http.Response) error {
+	return session.Refused(schemas.NDT7Name, op, resp)
+}
+
+// dial opens the WebSocket of a subtest, with the token and the client's
+// metadata in the query string.
+func (r *run) dial(ctx context.Context, path string) (*websocket.Conn, error) {
+	u := r.wsBase
+	u.Path = path
+	q := url.Values{
+		"client_name":            {"neubot"},
+		"client_version":         {agentVersion(r.env)},
+		"client_library_name":    {"neubot-ndt7"},
+		"client_library_version": {spec.Version},
+		"client_os":              {runtime.GOOS},
+		"client_arch":            {runtime.GOARCH},
+	}
+	if r.token != "" {
+		q.Set(spec.AccessTokenParam, r.token)
+	}
+	u.RawQuery = q.Encode()
+	d := websocket.Dialer{
+		HandshakeTimeout: spec.HandshakeTimeout,
+		Subprotocols:     []string{spec.SecWebSocketProtocol},
+		TLSClientConfig:  r.cfg.TLSConfig,
+		ReadBufferSize:   64 << 10,
+		WriteBufferSize:  64 << 10,
+	}
+	h := http.Header{"User-Agent": {"neubot/" + agentVersion(r.env) + " neubot-ndt7/" + spec.Version}}
+	conn, resp, err := d.DialContext(ctx, u.String(), h)
+	if err != nil {
+		if resp != nil {
+			defer resp.Body.Close()
+			return nil, protoError(path, resp)
+		}
+		return nil, fmt.Errorf("ndt7: cannot reach the ndt7 server (%s): %w", path, err)
+	}
+	if conn.Subprotocol() != spec.SecWebSocketProtocol {
+		conn.Close()
+		return nil, &ProtocolError{Test: schemas.NDT7Name, Op: path, Status: http.StatusSwitchingProtocols, Msg: "the server did not select the ndt7 subprotocol"}
+	}
+	return conn, nil
+}
+
+// series samples a cumulative byte counter every spec.MeasureEvery.
+type series struct {
+	samples []schemas.ThroughputSample
+	next    time.Duration
+}
+
+func (s *series) maybeAdd(el time.Duration, n int64) (float64, bool) {
+	if el < s.next {
+		return 0, false
+	}
+	s.next = el + spec.MeasureEvery
+	return s.add(el, n), true
+}
+
+func (s *series) add(el time.Duration, n int64) float64 {
+	t := el.Seconds()
+	mbps := 0.0
+	if k := len(s.samples); k > 0 {
+		prev := s.samples[k-1]
+		if dt := t - prev.TS; dt > 0 {
+			mbps = float64(uint64(n)-prev.Bytes) * 8 / 1e6 / dt
+		}
+	} else if t > 0 {
+		mbps = float64(n) * 8 / 1e6 / t
+	}
+	if len(s.samples) < schemas.MaxThroughputSamples {
+		s.samples = append(s.samples, schemas.ThroughputSample{TS: round3(t), Bytes: uint64(n), Mbps: round3(mbps)})
+	}
+	return mbps
+}
+
+// inBand keeps the latest of each part of the server's measurement
+// messages. Servers need not send every part in every message (M-Lab's
+// sends AppInfo and TCPInfo apart), and the latest value of each part
+// summarises the subtest, as the specification says.
+type inBand struct {
+	app  *spec.AppInfo
+	tcp  *spec.TCPInfo
+	uuid string
+}
+
+func (b *inBand) update(m *spec.Measurement) {
+	if m.AppInfo != nil {
+		b.app = m.AppInfo
+	}
+	if m.TCPInfo != nil {
+		b.tcp = m.TCPInfo
+	}
+	if m.ConnectionInfo != nil && m.ConnectionInfo.UUID != "" {
+		b.uuid = m.ConnectionInfo.UUID
+	}
+}
+
+// fill puts what the server sent into sub.
+func (b *inBand) fill(sub *schemas.NDT7Subtest) {
+	sub.UUID = b.uuid
+	if b.app == nil && b.tcp == nil {
+		return
+	}
+	sub.Server = &schemas.NDT7Measurement{TCPInfo: b.tcp.Record()}
+	if b.app != nil {
+		sub.Server.AppElapsedS = float64(b.app.ElapsedTime) / 1e6
+		sub.Server.AppBytes = uint64(b.app.NumBytes)
+	}
+}
+
+// failure says how a subtest ended: "" for a normal close.
+func failure(err error) string {
+	if err == nil || websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
+		return ""
+	}
+	s := err.Error()
+	if len(s) > 128 {
+		s = s[:128]
+	}
+	return s
+}
+
+// closeConn ends the closing handshake from our side and closes.
+func closeConn(conn *websocket.Conn) {
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+	_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	conn.Close()
+}
+
+// download receives until the server closes (or spec.MaxDuration), and
+// counts the payload at the receiver: the goodput is the client's.
+func (r *run) download(ctx context.Context) (*schemas.NDT7Subtest, error) {
+	conn, err := r.dial(ctx, spec.DownloadPath)
+	if err != nil {
+		return nil, err
+	}
+	r.progress(plugin.Progress{Phase: "download"}) // once connected: see cmd/neubot's one-line errors
+	defer closeConn(conn)
+	start := time.Now()
+	stop := context.AfterFunc(ctx, func() { _ = conn.NetConn().SetDeadline(time.Now()) })
+	defer stop()
+	_ = conn.NetConn().SetReadDeadline(start.Add(spec.MaxDuration))
+	conn.SetReadLimit(spec.MaxMessageSize)
+	var (
+		n    int64
+		s    series
+		band inBand
+		buf  = make([]byte, 64<<10)
+	)
+	var endErr error
+loop:
+	for {
+		typ, rd, err := conn.NextReader()
+		if err != nil {
+			endErr = err
+			break
+		}
+		switch typ {
+		case websocket.BinaryMessage:
+			for {
+				k, err := rd.Read(buf)
+				n += int64(k)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					endErr = err
+					break loop
+				}
+			}
+		case websocket.TextMessage:
+			b, err := io.ReadAll(io.LimitReader(rd, spec.MaxTextMessageSize+1))
+			if err != nil {
+				endErr = err
+				break loop
+			}
+			m, err := spec.DecodeMeasurement(b)
+			if err != nil {
+				endErr = err
+				break loop
+			}
+			band.update(m)
+		}
+		el := time.Since(start)
+		if mbps, ok := s.maybeAdd(el, n); ok {
+			r.progress(plugin.Progress{Phase: "download", Mbps: round3(mbps), Elapsed: el.Seconds()})
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	el := time.Since(start)
+	s.add(el, n)
+	sub := &schemas.NDT7Subtest{
+		GoodputMbps: round3(spec.Mbps(n, el.Microseconds())),
+		MeasuredAt:  "client",
+		Bytes:       uint64(n),
+		DurationS:   round3(el.Seconds()),
+		Samples:     s.samples,
+		Failure:     failure(endErr),
+	}
+	band.fill(sub)
+	return sub, nil
+}
+
+// random is the upload's payload: incompressible, shared by all tests.
+var random = func() []byte {
+	b := make([]byte, spec.MaxScaledMessageSize)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+// upload sends binary messages of growing size for UploadDuration or until
+// the server closes, with a measurement message of its own every
+// spec.MeasureEvery. The goodput is the server's, as receiver, from its
+// last AppInfo; the client's counters are the fallback.
+func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
+	conn, err := r.dial(ctx, spec.UploadPath)
+	if err != nil {
+		return nil, err
+	}
+	r.progress(plugin.Progress{Phase: "upload"})
+	defer closeConn(conn)
+	start := time.Now()
+	stop := context.AfterFunc(ctx, func() { _ = conn.NetConn().SetDeadline(time.Now()) })
+	defer stop()
+	_ = conn.NetConn().SetDeadline(start.Add(spec.MaxDuration))
+	conn.SetReadLimit(spec.MaxTextMessageSize)
+
+	var (
+		mu   sync.Mutex
+		band inBand
+	)
+	readerDone := make(chan error, 1)
+	go func() {
+		for {
+			typ, rd, err := conn.NextReader()
+			if err != nil {
+				readerDone <- err
+				return
+			}
+			if typ != websocket.TextMessage {
+				readerDone <- errors.New("the server sent a binary message during the upload")
+				return
+			}
+			b, err := io.ReadAll(io.LimitReader(rd, spec.MaxTextMessageSize+1))
+			if err == nil {
+				var m *spec.Measurement
+				if m, err = spec.DecodeMeasurement(b); err == nil {
+					mu.Lock()
+					band.update(m)
+					mu.Unlock()
+				}
+			}
+			if err != nil {
+				readerDone <- err
+				return
+			}
+		}
+	}()
+
+	size := spec.InitialMessageSize
+	msg, err := websocket.NewPreparedMessage(websocket.BinaryMessage, random[:size])
+	if err != nil {
+		return nil, err
+	}
+	var (
+		n      int64
+		s      series
+		endErr error
+		ended  bool // the reader ended: the server closed or failed
+	)
+	for time.Since(start) < r.cfg.UploadDuration {
+		select {
+		case endErr = <-readerDone:
+			ended = true
+		default:
+		}
+		if ended {
+			break
+		}
+		if err := conn.WritePreparedMessage(msg); err != nil {
+			endErr = err
+			break
+		}
+		n += int64(size)
+		if k := spec.NextMessageSize(size, n); k != size {
+			size = k
+			if msg, err = websocket.NewPreparedMessage(websocket.BinaryMessage, random[:size]); err != nil {
+				return nil, err
+			}
+		}
+		el := time.Since(start)
+		if mbps, ok := s.maybeAdd(el, n); ok {
+			r.progress(plugin.Progress{Phase: "upload", Mbps: round3(mbps), Elapsed: el.Seconds()})
+			b, _ := json.Marshal(spec.Measurement{AppInfo: &spec.AppInfo{ElapsedTime: el.Microseconds(), NumBytes: n}, Origin: spec.OriginClient, Test: spec.TestUpload})
+			if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
+				endErr = err
+				break
+			}
+		}
+	}
+	el := time.Since(start)
+	if !ended {
+		// Our clock ran out (or a write failed): close, and wait for the
+		// server's close and its last measurement.
+		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		select {
+		case err := <-readerDone:
+			if endErr == nil || errors.Is(endErr, websocket.ErrCloseSent) {
+				endErr = err
+			}
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if errors.Is(endErr, websocket.ErrCloseSent) {
+		endErr = nil // the server closed while we wrote: a normal end
+	}
+	s.add(el, n)
+	sub := &schemas.NDT7Subtest{
+		GoodputMbps: round3(spec.Mbps(n, el.Microseconds())),
+		MeasuredAt:  "client",
+		Bytes:       uint64(n),
+		DurationS:   round3(el.Seconds()),
+		Samples:     s.samples,
+		Failure:     failure(endErr),
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	band.fill(sub)
+	// The server is the upload's receiver: its counters are the goodput.
+	// Its AppInfo when it sends one; else its kernel's count of bytes
+	// received (M-Lab's server sends no AppInfo), which includes the
+	// WebSocket framing, a few bytes per message of 8 KiB or more. The
+	// client's own count, the last resort, includes what still sat in its
+	// socket buffer: 1-4% high at 2, 20 and 100 Mbit/s by hand.
+	if a := band.app; a != nil && a.ElapsedTime > 0 {
+		sub.GoodputMbps = round3(spec.Mbps(a.NumBytes, a.ElapsedTime))
+		sub.MeasuredAt = "server"
+	} else if t := band.tcp; t != nil && t.BytesReceived != nil && t.ElapsedTime != nil && *t.ElapsedTime > 0 {
+		sub.GoodputMbps = round3(spec.Mbps(*t.BytesReceived, *t.ElapsedTime))
+		sub.MeasuredAt = "server"
+	}
+	return sub, nil
+}
