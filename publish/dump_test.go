@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -438,6 +439,9 @@ func findAddress(text []byte) string {
 			if a, err := netip.ParseAddr(tok); err == nil && (a.Is4() || strings.Count(tok, ":") >= 2) {
 				return tok
 			}
+			if _, err := netip.ParseAddrPort(tok); err == nil {
+				return tok // address:port, as in an error's text
+			}
 		}
 	}
 	return ""
@@ -468,6 +472,7 @@ func TestFindAddress(t *testing.T) {
 		"198.51.100.0/24,2001:db8:77::/48":        "",
 		"2026-11-20T10:00:00Z,15:04:05,0.1.0-dev": "",
 		"2.3.2026061719 1.5 [1,2.25]":             "",
+		"write tcp 203.0.113.36:51234->x":         "203.0.113.36:51234",
 	} {
 		if got := findAddress([]byte(text)); got != want {
 			t.Errorf("findAddress(%q) = %q, want %q", text, got, want)
@@ -486,6 +491,29 @@ var generators = map[string]func(rng *rand.Rand, start time.Time, addr string, m
 	"ndt7-browser": func(rng *rand.Rand, start time.Time, addr string, mbps float64) *schemas.Record {
 		return schemastest.NDT7(rng, "ndt7-browser", start, addr, mbps)
 	},
+}
+
+// setFailures sets the failure fields of a record's test keys, whatever
+// the test, by their JSON name.
+func setFailures(r *schemas.Record, word string) {
+	var set func(v reflect.Value)
+	set = func(v reflect.Value) {
+		switch v.Kind() {
+		case reflect.Pointer:
+			if !v.IsNil() {
+				set(v.Elem())
+			}
+		case reflect.Struct:
+			for i := 0; i < v.NumField(); i++ {
+				if strings.HasPrefix(v.Type().Field(i).Tag.Get("json"), "failure") && v.Field(i).Kind() == reflect.String {
+					v.Field(i).SetString(word)
+				} else if v.Type().Field(i).IsExported() {
+					set(v.Field(i))
+				}
+			}
+		}
+	}
+	set(reflect.ValueOf(r.TestKeys))
 }
 
 // TestExportEveryTest: every registered test's day exports, and reads back
@@ -512,6 +540,10 @@ func TestExportEveryTest(t *testing.T) {
 			addrs = append(addrs, addr)
 			r := gen(rng, day.Add(time.Duration(rng.IntN(86400))*time.Second), addr, []float64{2, 20, 200}[i%3])
 			r.Synthetic = i%4 == 0
+			if i%5 == 0 {
+				// What a transfer broken by the network leaves in a record.
+				setFailures(r, schemas.FailureOf(fmt.Errorf("write tcp %s:443->%s:51234: %w", "192.0.2.1", addr, syscall.EPIPE)))
+			}
 			ann := schemas.Annotation{ASN: 64500, Org: "Example, \"Quoted\" Org", Country: "FR", Prefix: "203.0.113.0/24", DB: "test-db", IngestedAt: time.Now()}
 			if err := batch.Append(r.Row(ann, nil)...); err != nil {
 				t.Fatal(err)

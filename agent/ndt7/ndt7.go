@@ -264,18 +264,6 @@ func (b *inBand) fill(sub *schemas.NDT7Subtest) {
 	}
 }
 
-// failure says how a subtest ended: "" for a normal close.
-func failure(err error) string {
-	if err == nil || websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
-		return ""
-	}
-	s := err.Error()
-	if len(s) > 128 {
-		s = s[:128]
-	}
-	return s
-}
-
 // closeConn ends the closing handshake from our side and closes.
 func closeConn(conn *websocket.Conn) {
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
@@ -353,7 +341,7 @@ loop:
 		Bytes:       uint64(n),
 		DurationS:   round3(el.Seconds()),
 		Samples:     s.samples,
-		Failure:     failure(endErr),
+		Failure:     spec.Failure(endErr),
 	}
 	band.fill(sub)
 	return sub, nil
@@ -398,7 +386,7 @@ func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
 				return
 			}
 			if typ != websocket.TextMessage {
-				readerDone <- errors.New("the server sent a binary message during the upload")
+				readerDone <- fmt.Errorf("%w: the server sent a binary message during the upload", schemas.ErrProtocol)
 				return
 			}
 			b, err := io.ReadAll(io.LimitReader(rd, spec.MaxTextMessageSize+1))
@@ -485,7 +473,7 @@ func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
 		Bytes:       uint64(n),
 		DurationS:   round3(el.Seconds()),
 		Samples:     s.samples,
-		Failure:     failure(endErr),
+		Failure:     spec.Failure(endErr),
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -232,10 +232,7 @@ func (p *Provider) subtest(w http.ResponseWriter, r *http.Request, kind string) 
 		// The specification: log it as a warning and record it; what was
 		// measured before it is kept.
 		p.Logger.Warn("ndt7 subtest ended early", "test", kind, "uuid", t.uuid, "err", failure)
-		sv.Failure = failure.Error()
-		if len(sv.Failure) > 128 {
-			sv.Failure = sv.Failure[:128]
-		}
+		sv.Failure = spec.Failure(failure)
 	}
 	if implicit {
 		p.Logger.Info("ndt7 untokened subtest done; no record (no consent)", "test", kind, "mbps", sv.GoodputMbps)
@@ -338,7 +335,7 @@ func (t *test) readClient(binaryOK bool) error {
 		switch typ {
 		case websocket.BinaryMessage:
 			if !binaryOK {
-				return errors.New("the client sent a binary message during the download")
+				return fmt.Errorf("%w: the client sent a binary message during the download", schemas.ErrProtocol)
 			}
 			var n int64
 			for {

@@ -208,7 +208,7 @@ func TestFailureRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	sv := got.TestKeys.(*schemas.NDT7).ServerView
-	if sv == nil || sv.Download == nil || sv.Upload != nil || !strings.Contains(sv.Download.Failure, "binary message") || sv.Download.Bytes == 0 {
+	if sv == nil || sv.Download == nil || sv.Upload != nil || sv.Download.Failure != schemas.FailureProtocol || sv.Download.Bytes == 0 {
 		t.Fatalf("server view %+v", sv.Download)
 	}
 }

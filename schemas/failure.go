@@ -1,0 +1,50 @@
+package schemas
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+)
+
+// What ended a transfer early, in a record: a fixed vocabulary, never an
+// error's text, which can carry addresses and ports ("write tcp
+// 192.0.2.7:443->198.51.100.9:51234: broken pipe") that must not reach
+// public data.
+const (
+	FailureTimeout           = "timeout"
+	FailureConnectionReset   = "connection_reset"
+	FailureConnectionRefused = "connection_refused"
+	FailureEOF               = "eof"
+	FailureClosedAbnormally  = "closed_abnormally"
+	FailureCanceled          = "canceled"
+	FailureProtocol          = "protocol_violation"
+	FailureOther             = "other"
+)
+
+// ErrProtocol marks an error of a peer that broke the test's protocol.
+var ErrProtocol = errors.New("protocol violation")
+
+// FailureOf is err's word in the vocabulary; "" for nil. Callers map the
+// errors of their own protocol (e.g. a WebSocket close) before calling it.
+func FailureOf(err error) string {
+	var ne net.Error
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrProtocol):
+		return FailureProtocol
+	case errors.Is(err, context.Canceled):
+		return FailureCanceled
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return FailureTimeout
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		return FailureConnectionReset
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return FailureConnectionRefused
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return FailureEOF
+	}
+	return FailureOther
+}
