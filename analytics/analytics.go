@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/neubot/neubot/schemas"
 )
 
 // Goodset is a named, versioned rule over measurements. Where is a SQL
@@ -88,9 +90,11 @@ func quote(s string) string {
 func source(g Goodset, day string, ch chunk) string {
 	cond := "(" + g.Where + ")"
 	if g.OnePerAgentDay {
-		cond += fmt.Sprintf(" AND measurement_uid IN (SELECT argMin(measurement_uid, sipHash64(toString(measurement_uid))) FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') GROUP BY agent_id)", day)
+		cond += fmt.Sprintf(" AND measurement_uid IN (SELECT argMin(measurement_uid, sipHash64(toString(measurement_uid))) FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') AND %s GROUP BY agent_id)", day, schemas.OnTimeSQL)
 	}
-	where := fmt.Sprintf("toDate(start_time) = toDate('%s')", day)
+	// Only the rows that arrived before the day closed: a closed day's
+	// figures never change (see schemas.ClosedAfter).
+	where := fmt.Sprintf("toDate(start_time) = toDate('%s') AND %s", day, schemas.OnTimeSQL)
 	if ch.of > 1 {
 		where += fmt.Sprintf(" AND cityHash64(toString(agent_id)) %% %d = %d", ch.of, ch.n)
 	}
@@ -212,7 +216,7 @@ type SourceState struct {
 
 // Sources returns the state of every day that has measurements.
 func (j *Job) Sources(ctx context.Context) (map[string]SourceState, error) {
-	rows, err := j.Conn.Query(ctx, "SELECT toString(toDate(start_time)) AS d, count(), max(ingested_at) FROM speedtest GROUP BY d")
+	rows, err := j.Conn.Query(ctx, fmt.Sprintf("SELECT toString(toDate(start_time)) AS d, countIf(%[1]s), maxIf(ingested_at, %[1]s) FROM speedtest GROUP BY d", schemas.OnTimeSQL))
 	if err != nil {
 		return nil, err
 	}

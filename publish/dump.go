@@ -123,7 +123,7 @@ func selection(synthetic bool) string {
 	if synthetic {
 		syn = 1
 	}
-	return fmt.Sprintf("consent_can_publish = 1 AND synthetic = %d", syn)
+	return fmt.Sprintf("consent_can_publish = 1 AND synthetic = %d AND %s", syn, schemas.OnTimeSQL)
 }
 
 // publicColumns reads the columns of a test's table. Every column is public:

@@ -54,9 +54,13 @@ func seed(t testing.TB, conn driver.Conn, day time.Time, n int, asn uint32) seed
 		t.Fatal(err)
 	}
 	defer batch.Close()
+	late := map[string]bool{} // arrive after their day closed
 	add := func(r *schemas.Record, country string) {
 		ann := schemas.Annotation{ASN: asn, Org: fmt.Sprintf("Example ISP %d, Inc.", asn), Country: country,
-			Prefix: "198.51.100.0/24", DB: "test-db", IngestedAt: time.Now()}
+			Prefix: "198.51.100.0/24", DB: "test-db", IngestedAt: r.StartTime.Add(10 * time.Minute)}
+		if late[r.MeasurementUID] {
+			ann.IngestedAt = r.StartTime.Truncate(24 * time.Hour).Add(24*time.Hour + schemas.ClosedAfter + time.Second)
+		}
 		if strings.Contains(r.Server.ClientAddress, ":") {
 			ann.Prefix = "2001:db8:77::/48"
 		}
@@ -78,6 +82,10 @@ func seed(t testing.TB, conn driver.Conn, day time.Time, n int, asn uint32) seed
 			s.unpublished[r.MeasurementUID] = true
 		case i%10 == 2:
 			s.unpublished[r.MeasurementUID] = true // stays synthetic
+		case i%10 == 5 && i%20 == 5:
+			r.Synthetic = false
+			late[r.MeasurementUID] = true // stored, never published
+			s.unpublished[r.MeasurementUID] = true
 		case i%10 == 3:
 			r.Synthetic = false
 			r.StartTime = day.Add(-time.Duration(1+rng.IntN(3600)) * time.Second) // the day before
@@ -141,7 +149,7 @@ func TestExportRoundTrip(t *testing.T) {
 
 	// The ClickHouse rows the dump must equal, as JSON values per column.
 	want := clickhouseRows(t, conn, `SELECT * FROM speedtest FINAL WHERE toDate(start_time) = '2026-11-20'
-		AND consent_can_publish = 1 AND synthetic = 0 ORDER BY measurement_uid`)
+		AND consent_can_publish = 1 AND synthetic = 0 AND ingested_at < '2026-11-23 00:00:00' ORDER BY measurement_uid`)
 	got := parquetRows(t, filepath.Join(dayDir, "speedtest-2026-11-20.parquet"))
 	if len(got.rows) != len(want.rows) || len(want.rows) != len(s.published) {
 		t.Fatalf("parquet %d rows, ClickHouse %d, published %d", len(got.rows), len(want.rows), len(s.published))
@@ -193,6 +201,12 @@ func TestExportRoundTrip(t *testing.T) {
 		}
 	}
 	privacyScan(t, dir, s.clientAddrs)
+	// Rows that arrived after their day closed are stored, not published.
+	var lateRows uint64
+	if err := conn.QueryRow(context.Background(), `SELECT count() FROM speedtest FINAL WHERE synthetic = 0 AND consent_can_publish = 1
+		AND toDate(start_time) = '2026-11-20' AND ingested_at >= '2026-11-23 00:00:00'`).Scan(&lateRows); err != nil || lateRows < 100 {
+		t.Fatalf("late rows stored: %d, %v", lateRows, err)
+	}
 
 	// Again: same files, same manifest (generation time included), same index.
 	before := snapshotTree(t, dir)
@@ -544,7 +558,7 @@ func TestExportEveryTest(t *testing.T) {
 				// What a transfer broken by the network leaves in a record.
 				setFailures(r, schemas.FailureOf(fmt.Errorf("write tcp %s:443->%s:51234: %w", "192.0.2.1", addr, syscall.EPIPE)))
 			}
-			ann := schemas.Annotation{ASN: 64500, Org: "Example, \"Quoted\" Org", Country: "FR", Prefix: "203.0.113.0/24", DB: "test-db", IngestedAt: time.Now()}
+			ann := schemas.Annotation{ASN: 64500, Org: "Example, \"Quoted\" Org", Country: "FR", Prefix: "203.0.113.0/24", DB: "test-db", IngestedAt: r.StartTime.Add(time.Minute)}
 			if err := batch.Append(r.Row(ann, nil)...); err != nil {
 				t.Fatal(err)
 			}
@@ -556,7 +570,7 @@ func TestExportEveryTest(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", test.Name, err)
 		}
-		want := clickhouseRows(t, conn, "SELECT * FROM "+test.Table+" FINAL WHERE consent_can_publish = 1 AND synthetic = 0 ORDER BY measurement_uid")
+		want := clickhouseRows(t, conn, "SELECT * FROM "+test.Table+" FINAL WHERE consent_can_publish = 1 AND synthetic = 0 AND ingested_at < '2026-11-24 00:00:00' ORDER BY measurement_uid")
 		dayDir := filepath.Join(dir, publish.DayDir(test.Name, day))
 		got := parquetRows(t, filepath.Join(dayDir, test.Name+"-2026-11-21.parquet"))
 		if len(want.rows) != int(m.Rows) || len(want.rows) < 200 || !reflect.DeepEqual(got, want) {

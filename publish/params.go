@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/neubot/neubot/schemas"
 )
 
-// A day is closed, and answers about it immutable, once ClosedAfter has
-// passed since its end: agents upload late (offline laptops, data caps),
-// and the analytics recompute a day whose data changed.
-const ClosedAfter = 48 * time.Hour
+// ClosedAfter is how long after its end a day closes: from then on its
+// dumps, measurements and figures do not change, and answers about it are
+// immutable (see schemas.ClosedAfter).
+const ClosedAfter = schemas.ClosedAfter
 
 // badParam is a 400 naming the parameter.
 type badParam struct{ field, msg string }

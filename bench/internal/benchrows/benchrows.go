@@ -49,7 +49,7 @@ func SQL(n int, day string, synthetic bool) string {
 		"client_prefix":          "'192.0.2.0/24'",
 		"annotation_db":          "'bench'",
 		"authority":              "toUInt8(1)",
-		"ingested_at":            "now()",
+		"ingested_at":            fmt.Sprintf("toDateTime('%s 00:00:00') + toUInt32(%s %% 86400) + 600", day, h(5)), // on time
 		"connect_ms":             "[12.5, 13.1]",
 		"rtt_ms":                 "[11., 12., 13.]",
 		"rtt_median_ms":          fmt.Sprintf("toFloat64(5 + %s %% 150)", h(6)),
