@@ -18,6 +18,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"regexp"
@@ -118,20 +119,34 @@ type apiError struct {
 }
 
 func reply(w http.ResponseWriter, code int, maxAge time.Duration, v any) {
+	// Encoded first: an answer that cannot be encoded is a clean 503, not a
+	// truncated 200 that a cache would keep.
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, maxAge = http.StatusServiceUnavailable, 0
+		b, _ = json.Marshal(apiError{Error: "the answer could not be encoded"})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Access-Control-Allow-Origin", "*")
+	w.Header().Set("Access-Control-Expose-Headers", "Link, X-Next-Cursor, Retry-After")
 	setCache(w, maxAge)
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // rateLimit answers 429 with Retry-After to an address over its rate.
 func (a *API) rateLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		addr := a.clientAddr(r)
+		if strings.HasPrefix(r.URL.Path, datasetsURL) || strings.HasPrefix(r.URL.Path, syntheticDatasetsURL) || strings.HasPrefix(r.URL.Path, "/static/") {
+			// Files: cheap to serve, and a reader of Parquet over HTTP
+			// (DuckDB, arrow) makes many small Range requests.
+			next.ServeHTTP(w, r)
+			return
+		}
+		addr := ratelimit.Key(a.clientAddr(r))
 		if !a.limiter.Allow(addr, time.Now()) {
-			w.Header().Set("Retry-After", strconv.Itoa(int(a.limiter.RetryAfter(addr).Seconds())))
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(a.limiter.RetryAfter(addr).Seconds()))))
 			reply(w, http.StatusTooManyRequests, 0, apiError{Error: "too many requests from this address: slow down"})
 			return
 		}
@@ -142,8 +157,10 @@ func (a *API) rateLimit(next http.Handler) http.Handler {
 // clientAddr is the caller's address, per the proxy policy.
 func (a *API) clientAddr(r *http.Request) string {
 	if a.cfg.TrustProxy {
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			parts := strings.Split(xff, ",")
+		// The last address of the last header line: the one our proxy
+		// appended (what came before may be the client's own invention).
+		if v := r.Header.Values("X-Forwarded-For"); len(v) > 0 {
+			parts := strings.Split(v[len(v)-1], ",")
 			return strings.TrimSpace(parts[len(parts)-1])
 		}
 	}
@@ -303,9 +320,21 @@ type ISP struct {
 	Country      string  `json:"country"`
 	Tests        uint64  `json:"tests"`
 	AgentDays    uint64  `json:"agent_days"`
-	DownloadMbps float64 `json:"download_mbps"`
-	UploadMbps   float64 `json:"upload_mbps"`
-	RTTMS        float64 `json:"rtt_ms"`
+	DownloadMbps Number  `json:"download_mbps"`
+	UploadMbps   Number  `json:"upload_mbps"`
+	RTTMS        Number  `json:"rtt_ms"`
+}
+
+// Number is a float that is null in JSON when it is not a number (a
+// median over no tests).
+type Number float64
+
+// MarshalJSON writes null for NaN and infinities.
+func (n Number) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(n)) || math.IsInf(float64(n), 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(n))
 }
 
 // isps searches the ISPs with tests in the last 30 days by name fragment,
@@ -358,9 +387,11 @@ func (a *API) ispList(ctx context.Context, term string, synthetic bool, days, li
 	out := []ISP{}
 	for rows.Next() {
 		var x ISP
-		if err := rows.Scan(&x.ASN, &x.Org, &x.Country, &x.Tests, &x.AgentDays, &x.DownloadMbps, &x.UploadMbps, &x.RTTMS); err != nil {
+		var down, up, rtt float64
+		if err := rows.Scan(&x.ASN, &x.Org, &x.Country, &x.Tests, &x.AgentDays, &down, &up, &rtt); err != nil {
 			return nil, err
 		}
+		x.DownloadMbps, x.UploadMbps, x.RTTMS = Number(down), Number(up), Number(rtt)
 		out = append(out, x)
 	}
 	return out, rows.Err()

@@ -10,12 +10,14 @@ import (
 // cache keeps the answers of the read-only API endpoints in memory for a
 // short while: a dashboard or a news article sends many readers to the same
 // few URLs, and ClickHouse should see each of them once per TTL. Only 200s
-// are kept, each at most maxEntryBytes, at most maxEntries of them (when
-// full, expired entries go first, then everything: a cache, not a store).
+// are kept, each at most maxEntryBytes, at most maxEntries of them and
+// maxBytes in all (when full, expired entries go first, then everything: a
+// cache, not a store).
 type cache struct {
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[string]*cached
+	ttl   time.Duration
+	mu    sync.Mutex
+	m     map[string]*cached
+	bytes int
 }
 
 type cached struct {
@@ -27,6 +29,7 @@ type cached struct {
 const (
 	maxEntries    = 4096
 	maxEntryBytes = 1 << 20
+	maxBytes      = 64 << 20
 )
 
 func newCache(ttl time.Duration) *cache { return &cache{ttl: ttl, m: map[string]*cached{}} }
@@ -47,17 +50,23 @@ func (c *cache) get(key string, now time.Time) *cached {
 func (c *cache) put(key string, e *cached, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= maxEntries {
+	if len(c.m) >= maxEntries || c.bytes+len(e.body) > maxBytes {
 		for k, v := range c.m {
 			if now.After(v.expires) {
+				c.bytes -= len(v.body)
 				delete(c.m, k)
 			}
 		}
-		if len(c.m) >= maxEntries {
+		if len(c.m) >= maxEntries || c.bytes+len(e.body) > maxBytes {
 			clear(c.m)
+			c.bytes = 0
 		}
 	}
+	if old := c.m[key]; old != nil {
+		c.bytes -= len(old.body)
+	}
 	c.m[key] = e
+	c.bytes += len(e.body)
 }
 
 // recorder captures an answer while passing it on.

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/google/uuid"
 
 	"github.com/neubot/neubot/schemas"
@@ -218,7 +219,13 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 	}
 	from, to := p.days(1, measurementsMaxDays, now)
 	limit := p.intIn("limit", 100, 1, 1000)
-	asn := p.intIn("asn", 0, 0, math.MaxUint32)
+	var asn uint64
+	if v := p.q.Get("asn"); v != "" {
+		var err error
+		if asn, err = strconv.ParseUint(strings.TrimPrefix(strings.ToUpper(v), "AS"), 10, 32); err != nil {
+			p.fail(bad("asn", "must be an AS number from 0 to 4294967295"))
+		}
+	}
 	country := strings.ToUpper(p.q.Get("country"))
 	if country != "" && (len(country) != 2 || strings.Trim(country, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "") {
 		p.fail(bad("country", "must be an ISO 3166-1 alpha-2 code like IT"))
@@ -261,6 +268,7 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := queryCtx(r.Context())
 	defer cancel()
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(finalSettings(clickhouse.Settings{"max_execution_time": int(maxExecution.Seconds()), "max_threads": 1})))
 	q := fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s ORDER BY toDate(start_time), measurement_uid LIMIT %d",
 		strings.Join(names, ", "), test.Table, strings.Join(where, " AND "), limit+1)
 	rows, err := a.cfg.Conn.Query(ctx, q, args...)
@@ -334,6 +342,10 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 		u := *r.URL
 		qq := u.Query()
 		qq.Set("cursor", next.String())
+		// The window as absolute days: "the last day" moves at midnight.
+		qq.Del("days")
+		qq.Set("from", from.Format("2006-01-02"))
+		qq.Set("to", to.Format("2006-01-02"))
 		u.RawQuery = qq.Encode()
 		h.Set("Link", "<"+u.RequestURI()+`>; rel="next"`)
 		h.Set("X-Next-Cursor", next.String())

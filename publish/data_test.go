@@ -85,6 +85,9 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 		}
 		next = ""
 		if l := resp.Header.Get("Link"); l != "" {
+			if !strings.Contains(l, "from="+yesterday) || !strings.Contains(l, "to="+yesterday) {
+				t.Fatalf("the next page's window is not absolute: %s", l)
+			}
 			next = strings.TrimSuffix(strings.TrimPrefix(strings.Split(l, ";")[0], "<"), ">")
 		}
 	}

@@ -52,8 +52,8 @@ type ExportConfig struct {
 	// <Dir>/<test>/<YYYY>/<MM>/<DD>/<test>-<YYYY-MM-DD>.{parquet,csv.gz}
 	// plus manifest.json there and <Dir>/index.json.
 	Dir string
-	// ASNDB and ASNDBLicence describe the IP-to-ASN data that annotated the
-	// rows, for the manifest.
+	// ASNDB and ASNDBLicence describe the IP-to-ASN data, for the manifest:
+	// ASNDB is used when the day has no rows naming theirs.
 	ASNDB, ASNDBLicence string
 	// Synthetic exports the simulated rows instead of the real ones, for the
 	// demo: the manifest says so. A real dump never holds a synthetic row.
@@ -110,6 +110,14 @@ type IndexEntry struct {
 	Rows     uint64 `json:"rows"`
 	Manifest string `json:"manifest"`
 	Files    []File `json:"files"`
+}
+
+// finalSettings adds to s what a query with FINAL and a WHERE needs: no
+// PREWHERE, which ClickHouse 18.16 moves conditions into even with FINAL,
+// filtering the copies of a measurement before they are merged.
+func finalSettings(s clickhouse.Settings) clickhouse.Settings {
+	s["optimize_move_to_prewhere"] = 0
+	return s
 }
 
 // DayDir is the directory of a day of a test, relative to the root.
@@ -201,6 +209,17 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 	for _, c := range cols {
 		m.Columns = append(m.Columns, ManifestColumn{Name: c.name, Type: c.chType, Description: c.doc})
 	}
+	// The IP databases that annotated the day's rows, as the rows say (the
+	// one loaded now may be newer): the manifest names the data's origin,
+	// and an unchanged day stays the same bytes after a database update.
+	var dbs string
+	if err := cfg.Conn.QueryRow(ctx, fmt.Sprintf("SELECT arrayStringConcat(arraySort(groupUniqArray(annotation_db)), ' + ') FROM %s WHERE toDate(start_time) = toDate(?) AND %s",
+		test.Table, m.Selection), ds).Scan(&dbs); err != nil {
+		return nil, fmt.Errorf("publish: %s %s: %w", test.Name, ds, err)
+	}
+	if dbs != "" {
+		m.ASNDatabase = dbs
+	}
 	rows, err := writeDay(ctx, cfg, test, cols, ds, pqTmp, csvTmp, m)
 	if err != nil {
 		return nil, fmt.Errorf("publish: export %s %s: %w", test.Name, ds, err)
@@ -215,7 +234,7 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 
 	// Idempotence: the same files as the current manifest's keep it as is.
 	manifestPath := filepath.Join(dir, "manifest.json")
-	if old, err := readManifest(manifestPath); err == nil && sameFiles(old.Files, m.Files) && old.Rows == m.Rows {
+	if old, err := readManifest(manifestPath); err == nil && sameFiles(old.Files, m.Files) && old.Rows == m.Rows && intact(dir, old.Files) {
 		if err := updateIndex(cfg.Dir, old); err != nil {
 			return nil, err
 		}
@@ -238,6 +257,24 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 		return nil, err
 	}
 	return m, nil
+}
+
+// intact tells whether the files on disk are those of the manifest (a
+// file deleted or damaged since is written again).
+func intact(dir string, files []File) bool {
+	for _, f := range files {
+		fh, err := os.Open(filepath.Join(dir, f.Name))
+		if err != nil {
+			return false
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, fh)
+		fh.Close()
+		if err != nil || n != f.Bytes || hex.EncodeToString(h.Sum(nil)) != f.SHA256 {
+			return false
+		}
+	}
+	return true
 }
 
 func formatOf(name string) string {
@@ -367,8 +404,8 @@ func scanDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, cols []*
 	// day are the same bytes at every export. An ORDER BY would restate it
 	// at the price of sorting the whole day (minutes for ten million rows);
 	// instead the order is checked below as the rows arrive.
-	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-		"max_execution_time": 3600, "max_threads": 1}))
+	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(finalSettings(clickhouse.Settings{
+		"max_execution_time": 3600, "max_threads": 1})))
 	q := fmt.Sprintf("SELECT %s FROM %s FINAL WHERE toDate(start_time) = toDate(?) AND %s",
 		strings.Join(names, ", "), test.Table, sel)
 	rows, err := cfg.Conn.Query(qctx, q, ds)

@@ -221,6 +221,17 @@ func TestExportRoundTrip(t *testing.T) {
 	if err != nil || len(idx.Days) != 1 || idx.Days[0].Rows != m.Rows || len(idx.Days[0].Files) != 2 {
 		t.Fatalf("index: %+v, %v", idx, err)
 	}
+	// A dump file deleted since is written again, the same bytes.
+	csvPath := filepath.Join(dayDir, "speedtest-2026-11-20.csv.gz")
+	if err := os.Remove(csvPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publish.ExportDay(context.Background(), cfg, test, day); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(csvPath); err != nil || fmt.Sprintf("%x", sha256.Sum256(b)) != m.Files[1].SHA256 {
+		t.Fatalf("the deleted CSV was not restored: %v", err)
+	}
 	// No temporary file is left behind.
 	filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error {
 		if strings.Contains(filepath.Base(p), ".tmp-") {

@@ -30,7 +30,15 @@ import (
 var webFS embed.FS
 
 var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
-	"num":     formatNum,
+	"num": func(v any) string {
+		switch x := v.(type) {
+		case Number:
+			return formatNum(float64(x))
+		case float64:
+			return formatNum(x)
+		}
+		return fmt.Sprint(v)
+	},
 	"json":    func(v any) (template.JS, error) { b, err := json.Marshal(v); return template.JS(b), err },
 	"lower":   strings.ToLower,
 	"pct":     func(a, b uint64) string { return formatNum(100 * float64(a) / math.Max(float64(b), 1)) },
@@ -134,6 +142,8 @@ func (a *API) render(w http.ResponseWriter, code int, name string, p page) {
 	h.Set("Referrer-Policy", "no-referrer")
 	if code == http.StatusOK {
 		h.Set("Cache-Control", "public, max-age=300")
+	} else {
+		h.Set("Cache-Control", "no-store")
 	}
 	w.WriteHeader(code)
 	_, _ = w.Write(buf.Bytes())
@@ -214,10 +224,11 @@ type goodsetRow struct {
 func (a *API) ispSelector(r *http.Request) (selector, *params, int) {
 	p := &params{q: r.URL.Query()}
 	p.known("metric", "days", "synthetic")
-	asn := chi.URLParam(r, "asn")
-	asn = strings.TrimPrefix(strings.ToUpper(asn), "AS")
+	asn := strings.TrimPrefix(strings.ToUpper(chi.URLParam(r, "asn")), "AS")
 	if n, err := strconv.ParseUint(asn, 10, 32); err != nil || n == 0 {
 		p.fail(bad("asn", "must be an AS number like 3269 or AS3269"))
+	} else {
+		asn = strconv.FormatUint(n, 10) // AS03269 is AS3269
 	}
 	days := p.intIn("days", 30, 1, 366)
 	s := selector{scope: "asn", key: asn, metric: p.oneOf("metric", "download_mbps", metrics...), goodset: "all"}
@@ -389,7 +400,7 @@ func (a *API) ispPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	title := fmt.Sprintf("%s (AS%s)", d.Org, d.ASN)
-	a.render(w, http.StatusOK, "isp.html", page{Title: title, Demo: a.cfg.Demo || s.synthetic, Freshness: a.freshness(r.Context()), HasCharts: true, Body: d})
+	a.render(w, http.StatusOK, "isp.html", page{Title: title, Demo: s.synthetic, Freshness: a.freshness(r.Context()), HasCharts: true, Body: d})
 }
 
 // ispChartFile answers /isp/{asn}/charts/{daily,histogram,hourly}.{csv,svg}.
@@ -449,7 +460,7 @@ type indexData struct {
 type countryRow struct {
 	Country                 string
 	Tests                   uint64
-	Download, Upload, RTTMS float64
+	Download, Upload, RTTMS Number
 }
 
 func (a *API) countries(ctx context.Context, synthetic bool, days int) ([]countryRow, error) {
@@ -473,9 +484,11 @@ func (a *API) countries(ctx context.Context, synthetic bool, days int) ([]countr
 	var out []countryRow
 	for rows.Next() {
 		var c countryRow
-		if err := rows.Scan(&c.Country, &c.Tests, &c.Download, &c.Upload, &c.RTTMS); err != nil {
+		var down, up, rtt float64
+		if err := rows.Scan(&c.Country, &c.Tests, &down, &up, &rtt); err != nil {
 			return nil, err
 		}
+		c.Download, c.Upload, c.RTTMS = Number(down), Number(up), Number(rtt)
 		out = append(out, c)
 	}
 	return out, rows.Err()
@@ -540,7 +553,7 @@ func (a *API) dataPage(w http.ResponseWriter, r *http.Request) {
 		Licence         string
 	}
 	b := body{Real: real, Synthetic: syn, Example: "speedtest/2026/11/20/speedtest-2026-11-20", Licence: DataLicence}
-	if len(real) > 0 {
+	if len(real) > 0 && len(real[0].Files) > 0 {
 		b.Example = strings.TrimSuffix(strings.TrimPrefix(real[0].Files[0].URL, datasetsURL), ".parquet")
 	}
 	a.render(w, http.StatusOK, "data.html", page{Title: "Open data: daily dumps", Demo: a.cfg.Demo, Freshness: a.freshness(r.Context()), Body: b})

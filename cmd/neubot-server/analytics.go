@@ -25,7 +25,6 @@ type analyticsScheduler struct {
 	job  *analytics.Job
 	log  *slog.Logger
 	mu   sync.Mutex // one run at a time
-	wg   sync.WaitGroup
 	ctx  context.Context
 	stop context.CancelFunc
 }
@@ -47,8 +46,9 @@ func (s *analyticsScheduler) run() {
 		return // the previous run is still going
 	}
 	defer s.mu.Unlock()
-	s.wg.Add(1)
-	defer s.wg.Done()
+	if s.ctx.Err() != nil {
+		return // close() has begun: it waits for the lock, not for this run
+	}
 	n, err := s.job.RunPending(s.ctx)
 	if err != nil && s.ctx.Err() == nil {
 		s.log.Error("analytics: run failed; will retry at the next tick", "err", err)
@@ -62,7 +62,8 @@ func (s *analyticsScheduler) run() {
 func (s *analyticsScheduler) close() {
 	<-s.c.Stop().Done()
 	s.stop()
-	s.wg.Wait() // a running job ends: its context is cancelled
+	s.mu.Lock() // a running job ends (its context is cancelled) and releases it
+	s.mu.Unlock()
 }
 
 func cmdAnalytics(args []string) error {

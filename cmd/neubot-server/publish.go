@@ -31,7 +31,6 @@ type exportScheduler struct {
 	lag  time.Duration
 	log  *slog.Logger
 	mu   sync.Mutex
-	wg   sync.WaitGroup
 	ctx  context.Context
 	stop context.CancelFunc
 }
@@ -53,8 +52,9 @@ func (s *exportScheduler) run() {
 		return // stopped, or the previous run is still going
 	}
 	defer s.mu.Unlock()
-	s.wg.Add(1)
-	defer s.wg.Done()
+	if s.ctx.Err() != nil {
+		return // close() has begun: it waits for the lock, not for this run
+	}
 	// The last day whose end is at least lag ago.
 	through := time.Now().UTC().Add(-s.lag).Truncate(24*time.Hour).AddDate(0, 0, -1)
 	for _, cfg := range s.cfgs {
@@ -72,7 +72,8 @@ func (s *exportScheduler) run() {
 func (s *exportScheduler) close() {
 	<-s.c.Stop().Done()
 	s.stop()
-	s.wg.Wait()
+	s.mu.Lock() // a running export ends (its context is cancelled) and releases it
+	s.mu.Unlock()
 }
 
 func cmdPublish(args []string) error {

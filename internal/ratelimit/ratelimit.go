@@ -3,6 +3,7 @@
 package ratelimit
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -29,6 +30,18 @@ func New(rate float64, burst int) *Limiter {
 	return &Limiter{rate: rate, burst: float64(burst), buckets: map[string]*bucket{}}
 }
 
+// Key is the bucket of a client address: the address itself for IPv4, its
+// /64 for IPv6 (one subscriber's network holds a whole /64 and could
+// otherwise take a fresh bucket per address).
+func Key(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return addr
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
+}
+
 // Allow takes a token of addr's bucket at now, if there is one.
 func (l *Limiter) Allow(addr string, now time.Time) bool {
 	l.mu.Lock()
@@ -38,6 +51,15 @@ func (l *Limiter) Allow(addr string, now time.Time) bool {
 			if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
 				delete(l.buckets, k)
 			}
+		}
+		// Still full (many busy addresses, e.g. one network's): forget a
+		// tenth of them, at random (map order), so that memory and the
+		// time of this sweep stay bounded.
+		for k := range l.buckets {
+			if len(l.buckets) <= maxBuckets*9/10 {
+				break
+			}
+			delete(l.buckets, k)
 		}
 	}
 	b := l.buckets[addr]

@@ -29,3 +29,13 @@ func TestBucket(t *testing.T) {
 		t.Fatal("two tokens after half a second at 2/s")
 	}
 }
+
+// TestKey: IPv6 addresses of one /64 share a bucket; IPv4 addresses do not.
+func TestKey(t *testing.T) {
+	if Key("2001:db8:1:2::5") != Key("2001:db8:1:2:ffff::6") || Key("2001:db8:1:2::5") == Key("2001:db8:1:3::5") {
+		t.Errorf("IPv6 keys: %s %s %s", Key("2001:db8:1:2::5"), Key("2001:db8:1:2:ffff::6"), Key("2001:db8:1:3::5"))
+	}
+	if Key("192.0.2.1") != "192.0.2.1" || Key("192.0.2.1") == Key("192.0.2.2") || Key("not an address") != "not an address" {
+		t.Error("IPv4 keys are the addresses")
+	}
+}
