@@ -315,14 +315,14 @@ func (a *API) distribution(ctx context.Context, s selector) (*Distribution, erro
 // with the tests-weighted median of its daily medians per metric (goodset
 // all).
 type ISP struct {
-	ASN          string  `json:"asn"`
-	Org          string  `json:"org"`
-	Country      string  `json:"country"`
-	Tests        uint64  `json:"tests"`
-	AgentDays    uint64  `json:"agent_days"`
-	DownloadMbps Number  `json:"download_mbps"`
-	UploadMbps   Number  `json:"upload_mbps"`
-	RTTMS        Number  `json:"rtt_ms"`
+	ASN          string `json:"asn"`
+	Org          string `json:"org"`
+	Country      string `json:"country"`
+	Tests        uint64 `json:"tests"`
+	AgentDays    uint64 `json:"agent_days"`
+	DownloadMbps Number `json:"download_mbps"`
+	UploadMbps   Number `json:"upload_mbps"`
+	RTTMS        Number `json:"rtt_ms"`
 }
 
 // Number is a float that is null in JSON when it is not a number (a
