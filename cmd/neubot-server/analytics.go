@@ -63,7 +63,7 @@ func (s *analyticsScheduler) close() {
 	<-s.c.Stop().Done()
 	s.stop()
 	s.mu.Lock() // a running job ends (its context is cancelled) and releases it
-	s.mu.Unlock()
+	defer s.mu.Unlock()
 }
 
 func cmdAnalytics(args []string) error {

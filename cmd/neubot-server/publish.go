@@ -73,7 +73,7 @@ func (s *exportScheduler) close() {
 	<-s.c.Stop().Done()
 	s.stop()
 	s.mu.Lock() // a running export ends (its context is cancelled) and releases it
-	s.mu.Unlock()
+	defer s.mu.Unlock()
 }
 
 func cmdPublish(args []string) error {
