@@ -97,9 +97,11 @@ func New(cfg Config) *API {
 	r.Get("/api/v1/measurements", a.measurements)
 	r.Group(func(r chi.Router) {
 		r.Use(a.cache.middleware)
-		r.Get("/api/v1/distributions", a.distributions)
-		r.Get("/api/v1/hourly", a.hourlyHandler)
-		r.Get("/api/v1/histogram", a.histogramHandler)
+		// Time series of daily distributions, the distribution over a
+		// period, the hour-of-day profile.
+		r.Get("/api/v1/distributions", bySelector(a, "distributions", (*API).distribution))
+		r.Get("/api/v1/histogram", bySelector(a, "histogram", (*API).histogram))
+		r.Get("/api/v1/hourly", bySelector(a, "hourly", (*API).hourly))
 		r.Get("/api/v1/isps", a.isps)
 		r.Get("/api/v1/datasets", a.datasets)
 	})
@@ -266,23 +268,25 @@ func (s selector) syn() uint8 {
 	return 0
 }
 
-// distributions answers the daily distributions of one ISP, country or
-// everything, over the last `days` days (default 30, at most 366) or from/to.
-func (a *API) distributions(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	p := &params{q: r.URL.Query()}
-	p.known("scope", "key", "metric", "goodset", "synthetic", "days", "from", "to")
-	s := p.selector(now)
-	if p.err != nil {
-		a.replyErr(w, "distributions", p.err)
-		return
+// bySelector answers an endpoint that takes a selector (scope, key,
+// metric, goodset, synthetic and a range of days) with what query finds.
+func bySelector[T any](a *API, what string, query func(*API, context.Context, selector) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		p := &params{q: r.URL.Query()}
+		p.known("scope", "key", "metric", "goodset", "synthetic", "days", "from", "to")
+		s := p.selector(now)
+		if p.err != nil {
+			a.replyErr(w, what, p.err)
+			return
+		}
+		v, err := query(a, r.Context(), s)
+		if err != nil {
+			a.replyErr(w, what, err)
+			return
+		}
+		reply(w, http.StatusOK, cacheFor(s.to, now), v)
 	}
-	d, err := a.distribution(r.Context(), s)
-	if err != nil {
-		a.replyErr(w, "distributions", err)
-		return
-	}
-	reply(w, http.StatusOK, cacheFor(s.to, now), d)
 }
 
 // distribution reads the daily distributions a selector names. Every

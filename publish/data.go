@@ -40,23 +40,6 @@ type Hourly struct {
 	Hours     []Hour `json:"hours"`
 }
 
-func (a *API) hourlyHandler(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	p := &params{q: r.URL.Query()}
-	p.known("scope", "key", "metric", "goodset", "synthetic", "days", "from", "to")
-	s := p.selector(now)
-	if p.err != nil {
-		a.replyErr(w, "hourly", p.err)
-		return
-	}
-	h, err := a.hourly(r.Context(), s)
-	if err != nil {
-		a.replyErr(w, "hourly", err)
-		return
-	}
-	reply(w, http.StatusOK, cacheFor(s.to, now), h)
-}
-
 func (a *API) hourly(ctx context.Context, s selector) (*Hourly, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
@@ -103,23 +86,6 @@ type Histogram struct {
 	To        string   `json:"to"`
 	Tests     uint64   `json:"tests"`
 	Buckets   []Bucket `json:"buckets"`
-}
-
-func (a *API) histogramHandler(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	p := &params{q: r.URL.Query()}
-	p.known("scope", "key", "metric", "goodset", "synthetic", "days", "from", "to")
-	s := p.selector(now)
-	if p.err != nil {
-		a.replyErr(w, "histogram", p.err)
-		return
-	}
-	h, err := a.histogram(r.Context(), s)
-	if err != nil {
-		a.replyErr(w, "histogram", err)
-		return
-	}
-	reply(w, http.StatusOK, cacheFor(s.to, now), h)
 }
 
 // bucketEdge is the lower edge of log bucket i (see analytics_distributions.hist).

@@ -2,6 +2,7 @@ package publish
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"embed"
 	"encoding/csv"
@@ -12,6 +13,7 @@ import (
 	"math"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -321,6 +323,14 @@ func bucketLabel(b Bucket) string {
 	return formatNum(b.Lower) + "–" + formatNum(b.Upper)
 }
 
+// nanLow puts NaN below every number, for sorting.
+func nanLow(x float64) float64 {
+	if math.IsNaN(x) {
+		return math.Inf(-1)
+	}
+	return x
+}
+
 // weightedMedian is the median of values, each counted weight times.
 func weightedMedian(values, weights []float64) float64 {
 	type vw struct{ v, w float64 }
@@ -333,11 +343,7 @@ func weightedMedian(values, weights []float64) float64 {
 	if total == 0 {
 		return math.NaN()
 	}
-	for i := 1; i < len(xs); i++ {
-		for j := i; j > 0 && xs[j].v < xs[j-1].v; j-- {
-			xs[j], xs[j-1] = xs[j-1], xs[j]
-		}
-	}
+	slices.SortFunc(xs, func(a, b vw) int { return cmp.Compare(a.v, b.v) })
 	var acc float64
 	for _, x := range xs {
 		acc += x.w
@@ -513,12 +519,10 @@ func (a *API) indexPage(w http.ResponseWriter, r *http.Request) {
 	var err error
 	ctx := r.Context()
 	if d.ISPs, err = a.ispList(ctx, term, syn, d.Days, 100); err == nil {
-		// The ranking: by median download speed.
-		for i := 1; i < len(d.ISPs); i++ {
-			for j := i; j > 0 && d.ISPs[j].DownloadMbps > d.ISPs[j-1].DownloadMbps; j-- {
-				d.ISPs[j], d.ISPs[j-1] = d.ISPs[j-1], d.ISPs[j]
-			}
-		}
+		// The ranking: by median download speed (an ISP without one last).
+		slices.SortStableFunc(d.ISPs, func(x, y ISP) int {
+			return cmp.Compare(nanLow(float64(y.DownloadMbps)), nanLow(float64(x.DownloadMbps)))
+		})
 		d.Countries, err = a.countries(ctx, syn, d.Days)
 	}
 	var dist *Distribution
