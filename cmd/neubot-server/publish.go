@@ -102,20 +102,13 @@ func cmdPublish(args []string) error {
 	if *rate <= 0 || *burst < 1 {
 		return fmt.Errorf("--rate must be positive and --burst at least 1")
 	}
-	db, err := openIPDB(*ipdb, log)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	conn, err := chdb.Setup(ctx, ch.options(), log)
+	db, conn, err := openPublishing(ctx, ch, *ipdb, *datasets, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if err := os.MkdirAll(*datasets, 0o755); err != nil {
-		return err
-	}
 	ttl := *cacheTTL
 	if ttl == 0 {
 		ttl = -1
@@ -142,6 +135,21 @@ func cmdPublish(args []string) error {
 	defer scancel()
 	_ = srv.Shutdown(sctx)
 	return err
+}
+
+// openPublishing is what both publish commands need: the IP database (for
+// the manifests' attribution and whoami), ClickHouse with the migrations
+// applied, and the datasets directory.
+func openPublishing(ctx context.Context, ch clickHouseFlags, ipdb, datasets string, log *slog.Logger) (*annotate.DB, driver.Conn, error) {
+	db, err := openIPDB(ipdb, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(datasets, 0o755); err != nil {
+		return nil, nil, err
+	}
+	conn, err := chdb.Setup(ctx, ch.options(), log)
+	return db, conn, err
 }
 
 func exportConfig(conn driver.Conn, db *annotate.DB, dir string, synthetic bool) publish.ExportConfig {
@@ -180,20 +188,13 @@ func cmdPublishExport(args []string) error {
 	if err != nil {
 		return err
 	}
-	db, err := openIPDB(*ipdb, log)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	conn, err := chdb.Setup(ctx, ch.options(), log)
+	db, conn, err := openPublishing(ctx, ch, *ipdb, *datasets, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if err := os.MkdirAll(*datasets, 0o755); err != nil {
-		return err
-	}
 	cfg := exportConfig(conn, db, *datasets, *synthetic)
 
 	// The bar counts rows over the whole range (before duplicates merge,
