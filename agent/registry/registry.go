@@ -5,12 +5,14 @@ package registry
 import (
 	"sort"
 
+	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
 )
 
 var tests = map[string]func() plugin.Measurer{
-	"speedtest": func() plugin.Measurer { return speedtest.NewMeasurer(speedtest.Config{}) },
+	"speedtest":  func() plugin.Measurer { return speedtest.NewMeasurer(speedtest.Config{}) },
+	"bittorrent": func() plugin.Measurer { return bittorrent.NewMeasurer(bittorrent.Config{}) },
 }
 
 // New returns a measurer for the named test.

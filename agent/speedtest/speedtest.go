@@ -88,17 +88,9 @@ func NewMeasurer(cfg Config) *Measurer {
 // Name implements plugin.Measurer.
 func (m *Measurer) Name() string { return schemas.SpeedtestName }
 
-// ProtocolError is returned when the server answers something the protocol
-// does not allow, or refuses a request.
-type ProtocolError struct {
-	Op     string
-	Status int
-	Msg    string
-}
-
-func (e *ProtocolError) Error() string {
-	return fmt.Sprintf("speedtest %s: server answered %d: %s", e.Op, e.Status, e.Msg)
-}
+// ProtocolError is the plug-ins' error for a refused request or an answer
+// the protocol does not allow.
+type ProtocolError = plugin.ProtocolError
 
 // run is the state of one test.
 type run struct {
@@ -214,7 +206,7 @@ func protoError(op string, resp *http.Response) error {
 	if json.Unmarshal(b, &e) != nil || e.Error == "" {
 		e.Error = strings.TrimSpace(string(b))
 	}
-	return &ProtocolError{Op: op, Status: resp.StatusCode, Msg: e.Error}
+	return &ProtocolError{Test: schemas.SpeedtestName, Op: op, Status: resp.StatusCode, Msg: e.Error}
 }
 
 // negotiate waits for a slot, long-polling, honouring Retry-After.
@@ -256,7 +248,7 @@ func (r *run) negotiate(ctx context.Context, uid string) error {
 		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&nr)
 		resp.Body.Close()
 		if err != nil || nr.Token == "" {
-			return &ProtocolError{Op: "negotiate", Status: resp.StatusCode, Msg: "answer without a token"}
+			return &ProtocolError{Test: schemas.SpeedtestName, Op: "negotiate", Status: resp.StatusCode, Msg: "answer without a token"}
 		}
 		token = nr.Token
 		if nr.Unchoked {
@@ -284,7 +276,7 @@ func (r *run) latency(ctx context.Context) ([]float64, error) {
 		rtt := time.Since(t0)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusNoContent {
-			return nil, &ProtocolError{Op: "latency", Status: resp.StatusCode}
+			return nil, &ProtocolError{Test: schemas.SpeedtestName, Op: "latency", Status: resp.StatusCode}
 		}
 		if i > 0 { // the first request also opened the connection
 			out = append(out, round3(float64(rtt)/float64(time.Millisecond)))
@@ -602,7 +594,7 @@ func (r *run) uploadLoop(ctx context.Context, report func(t float64, bytes uint6
 		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&ur)
 		resp.Body.Close()
 		if err != nil {
-			return &ProtocolError{Op: "upload", Status: resp.StatusCode, Msg: "bad answer: " + err.Error()}
+			return &ProtocolError{Test: schemas.SpeedtestName, Op: "upload", Status: resp.StatusCode, Msg: "bad answer: " + err.Error()}
 		}
 		report(ur.TS, uint64(ur.TotalBytes))
 		// Upload requests grow until one lasts ~1 s: each request ends
@@ -643,7 +635,7 @@ func (r *run) collect(ctx context.Context, rec *schemas.Record) (*schemas.Record
 		return nil, fmt.Errorf("speedtest collect: the server's record is invalid: %w", err)
 	}
 	if merged.MeasurementUID != rec.MeasurementUID {
-		return nil, &ProtocolError{Op: "collect", Status: resp.StatusCode, Msg: "record of another measurement"}
+		return nil, &ProtocolError{Test: schemas.SpeedtestName, Op: "collect", Status: resp.StatusCode, Msg: "record of another measurement"}
 	}
 	return merged, nil
 }

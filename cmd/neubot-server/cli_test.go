@@ -70,7 +70,8 @@ func TestUp(t *testing.T) {
 	tsPort, _ := localch.FreePort()
 	agPort, _ := localch.FreePort()
 	cmd := exec.Command(bin, "up", "--data", t.TempDir(), "--collector", fmt.Sprintf("127.0.0.1:%d", port),
-		"--testserver", fmt.Sprintf("127.0.0.1:%d", tsPort), "--agent", fmt.Sprintf("127.0.0.1:%d", agPort))
+		"--testserver", fmt.Sprintf("127.0.0.1:%d", tsPort), "--agent", fmt.Sprintf("127.0.0.1:%d", agPort),
+		"--bittorrent", "127.0.0.1:0", "--neutral", "127.0.0.1:0")
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -26,6 +26,7 @@ type testserverService struct {
 
 type testserverOptions struct {
 	listen, id, collectorURL, publicURL, spoolDir, registerToken string
+	bittorrentListen, neutralListen                              string
 	capacity                                                     int
 	testTimeout                                                  time.Duration
 	rate                                                         float64
@@ -34,7 +35,8 @@ type testserverOptions struct {
 func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService, error) {
 	svc, err := service.New(service.Config{
 		ID: o.id, Version: version.Version, CollectorURL: o.collectorURL, SpoolDir: o.spoolDir, Logger: log,
-		Negotiator: testserver.NegotiatorConfig{Capacity: o.capacity, TestTimeout: o.testTimeout, Rate: o.rate},
+		Negotiator:       testserver.NegotiatorConfig{Capacity: o.capacity, TestTimeout: o.testTimeout, Rate: o.rate},
+		BitTorrentListen: o.bittorrentListen, NeutralListen: o.neutralListen,
 	})
 	if err != nil {
 		return nil, err
@@ -107,9 +109,11 @@ func hostnameID() string {
 }
 
 func cmdTestserver(args []string) error {
-	fs := newFlagSet("testserver", "Run a test server: negotiation (tokens, FIFO queue, per-test timer), the speedtest,\nand forwarding of authoritative records to the collector through a spool.")
+	fs := newFlagSet("testserver", "Run a test server: negotiation (tokens, FIFO queue, per-test timer), the speedtest,\nthe BitTorrent differential test, and forwarding of authoritative records to the collector through a spool.")
 	var o testserverOptions
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9775", "address to serve tests on")
+	fs.StringVar(&o.bittorrentListen, "bittorrent-listen", "127.0.0.1:6881", "raw TCP address of the BitTorrent test's BitTorrent-port flows (empty, with --neutral-listen empty: no BitTorrent test)")
+	fs.StringVar(&o.neutralListen, "neutral-listen", "127.0.0.1:9776", "raw TCP address of the BitTorrent test's neutral-port flows")
 	fs.StringVar(&o.id, "id", hostnameID(), "identifier of this server in the rendezvous and in records")
 	fs.StringVar(&o.collectorURL, "collector", "http://127.0.0.1:9773", "collector base URL (records and registration); empty: only spool")
 	fs.StringVar(&o.publicURL, "public-url", "", "URL agents use to reach this server (default: http://LISTEN)")

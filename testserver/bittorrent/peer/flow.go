@@ -211,6 +211,7 @@ type sampler struct {
 	counter *atomic.Int64
 	base    int64
 	start   time.Time
+	dur     time.Duration
 	once    sync.Once
 	done    chan struct{}
 	over    chan struct{}
@@ -218,7 +219,7 @@ type sampler struct {
 }
 
 func startSampler(counter *atomic.Int64, every, dur time.Duration) *sampler {
-	s := &sampler{counter: counter, base: counter.Load(), start: time.Now(), done: make(chan struct{}), over: make(chan struct{})}
+	s := &sampler{counter: counter, base: counter.Load(), start: time.Now(), dur: dur, done: make(chan struct{}), over: make(chan struct{})}
 	go func() {
 		defer close(s.over)
 		t := time.NewTicker(every)
@@ -258,10 +259,17 @@ func (s *sampler) add(t float64, b uint64) {
 	s.samples = append(s.samples, schemas.ThroughputSample{TS: round3(t), Bytes: b, Mbps: round3(mbps)})
 }
 
-// stop ends the sampling and returns the samples.
+// stop ends the sampling and returns the samples; a flow that ended
+// before its duration (byte limit, error) gets a last sample at its end.
 func (s *sampler) stop() []schemas.ThroughputSample {
-	s.once.Do(func() { close(s.done) })
-	<-s.over
+	s.once.Do(func() {
+		close(s.done)
+		<-s.over
+		el := s.elapsed().Seconds()
+		if n := len(s.samples); n < schemas.MaxFlowSamples && (n == 0 || round3(el) > s.samples[n-1].TS) && el < s.dur.Seconds() {
+			s.add(el, uint64(s.bytes()))
+		}
+	})
 	return s.samples
 }
 
