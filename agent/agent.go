@@ -46,8 +46,8 @@ type Options struct {
 	PublicAPIURL string
 	Logger       *slog.Logger
 	// Rand drives the schedule (nil: seeded from the clock); Tests maps
-	// test names to measurers (nil: every test of the registry). The
-	// scheduled runs take the tests in turn, in the order of their names.
+	// test names to measurers (nil: every test of the registry). Runs
+	// take the tests in turn: the speedtest, then the others by name.
 	Rand  *mrand.Rand
 	Tests map[string]plugin.Measurer
 	// HTTPClient is used for rendezvous (nil: a default with timeouts).
@@ -274,11 +274,17 @@ func (a *Agent) StartTest(ctx context.Context, done chan<- error) error {
 		return ErrRunning
 	}
 	a.running = true
+	// The speedtest first, then the others by name.
 	names := make([]string, 0, len(a.opts.Tests))
 	for n := range a.opts.Tests {
 		names = append(names, n)
 	}
-	sort.Strings(names)
+	sort.Slice(names, func(i, j int) bool {
+		if (names[i] == schemas.SpeedtestName) != (names[j] == schemas.SpeedtestName) {
+			return names[i] == schemas.SpeedtestName
+		}
+		return names[i] < names[j]
+	})
 	test := names[a.turn%len(names)]
 	a.turn++
 	a.progress = &Progress{Test: test, Phase: "rendezvous"}
