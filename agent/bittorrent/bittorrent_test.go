@@ -2,9 +2,11 @@ package bittorrent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -94,9 +96,21 @@ func TestEndToEnd(t *testing.T) {
 }
 
 // TestListenerGate: the raw listeners answer nothing to a stream without
-// a live flow key, nor to a key replayed or in the wrong shape.
+// a live flow key, and a speedtest token cannot start a BitTorrent test.
 func TestListenerGate(t *testing.T) {
-	svc, _ := servicetest.Start(t, service.Config{BitTorrentListen: "127.0.0.1:0", NeutralListen: "127.0.0.1:0"})
+	svc, url := servicetest.Start(t, service.Config{BitTorrentListen: "127.0.0.1:0", NeutralListen: "127.0.0.1:0"})
+	resp, err := http.Post(url+"/speedtest/negotiate", "application/json", strings.NewReader(`{"measurement_uid":"6f1c1b2e-2c2a-4f55-8f0e-1d1c2b3a4d5e"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nr struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&nr)
+	resp.Body.Close()
+	req, _ := http.NewRequest(http.MethodPost, url+"/bittorrent/start", strings.NewReader(`{"flow_duration_s":1,"sample_every_s":0.1}`))
+	req.Header.Set("Authorization", "Bearer "+nr.Token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a speedtest token starting a BitTorrent test: %v %v, want 403", resp.Status, err)
+	}
 	bt, _ := svc.BitTorrentPorts()
 	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(bt))
 	if err != nil {

@@ -59,7 +59,7 @@ func Analyze(k *schemas.BitTorrent) {
 			c := stats.Compare(bt, samplesOf(k, ctl, dir), Criteria)
 			k.Comparisons = append(k.Comparisons, schemas.BitTorrentComparison{
 				Direction: dir, Control: ctl, Samples: uint32(c.N), ControlSamples: uint32(c.ControlN),
-				MedianMbps: round3(c.Median), ControlMedian: round3(c.ControlMedian), DiffPct: round3(min(c.DiffPct, 100)),
+				MedianMbps: round3(c.Median), ControlMedian: round3(c.ControlMedian), DiffPct: round3(max(min(c.DiffPct, 100), -1e6)),
 				KSD: c.KS.D, KSP: c.KS.P, Alpha: Criteria.Alpha, ThresholdPct: Criteria.MinDiff * 100, Outcome: c.Outcome,
 			})
 			outcome[dir] = append(outcome[dir], c.Outcome)
