@@ -34,9 +34,11 @@ func main() {
 	flow := flag.Duration("flow", 0, "flow duration (0: the default methodology)")
 	sample := flag.Duration("sample", 0, "sampling period (0: the default methodology)")
 	warmup := flag.Duration("warmup", 0, "warm-up left out of each flow (0: the default methodology)")
+	nullOnly := flag.Bool("null-only", false, "only the scenario without throttling (to measure the false-positive rate)")
+	crossTraffic := flag.Bool("cross", false, "add on-off cross traffic (one TCP flow on another port, 0.5-3 s on, 0.5-3 s off)")
 	flag.Parse()
 	cfg := bittorrent.Config{Repetitions: *reps, FlowDuration: *flow, SampleEvery: *sample, Warmup: *warmup}
-	ok, err := bench(*runs, shaping{LinkMbps: *link, Share: *share}, cfg, os.Stderr)
+	ok, err := bench(*runs, shaping{LinkMbps: *link, Share: *share}, cfg, *nullOnly, *crossTraffic, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/bittorrent:", err)
 		os.Exit(1)
@@ -57,7 +59,7 @@ type scenario struct {
 
 // bench alternates runs of the throttled and the unthrottled scenario and
 // prints the table; ok reports whether the targets were met.
-func bench(runs int, sh shaping, cfg bittorrent.Config, log *os.File) (ok bool, err error) {
+func bench(runs int, sh shaping, cfg bittorrent.Config, nullOnly, crossTraffic bool, log *os.File) (ok bool, err error) {
 	if os.Geteuid() != 0 {
 		return false, fmt.Errorf("needs root for ip netns and tc")
 	}
@@ -74,12 +76,23 @@ func bench(runs int, sh shaping, cfg bittorrent.Config, log *os.File) (ok bool, 
 		return false, err
 	}
 	defer srv.stop()
+	if crossTraffic {
+		ct, err := ns.start("cross")
+		if err != nil {
+			return false, err
+		}
+		defer ct.stop()
+	}
 	sc := map[bool]*scenario{
 		true:  {name: fmt.Sprintf("throttled: BitTorrent port at %g%% of the link", sh.Share*100), outcomes: map[string]int{}, perComparison: map[string]map[string]int{}},
 		false: {name: "not throttled", outcomes: map[string]int{}, perComparison: map[string]map[string]int{}},
 	}
+	kinds := []bool{true, false}
+	if nullOnly {
+		kinds = []bool{false}
+	}
 	for i := 0; i < runs; i++ {
-		for _, throttled := range []bool{true, false} {
+		for _, throttled := range kinds {
 			sh.Throttled = throttled
 			if err := ns.shape(sh); err != nil {
 				return false, err
@@ -102,14 +115,17 @@ func bench(runs int, sh shaping, cfg bittorrent.Config, log *os.File) (ok bool, 
 				r.keys.Outcome, r.keys.DownloadOutcome, r.keys.UploadOutcome, r.Seconds)
 		}
 	}
-	k0 := sc[true].results[0].keys
+	k0 := sc[kinds[0]].results[0].keys
+	if crossTraffic {
+		fmt.Printf("\nWith on-off cross traffic: one TCP flow on port 5001 sharing the link, 0.5-3 s on, 0.5-3 s off.")
+	}
 	fmt.Printf("\nBitTorrent differential test: lo in a network namespace shaped by htb at %g Mbit/s (MTU 1500); throttled: a u32 filter on port %d (source or destination) into a class of %g Mbit/s. %d runs per scenario, alternating; each run: %d flows of %.1f s, throughput sampled every %.0f ms, first %.0f ms of a flow left out; KS alpha %g, threshold %g%%.\n\n",
 		sh.LinkMbps, k0.BitTorrentPort, sh.LinkMbps*sh.Share, runs, len(k0.Flows), k0.FlowDurationS, k0.SampleEveryS*1000, k0.WarmupS*1000,
 		k0.Comparisons[0].Alpha, k0.Comparisons[0].ThresholdPct)
 	fmt.Println("| scenario | runs | differentiation | none | inconclusive | test time median / max s | BT median Mbit/s (download) | neutral-port median Mbit/s (download) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	ok = true
-	for _, throttled := range []bool{true, false} {
+	for _, throttled := range kinds {
 		s := sc[throttled]
 		var secs, bt, neutral []float64
 		for _, r := range s.results {
@@ -137,7 +153,7 @@ func bench(runs int, sh shaping, cfg bittorrent.Config, log *os.File) (ok bool, 
 	fmt.Println("| comparison | throttled | not throttled |")
 	fmt.Println("|---|---|---|")
 	var keys []string
-	for k := range sc[true].perComparison {
+	for k := range sc[false].perComparison {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -109,11 +111,14 @@ func (n *netns) self(role string, cfg bittorrent.Config) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
-// server is the test server running in the namespace.
-type server struct{ cmd *exec.Cmd }
+// helper is a helper process (the test server, cross traffic) in the namespace.
+type helper struct{ cmd *exec.Cmd }
 
-func (n *netns) startServer() (*server, error) {
-	cmd, err := n.self("server", bittorrent.Config{})
+func (n *netns) startServer() (*helper, error) { return n.start("server") }
+
+// start runs a helper role in the namespace and waits for its "ready".
+func (n *netns) start(role string) (*helper, error) {
+	cmd, err := n.self(role, bittorrent.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -141,10 +146,10 @@ func (n *netns) startServer() (*server, error) {
 		cmd.Wait()
 		return nil, err
 	}
-	return &server{cmd: cmd}, nil
+	return &helper{cmd: cmd}, nil
 }
 
-func (s *server) stop() {
+func (s *helper) stop() {
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { s.cmd.Wait(); close(done) }()
@@ -204,6 +209,12 @@ func role() bool {
 			os.Exit(1)
 		}
 		return true
+	case "cross":
+		if err := cross(); err != nil {
+			fmt.Fprintln(os.Stderr, "bittorrent bench cross traffic:", err)
+			os.Exit(1)
+		}
+		return true
 	case "client":
 		var cfg bittorrent.Config
 		json.Unmarshal([]byte(os.Getenv(configEnv)), &cfg)
@@ -249,4 +260,47 @@ func serve() error {
 	fmt.Println("ready")
 	<-ctx.Done()
 	return srv.Shutdown(context.Background())
+}
+
+// cross is on-off cross traffic until SIGTERM: one TCP flow on another
+// port that sends as fast as the link allows for 0.5 to 3 s, then pauses
+// for 0.5 to 3 s, at random. It shares the link's class with every flow of
+// the test, so their throughput varies with it, whatever their kind.
+func cross() error {
+	l, err := net.Listen("tcp", "127.0.0.1:5001")
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	fmt.Println("ready")
+	buf := make([]byte, 64<<10)
+	span := func() time.Duration { return time.Duration(500+rand.IntN(2500)) * time.Millisecond }
+	for ctx.Err() == nil {
+		end := time.Now().Add(span())
+		for time.Now().Before(end) && ctx.Err() == nil {
+			c.SetWriteDeadline(end)
+			c.Write(buf)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(span()):
+		}
+	}
+	return nil
 }
