@@ -55,6 +55,7 @@ type scenario struct {
 	outcomes map[string]int
 	// false positives and negatives per comparison (direction/control).
 	perComparison map[string]map[string]int
+	flowErrors    int
 }
 
 // bench alternates runs of the throttled and the unthrottled scenario and
@@ -104,6 +105,12 @@ func bench(runs int, sh shaping, cfg bittorrent.Config, nullOnly, crossTraffic b
 			s := sc[throttled]
 			s.results = append(s.results, r)
 			s.outcomes[r.keys.Outcome]++
+			for _, f := range r.keys.Flows {
+				if f.Error != "" {
+					s.flowErrors++
+					fmt.Fprintf(log, "  flow %d (%s %s): %d samples, error %s\n", f.Index, f.Kind, f.Direction, len(f.Samples), f.Error)
+				}
+			}
 			for _, c := range r.keys.Comparisons {
 				key := c.Direction + " vs " + c.Control
 				if s.perComparison[key] == nil {
@@ -122,8 +129,8 @@ func bench(runs int, sh shaping, cfg bittorrent.Config, nullOnly, crossTraffic b
 	fmt.Printf("\nBitTorrent differential test: lo in a network namespace shaped by htb at %g Mbit/s (MTU 1500); throttled: a u32 filter on port %d (source or destination) into a class of %g Mbit/s. %d runs per scenario, alternating; each run: %d flows of %.1f s, throughput sampled every %.0f ms, first %.0f ms of a flow left out; KS alpha %g, threshold %g%%.\n\n",
 		sh.LinkMbps, k0.BitTorrentPort, sh.LinkMbps*sh.Share, runs, len(k0.Flows), k0.FlowDurationS, k0.SampleEveryS*1000, k0.WarmupS*1000,
 		k0.Comparisons[0].Alpha, k0.Comparisons[0].ThresholdPct)
-	fmt.Println("| scenario | runs | differentiation | none | inconclusive | test time median / max s | BT median Mbit/s (download) | neutral-port median Mbit/s (download) |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| scenario | runs | differentiation | none | inconclusive | test time median / max s | BT median Mbit/s (download) | neutral-port median Mbit/s (download) | flows ended early |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	ok = true
 	for _, throttled := range kinds {
 		s := sc[throttled]
@@ -137,9 +144,9 @@ func bench(runs int, sh shaping, cfg bittorrent.Config, nullOnly, crossTraffic b
 			}
 		}
 		sort.Float64s(secs)
-		fmt.Printf("| %s | %d | %d | %d | %d | %.1f / %.1f | %.2f | %.2f |\n", s.name, len(s.results),
+		fmt.Printf("| %s | %d | %d | %d | %d | %.1f / %.1f | %.2f | %.2f | %d |\n", s.name, len(s.results),
 			s.outcomes[schemas.OutcomeDifferentiation], s.outcomes[schemas.OutcomeNone], s.outcomes[schemas.OutcomeInconclusive],
-			median(secs), secs[len(secs)-1], median(bt), median(neutral))
+			median(secs), secs[len(secs)-1], median(bt), median(neutral), s.flowErrors)
 		want := schemas.OutcomeNone
 		if throttled {
 			want = schemas.OutcomeDifferentiation

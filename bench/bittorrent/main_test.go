@@ -55,6 +55,11 @@ func TestDetection(t *testing.T) {
 			}
 			got[throttled][r.keys.Outcome]++
 			t.Logf("throttled=%v: %s in %.1f s", throttled, r.keys.Outcome, r.Seconds)
+			for _, f := range r.keys.Flows {
+				if f.Error != "" {
+					t.Logf("  flow %d (%s %s): %d samples, error %s", f.Index, f.Kind, f.Direction, len(f.Samples), f.Error)
+				}
+			}
 			for _, c := range r.keys.Comparisons {
 				t.Logf("  %s vs %s: %.2f vs %.2f Mbit/s (%d/%d samples), D %.3f, p %.2g: %s", c.Direction, c.Control,
 					c.MedianMbps, c.ControlMedian, c.Samples, c.ControlSamples, c.KSD, c.KSP, c.Outcome)

@@ -40,6 +40,12 @@ type Provider struct {
 	// OnBytes counts payload bytes sent and received, for metrics.
 	OnBytes func(sent, received int64)
 
+	st *state
+}
+
+// state is the provider's: the flow keys of live sessions and the
+// listeners and connections to close.
+type state struct {
 	mu        sync.Mutex
 	keys      map[peer.Key]*flowRef
 	listeners map[net.Listener]bool
@@ -86,10 +92,7 @@ func NewProvider(p Provider) *Provider {
 	if p.OnBytes == nil {
 		p.OnBytes = func(int64, int64) {}
 	}
-	p.keys = map[peer.Key]*flowRef{}
-	p.listeners = map[net.Listener]bool{}
-	p.conns = map[net.Conn]bool{}
-	p.peerID = peer.PeerID()
+	p.st = &state{keys: map[peer.Key]*flowRef{}, listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}, peerID: peer.PeerID()}
 	return &p
 }
 
@@ -105,11 +108,11 @@ func (p *Provider) Listen(bittorrentAddr, neutralAddr string) error {
 		bl.Close()
 		return fmt.Errorf("bittorrent: listen on %s: %w", neutralAddr, err)
 	}
-	p.mu.Lock()
-	p.btPort, p.neutral = bl.Addr().(*net.TCPAddr).Port, nl.Addr().(*net.TCPAddr).Port
-	p.listeners[bl], p.listeners[nl] = true, true
-	p.mu.Unlock()
-	p.wg.Add(2)
+	p.st.mu.Lock()
+	p.st.btPort, p.st.neutral = bl.Addr().(*net.TCPAddr).Port, nl.Addr().(*net.TCPAddr).Port
+	p.st.listeners[bl], p.st.listeners[nl] = true, true
+	p.st.mu.Unlock()
+	p.st.wg.Add(2)
 	go p.serve(bl, false)
 	go p.serve(nl, true)
 	return nil
@@ -117,23 +120,23 @@ func (p *Provider) Listen(bittorrentAddr, neutralAddr string) error {
 
 // Ports returns the bound ports (0 before Listen).
 func (p *Provider) Ports() (bittorrent, neutral int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.btPort, p.neutral
+	p.st.mu.Lock()
+	defer p.st.mu.Unlock()
+	return p.st.btPort, p.st.neutral
 }
 
 // Close stops the listeners and ends the flows in progress.
 func (p *Provider) Close() error {
-	p.mu.Lock()
-	p.closed = true
-	for l := range p.listeners {
+	p.st.mu.Lock()
+	p.st.closed = true
+	for l := range p.st.listeners {
 		l.Close()
 	}
-	for c := range p.conns {
+	for c := range p.st.conns {
 		c.Close()
 	}
-	p.mu.Unlock()
-	p.wg.Wait()
+	p.st.mu.Unlock()
+	p.st.wg.Wait()
 	return nil
 }
 
@@ -202,31 +205,31 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusConflict, "the test has started already")
 		return
 	}
-	p.mu.Lock()
+	p.st.mu.Lock()
 	p.forgetEnded()
 	for i := 0; i < spec.MaxFlows; i++ {
 		for _, kind := range []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral} {
 			for _, dir := range []string{schemas.DirDownload, schemas.DirUpload} {
-				p.keys[peer.FlowKey(s.Token, kind, dir, i)] = &flowRef{session: s, kind: kind, dir: dir, index: i}
+				p.st.keys[peer.FlowKey(s.Token, kind, dir, i)] = &flowRef{session: s, kind: kind, dir: dir, index: i}
 			}
 		}
 	}
-	bt, neutral := p.btPort, p.neutral
-	p.mu.Unlock()
+	bt, neutral := p.st.btPort, p.st.neutral
+	p.st.mu.Unlock()
 	writeJSON(w, http.StatusOK, spec.StartResponse{BitTorrentPort: bt, NeutralPort: neutral})
 }
 
 // forgetEnded drops the keys of sessions that are over.
 func (p *Provider) forgetEnded() {
-	for k, ref := range p.keys {
+	for k, ref := range p.st.keys {
 		if st := ref.session.State(); st == testserver.Done || st == testserver.Revoked {
-			delete(p.keys, k)
+			delete(p.st.keys, k)
 		}
 	}
 }
 
 func (p *Provider) serve(l net.Listener, neutral bool) {
-	defer p.wg.Done()
+	defer p.st.wg.Done()
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -236,24 +239,24 @@ func (p *Provider) serve(l net.Listener, neutral bool) {
 			}
 			return // closed
 		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
+		p.st.mu.Lock()
+		if p.st.closed {
+			p.st.mu.Unlock()
 			c.Close()
 			return
 		}
-		p.conns[c] = true
-		p.wg.Add(1)
-		p.mu.Unlock()
+		p.st.conns[c] = true
+		p.st.wg.Add(1)
+		p.st.mu.Unlock()
 		go func() {
-			defer p.wg.Done()
+			defer p.st.wg.Done()
 			if err := p.flow(c, neutral); err != nil {
 				p.Logger.Debug("bittorrent: flow refused or failed", "remote", c.RemoteAddr().String(), "err", err)
 			}
 			c.Close()
-			p.mu.Lock()
-			delete(p.conns, c)
-			p.mu.Unlock()
+			p.st.mu.Lock()
+			delete(p.st.conns, c)
+			p.st.mu.Unlock()
 		}()
 	}
 }
@@ -269,13 +272,13 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
-	ref := p.keys[key]
+	p.st.mu.Lock()
+	ref := p.st.keys[key]
 	ok := ref != nil && !ref.used
 	if ok {
 		ref.used = true
 	}
-	p.mu.Unlock()
+	p.st.mu.Unlock()
 	if !ok {
 		return errors.New("unknown or used flow key")
 	}
@@ -296,7 +299,7 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 	params := *v.params
 	v.mu.Unlock()
 	random := ref.kind == schemas.FlowRandom
-	reply := peer.Handshake(key, p.peerID)
+	reply := peer.Handshake(key, p.st.peerID)
 	if random {
 		reply = peer.RandomHandshake(key)
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,11 +43,15 @@ const (
 type counted struct {
 	net.Conn
 	sent, received *atomic.Int64
+	onRead         func() // after every read, if set
 }
 
 func (c *counted) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.received.Add(int64(n))
+	if c.onRead != nil {
+		c.onRead()
+	}
 	return n, err
 }
 
@@ -177,7 +180,7 @@ func (f *Flow) Leech() ([]schemas.ThroughputSample, error) {
 		return f.send(c, Message{ID: spec.MsgRequest, Payload: r.payload()}, requestLen, out)
 	}
 	s := startSampler(f.Received, f.SampleEvery, f.Duration)
-	defer s.stop()
+	c.onRead = s.observe
 	outstanding := 0
 	for ; outstanding < spec.Pipeline; outstanding++ {
 		if err := request(); err != nil {
@@ -206,45 +209,37 @@ func (f *Flow) Leech() ([]schemas.ThroughputSample, error) {
 	return s.stop(), nil
 }
 
-// sampler records a byte counter every period until dur has passed.
+// sampler records a byte counter about every period until dur has
+// passed. It samples on the reading path, at the first read after each
+// period boundary, rather than from a ticker: a receiver starved of CPU
+// then loses no samples, it takes them a little late, at the real time.
 type sampler struct {
-	counter *atomic.Int64
-	base    int64
-	start   time.Time
-	dur     time.Duration
-	once    sync.Once
-	done    chan struct{}
-	over    chan struct{}
-	samples []schemas.ThroughputSample
+	counter    *atomic.Int64
+	base       int64
+	start      time.Time
+	every, dur time.Duration
+	next       time.Duration // the next boundary
+	samples    []schemas.ThroughputSample
 }
 
 func startSampler(counter *atomic.Int64, every, dur time.Duration) *sampler {
-	s := &sampler{counter: counter, base: counter.Load(), start: time.Now(), dur: dur, done: make(chan struct{}), over: make(chan struct{})}
-	go func() {
-		defer close(s.over)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.done:
-				return
-			case now := <-t.C:
-				el := now.Sub(s.start)
-				if el > dur+every/2 {
-					return
-				}
-				s.add(el.Seconds(), uint64(s.bytes()))
-				if len(s.samples) >= schemas.MaxFlowSamples {
-					return
-				}
-			}
-		}
-	}()
-	return s
+	return &sampler{counter: counter, base: counter.Load(), start: time.Now(), every: every, dur: dur, next: every}
 }
 
 func (s *sampler) elapsed() time.Duration { return time.Since(s.start) }
 func (s *sampler) bytes() int64           { return s.counter.Load() - s.base }
+
+// observe is called after every read.
+func (s *sampler) observe() {
+	el := s.elapsed()
+	if el < s.next || el > s.dur+s.every/2 || len(s.samples) >= schemas.MaxFlowSamples {
+		return
+	}
+	s.add(el.Seconds(), uint64(s.bytes()))
+	for s.next <= el {
+		s.next += s.every
+	}
+}
 
 func (s *sampler) add(t float64, b uint64) {
 	var prevT float64
@@ -259,17 +254,13 @@ func (s *sampler) add(t float64, b uint64) {
 	s.samples = append(s.samples, schemas.ThroughputSample{TS: round3(t), Bytes: b, Mbps: round3(mbps)})
 }
 
-// stop ends the sampling and returns the samples; a flow that ended
-// before its duration (byte limit, error) gets a last sample at its end.
+// stop returns the samples; a flow that ended before its duration (byte
+// limit, error) gets a last sample at its end.
 func (s *sampler) stop() []schemas.ThroughputSample {
-	s.once.Do(func() {
-		close(s.done)
-		<-s.over
-		el := s.elapsed().Seconds()
-		if n := len(s.samples); n < schemas.MaxFlowSamples && (n == 0 || round3(el) > s.samples[n-1].TS) && el < s.dur.Seconds() {
-			s.add(el, uint64(s.bytes()))
-		}
-	})
+	el := s.elapsed()
+	if n := len(s.samples); n < schemas.MaxFlowSamples && el < s.dur && (n == 0 || round3(el.Seconds()) > s.samples[n-1].TS) {
+		s.add(el.Seconds(), uint64(s.bytes()))
+	}
 	return s.samples
 }
 
