@@ -29,18 +29,20 @@ func FlowMbps(samples []schemas.ThroughputSample, warmup float64) float64 {
 	return round3(float64(last.Bytes-b0) * 8 / 1e6 / (last.TS - t0))
 }
 
-// samplesOf pools the interval throughputs after the warm-up of the flows
-// of one kind and direction.
+// samplesOf pools the interval throughputs of the flows of one kind and
+// direction whose interval starts after the warm-up.
 func samplesOf(k *schemas.BitTorrent, kind, dir string) []float64 {
 	var out []float64
 	for _, f := range k.Flows {
 		if f.Kind != kind || f.Direction != dir {
 			continue
 		}
+		prev := 0.0
 		for _, s := range f.Samples {
-			if s.TS > k.WarmupS {
+			if prev >= k.WarmupS {
 				out = append(out, s.Mbps)
 			}
+			prev = s.TS
 		}
 	}
 	return out
