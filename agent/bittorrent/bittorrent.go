@@ -119,9 +119,9 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 		return nil, err
 	}
 	var ports spec.StartResponse
-	err = r.post(ctx, "start", spec.StartPath, spec.StartRequest{
+	err = r.postJSON(ctx, "start", spec.StartPath, spec.StartRequest{
 		FlowDurationS: m.cfg.FlowDuration.Seconds(), SampleEveryS: m.cfg.SampleEvery.Seconds(), MaxFlowBytes: m.cfg.MaxFlowBytes,
-	}, &ports, 4096)
+	}, &ports)
 	if err != nil {
 		return nil, err
 	}
@@ -234,15 +234,16 @@ func truncate(s string) string {
 	return s
 }
 
-// post sends a JSON request with the token and decodes the JSON answer.
-func (r *run) post(ctx context.Context, op, path string, in, out any, limit int64) error {
+// post sends a JSON request with the token and returns the body of a 200
+// answer (at most limit bytes); other answers are errors.
+func (r *run) post(ctx context.Context, op, path string, in any, limit int64) ([]byte, error) {
 	body, err := json.Marshal(in)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if r.token != "" {
@@ -250,12 +251,12 @@ func (r *run) post(ctx context.Context, op, path string, in, out any, limit int6
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("bittorrent %s: cannot reach the test server: %w", op, err)
+		return nil, fmt.Errorf("bittorrent %s: cannot reach the test server: %w", op, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
-		return fmt.Errorf("bittorrent %s: %w", op, err)
+		return nil, fmt.Errorf("bittorrent %s: %w", op, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e stspec.Error
@@ -264,19 +265,21 @@ func (r *run) post(ctx context.Context, op, path string, in, out any, limit int6
 		}
 		pe := protoErr(op, resp.StatusCode, e.Error)
 		if wait, _ := strconv.Atoi(resp.Header.Get("Retry-After")); wait > 0 {
-			return &retryAfter{err: pe, wait: time.Duration(wait) * time.Second}
+			return nil, &retryAfter{err: pe, wait: time.Duration(wait) * time.Second}
 		}
-		return pe
+		return nil, pe
 	}
-	if out == nil {
-		return nil
-	}
-	if raw, ok := out.(*[]byte); ok {
-		*raw = b
-		return nil
+	return b, nil
+}
+
+// postJSON is post with the answer decoded into out.
+func (r *run) postJSON(ctx context.Context, op, path string, in, out any) error {
+	b, err := r.post(ctx, op, path, in, 4096)
+	if err != nil {
+		return err
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return protoErr(op, resp.StatusCode, "bad answer: "+err.Error())
+		return protoErr(op, http.StatusOK, "bad answer: "+err.Error())
 	}
 	return nil
 }
@@ -297,7 +300,7 @@ func (r *run) negotiate(ctx context.Context, uid string) error {
 	token := ""
 	for {
 		var nr stspec.NegotiateResponse
-		err := r.post(ctx, "negotiate", spec.NegotiatePath, stspec.NegotiateRequest{Token: token, MeasurementUID: uid}, &nr, 4096)
+		err := r.postJSON(ctx, "negotiate", spec.NegotiatePath, stspec.NegotiateRequest{Token: token, MeasurementUID: uid}, &nr)
 		if ra, ok := err.(*retryAfter); ok && ra.wait <= time.Minute {
 			r.progress(plugin.Progress{Phase: "negotiate", Message: fmt.Sprintf("server busy, retrying in %s", ra.wait)})
 			select {
@@ -324,8 +327,8 @@ func (r *run) negotiate(ctx context.Context, uid string) error {
 
 // collect posts the client's record and returns the server's merged one.
 func (r *run) collect(ctx context.Context, rec *schemas.Record) (*schemas.Record, error) {
-	var b []byte
-	if err := r.post(ctx, "collect", spec.CollectPath, rec, &b, spec.MaxCollectBody); err != nil {
+	b, err := r.post(ctx, "collect", spec.CollectPath, rec, spec.MaxCollectBody)
+	if err != nil {
 		return nil, err
 	}
 	merged, err := schemas.DecodeRecord(bytes.TrimSpace(b), time.Now())
