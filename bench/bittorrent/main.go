@@ -36,7 +36,17 @@ func main() {
 	warmup := flag.Duration("warmup", 0, "warm-up left out of each flow (0: the default methodology)")
 	nullOnly := flag.Bool("null-only", false, "only the scenario without throttling (to measure the false-positive rate)")
 	crossTraffic := flag.Bool("cross", false, "add on-off cross traffic (one TCP flow on another port, 0.5-3 s on, 0.5-3 s off)")
+	records := flag.String("records", "", "also write every record to this file, one JSON line each, with the scenario (for analyses of other decision rules)")
 	flag.Parse()
+	if *records != "" {
+		f, err := os.Create(*records)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/bittorrent:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		recordsTo = f
+	}
 	cfg := bittorrent.Config{Repetitions: *reps, FlowDuration: *flow, SampleEvery: *sample, Warmup: *warmup}
 	ok, err := bench(*runs, shaping{LinkMbps: *link, Share: *share}, cfg, *nullOnly, *crossTraffic, os.Stderr)
 	if err != nil {
@@ -47,6 +57,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// recordsTo receives every record when -records is given.
+var recordsTo *os.File
 
 // scenario is the tally of one scenario.
 type scenario struct {
@@ -104,6 +117,9 @@ func bench(runs int, sh shaping, cfg bittorrent.Config, nullOnly, crossTraffic b
 			}
 			s := sc[throttled]
 			s.results = append(s.results, r)
+			if recordsTo != nil {
+				fmt.Fprintf(recordsTo, "{\"throttled\":%v,\"record\":%s}\n", throttled, r.Record)
+			}
 			s.outcomes[r.keys.Outcome]++
 			for _, f := range r.keys.Flows {
 				if f.Error != "" {
