@@ -75,7 +75,9 @@ type BitTorrentComparison struct {
 	KSP            float64 `json:"ks_p" v:"min=0,max=1" doc:"p-value of D (exact for small samples, asymptotic above 10,000 pairs)."`
 	Alpha          float64 `json:"alpha" v:"min=0,max=1" doc:"Significance level the p-value was compared with."`
 	ThresholdPct   float64 `json:"threshold_pct" v:"min=0,max=100" doc:"Smallest diff_pct that counts as differentiation."`
-	Outcome        string  `json:"outcome" v:"required,enum=differentiation|none|inconclusive" doc:"differentiation: ks_p < alpha and diff_pct >= threshold_pct; inconclusive: too few samples, or diff_pct >= threshold_pct without ks_p < alpha; none otherwise."`
+	Reps           uint8   `json:"reps" doc:"Repetitions with samples of both kinds."`
+	RepsSlower     uint8   `json:"reps_slower" doc:"Repetitions whose BitTorrent flow's median is at least threshold_pct below the control flow's of the same repetition."`
+	Outcome        string  `json:"outcome" v:"required,enum=differentiation|none|inconclusive" doc:"differentiation: ks_p < alpha, diff_pct >= threshold_pct and reps_slower = reps; inconclusive: too few samples, or diff_pct >= threshold_pct without the other two; none otherwise."`
 }
 
 // BitTorrentServer is the test server's view of a BitTorrent test.
@@ -93,7 +95,7 @@ var bittorrentColumns = []string{
 	"flow_index", "flow_kind", "flow_direction", "flow_port", "flow_start_s", "flow_bytes", "flow_mbps", "flow_error",
 	"flow_samples_t_s", "flow_samples_mbps",
 	"cmp_direction", "cmp_control", "cmp_samples", "cmp_control_samples", "cmp_median_mbps", "cmp_control_median_mbps",
-	"cmp_diff_pct", "cmp_ks_d", "cmp_ks_p", "cmp_alpha", "cmp_threshold_pct", "cmp_outcome",
+	"cmp_diff_pct", "cmp_ks_d", "cmp_ks_p", "cmp_alpha", "cmp_threshold_pct", "cmp_reps", "cmp_reps_slower", "cmp_outcome",
 	"server_view", "sv_bytes_sent", "sv_bytes_received", "sv_flows",
 }
 
@@ -184,12 +186,13 @@ func (b *BitTorrent) Values(dst []any) []any {
 	k := len(b.Comparisons)
 	cd, cc, co := make([]string, k), make([]string, k), make([]string, k)
 	cn, ccn := make([]uint32, k), make([]uint32, k)
+	cr, crs := make([]uint8, k), make([]uint8, k)
 	cm, ccm, cdp, ckd, ckp, ca, ct := make([]float64, k), make([]float64, k), make([]float64, k), make([]float64, k), make([]float64, k), make([]float64, k), make([]float64, k)
 	for i, x := range b.Comparisons {
-		cd[i], cc[i], co[i], cn[i], ccn[i] = x.Direction, x.Control, x.Outcome, x.Samples, x.ControlSamples
+		cd[i], cc[i], co[i], cn[i], ccn[i], cr[i], crs[i] = x.Direction, x.Control, x.Outcome, x.Samples, x.ControlSamples, x.Reps, x.RepsSlower
 		cm[i], ccm[i], cdp[i], ckd[i], ckp[i], ca[i], ct[i] = x.MedianMbps, x.ControlMedian, x.DiffPct, x.KSD, x.KSP, x.Alpha, x.ThresholdPct
 	}
-	dst = append(dst, cd, cc, cn, ccn, cm, ccm, cdp, ckd, ckp, ca, ct, co)
+	dst = append(dst, cd, cc, cn, ccn, cm, ccm, cdp, ckd, ckp, ca, ct, cr, crs, co)
 	sv := b.ServerView
 	if sv == nil {
 		sv = &BitTorrentServer{}

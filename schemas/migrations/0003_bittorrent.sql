@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS bittorrent (
     cmp_ks_p Array(Float64) COMMENT 'Comparisons: p-value of D',
     cmp_alpha Array(Float64) COMMENT 'Comparisons: significance level',
     cmp_threshold_pct Array(Float64) COMMENT 'Comparisons: smallest diff_pct counted as differentiation',
+    cmp_reps Array(UInt8) COMMENT 'Comparisons: repetitions with samples of both kinds',
+    cmp_reps_slower Array(UInt8) COMMENT 'Comparisons: repetitions whose BitTorrent flow is threshold_pct slower than its control flow',
     cmp_outcome Array(String) COMMENT 'Comparisons: differentiation, none or inconclusive',
     server_view UInt8 COMMENT '1 when the sv_ columns hold the server view',
     sv_bytes_sent UInt64 COMMENT 'Server view: bytes written on the flows',

@@ -121,10 +121,10 @@ func BitTorrent(rng *rand.Rand, start time.Time, clientAddr string, mbps float64
 	for _, dir := range []string{schemas.DirDownload, schemas.DirUpload} {
 		for _, ctl := range []string{schemas.FlowRandom, schemas.FlowNeutral} {
 			c := schemas.BitTorrentComparison{Direction: dir, Control: ctl, Samples: 24, ControlSamples: 24,
-				MedianMbps: mbps, ControlMedian: mbps, DiffPct: 0, KSD: 0.2, KSP: 0.6, Alpha: 0.05, ThresholdPct: 25, Outcome: schemas.OutcomeNone}
+				MedianMbps: mbps, ControlMedian: mbps, DiffPct: 0, KSD: 0.2, KSP: 0.6, Alpha: 0.05, ThresholdPct: 25, Reps: 3, Outcome: schemas.OutcomeNone}
 			switch {
 			case outcome == schemas.OutcomeDifferentiation:
-				c.MedianMbps, c.DiffPct, c.KSD, c.KSP, c.Outcome = r3(mbps/5), 80, 1, 3e-14, schemas.OutcomeDifferentiation
+				c.MedianMbps, c.DiffPct, c.KSD, c.KSP, c.RepsSlower, c.Outcome = r3(mbps/5), 80, 1, 3e-14, 3, schemas.OutcomeDifferentiation
 			case outcome == schemas.OutcomeInconclusive && dir == schemas.DirUpload && ctl == schemas.FlowNeutral:
 				c.ControlSamples, c.KSD, c.KSP, c.Outcome = 3, 0, 1, schemas.OutcomeInconclusive
 			}

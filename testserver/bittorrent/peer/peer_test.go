@@ -158,8 +158,15 @@ func TestAnalyze(t *testing.T) {
 	if c := k.Comparisons[0]; c.Control != schemas.FlowRandom || c.Outcome != schemas.OutcomeNone {
 		t.Fatalf("download vs random: %+v", c)
 	}
-	if c := k.Comparisons[1]; c.Outcome != schemas.OutcomeDifferentiation || c.Samples != 24 || c.KSD != 1 || c.DiffPct < 79 {
+	if c := k.Comparisons[1]; c.Outcome != schemas.OutcomeDifferentiation || c.Samples != 24 || c.KSD != 1 || c.DiffPct < 79 || c.Reps != 3 || c.RepsSlower != 3 {
 		t.Fatalf("download vs neutral: %+v", c)
+	}
+	// One repetition where BitTorrent ran at full speed: the pooled
+	// samples still differ, the repetitions do not agree: inconclusive.
+	k.Flows[6] = mk(schemas.FlowBitTorrent, schemas.DirDownload, 20, 6)
+	Analyze(k)
+	if c := k.Comparisons[1]; c.Outcome != schemas.OutcomeInconclusive || c.KSP >= 0.05 || c.DiffPct < 25 || c.RepsSlower != 2 {
+		t.Fatalf("download vs neutral, one repetition unthrottled: %+v", c)
 	}
 }
 
