@@ -130,9 +130,10 @@ func printJSON(w io.Writer, rec *schemas.Record) error {
 func printSummary(w io.Writer, rec *schemas.Record) {
 	s := summarize(rec)
 	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok {
-		fmt.Fprintf(w, "%-9s %-8s %12s %14s %7s %6s %9s  %s\n", "direction", "control", "BT Mbit/s", "control Mbit/s", "diff", "KS D", "p", "outcome")
+		fmt.Fprintf(w, "%-9s %-8s %10s %10s %7s %6s %9s %6s  %s\n", "direction", "control", "BT Mbit/s", "control", "diff", "KS D", "p", "reps", "outcome")
 		for _, c := range k.Comparisons {
-			fmt.Fprintf(w, "%-9s %-8s %12.2f %14.2f %6.1f%% %6.3f %9.2g  %s\n", c.Direction, c.Control, c.MedianMbps, c.ControlMedian, c.DiffPct, c.KSD, c.KSP, c.Outcome)
+			fmt.Fprintf(w, "%-9s %-8s %10.2f %10.2f %6.1f%% %6.3f %9.2g %6s  %s\n", c.Direction, c.Control, c.MedianMbps, c.ControlMedian,
+				c.DiffPct, c.KSD, c.KSP, fmt.Sprintf("%d/%d", c.RepsSlower, c.Reps), c.Outcome)
 		}
 		fmt.Fprintf(w, "outcome: %s (download %s, upload %s)\nmeasurement %s, server %s, %.1f s\n",
 			k.Outcome, k.DownloadOutcome, k.UploadOutcome, s.MeasurementUID, s.Server, s.DurationS)
