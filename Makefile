@@ -30,11 +30,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLookupString$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/annotate/
 	$(GO) test -run '^$$' -fuzz '^FuzzQueryParams$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./publish/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMeasurement$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./testserver/ndt7/spec/
+	$(GO) test -run '^$$' -fuzz '^FuzzPeerWire$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./testserver/bittorrent/peer/
 
 ## bench: benchmark programs; each prints a table of side-by-side ratios.
 bench: setup
 	$(GO) run ./bench/ingest
 	$(GO) run ./bench/speedtest
+	$(GO) run ./bench/bittorrent
 	$(GO) run ./bench/analytics
 	$(GO) run ./bench/publish
 

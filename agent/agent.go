@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -27,7 +28,6 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
-	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
@@ -46,7 +46,8 @@ type Options struct {
 	PublicAPIURL string
 	Logger       *slog.Logger
 	// Rand drives the schedule (nil: seeded from the clock); Tests maps
-	// test names to measurers (nil: the registry's speedtest).
+	// test names to measurers (nil: every test of the registry). Runs
+	// take the tests in turn: the speedtest, then the others by name.
 	Rand  *mrand.Rand
 	Tests map[string]plugin.Measurer
 	// HTTPClient is used for rendezvous (nil: a default with timeouts).
@@ -72,6 +73,7 @@ type Agent struct {
 	lastTest time.Time
 	busyTill time.Time
 	backoff  time.Duration
+	turn     int // how many tests were started: the next test's turn
 	rng      *mrand.Rand
 	ctx      context.Context // tests started by the API run on it; Close ends it
 	cancel   context.CancelFunc
@@ -106,8 +108,10 @@ func New(opts Options) (*Agent, error) {
 		opts.Rand = mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 0x6e6575626f74))
 	}
 	if opts.Tests == nil {
-		m, _ := registry.New(schemas.SpeedtestName)
-		opts.Tests = map[string]plugin.Measurer{schemas.SpeedtestName: m}
+		opts.Tests = map[string]plugin.Measurer{}
+		for _, name := range registry.Names() {
+			opts.Tests[name], _ = registry.New(name)
+		}
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
@@ -270,12 +274,25 @@ func (a *Agent) StartTest(ctx context.Context, done chan<- error) error {
 		return ErrRunning
 	}
 	a.running = true
-	a.progress = &Progress{Test: schemas.SpeedtestName, Phase: "rendezvous"}
+	// The speedtest first, then the others by name.
+	names := make([]string, 0, len(a.opts.Tests))
+	for n := range a.opts.Tests {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if (names[i] == schemas.SpeedtestName) != (names[j] == schemas.SpeedtestName) {
+			return names[i] == schemas.SpeedtestName
+		}
+		return names[i] < names[j]
+	})
+	test := names[a.turn%len(names)]
+	a.turn++
+	a.progress = &Progress{Test: test, Phase: "rendezvous"}
 	a.mu.Unlock()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		err := a.runTest(ctx)
+		err := a.runTest(ctx, test)
 		a.mu.Lock()
 		a.running, a.progress = false, nil
 		if err != nil {
@@ -332,7 +349,7 @@ func (a *Agent) rendezvous(ctx context.Context, test string) (string, error) {
 const MaxTestTime = 2 * time.Minute
 
 // runTest runs one test end to end: rendezvous, test, store, upload.
-func (a *Agent) runTest(ctx context.Context) error {
+func (a *Agent) runTest(ctx context.Context, test string) error {
 	ctx, cancel := context.WithTimeout(ctx, MaxTestTime)
 	defer cancel()
 	a.mu.Lock()
@@ -345,7 +362,6 @@ func (a *Agent) runTest(ctx context.Context) error {
 	}()
 	stop := context.AfterFunc(a.ctx, cancel) // the agent is closing
 	defer stop()
-	test := schemas.SpeedtestName
 	m := a.opts.Tests[test]
 	server, err := a.rendezvous(ctx, test)
 	if err != nil {
@@ -363,7 +379,7 @@ func (a *Agent) runTest(ctx context.Context) error {
 		},
 	})
 	if err != nil {
-		var pe *speedtest.ProtocolError
+		var pe *plugin.ProtocolError
 		if errors.As(err, &pe) && (pe.Status == http.StatusTooManyRequests || pe.Status == http.StatusServiceUnavailable) {
 			a.mu.Lock()
 			a.backoff = min(max(2*a.backoff, time.Minute), time.Hour)

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/agent"
+	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/collector"
@@ -387,5 +389,41 @@ func TestRevokeStopsRunningTest(t *testing.T) {
 	}
 	if rs, _ := a.Results(context.Background(), 10); len(rs) != 0 {
 		t.Fatalf("%d results stored from a stopped test", len(rs))
+	}
+}
+
+// TestTakesTurns: an agent with several tests runs them in turn, the
+// speedtest first, and keeps each result with its test's name and data.
+func TestTakesTurns(t *testing.T) {
+	quickBT := bittorrent.Config{Repetitions: 1, FlowDuration: 300 * time.Millisecond, SampleEvery: 50 * time.Millisecond, Warmup: 10 * time.Millisecond, MaxFlowBytes: 1 << 20}
+	a, err := agent.New(agent.Options{StateDir: t.TempDir(), ServerURL: testServer(t),
+		Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(quick), schemas.BitTorrentName: bittorrent.NewMeasurer(quickBT)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.SetConsent(true, true, true)
+	// After each run, the tests run so far (results of one second have
+	// no order, so count them).
+	for i, want := range []map[string]int{
+		{schemas.SpeedtestName: 1},
+		{schemas.SpeedtestName: 1, schemas.BitTorrentName: 1},
+		{schemas.SpeedtestName: 2, schemas.BitTorrentName: 1},
+	} {
+		runTest(t, a)
+		rs, err := a.Results(context.Background(), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int{}
+		for _, r := range rs {
+			got[r.Test]++
+			if r.Bytes <= 0 {
+				t.Errorf("%s result without its data use", r.Test)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("after run %d: %v, want %v", i+1, got, want)
+		}
 	}
 }

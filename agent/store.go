@@ -71,6 +71,10 @@ func summary(rec *schemas.Record) Result {
 		r.DownloadMbps, r.UploadMbps, r.RTTMS = k.Download.GoodputMbps, k.Upload.GoodputMbps, k.RTTMedianMS
 		r.Bytes = int64(k.Download.Bytes + k.Upload.Bytes)
 	}
+	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok && k.ServerView != nil {
+		// Every byte of the flows, both ways, counts against the cap.
+		r.Bytes = int64(k.ServerView.BytesSent + k.ServerView.BytesReceived)
+	}
 	return r
 }
 

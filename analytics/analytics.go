@@ -2,7 +2,8 @@
 // over ClickHouse (the Neubot paper's Section IV): goodsets (named, versioned
 // rules selecting tests), and per-day distributions per ISP (ASN), country,
 // agent and overall: counts, mean, percentiles, a log-scale histogram with
-// its modes, an hour-of-day profile and the share of tests in the goodset.
+// its modes, an hour-of-day profile and the share of tests in the goodset;
+// and the differential tests' verdicts per ISP and day (verdicts.go).
 //
 // A day is computed by SQL inside ClickHouse (INSERT ... SELECT), so memory
 // and time scale with ClickHouse, not with this process. Recomputing a day
@@ -216,7 +217,14 @@ type SourceState struct {
 
 // Sources returns the state of every day that has measurements.
 func (j *Job) Sources(ctx context.Context) (map[string]SourceState, error) {
-	rows, err := j.Conn.Query(ctx, fmt.Sprintf("SELECT toString(toDate(start_time)) AS d, countIf(%[1]s), maxIf(ingested_at, %[1]s) FROM speedtest GROUP BY d", schemas.OnTimeSQL))
+	// Every measurement table counts: a day with only BitTorrent tests
+	// still has verdicts to compute. Only rows that arrived before their
+	// day closed (schemas.OnTimeSQL).
+	rows, err := j.Conn.Query(ctx, fmt.Sprintf(`SELECT d, sum(n), max(m) FROM (
+    SELECT toString(toDate(start_time)) AS d, countIf(%[1]s) AS n, maxIf(ingested_at, %[1]s) AS m FROM speedtest GROUP BY d
+    UNION ALL
+    SELECT toString(toDate(start_time)) AS d, countIf(%[1]s) AS n, maxIf(ingested_at, %[1]s) AS m FROM bittorrent GROUP BY d
+) GROUP BY d`, schemas.OnTimeSQL))
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +284,7 @@ func (j *Job) RunDay(ctx context.Context, day string) error {
 	if err != nil {
 		return err
 	}
-	for _, t := range []string{"analytics_distributions", "analytics_hourly"} {
+	for _, t := range []string{"analytics_distributions", "analytics_hourly", "analytics_verdicts"} {
 		if err := j.Conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP PARTITION '%s'", t, day)); err != nil {
 			return fmt.Errorf("analytics: drop %s %s: %w", t, day, err)
 		}
@@ -297,6 +305,9 @@ func (j *Job) RunDay(ctx context.Context, day string) error {
 				return fmt.Errorf("analytics: hourly %s %s %s: %w", day, g.Name, sc.name, err)
 			}
 		}
+	}
+	if err := j.Conn.Exec(ctx, verdictsSQL(day)); err != nil {
+		return fmt.Errorf("analytics: verdicts %s: %w", day, err)
 	}
 	s := src[day]
 	if err := j.logRun(ctx, day, s, time.Since(start)); err != nil {

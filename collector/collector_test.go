@@ -283,6 +283,8 @@ func FuzzIngest(f *testing.F) {
 	mixed, _ := os.ReadFile("testdata/mixed.ndjson")
 	f.Add(mixed, false)
 	f.Add([]byte(strings.Repeat("[", 100000)), false)
+	bt := schemastest.Line(schemastest.BitTorrent(rand.New(rand.NewPCG(3, 3)), time.Now().Add(-time.Hour), "151.5.10.20", 20, schemas.OutcomeDifferentiation))
+	f.Add(append(bt, valid...), false)
 	f.Fuzz(func(t *testing.T, body []byte, gzipped bool) {
 		req := httptest.NewRequest(http.MethodPost, collector.IngestPath, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-ndjson")

@@ -102,6 +102,7 @@ func New(cfg Config) *API {
 		r.Get("/api/v1/distributions", bySelector(a, "distributions", (*API).distribution))
 		r.Get("/api/v1/histogram", bySelector(a, "histogram", (*API).histogram))
 		r.Get("/api/v1/hourly", bySelector(a, "hourly", (*API).hourly))
+		r.Get("/api/v1/verdicts", a.verdictsHandler)
 		r.Get("/api/v1/isps", a.isps)
 		r.Get("/api/v1/datasets", a.datasets)
 	})

@@ -147,6 +147,9 @@ func arrayColumn(c *column, elem string, md arrow.Metadata) error {
 	switch elem {
 	case "Float64":
 		listOf(c, arrow.PrimitiveTypes.Float64, md, func(b array.Builder, x float64) { b.(*array.Float64Builder).Append(x) }, appendFloat)
+	case "UInt8":
+		listOf(c, arrow.PrimitiveTypes.Uint8, md, func(b array.Builder, x uint8) { b.(*array.Uint8Builder).Append(x) },
+			func(buf []byte, x uint8) []byte { return strconv.AppendUint(buf, uint64(x), 10) })
 	case "UInt16":
 		listOf(c, arrow.PrimitiveTypes.Uint16, md, func(b array.Builder, x uint16) { b.(*array.Uint16Builder).Append(x) },
 			func(buf []byte, x uint16) []byte { return strconv.AppendUint(buf, uint64(x), 10) })

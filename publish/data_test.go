@@ -1,16 +1,27 @@
 package publish_test
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
+	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/neubot/neubot/analytics"
+	"github.com/neubot/neubot/collector/collectortest"
+	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/publish"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/schemas/schemastest"
 )
 
 // TestMeasurementsAndDatasets: paging through a day's measurements (JSON
@@ -207,4 +218,65 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 	if resp, err := http.Get(srv.URL + "/datasets/.speedtest-x.parquet.tmp-1"); err != nil || resp.StatusCode != 404 {
 		t.Errorf("temporary file served: %v", resp.StatusCode)
 	}
+}
+
+// TestVerdicts: BitTorrent tests of an ISP, through the analytics, give the
+// same counts in /api/v1/verdicts and in the ISP page's table, with the
+// Wilson interval around the share.
+func TestVerdicts(t *testing.T) {
+	_, conn := localchtest.NewDatabase(t)
+	day := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
+	seed(t, conn, day, 100, testASN) // the page needs speedtests too
+	rng := rand.New(rand.NewPCG(3, 4))
+	want := map[string]int{}
+	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO bittorrent ("+strings.Join(mustTest(t, schemas.BitTorrentName).TableColumns(), ", ")+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i++ {
+		outcome := []string{schemas.OutcomeDifferentiation, schemas.OutcomeDifferentiation, schemas.OutcomeNone, schemas.OutcomeInconclusive}[i%4]
+		r := schemastest.BitTorrent(rng, day.Add(time.Duration(i)*time.Minute), "198.51.100.9", 20, outcome)
+		r.Synthetic = false
+		want[outcome]++
+		ann := schemas.Annotation{ASN: testASN, Org: "Example ISP", Country: "IT", Prefix: "198.51.100.0/24", DB: "test-db", IngestedAt: r.StartTime.Add(time.Minute)}
+		if err := batch.Append(r.Row(ann, nil)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&analytics.Job{Conn: conn}).RunRange(context.Background(), day, day, nil); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(publish.New(publish.Config{Conn: conn, IPDB: collectortest.IPDB(t), Rate: 1000, Burst: 1000}).Handler())
+	defer srv.Close()
+	var v publish.Verdicts
+	getJSON(t, fmt.Sprintf("%s/api/v1/verdicts?asn=%d", srv.URL, testASN), &v)
+	var any *publish.VerdictSummary
+	for i := range v.Verdicts {
+		if v.Verdicts[i].Direction == "any" {
+			any = &v.Verdicts[i]
+		}
+	}
+	if any == nil || any.Tests != 40 || int(any.Differentiation) != want[schemas.OutcomeDifferentiation] || int(any.None) != want[schemas.OutcomeNone] ||
+		int(any.Inconclusive) != want[schemas.OutcomeInconclusive] || any.ShareLo > any.Share || any.Share > any.ShareHi || math.Abs(any.Share-2.0/3) > 1e-9 {
+		t.Fatalf("verdicts %+v", v)
+	}
+	page := string(getBody(t, fmt.Sprintf("%s/isp/%d", srv.URL, testASN)))
+	if !strings.Contains(page, "<th scope=\"row\">either (the test's outcome)</th><td>40</td><td>20</td><td>10</td><td>10</td>") {
+		t.Fatal("the ISP page does not show the verdicts")
+	}
+	if resp, _ := http.Get(srv.URL + "/api/v1/verdicts?asn=0"); resp.StatusCode != 400 {
+		t.Fatalf("asn=0: %d", resp.StatusCode)
+	}
+}
+
+func mustTest(t *testing.T, name string) *schemas.Test {
+	t.Helper()
+	test, ok := schemas.Lookup(name)
+	if !ok {
+		t.Fatalf("no test %s", name)
+	}
+	return test
 }

@@ -109,7 +109,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	for name, v := range map[string]any{
 		"Whoami": publish.Whoami{}, "Day": publish.Day{}, "Distribution": publish.Distribution{}, "ISP": publish.ISP{},
 		"Bucket": publish.Bucket{}, "Histogram": publish.Histogram{}, "Hour": publish.Hour{}, "Hourly": publish.Hourly{},
-		"Dataset": publish.Dataset{}, "DatasetFile": publish.DatasetFile{},
+		"Dataset": publish.Dataset{}, "DatasetFile": publish.DatasetFile{}, "Verdicts": publish.Verdicts{}, "VerdictSummary": publish.VerdictSummary{},
 	} {
 		var fields, props []string
 		rt := reflect.TypeOf(v)

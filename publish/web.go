@@ -46,6 +46,7 @@ var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"pct":     func(a, b uint64) string { return formatNum(100 * float64(a) / math.Max(float64(b), 1)) },
 	"add":     func(a, b int) int { return a + b },
 	"metricL": func(m string) string { return metricLabels[m] },
+	"pctf":    func(x float64) string { return formatNum(100 * x) },
 }).ParseFS(webFS, "web/templates/*.html"))
 
 // dashboardCSP: scripts and styles only from this server; the chart data
@@ -209,6 +210,7 @@ type ispData struct {
 	Median            float64
 	Charts            []*chart
 	Goodsets          []goodsetRow
+	Verdicts          *Verdicts
 	Synthetic         bool
 	Query             string
 }
@@ -398,6 +400,11 @@ func (a *API) ispPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d.Goodsets, err = a.goodsetRows(r.Context(), s); err != nil {
+		a.errorPage(w, http.StatusServiceUnavailable, "The data store is not available now; try again in a minute.")
+		return
+	}
+	asn, _ := strconv.ParseUint(s.key, 10, 32)
+	if d.Verdicts, err = a.verdicts(r.Context(), uint32(asn), s.synthetic, s.from, s.to); err != nil {
 		a.errorPage(w, http.StatusServiceUnavailable, "The data store is not available now; try again in a minute.")
 		return
 	}

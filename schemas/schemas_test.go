@@ -307,10 +307,69 @@ func TestMigrationsNumbered(t *testing.T) {
 
 var quoted = regexp.MustCompile(`'(?:[^'\\]|\\.)*'`)
 
+// TestBitTorrentRecords: BitTorrent records of every outcome survive a
+// round trip, pass the JSON Schema, and inconsistent outcomes are refused.
+func TestBitTorrentRecords(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	test, _ := schemas.Lookup(schemas.BitTorrentName)
+	doc, err := schemas.JSONSchema(test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("bittorrent.json", parsed); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile("bittorrent.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, outcome := range []string{schemas.OutcomeDifferentiation, schemas.OutcomeNone, schemas.OutcomeInconclusive} {
+		rec := schemastest.BitTorrent(rng, now.Add(-time.Hour), "192.0.2.7", 20, outcome)
+		line := bytes.TrimSpace(schemastest.Line(rec))
+		got, err := schemas.DecodeRecord(line, now)
+		if err != nil {
+			t.Fatalf("%s: %v", outcome, err)
+		}
+		if !reflect.DeepEqual(got, rec) {
+			t.Fatalf("%s: changed in a round trip", outcome)
+		}
+		v, _ := jsonschema.UnmarshalJSON(bytes.NewReader(line))
+		if err := sch.Validate(v); err != nil {
+			t.Fatalf("%s: refused by the JSON Schema: %v", outcome, err)
+		}
+	}
+	good := bytes.TrimSpace(schemastest.Line(schemastest.BitTorrent(rng, now, "192.0.2.7", 20, schemas.OutcomeNone)))
+	for _, tc := range bitTorrentBad {
+		_, err := schemas.DecodeRecord(mutate(t, good, tc.fn), now)
+		if err == nil || !strings.Contains(err.Error(), tc.path) || !strings.Contains(err.Error(), tc.reason) {
+			t.Errorf("%s: got %v, want %s: ...%s...", tc.name, err, tc.path, tc.reason)
+		}
+	}
+}
+
+var bitTorrentBad = []badCase{
+	{name: "outcome disagrees", fn: func(m map[string]any) { get(m, "test_keys")["outcome"] = "differentiation" }, path: "test_keys.outcome", reason: "directions give"},
+	{name: "direction outcome disagrees", fn: func(m map[string]any) { get(m, "test_keys")["upload_outcome"] = "inconclusive" }, path: "test_keys.upload_outcome", reason: "comparisons give"},
+	{name: "unknown kind", fn: func(m map[string]any) { get(m, "test_keys")["flows"].([]any)[2].(map[string]any)["kind"] = "http" }, path: "test_keys.flows[2].kind", reason: "one of"},
+	{name: "index twice", fn: func(m map[string]any) { get(m, "test_keys")["flows"].([]any)[2].(map[string]any)["index"] = 1 }, path: "test_keys.flows[2].index", reason: "used twice"},
+	{name: "p over 1", fn: func(m map[string]any) { get(m, "test_keys")["comparisons"].([]any)[0].(map[string]any)["ks_p"] = 1.5 }, path: "test_keys.comparisons[0].ks_p", reason: "at most 1"},
+	{name: "speedtest keys", fn: func(m map[string]any) { get(m, "test_keys")["rtt_ms"] = []any{} }, path: "test_keys.rtt_ms", reason: "not a field"},
+}
+
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(validLine(f))
 	f.Add(ndt7Line(f, schemas.NDT7Name))
 	f.Add(ndt7Line(f, schemas.NDT7BrowserName))
+	bt := bytes.TrimSpace(schemastest.Line(schemastest.BitTorrent(rand.New(rand.NewPCG(1, 1)), now, "192.0.2.7", 20, schemas.OutcomeDifferentiation)))
+	f.Add(bt)
+	for _, tc := range bitTorrentBad {
+		f.Add(mutate(f, bt, tc.fn))
+	}
 	for _, tc := range badCases {
 		if tc.raw != "" {
 			f.Add([]byte(tc.raw))

@@ -45,6 +45,8 @@ type Session struct {
 	Token          string
 	ClientAddr     string
 	MeasurementUID string
+	// Test is the name of the test negotiated ("" for the default).
+	Test string
 
 	mu       sync.Mutex
 	state    State
@@ -82,6 +84,9 @@ type NegotiatorConfig struct {
 	MaxQueue int
 	// TestTimeout, LongPoll and QueueGrace: see the spec (defaults there).
 	TestTimeout, LongPoll, QueueGrace time.Duration
+	// TestTimeouts overrides TestTimeout for the tests named (a longer
+	// test needs a longer per-test timer).
+	TestTimeouts map[string]time.Duration
 	// Rate and Burst limit negotiate requests per client address (default
 	// 1 per second with a burst of 20).
 	Rate  float64
@@ -186,6 +191,12 @@ func newToken() string {
 // place. The first request answers at once; later ones, while the session
 // may not start, wait up to LongPoll (or until ctx ends) for its turn.
 func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr string) (Negotiation, error) {
+	return n.NegotiateTest(ctx, "", token, uid, clientAddr)
+}
+
+// NegotiateTest is Negotiate for the named test: the session remembers the
+// test, gets its per-test timer, and a token of another test is unknown.
+func (n *Negotiator) NegotiateTest(ctx context.Context, test, token, uid, clientAddr string) (Negotiation, error) {
 	now := time.Now()
 	if !n.limiter.Allow(clientAddr, now) {
 		n.onEvent("rate_limited")
@@ -196,7 +207,7 @@ func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr strin
 	var s *Session
 	if token != "" {
 		s = n.byToken[token]
-		if s == nil || s.ClientAddr != clientAddr {
+		if s == nil || s.ClientAddr != clientAddr || s.Test != test {
 			n.mu.Unlock()
 			return Negotiation{}, ErrUnknownToken
 		}
@@ -206,7 +217,7 @@ func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr strin
 			n.onEvent("queue_full")
 			return Negotiation{}, ErrQueueFull
 		}
-		s = &Session{Token: newToken(), ClientAddr: clientAddr, MeasurementUID: uid, unchoked: make(chan struct{}), lastSeen: now}
+		s = &Session{Token: newToken(), ClientAddr: clientAddr, MeasurementUID: uid, Test: test, unchoked: make(chan struct{}), lastSeen: now}
 		n.byToken[s.Token] = s
 		n.queue = append(n.queue, s)
 		n.onEvent("negotiated")
@@ -238,7 +249,7 @@ func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr strin
 	s.lastSeen = time.Now()
 	switch s.state {
 	case Active:
-		return Negotiation{Session: s, Unchoked: true, TTL: n.cfg.TestTimeout - time.Since(s.started)}, nil
+		return Negotiation{Session: s, Unchoked: true, TTL: n.timeout(s.Test) - time.Since(s.started)}, nil
 	case Queued:
 		pos := 0
 		for i, q := range n.queue {
@@ -251,6 +262,14 @@ func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr strin
 	return Negotiation{}, ErrUnknownToken
 }
 
+// timeout is the per-test timer of test.
+func (n *Negotiator) timeout(test string) time.Duration {
+	if d, ok := n.cfg.TestTimeouts[test]; ok && d > 0 {
+		return d
+	}
+	return n.cfg.TestTimeout
+}
+
 // unchokeLocked starts queued sessions while there is capacity.
 func (n *Negotiator) unchokeLocked() {
 	n.expireQueued(time.Now()) // never hand a slot to an agent that left
@@ -261,8 +280,8 @@ func (n *Negotiator) unchokeLocked() {
 		s.mu.Lock()
 		s.state = Active
 		s.started = time.Now()
-		s.timer = time.AfterFunc(n.cfg.TestTimeout, func() { n.revoke(s) })
-		s.deadline = s.started.Add(n.cfg.TestTimeout)
+		s.timer = time.AfterFunc(n.timeout(s.Test), func() { n.revoke(s) })
+		s.deadline = s.started.Add(n.timeout(s.Test))
 		close(s.unchoked)
 		s.mu.Unlock()
 		n.onEvent("unchoked")

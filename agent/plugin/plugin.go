@@ -6,6 +6,7 @@ package plugin
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 
 	"github.com/neubot/neubot/schemas"
@@ -41,4 +42,18 @@ type Progress struct {
 type Measurer interface {
 	Name() string
 	Run(ctx context.Context, env Env) (*schemas.Record, error)
+}
+
+// ProtocolError is returned by a test when the server answers something
+// its protocol does not allow, or refuses a request (Status is the HTTP
+// status; 429 and 503 mean "busy, come back later").
+type ProtocolError struct {
+	Test   string
+	Op     string
+	Status int
+	Msg    string
+}
+
+func (e *ProtocolError) Error() string {
+	return fmt.Sprintf("%s %s: server answered %d: %s", e.Test, e.Op, e.Status, e.Msg)
 }

@@ -5,14 +5,16 @@ package registry
 import (
 	"sort"
 
+	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/ndt7"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
 )
 
 var tests = map[string]func() plugin.Measurer{
-	"speedtest": func() plugin.Measurer { return speedtest.NewMeasurer(speedtest.Config{}) },
-	"ndt7":      func() plugin.Measurer { return ndt7.NewMeasurer(ndt7.Config{}) },
+	"speedtest":  func() plugin.Measurer { return speedtest.NewMeasurer(speedtest.Config{}) },
+	"ndt7":       func() plugin.Measurer { return ndt7.NewMeasurer(ndt7.Config{}) },
+	"bittorrent": func() plugin.Measurer { return bittorrent.NewMeasurer(bittorrent.Config{}) },
 }
 
 // New returns a measurer for the named test.

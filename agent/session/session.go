@@ -24,16 +24,7 @@ import (
 
 // ProtocolError is returned when a test server refuses a request or
 // answers something its protocol does not allow.
-type ProtocolError struct {
-	Test   string // the test's name, e.g. speedtest
-	Op     string
-	Status int
-	Msg    string
-}
-
-func (e *ProtocolError) Error() string {
-	return fmt.Sprintf("%s %s: server answered %d: %s", e.Test, e.Op, e.Status, e.Msg)
-}
+type ProtocolError = plugin.ProtocolError
 
 // Refused reads the JSON error of a refused request ({"error": "..."})
 // into a *ProtocolError.

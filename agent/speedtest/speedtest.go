@@ -87,9 +87,9 @@ func NewMeasurer(cfg Config) *Measurer {
 // Name implements plugin.Measurer.
 func (m *Measurer) Name() string { return schemas.SpeedtestName }
 
-// ProtocolError is returned when the server answers something the protocol
-// does not allow, or refuses a request.
-type ProtocolError = session.ProtocolError
+// ProtocolError is the plug-ins' error for a refused request or an answer
+// the protocol does not allow.
+type ProtocolError = plugin.ProtocolError
 
 // run is the state of one test.
 type run struct {

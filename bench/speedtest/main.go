@@ -393,7 +393,8 @@ func cpuSeconds(pid int) float64 {
 func capacity(dir string) error {
 	port := freePort()
 	ts := exec.Command(filepath.Join(dir, "neubot-server"), "testserver", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--collector", "", "--spool-dir", filepath.Join(dir, "spool-cap"), "--id", "bench", "--capacity", "64", "--negotiate-rate", "100", "--log-level", "warn")
+		"--collector", "", "--spool-dir", filepath.Join(dir, "spool-cap"), "--id", "bench", "--capacity", "64", "--negotiate-rate", "100", "--log-level", "warn",
+		"--bittorrent-listen", "", "--neutral-listen", "") // on the host: no BitTorrent listeners on fixed ports
 	if err := ts.Start(); err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func TestUp(t *testing.T) {
 	pubPort, _ := localch.FreePort()
 	cmd := exec.Command(bin, "up", "--data", t.TempDir(), "--collector", fmt.Sprintf("127.0.0.1:%d", port),
 		"--testserver", fmt.Sprintf("127.0.0.1:%d", tsPort), "--agent", fmt.Sprintf("127.0.0.1:%d", agPort),
-		"--publish", fmt.Sprintf("127.0.0.1:%d", pubPort))
+		"--publish", fmt.Sprintf("127.0.0.1:%d", pubPort), "--bittorrent", "127.0.0.1:0", "--neutral", "127.0.0.1:0")
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -27,6 +27,7 @@ type testserverService struct {
 
 type testserverOptions struct {
 	listen, id, collectorURL, publicURL, spoolDir, registerToken string
+	bittorrentListen, neutralListen                              string
 	capacity                                                     int
 	testTimeout                                                  time.Duration
 	rate                                                         float64
@@ -40,6 +41,7 @@ func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService,
 		ID: o.id, Version: version.Version, CollectorURL: o.collectorURL, SpoolDir: o.spoolDir, Logger: log,
 		Negotiator:   testserver.NegotiatorConfig{Capacity: o.capacity, TestTimeout: o.testTimeout, Rate: o.rate},
 		NDT7Duration: o.ndt7Duration, NDT7AllowUntokened: o.ndt7Untokened,
+		BitTorrentListen: o.bittorrentListen, NeutralListen: o.neutralListen,
 	})
 	if err != nil {
 		return nil, err
@@ -121,9 +123,11 @@ func hostnameID() string {
 }
 
 func cmdTestserver(args []string) error {
-	fs := newFlagSet("testserver", "Run a test server: negotiation (tokens, FIFO queue, per-test timer), the speedtest, ndt7\n(and its browser page at /ndt7/), and forwarding of authoritative records to the collector through a spool.")
+	fs := newFlagSet("testserver", "Run a test server: negotiation (tokens, FIFO queue, per-test timer), the speedtest, ndt7\n(and its browser page at /ndt7/), the BitTorrent differential test, and forwarding of authoritative\nrecords to the collector through a spool.")
 	var o testserverOptions
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9775", "address to serve tests on")
+	fs.StringVar(&o.bittorrentListen, "bittorrent-listen", "127.0.0.1:6881", "raw TCP address of the BitTorrent test's BitTorrent-port flows (empty, with --neutral-listen empty: no BitTorrent test)")
+	fs.StringVar(&o.neutralListen, "neutral-listen", "127.0.0.1:9776", "raw TCP address of the BitTorrent test's neutral-port flows")
 	fs.StringVar(&o.id, "id", hostnameID(), "identifier of this server in the rendezvous and in records")
 	fs.StringVar(&o.collectorURL, "collector", "http://127.0.0.1:9773", "collector base URL (records and registration); empty: only spool")
 	fs.StringVar(&o.publicURL, "public-url", "", "URL agents use to reach this server (default: http://LISTEN)")

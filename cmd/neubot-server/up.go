@@ -32,6 +32,8 @@ func cmdUp(args []string) error {
 	chBin := fs.String("clickhouse-binary", "", "path of clickhouse-server (default: found on PATH, /usr/sbin, /usr/bin)")
 	collectorAddr := fs.String("collector", "127.0.0.1:9773", "address of the collector")
 	testserverAddr := fs.String("testserver", "127.0.0.1:9775", "address of the test server")
+	btAddr := fs.String("bittorrent", "127.0.0.1:6881", "raw TCP address of the BitTorrent test's BitTorrent-port flows")
+	neutralAddr := fs.String("neutral", "127.0.0.1:9776", "raw TCP address of the BitTorrent test's neutral-port flows")
 	capacity := fs.Int("capacity", 2, "tests the test server allows at once")
 	agentAddr := fs.String("agent", "127.0.0.1:9774", "address of the local agent's web UI (loopback)")
 	publishAddr := fs.String("publish", "127.0.0.1:8080", "address of the public query API")
@@ -91,7 +93,7 @@ func cmdUp(args []string) error {
 	ts, err := startTestserver(testserverOptions{
 		listen: *testserverAddr, id: "local", collectorURL: col.http.URL(),
 		spoolDir: filepath.Join(*data, "testserver-spool"), capacity: *capacity,
-		testTimeout: 30 * time.Second, rate: 1,
+		testTimeout: 30 * time.Second, rate: 1, bittorrentListen: *btAddr, neutralListen: *neutralAddr,
 	}, log)
 	if err != nil {
 		col.stop(10 * time.Second)
@@ -185,7 +187,7 @@ func cmdUp(args []string) error {
 	fmt.Printf(`neubot-server up: running (data in %s)
   clickhouse  %s   database %s
   collector   %s   POST /api/v1/measurements, POST /api/v1/rendezvous, GET /metrics
-  testserver  %s   speedtest; try: neubot run speedtest --server %s
+  testserver  %s   speedtest, bittorrent; try: neubot run speedtest --server %s
   ndt7        %s/ndt7/   ndt7 in a browser; or: neubot run ndt7 --server %s
   publish     %s/   dashboards (/, /isp/{asn}), open data (/data, /datasets/), API (/api/v1/openapi.json)
   agent       %s/   web UI of a local agent (consent first)

@@ -28,6 +28,9 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"run", "ndt7", "--server", "ftp://x"}, 1, "the scheme must be http, https, ws or wss"},
 		{[]string{"run", "ndt7", "--server", "http://127.0.0.1:1"}, 1, "cannot reach the test server"},
 		{[]string{"run", "ndt7", "--server", "ws://127.0.0.1:1"}, 1, "cannot reach the ndt7 server"},
+		{[]string{"run", "bittorrent"}, 2, "--server URL is required"},
+		{[]string{"run", "bittorrent", "--server", "ftp://x"}, 1, "bad server URL"},
+		{[]string{"run", "bittorrent", "--server", "http://127.0.0.1:1"}, 1, "cannot reach the test server"},
 		{[]string{"agent", "--listen", "0.0.0.0:9774", "--state-dir", t.TempDir()}, 2, "pass --allow-remote"},
 	} {
 		out, err := exec.Command(bin, tc.args...).CombinedOutput()

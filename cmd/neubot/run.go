@@ -18,7 +18,6 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
-	"github.com/neubot/neubot/agent/session"
 	"github.com/neubot/neubot/internal/cli"
 	"github.com/neubot/neubot/schemas"
 )
@@ -83,7 +82,7 @@ func cmdRun(args []string) error {
 		live.finish()
 	}
 	if err != nil {
-		var pe *session.ProtocolError
+		var pe *plugin.ProtocolError
 		if errors.As(err, &pe) {
 			return fmt.Errorf("%s: the test server refused (%d): %s", name, pe.Status, pe.Msg)
 		}
@@ -98,15 +97,19 @@ func cmdRun(args []string) error {
 
 // summary is the --json output: the headline numbers and the whole record.
 type summary struct {
-	MeasurementUID string          `json:"measurement_uid"`
-	Test           string          `json:"test"`
-	Server         string          `json:"server_id"`
-	DownloadMbps   float64         `json:"download_mbps"`
-	UploadMbps     float64         `json:"upload_mbps"`
-	RTTMS          float64         `json:"rtt_ms"`
-	ConnectMS      float64         `json:"connect_ms"`
-	DurationS      float64         `json:"duration_s"`
-	Record         *schemas.Record `json:"record"`
+	MeasurementUID string  `json:"measurement_uid"`
+	Test           string  `json:"test"`
+	Server         string  `json:"server_id"`
+	DownloadMbps   float64 `json:"download_mbps"`
+	UploadMbps     float64 `json:"upload_mbps"`
+	RTTMS          float64 `json:"rtt_ms"`
+	ConnectMS      float64 `json:"connect_ms"`
+	DurationS      float64 `json:"duration_s"`
+	// Outcome, DownloadOutcome and UploadOutcome: differential tests.
+	Outcome         string          `json:"outcome,omitempty"`
+	DownloadOutcome string          `json:"download_outcome,omitempty"`
+	UploadOutcome   string          `json:"upload_outcome,omitempty"`
+	Record          *schemas.Record `json:"record"`
 }
 
 func summarize(rec *schemas.Record) summary {
@@ -123,6 +126,9 @@ func summarize(rec *schemas.Record) summary {
 			s.UploadMbps = k.Upload.GoodputMbps
 		}
 		s.RTTMS = round3(ndt7MinRTT(k))
+	}
+	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok {
+		s.Outcome, s.DownloadOutcome, s.UploadOutcome = k.Outcome, k.DownloadOutcome, k.UploadOutcome
 	}
 	return s
 }
@@ -154,6 +160,16 @@ func printSummary(w io.Writer, rec *schemas.Record) {
 		}
 		fmt.Fprintf(w, "download %8.2f Mbit/s\nupload   %8.2f Mbit/s\nmin RTT  %8.2f ms (TCP_INFO of the download)\nmeasurement %s, server %s, %.1f s\n",
 			s.DownloadMbps, s.UploadMbps, s.RTTMS, s.MeasurementUID, server, s.DurationS)
+		return
+	}
+	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok {
+		fmt.Fprintf(w, "%-9s %-8s %10s %10s %7s %6s %9s %6s  %s\n", "direction", "control", "BT Mbit/s", "control", "diff", "KS D", "p", "reps", "outcome")
+		for _, c := range k.Comparisons {
+			fmt.Fprintf(w, "%-9s %-8s %10.2f %10.2f %6.1f%% %6.3f %9.2g %6s  %s\n", c.Direction, c.Control, c.MedianMbps, c.ControlMedian,
+				c.DiffPct, c.KSD, c.KSP, fmt.Sprintf("%d/%d", c.RepsSlower, c.Reps), c.Outcome)
+		}
+		fmt.Fprintf(w, "outcome: %s (download %s, upload %s)\nmeasurement %s, server %s, %.1f s\n",
+			k.Outcome, k.DownloadOutcome, k.UploadOutcome, s.MeasurementUID, s.Server, s.DurationS)
 		return
 	}
 	fmt.Fprintf(w, "download %8.2f Mbit/s\nupload   %8.2f Mbit/s\nlatency  %8.2f ms (HEAD round trip, median)\nconnect  %8.2f ms\nmeasurement %s, server %s, %.1f s\n",

@@ -136,3 +136,64 @@ func Line(r *schemas.Record) []byte {
 	}
 	return append(b, '\n')
 }
+
+// BitTorrent returns a valid BitTorrent differential record drawn from rng
+// whose outcome is outcome (differentiation: the BitTorrent flows ran at a
+// fifth of the controls' mbps in both directions; none: all flows alike;
+// inconclusive: one comparison had too few samples).
+func BitTorrent(rng *rand.Rand, start time.Time, clientAddr string, mbps float64, outcome string) *schemas.Record {
+	rec := Speedtest(rng, start, clientAddr, mbps) // for its envelope
+	rec.TestName, rec.TestVersion, rec.DurationS = schemas.BitTorrentName, schemas.BitTorrentVersion, 48
+	r3 := func(x float64) float64 { return math.Round(x*1000) / 1000 }
+	keys := &schemas.BitTorrent{BitTorrentPort: 6881, NeutralPort: 9776, FlowDurationS: 2.5, SampleEveryS: 0.25, WarmupS: 0.5}
+	at := 0.0
+	for rep := 0; rep < 3; rep++ {
+		for _, dir := range []string{schemas.DirDownload, schemas.DirUpload} {
+			for _, kind := range []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral} {
+				rate := mbps
+				if outcome == schemas.OutcomeDifferentiation && kind == schemas.FlowBitTorrent {
+					rate = mbps / 5
+				}
+				port := keys.BitTorrentPort
+				if kind == schemas.FlowNeutral {
+					port = keys.NeutralPort
+				}
+				f := schemas.BitTorrentFlow{Index: uint16(len(keys.Flows)), Kind: kind, Direction: dir, Port: port, StartS: r3(at)}
+				var total uint64
+				for i := 1; i <= 10; i++ {
+					m := r3(rate * (0.95 + rng.Float64()*0.1))
+					total += uint64(m * 1e6 / 8 * 0.25)
+					f.Samples = append(f.Samples, schemas.ThroughputSample{TS: float64(i) * 0.25, Bytes: total, Mbps: m})
+				}
+				f.Bytes, f.Mbps = total, r3(rate)
+				keys.Flows = append(keys.Flows, f)
+				at += 2.6
+			}
+		}
+	}
+	for _, dir := range []string{schemas.DirDownload, schemas.DirUpload} {
+		for _, ctl := range []string{schemas.FlowRandom, schemas.FlowNeutral} {
+			c := schemas.BitTorrentComparison{Direction: dir, Control: ctl, Samples: 24, ControlSamples: 24,
+				MedianMbps: mbps, ControlMedian: mbps, DiffPct: 0, KSD: 0.2, KSP: 0.6, Alpha: 0.05, ThresholdPct: 25, Reps: 3, Outcome: schemas.OutcomeNone}
+			switch {
+			case outcome == schemas.OutcomeDifferentiation:
+				c.MedianMbps, c.DiffPct, c.KSD, c.KSP, c.RepsSlower, c.Outcome = r3(mbps/5), 80, 1, 3e-14, 3, schemas.OutcomeDifferentiation
+			case outcome == schemas.OutcomeInconclusive && dir == schemas.DirUpload && ctl == schemas.FlowNeutral:
+				c.ControlSamples, c.KSD, c.KSP, c.Outcome = 3, 0, 1, schemas.OutcomeInconclusive
+			}
+			keys.Comparisons = append(keys.Comparisons, c)
+		}
+	}
+	keys.DownloadOutcome = schemas.OutcomeNone
+	keys.UploadOutcome = schemas.OutcomeNone
+	switch outcome {
+	case schemas.OutcomeDifferentiation:
+		keys.DownloadOutcome, keys.UploadOutcome = outcome, outcome
+	case schemas.OutcomeInconclusive:
+		keys.UploadOutcome = outcome
+	}
+	keys.Outcome = outcome
+	keys.ServerView = &schemas.BitTorrentServer{BytesSent: 1 << 24, BytesReceived: 1 << 24, Flows: uint16(len(keys.Flows))}
+	rec.TestKeys = keys
+	return rec
+}

@@ -21,6 +21,8 @@ import (
 
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
+	"github.com/neubot/neubot/testserver/bittorrent"
+	btspec "github.com/neubot/neubot/testserver/bittorrent/spec"
 	"github.com/neubot/neubot/testserver/ndt7"
 	ndt7spec "github.com/neubot/neubot/testserver/ndt7/spec"
 	"github.com/neubot/neubot/testserver/speedtest"
@@ -43,6 +45,10 @@ type Config struct {
 	NDT7Duration       time.Duration
 	NDT7AllowUntokened bool
 	Logger             *slog.Logger
+	// BitTorrentListen and NeutralListen are the addresses of the
+	// BitTorrent test's raw TCP listeners (e.g. 127.0.0.1:6881 and
+	// 127.0.0.1:9776); both empty: the server does not offer the test.
+	BitTorrentListen, NeutralListen string
 }
 
 // Service is a test server.
@@ -52,6 +58,7 @@ type Service struct {
 	forwarder *testserver.Forwarder
 	mux       *http.ServeMux
 	reg       *prometheus.Registry
+	bt        *bittorrent.Provider // nil when the test is not offered
 }
 
 // New builds the service; Run delivers records, Close releases the spool.
@@ -61,6 +68,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.ID == "" {
 		return nil, errors.New("testserver: an ID is required")
+	}
+	if cfg.Negotiator.TestTimeouts == nil {
+		cfg.Negotiator.TestTimeouts = map[string]time.Duration{schemas.BitTorrentName: btspec.TestTimeout}
 	}
 	fw, err := testserver.OpenForwarder(cfg.SpoolDir, cfg.CollectorURL, cfg.Logger)
 	if err != nil {
@@ -133,10 +143,21 @@ func New(cfg Config) (*Service, error) {
 			subtests.WithLabelValues(kind, result, access).Inc()
 		},
 	})
-	s.mux.HandleFunc("POST "+spec.NegotiatePath, s.negotiate)
-	s.mux.HandleFunc("POST "+ndt7spec.NegotiatePath, s.negotiate)
+	s.mux.HandleFunc("POST "+spec.NegotiatePath, s.negotiate(""))
+	s.mux.HandleFunc("POST "+ndt7spec.NegotiatePath, s.negotiate(""))
 	st.Routes(s.mux)
 	nd.Routes(s.mux)
+	if cfg.BitTorrentListen != "" || cfg.NeutralListen != "" {
+		s.bt = bittorrent.NewProvider(bittorrent.Provider{
+			Negotiator: s.neg, ServerID: cfg.ID, Version: cfg.Version, Forward: forward, Logger: cfg.Logger, OnBytes: onBytes,
+		})
+		if err := s.bt.Listen(cfg.BitTorrentListen, cfg.NeutralListen); err != nil {
+			fw.Close()
+			return nil, err
+		}
+		s.mux.HandleFunc("POST "+btspec.NegotiatePath, s.negotiate(schemas.BitTorrentName))
+		s.bt.Routes(s.mux)
+	}
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	return s, nil
@@ -154,8 +175,12 @@ func (s *Service) Forwarder() *testserver.Forwarder { return s.forwarder }
 // Registration describes this server for the rendezvous, reachable at url.
 func (s *Service) Registration(url string) schemas.ServerRegistration {
 	a, q, c := s.neg.Load()
+	tests := []string{schemas.SpeedtestName, schemas.NDT7Name}
+	if s.bt != nil {
+		tests = append(tests, schemas.BitTorrentName)
+	}
 	return schemas.ServerRegistration{
-		ID: s.cfg.ID, URL: url, Tests: []string{schemas.SpeedtestName, schemas.NDT7Name}, Version: s.cfg.Version,
+		ID: s.cfg.ID, URL: url, Tests: tests, Version: s.cfg.Version,
 		Load: schemas.ServerLoad{Active: a, Queued: q, Capacity: c},
 	}
 }
@@ -169,10 +194,31 @@ func (s *Service) Run(ctx context.Context) {
 	s.forwarder.Run(ctx)
 }
 
-// Close keeps undelivered records on disk for the next start.
-func (s *Service) Close() error { return s.forwarder.Close() }
+// BitTorrentPorts returns the ports of the BitTorrent test's listeners
+// (0, 0 when the test is not offered).
+func (s *Service) BitTorrentPorts() (bittorrent, neutral int) {
+	if s.bt == nil {
+		return 0, 0
+	}
+	return s.bt.Ports()
+}
 
-func (s *Service) negotiate(w http.ResponseWriter, r *http.Request) {
+// Close stops the BitTorrent listeners and keeps undelivered records on
+// disk for the next start.
+func (s *Service) Close() error {
+	if s.bt != nil {
+		s.bt.Close()
+	}
+	return s.forwarder.Close()
+}
+
+// negotiate handles the negotiate requests of test (the speedtest's path
+// serves the default, "").
+func (s *Service) negotiate(test string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { s.negotiateTest(w, r, test) }
+}
+
+func (s *Service) negotiateTest(w http.ResponseWriter, r *http.Request, test string) {
 	var req spec.NegotiateRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, spec.MaxNegotiateBody))
 	if err := dec.Decode(&req); err != nil {
@@ -187,7 +233,7 @@ func (s *Service) negotiate(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	n, err := s.neg.Negotiate(r.Context(), req.Token, req.MeasurementUID, host)
+	n, err := s.neg.NegotiateTest(r.Context(), test, req.Token, req.MeasurementUID, host)
 	if err != nil {
 		code := testserver.StatusOf(err)
 		if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {

@@ -88,6 +88,9 @@ var fail = testserver.Fail
 
 func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) *testserver.Session {
 	s, err := p.Negotiator.Authorize(r)
+	if err == nil && s.Test != "" {
+		err = testserver.ErrUnknownToken // a token of another test
+	}
 	if err != nil {
 		fail(w, testserver.StatusOf(err), "%v", err)
 		return nil

@@ -323,6 +323,10 @@
       setText(phase, "");
       return;
     }
+    if (r.test !== "speedtest") {
+      setText(phase, `Test finished: ${r.test}.`);
+      return;
+    }
     setText(phase, `Test finished: ${fixed1(r.download_mbps)} Mbit/s download, ${fixed1(r.upload_mbps)} Mbit/s upload, ${fixed1(r.rtt_ms)} ms latency.`);
   }
 
@@ -352,10 +356,12 @@
       }
       when.append(time);
       tr.append(when);
-      for (const v of [r.download_mbps, r.upload_mbps, r.rtt_ms, mb(r.bytes)]) {
+      // Speeds and latency are the speedtest's; other tests show their data only.
+      const speed = r.test === "speedtest";
+      for (const [i, v] of [r.download_mbps, r.upload_mbps, r.rtt_ms, mb(r.bytes)].entries()) {
         const td = document.createElement("td");
         td.className = "num";
-        td.textContent = fixed1(v);
+        td.textContent = speed || i === 3 ? fixed1(v) : "–";
         tr.append(td);
       }
       const sent = document.createElement("td");
@@ -384,7 +390,7 @@
 
   function drawCharts(results) {
     if (!state.chartsAvailable) return;
-    const rows = results.filter((r) => !isNaN(Date.parse(r.start_time))).reverse(); // oldest first
+    const rows = results.filter((r) => r.test === "speedtest" && !isNaN(Date.parse(r.start_time))).reverse(); // oldest first
     const x = rows.map((r) => Date.parse(r.start_time) / 1000);
     const val = (v) => (typeof v === "number" && isFinite(v) ? v : null);
     const speed = [x, rows.map((r) => val(r.download_mbps)), rows.map((r) => val(r.upload_mbps))];

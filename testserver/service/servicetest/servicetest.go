@@ -12,7 +12,8 @@ import (
 )
 
 // Start runs a test server; cfg may be partly filled (ID, Version and
-// SpoolDir get test values when empty). It returns the service and its URL.
+// SpoolDir get test values when empty; the BitTorrent test's listeners get
+// free loopback ports). It returns the service and its URL.
 func Start(t testing.TB, cfg service.Config) (*service.Service, string) {
 	t.Helper()
 	if cfg.ID == "" {
@@ -23,6 +24,9 @@ func Start(t testing.TB, cfg service.Config) (*service.Service, string) {
 	}
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = t.TempDir()
+	}
+	if cfg.BitTorrentListen == "" && cfg.NeutralListen == "" {
+		cfg.BitTorrentListen, cfg.NeutralListen = "127.0.0.1:0", "127.0.0.1:0"
 	}
 	svc, err := service.New(cfg)
 	if err != nil {

@@ -1,0 +1,129 @@
+package bittorrent_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/neubot/neubot/agent/bittorrent"
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/collector/collectortest"
+	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/testserver/bittorrent/peer"
+	"github.com/neubot/neubot/testserver/service"
+	"github.com/neubot/neubot/testserver/service/servicetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
+
+// quick is a short methodology for functional tests on loopback, where a
+// flow reaches its byte limit within a few samples.
+var quick = bittorrent.Config{Repetitions: 1, FlowDuration: 300 * time.Millisecond, SampleEvery: 50 * time.Millisecond, Warmup: 10 * time.Millisecond, MaxFlowBytes: 64 << 20}
+
+var consent = schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}
+
+// TestEndToEnd runs the test against a real test server on loopback, whose
+// records go to a real collector and ClickHouse: the merged record has the
+// server's upload samples and comparisons in both directions, and lands
+// once in the bittorrent table.
+func TestEndToEnd(t *testing.T) {
+	col := collectortest.New(t, collector.Config{})
+	svc, url := servicetest.Start(t, service.Config{ID: "ts-bt", CollectorURL: col.Server.URL,
+		BitTorrentListen: "127.0.0.1:0", NeutralListen: "127.0.0.1:0"})
+	if reg := svc.Registration(url); !slices.Contains(reg.Tests, schemas.BitTorrentName) {
+		t.Fatalf("registration lists %v", reg.Tests)
+	}
+	var phases []string
+	rec, err := bittorrent.NewMeasurer(quick).Run(context.Background(), plugin.Env{
+		ServerURL: url, AgentID: "6f1c1b2e-2c2a-4f55-8f0e-1d1c2b3a4d5e", Consent: consent,
+		Progress: func(p plugin.Progress) {
+			if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+				phases = append(phases, p.Phase)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := rec.TestKeys.(*schemas.BitTorrent)
+	if k.ServerView == nil || k.ServerView.Flows != 6 || len(k.Flows) != 6 || len(k.Comparisons) != 4 {
+		t.Fatalf("merged record: %+v", k)
+	}
+	bt, neutral := svc.BitTorrentPorts()
+	for _, f := range k.Flows {
+		if f.Error != "" || len(f.Samples) < 1 || f.Mbps <= 0 {
+			t.Errorf("flow %d (%s %s): error %q, %d samples, %g Mbit/s", f.Index, f.Kind, f.Direction, f.Error, len(f.Samples), f.Mbps)
+		}
+		if want := bt; f.Kind == schemas.FlowNeutral && int(f.Port) != neutral || f.Kind != schemas.FlowNeutral && int(f.Port) != want {
+			t.Errorf("flow %d (%s) on port %d", f.Index, f.Kind, f.Port)
+		}
+	}
+	for _, c := range k.Comparisons {
+		if c.Samples < 1 || c.ControlSamples < 1 || c.ThresholdPct != 25 {
+			t.Errorf("comparison %+v", c)
+		}
+	}
+	if strings.Join(phases, " ") != "negotiate download upload collect" {
+		t.Errorf("phases %v", phases)
+	}
+	col.WaitLoaded(t, 30*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n uint64
+		var outcome string
+		err := col.Conn.QueryRow(context.Background(), "SELECT count(), any(outcome) FROM bittorrent FINAL WHERE measurement_uid = toUUID(?) AND server_view = 1 AND length(cmp_ks_p) = 4", rec.MeasurementUID).Scan(&n, &outcome)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 && outcome == k.Outcome {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the record is not in the bittorrent table (%d rows)", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestListenerGate: the raw listeners answer nothing to a stream without
+// a live flow key, and a speedtest token cannot start a BitTorrent test.
+func TestListenerGate(t *testing.T) {
+	svc, url := servicetest.Start(t, service.Config{BitTorrentListen: "127.0.0.1:0", NeutralListen: "127.0.0.1:0"})
+	resp, err := http.Post(url+"/speedtest/negotiate", "application/json", strings.NewReader(`{"measurement_uid":"6f1c1b2e-2c2a-4f55-8f0e-1d1c2b3a4d5e"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nr struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&nr)
+	resp.Body.Close()
+	req, _ := http.NewRequest(http.MethodPost, url+"/bittorrent/start", strings.NewReader(`{"flow_duration_s":1,"sample_every_s":0.1}`))
+	req.Header.Set("Authorization", "Bearer "+nr.Token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a speedtest token starting a BitTorrent test: %v %v, want 403", resp.Status, err)
+	}
+	bt, _ := svc.BitTorrentPorts()
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(bt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	key := peer.FlowKey("not a token", schemas.FlowBitTorrent, schemas.DirDownload, 0)
+	if _, err := c.Write(peer.Handshake(key, peer.PeerID())); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 68)); !errors.Is(err, io.EOF) {
+		t.Fatalf("an unknown key got %d bytes, %v; want the connection closed", n, err)
+	}
+}

@@ -1,0 +1,225 @@
+// Package stats holds the statistics of Neubot's differential tests: the
+// two-sample Kolmogorov–Smirnov test (exact and asymptotic p-values), the
+// decision rule that combines it with a difference threshold (as Glasnost
+// and Wehe do), and the Wilson score interval of a proportion.
+package stats
+
+import (
+	"math"
+	"sort"
+)
+
+// Median returns the median of xs (0 for none) without changing xs.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// KS is the result of a two-sample Kolmogorov–Smirnov test.
+type KS struct {
+	D     float64 // sup |F1 - F2| of the empirical distribution functions
+	P     float64 // two-sided p-value under H0: same distribution
+	Exact bool    // P is exact (small samples); otherwise asymptotic
+}
+
+// ExactLimit is the largest n*m for which KSTest computes the exact p-value.
+const ExactLimit = 10000
+
+// KSTest runs the two-sided two-sample Kolmogorov–Smirnov test on x and y.
+// The exact p-value counts the monotone lattice paths from (0,0) to (n,m)
+// that stay strictly inside the observed statistic (Hodges 1957), assuming
+// no ties; above ExactLimit it uses Kolmogorov's limit distribution with
+// Stephens' small-sample correction. With an empty sample it returns D 0,
+// P 1.
+func KSTest(x, y []float64) KS {
+	n, m := len(x), len(y)
+	if n == 0 || m == 0 {
+		return KS{P: 1}
+	}
+	xs := append([]float64(nil), x...)
+	ys := append([]float64(nil), y...)
+	sort.Float64s(xs)
+	sort.Float64s(ys)
+	// D in integer units of 1/(n*m): |i*m - j*n| after i of x and j of y;
+	// equal values advance both samples together, so ties are not steps.
+	var i, j, k int
+	for i < n && j < m {
+		v := math.Min(xs[i], ys[j])
+		for i < n && xs[i] == v {
+			i++
+		}
+		for j < m && ys[j] == v {
+			j++
+		}
+		k = max(k, abs(i*m-j*n))
+	}
+	d := float64(k) / float64(n*m)
+	if n*m <= ExactLimit {
+		return KS{D: d, P: exactP(n, m, k), Exact: true}
+	}
+	en := float64(n*m) / float64(n+m)
+	return KS{D: d, P: Kolmogorov((math.Sqrt(en) + 0.12 + 0.11/math.Sqrt(en)) * d)}
+}
+
+func abs(a int) int {
+	if a < 0 {
+		return -a
+	}
+	return a
+}
+
+// exactP is P(max |i*m - j*n| >= k) over the C(n+m, n) equally likely
+// orderings of the two samples. It walks the lattice with probabilities
+// rather than counts, so nothing overflows: from (i, j) the next value is
+// from x with probability (n-i)/(n-i+m-j).
+func exactP(n, m, k int) float64 {
+	if k == 0 {
+		return 1
+	}
+	u := make([]float64, m+1) // u[j]: probability of being at (i, j) without having left
+	for i := 0; i <= n; i++ {
+		for j := 0; j <= m; j++ {
+			if i == 0 && j == 0 {
+				u[0] = 1
+				continue
+			}
+			var p float64
+			if i > 0 {
+				p += u[j] * float64(n-i+1) / float64(n-i+1+m-j) // from (i-1, j)
+			}
+			if j > 0 {
+				p += u[j-1] * float64(m-j+1) / float64(n-i+m-j+1) // from (i, j-1)
+			}
+			if abs(i*m-j*n) >= k {
+				p = 0 // left the band: these orderings reach D >= observed
+			}
+			u[j] = p
+		}
+	}
+	return clamp01(1 - u[m])
+}
+
+// Kolmogorov is Q(λ) = P(K > λ) of Kolmogorov's limit distribution:
+// 2 Σ (-1)^(k-1) exp(-2 k² λ²), or, for small λ where that series
+// converges slowly, 1 - √(2π)/λ Σ exp(-(2k-1)² π² / (8 λ²)).
+func Kolmogorov(lambda float64) float64 {
+	if lambda <= 0 {
+		return 1
+	}
+	if lambda < 1.18 {
+		var s float64
+		for k := 1; k <= 20; k++ {
+			s += math.Exp(-float64((2*k-1)*(2*k-1)) * math.Pi * math.Pi / (8 * lambda * lambda))
+		}
+		return clamp01(1 - math.Sqrt(2*math.Pi)/lambda*s)
+	}
+	var s float64
+	sign := 1.0
+	for k := 1; k <= 100; k++ {
+		t := math.Exp(-2 * float64(k*k) * lambda * lambda)
+		s += sign * t
+		if t < 1e-16 {
+			break
+		}
+		sign = -sign
+	}
+	return clamp01(2 * s)
+}
+
+func clamp01(p float64) float64 { return math.Max(0, math.Min(1, p)) }
+
+// Outcomes of a differential comparison.
+const (
+	Differentiation = "differentiation"
+	None            = "none"
+	Inconclusive    = "inconclusive"
+)
+
+// Criteria are the thresholds of the decision.
+type Criteria struct {
+	// Alpha is the significance level of the KS test.
+	Alpha float64
+	// MinDiff is the smallest relative shortfall of the tested class's
+	// median against the control's that counts as differentiation
+	// (0.25: at least 25% slower).
+	MinDiff float64
+	// MinSamples is the fewest samples of each side to decide at all.
+	MinSamples int
+}
+
+// Comparison is the decision on one tested sample against one control.
+type Comparison struct {
+	N, ControlN   int
+	Median        float64
+	ControlMedian float64
+	// DiffPct is how much lower the tested median is than the control's,
+	// in percent of the control's (negative: the tested class was faster).
+	DiffPct float64
+	KS      KS
+	Outcome string
+}
+
+// Compare decides whether tested is slower than control: differentiation
+// when the KS test rejects "same distribution" at Alpha and the tested
+// median is at least MinDiff below the control's; none when the KS test
+// does not reject, or rejects on a difference below the threshold (or in
+// the tested class's favour); inconclusive when the medians differ by the
+// threshold but the samples are too noisy for the KS test to agree, or there
+// are too few samples.
+func Compare(tested, control []float64, c Criteria) Comparison {
+	r := Comparison{N: len(tested), ControlN: len(control), Median: Median(tested), ControlMedian: Median(control)}
+	if r.ControlMedian > 0 {
+		r.DiffPct = (r.ControlMedian - r.Median) / r.ControlMedian * 100
+	}
+	r.KS = KSTest(tested, control)
+	big := r.DiffPct >= c.MinDiff*100
+	switch {
+	case r.N < c.MinSamples || r.ControlN < c.MinSamples || r.ControlMedian <= 0:
+		r.Outcome = Inconclusive
+	case r.KS.P < c.Alpha && big:
+		r.Outcome = Differentiation
+	case big:
+		r.Outcome = Inconclusive
+	default:
+		r.Outcome = None
+	}
+	return r
+}
+
+// Combine is the outcome of several comparisons: differentiation if any
+// says so, none if all say none, inconclusive otherwise (and for none).
+func Combine(outcomes ...string) string {
+	all := len(outcomes) > 0
+	for _, o := range outcomes {
+		if o == Differentiation {
+			return Differentiation
+		}
+		all = all && o == None
+	}
+	if all {
+		return None
+	}
+	return Inconclusive
+}
+
+// Wilson returns the Wilson score interval of the proportion k/n at the
+// normal quantile z (1.96 for 95%); (0, 1) when n is 0.
+func Wilson(k, n uint64, z float64) (lo, hi float64) {
+	if n == 0 {
+		return 0, 1
+	}
+	nf := float64(n)
+	p := float64(k) / nf
+	z2 := z * z
+	centre := (p + z2/(2*nf)) / (1 + z2/nf)
+	half := z / (1 + z2/nf) * math.Sqrt(p*(1-p)/nf+z2/(4*nf*nf))
+	return clamp01(centre - half), clamp01(centre + half)
+}

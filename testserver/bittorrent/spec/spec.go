@@ -1,0 +1,106 @@
+// Package spec holds the constants of the BitTorrent differential test
+// (spec/bittorrent.md), shared by the test server (testserver/bittorrent)
+// and the agent's client (agent/bittorrent), and the JSON bodies of its HTTP
+// steps. It mirrors the document and nothing else.
+package spec
+
+import "time"
+
+// Version of the protocol described in spec/bittorrent.md.
+const Version = "v1.0.0"
+
+// Paths of the HTTP steps (on the test server's HTTP port).
+const (
+	NegotiatePath = "/bittorrent/negotiate"
+	StartPath     = "/bittorrent/start"
+	CollectPath   = "/bittorrent/collect"
+)
+
+// Default ports of the raw TCP listeners.
+const (
+	// BitTorrentPort is the first port of BitTorrent's classic range
+	// 6881-6889, the one throttlers match on.
+	BitTorrentPort = 6881
+	// NeutralPort is a port with no known application.
+	NeutralPort = 9776
+)
+
+// Peer wire (BEP 3).
+const (
+	Protocol       = "BitTorrent protocol"
+	HandshakeLen   = 1 + len(Protocol) + 8 + 20 + 20
+	InfoHashOffset = 1 + len(Protocol) + 8
+	PeerIDOffset   = InfoHashOffset + 20
+	// Message ids.
+	MsgChoke         = 0
+	MsgUnchoke       = 1
+	MsgInterested    = 2
+	MsgNotInterested = 3
+	MsgHave          = 4
+	MsgBitfield      = 5
+	MsgRequest       = 6
+	MsgPiece         = 7
+	MsgCancel        = 8
+	// BlockSize is the length of every request (16 KiB, what clients use).
+	BlockSize = 16 << 10
+	// PieceBlocks is the blocks per piece (256 KiB pieces).
+	PieceBlocks = 16
+	// Pieces is the size of the torrent in pieces; the bitfield has
+	// Pieces/8 bytes.
+	Pieces = 1024
+	// Pipeline is the number of requests a leecher keeps outstanding.
+	Pipeline = 16
+	// MaxMessage bounds the length prefix a peer accepts.
+	MaxMessage = 1 + 8 + BlockSize
+)
+
+// Flow keys: the 20 bytes at InfoHashOffset of the first bytes of every
+// flow, HMAC-SHA256(token, FlowKeyLabel + "|" + kind + "|" + direction +
+// "|" + index), truncated.
+const FlowKeyLabel = "neubot-bittorrent-v1"
+
+// Limits of the test.
+const (
+	// TestTimeout is the per-test timer of a BitTorrent token.
+	TestTimeout = 90 * time.Second
+	// MaxFlows is the most flows one test may open.
+	MaxFlows = 64
+	// HandshakeTimeout bounds the wait for a flow's first bytes.
+	HandshakeTimeout = 10 * time.Second
+	// MaxCollectBody bounds the record posted to collect.
+	MaxCollectBody = 1 << 20
+	// MaxStartBody bounds a start request.
+	MaxStartBody = 4 << 10
+)
+
+// Bounds of the parameters a client may ask for in StartRequest.
+const (
+	MinFlowDuration = 200 * time.Millisecond
+	MaxFlowDuration = 10 * time.Second
+	MinSampleEvery  = 50 * time.Millisecond
+	MaxSampleEvery  = time.Second
+	MaxFlowBytes    = 64 << 20
+)
+
+// StartRequest is the body of POST StartPath: the parameters of the flows,
+// which the server needs to be the receiver of upload flows.
+type StartRequest struct {
+	FlowDurationS float64 `json:"flow_duration_s"`
+	SampleEveryS  float64 `json:"sample_every_s"`
+	// MaxFlowBytes ends a flow early once its receiver has read this many
+	// bytes (0: no limit), bounding the data a test uses on fast links.
+	MaxFlowBytes int64 `json:"max_flow_bytes"`
+}
+
+// StartResponse answers a start request with the ports to connect to.
+type StartResponse struct {
+	BitTorrentPort int `json:"bittorrent_port"`
+	NeutralPort    int `json:"neutral_port"`
+}
+
+// Decision thresholds of methodology version 1 (spec/bittorrent.md).
+const (
+	Alpha      = 0.05
+	MinDiff    = 0.25
+	MinSamples = 8
+)
