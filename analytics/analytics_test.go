@@ -157,3 +157,46 @@ func TestModesAndQuantiles(t *testing.T) {
 		t.Fatalf("paper2011 goodset: %d of %d (%v); want 600 of 1000", tests, total, err)
 	}
 }
+
+// TestOnlyPublishableOnTime: the figures count only tests whose volunteer
+// allowed publication and that arrived before their day closed.
+func TestOnlyPublishableOnTime(t *testing.T) {
+	_, conn := localchtest.NewDatabase(t)
+	rng := rand.New(rand.NewPCG(9, 9))
+	day := time.Date(2026, 11, 19, 0, 0, 0, 0, time.UTC)
+	var pub, private []*schemas.Record
+	for i := 0; i < 20; i++ {
+		r := schemastest.Speedtest(rng, day.Add(time.Duration(i)*time.Hour), "192.0.2.1", 10)
+		r.Synthetic = false
+		if i%2 == 0 {
+			r.Consent.CanPublish = false
+			private = append(private, r)
+		} else {
+			pub = append(pub, r)
+		}
+	}
+	insert(t, conn, pub, 64511)
+	insert(t, conn, private, 64511)
+	// A late upload: ingested three days after its day.
+	late := schemastest.Speedtest(rng, day.Add(time.Hour), "192.0.2.1", 10)
+	late.Synthetic = false
+	test, _ := schemas.Lookup(schemas.SpeedtestName)
+	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO speedtest ("+strings.Join(test.TableColumns(), ", ")+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Append(late.Row(schemas.Annotation{ASN: 64511, Org: "ISP", Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: day.AddDate(0, 0, 3).Add(time.Minute)}, nil)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&analytics.Job{Conn: conn}).RunDay(context.Background(), "2026-11-19"); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	if err := conn.QueryRow(context.Background(), `SELECT tests FROM analytics_distributions WHERE scope = 'asn' AND key = '64511'
+		AND goodset = 'all' AND metric = 'download_mbps' AND synthetic = 0`).Scan(&n); err != nil || n != 10 {
+		t.Fatalf("tests counted: %d (%v), want the 10 publishable on-time ones", n, err)
+	}
+}
