@@ -28,7 +28,8 @@ import (
 func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
 
 // quick is a short methodology for functional tests on loopback, where a
-// flow reaches its byte limit within a few samples.
+// flow reaches its byte limit within a few samples (on an idle machine,
+// before its first interval after the warm-up: see TestEndToEnd).
 var quick = bittorrent.Config{Repetitions: 1, FlowDuration: 300 * time.Millisecond, SampleEvery: 50 * time.Millisecond, Warmup: 10 * time.Millisecond, MaxFlowBytes: 64 << 20}
 
 var consent = schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}
@@ -69,8 +70,12 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("flow %d (%s) on port %d", f.Index, f.Kind, f.Port)
 		}
 	}
+	// At loopback speed a 64 MiB flow can end within its first sampling
+	// interval, which the warm-up leaves out: a comparison without samples
+	// on a side must then say inconclusive, never decide. (Decisions are
+	// tested on shaped links: bench/bittorrent's TestDetection.)
 	for _, c := range k.Comparisons {
-		if c.Samples < 1 || c.ControlSamples < 1 || c.ThresholdPct != 25 {
+		if c.ThresholdPct != 25 || ((c.Samples == 0 || c.ControlSamples == 0) && c.Outcome != schemas.OutcomeInconclusive) {
 			t.Errorf("comparison %+v", c)
 		}
 	}
