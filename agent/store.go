@@ -71,6 +71,20 @@ func summary(rec *schemas.Record) Result {
 		r.DownloadMbps, r.UploadMbps, r.RTTMS = k.Download.GoodputMbps, k.Upload.GoodputMbps, k.RTTMedianMS
 		r.Bytes = int64(k.Download.Bytes + k.Upload.Bytes)
 	}
+	if k, ok := rec.TestKeys.(*schemas.NDT7); ok {
+		for _, sub := range []*schemas.NDT7Subtest{k.Download, k.Upload} {
+			if sub != nil {
+				r.Bytes += int64(sub.Bytes)
+			}
+		}
+		if k.Download != nil {
+			r.DownloadMbps = k.Download.GoodputMbps
+		}
+		if k.Upload != nil {
+			r.UploadMbps = k.Upload.GoodputMbps
+		}
+		r.RTTMS = k.MinRTTMS()
+	}
 	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok && k.ServerView != nil {
 		// Every byte of the flows, both ways, counts against the cap.
 		r.Bytes = int64(k.ServerView.BytesSent + k.ServerView.BytesReceived)

@@ -195,3 +195,15 @@ func (t *NDT7TCPInfo) values(dst []any) []any {
 	return append(dst, boolU8(present), t.ElapsedS, t.RTTMS, t.MinRTTMS, t.RTTVarMS,
 		t.BytesAcked, t.BytesReceived, t.BytesSent, t.BytesRetrans, t.BusyS, t.RWndLimitedS, t.SndBufLimitedS)
 }
+
+// MinRTTMS is the download's minimum RTT from the server's TCP_INFO (the
+// server's view, else what the server sent in band); 0 when unknown.
+func (k *NDT7) MinRTTMS() float64 {
+	if sv := k.ServerView; sv != nil && sv.Download != nil && sv.Download.TCPInfo != nil {
+		return sv.Download.TCPInfo.MinRTTMS
+	}
+	if d := k.Download; d != nil && d.Server != nil && d.Server.TCPInfo != nil {
+		return d.Server.TCPInfo.MinRTTMS
+	}
+	return 0
+}

@@ -125,7 +125,7 @@ func summarize(rec *schemas.Record) summary {
 		if k.Upload != nil {
 			s.UploadMbps = k.Upload.GoodputMbps
 		}
-		s.RTTMS = round3(ndt7MinRTT(k))
+		s.RTTMS = round3(k.MinRTTMS())
 	}
 	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok {
 		s.Outcome, s.DownloadOutcome, s.UploadOutcome = k.Outcome, k.DownloadOutcome, k.UploadOutcome
@@ -135,16 +135,6 @@ func summarize(rec *schemas.Record) summary {
 
 // ndt7MinRTT is the download's minimum RTT in TCP_INFO: the server's own
 // view when it merged the record, else what it sent in band; 0 if none.
-func ndt7MinRTT(k *schemas.NDT7) float64 {
-	if sv := k.ServerView; sv != nil && sv.Download != nil && sv.Download.TCPInfo != nil {
-		return sv.Download.TCPInfo.MinRTTMS
-	}
-	if d := k.Download; d != nil && d.Server != nil && d.Server.TCPInfo != nil {
-		return d.Server.TCPInfo.MinRTTMS
-	}
-	return 0
-}
-
 func printJSON(w io.Writer, rec *schemas.Record) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
