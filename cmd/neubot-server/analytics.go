@@ -104,6 +104,9 @@ func cmdAnalytics(args []string) error {
 
 // parseDays parses --from and --to (default: --from) as an ordered range.
 func parseDays(fromS, toS string) (from, to time.Time, err error) {
+	if fromS == "" {
+		return from, to, errors.New("--from is required: a day like 2026-11-26")
+	}
 	if toS == "" {
 		toS = fromS
 	}
