@@ -27,6 +27,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/session"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/bittorrent/peer"
@@ -263,11 +264,7 @@ func (r *run) post(ctx context.Context, op, path string, in any, limit int64) ([
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 		}
-		pe := protoErr(op, resp.StatusCode, e.Error)
-		if wait, _ := strconv.Atoi(resp.Header.Get("Retry-After")); wait > 0 {
-			return nil, &retryAfter{err: pe, wait: time.Duration(wait) * time.Second}
-		}
-		return nil, pe
+		return nil, protoErr(op, resp.StatusCode, e.Error)
 	}
 	return b, nil
 }
@@ -284,45 +281,11 @@ func (r *run) postJSON(ctx context.Context, op, path string, in, out any) error 
 	return nil
 }
 
-// retryAfter is a refusal that says when to try again.
-type retryAfter struct {
-	err  error
-	wait time.Duration
-}
-
-func (e *retryAfter) Error() string { return e.err.Error() }
-func (e *retryAfter) Unwrap() error { return e.err }
-
 // negotiate waits for a slot with the speedtest's negotiation protocol at
-// the BitTorrent test's path, long-polling, honouring Retry-After.
-func (r *run) negotiate(ctx context.Context, uid string) error {
-	r.progress(plugin.Progress{Phase: "negotiate"})
-	token := ""
-	for {
-		var nr stspec.NegotiateResponse
-		err := r.postJSON(ctx, "negotiate", spec.NegotiatePath, stspec.NegotiateRequest{Token: token, MeasurementUID: uid}, &nr)
-		if ra, ok := err.(*retryAfter); ok && ra.wait <= time.Minute {
-			r.progress(plugin.Progress{Phase: "negotiate", Message: fmt.Sprintf("server busy, retrying in %s", ra.wait)})
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(ra.wait):
-			}
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if nr.Token == "" {
-			return protoErr("negotiate", http.StatusOK, "answer without a token")
-		}
-		token = nr.Token
-		if nr.Unchoked {
-			r.token = token
-			return nil
-		}
-		r.progress(plugin.Progress{Phase: "negotiate", QueuePos: nr.QueuePos, Message: fmt.Sprintf("waiting, %d ahead", nr.QueuePos)})
-	}
+// the BitTorrent test's path (long-polling, honouring Retry-After).
+func (r *run) negotiate(ctx context.Context, uid string) (err error) {
+	r.token, err = session.Slot(ctx, r.client, schemas.BitTorrentName, r.base+spec.NegotiatePath, uid, r.progress)
+	return err
 }
 
 // collect posts the client's record and returns the server's merged one.
