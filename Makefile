@@ -24,13 +24,7 @@ test: setup lint
 	$(MAKE) --no-print-directory fuzz
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./schemas/
-	$(GO) test -run '^$$' -fuzz '^FuzzIngest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/
-	$(GO) test -run '^$$' -fuzz '^FuzzRendezvousBodies$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/
-	$(GO) test -run '^$$' -fuzz '^FuzzLookupString$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./collector/annotate/
-	$(GO) test -run '^$$' -fuzz '^FuzzQueryParams$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./publish/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMeasurement$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./testserver/ndt7/spec/
-	$(GO) test -run '^$$' -fuzz '^FuzzPeerWire$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./testserver/bittorrent/peer/
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz
 
 ## bench: benchmark programs; each prints a table of side-by-side ratios.
 bench: setup
