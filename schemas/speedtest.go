@@ -2,7 +2,8 @@ package schemas
 
 import (
 	"math"
-	"sort"
+
+	"github.com/neubot/neubot/internal/stats"
 )
 
 // SpeedtestName is the test_name of the speedtest.
@@ -81,19 +82,9 @@ func init() {
 	})
 }
 
-// Median returns the median of xs (0 for none) without changing xs.
-func Median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if n := len(s); n%2 == 1 {
-		return s[n/2]
-	} else {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-}
+// Median returns the median of xs (0 for none) without changing xs: the
+// mean of the two middle values for an even count (internal/stats.Median).
+func Median(xs []float64) float64 { return stats.Median(xs) }
 
 // Check implements TestKeys.
 func (s *Speedtest) Check(c Checker) {

@@ -162,7 +162,7 @@ func bench(runs int, sh shaping, cfg bittorrent.Config, nullOnly, crossTraffic b
 		sort.Float64s(secs)
 		fmt.Printf("| %s | %d | %d | %d | %d | %.1f / %.1f | %.2f | %.2f | %d |\n", s.name, len(s.results),
 			s.outcomes[schemas.OutcomeDifferentiation], s.outcomes[schemas.OutcomeNone], s.outcomes[schemas.OutcomeInconclusive],
-			median(secs), secs[len(secs)-1], median(bt), median(neutral), s.flowErrors)
+			schemas.Median(secs), secs[len(secs)-1], schemas.Median(bt), schemas.Median(neutral), s.flowErrors)
 		want := schemas.OutcomeNone
 		if throttled {
 			want = schemas.OutcomeDifferentiation
@@ -195,17 +195,4 @@ func bench(runs int, sh shaping, cfg bittorrent.Config, nullOnly, crossTraffic b
 		fmt.Println("MISSED")
 	}
 	return ok, nil
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }

@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/neubot/neubot/internal/stats"
 )
 
 func main() {
@@ -290,7 +292,7 @@ func accuracy(dir, rates string, runs, iperfTime int) (bool, error) {
 			}
 			iDowns, iUps = append(iDowns, d), append(iUps, u)
 		}
-		iDown, iUp := median(iDowns), median(iUps)
+		iDown, iUp := stats.Median(iDowns), stats.Median(iUps)
 		fmt.Fprintf(os.Stderr, "rate %g Mbit/s: iperf3 down %v up %v\n", rate, iDowns, iUps)
 		var rs []ours
 		for i := 0; i < runs; i++ {
@@ -317,7 +319,7 @@ func accuracy(dir, rates string, runs, iperfTime int) (bool, error) {
 			r.worstUpErr = worst(r.worstUpErr, errPct(x.up, iUp))
 			bytes += x.bytes
 		}
-		r.medDown, r.medUp, r.medSecs = median(downs), median(ups), median(secs)
+		r.medDown, r.medUp, r.medSecs = stats.Median(downs), stats.Median(ups), stats.Median(secs)
 		sort.Float64s(secs)
 		r.maxSecs = secs[len(secs)-1]
 		r.bytes = bytes / uint64(runs)
@@ -361,16 +363,6 @@ func worst(a, b float64) float64 {
 		return b
 	}
 	return a
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func mb(b uint64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
