@@ -7,11 +7,9 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/robfig/cron/v3"
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/neubot/neubot/analytics"
@@ -19,51 +17,20 @@ import (
 	"github.com/neubot/neubot/internal/cli"
 )
 
-// analyticsScheduler runs the pending days on a cron schedule.
-type analyticsScheduler struct {
-	c    *cron.Cron
-	job  *analytics.Job
-	log  *slog.Logger
-	mu   sync.Mutex // one run at a time
-	ctx  context.Context
-	stop context.CancelFunc
-}
-
-func startAnalytics(conn driver.Conn, spec string, log *slog.Logger) (*analyticsScheduler, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &analyticsScheduler{c: cron.New(), job: &analytics.Job{Conn: conn, Logger: log}, log: log, ctx: ctx, stop: cancel}
-	if _, err := s.c.AddFunc(spec, s.run); err != nil {
-		cancel()
-		return nil, fmt.Errorf("--schedule %q: %w", spec, err)
-	}
-	s.c.Start()
-	go s.run() // at start too: catch up on what changed while down
-	return s, nil
-}
-
-func (s *analyticsScheduler) run() {
-	if !s.mu.TryLock() {
-		return // the previous run is still going
-	}
-	defer s.mu.Unlock()
-	if s.ctx.Err() != nil {
-		return // close() has begun: it waits for the lock, not for this run
-	}
-	n, err := s.job.RunPending(s.ctx)
-	if err != nil && s.ctx.Err() == nil {
-		s.log.Error("analytics: run failed; will retry at the next tick", "err", err)
-		return
-	}
-	if n > 0 {
-		s.log.Info("analytics: days recomputed", "days", n)
-	}
-}
-
-func (s *analyticsScheduler) close() {
-	<-s.c.Stop().Done()
-	s.stop()
-	s.mu.Lock() // a running job ends (its context is cancelled) and releases it
-	defer s.mu.Unlock()
+// startAnalytics recomputes, on a cron schedule, the days whose
+// measurements changed.
+func startAnalytics(conn driver.Conn, spec string, log *slog.Logger) (*scheduler, error) {
+	job := &analytics.Job{Conn: conn, Logger: log}
+	return startScheduler("schedule", spec, func(ctx context.Context) {
+		n, err := job.RunPending(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Error("analytics: run failed; will retry at the next tick", "err", err)
+			return
+		}
+		if n > 0 {
+			log.Info("analytics: days recomputed", "days", n)
+		}
+	})
 }
 
 func cmdAnalytics(args []string) error {

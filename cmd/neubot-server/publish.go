@@ -7,11 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/robfig/cron/v3"
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/neubot/neubot/collector/annotate"
@@ -22,58 +20,22 @@ import (
 	"github.com/neubot/neubot/schemas"
 )
 
-// exportScheduler writes the dumps of the days that closed, on a cron
-// schedule (and once at start, to catch up).
-type exportScheduler struct {
-	c    *cron.Cron
-	cfgs []publish.ExportConfig
-	// lag is how long after a day's end it is exported.
-	lag  time.Duration
-	log  *slog.Logger
-	mu   sync.Mutex
-	ctx  context.Context
-	stop context.CancelFunc
-}
-
-func startExports(spec string, lag time.Duration, log *slog.Logger, cfgs ...publish.ExportConfig) (*exportScheduler, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &exportScheduler{c: cron.New(), cfgs: cfgs, lag: lag, log: log, ctx: ctx, stop: cancel}
-	if _, err := s.c.AddFunc(spec, s.run); err != nil {
-		cancel()
-		return nil, fmt.Errorf("--export-schedule %q: %w", spec, err)
-	}
-	s.c.Start()
-	go s.run()
-	return s, nil
-}
-
-func (s *exportScheduler) run() {
-	if s.ctx.Err() != nil || !s.mu.TryLock() {
-		return // stopped, or the previous run is still going
-	}
-	defer s.mu.Unlock()
-	if s.ctx.Err() != nil {
-		return // close() has begun: it waits for the lock, not for this run
-	}
-	// The last day whose end is at least lag ago.
-	through := time.Now().UTC().Add(-s.lag).Truncate(24*time.Hour).AddDate(0, 0, -1)
-	for _, cfg := range s.cfgs {
-		ms, err := publish.ExportPending(s.ctx, cfg, through, 31)
-		if err != nil && s.ctx.Err() == nil {
-			s.log.Error("publish: export failed; will retry at the next tick", "dir", cfg.Dir, "err", err)
-			continue
+// startExports writes, on a cron schedule, the dumps of the days that
+// ended at least lag ago and are not exported yet.
+func startExports(spec string, lag time.Duration, log *slog.Logger, cfgs ...publish.ExportConfig) (*scheduler, error) {
+	return startScheduler("export-schedule", spec, func(ctx context.Context) {
+		through := time.Now().UTC().Add(-lag).Truncate(24*time.Hour).AddDate(0, 0, -1)
+		for _, cfg := range cfgs {
+			ms, err := publish.ExportPending(ctx, cfg, through, 31)
+			if err != nil && ctx.Err() == nil {
+				log.Error("publish: export failed; will retry at the next tick", "dir", cfg.Dir, "err", err)
+				continue
+			}
+			for _, m := range ms {
+				log.Info("publish: day exported", "test", m.Test, "day", m.Day, "rows", m.Rows, "synthetic", m.Synthetic, "dir", cfg.Dir)
+			}
 		}
-		for _, m := range ms {
-			s.log.Info("publish: day exported", "test", m.Test, "day", m.Day, "rows", m.Rows, "synthetic", m.Synthetic, "dir", cfg.Dir)
-		}
-	}
-}
-
-func (s *exportScheduler) close() {
-	<-s.c.Stop().Done()
-	s.stop()
-	s.mu.Lock() // a running export ends (its context is cancelled) and releases it
-	defer s.mu.Unlock()
+	})
 }
 
 func cmdPublish(args []string) error {

@@ -104,7 +104,7 @@ func cmdUp(args []string) error {
 	// simulated data's under datasets-synthetic/, through yesterday.
 	realDir, synDir := filepath.Join(*data, "datasets"), filepath.Join(*data, "datasets-synthetic")
 	pubCfg := publish.Config{Conn: anConn, IPDB: db, Logger: log, DatasetsDir: realDir, Demo: *demo}
-	exports := []*exportScheduler{}
+	exports := []*scheduler{}
 	defer func() {
 		for _, e := range exports {
 			e.close()
