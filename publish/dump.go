@@ -29,6 +29,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/neubot/neubot/internal/atomicfile"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 )
@@ -250,7 +251,7 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(manifestPath, append(b, '\n')); err != nil {
+	if err := atomicfile.WriteFile(manifestPath, append(b, '\n')); err != nil {
 		return nil, err
 	}
 	if err := updateIndex(cfg.Dir, m); err != nil {
@@ -533,7 +534,7 @@ func (a *atomicFile) commit() error {
 		return err
 	}
 	a.done = true
-	return syncDir(filepath.Dir(a.final))
+	return atomicfile.SyncDir(filepath.Dir(a.final))
 }
 
 // discard removes the temporary file unless it was committed.
@@ -542,30 +543,6 @@ func (a *atomicFile) discard() {
 		a.f.Close()
 		os.Remove(a.f.Name())
 	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	a, err := newAtomicFile(path)
-	if err != nil {
-		return err
-	}
-	defer a.discard()
-	if _, err := a.Write(b); err != nil {
-		return err
-	}
-	if err := a.sync(); err != nil {
-		return err
-	}
-	return a.commit()
 }
 
 func readManifest(path string) (*Manifest, error) {
@@ -649,7 +626,7 @@ func updateIndex(root string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(root, "index.json"), append(b, '\n'))
+	return atomicfile.WriteFile(filepath.Join(root, "index.json"), append(b, '\n'))
 }
 
 func sameEntry(a, b IndexEntry) bool {

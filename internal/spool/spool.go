@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/neubot/neubot/internal/atomicfile"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -330,7 +331,7 @@ func (s *Spool) openActive() error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	if !s.opts.NoSync {
-		if err := syncDir(s.dir); err != nil {
+		if err := atomicfile.SyncDir(s.dir); err != nil {
 			f.Close()
 			return err
 		}
@@ -341,15 +342,6 @@ func (s *Spool) openActive() error {
 	s.nextSeq++
 	s.mu.Unlock()
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Append writes entries durably: when it returns nil they are on disk.
