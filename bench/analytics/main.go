@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/bench/internal/benchrows"
-	"github.com/neubot/neubot/internal/localch"
 )
 
 func main() {
@@ -59,22 +57,13 @@ func queryStats(ctx context.Context, conn driver.Conn, since time.Time, like str
 }
 
 func run(n int) error {
-	dir, err := os.MkdirTemp("", "neubot-bench-analytics-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	ch, err := localch.Start(ctx, localch.Config{Dir: filepath.Join(dir, "clickhouse"), Database: "bench", MaxMemoryBytes: 16 << 30})
+	bs, err := benchrows.Start(ctx, "analytics", 16<<30)
 	if err != nil {
 		return err
 	}
-	defer ch.Stop()
-	conn, err := ch.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+	defer bs.Stop()
+	conn := bs.Conn
 	fmt.Fprintf(os.Stderr, "generating %d measurements inside ClickHouse...\n", n)
 	t0 := time.Now()
 	if err := conn.Exec(ctx, benchrows.SQL(n, day, true)); err != nil {

@@ -30,7 +30,6 @@ import (
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/bench/internal/benchrows"
 	"github.com/neubot/neubot/collector/annotate"
-	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
 )
@@ -54,22 +53,13 @@ func run(n int, dur time.Duration, ipdbDir string) error {
 			return fmt.Errorf("%s is needed: run scripts/setup", tool)
 		}
 	}
-	dir, err := os.MkdirTemp("", "neubot-bench-publish-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	ch, err := localch.Start(ctx, localch.Config{Dir: filepath.Join(dir, "clickhouse"), Database: "bench", MaxMemoryBytes: 8 << 30})
+	bs, err := benchrows.Start(ctx, "publish", 8<<30)
 	if err != nil {
 		return err
 	}
-	defer ch.Stop()
-	conn, err := ch.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+	defer bs.Stop()
+	ch, conn, dir := bs.CH, bs.Conn, bs.Dir
 	if ipdbDir == "" {
 		if ipdbDir, err = annotate.DefaultDir(); err != nil {
 			return err

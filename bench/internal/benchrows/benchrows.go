@@ -5,9 +5,16 @@
 package benchrows
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/neubot/neubot/internal/localch"
 )
 
 // SQL fills the speedtest table with n rows of one day (YYYY-MM-DD),
@@ -86,4 +93,40 @@ func SQL(n int, day string, synthetic bool) string {
 		exprs = append(exprs, cols[k])
 	}
 	return fmt.Sprintf("INSERT INTO speedtest (%s) SELECT %s FROM system.numbers LIMIT %d", strings.Join(names, ", "), strings.Join(exprs, ", "), n)
+}
+
+// Server is a benchmark's own ClickHouse: data in Dir (a temporary
+// directory the benchmark may also use), database "bench", migrations
+// applied.
+type Server struct {
+	Dir  string
+	CH   *localch.Server
+	Conn driver.Conn
+}
+
+// Start starts and connects to a benchmark's ClickHouse, with maxMemory
+// per query.
+func Start(ctx context.Context, name string, maxMemory int64) (*Server, error) {
+	dir, err := os.MkdirTemp("", "neubot-bench-"+name+"-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Dir: dir}
+	if s.CH, err = localch.Start(ctx, localch.Config{Dir: filepath.Join(dir, "clickhouse"), Database: "bench", MaxMemoryBytes: maxMemory}); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if s.Conn, err = s.CH.Connect(ctx); err != nil {
+		s.CH.Stop()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// Stop closes the connection, stops ClickHouse and removes Dir.
+func (s *Server) Stop() {
+	s.Conn.Close()
+	s.CH.Stop()
+	os.RemoveAll(s.Dir)
 }
