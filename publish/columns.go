@@ -54,90 +54,82 @@ func newColumn(name, chType, doc string) (*column, error) {
 		c.text = true
 	}
 	md := arrow.NewMetadata([]string{"description", "clickhouse_type"}, []string{doc, chType})
-	typ, nullable := chType, false
-	if strings.HasPrefix(typ, "Nullable(") {
-		typ, nullable = strings.TrimSuffix(strings.TrimPrefix(typ, "Nullable("), ")"), true
+	typ := chType
+	if c.nullable {
+		typ = strings.TrimSuffix(strings.TrimPrefix(typ, "Nullable("), ")")
+	}
+	if c.nullable && typ != "Float64" && typ != "UInt64" {
+		return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
 	}
 	if strings.HasPrefix(typ, "Array(") {
-		if nullable {
-			return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
-		}
 		if err := arrayColumn(c, strings.TrimSuffix(strings.TrimPrefix(typ, "Array("), ")"), md); err != nil {
 			return nil, err
 		}
 		return c, nil
 	}
-	if typ == "Date" {
-		if nullable {
-			return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
-		}
-		v := new(time.Time)
-		c.dest, c.text = v, true
-		c.field = arrow.Field{Name: name, Type: arrow.FixedWidthTypes.Date32, Metadata: md}
-		c.appendTo = func(b array.Builder) { b.(*array.Date32Builder).Append(arrow.Date32FromTime(*v)) }
-		c.csv = func(buf []byte) []byte { return v.UTC().AppendFormat(buf, "2006-01-02") }
-		return c, nil
-	}
+	appendUint := func(buf []byte, x uint64) []byte { return strconv.AppendUint(buf, x, 10) }
 	switch typ {
 	case "Float64":
-		c.field = arrow.Field{Name: name, Type: arrow.PrimitiveTypes.Float64, Nullable: nullable, Metadata: md}
-		if nullable {
-			v := new(*float64)
-			c.dest = v
-			c.appendTo = func(b array.Builder) {
-				if *v == nil {
-					b.AppendNull()
-				} else {
-					b.(*array.Float64Builder).Append(**v)
-				}
-			}
-			c.csv = func(buf []byte) []byte {
-				if *v == nil {
-					return buf
-				}
-				return strconv.AppendFloat(buf, **v, 'g', -1, 64)
-			}
-		} else {
-			v := new(float64)
-			c.dest = v
-			c.appendTo = func(b array.Builder) { b.(*array.Float64Builder).Append(*v) }
-			c.csv = func(buf []byte) []byte { return strconv.AppendFloat(buf, *v, 'g', -1, 64) }
-		}
-	case "UInt8", "UInt16", "UInt32", "UInt64":
-		return uintColumn(c, typ, nullable, md)
+		scalarOf(c, arrow.PrimitiveTypes.Float64, md, func(b array.Builder, x float64) { b.(*array.Float64Builder).Append(x) },
+			func(buf []byte, x float64) []byte { return strconv.AppendFloat(buf, x, 'g', -1, 64) })
+	case "UInt8":
+		scalarOf(c, arrow.PrimitiveTypes.Uint8, md, func(b array.Builder, x uint8) { b.(*array.Uint8Builder).Append(x) },
+			func(buf []byte, x uint8) []byte { return appendUint(buf, uint64(x)) })
+	case "UInt16":
+		scalarOf(c, arrow.PrimitiveTypes.Uint16, md, func(b array.Builder, x uint16) { b.(*array.Uint16Builder).Append(x) },
+			func(buf []byte, x uint16) []byte { return appendUint(buf, uint64(x)) })
+	case "UInt32":
+		scalarOf(c, arrow.PrimitiveTypes.Uint32, md, func(b array.Builder, x uint32) { b.(*array.Uint32Builder).Append(x) },
+			func(buf []byte, x uint32) []byte { return appendUint(buf, uint64(x)) })
+	case "UInt64":
+		scalarOf(c, arrow.PrimitiveTypes.Uint64, md, func(b array.Builder, x uint64) { b.(*array.Uint64Builder).Append(x) }, appendUint)
 	case "String":
-		if nullable {
-			return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
-		}
-		v := new(string)
-		c.dest = v
-		c.field = arrow.Field{Name: name, Type: arrow.BinaryTypes.String, Metadata: md}
-		c.appendTo = func(b array.Builder) { b.(*array.StringBuilder).Append(*v) }
-		c.csv = func(buf []byte) []byte { return append(buf, *v...) }
+		scalarOf(c, arrow.BinaryTypes.String, md, func(b array.Builder, x string) { b.(*array.StringBuilder).Append(x) },
+			func(buf []byte, x string) []byte { return append(buf, x...) })
 	case "UUID":
-		if nullable {
-			return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
-		}
 		// Text, not FixedSizeBinary(16): what pandas, R and DuckDB users
 		// compare with and join on.
-		v := new(uuid.UUID)
-		c.dest = v
-		c.field = arrow.Field{Name: name, Type: arrow.BinaryTypes.String, Metadata: md}
-		c.appendTo = func(b array.Builder) { b.(*array.StringBuilder).Append(v.String()) }
-		c.csv = func(buf []byte) []byte { return append(buf, v.String()...) }
+		scalarOf(c, arrow.BinaryTypes.String, md, func(b array.Builder, x uuid.UUID) { b.(*array.StringBuilder).Append(x.String()) },
+			func(buf []byte, x uuid.UUID) []byte { return append(buf, x.String()...) })
 	case "DateTime":
-		if nullable {
-			return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
-		}
-		v := new(time.Time)
-		c.dest = v
-		c.field = arrow.Field{Name: name, Type: &arrow.TimestampType{Unit: arrow.Second, TimeZone: "UTC"}, Metadata: md}
-		c.appendTo = func(b array.Builder) { b.(*array.TimestampBuilder).Append(arrow.Timestamp(v.Unix())) }
-		c.csv = func(buf []byte) []byte { return v.UTC().AppendFormat(buf, "2006-01-02T15:04:05Z") }
+		scalarOf(c, &arrow.TimestampType{Unit: arrow.Second, TimeZone: "UTC"}, md,
+			func(b array.Builder, x time.Time) { b.(*array.TimestampBuilder).Append(arrow.Timestamp(x.Unix())) },
+			func(buf []byte, x time.Time) []byte { return x.UTC().AppendFormat(buf, "2006-01-02T15:04:05Z") })
+	case "Date":
+		scalarOf(c, arrow.FixedWidthTypes.Date32, md, func(b array.Builder, x time.Time) { b.(*array.Date32Builder).Append(arrow.Date32FromTime(x)) },
+			func(buf []byte, x time.Time) []byte { return x.UTC().AppendFormat(buf, "2006-01-02") })
 	default:
 		return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
 	}
 	return c, nil
+}
+
+// scalarOf makes c a column of T: scanned into a T, or into a *T (nil for
+// NULL) when the column is Nullable.
+func scalarOf[T any](c *column, typ arrow.DataType, md arrow.Metadata, add func(array.Builder, T), format func([]byte, T) []byte) {
+	c.field = arrow.Field{Name: c.name, Type: typ, Nullable: c.nullable, Metadata: md}
+	if c.nullable {
+		v := new(*T)
+		c.dest = v
+		c.appendTo = func(b array.Builder) {
+			if *v == nil {
+				b.AppendNull()
+			} else {
+				add(b, **v)
+			}
+		}
+		c.csv = func(buf []byte) []byte {
+			if *v == nil {
+				return buf
+			}
+			return format(buf, **v)
+		}
+		return
+	}
+	v := new(T)
+	c.dest = v
+	c.appendTo = func(b array.Builder) { add(b, *v) }
+	c.csv = func(buf []byte) []byte { return format(buf, *v) }
 }
 
 // arrayColumn makes c an Array(elem) column: an Arrow list, written in CSV
@@ -208,57 +200,6 @@ func appendFloat(buf []byte, x float64) []byte {
 		return append(buf, "null"...)
 	}
 	return strconv.AppendFloat(buf, x, 'g', -1, 64)
-}
-
-func uintColumn(c *column, typ string, nullable bool, md arrow.Metadata) (*column, error) {
-	if nullable && typ != "UInt64" {
-		return nil, fmt.Errorf("column %s: unsupported type Nullable(%s)", c.name, typ)
-	}
-	switch typ {
-	case "UInt8":
-		v := new(uint8)
-		c.dest = v
-		c.field = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Uint8, Metadata: md}
-		c.appendTo = func(b array.Builder) { b.(*array.Uint8Builder).Append(*v) }
-		c.csv = func(buf []byte) []byte { return strconv.AppendUint(buf, uint64(*v), 10) }
-	case "UInt16":
-		v := new(uint16)
-		c.dest = v
-		c.field = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Uint16, Metadata: md}
-		c.appendTo = func(b array.Builder) { b.(*array.Uint16Builder).Append(*v) }
-		c.csv = func(buf []byte) []byte { return strconv.AppendUint(buf, uint64(*v), 10) }
-	case "UInt32":
-		v := new(uint32)
-		c.dest = v
-		c.field = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Uint32, Metadata: md}
-		c.appendTo = func(b array.Builder) { b.(*array.Uint32Builder).Append(*v) }
-		c.csv = func(buf []byte) []byte { return strconv.AppendUint(buf, uint64(*v), 10) }
-	case "UInt64":
-		c.field = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Uint64, Nullable: nullable, Metadata: md}
-		if nullable {
-			v := new(*uint64)
-			c.dest = v
-			c.appendTo = func(b array.Builder) {
-				if *v == nil {
-					b.AppendNull()
-				} else {
-					b.(*array.Uint64Builder).Append(**v)
-				}
-			}
-			c.csv = func(buf []byte) []byte {
-				if *v == nil {
-					return buf
-				}
-				return strconv.AppendUint(buf, **v, 10)
-			}
-		} else {
-			v := new(uint64)
-			c.dest = v
-			c.appendTo = func(b array.Builder) { b.(*array.Uint64Builder).Append(*v) }
-			c.csv = func(buf []byte) []byte { return strconv.AppendUint(buf, *v, 10) }
-		}
-	}
-	return c, nil
 }
 
 // appendCSVField appends one field, quoted when it holds a comma, quote or
