@@ -24,6 +24,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -68,6 +69,7 @@ type API struct {
 	router  chi.Router
 	limiter *ratelimit.Limiter
 	cache   *cache
+	colDefs sync.Map // table -> []columnDef, for the measurements
 }
 
 // New builds the API.

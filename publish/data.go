@@ -343,12 +343,22 @@ func indexOfColumn(cols []*column, name string) int {
 	return -1
 }
 
-// columnsOf is the published columns of a table, read once. Each request
-// gets its own copy: columns carry the scan destinations.
+// columnsOf is the published columns of a table. Their definitions are
+// read from ClickHouse once per table (migrations run before the API
+// starts); each request gets its own columns: they carry the scan
+// destinations.
 func (a *API) columnsOf(ctx context.Context, table string) ([]*column, error) {
+	if defs, ok := a.colDefs.Load(table); ok {
+		return newColumns(defs.([]columnDef))
+	}
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	return publicColumns(ctx, a.cfg.Conn, table)
+	defs, err := columnDefs(ctx, a.cfg.Conn, table)
+	if err != nil {
+		return nil, err
+	}
+	a.colDefs.Store(table, defs)
+	return newColumns(defs)
 }
 
 // Dataset is one day of one test in GET /api/v1/datasets, with the URLs of

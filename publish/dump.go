@@ -139,28 +139,49 @@ func selection(synthetic bool) string {
 // the schema keeps only truncated prefixes, never a full address (a test of
 // the schemas and the privacy scan of the round-trip test check it).
 func publicColumns(ctx context.Context, conn driver.Conn, table string) ([]*column, error) {
+	defs, err := columnDefs(ctx, conn, table)
+	if err != nil {
+		return nil, err
+	}
+	return newColumns(defs)
+}
+
+// columnDef is a column of a table as system.columns describes it.
+type columnDef struct{ name, typ, doc string }
+
+// columnDefs reads the columns of a table, in order.
+func columnDefs(ctx context.Context, conn driver.Conn, table string) ([]columnDef, error) {
 	rows, err := conn.Query(ctx, `SELECT name, type, comment FROM system.columns WHERE database = currentDatabase() AND table = ?`, table)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var cols []*column
+	var defs []columnDef
 	for rows.Next() {
-		var name, typ, doc string
-		if err := rows.Scan(&name, &typ, &doc); err != nil {
+		var d columnDef
+		if err := rows.Scan(&d.name, &d.typ, &d.doc); err != nil {
 			return nil, err
 		}
-		c, err := newColumn(name, typ, doc)
-		if err != nil {
-			return nil, err
-		}
-		cols = append(cols, c)
+		defs = append(defs, d)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	if len(cols) == 0 {
+	if len(defs) == 0 {
 		return nil, fmt.Errorf("table %s has no columns (migrations not applied?)", table)
+	}
+	return defs, nil
+}
+
+// newColumns makes the columns of defs, each with its scan destination.
+func newColumns(defs []columnDef) ([]*column, error) {
+	cols := make([]*column, len(defs))
+	for i, d := range defs {
+		c, err := newColumn(d.name, d.typ, d.doc)
+		if err != nil {
+			return nil, err
+		}
+		cols[i] = c
 	}
 	return cols, nil
 }
