@@ -1,12 +1,15 @@
 package publish
 
 import (
+	"cmp"
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/internal/stats"
 )
 
@@ -59,33 +62,42 @@ func (a *API) verdictsHandler(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, cacheFor(to, now), v)
 }
 
-// verdicts sums an ISP's daily verdicts over a period.
+// verdicts sums an ISP's daily verdicts (analytics.Verdicts) over a
+// period, per test and direction, and recomputes the share's interval over
+// the sums.
 func (a *API) verdicts(ctx context.Context, asn uint32, synthetic bool, from, to time.Time) (*Verdicts, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	syn := uint8(0)
-	if synthetic {
-		syn = 1
-	}
-	out := &Verdicts{ASN: strconv.FormatUint(uint64(asn), 10), Synthetic: synthetic, From: from.Format("2006-01-02"), To: to.Format("2006-01-02"), Verdicts: []VerdictSummary{}}
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT test, direction, any(org), any(country), sum(tests), sum(differentiation_tests), sum(none_tests), sum(inconclusive_tests)
-		FROM analytics_verdicts
-		WHERE asn = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
-		GROUP BY test, direction ORDER BY test, direction`, asn, syn, out.From, out.To)
+	days, err := analytics.Verdicts(ctx, a.cfg.Conn, asn, from, to)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var v VerdictSummary
-		if err := rows.Scan(&v.Test, &v.Direction, &out.Org, &out.Country, &v.Tests, &v.Differentiation, &v.None, &v.Inconclusive); err != nil {
-			return nil, err
+	out := &Verdicts{ASN: strconv.FormatUint(uint64(asn), 10), Synthetic: synthetic, From: from.Format("2006-01-02"), To: to.Format("2006-01-02"), Verdicts: []VerdictSummary{}}
+	sums := map[[2]string]*VerdictSummary{}
+	for _, d := range days {
+		if d.Synthetic != synthetic {
+			continue
 		}
+		out.Org, out.Country = d.Org, d.Country
+		v := sums[[2]string{d.Test, d.Direction}]
+		if v == nil {
+			v = &VerdictSummary{Test: d.Test, Direction: d.Direction}
+			sums[[2]string{d.Test, d.Direction}] = v
+		}
+		v.Tests += d.Tests
+		v.Differentiation += d.Differentiation
+		v.None += d.None
+		v.Inconclusive += d.Inconclusive
+	}
+	for _, v := range sums {
 		if n := v.Differentiation + v.None; n > 0 {
 			v.Share = float64(v.Differentiation) / float64(n)
 			v.ShareLo, v.ShareHi = stats.Wilson(v.Differentiation, n, 1.96)
 		}
-		out.Verdicts = append(out.Verdicts, v)
+		out.Verdicts = append(out.Verdicts, *v)
 	}
-	return out, rows.Err()
+	slices.SortFunc(out.Verdicts, func(x, y VerdictSummary) int {
+		return cmp.Or(cmp.Compare(x.Test, y.Test), cmp.Compare(x.Direction, y.Direction))
+	})
+	return out, nil
 }
