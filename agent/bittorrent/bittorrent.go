@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +27,6 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
-	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/bittorrent/peer"
 	"github.com/neubot/neubot/testserver/bittorrent/spec"
@@ -155,28 +153,11 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	}
 	peer.Analyze(keys) // the download part; the server redoes it with its upload samples
 	rec := &schemas.Record{
-		Envelope: schemas.Envelope{
-			MeasurementUID: uid,
-			AgentID:        env.AgentID,
-			TestName:       schemas.BitTorrentName,
-			TestVersion:    schemas.BitTorrentVersion,
-			SchemaVersion:  schemas.SchemaVersion,
-			StartTime:      start.UTC().Truncate(time.Millisecond),
-			DurationS:      round3(time.Since(start).Seconds()),
-			Agent:          schemas.Agent{Software: "neubot", Version: agentVersion(env), OS: runtime.GOOS, Arch: runtime.GOARCH},
-			Consent:        env.Consent,
-		},
+		Envelope: env.Envelope(schemas.BitTorrentName, schemas.BitTorrentVersion, uid, start),
 		TestKeys: keys,
 	}
 	r.progress(plugin.Progress{Phase: "collect"})
 	return r.collect(ctx, rec)
-}
-
-func agentVersion(env plugin.Env) string {
-	if env.AgentVersion != "" {
-		return env.AgentVersion
-	}
-	return version.Version
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }

@@ -34,7 +34,6 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
-	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/ndt7/spec"
 )
@@ -120,17 +119,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 		return nil, err
 	}
 	rec := &schemas.Record{
-		Envelope: schemas.Envelope{
-			MeasurementUID: uid,
-			AgentID:        env.AgentID,
-			TestName:       schemas.NDT7Name,
-			TestVersion:    schemas.NDT7Version,
-			SchemaVersion:  schemas.SchemaVersion,
-			StartTime:      start.UTC().Truncate(time.Millisecond),
-			DurationS:      round3(time.Since(start).Seconds()),
-			Agent:          schemas.Agent{Software: "neubot", Version: agentVersion(env), OS: runtime.GOOS, Arch: runtime.GOARCH},
-			Consent:        env.Consent,
-		},
+		Envelope: env.Envelope(schemas.NDT7Name, schemas.NDT7Version, uid, start),
 		TestKeys: keys,
 	}
 	if r.base == "" {
@@ -142,13 +131,6 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	}
 	r.progress(plugin.Progress{Phase: "collect"})
 	return session.Collect(ctx, r.http, schemas.NDT7Name, r.base+spec.CollectPath, r.token, rec)
-}
-
-func agentVersion(env plugin.Env) string {
-	if env.AgentVersion != "" {
-		return env.AgentVersion
-	}
-	return version.Version
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
@@ -165,7 +147,7 @@ func (r *run) dial(ctx context.Context, path string) (*websocket.Conn, error) {
 	u.Path = path
 	q := url.Values{
 		"client_name":            {"neubot"},
-		"client_version":         {agentVersion(r.env)},
+		"client_version":         {r.env.Version()},
 		"client_library_name":    {"neubot-ndt7"},
 		"client_library_version": {spec.Version},
 		"client_os":              {runtime.GOOS},
@@ -182,7 +164,7 @@ func (r *run) dial(ctx context.Context, path string) (*websocket.Conn, error) {
 		ReadBufferSize:   64 << 10,
 		WriteBufferSize:  64 << 10,
 	}
-	h := http.Header{"User-Agent": {"neubot/" + agentVersion(r.env) + " neubot-ndt7/" + spec.Version}}
+	h := http.Header{"User-Agent": {"neubot/" + r.env.Version() + " neubot-ndt7/" + spec.Version}}
 	conn, resp, err := d.DialContext(ctx, u.String(), h)
 	if err != nil {
 		if resp != nil {

@@ -7,8 +7,12 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
+	"runtime"
+	"time"
 
+	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -25,6 +29,32 @@ type Env struct {
 	HTTPClient *http.Client
 	// Progress receives live updates; nil discards them.
 	Progress func(Progress)
+}
+
+// Version is the agent's software version for records (AgentVersion, or
+// this build's).
+func (env Env) Version() string {
+	if env.AgentVersion != "" {
+		return env.AgentVersion
+	}
+	return version.Version
+}
+
+// Envelope is the envelope of a record of test (methodology testVersion),
+// measurement uid, started at start and ending now: who measured, with
+// which software, under which consent.
+func (env Env) Envelope(test, testVersion, uid string, start time.Time) schemas.Envelope {
+	return schemas.Envelope{
+		MeasurementUID: uid,
+		AgentID:        env.AgentID,
+		TestName:       test,
+		TestVersion:    testVersion,
+		SchemaVersion:  schemas.SchemaVersion,
+		StartTime:      start.UTC().Truncate(time.Millisecond),
+		DurationS:      math.Round(time.Since(start).Seconds()*1000) / 1000,
+		Agent:          schemas.Agent{Software: "neubot", Version: env.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH},
+		Consent:        env.Consent,
+	}
 }
 
 // Progress is a live update of a running test.

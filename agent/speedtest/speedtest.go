@@ -21,7 +21,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,7 +30,6 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
-	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
@@ -140,28 +138,11 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 		keys.ConnectMS = keys.ConnectMS[:schemas.MaxLatencySamples]
 	}
 	rec := &schemas.Record{
-		Envelope: schemas.Envelope{
-			MeasurementUID: uid,
-			AgentID:        env.AgentID,
-			TestName:       schemas.SpeedtestName,
-			TestVersion:    schemas.SpeedtestVersion,
-			SchemaVersion:  schemas.SchemaVersion,
-			StartTime:      start.UTC().Truncate(time.Millisecond),
-			DurationS:      round3(time.Since(start).Seconds()),
-			Agent:          schemas.Agent{Software: "neubot", Version: agentVersion(env), OS: runtime.GOOS, Arch: runtime.GOARCH},
-			Consent:        env.Consent,
-		},
+		Envelope: env.Envelope(schemas.SpeedtestName, schemas.SpeedtestVersion, uid, start),
 		TestKeys: keys,
 	}
 	r.progress(plugin.Progress{Phase: "collect"})
 	return session.Collect(ctx, r.client, schemas.SpeedtestName, r.base+spec.CollectPath, r.token, rec)
-}
-
-func agentVersion(env plugin.Env) string {
-	if env.AgentVersion != "" {
-		return env.AgentVersion
-	}
-	return version.Version
 }
 
 // transport records the connect time of every connection it makes.
