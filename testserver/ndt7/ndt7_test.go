@@ -50,6 +50,9 @@ func TestServerMessages(t *testing.T) {
 	}
 	for _, test := range []string{spec.TestDownload, spec.TestUpload} {
 		t.Run(test, func(t *testing.T) {
+			// Timed from before the dial: the server's clock starts at the
+			// upgrade, before the client sees the answer to it.
+			start := time.Now()
 			conn, resp, err := dial(t, base, "/ndt/v7/"+test, spec.SecWebSocketProtocol)
 			if err != nil {
 				t.Fatal(err)
@@ -58,7 +61,6 @@ func TestServerMessages(t *testing.T) {
 			if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != spec.SecWebSocketProtocol {
 				t.Fatalf("subprotocol answered %q", got)
 			}
-			start := time.Now()
 			stop := make(chan struct{})
 			if test == spec.TestUpload {
 				go func() { // 1 MiB messages until the server closes
