@@ -30,12 +30,12 @@ func Fail(w http.ResponseWriter, code int, format string, args ...any) {
 	}{fmt.Sprintf(format, args...)})
 }
 
-// Collected authorizes a collect request and decodes the record it posts
-// (at most max bytes, valid, of the negotiated measurement_uid when the
-// negotiation named one). On a problem it answers the client and returns
-// nils.
-func (n *Negotiator) Collected(w http.ResponseWriter, r *http.Request, max int64) (*Session, *schemas.Record) {
-	s, err := n.Authorize(r)
+// Collected authorizes a collect request of test (see AuthorizeTest) and
+// decodes the record it posts (at most max bytes, valid, of the negotiated
+// measurement_uid when the negotiation named one). On a problem it answers
+// the client and returns nils.
+func (n *Negotiator) Collected(w http.ResponseWriter, r *http.Request, test string, max int64) (*Session, *schemas.Record) {
+	s, err := n.AuthorizeTest(r, test)
 	if err != nil {
 		Fail(w, StatusOf(err), "%v", err)
 		return nil, nil

@@ -387,6 +387,16 @@ func (n *Negotiator) Authorize(r *http.Request) (*Session, error) {
 	return n.AuthorizeToken(tok)
 }
 
+// AuthorizeTest is Authorize for an endpoint of test (the speedtest's and
+// ndt7's sessions have test ""): a token of another test is unknown here.
+func (n *Negotiator) AuthorizeTest(r *http.Request, test string) (*Session, error) {
+	s, err := n.Authorize(r)
+	if err == nil && s.Test != test {
+		return nil, ErrUnknownToken
+	}
+	return s, err
+}
+
 // AuthorizeToken returns the active session of token tok, however the
 // request carried it (a header, or ndt7's access_token parameter).
 func (n *Negotiator) AuthorizeToken(tok string) (*Session, error) {

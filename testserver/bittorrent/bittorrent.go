@@ -10,7 +10,6 @@
 package bittorrent
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,9 +147,7 @@ func (p *Provider) Routes(mux interface {
 	mux.Handle("POST "+spec.CollectPath, http.HandlerFunc(p.collect))
 }
 
-func fail(w http.ResponseWriter, code int, format string, args ...any) {
-	writeJSON(w, code, map[string]string{"error": fmt.Sprintf(format, args...)})
-}
+var fail = testserver.Fail
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -160,10 +157,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) *testserver.Session {
-	s, err := p.Negotiator.Authorize(r)
-	if err == nil && s.Test != schemas.BitTorrentName {
-		err = testserver.ErrUnknownToken // a token of another test
-	}
+	s, err := p.Negotiator.AuthorizeTest(r, schemas.BitTorrentName)
 	if err != nil {
 		fail(w, testserver.StatusOf(err), "%v", err)
 		return nil
@@ -331,18 +325,8 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 // collect merges the client's record with the server's view, answers with
 // the authoritative record, hands it to Forward and ends the session.
 func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
-	s := p.authorize(w, r)
-	if s == nil {
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, spec.MaxCollectBody))
-	if err != nil {
-		fail(w, http.StatusRequestEntityTooLarge, "cannot read the record (at most %d bytes): %v", spec.MaxCollectBody, err)
-		return
-	}
-	rec, err := schemas.DecodeRecord(bytes.TrimSpace(body), time.Now())
-	if err != nil {
-		fail(w, http.StatusBadRequest, "%v", err)
+	s, rec := p.Negotiator.Collected(w, r, schemas.BitTorrentName, spec.MaxCollectBody)
+	if rec == nil {
 		return
 	}
 	keys, ok := rec.TestKeys.(*schemas.BitTorrent)
@@ -350,24 +334,8 @@ func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "test_name must be %s", schemas.BitTorrentName)
 		return
 	}
-	if s.MeasurementUID != "" && rec.MeasurementUID != s.MeasurementUID {
-		fail(w, http.StatusBadRequest, "measurement_uid %s is not the one negotiated (%s)", rec.MeasurementUID, s.MeasurementUID)
-		return
-	}
 	p.merge(rec, keys, s)
-	if err := rec.Validate(time.Now()); err != nil {
-		fail(w, http.StatusBadRequest, "merged record: %v", err)
-		return
-	}
-	if p.Forward != nil {
-		if err := p.Forward(rec); err != nil {
-			p.Logger.Error("cannot spool a record for the collector", "err", err, "measurement_uid", rec.MeasurementUID)
-			fail(w, http.StatusServiceUnavailable, "cannot store the record now")
-			return
-		}
-	}
-	p.Negotiator.Release(s)
-	writeJSON(w, http.StatusOK, rec)
+	p.Negotiator.Deliver(w, s, rec, p.Forward, p.Logger)
 }
 
 // merge puts the server's receiver samples into the upload flows (the

@@ -518,7 +518,7 @@ func (p *Provider) locate(w http.ResponseWriter, r *http.Request) {
 // collect merges the client's record with the server's view, answers with
 // the authoritative record, hands it to Forward and ends the session.
 func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
-	s, rec := p.Negotiator.Collected(w, r, stspec.MaxCollectBody)
+	s, rec := p.Negotiator.Collected(w, r, "", stspec.MaxCollectBody)
 	if rec == nil {
 		return
 	}

@@ -87,10 +87,7 @@ func viewOf(s *testserver.Session) *view {
 var fail = testserver.Fail
 
 func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) *testserver.Session {
-	s, err := p.Negotiator.Authorize(r)
-	if err == nil && s.Test != "" {
-		err = testserver.ErrUnknownToken // a token of another test
-	}
+	s, err := p.Negotiator.AuthorizeTest(r, "")
 	if err != nil {
 		fail(w, testserver.StatusOf(err), "%v", err)
 		return nil
@@ -221,7 +218,7 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 // collect merges the client's record with the server's view, answers with
 // the authoritative record, hands it to Forward and ends the session.
 func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
-	s, rec := p.Negotiator.Collected(w, r, spec.MaxCollectBody)
+	s, rec := p.Negotiator.Collected(w, r, "", spec.MaxCollectBody)
 	if rec == nil {
 		return
 	}
