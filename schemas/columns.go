@@ -11,7 +11,7 @@ import (
 var EnvelopeColumns = []string{
 	"measurement_uid", "agent_id", "test_version", "schema_version", "start_time", "duration_s",
 	"agent_software", "agent_version", "agent_os", "agent_arch", "server_id", "server_version",
-	"consent_informed", "consent_can_collect", "consent_can_publish", "synthetic",
+	"server_peer", "consent_informed", "consent_can_collect", "consent_can_publish", "synthetic",
 }
 
 // Values appends the envelope's column values. It assumes a validated record.
@@ -20,7 +20,7 @@ func (e *Envelope) Values(dst []any) []any {
 		uuid.MustParse(e.MeasurementUID), uuid.MustParse(e.AgentID), e.TestVersion,
 		uint16(e.SchemaVersion), e.StartTime.UTC(), e.DurationS,
 		e.Agent.Software, e.Agent.Version, e.Agent.OS, e.Agent.Arch, e.Server.ID, e.Server.Version,
-		boolU8(e.Consent.Informed), boolU8(e.Consent.CanCollect), boolU8(e.Consent.CanPublish), boolU8(e.Synthetic),
+		boolU8(e.Server.Peer), boolU8(e.Consent.Informed), boolU8(e.Consent.CanCollect), boolU8(e.Consent.CanPublish), boolU8(e.Synthetic),
 	)
 }
 

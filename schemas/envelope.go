@@ -7,7 +7,10 @@ import (
 
 // SchemaVersion is the version of the record layout this code writes and
 // the newest it accepts. Bump it whenever a field is added.
-const SchemaVersion = 1
+//
+//   - 1: first layout.
+//   - 2: server.peer (peer-to-peer mode).
+const SchemaVersion = 2
 
 // MaxClockSkew is how far in the future a start_time may be before the
 // record is refused: agents' clocks drift, but not by hours.
@@ -43,6 +46,7 @@ type Agent struct {
 type Server struct {
 	ID            string `json:"id" v:"maxlen=128" doc:"Identifier of the test server, as registered with the collector's rendezvous."`
 	Version       string `json:"version" v:"maxlen=32" doc:"Version of the test server software."`
+	Peer          bool   `json:"peer,omitempty" doc:"True when the test was served by another volunteer's agent in peer-to-peer mode rather than by a platform test server. Peer tests measure the path between two volunteers, whose uplink may be the bottleneck: the per-ISP figures leave them out."`
 	ClientAddress string `json:"client_address,omitempty" v:"ip,maxlen=64" doc:"Client IP address as the server saw it. Used by the collector to derive ASN, organisation, country and a truncated prefix, then dropped: it is never stored in the measurement tables nor published."`
 }
 
