@@ -48,6 +48,9 @@ type Config struct {
 	// RegisterToken, when set, is the bearer token test servers must
 	// present to register (Authorization: Bearer <token>).
 	RegisterToken string
+	// NoPeers turns peer-to-peer mode off: peer registrations get 403 and
+	// rendezvous answers list no peers.
+	NoPeers bool
 }
 
 // Collector is the ingest service. Create it with New, serve Handler, run
@@ -64,6 +67,8 @@ type Collector struct {
 	connMu sync.Mutex
 	ch     driver.Conn
 	slots  chan struct{} // ingest requests in progress
+
+	peerSlots chan struct{} // peers' reachability checks in progress
 }
 
 // New opens the spool (replaying what a previous run left) and builds the
@@ -92,12 +97,13 @@ func New(cfg Config) (*Collector, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Collector{cfg: cfg, log: cfg.Logger, spool: sp, ipdb: cfg.IPDB, slots: make(chan struct{}, cfg.MaxConcurrent)}
+	c := &Collector{cfg: cfg, log: cfg.Logger, spool: sp, ipdb: cfg.IPDB, slots: make(chan struct{}, cfg.MaxConcurrent), peerSlots: make(chan struct{}, MaxPeerChecks)}
 	c.metrics = newMetrics(sp)
 	r := chi.NewRouter()
 	r.Post(IngestPath, c.handleIngest)
 	r.Post(RegisterPath, c.handleRegister)
 	r.Post(RendezvousPath, c.handleRendezvous)
+	r.Post(PeerRegisterPath, c.handlePeerRegister)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -22,6 +22,7 @@ type metrics struct {
 	deadLetters   prometheus.Counter
 	quarantined   prometheus.Counter
 	testServers   *prometheus.GaugeVec
+	peerChecks    *prometheus.CounterVec
 }
 
 func newMetrics(s *spool.Spool) *metrics {
@@ -62,11 +63,15 @@ func newMetrics(s *spool.Spool) *metrics {
 		}),
 		testServers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "neubot_collector_test_servers",
-			Help: "Live test servers (registered, not expired) of the rendezvous, by test they serve.",
+			Help: "Live test servers (registered, not expired) of the rendezvous, peers included, by test they serve.",
 		}, []string{"test"}),
+		peerChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "neubot_collector_peer_checks_total",
+			Help: "Connections back to volunteers' agents offering to serve peers, by result (listed, unreachable).",
+		}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.accepted, m.rejected, m.requests, m.inserted, m.insertErrors,
-		m.insertSeconds, m.deadLetters, m.quarantined, m.testServers,
+		m.insertSeconds, m.deadLetters, m.quarantined, m.testServers, m.peerChecks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "neubot_collector_spool_bytes",
 			Help: "Bytes in the spool not yet loaded into ClickHouse.",

@@ -81,7 +81,8 @@ type registry struct {
 	// now is the clock; nil means time.Now. Tests set it before use.
 	now     func() time.Time
 	servers map[string]*serverEntry
-	counts  map[string]int // servers by test, mirrored in gauge
+	counts  map[string]int       // servers by test, mirrored in gauge
+	checks  map[string]peerCheck // peers' reachability checks by ID
 	// nextExpiry is at or before the earliest expiry of servers (zero
 	// when empty): until then there is nothing to prune.
 	nextExpiry time.Time
@@ -93,6 +94,7 @@ type serverEntry struct {
 	info    schemas.ServerInfo
 	tests   []string
 	expires time.Time
+	addr    string // a peer's source address (see addressKey); "" for servers
 }
 
 // rendezvous returns the collector's registry, bound to its logger and
@@ -113,8 +115,9 @@ func (r *registry) clock() time.Time {
 	return time.Now()
 }
 
-// upsert adds or refreshes the registration of reg.ID, which must be valid.
-func (r *registry) upsert(reg schemas.ServerRegistration) (schemas.RegistrationAck, error) {
+// upsert adds or refreshes the registration of reg.ID, which must be valid
+// (a peer's with its URL made and checked, and addr its source address).
+func (r *registry) upsert(reg schemas.ServerRegistration, addr string) (schemas.RegistrationAck, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.clock()
@@ -133,13 +136,15 @@ func (r *registry) upsert(reg schemas.ServerRegistration) (schemas.RegistrationA
 			URL:     reg.URL,
 			Version: reg.Version,
 			Load:    reg.Load.Ratio(),
+			Peer:    reg.Peer != nil,
 		},
 		tests:   slices.Clone(reg.Tests),
 		expires: now.Add(RegistrationExpiry),
+		addr:    addr,
 	}
 	switch {
 	case !exists:
-		r.log.Info("test server registered", "id", reg.ID, "url", reg.URL, "tests", reg.Tests, "version", reg.Version)
+		r.log.Info("test server registered", "id", reg.ID, "url", reg.URL, "tests", reg.Tests, "version", reg.Version, "peer", reg.Peer != nil)
 	case old.info.URL != reg.URL || old.info.Version != reg.Version || !slices.Equal(old.tests, reg.Tests):
 		r.log.Info("test server registration changed", "id", reg.ID, "url", reg.URL, "tests", reg.Tests, "version", reg.Version)
 	default:
@@ -162,10 +167,10 @@ func (r *registry) upsert(reg schemas.ServerRegistration) (schemas.RegistrationA
 	}, nil
 }
 
-// lookup returns, for each of tests, the live servers that serve it, least
-// loaded first (ties by ID), at most limit per test; a test no live server
-// serves maps to an empty list.
-func (r *registry) lookup(tests []string, limit int) map[string][]schemas.ServerInfo {
+// lookup returns, for each of tests, the live servers (and peers, when
+// peers is true) that serve it, least loaded first (ties by ID), at most
+// limit per test; a test no live server serves maps to an empty list.
+func (r *registry) lookup(tests []string, limit int, peers bool) map[string][]schemas.ServerInfo {
 	out := make(map[string][]schemas.ServerInfo, len(tests))
 	for _, t := range tests {
 		out[t] = []schemas.ServerInfo{}
@@ -174,7 +179,7 @@ func (r *registry) lookup(tests []string, limit int) map[string][]schemas.Server
 	now := r.clock()
 	r.pruneLocked(now)
 	for _, e := range r.servers {
-		if !now.Before(e.expires) {
+		if !now.Before(e.expires) || e.info.Peer && !peers {
 			continue
 		}
 		for _, t := range e.tests {
@@ -220,6 +225,11 @@ func (r *registry) pruneLocked(now time.Time) {
 		delete(r.servers, id)
 		r.countLocked(e.tests, -1)
 	}
+	for id, p := range r.checks {
+		if !p.fresh(p.url, now) {
+			delete(r.checks, id)
+		}
+	}
 }
 
 // sweepNow runs on the sweep timer: it prunes, so that the gauge falls when
@@ -261,7 +271,12 @@ func (c *Collector) handleRegister(w http.ResponseWriter, r *http.Request) {
 		rendezvousInvalid(w, err)
 		return
 	}
-	ack, err := c.rendezvous().upsert(reg)
+	if reg.Peer != nil {
+		fe := schemas.FieldError{Path: "peer", Reason: "must be absent here; peers register at " + PeerRegisterPath}
+		rendezvousFail(w, http.StatusBadRequest, []schemas.FieldError{fe}, "%s", fe.Error())
+		return
+	}
+	ack, err := c.rendezvous().upsert(reg, "")
 	if errors.Is(err, errRegistryFull) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(RegistrationExpiry/time.Second)))
 		rendezvousFail(w, http.StatusTooManyRequests, nil, "%v (%d servers): retry later", err, MaxRegisteredServers)
@@ -282,7 +297,7 @@ func (c *Collector) handleRendezvous(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, schemas.RendezvousResponse{
-		Servers: c.rendezvous().lookup(req.Tests, MaxServersPerTest),
+		Servers: c.rendezvous().lookup(req.Tests, MaxServersPerTest, req.Peers && !c.cfg.NoPeers),
 		TTLS:    int(RendezvousTTL / time.Second),
 	})
 }

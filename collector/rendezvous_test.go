@@ -391,7 +391,7 @@ func TestRegistryBounded(t *testing.T) {
 	c, srv, clock := rendezvousServer(t, Config{})
 	r := c.rendezvous()
 	for i := range MaxRegisteredServers {
-		if _, err := r.upsert(registration(fmt.Sprintf("s%d", i), 0, 0, 1)); err != nil {
+		if _, err := r.upsert(registration(fmt.Sprintf("s%d", i), 0, 0, 1), ""); err != nil {
 			t.Fatalf("server %d: %v", i, err)
 		}
 	}

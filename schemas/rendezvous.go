@@ -27,6 +27,10 @@ const (
 	// once and then every RegistrationAck.HeartbeatS seconds, and get a
 	// RegistrationAck.
 	RegisterPath = "/api/v1/servers/register"
+	// PeerRegisterPath is where volunteers' agents that serve peers send
+	// a ServerRegistration with Peer set, and get a RegistrationAck with
+	// Peer set.
+	PeerRegisterPath = "/api/v1/peers/register"
 )
 
 // Limits of the rendezvous messages.
@@ -41,19 +45,39 @@ const (
 	// DefaultHeartbeatS is the heartbeat interval a test server uses when
 	// the acknowledgement does not say.
 	DefaultHeartbeatS = 10
+	// MaxReasonBytes bounds PeerStatus.Reason.
+	MaxReasonBytes = 512
+)
+
+// PeerHelloPath is where a volunteer's agent that serves peers answers the
+// collector's reachability check: GET with ?nonce=N, answered with a
+// PeerHello carrying the agent's registration ID and N.
+const PeerHelloPath = "/api/v1/peer/hello"
+
+// Caps a volunteer may set on the tests its agent serves to peers.
+const (
+	MaxPeerTests   = 8         // PeerCaps.MaxTests at most
+	MaxPeerMbps    = 10_000    // PeerCaps.MaxMbps at most
+	MaxPeerDailyMB = 1_000_000 // PeerCaps.DailyMB at most (1 TB)
 )
 
 // ServerRegistration is what a test server sends to RegisterPath: who it is,
 // where agents reach it, what it serves and how busy it is. The collector
 // keeps it, keyed by ID, until it is not refreshed for
 // RegistrationAck.ExpiresS seconds.
+//
+// A volunteer's agent that serves tests to other agents (peer-to-peer mode)
+// registers the same way with Peer set and URL empty: the collector makes
+// the URL from the address the registration comes from and Peer.Port, and
+// lists the peer only once it could connect back to it (PeerHelloPath).
 type ServerRegistration struct {
 	// ID names the server stably across restarts and heartbeats, e.g.
 	// "mlab1.mil04" or a host name: 1 to 128 bytes of A-Z a-z 0-9 . _ : -.
 	// A registration with the ID of a live one replaces it.
 	ID string `json:"id"`
 	// URL is the base URL agents use to reach the server: http or https,
-	// with a host, without credentials, at most 512 bytes.
+	// with a host, without credentials, at most 512 bytes. Empty for a
+	// peer (see Peer).
 	URL string `json:"url"`
 	// Tests are the names of the tests the server serves (1 to 16, each a
 	// registered test of this package, no duplicates).
@@ -63,6 +87,36 @@ type ServerRegistration struct {
 	Version string `json:"version"`
 	// Load is the server's occupancy when it sent this registration.
 	Load ServerLoad `json:"load"`
+	// Peer is set by a volunteer's agent that serves peers; nil for a
+	// platform test server.
+	Peer *PeerOffer `json:"peer,omitempty"`
+}
+
+// PeerOffer is what a volunteer's agent offers as a peer.
+type PeerOffer struct {
+	// Port is the TCP port other agents reach it on at the address the
+	// collector sees (1 to 65535): the forwarded port, behind a NAT.
+	Port int `json:"port"`
+	// Caps are the volunteer's limits, which the agent enforces itself.
+	Caps PeerCaps `json:"caps"`
+}
+
+// PeerCaps are the limits a volunteer sets on serving peers.
+type PeerCaps struct {
+	// MaxTests is how many tests run at once (1 to MaxPeerTests).
+	MaxTests int `json:"max_tests"`
+	// MaxMbps caps the rate of all tests together in each direction,
+	// Mbit/s (more than 0, at most MaxPeerMbps).
+	MaxMbps float64 `json:"max_mbps"`
+	// DailyMB caps the bytes of a UTC day's tests, both directions
+	// together, in MB of 10^6 bytes (1 to MaxPeerDailyMB).
+	DailyMB int64 `json:"daily_mb"`
+}
+
+// PeerHello is a peer's answer to the collector's reachability check.
+type PeerHello struct {
+	ID    string `json:"id"`
+	Nonce string `json:"nonce"`
 }
 
 // ServerLoad is how busy a test server is, counted in test slots.
@@ -93,6 +147,22 @@ type RegistrationAck struct {
 	// ExpiresS is how long, in seconds, the registration stays listed if
 	// it is not refreshed.
 	ExpiresS int `json:"expires_s"`
+	// Peer is the outcome of a peer's registration (nil for a platform
+	// test server).
+	Peer *PeerStatus `json:"peer,omitempty"`
+}
+
+// PeerStatus tells a volunteer's agent whether agents are sent to it.
+type PeerStatus struct {
+	// Listed is true when the rendezvous hands the peer to agents.
+	Listed bool `json:"listed"`
+	// URL is the address the collector checked and lists.
+	URL string `json:"url"`
+	// Reason says, when Listed is false, why: what the collector's
+	// connection back to URL met, and what the volunteer can do.
+	Reason string `json:"reason,omitempty"`
+	// CheckedAt is when the collector last connected back (RFC 3339).
+	CheckedAt string `json:"checked_at"`
 }
 
 // RendezvousRequest is what an agent sends to RendezvousPath.
@@ -106,6 +176,10 @@ type RendezvousRequest struct {
 	// AgentVersion is the version of the agent software, at most 32
 	// bytes (may be empty); the collector may steer agents by it.
 	AgentVersion string `json:"agent_version"`
+	// Peers is true when the volunteer allows tests against other
+	// volunteers' agents (each side then sees the other's address); the
+	// answer then lists reachable peers along with the platform's servers.
+	Peers bool `json:"peers,omitempty"`
 }
 
 // RendezvousResponse is the collector's answer to a valid RendezvousRequest.
@@ -130,6 +204,8 @@ type ServerInfo struct {
 	// Load is (active+queued)/capacity at its last heartbeat (see
 	// ServerLoad.Ratio).
 	Load float64 `json:"load"`
+	// Peer is true for a volunteer's agent (peer-to-peer mode).
+	Peer bool `json:"peer,omitempty"`
 }
 
 // MessageError is the error of a rendezvous message that failed validation:
@@ -169,7 +245,14 @@ func (c *msgChecker) err() error {
 func (r *ServerRegistration) Validate() error {
 	c := &msgChecker{msg: "server registration"}
 	checkID(c, "id", r.ID)
-	checkServerURL(c, "url", r.URL)
+	if r.Peer == nil {
+		checkServerURL(c, "url", r.URL)
+	} else {
+		if r.URL != "" {
+			c.add("url", "must be empty for a peer: the collector makes it from the address it sees and peer.port")
+		}
+		r.Peer.check(c)
+	}
 	checkTests(c, "tests", r.Tests)
 	checkVersion(c, "version", r.Version)
 	if r.Load.Active < 0 {
@@ -180,6 +263,31 @@ func (r *ServerRegistration) Validate() error {
 	}
 	if r.Load.Capacity < 1 {
 		c.add("load.capacity", "must be at least 1 (got %d)", r.Load.Capacity)
+	}
+	return c.err()
+}
+
+func (p *PeerOffer) check(c *msgChecker) {
+	if p.Port < 1 || p.Port > 65535 {
+		c.add("peer.port", "must be a TCP port from 1 to 65535 (got %d)", p.Port)
+	}
+	if p.Caps.MaxTests < 1 || p.Caps.MaxTests > MaxPeerTests {
+		c.add("peer.caps.max_tests", "must be from 1 to %d (got %d)", MaxPeerTests, p.Caps.MaxTests)
+	}
+	if !(p.Caps.MaxMbps > 0 && p.Caps.MaxMbps <= MaxPeerMbps) { // NaN fails too
+		c.add("peer.caps.max_mbps", "must be more than 0 and at most %d (got %g)", MaxPeerMbps, p.Caps.MaxMbps)
+	}
+	if p.Caps.DailyMB < 1 || p.Caps.DailyMB > MaxPeerDailyMB {
+		c.add("peer.caps.daily_mb", "must be from 1 to %d (got %d)", MaxPeerDailyMB, p.Caps.DailyMB)
+	}
+}
+
+// Validate checks every field of p (the caps the volunteer set).
+func (p *PeerCaps) Validate() error {
+	c := &msgChecker{msg: "peer caps"}
+	(&PeerOffer{Port: 1, Caps: *p}).check(c)
+	for i := range c.errs {
+		c.errs[i].Path = strings.TrimPrefix(c.errs[i].Path, "peer.caps.")
 	}
 	return c.err()
 }

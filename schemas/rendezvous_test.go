@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -78,6 +79,18 @@ func TestServerRegistrationValidate(t *testing.T) {
 		{"negative active", func(r *schemas.ServerRegistration) { r.Load.Active = -1 }, []string{"load.active"}, "negative"},
 		{"negative queued", func(r *schemas.ServerRegistration) { r.Load.Queued = -1 }, []string{"load.queued"}, "negative"},
 		{"zero capacity", func(r *schemas.ServerRegistration) { r.Load.Capacity = 0 }, []string{"load.capacity"}, "at least 1"},
+		{"peer", func(r *schemas.ServerRegistration) {
+			r.URL, r.Peer = "", &schemas.PeerOffer{Port: 9777, Caps: schemas.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}}
+		}, nil, ""},
+		{"peer with a url", func(r *schemas.ServerRegistration) {
+			r.Peer = &schemas.PeerOffer{Port: 9777, Caps: schemas.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}}
+		}, []string{"url"}, "empty for a peer"},
+		{"peer with bad port and caps", func(r *schemas.ServerRegistration) {
+			r.URL, r.Peer = "", &schemas.PeerOffer{Port: 65536, Caps: schemas.PeerCaps{MaxTests: 9, MaxMbps: math.NaN(), DailyMB: 0}}
+		}, []string{"peer.port", "peer.caps.max_tests", "peer.caps.max_mbps", "peer.caps.daily_mb"}, "65535"},
+		{"peer with no caps", func(r *schemas.ServerRegistration) {
+			r.URL, r.Peer = "", &schemas.PeerOffer{Port: 1}
+		}, []string{"peer.caps.max_tests", "peer.caps.max_mbps", "peer.caps.daily_mb"}, "from 1"},
 		{"everything wrong", func(r *schemas.ServerRegistration) {
 			*r = schemas.ServerRegistration{Tests: []string{"x"}, Version: long(40, "v"), Load: schemas.ServerLoad{Active: -1, Queued: -1}}
 		}, []string{"id", "url", "tests[0]", "version", "load.active", "load.queued", "load.capacity"}, "required"},
@@ -177,6 +190,14 @@ func TestRendezvousJSONNames(t *testing.T) {
 		{schemas.RendezvousRequest{AgentID: "a", Tests: []string{"speedtest"}, AgentVersion: "1"}, `{"agent_id":"a","tests":["speedtest"],"agent_version":"1"}`},
 		{schemas.RendezvousResponse{Servers: map[string][]schemas.ServerInfo{"speedtest": {{ID: "s", URL: "http://s", Version: "1", Load: 0.5}}}, TTLS: 60},
 			`{"servers":{"speedtest":[{"id":"s","url":"http://s","version":"1","load":0.5}]},"ttl_s":60}`},
+		{schemas.ServerRegistration{ID: "p", Tests: []string{"speedtest"}, Load: schemas.ServerLoad{Capacity: 1},
+			Peer: &schemas.PeerOffer{Port: 9777, Caps: schemas.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}}},
+			`{"id":"p","url":"","tests":["speedtest"],"version":"","load":{"active":0,"queued":0,"capacity":1},"peer":{"port":9777,"caps":{"max_tests":1,"max_mbps":20,"daily_mb":500}}}`},
+		{schemas.RegistrationAck{HeartbeatS: 10, ExpiresS: 30, Peer: &schemas.PeerStatus{URL: "http://192.0.2.1:9777", Reason: "r", CheckedAt: "t"}},
+			`{"heartbeat_s":10,"expires_s":30,"peer":{"listed":false,"url":"http://192.0.2.1:9777","reason":"r","checked_at":"t"}}`},
+		{schemas.RendezvousRequest{AgentID: "a", Tests: []string{"speedtest"}, Peers: true}, `{"agent_id":"a","tests":["speedtest"],"agent_version":"","peers":true}`},
+		{schemas.ServerInfo{ID: "p", URL: "http://p", Load: 0, Peer: true}, `{"id":"p","url":"http://p","version":"","load":0,"peer":true}`},
+		{schemas.PeerHello{ID: "p", Nonce: "n"}, `{"id":"p","nonce":"n"}`},
 	} {
 		b, err := json.Marshal(tt.v)
 		if err != nil {
@@ -185,5 +206,16 @@ func TestRendezvousJSONNames(t *testing.T) {
 		if string(b) != tt.want {
 			t.Errorf("%T encodes as\n%s\nwant\n%s", tt.v, b, tt.want)
 		}
+	}
+}
+
+func TestPeerCapsValidate(t *testing.T) {
+	ok := schemas.PeerCaps{MaxTests: 2, MaxMbps: 0.5, DailyMB: 1}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid caps refused: %v", err)
+	}
+	bad := schemas.PeerCaps{MaxTests: 0, MaxMbps: -1, DailyMB: schemas.MaxPeerDailyMB + 1}
+	if got := fmt.Sprint(paths(t, bad.Validate())); got != "[max_tests max_mbps daily_mb]" {
+		t.Fatalf("fields %s", got)
 	}
 }

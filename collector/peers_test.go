@@ -1,0 +1,231 @@
+package collector
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/neubot/neubot/schemas"
+)
+
+// helloServer is a peer's listener on a real loopback socket: it answers
+// the reachability check as id (or as claim, when set) and counts checks.
+type helloServer struct {
+	*httptest.Server
+	checks atomic.Int64
+	port   int
+}
+
+func newHelloServer(t *testing.T, id, claim string) *helloServer {
+	t.Helper()
+	h := &helloServer{}
+	if claim == "" {
+		claim = id
+	}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != schemas.PeerHelloPath {
+			http.NotFound(w, r)
+			return
+		}
+		h.checks.Add(1)
+		json.NewEncoder(w).Encode(schemas.PeerHello{ID: claim, Nonce: r.URL.Query().Get("nonce")})
+	}))
+	t.Cleanup(h.Close)
+	h.port = h.Listener.Addr().(*net.TCPAddr).Port
+	return h
+}
+
+func peerRegistration(id string, port int) schemas.ServerRegistration {
+	return schemas.ServerRegistration{
+		ID: id, Tests: []string{schemas.SpeedtestName, schemas.NDT7Name}, Version: "1.0.0",
+		Load: schemas.ServerLoad{Capacity: 1},
+		Peer: &schemas.PeerOffer{Port: port, Caps: schemas.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}},
+	}
+}
+
+// registerPeer posts a peer registration and returns the status and ack.
+func registerPeer(t *testing.T, url string, reg schemas.ServerRegistration) (int, schemas.RegistrationAck, string) {
+	t.Helper()
+	code, body := postJSON(t, url, PeerRegisterPath, reg)
+	var ack schemas.RegistrationAck
+	if code == http.StatusOK {
+		if err := json.Unmarshal(body, &ack); err != nil {
+			t.Fatalf("ack is not JSON: %v: %s", err, body)
+		}
+		if ack.Peer == nil {
+			t.Fatalf("peer ack without peer status: %s", body)
+		}
+	}
+	return code, ack, string(body)
+}
+
+// askWithPeers asks the rendezvous as an agent that allows peer tests.
+func askWithPeers(t *testing.T, url string, peers bool) schemas.RendezvousResponse {
+	t.Helper()
+	code, body := postJSON(t, url, RendezvousPath, schemas.RendezvousRequest{
+		AgentID: "123e4567-e89b-12d3-a456-426614174000", Tests: []string{schemas.SpeedtestName}, Peers: peers,
+	})
+	if code != http.StatusOK {
+		t.Fatalf("rendezvous: %d %s", code, body)
+	}
+	var resp schemas.RendezvousResponse
+	if err := json.Unmarshal(body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// TestPeerReachable: a peer that answers the hello is listed, with the URL
+// the collector made from the source address, to agents that allow peers
+// only, by load among the servers.
+func TestPeerReachable(t *testing.T) {
+	_, srv, _ := rendezvousServer(t, Config{})
+	h := newHelloServer(t, "peer-a", "")
+	register(t, srv.URL, registration("busy-server", 2, 0, 2))
+	register(t, srv.URL, registration("idle-server", 0, 0, 4))
+	reg := peerRegistration("peer-a", h.port)
+	reg.Load = schemas.ServerLoad{Active: 0, Queued: 0, Capacity: 1}
+	code, ack, body := registerPeer(t, srv.URL, reg)
+	want := fmt.Sprintf("http://127.0.0.1:%d", h.port)
+	if code != http.StatusOK || !ack.Peer.Listed || ack.Peer.URL != want || ack.Peer.Reason != "" || ack.HeartbeatS != 10 {
+		t.Fatalf("status %d, ack %+v (%s); want listed at %s", code, ack, body, want)
+	}
+	if h.checks.Load() != 1 {
+		t.Fatalf("%d checks, want 1", h.checks.Load())
+	}
+	with := askWithPeers(t, srv.URL, true).Servers[schemas.SpeedtestName]
+	var ids []string
+	for _, s := range with {
+		ids = append(ids, s.ID)
+		if (s.ID == "peer-a") != s.Peer {
+			t.Errorf("%s: peer=%v", s.ID, s.Peer)
+		}
+	}
+	// Load ties at 0 between the idle server and the idle peer: by ID.
+	if !slices.Equal(ids, []string{"idle-server", "peer-a", "busy-server"}) {
+		t.Fatalf("with peers: %v", ids)
+	}
+	if with[1].URL != want {
+		t.Fatalf("peer listed at %s, want %s", with[1].URL, want)
+	}
+	without := askWithPeers(t, srv.URL, false).Servers[schemas.SpeedtestName]
+	if len(without) != 2 || slices.ContainsFunc(without, func(s schemas.ServerInfo) bool { return s.Peer }) {
+		t.Fatalf("an agent that did not allow peers got %+v", without)
+	}
+	// Heartbeats do not connect back again within PeerRecheck.
+	for range 3 {
+		if code, ack, _ := registerPeer(t, srv.URL, reg); code != http.StatusOK || !ack.Peer.Listed {
+			t.Fatalf("heartbeat: %d %+v", code, ack)
+		}
+	}
+	if h.checks.Load() != 1 {
+		t.Fatalf("%d checks after heartbeats, want 1", h.checks.Load())
+	}
+}
+
+// TestPeerUnreachable: a peer the collector cannot connect back to, or
+// that answers as someone else, is never listed, and told why; the answer
+// is remembered for PeerRetry, then checked again.
+func TestPeerUnreachable(t *testing.T) {
+	_, srv, clock := rendezvousServer(t, Config{})
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := closed.Addr().(*net.TCPAddr).Port
+	closed.Close()
+	impostor := newHelloServer(t, "peer-c", "someone-else")
+	notNeubot := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(notNeubot.Close)
+	for _, tt := range []struct {
+		id, reason string
+		port       int
+	}{
+		{"peer-b", "refused", closedPort},
+		{"peer-c", "another agent", impostor.port},
+		{"peer-d", "404", notNeubot.Listener.Addr().(*net.TCPAddr).Port},
+	} {
+		code, ack, body := registerPeer(t, srv.URL, peerRegistration(tt.id, tt.port))
+		if code != http.StatusOK || ack.Peer.Listed || !strings.Contains(ack.Peer.Reason, tt.reason) || ack.Peer.CheckedAt == "" {
+			t.Fatalf("%s: status %d, ack %+v (%s); want not listed because %q", tt.id, code, ack.Peer, body, tt.reason)
+		}
+	}
+	if got := askWithPeers(t, srv.URL, true).Servers[schemas.SpeedtestName]; len(got) != 0 {
+		t.Fatalf("unreachable peers listed: %+v", got)
+	}
+	registerPeer(t, srv.URL, peerRegistration("peer-c", impostor.port))
+	if impostor.checks.Load() != 1 {
+		t.Fatalf("%d checks within PeerRetry, want 1", impostor.checks.Load())
+	}
+	clock.Advance(PeerRetry)
+	registerPeer(t, srv.URL, peerRegistration("peer-c", impostor.port))
+	if impostor.checks.Load() != 2 {
+		t.Fatalf("%d checks after PeerRetry, want 2", impostor.checks.Load())
+	}
+}
+
+// TestPeerBecomesUnreachable: a listed peer that moves to a port nobody
+// can reach is delisted at its next registration.
+func TestPeerBecomesUnreachable(t *testing.T) {
+	_, srv, _ := rendezvousServer(t, Config{})
+	h := newHelloServer(t, "peer-a", "")
+	if _, ack, _ := registerPeer(t, srv.URL, peerRegistration("peer-a", h.port)); !ack.Peer.Listed {
+		t.Fatalf("not listed: %+v", ack.Peer)
+	}
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := closed.Addr().(*net.TCPAddr).Port
+	closed.Close()
+	if _, ack, _ := registerPeer(t, srv.URL, peerRegistration("peer-a", port)); ack.Peer.Listed {
+		t.Fatalf("listed at a closed port: %+v", ack.Peer)
+	}
+	if got := askWithPeers(t, srv.URL, true).Servers[schemas.SpeedtestName]; len(got) != 0 {
+		t.Fatalf("delisted peer still handed out: %+v", got)
+	}
+}
+
+// TestPeerRegistrationRefused: the two kinds of registration do not mix,
+// an operator can turn peers off, and one address lists a bounded number.
+func TestPeerRegistrationRefused(t *testing.T) {
+	_, srv, _ := rendezvousServer(t, Config{RegisterToken: "tok"})
+	h := newHelloServer(t, "x", "")
+	if code, body := postJSON(t, srv.URL, RegisterPath, peerRegistration("p", h.port), "Authorization", "Bearer tok"); code != http.StatusBadRequest || !strings.Contains(string(body), PeerRegisterPath) {
+		t.Fatalf("peer at the servers' path: %d %s", code, body)
+	}
+	if code, body := postJSON(t, srv.URL, PeerRegisterPath, registration("s", 0, 0, 1)); code != http.StatusBadRequest || !strings.Contains(string(body), `"field":"peer"`) {
+		t.Fatalf("server at the peers' path: %d %s", code, body)
+	}
+	withURL := peerRegistration("p", h.port)
+	withURL.URL = "http://192.0.2.1:9777"
+	if code, body := postJSON(t, srv.URL, PeerRegisterPath, withURL); code != http.StatusBadRequest || !strings.Contains(string(body), `"field":"url"`) {
+		t.Fatalf("peer naming its URL: %d %s", code, body)
+	}
+	// Peers need no token; each ID answers the hello as itself.
+	var helloes []*helloServer
+	for i := range MaxPeersPerAddress + 1 {
+		id := fmt.Sprintf("peer-%d", i)
+		hs := newHelloServer(t, id, "")
+		helloes = append(helloes, hs)
+		code, ack, body := registerPeer(t, srv.URL, peerRegistration(id, hs.port))
+		if i < MaxPeersPerAddress && (code != http.StatusOK || !ack.Peer.Listed) {
+			t.Fatalf("%s: %d %s", id, code, body)
+		}
+		if i == MaxPeersPerAddress && code != http.StatusTooManyRequests {
+			t.Fatalf("peer %d from one address: %d %s; want 429", i+1, code, body)
+		}
+	}
+	// A listed peer's heartbeat is not refused by the bound.
+	if code, _, body := registerPeer(t, srv.URL, peerRegistration("peer-0", helloes[0].port)); code != http.StatusOK {
+		t.Fatalf("heartbeat of a listed peer: %d %s", code, body)
+	}
+
+	_, off, _ := rendezvousServer(t, Config{NoPeers: true})
+	if code, body := postJSON(t, off.URL, PeerRegisterPath, peerRegistration("p", h.port)); code != http.StatusForbidden {
+		t.Fatalf("peers off: %d %s", code, body)
+	}
+}
