@@ -262,6 +262,15 @@ func (n *Negotiator) NegotiateTest(ctx context.Context, test, token, uid, client
 	return Negotiation{}, ErrUnknownToken
 }
 
+// SetCapacity changes how many tests may run at once (at least 1). Running
+// tests keep their slots: a lower capacity takes effect as they end.
+func (n *Negotiator) SetCapacity(c int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cfg.Capacity = max(c, 1)
+	n.unchokeLocked()
+}
+
 // timeout is the per-test timer of test.
 func (n *Negotiator) timeout(test string) time.Duration {
 	if d, ok := n.cfg.TestTimeouts[test]; ok && d > 0 {

@@ -49,6 +49,13 @@ type Registrar struct {
 	// Token, when set, is sent as Authorization: Bearer <token>; the
 	// collector requires it when it has a registration token.
 	Token string
+	// Path is the collector's endpoint (default schemas.RegisterPath;
+	// volunteers' agents serving peers use schemas.PeerRegisterPath).
+	Path string
+	// OnAck, when set, gets every acknowledgement, and OnError every
+	// failed attempt (a peer shows both to its volunteer).
+	OnAck   func(schemas.RegistrationAck)
+	OnError func(error)
 	// Info returns the registration to send; it is called before every
 	// attempt, so that each heartbeat carries the current load.
 	Info func() schemas.ServerRegistration
@@ -106,6 +113,12 @@ func (r *Registrar) Run(ctx context.Context) error {
 			return nil
 		}
 		var wait time.Duration
+		if err != nil && r.OnError != nil {
+			r.OnError(err)
+		}
+		if err == nil && r.OnAck != nil {
+			r.OnAck(ack)
+		}
 		if err != nil {
 			failures++
 			wait = r.backoff(failures)
@@ -212,7 +225,11 @@ func (r *Registrar) endpoint() (string, error) {
 	if r.CollectorURL == "" {
 		return "", errors.New("testserver: Registrar.CollectorURL is empty")
 	}
-	u, err := url.JoinPath(r.CollectorURL, schemas.RegisterPath)
+	path := r.Path
+	if path == "" {
+		path = schemas.RegisterPath
+	}
+	u, err := url.JoinPath(r.CollectorURL, path)
 	if err != nil {
 		return "", fmt.Errorf("testserver: bad collector URL %q: %w", r.CollectorURL, err)
 	}

@@ -20,6 +20,9 @@ import (
 type Env struct {
 	// ServerURL is the test server (or peer) to test against.
 	ServerURL string
+	// ServerPeer is true when ServerURL is another volunteer's agent
+	// (peer-to-peer mode): the record's server.peer.
+	ServerPeer bool
 	// AgentID, AgentVersion and Consent go into the record's envelope.
 	AgentID      string
 	AgentVersion string
@@ -53,6 +56,7 @@ func (env Env) Envelope(test, testVersion, uid string, start time.Time) schemas.
 		StartTime:      start.UTC().Truncate(time.Millisecond),
 		DurationS:      math.Round(time.Since(start).Seconds()*1000) / 1000,
 		Agent:          schemas.Agent{Software: "neubot", Version: env.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH},
+		Server:         schemas.Server{Peer: env.ServerPeer},
 		Consent:        env.Consent,
 	}
 }

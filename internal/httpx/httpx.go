@@ -43,6 +43,20 @@ func ListenTLS(addr string, h http.Handler, log *slog.Logger, cfg *tls.Config) (
 		l = tls.NewListener(l, cfg)
 		scheme = "https"
 	}
+	return serve(l, h, log, scheme), nil
+}
+
+// Serve serves h on l in the background (cleartext), with the same
+// timeouts and limits as Listen: for listeners that wrap their
+// connections.
+func Serve(l net.Listener, h http.Handler, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return serve(l, h, log, "http")
+}
+
+func serve(l net.Listener, h http.Handler, log *slog.Logger, scheme string) *Server {
 	s := &Server{
 		scheme: scheme,
 		srv: &http.Server{
@@ -65,7 +79,7 @@ func ListenTLS(addr string, h http.Handler, log *slog.Logger, cfg *tls.Config) (
 		}
 		s.done <- err
 	}()
-	return s, nil
+	return s
 }
 
 // Addr is the bound address, host:port.

@@ -36,7 +36,10 @@ import (
 type Provider struct {
 	Negotiator *testserver.Negotiator
 	ServerID   string
-	Version    string
+	// Peer marks the records as served by a volunteer's agent
+	// (peer-to-peer mode).
+	Peer    bool
+	Version string
 	// Forward takes the authoritative record for delivery to the
 	// collector; it must be durable when it returns nil.
 	Forward func(*schemas.Record) error
@@ -547,6 +550,7 @@ func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.Server.ID = p.ServerID
+	rec.Server.Peer = p.Peer
 	rec.Server.Version = p.Version
 	rec.Server.ClientAddress = s.ClientAddr
 	keys.ServerView = sv

@@ -49,6 +49,9 @@ type Config struct {
 	// BitTorrent test's raw TCP listeners (e.g. 127.0.0.1:6881 and
 	// 127.0.0.1:9776); both empty: the server does not offer the test.
 	BitTorrentListen, NeutralListen string
+	// Peer says the server is a volunteer's agent serving other agents
+	// (peer-to-peer mode): its records are marked server.peer.
+	Peer bool
 }
 
 // Service is a test server.
@@ -124,13 +127,14 @@ func New(cfg Config) (*Service, error) {
 	st := speedtest.NewProvider(speedtest.Provider{
 		Negotiator: s.neg,
 		ServerID:   cfg.ID,
+		Peer:       cfg.Peer,
 		Version:    cfg.Version,
 		Forward:    forward,
 		Logger:     cfg.Logger,
 		OnBytes:    onBytes,
 	})
 	nd := ndt7.NewProvider(ndt7.Provider{
-		Negotiator: s.neg, ServerID: cfg.ID, Version: cfg.Version, Forward: forward, Logger: cfg.Logger,
+		Negotiator: s.neg, ServerID: cfg.ID, Peer: cfg.Peer, Version: cfg.Version, Forward: forward, Logger: cfg.Logger,
 		OnBytes: onBytes, Duration: cfg.NDT7Duration, AllowUntokened: cfg.NDT7AllowUntokened,
 		OnSubtest: func(kind string, ok, tokened bool) {
 			result, access := "ok", "token"

@@ -1,0 +1,265 @@
+package peer
+
+// The meter enforces the volunteer's bandwidth and daily volume caps on
+// every byte of the peer listener's connections: both directions share one
+// daily budget, each direction has its own token bucket shared by all
+// connections. A connection that would go past the day's budget gets
+// errDailyCap instead of the bytes, so the cap holds exactly, whatever the
+// load; reads are throttled after the fact, which slows the sender through
+// TCP's flow control.
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/neubot/neubot/schemas"
+)
+
+// errDailyCap ends the I/O of a connection once the day's volume is used.
+var errDailyCap = errors.New("peer: the volunteer's daily volume for serving peers is used up")
+
+// Once the day's budget is gone, a connection accepted afterwards may still
+// read and write grace bytes: enough to take a request and answer it with
+// the refusal, not enough to carry a test. Those bytes are counted apart
+// (meter.over), and bounded too, by maxOver a day: past it, connections are
+// closed unanswered. Connections accepted before the budget was gone get no
+// grace: their tests are cut.
+const (
+	grace   = 8 << 10
+	maxOver = 1 << 20
+)
+
+// minBurst is the smallest token bucket, so that one TCP segment's worth of
+// reads or writes never waits for more tokens than the bucket holds.
+const minBurst = 16 << 10
+
+// meter counts and limits the bytes of the peer listener.
+type meter struct {
+	now func() time.Time
+
+	mu    sync.Mutex
+	day   string // UTC date of used
+	used  int64  // bytes of day, both directions, within the cap
+	over  int64  // bytes of day past the cap: refusals (see grace)
+	daily int64  // the cap, bytes
+	dirty bool   // used changed since the last save
+
+	send, recv *rate.Limiter
+}
+
+func newMeter(caps schemas.PeerCaps, now func() time.Time) *meter {
+	m := &meter{now: now, send: rate.NewLimiter(1, minBurst), recv: rate.NewLimiter(1, minBurst)}
+	m.setCaps(caps)
+	return m
+}
+
+// setCaps applies new caps to the connections open and to come.
+func (m *meter) setCaps(caps schemas.PeerCaps) {
+	bytesPerS := caps.MaxMbps * 1e6 / 8
+	// A bucket of 20 ms at the capped rate: short bursts, the rate
+	// holds over any window longer than that.
+	burst := max(int(bytesPerS/50), minBurst)
+	for _, l := range []*rate.Limiter{m.send, m.recv} {
+		l.SetBurst(burst)
+		l.SetLimit(rate.Limit(bytesPerS))
+	}
+	m.mu.Lock()
+	m.daily = caps.DailyMB * 1_000_000
+	m.mu.Unlock()
+}
+
+// rollLocked starts a new budget at UTC midnight.
+func (m *meter) rollLocked() {
+	if d := m.now().UTC().Format(time.DateOnly); d != m.day {
+		m.day, m.used, m.over, m.dirty = d, 0, 0, true
+	}
+}
+
+// take reserves up to n bytes of today's budget and returns how many, or
+// errDailyCap when none is left.
+func (m *meter) take(n int) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked()
+	left := m.daily - m.used
+	if left <= 0 {
+		return 0, errDailyCap
+	}
+	k := int(min(int64(n), left))
+	m.used += int64(k)
+	m.dirty = true
+	return k, nil
+}
+
+// refund gives back bytes reserved and not used.
+func (m *meter) refund(n int) {
+	if n <= 0 {
+		return
+	}
+	m.mu.Lock()
+	m.used -= int64(n)
+	m.mu.Unlock()
+}
+
+// usage returns today's bytes within the cap, and the cap.
+func (m *meter) usage() (day string, used, daily int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked()
+	return m.day, m.used, m.daily
+}
+
+// overflow returns today's bytes past the cap (refusals).
+func (m *meter) overflow() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked()
+	return m.over
+}
+
+// takeGrace reserves up to n of c's grace bytes, counted past the cap.
+func (m *meter) takeGrace(c *conn, n int) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := int(min(int64(min(n, c.grace)), maxOver-m.over))
+	if k <= 0 {
+		return 0, errDailyCap
+	}
+	c.grace -= k
+	m.over += int64(k)
+	return k, nil
+}
+
+// restore sets the bytes already used on day (from the last run's file).
+func (m *meter) restore(day string, used int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked()
+	if day == m.day && used > 0 {
+		m.used = used
+	}
+}
+
+// full says whether today's budget is gone.
+func (m *meter) full() bool {
+	_, used, daily := m.usage()
+	return used >= daily
+}
+
+// listener wraps the accepted connections in the meter.
+type listener struct {
+	net.Listener
+	m *meter
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	g := 0
+	if l.m.full() {
+		g = grace
+	}
+	return &conn{Conn: c, m: l.m, ctx: ctx, cancel: cancel, grace: g}, nil
+}
+
+// conn is one metered connection. NetConn gives the socket back, so that
+// TCP_INFO can still be read (internal/tcpinfo).
+type conn struct {
+	net.Conn
+	m      *meter
+	ctx    context.Context // ends with Close: waits for tokens end too
+	cancel context.CancelFunc
+
+	mu    sync.Mutex // serialises take/refund of reads and writes with grace
+	grace int        // bytes left past the day's cap
+}
+
+// take reserves n bytes of today's budget or, once it is gone, of the
+// connection's grace; it returns a refund function for what is not used.
+func (c *conn) take(n int) (int, func(int), error) {
+	k, err := c.m.take(n)
+	if err == nil {
+		return k, c.m.refund, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, err = c.m.takeGrace(c, n)
+	return k, func(unused int) {
+		if unused > 0 {
+			c.mu.Lock()
+			c.grace += unused
+			c.mu.Unlock()
+			c.m.mu.Lock()
+			c.m.over -= int64(unused)
+			c.m.mu.Unlock()
+		}
+	}, err
+}
+
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
+func (c *conn) Close() error {
+	c.cancel()
+	return c.Conn.Close()
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	k, refund, err := c.take(min(len(p), c.m.recv.Burst()))
+	if err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p[:k])
+	refund(k - n)
+	if n > 0 {
+		if werr := waitN(c.ctx, c.m.recv, n); werr != nil && err == nil {
+			err = net.ErrClosed
+		}
+	}
+	return n, err
+}
+
+func (c *conn) Write(p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		k, refund, err := c.take(min(len(p)-written, c.m.send.Burst()))
+		if err != nil {
+			return written, err
+		}
+		if err := waitN(c.ctx, c.m.send, k); err != nil {
+			refund(k)
+			return written, net.ErrClosed
+		}
+		n, err := c.Conn.Write(p[written : written+k])
+		refund(k - n)
+		written += n
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// waitN waits for n tokens of l, in pieces of at most its burst (which caps
+// may have lowered since n was chosen).
+func waitN(ctx context.Context, l *rate.Limiter, n int) error {
+	for n > 0 {
+		k := min(n, max(l.Burst(), 1))
+		if err := l.WaitN(ctx, k); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
