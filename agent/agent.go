@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/neubot/neubot/agent/peer"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
 	"github.com/neubot/neubot/internal/version"
@@ -52,6 +54,12 @@ type Options struct {
 	Tests map[string]plugin.Measurer
 	// HTTPClient is used for rendezvous (nil: a default with timeouts).
 	HTTPClient *http.Client
+	// PeerListen is where other agents' tests arrive when the volunteer
+	// serves peers (Config.ServePeers), e.g. ":9777"; "" disables serving.
+	// PeerPort is the port other agents reach, if a router forwards
+	// another one (0: PeerListen's).
+	PeerListen string
+	PeerPort   int
 }
 
 // Agent is a running agent.
@@ -81,6 +89,11 @@ type Agent struct {
 	wake     chan struct{}
 	testDone chan struct{}
 	wg       sync.WaitGroup
+
+	peerMu  sync.Mutex   // serialises starting and stopping peerSrv
+	peerSrv *peer.Server // serving peers; nil when not
+	peerErr string       // why serving peers failed to start
+	daemon  bool         // Run is running: serving peers is possible
 }
 
 // Progress is the live state of a running test, for the UI.
@@ -128,8 +141,17 @@ func New(opts Options) (*Agent, error) {
 	if err := readJSON(a.path("state.json"), &a.st); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	if _, err := uuid.Parse(a.st.AgentID); err != nil {
-		a.st.AgentID = uuid.NewString() // first start: a random identity, nothing personal
+	if _, err := uuid.Parse(a.st.AgentID); err != nil || a.st.PeerID == "" {
+		if err != nil {
+			a.st.AgentID = uuid.NewString() // first start: a random identity, nothing personal
+		}
+		if a.st.PeerID == "" {
+			var p [8]byte
+			if _, err := rand.Read(p[:]); err != nil {
+				return nil, err
+			}
+			a.st.PeerID = "peer-" + hex.EncodeToString(p[:])
+		}
 		if err := writeJSON(a.path("state.json"), &a.st); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
@@ -204,6 +226,7 @@ func (a *Agent) SetConsent(informed, canCollect, canPublish bool) error {
 		a.testStop() // revoked: the running test stops too
 	}
 	a.mu.Unlock()
+	a.applyPeers()
 	a.poke()
 	return err
 }
@@ -226,8 +249,72 @@ func (a *Agent) SetConfig(c Config) error {
 		a.cfg = c
 	}
 	a.mu.Unlock()
+	a.applyPeers()
 	a.poke()
 	return err
+}
+
+// applyPeers starts, adjusts or stops serving peers to match the
+// configuration and consent: only while the daemon runs, with a listen
+// address, after the volunteer opted in.
+func (a *Agent) applyPeers() {
+	a.peerMu.Lock()
+	defer a.peerMu.Unlock()
+	cfg := a.Config()
+	a.mu.Lock()
+	daemon := a.daemon
+	a.mu.Unlock()
+	want := cfg.ServePeers && daemon && a.consentOK() && a.opts.PeerListen != ""
+	switch {
+	case want && a.peerSrv == nil:
+		s, err := peer.Start(peer.Options{
+			Listen: a.opts.PeerListen, PublicPort: a.opts.PeerPort, CollectorURL: a.opts.CollectorURL,
+			StateDir: a.opts.StateDir, ID: a.st.PeerID, Version: version.Version, Logger: a.log,
+		}, cfg.PeerCaps)
+		if err != nil {
+			a.log.Error("agent: cannot serve peers", "err", err)
+			a.setPeerErr(err.Error())
+			return
+		}
+		a.peerSrv = s
+		a.setPeerErr("")
+	case want:
+		if err := a.peerSrv.SetCaps(cfg.PeerCaps); err != nil {
+			a.setPeerErr(err.Error())
+		}
+	case a.peerSrv != nil:
+		if err := a.peerSrv.Close(); err != nil {
+			a.log.Warn("agent: stopping serving peers", "err", err)
+		}
+		a.peerSrv = nil
+		a.setPeerErr("")
+	case cfg.ServePeers && a.opts.PeerListen == "":
+		a.setPeerErr("this agent was started without a peer listen address (--peer-listen)")
+	default:
+		a.setPeerErr("")
+	}
+}
+
+func (a *Agent) setPeerErr(s string) {
+	a.mu.Lock()
+	a.peerErr = s
+	a.mu.Unlock()
+}
+
+// peerStatus is what the volunteer sees of serving peers (nil: not
+// serving).
+func (a *Agent) peerStatus() (*peer.Status, string) {
+	a.peerMu.Lock()
+	srv := a.peerSrv
+	a.peerMu.Unlock()
+	a.mu.Lock()
+	msg := a.peerErr
+	a.mu.Unlock()
+	if srv == nil {
+		return nil, msg
+	}
+	st := srv.Status()
+	return &st, msg
 }
 
 func (a *Agent) poke() {
@@ -312,37 +399,61 @@ func (a *Agent) StartTest(ctx context.Context, done chan<- error) error {
 	return nil
 }
 
-// rendezvous asks the collector for the least loaded test server.
-func (a *Agent) rendezvous(ctx context.Context, test string) (string, error) {
+// maxCandidates bounds the servers (or peers) one test tries in turn when
+// the first ones are busy or unreachable.
+const maxCandidates = 3
+
+// rendezvous asks the collector for the test servers of test (and peers,
+// if the volunteer allows them), least loaded first, itself excluded.
+func (a *Agent) rendezvous(ctx context.Context, test string) ([]schemas.ServerInfo, error) {
 	if a.opts.ServerURL != "" {
-		return a.opts.ServerURL, nil
+		return []schemas.ServerInfo{{URL: a.opts.ServerURL}}, nil
 	}
 	if a.opts.CollectorURL == "" {
-		return "", errors.New("no test server: give a server URL or a collector URL")
+		return nil, errors.New("no test server: give a server URL or a collector URL")
 	}
-	body, _ := json.Marshal(schemas.RendezvousRequest{AgentID: a.st.AgentID, Tests: []string{test}, AgentVersion: version.Version})
+	body, _ := json.Marshal(schemas.RendezvousRequest{AgentID: a.st.AgentID, Tests: []string{test}, AgentVersion: version.Version, Peers: a.Config().TestWithPeers})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.opts.CollectorURL, "/")+schemas.RendezvousPath, bytes.NewReader(body))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := a.http.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("rendezvous: %w", err)
+		return nil, fmt.Errorf("rendezvous: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("rendezvous: the collector answered %s", resp.Status)
+		return nil, fmt.Errorf("rendezvous: the collector answered %s", resp.Status)
 	}
 	var rr schemas.RendezvousResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&rr); err != nil {
-		return "", fmt.Errorf("rendezvous: %w", err)
+		return nil, fmt.Errorf("rendezvous: %w", err)
 	}
-	servers := rr.Servers[test]
-	if len(servers) == 0 {
-		return "", fmt.Errorf("rendezvous: no test server serves %s now", test)
+	var out []schemas.ServerInfo
+	for _, s := range rr.Servers[test] {
+		if s.Peer && s.ID == a.st.PeerID {
+			continue // this agent itself, serving peers
+		}
+		if len(out) < maxCandidates {
+			out = append(out, s)
+		}
 	}
-	return servers[0].URL, nil
+	if len(out) == 0 {
+		return nil, fmt.Errorf("rendezvous: no test server serves %s now", test)
+	}
+	return out, nil
+}
+
+// tryNext says whether a test that failed with err may try the next
+// candidate: the server was busy or refused it, or could not be reached.
+func tryNext(err error) bool {
+	var pe *plugin.ProtocolError
+	if errors.As(err, &pe) {
+		return pe.Status == http.StatusTooManyRequests || pe.Status == http.StatusServiceUnavailable
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 // MaxTestTime bounds one test, queueing included.
@@ -363,21 +474,36 @@ func (a *Agent) runTest(ctx context.Context, test string) error {
 	stop := context.AfterFunc(a.ctx, cancel) // the agent is closing
 	defer stop()
 	m := a.opts.Tests[test]
-	server, err := a.rendezvous(ctx, test)
+	candidates, err := a.rendezvous(ctx, test)
 	if err != nil {
 		return err
 	}
 	a.mu.Lock()
 	consent := schemas.Consent{Informed: a.st.Consent.Informed, CanCollect: a.st.Consent.CanCollect, CanPublish: a.st.Consent.CanPublish}
 	a.mu.Unlock()
-	rec, err := m.Run(ctx, plugin.Env{
-		ServerURL: server, AgentID: a.st.AgentID, AgentVersion: version.Version, Consent: consent,
-		Progress: func(p plugin.Progress) {
-			a.mu.Lock()
-			a.progress = &Progress{Test: test, Phase: p.Phase, Mbps: p.Mbps, Elapsed: p.Elapsed, QueuePos: p.QueuePos, Message: p.Message}
-			a.mu.Unlock()
-		},
-	})
+	var (
+		rec    *schemas.Record
+		server string
+		peer   bool
+	)
+	for i, c := range candidates {
+		server, peer = c.URL, c.Peer
+		rec, err = m.Run(ctx, plugin.Env{
+			ServerURL: c.URL, ServerPeer: c.Peer, AgentID: a.st.AgentID, AgentVersion: version.Version, Consent: consent,
+			Progress: func(p plugin.Progress) {
+				a.mu.Lock()
+				a.progress = &Progress{Test: test, Phase: p.Phase, Mbps: p.Mbps, Elapsed: p.Elapsed, QueuePos: p.QueuePos, Message: p.Message}
+				a.mu.Unlock()
+			},
+		})
+		if err == nil || !tryNext(err) || ctx.Err() != nil || i == len(candidates)-1 {
+			break
+		}
+		a.log.Info("agent: server busy or unreachable; trying the next", "server", c.URL, "peer", c.Peer, "err", err)
+	}
+	if err == nil && peer {
+		rec.Server.Peer = true // the rendezvous said so, whatever the peer wrote
+	}
 	if err != nil {
 		var pe *plugin.ProtocolError
 		if errors.As(err, &pe) && (pe.Status == http.StatusTooManyRequests || pe.Status == http.StatusServiceUnavailable) {
@@ -410,12 +536,22 @@ func (a *Agent) runTest(ctx context.Context, test string) error {
 			return fmt.Errorf("upload spool: %w", err)
 		}
 	}
-	a.log.Info("agent: test done", "measurement_uid", rec.MeasurementUID, "server", rec.Server.ID)
+	a.log.Info("agent: test done", "measurement_uid", rec.MeasurementUID, "server", rec.Server.ID, "peer", rec.Server.Peer)
 	return nil
 }
 
 // Run schedules tests and uploads results until ctx ends.
 func (a *Agent) Run(ctx context.Context) {
+	a.mu.Lock()
+	a.daemon = true
+	a.mu.Unlock()
+	a.applyPeers()
+	defer func() {
+		a.mu.Lock()
+		a.daemon = false
+		a.mu.Unlock()
+		a.applyPeers()
+	}()
 	if a.opts.CollectorURL != "" {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); a.fw.Run(ctx) }()
@@ -522,6 +658,10 @@ func (a *Agent) Results(ctx context.Context, limit int) ([]Result, error) {
 // pending uploads stay on disk.
 func (a *Agent) Close() error {
 	a.cancel()
+	a.mu.Lock()
+	a.daemon = false
+	a.mu.Unlock()
+	a.applyPeers() // stops serving peers
 	a.wg.Wait()
 	return errors.Join(a.fw.Close(), a.store.Close())
 }

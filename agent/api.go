@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/neubot/neubot/agent/peer"
 	"github.com/neubot/neubot/agent/web"
 	"github.com/neubot/neubot/internal/version"
 )
@@ -104,6 +105,19 @@ type Status struct {
 	LastError      string     `json:"last_error"`
 	PendingUploads int        `json:"pending_uploads"`
 	DataUsed       DataUsed   `json:"data_used"`
+	// Peers is serving other agents' tests (peer-to-peer mode).
+	Peers PeersDoc `json:"peers"`
+}
+
+// PeersDoc is the peer-to-peer part of the status.
+type PeersDoc struct {
+	// Serving is true while the agent accepts other agents' tests;
+	// Status then says whether the collector lists it, and its caps
+	// and volume.
+	Serving bool         `json:"serving"`
+	Status  *peer.Status `json:"status,omitempty"`
+	// Error says why serving could not start.
+	Error string `json:"error,omitempty"`
 }
 
 // ConsentDoc is the consent part of the status.
@@ -125,6 +139,7 @@ type DataUsed struct {
 // Status returns the agent's state.
 func (a *Agent) Status(ctx context.Context) Status {
 	reached, month, capBytes := a.capReached(ctx)
+	ps, perr := a.peerStatus()
 	now := time.Now().UTC()
 	today, _ := a.store.BytesSince(ctx, time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC))
 	a.mu.Lock()
@@ -136,6 +151,7 @@ func (a *Agent) Status(ctx context.Context) Status {
 		Running:   a.running,
 		LastError: a.lastErr,
 		DataUsed:  DataUsed{TodayBytes: today, MonthBytes: month, MonthlyCapBytes: capBytes, CapReached: reached},
+		Peers:     PeersDoc{Serving: ps != nil, Status: ps, Error: perr},
 	}
 	if a.progress != nil {
 		p := *a.progress

@@ -9,7 +9,9 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/neubot/neubot/agent/peer"
 	"github.com/neubot/neubot/internal/atomicfile"
+	"github.com/neubot/neubot/schemas"
 )
 
 // Config is what the volunteer can change, persisted in config.json.
@@ -26,6 +28,14 @@ type Config struct {
 	Paused bool `json:"paused"`
 	// RetentionDays is how long results are kept locally.
 	RetentionDays int `json:"retention_days"`
+	// ServePeers offers this agent to other volunteers' agents as a test
+	// server (peer-to-peer mode), within PeerCaps. They see this
+	// computer's address, as it sees theirs.
+	ServePeers bool             `json:"serve_peers"`
+	PeerCaps   schemas.PeerCaps `json:"peer_caps"`
+	// TestWithPeers lets this agent's tests run against other volunteers'
+	// agents as well as the platform's servers, whichever is least busy.
+	TestWithPeers bool `json:"test_with_peers"`
 }
 
 // MinInterval is the shortest time between two scheduled tests (the paper).
@@ -33,7 +43,7 @@ const MinInterval = 15 * time.Minute
 
 // DefaultConfig is the configuration of a new agent.
 func DefaultConfig() Config {
-	return Config{MeanIntervalMinutes: 120, RetentionDays: 365}
+	return Config{MeanIntervalMinutes: 120, RetentionDays: 365, PeerCaps: peer.DefaultCaps}
 }
 
 // ConfigError names the field of a bad config value.
@@ -58,6 +68,13 @@ func (c *Config) Validate() error {
 	case len(c.Cron) > 100:
 		return &ConfigError{"cron", "is too long"}
 	}
+	if err := c.PeerCaps.Validate(); err != nil {
+		var me *schemas.MessageError
+		if errors.As(err, &me) && len(me.Fields) > 0 {
+			return &ConfigError{"peer_caps." + me.Fields[0].Path, me.Fields[0].Reason}
+		}
+		return &ConfigError{"peer_caps", err.Error()}
+	}
 	if c.Cron != "" {
 		if _, err := cronParser.Parse(c.Cron); err != nil {
 			return &ConfigError{"cron", fmt.Sprintf("is not a 5-field cron spec: %v", err)}
@@ -69,6 +86,9 @@ func (c *Config) Validate() error {
 // state is what the agent keeps about itself, in state.json.
 type state struct {
 	AgentID string `json:"agent_id"`
+	// PeerID is the identity under which the agent serves peers: random,
+	// apart from AgentID so that records do not link the two.
+	PeerID  string `json:"peer_id,omitempty"`
 	Consent struct {
 		Decided    bool      `json:"decided"`
 		Informed   bool      `json:"informed"`

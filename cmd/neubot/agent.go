@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/neubot/neubot/agent"
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/registry"
 	"github.com/neubot/neubot/internal/cli"
 	"github.com/neubot/neubot/internal/httpx"
 )
@@ -54,6 +57,11 @@ func cmdAgent(args []string) error {
 	publicAPI := fs.String("public-api", "http://127.0.0.1:8080", "Neubot's public API, to compare your results with your provider's; empty: none")
 	once := fs.Bool("once", false, "run one test now, upload it, and exit")
 	consent := fs.String("consent", "", "record the volunteer's choice without the web UI: accept, accept-private (collect, never publish) or decline")
+	peerListen := fs.String("peer-listen", ":9777", "address other volunteers' agents test against, once serving peers is on (web UI or --serve-peers); empty: never serve")
+	peerPort := fs.Int("peer-port", 0, "port other agents reach, when a router forwards another one to --peer-listen (0: the same)")
+	servePeers := fs.String("serve-peers", "", "record the choice to serve tests to other volunteers' agents: on or off (default: keep)")
+	testWithPeers := fs.String("test-with-peers", "", "record the choice to test against other volunteers' agents too: on or off (default: keep)")
+	tests := fs.String("tests", "", "comma-separated tests to run, in turn (default: all: "+strings.Join(registry.Names(), ", ")+")")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
@@ -74,15 +82,58 @@ func cmdAgent(args []string) error {
 		fmt.Fprintf(os.Stderr, "%s agent: %v\n", prog, err)
 		return cli.ErrUsage
 	}
+	usage := func(format string, args ...any) error {
+		fmt.Fprintf(os.Stderr, "%s agent: "+format+"\n", append([]any{prog}, args...)...)
+		return cli.ErrUsage
+	}
+	if *peerListen != "" {
+		if _, _, err := net.SplitHostPort(*peerListen); err != nil {
+			return usage("--peer-listen %q: %v", *peerListen, err)
+		}
+	}
+	if *peerPort < 0 || *peerPort > 65535 {
+		return usage("--peer-port must be from 0 to 65535")
+	}
+	onOff := map[string]*bool{"on": new(bool), "off": new(bool)}
+	*onOff["on"] = true
+	for name, v := range map[string]string{"--serve-peers": *servePeers, "--test-with-peers": *testWithPeers} {
+		if _, ok := onOff[v]; v != "" && !ok {
+			return usage("%s must be on or off", name)
+		}
+	}
+	var measurers map[string]plugin.Measurer
+	if *tests != "" {
+		measurers = map[string]plugin.Measurer{}
+		for _, name := range strings.Split(*tests, ",") {
+			m, ok := registry.New(strings.TrimSpace(name))
+			if !ok {
+				return usage("--tests: unknown test %q (known: %s)", name, strings.Join(registry.Names(), ", "))
+			}
+			measurers[m.Name()] = m
+		}
+	}
 	log, err := cli.Logger(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Options{StateDir: *stateDir, CollectorURL: *collector, ServerURL: *server, PublicAPIURL: *publicAPI, Logger: log})
+	a, err := agent.New(agent.Options{StateDir: *stateDir, CollectorURL: *collector, ServerURL: *server, PublicAPIURL: *publicAPI, Logger: log,
+		Tests: measurers, PeerListen: *peerListen, PeerPort: *peerPort})
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	if *servePeers != "" || *testWithPeers != "" {
+		c := a.Config()
+		if *servePeers != "" {
+			c.ServePeers = *onOff[*servePeers]
+		}
+		if *testWithPeers != "" {
+			c.TestWithPeers = *onOff[*testWithPeers]
+		}
+		if err := a.SetConfig(c); err != nil {
+			return err
+		}
+	}
 	switch *consent {
 	case "":
 	case "accept":
