@@ -22,6 +22,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/schemas/schemastest"
 )
 
@@ -32,9 +33,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
+	code := localchtest.Main(m)
+	for _, d := range []string{buildDir, filepath.Dir(agentBin)} {
+		if d != "" && d != "." {
+			os.RemoveAll(d)
+		}
 	}
 	os.Exit(code)
 }
