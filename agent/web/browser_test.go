@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/neubot/neubot/agent"
+	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/browsertest"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/testserver/service"
@@ -241,7 +242,15 @@ func startTestServer(t *testing.T) string {
 // base URL.
 func startAgent(t *testing.T, serverURL string) string {
 	t.Helper()
-	a, err := agent.New(agent.Options{StateDir: t.TempDir(), ServerURL: serverURL})
+	return startAgentWith(t, agent.Options{ServerURL: serverURL})
+}
+
+// startAgentWith runs a real agent with opts (in a state directory of its
+// own) and returns the UI's base URL.
+func startAgentWith(t *testing.T, opts agent.Options) string {
+	t.Helper()
+	opts.StateDir = t.TempDir()
+	a, err := agent.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,4 +333,86 @@ func config(t *testing.T, base string) configDoc {
 	var c configDoc
 	getJSON(t, base+"/api/v1/config", &c)
 	return c
+}
+
+// TestBrowserPeers drives the peer-to-peer card against a real agent and a
+// real collector's rendezvous on loopback: a cap the agent refuses shows
+// its reason at the field; valid caps start serving, the collector
+// connects back and lists the agent, and the card shows the caps in force;
+// unticking stops serving.
+func TestBrowserPeers(t *testing.T) {
+	col, err := collector.New(collector.Config{SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	colSrv, err := httpx.Listen("127.0.0.1:0", col.Handler(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { colSrv.Shutdown(context.Background()); col.Close() })
+	base := startAgentWith(t, agent.Options{CollectorURL: colSrv.URL(), PeerListen: "127.0.0.1:0"})
+
+	b := browsertest.Start(t, 60*time.Second)
+	b.Ignore = func(p string) bool { return strings.Contains(p, "/api/v1/config") && strings.Contains(p, "400") }
+	step, poll := b.Step, browsertest.Poll
+	step("open the UI and accept", chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible("#accept", chromedp.ByQuery),
+		chromedp.Click("#accept", chromedp.ByQuery),
+		chromedp.WaitVisible("#peers-form", chromedp.ByQuery))
+	var serving string
+	step("not serving by default", poll(`document.getElementById("pr-state").textContent === "No" && "No"`, &serving))
+
+	var fieldErr string
+	step("a cap the agent refuses shows its reason",
+		chromedp.Click("#serve-peers", chromedp.ByQuery),
+		chromedp.SetValue("#cap-tests", "9", chromedp.ByQuery),
+		chromedp.Click("#save-peers", chromedp.ByQuery),
+		poll(`document.getElementById("cap-tests").getAttribute("aria-invalid") === "true" &&
+		      document.getElementById("cap-tests-error").textContent`, &fieldErr))
+	if !strings.Contains(fieldErr, "8") {
+		t.Errorf("the error of 9 tests at once reads %q", fieldErr)
+	}
+	var listed, caps string
+	step("valid caps: serving, listed by the collector, caps shown",
+		chromedp.SetValue("#cap-tests", "2", chromedp.ByQuery),
+		chromedp.SetValue("#cap-mbps", "5.5", chromedp.ByQuery),
+		chromedp.SetValue("#cap-daily", "300", chromedp.ByQuery),
+		chromedp.Click("#save-peers", chromedp.ByQuery),
+		poll(`document.getElementById("pr-listed").textContent.startsWith("Yes, at http://127.0.0.1:") &&
+		      document.getElementById("pr-listed").textContent`, &listed),
+		chromedp.Text("#pr-caps", &caps, chromedp.ByQuery),
+		chromedp.Text("#pr-state", &serving, chromedp.ByQuery))
+	if caps != "2 at once, 5.5 Mbit/s, 300 MB a day" || !strings.HasPrefix(serving, "Yes, on 127.0.0.1:") {
+		t.Errorf("the card reads serving %q, caps %q", serving, caps)
+	}
+	var st struct {
+		Peers struct {
+			Serving bool `json:"serving"`
+			Status  struct {
+				Listed bool   `json:"listed"`
+				URL    string `json:"url"`
+				Caps   struct {
+					MaxTests int     `json:"max_tests"`
+					MaxMbps  float64 `json:"max_mbps"`
+					DailyMB  int64   `json:"daily_mb"`
+				} `json:"caps"`
+			} `json:"status"`
+		} `json:"peers"`
+	}
+	getJSON(t, base+"/api/v1/status", &st)
+	if !st.Peers.Serving || !st.Peers.Status.Listed || st.Peers.Status.Caps.MaxTests != 2 || st.Peers.Status.Caps.MaxMbps != 5.5 || st.Peers.Status.Caps.DailyMB != 300 {
+		t.Errorf("the agent's status: %+v", st.Peers)
+	}
+	if !strings.HasSuffix(listed, st.Peers.Status.URL) {
+		t.Errorf("the card says %q, the agent %q", listed, st.Peers.Status.URL)
+	}
+	step("scroll to the card", chromedp.ScrollIntoView("#peers", chromedp.ByQuery))
+	b.Screenshot("agent-ui-peers.png")
+	step("untick: serving stops",
+		chromedp.Click("#serve-peers", chromedp.ByQuery),
+		chromedp.Click("#save-peers", chromedp.ByQuery),
+		poll(`document.getElementById("pr-state").textContent === "No" && "No"`, &serving))
+	for _, p := range b.Problems() {
+		t.Errorf("the page reported: %s", p)
+	}
 }

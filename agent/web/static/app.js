@@ -238,6 +238,27 @@
     $("pause").textContent = st.paused ? "Resume" : "Pause";
 
     renderProgress(st);
+    renderPeers(st.peers || {});
+  }
+
+  function fmtCaps(c) {
+    return `${c.max_tests} at once, ${c.max_mbps} Mbit/s, ${c.daily_mb} MB a day`;
+  }
+
+  function renderPeers(p) {
+    const s = p.status;
+    let serving = "No";
+    if (p.error) serving = `No: ${p.error}`;
+    else if (s) serving = `Yes, on ${s.listen}`;
+    $("pr-state").textContent = serving;
+    $("pr-state").classList.toggle("error-text", !!p.error);
+    let listed = "–";
+    if (s) listed = s.listed ? `Yes, at ${s.url}` : `No: ${s.reason || "not yet"}`;
+    $("pr-listed").textContent = listed;
+    $("pr-listed").classList.toggle("error-text", !!s && !s.listed && !!s.reason);
+    $("pr-active").textContent = s ? `${s.active_tests} running, ${s.queued_tests} waiting` : "–";
+    $("pr-today").textContent = s ? `${fmtBytes(s.today_bytes)} of ${fmtBytes(s.daily_bytes)}${s.cap_reached ? " (limit reached until 00:00 UTC)" : ""}` : "–";
+    $("pr-caps").textContent = s ? fmtCaps(s.caps) : "–";
   }
 
   function renderProgress(st) {
@@ -597,6 +618,67 @@
   function fillConfig(cfg) {
     $("cap").value = String(cfg.monthly_cap_mb ?? 0);
     $("interval").value = String(cfg.mean_interval_minutes ?? 120);
+    const caps = cfg.peer_caps || {};
+    $("serve-peers").checked = !!cfg.serve_peers;
+    $("test-with-peers").checked = !!cfg.test_with_peers;
+    $("cap-tests").value = String(caps.max_tests ?? 1);
+    $("cap-mbps").value = String(caps.max_mbps ?? 10);
+    $("cap-daily").value = String(caps.daily_mb ?? 500);
+  }
+
+  // ---- peer-to-peer ----------------------------------------------------------
+
+  const CAPS = {
+    max_tests: { input: "cap-tests", error: "cap-tests-error", name: "Tests at once", pattern: /^\d+$/, hint: "Enter a whole number." },
+    max_mbps: { input: "cap-mbps", error: "cap-mbps-error", name: "Bandwidth", pattern: /^\d+(\.\d+)?$/, hint: "Enter a number, e.g. 10 or 2.5." },
+    daily_mb: { input: "cap-daily", error: "cap-daily-error", name: "Data a day", pattern: /^\d+$/, hint: "Enter a whole number." },
+  };
+
+  function setCapError(field, text) {
+    const f = CAPS[field];
+    $(f.error).textContent = text;
+    if (text) $(f.input).setAttribute("aria-invalid", "true");
+    else $(f.input).removeAttribute("aria-invalid");
+  }
+
+  async function savePeers(ev) {
+    ev.preventDefault();
+    const status = $("peers-status");
+    status.textContent = "";
+    const caps = {};
+    let firstBad = "";
+    for (const [field, f] of Object.entries(CAPS)) {
+      setCapError(field, "");
+      const raw = $(f.input).value.trim();
+      if (!f.pattern.test(raw)) {
+        setCapError(field, f.hint);
+        firstBad ||= field;
+        continue;
+      }
+      caps[field] = Number(raw);
+    }
+    if (firstBad) {
+      $(CAPS[firstBad].input).focus();
+      status.textContent = "Please correct the marked field.";
+      return;
+    }
+    const body = { serve_peers: $("serve-peers").checked, test_with_peers: $("test-with-peers").checked, peer_caps: caps };
+    try {
+      fillConfig(await api("PUT", "/api/v1/config", body));
+      status.textContent = "Peer-to-peer settings saved.";
+      poll();
+    } catch (e) {
+      const field = (e.field || "").replace(/^peer_caps\./, "");
+      const f = CAPS[field];
+      if (e.status === 400 && f) {
+        const reason = e.message.startsWith(`${e.field}: `) ? e.message.slice(e.field.length + 2) : e.message;
+        setCapError(field, `${f.name} ${reason}`);
+        $(f.input).focus();
+        status.textContent = "Not saved: please correct the marked field.";
+      } else {
+        status.textContent = `Not saved: ${e.message}`;
+      }
+    }
   }
 
   function setFieldError(field, text) {
@@ -723,6 +805,7 @@
     $("run").addEventListener("click", runNow);
     $("pause").addEventListener("click", togglePause);
     $("settings-form").addEventListener("submit", saveSettings);
+    $("peers-form").addEventListener("submit", savePeers);
     if (state.chartsAvailable) watchChartSizes();
     else chartsUnavailable();
     poll();
