@@ -91,13 +91,16 @@ func quote(s string) string {
 func source(g Goodset, day string, ch chunk) string {
 	cond := "(" + g.Where + ")"
 	if g.OnePerAgentDay {
-		cond += fmt.Sprintf(" AND measurement_uid IN (SELECT argMin(measurement_uid, sipHash64(toString(measurement_uid))) FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 GROUP BY agent_id)", day, schemas.OnTimeSQL)
+		cond += fmt.Sprintf(" AND measurement_uid IN (SELECT argMin(measurement_uid, sipHash64(toString(measurement_uid))) FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 AND server_peer = 0 GROUP BY agent_id)", day, schemas.OnTimeSQL)
 	}
 	// Only the rows that arrived before the day closed: a closed day's
 	// figures never change (see schemas.ClosedAfter).
 	// Public figures come from publishable tests only: a volunteer who
-	// refused publication is not in any figure either.
-	where := fmt.Sprintf("toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1", day, schemas.OnTimeSQL)
+	// refused publication is not in any figure either. Peer tests
+	// (server_peer = 1) measure the path between two volunteers, whose
+	// uplink may be the bottleneck, not the access of one: they are
+	// published as measurements, kept out of the figures per ISP.
+	where := fmt.Sprintf("toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 AND server_peer = 0", day, schemas.OnTimeSQL)
 	if ch.of > 1 {
 		where += fmt.Sprintf(" AND cityHash64(toString(agent_id)) %% %d = %d", ch.of, ch.n)
 	}

@@ -159,7 +159,8 @@ func TestModesAndQuantiles(t *testing.T) {
 }
 
 // TestOnlyPublishableOnTime: the figures count only tests whose volunteer
-// allowed publication and that arrived before their day closed.
+// allowed publication and that arrived before their day closed, and that a
+// platform server served (not a peer).
 func TestOnlyPublishableOnTime(t *testing.T) {
 	_, conn := localchtest.NewDatabase(t)
 	rng := rand.New(rand.NewPCG(9, 9))
@@ -175,8 +176,15 @@ func TestOnlyPublishableOnTime(t *testing.T) {
 			pub = append(pub, r)
 		}
 	}
+	var peers []*schemas.Record
+	for i := 0; i < 5; i++ {
+		r := schemastest.Speedtest(rng, day.Add(time.Duration(i)*time.Hour+time.Minute), "192.0.2.1", 10)
+		r.Synthetic, r.Server.Peer = false, true
+		peers = append(peers, r)
+	}
 	insert(t, conn, pub, 64511)
 	insert(t, conn, private, 64511)
+	insert(t, conn, peers, 64511)
 	// A late upload: ingested three days after its day.
 	late := schemastest.Speedtest(rng, day.Add(time.Hour), "192.0.2.1", 10)
 	late.Synthetic = false

@@ -170,7 +170,7 @@ func parseCursor(s string) (cursor, error) {
 func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	p := &params{q: r.URL.Query()}
-	p.known("test", "from", "to", "days", "asn", "country", "limit", "cursor", "format", "synthetic")
+	p.known("test", "from", "to", "days", "asn", "country", "served_by", "limit", "cursor", "format", "synthetic")
 	testName := p.q.Get("test")
 	if testName == "" {
 		testName = schemas.SpeedtestName
@@ -196,6 +196,7 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 	if country != "" && (len(country) != 2 || strings.Trim(country, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "") {
 		p.fail(bad("country", "must be an ISO 3166-1 alpha-2 code like IT"))
 	}
+	servedBy := p.oneOf("served_by", "any", "any", "platform", "peer")
 	format := p.oneOf("format", "json", "json", "csv")
 	syn := p.boolean("synthetic")
 	var cur *cursor
@@ -222,6 +223,12 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 	}
 	if country != "" {
 		where, args = append(where, "client_country = ?"), append(args, country)
+	}
+	switch servedBy {
+	case "platform":
+		where = append(where, "server_peer = 0")
+	case "peer":
+		where = append(where, "server_peer = 1")
 	}
 	if cur != nil {
 		where = append(where, "(toDate(start_time) > toDate(?) OR (toDate(start_time) = toDate(?) AND measurement_uid > toUUID(?)))")

@@ -110,6 +110,23 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 	var page struct {
 		Measurements []map[string]any `json:"measurements"`
 	}
+	peerCol, peers := indexOf(dump[0], "server_peer"), 0
+	for _, r := range dump[1:] {
+		if r[peerCol] == "1" {
+			peers++
+		}
+	}
+	for servedBy, want := range map[string]int{"peer": peers, "platform": len(dump) - 1 - peers} {
+		getJSON(t, fmt.Sprintf("%s/api/v1/measurements?from=%s&to=%s&served_by=%s&limit=1000", srv.URL, yesterday, yesterday, servedBy), &page)
+		for _, m := range page.Measurements {
+			if (m["server_peer"].(float64) == 1) != (servedBy == "peer") {
+				t.Fatalf("served_by=%s let a row with server_peer=%v through", servedBy, m["server_peer"])
+			}
+		}
+		if len(page.Measurements) != want || peers == 0 {
+			t.Fatalf("served_by=%s: %d rows, the dump has %d (%d peer tests)", servedBy, len(page.Measurements), want, peers)
+		}
+	}
 	getJSON(t, fmt.Sprintf("%s/api/v1/measurements?from=%s&asn=64497&limit=1000", srv.URL, yesterday), &page)
 	if len(page.Measurements) == 0 {
 		t.Fatal("asn filter: nothing")
@@ -121,7 +138,7 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 	}
 	for q, field := range map[string]string{
 		"limit=0": "limit", "limit=1001": "limit", "from=2026-13-01": "from", "from=2026-01-01&to=2026-03-01": "to",
-		"cursor=@@@": "cursor", "cursor=bm90LWEtY3Vyc29y": "cursor", "format=xml": "format", "test=nope": "test",
+		"cursor=@@@": "cursor", "cursor=bm90LWEtY3Vyc29y": "cursor", "format=xml": "format", "served_by=friends": "served_by", "test=nope": "test",
 		"country=ITA": "country", "asn=-1": "asn", "color=red": "color", "days=40": "days",
 	} {
 		resp, err := http.Get(srv.URL + "/api/v1/measurements?" + q)

@@ -92,6 +92,7 @@ func seed(t testing.TB, conn driver.Conn, day time.Time, n int, asn uint32) seed
 			s.unpublished[r.MeasurementUID] = true
 		default:
 			r.Synthetic = false
+			r.Server.Peer = i%10 == 6 // served by a volunteer's agent: published, marked
 			s.published[r.MeasurementUID] = true
 			if i%10 == 4 {
 				// The agent's own copy first (no server view, other numbers):
