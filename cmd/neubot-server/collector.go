@@ -17,6 +17,8 @@ func cmdCollector(args []string) error {
 	maxAge := fs.Duration("batch-max-age", time.Second, "load a batch at the latest this long after its first record arrived")
 	maxRecords := fs.Int("batch-max-records", 100_000, "load a batch when it holds this many records")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on shutdown, load the spool for at most this long; the rest is kept")
+	registerToken := fs.String("register-token", "", "bearer token test servers must present to register (volunteers' agents serving peers need none: they are checked by connecting back)")
+	noPeers := fs.Bool("no-peers", false, "turn peer-to-peer mode off: refuse volunteers' agents that offer to serve tests, list no peers")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
 	if err != nil {
@@ -30,11 +32,13 @@ func cmdCollector(args []string) error {
 		return err
 	}
 	svc, err := startCollector(*listen, collector.Config{
-		SpoolDir:   *spoolDir,
-		Spool:      spool.Options{MaxAge: *maxAge, MaxRecords: *maxRecords},
-		ClickHouse: ch.options(),
-		IPDB:       db2,
-		Logger:     log,
+		SpoolDir:      *spoolDir,
+		Spool:         spool.Options{MaxAge: *maxAge, MaxRecords: *maxRecords},
+		ClickHouse:    ch.options(),
+		IPDB:          db2,
+		Logger:        log,
+		NoPeers:       *noPeers,
+		RegisterToken: *registerToken,
 	})
 	if err != nil {
 		return err
