@@ -1,8 +1,10 @@
 package collector
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -228,4 +230,49 @@ func TestPeerRegistrationRefused(t *testing.T) {
 	if code, body := postJSON(t, off.URL, PeerRegisterPath, peerRegistration("p", h.port)); code != http.StatusForbidden {
 		t.Fatalf("peers off: %d %s", code, body)
 	}
+}
+
+// FuzzPeerRegister posts arbitrary bytes as peers' registrations: never a
+// 5xx nor a panic, always JSON, and a body that is one valid peer
+// registration passes validation (it then meets the bound on checks in
+// progress, set to none here, so that fuzzing makes no connection).
+func FuzzPeerRegister(f *testing.F) {
+	c, err := New(Config{SpoolDir: f.TempDir()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer c.Close()
+	c.peerSlots = make(chan struct{}) // every check is "in progress": 429
+	h := c.Handler()
+	valid, _ := json.Marshal(peerRegistration("peer-1", 9777))
+	for _, seed := range [][]byte{
+		valid, nil, []byte("{}"), []byte(`{"peer":null}`), []byte(`{"peer":{"port":-1}}`),
+		[]byte(`{"id":"p","tests":["speedtest"],"load":{"capacity":1},"peer":{"port":1,"caps":{"max_tests":1,"max_mbps":1e400,"daily_mb":1}}}`),
+		[]byte(`{"id":"p","url":"http://x","tests":["ndt7"],"load":{"capacity":1},"peer":{"port":65535,"caps":{"max_tests":8,"max_mbps":0.001,"daily_mb":1000000}}}`),
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r := httptest.NewRequest(http.MethodPost, PeerRegisterPath, bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if !json.Valid(w.Body.Bytes()) {
+			t.Fatalf("answer %d is not JSON: %q", w.Code, w.Body.Bytes())
+		}
+		switch w.Code {
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
+		default:
+			t.Fatalf("status %d for body %q: %s", w.Code, body, w.Body.Bytes())
+		}
+		var m schemas.ServerRegistration
+		dec := json.NewDecoder(bytes.NewReader(body))
+		ok := dec.Decode(&m) == nil && m.Peer != nil && m.Validate() == nil
+		if _, err := dec.Token(); err != io.EOF {
+			ok = false
+		}
+		if ok && len(body) <= schemas.MaxRendezvousBodyBytes && w.Code != http.StatusTooManyRequests {
+			t.Fatalf("valid peer registration %q answered %d: %s", body, w.Code, w.Body.Bytes())
+		}
+	})
 }
