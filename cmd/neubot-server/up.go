@@ -36,6 +36,7 @@ func cmdUp(args []string) error {
 	neutralAddr := fs.String("neutral", "127.0.0.1:9776", "raw TCP address of the BitTorrent test's neutral-port flows")
 	capacity := fs.Int("capacity", 2, "tests the test server allows at once")
 	agentAddr := fs.String("agent", "127.0.0.1:9774", "address of the local agent's web UI (loopback)")
+	agentPeer := fs.String("agent-peer-listen", "127.0.0.1:9777", "where the local agent serves other agents' tests once its volunteer turns serving peers on (empty: never)")
 	publishAddr := fs.String("publish", "127.0.0.1:8080", "address of the public query API")
 	analyticsSpec := fs.String("analytics-schedule", "* * * * *", "cron spec of the analytics runs (days whose data changed)")
 	exportSpec := fs.String("export-schedule", "*/10 * * * *", "cron spec of the export of the daily dumps (days not exported yet)")
@@ -138,7 +139,8 @@ func cmdUp(args []string) error {
 	// One real agent, as a volunteer runs it: it finds the test server
 	// through the collector's rendezvous and uploads to the collector. It
 	// measures nothing until consent is given in its web UI.
-	ag, err := agent.New(agent.Options{StateDir: filepath.Join(*data, "agent"), CollectorURL: col.http.URL(), PublicAPIURL: pub.URL(), Logger: log})
+	ag, err := agent.New(agent.Options{StateDir: filepath.Join(*data, "agent"), CollectorURL: col.http.URL(), PublicAPIURL: pub.URL(), Logger: log,
+		PeerListen: *agentPeer})
 	if err != nil {
 		ts.stop()
 		col.stop(10 * time.Second)
