@@ -94,8 +94,8 @@ func cmdAgent(args []string) error {
 	if *peerPort < 0 || *peerPort > 65535 {
 		return usage("--peer-port must be from 0 to 65535")
 	}
-	onOff := map[string]*bool{"on": new(bool), "off": new(bool)}
-	*onOff["on"] = true
+	// --serve-peers and --test-with-peers: on, off, or "" (keep).
+	onOff := map[string]bool{"on": true, "off": false}
 	for name, v := range map[string]string{"--serve-peers": *servePeers, "--test-with-peers": *testWithPeers} {
 		if _, ok := onOff[v]; v != "" && !ok {
 			return usage("%s must be on or off", name)
@@ -125,10 +125,10 @@ func cmdAgent(args []string) error {
 	if *servePeers != "" || *testWithPeers != "" {
 		c := a.Config()
 		if *servePeers != "" {
-			c.ServePeers = *onOff[*servePeers]
+			c.ServePeers = onOff[*servePeers]
 		}
 		if *testWithPeers != "" {
-			c.TestWithPeers = *onOff[*testWithPeers]
+			c.TestWithPeers = onOff[*testWithPeers]
 		}
 		if err := a.SetConfig(c); err != nil {
 			return err
