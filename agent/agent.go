@@ -23,6 +23,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -90,10 +91,10 @@ type Agent struct {
 	testDone chan struct{}
 	wg       sync.WaitGroup
 
-	peerMu  sync.Mutex   // serialises starting and stopping peerSrv
-	peerSrv *peer.Server // serving peers; nil when not
-	peerErr string       // why serving peers failed to start
-	daemon  bool         // Run is running: serving peers is possible
+	peerMu  sync.Mutex                  // serialises starting and stopping peerSrv
+	peerSrv atomic.Pointer[peer.Server] // serving peers; nil when not
+	peerErr string                      // why serving peers failed to start
+	daemon  bool                        // Run is running: serving peers is possible
 }
 
 // Progress is the live state of a running test, for the UI.
@@ -264,9 +265,11 @@ func (a *Agent) applyPeers() {
 	a.mu.Lock()
 	daemon := a.daemon
 	a.mu.Unlock()
-	want := cfg.ServePeers && daemon && a.consentOK() && a.opts.PeerListen != ""
+	// Pausing the agent pauses serving too.
+	want := cfg.ServePeers && !cfg.Paused && daemon && a.consentOK() && a.opts.PeerListen != ""
+	srv := a.peerSrv.Load()
 	switch {
-	case want && a.peerSrv == nil:
+	case want && srv == nil:
 		s, err := peer.Start(peer.Options{
 			Listen: a.opts.PeerListen, PublicPort: a.opts.PeerPort, CollectorURL: a.opts.CollectorURL,
 			StateDir: a.opts.StateDir, ID: a.st.PeerID, Version: version.Version, Logger: a.log,
@@ -276,17 +279,17 @@ func (a *Agent) applyPeers() {
 			a.setPeerErr(err.Error())
 			return
 		}
-		a.peerSrv = s
+		a.peerSrv.Store(s)
 		a.setPeerErr("")
 	case want:
-		if err := a.peerSrv.SetCaps(cfg.PeerCaps); err != nil {
+		if err := srv.SetCaps(cfg.PeerCaps); err != nil {
 			a.setPeerErr(err.Error())
 		}
-	case a.peerSrv != nil:
-		if err := a.peerSrv.Close(); err != nil {
+	case srv != nil:
+		a.peerSrv.Store(nil) // the status stops showing it at once
+		if err := srv.Close(); err != nil {
 			a.log.Warn("agent: stopping serving peers", "err", err)
 		}
-		a.peerSrv = nil
 		a.setPeerErr("")
 	case cfg.ServePeers && a.opts.PeerListen == "":
 		a.setPeerErr("this agent was started without a peer listen address (--peer-listen)")
@@ -304,9 +307,7 @@ func (a *Agent) setPeerErr(s string) {
 // peerStatus is what the volunteer sees of serving peers (nil: not
 // serving).
 func (a *Agent) peerStatus() (*peer.Status, string) {
-	a.peerMu.Lock()
-	srv := a.peerSrv
-	a.peerMu.Unlock()
+	srv := a.peerSrv.Load() // not under peerMu: stopping takes seconds
 	a.mu.Lock()
 	msg := a.peerErr
 	a.mu.Unlock()
@@ -488,8 +489,15 @@ func (a *Agent) runTest(ctx context.Context, test string) error {
 	)
 	for i, c := range candidates {
 		server, peer = c.URL, c.Peer
+		agentID := a.st.AgentID
+		if c.Peer {
+			// A peer is another volunteer: it gets a random ID for this
+			// test, not this agent's, which links every published test
+			// of this volunteer.
+			agentID = uuid.NewString()
+		}
 		rec, err = m.Run(ctx, plugin.Env{
-			ServerURL: c.URL, ServerPeer: c.Peer, AgentID: a.st.AgentID, AgentVersion: version.Version, Consent: consent,
+			ServerURL: c.URL, ServerPeer: c.Peer, AgentID: agentID, AgentVersion: version.Version, Consent: consent,
 			Progress: func(p plugin.Progress) {
 				a.mu.Lock()
 				a.progress = &Progress{Test: test, Phase: p.Phase, Mbps: p.Mbps, Elapsed: p.Elapsed, QueuePos: p.QueuePos, Message: p.Message}
@@ -502,7 +510,12 @@ func (a *Agent) runTest(ctx context.Context, test string) error {
 		a.log.Info("agent: server busy or unreachable; trying the next", "server", c.URL, "peer", c.Peer, "err", err)
 	}
 	if err == nil && peer {
-		rec.Server.Peer = true // the rendezvous said so, whatever the peer wrote
+		// The one copy of a peer test is this agent's upload (peers
+		// forward none), and what identifies people in it is this
+		// agent's to say, not the peer's: its own ID and consent, the
+		// peer marked as such without its ID.
+		rec.AgentID, rec.Consent = a.st.AgentID, consent
+		rec.Server.ID, rec.Server.Peer = schemas.PeerServerID, true
 	}
 	if err != nil {
 		var pe *plugin.ProtocolError
@@ -536,7 +549,7 @@ func (a *Agent) runTest(ctx context.Context, test string) error {
 			return fmt.Errorf("upload spool: %w", err)
 		}
 	}
-	a.log.Info("agent: test done", "measurement_uid", rec.MeasurementUID, "server", rec.Server.ID, "peer", rec.Server.Peer)
+	a.log.Info("agent: test done", "measurement_uid", rec.MeasurementUID, "server", rec.Server.ID, "url", server, "peer", rec.Server.Peer)
 	return nil
 }
 

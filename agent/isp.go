@@ -108,7 +108,9 @@ func (a *Agent) CompareISP(ctx context.Context) ISPComparison {
 	var mine []float64
 	since := time.Now().AddDate(0, 0, -comparisonDays)
 	for _, r := range rs {
-		if r.StartTime.After(since) {
+		// Like the provider's figures: the speedtest against Neubot's
+		// servers only (a peer's line may be the bottleneck).
+		if r.StartTime.After(since) && r.Test == schemas.SpeedtestName && !r.Peer {
 			mine = append(mine, r.DownloadMbps)
 		}
 	}

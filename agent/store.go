@@ -28,7 +28,9 @@ type Result struct {
 	RTTMS          float64   `json:"rtt_ms"`
 	Bytes          int64     `json:"bytes"`
 	ServerID       string    `json:"server_id"`
-	Uploaded       bool      `json:"uploaded"`
+	// Peer is true for a test against another volunteer's agent.
+	Peer     bool `json:"peer"`
+	Uploaded bool `json:"uploaded"`
 }
 
 const storeSchema = `
@@ -132,6 +134,7 @@ func (s *Store) Results(ctx context.Context, limit int) ([]Result, error) {
 			return nil, err
 		}
 		r.StartTime = time.Unix(ts, 0).UTC()
+		r.Peer = r.ServerID == schemas.PeerServerID
 		out = append(out, r)
 	}
 	return out, rows.Err()

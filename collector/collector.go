@@ -15,6 +15,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/internal/spool"
 )
 
@@ -51,6 +53,10 @@ type Config struct {
 	// NoPeers turns peer-to-peer mode off: peer registrations get 403 and
 	// rendezvous answers list no peers.
 	NoPeers bool
+	// PeerNetworks are networks peers may register from besides the
+	// public Internet (loopback for a demo on one machine, a test's
+	// namespaces); by default, private and special addresses are refused.
+	PeerNetworks []netip.Prefix
 }
 
 // Collector is the ingest service. Create it with New, serve Handler, run
@@ -68,7 +74,8 @@ type Collector struct {
 	ch     driver.Conn
 	slots  chan struct{} // ingest requests in progress
 
-	peerSlots chan struct{} // peers' reachability checks in progress
+	peerSlots chan struct{}      // peers' reachability checks in progress
+	peerRate  *ratelimit.Limiter // peers' registrations per address
 }
 
 // New opens the spool (replaying what a previous run left) and builds the
@@ -97,7 +104,8 @@ func New(cfg Config) (*Collector, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Collector{cfg: cfg, log: cfg.Logger, spool: sp, ipdb: cfg.IPDB, slots: make(chan struct{}, cfg.MaxConcurrent), peerSlots: make(chan struct{}, MaxPeerChecks)}
+	c := &Collector{cfg: cfg, log: cfg.Logger, spool: sp, ipdb: cfg.IPDB, slots: make(chan struct{}, cfg.MaxConcurrent), peerSlots: make(chan struct{}, MaxPeerChecks),
+		peerRate: ratelimit.New(1, 10)}
 	c.metrics = newMetrics(sp)
 	r := chi.NewRouter()
 	r.Post(IngestPath, c.handleIngest)

@@ -9,10 +9,17 @@ package collector
 // ID and the collector's nonce. A peer behind a firewall or a NAT without a
 // port forward is not listed, and its acknowledgement says why.
 //
-// A check is remembered: a listed peer is checked again every PeerRecheck
-// (and whenever its URL changes), an unreachable one not before PeerRetry,
-// so that heartbeats cost no connection. Checks run at most MaxPeerChecks
-// at a time and each source address lists at most MaxPeersPerAddress peers.
+// Peers register from public addresses only (unless the operator allows a
+// network, Config.PeerNetworks), on ports from 1024, under IDs of their own
+// ("peer-..."): a peer can point the collector at nothing but itself, and
+// cannot take a server's place, nor another address's peer's.
+//
+// A check is remembered by URL: a listed peer is checked again every
+// PeerRecheck (and whenever its URL changes), an unreachable URL not before
+// PeerRetry whatever ID registers it, so that heartbeats and fresh IDs cost
+// no connection. Each source address (an IPv4 address, an IPv6 /64) may
+// register once a second, have one check in progress and list
+// MaxPeersPerAddress peers; checks run at most MaxPeerChecks at a time.
 
 import (
 	"context"
@@ -29,6 +36,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -55,23 +63,55 @@ const (
 	maxHelloBytes = 4 << 10
 )
 
-// peerCheck is the remembered outcome of a check of one peer ID.
+// peerCheck is the remembered outcome of a check of one URL.
 type peerCheck struct {
-	url    string
+	id     string // who answered (or was expected to)
 	listed bool
 	reason string
 	at     time.Time
 }
 
-// fresh says whether the check still answers for url at now.
-func (p peerCheck) fresh(url string, now time.Time) bool {
-	if p.url != url {
-		return false
-	}
+// answers says whether the check still answers for id at now: a success
+// for the same ID within PeerRecheck, a failure for any ID within
+// PeerRetry (so that fresh IDs do not buy fresh connections).
+func (p peerCheck) answers(id string, now time.Time) bool {
 	if p.listed {
-		return now.Sub(p.at) < PeerRecheck
+		return p.id == id && now.Sub(p.at) < PeerRecheck
 	}
 	return now.Sub(p.at) < PeerRetry
+}
+
+func (p peerCheck) stale(now time.Time) bool {
+	return now.Sub(p.at) >= max(PeerRecheck, PeerRetry)
+}
+
+// Networks that are not the public Internet: a peer registering from one
+// of them is refused unless the operator allows it (Config.PeerNetworks),
+// so that the collector never connects back into its own network.
+var nonPublic = []netip.Prefix{
+	netip.MustParsePrefix("100.64.0.0/10"), // carrier-grade NAT (RFC 6598)
+	netip.MustParsePrefix("198.18.0.0/15"), // benchmarking (RFC 2544)
+	netip.MustParsePrefix("192.0.0.0/24"),  // IETF protocol assignments
+	netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"),
+	netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32"), // documentation
+}
+
+// peerSourceAllowed says whether a peer may register from ip.
+func (c *Collector) peerSourceAllowed(ip netip.Addr) bool {
+	for _, p := range c.cfg.PeerNetworks {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	if !ip.IsGlobalUnicast() || ip.IsPrivate() {
+		return false
+	}
+	for _, p := range nonPublic {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return true
 }
 
 // peerURL makes a peer's URL from the address its registration came from.
@@ -88,20 +128,21 @@ func peerURL(remoteAddr string, port int) (string, netip.Addr, error) {
 	return "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(port)), ip, nil
 }
 
-// addressKey groups the peers of one subscriber: an IPv4 address, an IPv6
-// /64.
-func addressKey(ip netip.Addr) string {
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
-}
-
 // handlePeerRegister takes a peer's registration or heartbeat.
 func (c *Collector) handlePeerRegister(w http.ResponseWriter, r *http.Request) {
 	if c.cfg.NoPeers {
 		rendezvousFail(w, http.StatusForbidden, nil, "this collector does not list peers: its operator turned peer-to-peer mode off")
+		return
+	}
+	rdv := c.rendezvous()
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	key := ratelimit.Key(host) // an IPv4 address, an IPv6 /64
+	if !c.peerRate.Allow(key, rdv.clock()) {
+		w.Header().Set("Retry-After", "10")
+		rendezvousFail(w, http.StatusTooManyRequests, nil, "too many peer registrations from this address: at most one a second")
 		return
 	}
 	var reg schemas.ServerRegistration
@@ -122,28 +163,46 @@ func (c *Collector) handlePeerRegister(w http.ResponseWriter, r *http.Request) {
 		rendezvousFail(w, http.StatusBadRequest, nil, "%v", err)
 		return
 	}
-	reg.URL = url
-	rdv := c.rendezvous()
-	if n := rdv.peersFrom(addressKey(ip), reg.ID); n >= MaxPeersPerAddress {
-		w.Header().Set("Retry-After", strconv.Itoa(int(RegistrationExpiry/time.Second)))
-		rendezvousFail(w, http.StatusTooManyRequests, nil, "%d peers are already listed from this address: at most %d", n, MaxPeersPerAddress)
+	if !c.peerSourceAllowed(ip) {
+		rendezvousFail(w, http.StatusForbidden, nil, "peers must register from a public Internet address, and this collector sees %s: other agents could not reach it", ip)
 		return
 	}
-	check, ok := rdv.peerCheckFor(reg.ID, url)
+	reg.URL = url
+	switch owner := rdv.peerAddr(reg.ID); {
+	case owner != "" && owner != key:
+		rendezvousFail(w, http.StatusConflict, nil, "id %s is listed from another address: an agent keeps its own random peer ID", reg.ID)
+		return
+	case owner == "" && rdv.peersFrom(key, reg.ID) >= MaxPeersPerAddress:
+		w.Header().Set("Retry-After", strconv.Itoa(int(RegistrationExpiry/time.Second)))
+		rendezvousFail(w, http.StatusTooManyRequests, nil, "%v", errAddressFull)
+		return
+	}
+	check, ok := rdv.peerCheckFor(url, reg.ID)
 	if !ok {
+		if !rdv.beginProbe(key) {
+			w.Header().Set("Retry-After", "5")
+			rendezvousFail(w, http.StatusTooManyRequests, nil, "a reachability check of this address is in progress: retry later")
+			return
+		}
 		select {
 		case c.peerSlots <- struct{}{}:
 		default:
+			rdv.endProbe(key)
 			w.Header().Set("Retry-After", "5")
 			rendezvousFail(w, http.StatusTooManyRequests, nil, "too many reachability checks in progress: retry later")
 			return
 		}
 		listed, reason := c.connectBack(r.Context(), reg.ID, url)
 		<-c.peerSlots
+		rdv.endProbe(key)
 		if r.Context().Err() != nil {
 			return // the agent went away: it will register again
 		}
-		check = rdv.rememberCheck(reg.ID, peerCheck{url: url, listed: listed, reason: reason})
+		if check, ok = rdv.rememberCheck(url, peerCheck{id: reg.ID, listed: listed, reason: reason}); !ok {
+			w.Header().Set("Retry-After", "30")
+			rendezvousFail(w, http.StatusTooManyRequests, nil, "too many peers are being checked: retry later")
+			return
+		}
 		result := "listed"
 		if !listed {
 			result = "unreachable"
@@ -157,14 +216,14 @@ func (c *Collector) handlePeerRegister(w http.ResponseWriter, r *http.Request) {
 		ExpiresS:   int(RegistrationExpiry / time.Second),
 	}
 	if check.listed {
-		ack, err = rdv.upsert(reg, addressKey(ip))
-		if errors.Is(err, errRegistryFull) {
+		ack, err = rdv.upsert(reg, key)
+		if err != nil { // the registry, or this address's share, is full
 			w.Header().Set("Retry-After", strconv.Itoa(int(RegistrationExpiry/time.Second)))
-			rendezvousFail(w, http.StatusTooManyRequests, nil, "%v (%d servers): retry later", err, MaxRegisteredServers)
+			rendezvousFail(w, http.StatusTooManyRequests, nil, "%v: retry later", err)
 			return
 		}
 	} else {
-		rdv.remove(reg.ID)
+		rdv.removePeer(reg.ID, key)
 	}
 	ack.Peer = status
 	writeJSON(w, http.StatusOK, ack)
@@ -204,7 +263,7 @@ func (c *Collector) connectBack(ctx context.Context, id, url string) (bool, stri
 	case err != nil:
 		return false, fmt.Sprintf("%s accepted the connection but its answer broke off: %v", url, err)
 	case resp.StatusCode != http.StatusOK:
-		return false, fmt.Sprintf("%s answered %s to the reachability check: something other than this Neubot agent listens on that port", url, resp.Status)
+		return false, fmt.Sprintf("%s answered the reachability check with HTTP status %d: something other than this Neubot agent listens on that port", url, resp.StatusCode)
 	case len(body) > maxHelloBytes:
 		return false, fmt.Sprintf("%s answered the reachability check with more than %d bytes", url, maxHelloBytes)
 	}
@@ -213,7 +272,7 @@ func (c *Collector) connectBack(ctx context.Context, id, url string) (bool, stri
 		return false, fmt.Sprintf("%s did not answer the reachability check as a Neubot agent: %v", url, err)
 	}
 	if hello.ID != id || hello.Nonce != nonce {
-		return false, fmt.Sprintf("%s answered as another agent (id %.64q): is another computer behind the same address using this port?", url, hello.ID)
+		return false, fmt.Sprintf("%s answered as another agent: is another computer behind the same address using this port?", url)
 	}
 	return true, ""
 }
@@ -233,21 +292,21 @@ func unreachableReason(url string, err error) string {
 	}
 }
 
-// peerCheckFor returns the remembered check of id if it still answers for
-// url.
-func (r *registry) peerCheckFor(id, url string) (peerCheck, bool) {
+// peerCheckFor returns the remembered check of url if it still answers
+// for id.
+func (r *registry) peerCheckFor(url, id string) (peerCheck, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p, ok := r.checks[id]
-	if !ok || !p.fresh(url, r.clock()) {
+	p, ok := r.checks[url]
+	if !ok || !p.answers(id, r.clock()) {
 		return peerCheck{}, false
 	}
 	return p, true
 }
 
-// rememberCheck stores the outcome of a check, stamped now, and returns it.
-// The memory is bounded like the registry: stale outcomes go first.
-func (r *registry) rememberCheck(id string, p peerCheck) peerCheck {
+// rememberCheck stores the outcome of a check of url, stamped now, and
+// returns it; false when the memory of checks is full of fresh ones.
+func (r *registry) rememberCheck(url string, p peerCheck) (peerCheck, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.clock()
@@ -255,25 +314,59 @@ func (r *registry) rememberCheck(id string, p peerCheck) peerCheck {
 	if r.checks == nil {
 		r.checks = map[string]peerCheck{}
 	}
-	if _, ok := r.checks[id]; !ok && len(r.checks) >= MaxRegisteredServers {
+	if _, ok := r.checks[url]; !ok && len(r.checks) >= MaxRegisteredPeers {
 		for k, v := range r.checks {
-			if !v.fresh(v.url, now) {
+			if v.stale(now) {
 				delete(r.checks, k)
 			}
 		}
-		if len(r.checks) >= MaxRegisteredServers {
-			return p // answered, not remembered
+		if len(r.checks) >= MaxRegisteredPeers {
+			return p, false
 		}
 	}
-	r.checks[id] = p
-	return p
+	r.checks[url] = p
+	return p, true
+}
+
+// beginProbe claims the one check in progress of an address key.
+func (r *registry) beginProbe(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.probing == nil {
+		r.probing = map[string]bool{}
+	}
+	if r.probing[key] {
+		return false
+	}
+	r.probing[key] = true
+	return true
+}
+
+func (r *registry) endProbe(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.probing, key)
+}
+
+// peerAddr returns the address key a live peer id was registered from
+// ("" when id is not a live peer).
+func (r *registry) peerAddr(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.servers[id]; ok && e.info.Peer && r.clock().Before(e.expires) {
+		return e.addr
+	}
+	return ""
 }
 
 // peersFrom counts the live peers registered from addr, other than id.
 func (r *registry) peersFrom(addr, id string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := r.clock()
+	return r.peersFromLocked(addr, id, r.clock())
+}
+
+func (r *registry) peersFromLocked(addr, id string, now time.Time) int {
 	n := 0
 	for k, e := range r.servers {
 		if e.info.Peer && e.addr == addr && k != id && now.Before(e.expires) {
@@ -283,13 +376,13 @@ func (r *registry) peersFrom(addr, id string) int {
 	return n
 }
 
-// remove delists id at once (a peer that is no longer reachable).
-func (r *registry) remove(id string) {
+// removePeer delists the peer id registered from addr, at once (it is no
+// longer reachable); it touches nothing else.
+func (r *registry) removePeer(id, addr string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.servers[id]; ok {
+	if e, ok := r.servers[id]; ok && e.info.Peer && e.addr == addr {
 		r.log.Info("peer delisted", "id", id, "url", e.info.URL)
-		delete(r.servers, id)
-		r.countLocked(e.tests, -1)
+		r.deleteLocked(id, e)
 	}
 }

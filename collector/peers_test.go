@@ -8,11 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -42,6 +44,9 @@ func newHelloServer(t *testing.T, id, claim string) *helloServer {
 	h.port = h.Listener.Addr().(*net.TCPAddr).Port
 	return h
 }
+
+// loopbackPeers lets peers register from loopback, as the tests' do.
+var loopbackPeers = Config{PeerNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 
 func peerRegistration(id string, port int) schemas.ServerRegistration {
 	return schemas.ServerRegistration{
@@ -87,7 +92,7 @@ func askWithPeers(t *testing.T, url string, peers bool) schemas.RendezvousRespon
 // the collector made from the source address, to agents that allow peers
 // only, by load among the servers.
 func TestPeerReachable(t *testing.T) {
-	_, srv, _ := rendezvousServer(t, Config{})
+	_, srv, _ := rendezvousServer(t, loopbackPeers)
 	h := newHelloServer(t, "peer-a", "")
 	register(t, srv.URL, registration("busy-server", 2, 0, 2))
 	register(t, srv.URL, registration("idle-server", 0, 0, 4))
@@ -109,12 +114,16 @@ func TestPeerReachable(t *testing.T) {
 			t.Errorf("%s: peer=%v", s.ID, s.Peer)
 		}
 	}
-	// Load ties at 0 between the idle server and the idle peer: by ID.
+	// Load ties at 0 between the idle server and the idle peer: in
+	// random order, so that agents spread over them.
+	slices.Sort(ids[:2])
 	if !slices.Equal(ids, []string{"idle-server", "peer-a", "busy-server"}) {
 		t.Fatalf("with peers: %v", ids)
 	}
-	if with[1].URL != want {
-		t.Fatalf("peer listed at %s, want %s", with[1].URL, want)
+	for _, s := range with {
+		if s.Peer && s.URL != want {
+			t.Fatalf("peer listed at %s, want %s", s.URL, want)
+		}
 	}
 	without := askWithPeers(t, srv.URL, false).Servers[schemas.SpeedtestName]
 	if len(without) != 2 || slices.ContainsFunc(without, func(s schemas.ServerInfo) bool { return s.Peer }) {
@@ -135,7 +144,7 @@ func TestPeerReachable(t *testing.T) {
 // that answers as someone else, is never listed, and told why; the answer
 // is remembered for PeerRetry, then checked again.
 func TestPeerUnreachable(t *testing.T) {
-	_, srv, clock := rendezvousServer(t, Config{})
+	_, srv, clock := rendezvousServer(t, loopbackPeers)
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +184,7 @@ func TestPeerUnreachable(t *testing.T) {
 // TestPeerBecomesUnreachable: a listed peer that moves to a port nobody
 // can reach is delisted at its next registration.
 func TestPeerBecomesUnreachable(t *testing.T) {
-	_, srv, _ := rendezvousServer(t, Config{})
+	_, srv, _ := rendezvousServer(t, loopbackPeers)
 	h := newHelloServer(t, "peer-a", "")
 	if _, ack, _ := registerPeer(t, srv.URL, peerRegistration("peer-a", h.port)); !ack.Peer.Listed {
 		t.Fatalf("not listed: %+v", ack.Peer)
@@ -191,18 +200,81 @@ func TestPeerBecomesUnreachable(t *testing.T) {
 	}
 }
 
+// TestPeerCannotTakeAnotherPlace: a peer cannot delist or replace a
+// platform server (its ID cannot be a server's), nor a peer registered from
+// another address, even by failing its check on purpose.
+func TestPeerCannotTakeAnotherPlace(t *testing.T) {
+	c, srv, _ := rendezvousServer(t, loopbackPeers)
+	register(t, srv.URL, registration("mlab1.mil04", 0, 0, 4))
+	h := newHelloServer(t, "peer-a", "")
+	if _, ack, _ := registerPeer(t, srv.URL, peerRegistration("peer-a", h.port)); !ack.Peer.Listed {
+		t.Fatalf("not listed: %+v", ack.Peer)
+	}
+	// A server's ID in a peer registration is refused before any check.
+	if code, body := postJSON(t, srv.URL, PeerRegisterPath, peerRegistration("mlab1.mil04", 9)); code != http.StatusBadRequest || !strings.Contains(string(body), "peer-") {
+		t.Fatalf("a peer under a server's ID: %d %s", code, body)
+	}
+	// The same peer ID from another address: 409, and nothing changes.
+	r := c.rendezvous()
+	r.mu.Lock()
+	r.servers["peer-a"].addr = "192.0.2.99" // as if registered from elsewhere
+	r.mu.Unlock()
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := closed.Addr().(*net.TCPAddr).Port
+	closed.Close()
+	if code, body := postJSON(t, srv.URL, PeerRegisterPath, peerRegistration("peer-a", port)); code != http.StatusConflict {
+		t.Fatalf("another address's peer ID: %d %s", code, body)
+	}
+	ids, _ := rendezvous(t, srv.URL, schemas.SpeedtestName)
+	if !slices.Equal(ids[schemas.SpeedtestName], []string{"mlab1.mil04"}) {
+		t.Fatalf("servers listed after the attempts: %v", ids)
+	}
+	if got := askWithPeers(t, srv.URL, true).Servers[schemas.SpeedtestName]; len(got) != 2 {
+		t.Fatalf("after the attempts, with peers: %+v", got)
+	}
+}
+
+// TestRendezvousKeepsAServer: however many idle peers there are, an agent
+// that allows peers still gets a platform server among its candidates.
+func TestRendezvousKeepsAServer(t *testing.T) {
+	c, srv, _ := rendezvousServer(t, loopbackPeers)
+	register(t, srv.URL, registration("busy-server", 10, 5, 2))
+	r := c.rendezvous()
+	for i := range 2 * MaxServersPerTest {
+		reg := peerRegistration(fmt.Sprintf("peer-%02d", i), 10000+i)
+		reg.URL = fmt.Sprintf("http://192.0.2.%d:9777", i+1)
+		if _, err := r.upsert(reg, fmt.Sprintf("192.0.2.%d", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := askWithPeers(t, srv.URL, true).Servers[schemas.SpeedtestName]
+	if len(got) != MaxServersPerTest || got[len(got)-1].ID != "busy-server" {
+		t.Fatalf("with %d idle peers: %+v", 2*MaxServersPerTest, got)
+	}
+	// Ties are broken at random: two answers list the idle peers in
+	// different orders, almost surely.
+	first, second := askWithPeers(t, srv.URL, true).Servers[schemas.SpeedtestName], askWithPeers(t, srv.URL, true).Servers[schemas.SpeedtestName]
+	for range 20 {
+		if first[0].ID != second[0].ID {
+			return
+		}
+		second = askWithPeers(t, srv.URL, true).Servers[schemas.SpeedtestName]
+	}
+	t.Fatalf("21 answers all start with %s", first[0].ID)
+}
+
 // TestPeerRegistrationRefused: the two kinds of registration do not mix,
 // an operator can turn peers off, and one address lists a bounded number.
 func TestPeerRegistrationRefused(t *testing.T) {
-	_, srv, _ := rendezvousServer(t, Config{RegisterToken: "tok"})
-	h := newHelloServer(t, "x", "")
-	if code, body := postJSON(t, srv.URL, RegisterPath, peerRegistration("p", h.port), "Authorization", "Bearer tok"); code != http.StatusBadRequest || !strings.Contains(string(body), PeerRegisterPath) {
+	_, srv, clock := rendezvousServer(t, Config{RegisterToken: "tok", PeerNetworks: loopbackPeers.PeerNetworks})
+	h := newHelloServer(t, "peer-x", "")
+	if code, body := postJSON(t, srv.URL, RegisterPath, peerRegistration("peer-p", h.port), "Authorization", "Bearer tok"); code != http.StatusBadRequest || !strings.Contains(string(body), PeerRegisterPath) {
 		t.Fatalf("peer at the servers' path: %d %s", code, body)
 	}
 	if code, body := postJSON(t, srv.URL, PeerRegisterPath, registration("s", 0, 0, 1)); code != http.StatusBadRequest || !strings.Contains(string(body), `"field":"peer"`) {
 		t.Fatalf("server at the peers' path: %d %s", code, body)
 	}
-	withURL := peerRegistration("p", h.port)
+	withURL := peerRegistration("peer-p", h.port)
 	withURL.URL = "http://192.0.2.1:9777"
 	if code, body := postJSON(t, srv.URL, PeerRegisterPath, withURL); code != http.StatusBadRequest || !strings.Contains(string(body), `"field":"url"`) {
 		t.Fatalf("peer naming its URL: %d %s", code, body)
@@ -226,9 +298,20 @@ func TestPeerRegistrationRefused(t *testing.T) {
 		t.Fatalf("heartbeat of a listed peer: %d %s", code, body)
 	}
 
+	_ = clock
+
 	_, off, _ := rendezvousServer(t, Config{NoPeers: true})
-	if code, body := postJSON(t, off.URL, PeerRegisterPath, peerRegistration("p", h.port)); code != http.StatusForbidden {
+	if code, body := postJSON(t, off.URL, PeerRegisterPath, peerRegistration("peer-p", h.port)); code != http.StatusForbidden {
 		t.Fatalf("peers off: %d %s", code, body)
+	}
+	// By default, loopback and private sources are refused: the
+	// collector never connects back into its own network.
+	_, def, _ := rendezvousServer(t, Config{})
+	if code, body := postJSON(t, def.URL, PeerRegisterPath, peerRegistration("peer-p", h.port)); code != http.StatusForbidden || !strings.Contains(string(body), "public") {
+		t.Fatalf("a peer from loopback by default: %d %s", code, body)
+	}
+	if h.checks.Load() != 0 {
+		t.Fatalf("the collector connected back %d times to refused sources", h.checks.Load())
 	}
 }
 
@@ -243,8 +326,10 @@ func FuzzPeerRegister(f *testing.F) {
 	}
 	defer c.Close()
 	c.peerSlots = make(chan struct{}) // every check is "in progress": 429
+	c.peerRate = ratelimit.New(1e12, 1<<30)
 	h := c.Handler()
 	valid, _ := json.Marshal(peerRegistration("peer-1", 9777))
+	c.cfg.PeerNetworks = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 	for _, seed := range [][]byte{
 		valid, nil, []byte("{}"), []byte(`{"peer":null}`), []byte(`{"peer":{"port":-1}}`),
 		[]byte(`{"id":"p","tests":["speedtest"],"load":{"capacity":1},"peer":{"port":1,"caps":{"max_tests":1,"max_mbps":1e400,"daily_mb":1}}}`),
@@ -261,7 +346,7 @@ func FuzzPeerRegister(f *testing.F) {
 			t.Fatalf("answer %d is not JSON: %q", w.Code, w.Body.Bytes())
 		}
 		switch w.Code {
-		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests, http.StatusForbidden:
 		default:
 			t.Fatalf("status %d for body %q: %s", w.Code, body, w.Body.Bytes())
 		}

@@ -12,6 +12,7 @@ package collector
 // updates the neubot_collector_test_servers gauge.
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"mime"
 	"net/http"
 	"slices"
@@ -56,6 +58,9 @@ const (
 	// under ever new IDs cannot exhaust memory; past it, registrations of
 	// new IDs get 429 until some entry expires.
 	MaxRegisteredServers = 4096
+	// MaxRegisteredPeers bounds the peers of the registry apart, so that
+	// volunteers' agents cannot crowd the platform's servers out.
+	MaxRegisteredPeers = 16384
 )
 
 // RendezvousError is the JSON body of every refused request of the
@@ -70,6 +75,14 @@ type RendezvousError struct {
 // holds MaxRegisteredServers live entries.
 var errRegistryFull = errors.New("the registry of test servers is full")
 
+// errPeersFull and errAddressFull are returned by upsert for a new peer
+// when MaxRegisteredPeers are listed, or MaxPeersPerAddress from its
+// address.
+var (
+	errPeersFull   = errors.New("the registry of peers is full")
+	errAddressFull = fmt.Errorf("%d peers are already listed from this address: at most %d", MaxPeersPerAddress, MaxPeersPerAddress)
+)
+
 // registry holds the live test servers by ID. Its zero value is ready; the
 // collector binds its logger and gauge on first use.
 type registry struct {
@@ -82,7 +95,9 @@ type registry struct {
 	now     func() time.Time
 	servers map[string]*serverEntry
 	counts  map[string]int       // servers by test, mirrored in gauge
-	checks  map[string]peerCheck // peers' reachability checks by ID
+	peers   int                  // entries of servers that are peers
+	checks  map[string]peerCheck // peers' reachability checks by URL
+	probing map[string]bool      // address keys with a check in progress
 	// nextExpiry is at or before the earliest expiry of servers (zero
 	// when empty): until then there is nothing to prune.
 	nextExpiry time.Time
@@ -127,8 +142,14 @@ func (r *registry) upsert(reg schemas.ServerRegistration, addr string) (schemas.
 	}
 	r.pruneLocked(now)
 	old, exists := r.servers[reg.ID]
-	if !exists && len(r.servers) >= MaxRegisteredServers {
+	switch {
+	case exists:
+	case reg.Peer == nil && len(r.servers)-r.peers >= MaxRegisteredServers:
 		return schemas.RegistrationAck{}, errRegistryFull
+	case reg.Peer != nil && r.peers >= MaxRegisteredPeers:
+		return schemas.RegistrationAck{}, errPeersFull
+	case reg.Peer != nil && r.peersFromLocked(addr, reg.ID, now) >= MaxPeersPerAddress:
+		return schemas.RegistrationAck{}, errAddressFull
 	}
 	e := &serverEntry{
 		info: schemas.ServerInfo{
@@ -152,6 +173,8 @@ func (r *registry) upsert(reg schemas.ServerRegistration, addr string) (schemas.
 	}
 	if exists {
 		r.countLocked(old.tests, -1)
+	} else if e.info.Peer {
+		r.peers++
 	}
 	r.servers[reg.ID] = e
 	r.countLocked(e.tests, +1)
@@ -190,16 +213,17 @@ func (r *registry) lookup(tests []string, limit int, peers bool) map[string][]sc
 	}
 	r.mu.Unlock()
 	for t, list := range out {
-		slices.SortFunc(list, func(a, b schemas.ServerInfo) int {
-			if a.Load != b.Load {
-				if a.Load < b.Load {
-					return -1
-				}
-				return 1
-			}
-			return strings.Compare(a.ID, b.ID)
-		})
+		// Least loaded first; ties in random order, so that agents
+		// spread over equally idle servers and peers (a peer often runs
+		// one test at a time) instead of all taking the same one.
+		rand.Shuffle(len(list), func(i, j int) { list[i], list[j] = list[j], list[i] })
+		slices.SortStableFunc(list, func(a, b schemas.ServerInfo) int { return cmp.Compare(a.Load, b.Load) })
 		if len(list) > limit {
+			// Peers never crowd the platform's servers out: when the
+			// cut leaves none, the least loaded one takes the last place.
+			if i := slices.IndexFunc(list, func(s schemas.ServerInfo) bool { return !s.Peer }); i >= limit {
+				list[limit-1] = list[i]
+			}
 			out[t] = list[:limit:limit]
 		}
 	}
@@ -222,13 +246,21 @@ func (r *registry) pruneLocked(now time.Time) {
 		}
 		r.log.Info("test server expired", "id", id, "url", e.info.URL,
 			"silent_for", now.Sub(e.expires.Add(-RegistrationExpiry)).Round(time.Millisecond).String())
-		delete(r.servers, id)
-		r.countLocked(e.tests, -1)
+		r.deleteLocked(id, e)
 	}
-	for id, p := range r.checks {
-		if !p.fresh(p.url, now) {
-			delete(r.checks, id)
+	for url, p := range r.checks {
+		if p.stale(now) {
+			delete(r.checks, url)
 		}
+	}
+}
+
+// deleteLocked removes entry e of id.
+func (r *registry) deleteLocked(id string, e *serverEntry) {
+	delete(r.servers, id)
+	r.countLocked(e.tests, -1)
+	if e.info.Peer {
+		r.peers--
 	}
 }
 

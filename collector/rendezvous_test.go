@@ -5,6 +5,7 @@ package collector
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -138,6 +139,16 @@ func rendezvous(t testing.TB, url string, tests ...string) (map[string][]string,
 		if list == nil {
 			t.Fatalf("test %s maps to null, want a list: %s", test, body)
 		}
+		for i := 1; i < len(list); i++ {
+			if list[i].Load < list[i-1].Load {
+				t.Fatalf("%s: not least loaded first: %+v", test, list)
+			}
+		}
+		// Ties come in random order (agents spread over them): by ID
+		// here, so that the tests can name the order they expect.
+		slices.SortFunc(list, func(a, b schemas.ServerInfo) int {
+			return cmp.Or(cmp.Compare(a.Load, b.Load), strings.Compare(a.ID, b.ID))
+		})
 		ids[test] = []string{}
 		for _, s := range list {
 			ids[test] = append(ids[test], s.ID)

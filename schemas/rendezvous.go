@@ -54,8 +54,19 @@ const (
 // PeerHello carrying the agent's registration ID and N.
 const PeerHelloPath = "/api/v1/peer/hello"
 
+// PeerIDPrefix starts the ID of every peer, and of nothing else: a peer
+// can never register under a platform server's ID, nor a server under a
+// peer's.
+const PeerIDPrefix = "peer-"
+
+// PeerServerID is the server.id of every record of a peer test: peers' own
+// IDs, which the rendezvous maps to their addresses, are never published.
+const PeerServerID = "peer"
+
 // Caps a volunteer may set on the tests its agent serves to peers.
 const (
+	MinPeerPort    = 1024      // PeerOffer.Port at least: no well-known port
+	MinPeerMbps    = 1         // PeerCaps.MaxMbps at least
 	MaxPeerTests   = 8         // PeerCaps.MaxTests at most
 	MaxPeerMbps    = 10_000    // PeerCaps.MaxMbps at most
 	MaxPeerDailyMB = 1_000_000 // PeerCaps.DailyMB at most (1 TB)
@@ -95,7 +106,7 @@ type ServerRegistration struct {
 // PeerOffer is what a volunteer's agent offers as a peer.
 type PeerOffer struct {
 	// Port is the TCP port other agents reach it on at the address the
-	// collector sees (1 to 65535): the forwarded port, behind a NAT.
+	// collector sees (1024 to 65535): the forwarded port, behind a NAT.
 	Port int `json:"port"`
 	// Caps are the volunteer's limits, which the agent enforces itself.
 	Caps PeerCaps `json:"caps"`
@@ -106,7 +117,7 @@ type PeerCaps struct {
 	// MaxTests is how many tests run at once (1 to MaxPeerTests).
 	MaxTests int `json:"max_tests"`
 	// MaxMbps caps the rate of all tests together in each direction,
-	// Mbit/s (more than 0, at most MaxPeerMbps).
+	// Mbit/s (MinPeerMbps to MaxPeerMbps).
 	MaxMbps float64 `json:"max_mbps"`
 	// DailyMB caps the bytes of a UTC day's tests, both directions
 	// together, in MB of 10^6 bytes (1 to MaxPeerDailyMB).
@@ -247,7 +258,13 @@ func (r *ServerRegistration) Validate() error {
 	checkID(c, "id", r.ID)
 	if r.Peer == nil {
 		checkServerURL(c, "url", r.URL)
+		if strings.HasPrefix(r.ID, PeerIDPrefix) {
+			c.add("id", "must not start with %q: that prefix is for volunteers' agents serving peers", PeerIDPrefix)
+		}
 	} else {
+		if r.ID != "" && !strings.HasPrefix(r.ID, PeerIDPrefix) {
+			c.add("id", "must start with %q for a peer", PeerIDPrefix)
+		}
 		if r.URL != "" {
 			c.add("url", "must be empty for a peer: the collector makes it from the address it sees and peer.port")
 		}
@@ -268,14 +285,14 @@ func (r *ServerRegistration) Validate() error {
 }
 
 func (p *PeerOffer) check(c *msgChecker) {
-	if p.Port < 1 || p.Port > 65535 {
-		c.add("peer.port", "must be a TCP port from 1 to 65535 (got %d)", p.Port)
+	if p.Port < MinPeerPort || p.Port > 65535 {
+		c.add("peer.port", "must be a TCP port from %d to 65535 (got %d)", MinPeerPort, p.Port)
 	}
 	if p.Caps.MaxTests < 1 || p.Caps.MaxTests > MaxPeerTests {
 		c.add("peer.caps.max_tests", "must be from 1 to %d (got %d)", MaxPeerTests, p.Caps.MaxTests)
 	}
-	if !(p.Caps.MaxMbps > 0 && p.Caps.MaxMbps <= MaxPeerMbps) { // NaN fails too
-		c.add("peer.caps.max_mbps", "must be more than 0 and at most %d (got %g)", MaxPeerMbps, p.Caps.MaxMbps)
+	if !(p.Caps.MaxMbps >= MinPeerMbps && p.Caps.MaxMbps <= MaxPeerMbps) { // NaN fails too
+		c.add("peer.caps.max_mbps", "must be from %d to %d (got %g)", MinPeerMbps, MaxPeerMbps, p.Caps.MaxMbps)
 	}
 	if p.Caps.DailyMB < 1 || p.Caps.DailyMB > MaxPeerDailyMB {
 		c.add("peer.caps.daily_mb", "must be from 1 to %d (got %d)", MaxPeerDailyMB, p.Caps.DailyMB)
@@ -285,7 +302,7 @@ func (p *PeerOffer) check(c *msgChecker) {
 // Validate checks every field of p (the caps the volunteer set).
 func (p *PeerCaps) Validate() error {
 	c := &msgChecker{msg: "peer caps"}
-	(&PeerOffer{Port: 1, Caps: *p}).check(c)
+	(&PeerOffer{Port: MinPeerPort, Caps: *p}).check(c)
 	for i := range c.errs {
 		c.errs[i].Path = strings.TrimPrefix(c.errs[i].Path, "peer.caps.")
 	}

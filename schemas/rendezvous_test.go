@@ -79,17 +79,26 @@ func TestServerRegistrationValidate(t *testing.T) {
 		{"negative active", func(r *schemas.ServerRegistration) { r.Load.Active = -1 }, []string{"load.active"}, "negative"},
 		{"negative queued", func(r *schemas.ServerRegistration) { r.Load.Queued = -1 }, []string{"load.queued"}, "negative"},
 		{"zero capacity", func(r *schemas.ServerRegistration) { r.Load.Capacity = 0 }, []string{"load.capacity"}, "at least 1"},
+		{"server with a peer's id", func(r *schemas.ServerRegistration) { r.ID = "peer-1" }, []string{"id"}, "peer-"},
+		{"peer without the prefix", func(r *schemas.ServerRegistration) {
+			r.URL, r.Peer = "", &schemas.PeerOffer{Port: 9777, Caps: schemas.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}}
+		}, []string{"id"}, "peer-"},
 		{"peer", func(r *schemas.ServerRegistration) {
+			r.ID = "peer-a1"
 			r.URL, r.Peer = "", &schemas.PeerOffer{Port: 9777, Caps: schemas.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}}
 		}, nil, ""},
 		{"peer with a url", func(r *schemas.ServerRegistration) {
+			r.ID = "peer-a1"
 			r.Peer = &schemas.PeerOffer{Port: 9777, Caps: schemas.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}}
 		}, []string{"url"}, "empty for a peer"},
+		{"peer on a well-known port", func(r *schemas.ServerRegistration) {
+			r.ID, r.URL, r.Peer = "peer-a1", "", &schemas.PeerOffer{Port: 80, Caps: schemas.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}}
+		}, []string{"peer.port"}, "1024"},
 		{"peer with bad port and caps", func(r *schemas.ServerRegistration) {
-			r.URL, r.Peer = "", &schemas.PeerOffer{Port: 65536, Caps: schemas.PeerCaps{MaxTests: 9, MaxMbps: math.NaN(), DailyMB: 0}}
+			r.ID, r.URL, r.Peer = "peer-a1", "", &schemas.PeerOffer{Port: 65536, Caps: schemas.PeerCaps{MaxTests: 9, MaxMbps: math.NaN(), DailyMB: 0}}
 		}, []string{"peer.port", "peer.caps.max_tests", "peer.caps.max_mbps", "peer.caps.daily_mb"}, "65535"},
 		{"peer with no caps", func(r *schemas.ServerRegistration) {
-			r.URL, r.Peer = "", &schemas.PeerOffer{Port: 1}
+			r.ID, r.URL, r.Peer = "peer-a1", "", &schemas.PeerOffer{Port: 1024}
 		}, []string{"peer.caps.max_tests", "peer.caps.max_mbps", "peer.caps.daily_mb"}, "from 1"},
 		{"everything wrong", func(r *schemas.ServerRegistration) {
 			*r = schemas.ServerRegistration{Tests: []string{"x"}, Version: long(40, "v"), Load: schemas.ServerLoad{Active: -1, Queued: -1}}
@@ -210,11 +219,11 @@ func TestRendezvousJSONNames(t *testing.T) {
 }
 
 func TestPeerCapsValidate(t *testing.T) {
-	ok := schemas.PeerCaps{MaxTests: 2, MaxMbps: 0.5, DailyMB: 1}
+	ok := schemas.PeerCaps{MaxTests: 2, MaxMbps: 1.5, DailyMB: 1}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid caps refused: %v", err)
 	}
-	bad := schemas.PeerCaps{MaxTests: 0, MaxMbps: -1, DailyMB: schemas.MaxPeerDailyMB + 1}
+	bad := schemas.PeerCaps{MaxTests: 0, MaxMbps: 0.5, DailyMB: schemas.MaxPeerDailyMB + 1}
 	if got := fmt.Sprint(paths(t, bad.Validate())); got != "[max_tests max_mbps daily_mb]" {
 		t.Fatalf("fields %s", got)
 	}

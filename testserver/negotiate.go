@@ -262,12 +262,13 @@ func (n *Negotiator) NegotiateTest(ctx context.Context, test, token, uid, client
 	return Negotiation{}, ErrUnknownToken
 }
 
-// SetCapacity changes how many tests may run at once (at least 1). Running
-// tests keep their slots: a lower capacity takes effect as they end.
-func (n *Negotiator) SetCapacity(c int) {
+// SetCapacity changes how many tests may run at once and how many agents
+// may wait (each at least 1). Running tests keep their slots and waiting
+// agents their place: lower limits take effect as they leave.
+func (n *Negotiator) SetCapacity(capacity, maxQueue int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.cfg.Capacity = max(c, 1)
+	n.cfg.Capacity, n.cfg.MaxQueue = max(capacity, 1), max(maxQueue, 1)
 	n.unchokeLocked()
 }
 

@@ -52,6 +52,9 @@ type meter struct {
 	send, recv *rate.Limiter
 }
 
+// rate returns the capped rate, bytes per second.
+func (m *meter) rate() float64 { return float64(m.send.Limit()) }
+
 func newMeter(caps schemas.PeerCaps, now func() time.Time) *meter {
 	m := &meter{now: now, send: rate.NewLimiter(1, minBurst), recv: rate.NewLimiter(1, minBurst)}
 	m.setCaps(caps)
@@ -61,8 +64,9 @@ func newMeter(caps schemas.PeerCaps, now func() time.Time) *meter {
 // setCaps applies new caps to the connections open and to come.
 func (m *meter) setCaps(caps schemas.PeerCaps) {
 	bytesPerS := caps.MaxMbps * 1e6 / 8
-	// A bucket of 20 ms at the capped rate: short bursts, the rate
-	// holds over any window longer than that.
+	// A bucket of 20 ms at the capped rate, and at least minBurst: the
+	// rate holds over any window of a second or more (over 20 ms from
+	// about 6.5 Mbit/s up).
 	burst := max(int(bytesPerS/50), minBurst)
 	for _, l := range []*rate.Limiter{m.send, m.recv} {
 		l.SetBurst(burst)
@@ -80,30 +84,41 @@ func (m *meter) rollLocked() {
 	}
 }
 
-// take reserves up to n bytes of today's budget and returns how many, or
-// errDailyCap when none is left.
-func (m *meter) take(n int) (int, error) {
+// take reserves up to n bytes of today's budget and returns how many, and
+// the day they count on, or errDailyCap when none is left.
+func (m *meter) take(n int) (int, string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.rollLocked()
 	left := m.daily - m.used
 	if left <= 0 {
-		return 0, errDailyCap
+		return 0, m.day, errDailyCap
 	}
 	k := int(min(int64(n), left))
 	m.used += int64(k)
 	m.dirty = true
-	return k, nil
+	return k, m.day, nil
 }
 
-// refund gives back bytes reserved and not used.
-func (m *meter) refund(n int) {
+// refund gives back bytes reserved on day and not used; a reservation of
+// a day that is over is not given back to the new one.
+func (m *meter) refund(n int, day string) {
 	if n <= 0 {
 		return
 	}
 	m.mu.Lock()
-	m.used -= int64(n)
+	if m.day == day {
+		m.used -= int64(n)
+	}
 	m.mu.Unlock()
+}
+
+// left returns the bytes left today.
+func (m *meter) left() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked()
+	return m.daily - m.used
 }
 
 // usage returns today's bytes within the cap, and the cap.
@@ -163,6 +178,16 @@ func (l *listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 
+	// Bytes wait in the kernel's receive buffer before Read counts and
+	// paces them: at low caps, keep it to about 200 ms of the cap (at
+	// least 128 KiB), so that an upload cannot run ahead of the cap by
+	// megabytes. Higher caps keep the kernel's autotuning, which a fixed
+	// buffer would cap below them on long paths.
+	if tc, ok := c.(*net.TCPConn); ok {
+		if b := int(l.m.rate() / 5); b <= 1<<20 {
+			tc.SetReadBuffer(max(b, 128<<10))
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := 0
 	if l.m.full() {
@@ -186,9 +211,9 @@ type conn struct {
 // take reserves n bytes of today's budget or, once it is gone, of the
 // connection's grace; it returns a refund function for what is not used.
 func (c *conn) take(n int) (int, func(int), error) {
-	k, err := c.m.take(n)
+	k, day, err := c.m.take(n)
 	if err == nil {
-		return k, c.m.refund, nil
+		return k, func(unused int) { c.m.refund(unused, day) }, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -17,14 +17,15 @@ package peer
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/neubot/neubot/internal/atomicfile"
@@ -45,15 +46,15 @@ type Options struct {
 	// PublicPort is the port other agents reach, when a router forwards
 	// another one (0: the port of Listen).
 	PublicPort int
-	// CollectorURL is where the peer registers and forwards the records
-	// of the tests it serves ("": neither; tests only, e.g. in tests).
+	// CollectorURL is where the peer registers ("": nowhere; tests).
+	// It forwards no records: the tester uploads the one copy of each
+	// test, with its own consent, as "peer" (see schemas.PeerServerID).
 	CollectorURL string
-	// StateDir holds peer-spool/ (records waiting for the collector) and
-	// peer-usage.json (today's bytes, across restarts).
+	// StateDir holds peer-usage.json (today's bytes, across restarts).
 	StateDir string
-	// ID is the peer's registration ID, also server_id in the records: a
-	// random identity of its own, not the agent_id, so that records do
-	// not link what a volunteer serves to what it measures.
+	// ID is the peer's registration ID ("peer-" and random): not the
+	// agent_id, so that nothing links what a volunteer serves to what
+	// it measures.
 	ID      string
 	Version string
 	// NDT7Duration is the length of each ndt7 subtest (default 10 s).
@@ -81,7 +82,8 @@ type Status struct {
 	ActiveTests int `json:"active_tests"`
 	QueuedTests int `json:"queued_tests"`
 	// TodayBytes is today's (UTC) volume of tests, both directions;
-	// DailyBytes the cap; CapReached is true when it is used up.
+	// DailyBytes the cap; CapReached is true when what is left has no
+	// room for another test.
 	// RefusedBytes counts what refusing tests past the cap cost (at most
 	// 8 KiB a connection and 1 MiB a day).
 	TodayBytes   int64 `json:"today_bytes"`
@@ -107,9 +109,18 @@ type Server struct {
 	regCancel context.CancelFunc  // the registrar's, while it runs
 	regDone   chan struct{}
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel  context.CancelFunc
+	closing atomic.Bool
+	wg      sync.WaitGroup
 }
+
+// Seconds of transfer at the capped rate that a test of each kind may take,
+// both directions together: a new test is admitted only while today's
+// volume has room for it, so that the volume goes to tests that finish.
+const (
+	speedtestSeconds = 8  // two phases of at most 3.4 s, and latency
+	ndt7Seconds      = 22 // two subtests of at most 10 s, and 10% more
+)
 
 // usageFile is today's volume, kept across restarts.
 type usageFile struct {
@@ -122,8 +133,8 @@ func Start(opts Options, caps schemas.PeerCaps) (*Server, error) {
 	if err := caps.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.ID == "" {
-		return nil, errors.New("peer: an ID is required")
+	if !strings.HasPrefix(opts.ID, schemas.PeerIDPrefix) {
+		return nil, fmt.Errorf("peer: the ID must start with %q", schemas.PeerIDPrefix)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -150,7 +161,7 @@ func Start(opts Options, caps schemas.PeerCaps) (*Server, error) {
 	svc, err := service.New(service.Config{
 		ID: opts.ID, Version: opts.Version, CollectorURL: opts.CollectorURL,
 		SpoolDir:     filepath.Join(opts.StateDir, "peer-spool"),
-		Negotiator:   testserver.NegotiatorConfig{Capacity: caps.MaxTests, MaxQueue: 4 * caps.MaxTests},
+		Negotiator:   testserver.NegotiatorConfig{Capacity: caps.MaxTests, MaxQueue: maxQueue(caps)},
 		NDT7Duration: opts.NDT7Duration, Peer: true, Logger: opts.Logger,
 	})
 	if err != nil {
@@ -177,11 +188,28 @@ func (s *Server) Addr() string { return s.http.Addr() }
 
 func (s *Server) usagePath() string { return filepath.Join(s.opts.StateDir, "peer-usage.json") }
 
-// admit answers every test request with 503 once today's volume is used
-// up: a short refusal with the reason, instead of a test cut short.
+func maxQueue(c schemas.PeerCaps) int { return 4 * c.MaxTests }
+
+// need is the volume a new test of the kind negotiated at path may take.
+func (s *Server) need(path string) int64 {
+	secs := speedtestSeconds
+	if strings.HasPrefix(path, "/ndt7") {
+		secs = ndt7Seconds
+	}
+	return int64(s.meter.rate() * float64(secs))
+}
+
+// exhausted says whether today's volume has no room for another test.
+func (s *Server) exhausted() bool { return s.meter.left() < s.need("") }
+
+// admit refuses with 503 and the reason a new test that today's volume has
+// no room for, and every request once the volume is used up: a short
+// refusal instead of a test cut short.
 func (s *Server) admit(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.meter.full() {
+		left := s.meter.left()
+		negotiate := r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/negotiate")
+		if left > 0 && (!negotiate || left >= s.need(r.URL.Path)) {
 			h.ServeHTTP(w, r)
 			return
 		}
@@ -228,7 +256,7 @@ func (s *Server) SetCaps(caps schemas.PeerCaps) error {
 	s.caps = caps
 	s.mu.Unlock()
 	s.meter.setCaps(caps)
-	s.svc.Negotiator().SetCapacity(caps.MaxTests)
+	s.svc.Negotiator().SetCapacity(caps.MaxTests, maxQueue(caps))
 	return nil
 }
 
@@ -239,7 +267,7 @@ func (s *Server) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Listen: s.http.Addr(), Port: s.port, Caps: s.caps, ActiveTests: a, QueuedTests: q,
-		TodayBytes: used, RefusedBytes: s.meter.overflow(), DailyBytes: daily, CapReached: used >= daily}
+		TodayBytes: used, RefusedBytes: s.meter.overflow(), DailyBytes: daily, CapReached: s.exhausted()}
 	if s.peer != nil {
 		st.Listed, st.URL, st.Reason, st.CheckedAt = s.peer.Listed, s.peer.URL, s.peer.Reason, s.peer.CheckedAt
 	}
@@ -263,7 +291,7 @@ func (s *Server) loop(ctx context.Context) {
 	defer tick.Stop()
 	saved := time.Now()
 	for {
-		want := s.opts.CollectorURL != "" && !s.meter.full()
+		want := s.opts.CollectorURL != "" && !s.exhausted() && !s.closing.Load()
 		s.mu.Lock()
 		running := s.regCancel != nil
 		s.mu.Unlock()
@@ -271,7 +299,9 @@ func (s *Server) loop(ctx context.Context) {
 		case want && !running:
 			s.startRegistrar(ctx)
 		case !want && running:
-			s.log.Info("peer: daily volume used up; not offered to other agents until 00:00 UTC")
+			if !s.closing.Load() {
+				s.log.Info("peer: daily volume used up; not offered to other agents until 00:00 UTC")
+			}
 			s.stopRegistrar()
 		}
 		if time.Since(saved) >= 10*time.Second {
@@ -341,12 +371,15 @@ func (s *Server) registrarFailed(err error) {
 func (s *Server) stopRegistrar() {
 	s.mu.Lock()
 	cancel, done := s.regCancel, s.regDone
-	s.regCancel, s.regDone, s.peer = nil, nil, nil
+	s.regCancel, s.regDone = nil, nil
 	s.mu.Unlock()
 	if cancel != nil {
 		cancel()
 		<-done
 	}
+	s.mu.Lock()
+	s.peer = nil // after done: no acknowledgement in flight brings it back
+	s.mu.Unlock()
 }
 
 func (s *Server) saveUsage() {
@@ -364,22 +397,16 @@ func (s *Server) saveUsage() {
 	}
 }
 
-// Close stops serving: waiting agents get their answer, tests running end,
-// records are delivered briefly (the rest stays spooled), and today's
-// volume is saved.
+// Close stops serving: it stops registering first, then waiting agents get
+// their answer, tests running end (within 5 s), and today's volume is
+// saved. The collector stops listing it within its expiry.
 func (s *Server) Close() error {
+	s.closing.Store(true)
+	s.stopRegistrar()
 	s.svc.Negotiator().Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.http.Shutdown(ctx)
-	if s.opts.CollectorURL != "" {
-		fctx, fcancel := context.WithTimeout(context.Background(), 3*time.Second)
-		s.svc.Forwarder().Flush(fctx)
-		for s.svc.Forwarder().Pending() > 0 && fctx.Err() == nil {
-			time.Sleep(20 * time.Millisecond)
-		}
-		fcancel()
-	}
 	s.cancel()
 	s.wg.Wait()
 	s.saveUsage()

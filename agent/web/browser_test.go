@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -341,7 +342,7 @@ func config(t *testing.T, base string) configDoc {
 // connects back and lists the agent, and the card shows the caps in force;
 // unticking stops serving.
 func TestBrowserPeers(t *testing.T) {
-	col, err := collector.New(collector.Config{SpoolDir: t.TempDir()})
+	col, err := collector.New(collector.Config{SpoolDir: t.TempDir(), PeerNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/neubot/neubot/collector"
@@ -18,6 +20,7 @@ func cmdCollector(args []string) error {
 	maxRecords := fs.Int("batch-max-records", 100_000, "load a batch when it holds this many records")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on shutdown, load the spool for at most this long; the rest is kept")
 	registerToken := fs.String("register-token", "", "bearer token test servers must present to register (volunteers' agents serving peers need none: they are checked by connecting back)")
+	peerNets := fs.String("peer-networks", "", "comma-separated networks peers may also register from, besides the public Internet (e.g. 10.0.0.0/8 for a lab)")
 	noPeers := fs.Bool("no-peers", false, "turn peer-to-peer mode off: refuse volunteers' agents that offer to serve tests, list no peers")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
@@ -26,6 +29,17 @@ func cmdCollector(args []string) error {
 	}
 	if *maxAge <= 0 || *maxRecords <= 0 {
 		return fmt.Errorf("--batch-max-age and --batch-max-records must be positive")
+	}
+	var nets []netip.Prefix
+	for _, n := range strings.Split(*peerNets, ",") {
+		if n = strings.TrimSpace(n); n == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return fmt.Errorf("--peer-networks: %q is not a network like 10.0.0.0/8: %v", n, err)
+		}
+		nets = append(nets, p.Masked())
 	}
 	db2, err := openIPDB(*ipdb, log)
 	if err != nil {
@@ -38,6 +52,7 @@ func cmdCollector(args []string) error {
 		IPDB:          db2,
 		Logger:        log,
 		NoPeers:       *noPeers,
+		PeerNetworks:  nets,
 		RegisterToken: *registerToken,
 	})
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -258,7 +259,7 @@ func TestPeersAcrossHosts(t *testing.T) {
 		t.Fatal(err)
 	}
 	col, err := startCollector(fmt.Sprintf("%s:%d", hubAddr, port), collector.Config{
-		SpoolDir: t.TempDir(), ClickHouse: opts,
+		SpoolDir: t.TempDir(), ClickHouse: opts, PeerNetworks: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")},
 		Logger: slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -339,6 +340,9 @@ func TestPeersAcrossHosts(t *testing.T) {
 					errs <- fmt.Errorf("%s %s: %v\n%s", r.tester, test, err, tail(string(out), 3000))
 					return
 				}
+				if !strings.Contains(string(out), fmt.Sprintf("http://%s:%d", listenAddr, peerPort)) || !strings.Contains(string(out), "peer=true") {
+					errs <- fmt.Errorf("%s %s did not test against the listener:\n%s", r.tester, test, tail(string(out), 3000))
+				}
 			}
 		}()
 	}
@@ -352,9 +356,9 @@ func TestPeersAcrossHosts(t *testing.T) {
 	}
 	testsDone := time.Since(start)
 
-	// The records reach ClickHouse from both sides (the testers' uploads
-	// and the listener's forwarding), collapse to one row each, and say
-	// peer.
+	// Each test reaches ClickHouse once (peers forward no copy), from
+	// its tester, with the tester's own agent_id, marked as a peer test
+	// without the peer's ID, and with the server's merged view.
 	agentIDs := map[string]string{}
 	for name, dir := range testers {
 		var st struct {
@@ -375,36 +379,41 @@ func TestPeersAcrossHosts(t *testing.T) {
 			var n, peer, auth uint64
 			var server string
 			err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(), sum(server_peer), sum(authority), any(server_id)
-				FROM %s FINAL WHERE agent_id = toUUID(?)`, w.table), w.agent).Scan(&n, &peer, &auth, &server)
+				FROM %s WHERE agent_id = toUUID(?)`, w.table), w.agent).Scan(&n, &peer, &auth, &server)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n == 1 && peer == 1 && auth == 1 && server == listenerID {
+			if n == 1 && peer == 1 && auth == 1 && server == schemas.PeerServerID {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s of %s: %d rows, %d marked peer, %d authoritative, server %q; want one, peer, authoritative, from %s",
-					w.table, w.agent, n, peer, auth, server, listenerID)
+				t.Fatalf("%s of %s: %d copies, %d marked peer, %d authoritative, server %q; want one, peer, authoritative, %q",
+					w.table, w.agent, n, peer, auth, server, schemas.PeerServerID)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	var copies uint64
-	if err := conn.QueryRow(ctx, `SELECT count() FROM speedtest WHERE server_id = ?`, listenerID).Scan(&copies); err != nil {
+	var stray uint64
+	if err := conn.QueryRow(ctx, `SELECT count() FROM speedtest WHERE server_id IN (?, ?)`, listenerID, blockedID).Scan(&stray); err != nil {
 		t.Fatal(err)
 	}
-	var blockedRows uint64
-	if err := conn.QueryRow(ctx, `SELECT count() FROM speedtest WHERE server_id = ?`, blockedID).Scan(&blockedRows); err != nil {
-		t.Fatal(err)
+	if stray != 0 {
+		t.Fatalf("%d rows publish a peer's own ID", stray)
 	}
-	if blockedRows != 0 {
-		t.Fatalf("%d tests were served by the firewalled agent", blockedRows)
+	// The firewalled agent was never listed: the collector never
+	// registered it, and the rendezvous lists only the listener.
+	if logs := logBuf.String(); strings.Contains(logs, "test server registered") && strings.Contains(logs, "id="+blockedID) {
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, "test server registered") && strings.Contains(line, blockedID) {
+				t.Fatalf("the collector registered the firewalled agent: %s", line)
+			}
+		}
 	}
 	if ids := rendezvousPeers(t, collectorURL, schemas.NDT7Name); len(ids) != 1 || ids[0] != listenerID {
 		t.Fatalf("at the end, rendezvous lists %v for ndt7; want only %s", ids, listenerID)
 	}
-	t.Logf("4 agents in 4 namespaces: listener listed and firewalled agent refused after %s (reason: %q); 2 testers' 3 peer tests done after %s; %d speedtest copies stored for the listener's 2 tests (agent's and peer's), one row each after FINAL; whole test %s",
-		listedAt.Round(time.Millisecond), reason, testsDone.Round(time.Millisecond), copies, time.Since(start).Round(time.Millisecond))
+	t.Logf("4 agents in 4 namespaces: listener listed and firewalled agent refused after %s (reason: %q); 2 testers' 3 peer tests done after %s, one copy each in ClickHouse, marked peer; whole test %s",
+		listedAt.Round(time.Millisecond), reason, testsDone.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }
 
 // syncBuffer is a bytes.Buffer safe for a logger and a reader.

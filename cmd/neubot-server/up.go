@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -86,6 +87,8 @@ func cmdUp(args []string) error {
 		ClickHouse: ch.Options(),
 		IPDB:       db,
 		Logger:     log,
+		// The platform on one machine: its agent serves peers on loopback.
+		PeerNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 	})
 	if err != nil {
 		return err

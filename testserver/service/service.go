@@ -50,7 +50,8 @@ type Config struct {
 	// 127.0.0.1:9776); both empty: the server does not offer the test.
 	BitTorrentListen, NeutralListen string
 	// Peer says the server is a volunteer's agent serving other agents
-	// (peer-to-peer mode): its records are marked server.peer.
+	// (peer-to-peer mode): its records are marked server.peer, and it
+	// forwards none: the tester's upload is the only copy (see agent/peer).
 	Peer bool
 }
 
@@ -112,6 +113,9 @@ func New(cfg Config) (*Service, error) {
 	sent, recv := bytesTotal.WithLabelValues("sent"), bytesTotal.WithLabelValues("received")
 
 	forward := func(rec *schemas.Record) error {
+		if cfg.Peer {
+			return nil
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return fw.Enqueue(ctx, rec)
@@ -191,7 +195,7 @@ func (s *Service) Registration(url string) schemas.ServerRegistration {
 
 // Run forwards records to the collector until ctx ends.
 func (s *Service) Run(ctx context.Context) {
-	if s.cfg.CollectorURL == "" {
+	if s.cfg.CollectorURL == "" || s.cfg.Peer {
 		<-ctx.Done()
 		return
 	}

@@ -376,6 +376,13 @@
         time.append(d, " ", h);
       }
       when.append(time);
+      if (r.peer) {
+        const tag = document.createElement("span");
+        tag.className = "tag";
+        tag.textContent = "peer";
+        tag.title = "Against another volunteer's agent";
+        when.append(" ", tag);
+      }
       tr.append(when);
       // Speeds and latency are the speedtest's; other tests show their data only.
       const speed = r.test === "speedtest";
