@@ -166,10 +166,26 @@ func (m *meter) full() bool {
 	return used >= daily
 }
 
-// listener wraps the accepted connections in the meter.
+// listener wraps the accepted connections in the meter, and keeps them,
+// so that closing it ends them all: an ndt7 test's WebSocket is hijacked
+// from the HTTP server, whose Shutdown does not wait for it nor end it.
 type listener struct {
 	net.Listener
 	m *meter
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+}
+
+// closeConns ends every connection still open.
+func (l *listener) closeConns() {
+	l.mu.Lock()
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -193,7 +209,14 @@ func (l *listener) Accept() (net.Conn, error) {
 	if l.m.full() {
 		g = grace
 	}
-	return &conn{Conn: c, m: l.m, ctx: ctx, cancel: cancel, grace: g}, nil
+	mc := &conn{Conn: c, m: l.m, ctx: ctx, cancel: cancel, grace: g, l: l}
+	l.mu.Lock()
+	if l.conns == nil {
+		l.conns = map[*conn]struct{}{}
+	}
+	l.conns[mc] = struct{}{}
+	l.mu.Unlock()
+	return mc, nil
 }
 
 // conn is one metered connection. NetConn gives the socket back, so that
@@ -206,6 +229,7 @@ type conn struct {
 
 	mu    sync.Mutex // serialises take/refund of reads and writes with grace
 	grace int        // bytes left past the day's cap
+	l     *listener
 }
 
 // take reserves n bytes of today's budget or, once it is gone, of the
@@ -234,6 +258,9 @@ func (c *conn) NetConn() net.Conn { return c.Conn }
 
 func (c *conn) Close() error {
 	c.cancel()
+	c.l.mu.Lock()
+	delete(c.l.conns, c)
+	c.l.mu.Unlock()
 	return c.Conn.Close()
 }
 

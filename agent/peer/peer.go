@@ -100,6 +100,7 @@ type Server struct {
 	meter *meter
 	svc   *service.Service
 	http  *httpx.Server
+	ln    *listener
 	port  int
 
 	mu        sync.Mutex
@@ -173,7 +174,8 @@ func Start(opts Options, caps schemas.PeerCaps) (*Server, error) {
 	mux.HandleFunc("GET "+schemas.PeerHelloPath, s.hello)
 	mux.Handle("/metrics", http.NotFoundHandler()) // the volunteer's, not the world's
 	mux.Handle("/", s.admit(svc.Handler()))
-	s.http = httpx.Serve(&listener{Listener: ln, m: s.meter}, mux, opts.Logger)
+	s.ln = &listener{Listener: ln, m: s.meter}
+	s.http = httpx.Serve(s.ln, mux, opts.Logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(2)
@@ -407,6 +409,7 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.http.Shutdown(ctx)
+	s.ln.closeConns() // hijacked ones (ndt7) and any left after the wait
 	s.cancel()
 	s.wg.Wait()
 	s.saveUsage()

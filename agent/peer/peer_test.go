@@ -192,6 +192,7 @@ func TestDailyCapCutsExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := &listener{Listener: ln, m: m}
+	defer l.closeConns()
 	defer l.Close()
 	served := make(chan int)
 	go func() {
