@@ -403,19 +403,6 @@ func exists(ctx context.Context, conn driver.Conn, db, table string) (bool, erro
 	return n > 0, err
 }
 
-// ClusterSettings are the settings that Neubot's queries need on a cluster,
-// harmless on a single node: IN (subquery) over a Distributed table inside
-// a query over a Distributed table runs the subquery once, on the server
-// that received the query, and sends its result to the shards (GLOBAL IN),
-// so it sees every shard.
-func ClusterSettings(s clickhouse.Settings) clickhouse.Settings {
-	if s == nil {
-		s = clickhouse.Settings{}
-	}
-	s["distributed_product_mode"] = "global"
-	return s
-}
-
 // InsertSettings are the settings of the collector's inserts: on a cluster
 // the INSERT into a Distributed table returns once every shard's part of
 // it is written on a replica of that shard (not later, from a queue of the
