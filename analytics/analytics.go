@@ -157,7 +157,7 @@ FROM (
         FROM (
             SELECT %[12]s, %[11]s
             FROM (
-                SELECT toDate(start_time) AS day, %[6]s AS key, any(client_org) AS org, any(client_country) AS country, synthetic,
+                SELECT toDate(start_time) AS day, %[6]s AS key, min(client_org) AS org, min(client_country) AS country, synthetic,
                     count() AS tests_total, countIf(c) AS tests, uniqExactIf(agent_id, c) AS agents,
                     %[7]s
                 FROM %[8]s
