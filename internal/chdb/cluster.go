@@ -198,7 +198,12 @@ func (r *Rewriter) alter(name, rest string) ([]Step, error) {
 			steps = append(steps,
 				Step{SQL: fmt.Sprintf("ALTER TABLE %s%s ON CLUSTER %s %s", r.q(name), LocalSuffix, r.Cluster, bare),
 					Table: name + LocalSuffix, Column: col, AllHosts: true},
-				Step{SQL: fmt.Sprintf("ALTER TABLE %s %s", name, c), PerHost: true, Table: name, Column: col})
+				Step{SQL: fmt.Sprintf("ALTER TABLE %s %s", name, bare), PerHost: true, Table: name, Column: col})
+			// 18.16's Distributed tables drop the COMMENT of ADD COLUMN;
+			// COMMENT COLUMN sets it (and setting it again is harmless).
+			if lit := commentOf(c); lit != "" {
+				steps = append(steps, Step{SQL: fmt.Sprintf("ALTER TABLE %s COMMENT COLUMN %s %s", name, col, lit), PerHost: true})
+			}
 		} else {
 			// One Replicated table on every server: ALTER it on one,
 			// ZooKeeper carries it to the others.
@@ -318,6 +323,31 @@ func stripComments(s string) (string, error) {
 		b.WriteByte(ch)
 	}
 	return b.String(), nil
+}
+
+// commentOf returns the quoted literal of the first COMMENT '...' outside
+// quotes in s, quotes included, or "".
+func commentOf(s string) string {
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch == '\'' || ch == '`' || ch == '"' {
+			j, err := endQuote(s, i)
+			if err != nil {
+				return ""
+			}
+			i = j
+			continue
+		}
+		if (ch == 'C' || ch == 'c') && (i == 0 || !isIdent(s[i-1])) && commentRE.MatchString(s[i:]) {
+			q := i + strings.IndexByte(s[i:], '\'')
+			j, err := endQuote(s, q)
+			if err != nil {
+				return ""
+			}
+			return s[q : j+1]
+		}
+	}
+	return ""
 }
 
 func endQuote(s string, i int) (int, error) {
@@ -444,11 +474,18 @@ func MigrateCluster(ctx context.Context, conn driver.Conn, o Options, log *slog.
 			return nil, fmt.Errorf("chdb: create %s: %w", MigrationsTable, err)
 		}
 	}
-	done, err := Applied(ctx, conn)
+	migs, err := schemas.Migrations()
 	if err != nil {
 		return nil, err
 	}
-	migs, err := schemas.Migrations()
+	return migrateCluster(ctx, conn, o, db, migs, log)
+}
+
+func migrateCluster(ctx context.Context, conn driver.Conn, o Options, db string, migs []schemas.Migration, log *slog.Logger) ([]int, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	done, err := Applied(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
@@ -496,6 +533,9 @@ func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
 	have := 0
 	for _, a := range addrs {
 		err := onHost(ctx, o, a, func(c driver.Conn) error {
+			if st.Table == "" {
+				return c.Exec(ctx, st.SQL)
+			}
 			ok, err := hasColumn(ctx, c, st.Table, st.Column)
 			if err != nil {
 				return err
