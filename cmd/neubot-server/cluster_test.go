@@ -131,12 +131,15 @@ func TestCluster(t *testing.T) {
 	for i := 0; i < 1500; i++ {
 		at := now.Add(-time.Duration(1+rng.IntN(6*3600)) * time.Second)
 		addr := []string{"151.5.10.20", "79.20.30.40", "93.40.50.60"}[i%3]
+		var r *schemas.Record
 		if i%5 == 0 {
-			add(schemastest.BitTorrent(rng, at, addr, 20+rng.Float64()*30, []string{"differentiation", "none", "inconclusive"}[rng.IntN(3)]))
+			r = schemastest.BitTorrent(rng, at, addr, 20+rng.Float64()*30, []string{"differentiation", "none", "inconclusive"}[rng.IntN(3)])
 			bt++
 		} else {
-			add(schemastest.Speedtest(rng, at, addr, 10+rng.Float64()*90))
+			r = schemastest.Speedtest(rng, at, addr, 10+rng.Float64()*90)
 		}
+		r.Synthetic = false // real rows: the ones the measurements endpoint and the dumps serve
+		add(r)
 	}
 	if len(uids) != len(lines) {
 		t.Fatalf("%d records share uids", len(lines)-len(uids))
@@ -365,18 +368,24 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	paths := []string{
-		"/api/v1/isps?synthetic=1",
-		"/api/v1/isps",
-		fmt.Sprintf("/api/v1/distributions?scope=asn&key=%d&synthetic=1", asn),
-		"/api/v1/distributions?scope=all&synthetic=1&goodset=paper2011-daily",
-		fmt.Sprintf("/api/v1/hourly?scope=asn&key=%d&synthetic=1", asn),
-		fmt.Sprintf("/api/v1/verdicts?asn=%d", btASN.ASN),
-		"/api/v1/measurements?from=" + from + "&to=" + to + "&limit=1000",
-		"/api/v1/measurements?test=bittorrent&from=" + from + "&to=" + to + "&limit=1000",
+	// Each path with a word its answer must hold: equal empty answers
+	// would prove nothing.
+	paths := map[string]string{
+		"/api/v1/isps?synthetic=1": `"asn"`,
+		"/api/v1/isps":             `"asn"`,
+		fmt.Sprintf("/api/v1/distributions?scope=asn&key=%d&synthetic=1", asn):            `"p50"`,
+		"/api/v1/distributions?scope=all&synthetic=1&goodset=paper2011-daily":             `"p50"`,
+		"/api/v1/distributions?scope=country&key=IT":                                      `"p50"`,
+		fmt.Sprintf("/api/v1/hourly?scope=asn&key=%d&synthetic=1", asn):                   `"p50"`,
+		fmt.Sprintf("/api/v1/verdicts?asn=%d", btASN.ASN):                                 `"differentiation`,
+		"/api/v1/measurements?from=" + from + "&to=" + to + "&limit=1000":                 `"measurement_uid"`,
+		"/api/v1/measurements?test=bittorrent&from=" + from + "&to=" + to + "&limit=1000": `"measurement_uid"`,
 	}
-	for _, p := range paths {
+	for p, word := range paths {
 		got, want := getJSON(t, clAPI.URL+p), getJSON(t, singleAPI.URL+p)
+		if b, _ := json.Marshal(want); !bytes.Contains(b, []byte(word)) {
+			t.Errorf("%s: the single node's answer has no %s: %.300s", p, word, b)
+		}
 		if !reflect.DeepEqual(got, want) {
 			gb, _ := json.Marshal(got)
 			wb, _ := json.Marshal(want)
@@ -386,6 +395,22 @@ func TestCluster(t *testing.T) {
 			}
 			i = max(0, i-200)
 			t.Errorf("%s: the cluster answers\n...%.400s\nthe single node\n...%.400s", p, gb[i:], wb[i:])
+		}
+	}
+	// The daily dumps: the same rows and the same documented columns (the
+	// Distributed tables carry the comments).
+	for _, test := range []string{schemas.SpeedtestName, schemas.BitTorrentName} {
+		tt, _ := schemas.Lookup(test)
+		var ms [2]*publish.Manifest
+		for i, c := range []driver.Conn{apiConn, singleConn} {
+			m, err := publish.ExportDay(ctx, publish.ExportConfig{Conn: c, Dir: filepath.Join(dir, fmt.Sprintf("datasets%d", i))}, tt, now)
+			if err != nil {
+				t.Fatalf("export %s: %v", test, err)
+			}
+			ms[i] = m
+		}
+		if ms[0].Rows == 0 || ms[0].Rows != ms[1].Rows || !reflect.DeepEqual(ms[0].Columns, ms[1].Columns) {
+			t.Errorf("dump of %s: the cluster's %d rows and %d columns, the single node's %d and %d", test, ms[0].Rows, len(ms[0].Columns), ms[1].Rows, len(ms[1].Columns))
 		}
 	}
 	t.Logf("TestCluster wall time: %s", time.Since(began).Round(time.Millisecond))
