@@ -3,6 +3,7 @@ package chdb_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localcluster"
 	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/schemas/schemastest"
 )
 
 const speedtestLike = `CREATE TABLE IF NOT EXISTS speedtest (
@@ -145,7 +147,8 @@ func TestRewrite(t *testing.T) {
 // TestClusterMigrations runs the migrations on a real cluster (2 shards × 2
 // replicas, one ZooKeeper): two migrators at once, then again (nothing to
 // do), then a migration shaped like main's 0005 (ALTER TABLE ... ADD COLUMN
-// ... COMMENT ... AFTER), twice.
+// ... COMMENT ... AFTER), twice; then a retried insert is deduplicated on
+// every shard, and the new column works through the Distributed table.
 func TestClusterMigrations(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -290,6 +293,54 @@ func TestClusterMigrations(t *testing.T) {
 	if err := batch.Send(); err != nil {
 		t.Fatal(err)
 	}
+	// A collector's retry: the same rows in the same order again, through
+	// the Distributed table. Each shard gets the same block again and drops
+	// it (insert_deduplicate), whether or not its part of the first insert
+	// had landed: the raw rows stay as many as the records.
+	rng := rand.New(rand.NewPCG(1, 2))
+	test, _ := schemas.Lookup(schemas.SpeedtestName)
+	var rows [][]any
+	for i := 0; i < 1000; i++ {
+		rec := schemastest.Speedtest(rng, time.Date(2026, 11, 2, 0, 0, i, 0, time.UTC), "151.5.10.20", 50)
+		rows = append(rows, rec.Row(schemas.Annotation{IngestedAt: time.Date(2026, 11, 2, 1, 0, 0, 0, time.UTC)}, nil))
+	}
+	for try := 0; try < 2; try++ {
+		b, err := conn.PrepareBatch(ictx, "INSERT INTO speedtest ("+strings.Join(test.TableColumns(), ", ")+")")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			if err := b.Append(r...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var raw uint64
+	for s := 0; s < 2; s++ {
+		c, err := chdb.Open(ctx, chdb.Options{Addr: cl.Node(s, 1).Addr(), Database: "mig"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		if err := c.Exec(ctx, "SYSTEM SYNC REPLICA speedtest_local"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.QueryRow(ctx, "SELECT count() FROM speedtest_local WHERE toDate(start_time) = toDate('2026-11-02')").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Errorf("shard %d got none of the rows", s+1)
+		}
+		raw += n
+		c.Close()
+	}
+	if raw != uint64(len(rows)) {
+		t.Errorf("the same 1000 rows inserted twice: %d raw rows on the shards, want 1000", raw)
+	}
+
 	// A read may reach the replica that has not fetched the part yet.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
