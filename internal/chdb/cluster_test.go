@@ -318,6 +318,10 @@ func TestClusterMigrations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var window string
+	if err := conn.QueryRow(ctx, "SELECT value FROM system.merge_tree_settings WHERE name = 'replicated_deduplication_window'").Scan(&window); err != nil || window != "1000" {
+		t.Errorf("replicated_deduplication_window = %q, %v; want 1000 (localch's cluster configuration)", window, err)
+	}
 	var raw uint64
 	for s := 0; s < 2; s++ {
 		c, err := chdb.Open(ctx, chdb.Options{Addr: cl.Node(s, 1).Addr(), Database: "mig"})

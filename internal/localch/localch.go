@@ -382,6 +382,11 @@ var configTmpl = template.Must(template.New("config").Parse(`<?xml version="1.0"
   <distributed_ddl>
     <path>/clickhouse/task_queue/ddl</path>
   </distributed_ddl>
+  <!-- A collector's retry is dropped as a duplicate when its block is
+       among the last N of the table on that shard (default 100). -->
+  <merge_tree>
+    <replicated_deduplication_window>1000</replicated_deduplication_window>
+  </merge_tree>
 {{- end}}
 </yandex>
 `))
