@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/neubot/neubot/schemas"
 	"regexp"
+	"sort"
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -97,6 +98,7 @@ var (
 	alterRE    = regexp.MustCompile(`(?is)^ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\s+(.*)$`)
 	addColRE   = regexp.MustCompile(`(?is)^ADD\s+COLUMN\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
 	ifNotRE    = regexp.MustCompile(`(?i)^ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS`)
+	uidColRE   = regexp.MustCompile(`(?m)(^|[(,]\s*)measurement_uid\s+UUID\b`)
 	mergeTrees = map[string]bool{"MergeTree": true, "ReplacingMergeTree": true}
 )
 
@@ -155,7 +157,7 @@ func (r *Rewriter) create(name, rest string) ([]Step, error) {
 		return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s: %w", name, err)
 	}
 	def.kind = replicated
-	if regexp.MustCompile(`(?m)(^|[(,]\s*)measurement_uid\s+UUID\b`).MatchString(cols) {
+	if uidColRE.MatchString(cols) {
 		def.kind = sharded
 	}
 	r.tables[name] = def
@@ -379,9 +381,7 @@ func keys(m map[string]bool) string {
 	for k := range m {
 		out = append(out, k)
 	}
-	if len(out) > 1 && out[0] > out[1] {
-		out[0], out[1] = out[1], out[0]
-	}
+	sort.Strings(out)
 	return strings.Join(out, ", ")
 }
 
@@ -492,20 +492,26 @@ func migrateCluster(ctx context.Context, conn driver.Conn, o Options, db string,
 	rw := NewRewriter(o.Cluster, db)
 	var applied []int
 	for _, m := range migs {
-		var steps []Step
+		var (
+			steps []Step
+			of    []int // the statement each step comes from, 1-based
+		)
 		for i, stmt := range m.Statements {
 			st, err := rw.Rewrite(stmt)
 			if err != nil {
 				return applied, &MigrationError{Version: m.Version, Name: m.Name, Statement: i + 1, Err: err}
 			}
 			steps = append(steps, st...)
+			for range st {
+				of = append(of, i+1)
+			}
 		}
 		if done[m.Version] {
 			continue
 		}
 		for i, st := range steps {
 			if err := runStep(ctx, conn, o, st); err != nil {
-				return applied, &MigrationError{Version: m.Version, Name: m.Name, Statement: i + 1, Err: fmt.Errorf("%w (cluster statement: %s)", err, head(st.SQL))}
+				return applied, &MigrationError{Version: m.Version, Name: m.Name, Statement: of[i], Err: fmt.Errorf("%w (cluster statement: %s)", err, head(st.SQL))}
 			}
 		}
 		if err := record(ctx, conn, m); err != nil {
