@@ -5,7 +5,7 @@ GO ?= go
 DATA ?= var/up
 FUZZTIME ?= 10s
 
-.PHONY: up test bench lint setup build fuzz clean
+.PHONY: up test test-cluster bench lint setup build fuzz clean
 
 setup:
 	@scripts/setup
@@ -23,6 +23,11 @@ test: setup lint
 	$(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
+## test-cluster: only the ClickHouse cluster tests (2 shards × 2 replicas and
+## ZooKeeper on loopback; `make test` runs them too, with everything else).
+test-cluster: setup
+	$(GO) test -count=1 -timeout 10m -run 'TestCluster|TestRewrite' -v ./cmd/neubot-server ./internal/chdb
+
 fuzz:
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz
 
@@ -33,6 +38,7 @@ bench: setup
 	$(GO) run ./bench/bittorrent
 	$(GO) run ./bench/analytics
 	$(GO) run ./bench/publish
+	$(GO) run ./bench/cluster
 
 lint: setup
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/neubot/neubot/schemas"
@@ -91,7 +92,9 @@ func quote(s string) string {
 func source(g Goodset, day string, ch chunk) string {
 	cond := "(" + g.Where + ")"
 	if g.OnePerAgentDay {
-		cond += fmt.Sprintf(" AND measurement_uid IN (SELECT argMin(measurement_uid, sipHash64(toString(measurement_uid))) FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 AND server_peer = 0 GROUP BY agent_id)", day, schemas.OnTimeSQL)
+		// GLOBAL: on a cluster the subquery must see every shard (it runs
+		// once, where the query arrived); the same as IN on one node.
+		cond += fmt.Sprintf(" AND measurement_uid GLOBAL IN (SELECT argMin(measurement_uid, sipHash64(toString(measurement_uid))) FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 AND server_peer = 0 GROUP BY agent_id)", day, schemas.OnTimeSQL)
 	}
 	// Only the rows that arrived before the day closed: a closed day's
 	// figures never change (see schemas.ClosedAfter).
@@ -157,7 +160,7 @@ FROM (
         FROM (
             SELECT %[12]s, %[11]s
             FROM (
-                SELECT toDate(start_time) AS day, %[6]s AS key, any(client_org) AS org, any(client_country) AS country, synthetic,
+                SELECT toDate(start_time) AS day, %[6]s AS key, min(client_org) AS org, min(client_country) AS country, synthetic,
                     count() AS tests_total, countIf(c) AS tests, uniqExactIf(agent_id, c) AS agents,
                     %[7]s
                 FROM %[8]s
@@ -278,6 +281,14 @@ func (j *Job) Pending(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// jobContext carries the settings of the job's queries. On a cluster
+// (docs/cluster.md) the results are ReplicatedMergeTree tables, which would
+// drop a recomputed day's rows as a duplicate of the block inserted before
+// the DROP PARTITION: insert_deduplicate=0, a no-op on a single node.
+func jobContext(ctx context.Context) context.Context {
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplicate": 0}))
+}
+
 // RunDay (re)computes one day ("YYYY-MM-DD"): drops its partitions and
 // inserts every goodset and scope again, then logs the run.
 func (j *Job) RunDay(ctx context.Context, day string) error {
@@ -285,6 +296,7 @@ func (j *Job) RunDay(ctx context.Context, day string) error {
 		return fmt.Errorf("analytics: bad day %q: %w", day, err)
 	}
 	start := time.Now()
+	ctx = jobContext(ctx)
 	src, err := j.Sources(ctx)
 	if err != nil {
 		return err
@@ -353,6 +365,7 @@ func (j *Job) runScope(ctx context.Context, day string, g Goodset, scope, key st
 // RunScope inserts the distributions of one goodset and scope for a day,
 // without dropping what is there: one step of RunDay, for benchmarks.
 func (j *Job) RunScope(ctx context.Context, day string, g Goodset, scope string) error {
+	ctx = jobContext(ctx)
 	for _, sc := range scopes {
 		if sc.name == scope {
 			return j.runScope(ctx, day, g, sc.name, sc.key, 0)

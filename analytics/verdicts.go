@@ -36,7 +36,7 @@ FROM (
     SELECT day, asn, org, country, synthetic, direction, tests, agents, d, e, i,
         toFloat64(d + e) AS c, if(c = 0, 0, d / c) AS share
     FROM (
-        SELECT toDate(start_time) AS day, client_asn AS asn, any(client_org) AS org, any(client_country) AS country, synthetic,
+        SELECT toDate(start_time) AS day, client_asn AS asn, min(client_org) AS org, min(client_country) AS country, synthetic,
             tupleElement(o, 1) AS direction, count() AS tests, uniqExact(agent_id) AS agents,
             countIf(tupleElement(o, 2) = 'differentiation') AS d, countIf(tupleElement(o, 2) = 'none') AS e,
             countIf(tupleElement(o, 2) = 'inconclusive') AS i

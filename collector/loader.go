@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/neubot/neubot/internal/chdb"
@@ -23,6 +24,14 @@ import (
 // segment with exponential backoff. A segment inserted twice (a crash between
 // insert and delete) is harmless: rows share their measurement_uid and
 // ReplacingMergeTree collapses them.
+//
+// On a cluster (docs/cluster.md) the insert goes into the Distributed table
+// synchronously (chdb.InsertSettings): it returns once each shard's rows are
+// on a replica of that shard, so the segment is deleted only then. A retry
+// of a segment whose insert failed half-way (a replica died) sends the same
+// rows in the same order, so each shard gets the same block again and its
+// ReplicatedMergeTree drops it as a duplicate (insert_deduplicate): no row
+// is lost and none is stored twice.
 
 const (
 	minBackoff = 100 * time.Millisecond
@@ -158,8 +167,12 @@ func (c *Collector) loadSegment(ctx context.Context, seg *spool.Segment) error {
 	if err != nil {
 		return err
 	}
+	ictx := ctx
+	if set := chdb.InsertSettings(c.cfg.ClickHouse); set != nil {
+		ictx = clickhouse.Context(ctx, clickhouse.WithSettings(set))
+	}
 	for table, b := range tables {
-		if err := insert(ctx, conn, table, b); err != nil {
+		if err := insert(ictx, conn, table, b); err != nil {
 			return fmt.Errorf("insert into %s: %w", table, err)
 		}
 		c.metrics.inserted.WithLabelValues(b.test.Name).Add(float64(len(b.rows)))

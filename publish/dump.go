@@ -426,10 +426,24 @@ func scanDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, cols []*
 	// day are the same bytes at every export. An ORDER BY would restate it
 	// at the price of sorting the whole day (minutes for ten million rows);
 	// instead the order is checked below as the rows arrive.
-	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(finalSettings(clickhouse.Settings{
-		"max_execution_time": 3600, "max_threads": 1})))
+	//
+	// On a cluster (docs/cluster.md) the table is Distributed: each shard
+	// sends its rows in that order, but the streams of the shards arrive
+	// interleaved. There ORDER BY says it, each shard sorts its part
+	// (spilling to disk beyond 1 GiB) and the server that received the
+	// query merges the sorted streams.
+	settings := finalSettings(clickhouse.Settings{"max_execution_time": 3600, "max_threads": 1})
 	q := fmt.Sprintf("SELECT %s FROM %s FINAL WHERE toDate(start_time) = toDate(?) AND %s",
 		strings.Join(names, ", "), test.Table, sel)
+	var engine string
+	if err := cfg.Conn.QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = ?", test.Table).Scan(&engine); err != nil {
+		return 0, fmt.Errorf("engine of %s: %w", test.Table, err)
+	}
+	if engine == "Distributed" {
+		q += " ORDER BY toDate(start_time), measurement_uid"
+		settings["max_bytes_before_external_sort"] = 1 << 30
+	}
+	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(settings))
 	rows, err := cfg.Conn.Query(qctx, q, ds)
 	if err != nil {
 		return 0, err

@@ -35,6 +35,10 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"collector", "--log-level", "loud", "--ipdb", "x"}, 1, "bad log level"},
 		{[]string{"up", "--ipdb", filepath.Join(t.TempDir(), "none")}, 1, "run scripts/setup"},
 		{[]string{"version"}, 0, "neubot-server "},
+		{[]string{"migrate", "--clickhouse", "127.0.0.1:9000,db2"}, 2, `"db2" is not host:port`},
+		{[]string{"publish", "--clickhouse", "127.0.0.1:0"}, 2, `"127.0.0.1:0" is not host:port with a port from 1 to 65535`},
+		{[]string{"analytics", "--clickhouse-cluster", "2shards"}, 2, `"2shards" is not a cluster name`},
+		{[]string{"collector", "--clickhouse-cluster", "a-b"}, 2, `"a-b" is not a cluster name`},
 	} {
 		out, err := exec.Command(bin, tc.args...).CombinedOutput()
 		code := 0

@@ -58,7 +58,7 @@ func cmdCollector(args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("collector listening", "url", svc.http.URL(), "spool", *spoolDir, "clickhouse", *ch.addr)
+	log.Info("collector listening", "url", svc.http.URL(), "spool", *spoolDir, "clickhouse", ch.addr.String(), "cluster", *ch.cluster)
 	ctx, cancel := signalContext()
 	defer cancel()
 	select {

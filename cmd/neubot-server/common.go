@@ -6,8 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -71,16 +75,58 @@ func parseLogged(fs *flag.FlagSet, args []string, lf logFlags) (*slog.Logger, er
 }
 
 // clickHouseFlags are the flags that say where ClickHouse is.
-type clickHouseFlags struct{ addr, db *string }
-
-func addClickHouseFlags(fs *flag.FlagSet) clickHouseFlags {
-	return clickHouseFlags{
-		addr: fs.String("clickhouse", "127.0.0.1:9000", "ClickHouse native protocol address, host:port"),
-		db:   fs.String("database", chdb.DefaultDatabase, "ClickHouse database"),
-	}
+type clickHouseFlags struct {
+	addr    *addrList
+	db      *string
+	cluster *string
 }
 
-func (c clickHouseFlags) options() chdb.Options { return chdb.Options{Addr: *c.addr, Database: *c.db} }
+func addClickHouseFlags(fs *flag.FlagSet) clickHouseFlags {
+	c := clickHouseFlags{addr: &addrList{"127.0.0.1:9000"}, cluster: new(string)}
+	fs.Var(c.addr, "clickhouse", "ClickHouse native protocol address, host:port; several, comma-separated,\nare tried in turn (e.g. the servers of a cluster)")
+	c.db = fs.String("database", chdb.DefaultDatabase, "ClickHouse database")
+	fs.Func("clickhouse-cluster", "name of the ClickHouse cluster (remote_servers) to run on, see docs/cluster.md;\nempty: a single node", func(v string) error {
+		if v != "" && !identRE.MatchString(v) {
+			return fmt.Errorf("%q is not a cluster name (letters, digits and _, not starting with a digit)", v)
+		}
+		*c.cluster = v
+		return nil
+	})
+	return c
+}
+
+func (c clickHouseFlags) options() chdb.Options {
+	return chdb.Options{Addr: (*c.addr)[0], More: (*c.addr)[1:], Database: *c.db, Cluster: *c.cluster}
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// addrList is a comma-separated list of host:port, checked when parsed.
+type addrList []string
+
+func (a *addrList) String() string {
+	if a == nil {
+		return ""
+	}
+	return strings.Join(*a, ",")
+}
+
+func (a *addrList) Set(v string) error {
+	var out addrList
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		host, port, err := net.SplitHostPort(s)
+		if err != nil {
+			return fmt.Errorf("%q is not host:port", s)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || host == "" {
+			return fmt.Errorf("%q is not host:port with a port from 1 to 65535", s)
+		}
+		out = append(out, s)
+	}
+	*a = out
+	return nil
+}
 
 func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -183,6 +229,6 @@ func cmdMigrate(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s: %d migrations applied on %s/%s\n", prog, len(done), *ch.addr, *ch.db)
+	fmt.Printf("%s: %d migrations applied on %s/%s\n", prog, len(done), ch.addr, *ch.db)
 	return nil
 }

@@ -26,13 +26,22 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
 // Options say where ClickHouse is.
 type Options struct {
-	Addr     string // host:port of the native protocol
+	Addr string // host:port of the native protocol
+	// More lists further servers, host:port, tried in turn when Addr
+	// does not answer (e.g. the other replicas of a cluster).
+	More     []string
 	Database string // DefaultDatabase when empty
 	Username string // "default" when empty
 	Password string
 	// MaxOpenConns bounds the connection pool (default 8).
 	MaxOpenConns int
+	// Cluster names the ClickHouse cluster (remote_servers) that the
+	// database lives on; empty is a single node. See cluster.go.
+	Cluster string
 }
+
+// Addrs is Addr followed by More.
+func (o Options) Addrs() []string { return append([]string{o.Addr}, o.More...) }
 
 // Open connects to ClickHouse and pings it. The database must exist unless
 // it is created with EnsureDatabase first (see Setup).
@@ -51,7 +60,7 @@ func Open(ctx context.Context, o Options) (driver.Conn, error) {
 	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Protocol:     clickhouse.Native,
-		Addr:         []string{o.Addr},
+		Addr:         o.Addrs(),
 		Auth:         clickhouse.Auth{Database: o.Database, Username: o.Username, Password: o.Password},
 		DialTimeout:  5 * time.Second,
 		ReadTimeout:  5 * time.Minute,
@@ -69,7 +78,8 @@ func Open(ctx context.Context, o Options) (driver.Conn, error) {
 }
 
 // Setup creates the database if needed, connects to it and applies the
-// migrations: what `neubot-server migrate`, `up` and the tests all run.
+// migrations: what `neubot-server migrate`, `up` and the tests all run. With
+// o.Cluster set it does so on the whole cluster (see cluster.go).
 func Setup(ctx context.Context, o Options, log *slog.Logger) (driver.Conn, error) {
 	db := o.Database
 	if db == "" {
@@ -78,6 +88,9 @@ func Setup(ctx context.Context, o Options, log *slog.Logger) (driver.Conn, error
 	if !identRE.MatchString(db) {
 		return nil, fmt.Errorf("chdb: bad database name %q", db)
 	}
+	if o.Cluster != "" && !identRE.MatchString(o.Cluster) {
+		return nil, fmt.Errorf("chdb: bad cluster name %q", o.Cluster)
+	}
 	boot := o
 	boot.Database = "default"
 	boot.MaxOpenConns = 1
@@ -85,7 +98,17 @@ func Setup(ctx context.Context, o Options, log *slog.Logger) (driver.Conn, error
 	if err != nil {
 		return nil, err
 	}
-	err = c.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db)
+	if o.Cluster == "" {
+		err = c.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db)
+	} else {
+		// ON CLUSTER waits for every server: not when the database is
+		// there already, so that a collector reconnecting while one
+		// replica is down does not wait for it.
+		var ok bool
+		if ok, err = exists(ctx, c, db, ""); err == nil && !ok {
+			err = c.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db+" ON CLUSTER "+o.Cluster)
+		}
+	}
 	c.Close()
 	if err != nil {
 		return nil, fmt.Errorf("chdb: create database %s: %w", db, err)
@@ -95,7 +118,12 @@ func Setup(ctx context.Context, o Options, log *slog.Logger) (driver.Conn, error
 	if err != nil {
 		return nil, err
 	}
-	if _, err := Migrate(ctx, conn, log); err != nil {
+	if o.Cluster != "" {
+		_, err = MigrateCluster(ctx, conn, o, log)
+	} else {
+		_, err = Migrate(ctx, conn, log)
+	}
+	if err != nil {
 		conn.Close()
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"syscall"
@@ -52,6 +53,45 @@ type Config struct {
 	// MaxMemoryBytes bounds the memory of one query (default 4 GiB).
 	MaxMemoryBytes int64
 	Logger         *slog.Logger
+	// Cluster, when set, makes the server one node of a ClickHouse
+	// cluster (remote_servers, macros, ZooKeeper, distributed DDL); nil
+	// is the single-node default.
+	Cluster *Node
+}
+
+// Node is what a server needs to know to be one node of a cluster.
+type Node struct {
+	// Name is the cluster's name in remote_servers and ON CLUSTER.
+	Name string
+	// Shards lists the native protocol addresses (host:port) of the
+	// replicas of each shard, this server's among them.
+	Shards [][]string
+	// ZooKeeper lists the ZooKeeper servers, host:port.
+	ZooKeeper []string
+	// Shard and Replica are this server's {shard} and {replica} macros;
+	// Replica must be unique in the whole cluster.
+	Shard, Replica string
+	// InterserverPort is the port replicas fetch parts from; a free one
+	// when 0.
+	InterserverPort int
+}
+
+// hostPort is one host:port of a Node's lists, split for the template.
+type hostPort struct {
+	Host string
+	Port string
+}
+
+func splitAll(addrs []string) ([]hostPort, error) {
+	out := make([]hostPort, 0, len(addrs))
+	for _, a := range addrs {
+		h, p, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("localch: %w", err)
+		}
+		out = append(out, hostPort{h, p})
+	}
+	return out, nil
 }
 
 // Server is a running clickhouse-server process.
@@ -64,6 +104,8 @@ type Server struct {
 
 	stopOnce sync.Once
 }
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
 // FindBinary returns the path of clickhouse-server or ErrNoBinary.
 func FindBinary(hint string) (string, error) {
@@ -127,6 +169,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
 			return nil, fmt.Errorf("localch: %w", err)
 		}
+	}
+	if cfg.Cluster != nil && cfg.Cluster.InterserverPort == 0 {
+		n := *cfg.Cluster
+		if n.InterserverPort, err = FreePort(); err != nil {
+			return nil, fmt.Errorf("localch: free port: %w", err)
+		}
+		cfg.Cluster = &n
 	}
 	if err := writeConfig(cfg); err != nil {
 		return nil, err
@@ -304,6 +353,41 @@ var configTmpl = template.Must(template.New("config").Parse(`<?xml version="1.0"
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
   <timezone>UTC</timezone>
+{{- with .Cluster}}
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <interserver_http_port>{{.InterserverPort}}</interserver_http_port>
+  <remote_servers>
+    <{{.Name}}>
+{{- range .Shards}}
+      <shard>
+        <internal_replication>true</internal_replication>
+{{- range .}}
+        <replica><host>{{.Host}}</host><port>{{.Port}}</port></replica>
+{{- end}}
+      </shard>
+{{- end}}
+    </{{.Name}}>
+  </remote_servers>
+  <zookeeper>
+{{- range .ZooKeeper}}
+    <node><host>{{.Host}}</host><port>{{.Port}}</port></node>
+{{- end}}
+    <session_timeout_ms>10000</session_timeout_ms>
+  </zookeeper>
+  <macros>
+    <cluster>{{.Name}}</cluster>
+    <shard>{{.Shard}}</shard>
+    <replica>{{.Replica}}</replica>
+  </macros>
+  <distributed_ddl>
+    <path>/clickhouse/task_queue/ddl</path>
+  </distributed_ddl>
+  <!-- A collector's retry is dropped as a duplicate when its block is
+       among the last N of the table on that shard (default 100). -->
+  <merge_tree>
+    <replicated_deduplication_window>1000</replicated_deduplication_window>
+  </merge_tree>
+{{- end}}
 </yandex>
 `))
 
@@ -337,10 +421,42 @@ var usersTmpl = template.Must(template.New("users").Parse(`<?xml version="1.0"?>
 </yandex>
 `))
 
+// templateData is Config with the cluster's addresses split for the template.
+type templateData struct {
+	Config
+	Cluster *templateNode
+}
+
+type templateNode struct {
+	Node
+	Shards    [][]hostPort
+	ZooKeeper []hostPort
+}
+
 func writeConfig(cfg Config) error {
+	data := templateData{Config: cfg}
+	if n := cfg.Cluster; n != nil {
+		if !identRE.MatchString(n.Name) || !identRE.MatchString(n.Shard) || !identRE.MatchString(n.Replica) {
+			return fmt.Errorf("localch: cluster, shard and replica names must be identifiers (%q, %q, %q)", n.Name, n.Shard, n.Replica)
+		}
+		tn := &templateNode{Node: *n}
+		for _, sh := range n.Shards {
+			hp, err := splitAll(sh)
+			if err != nil {
+				return err
+			}
+			tn.Shards = append(tn.Shards, hp)
+		}
+		zk, err := splitAll(n.ZooKeeper)
+		if err != nil {
+			return err
+		}
+		tn.ZooKeeper = zk
+		data.Cluster = tn
+	}
 	for name, t := range map[string]*template.Template{"config.xml": configTmpl, "users.xml": usersTmpl} {
 		var b bytes.Buffer
-		if err := t.Execute(&b, cfg); err != nil {
+		if err := t.Execute(&b, data); err != nil {
 			return fmt.Errorf("localch: %s: %w", name, err)
 		}
 		if err := os.WriteFile(filepath.Join(cfg.Dir, name), b.Bytes(), 0o640); err != nil {

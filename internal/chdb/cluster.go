@@ -1,0 +1,581 @@
+package chdb
+
+import (
+	"log/slog"
+
+	"context"
+	"fmt"
+	"github.com/neubot/neubot/schemas"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Cluster mode. The migrations in schemas/ are written once, for a single
+// node. When Options.Cluster names a cluster, the migrator rewrites each
+// statement for it (Rewriter):
+//
+//   - a measurement table (a MergeTree-family table with a measurement_uid
+//     column) becomes t_local, a Replicated* table on every shard
+//     (ZooKeeper path per shard, {shard} and {replica} macros of each
+//     server), plus t, a Distributed table over the t_local of every shard,
+//     sharded by cityHash64(toString(measurement_uid)): every copy of one
+//     measurement lands on one shard, so ReplacingMergeTree and FINAL
+//     collapse them there. Readers and writers keep using the name t.
+//   - any other MergeTree-family table (the analytics results, small)
+//     becomes one Replicated* table with one ZooKeeper path for the whole
+//     cluster: every server holds all of it, reads need no fan-out, and
+//     DROP PARTITION and INSERT on any server reach all the others.
+//   - ALTER TABLE t ADD COLUMN goes to t_local ON CLUSTER (one replica per
+//     shard runs it, replication does the rest) and to the Distributed t on
+//     every server in turn (18.16 refuses ALTER ... ON CLUSTER on a
+//     non-replicated table of a replicated cluster); each is skipped where
+//     the column is already there, so a migration that failed half-way can
+//     be run again.
+//
+// Column comments stay on the Distributed tables (what system.columns
+// shows readers): 18.16 refuses a Replicated table whose columns carry
+// comments ("Table structure in ZooKeeper is too different"), so the
+// Replicated tables are created without them. Any other statement is an
+// error: a migration that the rewriter does not understand must not run on
+// a cluster half-translated.
+
+// LocalSuffix names the per-shard table under a Distributed one.
+const LocalSuffix = "_local"
+
+// ShardingKey is the Distributed tables' sharding expression: the
+// idempotency key (18.16's cityHash64 does not take a UUID, its string does).
+const ShardingKey = "cityHash64(toString(measurement_uid))"
+
+// Step is one statement of a rewritten migration.
+type Step struct {
+	SQL string
+	// PerHost runs SQL on every server of the cluster in turn instead of
+	// once on the connection.
+	PerHost bool
+	// SkipIfColumn: skip where Table already has column Column (ALTER
+	// TABLE ... ADD COLUMN, which 18.16 cannot say IF NOT EXISTS).
+	Table, Column string
+	// AllHosts: the SkipIfColumn check is made on every server, and the
+	// step is skipped only when all of them have the column.
+	AllHosts bool
+}
+
+type tableKind int
+
+const (
+	sharded    tableKind = iota + 1 // t_local per shard + Distributed t
+	replicated                      // one Replicated table on every server
+)
+
+type tableDef struct {
+	kind    tableKind
+	engine  string // e.g. ReplacingMergeTree
+	args    string // engine arguments, e.g. authority
+	clauses string // PARTITION BY ... ORDER BY ... SETTINGS ...
+}
+
+// Rewriter translates single-node migration statements into cluster
+// statements. It remembers the tables that the statements before created,
+// so feed it every migration in order, applied ones too.
+type Rewriter struct {
+	Cluster, Database string
+	tables            map[string]tableDef
+}
+
+// NewRewriter returns a Rewriter for database db on cluster.
+func NewRewriter(cluster, db string) *Rewriter {
+	return &Rewriter{Cluster: cluster, Database: db, tables: map[string]tableDef{}}
+}
+
+var (
+	createRE   = regexp.MustCompile(`(?is)^CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+([A-Za-z_][A-Za-z0-9_]*)\s*(.*)$`)
+	asRE       = regexp.MustCompile(`(?is)^AS\s+([A-Za-z_][A-Za-z0-9_]*)$`)
+	engineRE   = regexp.MustCompile(`(?is)^ENGINE\s*=\s*([A-Za-z]+)\s*(?:\(([^()]*)\))?\s*(.*)$`)
+	alterRE    = regexp.MustCompile(`(?is)^ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\s+(.*)$`)
+	addColRE   = regexp.MustCompile(`(?is)^ADD\s+COLUMN\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
+	ifNotRE    = regexp.MustCompile(`(?i)^ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS`)
+	uidColRE   = regexp.MustCompile(`(?m)(^|[(,]\s*)measurement_uid\s+UUID\b`)
+	mergeTrees = map[string]bool{"MergeTree": true, "ReplacingMergeTree": true}
+)
+
+// Rewrite returns the cluster steps of one single-node statement.
+func (r *Rewriter) Rewrite(stmt string) ([]Step, error) {
+	stmt = strings.TrimSpace(stmt)
+	if m := createRE.FindStringSubmatch(stmt); m != nil {
+		return r.create(m[1], strings.TrimSpace(m[2]))
+	}
+	if m := alterRE.FindStringSubmatch(stmt); m != nil {
+		return r.alter(m[1], strings.TrimSpace(m[2]))
+	}
+	return nil, fmt.Errorf("chdb: cluster mode does not know how to run %q", head(stmt))
+}
+
+func (r *Rewriter) create(name, rest string) ([]Step, error) {
+	if m := asRE.FindStringSubmatch(rest); m != nil {
+		src, ok := r.tables[m[1]]
+		if !ok {
+			return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s AS %s: %s is not a table of the migrations", name, m[1], m[1])
+		}
+		r.tables[name] = src
+		// The engine is spelled out: AS alone would copy the source's
+		// ZooKeeper path and make the two tables replicas of each other.
+		switch src.kind {
+		case sharded:
+			return []Step{
+				{SQL: fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s%s ON CLUSTER %s AS %s%s ENGINE = %s %s",
+					r.q(name), LocalSuffix, r.Cluster, r.q(m[1]), LocalSuffix, r.engine(src, r.shardPath(name)), src.clauses)},
+				{SQL: fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s ON CLUSTER %s AS %s ENGINE = %s",
+					r.q(name), r.Cluster, r.q(m[1]), r.distributed(name))},
+			}, nil
+		default:
+			return []Step{{SQL: fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s ON CLUSTER %s AS %s ENGINE = %s %s",
+				r.q(name), r.Cluster, r.q(m[1]), r.engine(src, r.globalPath(name)), src.clauses)}}, nil
+		}
+	}
+	if !strings.HasPrefix(rest, "(") {
+		return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s: want a column list or AS table", name)
+	}
+	end, err := closing(rest)
+	if err != nil {
+		return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s: %w", name, err)
+	}
+	cols, tail := rest[:end+1], strings.TrimSpace(rest[end+1:])
+	m := engineRE.FindStringSubmatch(tail)
+	if m == nil {
+		return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s: cannot read its ENGINE clause %q", name, head(tail))
+	}
+	def := tableDef{engine: m[1], args: strings.TrimSpace(m[2]), clauses: strings.TrimSpace(m[3])}
+	if !mergeTrees[def.engine] {
+		return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s: engine %s has no rule (only %s)", name, def.engine, keys(mergeTrees))
+	}
+	bare, err := stripComments(cols)
+	if err != nil {
+		return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s: %w", name, err)
+	}
+	def.kind = replicated
+	if uidColRE.MatchString(cols) {
+		def.kind = sharded
+	}
+	r.tables[name] = def
+	if def.kind == sharded {
+		return []Step{
+			{SQL: fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s%s ON CLUSTER %s %s ENGINE = %s %s",
+				r.q(name), LocalSuffix, r.Cluster, bare, r.engine(def, r.shardPath(name)), def.clauses)},
+			{SQL: fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s ON CLUSTER %s %s ENGINE = %s",
+				r.q(name), r.Cluster, cols, r.distributed(name))},
+		}, nil
+	}
+	return []Step{{SQL: fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s ON CLUSTER %s %s ENGINE = %s %s",
+		r.q(name), r.Cluster, bare, r.engine(def, r.globalPath(name)), def.clauses)}}, nil
+}
+
+func (r *Rewriter) alter(name, rest string) ([]Step, error) {
+	def, ok := r.tables[name]
+	if !ok {
+		return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: not a table of the migrations", name)
+	}
+	clauses, err := splitTop(rest)
+	if err != nil {
+		return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: %w", name, err)
+	}
+	var steps []Step
+	for _, c := range clauses {
+		if ifNotRE.MatchString(c) {
+			return nil, fmt.Errorf("chdb: ALTER TABLE %s: ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS", name)
+		}
+		m := addColRE.FindStringSubmatch(c + " ")
+		if m == nil {
+			return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: only ADD COLUMN has a rule, not %q", name, head(c))
+		}
+		bare, err := stripComments(c)
+		if err != nil {
+			return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: %w", name, err)
+		}
+		col := m[1]
+		if def.kind == sharded {
+			steps = append(steps,
+				Step{SQL: fmt.Sprintf("ALTER TABLE %s%s ON CLUSTER %s %s", r.q(name), LocalSuffix, r.Cluster, bare),
+					Table: name + LocalSuffix, Column: col, AllHosts: true},
+				Step{SQL: fmt.Sprintf("ALTER TABLE %s %s", name, bare), PerHost: true, Table: name, Column: col})
+			// 18.16's Distributed tables drop the COMMENT of ADD COLUMN;
+			// COMMENT COLUMN sets it (and setting it again is harmless).
+			if lit := commentOf(c); lit != "" {
+				steps = append(steps, Step{SQL: fmt.Sprintf("ALTER TABLE %s COMMENT COLUMN %s %s", name, col, lit), PerHost: true})
+			}
+		} else {
+			// One Replicated table on every server: ALTER it on one,
+			// ZooKeeper carries it to the others.
+			steps = append(steps, Step{SQL: fmt.Sprintf("ALTER TABLE %s %s", name, bare), Table: name, Column: col})
+		}
+	}
+	return steps, nil
+}
+
+// q qualifies a table name with the database: a statement ON CLUSTER runs
+// on the other servers in their default database otherwise.
+func (r *Rewriter) q(name string) string { return r.Database + "." + name }
+
+func (r *Rewriter) engine(def tableDef, path string) string {
+	args := fmt.Sprintf("'%s', '{replica}'", path)
+	if def.args != "" {
+		args += ", " + def.args
+	}
+	return fmt.Sprintf("Replicated%s(%s)", def.engine, args)
+}
+
+func (r *Rewriter) shardPath(name string) string {
+	return fmt.Sprintf("/clickhouse/tables/{shard}/%s/%s%s", r.Database, name, LocalSuffix)
+}
+
+func (r *Rewriter) globalPath(name string) string {
+	return fmt.Sprintf("/clickhouse/tables/all/%s/%s", r.Database, name)
+}
+
+func (r *Rewriter) distributed(name string) string {
+	return fmt.Sprintf("Distributed(%s, %s, %s%s, %s)", r.Cluster, r.Database, name, LocalSuffix, ShardingKey)
+}
+
+// closing returns the index of the parenthesis that closes s[0].
+func closing(s string) (int, error) {
+	depth := 0
+	var quot byte
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case quot != 0:
+			if ch == '\\' {
+				i++
+			} else if ch == quot {
+				quot = 0
+			}
+		case ch == '\'' || ch == '`' || ch == '"':
+			quot = ch
+		case ch == '(':
+			depth++
+		case ch == ')':
+			depth--
+			if depth == 0 {
+				return i, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("unbalanced parentheses")
+}
+
+// splitTop splits s at commas outside parentheses and quotes.
+func splitTop(s string) ([]string, error) {
+	var out []string
+	depth, start := 0, 0
+	var quot byte
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case quot != 0:
+			if ch == '\\' {
+				i++
+			} else if ch == quot {
+				quot = 0
+			}
+		case ch == '\'' || ch == '`' || ch == '"':
+			quot = ch
+		case ch == '(':
+			depth++
+		case ch == ')':
+			depth--
+		case ch == ',' && depth == 0:
+			out = append(out, strings.TrimSpace(s[start:i]))
+			start = i + 1
+		}
+	}
+	if quot != 0 || depth != 0 {
+		return nil, fmt.Errorf("unbalanced quotes or parentheses")
+	}
+	return append(out, strings.TrimSpace(s[start:])), nil
+}
+
+var commentRE = regexp.MustCompile(`(?i)^COMMENT\s*'`)
+
+// stripComments removes every COMMENT '...' outside quotes from s.
+func stripComments(s string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch == '\'' || ch == '`' || ch == '"' {
+			j, err := endQuote(s, i)
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(s[i : j+1])
+			i = j
+			continue
+		}
+		if (ch == 'C' || ch == 'c') && (i == 0 || !isIdent(s[i-1])) && commentRE.MatchString(s[i:]) {
+			q := i + strings.IndexByte(s[i:], '\'')
+			j, err := endQuote(s, q)
+			if err != nil {
+				return "", err
+			}
+			i = j
+			continue
+		}
+		b.WriteByte(ch)
+	}
+	return b.String(), nil
+}
+
+// commentOf returns the quoted literal of the first COMMENT '...' outside
+// quotes in s, quotes included, or "".
+func commentOf(s string) string {
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch == '\'' || ch == '`' || ch == '"' {
+			j, err := endQuote(s, i)
+			if err != nil {
+				return ""
+			}
+			i = j
+			continue
+		}
+		if (ch == 'C' || ch == 'c') && (i == 0 || !isIdent(s[i-1])) && commentRE.MatchString(s[i:]) {
+			q := i + strings.IndexByte(s[i:], '\'')
+			j, err := endQuote(s, q)
+			if err != nil {
+				return ""
+			}
+			return s[q : j+1]
+		}
+	}
+	return ""
+}
+
+func endQuote(s string, i int) (int, error) {
+	q := s[i]
+	for j := i + 1; j < len(s); j++ {
+		if s[j] == '\\' {
+			j++
+		} else if s[j] == q {
+			return j, nil
+		}
+	}
+	return 0, fmt.Errorf("unterminated quote %c", q)
+}
+
+func isIdent(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+func head(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 60 {
+		return s[:60] + "..."
+	}
+	return s
+}
+
+func keys(m map[string]bool) string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// hosts lists the native addresses of every server of the cluster, as the
+// server behind conn knows them (system.clusters).
+func hosts(ctx context.Context, conn driver.Conn, cluster string) ([]string, error) {
+	rows, err := conn.Query(ctx, "SELECT host_address, toString(port) FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", cluster)
+	if err != nil {
+		return nil, fmt.Errorf("chdb: servers of cluster %s: %w", cluster, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var h, p string
+		if err := rows.Scan(&h, &p); err != nil {
+			return nil, err
+		}
+		if strings.Contains(h, ":") {
+			h = "[" + h + "]"
+		}
+		out = append(out, h+":"+p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("chdb: the server knows no cluster %q (remote_servers in its configuration)", cluster)
+	}
+	return out, nil
+}
+
+// hasColumn says whether table has column in the connection's database.
+func hasColumn(ctx context.Context, conn driver.Conn, table, column string) (bool, error) {
+	var n uint64
+	err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?", table, column).Scan(&n)
+	return n > 0, err
+}
+
+// exists says whether the server behind conn has a database, or a table of
+// its connection's database when table is not empty.
+func exists(ctx context.Context, conn driver.Conn, db, table string) (bool, error) {
+	var n uint64
+	var err error
+	if table == "" {
+		err = conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = ?", db).Scan(&n)
+	} else {
+		err = conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table).Scan(&n)
+	}
+	return n > 0, err
+}
+
+// InsertSettings are the settings of the collector's inserts: on a cluster
+// the INSERT into a Distributed table returns once every shard's part of
+// it is written on a replica of that shard (not later, from a queue of the
+// receiving server), so a spool segment is deleted only after its rows are
+// on the shards.
+func InsertSettings(o Options) clickhouse.Settings {
+	if o.Cluster == "" {
+		return nil
+	}
+	return clickhouse.Settings{"insert_distributed_sync": 1}
+}
+
+// MigrateCluster is Migrate on the cluster o.Cluster: every migration is
+// rewritten (Rewriter) and run with ON CLUSTER or on every server. The
+// migrations table is one ReplicatedMergeTree with one ZooKeeper path for
+// the whole cluster, so every server knows what was applied, whichever a
+// migrator connects to. Migrators may run at once (every collector runs
+// one when it connects): CREATE ... IF NOT EXISTS ON CLUSTER is queued and
+// run in turn on each server, and an ADD COLUMN is checked first; the
+// loser of a race on the same ADD COLUMN fails, and its next attempt finds
+// the column and skips it.
+func MigrateCluster(ctx context.Context, conn driver.Conn, o Options, log *slog.Logger) ([]int, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	db := o.Database
+	if db == "" {
+		db = DefaultDatabase
+	}
+	ok, err := exists(ctx, conn, db, MigrationsTable)
+	if err != nil {
+		return nil, fmt.Errorf("chdb: %w", err)
+	}
+	if !ok {
+		if err := conn.Exec(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.%s ON CLUSTER %s (
+			version UInt32, name String, applied_at DateTime
+		) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/%s/%s', '{replica}') ORDER BY version`,
+			db, MigrationsTable, o.Cluster, db, MigrationsTable)); err != nil {
+			return nil, fmt.Errorf("chdb: create %s: %w", MigrationsTable, err)
+		}
+	}
+	migs, err := schemas.Migrations()
+	if err != nil {
+		return nil, err
+	}
+	return migrateCluster(ctx, conn, o, db, migs, log)
+}
+
+func migrateCluster(ctx context.Context, conn driver.Conn, o Options, db string, migs []schemas.Migration, log *slog.Logger) ([]int, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	done, err := Applied(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	rw := NewRewriter(o.Cluster, db)
+	var applied []int
+	for _, m := range migs {
+		var (
+			steps []Step
+			of    []int // the statement each step comes from, 1-based
+		)
+		for i, stmt := range m.Statements {
+			st, err := rw.Rewrite(stmt)
+			if err != nil {
+				return applied, &MigrationError{Version: m.Version, Name: m.Name, Statement: i + 1, Err: err}
+			}
+			steps = append(steps, st...)
+			for range st {
+				of = append(of, i+1)
+			}
+		}
+		if done[m.Version] {
+			continue
+		}
+		for i, st := range steps {
+			if err := runStep(ctx, conn, o, st); err != nil {
+				return applied, &MigrationError{Version: m.Version, Name: m.Name, Statement: of[i], Err: fmt.Errorf("%w (cluster statement: %s)", err, head(st.SQL))}
+			}
+		}
+		if err := record(ctx, conn, m); err != nil {
+			return applied, &MigrationError{Version: m.Version, Name: m.Name, Err: err}
+		}
+		log.Info("migration applied on the cluster", "version", m.Version, "name", m.Name, "cluster", o.Cluster)
+		applied = append(applied, m.Version)
+	}
+	return applied, nil
+}
+
+func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
+	if !st.PerHost && !st.AllHosts {
+		if st.Table != "" {
+			if ok, err := hasColumn(ctx, conn, st.Table, st.Column); err != nil || ok {
+				return err
+			}
+		}
+		return conn.Exec(ctx, st.SQL)
+	}
+	addrs, err := hosts(ctx, conn, o.Cluster)
+	if err != nil {
+		return err
+	}
+	have := 0
+	for _, a := range addrs {
+		err := onHost(ctx, o, a, func(c driver.Conn) error {
+			if st.Table == "" {
+				return c.Exec(ctx, st.SQL)
+			}
+			ok, err := hasColumn(ctx, c, st.Table, st.Column)
+			if err != nil {
+				return err
+			}
+			if ok {
+				have++
+				return nil
+			}
+			if st.PerHost {
+				return c.Exec(ctx, st.SQL)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("on %s: %w", a, err)
+		}
+	}
+	if st.PerHost || have == len(addrs) {
+		return nil
+	}
+	if have > 0 {
+		return fmt.Errorf("column %s is in %s on %d of %d servers: wait for replication, or add it by hand where it is missing", st.Column, st.Table, have, len(addrs))
+	}
+	return conn.Exec(ctx, st.SQL)
+}
+
+// onHost runs f on a connection to one server of the cluster.
+func onHost(ctx context.Context, o Options, addr string, f func(driver.Conn) error) error {
+	h := o
+	h.Addr, h.More, h.MaxOpenConns = addr, nil, 1
+	c, err := Open(ctx, h)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return f(c)
+}
