@@ -92,14 +92,15 @@ func NewRewriter(cluster, db string) *Rewriter {
 }
 
 var (
-	createRE   = regexp.MustCompile(`(?is)^CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+([A-Za-z_][A-Za-z0-9_]*)\s*(.*)$`)
-	asRE       = regexp.MustCompile(`(?is)^AS\s+([A-Za-z_][A-Za-z0-9_]*)$`)
-	engineRE   = regexp.MustCompile(`(?is)^ENGINE\s*=\s*([A-Za-z]+)\s*(?:\(([^()]*)\))?\s*(.*)$`)
-	alterRE    = regexp.MustCompile(`(?is)^ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\s+(.*)$`)
-	addColRE   = regexp.MustCompile(`(?is)^ADD\s+COLUMN\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
-	ifNotRE    = regexp.MustCompile(`(?i)^ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS`)
-	uidColRE   = regexp.MustCompile(`(?m)(^|[(,]\s*)measurement_uid\s+UUID\b`)
-	mergeTrees = map[string]bool{"MergeTree": true, "ReplacingMergeTree": true}
+	createRE     = regexp.MustCompile(`(?is)^CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+([A-Za-z_][A-Za-z0-9_]*)\s*(.*)$`)
+	asRE         = regexp.MustCompile(`(?is)^AS\s+([A-Za-z_][A-Za-z0-9_]*)$`)
+	engineRE     = regexp.MustCompile(`(?is)^ENGINE\s*=\s*([A-Za-z]+)\s*(?:\(([^()]*)\))?\s*(.*)$`)
+	alterRE      = regexp.MustCompile(`(?is)^ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\s+(.*)$`)
+	addColRE     = regexp.MustCompile(`(?is)^ADD\s+COLUMN\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
+	ifNotRE      = regexp.MustCompile(`(?i)^ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS`)
+	commentColRE = regexp.MustCompile(`(?is)^COMMENT\s+COLUMN\s+([A-Za-z_][A-Za-z0-9_]*)\s+('(?:[^'\\]|\\.|'')*')\s*$`)
+	uidColRE     = regexp.MustCompile(`(?m)(^|[(,]\s*)measurement_uid\s+UUID\b`)
+	mergeTrees   = map[string]bool{"MergeTree": true, "ReplacingMergeTree": true}
 )
 
 // Rewrite returns the cluster steps of one single-node statement.
@@ -187,9 +188,18 @@ func (r *Rewriter) alter(name, rest string) ([]Step, error) {
 		if ifNotRE.MatchString(c) {
 			return nil, fmt.Errorf("chdb: ALTER TABLE %s: ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS", name)
 		}
+		if cm := commentColRE.FindStringSubmatch(c); cm != nil {
+			// Comments live on the Distributed tables only (18.16's
+			// Replicated tables refuse them): set it there on every
+			// server; a replicated table keeps none.
+			if def.kind == sharded {
+				steps = append(steps, Step{SQL: fmt.Sprintf("ALTER TABLE %s COMMENT COLUMN %s %s", name, cm[1], cm[2]), PerHost: true})
+			}
+			continue
+		}
 		m := addColRE.FindStringSubmatch(c + " ")
 		if m == nil {
-			return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: only ADD COLUMN has a rule, not %q", name, head(c))
+			return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: only ADD COLUMN and COMMENT COLUMN have a rule, not %q", name, head(c))
 		}
 		bare, err := stripComments(c)
 		if err != nil {
