@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -462,8 +463,8 @@ func InsertSettings(o Options) clickhouse.Settings {
 // migrator connects to. Migrators may run at once (every collector runs
 // one when it connects): CREATE ... IF NOT EXISTS ON CLUSTER is queued and
 // run in turn on each server, and an ADD COLUMN is checked first; the
-// loser of a race on the same ADD COLUMN fails, and its next attempt finds
-// the column and skips it.
+// loser of a race on the same ADD COLUMN gets an error from ClickHouse,
+// waits for the winner's column to be on every server, and goes on.
 func MigrateCluster(ctx context.Context, conn driver.Conn, o Options, log *slog.Logger) ([]int, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -520,7 +521,7 @@ func migrateCluster(ctx context.Context, conn driver.Conn, o Options, db string,
 			continue
 		}
 		for i, st := range steps {
-			if err := runStep(ctx, conn, o, st); err != nil {
+			if err := runStepRaced(ctx, conn, o, st); err != nil {
 				return applied, &MigrationError{Version: m.Version, Name: m.Name, Statement: of[i], Err: fmt.Errorf("%w (cluster statement: %s)", err, head(st.SQL))}
 			}
 		}
@@ -531,6 +532,46 @@ func migrateCluster(ctx context.Context, conn driver.Conn, o Options, db string,
 		applied = append(applied, m.Version)
 	}
 	return applied, nil
+}
+
+// runStepRaced runs st; when an ADD COLUMN fails because another migrator
+// added the column meanwhile (two collectors starting together), it waits
+// for the column to be where st wants it, and then the step is done.
+func runStepRaced(ctx context.Context, conn driver.Conn, o Options, st Step) error {
+	err := runStep(ctx, conn, o, st)
+	if err == nil || st.Column == "" {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if ok, cerr := columnEverywhere(ctx, conn, o, st); cerr == nil && ok {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return err
+}
+
+// columnEverywhere says whether st's column is in st's table on every
+// server (AllHosts, PerHost) or on the connection's.
+func columnEverywhere(ctx context.Context, conn driver.Conn, o Options, st Step) (bool, error) {
+	if !st.PerHost && !st.AllHosts {
+		return hasColumn(ctx, conn, st.Table, st.Column)
+	}
+	addrs, err := hosts(ctx, conn, o.Cluster)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		var ok bool
+		if err := onHost(ctx, o, a, func(c driver.Conn) (err error) {
+			ok, err = hasColumn(ctx, c, st.Table, st.Column)
+			return err
+		}); err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
