@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,7 @@ type Session struct {
 	timer    *time.Timer
 	deadline time.Time // when timer revokes an active session
 	view     any
+	refusal  error // why Admit refused the session
 }
 
 // State returns the session's state.
@@ -91,6 +93,10 @@ type NegotiatorConfig struct {
 	// 1 per second with a burst of 20).
 	Rate  float64
 	Burst int
+	// Admit, when set, is asked before a session takes a slot, with the
+	// session's test; an error refuses it instead (503 with the error's
+	// text): a volunteer's peer whose day has no room left for a test.
+	Admit func(test string) error
 }
 
 // Negotiator hands out tokens and slots.
@@ -168,6 +174,8 @@ func (n *Negotiator) Load() (active, queued, capacity int) {
 var (
 	ErrRateLimited = errors.New("too many negotiate requests from this address: slow down")
 	ErrQueueFull   = errors.New("the queue is full: try again later")
+	// ErrRefused wraps the reason NegotiatorConfig.Admit gave.
+	ErrRefused = errors.New("refused")
 )
 
 // Negotiation is the answer to a negotiate request.
@@ -259,6 +267,9 @@ func (n *Negotiator) NegotiateTest(ctx context.Context, test, token, uid, client
 		}
 		return Negotiation{Session: s, QueuePos: pos, TTL: n.cfg.QueueGrace}, nil
 	}
+	if s.refusal != nil {
+		return Negotiation{}, fmt.Errorf("%w: %w", ErrRefused, s.refusal)
+	}
 	return Negotiation{}, ErrUnknownToken
 }
 
@@ -286,6 +297,16 @@ func (n *Negotiator) unchokeLocked() {
 	for n.active < n.cfg.Capacity && len(n.queue) > 0 {
 		s := n.queue[0]
 		n.queue = n.queue[1:]
+		if n.cfg.Admit != nil {
+			if err := n.cfg.Admit(s.Test); err != nil {
+				s.mu.Lock()
+				s.state, s.refusal = Revoked, err
+				close(s.unchoked)
+				s.mu.Unlock()
+				n.onEvent("refused")
+				continue
+			}
+		}
 		n.active++
 		s.mu.Lock()
 		s.state = Active
@@ -437,7 +458,7 @@ func StatusOf(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, ErrRateLimited):
 		return http.StatusTooManyRequests
-	case errors.Is(err, ErrQueueFull):
+	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrRefused):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError

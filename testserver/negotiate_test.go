@@ -2,6 +2,9 @@ package testserver
 
 import (
 	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -57,5 +60,42 @@ func TestExtendAndWithdraw(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if got := a.Session.State(); got != Revoked {
 		t.Fatalf("a is %v after the extended timeout, want Revoked", got)
+	}
+}
+
+// TestAdmitAtTurn: Admit is asked when a session's turn comes, not only
+// when it arrives: an agent admitted while another test ran is refused, with
+// the reason, if that test used the room it was admitted to; the next one
+// gets the slot.
+func TestAdmitAtTurn(t *testing.T) {
+	var full atomic.Bool
+	n := NewNegotiator(NegotiatorConfig{Capacity: 1, LongPoll: 50 * time.Millisecond, Rate: 100,
+		Admit: func(string) error {
+			if full.Load() {
+				return errors.New("no room left today")
+			}
+			return nil
+		}})
+	ctx := context.Background()
+	first, err := n.Negotiate(ctx, "", "", "192.0.2.1")
+	if err != nil || !first.Unchoked {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	waiting, err := n.Negotiate(ctx, "", "", "192.0.2.2")
+	if err != nil || waiting.Unchoked {
+		t.Fatalf("second: %+v %v", waiting, err)
+	}
+	full.Store(true) // the first test used the room
+	n.Release(first.Session)
+	_, err = n.Negotiate(ctx, "", waiting.Session.Token, "192.0.2.2")
+	if !errors.Is(err, ErrRefused) || StatusOf(err) != 503 || !strings.Contains(err.Error(), "no room left today") {
+		t.Fatalf("the waiting agent's turn: %v (status %d)", err, StatusOf(err))
+	}
+	if active, queued, _ := n.Load(); active != 0 || queued != 0 {
+		t.Fatalf("after the refusal: %d active, %d queued", active, queued)
+	}
+	full.Store(false)
+	if next, err := n.Negotiate(ctx, "", "", "192.0.2.3"); err != nil || !next.Unchoked {
+		t.Fatalf("a new agent with room again: %+v %v", next, err)
 	}
 }

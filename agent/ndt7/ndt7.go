@@ -194,8 +194,17 @@ func (s *series) maybeAdd(el time.Duration, n int64) (float64, bool) {
 	return s.add(el, n), true
 }
 
+// minSampleGap is the shortest interval a sample's rate is computed over:
+// the last sample, taken when the subtest ends, can follow the previous one
+// by microseconds, and a megabyte over a microsecond reads as Tbit/s. Such
+// a sample replaces the previous one instead.
+const minSampleGap = 0.010 // seconds
+
 func (s *series) add(el time.Duration, n int64) float64 {
-	t := el.Seconds()
+	t := round3(el.Seconds())
+	if k := len(s.samples); k > 0 && t-s.samples[k-1].TS < minSampleGap {
+		s.samples = s.samples[:k-1]
+	}
 	mbps := 0.0
 	if k := len(s.samples); k > 0 {
 		prev := s.samples[k-1]
@@ -206,7 +215,7 @@ func (s *series) add(el time.Duration, n int64) float64 {
 		mbps = float64(n) * 8 / 1e6 / t
 	}
 	if len(s.samples) < schemas.MaxThroughputSamples {
-		s.samples = append(s.samples, schemas.ThroughputSample{TS: round3(t), Bytes: uint64(n), Mbps: round3(mbps)})
+		s.samples = append(s.samples, schemas.ThroughputSample{TS: t, Bytes: uint64(n), Mbps: round3(mbps)})
 	}
 	return mbps
 }

@@ -23,12 +23,11 @@ import (
 // errDailyCap ends the I/O of a connection once the day's volume is used.
 var errDailyCap = errors.New("peer: the volunteer's daily volume for serving peers is used up")
 
-// Once the day's budget is gone, a connection accepted afterwards may still
-// read and write grace bytes: enough to take a request and answer it with
-// the refusal, not enough to carry a test. Those bytes are counted apart
-// (meter.over), and bounded too, by maxOver a day: past it, connections are
-// closed unanswered. Connections accepted before the budget was gone get no
-// grace: their tests are cut.
+// Once the day's budget is gone, a connection may still read and write
+// grace bytes: enough to take a request and answer it with the refusal
+// (every request gets one then, see Server.admit), not enough to carry a
+// test. Those bytes are counted apart (meter.over), and bounded too, by
+// maxOver a day: past it, connections are closed unanswered.
 const (
 	grace   = 8 << 10
 	maxOver = 1 << 20
@@ -205,11 +204,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	g := 0
-	if l.m.full() {
-		g = grace
-	}
-	mc := &conn{Conn: c, m: l.m, ctx: ctx, cancel: cancel, grace: g, l: l}
+	mc := &conn{Conn: c, m: l.m, ctx: ctx, cancel: cancel, grace: grace, l: l}
 	l.mu.Lock()
 	if l.conns == nil {
 		l.conns = map[*conn]struct{}{}

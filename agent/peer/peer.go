@@ -161,8 +161,16 @@ func Start(opts Options, caps schemas.PeerCaps) (*Server, error) {
 	}
 	svc, err := service.New(service.Config{
 		ID: opts.ID, Version: opts.Version, CollectorURL: opts.CollectorURL,
-		SpoolDir:     filepath.Join(opts.StateDir, "peer-spool"),
-		Negotiator:   testserver.NegotiatorConfig{Capacity: caps.MaxTests, MaxQueue: maxQueue(caps)},
+		SpoolDir: filepath.Join(opts.StateDir, "peer-spool"),
+		// Admission is checked again when a waiting agent's turn comes:
+		// the tests before it may have used the room it was admitted to.
+		Negotiator: testserver.NegotiatorConfig{Capacity: caps.MaxTests, MaxQueue: maxQueue(caps),
+			Admit: func(string) error {
+				if s.exhausted() {
+					return s.usedUp()
+				}
+				return nil
+			}},
 		NDT7Duration: opts.NDT7Duration, Peer: true, Logger: opts.Logger,
 	})
 	if err != nil {
@@ -219,8 +227,13 @@ func (s *Server) admit(h http.Handler) http.Handler {
 		w.Header().Set("Retry-After", "3600")
 		w.Header().Set("Connection", "close")
 		w.WriteHeader(http.StatusServiceUnavailable)
-		json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf("this volunteer's daily volume for serving peers (%d MB) is used up until 00:00 UTC", s.Caps().DailyMB)})
+		json.NewEncoder(w).Encode(map[string]string{"error": s.usedUp().Error()})
 	})
+}
+
+// usedUp is the reason of a refusal once the day has no room left.
+func (s *Server) usedUp() error {
+	return fmt.Errorf("this volunteer's daily volume for serving peers (%d MB) is used up until 00:00 UTC", s.Caps().DailyMB)
 }
 
 // hello answers the collector's reachability check.

@@ -183,8 +183,9 @@ func TestCapsHoldUnderLoad(t *testing.T) {
 }
 
 // TestDailyCapCutsExactly: a transfer that would pass the day's volume is
-// cut at exactly the cap, whatever the sender tries; a connection made
-// afterwards gets only its grace.
+// cut at exactly the cap plus one connection's grace (room for a refusal),
+// whatever the sender tries; a connection made afterwards gets only its
+// grace, and past maxOver a day nothing.
 func TestDailyCapCutsExactly(t *testing.T) {
 	m := newMeter(schemas.PeerCaps{MaxTests: 1, MaxMbps: 1000, DailyMB: 1}, time.Now)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -217,14 +218,22 @@ func TestDailyCapCutsExactly(t *testing.T) {
 		n, _ := io.Copy(io.Discard, c)
 		return n
 	}
-	if got, wrote := read(), <-served; got != 1_000_000 || wrote != 1_000_000 {
-		t.Fatalf("first connection: read %d bytes, the server wrote %d; want exactly the cap, 1000000", got, wrote)
+	if got, wrote := read(), <-served; got != 1_000_000+grace || int64(wrote) != got {
+		t.Fatalf("first connection: read %d bytes, the server wrote %d; want exactly the cap and the grace, %d", got, wrote, 1_000_000+grace)
 	}
 	if got, wrote := read(), <-served; got != grace || wrote != grace {
 		t.Fatalf("after the cap: read %d, wrote %d; want the grace, %d", got, wrote, grace)
 	}
-	if _, used, _ := m.usage(); used != 1_000_000 || m.overflow() != grace {
+	if _, used, _ := m.usage(); used != 1_000_000 || m.overflow() != 2*grace {
 		t.Fatalf("meter: %d used, %d past the cap", used, m.overflow())
+	}
+	// Past maxOver a day, not even the grace.
+	for m.overflow() < maxOver {
+		read()
+		<-served
+	}
+	if got := read(); got != 0 {
+		t.Fatalf("past the day's overflow bound: read %d bytes", got)
 	}
 }
 
