@@ -159,12 +159,6 @@ func (m *meter) restore(day string, used int64) {
 	}
 }
 
-// full says whether today's budget is gone.
-func (m *meter) full() bool {
-	_, used, daily := m.usage()
-	return used >= daily
-}
-
 // listener wraps the accepted connections in the meter, and keeps them,
 // so that closing it ends them all: an ndt7 test's WebSocket is hijacked
 // from the HTTP server, whose Shutdown does not wait for it nor end it.
