@@ -5,9 +5,15 @@ package chdb
 
 import (
 	"context"
+	sqldriver "database/sql/driver"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"regexp"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -81,6 +87,41 @@ func Open(ctx context.Context, o Options) (driver.Conn, error) {
 // migrations: what `neubot-server migrate`, `up` and the tests all run. With
 // o.Cluster set it does so on the whole cluster (see cluster.go).
 func Setup(ctx context.Context, o Options, log *slog.Logger) (driver.Conn, error) {
+	if o.Cluster == "" {
+		return setup(ctx, o, log)
+	}
+	// On a cluster, a server may drop a connection while it runs a
+	// distributed DDL (seen once in about twenty runs of two migrators at
+	// once on a loaded 2×2 test cluster): every step is idempotent, so
+	// try again, as a collector would.
+	var err error
+	for attempt := 1; ; attempt++ {
+		var conn driver.Conn
+		if conn, err = setup(ctx, o, log); err == nil || attempt == 3 || !transient(err) {
+			return conn, err
+		}
+		if log != nil {
+			log.Warn("chdb: cluster set-up interrupted; trying again", "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
+	}
+}
+
+// transient says whether err is a connection the server dropped.
+func transient(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) || errors.Is(err, sqldriver.ErrBadConn) ||
+		errors.As(err, &ne) && ne.Timeout() ||
+		// clickhouse-go does not always wrap the socket's error.
+		strings.Contains(err.Error(), "failed to read packet")
+}
+
+func setup(ctx context.Context, o Options, log *slog.Logger) (driver.Conn, error) {
 	db := o.Database
 	if db == "" {
 		db = DefaultDatabase

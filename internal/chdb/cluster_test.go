@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -152,11 +154,26 @@ func TestRewrite(t *testing.T) {
 func TestClusterMigrations(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cl, err := localcluster.Start(ctx, localcluster.Config{Dir: t.TempDir(), Name: "c2", Shards: 2, Replicas: 2, Database: "mig"})
+	dir := t.TempDir()
+	cl, err := localcluster.Start(ctx, localcluster.Config{Dir: dir, Name: "c2", Shards: 2, Replicas: 2, Database: "mig"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Stop()
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		logs, _ := filepath.Glob(filepath.Join(dir, "*", "log", "clickhouse-server.err.log"))
+		for _, l := range logs {
+			if b, err := os.ReadFile(l); err == nil {
+				if len(b) > 3000 {
+					b = b[len(b)-3000:]
+				}
+				t.Logf("%s (tail):\n%s", l, b)
+			}
+		}
+	}()
 	addrs := cl.Addrs()
 
 	var wg sync.WaitGroup
