@@ -57,6 +57,9 @@ type Config struct {
 	// public Internet (loopback for a demo on one machine, a test's
 	// namespaces); by default, private and special addresses are refused.
 	PeerNetworks []netip.Prefix
+	// TrustProxy takes a peer's address from X-Forwarded-For: only
+	// behind the operator's own proxy or load balancer, which must set it.
+	TrustProxy bool
 }
 
 // Collector is the ingest service. Create it with New, serve Handler, run

@@ -33,6 +33,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -114,15 +115,29 @@ func (c *Collector) peerSourceAllowed(ip netip.Addr) bool {
 	return true
 }
 
-// peerURL makes a peer's URL from the address its registration came from.
-func peerURL(remoteAddr string, port int) (string, netip.Addr, error) {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
+// sourceAddr is the address a registration came from: the connection's,
+// or behind the operator's own proxy (Config.TrustProxy) the last address of
+// the last X-Forwarded-For line, the one that proxy appended (what comes
+// before may be the sender's own invention).
+func (c *Collector) sourceAddr(r *http.Request) string {
+	if c.cfg.TrustProxy {
+		if v := r.Header.Values("X-Forwarded-For"); len(v) > 0 {
+			parts := strings.Split(v[len(v)-1], ",")
+			return strings.TrimSpace(parts[len(parts)-1])
+		}
 	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// peerURL makes a peer's URL from the address its registration came from.
+func peerURL(host string, port int) (string, netip.Addr, error) {
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return "", netip.Addr{}, fmt.Errorf("cannot tell the address of the registration (%q)", remoteAddr)
+		return "", netip.Addr{}, fmt.Errorf("cannot tell the address of the registration (%.64q)", host)
 	}
 	ip = ip.Unmap().WithZone("")
 	return "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(port)), ip, nil
@@ -135,10 +150,7 @@ func (c *Collector) handlePeerRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rdv := c.rendezvous()
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
+	host := c.sourceAddr(r)
 	key := ratelimit.Key(host) // an IPv4 address, an IPv6 /64
 	if !c.peerRate.Allow(key, rdv.clock()) {
 		w.Header().Set("Retry-After", "10")
@@ -158,7 +170,7 @@ func (c *Collector) handlePeerRegister(w http.ResponseWriter, r *http.Request) {
 		rendezvousInvalid(w, err)
 		return
 	}
-	url, ip, err := peerURL(r.RemoteAddr, reg.Peer.Port)
+	url, ip, err := peerURL(host, reg.Peer.Port)
 	if err != nil {
 		rendezvousFail(w, http.StatusBadRequest, nil, "%v", err)
 		return

@@ -263,6 +263,35 @@ func TestRendezvousKeepsAServer(t *testing.T) {
 	t.Fatalf("21 answers all start with %s", first[0].ID)
 }
 
+// TestPeerBehindProxy: behind the operator's proxy (TrustProxy) a peer's
+// address is the last X-Forwarded-For entry; otherwise the header is
+// ignored. No connection is made to the forwarded address: it is private.
+func TestPeerBehindProxy(t *testing.T) {
+	h := newHelloServer(t, "peer-a", "")
+	body, _ := json.Marshal(peerRegistration("peer-a", h.port))
+	post := func(url string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, url+PeerRegisterPath, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Add("X-Forwarded-For", "127.0.0.1, 203.0.113.50")
+		req.Header.Add("X-Forwarded-For", "192.0.2.1, 10.20.30.40")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	_, proxied, _ := rendezvousServer(t, Config{TrustProxy: true, PeerNetworks: loopbackPeers.PeerNetworks})
+	if code, b := post(proxied.URL); code != http.StatusForbidden || !strings.Contains(b, "10.20.30.40") {
+		t.Fatalf("behind a trusted proxy: %d %s; want 403 naming 10.20.30.40", code, b)
+	}
+	_, direct, _ := rendezvousServer(t, loopbackPeers)
+	if code, b := post(direct.URL); code != http.StatusOK || !strings.Contains(b, `"url":"http://127.0.0.1:`) {
+		t.Fatalf("without trusting the header: %d %s; want the connection's address", code, b)
+	}
+}
+
 // TestPeerRegistrationRefused: the two kinds of registration do not mix,
 // an operator can turn peers off, and one address lists a bounded number.
 func TestPeerRegistrationRefused(t *testing.T) {

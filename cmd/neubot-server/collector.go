@@ -21,6 +21,7 @@ func cmdCollector(args []string) error {
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on shutdown, load the spool for at most this long; the rest is kept")
 	registerToken := fs.String("register-token", "", "bearer token test servers must present to register (volunteers' agents serving peers need none: they are checked by connecting back)")
 	peerNets := fs.String("peer-networks", "", "comma-separated networks peers may also register from, besides the public Internet (e.g. 10.0.0.0/8 for a lab)")
+	trustProxy := fs.Bool("trust-proxy", false, "take peers' addresses from X-Forwarded-For (only behind your own proxy or load balancer, which sets it)")
 	noPeers := fs.Bool("no-peers", false, "turn peer-to-peer mode off: refuse volunteers' agents that offer to serve tests, list no peers")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
@@ -53,6 +54,7 @@ func cmdCollector(args []string) error {
 		Logger:        log,
 		NoPeers:       *noPeers,
 		PeerNetworks:  nets,
+		TrustProxy:    *trustProxy,
 		RegisterToken: *registerToken,
 	})
 	if err != nil {
