@@ -33,10 +33,10 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/schemas"
 )
@@ -116,22 +116,9 @@ func (c *Collector) peerSourceAllowed(ip netip.Addr) bool {
 }
 
 // sourceAddr is the address a registration came from: the connection's,
-// or behind the operator's own proxy (Config.TrustProxy) the last address of
-// the last X-Forwarded-For line, the one that proxy appended (what comes
-// before may be the sender's own invention).
-func (c *Collector) sourceAddr(r *http.Request) string {
-	if c.cfg.TrustProxy {
-		if v := r.Header.Values("X-Forwarded-For"); len(v) > 0 {
-			parts := strings.Split(v[len(v)-1], ",")
-			return strings.TrimSpace(parts[len(parts)-1])
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+// or behind the operator's own proxy (Config.TrustProxy) the one it put in
+// X-Forwarded-For.
+func (c *Collector) sourceAddr(r *http.Request) string { return httpx.ClientAddr(r, c.cfg.TrustProxy) }
 
 // peerURL makes a peer's URL from the address its registration came from.
 func peerURL(host string, port int) (string, netip.Addr, error) {

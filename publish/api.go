@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -31,6 +30,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/neubot/neubot/collector/annotate"
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/ratelimit"
 )
 
@@ -160,21 +160,7 @@ func (a *API) rateLimit(next http.Handler) http.Handler {
 }
 
 // clientAddr is the caller's address, per the proxy policy.
-func (a *API) clientAddr(r *http.Request) string {
-	if a.cfg.TrustProxy {
-		// The last address of the last header line: the one our proxy
-		// appended (what came before may be the client's own invention).
-		if v := r.Header.Values("X-Forwarded-For"); len(v) > 0 {
-			parts := strings.Split(v[len(v)-1], ",")
-			return strings.TrimSpace(parts[len(parts)-1])
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+func (a *API) clientAddr(r *http.Request) string { return httpx.ClientAddr(r, a.cfg.TrustProxy) }
 
 // Whoami is the caller's network, as Neubot annotates measurements; the
 // full address is not returned, only its truncated prefix.

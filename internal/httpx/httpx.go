@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -107,4 +108,22 @@ func WithConn(ctx context.Context, c net.Conn) context.Context {
 func ConnFrom(ctx context.Context) net.Conn {
 	c, _ := ctx.Value(connKey{}).(net.Conn)
 	return c
+}
+
+// ClientAddr is the address a request came from: the connection's, or,
+// behind the operator's own proxy (trustProxy), the last address of the
+// last X-Forwarded-For line, the one that proxy appended (what comes before
+// may be the client's own invention).
+func ClientAddr(r *http.Request, trustProxy bool) string {
+	if trustProxy {
+		if v := r.Header.Values("X-Forwarded-For"); len(v) > 0 {
+			parts := strings.Split(v[len(v)-1], ",")
+			return strings.TrimSpace(parts[len(parts)-1])
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
