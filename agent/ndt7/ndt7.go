@@ -194,29 +194,9 @@ func (s *series) maybeAdd(el time.Duration, n int64) (float64, bool) {
 	return s.add(el, n), true
 }
 
-// minSampleGap is the shortest interval a sample's rate is computed over:
-// the last sample, taken when the subtest ends, can follow the previous one
-// by microseconds, and a megabyte over a microsecond reads as Tbit/s. Such
-// a sample replaces the previous one instead.
-const minSampleGap = 0.010 // seconds
-
 func (s *series) add(el time.Duration, n int64) float64 {
-	t := round3(el.Seconds())
-	if k := len(s.samples); k > 0 && t-s.samples[k-1].TS < minSampleGap {
-		s.samples = s.samples[:k-1]
-	}
-	mbps := 0.0
-	if k := len(s.samples); k > 0 {
-		prev := s.samples[k-1]
-		if dt := t - prev.TS; dt > 0 {
-			mbps = float64(uint64(n)-prev.Bytes) * 8 / 1e6 / dt
-		}
-	} else if t > 0 {
-		mbps = float64(n) * 8 / 1e6 / t
-	}
-	if len(s.samples) < schemas.MaxThroughputSamples {
-		s.samples = append(s.samples, schemas.ThroughputSample{TS: t, Bytes: uint64(n), Mbps: round3(mbps)})
-	}
+	var mbps float64
+	s.samples, mbps = plugin.AppendSample(s.samples, el.Seconds(), uint64(n))
 	return mbps
 }
 

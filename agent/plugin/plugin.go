@@ -61,6 +61,38 @@ func (env Env) Envelope(test, testVersion, uid string, start time.Time) schemas.
 	}
 }
 
+// minSampleGap is the shortest interval, seconds, a sample's rate is
+// computed over: a sample microseconds after the previous one (the last one
+// of a phase, or counters that arrive bunched) would read a megabyte as
+// Tbit/s. Such a sample replaces the previous one instead.
+const minSampleGap = 0.010
+
+// AppendSample appends to samples the sample of a cumulative byte counter
+// at t seconds since the phase started (rounded to the millisecond), with
+// the goodput since the previous sample, or since the start for the first;
+// past schemas.MaxThroughputSamples it appends nothing. It returns the
+// samples and that goodput, Mbit/s, not rounded. The speedtest's and ndt7's
+// clients sample this way.
+func AppendSample(samples []schemas.ThroughputSample, t float64, bytes uint64) ([]schemas.ThroughputSample, float64) {
+	t = math.Round(t*1000) / 1000
+	if k := len(samples); k > 0 && t-samples[k-1].TS < minSampleGap {
+		samples = samples[:k-1]
+	}
+	mbps := 0.0
+	if k := len(samples); k > 0 {
+		prev := samples[k-1]
+		if dt := t - prev.TS; dt > 0 {
+			mbps = float64(bytes-prev.Bytes) * 8 / 1e6 / dt
+		}
+	} else if t > 0 {
+		mbps = float64(bytes) * 8 / 1e6 / t
+	}
+	if len(samples) < schemas.MaxThroughputSamples {
+		samples = append(samples, schemas.ThroughputSample{TS: t, Bytes: bytes, Mbps: math.Round(mbps*1000) / 1000})
+	}
+	return samples, mbps
+}
+
 // Progress is a live update of a running test.
 type Progress struct {
 	Phase    string  // e.g. negotiate, latency, download, upload, collect

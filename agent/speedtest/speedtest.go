@@ -224,25 +224,7 @@ type series struct {
 }
 
 func (s *series) add(t float64, bytes uint64) {
-	// A sample microseconds after the previous one (the server's upload
-	// counters can arrive bunched) would read as Tbit/s: it replaces
-	// the previous one instead.
-	t = round3(t)
-	if n := len(s.samples); n > 0 && t-s.samples[n-1].TS < 0.010 {
-		s.samples = s.samples[:n-1]
-	}
-	mbps := 0.0
-	if n := len(s.samples); n > 0 {
-		prev := s.samples[n-1]
-		if dt := t - prev.TS; dt > 0 {
-			mbps = float64(bytes-prev.Bytes) * 8 / 1e6 / dt
-		}
-	} else if t > 0 {
-		mbps = float64(bytes) * 8 / 1e6 / t
-	}
-	if len(s.samples) < schemas.MaxThroughputSamples {
-		s.samples = append(s.samples, schemas.ThroughputSample{TS: t, Bytes: bytes, Mbps: round3(mbps)})
-	}
+	s.samples, _ = plugin.AppendSample(s.samples, t, bytes)
 }
 
 // at returns the cumulative bytes at time t, interpolating between samples.
