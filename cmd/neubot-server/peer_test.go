@@ -37,32 +37,6 @@ import (
 	"github.com/neubot/neubot/schemas"
 )
 
-var (
-	agentBuildOnce sync.Once
-	agentBin       string
-	agentBuildErr  error
-)
-
-// buildAgent compiles cmd/neubot once per test binary.
-func buildAgent(t *testing.T) string {
-	t.Helper()
-	agentBuildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "neubot-agent-bin-")
-		if err != nil {
-			agentBuildErr = err
-			return
-		}
-		agentBin = filepath.Join(dir, "neubot")
-		if out, err := exec.Command("go", "build", "-o", agentBin, "../neubot").CombinedOutput(); err != nil {
-			agentBuildErr = fmt.Errorf("go build ../neubot: %v\n%s", err, out)
-		}
-	})
-	if agentBuildErr != nil {
-		t.Fatal(agentBuildErr)
-	}
-	return agentBin
-}
-
 // testnet is the bridge and the namespaces of the test.
 type testnet struct {
 	t      *testing.T
@@ -402,11 +376,9 @@ func TestPeersAcrossHosts(t *testing.T) {
 	}
 	// The firewalled agent was never listed: the collector never
 	// registered it, and the rendezvous lists only the listener.
-	if logs := logBuf.String(); strings.Contains(logs, "test server registered") && strings.Contains(logs, "id="+blockedID) {
-		for _, line := range strings.Split(logs, "\n") {
-			if strings.Contains(line, "test server registered") && strings.Contains(line, blockedID) {
-				t.Fatalf("the collector registered the firewalled agent: %s", line)
-			}
+	for _, line := range strings.Split(logBuf.String(), "\n") {
+		if strings.Contains(line, "test server registered") && strings.Contains(line, blockedID) {
+			t.Fatalf("the collector registered the firewalled agent: %s", line)
 		}
 	}
 	if ids := rendezvousPeers(t, collectorURL, schemas.NDT7Name); len(ids) != 1 || ids[0] != listenerID {

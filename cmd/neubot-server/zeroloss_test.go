@@ -26,40 +26,57 @@ import (
 	"github.com/neubot/neubot/schemas/schemastest"
 )
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
+// The commands the tests run as processes, each built once per test
+// binary into one temporary directory that TestMain removes.
+var builds struct {
+	mu   sync.Mutex
+	dir  string
+	done map[string]error // by package
+}
 
 func TestMain(m *testing.M) {
 	code := localchtest.Main(m)
-	for _, d := range []string{buildDir, filepath.Dir(agentBin)} {
-		if d != "" && d != "." {
-			os.RemoveAll(d)
-		}
+	if builds.dir != "" {
+		os.RemoveAll(builds.dir)
 	}
 	os.Exit(code)
 }
 
-// buildServer compiles this command once per test binary and returns the
-// path of the executable.
-func buildServer(t *testing.T) string {
+// build compiles the command in pkg (relative to this one) as name, once
+// per test binary, and returns the path of the executable.
+func build(t *testing.T, pkg, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "neubot-server-bin-"); buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(buildDir, "neubot-server"), ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	builds.mu.Lock()
+	defer builds.mu.Unlock()
+	if builds.done == nil {
+		builds.done = map[string]error{}
 	}
-	return filepath.Join(buildDir, "neubot-server")
+	if builds.dir == "" {
+		dir, err := os.MkdirTemp("", "neubot-server-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		builds.dir = dir
+	}
+	bin := filepath.Join(builds.dir, name)
+	err, ok := builds.done[pkg]
+	if !ok {
+		if out, berr := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); berr != nil {
+			err = fmt.Errorf("go build %s: %v\n%s", pkg, berr, out)
+		}
+		builds.done[pkg] = err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
+
+// buildServer builds this command (neubot-server).
+func buildServer(t *testing.T) string { return build(t, ".", "neubot-server") }
+
+// buildAgent builds the volunteers' command (neubot).
+func buildAgent(t *testing.T) string { return build(t, "../neubot", "neubot") }
 
 // collectorProc is a collector running as a separate process, so that it
 // can be killed with SIGKILL like a crash would.
