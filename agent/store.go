@@ -69,27 +69,9 @@ func (s *Store) Close() error { return s.db.Close() }
 // summary extracts the headline numbers of a record.
 func summary(rec *schemas.Record) Result {
 	r := Result{MeasurementUID: rec.MeasurementUID, Test: rec.TestName, StartTime: rec.StartTime.UTC(), ServerID: rec.Server.ID}
-	if k, ok := rec.TestKeys.(*schemas.Speedtest); ok {
-		r.DownloadMbps, r.UploadMbps, r.RTTMS = k.Download.GoodputMbps, k.Upload.GoodputMbps, k.RTTMedianMS
-		r.Bytes = int64(k.Download.Bytes + k.Upload.Bytes)
-	}
-	if k, ok := rec.TestKeys.(*schemas.NDT7); ok {
-		for _, sub := range []*schemas.NDT7Subtest{k.Download, k.Upload} {
-			if sub != nil {
-				r.Bytes += int64(sub.Bytes)
-			}
-		}
-		if k.Download != nil {
-			r.DownloadMbps = k.Download.GoodputMbps
-		}
-		if k.Upload != nil {
-			r.UploadMbps = k.Upload.GoodputMbps
-		}
-		r.RTTMS = k.MinRTTMS()
-	}
-	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok && k.ServerView != nil {
-		// Every byte of the flows, both ways, counts against the cap.
-		r.Bytes = int64(k.ServerView.BytesSent + k.ServerView.BytesReceived)
+	if k, ok := rec.TestKeys.(schemas.Headliner); ok {
+		h := k.Headline()
+		r.DownloadMbps, r.UploadMbps, r.RTTMS, r.Bytes = h.DownloadMbps, h.UploadMbps, h.RTTMS, h.Bytes
 	}
 	return r
 }

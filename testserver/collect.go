@@ -34,7 +34,7 @@ func Fail(w http.ResponseWriter, code int, format string, args ...any) {
 // decodes the record it posts (at most max bytes, valid, of the negotiated
 // measurement_uid when the negotiation named one). On a problem it answers
 // the client and returns nils.
-func (n *Negotiator) Collected(w http.ResponseWriter, r *http.Request, test string, max int64) (*Session, *schemas.Record) {
+func (n *Negotiator) Collected(w http.ResponseWriter, r *http.Request, test Test, max int64) (*Session, *schemas.Record) {
 	s, err := n.AuthorizeTest(r, test)
 	if err != nil {
 		Fail(w, StatusOf(err), "%v", err)

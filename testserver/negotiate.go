@@ -47,8 +47,8 @@ type Session struct {
 	Token          string
 	ClientAddr     string
 	MeasurementUID string
-	// Test is the name of the test negotiated ("" for the default).
-	Test string
+	// Test is the test negotiated.
+	Test Test
 
 	mu       sync.Mutex
 	state    State
@@ -89,7 +89,7 @@ type NegotiatorConfig struct {
 	TestTimeout, LongPoll, QueueGrace time.Duration
 	// TestTimeouts overrides TestTimeout for the tests named (a longer
 	// test needs a longer per-test timer).
-	TestTimeouts map[string]time.Duration
+	TestTimeouts map[Test]time.Duration
 	// Rate and Burst limit negotiate requests per client address (default
 	// 1 per second with a burst of 20).
 	Rate  float64
@@ -97,7 +97,7 @@ type NegotiatorConfig struct {
 	// Admit, when set, is asked before a session takes a slot, with the
 	// session's test; an error refuses it instead (503 with the error's
 	// text): a volunteer's peer whose day has no room left for a test.
-	Admit func(test string) error
+	Admit func(test Test) error
 }
 
 // Negotiator hands out tokens and slots.
@@ -195,17 +195,19 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Negotiate handles one negotiate request from clientAddr. With an empty
-// token it enters a new session; with a known queued token it keeps its
-// place. The first request answers at once; later ones, while the session
-// may not start, wait up to LongPoll (or until ctx ends) for its turn.
+// Negotiate is NegotiateTest for a session of the zero Test, which no
+// provider serves: the negotiator's own tests use it.
 func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr string) (Negotiation, error) {
 	return n.NegotiateTest(ctx, "", token, uid, clientAddr)
 }
 
-// NegotiateTest is Negotiate for the named test: the session remembers the
-// test, gets its per-test timer, and a token of another test is unknown.
-func (n *Negotiator) NegotiateTest(ctx context.Context, test, token, uid, clientAddr string) (Negotiation, error) {
+// NegotiateTest handles one negotiate request of test from clientAddr.
+// With an empty token it enters a new session; with a known queued token
+// it keeps its place. The first request answers at once; later ones, while
+// the session may not start, wait up to LongPoll (or until ctx ends) for
+// its turn. The session remembers the test and gets its per-test timer; a
+// token of another test is unknown.
+func (n *Negotiator) NegotiateTest(ctx context.Context, test Test, token, uid, clientAddr string) (Negotiation, error) {
 	now := time.Now()
 	if !n.limiter.Allow(clientAddr, now) {
 		n.onEvent("rate_limited")
@@ -284,8 +286,18 @@ func (n *Negotiator) SetCapacity(capacity, maxQueue int) {
 	n.unchokeLocked()
 }
 
+// SetTestTimeout sets the per-test timer of test (d <= 0: the default).
+func (n *Negotiator) SetTestTimeout(test Test, d time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cfg.TestTimeouts == nil {
+		n.cfg.TestTimeouts = map[Test]time.Duration{}
+	}
+	n.cfg.TestTimeouts[test] = d
+}
+
 // timeout is the per-test timer of test.
-func (n *Negotiator) timeout(test string) time.Duration {
+func (n *Negotiator) timeout(test Test) time.Duration {
 	if d, ok := n.cfg.TestTimeouts[test]; ok && d > 0 {
 		return d
 	}
@@ -419,9 +431,9 @@ func (n *Negotiator) Authorize(r *http.Request) (*Session, error) {
 	return n.AuthorizeToken(tok)
 }
 
-// AuthorizeTest is Authorize for an endpoint of test (the speedtest's and
-// ndt7's sessions have test ""): a token of another test is unknown here.
-func (n *Negotiator) AuthorizeTest(r *http.Request, test string) (*Session, error) {
+// AuthorizeTest is Authorize for an endpoint of test: a token of another
+// test is unknown here.
+func (n *Negotiator) AuthorizeTest(r *http.Request, test Test) (*Session, error) {
 	s, err := n.Authorize(r)
 	if err == nil && s.Test != test {
 		return nil, ErrUnknownToken

@@ -70,7 +70,7 @@ func TestExtendAndWithdraw(t *testing.T) {
 func TestAdmitAtTurn(t *testing.T) {
 	var full atomic.Bool
 	n := NewNegotiator(NegotiatorConfig{Capacity: 1, LongPoll: 50 * time.Millisecond, Rate: 100,
-		Admit: func(string) error {
+		Admit: func(Test) error {
 			if full.Load() {
 				return errors.New("no room left today")
 			}

@@ -166,7 +166,7 @@ func Start(opts Options, caps rendezvous.PeerCaps) (*Server, error) {
 		// Admission is checked again when a waiting agent's turn comes:
 		// the tests before it may have used the room it was admitted to.
 		Negotiator: testserver.NegotiatorConfig{Capacity: caps.MaxTests, MaxQueue: maxQueue(caps),
-			Admit: func(string) error {
+			Admit: func(testserver.Test) error {
 				if s.exhausted() {
 					return s.usedUp()
 				}

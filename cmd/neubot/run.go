@@ -114,18 +114,12 @@ type summary struct {
 
 func summarize(rec *schemas.Record) summary {
 	s := summary{MeasurementUID: rec.MeasurementUID, Test: rec.TestName, Server: rec.Server.ID, DurationS: rec.DurationS, Record: rec}
-	switch k := rec.TestKeys.(type) {
-	case *schemas.Speedtest:
-		s.DownloadMbps, s.UploadMbps, s.RTTMS = k.Download.GoodputMbps, k.Upload.GoodputMbps, round3(k.RTTMedianMS)
+	if k, ok := rec.TestKeys.(schemas.Headliner); ok {
+		h := k.Headline()
+		s.DownloadMbps, s.UploadMbps, s.RTTMS = h.DownloadMbps, h.UploadMbps, round3(h.RTTMS)
+	}
+	if k, ok := rec.TestKeys.(*schemas.Speedtest); ok {
 		s.ConnectMS = round3(schemas.Median(k.ConnectMS))
-	case *schemas.NDT7:
-		if k.Download != nil {
-			s.DownloadMbps = k.Download.GoodputMbps
-		}
-		if k.Upload != nil {
-			s.UploadMbps = k.Upload.GoodputMbps
-		}
-		s.RTTMS = round3(k.MinRTTMS())
 	}
 	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok {
 		s.Outcome, s.DownloadOutcome, s.UploadOutcome = k.Outcome, k.DownloadOutcome, k.UploadOutcome
@@ -160,6 +154,12 @@ func printSummary(w io.Writer, rec *schemas.Record) {
 		}
 		fmt.Fprintf(w, "outcome: %s (download %s, upload %s)\nmeasurement %s, server %s, %.1f s\n",
 			k.Outcome, k.DownloadOutcome, k.UploadOutcome, s.MeasurementUID, s.Server, s.DurationS)
+		return
+	}
+	if _, ok := rec.TestKeys.(*schemas.Speedtest); !ok {
+		// Any other test: its headline numbers.
+		fmt.Fprintf(w, "download %8.2f Mbit/s\nupload   %8.2f Mbit/s\nRTT      %8.2f ms\nmeasurement %s, server %s, %.1f s\n",
+			s.DownloadMbps, s.UploadMbps, s.RTTMS, s.MeasurementUID, s.Server, s.DurationS)
 		return
 	}
 	fmt.Fprintf(w, "download %8.2f Mbit/s\nupload   %8.2f Mbit/s\nlatency  %8.2f ms (HEAD round trip, median)\nconnect  %8.2f ms\nmeasurement %s, server %s, %.1f s\n",

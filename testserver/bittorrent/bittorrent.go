@@ -30,12 +30,7 @@ import (
 // Provider serves the BitTorrent test.
 type Provider struct {
 	Negotiator *testserver.Negotiator
-	ServerID   string
-	Version    string
-	// Forward takes the authoritative record for delivery to the
-	// collector; it must be durable when it returns nil.
-	Forward func(*schemas.Record) error
-	Logger  *slog.Logger
+	Logger     *slog.Logger
 	// OnBytes counts payload bytes sent and received, for metrics.
 	OnBytes func(sent, received int64)
 
@@ -81,6 +76,30 @@ type serverFlow struct {
 
 func viewOf(s *testserver.Session) *view {
 	return s.View(func() any { return &view{flows: map[int]*serverFlow{}} }).(*view)
+}
+
+// name is the test's name, the class of its tokens.
+var name = testserver.Test(schemas.BitTorrentName)
+
+// New is the BitTorrent test's constructor in testserver/registry: the test
+// is offered when the settings name its listeners, which it binds.
+func New(env testserver.Env) (testserver.Provider, error) {
+	set := env.Settings
+	if set.BitTorrentListen == "" && set.NeutralListen == "" {
+		return nil, testserver.ErrNotOffered
+	}
+	p := NewProvider(Provider{Negotiator: env.Negotiator, Logger: env.Logger, OnBytes: env.OnBytes})
+	if err := p.Listen(set.BitTorrentListen, set.NeutralListen); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Spec names the test and its negotiate and collect paths, with its longer
+// per-test timer.
+func (p *Provider) Spec() testserver.Spec {
+	return testserver.Spec{Name: name, NegotiatePath: spec.NegotiatePath, CollectPath: spec.CollectPath,
+		MaxCollectBody: spec.MaxCollectBody, TestTimeout: spec.TestTimeout}
 }
 
 // NewProvider returns a provider; Listen starts its raw listeners.
@@ -140,11 +159,8 @@ func (p *Provider) Close() error {
 }
 
 // Routes registers the HTTP endpoints on mux.
-func (p *Provider) Routes(mux interface {
-	Handle(pattern string, h http.Handler)
-}) {
+func (p *Provider) Routes(mux testserver.Mux) {
 	mux.Handle("POST "+spec.StartPath, http.HandlerFunc(p.start))
-	mux.Handle("POST "+spec.CollectPath, http.HandlerFunc(p.collect))
 }
 
 var fail = testserver.Fail
@@ -157,7 +173,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) *testserver.Session {
-	s, err := p.Negotiator.AuthorizeTest(r, schemas.BitTorrentName)
+	s, err := p.Negotiator.AuthorizeTest(r, name)
 	if err != nil {
 		fail(w, testserver.StatusOf(err), "%v", err)
 		return nil
@@ -322,30 +338,22 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 	return err
 }
 
-// collect merges the client's record with the server's view, answers with
-// the authoritative record, hands it to Forward and ends the session.
-func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
-	s, rec := p.Negotiator.Collected(w, r, schemas.BitTorrentName, spec.MaxCollectBody)
-	if rec == nil {
-		return
-	}
+// Merge puts the server's receiver samples into the upload flows (the
+// client could only count what it wrote) and the server's view into the
+// record, and recomputes the comparisons.
+func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 	keys, ok := rec.TestKeys.(*schemas.BitTorrent)
 	if !ok {
-		fail(w, http.StatusBadRequest, "test_name must be %s", schemas.BitTorrentName)
-		return
+		return testserver.WrongTest(schemas.BitTorrentName)
 	}
-	p.merge(rec, keys, s)
-	p.Negotiator.Deliver(w, s, rec, p.Forward, p.Logger)
+	p.merge(keys, s)
+	return nil
 }
 
-// merge puts the server's receiver samples into the upload flows (the
-// client could only count what it wrote), the server's view and the
-// client address into the record, and recomputes the comparisons.
-func (p *Provider) merge(rec *schemas.Record, keys *schemas.BitTorrent, s *testserver.Session) {
+func (p *Provider) merge(keys *schemas.BitTorrent, s *testserver.Session) {
 	v := viewOf(s)
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	rec.Server.ID, rec.Server.Version, rec.Server.ClientAddress = p.ServerID, p.Version, s.ClientAddr
 	for i := range keys.Flows {
 		f := &keys.Flows[i]
 		sf := v.flows[int(f.Index)]

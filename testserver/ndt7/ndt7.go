@@ -24,6 +24,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/neubot/neubot/internal/tcpinfo"
 	spec "github.com/neubot/neubot/proto/ndt7"
@@ -36,14 +37,8 @@ import (
 type Provider struct {
 	Negotiator *testserver.Negotiator
 	ServerID   string
-	// Peer marks the records as served by a volunteer's agent
-	// (peer-to-peer mode).
-	Peer    bool
-	Version string
-	// Forward takes the authoritative record for delivery to the
-	// collector; it must be durable when it returns nil.
-	Forward func(*schemas.Record) error
-	Logger  *slog.Logger
+	Version    string
+	Logger     *slog.Logger
 	// OnBytes counts payload bytes sent and received, for metrics.
 	OnBytes func(sent, received int64)
 	// OnSubtest is told of every finished subtest, for metrics: its kind
@@ -61,6 +56,45 @@ type Provider struct {
 	upgrader websocket.Upgrader
 	random   []byte // payload of the download's binary messages
 }
+
+// New is ndt7's constructor in testserver/registry; it counts the subtests
+// in env.Metrics.
+func New(env testserver.Env) (testserver.Provider, error) {
+	subtests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "neubot_testserver_ndt7_subtests_total",
+		Help: "ndt7 subtests finished, by test (download, upload), result (ok, failed) and access (token, untokened).",
+	}, []string{"test", "result", "access"})
+	if env.Metrics != nil {
+		if err := env.Metrics.Register(subtests); err != nil {
+			return nil, err
+		}
+	}
+	return NewProvider(Provider{
+		Negotiator: env.Negotiator, ServerID: env.ServerID, Version: env.Version, Logger: env.Logger, OnBytes: env.OnBytes,
+		Duration: env.Settings.NDT7Duration, AllowUntokened: env.Settings.NDT7AllowUntokened,
+		OnSubtest: func(kind string, ok, tokened bool) {
+			result, access := "ok", "token"
+			if !ok {
+				result = "failed"
+			}
+			if !tokened {
+				access = "untokened"
+			}
+			subtests.WithLabelValues(kind, result, access).Inc()
+		},
+	}), nil
+}
+
+// name is the test's name, the class of its tokens.
+var name = testserver.Test(schemas.NDT7Name)
+
+// Spec names the test and its negotiate and collect paths.
+func (p *Provider) Spec() testserver.Spec {
+	return testserver.Spec{Name: name, NegotiatePath: spec.NegotiatePath, CollectPath: spec.CollectPath, MaxCollectBody: spec.MaxCollectBody}
+}
+
+// Close releases nothing: ndt7 holds nothing beyond its requests.
+func (p *Provider) Close() error { return nil }
 
 // NewProvider returns a provider ready to serve.
 func NewProvider(p Provider) *Provider {
@@ -91,13 +125,10 @@ func NewProvider(p Provider) *Provider {
 }
 
 // Routes registers the endpoints on mux.
-func (p *Provider) Routes(mux interface {
-	Handle(pattern string, h http.Handler)
-}) {
+func (p *Provider) Routes(mux testserver.Mux) {
 	mux.Handle("GET "+spec.DownloadPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.subtest(w, r, spec.TestDownload) }))
 	mux.Handle("GET "+spec.UploadPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.subtest(w, r, spec.TestUpload) }))
 	mux.Handle("GET "+spec.LocatePath, http.HandlerFunc(p.locate))
-	mux.Handle("POST "+spec.CollectPath, http.HandlerFunc(p.collect))
 	page := pageHandler(p.Version)
 	mux.Handle("GET "+spec.PagePath, page)
 	mux.Handle("GET "+spec.PagePath+"static/", page)
@@ -107,6 +138,7 @@ func (p *Provider) Routes(mux interface {
 type view struct {
 	mu       sync.Mutex
 	running  int             // subtests not yet stored below
+	idle     chan struct{}   // closed when running drops to 0
 	started  map[string]bool // guarded by mu, like the rest
 	download *schemas.NDT7ServerSubtest
 	upload   *schemas.NDT7ServerSubtest
@@ -136,6 +168,9 @@ func (p *Provider) session(r *http.Request, q url.Values) (s *testserver.Session
 	}
 	if tok != "" {
 		s, err := p.Negotiator.AuthorizeToken(tok)
+		if err == nil && s.Test != name {
+			err = testserver.ErrUnknownToken // another test's token
+		}
 		if err != nil {
 			return nil, false, testserver.StatusOf(err), err
 		}
@@ -144,7 +179,7 @@ func (p *Provider) session(r *http.Request, q url.Values) (s *testserver.Session
 	if !p.AllowUntokened {
 		return nil, false, http.StatusUnauthorized, fmt.Errorf("no %s: ask %s or %s for one", spec.AccessTokenParam, spec.NegotiatePath, spec.LocatePath)
 	}
-	n, err := p.Negotiator.Negotiate(r.Context(), "", "", clientHost(r))
+	n, err := p.Negotiator.NegotiateTest(r.Context(), name, "", "", clientHost(r))
 	if err != nil {
 		return nil, false, testserver.StatusOf(err), err
 	}
@@ -205,7 +240,10 @@ func (p *Provider) subtest(w http.ResponseWriter, r *http.Request, kind string) 
 	}
 	defer func() {
 		v.mu.Lock()
-		v.running--
+		if v.running--; v.running == 0 && v.idle != nil {
+			close(v.idle)
+			v.idle = nil
+		}
 		v.mu.Unlock()
 	}()
 	// The subtest may last up to its hard deadline, and the client then
@@ -487,7 +525,7 @@ func round3(x float64) float64 { return float64(int64(x*1000+0.5)) / 1000 }
 // place in the queue: the client asks again.
 func (p *Provider) locate(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	n, err := p.Negotiator.Negotiate(r.Context(), "", "", clientHost(r))
+	n, err := p.Negotiator.NegotiateTest(r.Context(), name, "", "", clientHost(r))
 	if err == nil && !n.Unchoked {
 		p.Negotiator.Withdraw(n.Session)
 		err = testserver.ErrQueueFull
@@ -518,41 +556,35 @@ func (p *Provider) locate(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(spec.LocateResult{Results: []spec.LocateTarget{{Machine: p.ServerID, Hostname: host, URLs: urls}}})
 }
 
-// collect merges the client's record with the server's view, answers with
-// the authoritative record, hands it to Forward and ends the session.
-func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
-	s, rec := p.Negotiator.Collected(w, r, "", spec.MaxCollectBody)
-	if rec == nil {
-		return
-	}
+// Merge waits for the session's subtests to store their views (the client
+// may post as soon as it saw the server close the upload, before the
+// handler stored it), then puts them into the client's record.
+func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 	keys, ok := rec.TestKeys.(*schemas.NDT7)
 	if !ok {
-		fail(w, http.StatusBadRequest, "test_name must be %s or %s", schemas.NDT7Name, schemas.NDT7BrowserName)
-		return
+		return testserver.WrongTest(schemas.NDT7Name, schemas.NDT7BrowserName)
 	}
 	v := viewOf(s)
-	// The client may post as soon as it saw the server close the upload,
-	// before the handler stored the upload's view: wait for it, briefly.
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-		v.mu.Lock()
-		running := v.running
-		v.mu.Unlock()
-		if running == 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	v.mu.Lock()
+	if v.running > 0 {
+		if v.idle == nil {
+			v.idle = make(chan struct{})
+		}
+		idle := v.idle
+		v.mu.Unlock()
+		t := time.NewTimer(5 * time.Second)
+		select {
+		case <-idle:
+		case <-t.C:
+		}
+		t.Stop()
+		v.mu.Lock()
+	}
 	sv := &schemas.NDT7ServerView{Download: v.download, Upload: v.upload}
 	v.mu.Unlock()
 	if sv.Download == nil && sv.Upload == nil {
-		fail(w, http.StatusConflict, "no subtest ran under this token")
-		return
+		return testserver.Refuse(http.StatusConflict, "no subtest ran under this token")
 	}
-	rec.Server.ID = p.ServerID
-	rec.Server.Peer = p.Peer
-	rec.Server.Version = p.Version
-	rec.Server.ClientAddress = s.ClientAddr
 	keys.ServerView = sv
-	p.Negotiator.Deliver(w, s, rec, p.Forward, p.Logger)
+	return nil
 }

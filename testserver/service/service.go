@@ -1,6 +1,7 @@
-// Package service assembles a test server: the negotiator, the providers
-// of each test (speedtest, ndt7), the forwarder to the collector, metrics and, when it has a
-// collector, registration with the collector's rendezvous. `neubot-server
+// Package service assembles a test server: the negotiator, the provider of
+// every test of testserver/registry, the forwarder to the collector,
+// metrics and, when it has a collector, registration with the collector's
+// rendezvous. `neubot-server
 // testserver` and `up` run it; an agent that serves peers will embed it.
 package service
 
@@ -19,17 +20,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	btspec "github.com/neubot/neubot/proto/bittorrent"
 	"github.com/neubot/neubot/proto/ingest"
-	ndt7spec "github.com/neubot/neubot/proto/ndt7"
 	"github.com/neubot/neubot/proto/negotiate"
 	"github.com/neubot/neubot/proto/rendezvous"
-	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
-	"github.com/neubot/neubot/testserver/bittorrent"
-	"github.com/neubot/neubot/testserver/ndt7"
-	"github.com/neubot/neubot/testserver/speedtest"
+	"github.com/neubot/neubot/testserver/registry"
 )
 
 // Config configures a test server.
@@ -65,7 +61,7 @@ type Service struct {
 	forwarder *ingest.Forwarder
 	mux       *http.ServeMux
 	reg       *prometheus.Registry
-	bt        *bittorrent.Provider // nil when the test is not offered
+	providers []testserver.Provider // every test offered, by name
 }
 
 // New builds the service; Run delivers records, Close releases the spool.
@@ -75,9 +71,6 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.ID == "" {
 		return nil, errors.New("testserver: an ID is required")
-	}
-	if cfg.Negotiator.TestTimeouts == nil {
-		cfg.Negotiator.TestTimeouts = map[string]time.Duration{schemas.BitTorrentName: btspec.TestTimeout}
 	}
 	fw, err := ingest.OpenForwarder(cfg.SpoolDir, cfg.CollectorURL, cfg.Logger)
 	if err != nil {
@@ -97,11 +90,7 @@ func New(cfg Config) (*Service, error) {
 		Name: "neubot_testserver_forward_records_total",
 		Help: "Records handed to the collector: forwarded, retry (per attempt), refused.",
 	}, []string{"event"})
-	subtests := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "neubot_testserver_ndt7_subtests_total",
-		Help: "ndt7 subtests finished, by test (download, upload), result (ok, failed) and access (token, untokened).",
-	}, []string{"test", "result", "access"})
-	s.reg.MustRegister(events, bytesTotal, forwarded, subtests,
+	s.reg.MustRegister(events, bytesTotal, forwarded,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_tests_active", Help: "Tests running now."},
 			func() float64 { a, _, _ := s.neg.Load(); return float64(a) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_tests_queued", Help: "Agents waiting for a slot."},
@@ -123,51 +112,36 @@ func New(cfg Config) (*Service, error) {
 		defer cancel()
 		return fw.Enqueue(ctx, rec)
 	}
-	onBytes := func(s, r int64) {
-		if s > 0 {
-			sent.Add(float64(s))
-		}
-		if r > 0 {
-			recv.Add(float64(r))
-		}
-	}
-	st := speedtest.NewProvider(speedtest.Provider{
-		Negotiator: s.neg,
-		ServerID:   cfg.ID,
-		Peer:       cfg.Peer,
-		Version:    cfg.Version,
-		Forward:    forward,
-		Logger:     cfg.Logger,
-		OnBytes:    onBytes,
-	})
-	nd := ndt7.NewProvider(ndt7.Provider{
-		Negotiator: s.neg, ServerID: cfg.ID, Peer: cfg.Peer, Version: cfg.Version, Forward: forward, Logger: cfg.Logger,
-		OnBytes: onBytes, Duration: cfg.NDT7Duration, AllowUntokened: cfg.NDT7AllowUntokened,
-		OnSubtest: func(kind string, ok, tokened bool) {
-			result, access := "ok", "token"
-			if !ok {
-				result = "failed"
+	env := testserver.Env{
+		Negotiator: s.neg, ServerID: cfg.ID, Version: cfg.Version, Peer: cfg.Peer, Logger: cfg.Logger, Metrics: s.reg,
+		OnBytes: func(s, r int64) {
+			if s > 0 {
+				sent.Add(float64(s))
 			}
-			if !tokened {
-				access = "untokened"
+			if r > 0 {
+				recv.Add(float64(r))
 			}
-			subtests.WithLabelValues(kind, result, access).Inc()
 		},
-	})
-	s.mux.HandleFunc("POST "+spec.NegotiatePath, s.negotiate(""))
-	s.mux.HandleFunc("POST "+ndt7spec.NegotiatePath, s.negotiate(""))
-	st.Routes(s.mux)
-	nd.Routes(s.mux)
-	if cfg.BitTorrentListen != "" || cfg.NeutralListen != "" {
-		s.bt = bittorrent.NewProvider(bittorrent.Provider{
-			Negotiator: s.neg, ServerID: cfg.ID, Version: cfg.Version, Forward: forward, Logger: cfg.Logger, OnBytes: onBytes,
-		})
-		if err := s.bt.Listen(cfg.BitTorrentListen, cfg.NeutralListen); err != nil {
-			fw.Close()
+		Settings: testserver.Settings{NDT7Duration: cfg.NDT7Duration, NDT7AllowUntokened: cfg.NDT7AllowUntokened,
+			BitTorrentListen: cfg.BitTorrentListen, NeutralListen: cfg.NeutralListen},
+	}
+	for _, name := range registry.Names() {
+		p, err := registry.New(name, env)
+		if errors.Is(err, testserver.ErrNotOffered) {
+			continue
+		}
+		if err != nil {
+			s.Close()
 			return nil, err
 		}
-		s.mux.HandleFunc("POST "+btspec.NegotiatePath, s.negotiate(schemas.BitTorrentName))
-		s.bt.Routes(s.mux)
+		s.providers = append(s.providers, p)
+		spec := p.Spec()
+		if _, set := cfg.Negotiator.TestTimeouts[spec.Name]; spec.TestTimeout > 0 && !set {
+			s.neg.SetTestTimeout(spec.Name, spec.TestTimeout)
+		}
+		s.mux.HandleFunc("POST "+spec.NegotiatePath, s.negotiate(spec.Name))
+		s.mux.Handle("POST "+spec.CollectPath, testserver.CollectHandler(p, env, forward))
+		p.Routes(s.mux)
 	}
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
@@ -186,9 +160,9 @@ func (s *Service) Forwarder() *ingest.Forwarder { return s.forwarder }
 // Registration describes this server for the rendezvous, reachable at url.
 func (s *Service) Registration(url string) rendezvous.ServerRegistration {
 	a, q, c := s.neg.Load()
-	tests := []string{schemas.SpeedtestName, schemas.NDT7Name}
-	if s.bt != nil {
-		tests = append(tests, schemas.BitTorrentName)
+	var tests []string
+	for _, p := range s.providers {
+		tests = append(tests, string(p.Spec().Name))
 	}
 	return rendezvous.ServerRegistration{
 		ID: s.cfg.ID, URL: url, Tests: tests, Version: s.cfg.Version,
@@ -208,28 +182,29 @@ func (s *Service) Run(ctx context.Context) {
 // BitTorrentPorts returns the ports of the BitTorrent test's listeners
 // (0, 0 when the test is not offered).
 func (s *Service) BitTorrentPorts() (bittorrent, neutral int) {
-	if s.bt == nil {
-		return 0, 0
+	for _, p := range s.providers {
+		if bt, ok := p.(interface{ Ports() (int, int) }); ok {
+			return bt.Ports()
+		}
 	}
-	return s.bt.Ports()
+	return 0, 0
 }
 
-// Close stops the BitTorrent listeners and keeps undelivered records on
-// disk for the next start.
+// Close stops the providers (the BitTorrent listeners) and keeps
+// undelivered records on disk for the next start.
 func (s *Service) Close() error {
-	if s.bt != nil {
-		s.bt.Close()
+	for _, p := range s.providers {
+		p.Close()
 	}
 	return s.forwarder.Close()
 }
 
-// negotiate handles the negotiate requests of test (the speedtest's path
-// serves the default, "").
-func (s *Service) negotiate(test string) http.HandlerFunc {
+// negotiate handles the negotiate requests of test.
+func (s *Service) negotiate(test testserver.Test) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) { s.negotiateTest(w, r, test) }
 }
 
-func (s *Service) negotiateTest(w http.ResponseWriter, r *http.Request, test string) {
+func (s *Service) negotiateTest(w http.ResponseWriter, r *http.Request, test testserver.Test) {
 	var req negotiate.Request
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, negotiate.MaxBody))
 	if err := dec.Decode(&req); err != nil {

@@ -29,15 +29,7 @@ import (
 // Provider serves the speedtest's endpoints.
 type Provider struct {
 	Negotiator *testserver.Negotiator
-	ServerID   string
-	// Peer marks the records as served by a volunteer's agent
-	// (peer-to-peer mode).
-	Peer    bool
-	Version string
-	// Forward takes the authoritative record for delivery to the
-	// collector; it must be durable when it returns nil.
-	Forward func(*schemas.Record) error
-	Logger  *slog.Logger
+	Logger     *slog.Logger
 	// Counters, for metrics: payload bytes sent and received.
 	OnBytes func(sent, received int64)
 
@@ -47,6 +39,20 @@ type Provider struct {
 // dataSize is the buffer of random bytes the download repeats from. It is
 // far larger than any compression window, so it does not compress.
 const dataSize = 8 << 20
+
+// New is the speedtest's constructor in testserver/registry.
+func New(env testserver.Env) (testserver.Provider, error) {
+	return NewProvider(Provider{Negotiator: env.Negotiator, Logger: env.Logger, OnBytes: env.OnBytes}), nil
+}
+
+// Spec names the test and its negotiate and collect paths.
+func (p *Provider) Spec() testserver.Spec {
+	return testserver.Spec{Name: testserver.Test(schemas.SpeedtestName), NegotiatePath: spec.NegotiatePath,
+		CollectPath: spec.CollectPath, MaxCollectBody: spec.MaxCollectBody}
+}
+
+// Close releases nothing: the speedtest holds nothing beyond its requests.
+func (p *Provider) Close() error { return nil }
 
 // NewProvider returns a provider with its random data made.
 func NewProvider(p Provider) *Provider {
@@ -64,13 +70,10 @@ func NewProvider(p Provider) *Provider {
 }
 
 // Routes registers the endpoints on mux.
-func (p *Provider) Routes(mux interface {
-	Handle(pattern string, h http.Handler)
-}) {
+func (p *Provider) Routes(mux testserver.Mux) {
 	mux.Handle("HEAD "+spec.LatencyPath, http.HandlerFunc(p.latency))
 	mux.Handle("GET "+spec.DownloadPath, http.HandlerFunc(p.download))
 	mux.Handle("POST "+spec.UploadPath, http.HandlerFunc(p.upload))
-	mux.Handle("POST "+spec.CollectPath, http.HandlerFunc(p.collect))
 }
 
 // view is the server's record of one session.
@@ -90,7 +93,7 @@ func viewOf(s *testserver.Session) *view {
 var fail = testserver.Fail
 
 func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) *testserver.Session {
-	s, err := p.Negotiator.AuthorizeTest(r, "")
+	s, err := p.Negotiator.AuthorizeTest(r, testserver.Test(schemas.SpeedtestName))
 	if err != nil {
 		fail(w, testserver.StatusOf(err), "%v", err)
 		return nil
@@ -218,30 +221,21 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
-// collect merges the client's record with the server's view, answers with
-// the authoritative record, hands it to Forward and ends the session.
-func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
-	s, rec := p.Negotiator.Collected(w, r, "", spec.MaxCollectBody)
-	if rec == nil {
-		return
-	}
+// Merge puts the server's view of the test (bytes, timing, TCP_INFO) into
+// the client's record.
+func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 	keys, ok := rec.TestKeys.(*schemas.Speedtest)
 	if !ok {
-		fail(w, http.StatusBadRequest, "test_name must be %s", schemas.SpeedtestName)
-		return
+		return testserver.WrongTest(schemas.SpeedtestName)
 	}
-	p.merge(rec, keys, s)
-	p.Negotiator.Deliver(w, s, rec, p.Forward, p.Logger)
+	p.merge(keys, s)
+	return nil
 }
 
-func (p *Provider) merge(rec *schemas.Record, keys *schemas.Speedtest, s *testserver.Session) {
+func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) {
 	v := viewOf(s)
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	rec.Server.ID = p.ServerID
-	rec.Server.Peer = p.Peer
-	rec.Server.Version = p.Version
-	rec.Server.ClientAddress = s.ClientAddr
 	sv := &schemas.SpeedtestServer{
 		BytesSent:         uint64(v.sent),
 		BytesReceived:     uint64(v.received),
