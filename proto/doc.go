@@ -7,7 +7,9 @@
 //     client that test servers and agents deliver through (spec/ingest.md);
 //   - speedtest, ndt7, bittorrent (with bittorrent/wire, the peer-wire codec
 //     and flows both ends run): the tests (spec/speedtest.md, spec/ndt7.md,
-//     spec/bittorrent.md).
+//     spec/bittorrent.md);
+//   - ping: the latency-only test over WebSocket (spec/ping.md), the
+//     example of docs/architecture.md for adding a test.
 //
 // Each package holds the paths, message types, constants and Version of its
 // protocol and nothing else; the specifications stay in spec/ at the root,

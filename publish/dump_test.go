@@ -513,23 +513,6 @@ func TestFindAddress(t *testing.T) {
 	}
 }
 
-// generators make a plausible record of each test; TestExportEveryTest
-// fails for a registered test missing here, so every new test's table is
-// round-tripped through the dumps.
-var generators = map[string]func(rng *rand.Rand, start time.Time, addr string, mbps float64) *schemas.Record{
-	schemas.SpeedtestName: schemastest.Speedtest,
-	"ndt7": func(rng *rand.Rand, start time.Time, addr string, mbps float64) *schemas.Record {
-		return schemastest.NDT7(rng, "ndt7", start, addr, mbps)
-	},
-	"ndt7-browser": func(rng *rand.Rand, start time.Time, addr string, mbps float64) *schemas.Record {
-		return schemastest.NDT7(rng, "ndt7-browser", start, addr, mbps)
-	},
-	schemas.BitTorrentName: func(rng *rand.Rand, start time.Time, addr string, mbps float64) *schemas.Record {
-		outcomes := []string{schemas.OutcomeDifferentiation, schemas.OutcomeNone, schemas.OutcomeInconclusive}
-		return schemastest.BitTorrent(rng, start, addr, mbps, outcomes[rng.IntN(3)])
-	},
-}
-
 // setFailures sets the failure fields of a record's test keys, whatever
 // the test, by their JSON name.
 func setFailures(r *schemas.Record, word string) {
@@ -563,9 +546,9 @@ func TestExportEveryTest(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	var addrs []string
 	for _, test := range schemas.Tests() {
-		gen := generators[test.Name]
+		gen := schemastest.Generators[test.Name]
 		if gen == nil {
-			t.Errorf("no record generator for test %s: add one to generators", test.Name)
+			t.Errorf("no record generator for test %s: add one to schemastest.Generators", test.Name)
 			continue
 		}
 		batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO "+test.Table+" ("+strings.Join(test.TableColumns(), ", ")+")")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/ndt7"
+	"github.com/neubot/neubot/agent/ping"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
 )
@@ -15,6 +16,7 @@ var tests = map[string]func() plugin.Measurer{
 	"speedtest":  func() plugin.Measurer { return speedtest.NewMeasurer(speedtest.Config{}) },
 	"ndt7":       func() plugin.Measurer { return ndt7.NewMeasurer(ndt7.Config{}) },
 	"bittorrent": func() plugin.Measurer { return bittorrent.NewMeasurer(bittorrent.Config{}) },
+	"ping":       func() plugin.Measurer { return ping.NewMeasurer(ping.Config{}) },
 }
 
 // New returns a measurer for the named test.

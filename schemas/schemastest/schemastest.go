@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -195,5 +196,34 @@ func BitTorrent(rng *rand.Rand, start time.Time, clientAddr string, mbps float64
 	keys.Outcome = outcome
 	keys.ServerView = &schemas.BitTorrentServer{BytesSent: 1 << 24, BytesReceived: 1 << 24, Flows: uint16(len(keys.Flows))}
 	rec.TestKeys = keys
+	return rec
+}
+
+// Generators make a plausible record of each registered test, by name: a
+// test that stores records adds its generator here, with its record type,
+// and publish's TestExportEveryTest round-trips its table through the dumps.
+var Generators = map[string]func(rng *rand.Rand, start time.Time, clientAddr string, mbps float64) *schemas.Record{
+	schemas.SpeedtestName: Speedtest,
+	schemas.NDT7Name: func(rng *rand.Rand, start time.Time, addr string, mbps float64) *schemas.Record {
+		return NDT7(rng, schemas.NDT7Name, start, addr, mbps)
+	},
+	schemas.NDT7BrowserName: func(rng *rand.Rand, start time.Time, addr string, mbps float64) *schemas.Record {
+		return NDT7(rng, schemas.NDT7BrowserName, start, addr, mbps)
+	},
+	schemas.BitTorrentName: func(rng *rand.Rand, start time.Time, addr string, mbps float64) *schemas.Record {
+		outcomes := []string{schemas.OutcomeDifferentiation, schemas.OutcomeNone, schemas.OutcomeInconclusive}
+		return BitTorrent(rng, start, addr, mbps, outcomes[rng.IntN(3)])
+	},
+	schemas.PingName: Ping,
+}
+
+// Ping returns a valid ping record drawn from rng (mbps is not used).
+func Ping(rng *rand.Rand, start time.Time, clientAddr string, _ float64) *schemas.Record {
+	rec := Speedtest(rng, start, clientAddr, 1)
+	keys := &schemas.Ping{RTTMS: rec.TestKeys.(*schemas.Speedtest).RTTMS}
+	keys.RTTMinMS, keys.RTTMedianMS = slices.Min(keys.RTTMS), schemas.Median(keys.RTTMS)
+	rtt := r3(keys.RTTMinMS * 0.9)
+	keys.ServerView = &schemas.PingServer{Echoed: uint32(len(keys.RTTMS)), TCPRTTMS: &rtt}
+	rec.TestName, rec.TestVersion, rec.DurationS, rec.TestKeys = schemas.PingName, schemas.PingVersion, 1, keys
 	return rec
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/neubot/neubot/testserver"
 	"github.com/neubot/neubot/testserver/bittorrent"
 	"github.com/neubot/neubot/testserver/ndt7"
+	"github.com/neubot/neubot/testserver/ping"
 	"github.com/neubot/neubot/testserver/speedtest"
 )
 
@@ -19,6 +20,7 @@ var tests = map[string]func(testserver.Env) (testserver.Provider, error){
 	schemas.SpeedtestName:  speedtest.New,
 	schemas.NDT7Name:       ndt7.New,
 	schemas.BitTorrentName: bittorrent.New,
+	schemas.PingName:       ping.New,
 }
 
 // New returns the provider of the named test (testserver.ErrNotOffered
