@@ -653,10 +653,7 @@ func (a *Agent) RunOnce(ctx context.Context, wait time.Duration) error {
 	uctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	go a.fw.Run(uctx)
-	a.fw.Flush(uctx)
-	for a.fw.Pending() > 0 && uctx.Err() == nil {
-		time.Sleep(50 * time.Millisecond)
-	}
+	a.fw.Drain(uctx)
 	if n := a.fw.Pending(); n > 0 {
 		a.log.Info("agent: results kept for upload at the next start", "records", n)
 	}

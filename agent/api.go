@@ -15,6 +15,7 @@ import (
 
 	"github.com/neubot/neubot/agent/peer"
 	"github.com/neubot/neubot/agent/web"
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/version"
 )
 
@@ -59,32 +60,24 @@ type apiError struct {
 	Field string `json:"field,omitempty"`
 }
 
-func reply(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 // protect refuses requests for another host name (DNS rebinding), and
 // state-changing requests without the CSRF token or from another origin.
 func (a *Agent) protect(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !LoopbackHost(r.Host) {
-			reply(w, http.StatusMisdirectedRequest, apiError{Error: "this agent answers only to 127.0.0.1, [::1] or localhost"})
+			httpx.WriteJSON(w, http.StatusMisdirectedRequest, apiError{Error: "this agent answers only to 127.0.0.1, [::1] or localhost"})
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			if o := r.Header.Get("Origin"); o != "" {
 				u, err := url.Parse(o)
 				if err != nil || !strings.EqualFold(u.Host, r.Host) {
-					reply(w, http.StatusForbidden, apiError{Error: "cross-origin request refused"})
+					httpx.WriteJSON(w, http.StatusForbidden, apiError{Error: "cross-origin request refused"})
 					return
 				}
 			}
 			if subtle.ConstantTimeCompare([]byte(r.Header.Get(CSRFHeader)), []byte(a.csrf)) != 1 {
-				reply(w, http.StatusForbidden, apiError{Error: "missing or wrong " + CSRFHeader + " token"})
+				httpx.WriteJSON(w, http.StatusForbidden, apiError{Error: "missing or wrong " + CSRFHeader + " token"})
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
@@ -166,7 +159,7 @@ func (a *Agent) Status(ctx context.Context) Status {
 }
 
 func (a *Agent) apiStatus(w http.ResponseWriter, r *http.Request) {
-	reply(w, http.StatusOK, a.Status(r.Context()))
+	httpx.WriteJSON(w, http.StatusOK, a.Status(r.Context()))
 }
 
 func (a *Agent) apiResults(w http.ResponseWriter, r *http.Request) {
@@ -174,17 +167,17 @@ func (a *Agent) apiResults(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			reply(w, http.StatusBadRequest, apiError{Error: "limit must be an integer from 1 to 1000", Field: "limit"})
+			httpx.WriteJSON(w, http.StatusBadRequest, apiError{Error: "limit must be an integer from 1 to 1000", Field: "limit"})
 			return
 		}
 		limit = n
 	}
 	rs, err := a.store.Results(r.Context(), limit)
 	if err != nil {
-		reply(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+		httpx.WriteJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 		return
 	}
-	reply(w, http.StatusOK, map[string]any{"results": rs})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"results": rs})
 }
 
 func (a *Agent) apiUsage(w http.ResponseWriter, r *http.Request) {
@@ -202,10 +195,10 @@ func (a *Agent) apiUsage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err := errors.Join(err, err2); err != nil {
-		reply(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+		httpx.WriteJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 		return
 	}
-	reply(w, http.StatusOK, map[string]any{"days": days, "months": months, "monthly_cap_bytes": a.Config().MonthlyCapMB * 1_000_000})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"days": days, "months": months, "monthly_cap_bytes": a.Config().MonthlyCapMB * 1_000_000})
 }
 
 func (a *Agent) apiRun(w http.ResponseWriter, r *http.Request) {
@@ -214,20 +207,20 @@ func (a *Agent) apiRun(w http.ResponseWriter, r *http.Request) {
 	err := a.StartTest(a.ctx, nil)
 	switch {
 	case err == nil:
-		reply(w, http.StatusAccepted, map[string]bool{"started": true})
+		httpx.WriteJSON(w, http.StatusAccepted, map[string]bool{"started": true})
 	case errors.Is(err, ErrNoConsent):
-		reply(w, http.StatusForbidden, apiError{Error: "consent required"})
+		httpx.WriteJSON(w, http.StatusForbidden, apiError{Error: "consent required"})
 	case errors.Is(err, ErrRunning):
-		reply(w, http.StatusConflict, apiError{Error: err.Error()})
+		httpx.WriteJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 	case errors.Is(err, ErrCapReached):
-		reply(w, http.StatusTooManyRequests, apiError{Error: err.Error()})
+		httpx.WriteJSON(w, http.StatusTooManyRequests, apiError{Error: err.Error()})
 	default:
-		reply(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+		httpx.WriteJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 	}
 }
 
 func (a *Agent) apiGetConfig(w http.ResponseWriter, _ *http.Request) {
-	reply(w, http.StatusOK, a.Config())
+	httpx.WriteJSON(w, http.StatusOK, a.Config())
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -236,7 +229,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			reply(w, http.StatusRequestEntityTooLarge, apiError{Error: "body too large"})
+			httpx.WriteJSON(w, http.StatusRequestEntityTooLarge, apiError{Error: "body too large"})
 			return false
 		}
 		field := ""
@@ -244,7 +237,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 		if errors.As(err, &te) {
 			field = te.Field
 		}
-		reply(w, http.StatusBadRequest, apiError{Error: "bad JSON: " + strings.TrimPrefix(err.Error(), "json: "), Field: field})
+		httpx.WriteJSON(w, http.StatusBadRequest, apiError{Error: "bad JSON: " + strings.TrimPrefix(err.Error(), "json: "), Field: field})
 		return false
 	}
 	return true
@@ -258,13 +251,13 @@ func (a *Agent) apiPutConfig(w http.ResponseWriter, r *http.Request) {
 	if err := a.SetConfig(c); err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) {
-			reply(w, http.StatusBadRequest, apiError{Error: ce.Error(), Field: ce.Field})
+			httpx.WriteJSON(w, http.StatusBadRequest, apiError{Error: ce.Error(), Field: ce.Field})
 			return
 		}
-		reply(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+		httpx.WriteJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 		return
 	}
-	reply(w, http.StatusOK, a.Config())
+	httpx.WriteJSON(w, http.StatusOK, a.Config())
 }
 
 func (a *Agent) apiConsent(w http.ResponseWriter, r *http.Request) {
@@ -277,12 +270,12 @@ func (a *Agent) apiConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c.Informed == nil || c.CanCollect == nil || c.CanPublish == nil {
-		reply(w, http.StatusBadRequest, apiError{Error: "informed, can_collect and can_publish are all required"})
+		httpx.WriteJSON(w, http.StatusBadRequest, apiError{Error: "informed, can_collect and can_publish are all required"})
 		return
 	}
 	if err := a.SetConsent(*c.Informed, *c.CanCollect, *c.CanPublish); err != nil {
-		reply(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+		httpx.WriteJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 		return
 	}
-	reply(w, http.StatusOK, a.Status(r.Context()).Consent)
+	httpx.WriteJSON(w, http.StatusOK, a.Status(r.Context()).Consent)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/schemas"
 )
@@ -117,5 +118,5 @@ func (a *Agent) CompareISP(ctx context.Context) ISPComparison {
 }
 
 func (a *Agent) apiISP(w http.ResponseWriter, r *http.Request) {
-	reply(w, http.StatusOK, a.CompareISP(r.Context()))
+	httpx.WriteJSON(w, http.StatusOK, a.CompareISP(r.Context()))
 }

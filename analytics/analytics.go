@@ -292,7 +292,7 @@ func jobContext(ctx context.Context) context.Context {
 // RunDay (re)computes one day ("YYYY-MM-DD"): drops its partitions and
 // inserts every goodset and scope again, then logs the run.
 func (j *Job) RunDay(ctx context.Context, day string) error {
-	if _, err := time.Parse("2006-01-02", day); err != nil {
+	if _, err := time.Parse(time.DateOnly, day); err != nil {
 		return fmt.Errorf("analytics: bad day %q: %w", day, err)
 	}
 	start := time.Now()
@@ -335,7 +335,7 @@ func (j *Job) RunDay(ctx context.Context, day string) error {
 }
 
 func (j *Job) logRun(ctx context.Context, day string, s SourceState, took time.Duration) error {
-	d, _ := time.Parse("2006-01-02", day)
+	d, _ := time.Parse(time.DateOnly, day)
 	batch, err := j.Conn.PrepareBatch(ctx, "INSERT INTO analytics_runs (day, source_rows, source_max_ingested, run_at, duration_s)")
 	if err != nil {
 		return err
@@ -383,8 +383,8 @@ func (j *Job) RunRange(ctx context.Context, from, to time.Time, progress func(do
 	}
 	var days []string
 	for d := from; !d.After(to); d = d.AddDate(0, 0, 1) {
-		if _, ok := src[d.Format("2006-01-02")]; ok {
-			days = append(days, d.Format("2006-01-02"))
+		if _, ok := src[d.Format(time.DateOnly)]; ok {
+			days = append(days, d.Format(time.DateOnly))
 		}
 	}
 	for i, d := range days {

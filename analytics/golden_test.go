@@ -49,7 +49,7 @@ func TestGolden(t *testing.T) {
 	planTests := map[key]map[float64]int{}
 	err = fleet.Records(func(r *schemas.Record) error {
 		k := r.TestKeys.(*schemas.Speedtest)
-		kk := key{asnOf[r.AgentID], r.StartTime.UTC().Format("2006-01-02")}
+		kk := key{asnOf[r.AgentID], r.StartTime.UTC().Format(time.DateOnly)}
 		downs[kk] = append(downs[kk], k.Download.GoodputMbps)
 		if k.Download.GoodputMbps < 20 && k.RTTMedianMS < 100 {
 			inGoodset[kk]++

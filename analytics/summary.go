@@ -41,7 +41,7 @@ func (j *Job) Summary(ctx context.Context, from, to time.Time, goodset string, s
     FROM analytics_distributions
     WHERE scope = 'asn' AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
     GROUP BY key HAVING n >= ? ORDER BY n DESC, key`
-	rows, err := j.Conn.Query(ctx, q, goodset, uint8(syn), from.Format("2006-01-02"), to.Format("2006-01-02"), minTests)
+	rows, err := j.Conn.Query(ctx, q, goodset, uint8(syn), from.Format(time.DateOnly), to.Format(time.DateOnly), minTests)
 	if err != nil {
 		return nil, err
 	}

@@ -76,7 +76,7 @@ func Verdicts(ctx context.Context, conn driver.Conn, asn uint32, from, to time.T
     differentiation_tests, none_tests, inconclusive_tests, share, share_lo, share_hi
 FROM analytics_verdicts
 WHERE asn = ? AND day >= toDate(?) AND day <= toDate(?)
-ORDER BY day, test, direction, synthetic`, asn, from.UTC().Format("2006-01-02"), to.UTC().Format("2006-01-02"))
+ORDER BY day, test, direction, synthetic`, asn, from.UTC().Format(time.DateOnly), to.UTC().Format(time.DateOnly))
 	if err != nil {
 		return nil, fmt.Errorf("analytics: verdicts: %w", err)
 	}

@@ -142,9 +142,7 @@ func (c *Collector) Drain(ctx context.Context) {
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		for dctx.Err() == nil && c.spool.Pending() {
-			time.Sleep(10 * time.Millisecond)
-		}
+		c.spool.WaitLoaded(dctx)
 		cancel()
 	}()
 	c.runLoader(dctx)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/spool"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
@@ -29,18 +29,9 @@ const (
 	DefaultMaxLines        = ingest.MaxLines
 )
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
-
 func (c *Collector) fail(w http.ResponseWriter, code int, format string, args ...any) {
 	c.metrics.requests.WithLabelValues(strconv.Itoa(code)).Inc()
-	writeJSON(w, code, ingest.Response{Error: fmt.Sprintf(format, args...)})
+	httpx.WriteJSON(w, code, ingest.Response{Error: fmt.Sprintf(format, args...)})
 }
 
 // errTooLarge marks a body over one of the limits.
@@ -178,7 +169,7 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusBadRequest
 	}
 	c.metrics.requests.WithLabelValues(strconv.Itoa(code)).Inc()
-	writeJSON(w, code, resp)
+	httpx.WriteJSON(w, code, resp)
 }
 
 func reject(resp *ingest.Response, line int, fe schemas.FieldError) {

@@ -223,7 +223,7 @@ func (c *Collector) handlePeerRegister(w http.ResponseWriter, r *http.Request) {
 		rdv.removePeer(reg.ID, key)
 	}
 	ack.Peer = status
-	writeJSON(w, http.StatusOK, ack)
+	httpx.WriteJSON(w, http.StatusOK, ack)
 }
 
 // connectBack checks that the agent id answers at url: it connects, asks

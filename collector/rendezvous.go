@@ -31,6 +31,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
@@ -309,7 +310,7 @@ func (c *Collector) handleRegister(w http.ResponseWriter, r *http.Request) {
 		rendezvousFail(w, http.StatusTooManyRequests, nil, "%v (%d servers): retry later", err, MaxRegisteredServers)
 		return
 	}
-	writeJSON(w, http.StatusOK, ack)
+	httpx.WriteJSON(w, http.StatusOK, ack)
 }
 
 // handleRendezvous tells an agent which live test servers serve the tests
@@ -323,7 +324,7 @@ func (c *Collector) handleRendezvous(w http.ResponseWriter, r *http.Request) {
 		rendezvousInvalid(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, rendezvous.RendezvousResponse{
+	httpx.WriteJSON(w, http.StatusOK, rendezvous.RendezvousResponse{
 		Servers: c.rendezvous().lookup(req.Tests, MaxServersPerTest, req.Peers && !c.cfg.NoPeers),
 		TTLS:    int(RendezvousTTL / time.Second),
 	})
@@ -418,5 +419,5 @@ func rendezvousInvalid(w http.ResponseWriter, err error) {
 }
 
 func rendezvousFail(w http.ResponseWriter, code int, fields []schemas.FieldError, format string, args ...any) {
-	writeJSON(w, code, RendezvousError{Error: fmt.Sprintf(format, args...), Fields: fields})
+	httpx.WriteJSON(w, code, RendezvousError{Error: fmt.Sprintf(format, args...), Fields: fields})
 }

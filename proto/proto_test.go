@@ -61,34 +61,40 @@ func parseTree(t *testing.T) []goFile {
 
 func isProto(dir string) bool { return strings.HasPrefix(dir, "proto/") }
 
-// protoPaths returns the string constants of the proto packages that are
-// HTTP paths ("/..."), each with the packages that declare it.
-func protoPaths(t *testing.T, files []goFile) map[string][]string {
-	t.Helper()
-	paths := map[string][]string{}
+// protoSpecs calls fn with every declaration of kind tok (token.CONST,
+// token.TYPE) of the proto packages, tests left out.
+func protoSpecs(files []goFile, tok token.Token, fn func(goFile, ast.Spec)) {
 	for _, f := range files {
 		if !isProto(f.dir) || strings.HasSuffix(f.name, "_test.go") {
 			continue
 		}
 		for _, d := range f.file.Decls {
-			g, ok := d.(*ast.GenDecl)
-			if !ok || g.Tok != token.CONST {
-				continue
-			}
-			for _, spec := range g.Specs {
-				for _, v := range spec.(*ast.ValueSpec).Values {
-					lit, ok := v.(*ast.BasicLit)
-					if !ok || lit.Kind != token.STRING {
-						continue
-					}
-					s, _ := strconv.Unquote(lit.Value)
-					if strings.HasPrefix(s, "/") && len(s) > 1 && !slices.Contains(paths[s], f.dir) {
-						paths[s] = append(paths[s], f.dir)
-					}
+			if g, ok := d.(*ast.GenDecl); ok && g.Tok == tok {
+				for _, spec := range g.Specs {
+					fn(f, spec)
 				}
 			}
 		}
 	}
+}
+
+// protoPaths returns the string constants of the proto packages that are
+// HTTP paths ("/..."), each with the packages that declare it.
+func protoPaths(t *testing.T, files []goFile) map[string][]string {
+	t.Helper()
+	paths := map[string][]string{}
+	protoSpecs(files, token.CONST, func(f goFile, spec ast.Spec) {
+		for _, v := range spec.(*ast.ValueSpec).Values {
+			lit, ok := v.(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING {
+				continue
+			}
+			s, _ := strconv.Unquote(lit.Value)
+			if strings.HasPrefix(s, "/") && len(s) > 1 && !slices.Contains(paths[s], f.dir) {
+				paths[s] = append(paths[s], f.dir)
+			}
+		}
+	})
 	for _, want := range []string{"/api/v1/measurements", "/api/v1/rendezvous", "/speedtest/negotiate", "/ndt/v7/download", "/bittorrent/start"} {
 		if len(paths[want]) == 0 {
 			t.Fatalf("no proto package declares %s: the scan of proto/ is broken (found %v)", want, paths)
@@ -166,25 +172,14 @@ func jsonShape(st *ast.StructType) string {
 func TestOneHomePerMessage(t *testing.T) {
 	files := parseTree(t)
 	messages := map[string]string{} // shape -> "proto/x.Type"
-	for _, f := range files {
-		if !isProto(f.dir) || strings.HasSuffix(f.name, "_test.go") {
-			continue
-		}
-		for _, d := range f.file.Decls {
-			g, ok := d.(*ast.GenDecl)
-			if !ok || g.Tok != token.TYPE {
-				continue
-			}
-			for _, spec := range g.Specs {
-				ts := spec.(*ast.TypeSpec)
-				if st, ok := ts.Type.(*ast.StructType); ok && ast.IsExported(ts.Name.Name) {
-					if shape := jsonShape(st); shape != "" {
-						messages[shape] = f.dir + "." + ts.Name.Name
-					}
-				}
+	protoSpecs(files, token.TYPE, func(f goFile, spec ast.Spec) {
+		ts := spec.(*ast.TypeSpec)
+		if st, ok := ts.Type.(*ast.StructType); ok && ast.IsExported(ts.Name.Name) {
+			if shape := jsonShape(st); shape != "" {
+				messages[shape] = f.dir + "." + ts.Name.Name
 			}
 		}
-	}
+	})
 	if len(messages) < 10 {
 		t.Fatalf("found only %d message types in proto/: the scan is broken", len(messages))
 	}
@@ -230,5 +225,34 @@ func TestProtoImports(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no proto package imports anything of the module: the scan is broken")
+	}
+}
+
+// TestLayering: imports point one way, cmd -> components -> proto ->
+// schemas, with internal/ beside them: schemas imports only schemas and
+// internal/ packages, internal/ only internal/ and schemas, so neither can
+// pull a component (agent, testserver, collector, analytics, publish) in.
+func TestLayering(t *testing.T) {
+	files := parseTree(t)
+	n := 0
+	for _, f := range files {
+		top, _, _ := strings.Cut(f.dir, "/")
+		if top != "schemas" && top != "internal" {
+			continue
+		}
+		for _, imp := range f.file.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			rest, ok := strings.CutPrefix(p, module+"/")
+			if !ok {
+				continue
+			}
+			n++
+			if !(strings.HasPrefix(rest, "schemas") || strings.HasPrefix(rest, "internal/")) {
+				t.Errorf("%s imports %s: %s/ may import only schemas and internal/", f.name, p, top)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no import of the module found in schemas/ and internal/: the scan is broken")
 	}
 }

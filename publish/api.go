@@ -125,20 +125,10 @@ type apiError struct {
 }
 
 func reply(w http.ResponseWriter, code int, maxAge time.Duration, v any) {
-	// Encoded first: an answer that cannot be encoded is a clean 503, not a
-	// truncated 200 that a cache would keep.
-	b, err := json.Marshal(v)
-	if err != nil {
-		code, maxAge = http.StatusServiceUnavailable, 0
-		b, _ = json.Marshal(apiError{Error: "the answer could not be encoded"})
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	w.Header().Set("Access-Control-Expose-Headers", "Link, X-Next-Cursor, Retry-After")
 	setCache(w, maxAge)
-	w.WriteHeader(code)
-	_, _ = w.Write(append(b, '\n'))
+	httpx.WriteJSON(w, code, v)
 }
 
 // rateLimit answers 429 with Retry-After to an address over its rate.
@@ -277,7 +267,7 @@ func (a *API) distribution(ctx context.Context, s selector) (*Distribution, erro
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
 	d := &Distribution{Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
-		From: s.from.Format("2006-01-02"), To: s.to.Format("2006-01-02"), Days: []Day{}}
+		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Days: []Day{}}
 	rows, err := a.cfg.Conn.Query(ctx, `SELECT toString(day), tests_total, tests, agents, mean, p10, p25, p50, p75, p90, modes, org, country, goodset_def
 		FROM analytics_distributions
 		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)

@@ -97,7 +97,7 @@ func newColumn(name, chType, doc string) (*column, error) {
 			func(buf []byte, x time.Time) []byte { return x.UTC().AppendFormat(buf, "2006-01-02T15:04:05Z") })
 	case "Date":
 		scalarOf(c, arrow.FixedWidthTypes.Date32, md, func(b array.Builder, x time.Time) { b.(*array.Date32Builder).Append(arrow.Date32FromTime(x)) },
-			func(buf []byte, x time.Time) []byte { return x.UTC().AppendFormat(buf, "2006-01-02") })
+			func(buf []byte, x time.Time) []byte { return x.UTC().AppendFormat(buf, time.DateOnly) })
 	default:
 		return nil, fmt.Errorf("column %s: unsupported type %s", name, chType)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/google/uuid"
 
+	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -44,7 +45,7 @@ func (a *API) hourly(ctx context.Context, s selector) (*Hourly, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
 	h := &Hourly{Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
-		From: s.from.Format("2006-01-02"), To: s.to.Format("2006-01-02"), Hours: []Hour{}}
+		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Hours: []Hour{}}
 	rows, err := a.cfg.Conn.Query(ctx, `SELECT hour, sum(tests), quantileExactWeighted(0.5)(p50, tests)
 		FROM analytics_hourly
 		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
@@ -88,16 +89,17 @@ type Histogram struct {
 	Buckets   []Bucket `json:"buckets"`
 }
 
-// bucketEdge is the lower edge of log bucket i (see analytics_distributions.hist).
+// bucketEdge is the lower edge of log bucket i (analytics.BucketLow, the
+// layout of analytics_distributions.hist), rounded.
 func bucketEdge(i int) float64 {
-	return math.Round(math.Pow(10, float64(i-20)/10)*1e4) / 1e4
+	return math.Round(analytics.BucketLow(i)*1e4) / 1e4
 }
 
 func (a *API) histogram(ctx context.Context, s selector) (*Histogram, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
 	h := &Histogram{Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
-		From: s.from.Format("2006-01-02"), To: s.to.Format("2006-01-02"), Buckets: []Bucket{}}
+		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Buckets: []Bucket{}}
 	var counts []uint64
 	var n uint64
 	err := a.cfg.Conn.QueryRow(ctx, `SELECT sumForEach(hist), count()
@@ -142,7 +144,7 @@ type cursor struct {
 }
 
 func (c cursor) String() string {
-	return base64.RawURLEncoding.EncodeToString([]byte(c.day.Format("2006-01-02") + "/" + c.uid.String()))
+	return base64.RawURLEncoding.EncodeToString([]byte(c.day.Format(time.DateOnly) + "/" + c.uid.String()))
 }
 
 func parseCursor(s string) (cursor, error) {
@@ -155,7 +157,7 @@ func parseCursor(s string) (cursor, error) {
 	if !ok {
 		return c, bad("cursor", "is not a cursor of this API (copy next_cursor as is)")
 	}
-	if c.day, err = time.Parse("2006-01-02", d); err != nil {
+	if c.day, err = time.Parse(time.DateOnly, d); err != nil {
 		return c, bad("cursor", "is not a cursor of this API (copy next_cursor as is)")
 	}
 	if c.uid, err = uuid.Parse(u); err != nil {
@@ -217,7 +219,7 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	where := []string{"toDate(start_time) >= toDate(?)", "toDate(start_time) <= toDate(?)", selection(syn)}
-	args := []any{from.Format("2006-01-02"), to.Format("2006-01-02")}
+	args := []any{from.Format(time.DateOnly), to.Format(time.DateOnly)}
 	if asn > 0 {
 		where, args = append(where, "client_asn = ?"), append(args, uint32(asn))
 	}
@@ -232,7 +234,7 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 	}
 	if cur != nil {
 		where = append(where, "(toDate(start_time) > toDate(?) OR (toDate(start_time) = toDate(?) AND measurement_uid > toUUID(?)))")
-		args = append(args, cur.day.Format("2006-01-02"), cur.day.Format("2006-01-02"), cur.uid.String())
+		args = append(args, cur.day.Format(time.DateOnly), cur.day.Format(time.DateOnly), cur.uid.String())
 	}
 	names := make([]string, len(cols))
 	dests := make([]any, len(cols))
@@ -317,8 +319,8 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 		qq.Set("cursor", next.String())
 		// The window as absolute days: "the last day" moves at midnight.
 		qq.Del("days")
-		qq.Set("from", from.Format("2006-01-02"))
-		qq.Set("to", to.Format("2006-01-02"))
+		qq.Set("from", from.Format(time.DateOnly))
+		qq.Set("to", to.Format(time.DateOnly))
 		u.RawQuery = qq.Encode()
 		h.Set("Link", "<"+u.RequestURI()+`>; rel="next"`)
 		h.Set("X-Next-Cursor", next.String())
@@ -326,7 +328,7 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 	setCache(w, cacheFor(to, now))
 	if format == "csv" {
 		h.Set("Content-Type", "text/csv; charset=utf-8")
-		h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s-%s.csv"`, test.Name, from.Format("2006-01-02"), to.Format("2006-01-02")))
+		h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s-%s.csv"`, test.Name, from.Format(time.DateOnly), to.Format(time.DateOnly)))
 		_, _ = w.Write(body.Bytes())
 		return
 	}
@@ -427,7 +429,7 @@ func (a *API) datasetList(test string, from, to time.Time, synthetic bool) ([]Da
 	if err != nil {
 		return nil, err
 	}
-	f, t := from.Format("2006-01-02"), to.Format("2006-01-02")
+	f, t := from.Format(time.DateOnly), to.Format(time.DateOnly)
 	for _, e := range idx.Days {
 		if (test != "" && e.Test != test) || e.Day < f || e.Day > t {
 			continue

@@ -33,7 +33,7 @@ import (
 // repeated questions.
 func TestMeasurementsAndDatasets(t *testing.T) {
 	srv, dir := publishedSite(t)
-	yesterday := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1).Format("2006-01-02")
+	yesterday := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1).Format(time.DateOnly)
 
 	// The dump's measurement_uids, in order.
 	dump := readCSV(t, filepath.Join(dir, "speedtest", yesterday[:4], yesterday[5:7], yesterday[8:], "speedtest-"+yesterday+".csv.gz"))
@@ -156,7 +156,7 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 
 	// Caching: a closed day is immutable, today is not; the second ask of
 	// a distribution is a cache hit.
-	closed := time.Now().UTC().AddDate(0, 0, -4).Format("2006-01-02")
+	closed := time.Now().UTC().AddDate(0, 0, -4).Format(time.DateOnly)
 	for q, want := range map[string]string{
 		"/api/v1/measurements?from=" + closed + "&to=" + closed:                      "immutable",
 		publicapi.MeasurementsPath:                                                   "max-age=300",

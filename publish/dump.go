@@ -191,7 +191,7 @@ func newColumns(defs []columnDef) ([]*column, error) {
 // progress bars.
 func Count(ctx context.Context, conn driver.Conn, test *schemas.Test, day time.Time, synthetic bool) (uint64, error) {
 	var n uint64
-	err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s WHERE toDate(start_time) = toDate(?) AND %s", test.Table, selection(synthetic)), day.Format("2006-01-02")).Scan(&n)
+	err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s WHERE toDate(start_time) = toDate(?) AND %s", test.Table, selection(synthetic)), day.Format(time.DateOnly)).Scan(&n)
 	return n, err
 }
 
@@ -202,7 +202,7 @@ func Count(ctx context.Context, conn driver.Conn, test *schemas.Test, day time.T
 // keeps the existing manifest, generation time included.
 func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day time.Time) (*Manifest, error) {
 	day = time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, time.UTC)
-	ds := day.Format("2006-01-02")
+	ds := day.Format(time.DateOnly)
 	cols, err := publicColumns(ctx, cfg.Conn, test.Table)
 	if err != nil {
 		return nil, fmt.Errorf("publish: %s: %w", test.Name, err)
@@ -212,16 +212,16 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 		return nil, err
 	}
 	base := fmt.Sprintf("%s-%s", test.Name, ds)
-	pqTmp, err := newAtomicFile(filepath.Join(dir, base+".parquet"))
+	pqTmp, err := newHashedFile(filepath.Join(dir, base+".parquet"))
 	if err != nil {
 		return nil, err
 	}
-	defer pqTmp.discard()
-	csvTmp, err := newAtomicFile(filepath.Join(dir, base+".csv.gz"))
+	defer pqTmp.Discard()
+	csvTmp, err := newHashedFile(filepath.Join(dir, base+".csv.gz"))
 	if err != nil {
 		return nil, err
 	}
-	defer csvTmp.discard()
+	defer csvTmp.Discard()
 
 	m := &Manifest{
 		Test: test.Name, Day: ds, SchemaVersion: schemas.SchemaVersion, MethodologyVersion: test.Versions,
@@ -247,11 +247,8 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 		return nil, fmt.Errorf("publish: export %s %s: %w", test.Name, ds, err)
 	}
 	m.Rows = rows
-	for _, f := range []*atomicFile{pqTmp, csvTmp} {
-		if err := f.sync(); err != nil {
-			return nil, err
-		}
-		m.Files = append(m.Files, File{Name: filepath.Base(f.final), Format: formatOf(f.final), Bytes: f.n, SHA256: hex.EncodeToString(f.sum.Sum(nil))})
+	for _, f := range []*hashedFile{pqTmp, csvTmp} {
+		m.Files = append(m.Files, File{Name: filepath.Base(f.Name()), Format: formatOf(f.Name()), Bytes: f.n, SHA256: hex.EncodeToString(f.sum.Sum(nil))})
 	}
 
 	// Idempotence: the same files as the current manifest's keep it as is.
@@ -262,8 +259,8 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 		}
 		return old, nil
 	}
-	for _, f := range []*atomicFile{pqTmp, csvTmp} {
-		if err := f.commit(); err != nil {
+	for _, f := range []*hashedFile{pqTmp, csvTmp} {
+		if err := f.Commit(); err != nil {
 			return nil, err
 		}
 	}
@@ -534,50 +531,27 @@ func (k *keyOrder) next() error {
 	return nil
 }
 
-// atomicFile is written under a temporary name in the final directory and
-// renamed into place by commit; its bytes are counted and hashed on the way.
-type atomicFile struct {
-	f     *os.File
-	final string
-	sum   hash.Hash
-	n     int64
-	done  bool
+// hashedFile is a dump file written atomically (internal/atomicfile), its
+// bytes counted and hashed on the way.
+type hashedFile struct {
+	*atomicfile.File
+	sum hash.Hash
+	n   int64
 }
 
-func newAtomicFile(final string) (*atomicFile, error) {
-	f, err := os.CreateTemp(filepath.Dir(final), "."+filepath.Base(final)+".tmp-*")
+func newHashedFile(final string) (*hashedFile, error) {
+	f, err := atomicfile.Create(final)
 	if err != nil {
 		return nil, err
 	}
-	return &atomicFile{f: f, final: final, sum: sha256.New()}, nil
+	return &hashedFile{File: f, sum: sha256.New()}, nil
 }
 
-func (a *atomicFile) Write(p []byte) (int, error) {
-	n, err := a.f.Write(p)
-	a.sum.Write(p[:n])
-	a.n += int64(n)
+func (h *hashedFile) Write(p []byte) (int, error) {
+	n, err := h.File.Write(p)
+	h.sum.Write(p[:n])
+	h.n += int64(n)
 	return n, err
-}
-
-func (a *atomicFile) sync() error { return a.f.Sync() }
-
-func (a *atomicFile) commit() error {
-	if err := a.f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(a.f.Name(), a.final); err != nil {
-		return err
-	}
-	a.done = true
-	return atomicfile.SyncDir(filepath.Dir(a.final))
-}
-
-// discard removes the temporary file unless it was committed.
-func (a *atomicFile) discard() {
-	if !a.done {
-		a.f.Close()
-		os.Remove(a.f.Name())
-	}
 }
 
 func readManifest(path string) (*Manifest, error) {
@@ -632,7 +606,7 @@ func updateIndex(root string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	day, _ := time.Parse("2006-01-02", m.Day)
+	day, _ := time.Parse(time.DateOnly, m.Day)
 	e := IndexEntry{Test: m.Test, Day: m.Day, Rows: m.Rows, Manifest: filepath.ToSlash(filepath.Join(DayDir(m.Test, day), "manifest.json"))}
 	for _, f := range m.Files {
 		f.Name = filepath.ToSlash(filepath.Join(DayDir(m.Test, day), f.Name))
@@ -685,7 +659,7 @@ func ExportPending(ctx context.Context, cfg ExportConfig, through time.Time, max
 	var out []*Manifest
 	for _, test := range schemas.Tests() {
 		rows, err := cfg.Conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT toString(toDate(start_time)) AS d FROM %s WHERE %s AND toDate(start_time) <= toDate(?) ORDER BY d",
-			test.Table, selection(cfg.Synthetic)), through.Format("2006-01-02"))
+			test.Table, selection(cfg.Synthetic)), through.Format(time.DateOnly))
 		if err != nil {
 			return out, err
 		}
@@ -705,7 +679,7 @@ func ExportPending(ctx context.Context, cfg ExportConfig, through time.Time, max
 			if len(out) >= maxDays {
 				return out, nil
 			}
-			day, _ := time.Parse("2006-01-02", d)
+			day, _ := time.Parse(time.DateOnly, d)
 			m, err := ExportDay(ctx, cfg, test, day)
 			if err != nil {
 				return out, err

@@ -105,7 +105,7 @@ func (p *params) days(defDays, maxDays int, now time.Time) (from, to time.Time) 
 		p.fail(bad("days", "give either days or from/to"))
 	}
 	parse := func(name, s string) time.Time {
-		d, err := time.Parse("2006-01-02", s)
+		d, err := time.Parse(time.DateOnly, s)
 		if err != nil {
 			p.fail(bad(name, "must be a day like 2026-11-20"))
 		}

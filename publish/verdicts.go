@@ -72,7 +72,7 @@ func (a *API) verdicts(ctx context.Context, asn uint32, synthetic bool, from, to
 	if err != nil {
 		return nil, err
 	}
-	out := &Verdicts{ASN: strconv.FormatUint(uint64(asn), 10), Synthetic: synthetic, From: from.Format("2006-01-02"), To: to.Format("2006-01-02"), Verdicts: []VerdictSummary{}}
+	out := &Verdicts{ASN: strconv.FormatUint(uint64(asn), 10), Synthetic: synthetic, From: from.Format(time.DateOnly), To: to.Format(time.DateOnly), Verdicts: []VerdictSummary{}}
 	sums := map[[2]string]*VerdictSummary{}
 	for _, d := range days {
 		if d.Synthetic != synthetic {

@@ -370,7 +370,7 @@ func (a *API) goodsetRows(ctx context.Context, s selector) ([]goodsetRow, error)
 	rows, err := a.cfg.Conn.Query(ctx, `SELECT goodset, any(goodset_def), sum(tests_total), sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, tests)
 		FROM analytics_distributions
 		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
-		GROUP BY goodset ORDER BY goodset`, s.scope, s.key, s.metric, s.syn(), s.from.Format("2006-01-02"), s.to.Format("2006-01-02"))
+		GROUP BY goodset ORDER BY goodset`, s.scope, s.key, s.metric, s.syn(), s.from.Format(time.DateOnly), s.to.Format(time.DateOnly))
 	if err != nil {
 		return nil, err
 	}

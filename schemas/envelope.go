@@ -74,7 +74,7 @@ func (e *Envelope) check(c *checker, now time.Time) {
 		case e.StartTime.After(now.Add(MaxClockSkew)):
 			c.add("start_time", "is in the future (%s, now is %s)", e.StartTime.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 		case e.StartTime.Before(earliestStart):
-			c.add("start_time", "is before %s", earliestStart.Format("2006-01-02"))
+			c.add("start_time", "is before %s", earliestStart.Format(time.DateOnly))
 		}
 	}
 	if !e.Consent.Informed {

@@ -20,6 +20,35 @@ type Migration struct {
 	Statements []string
 }
 
+// measurementColumns is what a migration writes as {{measurement_columns}}:
+// the envelope and annotation columns that begin every measurement table,
+// as migration 0001 declared them (server_peer came with migration 0005,
+// after server_version), in the order of EnvelopeColumns and
+// AnnotationColumns.
+const measurementColumns = `measurement_uid UUID COMMENT 'Random UUID made by the agent at test start; idempotency key end to end',
+    agent_id UUID COMMENT 'Random UUID made once at install by the agent',
+    test_version String COMMENT 'Methodology version of the test',
+    schema_version UInt16 COMMENT 'Version of the record layout',
+    start_time DateTime COMMENT 'When the test started, UTC',
+    duration_s Float64 COMMENT 'Wall time of the whole test, seconds',
+    agent_software String COMMENT 'Client software name',
+    agent_version String COMMENT 'Client software version',
+    agent_os String COMMENT 'Client operating system (GOOS)',
+    agent_arch String COMMENT 'Client CPU architecture (GOARCH)',
+    server_id String COMMENT 'Test server identifier from the rendezvous',
+    server_version String COMMENT 'Test server software version',
+    consent_informed UInt8 COMMENT '1 when the volunteer was informed',
+    consent_can_collect UInt8 COMMENT '1 when the volunteer allows collection',
+    consent_can_publish UInt8 COMMENT '1 when the volunteer allows publication; 0 rows are never published',
+    synthetic UInt8 COMMENT '1 for simulated records; never in a real public dump',
+    client_asn UInt32 COMMENT 'Autonomous system of the client address (0 unknown)',
+    client_org String COMMENT 'Organisation of the client AS',
+    client_country String COMMENT 'ISO 3166-1 alpha-2 country of the client address (empty unknown)',
+    client_prefix String COMMENT 'Client address truncated to /24 (IPv4) or /48 (IPv6); the full address is never stored',
+    annotation_db String COMMENT 'Version of the IP-to-ASN and country databases used',
+    authority UInt8 COMMENT '1 when the record carries the server merged view; the highest wins on merge',
+    ingested_at DateTime COMMENT 'When the collector received the record, UTC'`
+
 // Migrations returns the embedded migrations sorted by version. File names
 // are NNNN_name.sql; numbers are unique and start at 1.
 func Migrations() ([]Migration, error) {
@@ -43,7 +72,7 @@ func Migrations() ([]Migration, error) {
 		if err != nil {
 			return nil, err
 		}
-		stmts, err := SplitSQL(string(body))
+		stmts, err := SplitSQL(strings.ReplaceAll(string(body), "{{measurement_columns}}", measurementColumns))
 		if err != nil {
 			return nil, fmt.Errorf("migration %s: %w", e.Name(), err)
 		}

@@ -2,7 +2,6 @@ package testserver
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/proto/negotiate"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -22,12 +23,7 @@ import (
 // Fail answers a refused request with the JSON error body that every test
 // protocol uses, {"error": "..."}.
 func Fail(w http.ResponseWriter, code int, format string, args ...any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error string `json:"error"`
-	}{fmt.Sprintf(format, args...)})
+	httpx.WriteJSON(w, code, negotiate.Error{Error: fmt.Sprintf(format, args...)})
 }
 
 // Collected authorizes a collect request of test (see AuthorizeTest) and
@@ -78,7 +74,5 @@ func (n *Negotiator) Deliver(w http.ResponseWriter, s *Session, rec *schemas.Rec
 		}
 	}
 	n.Release(s)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(rec)
+	httpx.WriteJSON(w, http.StatusOK, rec)
 }

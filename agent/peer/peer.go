@@ -31,6 +31,7 @@ import (
 	"github.com/neubot/neubot/internal/atomicfile"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/proto/ndt7"
+	"github.com/neubot/neubot/proto/negotiate"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/testserver"
 	"github.com/neubot/neubot/testserver/service"
@@ -219,16 +220,14 @@ func (s *Server) exhausted() bool { return s.meter.left() < s.need("") }
 func (s *Server) admit(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		left := s.meter.left()
-		negotiate := r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/negotiate")
-		if left > 0 && (!negotiate || left >= s.need(r.URL.Path)) {
+		negotiating := r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/negotiate")
+		if left > 0 && (!negotiating || left >= s.need(r.URL.Path)) {
 			h.ServeHTTP(w, r)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Retry-After", "3600")
 		w.Header().Set("Connection", "close")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		json.NewEncoder(w).Encode(map[string]string{"error": s.usedUp().Error()})
+		httpx.WriteJSON(w, http.StatusServiceUnavailable, negotiate.Error{Error: s.usedUp().Error()})
 	})
 }
 
@@ -250,9 +249,7 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(rendezvous.PeerHello{ID: s.opts.ID, Nonce: nonce})
+	httpx.WriteJSON(w, http.StatusOK, rendezvous.PeerHello{ID: s.opts.ID, Nonce: nonce})
 }
 
 // Caps returns the caps in force.

@@ -3,7 +3,8 @@
 package registry
 
 import (
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/ndt7"
@@ -30,10 +31,5 @@ func New(name string) (plugin.Measurer, bool) {
 
 // Names lists the known tests.
 func Names() []string {
-	var out []string
-	for n := range tests {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(tests))
 }

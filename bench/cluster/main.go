@@ -102,7 +102,7 @@ func run(bulk, batchRows, batchSize int) error {
 	rng := rand.New(rand.NewPCG(10, 16))
 	test, _ := schemas.Lookup(schemas.SpeedtestName)
 	cols := test.TableColumns()
-	start, _ := time.Parse("2006-01-02", "2026-11-19")
+	start, _ := time.Parse(time.DateOnly, "2026-11-19")
 	rows := make([][]any, batchRows)
 	for i := range rows {
 		rec := schemastest.Speedtest(rng, start.Add(time.Duration(i)*time.Second/4), "151.5.10.20", 1+rng.Float64()*300)

@@ -287,7 +287,7 @@ func appendTSV(dst []byte, row []any) []byte {
 		case uuid.UUID:
 			dst = append(dst, x.String()...)
 		case time.Time:
-			dst = x.UTC().AppendFormat(dst, "2006-01-02 15:04:05")
+			dst = x.UTC().AppendFormat(dst, time.DateTime)
 		case float64:
 			dst = strconv.AppendFloat(dst, x, 'g', -1, 64)
 		case *float64:

@@ -88,7 +88,7 @@ func run(n int, dur time.Duration, ipdbDir string) error {
 		_ = pprof.StartCPUProfile(f)
 	}
 	t0 := time.Now()
-	d, _ := time.Parse("2006-01-02", day)
+	d, _ := time.Parse(time.DateOnly, day)
 	m, err := publish.ExportDay(ctx, publish.ExportConfig{Conn: conn, Dir: out, ASNDB: db.Version(), ASNDBLicence: db.Licence()}, test, d)
 	if err != nil {
 		return err

@@ -77,10 +77,10 @@ func parseDays(fromS, toS string) (from, to time.Time, err error) {
 	if toS == "" {
 		toS = fromS
 	}
-	if from, err = time.Parse("2006-01-02", fromS); err != nil {
+	if from, err = time.Parse(time.DateOnly, fromS); err != nil {
 		return from, to, fmt.Errorf("--from must be a day like 2026-11-26, not %q", fromS)
 	}
-	if to, err = time.Parse("2006-01-02", toS); err != nil {
+	if to, err = time.Parse(time.DateOnly, toS); err != nil {
 		return from, to, fmt.Errorf("--to must be a day like 2026-11-26, not %q", toS)
 	}
 	if to.Before(from) {
@@ -132,7 +132,7 @@ func cmdAnalyticsRun(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("analytics: %s to %s recomputed in %s\n", from.Format("2006-01-02"), to.Format("2006-01-02"), time.Since(start).Round(time.Millisecond))
+	fmt.Printf("analytics: %s to %s recomputed in %s\n", from.Format(time.DateOnly), to.Format(time.DateOnly), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

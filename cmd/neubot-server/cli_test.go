@@ -202,7 +202,7 @@ func TestUp(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// `publish export` of today: the agent's test, a real one, is in it.
-	today := time.Now().UTC().Format("2006-01-02")
+	today := time.Now().UTC().Format(time.DateOnly)
 	dsDir := t.TempDir()
 	out, err := exec.Command(bin, "publish", "export", "--from", today, "--clickhouse", strings.TrimPrefix(chURL, "clickhouse://"), "--datasets", dsDir).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "publish export: 1 rows, 2 files") {

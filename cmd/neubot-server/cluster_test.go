@@ -400,8 +400,8 @@ func TestCluster(t *testing.T) {
 	defer clAPI.Close()
 	singleAPI := httptest.NewServer(publish.New(publish.Config{Conn: singleConn, IPDB: ipdb, CacheTTL: -1, Rate: 1e6, Burst: 1e6}).Handler())
 	defer singleAPI.Close()
-	from := now.AddDate(0, 0, -3).Format("2006-01-02")
-	to := now.Format("2006-01-02")
+	from := now.AddDate(0, 0, -3).Format(time.DateOnly)
+	to := now.Format(time.DateOnly)
 	asn := fleet.Agents()[0].ISP.ASN
 	btASN, err := ipdb.LookupString("151.5.10.20")
 	if err != nil {

@@ -186,7 +186,7 @@ func cmdPublishExport(args []string) error {
 	for _, j := range jobs {
 		base := rows
 		cfg.Progress = func(n uint64) { _ = bar.Set64(int64(base + n)) }
-		bar.Describe(fmt.Sprintf("%s %s", j.test.Name, j.day.Format("2006-01-02")))
+		bar.Describe(fmt.Sprintf("%s %s", j.test.Name, j.day.Format(time.DateOnly)))
 		m, err := publish.ExportDay(ctx, cfg, j.test, j.day)
 		if err != nil {
 			_ = bar.Exit()
@@ -201,7 +201,7 @@ func cmdPublishExport(args []string) error {
 	_ = bar.Finish()
 	secs := time.Since(start).Seconds()
 	fmt.Printf("publish export: %d rows, %d files, %s to %s, in %.1f s (%.0f rows/s) under %s\n",
-		rows, files, from.Format("2006-01-02"), to.Format("2006-01-02"), secs, float64(rows)/secs, filepath.Clean(*datasets))
+		rows, files, from.Format(time.DateOnly), to.Format(time.DateOnly), secs, float64(rows)/secs, filepath.Clean(*datasets))
 	return nil
 }
 

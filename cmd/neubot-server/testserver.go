@@ -101,11 +101,7 @@ func (t *testserverService) stop() {
 	// own); the rest stays spooled for the next start.
 	fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer fcancel()
-	t.svc.Forwarder().Flush(fctx)
-	deadline := time.Now().Add(3 * time.Second)
-	for t.svc.Forwarder().Pending() > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	t.svc.Forwarder().Drain(fctx)
 	t.cancel()
 	<-t.done
 	if n := t.svc.Forwarder().Pending(); n > 0 {

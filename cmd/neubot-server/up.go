@@ -57,6 +57,10 @@ func cmdUp(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Every component started is pushed on the shutdown stack, which
+	// stops them in the reverse order on any return.
+	var stop shutdownStack
+	defer stop.unwind()
 	sctx, scancel := context.WithTimeout(ctx, 2*time.Minute)
 	ch, err := localch.Start(sctx, localch.Config{
 		Dir:     filepath.Join(*data, "clickhouse"),
@@ -68,19 +72,19 @@ func cmdUp(args []string) error {
 	if err != nil {
 		return err
 	}
-	defer ch.Stop()
+	stop.push(func() { ch.Stop() })
 
 	// The analytics first: what fails here fails before any service runs.
 	anConn, err := ch.Connect(context.Background())
 	if err != nil {
 		return err
 	}
-	defer anConn.Close()
+	stop.push(func() { anConn.Close() })
 	an, err := startAnalytics(anConn, *analyticsSpec, log)
 	if err != nil {
 		return err
 	}
-	defer an.close()
+	stop.push(an.close)
 
 	col, err := startCollector(*collectorAddr, collector.Config{
 		SpoolDir:   filepath.Join(*data, "spool"),
@@ -93,6 +97,7 @@ func cmdUp(args []string) error {
 	if err != nil {
 		return err
 	}
+	stop.push(func() { col.stop(10 * time.Second) })
 
 	ts, err := startTestserver(testserverOptions{
 		listen: *testserverAddr, id: "local", collectorURL: col.http.URL(),
@@ -100,44 +105,35 @@ func cmdUp(args []string) error {
 		testTimeout: 30 * time.Second, rate: 1, bittorrentListen: *btAddr, neutralListen: *neutralAddr,
 	}, log)
 	if err != nil {
-		col.stop(10 * time.Second)
 		return err
 	}
+	stop.push(ts.stop)
 
 	// Real dumps under datasets/, once their day closed; with --demo the
 	// simulated data's under datasets-synthetic/, through yesterday.
 	realDir, synDir := filepath.Join(*data, "datasets"), filepath.Join(*data, "datasets-synthetic")
 	pubCfg := publish.Config{Conn: anConn, IPDB: db, Logger: log, DatasetsDir: realDir, Demo: *demo}
 	exports := []*scheduler{}
-	defer func() {
-		for _, e := range exports {
-			e.close()
-		}
-	}()
 	ex, err := startExports(*exportSpec, publish.ClosedAfter, log, exportConfig(anConn, db, realDir, false))
 	if err != nil {
-		ts.stop()
-		col.stop(10 * time.Second)
 		return err
 	}
+	stop.push(ex.close)
 	exports = append(exports, ex)
 	if *demo {
 		pubCfg.SyntheticDatasetsDir = synDir
 		ex, err := startExports(*exportSpec, 0, log, exportConfig(anConn, db, synDir, true))
 		if err != nil {
-			ts.stop()
-			col.stop(10 * time.Second)
 			return err
 		}
+		stop.push(ex.close)
 		exports = append(exports, ex)
 	}
 	pub, err := httpx.Listen(*publishAddr, publish.New(pubCfg).Handler(), log)
 	if err != nil {
-		ts.stop()
-		col.stop(10 * time.Second)
 		return err
 	}
-	defer pub.Shutdown(context.Background())
+	stop.push(func() { pub.Shutdown(context.Background()) })
 
 	// One real agent, as a volunteer runs it: it finds the test server
 	// through the collector's rendezvous and uploads to the collector. It
@@ -145,21 +141,22 @@ func cmdUp(args []string) error {
 	ag, err := agent.New(agent.Options{StateDir: filepath.Join(*data, "agent"), CollectorURL: col.http.URL(), PublicAPIURL: pub.URL(), Logger: log,
 		PeerListen: *agentPeer})
 	if err != nil {
-		ts.stop()
-		col.stop(10 * time.Second)
 		return err
 	}
+	stop.push(func() { ag.Close() })
 	agSrv, err := httpx.Listen(*agentAddr, ag.Handler(), log)
 	if err != nil {
-		ag.Close()
-		ts.stop()
-		col.stop(10 * time.Second)
 		return err
 	}
+	stop.push(func() {
+		actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer acancel()
+		_ = agSrv.Shutdown(actx)
+	})
 	agCtx, agCancel := context.WithCancel(context.Background())
-	defer agCancel()
 	agDone := make(chan struct{})
 	go func() { ag.Run(agCtx); close(agDone) }()
+	stop.push(func() { agCancel(); <-agDone })
 
 	if *demo {
 		// Seed in the background: the services are up meanwhile.
@@ -210,15 +207,18 @@ Press Ctrl-C to stop.
 		err = fmt.Errorf("clickhouse-server exited; see %s", filepath.Join(*data, "clickhouse", "log"))
 	}
 	fmt.Println("neubot-server up: stopping")
-	an.close()
-	actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = agSrv.Shutdown(actx)
-	acancel()
-	agCancel()
-	<-agDone
-	ag.Close()
-	ts.stop()
-	col.stop(10 * time.Second)
-	ch.Stop()
-	return err
+	return err // the deferred unwind stops everything, the agent first
+}
+
+// shutdownStack holds the stop functions of the components started, in
+// the order they started; unwind calls them in the reverse order, once.
+type shutdownStack []func()
+
+func (s *shutdownStack) push(stop func()) { *s = append(*s, stop) }
+
+func (s *shutdownStack) unwind() {
+	for i := len(*s) - 1; i >= 0; i-- {
+		(*s)[i]()
+	}
+	*s = nil
 }

@@ -488,6 +488,7 @@ func (s *Spool) seal() {
 	a := s.active
 	if a.Records == 0 {
 		s.sealWant = false
+		s.cond.Broadcast()
 		s.mu.Unlock()
 		return
 	}
@@ -540,20 +541,19 @@ func (s *Spool) Flush(ctx context.Context) {
 	s.mu.Lock()
 	s.sealWant = true
 	s.mu.Unlock()
-	for ctx.Err() == nil {
-		s.mu.Lock()
-		done := !s.sealWant || s.active.Records == 0 || s.closed
-		s.mu.Unlock()
-		if done {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	s.waitFor(ctx, func() bool { return !s.sealWant || s.active.Records == 0 })
 }
 
-// Next waits for the oldest sealed segment and returns it without removing
-// it; call Remove after it was loaded.
-func (s *Spool) Next(ctx context.Context) (*Segment, error) {
+// WaitLoaded waits until no sealed segment is left to load (every one was
+// removed or quarantined), the spool closed or ctx ended; it reports
+// whether none is left. After Flush, nothing acknowledged is then pending.
+func (s *Spool) WaitLoaded(ctx context.Context) bool {
+	return s.waitFor(ctx, func() bool { return len(s.sealed) == 0 })
+}
+
+// waitFor waits, on the spool's condition, until done (called under mu)
+// holds, the spool closed or ctx ended, and returns done().
+func (s *Spool) waitFor(ctx context.Context, done func() bool) bool {
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
 		s.cond.Broadcast()
@@ -562,15 +562,23 @@ func (s *Spool) Next(ctx context.Context) (*Segment, error) {
 	defer stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.sealed) == 0 {
+	for !done() && !s.closed && ctx.Err() == nil {
+		s.cond.Wait()
+	}
+	return done()
+}
+
+// Next waits for the oldest sealed segment and returns it without removing
+// it; call Remove after it was loaded.
+func (s *Spool) Next(ctx context.Context) (*Segment, error) {
+	if !s.waitFor(ctx, func() bool { return len(s.sealed) > 0 }) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if s.closed {
-			return nil, ErrSpoolClosed
-		}
-		s.cond.Wait()
+		return nil, ErrSpoolClosed
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.sealed[0], nil
 }
 
@@ -611,6 +619,7 @@ func (s *Spool) Remove(seg *Segment) error {
 	s.sealed = s.sealed[1:]
 	s.cached -= len(seg.decoded)
 	seg.decoded = nil
+	s.cond.Broadcast()
 	s.mu.Unlock()
 	if err := os.Remove(seg.Path); err != nil && !os.IsNotExist(err) {
 		return err
@@ -632,6 +641,7 @@ func (s *Spool) Quarantine(seg *Segment) error {
 		s.sealed = s.sealed[1:]
 		s.cached -= len(seg.decoded)
 		seg.decoded = nil
+		s.cond.Broadcast()
 	}
 	s.mu.Unlock()
 	return nil

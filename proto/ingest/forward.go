@@ -115,6 +115,14 @@ func (f *Forwarder) Run(ctx context.Context) {
 // Flush seals what is waiting so that Run can deliver it.
 func (f *Forwarder) Flush(ctx context.Context) { f.sp.Flush(ctx) }
 
+// Drain seals what is waiting and waits until Run delivered it (or kept
+// what the collector refused), or ctx ends; it reports whether nothing is
+// left. Run must be running.
+func (f *Forwarder) Drain(ctx context.Context) bool {
+	f.sp.Flush(ctx)
+	return f.sp.WaitLoaded(ctx)
+}
+
 // Close closes the spool; undelivered records stay for the next start.
 func (f *Forwarder) Close() error { return f.sp.Close() }
 

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/neubot/neubot/internal/httpx"
 	spec "github.com/neubot/neubot/proto/bittorrent"
 	"github.com/neubot/neubot/proto/bittorrent/wire"
 	"github.com/neubot/neubot/schemas"
@@ -165,13 +166,6 @@ func (p *Provider) Routes(mux testserver.Mux) {
 
 var fail = testserver.Fail
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) *testserver.Session {
 	s, err := p.Negotiator.AuthorizeTest(r, name)
 	if err != nil {
@@ -226,7 +220,7 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 	}
 	bt, neutral := p.st.btPort, p.st.neutral
 	p.st.mu.Unlock()
-	writeJSON(w, http.StatusOK, spec.StartResponse{BitTorrentPort: bt, NeutralPort: neutral})
+	httpx.WriteJSON(w, http.StatusOK, spec.StartResponse{BitTorrentPort: bt, NeutralPort: neutral})
 }
 
 // forgetEnded drops the keys of sessions that are over.

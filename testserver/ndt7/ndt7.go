@@ -26,6 +26,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/tcpinfo"
 	spec "github.com/neubot/neubot/proto/ndt7"
 	"github.com/neubot/neubot/proto/negotiate"
@@ -535,9 +536,7 @@ func (p *Provider) locate(w http.ResponseWriter, r *http.Request) {
 		if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "5")
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(spec.LocateResult{Error: &spec.LocateError{
+		httpx.WriteJSON(w, code, spec.LocateResult{Error: &spec.LocateError{
 			Type: "error", Title: http.StatusText(code), Status: code, Detail: err.Error(),
 		}})
 		return
@@ -552,8 +551,7 @@ func (p *Provider) locate(w http.ResponseWriter, r *http.Request) {
 		urls[spec.LocateKey(scheme, path)] = u.String()
 	}
 	host, _, _ := strings.Cut(r.Host, ":")
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(spec.LocateResult{Results: []spec.LocateTarget{{Machine: p.ServerID, Hostname: host, URLs: urls}}})
+	httpx.WriteJSON(w, http.StatusOK, spec.LocateResult{Results: []spec.LocateTarget{{Machine: p.ServerID, Hostname: host, URLs: urls}}})
 }
 
 // Merge waits for the session's subtests to store their views (the client

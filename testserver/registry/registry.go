@@ -6,7 +6,8 @@ package registry
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
@@ -35,10 +36,5 @@ func New(name string, env testserver.Env) (testserver.Provider, error) {
 
 // Names lists the known tests, sorted.
 func Names() []string {
-	var out []string
-	for n := range tests {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(tests))
 }

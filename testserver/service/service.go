@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/proto/negotiate"
 	"github.com/neubot/neubot/proto/rendezvous"
@@ -208,11 +209,11 @@ func (s *Service) negotiateTest(w http.ResponseWriter, r *http.Request, test tes
 	var req negotiate.Request
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, negotiate.MaxBody))
 	if err := dec.Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, negotiate.Error{Error: fmt.Sprintf("bad negotiate request: %v", err)})
+		httpx.WriteJSON(w, http.StatusBadRequest, negotiate.Error{Error: fmt.Sprintf("bad negotiate request: %v", err)})
 		return
 	}
 	if len(req.Token) > negotiate.MaxTokenBytes || len(req.MeasurementUID) > negotiate.MaxUIDBytes {
-		writeJSON(w, http.StatusBadRequest, negotiate.Error{Error: "token or measurement_uid too long"})
+		httpx.WriteJSON(w, http.StatusBadRequest, negotiate.Error{Error: "token or measurement_uid too long"})
 		return
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -225,17 +226,10 @@ func (s *Service) negotiateTest(w http.ResponseWriter, r *http.Request, test tes
 		if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", strconv.Itoa(5))
 		}
-		writeJSON(w, code, negotiate.Error{Error: err.Error()})
+		httpx.WriteJSON(w, code, negotiate.Error{Error: err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, negotiate.Response{
+	httpx.WriteJSON(w, http.StatusOK, negotiate.Response{
 		Token: n.Session.Token, Unchoked: n.Unchoked, QueuePos: n.QueuePos, TTLS: n.TTL.Seconds(),
 	})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
 }

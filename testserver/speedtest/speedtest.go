@@ -7,7 +7,6 @@ package speedtest
 
 import (
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -216,9 +215,7 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 		v.uploadConnections[c] = true
 	}
 	v.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(resp)
+	httpx.WriteJSON(w, http.StatusOK, resp)
 }
 
 // Merge puts the server's view of the test (bytes, timing, TCP_INFO) into

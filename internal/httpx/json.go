@@ -1,0 +1,32 @@
+package httpx
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+)
+
+// WriteJSON answers with status code and v as JSON: the one JSON reply of
+// Neubot's servers. v is encoded first, so that a value that cannot be
+// encoded is a clean 503 (never a truncated 200 that a cache would keep);
+// the answer is "Cache-Control: no-store" unless the handler set a policy,
+// and is not HTML-escaped.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	h := w.Header()
+	if err := enc.Encode(v); err != nil {
+		code = http.StatusServiceUnavailable
+		b.Reset()
+		b.WriteString(`{"error":"the answer could not be encoded"}` + "\n")
+		h.Set("Cache-Control", "no-store")
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if h.Get("Cache-Control") == "" {
+		h.Set("Cache-Control", "no-store")
+	}
+	w.WriteHeader(code)
+	_, _ = w.Write(b.Bytes())
+}
