@@ -26,7 +26,9 @@ func TestPing(t *testing.T) {
 	_, url := servicetest.Start(t, service.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	rec, err := ping.NewMeasurer(ping.Config{Count: 5}).Run(ctx, plugin.Env{ServerURL: url, AgentID: uuid.NewString(),
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	rec, err := ping.NewMeasurer(ping.Config{Count: 5}).Run(ctx, plugin.Env{ServerURL: url, AgentID: uuid.NewString(), HTTPClient: client,
 		Consent: schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +49,7 @@ func TestPing(t *testing.T) {
 // ping test's WebSocket (403).
 func TestOtherTestsToken(t *testing.T) {
 	_, url := servicetest.Start(t, service.Config{})
+	defer http.DefaultClient.CloseIdleConnections()
 	resp, err := http.Post(url+speedtest.NegotiatePath, "application/json", strings.NewReader(`{"measurement_uid":"`+uuid.NewString()+`"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +62,12 @@ func TestOtherTestsToken(t *testing.T) {
 	}
 	req, _ := http.NewRequest(http.MethodGet, url+pingspec.WSPath, nil)
 	req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+nr.Token)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("a speedtest token at %s: %v %v, want 403", pingspec.WSPath, resp.Status, err)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a speedtest token at %s: %s, want 403", pingspec.WSPath, resp.Status)
 	}
 }
