@@ -200,32 +200,40 @@ func TestOneHomePerMessage(t *testing.T) {
 	}
 }
 
+// checkImports checks every import of the module by the files of the
+// directories top selects: allowed says which (paths relative to the
+// module) they may import. It fails when it saw none (a broken scan).
+func checkImports(t *testing.T, top func(dir string) bool, allowed func(rest string) bool, rule string) {
+	t.Helper()
+	n := 0
+	for _, f := range parseTree(t) {
+		if !top(f.dir) {
+			continue
+		}
+		for _, imp := range f.file.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			if rest, ok := strings.CutPrefix(p, module+"/"); ok {
+				n++
+				if !allowed(rest) {
+					t.Errorf("%s imports %s: %s", f.name, p, rule)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no import of the module found: the scan is broken")
+	}
+}
+
 // TestProtoImports: a protocol package imports the standard library,
 // third-party modules, schemas, internal/ and other proto packages, never a
 // component (agent, testserver, collector, publish, analytics, cmd, bench),
 // so both ends of a protocol can import it.
 func TestProtoImports(t *testing.T) {
-	files := parseTree(t)
-	n := 0
-	for _, f := range files {
-		if !isProto(f.dir) && f.dir != "proto" {
-			continue
-		}
-		for _, imp := range f.file.Imports {
-			p, _ := strconv.Unquote(imp.Path.Value)
-			rest, ok := strings.CutPrefix(p, module+"/")
-			if !ok {
-				continue
-			}
-			n++
-			if !(strings.HasPrefix(rest, "proto/") || rest == "schemas" || strings.HasPrefix(rest, "schemas/") || strings.HasPrefix(rest, "internal/")) {
-				t.Errorf("%s imports %s: a protocol package must not depend on a component", f.name, p)
-			}
-		}
-	}
-	if n == 0 {
-		t.Fatal("no proto package imports anything of the module: the scan is broken")
-	}
+	checkImports(t, func(dir string) bool { return dir == "proto" || isProto(dir) },
+		func(rest string) bool {
+			return strings.HasPrefix(rest, "proto/") || strings.HasPrefix(rest, "schemas") || strings.HasPrefix(rest, "internal/")
+		}, "a protocol package must not depend on a component")
 }
 
 // TestLayering: imports point one way, cmd -> components -> proto ->
@@ -233,26 +241,10 @@ func TestProtoImports(t *testing.T) {
 // internal/ packages, internal/ only internal/ and schemas, so neither can
 // pull a component (agent, testserver, collector, analytics, publish) in.
 func TestLayering(t *testing.T) {
-	files := parseTree(t)
-	n := 0
-	for _, f := range files {
-		top, _, _ := strings.Cut(f.dir, "/")
-		if top != "schemas" && top != "internal" {
-			continue
-		}
-		for _, imp := range f.file.Imports {
-			p, _ := strconv.Unquote(imp.Path.Value)
-			rest, ok := strings.CutPrefix(p, module+"/")
-			if !ok {
-				continue
-			}
-			n++
-			if !(strings.HasPrefix(rest, "schemas") || strings.HasPrefix(rest, "internal/")) {
-				t.Errorf("%s imports %s: %s/ may import only schemas and internal/", f.name, p, top)
-			}
-		}
-	}
-	if n == 0 {
-		t.Fatal("no import of the module found in schemas/ and internal/: the scan is broken")
-	}
+	checkImports(t, func(dir string) bool {
+		top, _, _ := strings.Cut(dir, "/")
+		return top == "schemas" || top == "internal"
+	}, func(rest string) bool {
+		return strings.HasPrefix(rest, "schemas") || strings.HasPrefix(rest, "internal/")
+	}, "schemas/ and internal/ may import only schemas and internal/")
 }
