@@ -71,6 +71,9 @@ func (p *Provider) Routes(mux interface {
 	mux.Handle("GET "+spec.DownloadPath, http.HandlerFunc(p.download))
 	mux.Handle("POST "+spec.UploadPath, http.HandlerFunc(p.upload))
 	mux.Handle("POST "+spec.CollectPath, http.HandlerFunc(p.collect))
+	mux.Handle("GET "+spec.V2DownloadPath, http.HandlerFunc(p.downloadV2))
+	mux.Handle("GET "+spec.V2UploadPath, http.HandlerFunc(p.uploadV2))
+	mux.Handle("GET "+spec.V2PingPath, http.HandlerFunc(p.pingV2))
 }
 
 // view is the server's record of one session.
@@ -81,10 +84,17 @@ type view struct {
 	ulFirst, ulLast   time.Time
 	tcp               map[net.Conn]tcpinfo.Info
 	uploadConnections map[net.Conn]bool
+	// phases: the TCP_INFO series of the download and the upload.
+	phases map[string]*phaseView
+	// ulStreamStart: when the first v2 upload stream arrived (the clock
+	// of the upload reports).
+	ulStreamStart time.Time
 }
 
 func viewOf(s *testserver.Session) *view {
-	return s.View(func() any { return &view{tcp: map[net.Conn]tcpinfo.Info{}, uploadConnections: map[net.Conn]bool{}} }).(*view)
+	return s.View(func() any {
+		return &view{tcp: map[net.Conn]tcpinfo.Info{}, uploadConnections: map[net.Conn]bool{}, phases: map[string]*phaseView{}}
+	}).(*view)
 }
 
 var fail = testserver.Fail
@@ -138,6 +148,9 @@ func (p *Provider) download(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := viewOf(s)
+	if c := httpx.ConnFrom(r.Context()); c != nil {
+		defer v.track("download", c)()
+	}
 	n := end - start + 1
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
@@ -179,6 +192,9 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := viewOf(s)
+	if c := httpx.ConnFrom(r.Context()); c != nil {
+		defer v.track("upload", c)()
+	}
 	body := http.MaxBytesReader(w, r.Body, spec.MaxUploadBody)
 	buf := make([]byte, 64<<10)
 	var got int64
@@ -263,5 +279,7 @@ func (p *Provider) merge(rec *schemas.Record, keys *schemas.Speedtest, s *testse
 		rttvar /= float64(len(v.tcp))
 		sv.TCPRTTMS, sv.TCPRTTVarMS, sv.TCPRetransmits = &rtt, &rttvar, &retr
 	}
+	sv.Download = v.phaseRecord("download")
+	sv.Upload = v.phaseRecord("upload")
 	keys.ServerView = sv
 }

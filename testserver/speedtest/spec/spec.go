@@ -7,7 +7,7 @@ package spec
 import "time"
 
 // Version of the protocol described in spec/speedtest.md.
-const Version = "v1.0.0"
+const Version = "v2.0.0"
 
 // Paths of the protocol.
 const (
@@ -16,7 +16,44 @@ const (
 	DownloadPath  = "/speedtest/download"
 	UploadPath    = "/speedtest/upload"
 	CollectPath   = "/speedtest/collect"
+
+	// Methodology 2: each request is upgraded to a raw stream.
+	V2DownloadPath = "/speedtest/v2/download"
+	V2UploadPath   = "/speedtest/v2/upload"
+	V2PingPath     = "/speedtest/v2/ping"
 )
+
+// Upgrade is the protocol named in the Upgrade header of the v2 requests;
+// the server answers 101 Switching Protocols and the connection becomes a
+// raw stream (download: the server sends; upload: the client sends and the
+// server sends report lines; ping: PingSize-byte messages echoed).
+const Upgrade = "neubot-speedtest-v2"
+
+// Methodology 2's stream constants.
+const (
+	// MaxStream bounds one v2 download or upload stream: the server
+	// stops sending or reading after it.
+	MaxStream = 15 * time.Second
+	// ReportEvery is the period of the server's upload reports.
+	ReportEvery = 100 * time.Millisecond
+	// MaxReportLine bounds one report line, newline included.
+	MaxReportLine = 256
+	// PingSize is the size of one ping message (echoed as is).
+	PingSize = 16
+	// MaxPingStream bounds the life of a ping connection.
+	MaxPingStream = 30 * time.Second
+)
+
+// UploadReport is one line (JSON, then a newline) of the server's reports
+// on a v2 upload stream: what the server received from this token so far
+// over all its v2 upload connections.
+type UploadReport struct {
+	// TS is the server's time since the first v2 upload connection of
+	// this token reached it, seconds.
+	TS float64 `json:"t_s"`
+	// Bytes is the payload received over all the token's upload streams.
+	Bytes int64 `json:"bytes"`
+}
 
 // TokenHeader carries the token on every test request, as
 // "Authorization: Bearer <token>".

@@ -1,0 +1,577 @@
+package speedtest
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/internal/goodput"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/testserver/speedtest/spec"
+)
+
+// V2Config tunes methodology 2 (spec/speedtest.md v2.0.0); zero fields
+// take the defaults.
+type V2Config struct {
+	// SampleEvery is the receiver's sampling period (100 ms).
+	SampleEvery time.Duration
+	// InitialConnections per phase (2) and MaxConnections (8): between
+	// them, the connections follow the measured bandwidth-delay product.
+	InitialConnections, MaxConnections int
+	// MaxPhase caps a phase below 200 ms of RTT (3.5 s) and at or above
+	// (4.2 s); the whole test is also kept within Budget (7.6 s and 9.6 s).
+	MaxPhase, MaxPhaseLongRTT time.Duration
+	Budget, BudgetLongRTT     time.Duration
+	// Estimator: the stable window (StableRTTs round trips, at least
+	// MinWindow) and the tolerance between its halves.
+	StableRTTs float64
+	MinWindow  time.Duration
+	Tolerance  float64
+	// PingEvery is the period of the latency-under-load pings (100 ms).
+	PingEvery time.Duration
+	// PerConnection overrides the bytes in flight allowed per connection
+	// (0: from the socket buffer limits).
+	PerConnection int
+}
+
+// longRTT is where the whole test may take 10 s instead of 8.
+const longRTT = 200 * time.Millisecond
+
+func (c *V2Config) defaults() {
+	if c.SampleEvery <= 0 {
+		c.SampleEvery = 100 * time.Millisecond
+	}
+	if c.InitialConnections <= 0 {
+		c.InitialConnections = 2
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 8
+	}
+	c.MaxConnections = max(c.MaxConnections, c.InitialConnections)
+	if c.MaxPhase <= 0 {
+		c.MaxPhase = 3500 * time.Millisecond
+	}
+	if c.MaxPhaseLongRTT <= 0 {
+		c.MaxPhaseLongRTT = 4200 * time.Millisecond
+	}
+	if c.Budget <= 0 {
+		c.Budget = 7600 * time.Millisecond
+	}
+	if c.BudgetLongRTT <= 0 {
+		c.BudgetLongRTT = 9600 * time.Millisecond
+	}
+	if c.StableRTTs <= 0 {
+		c.StableRTTs = 6
+	}
+	if c.MinWindow <= 0 {
+		c.MinWindow = time.Second
+	}
+	if c.Tolerance <= 0 {
+		c.Tolerance = goodput.DefaultTolerance
+	}
+	if c.PingEvery <= 0 {
+		c.PingEvery = 100 * time.Millisecond
+	}
+}
+
+// runV2 runs the latency, download and upload phases of methodology 2
+// into keys; on error it returns the phase that failed.
+func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtest) (string, error) {
+	cfg := r.cfg.V2
+	r.progress(plugin.Progress{Phase: "latency"})
+	pg, err := r.openPinger(ctx)
+	if err != nil {
+		return "latency", err
+	}
+	defer pg.close()
+	if keys.RTTMS, err = pg.burst(ctx, r.cfg.LatencySamples); err != nil {
+		return "latency", err
+	}
+	keys.RTTMedianMS = schemas.Median(keys.RTTMS)
+	keys.RTTMinMS = keys.RTTMS[0]
+	for _, x := range keys.RTTMS {
+		keys.RTTMinMS = math.Min(keys.RTTMinMS, x)
+	}
+	rtt := keys.RTTMinMS / 1000
+	budget, maxPhase := cfg.Budget, cfg.MaxPhase
+	if rtt >= longRTT.Seconds() {
+		budget, maxPhase = cfg.BudgetLongRTT, cfg.MaxPhaseLongRTT
+	}
+	deadline := start.Add(budget)
+	// The phase's cap: its share of what is left of the budget, keeping
+	// two round trips for the collect.
+	capOf := func(phasesLeft int) time.Duration {
+		left := time.Until(deadline) - time.Duration(2*rtt*float64(time.Second)) - 100*time.Millisecond
+		return max(min(maxPhase, left/time.Duration(phasesLeft)), 1500*time.Millisecond)
+	}
+	go pg.loop(ctx, cfg.PingEvery)
+	if keys.Download, err = r.phaseV2(ctx, "download", rtt, capOf(2), pg); err != nil {
+		return "download", err
+	}
+	if keys.Upload, err = r.phaseV2(ctx, "upload", rtt, capOf(1), pg); err != nil {
+		return "upload", err
+	}
+	return "", nil
+}
+
+// openStream connects to the server, asks for path with an upgrade to
+// spec.Upgrade and returns the raw stream once the server answered 101.
+func (r *run) openStream(ctx context.Context, path string) (net.Conn, *bufio.Reader, error) {
+	c, err := r.dial(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	if r.u.Scheme == "https" {
+		tc := tls.Client(c, &tls.Config{ServerName: r.u.Hostname(), NextProtos: []string{"http/1.1"}})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		c = tc
+	}
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + r.u.Host + "\r\n" +
+		spec.TokenHeader + ": Bearer " + r.token + "\r\nConnection: Upgrade\r\nUpgrade: " + spec.Upgrade +
+		"\r\nUser-Agent: neubot/" + r.env.Version() + "\r\n\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(c, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		err := protoError(path, resp)
+		resp.Body.Close()
+		c.Close()
+		return nil, nil, err
+	}
+	if ctx.Err() != nil {
+		c.Close()
+		return nil, nil, ctx.Err()
+	}
+	return c, br, nil
+}
+
+// pinger measures round trips with small messages on a connection of its
+// own: a burst for the unloaded RTT, then one every PingEvery during the
+// transfer phases (latency under load).
+type pinger struct {
+	c  net.Conn
+	br *bufio.Reader
+
+	mu   sync.Mutex
+	seq  uint64
+	sent map[uint64]time.Time
+	got  []pingRTT
+	err  error
+	done chan struct{}
+	news chan struct{}
+}
+
+type pingRTT struct {
+	at  time.Time // when the ping was sent
+	rtt float64   // ms
+}
+
+func (r *run) openPinger(ctx context.Context) (*pinger, error) {
+	c, br, err := r.openStream(ctx, spec.V2PingPath)
+	if err != nil {
+		return nil, err
+	}
+	p := &pinger{c: c, br: br, sent: map[uint64]time.Time{}, done: make(chan struct{}), news: make(chan struct{}, 1)}
+	go p.read()
+	return p, nil
+}
+
+func (p *pinger) close() { p.c.Close(); <-p.done }
+
+func (p *pinger) read() {
+	defer close(p.done)
+	msg := make([]byte, spec.PingSize)
+	for {
+		if _, err := readFull(p.br, msg); err != nil {
+			p.mu.Lock()
+			p.err = err
+			p.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		seq := binary.BigEndian.Uint64(msg)
+		p.mu.Lock()
+		if t, ok := p.sent[seq]; ok {
+			delete(p.sent, seq)
+			p.got = append(p.got, pingRTT{at: t, rtt: round3(float64(now.Sub(t)) / float64(time.Millisecond))})
+		}
+		p.mu.Unlock()
+		select {
+		case p.news <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func readFull(br *bufio.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := br.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (p *pinger) ping() error {
+	p.mu.Lock()
+	p.seq++
+	seq := p.seq
+	p.sent[seq] = time.Now()
+	p.mu.Unlock()
+	var msg [spec.PingSize]byte
+	binary.BigEndian.PutUint64(msg[:], seq)
+	_ = p.c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := p.c.Write(msg[:])
+	return err
+}
+
+// burst sends n pings 20 ms apart and waits for their answers (at most
+// 3 s after the last): the unloaded round trips.
+func (p *pinger) burst(ctx context.Context, n int) ([]float64, error) {
+	for i := 0; i < n; i++ {
+		if err := p.ping(); err != nil {
+			return nil, fmt.Errorf("speedtest latency: %w", err)
+		}
+		if i < n-1 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	timeout := time.After(3 * time.Second)
+	for {
+		p.mu.Lock()
+		got, err := len(p.got), p.err
+		p.mu.Unlock()
+		if got >= n {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("speedtest latency: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timeout:
+			return nil, fmt.Errorf("speedtest latency: %w", schemas.ErrStalled)
+		case <-p.news:
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]float64, 0, n)
+	for _, x := range p.got[:n] {
+		out = append(out, x.rtt)
+	}
+	p.got = p.got[n:]
+	return out, nil
+}
+
+// loop pings every period until ctx ends or the connection fails.
+func (p *pinger) loop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if p.ping() != nil {
+				return
+			}
+		}
+	}
+}
+
+// between returns the round trips of the pings sent in [a, b).
+func (p *pinger) between(a, b time.Time) []float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []float64
+	for _, x := range p.got {
+		if !x.at.Before(a) && x.at.Before(b) && len(out) < 512 {
+			out = append(out, x.rtt)
+		}
+	}
+	return out
+}
+
+// perConnection is the number of bytes one connection may keep in flight
+// in the phase's direction: half the socket buffer limit the kernel's
+// autotuning reaches (the rest goes to its bookkeeping), capped at 2 MiB,
+// what a server with Linux's default tcp_wmem (4 MiB) can send. The test
+// sets no SO_SNDBUF or SO_RCVBUF: on Linux either would switch autotuning
+// off and cap the buffer at net.core.[rw]mem_max, lower than autotuning's
+// limit; it opens more connections instead.
+func (r *run) perConnection(dir string) int {
+	if r.cfg.V2.PerConnection > 0 {
+		return r.cfg.V2.PerConnection
+	}
+	limit := 4 << 20 // macOS and Windows autotune to a few MiB
+	if runtime.GOOS == "linux" {
+		file := "/proc/sys/net/ipv4/tcp_rmem"
+		if dir == "upload" {
+			file = "/proc/sys/net/ipv4/tcp_wmem"
+		}
+		if b, err := os.ReadFile(file); err == nil {
+			if f := strings.Fields(string(b)); len(f) == 3 {
+				if v, err := strconv.Atoi(f[2]); err == nil && v > 0 {
+					limit = v
+				}
+			}
+		}
+	}
+	return max(min(limit/2, 2<<20), 256<<10)
+}
+
+// phaseV2 runs one transfer phase of methodology 2: long streams on
+// InitialConnections connections, more when the measured bandwidth-delay
+// product needs them, the receiver sampled every SampleEvery, stopped by
+// goodput.Estimate (stable window) or at maxPhase.
+func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase time.Duration, pg *pinger) (schemas.SpeedtestPhase, error) {
+	cfg := r.cfg.V2
+	r.progress(plugin.Progress{Phase: dir})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	perConn := r.perConnection(dir)
+	params := goodput.Params{
+		RTT:        rtt,
+		Tolerance:  cfg.Tolerance,
+		StableRTTs: cfg.StableRTTs,
+		MinWindow:  cfg.MinWindow.Seconds(),
+		MaxPhase:   maxPhase.Seconds(),
+	}.WithDefaults()
+	var (
+		received atomic.Uint64 // download: bytes read by the client
+		wg       sync.WaitGroup
+		connMu   sync.Mutex
+		conns    []net.Conn
+		repMu    sync.Mutex
+		lastRep  spec.UploadReport // upload: the latest server report
+	)
+	errc := make(chan error, cfg.MaxConnections*2)
+	report := func(err error) {
+		if err != nil && ctx.Err() == nil {
+			errc <- err
+		}
+	}
+	path := spec.V2DownloadPath
+	if dir == "upload" {
+		path = spec.V2UploadPath
+	}
+	open := func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, br, err := r.openStream(ctx, path)
+			if err != nil {
+				report(err)
+				return
+			}
+			connMu.Lock()
+			conns = append(conns, c)
+			connMu.Unlock()
+			if ctx.Err() != nil {
+				c.Close()
+				return
+			}
+			if dir == "download" {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := br.Read(buf)
+					received.Add(uint64(n))
+					if err != nil {
+						report(err)
+						return
+					}
+				}
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					line, err := br.ReadSlice('\n')
+					if err != nil {
+						if errors.Is(err, bufio.ErrBufferFull) || len(line) > spec.MaxReportLine {
+							err = &ProtocolError{Test: schemas.SpeedtestName, Op: "upload", Status: http.StatusSwitchingProtocols, Msg: "report line too long"}
+						}
+						report(err)
+						return
+					}
+					var rep spec.UploadReport
+					if len(line) > spec.MaxReportLine || json.Unmarshal(line, &rep) != nil || rep.TS < 0 || rep.Bytes < 0 {
+						report(&ProtocolError{Test: schemas.SpeedtestName, Op: "upload", Status: http.StatusSwitchingProtocols, Msg: "bad report line"})
+						return
+					}
+					repMu.Lock()
+					if rep.TS > lastRep.TS && rep.Bytes >= lastRep.Bytes {
+						lastRep = rep
+					}
+					repMu.Unlock()
+				}
+			}()
+			off := 0
+			for {
+				_, err := c.Write(random[off : off+64<<10])
+				if err != nil {
+					report(err)
+					return
+				}
+				off = (off + 64<<10) % len(random)
+			}
+		}()
+	}
+	n := cfg.InitialConnections
+	for i := 0; i < n; i++ {
+		open()
+	}
+	s := &series{cfg: r.cfg}
+	var samples []goodput.Sample
+	tick := time.NewTicker(cfg.SampleEvery)
+	defer tick.Stop()
+	start := time.Now()
+	stall := math.Max(2, 4*rtt)
+	var (
+		res        goodput.Result
+		err        error
+		bdp        float64
+		lastBytes  uint64
+		lastChange float64
+	)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			break loop
+		case err = <-errc:
+			break loop
+		case <-tick.C:
+		}
+		now := time.Since(start).Seconds()
+		t, b := now, received.Load()
+		if dir == "upload" {
+			repMu.Lock()
+			t, b = lastRep.TS, uint64(lastRep.Bytes)
+			repMu.Unlock()
+		}
+		if b > lastBytes || lastChange == 0 && b == 0 {
+			if b > lastBytes {
+				lastChange = now
+			}
+			lastBytes = b
+		}
+		if now-lastChange > stall {
+			err = fmt.Errorf("speedtest %s: no data for %.1f s: %w", dir, now-lastChange, schemas.ErrStalled)
+			break
+		}
+		if t > 0 && (len(samples) == 0 || t > samples[len(samples)-1].T) {
+			samples = append(samples, goodput.Sample{T: t, Bytes: b})
+			var mbps float64
+			s.samples, mbps = plugin.AppendSample(s.samples, t, b)
+			r.progress(plugin.Progress{Phase: dir, Mbps: mbps, Elapsed: now})
+		}
+		// More connections when the bandwidth-delay product measured
+		// so far needs more than n can carry (with half again as much
+		// for the queue a bottleneck builds).
+		if smooth := math.Max(2*rtt, 0.2); t > smooth && len(samples) > 1 {
+			bdp = math.Max(bdp, goodput.Rate(samples, t-smooth, t)*1e6/8*rtt)
+			if want := min(max(int(math.Ceil(1.5*bdp/float64(perConn))), cfg.InitialConnections), cfg.MaxConnections); want > n {
+				for ; n < want; n++ {
+					open()
+				}
+				// Their ramp-up is not part of the estimate.
+				params.NotBefore = t + 2*rtt
+			}
+		}
+		if len(samples) > 1 {
+			res = goodput.Estimate(samples, params)
+			if res.Stop {
+				break
+			}
+		}
+		if now > params.MaxPhase+1 { // the server's reports lag too far
+			res.Stop, res.StopReason = true, goodput.StopTimeCap
+			break
+		}
+	}
+	dur := time.Since(start)
+	end := time.Now()
+	cancel()
+	connMu.Lock()
+	for _, c := range conns {
+		c.Close()
+	}
+	connMu.Unlock()
+	wg.Wait()
+	phase := schemas.SpeedtestPhase{
+		GoodputMbps:  round3(res.Mbps),
+		Bytes:        lastBytes,
+		DurationS:    round3(dur.Seconds()),
+		Connections:  uint8(n),
+		Samples:      s.samples,
+		StopReason:   res.StopReason,
+		WindowStartS: round3(res.Start),
+		WindowEndS:   round3(res.End),
+		Params: &schemas.SpeedtestParams{
+			SampleMS:           float64(cfg.SampleEvery) / float64(time.Millisecond),
+			MaxPhaseS:          round3(params.MaxPhase),
+			MinWindowS:         round3(params.Window()),
+			StableRTTs:         params.StableRTTs,
+			Tolerance:          params.Tolerance,
+			RTTMS:              round3(rtt * 1000),
+			BDPBytes:           uint64(bdp),
+			PerConnectionBytes: uint64(perConn),
+			InitialConnections: uint8(cfg.InitialConnections),
+			MaxConnections:     uint8(cfg.MaxConnections),
+		},
+	}
+	if pg != nil {
+		phase.LoadedRTTMS = pg.between(start, end)
+		phase.LoadedRTTMedianMS = round3(schemas.Median(phase.LoadedRTTMS))
+		phase.LoadedRTTP90MS = round3(schemas.P90(phase.LoadedRTTMS))
+	}
+	if err != nil {
+		phase.Failure, phase.StopReason = schemas.FailureOf(err), "failure"
+		phase.GoodputMbps, phase.WindowStartS, phase.WindowEndS = 0, 0, 0
+		return phase, fmt.Errorf("speedtest %s: %w", dir, err)
+	}
+	if res.StopReason == "" || res.Mbps <= 0 {
+		err := fmt.Errorf("speedtest %s: the receiver counted too little to measure: %w", dir, schemas.ErrStalled)
+		phase.Failure, phase.StopReason = schemas.FailureOf(err), "failure"
+		return phase, err
+	}
+	return phase, nil
+}
