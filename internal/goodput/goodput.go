@@ -24,7 +24,7 @@ type Params struct {
 	// Tolerance is the largest relative difference between the rates of
 	// the two halves of the stable window (default 0.03).
 	Tolerance float64
-	// StableRTTs is the stable window's length in round trips (default 8).
+	// StableRTTs is the stable window's length in round trips (default 6).
 	StableRTTs float64
 	// MinWindow is the stable window's shortest length, seconds (1.0).
 	MinWindow float64
@@ -41,7 +41,7 @@ type Params struct {
 // Defaults of methodology 2.
 const (
 	DefaultTolerance  = 0.03
-	DefaultStableRTTs = 8
+	DefaultStableRTTs = 6
 	DefaultMinWindow  = 1.0
 	DefaultMaxPhase   = 4.0
 	DefaultQuantum    = 1500
@@ -105,15 +105,16 @@ type Result struct {
 // sample. The phase is stable when the rates of the two halves of W differ
 // by at most Tolerance (widened by two quanta over the bytes of a half, so
 // that a slow link is not held to less than its packet granularity), and
-// the rates of each quarter of W stay within twice that of W's rate. Then
+// the rates of each quarter of W stay within twice that of W's rate, and
+// W's first stretch of max(2 RTT, 200 ms) is not below the rate of the rest
+// of W by more than the tolerance (W must not start in the ramp-up's
+// tail). Then
 // the estimation window starts where the ramp-up ended: the earliest sample
 // (not before NotBefore, nor later than the start of W) from which on every
-// stretch of max(2 RTT, 200 ms) has a rate within the quarter tolerance
-// of the window's rate or above it. A receiver's rate cannot exceed the
-// bottleneck's, so a window that starts earlier would only add the
-// ramp-up's deficit; a shaper's initial burst (rate above the rest) is
-// what "within ... or above" does not admit at the start of the window,
-// because the window's whole rate is checked against W's.
+// stretch of max(2 RTT, 200 ms) has a rate no more than half the tolerance
+// below W's (see rampEnd). A receiver's rate cannot exceed the bottleneck's, so a
+// window that starts earlier would only add the ramp-up's deficit; a
+// shaper's initial burst (a rate above the rest) is left out too.
 //
 // When the phase reaches MaxPhase unstable, it stops with time_cap and the
 // window starts where the rate first came within the tolerance of the
@@ -175,7 +176,9 @@ func tol(p Params, bytes float64) float64 {
 }
 
 // stable checks the window [a, b]: halves within the tolerance, quarters
-// within twice it, of the window's rate.
+// within twice it, of the window's rate, and its first stretch of
+// max(2 RTT, 200 ms) not below the rate of the rest by more than the
+// tolerance.
 func stable(samples []Sample, a, b float64, p Params) bool {
 	total := at(samples, b) - at(samples, a)
 	if total <= 0 {
@@ -195,13 +198,19 @@ func stable(samples []Sample, a, b float64, p Params) bool {
 			return false
 		}
 	}
-	return true
+	// The window must not start in the ramp-up's tail: its first stretch
+	// is not below the rate of the rest by more than the tolerance.
+	stretch := math.Min(math.Max(2*p.RTT, 0.2), (b-a)/2)
+	first := (at(samples, a+stretch) - at(samples, a)) / stretch
+	rest := (at(samples, b) - at(samples, a+stretch)) / (b - a - stretch)
+	return first >= rest*(1-tol(p, rest*stretch))
 }
 
-// rampEnd is the earliest sample time t in [NotBefore, a] from which on
-// every stretch of max(2 RTT, 200 ms) up to b has a rate not below the
-// rate of [a, b] by more than twice the tolerance, and such that the rate
-// of [t, b] is within the tolerance of that of [a, b]; a when none.
+// rampEnd is the earliest sample time t in [NotBefore, a] such that every
+// stretch of max(2 RTT, 200 ms) from t to a has a rate not below the rate
+// of [a, b] by more than half the tolerance (nor above it by more than
+// twice the tolerance; both widened by two quanta), and the rate of [t, b] is within the tolerance of that
+// of [a, b]; a when none.
 func rampEnd(samples []Sample, a, b float64, p Params) float64 {
 	ref := (at(samples, b) - at(samples, a)) / (b - a)
 	stretch := math.Max(2*p.RTT, 0.2)
@@ -217,7 +226,8 @@ func rampEnd(samples []Sample, a, b float64, p Params) float64 {
 			break
 		}
 		seg := (at(samples, t+stretch) - at(samples, t)) / stretch
-		if seg < ref*(1-2*tol(p, ref*stretch)) || seg > ref*(1+2*tol(p, ref*stretch)) {
+		q := 2 * p.Quantum / (ref * stretch)
+		if seg < ref*(1-p.Tolerance/2-q) || seg > ref*(1+2*p.Tolerance+q) {
 			break
 		}
 		whole := (at(samples, b) - at(samples, t)) / (b - t)
