@@ -117,7 +117,7 @@ func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtes
 	// two round trips for the collect.
 	capOf := func(phasesLeft int) time.Duration {
 		left := time.Until(deadline) - time.Duration(2*rtt*float64(time.Second)) - 100*time.Millisecond
-		return max(min(maxPhase, left/time.Duration(phasesLeft)), 1500*time.Millisecond)
+		return max(min(maxPhase, left/time.Duration(phasesLeft)), min(maxPhase, 1500*time.Millisecond))
 	}
 	go pg.loop(ctx, cfg.PingEvery)
 	if keys.Download, err = r.phaseV2(ctx, "download", rtt, capOf(2), pg); err != nil {
