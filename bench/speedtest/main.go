@@ -85,8 +85,8 @@ func run(rates string, runs, iperfTime int, skipAccuracy, skipCapacity bool) err
 // netns is a network namespace made for the benchmark, removed by close.
 type netns struct{ name string }
 
-func newNetns() (*netns, error) {
-	n := &netns{name: fmt.Sprintf("neubot-bench-%d", os.Getpid())}
+func newNetns(prefix string) (*netns, error) {
+	n := &netns{name: fmt.Sprintf("%s-%d", prefix, os.Getpid())}
 	for _, args := range [][]string{
 		{"netns", "add", n.name},
 		{"-n", n.name, "link", "set", "lo", "mtu", "1500"},
@@ -238,7 +238,7 @@ func freePort() int {
 }
 
 func accuracy(dir, rates string, runs, iperfTime int) (bool, error) {
-	ns, err := newNetns()
+	ns, err := newNetns("neubot-bench")
 	if err != nil {
 		return false, err
 	}
