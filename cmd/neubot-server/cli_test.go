@@ -39,6 +39,10 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"publish", "--clickhouse", "127.0.0.1:0"}, 2, `"127.0.0.1:0" is not host:port with a port from 1 to 65535`},
 		{[]string{"analytics", "--clickhouse-cluster", "2shards"}, 2, `"2shards" is not a cluster name`},
 		{[]string{"collector", "--clickhouse-cluster", "a-b"}, 2, `"a-b" is not a cluster name`},
+		{[]string{"linkem", "--rtt", "40", "--delay", "20"}, 2, "give one"},
+		{[]string{"linkem", "--loss", "2"}, 1, "loss 2: want a fraction from 0 to 1"},
+		{[]string{"linkem", "--name", "a name"}, 1, `name "a name"`},
+		{[]string{"linkem", "--sysctl", "novalue"}, 2, `"novalue" is not key=value`},
 	} {
 		out, err := exec.Command(bin, tc.args...).CombinedOutput()
 		code := 0

@@ -1,0 +1,305 @@
+package linkem
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Link is a running link between the namespaces A and B.
+type Link struct {
+	cfg   Config
+	names [2]string // namespaces, also the devices' names
+	made  [2]bool   // whether this link made the namespace (and removes it)
+	nsfd  [2]int
+	tun   [2]int
+	stop  int // eventfd: written once by Close
+	up    *pump
+	down  *pump
+	wg    sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+	closed    chan struct{}
+}
+
+var linkSeq atomic.Int64
+
+// Start creates the namespaces and devices and starts moving packets; the
+// link is usable when it returns. It stops when ctx is done or Close is
+// called, and removes the namespaces then. It needs root.
+func Start(ctx context.Context, cfg Config) (*Link, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Name == "" {
+		cfg.Name = fmt.Sprintf("lk%d-%d", os.Getpid(), linkSeq.Add(1)%1000)
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, fmt.Errorf("linkem: the ip command (iproute2) is needed: %w", err)
+	}
+	l := &Link{cfg: cfg, nsfd: [2]int{-1, -1}, tun: [2]int{-1, -1}, stop: -1, closed: make(chan struct{})}
+	l.names = [2]string{cfg.Name + "-a", cfg.Name + "-b"}
+	if err := l.setUp(ctx); err != nil {
+		l.tearDown()
+		return nil, err
+	}
+	origin := clock()
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	l.up = newPump("up", l.tun[A], l.tun[B], newShaper(cfg.Up, origin, seed), l.stop, cfg.MTU)
+	l.down = newPump("down", l.tun[B], l.tun[A], newShaper(cfg.Down, origin, seed+1), l.stop, cfg.MTU)
+	if l.up.wake < 0 || l.down.wake < 0 {
+		l.up.closeWake()
+		l.down.closeWake()
+		l.tearDown()
+		return nil, errors.New("linkem: eventfd failed")
+	}
+	addProcs(4)
+	for _, p := range []*pump{l.up, l.down} {
+		l.wg.Add(2)
+		go func() { defer l.wg.Done(); p.read() }()
+		go func() { defer l.wg.Done(); p.write() }()
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			l.Close()
+		case <-l.closed:
+		}
+	}()
+	return l, nil
+}
+
+func (l *Link) setUp(ctx context.Context) error {
+	var err error
+	if l.stop, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return fmt.Errorf("linkem: eventfd: %w", err)
+	}
+	for _, side := range []Side{A, B} {
+		name := l.names[side]
+		if err := l.ip(ctx, "", "netns", "add", name); err != nil {
+			return err
+		}
+		l.made[side] = true
+		if l.nsfd[side], err = unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+			return fmt.Errorf("linkem: namespace %s: %w", name, err)
+		}
+		err = l.Do(side, func() error {
+			sysctls := map[string]string{
+				"net.ipv6.conf.all.disable_ipv6":     "1", // no router solicitations on the link
+				"net.ipv6.conf.default.disable_ipv6": "1",
+			}
+			for k, v := range l.cfg.Sysctls {
+				sysctls[k] = v
+			}
+			keys := make([]string, 0, len(sysctls))
+			for k := range sysctls {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				path := "/proc/sys/" + strings.ReplaceAll(k, ".", "/")
+				if err := os.WriteFile(path, []byte(sysctls[k]), 0); err != nil {
+					return fmt.Errorf("linkem: sysctl %s in %s: %w", k, name, err)
+				}
+			}
+			fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+			if err != nil {
+				return fmt.Errorf("linkem: /dev/net/tun: %w", err)
+			}
+			ifr, err := unix.NewIfreq(name)
+			if err == nil {
+				ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+				err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+			}
+			if err != nil {
+				unix.Close(fd)
+				return fmt.Errorf("linkem: TUN device %s: %w", name, err)
+			}
+			l.tun[side] = fd
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		batch := fmt.Sprintf("link set lo up\nlink set %s mtu %d txqueuelen 1000 up\naddr add %s/15 dev %s\n",
+			name, l.cfg.MTU, Addr(side), name)
+		if err := l.ip(ctx, batch, "-n", name, "-batch", "-"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ip runs the ip command, with stdin when not empty.
+func (l *Link) ip(ctx context.Context, stdin string, args ...string) error {
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("linkem: ip %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// tearDown closes the devices and removes the namespaces.
+func (l *Link) tearDown() error {
+	var errs []error
+	for _, side := range []Side{A, B} {
+		if l.tun[side] >= 0 {
+			unix.Close(l.tun[side])
+			l.tun[side] = -1
+		}
+		if l.nsfd[side] >= 0 {
+			unix.Close(l.nsfd[side])
+			l.nsfd[side] = -1
+		}
+		if l.made[side] {
+			l.made[side] = false
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			errs = append(errs, l.ip(ctx, "", "netns", "del", l.names[side]))
+			cancel()
+		}
+	}
+	if l.stop >= 0 {
+		unix.Close(l.stop)
+		l.stop = -1
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops the link and removes its namespaces (processes still
+// running in them keep their sockets, which no longer reach anything).
+func (l *Link) Close() error {
+	l.closeOnce.Do(func() {
+		close(l.closed)
+		one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+		unix.Write(l.stop, one)
+		l.wg.Wait()
+		l.up.closeWake()
+		l.down.closeWake()
+		addProcs(-4)
+		l.closeErr = errors.Join(l.up.err(), l.down.err(), l.tearDown())
+	})
+	return l.closeErr
+}
+
+// Done is closed when the link stops.
+func (l *Link) Done() <-chan struct{} { return l.closed }
+
+// Err is the error that stopped a direction, if any.
+func (l *Link) Err() error { return errors.Join(l.up.err(), l.down.err()) }
+
+// Config is the link's configuration, defaults filled in.
+func (l *Link) Config() Config { return l.cfg }
+
+// Namespace is the name of a side's network namespace (also its TUN
+// device's name).
+func (l *Link) Namespace(s Side) string { return l.names[s] }
+
+// Stats are the counters of both directions so far.
+func (l *Link) Stats() (up, down DirStats) { return l.up.stats(), l.down.stats() }
+
+// Command is a command that runs name with args in a side's namespace
+// (through `ip netns exec`).
+func (l *Link) Command(s Side, name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", l.names[s], name}, args...)...)
+}
+
+// CommandContext is Command, killed when ctx is done.
+func (l *Link) CommandContext(ctx context.Context, s Side, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.names[s], name}, args...)...)
+}
+
+// Do runs f on an OS thread that is in a side's namespace: the sockets f
+// opens belong to that namespace and keep working from any goroutine.
+// Goroutines that f starts run in the process's own namespace.
+func (l *Link) Do(s Side, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// Left locked if anything fails: the thread then ends with
+		// this goroutine instead of carrying the namespace elsewhere.
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("linkem: own namespace: %w", err)
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(l.nsfd[s], unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("linkem: enter namespace %s: %w", l.names[s], err)
+			return
+		}
+		err = f()
+		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// Listen is net.Listen in a side's namespace.
+func (l *Link) Listen(s Side, network, address string) (net.Listener, error) {
+	var ln net.Listener
+	err := l.Do(s, func() (err error) {
+		ln, err = net.Listen(network, address)
+		return err
+	})
+	return ln, err
+}
+
+// ListenPacket is net.ListenPacket in a side's namespace.
+func (l *Link) ListenPacket(s Side, network, address string) (net.PacketConn, error) {
+	var pc net.PacketConn
+	err := l.Do(s, func() (err error) {
+		pc, err = net.ListenPacket(network, address)
+		return err
+	})
+	return pc, err
+}
+
+// DialContext dials from a side's namespace.
+func (l *Link) DialContext(ctx context.Context, s Side, network, address string) (net.Conn, error) {
+	var c net.Conn
+	err := l.Do(s, func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, address)
+		return err
+	})
+	return c, err
+}
+
+var procs struct {
+	sync.Mutex
+	extra, base int
+}
+
+// addProcs raises GOMAXPROCS by n while links run: the pumps' threads
+// block in system calls, and one coming back must not wait for a P.
+func addProcs(n int) {
+	procs.Lock()
+	defer procs.Unlock()
+	if procs.extra == 0 {
+		procs.base = runtime.GOMAXPROCS(0)
+	}
+	procs.extra += n
+	runtime.GOMAXPROCS(procs.base + procs.extra)
+}
