@@ -34,7 +34,8 @@ type V2Config struct {
 	// them, the connections follow the measured bandwidth-delay product.
 	InitialConnections, MaxConnections int
 	// MaxPhase caps a phase below 200 ms of RTT (3.5 s) and at or above
-	// (4.2 s); the whole test is also kept within Budget (7.6 s and 9.6 s).
+	// (4.2 s); the whole test is also kept within Budget (7.0 s and 8.8 s,
+	// leaving room for the collect and the process around the test).
 	MaxPhase, MaxPhaseLongRTT time.Duration
 	Budget, BudgetLongRTT     time.Duration
 	// Estimator: the stable window (StableRTTs round trips, at least
@@ -70,10 +71,10 @@ func (c *V2Config) defaults() {
 		c.MaxPhaseLongRTT = 4200 * time.Millisecond
 	}
 	if c.Budget <= 0 {
-		c.Budget = 7600 * time.Millisecond
+		c.Budget = 7000 * time.Millisecond
 	}
 	if c.BudgetLongRTT <= 0 {
-		c.BudgetLongRTT = 9600 * time.Millisecond
+		c.BudgetLongRTT = 8800 * time.Millisecond
 	}
 	if c.StableRTTs <= 0 {
 		c.StableRTTs = 6

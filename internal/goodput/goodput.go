@@ -117,9 +117,9 @@ type Result struct {
 // shaper's initial burst (a rate above the rest) is left out too.
 //
 // When the phase reaches MaxPhase unstable, it stops with time_cap and the
-// window starts where the rate first came within the tolerance of the
-// rate of the last W (or at half the phase when it never did, or when that
-// would leave less than a third of it).
+// window starts where the rate over the stretch before first came within
+// 10 % of the rate from there to the end (or at half the phase when it
+// never did while a third of the phase was left).
 func Estimate(samples []Sample, p Params) Result {
 	p = p.WithDefaults()
 	n := len(samples)
@@ -136,19 +136,22 @@ func Estimate(samples []Sample, p Params) Result {
 		res.Stop, res.StopReason = true, StopStable
 		return res
 	}
-	// Provisional (or time-capped) estimate.
-	recent := math.Min(w, (end-p.NotBefore)/2)
-	if recent <= 0 {
-		recent = end / 2
-	}
-	ref := rate(samples, end-recent, end)
+	// Provisional (or time-capped) estimate: from the end of the ramp-up,
+	// the first time the rate over the stretch before it came within 10 %
+	// of the rate from it to the end. Loss recovery makes a receiver's
+	// reads come in bunches (nothing while a hole waits for its
+	// retransmission, then everything at once), so only a long window
+	// averages them out: it starts as early as the ramp-up allows.
 	start := end / 2
 	smooth := math.Max(2*p.RTT, 0.2)
 	for _, s := range samples {
 		if s.T < p.NotBefore || s.T < smooth {
 			continue
 		}
-		if rate(samples, s.T-smooth, s.T) >= ref*(1-p.Tolerance) {
+		if end-s.T < end/3 {
+			break
+		}
+		if rate(samples, s.T-smooth, s.T) >= 0.9*rate(samples, s.T, end) {
 			start = s.T
 			break
 		}
