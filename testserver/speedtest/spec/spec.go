@@ -4,7 +4,14 @@
 // package mirrors it and nothing else.
 package spec
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
 
 // Version of the protocol described in spec/speedtest.md.
 const Version = "v2.0.0"
@@ -43,6 +50,27 @@ const (
 	// MaxPingStream bounds the life of a ping connection.
 	MaxPingStream = 30 * time.Second
 )
+
+// ParseUploadReport decodes one report line (JSON and its newline, at most
+// MaxReportLine bytes), strictly: no unknown fields, no negative values.
+func ParseUploadReport(line []byte) (UploadReport, error) {
+	var r UploadReport
+	if len(line) > MaxReportLine {
+		return r, fmt.Errorf("upload report of %d bytes, more than %d", len(line), MaxReportLine)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return r, fmt.Errorf("upload report: %w", err)
+	}
+	if dec.More() {
+		return r, errors.New("upload report: trailing data")
+	}
+	if r.TS < 0 || r.TS > 600 || r.Bytes < 0 || math.IsNaN(r.TS) {
+		return r, fmt.Errorf("upload report: t_s %g or bytes %d out of range", r.TS, r.Bytes)
+	}
+	return r, nil
+}
 
 // UploadReport is one line (JSON, then a newline) of the server's reports
 // on a v2 upload stream: what the server received from this token so far
