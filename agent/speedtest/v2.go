@@ -37,7 +37,7 @@ type V2Config struct {
 	// 15.5-18.7 in a 3 s phase); one flow reached a stable 18.6-19.3.
 	InitialConnections, MaxConnections int
 	// MaxPhase caps a phase below 200 ms of RTT (3.5 s) and at or above
-	// (4.2 s); the whole test is also kept within Budget (7.4 s and 9.4 s,
+	// (4.2 s); the whole test is also kept within Budget (7.3 s and 9.1 s,
 	// leaving room for the collect and the process around the test).
 	MaxPhase, MaxPhaseLongRTT time.Duration
 	Budget, BudgetLongRTT     time.Duration
@@ -74,10 +74,10 @@ func (c *V2Config) defaults() {
 		c.MaxPhaseLongRTT = 4200 * time.Millisecond
 	}
 	if c.Budget <= 0 {
-		c.Budget = 7400 * time.Millisecond
+		c.Budget = 7300 * time.Millisecond
 	}
 	if c.BudgetLongRTT <= 0 {
-		c.BudgetLongRTT = 9400 * time.Millisecond
+		c.BudgetLongRTT = 9100 * time.Millisecond
 	}
 	if c.StableRTTs <= 0 {
 		c.StableRTTs = 6
