@@ -54,7 +54,7 @@ type SpeedtestPhase struct {
 	WindowEndS        float64          `json:"window_end_s,omitempty" v:"min=0,max=600" doc:"End of the estimation window, seconds since the phase started."`
 	Failure           string           `json:"failure,omitempty" v:"enum=|timeout|connection_reset|connection_refused|eof|closed_abnormally|canceled|protocol_violation|other|dns_lookup_failed|stalled|server_refused" doc:"Empty when the phase ended normally; else what ended it (same vocabulary as the record's failure)."`
 	Params            *SpeedtestParams `json:"params,omitempty" doc:"Methodology 2: the parameters the phase ran with."`
-	LoadedRTTMS       []float64        `json:"loaded_rtt_ms,omitempty" v:"maxitems=512,min=0,max=60000" doc:"Methodology 2: latency under load, round trips of small pings on a separate connection to the server during the phase (one every ~100 ms), milliseconds."`
+	LoadedRTTMS       []float64        `json:"loaded_rtt_ms,omitempty" v:"maxitems=512,min=0,max=60000" doc:"Methodology 2: latency under load, round trips of small pings on a separate connection to the server (one every ~100 ms) sent during the estimation window (after TCP's start-up), milliseconds."`
 	LoadedRTTMedianMS float64          `json:"loaded_rtt_median_ms,omitempty" v:"min=0,max=60000" doc:"Median of loaded_rtt_ms, milliseconds; 0 when empty."`
 	LoadedRTTP90MS    float64          `json:"loaded_rtt_p90_ms,omitempty" v:"min=0,max=60000" doc:"90th percentile of loaded_rtt_ms (nearest rank), milliseconds; 0 when empty."`
 }

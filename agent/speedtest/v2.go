@@ -563,7 +563,20 @@ loop:
 		},
 	}
 	if pg != nil {
-		phase.LoadedRTTMS = pg.between(start, end)
+		// Latency under load in the estimation window: after TCP's
+		// start-up, whose overshoot fills the queue for a moment, as a
+		// ping during a long iperf3 run sees it; the whole phase when
+		// there is no window.
+		a, b := start, end
+		if res.End > res.Start {
+			a, b = start.Add(time.Duration(res.Start*float64(time.Second))), start.Add(time.Duration(res.End*float64(time.Second)))
+		}
+		if dir == "upload" {
+			// The upload's window is on the server's clock, which
+			// starts about half a round trip after the client's.
+			a, b = a.Add(-time.Duration(rtt/2*float64(time.Second))), b.Add(-time.Duration(rtt/2*float64(time.Second)))
+		}
+		phase.LoadedRTTMS = pg.between(a, b)
 		phase.LoadedRTTMedianMS = round3(schemas.Median(phase.LoadedRTTMS))
 		phase.LoadedRTTP90MS = round3(schemas.P90(phase.LoadedRTTMS))
 	}
