@@ -20,8 +20,9 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/internal/goodput"
+	"github.com/neubot/neubot/proto/negotiate"
+	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // V2Config tunes methodology 2 (spec/speedtest.md v2.0.0); zero fields
@@ -151,7 +152,7 @@ func (r *run) openStream(ctx context.Context, path string) (net.Conn, *bufio.Rea
 		c = tc
 	}
 	req := "GET " + path + " HTTP/1.1\r\nHost: " + r.u.Host + "\r\n" +
-		spec.TokenHeader + ": Bearer " + r.token + "\r\nConnection: Upgrade\r\nUpgrade: " + spec.Upgrade +
+		negotiate.TokenHeader + ": " + negotiate.BearerPrefix + r.token + "\r\nConnection: Upgrade\r\nUpgrade: " + spec.Upgrade +
 		"\r\nUser-Agent: neubot/" + r.env.Version() + "\r\n\r\n"
 	if _, err := c.Write([]byte(req)); err != nil {
 		c.Close()

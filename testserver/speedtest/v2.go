@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/internal/tcpinfo"
+	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // Methodology 2 (spec/speedtest.md v2.0.0): each request is upgraded to a

@@ -1,8 +1,9 @@
-// Package spec holds the constants of the speedtest protocol, shared by the
-// test server (testserver/speedtest) and the agent's client
-// (agent/speedtest). The protocol is described in spec/speedtest.md; this
-// package mirrors it and nothing else.
-package spec
+// Package speedtest holds the constants and messages of the speedtest
+// protocol, shared by the test server (testserver/speedtest) and the agent's
+// client (agent/speedtest). The protocol is described in spec/speedtest.md;
+// this package mirrors it and nothing else. Its first step is the
+// negotiation of proto/negotiate, at NegotiatePath.
+package speedtest
 
 import (
 	"bytes"
@@ -11,6 +12,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/neubot/neubot/proto/negotiate"
 )
 
 // Version of the protocol described in spec/speedtest.md.
@@ -29,6 +32,31 @@ const (
 	V2UploadPath   = "/speedtest/v2/upload"
 	V2PingPath     = "/speedtest/v2/ping"
 )
+
+// Limits and timers.
+const (
+	// TestTimeout is the per-test timer (negotiate.TestTimeout): a token
+	// whose test has not collected within it is revoked and its slot freed.
+	TestTimeout = negotiate.TestTimeout
+	// MaxRange is the largest download range of one GET.
+	MaxRange = 64 << 20
+	// MaxUploadBody is the largest body of one upload POST.
+	MaxUploadBody = 64 << 20
+	// MaxCollectBody bounds the record posted to collect.
+	MaxCollectBody = 1 << 20
+)
+
+// UploadResponse answers every upload POST with what the server measured
+// as receiver, for the whole test so far (all connections).
+type UploadResponse struct {
+	// Bytes received in this request.
+	Bytes int64 `json:"bytes"`
+	// TotalBytes received by all upload requests of this token so far.
+	TotalBytes int64 `json:"total_bytes"`
+	// TS is the server's time of the last byte, in seconds since the first
+	// upload byte of this token.
+	TS float64 `json:"t_s"`
+}
 
 // Upgrade is the protocol named in the Upgrade header of the v2 requests;
 // the server answers 101 Switching Protocols and the connection becomes a
@@ -81,67 +109,4 @@ type UploadReport struct {
 	TS float64 `json:"t_s"`
 	// Bytes is the payload received over all the token's upload streams.
 	Bytes int64 `json:"bytes"`
-}
-
-// TokenHeader carries the token on every test request, as
-// "Authorization: Bearer <token>".
-const TokenHeader = "Authorization"
-
-// Limits and timers.
-const (
-	// LongPoll is how long the server holds a negotiate request of an
-	// agent that may not start yet before answering "wait, ask again".
-	LongPoll = 15 * time.Second
-	// QueueGrace is how long a queued token survives without the agent
-	// asking again; then its place is given away.
-	QueueGrace = 2 * LongPoll
-	// TestTimeout is the per-test timer: a token whose test has not
-	// collected within it is revoked and its slot freed.
-	TestTimeout = 30 * time.Second
-	// MaxRange is the largest download range of one GET.
-	MaxRange = 64 << 20
-	// MaxUploadBody is the largest body of one upload POST.
-	MaxUploadBody = 64 << 20
-	// MaxCollectBody bounds the record posted to collect.
-	MaxCollectBody = 1 << 20
-	// MaxNegotiateBody bounds a negotiate request.
-	MaxNegotiateBody = 4 << 10
-)
-
-// NegotiateRequest is the body of POST NegotiatePath.
-type NegotiateRequest struct {
-	// Token is empty on the first request and the token received
-	// otherwise, to keep the agent's place in the queue.
-	Token string `json:"token,omitempty"`
-	// MeasurementUID is the UUID of the measurement about to start.
-	MeasurementUID string `json:"measurement_uid"`
-}
-
-// NegotiateResponse answers a negotiate request.
-type NegotiateResponse struct {
-	Token string `json:"token"`
-	// Unchoked: the agent may start now; the token is live for TTLS.
-	Unchoked bool `json:"unchoked"`
-	// QueuePos is 0 when unchoked, else the number of agents ahead.
-	QueuePos int `json:"queue_pos"`
-	// TTLS is the life of the token in seconds: TestTimeout once
-	// unchoked, QueueGrace while queued.
-	TTLS float64 `json:"ttl_s"`
-}
-
-// UploadResponse answers every upload POST with what the server measured
-// as receiver, for the whole test so far (all connections).
-type UploadResponse struct {
-	// Bytes received in this request.
-	Bytes int64 `json:"bytes"`
-	// TotalBytes received by all upload requests of this token so far.
-	TotalBytes int64 `json:"total_bytes"`
-	// TS is the server's time of the last byte, in seconds since the first
-	// upload byte of this token.
-	TS float64 `json:"t_s"`
-}
-
-// Error is the JSON body of every 4xx and 5xx answer.
-type Error struct {
-	Error string `json:"error"`
 }

@@ -1,4 +1,4 @@
-package spec
+package speedtest
 
 import (
 	"encoding/json"
