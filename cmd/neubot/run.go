@@ -121,6 +121,9 @@ type summary struct {
 	RTTMS          float64 `json:"rtt_ms"`
 	ConnectMS      float64 `json:"connect_ms"`
 	DurationS      float64 `json:"duration_s"`
+	// Failure: a failed speedtest's code and phase (test_keys.failure).
+	Failure      string `json:"failure,omitempty"`
+	FailurePhase string `json:"failure_phase,omitempty"`
 	// Outcome, DownloadOutcome and UploadOutcome: differential tests.
 	Outcome         string          `json:"outcome,omitempty"`
 	DownloadOutcome string          `json:"download_outcome,omitempty"`
@@ -134,6 +137,7 @@ func summarize(rec *schemas.Record) summary {
 	case *schemas.Speedtest:
 		s.DownloadMbps, s.UploadMbps, s.RTTMS = k.Download.GoodputMbps, k.Upload.GoodputMbps, round3(k.RTTMedianMS)
 		s.ConnectMS = round3(schemas.Median(k.ConnectMS))
+		s.Failure, s.FailurePhase = k.Failure, k.FailurePhase
 	case *schemas.NDT7:
 		if k.Download != nil {
 			s.DownloadMbps = k.Download.GoodputMbps
