@@ -124,6 +124,8 @@ type run struct {
 	// that connect_ms never includes name resolution.
 	u    *url.URL
 	addr string
+	// pingPre: methodology 2's ping connection, dialed during negotiation.
+	pingPre <-chan dialed
 }
 
 // Run implements plugin.Measurer. A test that fails after it started
@@ -179,7 +181,11 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	if err := r.resolve(ctx); err != nil {
 		return failed("negotiate", err)
 	}
+	if m.cfg.Method != 1 {
+		r.pingPre = r.preDial(ctx)
+	}
 	if err := r.negotiate(ctx, uid); err != nil {
+		discard(r.pingPre)
 		return failed("negotiate", err)
 	}
 	if m.cfg.Method == 1 {

@@ -99,12 +99,14 @@ func (c *V2Config) defaults() {
 func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtest) (string, error) {
 	cfg := r.cfg.V2
 	r.progress(plugin.Progress{Phase: "latency"})
-	pg, err := r.openPinger(ctx)
+	pg, err := r.openPinger(ctx, r.pingPre)
 	if err != nil {
 		return "latency", err
 	}
 	defer pg.close()
+	dlPre := r.preDial(ctx) // the download's first connection
 	if keys.RTTMS, err = pg.burst(ctx, r.cfg.LatencySamples); err != nil {
+		discard(dlPre)
 		return "latency", err
 	}
 	keys.RTTMedianMS = schemas.Median(keys.RTTMS)
@@ -125,10 +127,12 @@ func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtes
 		return max(min(maxPhase, left/time.Duration(phasesLeft)), min(maxPhase, 1500*time.Millisecond))
 	}
 	go pg.loop(ctx, cfg.PingEvery)
-	if keys.Download, err = r.phaseV2(ctx, "download", rtt, capOf(2), pg); err != nil {
+	ulPre := r.preDial(ctx) // the upload's first connection, during the download
+	if keys.Download, err = r.phaseV2(ctx, "download", rtt, capOf(2), pg, dlPre); err != nil {
+		discard(ulPre)
 		return "download", err
 	}
-	if keys.Upload, err = r.phaseV2(ctx, "upload", rtt, capOf(1), pg); err != nil {
+	if keys.Upload, err = r.phaseV2(ctx, "upload", rtt, capOf(1), pg, ulPre); err != nil {
 		return "upload", err
 	}
 	return "", nil
@@ -136,8 +140,34 @@ func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtes
 
 // openStream connects to the server, asks for path with an upgrade to
 // spec.Upgrade and returns the raw stream once the server answered 101.
-func (r *run) openStream(ctx context.Context, path string) (net.Conn, *bufio.Reader, error) {
-	c, err := r.dial(ctx)
+// pre, when not nil, gives a connection dialed in advance (preDial); when
+// that one fails (e.g. the server closed it while the agent waited in the
+// queue), a new one is dialed.
+func (r *run) openStream(ctx context.Context, path string, pre <-chan dialed) (net.Conn, *bufio.Reader, error) {
+	c, br, err := r.openStreamOn(ctx, path, pre)
+	var pe *ProtocolError
+	if err != nil && pre != nil && ctx.Err() == nil && !errors.As(err, &pe) {
+		return r.openStreamOn(ctx, path, nil)
+	}
+	return c, br, err
+}
+
+func (r *run) openStreamOn(ctx context.Context, path string, pre <-chan dialed) (net.Conn, *bufio.Reader, error) {
+	var (
+		c   net.Conn
+		err error
+	)
+	if pre != nil {
+		select {
+		case d := <-pre:
+			c, err = d.c, d.err
+		case <-ctx.Done():
+			discard(pre)
+			return nil, nil, ctx.Err()
+		}
+	} else {
+		c, err = r.dial(ctx)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -177,6 +207,36 @@ func (r *run) openStream(ctx context.Context, path string) (net.Conn, *bufio.Rea
 	return c, br, nil
 }
 
+// dialed is the outcome of a connection dialed in advance.
+type dialed struct {
+	c   net.Conn
+	err error
+}
+
+// preDial dials a connection in the background, so that its handshake
+// overlaps what the test does meanwhile (at 300 ms of RTT each saves 0.3 s
+// of the budget); connect_ms still gets its connect time.
+func (r *run) preDial(ctx context.Context) <-chan dialed {
+	ch := make(chan dialed, 1)
+	go func() {
+		c, err := r.dial(ctx)
+		ch <- dialed{c, err}
+	}()
+	return ch
+}
+
+// discard closes a connection dialed in advance that will not be used.
+func discard(ch <-chan dialed) {
+	if ch == nil {
+		return
+	}
+	go func() {
+		if d := <-ch; d.c != nil {
+			d.c.Close()
+		}
+	}()
+}
+
 // pinger measures round trips with small messages on a connection of its
 // own: a burst for the unloaded RTT, then one every PingEvery during the
 // transfer phases (latency under load).
@@ -198,8 +258,8 @@ type pingRTT struct {
 	rtt float64   // ms
 }
 
-func (r *run) openPinger(ctx context.Context) (*pinger, error) {
-	c, br, err := r.openStream(ctx, spec.V2PingPath)
+func (r *run) openPinger(ctx context.Context, pre <-chan dialed) (*pinger, error) {
+	c, br, err := r.openStream(ctx, spec.V2PingPath, pre)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +425,7 @@ func (r *run) perConnection(dir string) int {
 // InitialConnections connections, more when the measured bandwidth-delay
 // product needs them, the receiver sampled every SampleEvery, stopped by
 // goodput.Estimate (stable window) or at maxPhase.
-func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase time.Duration, pg *pinger) (schemas.SpeedtestPhase, error) {
+func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase time.Duration, pg *pinger, pre <-chan dialed) (schemas.SpeedtestPhase, error) {
 	cfg := r.cfg.V2
 	r.progress(plugin.Progress{Phase: dir})
 	ctx, cancel := context.WithCancel(ctx)
@@ -397,10 +457,12 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 		path = spec.V2UploadPath
 	}
 	open := func() {
+		first := pre
+		pre = nil
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, br, err := r.openStream(ctx, path)
+			c, br, err := r.openStream(ctx, path, first)
 			if err != nil {
 				report(err)
 				return

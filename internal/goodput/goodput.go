@@ -119,7 +119,10 @@ type Result struct {
 // When the phase reaches MaxPhase unstable, it stops with time_cap and the
 // window starts where the rate over the stretch before first came within
 // 10 % of the rate from there to the end (or at half the phase when it
-// never did while a third of the phase was left).
+// never did while a third of the phase was left), and ends before a
+// trailing hole (intervals read at less than a quarter of the window's
+// rate: a retransmission awaited while the data behind it wait in the
+// receiver's kernel), when that leaves at least half of the window.
 func Estimate(samples []Sample, p Params) Result {
 	p = p.WithDefaults()
 	n := len(samples)
@@ -162,8 +165,23 @@ func Estimate(samples []Sample, p Params) Result {
 	if start >= end {
 		start = end / 2
 	}
+	// A trailing hole: the last intervals, read at less than a quarter of
+	// the window's rate, are the receiver waiting for a retransmission
+	// that fills a hole while the rest waits in its kernel; the window
+	// ends before them (if that leaves at least half of it).
+	r := rate(samples, start, end)
+	cut := end
+	for i := n - 1; i > 0 && samples[i-1].T > start; i-- {
+		if rate(samples, samples[i-1].T, samples[i].T) >= r/4 {
+			break
+		}
+		cut = samples[i-1].T
+	}
+	if cut < end && cut-start >= (end-start)/2 {
+		res.End = cut
+	}
 	res.Start = start
-	res.Mbps = rate(samples, start, end)
+	res.Mbps = rate(samples, start, res.End)
 	if end >= p.MaxPhase {
 		res.Stop, res.StopReason = true, StopTimeCap
 	}

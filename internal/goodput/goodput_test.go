@@ -110,3 +110,21 @@ func TestSlowLinkGranularity(t *testing.T) {
 		t.Fatalf("1 Mbit/s: %+v", r)
 	}
 }
+
+func TestTrailingHoleLeftOut(t *testing.T) {
+	// 10 Mbit/s from 1.6 s, then nothing read in the last 0.4 s of the
+	// phase (a hole waiting for its retransmission).
+	rate := func(t float64) float64 {
+		switch {
+		case t < 1.6:
+			return 2
+		case t > 3.1:
+			return 0
+		}
+		return 10
+	}
+	r := online(series(rate, 0.1, 3.5, 0, 6), Params{RTT: 0.3, MaxPhase: 3.5})
+	if r.StopReason != StopTimeCap || math.Abs(r.Mbps-10)/10 > 0.05 || r.End > 3.1+1e-9 {
+		t.Fatalf("trailing hole counted: %+v", r)
+	}
+}
