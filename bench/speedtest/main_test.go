@@ -91,8 +91,7 @@ func serve() error {
 // 10 % of iperf3's goodput (the benchmark's goal is 6 %; the margin is for
 // machines loaded by the rest of the suite: methodology 1 read 81 % less
 // at 200 ms) and the whole test within 8 s (10 s at 200 ms), in one of two
-// runs. It needs root
-// and iperf3, and fails without them.
+// runs. It needs root and iperf3, and fails without them.
 func TestAccuracy(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root to create network namespaces and TUN devices; run the tests as root")
