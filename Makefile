@@ -34,6 +34,7 @@ fuzz:
 ## bench: benchmark programs; each prints a table of side-by-side ratios.
 bench: setup
 	$(GO) run ./bench/ingest
+	$(GO) run ./bench/linkem
 	$(GO) run ./bench/speedtest
 	$(GO) run ./bench/bittorrent
 	$(GO) run ./bench/analytics

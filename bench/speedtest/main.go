@@ -1,14 +1,23 @@
-// Command speedtest measures the speedtest against ground truth and load:
+// Command speedtest measures the speedtest against ground truth across
+// real paths, side by side in one run:
 //
-//   - accuracy: in a network namespace it creates, with lo shaped by tbf at
-//     1, 7, 20 and 100 Mbit/s (MTU 1500), iperf3's goodput and ours are
-//     measured on the same link in the same run; the table gives the error
-//     of our median and worst run, the test time and the bytes moved;
+//   - accuracy: for every cell of rate {1, 10, 50, 200} Mbit/s × RTT {0,
+//     20, 80, 200, 300} ms × loss {0, 0.1 %}, a link of internal/linkem
+//     (drop-tail queue of one BDP) between two network namespaces; in it,
+//     iperf3 (the reference), our speedtest (each methodology the client
+//     offers), our ndt7 (agent/ndt7 against testserver/ndt7) and, when
+//     their binaries are given, M-Lab's ndt-server and ndt7-client; the
+//     table gives each tool's error against iperf3 and its test time;
+//   - loaded latency: at 20 Mbit/s, 20 ms, a queue of 1000 packets, ping
+//     during an iperf3 download against the speedtest's RTT under load;
 //   - capacity: unshaped loopback, N concurrent tests against one test
 //     server: total Gbit/s and the CPU the server used.
 //
-// It needs root (ip netns, tc) and iperf3 (scripts/setup installs it). It
-// exits 1 when an accuracy or duration target is missed.
+// It needs root (namespaces, TUN devices), iperf3 and ping (scripts/setup
+// installs them). It exits 1 when the goal is missed by the newest
+// speedtest methodology: median |error| ≤ 3 % and worst ≤ 6 % over the
+// lossless cells, ≤ 10 % at 0.1 % loss, whole test ≤ 8 s (≤ 10 s at RTT ≥
+// 200 ms).
 package main
 
 import (
@@ -18,58 +27,125 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
 
+	"github.com/neubot/neubot/bench/internal/linkbench"
+	"github.com/neubot/neubot/internal/linkem"
 	"github.com/neubot/neubot/internal/stats"
 )
 
+type options struct {
+	rates, rtts, losses []float64
+	methods             []int
+	iperfTime           int
+	iperfStreams        int
+	queue               int
+	realtime            int
+	mlabServer          string
+	mlabClient          string
+	skipNDT7            bool
+	dir                 string
+}
+
 func main() {
-	rates := flag.String("rates", "1,7,20,100", "shaped rates to test, Mbit/s")
-	runs := flag.Int("runs", 5, "runs of our test per rate")
-	// 10 s: in shorter runs iperf3's receiver also counts the data still
-	// queued when the sender stops (seen: +2% at 7 Mbit/s with 5 s).
-	iperfTime := flag.Int("iperf-time", 10, "seconds of each iperf3 run (after 1 s omitted)")
+	rates := flag.String("rates", "1,10,50,200", "link rates, Mbit/s")
+	rtts := flag.String("rtts", "0,20,80,200,300", "round-trip times, ms")
+	losses := flag.String("loss", "0,0.001", "loss fractions (0.001 = 0.1 %), each direction")
+	methods := flag.String("methods", "", "speedtest methodologies to run, e.g. 1,2 (default: every one `neubot run speedtest` offers)")
+	iperfTime := flag.Int("iperf-time", 20, "seconds of each iperf3 run (after 2 s omitted)")
+	iperfStreams := flag.Int("iperf-streams", 2, "iperf3's parallel streams (-P)")
+	queue := flag.Int("queue", 0, "queue of the link, packets (0: one BDP, at least 16)")
+	realtime := flag.Int("realtime", 10, "SCHED_FIFO priority of the link's threads (0: ordinary scheduling)")
+	flag.IntVar(&linkbench.Priority, "chrt", 5, "SCHED_FIFO priority of every tool, reference and tested alike (0: ordinary scheduling)")
+	mlabServer := flag.String("mlab-ndt-server", "", "M-Lab's ndt-server binary (github.com/m-lab/ndt-server), built by you; empty: no M-Lab column")
+	mlabClient := flag.String("mlab-ndt7-client", "", "M-Lab's ndt7-client binary (github.com/m-lab/ndt7-client-go/cmd/ndt7-client)")
+	skipNDT7 := flag.Bool("skip-ndt7", false, "skip our ndt7")
+	skipAccuracy := flag.Bool("skip-accuracy", false, "skip the matrix")
+	skipLoaded := flag.Bool("skip-loaded", false, "skip the loaded-latency check")
 	skipCapacity := flag.Bool("skip-capacity", false, "skip the capacity part")
-	skipAccuracy := flag.Bool("skip-accuracy", false, "skip the accuracy part")
 	flag.Parse()
-	if err := run(*rates, *runs, *iperfTime, *skipAccuracy, *skipCapacity); err != nil {
+	o := &options{iperfTime: *iperfTime, iperfStreams: *iperfStreams, queue: *queue, realtime: *realtime,
+		mlabServer: *mlabServer, mlabClient: *mlabClient, skipNDT7: *skipNDT7}
+	var err error
+	if o.rates, err = floats(*rates); err == nil {
+		if o.rtts, err = floats(*rtts); err == nil {
+			o.losses, err = floats(*losses)
+		}
+	}
+	if err == nil && (o.mlabServer == "") != (o.mlabClient == "") {
+		err = fmt.Errorf("give both -mlab-ndt-server and -mlab-ndt7-client, or neither")
+	}
+	if err == nil {
+		err = run(o, *methods, *skipAccuracy, *skipLoaded, *skipCapacity)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/speedtest:", err)
 		os.Exit(1)
 	}
 }
 
-func run(rates string, runs, iperfTime int, skipAccuracy, skipCapacity bool) error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("needs root for ip netns and tc")
+func floats(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v < 0 || math.IsNaN(v) {
+			return nil, fmt.Errorf("bad value %q in %q", f, s)
+		}
+		out = append(out, v)
 	}
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		return fmt.Errorf("iperf3 not found (run scripts/setup): %w", err)
+	return out, nil
+}
+
+func run(o *options, methods string, skipAccuracy, skipLoaded, skipCapacity bool) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("needs root for network namespaces and TUN devices")
+	}
+	for _, tool := range []string{"iperf3", "ping", "chrt"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found (run scripts/setup): %w", tool, err)
+		}
 	}
 	dir, err := os.MkdirTemp("", "neubot-bench-speedtest-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	o.dir = dir
 	for _, c := range []string{"neubot", "neubot-server"} {
 		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c).CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %v\n%s", c, err, out)
 		}
 	}
+	if methods == "" {
+		o.methods = offeredMethods(filepath.Join(dir, "neubot"))
+	} else {
+		for _, m := range strings.Split(methods, ",") {
+			v, err := strconv.Atoi(strings.TrimSpace(m))
+			if err != nil || v < 1 {
+				return fmt.Errorf("bad -methods %q", methods)
+			}
+			o.methods = append(o.methods, v)
+		}
+	}
 	failed := false
 	if !skipAccuracy {
-		ok, err := accuracy(dir, rates, runs, iperfTime)
+		ok, err := matrix(o)
 		if err != nil {
 			return err
 		}
 		failed = failed || !ok
+	}
+	if !skipLoaded {
+		if err := loaded(o); err != nil {
+			return err
+		}
 	}
 	if !skipCapacity {
 		if err := capacity(dir); err != nil {
@@ -77,355 +153,434 @@ func run(rates string, runs, iperfTime int, skipAccuracy, skipCapacity bool) err
 		}
 	}
 	if failed {
-		return fmt.Errorf("a target was missed")
+		return fmt.Errorf("the goal was missed")
 	}
 	return nil
 }
 
-// netns is a network namespace made for the benchmark, removed by close.
-type netns struct{ name string }
+// offeredMethods asks the client which methodologies it has: those with a
+// --method flag offer 1 and 2; the others only the first.
+func offeredMethods(neubot string) []int {
+	out, _ := exec.Command(neubot, "run", "speedtest", "-h").CombinedOutput()
+	if bytes.Contains(out, []byte("-method")) {
+		return []int{1, 2}
+	}
+	return []int{1}
+}
 
-func newNetns(prefix string) (*netns, error) {
-	n := &netns{name: fmt.Sprintf("%s-%d", prefix, os.Getpid())}
-	for _, args := range [][]string{
-		{"netns", "add", n.name},
-		{"-n", n.name, "link", "set", "lo", "mtu", "1500"},
-		{"-n", n.name, "link", "set", "lo", "up"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			n.close()
-			return nil, fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+// bigBuffers lets one TCP connection fill 200 Mbit/s × 300 ms (the
+// kernel's tcp_wmem maximum, 4 MB, would not); every tool gets the same.
+var bigBuffers = map[string]string{
+	"net.ipv4.tcp_rmem": "4096 131072 33554432",
+	"net.ipv4.tcp_wmem": "4096 16384 33554432",
+}
+
+// Ports inside the link's namespace B (nothing else listens there).
+const (
+	iperfPort = 5201
+	ourPort   = 9775
+	mlabPort  = 8080
+)
+
+// measured is one tool's result in one cell.
+type measured struct {
+	down, up   float64
+	secs       float64
+	loadedDown float64 // RTT under load the tool reported for the download, ms
+	err        string
+}
+
+type cellResult struct {
+	rate, rtt, loss float64
+	queue           int
+	iperfDown       float64
+	iperfUp         float64
+	tools           map[string]measured
+}
+
+// servers are the servers of one cell, in namespace B.
+type servers struct{ cmds []*exec.Cmd }
+
+func (s *servers) stop() {
+	for _, c := range s.cmds {
+		c.Process.Signal(syscall.SIGTERM)
+	}
+	for _, c := range s.cmds {
+		done := make(chan struct{})
+		go func() { c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			c.Process.Kill()
+			<-done
 		}
 	}
-	return n, nil
 }
 
-func (n *netns) close() { exec.Command("ip", "netns", "del", n.name).Run() }
-
-// shape puts a token bucket of rate Mbit/s on lo (replacing any).
-func (n *netns) shape(mbps float64) error {
-	exec.Command("ip", "netns", "exec", n.name, "tc", "qdisc", "del", "dev", "lo", "root").Run()
-	rateBps := mbps * 1e6 / 8
-	burst := int(math.Max(15000, rateBps*0.01)) // >= 10 MTU-sized packets and 10 ms of traffic
-	args := []string{"netns", "exec", n.name, "tc", "qdisc", "add", "dev", "lo", "root", "tbf",
-		"rate", fmt.Sprintf("%gmbit", mbps), "burst", strconv.Itoa(burst), "latency", "50ms"}
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("tc: %v: %s", err, out)
-	}
-	return nil
-}
-
-func (n *netns) command(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", n.name, name}, args...)...)
-}
-
-// iperf3 measures goodput at the receiver; reverse = server sends (download).
-// It tries again when the server is still busy with the previous run.
-func (n *netns) iperf3(port, secs int, reverse bool) (float64, error) {
-	var err error
-	for try := 0; try < 3; try++ {
-		var mbps float64
-		if mbps, err = n.iperf3Once(port, secs, reverse); err == nil && mbps > 0 {
-			return mbps, nil
-		}
-		time.Sleep(2 * time.Second)
-	}
-	return 0, fmt.Errorf("iperf3 gave no result after 3 tries: %v", err)
-}
-
-func (n *netns) iperf3Once(port, secs int, reverse bool) (float64, error) {
-	args := []string{"-c", "127.0.0.1", "-p", strconv.Itoa(port), "-t", strconv.Itoa(secs), "-O", "1", "-P", "2", "-J", "--get-server-output"}
-	if reverse {
-		args = append(args, "-R")
-	}
-	// iperf3 sometimes hangs on a lossy link: bound each run.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+20)*time.Second)
-	defer cancel()
-	out, err := commandOutput(ctx, n.command("iperf3", args...))
-	if err != nil {
-		return 0, fmt.Errorf("iperf3: %v: %s", err, out)
-	}
-	type interval struct {
-		Sum struct {
-			BitsPerSecond float64 `json:"bits_per_second"`
-			Seconds       float64 `json:"seconds"`
-			Omitted       bool    `json:"omitted"`
-		} `json:"sum"`
-	}
-	var res struct {
-		Error     string     `json:"error"`
-		Intervals []interval `json:"intervals"`
-		Server    struct {
-			Intervals []interval `json:"intervals"`
-		} `json:"server_output_json"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return 0, fmt.Errorf("iperf3 output: %v", err)
-	}
-	if res.Error != "" {
-		return 0, fmt.Errorf("iperf3: %s", res.Error)
-	}
-	// The receiver's one-second intervals: the client's with -R, the
-	// server's otherwise. The omitted first second and the last interval
-	// are left out: iperf3's end-of-test total also counts data still
-	// queued when the sender stopped (+2 to +4% at 1-7 Mbit/s in 10 s).
-	ivs := res.Server.Intervals
-	if reverse {
-		ivs = res.Intervals
-	}
-	var bits, secsSum float64
-	for i, iv := range ivs {
-		if iv.Sum.Omitted || i == len(ivs)-1 || iv.Sum.Seconds < 0.5 {
-			continue
-		}
-		bits += iv.Sum.BitsPerSecond * iv.Sum.Seconds
-		secsSum += iv.Sum.Seconds
-	}
-	if secsSum == 0 {
-		return 0, fmt.Errorf("iperf3 reported no receiver intervals")
-	}
-	return bits / secsSum / 1e6, nil
-}
-
-// commandOutput runs cmd until it ends or ctx does.
-func commandOutput(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	if err := cmd.Start(); err != nil {
+func startServers(o *options, l *linkem.Link, tag string) (*servers, error) {
+	s := &servers{}
+	b := linkem.Addr(linkem.B).String()
+	ts := linkbench.Command(l, linkem.B, filepath.Join(o.dir, "neubot-server"), "testserver",
+		"--listen", fmt.Sprintf("%s:%d", b, ourPort), "--collector", "", "--spool-dir", filepath.Join(o.dir, "spool-"+tag),
+		"--id", "bench", "--negotiate-rate", "100", "--log-level", "warn", "--bittorrent-listen", "", "--neutral-listen", "")
+	ts.Stderr = os.Stderr
+	if err := ts.Start(); err != nil {
 		return nil, err
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return out.Bytes(), err
-	case <-ctx.Done():
-		cmd.Process.Kill()
-		<-done
-		return out.Bytes(), fmt.Errorf("timed out")
+	s.cmds = append(s.cmds, ts)
+	ports := []int{ourPort}
+	if o.mlabServer != "" {
+		data := filepath.Join(o.dir, "ndt-"+tag)
+		os.MkdirAll(data, 0o755)
+		// Everything on B's address or loopback inside the namespace.
+		ms := linkbench.Command(l, linkem.B, o.mlabServer, "-ndt7_addr_cleartext", fmt.Sprintf("%s:%d", b, mlabPort),
+			"-ndt7_addr", "127.0.0.1:4443", "-ndt5_addr", "127.0.0.1:3001", "-ndt5_ws_addr", "127.0.0.1:3002",
+			"-health_addr", "127.0.0.1:8000", "-datadir", data, "-htmldir", data)
+		ms.Dir = data
+		if err := ms.Start(); err != nil {
+			s.stop()
+			return nil, fmt.Errorf("M-Lab ndt-server: %w", err)
+		}
+		s.cmds = append(s.cmds, ms)
+		ports = append(ports, mlabPort)
 	}
+	for _, p := range ports {
+		if err := linkbench.WaitListen(l, linkem.B, p, 20*time.Second); err != nil {
+			s.stop()
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
-// result is what `neubot run speedtest --json` prints.
-type result struct {
+func cellLink(o *options, rate, rtt, loss float64, queue int) (*linkem.Link, error) {
+	d := linkem.Dir{Rate: rate, Delay: time.Duration(rtt * float64(time.Millisecond) / 2), Loss: loss, Queue: queue}
+	return linkem.Start(context.Background(), linkem.Config{Up: d, Down: d, Realtime: o.realtime, Sysctls: bigBuffers, Seed: 1})
+}
+
+func matrix(o *options) (bool, error) {
+	var results []cellResult
+	start := time.Now()
+	load0 := loadAvg()
+	for _, loss := range o.losses {
+		for _, rtt := range o.rtts {
+			for _, rate := range o.rates {
+				r, err := cell(o, rate, rtt, loss)
+				if err != nil {
+					return false, fmt.Errorf("cell %g Mbit/s, %g ms, loss %g: %w", rate, rtt, loss, err)
+				}
+				results = append(results, r)
+			}
+		}
+	}
+	return report(o, results, time.Since(start), load0), nil
+}
+
+func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
+	r := cellResult{rate: rate, rtt: rtt, loss: loss, tools: map[string]measured{}}
+	l, err := cellLink(o, rate, rtt, loss, o.queue)
+	if err != nil {
+		return r, err
+	}
+	defer l.Close()
+	r.queue = l.Config().Down.Queue
+	tag := fmt.Sprintf("%g-%g-%g", rate, rtt, loss)
+	progress := func(what string) {
+		fmt.Fprintf(os.Stderr, "%s: %g Mbit/s, RTT %g ms, loss %g %%: %s\n", time.Now().Format("15:04:05"), rate, rtt, loss*100, what)
+	}
+	stopIperf, err := linkbench.Iperf3Server(l, iperfPort)
+	if err != nil {
+		return r, err
+	}
+	defer stopIperf()
+	srv, err := startServers(o, l, tag)
+	if err != nil {
+		return r, err
+	}
+	defer srv.stop()
+
+	extra := []string{"-P", strconv.Itoa(o.iperfStreams)}
+	progress("iperf3")
+	down, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, 2, true, extra...)
+	if err != nil {
+		return r, err
+	}
+	up, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, 2, false, extra...)
+	if err != nil {
+		return r, err
+	}
+	r.iperfDown, r.iperfUp = down.Mbps, up.Mbps
+	progress(fmt.Sprintf("iperf3 down %.3f up %.3f", r.iperfDown, r.iperfUp))
+	for _, m := range o.methods {
+		name := fmt.Sprintf("speedtest v%d", m)
+		r.tools[name] = ourTest(o, l, "speedtest", m)
+		progress(fmt.Sprintf("%s %+v", name, r.tools[name]))
+	}
+	if !o.skipNDT7 {
+		r.tools["our ndt7"] = ourTest(o, l, "ndt7", 0)
+		progress(fmt.Sprintf("our ndt7 %+v", r.tools["our ndt7"]))
+	}
+	if o.mlabServer != "" {
+		r.tools["M-Lab ndt7"] = mlabTest(o, l)
+		progress(fmt.Sprintf("M-Lab ndt7 %+v", r.tools["M-Lab ndt7"]))
+	}
+	return r, nil
+}
+
+// record is the part of `neubot run TEST --json` the bench reads.
+type record struct {
 	DownloadMbps float64 `json:"download_mbps"`
 	UploadMbps   float64 `json:"upload_mbps"`
 	Record       struct {
 		TestKeys struct {
 			Download struct {
-				Bytes uint64 `json:"bytes"`
+				LoadedRTTMedianMS float64 `json:"loaded_rtt_median_ms"`
 			} `json:"download"`
-			Upload struct {
-				Bytes uint64 `json:"bytes"`
-			} `json:"upload"`
 		} `json:"test_keys"`
 	} `json:"record"`
 }
 
-type ours struct {
-	down, up float64
-	secs     float64
-	bytes    uint64
+// ourTest runs `neubot run TEST` in side A against our test server.
+func ourTest(o *options, l *linkem.Link, test string, method int) measured {
+	args := []string{"run", test, "--server", fmt.Sprintf("http://%s:%d", linkem.Addr(linkem.B), ourPort), "--json", "--timeout", "90s"}
+	if test == "speedtest" && method > 0 && len(o.methods) > 1 {
+		args = append(args, "--method", strconv.Itoa(method))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := linkbench.Command(l, linkem.A, filepath.Join(o.dir, "neubot"), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	out, err := linkbench.Output(ctx, cmd)
+	m := measured{secs: time.Since(t0).Seconds()}
+	if err != nil {
+		m.err = fmt.Sprintf("%v: %.200s", err, bytes.TrimSpace(stderr.Bytes()))
+		return m
+	}
+	var rec record
+	if err := json.Unmarshal(out, &rec); err != nil {
+		m.err = err.Error()
+		return m
+	}
+	m.down, m.up, m.loadedDown = rec.DownloadMbps, rec.UploadMbps, rec.Record.TestKeys.Download.LoadedRTTMedianMS
+	return m
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// mlabTest runs M-Lab's ndt7-client against M-Lab's ndt-server.
+func mlabTest(o *options, l *linkem.Link) measured {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := linkbench.Command(l, linkem.A, o.mlabClient, "-server", fmt.Sprintf("%s:%d", linkem.Addr(linkem.B), mlabPort),
+		"-scheme", "ws", "-format", "json", "-quiet")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	out, err := linkbench.Output(ctx, cmd)
+	m := measured{secs: time.Since(t0).Seconds()}
 	if err != nil {
-		return 19775
+		m.err = fmt.Sprintf("%v: %.200s", err, bytes.TrimSpace(stderr.Bytes()))
+		return m
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func accuracy(dir, rates string, runs, iperfTime int) (bool, error) {
-	ns, err := newNetns("neubot-bench")
-	if err != nil {
-		return false, err
+	// The summary: {"Download":{"Throughput":{"Value":9.39,"Unit":"Mbit/s"},...},"Upload":{...}}
+	type value struct {
+		Value float64
+		Unit  string
 	}
-	defer ns.close()
-	// Servers inside the namespace: iperf3 and our test server.
-	iperfPort, tsPort := 5201, 9775
-	iperfSrv := ns.command("iperf3", "-s", "-J", "-p", strconv.Itoa(iperfPort)) // -J: clients get the receiver's intervals as JSON
-	if err := iperfSrv.Start(); err != nil {
-		return false, err
-	}
-	defer func() { iperfSrv.Process.Kill(); iperfSrv.Wait() }()
-	ts := ns.command(filepath.Join(dir, "neubot-server"), "testserver", "--listen", fmt.Sprintf("127.0.0.1:%d", tsPort),
-		"--collector", "", "--spool-dir", filepath.Join(dir, "spool"), "--id", "bench", "--negotiate-rate", "100", "--log-level", "warn")
-	var tsLog bytes.Buffer
-	ts.Stderr = &tsLog
-	if err := ts.Start(); err != nil {
-		return false, err
-	}
-	defer func() { ts.Process.Kill(); ts.Wait() }()
-	time.Sleep(time.Second)
-
-	type row struct {
-		rate                     float64
-		iperfDown, iperfUp       float64
-		medDown, medUp           float64
-		worstDownErr, worstUpErr float64
-		medSecs, maxSecs         float64
-		bytes                    uint64
-	}
-	var rows []row
-	for _, f := range strings.Split(rates, ",") {
-		rate, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
-		if err != nil || rate <= 0 {
-			return false, fmt.Errorf("bad rate %q", f)
-		}
-		if err := ns.shape(rate); err != nil {
-			return false, err
-		}
-		fmt.Fprintf(os.Stderr, "rate %g Mbit/s: iperf3...\n", rate)
-		// Ground truth: the median of 3 iperf3 runs per direction, so that
-		// one unlucky TCP run does not become the truth.
-		var iDowns, iUps []float64
-		for k := 0; k < 3; k++ {
-			d, err := ns.iperf3(iperfPort, iperfTime, true)
-			if err != nil {
-				return false, err
-			}
-			u, err := ns.iperf3(iperfPort, iperfTime, false)
-			if err != nil {
-				return false, err
-			}
-			iDowns, iUps = append(iDowns, d), append(iUps, u)
-		}
-		iDown, iUp := stats.Median(iDowns), stats.Median(iUps)
-		fmt.Fprintf(os.Stderr, "rate %g Mbit/s: iperf3 down %v up %v\n", rate, iDowns, iUps)
-		var rs []ours
-		for i := 0; i < runs; i++ {
-			fmt.Fprintf(os.Stderr, "rate %g Mbit/s: neubot run %d/%d...\n", rate, i+1, runs)
-			t0 := time.Now()
-			out, err := ns.command(filepath.Join(dir, "neubot"), "run", "speedtest", "--server", fmt.Sprintf("http://127.0.0.1:%d", tsPort), "--json").Output()
-			secs := time.Since(t0).Seconds()
-			if err != nil {
-				return false, fmt.Errorf("neubot run: %v: %s\nserver log: %s", err, out, tsLog.String())
-			}
-			var res result
-			if err := json.Unmarshal(out, &res); err != nil {
-				return false, err
-			}
-			rs = append(rs, ours{res.DownloadMbps, res.UploadMbps, secs, res.Record.TestKeys.Download.Bytes + res.Record.TestKeys.Upload.Bytes})
-			fmt.Fprintf(os.Stderr, "rate %g Mbit/s: run %d: down %.3f up %.3f in %.2f s\n", rate, i+1, res.DownloadMbps, res.UploadMbps, secs)
-		}
-		r := row{rate: rate, iperfDown: iDown, iperfUp: iUp}
-		downs, ups, secs := make([]float64, runs), make([]float64, runs), make([]float64, runs)
-		var bytes uint64
-		for i, x := range rs {
-			downs[i], ups[i], secs[i] = x.down, x.up, x.secs
-			r.worstDownErr = worst(r.worstDownErr, errPct(x.down, iDown))
-			r.worstUpErr = worst(r.worstUpErr, errPct(x.up, iUp))
-			bytes += x.bytes
-		}
-		r.medDown, r.medUp, r.medSecs = stats.Median(downs), stats.Median(ups), stats.Median(secs)
-		sort.Float64s(secs)
-		r.maxSecs = secs[len(secs)-1]
-		r.bytes = bytes / uint64(runs)
-		rows = append(rows, r)
-	}
-
-	ok := true
-	fmt.Printf("\nSpeedtest accuracy: tbf on lo in a network namespace (MTU 1500, burst max(15 kB, 10 ms), latency 50 ms), %d runs per rate; ground truth: median of 3 runs of iperf3 -P 2 (%d s): the receiver's mean goodput over its 1-s intervals, first and last left out; same link, same run.\n\n", runs, iperfTime)
-	fmt.Println("| rate Mbit/s | dir | iperf3 Mbit/s | ours (median) | error median | error worst | test time median / max s | bytes moved per test |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
-	for _, r := range rows {
-		for _, d := range []struct {
-			name       string
-			ip, med, w float64
-		}{{"down", r.iperfDown, r.medDown, r.worstDownErr}, {"up", r.iperfUp, r.medUp, r.worstUpErr}} {
-			em := errPct(d.med, d.ip)
-			flag := ""
-			if math.Abs(em) > 3 || math.Abs(d.w) > 6 {
-				flag, ok = " MISSED", false
-			}
-			fmt.Printf("| %g | %s | %.3f | %.3f | %+.2f%% | %+.2f%%%s | %.2f / %.2f | %s |\n", r.rate, d.name, d.ip, d.med, em, d.w, flag, r.medSecs, r.maxSecs, mb(r.bytes))
-		}
-		if r.maxSecs > 8 {
-			fmt.Printf("| %g | time | | | | | %.2f s > 8 s MISSED | |\n", r.rate, r.maxSecs)
-			ok = false
+	type dir struct{ Throughput value }
+	var sum struct{ Download, Upload dir }
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		var s struct{ Download, Upload *dir }
+		if json.Unmarshal(line, &s) == nil && s.Download != nil && s.Upload != nil {
+			sum.Download, sum.Upload = *s.Download, *s.Upload
 		}
 	}
-	fmt.Printf("\ntargets: |median error| <= 3%%, |worst error| <= 6%%, whole test (process start to result) <= 8 s: ")
-	if ok {
-		fmt.Println("met")
-	} else {
-		fmt.Println("MISSED")
+	if sum.Download.Throughput.Unit != "Mbit/s" || sum.Upload.Throughput.Unit != "Mbit/s" {
+		m.err = fmt.Sprintf("no summary in ndt7-client's output: %.200s", out)
+		return m
 	}
-	return ok, nil
+	m.down, m.up = sum.Download.Throughput.Value, sum.Upload.Throughput.Value
+	return m
 }
 
 func errPct(x, truth float64) float64 { return (x - truth) / truth * 100 }
 
-func worst(a, b float64) float64 {
-	if math.Abs(b) > math.Abs(a) {
-		return b
+func report(o *options, rs []cellResult, took time.Duration, load0 string) bool {
+	tools := []string{}
+	for _, m := range o.methods {
+		tools = append(tools, fmt.Sprintf("speedtest v%d", m))
 	}
-	return a
+	if !o.skipNDT7 {
+		tools = append(tools, "our ndt7")
+	}
+	if o.mlabServer != "" {
+		tools = append(tools, "M-Lab ndt7")
+	}
+	goalTool := fmt.Sprintf("speedtest v%d", slices.Max(o.methods))
+	fmt.Printf("\nSpeedtest accuracy in the link emulator (internal/linkem; queue %s; link threads SCHED_FIFO %d; every tool under chrt -f %d; tcp_rmem/tcp_wmem max 32 MB in both namespaces). Reference: iperf3 -P %d, %d s after 2 s omitted, the receiver's mean goodput over its 1-s intervals (last left out), the machine's congestion control (%s) for every tool. Cells: error vs iperf3, then the tool's whole time (process start to result). %d cells in %.0f min; load average %s at the start, %s at the end, on a 2-CPU machine shared with other engineers' work.\n\n",
+		queueDesc(o.queue), o.realtime, linkbench.Priority, o.iperfStreams, o.iperfTime, congestionControl(), len(rs), took.Minutes(), load0, loadAvg())
+	head := "| rate Mbit/s | RTT ms | loss | dir | iperf3 Mbit/s |"
+	sep := "|---|---|---|---|---|"
+	for _, t := range tools {
+		head += " " + t + " |"
+		sep += "---|"
+	}
+	fmt.Println(head)
+	fmt.Println(sep)
+	for _, r := range rs {
+		for _, dir := range []string{"down", "up"} {
+			truth := r.iperfDown
+			if dir == "up" {
+				truth = r.iperfUp
+			}
+			line := fmt.Sprintf("| %g | %g | %g %% | %s | %.2f |", r.rate, r.rtt, r.loss*100, dir, truth)
+			for _, t := range tools {
+				m := r.tools[t]
+				if m.err != "" {
+					line += " failed: " + strings.ReplaceAll(m.err, "|", "/") + " |"
+					continue
+				}
+				v := m.down
+				if dir == "up" {
+					v = m.up
+				}
+				line += fmt.Sprintf(" %.2f (%+.1f %%, %.1f s) |", v, errPct(v, truth), m.secs)
+			}
+			fmt.Println(line)
+		}
+	}
+	// The goal, on the newest methodology.
+	var lossless []float64
+	worstLossless, worstLossy := 0.0, 0.0
+	var slow []string
+	missed := []string{}
+	for _, r := range rs {
+		m, ok := r.tools[goalTool]
+		if !ok {
+			continue
+		}
+		if m.err != "" {
+			missed = append(missed, fmt.Sprintf("%g Mbit/s %g ms loss %g: failed", r.rate, r.rtt, r.loss))
+			continue
+		}
+		for _, e := range []float64{math.Abs(errPct(m.down, r.iperfDown)), math.Abs(errPct(m.up, r.iperfUp))} {
+			if r.loss == 0 {
+				lossless = append(lossless, e)
+				worstLossless = math.Max(worstLossless, e)
+			} else {
+				worstLossy = math.Max(worstLossy, e)
+			}
+		}
+		limit := 8.0
+		if r.rtt >= 200 {
+			limit = 10
+		}
+		if m.secs > limit {
+			slow = append(slow, fmt.Sprintf("%g Mbit/s %g ms loss %g: %.1f s > %g s", r.rate, r.rtt, r.loss, m.secs, limit))
+		}
+	}
+	ok := len(missed) == 0 && len(slow) == 0
+	fmt.Printf("\ngoal, checked on %s (the other columns are for comparison):\n", goalTool)
+	if len(lossless) > 0 {
+		med := stats.Median(lossless)
+		fmt.Printf("  lossless cells: median |error| %.2f %% (goal ≤ 3 %%), worst %.2f %% (goal ≤ 6 %%)\n", med, worstLossless)
+		ok = ok && med <= 3 && worstLossless <= 6
+	}
+	if slices.ContainsFunc(rs, func(r cellResult) bool { return r.loss > 0 }) {
+		fmt.Printf("  lossy cells: worst |error| %.2f %% (goal ≤ 10 %%)\n", worstLossy)
+		ok = ok && worstLossy <= 10
+	}
+	for _, s := range append(missed, slow...) {
+		fmt.Printf("  %s\n", s)
+	}
+	if ok {
+		fmt.Println("  met")
+	} else {
+		fmt.Println("  MISSED")
+	}
+	return ok
 }
 
-func mb(b uint64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
-
-// cpuSeconds is the user+system CPU time of a process so far.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// loaded compares ping during an iperf3 download with the speedtest's
+// RTT under load, at 20 Mbit/s, 20 ms, a queue of 1000 packets.
+func loaded(o *options) error {
+	l, err := cellLink(o, 20, 20, 0, 1000)
 	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
-}
-
-// capacity runs N concurrent tests against one test server on unshaped
-// loopback and reports the total goodput and the server's CPU.
-func capacity(dir string) error {
-	port := freePort()
-	ts := exec.Command(filepath.Join(dir, "neubot-server"), "testserver", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--collector", "", "--spool-dir", filepath.Join(dir, "spool-cap"), "--id", "bench", "--capacity", "64", "--negotiate-rate", "100", "--log-level", "warn",
-		"--bittorrent-listen", "", "--neutral-listen", "") // on the host: no BitTorrent listeners on fixed ports
-	if err := ts.Start(); err != nil {
 		return err
 	}
-	defer func() { ts.Process.Kill(); ts.Wait() }()
-	time.Sleep(time.Second)
-	fmt.Printf("\nSpeedtest capacity: one test server on unshaped loopback, N concurrent `neubot run speedtest` (2 connections each); 2 CPUs shared by server and clients.\n\n")
-	fmt.Println("| concurrent tests | completed | total download Gbit/s | total upload Gbit/s | server CPU s per wall s |")
-	fmt.Println("|---|---|---|---|---|")
-	for _, n := range []int{1, 2, 4, 8, 16} {
-		cpu0 := cpuSeconds(ts.Process.Pid)
-		t0 := time.Now()
-		var mu sync.Mutex
-		var down, up float64
-		done := 0
-		var wg sync.WaitGroup
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		for i := 0; i < n; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				out, err := exec.CommandContext(ctx, filepath.Join(dir, "neubot"), "run", "speedtest", "--server", fmt.Sprintf("http://127.0.0.1:%d", port), "--json").Output()
-				if err != nil {
-					return
-				}
-				var res result
-				if json.Unmarshal(out, &res) == nil {
-					mu.Lock()
-					down += res.DownloadMbps
-					up += res.UploadMbps
-					done++
-					mu.Unlock()
-				}
-			}()
+	defer l.Close()
+	stopIperf, err := linkbench.Iperf3Server(l, iperfPort)
+	if err != nil {
+		return err
+	}
+	defer stopIperf()
+	srv, err := startServers(&options{dir: o.dir}, l, "loaded")
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	idle, err := linkbench.Ping(context.Background(), l, 20, 100*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	pings := make(chan []float64, 1)
+	perr := make(chan error, 1)
+	go func() {
+		time.Sleep(3 * time.Second) // past iperf3's start
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		p, err := linkbench.Ping(ctx, l, 10*(o.iperfTime-2), 100*time.Millisecond)
+		pings <- p
+		perr <- err
+	}()
+	down, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, 2, true, "-P", strconv.Itoa(o.iperfStreams))
+	if err != nil {
+		return err
+	}
+	p := <-pings
+	if err := <-perr; err != nil {
+		return err
+	}
+	pingMed := linkbench.Quantile(p, 0.5)
+	fmt.Printf("\nLoaded latency: 20 Mbit/s, RTT 20 ms, queue 1000 packets (%.0f ms at the rate); ping every 100 ms from a to b during an iperf3 -R -P %d run (%.2f Mbit/s) against the RTT under load the speedtest reports for its download (test_keys.download.loaded_rtt_median_ms; goal: within 10 %% of ping's); load average %s.\n\n",
+		1000*1500*8/20e6*1000, o.iperfStreams, down.Mbps, loadAvg())
+	fmt.Println("| what | median RTT ms | error vs ping under iperf3 |")
+	fmt.Println("|---|---|---|")
+	fmt.Printf("| ping, idle | %.2f | |\n", linkbench.Quantile(idle, 0.5))
+	fmt.Printf("| ping during iperf3 (p10 %.1f, p90 %.1f) | %.2f | |\n", linkbench.Quantile(p, 0.1), linkbench.Quantile(p, 0.9), pingMed)
+	for _, m := range o.methods {
+		r := ourTest(o, l, "speedtest", m)
+		switch {
+		case r.err != "":
+			fmt.Printf("| speedtest v%d | failed: %s | |\n", m, strings.ReplaceAll(r.err, "|", "/"))
+		case r.loadedDown == 0:
+			fmt.Printf("| speedtest v%d (download %.2f Mbit/s) | not measured by this methodology | |\n", m, r.down)
+		default:
+			fmt.Printf("| speedtest v%d (download %.2f Mbit/s) | %.2f | %+.1f %% |\n", m, r.down, r.loadedDown, errPct(r.loadedDown, pingMed))
 		}
-		wg.Wait()
-		cancel()
-		wall := time.Since(t0).Seconds()
-		cpu := cpuSeconds(ts.Process.Pid) - cpu0
-		fmt.Printf("| %d | %d | %.2f | %.2f | %.2f |\n", n, done, down/1000, up/1000, cpu/wall)
 	}
 	return nil
+}
+
+func queueDesc(q int) string {
+	if q == 0 {
+		return fmt.Sprintf("one BDP, at least %d packets and %v at the rate", linkem.MinQueue, linkem.MinQueueTime)
+	}
+	return fmt.Sprintf("%d packets", q)
+}
+
+func congestionControl() string {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }

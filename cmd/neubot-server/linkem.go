@@ -32,7 +32,7 @@ SIGINT or SIGTERM. Needs root. See internal/linkem/README.md.`)
 	loss := fs.Float64("loss", 0, "fraction of packets lost at random, each direction (0.001 = 0.1 %)")
 	lossUp := fs.Float64("loss-up", -1, "loss of the up direction; default --loss")
 	lossDown := fs.Float64("loss-down", -1, "loss of the down direction; default --loss")
-	queue := fs.Int("queue", 0, fmt.Sprintf("drop-tail queue in packets, each direction; 0: one bandwidth-delay product, at least %d", linkem.MinQueue))
+	queue := fs.Int("queue", 0, fmt.Sprintf("drop-tail queue in packets, each direction; 0: one bandwidth-delay product, at least %d packets and %v at the rate", linkem.MinQueue, linkem.MinQueueTime))
 	trace := fs.String("trace", "", "rate trace file for both directions: one rate in Mbit/s per line, each for --trace-interval, looping")
 	traceUp := fs.String("trace-up", "", "rate trace of the up direction; default --trace")
 	traceDown := fs.String("trace-down", "", "rate trace of the down direction; default --trace")
@@ -40,6 +40,7 @@ SIGINT or SIGTERM. Needs root. See internal/linkem/README.md.`)
 	mtu := fs.Int("mtu", 1500, "MTU of the TUN devices")
 	name := fs.String("name", "", "prefix of the namespaces' and devices' names (at most 13 characters); default lk<pid>-<n>")
 	seed := fs.Uint64("seed", 0, "seed of the random loss; 0: from the clock")
+	realtime := fs.Int("realtime", 0, "run the link's threads under SCHED_FIFO at this priority (1-99), for accuracy on a loaded machine; 0: off")
 	var sysctls sysctlFlag
 	fs.Var(&sysctls, "sysctl", "key=value written in both namespaces, e.g. net.ipv4.tcp_rmem='4096 131072 33554432'; repeatable")
 	lf := addLogFlags(fs, "text")
@@ -65,7 +66,7 @@ SIGINT or SIGTERM. Needs root. See internal/linkem/README.md.`)
 	}
 	ms := func(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
 	cfg := linkem.Config{
-		Name: *name, MTU: *mtu, Seed: *seed, Sysctls: sysctls.m,
+		Name: *name, MTU: *mtu, Seed: *seed, Sysctls: sysctls.m, Realtime: *realtime,
 		Up: linkem.Dir{Rate: or(*rateUp, *rate), Delay: ms(or(*delayUp, oneWay)), Loss: or(*lossUp, *loss),
 			Queue: *queue, TraceInterval: *traceInterval},
 		Down: linkem.Dir{Rate: or(*rateDown, *rate), Delay: ms(or(*delayDown, oneWay)), Loss: or(*lossDown, *loss),

@@ -26,6 +26,7 @@ type pump struct {
 	stop     int // eventfd, readable when the link stops
 	wake     int // eventfd, written when the writer sleeps and a packet comes
 	bufSize  int
+	rt       int // SCHED_FIFO priority, 0: none
 
 	mu       sync.Mutex
 	line     []packet // ring of packets in flight, by delivery time
@@ -38,13 +39,13 @@ type pump struct {
 	lateSum, lateMax                                         atomic.Int64
 }
 
-func newPump(name string, src, dst int, sh *shaper, stop, mtu int) *pump {
+func newPump(name string, src, dst int, sh *shaper, stop, mtu, rt int) *pump {
 	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		wake = -1
 	}
 	return &pump{name: name, src: src, dst: dst, sh: sh, stop: stop, wake: wake,
-		bufSize: mtu + 256, line: make([]packet, 1024)}
+		bufSize: mtu + 256, rt: rt, line: make([]packet, 1024)}
 }
 
 func (p *pump) closeWake() {
@@ -117,8 +118,24 @@ func (p *pump) push(pk packet) {
 
 // read is the reader's loop: every packet is stamped on arrival and
 // scheduled (or dropped) at once.
+// realtime puts the calling thread under SCHED_FIFO when asked to.
+func (p *pump) realtime() bool {
+	if p.rt == 0 {
+		return true
+	}
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(p.rt)}
+	if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+		p.fail(fmt.Errorf("SCHED_FIFO priority %d: %w", p.rt, err))
+		return false
+	}
+	return true
+}
+
 func (p *pump) read() {
 	runtime.LockOSThread() // never unlocked: the thread ends with the loop
+	if !p.realtime() {
+		return
+	}
 	fds := []unix.PollFd{{Fd: int32(p.src), Events: unix.POLLIN}, {Fd: int32(p.stop), Events: unix.POLLIN}}
 	var buf []byte
 	for {
@@ -168,6 +185,9 @@ const maxBatch = 64
 // writes every packet that is.
 func (p *pump) write() {
 	runtime.LockOSThread() // never unlocked: the slack stays with this thread
+	if !p.realtime() {
+		return
+	}
 	// Timer slack 1 ns: ppoll's timeouts then wake within microseconds
 	// instead of the default 50 µs slack (and Go's timers' 1 ms).
 	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0); err != nil {

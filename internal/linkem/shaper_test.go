@@ -140,6 +140,10 @@ func TestDefaultQueueIsBDP(t *testing.T) {
 	if d := mustDir(t, Dir{Rate: 1}, 0); d.Queue != MinQueue {
 		t.Fatalf("queue at RTT 0: %d, want %d", d.Queue, MinQueue)
 	}
+	// 200 Mbit/s at RTT 0: 5 ms at the rate, 84 packets.
+	if d := mustDir(t, Dir{Rate: 200}, 0); d.Queue != 84 {
+		t.Fatalf("queue at 200 Mbit/s, RTT 0: %d, want 84", d.Queue)
+	}
 	if d := mustDir(t, Dir{Rate: 50, Queue: 7}, time.Second); d.Queue != 7 {
 		t.Fatalf("queue given: %d, want 7", d.Queue)
 	}
