@@ -510,7 +510,15 @@ func (a *Agent) runTest(ctx context.Context, test string) error {
 		}
 		a.log.Info("agent: server busy or unreachable; trying the next", "server", c.URL, "peer", c.Peer, "err", err)
 	}
-	if err == nil && peer {
+	// A failure record (the test failed after it started) is stored and
+	// uploaded like any other, so that published figures can be read with
+	// their failure rate; not when the server was only busy, nor when the
+	// agent itself stopped the test.
+	keepFailure := err != nil && rec != nil && !busy(err) && a.ctx.Err() == nil && schemas.FailureOf(err) != schemas.FailureCanceled
+	if err != nil && !keepFailure {
+		rec = nil
+	}
+	if rec != nil && peer {
 		// The one copy of a peer test is this agent's upload (peers
 		// forward none), and what identifies people in it is this
 		// agent's to say, not the peer's: its own ID and consent, the
@@ -535,6 +543,11 @@ func (a *Agent) runTest(ctx context.Context, test string) error {
 		}
 		a.mu.Unlock()
 		a.log.Warn("agent: test failed", "server", server, "err", err)
+		if rec != nil {
+			if serr := a.keep(context.WithoutCancel(ctx), rec); serr != nil {
+				a.log.Warn("agent: cannot keep the failure record", "err", serr)
+			}
+		}
 		return err
 	}
 	a.mu.Lock()
@@ -542,6 +555,15 @@ func (a *Agent) runTest(ctx context.Context, test string) error {
 	a.lastTest = rec.StartTime
 	a.progress = &Progress{Test: test, Phase: "store"}
 	a.mu.Unlock()
+	if err := a.keep(ctx, rec); err != nil {
+		return err
+	}
+	a.log.Info("agent: test done", "measurement_uid", rec.MeasurementUID, "server", rec.Server.ID, "url", server, "peer", rec.Server.Peer)
+	return nil
+}
+
+// keep stores rec and queues it for upload.
+func (a *Agent) keep(ctx context.Context, rec *schemas.Record) error {
 	if err := a.store.Add(ctx, rec); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -550,8 +572,13 @@ func (a *Agent) runTest(ctx context.Context, test string) error {
 			return fmt.Errorf("upload spool: %w", err)
 		}
 	}
-	a.log.Info("agent: test done", "measurement_uid", rec.MeasurementUID, "server", rec.Server.ID, "url", server, "peer", rec.Server.Peer)
 	return nil
+}
+
+// busy says whether err is a server's "busy, come back later".
+func busy(err error) bool {
+	var pe *plugin.ProtocolError
+	return errors.As(err, &pe) && (pe.Status == http.StatusTooManyRequests || pe.Status == http.StatusServiceUnavailable)
 }
 
 // Run schedules tests and uploads results until ctx ends.

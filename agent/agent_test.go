@@ -32,7 +32,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
 
 // quick is a short methodology for functional tests on loopback.
-var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3}
+var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3, V2: speedtest.V2Config{MaxPhase: 400 * time.Millisecond, MaxPhaseLongRTT: 400 * time.Millisecond, MinWindow: 200 * time.Millisecond}}
 
 // testServer starts a real test server in-process on loopback.
 func testServer(t *testing.T) string {

@@ -94,7 +94,7 @@ func source(g Goodset, day string, ch chunk) string {
 	if g.OnePerAgentDay {
 		// GLOBAL: on a cluster the subquery must see every shard (it runs
 		// once, where the query arrived); the same as IN on one node.
-		cond += fmt.Sprintf(" AND measurement_uid GLOBAL IN (SELECT argMin(measurement_uid, sipHash64(toString(measurement_uid))) FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 AND server_peer = 0 GROUP BY agent_id)", day, schemas.OnTimeSQL)
+		cond += fmt.Sprintf(" AND measurement_uid GLOBAL IN (SELECT argMin(measurement_uid, sipHash64(toString(measurement_uid))) FROM speedtest FINAL WHERE toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 AND server_peer = 0 AND failure = '' GROUP BY agent_id)", day, schemas.OnTimeSQL)
 	}
 	// Only the rows that arrived before the day closed: a closed day's
 	// figures never change (see schemas.ClosedAfter).
@@ -103,7 +103,9 @@ func source(g Goodset, day string, ch chunk) string {
 	// (server_peer = 1) measure the path between two volunteers, whose
 	// uplink may be the bottleneck, not the access of one: they are
 	// published as measurements, kept out of the figures per ISP.
-	where := fmt.Sprintf("toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 AND server_peer = 0", day, schemas.OnTimeSQL)
+	// A failure record (failure != '') measured no goodput: it is not a
+	// test of zero Mbit/s, so no figure counts it (schema version 3).
+	where := fmt.Sprintf("toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 AND server_peer = 0 AND failure = ''", day, schemas.OnTimeSQL)
 	if ch.of > 1 {
 		where += fmt.Sprintf(" AND cityHash64(toString(agent_id)) %% %d = %d", ch.of, ch.n)
 	}

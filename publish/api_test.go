@@ -113,7 +113,7 @@ func TestDistributionsAndComparison(t *testing.T) {
 	_, tsURL := servicetest.Start(t, service.Config{ID: "ts"})
 	ag, err := agent.New(agent.Options{StateDir: t.TempDir(), ServerURL: tsURL, PublicAPIURL: api.URL,
 		HTTPClient: &http.Client{Transport: viaProxy{a0.Addr.String()}},
-		Tests:      map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3})}})
+		Tests:      map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3, V2: speedtest.V2Config{MaxPhase: 400 * time.Millisecond, MaxPhaseLongRTT: 400 * time.Millisecond, MinWindow: 200 * time.Millisecond}})}})
 	if err != nil {
 		t.Fatal(err)
 	}

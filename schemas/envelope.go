@@ -10,7 +10,10 @@ import (
 //
 //   - 1: first layout.
 //   - 2: server.peer (peer-to-peer mode).
-const SchemaVersion = 2
+//   - 3: the speedtest's methodology 2 (stop reason, window, parameters,
+//     loaded latency, the server's TCP_INFO series per phase) and failure
+//     records (failure, failure_phase).
+const SchemaVersion = 3
 
 // MaxClockSkew is how far in the future a start_time may be before the
 // record is refused: agents' clocks drift, but not by hours.

@@ -21,20 +21,46 @@ const (
 	FailureCanceled          = "canceled"
 	FailureProtocol          = "protocol_violation"
 	FailureOther             = "other"
+	// Added with schema version 3 (the speedtest's failure records).
+	FailureDNS     = "dns_lookup_failed"
+	FailureStalled = "stalled"
+	FailureRefused = "server_refused"
 )
+
+// Failures is the whole vocabulary, "" (no failure) first. The v:"enum"
+// tags of failure fields list the same words (a test checks it).
+var Failures = []string{"", FailureTimeout, FailureConnectionReset, FailureConnectionRefused, FailureEOF,
+	FailureClosedAbnormally, FailureCanceled, FailureProtocol, FailureOther, FailureDNS, FailureStalled, FailureRefused}
 
 // ErrProtocol marks an error of a peer that broke the test's protocol.
 var ErrProtocol = errors.New("protocol violation")
 
+// ErrRefused marks a test server's refusal of a test request (an HTTP error
+// status: no slot, unknown token, busy).
+var ErrRefused = errors.New("refused by the test server")
+
+// ErrStalled marks a transfer that moved no byte for too long while its
+// connections stayed open.
+var ErrStalled = errors.New("transfer stalled")
+
 // FailureOf is err's word in the vocabulary; "" for nil. Callers map the
 // errors of their own protocol (e.g. a WebSocket close) before calling it.
 func FailureOf(err error) string {
-	var ne net.Error
+	var (
+		ne  net.Error
+		dns *net.DNSError
+	)
 	switch {
 	case err == nil:
 		return ""
+	case errors.Is(err, ErrStalled):
+		return FailureStalled
+	case errors.Is(err, ErrRefused):
+		return FailureRefused
 	case errors.Is(err, ErrProtocol):
 		return FailureProtocol
+	case errors.As(err, &dns):
+		return FailureDNS
 	case errors.Is(err, context.Canceled):
 		return FailureCanceled
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():

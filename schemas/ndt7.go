@@ -33,7 +33,7 @@ type NDT7Subtest struct {
 	Samples     []ThroughputSample `json:"samples" v:"maxitems=512" doc:"The client's counters over time: one sample every ~250 ms from the handshake."`
 	Server      *NDT7Measurement   `json:"server_measurement,omitempty" doc:"The last measurement message the server sent during the subtest, as the client received it; absent when the server sent none."`
 	UUID        string             `json:"uuid" v:"maxlen=128" doc:"The connection's identifier given by the server (ConnectionInfo.UUID); empty when it gave none."`
-	Failure     string             `json:"failure" v:"enum=|timeout|connection_reset|connection_refused|eof|closed_abnormally|canceled|protocol_violation|other" doc:"Empty when the subtest ended normally; else what ended it early or abruptly, one of timeout, connection_reset, connection_refused, eof, closed_abnormally, canceled, protocol_violation, other (never an error's text: it can hold addresses). Data measured before it are kept."`
+	Failure     string             `json:"failure" v:"enum=|timeout|connection_reset|connection_refused|eof|closed_abnormally|canceled|protocol_violation|other|dns_lookup_failed|stalled|server_refused" doc:"Empty when the subtest ended normally; else what ended it early or abruptly, one of timeout, connection_reset, connection_refused, eof, closed_abnormally, canceled, protocol_violation, other, dns_lookup_failed, stalled, server_refused (never an error's text: it can hold addresses). Data measured before it are kept."`
 }
 
 // NDT7Measurement is the part of an ndt7 measurement message that is kept.
@@ -75,7 +75,7 @@ type NDT7ServerSubtest struct {
 	MaxMessageBytes    uint32       `json:"max_message_bytes" doc:"The largest binary message sent (download) or received (upload), bytes."`
 	ClientMeasurements uint32       `json:"client_measurements" doc:"Measurement messages the client sent during the subtest (the client may send none)."`
 	TCPInfo            *NDT7TCPInfo `json:"tcp_info,omitempty" doc:"TCP_INFO read by the server at the end of the subtest; absent where the kernel does not give it."`
-	Failure            string       `json:"failure" v:"enum=|timeout|connection_reset|connection_refused|eof|closed_abnormally|canceled|protocol_violation|other" doc:"Empty when the subtest ended normally on the server's side; else what ended it, one of timeout, connection_reset, connection_refused, eof, closed_abnormally, canceled, protocol_violation, other (never an error's text: it can hold addresses). Data measured before it are kept."`
+	Failure            string       `json:"failure" v:"enum=|timeout|connection_reset|connection_refused|eof|closed_abnormally|canceled|protocol_violation|other|dns_lookup_failed|stalled|server_refused" doc:"Empty when the subtest ended normally on the server's side; else what ended it, one of timeout, connection_reset, connection_refused, eof, closed_abnormally, canceled, protocol_violation, other, dns_lookup_failed, stalled, server_refused (never an error's text: it can hold addresses). Data measured before it are kept."`
 }
 
 func init() {

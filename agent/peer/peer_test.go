@@ -286,7 +286,7 @@ func TestCapsChangeAndPersist(t *testing.T) {
 	now := func() time.Time { return time.Unix(day.Load(), 0) }
 	caps := rendezvous.PeerCaps{MaxTests: 1, MaxMbps: 50, DailyMB: 100}
 	s := startPeer(t, dir, caps, now)
-	if _, err := speedtest.NewMeasurer(speedtest.Config{MaxPhase: time.Second, MinPhase: time.Second}).Run(context.Background(), env("http://"+s.Addr())); err != nil {
+	if _, err := speedtest.NewMeasurer(speedtest.Config{MaxPhase: time.Second, MinPhase: time.Second, V2: speedtest.V2Config{MaxPhase: time.Second, MaxPhaseLongRTT: time.Second}}).Run(context.Background(), env("http://"+s.Addr())); err != nil {
 		t.Fatal(err)
 	}
 	used := s.Status().TodayBytes

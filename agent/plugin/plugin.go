@@ -104,7 +104,10 @@ type Progress struct {
 
 // Measurer runs one test. Run returns an error only when the test could
 // not run or complete (server unreachable, refused, protocol violated); the
-// record it returns is the server's authoritative, merged record.
+// record it returns is the server's authoritative, merged record. A test
+// may also return a record with its error: a failure record (e.g. the
+// speedtest's test_keys.failure), which the agent stores and uploads like
+// any other, so that failures are counted.
 type Measurer interface {
 	Name() string
 	Run(ctx context.Context, env Env) (*schemas.Record, error)
@@ -118,6 +121,19 @@ type ProtocolError struct {
 	Op     string
 	Status int
 	Msg    string
+}
+
+// Is makes a refusal (an HTTP error status) schemas.ErrRefused and any
+// other answer the protocol does not allow schemas.ErrProtocol, for
+// schemas.FailureOf.
+func (e *ProtocolError) Is(target error) bool {
+	switch target {
+	case schemas.ErrRefused:
+		return e.Status >= 400
+	case schemas.ErrProtocol:
+		return e.Status < 400
+	}
+	return false
 }
 
 func (e *ProtocolError) Error() string {

@@ -30,16 +30,23 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
+	"github.com/neubot/neubot/internal/goodput"
 	"github.com/neubot/neubot/proto/negotiate"
 	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
 )
 
-// Config tunes the test; the zero value is the default methodology.
+// Config tunes the test; the zero value is the default methodology (2).
 type Config struct {
+	// Method is the methodology: 2 (default, spec/speedtest.md v2.0.0)
+	// or 1 (the first one, kept for comparison).
+	Method int
+
+	// Methodology 1.
 	// Connections per transfer phase (default 2).
 	Connections int
-	// MinPhase and MaxPhase bound each transfer phase (1.5 s and 3.4 s).
+	// MinPhase and MaxPhase bound each transfer phase (2 s and 3.4 s).
+	// The stability check compares the two halves of the last MinPhase.
 	MinPhase, MaxPhase time.Duration
 	// SampleEvery is the throughput sampling period (250 ms).
 	SampleEvery time.Duration
@@ -47,16 +54,23 @@ type Config struct {
 	// the last second and of the second before it for the phase to stop
 	// early (default 0.02).
 	Stable float64
-	// LatencySamples is the number of HEAD round trips (default 10).
+	// LatencySamples is the number of HEAD round trips (methodology 1)
+	// or pings (methodology 2) of the latency phase (default 10).
 	LatencySamples int
+
+	// Methodology 2 (see v2.go for the defaults).
+	V2 V2Config
 }
 
 func (c *Config) defaults() {
 	if c.Connections <= 0 {
 		c.Connections = 2
 	}
+	if c.Method == 0 {
+		c.Method = 2
+	}
 	if c.MinPhase <= 0 {
-		c.MinPhase = 1500 * time.Millisecond
+		c.MinPhase = 2 * time.Second
 	}
 	if c.MaxPhase <= 0 {
 		c.MaxPhase = 3400 * time.Millisecond
@@ -70,6 +84,7 @@ func (c *Config) defaults() {
 	if c.LatencySamples <= 0 {
 		c.LatencySamples = 10
 	}
+	c.V2.defaults()
 }
 
 // Measurer runs speedtests.
@@ -82,6 +97,9 @@ func NewMeasurer(cfg Config) *Measurer {
 	cfg.defaults()
 	return &Measurer{cfg: cfg}
 }
+
+// Method is the methodology this measurer runs (1 or 2).
+func (m *Measurer) Method() int { return m.cfg.Method }
 
 // Name implements plugin.Measurer.
 func (m *Measurer) Name() string { return schemas.SpeedtestName }
@@ -101,15 +119,26 @@ type run struct {
 
 	connMu    sync.Mutex
 	connectMS []float64
+
+	// The server's address, resolved once before anything is timed, so
+	// that connect_ms never includes name resolution.
+	u    *url.URL
+	addr string
+	// pingPre: methodology 2's ping connection, dialed during negotiation.
+	pingPre <-chan dialed
 }
 
-// Run implements plugin.Measurer.
+// Run implements plugin.Measurer. A test that fails after it started
+// still returns a record, with the error: test_keys.failure says what
+// failed (schemas.FailureOf) and failure_phase where; it is the server's
+// merged record when the server could still collect it, else the agent's
+// own copy.
 func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, error) {
 	u, err := url.Parse(env.ServerURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("speedtest: bad server URL %q: want http://host:port", env.ServerURL)
 	}
-	r := &run{cfg: m.cfg, env: env, base: strings.TrimRight(env.ServerURL, "/"), progress: env.Progress}
+	r := &run{cfg: m.cfg, env: env, base: strings.TrimRight(env.ServerURL, "/"), progress: env.Progress, u: u}
 	if r.progress == nil {
 		r.progress = func(plugin.Progress) {}
 	}
@@ -118,47 +147,115 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 
 	uid := uuid.NewString()
 	start := time.Now()
-	if err := r.negotiate(ctx, uid); err != nil {
-		return nil, err
+	version := schemas.SpeedtestVersion
+	if m.cfg.Method == 1 {
+		version = schemas.SpeedtestVersion1
 	}
 	keys := &schemas.Speedtest{}
-	if keys.RTTMS, err = r.latency(ctx); err != nil {
-		return nil, err
+	record := func() *schemas.Record {
+		r.connMu.Lock()
+		keys.ConnectMS = append([]float64(nil), r.connectMS...)
+		r.connMu.Unlock()
+		if len(keys.ConnectMS) > schemas.MaxLatencySamples {
+			keys.ConnectMS = keys.ConnectMS[:schemas.MaxLatencySamples]
+		}
+		return &schemas.Record{
+			Envelope: env.Envelope(schemas.SpeedtestName, version, uid, start),
+			TestKeys: keys,
+		}
 	}
-	keys.RTTMedianMS = schemas.Median(keys.RTTMS)
-	if keys.Download, err = r.download(ctx); err != nil {
-		return nil, err
+	failed := func(phase string, err error) (*schemas.Record, error) {
+		keys.Failure, keys.FailurePhase = schemas.FailureOf(err), phase
+		rec := record()
+		if r.token != "" && phase != "collect" {
+			// The server may still be there (a reset connection, a
+			// stall): its merged record is the authoritative one.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if merged, cerr := session.Collect(cctx, r.client, schemas.SpeedtestName, r.base+spec.CollectPath, r.token, rec); cerr == nil {
+				return merged, err
+			}
+		}
+		return rec, err
 	}
-	if keys.Upload, err = r.upload(ctx); err != nil {
-		return nil, err
+	if err := r.resolve(ctx); err != nil {
+		return failed("negotiate", err)
 	}
-	r.connMu.Lock()
-	keys.ConnectMS = append([]float64(nil), r.connectMS...)
-	r.connMu.Unlock()
-	if len(keys.ConnectMS) > schemas.MaxLatencySamples {
-		keys.ConnectMS = keys.ConnectMS[:schemas.MaxLatencySamples]
+	if m.cfg.Method != 1 {
+		r.pingPre = r.preDial(ctx)
 	}
-	rec := &schemas.Record{
-		Envelope: env.Envelope(schemas.SpeedtestName, schemas.SpeedtestVersion, uid, start),
-		TestKeys: keys,
+	if err := r.negotiate(ctx, uid); err != nil {
+		discard(r.pingPre)
+		return failed("negotiate", err)
 	}
+	if m.cfg.Method == 1 {
+		if keys.RTTMS, err = r.latency(ctx); err != nil {
+			return failed("latency", err)
+		}
+		keys.RTTMedianMS = schemas.Median(keys.RTTMS)
+		if keys.Download, err = r.download(ctx); err != nil {
+			return failed("download", err)
+		}
+		if keys.Upload, err = r.upload(ctx); err != nil {
+			return failed("upload", err)
+		}
+	} else if phase, err := r.runV2(ctx, start, keys); err != nil {
+		return failed(phase, err)
+	}
+	rec := record()
 	r.progress(plugin.Progress{Phase: "collect"})
-	return session.Collect(ctx, r.client, schemas.SpeedtestName, r.base+spec.CollectPath, r.token, rec)
+	merged, err := session.Collect(ctx, r.client, schemas.SpeedtestName, r.base+spec.CollectPath, r.token, rec)
+	if err != nil {
+		return failed("collect", err)
+	}
+	return merged, nil
 }
 
-// transport records the connect time of every connection it makes.
-func (r *run) transport() *http.Transport {
+// resolve finds the server's address once, before any timing.
+func (r *run) resolve(ctx context.Context) error {
+	host, port := r.u.Hostname(), r.u.Port()
+	if port == "" {
+		port = "80"
+		if r.u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		r.addr = net.JoinHostPort(host, port)
+		return nil
+	}
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		return fmt.Errorf("speedtest: cannot reach the test server: %w", err)
+	}
+	if len(ips) == 0 {
+		return fmt.Errorf("speedtest: cannot reach the test server: %w", &net.DNSError{Err: "no address", Name: host, IsNotFound: true})
+	}
+	r.addr = net.JoinHostPort(ips[0].IP.String(), port)
+	return nil
+}
+
+// dial opens a TCP connection to the resolved address and records its
+// connect time.
+func (r *run) dial(ctx context.Context) (net.Conn, error) {
 	d := &net.Dialer{Timeout: 10 * time.Second}
+	t0 := time.Now()
+	c, err := d.DialContext(ctx, "tcp", r.addr)
+	if err == nil {
+		r.connMu.Lock()
+		r.connectMS = append(r.connectMS, round3(float64(time.Since(t0))/float64(time.Millisecond)))
+		r.connMu.Unlock()
+	}
+	return c, err
+}
+
+// transport connects to the resolved address (the request's host only
+// names it, for TLS and Host) and records the connect time of every
+// connection it makes.
+func (r *run) transport() *http.Transport {
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			t0 := time.Now()
-			c, err := d.DialContext(ctx, network, addr)
-			if err == nil {
-				r.connMu.Lock()
-				r.connectMS = append(r.connectMS, round3(float64(time.Since(t0))/float64(time.Millisecond)))
-				r.connMu.Unlock()
-			}
-			return c, err
+			return r.dial(ctx)
 		},
 		MaxIdleConnsPerHost: 8,
 		DisableCompression:  true,
@@ -258,16 +355,18 @@ func (s *series) last() float64 {
 	return s.samples[len(s.samples)-1].TS
 }
 
-// done reports whether the phase may stop at time t (seconds).
+// done reports whether the phase may stop at time t (seconds): at
+// MaxPhase, or when the goodput of the two halves of the last MinPhase
+// differ by at most Stable.
 func (s *series) done(t float64) bool {
 	if t >= s.cfg.MaxPhase.Seconds() {
 		return true
 	}
-	end := s.last()
-	if end < s.cfg.MinPhase.Seconds() || end < 2 {
+	end, m := s.last(), s.cfg.MinPhase.Seconds()
+	if end < m {
 		return false
 	}
-	a, b := s.rate(end-2, end-1), s.rate(end-1, end)
+	a, b := s.rate(end-m, end-m/2), s.rate(end-m/2, end)
 	return a > 0 && math.Abs(b-a)/a <= s.cfg.Stable
 }
 
@@ -287,12 +386,20 @@ func (s *series) phase(dur time.Duration, conns int) schemas.SpeedtestPhase {
 	if n := len(s.samples); n > 0 {
 		total = s.samples[n-1].Bytes
 	}
+	end := s.last()
+	reason := goodput.StopStable
+	if dur >= s.cfg.MaxPhase {
+		reason = goodput.StopTimeCap
+	}
 	return schemas.SpeedtestPhase{
-		GoodputMbps: round3(s.estimate()),
-		Bytes:       total,
-		DurationS:   round3(dur.Seconds()),
-		Connections: uint8(conns),
-		Samples:     s.samples,
+		GoodputMbps:  round3(s.estimate()),
+		Bytes:        total,
+		DurationS:    round3(dur.Seconds()),
+		Connections:  uint8(conns),
+		Samples:      s.samples,
+		StopReason:   reason,
+		WindowStartS: round3(end / 3),
+		WindowEndS:   round3(end),
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
+	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/internal/cli"
 	"github.com/neubot/neubot/schemas"
 )
@@ -39,6 +40,10 @@ func cmdRun(args []string) error {
 	asJSON := fs.Bool("json", false, "print one JSON object with the result instead of the live display")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long (queueing included)")
 	publish := fs.Bool("publish", true, "allow the result to be published (consent can_publish)")
+	method := 0
+	if name == schemas.SpeedtestName {
+		fs.IntVar(&method, "method", 2, "speedtest methodology: 2 (spec/speedtest.md v2.0.0) or 1 (the first one)")
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: %s run %s --server URL [--json]\n\nRuns one %s now and prints the result. Running it is consent to collect\nthis one result; --publish=false keeps it out of public data.\n\nFlags (also read from NEUBOT_<FLAG>):\n", prog, name, name)
 		fs.PrintDefaults()
@@ -56,6 +61,13 @@ func cmdRun(args []string) error {
 	if *server == "" {
 		fmt.Fprintf(os.Stderr, "%s run: --server URL is required, e.g. --server http://127.0.0.1:9775\n", prog)
 		return cli.ErrUsage
+	}
+	if name == schemas.SpeedtestName {
+		if method != 1 && method != 2 {
+			fmt.Fprintf(os.Stderr, "%s run: --method must be 1 or 2\n", prog)
+			return cli.ErrUsage
+		}
+		m = speedtest.NewMeasurer(speedtest.Config{Method: method})
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -81,6 +93,10 @@ func cmdRun(args []string) error {
 	if live != nil {
 		live.finish()
 	}
+	if err != nil && rec != nil && *asJSON {
+		// A failure record: what was measured, and what failed.
+		_ = printJSON(os.Stdout, rec)
+	}
 	if err != nil {
 		var pe *plugin.ProtocolError
 		if errors.As(err, &pe) {
@@ -105,6 +121,9 @@ type summary struct {
 	RTTMS          float64 `json:"rtt_ms"`
 	ConnectMS      float64 `json:"connect_ms"`
 	DurationS      float64 `json:"duration_s"`
+	// Failure: a failed speedtest's code and phase (test_keys.failure).
+	Failure      string `json:"failure,omitempty"`
+	FailurePhase string `json:"failure_phase,omitempty"`
 	// Outcome, DownloadOutcome and UploadOutcome: differential tests.
 	Outcome         string          `json:"outcome,omitempty"`
 	DownloadOutcome string          `json:"download_outcome,omitempty"`
@@ -120,6 +139,7 @@ func summarize(rec *schemas.Record) summary {
 	}
 	if k, ok := rec.TestKeys.(*schemas.Speedtest); ok {
 		s.ConnectMS = round3(schemas.Median(k.ConnectMS))
+		s.Failure, s.FailurePhase = k.Failure, k.FailurePhase
 	}
 	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok {
 		s.Outcome, s.DownloadOutcome, s.UploadOutcome = k.Outcome, k.DownloadOutcome, k.UploadOutcome

@@ -28,6 +28,22 @@ type Info struct {
 	SndBufLimited time.Duration // time stalled by the send buffer
 	BytesSent     uint64        // bytes transmitted, retransmissions included
 	BytesRetrans  uint64        // bytes retransmitted
+	DeliveryRate  uint64        // the kernel's latest delivery rate estimate, bytes/s (Linux 4.9+)
+}
+
+// SetCongestion selects the congestion control of c (TCP_CONGESTION, e.g.
+// "bbr"); ErrUnsupported where it cannot be set.
+func SetCongestion(c net.Conn, name string) error {
+	for {
+		if tc, ok := c.(*net.TCPConn); ok {
+			return setCongestion(tc, name)
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return ErrUnsupported
+		}
+		c = u.NetConn()
+	}
 }
 
 // Read returns TCP_INFO of c, which must be a *net.TCPConn (or wrap one

@@ -37,5 +37,20 @@ func read(c *net.TCPConn) (Info, error) {
 		SndBufLimited: time.Duration(ti.Sndbuf_limited) * time.Microsecond,
 		BytesSent:     ti.Bytes_sent,
 		BytesRetrans:  ti.Bytes_retrans,
+		DeliveryRate:  ti.Delivery_rate,
 	}, nil
+}
+
+func setCongestion(c *net.TCPConn, name string) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, name)
+	}); err != nil {
+		return err
+	}
+	return serr
 }

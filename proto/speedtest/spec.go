@@ -5,10 +5,19 @@
 // negotiation of proto/negotiate, at NegotiatePath.
 package speedtest
 
-import "github.com/neubot/neubot/proto/negotiate"
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/neubot/neubot/proto/negotiate"
+)
 
 // Version of the protocol described in spec/speedtest.md.
-const Version = "v1.0.0"
+const Version = "v2.0.0"
 
 // Paths of the protocol.
 const (
@@ -17,6 +26,11 @@ const (
 	DownloadPath  = "/speedtest/download"
 	UploadPath    = "/speedtest/upload"
 	CollectPath   = "/speedtest/collect"
+
+	// Methodology 2: each request is upgraded to a raw stream.
+	V2DownloadPath = "/speedtest/v2/download"
+	V2UploadPath   = "/speedtest/v2/upload"
+	V2PingPath     = "/speedtest/v2/ping"
 )
 
 // Limits and timers.
@@ -42,4 +56,57 @@ type UploadResponse struct {
 	// TS is the server's time of the last byte, in seconds since the first
 	// upload byte of this token.
 	TS float64 `json:"t_s"`
+}
+
+// Upgrade is the protocol named in the Upgrade header of the v2 requests;
+// the server answers 101 Switching Protocols and the connection becomes a
+// raw stream (download: the server sends; upload: the client sends and the
+// server sends report lines; ping: PingSize-byte messages echoed).
+const Upgrade = "neubot-speedtest-v2"
+
+// Methodology 2's stream constants.
+const (
+	// MaxStream bounds one v2 download or upload stream: the server
+	// stops sending or reading after it.
+	MaxStream = 15 * time.Second
+	// ReportEvery is the period of the server's upload reports.
+	ReportEvery = 100 * time.Millisecond
+	// MaxReportLine bounds one report line, newline included.
+	MaxReportLine = 256
+	// PingSize is the size of one ping message (echoed as is).
+	PingSize = 16
+	// MaxPingStream bounds the life of a ping connection.
+	MaxPingStream = 30 * time.Second
+)
+
+// ParseUploadReport decodes one report line (JSON and its newline, at most
+// MaxReportLine bytes), strictly: no unknown fields, no negative values.
+func ParseUploadReport(line []byte) (UploadReport, error) {
+	var r UploadReport
+	if len(line) > MaxReportLine {
+		return r, fmt.Errorf("upload report of %d bytes, more than %d", len(line), MaxReportLine)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return r, fmt.Errorf("upload report: %w", err)
+	}
+	if dec.More() {
+		return r, errors.New("upload report: trailing data")
+	}
+	if r.TS < 0 || r.TS > 600 || r.Bytes < 0 || math.IsNaN(r.TS) {
+		return r, fmt.Errorf("upload report: t_s %g or bytes %d out of range", r.TS, r.Bytes)
+	}
+	return r, nil
+}
+
+// UploadReport is one line (JSON, then a newline) of the server's reports
+// on a v2 upload stream: what the server received from this token so far
+// over all its v2 upload connections.
+type UploadReport struct {
+	// TS is the server's time since the first v2 upload connection of
+	// this token reached it, seconds.
+	TS float64 `json:"t_s"`
+	// Bytes is the payload received over all the token's upload streams.
+	Bytes int64 `json:"bytes"`
 }

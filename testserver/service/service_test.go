@@ -31,7 +31,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
 
-var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3}
+var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3, V2: speedtest.V2Config{MaxPhase: 400 * time.Millisecond, MaxPhaseLongRTT: 400 * time.Millisecond, MinWindow: 200 * time.Millisecond}}
 
 func env(url string) plugin.Env {
 	return plugin.Env{ServerURL: url, AgentID: uuid.NewString(), Consent: schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}}

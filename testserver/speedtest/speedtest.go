@@ -73,6 +73,9 @@ func (p *Provider) Routes(mux testserver.Mux) {
 	mux.Handle("HEAD "+spec.LatencyPath, http.HandlerFunc(p.latency))
 	mux.Handle("GET "+spec.DownloadPath, http.HandlerFunc(p.download))
 	mux.Handle("POST "+spec.UploadPath, http.HandlerFunc(p.upload))
+	mux.Handle("GET "+spec.V2DownloadPath, http.HandlerFunc(p.downloadV2))
+	mux.Handle("GET "+spec.V2UploadPath, http.HandlerFunc(p.uploadV2))
+	mux.Handle("GET "+spec.V2PingPath, http.HandlerFunc(p.pingV2))
 }
 
 // view is the server's record of one session.
@@ -83,10 +86,17 @@ type view struct {
 	ulFirst, ulLast   time.Time
 	tcp               map[net.Conn]tcpinfo.Info
 	uploadConnections map[net.Conn]bool
+	// phases: the TCP_INFO series of the download and the upload.
+	phases map[string]*phaseView
+	// ulStreamStart: when the first v2 upload stream arrived (the clock
+	// of the upload reports).
+	ulStreamStart time.Time
 }
 
 func viewOf(s *testserver.Session) *view {
-	return s.View(func() any { return &view{tcp: map[net.Conn]tcpinfo.Info{}, uploadConnections: map[net.Conn]bool{}} }).(*view)
+	return s.View(func() any {
+		return &view{tcp: map[net.Conn]tcpinfo.Info{}, uploadConnections: map[net.Conn]bool{}, phases: map[string]*phaseView{}}
+	}).(*view)
 }
 
 var fail = testserver.Fail
@@ -140,6 +150,9 @@ func (p *Provider) download(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := viewOf(s)
+	if c := httpx.ConnFrom(r.Context()); c != nil {
+		defer v.track("download", c)()
+	}
 	n := end - start + 1
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
@@ -181,6 +194,9 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := viewOf(s)
+	if c := httpx.ConnFrom(r.Context()); c != nil {
+		defer v.track("upload", c)()
+	}
 	body := http.MaxBytesReader(w, r.Body, spec.MaxUploadBody)
 	buf := make([]byte, 64<<10)
 	var got int64
@@ -254,5 +270,7 @@ func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) {
 		rttvar /= float64(len(v.tcp))
 		sv.TCPRTTMS, sv.TCPRTTVarMS, sv.TCPRetransmits = &rtt, &rttvar, &retr
 	}
+	sv.Download = v.phaseRecord("download")
+	sv.Upload = v.phaseRecord("upload")
 	keys.ServerView = sv
 }

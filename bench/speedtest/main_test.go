@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/linkem"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/testserver"
+	"github.com/neubot/neubot/testserver/service"
+)
+
+// The test binary is also the test server and the client that the
+// accuracy test runs inside its network namespace.
+const (
+	roleEnv   = "NEUBOT_STBENCH_ROLE"
+	methodEnv = "NEUBOT_STBENCH_METHOD"
+	addrEnv   = "NEUBOT_STBENCH_ADDR" // the server's, inside the test's own namespace
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(roleEnv) {
+	case "server":
+		if err := serve(); err != nil {
+			fmt.Fprintln(os.Stderr, "speedtest accuracy server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case "client":
+		method, _ := strconv.Atoi(os.Getenv(methodEnv))
+		t0 := time.Now()
+		rec, err := speedtest.NewMeasurer(speedtest.Config{Method: method}).Run(context.Background(), plugin.Env{
+			ServerURL: "http://" + os.Getenv(addrEnv), AgentID: "00000000-0000-4000-8000-000000000001",
+			Consent: schemas.Consent{Informed: true, CanCollect: true},
+		})
+		out := struct {
+			Seconds float64
+			Error   string
+			Record  *schemas.Record
+		}{Seconds: time.Since(t0).Seconds(), Record: rec}
+		if err != nil {
+			out.Error = err.Error()
+		}
+		json.NewEncoder(os.Stdout).Encode(out)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// serve runs the real test server until SIGTERM.
+func serve() error {
+	dir, err := os.MkdirTemp("", "neubot-stbench-spool-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	svc, err := service.New(service.Config{ID: "bench", Version: "bench", SpoolDir: dir,
+		Negotiator:       testserver.NegotiatorConfig{Rate: 100, Burst: 100},
+		BitTorrentListen: "127.0.0.1:0", NeutralListen: "127.0.0.1:0"})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	srv, err := httpx.Listen(os.Getenv(addrEnv), svc.Handler(), nil)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	<-ctx.Done()
+	return srv.Shutdown(context.Background())
+}
+
+// TestAccuracy is a small part of the benchmark's matrix, so that a
+// regression in the method fails CI: in the link emulator (internal/linkem:
+// two network namespaces, 20 Mbit/s each way, a drop-tail queue of one BDP,
+// the machine's default congestion control) at 0 and 200 ms of RTT, iperf3
+// (one connection, 6 s after 2 s omitted) and the speedtest (methodology
+// 2, a separate process) on the same link. Each direction must be within
+// 10 % of iperf3's goodput or of the link's payload capacity (96.5 % of its
+// rate) (the benchmark's goal is 6 % of iperf3; the margin is for
+// machines loaded by the rest of the suite: methodology 1 read 81 % less
+// at 200 ms) and the whole test within 8 s (10 s at 200 ms), in one of two
+// runs. It needs root and iperf3, and fails without them.
+func TestAccuracy(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root to create network namespaces and TUN devices; run the tests as root")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		t.Fatalf("iperf3 not found (scripts/setup installs it): %v", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		rtt    time.Duration
+		maxSec float64
+	}{{0, 8}, {200 * time.Millisecond, 10}} {
+		const rate = 20.0
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		dir := linkem.Dir{Rate: rate, Delay: c.rtt / 2}
+		link, err := linkem.Start(ctx, linkem.Config{Name: "st-acc", Up: dir, Down: dir})
+		if err != nil {
+			cancel()
+			t.Fatalf("link emulator: %v", err)
+		}
+		func() {
+			defer cancel()
+			defer link.Close()
+			iperfSrv := link.Command(linkem.B, "iperf3", "-s", "-p", "5201")
+			if err := iperfSrv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { iperfSrv.Process.Kill(); iperfSrv.Wait() }()
+			srv := link.Command(linkem.B, exe)
+			srv.Env = append(os.Environ(), roleEnv+"=server", addrEnv+"="+linkem.Addr(linkem.B).String()+":19775")
+			srv.Stderr = os.Stderr
+			if err := srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
+			time.Sleep(time.Second)
+			down, err := linkIperf3(link, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			up, err := linkIperf3(link, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The better of two runs: a machine loaded by the rest of the
+			// suite starves the emulator (it runs in user space) now and
+			// then; a regression of the method fails both.
+			var problems []string
+			for attempt := 1; attempt <= 2; attempt++ {
+				problems = nil
+				cl := link.Command(linkem.A, exe)
+				cl.Env = append(os.Environ(), roleEnv+"=client", methodEnv+"=2", addrEnv+"="+linkem.Addr(linkem.B).String()+":19775")
+				b, err := cl.Output()
+				if err != nil {
+					t.Fatalf("client: %v", err)
+				}
+				var res struct {
+					Seconds float64
+					Error   string
+					Record  json.RawMessage
+				}
+				if err := json.Unmarshal(b, &res); err != nil || res.Error != "" {
+					t.Fatalf("client: %v %s", err, res.Error)
+				}
+				rec, err := schemas.DecodeRecord(res.Record, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				k := rec.TestKeys.(*schemas.Speedtest)
+				t.Logf("linkem %g Mbit/s, RTT %v: iperf3 down %.2f up %.2f; speedtest v2 run %d: down %.2f (%s, %d conns) up %.2f (%s, %d conns) in %.2f s; loaded RTT %.0f / %.0f ms",
+					rate, c.rtt, down, up, attempt, k.Download.GoodputMbps, k.Download.StopReason, k.Download.Connections,
+					k.Upload.GoodputMbps, k.Upload.StopReason, k.Upload.Connections, res.Seconds, k.Download.LoadedRTTMedianMS, k.Upload.LoadedRTTMedianMS)
+				for _, d := range []struct {
+					name        string
+					ours, truth float64
+				}{{"download", k.Download.GoodputMbps, down}, {"upload", k.Upload.GoodputMbps, up}} {
+					// iperf3's single flow sometimes stays below the link on a
+					// loaded machine: the link's payload capacity (1448 of
+					// every 1500 bytes) is the other reference.
+					capacity := rate * 1448 / 1500
+					if e, ec := errPct(d.ours, d.truth), errPct(d.ours, capacity); (e < -10 || e > 10) && (ec < -10 || ec > 10) {
+						problems = append(problems, fmt.Sprintf("RTT %v, %s: %.2f Mbit/s vs iperf3 %.2f: %+.1f %%, vs the link's capacity %.2f: %+.1f %%: beyond 10 %% of both",
+							c.rtt, d.name, d.ours, d.truth, e, capacity, ec))
+					}
+				}
+				if res.Seconds > c.maxSec {
+					problems = append(problems, fmt.Sprintf("RTT %v: the test took %.2f s, more than %g", c.rtt, res.Seconds, c.maxSec))
+				}
+				if len(problems) == 0 {
+					break
+				}
+			}
+			for _, p := range problems {
+				t.Error(p)
+			}
+		}()
+	}
+}
+
+// linkIperf3 runs iperf3 from side A to the server on side B (reverse: B
+// sends) for 8 s, the first 2 omitted, and returns the receiver's goodput.
+func linkIperf3(link *linkem.Link, reverse bool) (float64, error) {
+	args := []string{"-c", linkem.Addr(linkem.B).String(), "-p", "5201", "-t", "6", "-O", "2", "-J"}
+	if reverse {
+		args = append(args, "-R")
+	}
+	var last error
+	for try := 0; try < 3; try++ {
+		out, err := link.Command(linkem.A, "iperf3", args...).Output()
+		var res struct {
+			Error string `json:"error"`
+			End   struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		if jerr := json.Unmarshal(out, &res); jerr == nil && res.Error == "" && res.End.SumReceived.BitsPerSecond > 0 {
+			return res.End.SumReceived.BitsPerSecond / 1e6, nil
+		}
+		last = fmt.Errorf("iperf3: %v %s", err, res.Error)
+		time.Sleep(time.Second)
+	}
+	return 0, last
+}

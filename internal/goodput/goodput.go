@@ -1,0 +1,289 @@
+// Package goodput is the speedtest's goodput estimator (methodology 2,
+// spec/speedtest.md): from the receiver's cumulative byte counter sampled
+// over a transfer phase, it finds where TCP's ramp-up ended, decides whether
+// the rate has been stable for long enough to stop, and gives the goodput
+// over the estimation window. It is a pure function of its inputs, so that
+// the agent (online, at every sample) and a simulator (offline, on
+// synthetic series) run exactly the same code.
+package goodput
+
+import "math"
+
+// Sample is one reading of the receiver's counter.
+type Sample struct {
+	// T is the time since the phase started, seconds.
+	T float64
+	// Bytes is the cumulative payload received since the phase started.
+	Bytes uint64
+}
+
+// Params tune the estimator; zero fields take the defaults of methodology 2.
+type Params struct {
+	// RTT is the path's unloaded round trip, seconds (0: a LAN).
+	RTT float64
+	// Tolerance is the largest relative difference between the rates of
+	// the two halves of the stable window (default 0.03).
+	Tolerance float64
+	// StableRTTs is the stable window's length in round trips (default 6).
+	StableRTTs float64
+	// MinWindow is the stable window's shortest length, seconds (1.0).
+	MinWindow float64
+	// MaxPhase is the phase's time cap, seconds (default 4).
+	MaxPhase float64
+	// NotBefore is the earliest start of the estimation window, seconds:
+	// e.g. when connections were added, so that their ramp-up is left out.
+	NotBefore float64
+	// Quantum is the counter's granularity, bytes (default 1500: a packet);
+	// the tolerance widens where a window holds few of them.
+	Quantum float64
+}
+
+// Defaults of methodology 2.
+const (
+	DefaultTolerance  = 0.03
+	DefaultStableRTTs = 6
+	DefaultMinWindow  = 1.0
+	DefaultMaxPhase   = 4.0
+	DefaultQuantum    = 1500
+)
+
+// WithDefaults returns p with its zero fields set to the defaults.
+func (p Params) WithDefaults() Params {
+	if p.Tolerance <= 0 {
+		p.Tolerance = DefaultTolerance
+	}
+	if p.StableRTTs <= 0 {
+		p.StableRTTs = DefaultStableRTTs
+	}
+	if p.MinWindow <= 0 {
+		p.MinWindow = DefaultMinWindow
+	}
+	if p.MaxPhase <= 0 {
+		p.MaxPhase = DefaultMaxPhase
+	}
+	if p.Quantum <= 0 {
+		p.Quantum = DefaultQuantum
+	}
+	if p.RTT < 0 {
+		p.RTT = 0
+	}
+	return p
+}
+
+// Window is the length of the stable window the phase needs: several round
+// trips, and at least MinWindow.
+func (p Params) Window() float64 {
+	p = p.WithDefaults()
+	return math.Max(p.MinWindow, p.StableRTTs*p.RTT)
+}
+
+// Stop reasons.
+const (
+	StopStable  = "stable"
+	StopTimeCap = "time_cap"
+)
+
+// Result is the estimate for the samples so far.
+type Result struct {
+	// Mbps is the goodput over [Start, End], Mbit/s (10^6 bit/s).
+	Mbps float64
+	// Start and End bound the estimation window, seconds since the phase
+	// started; Start is where the ramp-up was found to end.
+	Start, End float64
+	// Stop says that the phase may end now, for StopReason (stable or
+	// time_cap); while false, StopReason is empty and the estimate is
+	// provisional.
+	Stop       bool
+	StopReason string
+}
+
+// Estimate is the goodput estimator of methodology 2. samples must be in
+// time order (times not decreasing, bytes not decreasing); the phase's
+// time so far is the last sample's.
+//
+// The stable window W = max(MinWindow, StableRTTs × RTT) ends at the last
+// sample. The phase is stable when the rates of the two halves of W differ
+// by at most Tolerance (widened by two quanta over the bytes of a half, so
+// that a slow link is not held to less than its packet granularity), and
+// the rates of each quarter of W stay within twice that of W's rate, and
+// W's first stretch of max(2 RTT, 200 ms) is not below the rate of the rest
+// of W by more than the tolerance (W must not start in the ramp-up's
+// tail). Then
+// the estimation window starts where the ramp-up ended: the earliest sample
+// (not before NotBefore, nor later than the start of W) from which on every
+// stretch of max(2 RTT, 200 ms) has a rate no more than half the tolerance
+// below W's (see rampEnd). A receiver's rate cannot exceed the bottleneck's, so a
+// window that starts earlier would only add the ramp-up's deficit; a
+// shaper's initial burst (a rate above the rest) is left out too.
+//
+// When the phase reaches MaxPhase unstable, it stops with time_cap and the
+// window starts where the rate over the stretch before first came within
+// 10 % of the rate from there to the end (or at half the phase when it
+// never did while a third of the phase was left), and ends before a
+// trailing hole (intervals read at less than a quarter of the window's
+// rate: a retransmission awaited while the data behind it wait in the
+// receiver's kernel), when that leaves at least half of the window.
+func Estimate(samples []Sample, p Params) Result {
+	p = p.WithDefaults()
+	n := len(samples)
+	if n < 2 {
+		return Result{}
+	}
+	end := samples[n-1].T
+	w := p.Window()
+	res := Result{End: end}
+	if end-w >= p.NotBefore && end-w >= 0 && stable(samples, end-w, end, p) {
+		start := rampEnd(samples, end-w, end, p)
+		res.Start = start
+		res.Mbps = rate(samples, start, end)
+		res.Stop, res.StopReason = true, StopStable
+		return res
+	}
+	// Provisional (or time-capped) estimate: from the end of the ramp-up,
+	// the first time the rate over the stretch before it came within 10 %
+	// of the rate from it to the end. Loss recovery makes a receiver's
+	// reads come in bunches (nothing while a hole waits for its
+	// retransmission, then everything at once), so only a long window
+	// averages them out: it starts as early as the ramp-up allows.
+	start := end / 2
+	smooth := math.Max(2*p.RTT, 0.2)
+	for _, s := range samples {
+		if s.T < p.NotBefore || s.T < smooth {
+			continue
+		}
+		if end-s.T < end/3 {
+			break
+		}
+		if rate(samples, s.T-smooth, s.T) >= 0.9*rate(samples, s.T, end) {
+			start = s.T
+			break
+		}
+	}
+	if end-start < end/3 {
+		start = math.Max(p.NotBefore, end*2/3)
+	}
+	if start >= end {
+		start = end / 2
+	}
+	// A trailing hole: the last intervals, read at less than a quarter of
+	// the window's rate, are the receiver waiting for a retransmission
+	// that fills a hole while the rest waits in its kernel; the window
+	// ends before them (if that leaves at least half of it).
+	r := rate(samples, start, end)
+	cut := end
+	for i := n - 1; i > 0 && samples[i-1].T > start; i-- {
+		if rate(samples, samples[i-1].T, samples[i].T) >= r/4 {
+			break
+		}
+		cut = samples[i-1].T
+	}
+	if cut < end && cut-start >= (end-start)/2 {
+		res.End = cut
+	}
+	res.Start = start
+	res.Mbps = rate(samples, start, res.End)
+	if end >= p.MaxPhase {
+		res.Stop, res.StopReason = true, StopTimeCap
+	}
+	return res
+}
+
+// tol is the tolerance for a stretch that holds bytes, widened by two quanta.
+func tol(p Params, bytes float64) float64 {
+	if bytes <= 0 {
+		return math.Inf(1)
+	}
+	return p.Tolerance + 2*p.Quantum/bytes
+}
+
+// stable checks the window [a, b]: halves within the tolerance, quarters
+// within twice it, of the window's rate, and its first stretch of
+// max(2 RTT, 200 ms) not below the rate of the rest by more than the
+// tolerance.
+func stable(samples []Sample, a, b float64, p Params) bool {
+	total := at(samples, b) - at(samples, a)
+	if total <= 0 {
+		return false
+	}
+	r := total / (b - a)
+	mid := (a + b) / 2
+	r1, r2 := rate(samples, a, mid), rate(samples, mid, b)
+	half := total / 2
+	if math.Abs(r2-r1)/math.Max(r1, r2) > tol(p, half) {
+		return false
+	}
+	q := (b - a) / 4
+	for i := 0; i < 4; i++ {
+		rq := rate(samples, a+float64(i)*q, a+float64(i+1)*q)
+		if math.Abs(rq*1e6/8-r)/r > 2*tol(p, total/4) {
+			return false
+		}
+	}
+	// The window must not start in the ramp-up's tail: its first stretch
+	// is not below the rate of the rest by more than the tolerance.
+	stretch := math.Min(math.Max(2*p.RTT, 0.2), (b-a)/2)
+	first := (at(samples, a+stretch) - at(samples, a)) / stretch
+	rest := (at(samples, b) - at(samples, a+stretch)) / (b - a - stretch)
+	return first >= rest*(1-tol(p, rest*stretch))
+}
+
+// rampEnd is the earliest sample time t in [NotBefore, a] such that every
+// stretch of max(2 RTT, 200 ms) from t to a has a rate not below the rate
+// of [a, b] by more than half the tolerance (nor above it by more than
+// twice the tolerance; both widened by two quanta), and the rate of [t, b] is within the tolerance of that
+// of [a, b]; a when none.
+func rampEnd(samples []Sample, a, b float64, p Params) float64 {
+	ref := (at(samples, b) - at(samples, a)) / (b - a)
+	stretch := math.Max(2*p.RTT, 0.2)
+	best := a
+	// Scan backwards from a: the window grows while the stretches before
+	// it still belong to the plateau.
+	for i := len(samples) - 1; i >= 0; i-- {
+		t := samples[i].T
+		if t > a {
+			continue
+		}
+		if t < p.NotBefore || t+stretch > b {
+			break
+		}
+		seg := (at(samples, t+stretch) - at(samples, t)) / stretch
+		q := 2 * p.Quantum / (ref * stretch)
+		if seg < ref*(1-p.Tolerance/2-q) || seg > ref*(1+2*p.Tolerance+q) {
+			break
+		}
+		whole := (at(samples, b) - at(samples, t)) / (b - t)
+		if math.Abs(whole-ref)/ref > tol(p, ref*(b-t)) {
+			break
+		}
+		best = t
+	}
+	return best
+}
+
+// at returns the cumulative bytes at time t, interpolating linearly between
+// samples (0 at time 0 before the first sample).
+func at(samples []Sample, t float64) float64 {
+	prevT, prevB := 0.0, 0.0
+	for _, x := range samples {
+		if x.T >= t {
+			if x.T == prevT {
+				return float64(x.Bytes)
+			}
+			return prevB + (float64(x.Bytes)-prevB)*(t-prevT)/(x.T-prevT)
+		}
+		prevT, prevB = x.T, float64(x.Bytes)
+	}
+	return prevB
+}
+
+// rate is the goodput between times a and b, Mbit/s.
+func rate(samples []Sample, a, b float64) float64 {
+	if b <= a {
+		return 0
+	}
+	return (at(samples, b) - at(samples, a)) * 8 / 1e6 / (b - a)
+}
+
+// Rate is the goodput between times a and b of samples, Mbit/s,
+// interpolating linearly between samples.
+func Rate(samples []Sample, a, b float64) float64 { return rate(samples, a, b) }

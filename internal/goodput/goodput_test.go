@@ -1,0 +1,130 @@
+package goodput
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// series integrates rate(t) (Mbit/s) into samples every dt up to end.
+func series(rate func(t float64) float64, dt, end float64, noise float64, seed uint64) []Sample {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var out []Sample
+	bytes := 0.0
+	for t := dt; t <= end+1e-9; t += dt {
+		r := rate(t) * (1 + noise*(rng.Float64()*2-1))
+		bytes += r * 1e6 / 8 * dt
+		out = append(out, Sample{T: t, Bytes: uint64(bytes)})
+	}
+	return out
+}
+
+// online feeds samples one by one, as the agent does, and returns the
+// result at the first stop.
+func online(samples []Sample, p Params) Result {
+	for i := 2; i <= len(samples); i++ {
+		if r := Estimate(samples[:i], p); r.Stop {
+			return r
+		}
+	}
+	return Estimate(samples, p)
+}
+
+func TestSlowStartThenPlateau(t *testing.T) {
+	for _, rtt := range []float64{0.02, 0.2, 0.3} {
+		// The rate doubles every RTT from 0.1 Mbit/s to 20, then holds
+		// with ±2 % noise per sample.
+		rate := func(t float64) float64 { return math.Min(20, 0.1*math.Pow(2, t/rtt)) }
+		rampEnd := rtt * math.Log2(200)
+		s := series(rate, 0.1, 10, 0.02, 1)
+		r := online(s, Params{RTT: rtt, MaxPhase: 10})
+		if !r.Stop || r.StopReason != StopStable {
+			t.Fatalf("rtt %g: no stable stop: %+v", rtt, r)
+		}
+		if math.Abs(r.Mbps-20)/20 > 0.01 {
+			t.Errorf("rtt %g: %.3f Mbit/s, want 20 within 1%% (%+v)", rtt, r.Mbps, r)
+		}
+		if r.Start < rampEnd-math.Max(rtt, 0.1) {
+			t.Errorf("rtt %g: window starts at %.2f s, inside the ramp-up (ends at %.2f s)", rtt, r.Start, rampEnd)
+		}
+		if w := (Params{RTT: rtt}).Window(); r.End-r.Start < w-1e-9 {
+			t.Errorf("rtt %g: window %.2f s shorter than required %.2f s", rtt, r.End-r.Start, w)
+		}
+	}
+}
+
+func TestShaperBurstLeftOut(t *testing.T) {
+	// A token bucket lets 40 Mbit/s through for 0.5 s, then 10.
+	rate := func(t float64) float64 {
+		if t < 0.5 {
+			return 40
+		}
+		return 10
+	}
+	r := online(series(rate, 0.1, 8, 0.01, 2), Params{RTT: 0.01, MaxPhase: 8})
+	if r.StopReason != StopStable || math.Abs(r.Mbps-10)/10 > 0.02 || r.Start < 0.4-1e-9 { // the samples at 0.5 s and after count 10 Mbit/s
+		t.Fatalf("burst counted: %+v", r)
+	}
+}
+
+func TestTimeCap(t *testing.T) {
+	// 5 and 15 Mbit/s in turns of 0.7 s never settle within 3 %.
+	rate := func(t float64) float64 {
+		if int(t/0.7)%2 == 0 {
+			return 5
+		}
+		return 15
+	}
+	r := online(series(rate, 0.1, 4, 0, 3), Params{RTT: 0.05, MaxPhase: 4})
+	if !r.Stop || r.StopReason != StopTimeCap || r.End < 4-1e-9 {
+		t.Fatalf("want a time_cap stop at 4 s: %+v", r)
+	}
+	if r.Mbps < 5 || r.Mbps > 15 || r.Start <= 0 || r.Start >= r.End {
+		t.Fatalf("implausible time-capped estimate: %+v", r)
+	}
+}
+
+func TestNoStopBeforeWindow(t *testing.T) {
+	s := series(func(float64) float64 { return 50 }, 0.1, 1.1, 0, 4)
+	if r := Estimate(s, Params{RTT: 0.2, MaxPhase: 4}); r.Stop {
+		t.Fatalf("stopped after 1.1 s with a 1.2 s window: %+v", r)
+	}
+	// NotBefore holds the window back (connections added at 1 s).
+	s = series(func(float64) float64 { return 50 }, 0.1, 1.8, 0, 5)
+	if r := Estimate(s, Params{RTT: 0.01, NotBefore: 1, MaxPhase: 4}); r.Stop {
+		t.Fatalf("window started before NotBefore: %+v", r)
+	}
+}
+
+func TestSlowLinkGranularity(t *testing.T) {
+	// 1 Mbit/s counted in whole 1500-byte packets every 100 ms: the
+	// quantization alone is ±12 % per sample; the estimator must still stop.
+	var s []Sample
+	for i := 1; i <= 60; i++ {
+		tt := float64(i) * 0.1
+		pkts := math.Floor(tt * 1e6 / 8 / 1500)
+		s = append(s, Sample{T: tt, Bytes: uint64(pkts * 1500)})
+	}
+	r := online(s, Params{RTT: 0.05, MaxPhase: 6})
+	if r.StopReason != StopStable || math.Abs(r.Mbps-1) > 0.03 {
+		t.Fatalf("1 Mbit/s: %+v", r)
+	}
+}
+
+func TestTrailingHoleLeftOut(t *testing.T) {
+	// 10 Mbit/s from 1.6 s, then nothing read in the last 0.4 s of the
+	// phase (a hole waiting for its retransmission).
+	rate := func(t float64) float64 {
+		switch {
+		case t < 1.6:
+			return 2
+		case t > 3.1:
+			return 0
+		}
+		return 10
+	}
+	r := online(series(rate, 0.1, 3.5, 0, 6), Params{RTT: 0.3, MaxPhase: 3.5})
+	if r.StopReason != StopTimeCap || math.Abs(r.Mbps-10)/10 > 0.05 || r.End > 3.1+1e-9 {
+		t.Fatalf("trailing hole counted: %+v", r)
+	}
+}

@@ -1,0 +1,292 @@
+package speedtest
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/neubot/neubot/internal/tcpinfo"
+	spec "github.com/neubot/neubot/proto/speedtest"
+	"github.com/neubot/neubot/schemas"
+)
+
+// Methodology 2 (spec/speedtest.md v2.0.0): each request is upgraded to a
+// raw stream that lasts the whole phase, so that no connection is ever idle
+// waiting for a request, whatever the round trip.
+
+// upgrade authorizes r, takes its connection over and answers 101. It
+// answers the error itself and returns nil when it cannot.
+func (p *Provider) upgrade(w http.ResponseWriter, r *http.Request) (*view, net.Conn, *bufio.Reader) {
+	s := p.authorize(w, r)
+	if s == nil {
+		return nil, nil, nil
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), spec.Upgrade) {
+		w.Header().Set("Upgrade", spec.Upgrade)
+		fail(w, http.StatusUpgradeRequired, "this endpoint needs Connection: Upgrade and Upgrade: %s", spec.Upgrade)
+		return nil, nil, nil
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		fail(w, http.StatusInternalServerError, "cannot upgrade this connection")
+		return nil, nil, nil
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		p.Logger.Warn("speedtest: hijack", "err", err)
+		return nil, nil, nil
+	}
+	_ = c.SetDeadline(time.Time{})
+	_, err = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + spec.Upgrade + "\r\nCache-Control: no-store\r\n\r\n")
+	if err == nil {
+		err = brw.Flush()
+	}
+	if err != nil {
+		c.Close()
+		return nil, nil, nil
+	}
+	return viewOf(s), c, brw.Reader
+}
+
+// downloadV2 sends incompressible data until the client closes the
+// connection or spec.MaxStream has passed.
+func (p *Provider) downloadV2(w http.ResponseWriter, r *http.Request) {
+	v, c, _ := p.upgrade(w, r)
+	if c == nil {
+		return
+	}
+	defer c.Close()
+	// BBR where the kernel allows it, as M-Lab's servers do: the sender's
+	// congestion control is the server's to choose, and BBR neither
+	// needs losses to find the rate nor fills deep queues for long.
+	_ = tcpinfo.SetCongestion(c, "bbr")
+	defer v.track("download", c)()
+	deadline := time.Now().Add(spec.MaxStream)
+	_ = c.SetWriteDeadline(deadline)
+	off := int64(0)
+	for {
+		chunk := min(64<<10, dataSize-off)
+		k, err := c.Write(p.data[off : off+chunk])
+		now := time.Now()
+		v.mu.Lock()
+		if v.dlFirst.IsZero() {
+			v.dlFirst = now
+		}
+		v.dlLast = now
+		v.sent += int64(k)
+		v.mu.Unlock()
+		p.OnBytes(int64(k), 0)
+		if err != nil {
+			return
+		}
+		off = (off + chunk) % dataSize
+	}
+}
+
+// uploadV2 reads and discards until the client closes or spec.MaxStream
+// has passed, and sends a report line every spec.ReportEvery.
+func (p *Provider) uploadV2(w http.ResponseWriter, r *http.Request) {
+	v, c, br := p.upgrade(w, r)
+	if c == nil {
+		return
+	}
+	defer c.Close()
+	untrack := v.track("upload", c)
+	defer untrack()
+	v.mu.Lock()
+	if v.ulStreamStart.IsZero() {
+		v.ulStreamStart = time.Now()
+	}
+	start := v.ulStreamStart
+	v.uploadConnections[c] = true
+	v.mu.Unlock()
+	_ = c.SetDeadline(time.Now().Add(spec.MaxStream))
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(spec.ReportEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				v.mu.Lock()
+				rep := spec.UploadReport{TS: math.Round(now.Sub(start).Seconds()*1e6) / 1e6, Bytes: v.received}
+				v.mu.Unlock()
+				b, _ := json.Marshal(rep)
+				if _, err := c.Write(append(b, '\n')); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := br.Read(buf)
+		if k > 0 {
+			now := time.Now()
+			v.mu.Lock()
+			if v.ulFirst.IsZero() {
+				v.ulFirst = now
+			}
+			v.ulLast = now
+			v.received += int64(k)
+			v.mu.Unlock()
+			p.OnBytes(0, int64(k))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// pingV2 echoes spec.PingSize-byte messages until the client closes.
+func (p *Provider) pingV2(w http.ResponseWriter, r *http.Request) {
+	_, c, br := p.upgrade(w, r)
+	if c == nil {
+		return
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(spec.MaxPingStream))
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	msg := make([]byte, spec.PingSize)
+	for {
+		if _, err := io.ReadFull(br, msg); err != nil {
+			return
+		}
+		if _, err := c.Write(msg); err != nil {
+			return
+		}
+	}
+}
+
+// phaseView is the server's TCP_INFO series of one phase: every connection
+// of the phase is read every sampleEvery while it is open.
+type phaseView struct {
+	start   time.Time
+	active  map[net.Conn]bool
+	last    map[net.Conn]tcpinfo.Info
+	samples []schemas.SpeedtestTCPSample
+	running bool
+}
+
+// sampleEvery is the period of the server's TCP_INFO readings.
+const sampleEvery = 100 * time.Millisecond
+
+// track adds c to the phase's connections until the returned func is
+// called, and starts the phase's sampler if it is not running.
+func (v *view) track(phase string, c net.Conn) func() {
+	if _, err := tcpinfo.Read(c); err != nil {
+		return func() {} // no TCP_INFO here: no series
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	pv := v.phases[phase]
+	if pv == nil {
+		pv = &phaseView{start: time.Now(), active: map[net.Conn]bool{}, last: map[net.Conn]tcpinfo.Info{}}
+		v.phases[phase] = pv
+	}
+	pv.active[c] = true
+	if !pv.running {
+		pv.running = true
+		go v.sample(pv)
+	}
+	return func() {
+		info, err := tcpinfo.Read(c)
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if err == nil {
+			pv.last[c] = info
+			if phase == "download" {
+				v.tcp[c] = info
+			}
+		}
+		delete(pv.active, c)
+	}
+}
+
+// sample reads TCP_INFO of pv's open connections every sampleEvery; it
+// stops after half a second without any.
+func (v *view) sample(pv *phaseView) {
+	t := time.NewTicker(sampleEvery)
+	defer t.Stop()
+	idle := 0
+	for now := range t.C {
+		v.mu.Lock()
+		if len(pv.active) == 0 {
+			idle++
+			if idle >= 5 {
+				pv.running = false
+				v.mu.Unlock()
+				return
+			}
+			v.mu.Unlock()
+			continue
+		}
+		idle = 0
+		var smp schemas.SpeedtestTCPSample
+		var rttSum float64
+		open := 0
+		for c := range pv.active {
+			info, err := tcpinfo.Read(c)
+			if err != nil {
+				continue
+			}
+			pv.last[c] = info
+			open++
+			rttSum += ms(info.RTT)
+			if m := ms(info.MinRTT); m > 0 && (smp.MinRTTMS == 0 || m < smp.MinRTTMS) {
+				smp.MinRTTMS = m
+			}
+			smp.DeliveryRateMbps += float64(info.DeliveryRate) * 8 / 1e6
+		}
+		for _, info := range pv.last {
+			smp.BytesAcked += info.BytesAcked
+			smp.BytesReceived += info.BytesRecv
+			smp.BytesRetrans += info.BytesRetrans
+		}
+		if open > 0 && len(pv.samples) < schemas.MaxThroughputSamples {
+			smp.TS = round3(now.Sub(pv.start).Seconds())
+			smp.RTTMS = round3(rttSum / float64(open))
+			smp.MinRTTMS = round3(smp.MinRTTMS)
+			smp.DeliveryRateMbps = round3(smp.DeliveryRateMbps)
+			pv.samples = append(pv.samples, smp)
+		}
+		v.mu.Unlock()
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// phaseRecord is the record of a phase's series; nil when none ran. The
+// caller holds v.mu.
+func (v *view) phaseRecord(phase string) *schemas.SpeedtestServerPhase {
+	pv := v.phases[phase]
+	if pv == nil || len(pv.last) == 0 {
+		return nil
+	}
+	out := &schemas.SpeedtestServerPhase{Connections: uint8(min(len(pv.last), 64)), Samples: append([]schemas.SpeedtestTCPSample{}, pv.samples...)}
+	for _, info := range pv.last {
+		out.BytesAcked += info.BytesAcked
+		out.BytesReceived += info.BytesRecv
+	}
+	var rtts []float64
+	for _, s := range pv.samples {
+		if s.RTTMS > 0 {
+			rtts = append(rtts, s.RTTMS)
+		}
+	}
+	out.RTTMedianMS = round3(schemas.Median(rtts))
+	out.RTTP90MS = round3(schemas.P90(rtts))
+	return out
+}
