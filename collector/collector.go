@@ -96,8 +96,8 @@ type Collector struct {
 
 	connMu            sync.Mutex
 	ch                driver.Conn
-	hasPartitionLimit bool // the server knows max_partitions_per_insert_block
-	slots  chan struct{} // ingest requests in progress
+	hasPartitionLimit bool          // the server knows max_partitions_per_insert_block
+	slots             chan struct{} // ingest requests in progress
 
 	peerSlots chan struct{}      // peers' reachability checks in progress
 	peerRate  *ratelimit.Limiter // peers' registrations per address
