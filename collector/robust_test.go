@@ -434,3 +434,24 @@ func TestLateCopyChangesNothing(t *testing.T) {
 		t.Fatalf("API answer changed:\n%s\n%s", before, after)
 	}
 }
+
+// TestFormulaRefused: free-text names are restricted to a safe alphabet at
+// validation: a formula in agent.software or server.id is refused with
+// its field.
+func TestFormulaRefused(t *testing.T) {
+	c := collectortest.New(t, collector.Config{})
+	rng := rand.New(rand.NewPCG(7, 9))
+	a := schemastest.Speedtest(rng, time.Now().Add(-time.Hour), "151.5.10.20", 20)
+	a.Agent.Software = `=HYPERLINK("http://x")`
+	b := schemastest.Speedtest(rng, time.Now().Add(-time.Hour), "151.5.10.20", 20)
+	b.Server.ID = "@SUM(1+1)"
+	ok := schemastest.Speedtest(rng, time.Now().Add(-time.Hour), "151.5.10.20", 20)
+	ok.Agent.Version = "1.2.3-rc1+build (linux/amd64)"
+	body := append(append(append(schemastest.Line(a), '\n'), schemastest.Line(b)...), '\n')
+	body = append(append(body, schemastest.Line(ok)...), '\n')
+	code, resp := post(t, c.Server.URL, body)
+	if code != http.StatusBadRequest || resp.Accepted != 1 || len(resp.Rejected) != 2 ||
+		resp.Rejected[0].Field != "agent.software" || resp.Rejected[1].Field != "server.id" {
+		t.Fatalf("%d %+v", code, resp)
+	}
+}

@@ -123,7 +123,7 @@ func typeSchema(t reflect.Type, r rules) obj {
 	case reflect.Struct:
 		return objectSchema(t)
 	case reflect.Slice:
-		s := obj{"type": "array", "items": typeSchema(t.Elem(), rules{min: r.min, max: r.max, maxLen: r.maxLen, enum: r.enum, uuid: r.uuid, ip: r.ip})}
+		s := obj{"type": "array", "items": typeSchema(t.Elem(), rules{min: r.min, max: r.max, maxLen: r.maxLen, enum: r.enum, uuid: r.uuid, ip: r.ip, safe: r.safe})}
 		if r.maxItems > 0 {
 			s["maxItems"] = r.maxItems
 		}
@@ -141,6 +141,9 @@ func typeSchema(t reflect.Type, r rules) obj {
 		if r.uuid {
 			s["format"] = "uuid"
 			s["pattern"] = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+		}
+		if r.safe {
+			s["pattern"] = SafePattern
 		}
 		if r.ip {
 			s["anyOf"] = []obj{{"format": "ipv4"}, {"format": "ipv6"}}
