@@ -22,6 +22,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/spool"
+	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -45,7 +46,7 @@ func dialFrom(t *testing.T, url, from string) net.Conn {
 // body (possibly empty), and nothing more.
 func stall(t *testing.T, c net.Conn, length int, body string) {
 	t.Helper()
-	if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n\r\n%s", collector.IngestPath, length, body); err != nil {
+	if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n\r\n%s", ingest.Path, length, body); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -148,7 +149,7 @@ func TestPerAddressLimits(t *testing.T) {
 		body = append(append(body, schemastest.Line(schemastest.Speedtest(rng, time.Now().Add(-time.Hour), "151.5.10.20", 20))...), '\n')
 	}
 	from := func(addr string) (int, http.Header) {
-		req, _ := http.NewRequest(http.MethodPost, c.Server.URL+collector.IngestPath, bytes.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, c.Server.URL+ingest.Path, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-ndjson")
 		req.Header.Set("X-Forwarded-For", addr)
 		resp, err := http.DefaultClient.Do(req)

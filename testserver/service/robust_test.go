@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/testserver"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
-	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 func download(t *testing.T, url, token string, size int) *http.Response {
@@ -30,7 +30,7 @@ func download(t *testing.T, url, token string, size int) *http.Response {
 // within 1 s of the revocation.
 func TestRevokedDownloadStops(t *testing.T) {
 	svc, url := servicetest.Start(t, service.Config{})
-	tok := negotiate(t, url)
+	tok := negotiateToken(t, url)
 	resp := download(t, url, tok, spec.MaxRange)
 	defer resp.Body.Close()
 	buf := make([]byte, 64<<10)
@@ -73,7 +73,7 @@ func TestRevokedDownloadStops(t *testing.T) {
 // and a download past the session's bytes is cut.
 func TestSessionCapsInTransfers(t *testing.T) {
 	_, url := servicetest.Start(t, service.Config{Negotiator: testserver.NegotiatorConfig{SessionMaxRequests: 2, SessionMaxBytes: 40 << 20}})
-	tok := negotiate(t, url)
+	tok := negotiateToken(t, url)
 	a := download(t, url, tok, 32<<20) // not read: both stay running
 	defer a.Body.Close()
 	b := download(t, url, tok, 32<<20)
