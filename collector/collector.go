@@ -49,7 +49,7 @@ type Config struct {
 	// 8); more get 503 with Retry-After, so that memory stays bounded.
 	MaxConcurrent int
 	// MaxPerAddress bounds the ingest requests in progress from one
-	// address (an IPv6 /64), from the first byte of headers (default 4);
+	// address (an IPv6 /64), from the first byte of headers (default 2);
 	// more get 429 with Retry-After.
 	MaxPerAddress int
 	// AddressBytesPerSecond and AddressBurstBytes are one address's budget
@@ -63,6 +63,13 @@ type Config struct {
 	// gets 408 and its connection is closed.
 	ReadTimeout time.Duration
 	MinBodyRate int64
+	// PrereadBytes of a body are read before it takes an ingest slot
+	// (default 1 MiB): a smaller body is read whole without one, however
+	// slowly it comes; a larger one must then keep up MinBodyRate at once.
+	PrereadBytes int64
+	// SlotWait is how long a request waits for an ingest slot, in
+	// arrival order, before it gets 503 (default 1 s).
+	SlotWait time.Duration
 	// MaxPartitionsPerInsert bounds the months (partitions) of one insert
 	// (default 100, ClickHouse's max_partitions_per_insert_block).
 	MaxPartitionsPerInsert int
@@ -130,7 +137,13 @@ func New(cfg Config) (*Collector, error) {
 		cfg.MaxConcurrent = 8
 	}
 	if cfg.MaxPerAddress == 0 {
-		cfg.MaxPerAddress = 4
+		cfg.MaxPerAddress = 2
+	}
+	if cfg.PrereadBytes == 0 {
+		cfg.PrereadBytes = 1 << 20
+	}
+	if cfg.SlotWait == 0 {
+		cfg.SlotWait = time.Second
 	}
 	if cfg.AddressBytesPerSecond == 0 {
 		cfg.AddressBytesPerSecond = 8 << 20

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,6 +89,35 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 }
 
 func (b *pacedBody) Close() error { return b.r.Close() }
+
+// strict makes the minimum rate apply to the bytes read from now on, after
+// grace.
+func (b *pacedBody) strict(now time.Time, grace time.Duration) {
+	b.start, b.grace, b.n = now, grace, 0
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// takeSlot waits up to SlotWait for one of the MaxConcurrent slots, in
+// arrival order; false when none came free (503).
+func (c *Collector) takeSlot(ctx context.Context) bool {
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(c.cfg.SlotWait)
+	defer t.Stop()
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
 
 // bodyError answers a failed read of the body.
 func (c *Collector) bodyError(w http.ResponseWriter, err error, lineNo int, key string) {
@@ -176,21 +206,33 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	paced := &pacedBody{r: r.Body, rc: http.NewResponseController(w), perRead: c.cfg.ReadTimeout, minRate: float64(c.cfg.MinBodyRate), grace: c.cfg.ReadTimeout, start: now}
-	body := bufio.NewReaderSize(http.MaxBytesReader(w, paced, c.cfg.MaxBodyBytes), 64<<10)
-	// Wait for the first bytes before taking a slot: a client that sends
-	// headers and then nothing holds only its own per-address place.
-	if _, err := body.Peek(1); err != nil && err != io.EOF {
+	limited := http.MaxBytesReader(w, paced, c.cfg.MaxBodyBytes)
+	// Read the first PrereadBytes of the body before taking a slot: a
+	// client that sends headers and then nothing, or trickles, holds only
+	// its own per-address place. Memory grows only with what arrived.
+	var pre bytes.Buffer
+	_, err = pre.ReadFrom(io.LimitReader(limited, c.cfg.PrereadBytes))
+	if err != nil {
 		c.bodyError(w, err, 0, key)
 		return
 	}
-	select {
-	case c.slots <- struct{}{}:
-		defer func() { <-c.slots }()
-	default:
+	whole := int64(pre.Len()) < c.cfg.PrereadBytes
+	if !whole {
+		// A larger body: from now on it holds a slot, so it must keep
+		// up the minimum rate at once (a second of grace).
+		paced.strict(time.Now(), time.Second)
+	}
+	if !c.takeSlot(r.Context()) {
 		w.Header().Set("Retry-After", "1")
 		c.fail(w, http.StatusServiceUnavailable, "too many requests in progress; nothing of this body was accepted: retry later")
 		return
 	}
+	defer func() { <-c.slots }()
+	var rest io.Reader = limited
+	if whole {
+		rest = eofReader{}
+	}
+	body := bufio.NewReaderSize(io.MultiReader(&pre, rest), 64<<10)
 	var src io.Reader = body
 	switch enc := r.Header.Get("Content-Encoding"); enc {
 	case "", "identity":
