@@ -53,7 +53,9 @@ type Config struct {
 	// more get 429 with Retry-After.
 	MaxPerAddress int
 	// AddressBytesPerSecond and AddressBurstBytes are one address's budget
-	// of decoded body bytes (a token bucket; defaults 8 MiB/s and 256 MiB);
+	// of decoded body bytes (a token bucket; defaults 1 MiB/s, about 400
+	// speedtest records a second, and 64 MiB: a test server's forwarder
+	// catching up after an outage sends 8 MiB bodies);
 	// a body past it is refused whole with 429 and Retry-After.
 	AddressBytesPerSecond int64
 	AddressBurstBytes     int64
@@ -146,10 +148,10 @@ func New(cfg Config) (*Collector, error) {
 		cfg.SlotWait = time.Second
 	}
 	if cfg.AddressBytesPerSecond == 0 {
-		cfg.AddressBytesPerSecond = 8 << 20
+		cfg.AddressBytesPerSecond = 1 << 20
 	}
 	if cfg.AddressBurstBytes == 0 {
-		cfg.AddressBurstBytes = 256 << 20
+		cfg.AddressBurstBytes = 64 << 20
 	}
 	if cfg.ReadTimeout == 0 {
 		cfg.ReadTimeout = 10 * time.Second

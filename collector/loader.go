@@ -497,7 +497,9 @@ func (c *Collector) dedup(ctx context.Context, conn driver.Conn, table string, r
 		}
 	}
 	stored := map[string]uint64{}
-	const chunk = 2000
+	// One query per up to 20,000 copies: its cost is reading the uid
+	// column of the days involved, whatever the number of uids asked.
+	const chunk = 20000
 	uids := make([]int, 0, len(best))
 	for _, i := range best {
 		uids = append(uids, i)
@@ -512,11 +514,12 @@ func (c *Collector) dedup(ctx context.Context, conn driver.Conn, table string, r
 				sb.WriteString(", ")
 			}
 			// Validated UUIDs: nothing to escape.
-			sb.WriteString("toUUID('" + rows[i].uid + "')")
+			sb.WriteString("'" + rows[i].uid + "'")
 			first, last = minTime(first, rows[i].start), maxTime(last, rows[i].start)
 		}
 		q := fmt.Sprintf("SELECT toString(measurement_uid), max(copy_version) FROM %s WHERE toDate(start_time) >= toDate(?) AND toDate(start_time) <= toDate(?) AND measurement_uid IN (%s) GROUP BY measurement_uid", table, sb.String())
-		res, err := conn.Query(ctx, q, first, last)
+		qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 4 << 20}))
+		res, err := conn.Query(qctx, q, first, last)
 		if err != nil {
 			return nil, err
 		}

@@ -202,7 +202,11 @@ func FieldDocs(test *Test) []FieldDoc {
 		for _, f := range fieldsOf(t) {
 			ft := t.FieldByIndex(f.index).Type
 			path := join(prefix, f.name)
-			out = append(out, FieldDoc{Path: path, Type: jsonTypeName(ft), Doc: f.doc})
+			doc := f.doc
+			if f.rules.safe {
+				doc += " A name: ASCII letters, digits and . _ - + : / ( ) ~ @ or space, starting with a letter or a digit (no spreadsheet formula can start it)."
+			}
+			out = append(out, FieldDoc{Path: path, Type: jsonTypeName(ft), Doc: doc})
 			for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
 				if ft.Kind() == reflect.Slice {
 					path += "[]"

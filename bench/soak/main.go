@@ -366,18 +366,22 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 	}
 	defer conn.Close()
 	want := len(ack.uids)
-	var stored map[string]bool
-	deadline := time.Now().Add(5 * time.Minute)
+	// The collector's spool drains (every acknowledged record loaded or
+	// dead-lettered); only then are the sets compared.
+	drainStart := time.Now()
+	var left float64
 	for {
-		stored, err = storedUIDs(conn)
-		if err == nil && countIn(ack.uids, stored) == want {
+		left, err = spoolRecords(collectorURL)
+		if err == nil && left == 0 {
 			break
 		}
-		if time.Now().After(deadline) {
+		if time.Since(drainStart) > 20*time.Minute {
 			break
 		}
 		time.Sleep(2 * time.Second)
 	}
+	drain := time.Since(drainStart)
+	stored, err := storedUIDs(conn)
 	if err != nil {
 		return err
 	}
@@ -408,6 +412,7 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 	fmt.Printf("| one /24 flooding the negotiation | answers: %s |\n", negFlood)
 	fmt.Printf("| real agents' tests (neubot run, %d at once) | %s |\n", nAgents, agentRes)
 	fmt.Printf("| acknowledged records (uids) | %d |\n", want)
+	fmt.Printf("| loader behind when the load stopped: time to drain the spool | %s (%.0f records left after it) |\n", drain.Round(time.Second), left)
 	fmt.Printf("| of them missing from ClickHouse | %d |\n", lost)
 	fmt.Printf("| rows stored for them / distinct uids | %d / %d |\n", rows, uniq)
 	for _, p := range peaks {
@@ -533,6 +538,25 @@ func gzipBomb(n int) []byte {
 	}
 	zw.Close()
 	return b.Bytes()
+}
+
+// spoolRecords reads the collector's neubot_collector_spool_records.
+func spoolRecords(collectorURL string) (float64, error) {
+	resp, err := http.Get(collectorURL + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "neubot_collector_spool_records "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, errors.New("no neubot_collector_spool_records in /metrics")
 }
 
 func waitHTTP(url string, timeout time.Duration) error {
@@ -697,4 +721,3 @@ func children(pid int) []int {
 	}
 	return out
 }
-

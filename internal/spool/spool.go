@@ -169,7 +169,7 @@ func (seg *Segment) Decoded() []*schemas.Record {
 
 // maxCachedRecords bounds the decoded records kept in memory across all
 // segments, e.g. while ClickHouse is down and segments pile up.
-const maxCachedRecords = 200_000
+const maxCachedRecords = 50_000
 
 // Spool is the write-ahead spool of one collector. Its directory must not be
 // shared with another running collector.
