@@ -252,7 +252,11 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, http.StatusUnsupportedMediaType, "Content-Encoding %.32q is not supported (use gzip or none)", enc)
 		return
 	}
-	src = &limitReader{r: src, n: c.cfg.MaxDecodedBytes, charge: func(n int) bool { return c.volume.Charge(key, float64(n), time.Now()) }}
+	// The body was admitted while its address had budget left: it is
+	// charged whole as it is read (the bucket may go below zero, bounded
+	// by MaxDecodedBytes times MaxPerAddress), so that a body larger than
+	// the burst can pass too, and the address then waits for the refill.
+	src = &limitReader{r: src, n: c.cfg.MaxDecodedBytes, charge: func(n int) bool { c.volume.Charge(key, float64(n), time.Now()); return true }}
 
 	peer, _, _ := net.SplitHostPort(r.RemoteAddr)
 	if c.cfg.TrustProxy {

@@ -163,9 +163,14 @@ func TestPerAddressLimits(t *testing.T) {
 	if code, _ := from("2001:db8:1:2::1"); code != http.StatusAccepted {
 		t.Fatalf("first body of a /64: %d", code)
 	}
+	// Admitted with budget left, the second body is charged whole: the
+	// /64 is then overdrawn and waits.
+	if code, _ := from("2001:db8:1:2::2"); code != http.StatusAccepted {
+		t.Fatalf("second body of a /64, with budget left: %d", code)
+	}
 	code, h := from("2001:db8:1:2:ffff::7") // same /64, another address
 	if code != http.StatusTooManyRequests || h.Get("Retry-After") == "" {
-		t.Fatalf("second body of the same /64 over its volume: %d Retry-After %q, want 429", code, h.Get("Retry-After"))
+		t.Fatalf("third body of the same /64 over its volume: %d Retry-After %q, want 429", code, h.Get("Retry-After"))
 	}
 	if code, _ := from("2001:db8:1:3::1"); code != http.StatusAccepted {
 		t.Fatalf("another /64: %d", code)
