@@ -2,6 +2,8 @@
 # scripts/setup first, which installs what is missing and nothing else.
 SHELL := /bin/bash
 GO ?= go
+# SOAK: how long bench/soak loads the platform (make bench SOAK=3m for a shorter run).
+SOAK ?= 10m
 DATA ?= var/up
 FUZZTIME ?= 10s
 
@@ -40,6 +42,7 @@ bench: setup
 	$(GO) run ./bench/analytics
 	$(GO) run ./bench/publish
 	$(GO) run ./bench/cluster
+	$(GO) run ./bench/soak -duration $(SOAK)
 
 lint: setup
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -62,7 +62,15 @@ type Options struct {
 	// another one (0: PeerListen's).
 	PeerListen string
 	PeerPort   int
+	// RemotePassword, when set, opens the local API to other machines
+	// (neubot agent --allow-remote): every request must then carry it
+	// (HTTP Basic authentication, any user name), from any address and for
+	// any Host. At least MinRemotePassword characters.
+	RemotePassword string
 }
+
+// MinRemotePassword is the shortest RemotePassword accepted.
+const MinRemotePassword = 12
 
 // Agent is a running agent.
 type Agent struct {

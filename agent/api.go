@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/neubot/neubot/agent/peer"
 	"github.com/neubot/neubot/agent/web"
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/internal/version"
 )
 
@@ -62,9 +64,31 @@ type apiError struct {
 
 // protect refuses requests for another host name (DNS rebinding), and
 // state-changing requests without the CSRF token or from another origin.
+//
+// With a RemotePassword (--allow-remote), every request must carry it,
+// whatever its Host: the API is then reachable from the network, and a
+// page that learnt the CSRF token (from GET / with a forged Host) would
+// otherwise control the agent. Failed attempts are rate limited per
+// address (/64 for IPv6).
 func (a *Agent) protect(next http.Handler) http.Handler {
+	pw := sha256.Sum256([]byte(a.opts.RemotePassword))
+	failures := ratelimit.New(0.2, 5)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !LoopbackHost(r.Host) {
+		if a.opts.RemotePassword != "" {
+			key := ratelimit.Key(httpx.ClientAddr(r, false))
+			_, got, ok := r.BasicAuth()
+			sum := sha256.Sum256([]byte(got))
+			if !ok || subtle.ConstantTimeCompare(sum[:], pw[:]) != 1 {
+				if !failures.Allow(key, time.Now()) {
+					w.Header().Set("Retry-After", strconv.Itoa(int(failures.RetryAfter(key)/time.Second)))
+					httpx.WriteJSON(w, http.StatusTooManyRequests, apiError{Error: "too many wrong passwords from this address: wait"})
+					return
+				}
+				w.Header().Set("WWW-Authenticate", `Basic realm="neubot agent", charset="UTF-8"`)
+				httpx.WriteJSON(w, http.StatusUnauthorized, apiError{Error: "this agent's API needs the password its volunteer set (--remote-password)"})
+				return
+			}
+		} else if !LoopbackHost(r.Host) {
 			httpx.WriteJSON(w, http.StatusMisdirectedRequest, apiError{Error: "this agent answers only to 127.0.0.1, [::1] or localhost"})
 			return
 		}

@@ -48,7 +48,37 @@ type Config struct {
 	// MaxConcurrent bounds the ingest requests decoded at once (default
 	// 8); more get 503 with Retry-After, so that memory stays bounded.
 	MaxConcurrent int
-	Logger        *slog.Logger
+	// MaxPerAddress bounds the ingest requests in progress from one
+	// address (an IPv6 /64), from the first byte of headers (default 2);
+	// more get 429 with Retry-After.
+	MaxPerAddress int
+	// AddressBytesPerSecond and AddressBurstBytes are one address's budget
+	// of decoded body bytes (a token bucket; defaults 1 MiB/s, about 400
+	// speedtest records a second, and 64 MiB: a test server's forwarder
+	// catching up after an outage sends 8 MiB bodies);
+	// a body past it is refused whole with 429 and Retry-After.
+	AddressBytesPerSecond int64
+	AddressBurstBytes     int64
+	// ReadTimeout bounds every read of a body (default 10 s) and is the
+	// grace period before MinBodyRate applies; MinBodyRate is the least
+	// average rate of a body, bytes a second (default 4096). A slower body
+	// gets 408 and its connection is closed.
+	ReadTimeout time.Duration
+	MinBodyRate int64
+	// PrereadBytes of a body are read before it takes an ingest slot
+	// (default 1 MiB): a smaller body is read whole without one, however
+	// slowly it comes; a larger one must then keep up MinBodyRate at once.
+	PrereadBytes int64
+	// SlotWait is how long a request waits for an ingest slot, in
+	// arrival order, before it gets 503 (default 1 s).
+	SlotWait time.Duration
+	// MaxPartitionsPerInsert bounds the months (partitions) of one insert
+	// (default 100, ClickHouse's max_partitions_per_insert_block).
+	MaxPartitionsPerInsert int
+	// MaxStartAge is the oldest start_time accepted, before the receive
+	// time (default DefaultMaxStartAge, 400 days); older lines get 400.
+	MaxStartAge time.Duration
+	Logger      *slog.Logger
 	// RegisterToken, when set, is the bearer token test servers must
 	// present to register (Authorization: Bearer <token>).
 	RegisterToken string
@@ -75,12 +105,16 @@ type Collector struct {
 	router  chi.Router
 	rdv     registry // the rendezvous's live test servers (soft state)
 
-	connMu sync.Mutex
-	ch     driver.Conn
-	slots  chan struct{} // ingest requests in progress
+	connMu            sync.Mutex
+	ch                driver.Conn
+	hasPartitionLimit bool          // the server knows max_partitions_per_insert_block
+	slots             chan struct{} // ingest requests in progress
 
 	peerSlots chan struct{}      // peers' reachability checks in progress
 	peerRate  *ratelimit.Limiter // peers' registrations per address
+
+	perAddr *ratelimit.Concurrency // ingest requests in progress per address (/64)
+	volume  *ratelimit.Limiter     // ingest decoded bytes per address (/64)
 }
 
 // New opens the spool (replaying what a previous run left) and builds the
@@ -104,13 +138,41 @@ func New(cfg Config) (*Collector, error) {
 	if cfg.MaxConcurrent == 0 {
 		cfg.MaxConcurrent = 8
 	}
+	if cfg.MaxPerAddress == 0 {
+		cfg.MaxPerAddress = 2
+	}
+	if cfg.PrereadBytes == 0 {
+		cfg.PrereadBytes = 1 << 20
+	}
+	if cfg.SlotWait == 0 {
+		cfg.SlotWait = time.Second
+	}
+	if cfg.AddressBytesPerSecond == 0 {
+		cfg.AddressBytesPerSecond = 1 << 20
+	}
+	if cfg.AddressBurstBytes == 0 {
+		cfg.AddressBurstBytes = 64 << 20
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.MinBodyRate == 0 {
+		cfg.MinBodyRate = 4096
+	}
+	if cfg.MaxPartitionsPerInsert == 0 {
+		cfg.MaxPartitionsPerInsert = DefaultMaxPartitionsPerInsert
+	}
+	if cfg.MaxStartAge == 0 {
+		cfg.MaxStartAge = DefaultMaxStartAge
+	}
 	cfg.Spool.Logger = cfg.Logger
 	sp, err := spool.Open(cfg.SpoolDir, cfg.Spool)
 	if err != nil {
 		return nil, err
 	}
 	c := &Collector{cfg: cfg, log: cfg.Logger, spool: sp, ipdb: cfg.IPDB, slots: make(chan struct{}, cfg.MaxConcurrent), peerSlots: make(chan struct{}, MaxPeerChecks),
-		peerRate: ratelimit.New(1, 10)}
+		peerRate: ratelimit.New(1, 10), perAddr: ratelimit.NewConcurrency(cfg.MaxPerAddress),
+		volume: ratelimit.New(float64(cfg.AddressBytesPerSecond), int(cfg.AddressBurstBytes))}
 	c.metrics = newMetrics(sp)
 	r := chi.NewRouter()
 	r.Post(ingest.Path, c.handleIngest)

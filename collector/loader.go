@@ -2,11 +2,13 @@ package collector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -19,11 +21,27 @@ import (
 )
 
 // The loader drains the spool into ClickHouse: one sealed segment at a time,
-// one batch insert per test table, and the segment is deleted only after
-// every insert of it succeeded. While ClickHouse is down it retries the same
-// segment with exponential backoff. A segment inserted twice (a crash between
-// insert and delete) is harmless: rows share their measurement_uid and
-// ReplacingMergeTree collapses them.
+// batch inserts per test table, and the segment is deleted only after every
+// insert of it succeeded. A segment inserted twice (a crash between insert
+// and delete) is harmless: rows share their measurement_uid, and the loader
+// does not insert a copy that would not win (see Dedup below).
+//
+// Faults are told apart (README, "Robustness"):
+//
+//   - A transient insert error (ClickHouse down, a timeout, too many parts)
+//     retries the same segment with exponential backoff and jitter.
+//   - An error that is permanent for a row (a value the table refuses) sends
+//     that row, and only it, to deadletter.ndjson with the reason; the rest of
+//     the segment is loaded. A server-side refusal of a block is bisected to
+//     find its rows.
+//   - A read error of the segment (a full file table, an I/O error) is
+//     retried too; only damage on disk (spool.ErrCorrupt) quarantines it, and
+//     a failed quarantine is retried with backoff as well.
+//
+// Each insert holds the rows of at most MaxPartitionsPerInsert months (the
+// tables are partitioned by month): current ClickHouse releases refuse a
+// block over max_partitions_per_insert_block (100 by default), and one such
+// block would otherwise stall the loader for good.
 //
 // On a cluster (docs/cluster.md) the insert goes into the Distributed table
 // synchronously (chdb.InsertSettings): it returns once each shard's rows are
@@ -36,53 +54,81 @@ import (
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 10 * time.Second
+	// DefaultMaxPartitionsPerInsert is ClickHouse's default of
+	// max_partitions_per_insert_block.
+	DefaultMaxPartitionsPerInsert = 100
+	// DefaultMaxStartAge is how old a start_time the collector accepts:
+	// agents keep unsent results for months (laptops offline, data caps),
+	// not for years. Older lines are refused at ingest (400, field
+	// start_time).
+	DefaultMaxStartAge = 400 * 24 * time.Hour
 )
 
 // runLoader loads segments until ctx ends.
 func (c *Collector) runLoader(ctx context.Context) {
 	backoff := minBackoff
+	wait := func() bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff + rand.N(backoff/2+1)):
+		}
+		backoff = min(backoff*2, maxBackoff)
+		return true
+	}
 	for {
 		seg, err := c.spool.Next(ctx)
 		if err != nil {
 			return
 		}
-		if err := c.loadSegment(ctx, seg); err != nil {
-			if ctx.Err() != nil {
-				return
+		err = c.loadSegment(ctx, seg)
+		if err == nil {
+			backoff = minBackoff
+			if err := c.spool.Remove(seg); err != nil {
+				c.log.Error("cannot delete loaded segment", "segment", seg.Path, "err", err)
 			}
-			var bad *badSegmentError
-			if errors.As(err, &bad) {
-				c.log.Error("segment cannot be loaded; moved to quarantine", "segment", seg.Path, "err", err)
-				c.metrics.quarantined.Inc()
-				if qerr := c.spool.Quarantine(seg); qerr != nil {
-					c.log.Error("quarantine failed", "err", qerr)
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var rerr *readError
+		switch {
+		case errors.Is(err, spool.ErrCorrupt):
+			c.log.Error("segment is damaged on disk; moving it to quarantine", "segment", seg.Path, "err", err)
+			if qerr := c.spool.Quarantine(seg); qerr != nil {
+				c.metrics.loadEvents.WithLabelValues("quarantine_retry").Inc()
+				c.log.Error("quarantine failed; will retry", "segment", seg.Path, "err", qerr, "retry_in", backoff)
+				if !wait() {
+					return
 				}
 				continue
 			}
+			c.metrics.quarantined.Inc()
+			backoff = minBackoff
+		case errors.As(err, &rerr):
+			c.metrics.loadEvents.WithLabelValues("read_retry").Inc()
+			c.log.Warn("cannot read segment; will retry (nothing is quarantined for a transient error)", "segment", filepath.Base(seg.Path), "records", seg.Records, "err", err, "retry_in", backoff)
+			if !wait() {
+				return
+			}
+		default:
 			c.metrics.insertErrors.Inc()
+			c.metrics.loadEvents.WithLabelValues("transient_insert_error").Inc()
 			c.log.Warn("insert failed; will retry", "segment", filepath.Base(seg.Path), "records", seg.Records, "err", err, "retry_in", backoff)
 			c.dropConn()
-			select {
-			case <-ctx.Done():
+			if !wait() {
 				return
-			case <-time.After(backoff + rand.N(backoff/2+1)):
 			}
-			backoff = min(backoff*2, maxBackoff)
-			continue
-		}
-		backoff = minBackoff
-		if err := c.spool.Remove(seg); err != nil {
-			c.log.Error("cannot delete loaded segment", "segment", seg.Path, "err", err)
 		}
 	}
 }
 
-// badSegmentError marks a segment whose content is damaged: retrying would
-// not help.
-type badSegmentError struct{ err error }
+// readError is a failure to read a segment that is not damage on disk.
+type readError struct{ err error }
 
-func (e *badSegmentError) Error() string { return e.err.Error() }
-func (e *badSegmentError) Unwrap() error { return e.err }
+func (e *readError) Error() string { return e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
 
 // conn returns the loader's ClickHouse connection, connecting (and applying
 // the migrations) when there is none.
@@ -98,6 +144,13 @@ func (c *Collector) conn(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Current releases enforce max_partitions_per_insert_block; 18.16 has
+	// no such setting. Where it exists, the loader sets it to its own
+	// bound, so that the server checks the split too.
+	var n uint64
+	if err := conn.QueryRow(cctx, "SELECT count() FROM system.settings WHERE name = 'max_partitions_per_insert_block'").Scan(&n); err == nil {
+		c.hasPartitionLimit = n > 0
+	}
 	c.ch = conn
 	return conn, nil
 }
@@ -111,16 +164,34 @@ func (c *Collector) dropConn() {
 	}
 }
 
+// loadRow is one row to insert, with what the loader needs to place it.
+type loadRow struct {
+	idx     int // position of its record in the segment
+	uid     string
+	start   time.Time
+	month   int // partition: YYYYMM of start_time
+	version uint64
+	values  []any
+}
+
 // batchRows groups the rows of one segment by table.
 type batchRows struct {
 	test *schemas.Test
-	rows [][]any
+	rows []loadRow
+}
+
+// deadLetter is a record the loader cannot load, with the reason.
+type deadLetter struct {
+	idx    int    // position in the segment
+	record []byte // filled from the segment when written
+	reason string
 }
 
 func (c *Collector) loadSegment(ctx context.Context, seg *spool.Segment) error {
 	start := time.Now()
 	tables := map[string]*batchRows{}
-	var deadLetters [][]byte
+	var dead []deadLetter
+	i := 0
 	add := func(rec *schemas.Record, e spool.Entry) {
 		test, _ := schemas.Lookup(rec.TestName)
 		b := tables[test.Table]
@@ -128,58 +199,86 @@ func (c *Collector) loadSegment(ctx context.Context, seg *spool.Segment) error {
 			b = &batchRows{test: test}
 			tables[test.Table] = b
 		}
-		b.rows = append(b.rows, rec.Row(c.annotation(rec, e), make([]any, 0, len(test.TableColumns()))))
+		ann := c.annotation(rec, e)
+		st := rec.StartTime.UTC()
+		b.rows = append(b.rows, loadRow{
+			idx: i, uid: rec.MeasurementUID, start: st, month: st.Year()*100 + int(st.Month()),
+			version: schemas.CopyVersion(rec.IsAuthoritative(), ann.IngestedAt),
+			values:  rec.Row(ann, make([]any, 0, len(test.TableColumns()))),
+		})
 	}
-	if decoded := seg.Decoded(); decoded != nil {
-		// Written by this process: the records were decoded on ingest;
-		// only the receive time and peer are read back from disk.
-		i := 0
-		err := c.spool.Read(seg, func(e spool.Entry) error {
+	decoded := seg.Decoded()
+	err := c.spool.Read(seg, func(e spool.Entry) error {
+		defer func() { i++ }()
+		if decoded != nil {
+			// Written by this process: the records were decoded on
+			// ingest; only the receive time and peer are read back.
 			if i >= len(decoded) {
-				return errors.New("segment holds more records than were written")
+				return fmt.Errorf("%w: segment holds more records than were written", spool.ErrCorrupt)
 			}
 			add(decoded[i], e)
-			i++
 			return nil
-		})
-		if err != nil {
-			return &badSegmentError{err}
 		}
-	} else {
-		err := c.spool.Read(seg, func(e spool.Entry) error {
-			// Validate as of the receive time: a replay must not reject
-			// a record that was acceptable when it was acknowledged.
-			rec, err := schemas.DecodeRecord(e.Record, e.Received)
-			if err != nil {
-				// Accepted once, refused now: only a stricter validator
-				// after an upgrade does that. Keep it for an operator.
-				deadLetters = append(deadLetters, e.Record)
-				return nil
-			}
-			add(rec, e)
+		// Validate as of the receive time: a replay must not reject a
+		// record that was acceptable when it was acknowledged.
+		rec, err := schemas.DecodeRecord(e.Record, e.Received)
+		if err != nil {
+			// Accepted once, refused now: only a stricter validator
+			// after an upgrade does that. Keep it for an operator.
+			dead = append(dead, deadLetter{idx: i, reason: "refused on load by this version's validation: " + err.Error()})
 			return nil
-		})
-		if err != nil {
-			return &badSegmentError{err}
 		}
+		add(rec, e)
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, spool.ErrCorrupt) {
+			return err
+		}
+		return &readError{err}
 	}
 	conn, err := c.conn(ctx)
 	if err != nil {
 		return err
 	}
 	ictx := ctx
-	if set := chdb.InsertSettings(c.cfg.ClickHouse); set != nil {
+	set := chdb.InsertSettings(c.cfg.ClickHouse)
+	if c.hasPartitionLimit {
+		if set == nil {
+			set = clickhouse.Settings{}
+		}
+		set["max_partitions_per_insert_block"] = c.cfg.MaxPartitionsPerInsert
+	}
+	if set != nil {
 		ictx = clickhouse.Context(ctx, clickhouse.WithSettings(set))
 	}
-	for table, b := range tables {
-		if err := insert(ictx, conn, table, b); err != nil {
-			return fmt.Errorf("insert into %s: %w", table, err)
-		}
-		c.metrics.inserted.WithLabelValues(b.test.Name).Add(float64(len(b.rows)))
+	names := make([]string, 0, len(tables))
+	for t := range tables {
+		names = append(names, t)
 	}
-	if len(deadLetters) > 0 {
-		if err := c.writeDeadLetters(seg, deadLetters); err != nil {
-			return err
+	sort.Strings(names) // the same order on a retry (see insert_deduplicate above)
+	for _, table := range names {
+		b := tables[table]
+		rows, err := c.dedup(ctx, conn, table, b.rows)
+		if err != nil {
+			return fmt.Errorf("dedup against %s: %w", table, err)
+		}
+		for _, chunk := range splitByPartition(rows, c.cfg.MaxPartitionsPerInsert) {
+			if n := partitions(chunk); n > c.cfg.MaxPartitionsPerInsert {
+				return fmt.Errorf("insert into %s: %d partitions in one block, over the limit of %d (a bug of the split)", table, n, c.cfg.MaxPartitionsPerInsert)
+			}
+			d, err := c.insertRows(ictx, conn, table, b.test, chunk)
+			dead = append(dead, d...)
+			if err != nil {
+				return fmt.Errorf("insert into %s: %w", table, err)
+			}
+			c.metrics.inserted.WithLabelValues(b.test.Name).Add(float64(len(chunk) - len(d)))
+			c.metrics.inserts.Inc()
+		}
+	}
+	if len(dead) > 0 {
+		if err := c.writeDeadLetters(seg, dead); err != nil {
+			return &readError{fmt.Errorf("dead letters: %w", err)}
 		}
 	}
 	c.metrics.insertSeconds.Observe(time.Since(start).Seconds())
@@ -187,18 +286,124 @@ func (c *Collector) loadSegment(ctx context.Context, seg *spool.Segment) error {
 	return nil
 }
 
-func insert(ctx context.Context, conn driver.Conn, table string, b *batchRows) error {
-	batch, err := conn.PrepareBatch(ctx, "INSERT INTO "+table+" ("+strings.Join(b.test.TableColumns(), ", ")+")")
+// splitByPartition cuts rows into groups that each hold at most max
+// months, in a fixed order (months ascending, rows in segment order).
+func splitByPartition(rows []loadRow, max int) [][]loadRow {
+	if partitions(rows) <= max {
+		return [][]loadRow{rows}
+	}
+	byMonth := map[int][]loadRow{}
+	var months []int
+	for _, r := range rows {
+		if _, ok := byMonth[r.month]; !ok {
+			months = append(months, r.month)
+		}
+		byMonth[r.month] = append(byMonth[r.month], r)
+	}
+	sort.Ints(months)
+	var out [][]loadRow
+	for i := 0; i < len(months); i += max {
+		var chunk []loadRow
+		for _, m := range months[i:min(i+max, len(months))] {
+			chunk = append(chunk, byMonth[m]...)
+		}
+		out = append(out, chunk)
+	}
+	return out
+}
+
+func partitions(rows []loadRow) int {
+	seen := map[int]bool{}
+	for _, r := range rows {
+		seen[r.month] = true
+	}
+	return len(seen)
+}
+
+// insertRows inserts rows, sending each row a block refuses for good to
+// the returned dead letters. err is a transient error: retry the segment.
+func (c *Collector) insertRows(ctx context.Context, conn driver.Conn, table string, test *schemas.Test, rows []loadRow) (dead []deadLetter, err error) {
+	for len(rows) > 0 {
+		bad, err := insertBlock(ctx, conn, table, test, rows)
+		if bad >= 0 {
+			// A value the client library cannot put in its column:
+			// permanent for that row; the block is redone without it.
+			c.permanent(table, rows[bad], err)
+			dead = append(dead, deadLetter{idx: rows[bad].idx, reason: err.Error()})
+			rows = append(rows[:bad:bad], rows[bad+1:]...)
+			continue
+		}
+		if err == nil {
+			return dead, nil
+		}
+		if !permanentInsertError(err) {
+			return dead, err
+		}
+		if len(rows) == 1 {
+			c.permanent(table, rows[0], err)
+			return append(dead, deadLetter{idx: rows[0].idx, reason: err.Error()}), nil
+		}
+		// The server refused the block for its content: find the rows.
+		h := len(rows) / 2
+		for _, part := range [][]loadRow{rows[:h], rows[h:]} {
+			d, err := c.insertRows(ctx, conn, table, test, part)
+			dead = append(dead, d...)
+			if err != nil {
+				return dead, err
+			}
+		}
+		return dead, nil
+	}
+	return dead, nil
+}
+
+func (c *Collector) permanent(table string, r loadRow, err error) {
+	c.metrics.loadEvents.WithLabelValues("permanent_row_error").Inc()
+	c.log.Error("row refused by ClickHouse for good; kept in deadletter.ndjson", "table", table, "measurement_uid", r.uid, "err", err)
+}
+
+// insertBlock inserts rows as one block. bad is the index of a row that
+// the client library could not append (its error is err), or -1.
+func insertBlock(ctx context.Context, conn driver.Conn, table string, test *schemas.Test, rows []loadRow) (bad int, err error) {
+	batch, err := conn.PrepareBatch(ctx, "INSERT INTO "+table+" ("+strings.Join(test.TableColumns(), ", ")+")")
 	if err != nil {
-		return err
+		return -1, err
 	}
 	defer batch.Close()
-	for _, row := range b.rows {
-		if err := batch.Append(row...); err != nil {
-			return err
+	for i, row := range rows {
+		if err := batch.Append(row.values...); err != nil {
+			if ctx.Err() != nil {
+				return -1, err
+			}
+			return i, err
 		}
 	}
-	return batch.Send()
+	return -1, batch.Send()
+}
+
+// permanentInsertError reports whether ClickHouse refused a block for its
+// content (a value out of range, a type it cannot convert, too many
+// partitions in one block) rather than for its own state (down, busy, too
+// many parts waiting for merges): the former does not heal by retrying.
+func permanentInsertError(err error) bool {
+	var ex *clickhouse.Exception
+	if !errors.As(err, &ex) {
+		return false
+	}
+	switch ex.Code {
+	case 6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 349, 469:
+		// CANNOT_PARSE_TEXT, CANNOT_PARSE_QUOTED_STRING,
+		// CANNOT_PARSE_INPUT_ASSERTION_FAILED, CANNOT_PARSE_DATE,
+		// CANNOT_PARSE_DATETIME, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND,
+		// CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER, INCORRECT_DATA,
+		// TOO_LARGE_STRING_SIZE, SIZES_OF_ARRAYS_DOESNT_MATCH,
+		// VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE,
+		// CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN, VIOLATED_CONSTRAINT
+		return true
+	case 252: // TOO_MANY_PARTS: also "too many partitions for single INSERT block"
+		return strings.Contains(ex.Message, "partitions for single INSERT")
+	}
+	return false
 }
 
 // annotation derives ASN, organisation, country and prefix from the client
@@ -220,20 +425,141 @@ func (c *Collector) annotation(rec *schemas.Record, e spool.Entry) schemas.Annot
 	return a
 }
 
-// writeDeadLetters appends refused records to deadletter.ndjson in the
-// spool directory, fsync'ed, so that nothing acknowledged is silently lost.
-func (c *Collector) writeDeadLetters(seg *spool.Segment, recs [][]byte) error {
+// DeadLetter is one line of deadletter.ndjson in the spool directory: a
+// record that was acknowledged but cannot be loaded, kept for an operator.
+type DeadLetter struct {
+	Reason   string          `json:"reason"`
+	Segment  string          `json:"segment"`
+	Received time.Time       `json:"received"`
+	Record   json.RawMessage `json:"record"`
+}
+
+// writeDeadLetters appends the dead records, read again from the segment
+// (copied out of the spool's reused buffer), to deadletter.ndjson, with
+// their reasons, fsync'ed: nothing acknowledged is silently lost.
+func (c *Collector) writeDeadLetters(seg *spool.Segment, dead []deadLetter) error {
+	byIdx := map[int]int{}
+	for k, d := range dead {
+		byIdx[d.idx] = k
+	}
+	recv := make([]time.Time, len(dead))
+	i := 0
+	if err := c.spool.Read(seg, func(e spool.Entry) error {
+		if k, ok := byIdx[i]; ok {
+			dead[k].record = append([]byte(nil), e.Record...)
+			recv[k] = e.Received
+		}
+		i++
+		return nil
+	}); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(filepath.Join(c.cfg.SpoolDir, "deadletter.ndjson"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	for _, r := range recs {
-		if _, err := f.Write(append(r, '\n')); err != nil {
+	var buf []byte
+	for k, d := range dead {
+		line, err := json.Marshal(DeadLetter{Reason: d.reason, Segment: filepath.Base(seg.Path), Received: recv[k].UTC(), Record: d.record})
+		if err != nil {
 			return err
 		}
+		buf = append(append(buf, line...), '\n')
 	}
-	c.metrics.deadLetters.Add(float64(len(recs)))
-	c.log.Error("records refused on load kept in deadletter.ndjson", "segment", filepath.Base(seg.Path), "records", len(recs))
-	return f.Sync()
+	if _, err := f.Write(buf); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	c.metrics.deadLetters.Add(float64(len(dead)))
+	c.log.Error("records that cannot be loaded kept in deadletter.ndjson", "segment", filepath.Base(seg.Path), "records", len(dead), "first_reason", dead[0].reason)
+	return nil
+}
+
+// dedup drops the rows that would not win over a copy of the same
+// measurement already stored or earlier in the segment: the earliest
+// authoritative copy wins (schemas.CopyVersion), so a late copy never
+// changes a published row. A row with a higher version (the server's copy
+// after the agent's own) is inserted, and ReplacingMergeTree(authority)
+// then keeps it under FINAL, as analytics and the API read.
+func (c *Collector) dedup(ctx context.Context, conn driver.Conn, table string, rows []loadRow) ([]loadRow, error) {
+	best := map[string]int{} // uid -> index in rows of its best copy
+	keep := make([]bool, len(rows))
+	for i, r := range rows {
+		j, ok := best[r.uid]
+		switch {
+		case !ok:
+			best[r.uid], keep[i] = i, true
+		case r.version > rows[j].version:
+			keep[j], keep[i], best[r.uid] = false, true, i
+		}
+	}
+	stored := map[string]uint64{}
+	// One query per up to 20,000 copies: its cost is reading the uid
+	// column of the days involved, whatever the number of uids asked.
+	const chunk = 20000
+	uids := make([]int, 0, len(best))
+	for _, i := range best {
+		uids = append(uids, i)
+	}
+	sort.Ints(uids)
+	for lo := 0; lo < len(uids); lo += chunk {
+		part := uids[lo:min(lo+chunk, len(uids))]
+		var sb strings.Builder
+		first, last := rows[part[0]].start, rows[part[0]].start
+		for k, i := range part {
+			if k > 0 {
+				sb.WriteString(", ")
+			}
+			// Validated UUIDs: nothing to escape.
+			sb.WriteString("'" + rows[i].uid + "'")
+			first, last = minTime(first, rows[i].start), maxTime(last, rows[i].start)
+		}
+		q := fmt.Sprintf("SELECT toString(measurement_uid), max(copy_version) FROM %s WHERE toDate(start_time) >= toDate(?) AND toDate(start_time) <= toDate(?) AND measurement_uid IN (%s) GROUP BY measurement_uid", table, sb.String())
+		qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": 4 << 20}))
+		res, err := conn.Query(qctx, q, first, last)
+		if err != nil {
+			return nil, err
+		}
+		for res.Next() {
+			var uid string
+			var v uint64
+			if err := res.Scan(&uid, &v); err != nil {
+				res.Close()
+				return nil, err
+			}
+			stored[uid] = v
+		}
+		err = res.Err()
+		res.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := rows[:0:0]
+	for i, r := range rows {
+		if v, ok := stored[r.uid]; (ok && v >= r.version) || !keep[i] {
+			c.metrics.loadEvents.WithLabelValues("superseded_copy").Inc()
+			c.log.Debug("copy not loaded: an earlier or more authoritative one is stored", "table", table, "measurement_uid", r.uid)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -18,11 +18,14 @@ type metrics struct {
 	requests      *prometheus.CounterVec
 	inserted      *prometheus.CounterVec
 	insertErrors  prometheus.Counter
+	inserts       prometheus.Counter
 	insertSeconds prometheus.Histogram
 	deadLetters   prometheus.Counter
 	quarantined   prometheus.Counter
 	testServers   *prometheus.GaugeVec
 	peerChecks    *prometheus.CounterVec
+	refused       *prometheus.CounterVec
+	loadEvents    *prometheus.CounterVec
 }
 
 func newMetrics(s *spool.Spool) *metrics {
@@ -48,6 +51,10 @@ func newMetrics(s *spool.Spool) *metrics {
 			Name: "neubot_collector_insert_errors_total",
 			Help: "Failed attempts to load a spool segment into ClickHouse (each is retried).",
 		}),
+		inserts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "neubot_collector_inserts_total",
+			Help: "Blocks inserted into ClickHouse (a segment's rows are split by table and by at most MaxPartitionsPerInsert months).",
+		}),
 		insertSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "neubot_collector_segment_load_seconds",
 			Help:    "Time to load one spool segment into ClickHouse.",
@@ -69,8 +76,16 @@ func newMetrics(s *spool.Spool) *metrics {
 			Name: "neubot_collector_peer_checks_total",
 			Help: "Connections back to volunteers' agents offering to serve peers, by result (listed, unreachable).",
 		}, []string{"result"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "neubot_collector_ingest_refused_total",
+			Help: "Ingest requests refused by an abuse bound, by reason (slow_body, per_address_concurrency, per_address_volume).",
+		}, []string{"reason"}),
+		loadEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "neubot_collector_load_events_total",
+			Help: "Loader events by kind: transient_insert_error, permanent_row_error, read_retry, quarantine_retry, start_time_out_of_window, superseded_copy.",
+		}, []string{"event"}),
 	}
-	m.reg.MustRegister(m.accepted, m.rejected, m.requests, m.inserted, m.insertErrors,
+	m.reg.MustRegister(m.refused, m.loadEvents, m.inserts, m.accepted, m.rejected, m.requests, m.inserted, m.insertErrors,
 		m.insertSeconds, m.deadLetters, m.quarantined, m.testServers, m.peerChecks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "neubot_collector_spool_bytes",

@@ -203,9 +203,13 @@ func appendFloat(buf []byte, x float64) []byte {
 }
 
 // appendCSVField appends one field, quoted when it holds a comma, quote or
-// line break (RFC 4180).
-func appendCSVField(dst, field []byte) []byte {
-	quote := false
+// line break (RFC 4180). A text field that starts with = + - @ (or a tab or
+// carriage return) is neutralised with a leading apostrophe, so that a
+// spreadsheet opening the file shows it rather than running it as a
+// formula (CSV injection); numbers (text false) are written as they are.
+func appendCSVField(dst, field []byte, text bool) []byte {
+	formula := text && len(field) > 0 && strings.IndexByte("=+-@\t\r", field[0]) >= 0
+	quote := formula
 	for _, ch := range field {
 		if ch == ',' || ch == '"' || ch == '\n' || ch == '\r' {
 			quote = true
@@ -216,6 +220,9 @@ func appendCSVField(dst, field []byte) []byte {
 		return append(dst, field...)
 	}
 	dst = append(dst, '"')
+	if formula {
+		dst = append(dst, '\'')
+	}
 	for _, ch := range field {
 		if ch == '"' {
 			dst = append(dst, '"')

@@ -281,7 +281,7 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 					body.WriteByte(',')
 				}
 				field = c.csv(field[:0])
-				body.Write(appendCSVField(nil, field))
+				body.Write(appendCSVField(nil, field, c.text))
 			}
 			body.WriteByte('\n')
 		} else {

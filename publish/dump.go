@@ -462,7 +462,7 @@ func scanDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, cols []*
 				text = append(text, ',')
 			}
 			field = c.csv(field[:0])
-			text = appendCSVField(text, field)
+			text = appendCSVField(text, field, c.text)
 		}
 		text = append(text, '\n')
 		n++

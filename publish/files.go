@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // datasetFiles serves a datasets tree read-only, with Range requests and a
@@ -63,6 +64,41 @@ func datasetFiles(root, prefix string) http.Handler {
 		} else {
 			h.Set("Cache-Control", "public, max-age=86400")
 		}
-		http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+		// No deadline for the whole response (a day's Parquet can take
+		// hours on a slow line); each write gets its own instead, so a
+		// client that stops reading is still cut. An interrupted download
+		// resumes with Range (and If-Range on the ETag).
+		rc := http.NewResponseController(w)
+		_ = rc.SetWriteDeadline(time.Time{})
+		http.ServeContent(&writeDeadline{ResponseWriter: w, rc: rc, each: PerWriteTimeout}, r, fi.Name(), fi.ModTime(), f)
 	})
 }
+
+// PerWriteTimeout bounds each write of a dataset download: a client that
+// reads nothing for that long is cut (it may resume with Range).
+var PerWriteTimeout = time.Minute
+
+// writeDeadline sets a write deadline before every write of at most 256
+// KiB, in place of the server's deadline for the whole response.
+type writeDeadline struct {
+	http.ResponseWriter
+	rc   *http.ResponseController
+	each time.Duration
+}
+
+func (w *writeDeadline) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n := min(len(p)-done, 256<<10)
+		_ = w.rc.SetWriteDeadline(time.Now().Add(w.each))
+		k, err := w.ResponseWriter.Write(p[done : done+n])
+		done += k
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *writeDeadline) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -179,16 +179,25 @@ type chart struct {
 	Caption string   `json:"-"`
 }
 
+// csvText neutralises a text cell that a spreadsheet would run as a
+// formula (see appendCSVField).
+func csvText(s string) string {
+	if s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0 {
+		return "'" + s
+	}
+	return s
+}
+
 func (c *chart) csv() []byte {
 	var buf bytes.Buffer
 	w := csv.NewWriter(&buf)
-	head := []string{c.XName}
+	head := []string{csvText(c.XName)}
 	for _, s := range c.Series {
-		head = append(head, s.Name)
+		head = append(head, csvText(s.Name))
 	}
 	_ = w.Write(head)
 	for i, x := range c.X {
-		rec := []string{x}
+		rec := []string{csvText(x)}
 		for _, s := range c.Series {
 			rec = append(rec, strconv.FormatFloat(s.Values[i], 'f', -1, 64))
 		}

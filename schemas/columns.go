@@ -28,6 +28,7 @@ func (e *Envelope) Values(dst []any) []any {
 // client address itself is not among them.
 var AnnotationColumns = []string{
 	"client_asn", "client_org", "client_country", "client_prefix", "annotation_db", "authority", "ingested_at",
+	"copy_version",
 }
 
 // Annotation is what the collector derives from a record on ingest.
@@ -49,15 +50,41 @@ type Authoritative interface {
 // Authoritative reports whether the speedtest record was merged by the server.
 func (s *Speedtest) Authoritative() bool { return s.ServerView != nil }
 
+// IsAuthoritative reports whether r is an authoritative copy of its
+// measurement (today: it carries the server's merged view). It is the one
+// input of CopyVersion that says so.
+func (r *Record) IsAuthoritative() bool {
+	au, ok := r.TestKeys.(Authoritative)
+	return ok && au.Authoritative()
+}
+
+// CopyVersion orders the copies of one measurement: the earliest
+// authoritative copy wins. Authority comes first, then the earliest
+// ingested_at (to the second, as the column stores it). Stored in the
+// copy_version column; the loader inserts no copy whose version is not
+// above the stored one, so a late copy never changes a published row. The
+// same formula is the column's DEFAULT for rows loaded before it existed
+// (migration 0008).
+func CopyVersion(authoritative bool, ingestedAt time.Time) uint64 {
+	var v uint64
+	if authoritative {
+		v = 1 << 32
+	}
+	sec := ingestedAt.Unix()
+	sec = max(0, min(sec, 1<<32-1))
+	return v + (1<<32 - 1 - uint64(sec))
+}
+
 // Row returns the values of the record's row in its test's table, in the
 // order EnvelopeColumns, AnnotationColumns, Test.Columns.
 func (r *Record) Row(a Annotation, dst []any) []any {
 	dst = r.Envelope.Values(dst)
 	var authority uint8
-	if au, ok := r.TestKeys.(Authoritative); ok && au.Authoritative() {
+	auth := r.IsAuthoritative()
+	if auth {
 		authority = 1
 	}
-	dst = append(dst, a.ASN, a.Org, a.Country, a.Prefix, a.DB, authority, a.IngestedAt.UTC())
+	dst = append(dst, a.ASN, a.Org, a.Country, a.Prefix, a.DB, authority, a.IngestedAt.UTC(), CopyVersion(auth, a.IngestedAt))
 	return r.TestKeys.Values(dst)
 }
 

@@ -26,8 +26,8 @@ var earliestStart = time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC)
 type Envelope struct {
 	MeasurementUID string    `json:"measurement_uid" v:"required,uuid" doc:"Random UUID the agent makes when the test starts. The idempotency key end to end: every copy of one measurement carries the same value and is stored once."`
 	AgentID        string    `json:"agent_id" v:"required,uuid" doc:"Random UUID the agent makes once, at install. Links the measurements of one agent without identifying the volunteer."`
-	TestName       string    `json:"test_name" v:"required,maxlen=32" doc:"Name of the test, e.g. speedtest. Selects the layout of test_keys."`
-	TestVersion    string    `json:"test_version" v:"required,maxlen=16" doc:"Version of the test's methodology; a change in how the test measures bumps it."`
+	TestName       string    `json:"test_name" v:"required,maxlen=32,safe" doc:"Name of the test, e.g. speedtest. Selects the layout of test_keys."`
+	TestVersion    string    `json:"test_version" v:"required,maxlen=16,safe" doc:"Version of the test's methodology; a change in how the test measures bumps it."`
 	SchemaVersion  int       `json:"schema_version" v:"min=1" doc:"Version of the record layout (see schemas.SchemaVersion)."`
 	StartTime      time.Time `json:"start_time" v:"required" doc:"When the test started, UTC, RFC 3339. Not accepted more than 10 minutes in the future."`
 	DurationS      float64   `json:"duration_s" v:"min=0,max=3600" doc:"Wall time of the whole test, seconds."`
@@ -39,16 +39,16 @@ type Envelope struct {
 
 // Agent describes the client software.
 type Agent struct {
-	Software string `json:"software" v:"required,maxlen=32" doc:"Name of the client software, e.g. neubot."`
-	Version  string `json:"version" v:"required,maxlen=32" doc:"Version of the client software."`
-	OS       string `json:"os" v:"maxlen=32" doc:"Operating system, as Go's GOOS (linux, darwin, windows, ...)."`
-	Arch     string `json:"arch" v:"maxlen=32" doc:"CPU architecture, as Go's GOARCH (amd64, arm64, ...)."`
+	Software string `json:"software" v:"required,maxlen=32,safe" doc:"Name of the client software, e.g. neubot."`
+	Version  string `json:"version" v:"required,maxlen=32,safe" doc:"Version of the client software."`
+	OS       string `json:"os" v:"maxlen=32,safe" doc:"Operating system, as Go's GOOS (linux, darwin, windows, ...)."`
+	Arch     string `json:"arch" v:"maxlen=32,safe" doc:"CPU architecture, as Go's GOARCH (amd64, arm64, ...)."`
 }
 
 // Server describes the test server and what it saw of the client.
 type Server struct {
-	ID            string `json:"id" v:"maxlen=128" doc:"Identifier of the test server, as registered with the collector's rendezvous."`
-	Version       string `json:"version" v:"maxlen=32" doc:"Version of the test server software."`
+	ID            string `json:"id" v:"maxlen=128,safe" doc:"Identifier of the test server, as registered with the collector's rendezvous."`
+	Version       string `json:"version" v:"maxlen=32,safe" doc:"Version of the test server software."`
 	Peer          bool   `json:"peer,omitempty" doc:"True when the test was served by another volunteer's agent in peer-to-peer mode rather than by a platform test server. Peer tests measure the path between two volunteers, whose uplink may be the bottleneck: the per-ISP figures leave them out."`
 	ClientAddress string `json:"client_address,omitempty" v:"ip,maxlen=64" doc:"Client IP address as the server saw it. Used by the collector to derive ASN, organisation, country and a truncated prefix, then dropped: it is never stored in the measurement tables nor published."`
 }

@@ -123,7 +123,7 @@ func typeSchema(t reflect.Type, r rules) obj {
 	case reflect.Struct:
 		return objectSchema(t)
 	case reflect.Slice:
-		s := obj{"type": "array", "items": typeSchema(t.Elem(), rules{min: r.min, max: r.max, maxLen: r.maxLen, enum: r.enum, uuid: r.uuid, ip: r.ip})}
+		s := obj{"type": "array", "items": typeSchema(t.Elem(), rules{min: r.min, max: r.max, maxLen: r.maxLen, enum: r.enum, uuid: r.uuid, ip: r.ip, safe: r.safe})}
 		if r.maxItems > 0 {
 			s["maxItems"] = r.maxItems
 		}
@@ -141,6 +141,9 @@ func typeSchema(t reflect.Type, r rules) obj {
 		if r.uuid {
 			s["format"] = "uuid"
 			s["pattern"] = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+		}
+		if r.safe {
+			s["pattern"] = SafePattern
 		}
 		if r.ip {
 			s["anyOf"] = []obj{{"format": "ipv4"}, {"format": "ipv6"}}
@@ -199,7 +202,11 @@ func FieldDocs(test *Test) []FieldDoc {
 		for _, f := range fieldsOf(t) {
 			ft := t.FieldByIndex(f.index).Type
 			path := join(prefix, f.name)
-			out = append(out, FieldDoc{Path: path, Type: jsonTypeName(ft), Doc: f.doc})
+			doc := f.doc
+			if f.rules.safe {
+				doc += " A name: ASCII letters, digits and . _ - + : / ( ) ~ @ or space, starting with a letter or a digit (no spreadsheet formula can start it)."
+			}
+			out = append(out, FieldDoc{Path: path, Type: jsonTypeName(ft), Doc: doc})
 			for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
 				if ft.Kind() == reflect.Slice {
 					path += "[]"

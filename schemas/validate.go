@@ -55,14 +55,36 @@ const maxErrorsPerRecord = 16
 //	maxitems=N  arrays: at most N elements
 //	enum=a|b    strings: one of the listed values
 //	ip          a string holding an IPv4 or IPv6 address (or empty)
+//	safe        a name: ASCII letters, digits and . _ - + : / ( ) ~ @ and
+//	            space, starting with a letter or a digit (SafePattern)
 type rules struct {
 	required bool
 	uuid     bool
 	ip       bool
+	safe     bool
 	min, max *float64
 	maxLen   int
 	maxItems int
 	enum     []string
+}
+
+// SafePattern is the JSON Schema pattern of the safe rule: the names a
+// record carries (software, versions, server identifiers) are published in
+// CSV, where a leading = + - @ would make a spreadsheet run them as a
+// formula, and in HTML; they need nothing else.
+const SafePattern = "^([A-Za-z0-9][A-Za-z0-9._+:/()~@ -]*)?$"
+
+func safeName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9':
+		case i > 0 && strings.IndexByte("._+:/()~@ -", ch) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func parseRules(tag string) (rules, error) {
@@ -79,6 +101,8 @@ func parseRules(tag string) (rules, error) {
 			r.uuid = true
 		case "ip":
 			r.ip = true
+		case "safe":
+			r.safe = true
 		case "min", "max":
 			f, err := strconv.ParseFloat(val, 64)
 			if err != nil {
@@ -244,7 +268,7 @@ func (c *checker) walk(path *fpath, v reflect.Value, r rules) {
 		if r.required && v.Len() == 0 {
 			c.addAt(path, "must not be empty")
 		}
-		elem := rules{min: r.min, max: r.max, maxLen: r.maxLen, enum: r.enum, uuid: r.uuid, ip: r.ip}
+		elem := rules{min: r.min, max: r.max, maxLen: r.maxLen, enum: r.enum, uuid: r.uuid, ip: r.ip, safe: r.safe}
 		for i := 0; i < v.Len() && !c.full(); i++ {
 			c.walk(&fpath{parent: path, index: i}, v.Index(i), elem)
 		}
@@ -294,6 +318,8 @@ func (c *checker) str(path *fpath, s string, r rules) {
 		if !validIP(s) {
 			c.addAt(path, "must be an IPv4 or IPv6 address")
 		}
+	case r.safe && !safeName(s):
+		c.addAt(path, "must hold only ASCII letters, digits and . _ - + : / ( ) ~ @ or space, and start with a letter or a digit")
 	case len(r.enum) > 0:
 		for _, e := range r.enum {
 			if s == e {

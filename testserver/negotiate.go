@@ -59,7 +59,18 @@ type Session struct {
 	deadline time.Time // when timer revokes an active session
 	view     any
 	refusal  error // why Admit refused the session
+
+	site     string        // ratelimit.Key24 of ClientAddr
+	ended    chan struct{} // closed when an active session ends
+	inflight int           // transfers running (Begin)
+	moved    int64         // bytes moved by its transfers (Count)
+	stops    map[int]func()
+	nextStop int
 }
+
+// Ended is closed when the session, once active, ends (its test collected,
+// or its token revoked).
+func (s *Session) Ended() <-chan struct{} { return s.ended }
 
 // State returns the session's state.
 func (s *Session) State() State {
@@ -98,6 +109,15 @@ type NegotiatorConfig struct {
 	// session's test; an error refuses it instead (503 with the error's
 	// text): a volunteer's peer whose day has no room left for a test.
 	Admit func(test Test) error
+	// MaxPerSite bounds the sessions queued or running from one site, an
+	// IPv4 /24 or an IPv6 /64 (default 10): one host rotating addresses
+	// cannot fill the queue. The rate limit is keyed by site too.
+	MaxPerSite int
+	// SessionMaxRequests bounds the transfers of one session running at
+	// once (default 16); SessionMaxBytes the bytes they move in all
+	// (default 4 GiB). Checked inside transfers (Begin, Count).
+	SessionMaxRequests int
+	SessionMaxBytes    int64
 }
 
 // Negotiator hands out tokens and slots.
@@ -137,6 +157,15 @@ func NewNegotiator(cfg NegotiatorConfig) *Negotiator {
 	if cfg.Burst <= 0 {
 		cfg.Burst = 20
 	}
+	if cfg.MaxPerSite <= 0 {
+		cfg.MaxPerSite = 10
+	}
+	if cfg.SessionMaxRequests <= 0 {
+		cfg.SessionMaxRequests = 16
+	}
+	if cfg.SessionMaxBytes <= 0 {
+		cfg.SessionMaxBytes = 4 << 30
+	}
 	return &Negotiator{
 		cfg:     cfg,
 		byToken: map[string]*Session{},
@@ -175,6 +204,12 @@ func (n *Negotiator) Load() (active, queued, capacity int) {
 var (
 	ErrRateLimited = errors.New("too many negotiate requests from this address: slow down")
 	ErrQueueFull   = errors.New("the queue is full: try again later")
+	ErrSiteFull    = errors.New("too many tests queued or running from this network (IPv4 /24, IPv6 /64): try again later")
+	// ErrSessionBusy and ErrSessionBytes stop a transfer past its
+	// session's caps; ErrSessionEnded one whose session ended (revoked).
+	ErrSessionBusy  = errors.New("too many transfers of this session at once")
+	ErrSessionBytes = errors.New("this session moved all the bytes it may")
+	ErrSessionEnded = errors.New("the session ended (its token was revoked)")
 	// ErrRefused wraps the reason NegotiatorConfig.Admit gave.
 	ErrRefused = errors.New("refused")
 )
@@ -209,7 +244,8 @@ func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr strin
 // token of another test is unknown.
 func (n *Negotiator) NegotiateTest(ctx context.Context, test Test, token, uid, clientAddr string) (Negotiation, error) {
 	now := time.Now()
-	if !n.limiter.Allow(clientAddr, now) {
+	site := ratelimit.Key24(clientAddr)
+	if !n.limiter.Allow(site, now) {
 		n.onEvent("rate_limited")
 		return Negotiation{}, ErrRateLimited
 	}
@@ -228,7 +264,13 @@ func (n *Negotiator) NegotiateTest(ctx context.Context, test Test, token, uid, c
 			n.onEvent("queue_full")
 			return Negotiation{}, ErrQueueFull
 		}
-		s = &Session{Token: newToken(), ClientAddr: clientAddr, MeasurementUID: uid, Test: test, unchoked: make(chan struct{}), lastSeen: now}
+		if n.siteSessions(site) >= n.cfg.MaxPerSite {
+			n.mu.Unlock()
+			n.onEvent("site_full")
+			return Negotiation{}, ErrSiteFull
+		}
+		s = &Session{Token: newToken(), ClientAddr: clientAddr, MeasurementUID: uid, Test: test, unchoked: make(chan struct{}), lastSeen: now,
+			site: site, ended: make(chan struct{})}
 		n.byToken[s.Token] = s
 		n.queue = append(n.queue, s)
 		n.onEvent("negotiated")
@@ -274,6 +316,75 @@ func (n *Negotiator) NegotiateTest(ctx context.Context, test Test, token, uid, c
 		return Negotiation{}, fmt.Errorf("%w: %w", ErrRefused, s.refusal)
 	}
 	return Negotiation{}, ErrUnknownToken
+}
+
+// siteSessions counts the sessions of site queued or running.
+func (n *Negotiator) siteSessions(site string) int {
+	k := 0
+	for _, s := range n.queue {
+		if s.site == site {
+			k++
+		}
+	}
+	for _, s := range n.byToken {
+		if s.site == site && s.State() == Active {
+			k++
+		}
+	}
+	return k
+}
+
+// Begin takes a place for one transfer of an active session; call end when
+// the transfer is over. It fails with ErrSessionBusy past
+// SessionMaxRequests transfers at once, ErrSessionEnded once the session
+// ended. stop, when not nil, is called once if the session ends while the
+// transfer runs (its token revoked): it must make the transfer's blocked
+// reads and writes return, e.g. by setting their deadlines in the past.
+func (n *Negotiator) Begin(s *Session, stop func()) (end func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != Active {
+		return nil, ErrSessionEnded
+	}
+	if s.inflight >= n.cfg.SessionMaxRequests {
+		n.onEvent("session_busy")
+		return nil, ErrSessionBusy
+	}
+	s.inflight++
+	id := -1
+	if stop != nil {
+		if s.stops == nil {
+			s.stops = map[int]func(){}
+		}
+		id = s.nextStop
+		s.nextStop++
+		s.stops[id] = stop
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.inflight--
+			delete(s.stops, id)
+			s.mu.Unlock()
+		})
+	}, nil
+}
+
+// Count adds k bytes moved by a transfer of s. An error means stop now:
+// the session ended, or it moved SessionMaxBytes.
+func (n *Negotiator) Count(s *Session, k int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.moved += k
+	switch {
+	case s.state != Active:
+		return ErrSessionEnded
+	case s.moved > n.cfg.SessionMaxBytes:
+		n.onEvent("session_bytes")
+		return fmt.Errorf("%w (%d bytes)", ErrSessionBytes, n.cfg.SessionMaxBytes)
+	}
+	return nil
 }
 
 // SetCapacity changes how many tests may run at once and how many agents
@@ -380,11 +491,25 @@ func (n *Negotiator) end(s *Session, state State, event string) {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
+	stops := s.stops
+	s.stops = nil
+	if s.ended != nil {
+		close(s.ended)
+	}
 	s.mu.Unlock()
 	n.active--
 	n.onEvent(event)
 	n.unchokeLocked()
+	// Running transfers end now, not when they next write: a revoked
+	// token moves no more bytes.
+	for _, stop := range stops {
+		go stop()
+	}
 }
+
+// Revoke ends an active session at once, as its timer would: its running
+// transfers stop (Begin's stop) and its token is refused from now on.
+func (n *Negotiator) Revoke(s *Session) { n.revoke(s) }
 
 // Withdraw takes a session that is still queued out of the queue (an
 // agent that will not wait, e.g. a locate-style request answered "no
@@ -469,8 +594,10 @@ func StatusOf(err error) int {
 		return http.StatusUnauthorized
 	case errors.Is(err, ErrUnknownToken), errors.Is(err, ErrNotYourTurn):
 		return http.StatusForbidden
-	case errors.Is(err, ErrRateLimited):
+	case errors.Is(err, ErrRateLimited), errors.Is(err, ErrSiteFull), errors.Is(err, ErrSessionBusy):
 		return http.StatusTooManyRequests
+	case errors.Is(err, ErrSessionBytes), errors.Is(err, ErrSessionEnded):
+		return http.StatusForbidden
 	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrRefused):
 		return http.StatusServiceUnavailable
 	}

@@ -3,6 +3,7 @@ package testserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -97,5 +98,96 @@ func TestAdmitAtTurn(t *testing.T) {
 	full.Store(false)
 	if next, err := n.Negotiate(ctx, "", "", "192.0.2.3"); err != nil || !next.Unchoked {
 		t.Fatalf("a new agent with room again: %+v %v", next, err)
+	}
+}
+
+// TestSiteCannotFillQueue: one IPv6 host rotating addresses within its /64
+// (or an IPv4 host within its /24) gets at most MaxPerSite sessions, never
+// the whole queue; another network still gets in.
+func TestSiteCannotFillQueue(t *testing.T) {
+	n := NewNegotiator(NegotiatorConfig{Capacity: 1, MaxQueue: 100, Rate: 1e6, Burst: 1e6})
+	ctx := context.Background()
+	for _, site := range []string{"2001:db8:1:2::%x", "198.51.100.%d"} {
+		got, full := 0, 0
+		for i := 1; i <= 200; i++ {
+			addr := fmt.Sprintf(site, i%250+1)
+			if strings.Contains(site, ":") {
+				addr = fmt.Sprintf("2001:db8:1:2:%x:%x::%x", i, i*7, i)
+			}
+			_, err := n.Negotiate(ctx, "", "", addr)
+			switch {
+			case err == nil:
+				got++
+			case errors.Is(err, ErrSiteFull) && StatusOf(err) == 429:
+				full++
+			default:
+				t.Fatalf("%s: %v", addr, err)
+			}
+		}
+		if got != 10 || full != 190 {
+			t.Fatalf("%s: %d sessions, %d refused; want 10 and 190", site, got, full)
+		}
+	}
+	if _, err := n.Negotiate(ctx, "", "", "2001:db8:1:3::1"); err != nil {
+		t.Fatalf("another /64: %v", err)
+	}
+	if _, queued, _ := n.Load(); queued >= 100 {
+		t.Fatalf("queue full: %d", queued)
+	}
+	// The rate limit is keyed by site too.
+	r := NewNegotiator(NegotiatorConfig{Rate: 0.001, Burst: 3})
+	for i := range 4 {
+		_, err := r.Negotiate(ctx, "", "", fmt.Sprintf("2001:db8:9:9::%x", i+1))
+		if (i < 3) != (err == nil) || (i == 3 && !errors.Is(err, ErrRateLimited)) {
+			t.Fatalf("request %d of one /64 with a burst of 3: %v", i+1, err)
+		}
+	}
+}
+
+// TestSessionCaps: transfers of one session past SessionMaxRequests at
+// once are refused; bytes past SessionMaxBytes stop it; a revoked session
+// stops its transfers (Begin's stop runs) and counts no more.
+func TestSessionCaps(t *testing.T) {
+	n := NewNegotiator(NegotiatorConfig{SessionMaxRequests: 2, SessionMaxBytes: 1000, Rate: 100})
+	a, err := n.Negotiate(context.Background(), "", "", "192.0.2.1")
+	if err != nil || !a.Unchoked {
+		t.Fatal(err)
+	}
+	var stopped atomic.Int32
+	end1, err1 := n.Begin(a.Session, func() { stopped.Add(1) })
+	_, err2 := n.Begin(a.Session, func() { stopped.Add(1) })
+	_, err3 := n.Begin(a.Session, nil)
+	if err1 != nil || err2 != nil || !errors.Is(err3, ErrSessionBusy) || StatusOf(err3) != 429 {
+		t.Fatalf("3 transfers with a cap of 2: %v %v %v", err1, err2, err3)
+	}
+	end1()
+	end1() // twice is harmless
+	if _, err := n.Begin(a.Session, nil); err != nil {
+		t.Fatalf("a place freed: %v", err)
+	}
+	if err := n.Count(a.Session, 900); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Count(a.Session, 200); !errors.Is(err, ErrSessionBytes) {
+		t.Fatalf("past the byte cap: %v", err)
+	}
+	n.Revoke(a.Session)
+	deadline := time.Now().Add(time.Second)
+	for stopped.Load() != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if stopped.Load() != 1 {
+		t.Fatalf("%d transfers stopped on revocation, want the 1 still running", stopped.Load())
+	}
+	select {
+	case <-a.Session.Ended():
+	default:
+		t.Fatal("Ended not closed")
+	}
+	if err := n.Count(a.Session, 1); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("count after revocation: %v", err)
+	}
+	if _, err := n.Begin(a.Session, nil); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("begin after revocation: %v", err)
 	}
 }

@@ -24,8 +24,9 @@ const (
 	// MaxBatch is the collector's limit of lines per body.
 	MaxBatch = ingest.MaxLines
 	// senders is how many bodies are posted at once: the collector fsyncs
-	// each body before answering, so a few in flight keep it busy.
-	senders = 4
+	// each body before answering, so a few in flight keep it busy; it
+	// takes 2 at once from one address (spec/ingest.md).
+	senders = 2
 	// attempts is how many times a body is posted before giving up; the
 	// waits between them double from 250 ms to at most 15 s (about a
 	// minute in all) or follow the collector's Retry-After.
@@ -184,7 +185,7 @@ func encode(c chunk) (body, error) {
 	return b, nil
 }
 
-// post posts one body, again after connection errors and 503s, and returns
+// post posts one body, again after connection errors, 429s and 503s, and returns
 // the number of its records acknowledged.
 func post(ctx context.Context, client *http.Client, url string, b body, log *slog.Logger) (int, error) {
 	wait := firstWait
@@ -234,7 +235,7 @@ func post(ctx context.Context, client *http.Client, url string, b body, log *slo
 				}
 			}
 			return ans.Accepted, e
-		case http.StatusServiceUnavailable:
+		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 			last = fmt.Errorf("simulate: the collector answered %s for records %d..%d: %s",
 				resp.Status, b.first+1, b.first+len(b.uids), ans.Error)
 			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {

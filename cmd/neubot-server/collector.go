@@ -22,11 +22,17 @@ func cmdCollector(args []string) error {
 	registerToken := fs.String("register-token", "", "bearer token test servers must present to register (volunteers' agents serving peers need none: they are checked by connecting back)")
 	peerNets := fs.String("peer-networks", "", "comma-separated networks peers may also register from, besides the public Internet (e.g. 10.0.0.0/8 for a lab)")
 	trustProxy := fs.Bool("trust-proxy", false, "take peers' addresses from X-Forwarded-For (only behind your own proxy or load balancer, which sets it)")
+	perAddress := fs.Int("max-per-address", 2, "ingest requests in progress from one address (an IPv6 /64); more get 429")
+	addrRate := fs.Int64("address-bytes-per-second", 1<<20, "decompressed ingest bytes a second of one address (an IPv6 /64); the burst is 64 seconds of it")
+	minRate := fs.Int64("min-body-rate", 4096, "least average rate of an ingest body, bytes a second, after a 10 s grace; slower bodies get 408")
 	noPeers := fs.Bool("no-peers", false, "turn peer-to-peer mode off: refuse volunteers' agents that offer to serve tests, list no peers")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
 	if err != nil {
 		return err
+	}
+	if *perAddress <= 0 || *minRate <= 0 || *addrRate <= 0 {
+		return fmt.Errorf("--max-per-address, --address-bytes-per-second and --min-body-rate must be positive")
 	}
 	if *maxAge <= 0 || *maxRecords <= 0 {
 		return fmt.Errorf("--batch-max-age and --batch-max-records must be positive")
@@ -56,6 +62,11 @@ func cmdCollector(args []string) error {
 		PeerNetworks:  nets,
 		TrustProxy:    *trustProxy,
 		RegisterToken: *registerToken,
+		MaxPerAddress: *perAddress,
+		MinBodyRate:   *minRate,
+
+		AddressBytesPerSecond: *addrRate,
+		AddressBurstBytes:     min(*addrRate, 1<<50) * 64,
 	})
 	if err != nil {
 		return err

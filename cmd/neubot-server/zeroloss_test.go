@@ -161,6 +161,8 @@ func TestZeroLoss(t *testing.T) {
 		"--spool-dir", filepath.Join(dir, "spool"),
 		"--clickhouse", ch.Addr(), "--database", "zeroloss",
 		"--batch-max-age", "200ms", "--batch-max-records", "20000",
+		// All clients post from one address, as fast as they can.
+		"--max-per-address", strconv.Itoa(clients), "--address-bytes-per-second", "1000000000000",
 	}}
 	proc.start()
 	defer func() {

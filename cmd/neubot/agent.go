@@ -50,7 +50,8 @@ func checkListen(addr string, allowRemote bool) error {
 func cmdAgent(args []string) error {
 	fs := flag.NewFlagSet(prog+" agent", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:9774", "address of the local API and web UI (loopback only unless --allow-remote)")
-	allowRemote := fs.Bool("allow-remote", false, "allow a non-loopback --listen address")
+	allowRemote := fs.Bool("allow-remote", false, "allow a non-loopback --listen address (needs --remote-password)")
+	remotePassword := fs.String("remote-password", "", "with --allow-remote: the password every request to the API and web UI must carry (HTTP Basic, any user name; at least 12 characters; better set as NEUBOT_REMOTE_PASSWORD than on the command line)")
 	stateDir := fs.String("state-dir", defaultStateDir(), "directory of the agent's configuration, results and upload spool")
 	collector := fs.String("collector", "http://127.0.0.1:9773", "collector base URL (rendezvous and uploads); empty: keep results local")
 	server := fs.String("server", "", "fixed test server URL (default: ask the collector's rendezvous)")
@@ -80,6 +81,14 @@ func cmdAgent(args []string) error {
 	}
 	if err := checkListen(*listen, *allowRemote); err != nil {
 		fmt.Fprintf(os.Stderr, "%s agent: %v\n", prog, err)
+		return cli.ErrUsage
+	}
+	if *allowRemote && len(*remotePassword) < agent.MinRemotePassword {
+		fmt.Fprintf(os.Stderr, "%s agent: --allow-remote needs --remote-password (or NEUBOT_REMOTE_PASSWORD) of at least %d characters: without it, anyone who reaches the port controls the agent\n", prog, agent.MinRemotePassword)
+		return cli.ErrUsage
+	}
+	if !*allowRemote && *remotePassword != "" {
+		fmt.Fprintf(os.Stderr, "%s agent: --remote-password is for --allow-remote\n", prog)
 		return cli.ErrUsage
 	}
 	usage := func(format string, args ...any) error {
@@ -117,7 +126,7 @@ func cmdAgent(args []string) error {
 		return err
 	}
 	a, err := agent.New(agent.Options{StateDir: *stateDir, CollectorURL: *collector, ServerURL: *server, PublicAPIURL: *publicAPI, Logger: log,
-		Tests: measurers, PeerListen: *peerListen, PeerPort: *peerPort})
+		Tests: measurers, PeerListen: *peerListen, PeerPort: *peerPort, RemotePassword: *remotePassword})
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,8 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"run", "bittorrent", "--server", "ftp://x"}, 1, "bad server URL"},
 		{[]string{"run", "bittorrent", "--server", "http://127.0.0.1:1"}, 1, "cannot reach the test server"},
 		{[]string{"agent", "--listen", "0.0.0.0:9774", "--state-dir", t.TempDir()}, 2, "pass --allow-remote"},
+		{[]string{"agent", "--listen", "0.0.0.0:9774", "--allow-remote", "--state-dir", t.TempDir()}, 2, "--allow-remote needs --remote-password"},
+		{[]string{"agent", "--listen", "0.0.0.0:9774", "--allow-remote", "--remote-password", "short", "--state-dir", t.TempDir()}, 2, "at least 12 characters"},
 	} {
 		out, err := exec.Command(bin, tc.args...).CombinedOutput()
 		code := 0

@@ -127,3 +127,14 @@ func ClientAddr(r *http.Request, trustProxy bool) string {
 	}
 	return host
 }
+
+// AcceptBackoff is the wait before the next Accept after one failed (a full
+// file table, EMFILE, is the usual cause): prev doubled, from 5 ms up to 1 s,
+// as net/http does. An accept loop that gave up instead would stop serving
+// for good at the first burst of connections.
+func AcceptBackoff(prev time.Duration) time.Duration {
+	if prev == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*prev, time.Second)
+}

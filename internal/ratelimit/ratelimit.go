@@ -42,8 +42,42 @@ func Key(addr string) string {
 	return p.String()
 }
 
+// Key24 is the bucket of a client address for limits on a whole site: its
+// /24 for IPv4 (one subscriber or one NAT pool may hold several addresses
+// of it) and its /64 for IPv6. The test servers key their rate limits and
+// session caps on it.
+func Key24(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	a = a.Unmap()
+	bits := 64
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p.String()
+}
+
 // Allow takes a token of addr's bucket at now, if there is one.
 func (l *Limiter) Allow(addr string, now time.Time) bool {
+	return l.AllowN(addr, 1, now)
+}
+
+// AllowN takes n tokens of addr's bucket at now, if it holds them.
+func (l *Limiter) AllowN(addr string, n float64, now time.Time) bool {
+	return l.take(addr, n, now, false)
+}
+
+// Charge takes n tokens of addr's bucket even beyond what it holds, and
+// reports whether it had them: volume already received is charged whole,
+// so that the bucket then refuses until it refilled.
+func (l *Limiter) Charge(addr string, n float64, now time.Time) bool {
+	return l.take(addr, n, now, true)
+}
+
+func (l *Limiter) take(addr string, n float64, now time.Time, force bool) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.buckets) > maxBuckets {
@@ -69,10 +103,13 @@ func (l *Limiter) Allow(addr string, now time.Time) bool {
 	}
 	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	b.last = now
-	if b.tokens < 1 {
+	if b.tokens < n {
+		if force {
+			b.tokens -= n
+		}
 		return false
 	}
-	b.tokens--
+	b.tokens -= n
 	return true
 }
 
@@ -86,4 +123,46 @@ func (l *Limiter) RetryAfter(addr string) time.Duration {
 		return time.Second
 	}
 	return max(time.Second, time.Duration((1-b.tokens)/l.rate*float64(time.Second)))
+}
+
+// Concurrency bounds the requests in progress per key (an address, a /64).
+type Concurrency struct {
+	mu   sync.Mutex
+	max  int
+	busy map[string]int
+}
+
+// NewConcurrency allows max requests at once per key.
+func NewConcurrency(max int) *Concurrency {
+	return &Concurrency{max: max, busy: map[string]int{}}
+}
+
+// Acquire takes one of key's places, if it has one left; Release gives it
+// back.
+func (c *Concurrency) Acquire(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy[key] >= c.max {
+		return false
+	}
+	c.busy[key]++
+	return true
+}
+
+// Release gives back a place taken by Acquire.
+func (c *Concurrency) Release(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy[key] <= 1 {
+		delete(c.busy, key)
+		return
+	}
+	c.busy[key]--
+}
+
+// InUse is the number of key's places taken.
+func (c *Concurrency) InUse(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.busy[key]
 }

@@ -39,3 +39,39 @@ func TestKey(t *testing.T) {
 		t.Error("IPv4 keys are the addresses")
 	}
 }
+
+// TestKey24: a site is an IPv4 /24 or an IPv6 /64.
+func TestKey24(t *testing.T) {
+	if Key24("192.0.2.1") != Key24("192.0.2.200") || Key24("192.0.2.1") == Key24("192.0.3.1") || Key24("192.0.2.1") != "192.0.2.0/24" {
+		t.Errorf("IPv4 sites: %s %s", Key24("192.0.2.1"), Key24("192.0.3.1"))
+	}
+	if Key24("::ffff:192.0.2.9") != "192.0.2.0/24" {
+		t.Errorf("mapped IPv4: %s", Key24("::ffff:192.0.2.9"))
+	}
+	if Key24("2001:db8:1:2::5") != Key24("2001:db8:1:2:ffff::6") || Key24("2001:db8:1:2::5") == Key24("2001:db8:1:3::5") {
+		t.Errorf("IPv6 sites: %s %s", Key24("2001:db8:1:2::5"), Key24("2001:db8:1:3::5"))
+	}
+}
+
+func TestChargeAndConcurrency(t *testing.T) {
+	l := New(100, 1000)
+	now := time.Unix(1000, 0)
+	if !l.Charge("a", 900, now) || l.Charge("a", 900, now) {
+		t.Fatal("900 then 900 of a 1000 burst")
+	}
+	if l.AllowN("a", 1, now.Add(5*time.Second)) { // -800 + 500 = -300
+		t.Fatal("an overdrawn bucket allowed before it refilled")
+	}
+	if !l.AllowN("a", 1, now.Add(9*time.Second)) {
+		t.Fatal("a refilled bucket refused")
+	}
+	c := NewConcurrency(2)
+	first, second, third := c.Acquire("k"), c.Acquire("k"), c.Acquire("k")
+	if !first || !second || third || !c.Acquire("j") {
+		t.Fatal("2 places per key")
+	}
+	c.Release("k")
+	if !c.Acquire("k") || c.InUse("k") != 2 {
+		t.Fatal("a released place is free again")
+	}
+}

@@ -106,6 +106,13 @@ type Options struct {
 	// NoSync skips fsync; only for measuring what fsync costs. Never in
 	// production: acknowledged records could be lost in a power cut.
 	NoSync bool
+	// Faults, for tests: when set, these are called instead of os.Open (to
+	// read a sealed segment), atomicfile.SyncDir (after a segment is
+	// created) and os.Rename (to quarantine), so that a test can make them
+	// fail as a full file table (EMFILE) or a sick disk would.
+	OpenRead func(name string) (*os.File, error)
+	SyncDir  func(dir string) error
+	Rename   func(oldpath, newpath string) error
 }
 
 func (o *Options) defaults() {
@@ -121,7 +128,21 @@ func (o *Options) defaults() {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.OpenRead == nil {
+		o.OpenRead = os.Open
+	}
+	if o.SyncDir == nil {
+		o.SyncDir = atomicfile.SyncDir
+	}
+	if o.Rename == nil {
+		o.Rename = os.Rename
+	}
 }
+
+// ErrCorrupt marks a segment whose acknowledged bytes fail their checksum
+// or end in the middle of a frame: damage on disk, which no retry mends.
+// Any other error of Read (a full file table, an I/O error) is transient.
+var ErrCorrupt = errors.New("spool: segment is corrupt")
 
 // Segment is a sealed segment, ready to load.
 type Segment struct {
@@ -148,7 +169,7 @@ func (seg *Segment) Decoded() []*schemas.Record {
 
 // maxCachedRecords bounds the decoded records kept in memory across all
 // segments, e.g. while ClickHouse is down and segments pile up.
-const maxCachedRecords = 200_000
+const maxCachedRecords = 50_000
 
 // Spool is the write-ahead spool of one collector. Its directory must not be
 // shared with another running collector.
@@ -299,10 +320,13 @@ func readFrames(r *bufio.Reader, fn func([]byte) error) error {
 	var buf []byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			if err == io.EOF {
+			switch err {
+			case io.EOF:
 				return nil
+			case io.ErrUnexpectedEOF:
+				return errTorn
 			}
-			return errTorn
+			return err // an I/O error, not damage
 		}
 		n := binary.LittleEndian.Uint32(hdr[:])
 		if n > maxFrameSize {
@@ -313,7 +337,10 @@ func readFrames(r *bufio.Reader, fn func([]byte) error) error {
 		}
 		buf = buf[:n]
 		if _, err := io.ReadFull(r, buf); err != nil {
-			return errTorn
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return errTorn
+			}
+			return err
 		}
 		if crc32.Checksum(buf, crcTable) != binary.LittleEndian.Uint32(hdr[4:]) {
 			return errTorn
@@ -331,9 +358,18 @@ func (s *Spool) openActive() error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	if !s.opts.NoSync {
-		if err := atomicfile.SyncDir(s.dir); err != nil {
+		if err := s.opts.SyncDir(s.dir); err != nil {
+			// The file exists now: the next attempt takes the next
+			// number, or every later one would fail on O_EXCL and ingest
+			// would stall until a restart. The empty file is removed (a
+			// leftover one is skipped on recovery anyway).
 			f.Close()
-			return err
+			_ = os.Remove(path)
+			s.mu.Lock()
+			s.nextSeq++
+			s.mu.Unlock()
+			s.opts.Logger.Error("spool: cannot sync the directory after creating a segment; will retry with the next one", "path", path, "err", err)
+			return fmt.Errorf("spool: sync directory: %w", err)
 		}
 	}
 	s.mu.Lock()
@@ -589,22 +625,36 @@ func (s *Spool) Pending() bool {
 	return len(s.sealed) > 0
 }
 
-// Read calls fn with every entry of a sealed segment, in order.
+// Read calls fn with every entry of a sealed segment, in order. It reads
+// only the segment's acknowledged bytes: a tail that a failed write left
+// behind (and a failed truncate could not cut) is not part of it. The
+// Entry's Record points into a buffer that the next entry reuses: fn must
+// copy what it keeps. An error wrapping ErrCorrupt means damage on disk;
+// any other error is worth retrying.
 func (s *Spool) Read(seg *Segment, fn func(Entry) error) error {
-	f, err := os.Open(seg.Path)
+	f, err := s.opts.OpenRead(seg.Path)
 	if err != nil {
-		return err
+		return fmt.Errorf("spool: open %s: %w", seg.Path, err)
 	}
 	defer f.Close()
-	err = readFrames(bufio.NewReaderSize(f, 1<<20), func(p []byte) error {
+	var r io.Reader = f
+	if seg.Bytes > 0 {
+		r = io.LimitReader(f, seg.Bytes)
+	}
+	n := 0
+	err = readFrames(bufio.NewReaderSize(r, 1<<20), func(p []byte) error {
 		e, err := decodeEntry(p)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: %v", errTorn, err)
 		}
+		n++
 		return fn(e)
 	})
 	if errors.Is(err, errTorn) {
-		return fmt.Errorf("spool: segment %s is corrupt: %w", seg.Path, err)
+		return fmt.Errorf("%w: %s after %d records: %v", ErrCorrupt, seg.Path, n, err)
+	}
+	if err == nil && seg.Records > 0 && n != seg.Records {
+		return fmt.Errorf("%w: %s holds %d records, %d were acknowledged", ErrCorrupt, seg.Path, n, seg.Records)
 	}
 	return err
 }
@@ -633,7 +683,7 @@ func (s *Spool) Quarantine(seg *Segment) error {
 	if err := os.MkdirAll(filepath.Join(s.dir, "quarantine"), 0o750); err != nil {
 		return err
 	}
-	if err := os.Rename(seg.Path, filepath.Join(s.dir, "quarantine", filepath.Base(seg.Path))); err != nil {
+	if err := s.opts.Rename(seg.Path, filepath.Join(s.dir, "quarantine", filepath.Base(seg.Path))); err != nil {
 		return err
 	}
 	s.mu.Lock()

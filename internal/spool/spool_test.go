@@ -2,10 +2,12 @@ package spool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -153,5 +155,55 @@ func TestSpoolGroupCommit(t *testing.T) {
 			t.Fatalf("record %s twice", g)
 		}
 		seen[g] = true
+	}
+}
+
+// TestReadOnlyAcknowledged: bytes past a sealed segment's acknowledged
+// length (what a failed write left when its truncate failed too) are not
+// read, so they cannot make the segment look corrupt; an open error is not
+// ErrCorrupt, while a checksum failure is.
+func TestReadOnlyAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	var failOpen bool
+	s, err := Open(dir, Options{MaxAge: 100 * time.Millisecond, OpenRead: func(name string) (*os.File, error) {
+		if failOpen {
+			return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EMFILE}
+		}
+		return os.Open(name)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 3 {
+		if err := s.Append(context.Background(), []Entry{{Received: time.Now(), Peer: "192.0.2.1", Record: []byte(fmt.Sprintf(`{"n":%d}`, i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Flush(context.Background())
+	seg, err := s.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(seg.Path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte{200, 0, 0, 0, 1, 2}) // a torn frame, never acknowledged
+	f.Close()
+	var got []string
+	if err := s.Read(seg, func(e Entry) error { got = append(got, string(e.Record)); return nil }); err != nil || len(got) != 3 {
+		t.Fatalf("read %v: %v", got, err)
+	}
+	failOpen = true
+	if err := s.Read(seg, func(Entry) error { return nil }); err == nil || errors.Is(err, ErrCorrupt) || !errors.Is(err, syscall.EMFILE) {
+		t.Fatalf("open failure: %v", err)
+	}
+	failOpen = false
+	b, _ := os.ReadFile(seg.Path)
+	b[frameHeaderSize+2] ^= 0xff // flip a byte of the first frame
+	os.WriteFile(seg.Path, b, 0o640)
+	if err := s.Read(seg, func(Entry) error { return nil }); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damaged frame: %v", err)
 	}
 }

@@ -6,7 +6,7 @@
 package ingest
 
 // Version of the protocol described in spec/ingest.md.
-const Version = "v1.0.0"
+const Version = "v1.1.0"
 
 // Path is where agents and test servers submit records.
 const Path = "/api/v1/measurements"

@@ -109,7 +109,7 @@ func NDT7(rng *rand.Rand, name string, start time.Time, clientAddr string, mbps 
 	keys.Upload, keys.ServerView.Upload = subtest(mbps/4, "server")
 	agent := schemas.Agent{Software: "neubot", Version: "0.1.0", OS: "linux", Arch: "amd64"}
 	if name == schemas.NDT7BrowserName {
-		agent = schemas.Agent{Software: "@m-lab/ndt7", Version: "0.1.4"}
+		agent = schemas.Agent{Software: "m-lab/ndt7", Version: "0.1.4"}
 	}
 	return &schemas.Record{
 		Envelope: schemas.Envelope{

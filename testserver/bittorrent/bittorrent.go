@@ -234,15 +234,27 @@ func (p *Provider) forgetEnded() {
 
 func (p *Provider) serve(l net.Listener, neutral bool) {
 	defer p.st.wg.Done()
+	var backoff time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return // closed
+			// Anything else (EMFILE when the file table is full, an
+			// aborted connection) passes: wait a little and go on.
+			backoff = httpx.AcceptBackoff(backoff)
+			p.Logger.Warn("bittorrent: accept failed; retrying", "err", err, "retry_in", backoff)
+			p.st.mu.Lock()
+			closed := p.st.closed
+			p.st.mu.Unlock()
+			if closed {
+				return
+			}
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		p.st.mu.Lock()
 		if p.st.closed {
 			p.st.mu.Unlock()
@@ -298,6 +310,11 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 	case isBT != (ref.kind != schemas.FlowRandom):
 		return fmt.Errorf("a %s flow in the wrong shape", ref.kind)
 	}
+	done, err := p.Negotiator.Begin(s, func() { _ = c.SetDeadline(time.Now()) })
+	if err != nil {
+		return err
+	}
+	defer done()
 	v := viewOf(s)
 	v.mu.Lock()
 	params := *v.params
@@ -326,6 +343,9 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 	v.sent.Add(f.Sent.Load() + int64(len(reply)))
 	v.received.Add(f.Received.Load() + int64(len(hs)))
 	p.OnBytes(f.Sent.Load(), f.Received.Load())
+	if cerr := p.Negotiator.Count(s, f.Sent.Load()+f.Received.Load()); cerr != nil && err == nil {
+		err = cerr
+	}
 	v.mu.Lock()
 	v.flows[ref.index] = sf
 	v.mu.Unlock()

@@ -91,7 +91,7 @@ func TestBrowser(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d rows of measurement %s in ndt7_browser after 20 s; want 1", n, uid)
 	}
-	if software != "@m-lab/ndt7" || authority != 1 || serverView != 1 || svUpload != 1 || measuredAt != "server" ||
+	if software != "m-lab/ndt7" || authority != 1 || serverView != 1 || svUpload != 1 || measuredAt != "server" ||
 		informed != 1 || canPublish != 1 || srvTCPShown != 1 {
 		t.Errorf("row: software %q authority %d server_view %d sv_upload %d upload measured at %q consent %d/%d in-band TCP_INFO %d",
 			software, authority, serverView, svUpload, measuredAt, informed, canPublish, srvTCPShown)

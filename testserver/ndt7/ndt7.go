@@ -255,12 +255,21 @@ func (p *Provider) subtest(w http.ResponseWriter, r *http.Request, kind string) 
 		return // the upgrader answered the client
 	}
 	defer conn.Close()
+	// The session's caps and its revocation reach into the transfer: a
+	// revoked token's connection gets a deadline in the past.
+	done, err := p.Negotiator.Begin(s, func() { _ = conn.NetConn().SetDeadline(time.Now()) })
+	if err != nil {
+		msg := websocket.FormatCloseMessage(websocket.ClosePolicyViolation, err.Error())
+		_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		return
+	}
+	defer done()
 	// The HTTP server's deadlines may still be set on the connection:
 	// a subtest sets its own.
 	start := time.Now()
 	hard := start.Add(p.Duration + 3*time.Second)
 	_ = conn.NetConn().SetDeadline(hard)
-	t := &test{p: p, conn: conn, kind: kind, start: start, uuid: uuid.NewString()}
+	t := &test{p: p, s: s, conn: conn, kind: kind, start: start, uuid: uuid.NewString()}
 	t.info = &spec.ConnectionInfo{Client: conn.RemoteAddr().String(), Server: conn.LocalAddr().String(), UUID: t.uuid, StartTime: start}
 	var failure error
 	if kind == spec.TestDownload {
@@ -312,6 +321,7 @@ func hasSubprotocol(r *http.Request) bool {
 // test is one running subtest.
 type test struct {
 	p     *Provider
+	s     *testserver.Session
 	conn  *websocket.Conn
 	kind  string
 	start time.Time
@@ -385,6 +395,9 @@ func (t *test) readClient(binaryOK bool) error {
 				n += int64(k)
 				t.bytes.Add(int64(k))
 				t.p.OnBytes(0, int64(k))
+				if cerr := t.p.Negotiator.Count(t.s, int64(k)); cerr != nil {
+					return cerr
+				}
 				if err == io.EOF {
 					break
 				}
@@ -447,6 +460,9 @@ func (t *test) download() error {
 		}
 		total := t.bytes.Add(int64(size))
 		t.p.OnBytes(int64(size), 0)
+		if err := t.p.Negotiator.Count(t.s, int64(size)); err != nil {
+			return err
+		}
 		t.maxMsg.Store(int64(size))
 		if n := spec.NextMessageSize(size, total); n != size {
 			size = n

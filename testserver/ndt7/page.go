@@ -87,7 +87,9 @@ func pageHandler(version string) http.Handler {
 	_, p.ready = p.assets[libraryFile]
 	cfg, _ := json.Marshal(pageConfig{
 		TestName: schemas.NDT7BrowserName, TestVersion: schemas.NDT7Version, SchemaVersion: schemas.SchemaVersion,
-		Library: pkg.Name, LibraryVersion: pkg.Version, ServerVersion: version,
+		// agent.software is a name of the safe alphabet (no leading @: a
+		// spreadsheet formula sign); an npm scope loses its @.
+		Library: strings.TrimPrefix(pkg.Name, "@"), LibraryVersion: pkg.Version, ServerVersion: version,
 		LocatePath: spec.LocatePath, CollectPath: spec.CollectPath,
 	})
 	tmpl := template.Must(template.ParseFS(sub, "index.html"))

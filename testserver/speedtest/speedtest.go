@@ -149,6 +149,13 @@ func (p *Provider) download(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusRequestedRangeNotSatisfiable, "%v", err)
 		return
 	}
+	rc := http.NewResponseController(w)
+	done, err := p.Negotiator.Begin(s, func() { _ = rc.SetWriteDeadline(time.Now()) })
+	if err != nil {
+		fail(w, testserver.StatusOf(err), "%v", err)
+		return
+	}
+	defer done()
 	v := viewOf(s)
 	if c := httpx.ConnFrom(r.Context()); c != nil {
 		defer v.track("download", c)()
@@ -176,6 +183,12 @@ func (p *Provider) download(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
+		if err := p.Negotiator.Count(s, int64(k)); err != nil {
+			// Cut: the client sees a short body, the session's cap or
+			// its revocation ends the transfer.
+			p.Logger.Debug("speedtest: download stopped", "err", err)
+			return
+		}
 		n -= chunk
 		off = (off + chunk) % dataSize
 	}
@@ -193,6 +206,13 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
+	rc := http.NewResponseController(w)
+	done, err := p.Negotiator.Begin(s, func() { _ = rc.SetReadDeadline(time.Now()) })
+	if err != nil {
+		fail(w, testserver.StatusOf(err), "%v", err)
+		return
+	}
+	defer done()
 	v := viewOf(s)
 	if c := httpx.ConnFrom(r.Context()); c != nil {
 		defer v.track("upload", c)()
@@ -213,6 +233,11 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 			v.received += int64(k)
 			v.mu.Unlock()
 			p.OnBytes(0, int64(k))
+			if cerr := p.Negotiator.Count(s, int64(k)); cerr != nil {
+				w.Header().Set("Connection", "close")
+				fail(w, testserver.StatusOf(cerr), "%v", cerr)
+				return
+			}
 		}
 		if err == io.EOF {
 			break

@@ -1,0 +1,723 @@
+// Command soak runs the whole platform (neubot-server up, on free ports and
+// a data directory of its own) under a mix of load for -duration:
+//
+//   - well-behaved ingest: clients, each from a loopback address of its own,
+//     posting NDJSON bodies at -rate records a second in all; every
+//     acknowledged (202) measurement_uid is kept, with the time to the
+//     acknowledgement;
+//   - real agents: the neubot binary running speedtest, ndt7 and BitTorrent
+//     tests in turn against the test server, which forwards its records;
+//   - hostile traffic: slow bodies (headers, then a byte every 2 s), garbage
+//     bodies and a gzip bomb, one address flooding the ingest with valid
+//     records as fast as it can, and one /24 flooding the negotiation.
+//
+// Then it stops the load, waits until the spool drained, and compares the
+// acknowledged uids with those in ClickHouse. It prints a table: records
+// acknowledged and lost, acknowledgement latency (p50, p99, max) of the
+// well-behaved clients, the answers each kind of traffic got, the agents'
+// tests, and the peak RSS of each process. It exits 1 when an acknowledged
+// record is missing or the p99 is 1 s or more.
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/neubot/neubot/proto/ingest"
+	spec "github.com/neubot/neubot/proto/speedtest"
+	"github.com/neubot/neubot/schemas/schemastest"
+)
+
+func main() {
+	duration := flag.Duration("duration", 10*time.Minute, "how long the load runs")
+	rate := flag.Int("rate", 1000, "records a second of the well-behaved clients, in all")
+	clients := flag.Int("clients", 16, "well-behaved ingest clients (one loopback address each, one request at a time)")
+	perBody := flag.Int("per-body", 25, "records per body of the well-behaved clients")
+	agents := flag.Int("agents", 2, "real agents testing in a loop at once")
+	slow := flag.Int("slow", 32, "slow-body connections held open at once")
+	keep := flag.Bool("keep", false, "keep the temporary directory (binaries, data, logs)")
+	flag.Parse()
+	if err := run(*duration, *rate, *clients, *perBody, *agents, *slow, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/soak:", err)
+		os.Exit(1)
+	}
+}
+
+// freePort returns a loopback port free now.
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// clientFrom is an HTTP client whose connections come from a loopback
+// address of its own, so that the collector sees distinct clients.
+func clientFrom(ip string, timeout time.Duration) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 4}}
+}
+
+type counts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (c *counts) add(k string) {
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[string]int{}
+	}
+	c.m[k]++
+	c.mu.Unlock()
+}
+
+func (c *counts) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var keys []string
+	for k := range c.m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, c.m[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// acked is the set of acknowledged measurement_uids.
+type acked struct {
+	mu   sync.Mutex
+	uids map[string]bool
+}
+
+func (a *acked) add(uids []string) {
+	a.mu.Lock()
+	for _, u := range uids {
+		a.uids[u] = true
+	}
+	a.mu.Unlock()
+}
+
+func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, keep bool) error {
+	dir, err := os.MkdirTemp("", "neubot-bench-soak-")
+	if err != nil {
+		return err
+	}
+	if !keep {
+		defer os.RemoveAll(dir)
+	}
+	bin := filepath.Join(dir, "bin")
+	fmt.Fprintln(os.Stderr, "bench/soak: building neubot-server and neubot")
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/neubot-server", "./cmd/neubot")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("go build: %w", err)
+	}
+	ports := map[string]int{}
+	for _, k := range []string{"clickhouse", "collector", "testserver", "bittorrent", "neutral", "agent", "agent-peer", "publish"} {
+		ports[k] = freePort()
+	}
+	addr := func(k string) string { return "127.0.0.1:" + strconv.Itoa(ports[k]) }
+	logf, err := os.Create(filepath.Join(dir, "up.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	up := exec.Command(filepath.Join(bin, "neubot-server"), "up", "--data", filepath.Join(dir, "data"),
+		"--clickhouse-port", strconv.Itoa(ports["clickhouse"]), "--collector", addr("collector"), "--testserver", addr("testserver"),
+		"--bittorrent", addr("bittorrent"), "--neutral", addr("neutral"), "--agent", addr("agent"), "--agent-peer-listen", addr("agent-peer"),
+		"--publish", addr("publish"), "--log-level", "warn")
+	up.Stdout, up.Stderr = logf, logf
+	if err := up.Start(); err != nil {
+		return err
+	}
+	stopped := false
+	stopUp := func() {
+		if !stopped {
+			stopped = true
+			_ = up.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { _ = up.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(60 * time.Second):
+				_ = up.Process.Kill()
+				<-done
+			}
+		}
+	}
+	defer stopUp()
+	collectorURL := "http://" + addr("collector")
+	tsURL := "http://" + addr("testserver")
+	if err := waitHTTP(collectorURL+"/healthz", 3*time.Minute); err != nil {
+		return fmt.Errorf("neubot-server up did not start (log in %s): %w", logf.Name(), err)
+	}
+	fmt.Fprintf(os.Stderr, "bench/soak: platform up (pid %d, data in %s); load for %s\n", up.Process.Pid, dir, duration)
+
+	rss := newRSSWatch(up.Process.Pid)
+	go rss.run()
+
+	ctx, cancel := context.WithTimeout(context.Background(), duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	ack := &acked{uids: map[string]bool{}}
+	var latMu sync.Mutex
+	var lat []time.Duration
+	good, flood, slowAns, garbage, negFlood := &counts{}, &counts{}, &counts{}, &counts{}, &counts{}
+	agentRes := &counts{}
+	var agentPeak atomic.Int64
+	var wellRecords, floodRecords atomic.Int64
+
+	// Well-behaved clients.
+	every := time.Duration(float64(time.Second) * float64(nClients*perBody) / float64(rate))
+	for i := range nClients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := clientFrom(fmt.Sprintf("127.0.1.%d", i+1), 30*time.Second)
+			rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				body, uids := records(rng, perBody)
+				start := time.Now()
+				code, err := post(c, collectorURL, body)
+				el := time.Since(start)
+				latMu.Lock()
+				lat = append(lat, el)
+				latMu.Unlock()
+				if err != nil {
+					good.add("error")
+					continue
+				}
+				good.add(strconv.Itoa(code))
+				if code == http.StatusAccepted {
+					ack.add(uids)
+					wellRecords.Add(int64(len(uids)))
+				}
+			}
+		}()
+	}
+
+	// One address flooding valid records as fast as it can.
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := clientFrom("127.0.4.1", 30*time.Second)
+			rng := rand.New(rand.NewPCG(uint64(100+i), uint64(time.Now().UnixNano())))
+			for ctx.Err() == nil {
+				body, uids := records(rng, 50)
+				code, err := post(c, collectorURL, body)
+				if err != nil {
+					flood.add("error")
+					continue
+				}
+				flood.add(strconv.Itoa(code))
+				if code == http.StatusAccepted {
+					ack.add(uids)
+					floodRecords.Add(int64(len(uids)))
+				}
+			}
+		}()
+	}
+
+	// Slow bodies: headers, then a byte every 2 s, from 127.0.2.x.
+	for i := range nSlow {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				slowBody(ctx, collectorURL, fmt.Sprintf("127.0.2.%d", i%250+1), slowAns)
+			}
+		}()
+	}
+
+	// Garbage and a gzip bomb, from 127.0.3.1.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c := clientFrom("127.0.3.1", 30*time.Second)
+		bomb := gzipBomb(256 << 20)
+		rng := rand.New(rand.NewPCG(7, 7))
+		junk := make([]byte, 64<<10)
+		for n := 0; ctx.Err() == nil; n++ {
+			var code int
+			var err error
+			switch n % 10 {
+			case 0:
+				code, err = postWith(c, collectorURL, bomb, "gzip")
+			default:
+				for k := range junk {
+					junk[k] = byte(rng.UintN(256))
+				}
+				code, err = post(c, collectorURL, junk)
+			}
+			if err != nil {
+				garbage.add("error")
+			} else {
+				garbage.add(strconv.Itoa(code))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+
+	// One /24 flooding the negotiation, from 127.0.5.x.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; ctx.Err() == nil; n++ {
+			c := clientFrom(fmt.Sprintf("127.0.5.%d", n%250+1), 10*time.Second)
+			resp, err := c.Post(tsURL+spec.NegotiatePath, "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				negFlood.add("error")
+			} else {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				negFlood.add(strconv.Itoa(resp.StatusCode))
+			}
+			c.CloseIdleConnections()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+
+	// Real agents: the neubot binary, tests in turn.
+	tests := []string{"speedtest", "ndt7", "bittorrent"}
+	for i := range nAgents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := i; ctx.Err() == nil; n++ {
+				test := tests[n%len(tests)]
+				cmd := exec.Command(filepath.Join(bin, "neubot"), "run", test, "--server", tsURL, "--json", "--timeout", "90s")
+				out, err := cmd.CombinedOutput()
+				if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru.Maxrss*1024 > agentPeak.Load() {
+					agentPeak.Store(ru.Maxrss * 1024)
+				}
+				if err != nil {
+					agentRes.add(test + " failed")
+					if ctx.Err() == nil {
+						fmt.Fprintf(os.Stderr, "bench/soak: neubot run %s: %v: %s\n", test, err, lastLine(out))
+					}
+					time.Sleep(time.Second)
+					continue
+				}
+				agentRes.add(test + " ok")
+			}
+		}()
+	}
+
+	start := time.Now()
+	tick := time.NewTicker(30 * time.Second)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				fmt.Fprintf(os.Stderr, "bench/soak: %s: %d well-behaved records acknowledged, %d flood\n", time.Since(start).Round(time.Second), wellRecords.Load(), floodRecords.Load())
+			}
+		}
+	}()
+	<-ctx.Done()
+	loadTime := time.Since(start)
+	tick.Stop()
+	wg.Wait()
+
+	// Wait for the spool to drain, then compare uid sets.
+	fmt.Fprintln(os.Stderr, "bench/soak: load stopped; waiting for every acknowledged record in ClickHouse")
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr("clickhouse")}, Auth: clickhouse.Auth{Database: "neubot"}})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	want := len(ack.uids)
+	// The collector's spool drains (every acknowledged record loaded or
+	// dead-lettered); only then are the sets compared.
+	drainStart := time.Now()
+	var left float64
+	for {
+		left, err = spoolRecords(collectorURL)
+		if err == nil && left == 0 {
+			break
+		}
+		if time.Since(drainStart) > 20*time.Minute {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	drain := time.Since(drainStart)
+	stored, err := storedUIDs(conn)
+	if err != nil {
+		return err
+	}
+	var rows, uniq uint64
+	if err := conn.QueryRow(context.Background(), "SELECT count(), uniqExact(measurement_uid) FROM speedtest WHERE "+agentsIn()).Scan(&rows, &uniq); err != nil {
+		return err
+	}
+	lost := want - countIn(ack.uids, stored)
+	peaks := rss.stop()
+	stopUp()
+
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	q := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	}
+	p99 := q(0.99)
+	fmt.Printf("\nbench/soak: the whole platform (neubot-server up) under load for %s, %s (%d CPUs)\n\n", loadTime.Round(time.Second), time.Now().UTC().Format("2006-01-02"), runtime.NumCPU())
+	fmt.Println("| | measured |")
+	fmt.Println("|---|---|")
+	fmt.Printf("| well-behaved ingest (%d clients, %d records a body, target %d records/s) | %d records acknowledged, %.0f records/s; answers: %s |\n", nClients, perBody, rate, wellRecords.Load(), float64(wellRecords.Load())/loadTime.Seconds(), good)
+	fmt.Printf("| acknowledgement latency, well-behaved (p50 / p99 / max of %d POSTs) | %s / %s / %s |\n", len(lat), q(0.5).Round(time.Millisecond), p99.Round(time.Millisecond), q(1).Round(time.Millisecond))
+	fmt.Printf("| one address flooding valid records (4 connections, no pause) | %d records acknowledged; answers: %s |\n", floodRecords.Load(), flood)
+	fmt.Printf("| slow bodies (%d connections, a byte every 2 s) | answers: %s |\n", nSlow, slowAns)
+	fmt.Printf("| garbage bodies and a 256 MiB gzip bomb | answers: %s |\n", garbage)
+	fmt.Printf("| one /24 flooding the negotiation | answers: %s |\n", negFlood)
+	fmt.Printf("| real agents' tests (neubot run, %d at once) | %s |\n", nAgents, agentRes)
+	fmt.Printf("| acknowledged records (uids) | %d |\n", want)
+	fmt.Printf("| loader behind when the load stopped: time to drain the spool | %s (%.0f records left after it) |\n", drain.Round(time.Second), left)
+	fmt.Printf("| of them missing from ClickHouse | %d |\n", lost)
+	fmt.Printf("| rows stored for them / distinct uids | %d / %d |\n", rows, uniq)
+	for _, p := range peaks {
+		fmt.Printf("| peak RSS, %s | %.0f MiB |\n", p.name, float64(p.peak)/(1<<20))
+	}
+	fmt.Printf("| peak RSS, neubot run (largest agent process) | %.0f MiB |\n", float64(agentPeak.Load())/(1<<20))
+	if lost > 0 {
+		return fmt.Errorf("%d acknowledged records lost", lost)
+	}
+	if p99 >= time.Second {
+		return fmt.Errorf("p99 of the acknowledgement %s, not under 1 s", p99)
+	}
+	return nil
+}
+
+func lastLine(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// soakAgents are the agent_ids of the records the soak posts itself.
+var soakAgents = func() []string {
+	var out []string
+	for i := range 16 {
+		out = append(out, fmt.Sprintf("50a50a50-0000-4000-8000-%012d", i))
+	}
+	return out
+}()
+
+// agentsIn is the SQL condition "one of soakAgents".
+func agentsIn() string {
+	var parts []string
+	for _, a := range soakAgents {
+		parts = append(parts, "toUUID('"+a+"')")
+	}
+	return "agent_id IN (" + strings.Join(parts, ", ") + ")"
+}
+
+// records makes a body of n fresh speedtest records and their uids.
+func records(rng *rand.Rand, n int) ([]byte, []string) {
+	var b bytes.Buffer
+	uids := make([]string, 0, n)
+	for range n {
+		rec := schemastest.Speedtest(rng, time.Now().Add(-time.Duration(rng.IntN(3600))*time.Second), "151.5.10.20", 5+rng.Float64()*50)
+		rec.AgentID = soakAgents[rng.IntN(len(soakAgents))]
+		b.Write(schemastest.Line(rec))
+		if b.Len() > 0 && b.Bytes()[b.Len()-1] != '\n' {
+			b.WriteByte('\n')
+		}
+		uids = append(uids, rec.MeasurementUID)
+	}
+	return b.Bytes(), uids
+}
+
+func post(c *http.Client, url string, body []byte) (int, error) { return postWith(c, url, body, "") }
+
+func postWith(c *http.Client, url string, body []byte, encoding string) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, url+ingest.Path, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	if encoding != "" {
+		req.Header.Set("Content-Encoding", encoding)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, nil
+}
+
+// slowBody sends the headers of a 100 kB body, then a byte every 2 s,
+// until the collector answers or ctx ends.
+func slowBody(ctx context.Context, url, from string, ans *counts) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		ans.add("dial error")
+		time.Sleep(time.Second)
+		return
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n", ingest.Path)
+	answer := make(chan string, 1)
+	go func() {
+		var buf [64]byte
+		n, err := io.ReadAtLeast(c, buf[:], 12)
+		if err != nil {
+			answer <- "closed"
+			return
+		}
+		answer <- strings.Fields(string(buf[:n]))[1]
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-answer:
+			ans.add(a)
+			return
+		case <-time.After(2 * time.Second):
+			if _, err := c.Write([]byte{'{'}); err != nil {
+				ans.add(<-answer)
+				return
+			}
+		}
+	}
+}
+
+// gzipBomb is n zero bytes, gzip'ed (about a thousandth of n).
+func gzipBomb(n int) []byte {
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
+	zero := make([]byte, 1<<20)
+	for i := 0; i < n; i += len(zero) {
+		zw.Write(zero)
+	}
+	zw.Close()
+	return b.Bytes()
+}
+
+// spoolRecords reads the collector's neubot_collector_spool_records.
+func spoolRecords(collectorURL string) (float64, error) {
+	resp, err := http.Get(collectorURL + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "neubot_collector_spool_records "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, errors.New("no neubot_collector_spool_records in /metrics")
+}
+
+func waitHTTP(url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New(resp.Status)
+			}
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func storedUIDs(conn clickhouse.Conn) (map[string]bool, error) {
+	rows, err := conn.Query(context.Background(), "SELECT toString(measurement_uid) FROM speedtest WHERE "+agentsIn())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out[u] = true
+	}
+	return out, rows.Err()
+}
+
+func countIn(a, b map[string]bool) int {
+	n := 0
+	for u := range a {
+		if b[u] {
+			n++
+		}
+	}
+	return n
+}
+
+// rssWatch samples the resident memory of neubot-server up and of its
+// children (ClickHouse) and keeps each one's peak; it also reads the
+// kernel's own high-water mark (VmHWM) at the end.
+type rssWatch struct {
+	root  int
+	mu    sync.Mutex
+	peaks map[int]*peak
+	quit  chan struct{}
+	done  chan struct{}
+}
+
+type peak struct {
+	name string
+	peak int64
+}
+
+func newRSSWatch(pid int) *rssWatch {
+	return &rssWatch{root: pid, peaks: map[int]*peak{}, quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (w *rssWatch) run() {
+	defer close(w.done)
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		w.sample()
+		select {
+		case <-w.quit:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *rssWatch) sample() {
+	pids := append([]int{w.root}, children(w.root)...)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, pid := range pids {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		var name string
+		var hwm int64
+		for _, line := range strings.Split(string(st), "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) >= 2 && f[0] == "Name:":
+				name = f[1]
+			case len(f) >= 2 && (f[0] == "VmHWM:" || f[0] == "VmRSS:"):
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				hwm = max(hwm, kb*1024)
+			}
+		}
+		p := w.peaks[pid]
+		if p == nil {
+			p = &peak{name: fmt.Sprintf("%s (pid %d)", name, pid)}
+			w.peaks[pid] = p
+		}
+		p.peak = max(p.peak, hwm)
+	}
+}
+
+func (w *rssWatch) stop() []peak {
+	close(w.quit)
+	<-w.done
+	w.sample()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []peak
+	for _, p := range w.peaks {
+		out = append(out, *p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// children lists the descendants of pid.
+func children(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at ')'.
+		s := string(st)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 {
+			continue
+		}
+		pp, _ := strconv.Atoi(f[1])
+		parent[p] = pp
+	}
+	var out []int
+	for p := range parent {
+		for q := parent[p]; q > 1; q = parent[q] {
+			if q == pid {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
