@@ -12,6 +12,7 @@ package collector
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -25,8 +26,10 @@ import (
 
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/internal/spool"
+	"github.com/neubot/neubot/schemas"
 )
 
 // Config configures a collector.
@@ -60,6 +63,20 @@ type Config struct {
 	// TrustProxy takes a peer's address from X-Forwarded-For: only
 	// behind the operator's own proxy or load balancer, which must set it.
 	TrustProxy bool
+	// Enrolled is the operator's allow-list of test servers
+	// (spec/trust.md): only they may register, and only records signed by
+	// one of them are verified (authoritative, published). nil admits
+	// nobody.
+	Enrolled *identity.AllowList
+	// Key is the collector's own identity, published at
+	// schemas.IdentityPath; nil: a new one for this process (tests).
+	Key *identity.Key
+	// PseudonymSecret keys the published agent pseudonyms
+	// (HMAC-SHA256 per agent and month); nil: a random one for this
+	// process (tests). Collectors of one platform share it.
+	PseudonymSecret []byte
+	// Limits is the abuse limits of ingest; zero values: no limit.
+	Limits Limits
 }
 
 // Collector is the ingest service. Create it with New, serve Handler, run
@@ -79,6 +96,10 @@ type Collector struct {
 
 	peerSlots chan struct{}      // peers' reachability checks in progress
 	peerRate  *ratelimit.Limiter // peers' registrations per address
+
+	requests *identity.Verifier       // signed requests of enrolled servers
+	records  *identity.RecordVerifier // signed records
+	limits   *limiter                 // ingest rate limits
 }
 
 // New opens the spool (replaying what a previous run left) and builds the
@@ -102,16 +123,31 @@ func New(cfg Config) (*Collector, error) {
 	if cfg.MaxConcurrent == 0 {
 		cfg.MaxConcurrent = 8
 	}
+	if cfg.Key == nil {
+		cfg.Key = identity.NewKey()
+	}
+	if len(cfg.PseudonymSecret) == 0 {
+		cfg.PseudonymSecret = make([]byte, 32)
+		_, _ = rand.Read(cfg.PseudonymSecret)
+	}
+	if cfg.Enrolled == nil {
+		cfg.Enrolled = identity.StaticAllowList()
+	}
 	cfg.Spool.Logger = cfg.Logger
 	sp, err := spool.Open(cfg.SpoolDir, cfg.Spool)
 	if err != nil {
 		return nil, err
 	}
 	c := &Collector{cfg: cfg, log: cfg.Logger, spool: sp, ipdb: cfg.IPDB, slots: make(chan struct{}, cfg.MaxConcurrent), peerSlots: make(chan struct{}, MaxPeerChecks),
-		peerRate: ratelimit.New(1, 10)}
+		peerRate: ratelimit.New(1, 10),
+		requests: &identity.Verifier{Allow: cfg.Enrolled}, records: &identity.RecordVerifier{Allow: cfg.Enrolled},
+		limits: newLimiter(cfg.Limits)}
 	c.metrics = newMetrics(sp)
 	r := chi.NewRouter()
-	r.Post(IngestPath, c.handleIngest)
+	r.Post(IngestPath, c.limitIngest(c.handleIngest))
+	r.Get(schemas.IdentityPath, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, schemas.CollectorIdentity{Key: cfg.Key.Public()})
+	})
 	r.Post(RegisterPath, c.handleRegister)
 	r.Post(RendezvousPath, c.handleRendezvous)
 	r.Post(PeerRegisterPath, c.handlePeerRegister)

@@ -201,25 +201,6 @@ func insert(ctx context.Context, conn driver.Conn, table string, b *batchRows) e
 	return batch.Send()
 }
 
-// annotation derives ASN, organisation, country and prefix from the client
-// address the test server saw, or else from the address that submitted the
-// record (the agent itself).
-func (c *Collector) annotation(rec *schemas.Record, e spool.Entry) schemas.Annotation {
-	a := schemas.Annotation{IngestedAt: e.Received}
-	if c.ipdb == nil {
-		return a
-	}
-	a.DB = c.ipdb.Version()
-	addr := rec.Server.ClientAddress
-	if addr == "" {
-		addr = e.Peer
-	}
-	if ann, err := c.ipdb.LookupString(addr); err == nil {
-		a.ASN, a.Org, a.Country, a.Prefix = ann.ASN, ann.Org, ann.Country, ann.Prefix
-	}
-	return a
-}
-
 // writeDeadLetters appends refused records to deadletter.ndjson in the
 // spool directory, fsync'ed, so that nothing acknowledged is silently lost.
 func (c *Collector) writeDeadLetters(seg *spool.Segment, recs [][]byte) error {

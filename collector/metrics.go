@@ -23,6 +23,8 @@ type metrics struct {
 	quarantined   prometheus.Counter
 	testServers   *prometheus.GaugeVec
 	peerChecks    *prometheus.CounterVec
+	limited       *prometheus.CounterVec
+	verified      *prometheus.CounterVec
 }
 
 func newMetrics(s *spool.Spool) *metrics {
@@ -69,9 +71,17 @@ func newMetrics(s *spool.Spool) *metrics {
 			Name: "neubot_collector_peer_checks_total",
 			Help: "Connections back to volunteers' agents offering to serve peers, by result (listed, unreachable).",
 		}, []string{"result"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "neubot_collector_ingest_limited_total",
+			Help: "Ingest requests refused with 429, by limit (address, agent).",
+		}, []string{"limit"}),
+		verified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "neubot_collector_records_loaded_total",
+			Help: "Records loaded, by trust: verified (signed by an enrolled server), unsigned, bad_signature (signed, not verifying).",
+		}, []string{"trust"}),
 	}
 	m.reg.MustRegister(m.accepted, m.rejected, m.requests, m.inserted, m.insertErrors,
-		m.insertSeconds, m.deadLetters, m.quarantined, m.testServers, m.peerChecks,
+		m.insertSeconds, m.deadLetters, m.quarantined, m.testServers, m.peerChecks, m.limited, m.verified,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "neubot_collector_spool_bytes",
 			Help: "Bytes in the spool not yet loaded into ClickHouse.",

@@ -28,6 +28,7 @@ func (e *Envelope) Values(dst []any) []any {
 // client address itself is not among them.
 var AnnotationColumns = []string{
 	"client_asn", "client_org", "client_country", "client_prefix", "annotation_db", "authority", "ingested_at",
+	"verified", "server_key", "plausibility", "agent_pseudonym",
 }
 
 // Annotation is what the collector derives from a record on ingest.
@@ -38,26 +39,28 @@ type Annotation struct {
 	Prefix     string
 	DB         string // version of the IP database used
 	IngestedAt time.Time
+	// Verified is true when the record's server_signature verified
+	// against an enrolled key (ServerKey): only then is the row
+	// authoritative (authority 1) and published (spec/trust.md).
+	Verified  bool
+	ServerKey string
+	// Pseudonym is the published stand-in for agent_id (spec/trust.md).
+	Pseudonym string
 }
-
-// Authoritative is implemented by keys that know whether they carry the
-// server's merged view; such copies win over the agent's own copy.
-type Authoritative interface {
-	Authoritative() bool
-}
-
-// Authoritative reports whether the speedtest record was merged by the server.
-func (s *Speedtest) Authoritative() bool { return s.ServerView != nil }
 
 // Row returns the values of the record's row in its test's table, in the
 // order EnvelopeColumns, AnnotationColumns, Test.Columns.
 func (r *Record) Row(a Annotation, dst []any) []any {
 	dst = r.Envelope.Values(dst)
-	var authority uint8
-	if au, ok := r.TestKeys.(Authoritative); ok && au.Authoritative() {
-		authority = 1
+	// A copy is authoritative only when an enrolled test server signed
+	// it: carrying a server view proves nothing (anyone can write one).
+	authority := boolU8(a.Verified)
+	plausibility := ""
+	if a.Verified {
+		plausibility = r.Server.Plausibility
 	}
-	dst = append(dst, a.ASN, a.Org, a.Country, a.Prefix, a.DB, authority, a.IngestedAt.UTC())
+	dst = append(dst, a.ASN, a.Org, a.Country, a.Prefix, a.DB, authority, a.IngestedAt.UTC(),
+		authority, a.ServerKey, plausibility, a.Pseudonym)
 	return r.TestKeys.Values(dst)
 }
 

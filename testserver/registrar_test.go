@@ -16,14 +16,22 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/schemas"
 )
+
+// tsKey is the identity of the test server "ts1" that collectorServer's
+// collectors enroll.
+var tsKey = identity.NewKey()
 
 // collectorServer serves the real collector handler (no loader, so no
 // ClickHouse) behind wrap, which may count or fail requests.
 func collectorServer(t *testing.T, cfg collector.Config, wrap func(http.Handler) http.Handler) *httptest.Server {
 	t.Helper()
 	cfg.SpoolDir = t.TempDir()
+	if cfg.Enrolled == nil {
+		cfg.Enrolled = identity.StaticAllowList(identity.Enrolled{Key: tsKey.PublicKey(), ID: "ts1"})
+	}
 	c, err := collector.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +141,7 @@ func TestRegistrarHeartbeats(t *testing.T) {
 	})
 	var active atomic.Int64
 	r := &Registrar{
+		Key:          tsKey,
 		CollectorURL: srv.URL + "/", // a trailing slash is fine
 		Token:        "tok",
 		Info: func() schemas.ServerRegistration {
@@ -190,6 +199,7 @@ func TestRegistrarRetries(t *testing.T) {
 		return cnt
 	})
 	r := &Registrar{
+		Key:          tsKey,
 		CollectorURL: srv.URL,
 		Info: func() schemas.ServerRegistration {
 			return schemas.ServerRegistration{ID: "ts1", URL: "https://ts1.example.org", Tests: []string{schemas.SpeedtestName}, Load: schemas.ServerLoad{Capacity: 1}}
@@ -265,7 +275,7 @@ func TestRegisterRefused(t *testing.T) {
 		}, 400, "url: must be an http or https URL"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := &Registrar{CollectorURL: srv.URL, Token: tt.token, Info: tt.info}
+			r := &Registrar{Key: tsKey, CollectorURL: srv.URL, Token: tt.token, Info: tt.info}
 			_, err := r.Register(context.Background())
 			var se *StatusError
 			if !errors.As(err, &se) || se.Code != tt.code || !strings.Contains(se.Reason, tt.reason) {
@@ -273,7 +283,7 @@ func TestRegisterRefused(t *testing.T) {
 			}
 		})
 	}
-	r := &Registrar{CollectorURL: srv.URL, Token: "right", Info: good}
+	r := &Registrar{Key: tsKey, CollectorURL: srv.URL, Token: "right", Info: good}
 	ack, err := r.Register(context.Background())
 	if err != nil || ack != (schemas.RegistrationAck{HeartbeatS: 10, ExpiresS: 30}) {
 		t.Fatalf("Register: %+v, %v", ack, err)
@@ -294,7 +304,7 @@ func TestRegisterBoundsTheAnswer(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	r := &Registrar{CollectorURL: srv.URL, Info: func() schemas.ServerRegistration { return schemas.ServerRegistration{} }}
+	r := &Registrar{Key: tsKey, CollectorURL: srv.URL, Info: func() schemas.ServerRegistration { return schemas.ServerRegistration{} }}
 	_, err := r.Register(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "over") {
 		t.Fatalf("error %v, want one about the size of the answer", err)

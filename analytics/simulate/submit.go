@@ -248,7 +248,7 @@ func post(ctx context.Context, client *http.Client, url string, b body, log *slo
 				}
 			}
 			return ans.Accepted, e
-		case http.StatusServiceUnavailable:
+		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 			last = fmt.Errorf("simulate: the collector answered %s for records %d..%d: %s",
 				resp.Status, b.first+1, b.first+len(b.uids), ans.Error)
 			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {

@@ -22,6 +22,7 @@ func cmdCollector(args []string) error {
 	registerToken := fs.String("register-token", "", "bearer token test servers must present to register (volunteers' agents serving peers need none: they are checked by connecting back)")
 	peerNets := fs.String("peer-networks", "", "comma-separated networks peers may also register from, besides the public Internet (e.g. 10.0.0.0/8 for a lab)")
 	trustProxy := fs.Bool("trust-proxy", false, "take peers' addresses from X-Forwarded-For (only behind your own proxy or load balancer, which sets it)")
+	tf := addTrustFlags(fs, "")
 	noPeers := fs.Bool("no-peers", false, "turn peer-to-peer mode off: refuse volunteers' agents that offer to serve tests, list no peers")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
@@ -46,16 +47,24 @@ func cmdCollector(args []string) error {
 	if err != nil {
 		return err
 	}
+	trust, err := tf.load(log)
+	if err != nil {
+		return err
+	}
 	svc, err := startCollector(*listen, collector.Config{
-		SpoolDir:      *spoolDir,
-		Spool:         spool.Options{MaxAge: *maxAge, MaxRecords: *maxRecords},
-		ClickHouse:    ch.options(),
-		IPDB:          db2,
-		Logger:        log,
-		NoPeers:       *noPeers,
-		PeerNetworks:  nets,
-		TrustProxy:    *trustProxy,
-		RegisterToken: *registerToken,
+		SpoolDir:        *spoolDir,
+		Spool:           spool.Options{MaxAge: *maxAge, MaxRecords: *maxRecords},
+		ClickHouse:      ch.options(),
+		IPDB:            db2,
+		Logger:          log,
+		NoPeers:         *noPeers,
+		PeerNetworks:    nets,
+		TrustProxy:      *trustProxy,
+		RegisterToken:   *registerToken,
+		Enrolled:        trust.enrolled,
+		Key:             trust.key,
+		PseudonymSecret: trust.secret,
+		Limits:          trust.limits,
 	})
 	if err != nil {
 		return err
