@@ -45,3 +45,22 @@ const IdentityPath = "/api/v1/identity"
 type CollectorIdentity struct {
 	Key string `json:"key"` // Ed25519 public key, base64url without padding
 }
+
+// PublishedSQL is a ClickHouse condition on a measurement table's row
+// (after FINAL): true when the row may be published in dumps and the
+// measurements API, i.e. it is the copy signed by an enrolled test server.
+// Simulated rows pass: they are never in real outputs (synthetic = 0 is a
+// condition of those), whoever sent them.
+const PublishedSQL = "(synthetic = 1 OR verified = 1)"
+
+// FiguresSQL is the condition of the rows counted in figures (analytics,
+// dashboards): published, and not flagged by the server's cross-check.
+const FiguresSQL = "(synthetic = 1 OR (verified = 1 AND plausibility IN ('', 'ok')))"
+
+// MaxTestsPerAgentDay is how many tests of one agent in one UTC day count
+// in figures (the earliest ones); an agent tests at most every 15 minutes.
+const MaxTestsPerAgentDay = 96
+
+// PrivateColumns are the columns of the measurement tables that never
+// leave ClickHouse: the clear agent_id (agent_pseudonym is published).
+var PrivateColumns = map[string]bool{"agent_id": true}

@@ -311,7 +311,7 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 		sf.samples, err = f.Leech()
 	}
 	if err != nil {
-		sf.err = err.Error()
+		sf.err = schemas.FailureOf(err)
 	}
 	v.sent.Add(f.Sent.Load() + int64(len(reply)))
 	v.received.Add(f.Received.Load() + int64(len(hs)))
@@ -355,7 +355,7 @@ func (p *Provider) merge(rec *schemas.Record, keys *schemas.BitTorrent, s *tests
 		f.Samples, f.Bytes, f.Mbps = nil, 0, 0
 		if sf == nil || sf.kind != f.Kind || sf.dir != f.Direction {
 			if f.Error == "" {
-				f.Error = "the server saw no such flow"
+				f.Error = schemas.FailureProtocol // the server saw no such flow
 			}
 			continue
 		}
@@ -365,16 +365,10 @@ func (p *Provider) merge(rec *schemas.Record, keys *schemas.BitTorrent, s *tests
 		}
 		f.Mbps = peer.FlowMbps(sf.samples, keys.WarmupS)
 		if f.Error == "" && sf.err != "" {
-			f.Error = truncate(sf.err, 256)
+			f.Error = sf.err
 		}
 	}
 	keys.ServerView = &schemas.BitTorrentServer{BytesSent: uint64(v.sent.Load()), BytesReceived: uint64(v.received.Load()), Flows: uint16(len(v.flows))}
 	peer.Analyze(keys)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
+	rec.Server.Plausibility = testserver.BitTorrentPlausibility(keys)
 }

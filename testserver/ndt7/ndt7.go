@@ -554,5 +554,6 @@ func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
 	rec.Server.Version = p.Version
 	rec.Server.ClientAddress = s.ClientAddr
 	keys.ServerView = sv
+	rec.Server.Plausibility = testserver.NDT7Plausibility(keys)
 	p.Negotiator.Deliver(w, s, rec, p.Forward, p.Logger)
 }

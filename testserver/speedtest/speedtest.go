@@ -251,10 +251,12 @@ func (p *Provider) merge(rec *schemas.Record, keys *schemas.Speedtest, s *testse
 	if sv.UploadDurationS > 0 {
 		sv.UploadMbps = float64(v.received) * 8 / 1e6 / sv.UploadDurationS
 	}
+	var acked uint64
 	if len(v.tcp) > 0 {
 		var rtt, rttvar float64
 		var retr uint64
 		for _, info := range v.tcp {
+			acked += info.BytesAcked
 			rtt += float64(info.RTT) / float64(time.Millisecond)
 			rttvar += float64(info.RTTVar) / float64(time.Millisecond)
 			retr += info.TotalRetrans
@@ -264,4 +266,5 @@ func (p *Provider) merge(rec *schemas.Record, keys *schemas.Speedtest, s *testse
 		sv.TCPRTTMS, sv.TCPRTTVarMS, sv.TCPRetransmits = &rtt, &rttvar, &retr
 	}
 	keys.ServerView = sv
+	rec.Server.Plausibility = testserver.SpeedtestPlausibility(keys, acked)
 }
