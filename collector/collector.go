@@ -29,7 +29,8 @@ import (
 	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/internal/spool"
-	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/proto/ingest"
+	"github.com/neubot/neubot/proto/rendezvous"
 )
 
 // Config configures a collector.
@@ -144,13 +145,13 @@ func New(cfg Config) (*Collector, error) {
 		limits: newLimiter(cfg.Limits)}
 	c.metrics = newMetrics(sp)
 	r := chi.NewRouter()
-	r.Post(IngestPath, c.limitIngest(c.handleIngest))
-	r.Get(schemas.IdentityPath, func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, schemas.CollectorIdentity{Key: cfg.Key.Public()})
+	r.Post(ingest.Path, c.limitIngest(c.handleIngest))
+	r.Get(rendezvous.IdentityPath, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, rendezvous.CollectorIdentity{Key: cfg.Key.Public()})
 	})
-	r.Post(RegisterPath, c.handleRegister)
-	r.Post(RendezvousPath, c.handleRendezvous)
-	r.Post(PeerRegisterPath, c.handlePeerRegister)
+	r.Post(rendezvous.RegisterPath, c.handleRegister)
+	r.Post(rendezvous.RendezvousPath, c.handleRendezvous)
+	r.Post(rendezvous.PeerRegisterPath, c.handlePeerRegister)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -1,8 +1,9 @@
 package schemas
 
-// Wire format of the signatures of records and of the requests of enrolled
-// test servers (spec/trust.md). The cryptography is in internal/identity;
-// these are the shapes both ends share.
+// The signatures of records (spec/trust.md): the shape of the member a
+// signed record carries, and the SQL conditions of what is published. The
+// cryptography is in internal/identity; the signed requests of test servers
+// are in proto/rendezvous.
 
 // ServerSignature is the test server's signature of one record: an
 // Ed25519 signature of the root of a Merkle tree (SHA-256) over the records
@@ -21,30 +22,6 @@ type ServerSignature struct {
 // record's JSON text: it is the last member of the top-level object, and
 // the signed bytes are the text without it (spec/trust.md).
 const ServerSignatureMember = `,"server_signature":`
-
-// Headers of a request signed by an enrolled test server (registration,
-// heartbeat, forwarded records): its public key, the time (Unix seconds),
-// a random nonce (hex, 16 to 64 characters) and the Ed25519 signature
-// (base64url) of the canonical request (spec/trust.md).
-const (
-	HeaderKey       = "Neubot-Key"
-	HeaderTime      = "Neubot-Time"
-	HeaderNonce     = "Neubot-Nonce"
-	HeaderSignature = "Neubot-Signature"
-)
-
-// MaxRequestSkewS is how far, in seconds, the time of a signed request may
-// be from the collector's clock; its nonce is remembered that long.
-const MaxRequestSkewS = 300
-
-// IdentityPath is where the collector publishes its own public key (GET,
-// JSON CollectorIdentity).
-const IdentityPath = "/api/v1/identity"
-
-// CollectorIdentity is the answer of IdentityPath.
-type CollectorIdentity struct {
-	Key string `json:"key"` // Ed25519 public key, base64url without padding
-}
 
 // PublishedSQL is a ClickHouse condition on a measurement table's row
 // (after FINAL): true when the row may be published in dumps and the

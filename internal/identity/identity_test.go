@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -70,7 +71,7 @@ func TestEnrollAndAllowList(t *testing.T) {
 }
 
 func signedRequest(t *testing.T, k *Key, body string, now time.Time) *http.Request {
-	req := httptest.NewRequest(http.MethodPost, "/api/v1/servers/register", strings.NewReader(body))
+	req := httptest.NewRequest(http.MethodPost, rendezvous.RegisterPath, strings.NewReader(body))
 	k.SignRequest(req, []byte(body), now)
 	return req
 }

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/proto/rendezvous"
 )
 
 // requestContext separates the signatures of requests from every other
@@ -34,18 +34,18 @@ func (k *Key) SignRequest(req *http.Request, body []byte, now time.Time) {
 	nonce := hex.EncodeToString(n[:])
 	ts := strconv.FormatInt(now.Unix(), 10)
 	sig := k.Sign(canonicalRequest(req.Method, req.URL.EscapedPath(), ts, nonce, body))
-	req.Header.Set(schemas.HeaderKey, k.pub)
-	req.Header.Set(schemas.HeaderTime, ts)
-	req.Header.Set(schemas.HeaderNonce, nonce)
-	req.Header.Set(schemas.HeaderSignature, base64.RawURLEncoding.EncodeToString(sig))
+	req.Header.Set(rendezvous.HeaderKey, k.pub)
+	req.Header.Set(rendezvous.HeaderTime, ts)
+	req.Header.Set(rendezvous.HeaderNonce, nonce)
+	req.Header.Set(rendezvous.HeaderSignature, base64.RawURLEncoding.EncodeToString(sig))
 }
 
 // Errors of VerifyRequest.
 var (
-	ErrUnsigned     = errors.New("the request is not signed (headers " + schemas.HeaderKey + ", " + schemas.HeaderTime + ", " + schemas.HeaderNonce + ", " + schemas.HeaderSignature + ")")
+	ErrUnsigned     = errors.New("the request is not signed (headers " + rendezvous.HeaderKey + ", " + rendezvous.HeaderTime + ", " + rendezvous.HeaderNonce + ", " + rendezvous.HeaderSignature + ")")
 	ErrNotEnrolled  = errors.New("the key is not enrolled by the collector's operator")
 	ErrBadSignature = errors.New("the signature does not verify")
-	ErrStale        = fmt.Errorf("the request's time is more than %d s from the collector's clock", schemas.MaxRequestSkewS)
+	ErrStale        = fmt.Errorf("the request's time is more than %d s from the collector's clock", rendezvous.MaxRequestSkewS)
 	ErrReplayed     = errors.New("the request's nonce was already used")
 )
 
@@ -66,13 +66,13 @@ const maxNonces = 1 << 20
 
 // Signed reports whether req carries signature headers at all.
 func Signed(req *http.Request) bool {
-	return req.Header.Get(schemas.HeaderSignature) != "" || req.Header.Get(schemas.HeaderKey) != ""
+	return req.Header.Get(rendezvous.HeaderSignature) != "" || req.Header.Get(rendezvous.HeaderKey) != ""
 }
 
 // VerifyRequest checks the signature of req (body already read) and
 // returns the enrolled server it comes from.
 func (v *Verifier) VerifyRequest(req *http.Request, body []byte, now time.Time) (Enrolled, error) {
-	key, ts, nonce, sig := req.Header.Get(schemas.HeaderKey), req.Header.Get(schemas.HeaderTime), req.Header.Get(schemas.HeaderNonce), req.Header.Get(schemas.HeaderSignature)
+	key, ts, nonce, sig := req.Header.Get(rendezvous.HeaderKey), req.Header.Get(rendezvous.HeaderTime), req.Header.Get(rendezvous.HeaderNonce), req.Header.Get(rendezvous.HeaderSignature)
 	if key == "" || ts == "" || nonce == "" || sig == "" {
 		return Enrolled{}, ErrUnsigned
 	}
@@ -87,7 +87,7 @@ func (v *Verifier) VerifyRequest(req *http.Request, body []byte, now time.Time) 
 	if err != nil {
 		return e, ErrBadSignature
 	}
-	if d := now.Unix() - sec; d > schemas.MaxRequestSkewS || d < -schemas.MaxRequestSkewS {
+	if d := now.Unix() - sec; d > rendezvous.MaxRequestSkewS || d < -rendezvous.MaxRequestSkewS {
 		return e, ErrStale
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(sig)
@@ -115,6 +115,6 @@ func (v *Verifier) VerifyRequest(req *http.Request, body []byte, now time.Time) 
 	if _, seen := v.nonces[id]; seen {
 		return e, ErrReplayed
 	}
-	v.nonces[id] = time.Unix(sec, 0).Add(2 * schemas.MaxRequestSkewS * time.Second)
+	v.nonces[id] = time.Unix(sec, 0).Add(2 * rendezvous.MaxRequestSkewS * time.Second)
 	return e, nil
 }
