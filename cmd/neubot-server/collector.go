@@ -22,7 +22,7 @@ func cmdCollector(args []string) error {
 	registerToken := fs.String("register-token", "", "bearer token test servers must present to register (volunteers' agents serving peers need none: they are checked by connecting back)")
 	peerNets := fs.String("peer-networks", "", "comma-separated networks peers may also register from, besides the public Internet (e.g. 10.0.0.0/8 for a lab)")
 	trustProxy := fs.Bool("trust-proxy", false, "take peers' addresses from X-Forwarded-For (only behind your own proxy or load balancer, which sets it)")
-	tf := addTrustFlags(fs, "")
+	tf := addTrustFlags(fs)
 	noPeers := fs.Bool("no-peers", false, "turn peer-to-peer mode off: refuse volunteers' agents that offer to serve tests, list no peers")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
@@ -47,7 +47,7 @@ func cmdCollector(args []string) error {
 	if err != nil {
 		return err
 	}
-	trust, err := tf.load(log)
+	trust, err := tf.defaults(*spoolDir).load(log)
 	if err != nil {
 		return err
 	}

@@ -24,19 +24,13 @@ type trustFlags struct {
 	addrBurst, agentBurst         *int
 }
 
-// addTrustFlags adds them; dir, when not empty, is where their files go by
-// default (up's data directory).
-func addTrustFlags(fs *flag.FlagSet, dir string) trustFlags {
-	in := func(name string) string {
-		if dir == "" {
-			return "neubot-collector-" + name
-		}
-		return filepath.Join(dir, "collector-"+name)
-	}
+// addTrustFlags adds them; their files default to the directory that
+// holds the spool (the collector's data directory), see defaults.
+func addTrustFlags(fs *flag.FlagSet) trustFlags {
 	return trustFlags{
-		keyFile:    fs.String("key-file", in("key"), "the collector's Ed25519 identity, made on first start (published at /api/v1/identity)"),
-		enrolled:   fs.String("enrolled", in("enrolled.txt"), "allow-list of test servers: \"<public key> <server id>\" per line, written by `neubot-server enroll`; read again when it changes; missing or empty: no test server is admitted"),
-		secretFile: fs.String("pseudonym-secret-file", in("pseudonym.secret"), "secret of the published agent pseudonyms (HMAC per agent and month), made on first start; collectors of one platform share it"),
+		keyFile:    fs.String("key-file", "", "the collector's Ed25519 identity, made on first start (published at /api/v1/identity); default: neubot-collector-key beside --spool-dir"),
+		enrolled:   fs.String("enrolled", "", "allow-list of test servers: \"<public key> <server id>\" per line, written by `neubot-server enroll`; read again when it changes; missing or empty: no test server is admitted; default: neubot-collector-enrolled.txt beside --spool-dir"),
+		secretFile: fs.String("pseudonym-secret-file", "", "secret of the published agent pseudonyms (HMAC per agent and month), made on first start; collectors of one platform share it; default: neubot-collector-pseudonym.secret beside --spool-dir"),
 		addrRate:   fs.Float64("ingest-rate", collector.DefaultAddressRate, "ingest requests per second per source address (IPv6: per /64); 0: no limit"),
 		addrBurst:  fs.Int("ingest-burst", collector.DefaultAddressBurst, "burst of --ingest-rate"),
 		agentRate:  fs.Float64("agent-rate", collector.DefaultAgentRate, "ingest requests per second per agent_id; 0: no limit"),
@@ -49,6 +43,17 @@ type trust struct {
 	enrolled *identity.AllowList
 	secret   []byte
 	limits   collector.Limits
+}
+
+// defaults fills the files not given with their places beside spoolDir.
+func (t trustFlags) defaults(spoolDir string) trustFlags {
+	dir := filepath.Dir(filepath.Clean(spoolDir))
+	for p, name := range map[*string]string{t.keyFile: "key", t.enrolled: "enrolled.txt", t.secretFile: "pseudonym.secret"} {
+		if *p == "" {
+			*p = filepath.Join(dir, "neubot-collector-"+name)
+		}
+	}
+	return t
 }
 
 func (t trustFlags) load(log *slog.Logger) (trust, error) {
