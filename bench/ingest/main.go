@@ -201,7 +201,7 @@ func endToEnd(ctx context.Context, ch *localch.Server, ipdb *annotate.DB, databa
 	defer cancel()
 	loaderDone := make(chan struct{})
 	go func() { col.Run(lctx); close(loaderDone) }()
-	conn, err := chdb.Open(ctx, opts)
+	conn, err := chdb.Setup(ctx, opts, nil) // makes the database and its tables
 	if err != nil {
 		return r, err
 	}
