@@ -52,6 +52,7 @@ func main() {
 	target := flag.Float64("target", 0.25, "minimum ratio of end-to-end to raw ceiling")
 	keep := flag.Bool("keep", false, "keep the temporary directory")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the end-to-end phase to this file")
+	flag.IntVar(&rounds, "rounds", 2, "unsigned and signed passes, alternated, each into a fresh database; the table reports the last round (the first pays the machine's warm-up)")
 	flag.BoolVar(&signedFirst, "signed-first", false, "run the signed end-to-end pass before the unsigned one (to see the order's effect on a loaded machine)")
 	flag.Parse()
 	profile = *cpuprofile
@@ -64,6 +65,7 @@ func main() {
 var (
 	profile     string
 	signedFirst bool
+	rounds      int
 )
 
 // addresses of real ISPs' prefixes, so that annotation does real lookups.
@@ -136,21 +138,33 @@ func run(n, perBody, clients int, target float64, keep bool) error {
 	// signed by an enrolled test server (the servers' copies, verified
 	// at load), each into a database of its own.
 	var plain, signed run1
-	passes := []func() error{
-		func() (err error) { plain, err = endToEnd(ctx, ch, ipdb, "bench", bodies, n, clients, nil); return err },
-		func() (err error) {
-			signed, err = endToEnd(ctx, ch, ipdb, "bench_signed", signedBodies, n, clients, schemastest.Enrolled())
-			return err
-		},
-	}
-	if signedFirst {
-		passes[0], passes[1] = passes[1], passes[0]
-	}
-	for _, pass := range passes {
-		if err := pass(); err != nil {
-			return err
+	var history []string
+	for round := 1; round <= max(rounds, 1); round++ {
+		if plain.conn != nil {
+			plain.conn.Close()
+			signed.conn.Close()
 		}
+		passes := []func() error{
+			func() (err error) {
+				plain, err = endToEnd(ctx, ch, ipdb, fmt.Sprintf("bench_r%d", round), bodies, n, clients, nil)
+				return err
+			},
+			func() (err error) {
+				signed, err = endToEnd(ctx, ch, ipdb, fmt.Sprintf("bench_signed_r%d", round), signedBodies, n, clients, schemastest.Enrolled())
+				return err
+			},
+		}
+		if signedFirst {
+			passes[0], passes[1] = passes[1], passes[0]
+		}
+		for _, pass := range passes {
+			if err := pass(); err != nil {
+				return err
+			}
+		}
+		history = append(history, fmt.Sprintf("round %d: unsigned %.2f s, signed %.2f s, signed/unsigned %.2f", round, plain.e2e.Seconds(), signed.e2e.Seconds(), signed.e2e.Seconds()/plain.e2e.Seconds()))
 	}
+	defer func() { fmt.Println(strings.Join(history, "\n")) }()
 	if signed.verified != uint64(n) || plain.verified != 0 {
 		return fmt.Errorf("verified rows: signed %d, unsigned %d; want %d and 0", signed.verified, plain.verified, n)
 	}
