@@ -20,10 +20,10 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/proto/ingest"
-	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
 )

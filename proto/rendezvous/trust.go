@@ -26,4 +26,3 @@ const IdentityPath = "/api/v1/identity"
 type CollectorIdentity struct {
 	Key string `json:"key"` // Ed25519 public key, base64url without padding
 }
-
