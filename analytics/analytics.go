@@ -68,7 +68,7 @@ func BucketLow(i int) float64 { return math.Pow(10, float64(i-histOffset)/10) }
 var scopes = []struct{ name, key string }{
 	{"asn", "toString(client_asn)"},
 	{"country", "client_country"},
-	{"agent", "toString(agent_id)"},
+	{"agent", "agent_pseudonym"}, // never the clear agent_id (spec/trust.md)
 	{"all", "''"},
 }
 
@@ -105,11 +105,24 @@ func source(g Goodset, day string, ch chunk) string {
 	// published as measurements, kept out of the figures per ISP.
 	// A failure record (failure != '') measured no goodput: it is not a
 	// test of zero Mbit/s, so no figure counts it (schema version 3).
-	where := fmt.Sprintf("toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 AND server_peer = 0 AND failure = ''", day, schemas.OnTimeSQL)
+	// Only rows signed by an enrolled server whose cross-check passed,
+	// at most schemas.MaxTestsPerAgentDay a day of each agent (trustSQL).
+	where := fmt.Sprintf("toDate(start_time) = toDate('%s') AND %s AND consent_can_publish = 1 AND server_peer = 0 AND failure = '' AND %s", day, schemas.OnTimeSQL, trustSQL("speedtest", day))
 	if ch.of > 1 {
 		where += fmt.Sprintf(" AND cityHash64(toString(agent_id)) %% %d = %d", ch.of, ch.n)
 	}
 	return fmt.Sprintf("(SELECT *, toUInt8(%s) AS c FROM speedtest FINAL WHERE %s)", cond, where)
+}
+
+// trustSQL is the condition of the rows of table on day that count in
+// figures (spec/trust.md): verified and plausible (schemas.FiguresSQL), and
+// among the first schemas.MaxTestsPerAgentDay of their agent that day, so
+// that one agent testing in a loop weighs no more than a busy volunteer.
+// A separate clause that the figures' queries keep.
+func trustSQL(table, day string) string {
+	return fmt.Sprintf(`%[3]s AND measurement_uid GLOBAL IN (SELECT arrayJoin(arraySlice(arrayMap(t -> tupleElement(t, 2), arraySort(groupArray((start_time, measurement_uid)))), 1, %[4]d))
+        FROM %[1]s FINAL WHERE toDate(start_time) = toDate('%[2]s') AND %[5]s AND %[3]s GROUP BY agent_id)`,
+		table, day, schemas.FiguresSQL, schemas.MaxTestsPerAgentDay, schemas.OnTimeSQL)
 }
 
 // chunk n of `of`: a scope with many groups (agents) is computed in parts,

@@ -30,7 +30,7 @@ func insert(t *testing.T, conn driver.Conn, recs []*schemas.Record, asn uint32) 
 	}
 	defer batch.Close()
 	for _, r := range recs {
-		row := r.Row(schemas.Annotation{ASN: asn, Org: fmt.Sprintf("ISP %d", asn), Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: r.StartTime.Add(5 * time.Minute)}, nil)
+		row := r.Row(schemas.Annotation{Verified: true, ServerKey: "test", Pseudonym: strings.ReplaceAll(r.AgentID, "-", ""), ASN: asn, Org: fmt.Sprintf("ISP %d", asn), Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: r.StartTime.Add(5 * time.Minute)}, nil)
 		if err := batch.Append(row...); err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +193,7 @@ func TestOnlyPublishableOnTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := batch.Append(late.Row(schemas.Annotation{ASN: 64511, Org: "ISP", Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: day.AddDate(0, 0, 3).Add(time.Minute)}, nil)...); err != nil {
+	if err := batch.Append(late.Row(schemas.Annotation{Verified: true, ServerKey: "test", ASN: 64511, Org: "ISP", Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: day.AddDate(0, 0, 3).Add(time.Minute)}, nil)...); err != nil {
 		t.Fatal(err)
 	}
 	if err := batch.Send(); err != nil {

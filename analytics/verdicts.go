@@ -40,11 +40,11 @@ FROM (
             tupleElement(o, 1) AS direction, count() AS tests, uniqExact(agent_id) AS agents,
             countIf(tupleElement(o, 2) = 'differentiation') AS d, countIf(tupleElement(o, 2) = 'none') AS e,
             countIf(tupleElement(o, 2) = 'inconclusive') AS i
-        FROM (SELECT * FROM bittorrent FINAL WHERE toDate(start_time) = toDate('%[1]s') AND %[4]s AND consent_can_publish = 1 AND server_peer = 0)
+        FROM (SELECT * FROM bittorrent FINAL WHERE toDate(start_time) = toDate('%[1]s') AND %[4]s AND consent_can_publish = 1 AND server_peer = 0 AND %[5]s)
         ARRAY JOIN [('any', outcome), ('download', download_outcome), ('upload', upload_outcome)] AS o
         GROUP BY day, asn, synthetic, direction
     )
-)`, day, centre, half, schemas.OnTimeSQL)
+)`, day, centre, half, schemas.OnTimeSQL, trustSQL("bittorrent", day))
 }
 
 // Verdict is one row of analytics_verdicts.

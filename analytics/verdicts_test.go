@@ -29,7 +29,7 @@ func insertAs(t *testing.T, conn driver.Conn, recs []*schemas.Record, asn uint32
 	}
 	defer batch.Close()
 	for _, r := range recs {
-		row := r.Row(schemas.Annotation{ASN: asn, Org: fmt.Sprintf("ISP %d", asn), Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: time.Now()}, nil)
+		row := r.Row(schemas.Annotation{Verified: true, ServerKey: "test", ASN: asn, Org: fmt.Sprintf("ISP %d", asn), Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: time.Now()}, nil)
 		if err := batch.Append(row...); err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ package collector
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -25,6 +26,8 @@ import (
 
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/internal/spool"
 	"github.com/neubot/neubot/proto/ingest"
@@ -92,6 +95,20 @@ type Config struct {
 	// TrustProxy takes a peer's address from X-Forwarded-For: only
 	// behind the operator's own proxy or load balancer, which must set it.
 	TrustProxy bool
+	// Enrolled is the operator's allow-list of test servers
+	// (spec/trust.md): only they may register, and only records signed by
+	// one of them are verified (authoritative, published). nil admits
+	// nobody.
+	Enrolled *identity.AllowList
+	// Key is the collector's own identity, published at
+	// schemas.IdentityPath; nil: a new one for this process (tests).
+	Key *identity.Key
+	// PseudonymSecret keys the published agent pseudonyms
+	// (HMAC-SHA256 per agent and month); nil: a random one for this
+	// process (tests). Collectors of one platform share it.
+	PseudonymSecret []byte
+	// Limits is the abuse limits of ingest; zero values: no limit.
+	Limits Limits
 }
 
 // Collector is the ingest service. Create it with New, serve Handler, run
@@ -113,8 +130,11 @@ type Collector struct {
 	peerSlots chan struct{}      // peers' reachability checks in progress
 	peerRate  *ratelimit.Limiter // peers' registrations per address
 
-	perAddr *ratelimit.Concurrency // ingest requests in progress per address (/64)
-	volume  *ratelimit.Limiter     // ingest decoded bytes per address (/64)
+	perAddr  *ratelimit.Concurrency   // ingest requests in progress per address (/64)
+	volume   *ratelimit.Limiter       // ingest decoded bytes per address (/64)
+	requests *identity.Verifier       // signed requests of enrolled servers
+	records  *identity.RecordVerifier // signed records
+	limits   *limiter                 // ingest rate limits
 }
 
 // New opens the spool (replaying what a previous run left) and builds the
@@ -165,6 +185,16 @@ func New(cfg Config) (*Collector, error) {
 	if cfg.MaxStartAge == 0 {
 		cfg.MaxStartAge = DefaultMaxStartAge
 	}
+	if cfg.Key == nil {
+		cfg.Key = identity.NewKey()
+	}
+	if len(cfg.PseudonymSecret) == 0 {
+		cfg.PseudonymSecret = make([]byte, 32)
+		_, _ = rand.Read(cfg.PseudonymSecret)
+	}
+	if cfg.Enrolled == nil {
+		cfg.Enrolled = identity.StaticAllowList()
+	}
 	cfg.Spool.Logger = cfg.Logger
 	sp, err := spool.Open(cfg.SpoolDir, cfg.Spool)
 	if err != nil {
@@ -172,10 +202,15 @@ func New(cfg Config) (*Collector, error) {
 	}
 	c := &Collector{cfg: cfg, log: cfg.Logger, spool: sp, ipdb: cfg.IPDB, slots: make(chan struct{}, cfg.MaxConcurrent), peerSlots: make(chan struct{}, MaxPeerChecks),
 		peerRate: ratelimit.New(1, 10), perAddr: ratelimit.NewConcurrency(cfg.MaxPerAddress),
-		volume: ratelimit.New(float64(cfg.AddressBytesPerSecond), int(cfg.AddressBurstBytes))}
+		volume:   ratelimit.New(float64(cfg.AddressBytesPerSecond), int(cfg.AddressBurstBytes)),
+		requests: &identity.Verifier{Allow: cfg.Enrolled}, records: &identity.RecordVerifier{Allow: cfg.Enrolled},
+		limits: newLimiter(cfg.Limits)}
 	c.metrics = newMetrics(sp)
 	r := chi.NewRouter()
-	r.Post(ingest.Path, c.handleIngest)
+	r.Post(ingest.Path, c.limitIngest(c.handleIngest))
+	r.Get(rendezvous.IdentityPath, func(w http.ResponseWriter, _ *http.Request) {
+		httpx.WriteJSON(w, http.StatusOK, rendezvous.CollectorIdentity{Key: cfg.Key.Public()})
+	})
 	r.Post(rendezvous.RegisterPath, c.handleRegister)
 	r.Post(rendezvous.RendezvousPath, c.handleRendezvous)
 	r.Post(rendezvous.PeerRegisterPath, c.handlePeerRegister)

@@ -202,14 +202,14 @@ func TestIngestStatusCodes(t *testing.T) {
 }
 
 // TestAuthoritativeCopyWins: the agent's copy (no server view) and the
-// server's merged copy of one measurement are stored once, as the server's,
-// whichever arrives first.
+// server's merged copy of one measurement, signed by the enrolled server,
+// are stored once, as the server's, whichever arrives first.
 func TestAuthoritativeCopyWins(t *testing.T) {
 	c := collectortest.New(t, collector.Config{})
 	rng := rand.New(rand.NewPCG(9, 9))
 	for _, serverFirst := range []bool{true, false} {
 		rec := schemastest.Speedtest(rng, time.Now().Add(-time.Minute), "8.8.8.8", 50)
-		server := schemastest.Line(rec)
+		server := schemastest.Signed(rec)
 		keys := *rec.TestKeys.(*schemas.Speedtest)
 		keys.ServerView = nil
 		rec.TestKeys = &keys

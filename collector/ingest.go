@@ -305,6 +305,9 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, http.StatusBadRequest, "body holds no records")
 		return
 	}
+	if !c.agentsAllowed(w, r, entries) {
+		return
+	}
 	if err := c.spool.Append(r.Context(), entries); err != nil {
 		c.log.Error("spool append failed", "err", err, "records", len(entries))
 		w.Header().Set("Retry-After", "5")

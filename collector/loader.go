@@ -203,7 +203,7 @@ func (c *Collector) loadSegment(ctx context.Context, seg *spool.Segment) error {
 		st := rec.StartTime.UTC()
 		b.rows = append(b.rows, loadRow{
 			idx: i, uid: rec.MeasurementUID, start: st, month: st.Year()*100 + int(st.Month()),
-			version: schemas.CopyVersion(rec.IsAuthoritative(), ann.IngestedAt),
+			version: schemas.CopyVersion(ann.Verified, ann.IngestedAt),
 			values:  rec.Row(ann, make([]any, 0, len(test.TableColumns()))),
 		})
 	}
@@ -404,25 +404,6 @@ func permanentInsertError(err error) bool {
 		return strings.Contains(ex.Message, "partitions for single INSERT")
 	}
 	return false
-}
-
-// annotation derives ASN, organisation, country and prefix from the client
-// address the test server saw, or else from the address that submitted the
-// record (the agent itself).
-func (c *Collector) annotation(rec *schemas.Record, e spool.Entry) schemas.Annotation {
-	a := schemas.Annotation{IngestedAt: e.Received}
-	if c.ipdb == nil {
-		return a
-	}
-	a.DB = c.ipdb.Version()
-	addr := rec.Server.ClientAddress
-	if addr == "" {
-		addr = e.Peer
-	}
-	if ann, err := c.ipdb.LookupString(addr); err == nil {
-		a.ASN, a.Org, a.Country, a.Prefix = ann.ASN, ann.Org, ann.Country, ann.Prefix
-	}
-	return a
 }
 
 // DeadLetter is one line of deadletter.ndjson in the spool directory: a

@@ -26,6 +26,8 @@ type metrics struct {
 	peerChecks    *prometheus.CounterVec
 	refused       *prometheus.CounterVec
 	loadEvents    *prometheus.CounterVec
+	limited       *prometheus.CounterVec
+	verified      *prometheus.CounterVec
 }
 
 func newMetrics(s *spool.Spool) *metrics {
@@ -84,9 +86,17 @@ func newMetrics(s *spool.Spool) *metrics {
 			Name: "neubot_collector_load_events_total",
 			Help: "Loader events by kind: transient_insert_error, permanent_row_error, read_retry, quarantine_retry, start_time_out_of_window, superseded_copy.",
 		}, []string{"event"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "neubot_collector_ingest_limited_total",
+			Help: "Ingest requests refused with 429, by limit (address, agent).",
+		}, []string{"limit"}),
+		verified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "neubot_collector_records_loaded_total",
+			Help: "Records loaded, by trust: verified (signed by an enrolled server), unsigned, bad_signature (signed, not verifying).",
+		}, []string{"trust"}),
 	}
 	m.reg.MustRegister(m.refused, m.loadEvents, m.inserts, m.accepted, m.rejected, m.requests, m.inserted, m.insertErrors,
-		m.insertSeconds, m.deadLetters, m.quarantined, m.testServers, m.peerChecks,
+		m.insertSeconds, m.deadLetters, m.quarantined, m.testServers, m.peerChecks, m.limited, m.verified,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "neubot_collector_spool_bytes",
 			Help: "Bytes in the spool not yet loaded into ClickHouse.",

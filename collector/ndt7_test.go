@@ -2,7 +2,6 @@ package collector_test
 
 import (
 	"context"
-	"encoding/json"
 	"math/rand/v2"
 	"net/http"
 	"testing"
@@ -22,7 +21,6 @@ func TestIngestNDT7(t *testing.T) {
 	c := collectortest.New(t, collector.Config{})
 	rng := rand.New(rand.NewPCG(4, 4))
 	merged := schemastest.NDT7(rng, schemas.NDT7Name, time.Now().Add(-time.Hour), "151.5.10.20", 40)
-	b, _ := json.Marshal(merged)
 	// The client's copy: another download figure, no server view, no
 	// server fields; the merged copy must win whatever the order.
 	keys := *merged.TestKeys.(*schemas.NDT7)
@@ -32,8 +30,7 @@ func TestIngestNDT7(t *testing.T) {
 	own.Server = schemas.Server{}
 	browser := schemastest.NDT7(rng, schemas.NDT7BrowserName, time.Now().Add(-time.Hour), "151.5.10.21", 5)
 
-	body := append(schemastest.Line(&own), schemastest.Line(browser)...)
-	body = append(body, append(b, '\n')...)
+	body := append(schemastest.Line(&own), schemastest.Signed(browser, merged)...)
 	if code, resp := post(t, c.Server.URL, body); code != http.StatusAccepted {
 		t.Fatalf("status %d: %+v", code, resp)
 	}

@@ -12,6 +12,7 @@ package collector
 // updates the neubot_collector_test_servers gauge.
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -32,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
@@ -290,6 +292,23 @@ func (c *Collector) handleRegister(w http.ResponseWriter, r *http.Request) {
 		rendezvousFail(w, http.StatusUnauthorized, nil, "registering requires the header Authorization: Bearer <token> with the collector's registration token")
 		return
 	}
+	// Only enrolled servers register (spec/trust.md): the body is read
+	// first, since the signature covers it.
+	body, ok := readSigned(w, r)
+	if !ok {
+		return
+	}
+	enrolled, err := c.requests.VerifyRequest(r, body, time.Now())
+	if err != nil {
+		c.log.Warn("test server registration refused", "peer", r.RemoteAddr, "err", err, "key", r.Header.Get(rendezvous.HeaderKey))
+		code := http.StatusForbidden
+		if errors.Is(err, identity.ErrUnsigned) || errors.Is(err, identity.ErrBadSignature) || errors.Is(err, identity.ErrStale) || errors.Is(err, identity.ErrReplayed) {
+			code = http.StatusUnauthorized
+		}
+		rendezvousFail(w, code, nil, "registration refused: %v (test servers register only once the operator enrolled their key: neubot-server enroll)", err)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	var reg rendezvous.ServerRegistration
 	if !decodeRendezvous(w, r, &reg) {
 		return
@@ -304,6 +323,11 @@ func (c *Collector) handleRegister(w http.ResponseWriter, r *http.Request) {
 		rendezvousFail(w, http.StatusBadRequest, []schemas.FieldError{fe}, "%s", fe.Error())
 		return
 	}
+	if reg.ID != enrolled.ID {
+		fe := schemas.FieldError{Path: "id", Reason: fmt.Sprintf("must be %s: the id this key is enrolled as", enrolled.ID)}
+		rendezvousFail(w, http.StatusForbidden, []schemas.FieldError{fe}, "%s", fe.Error())
+		return
+	}
 	ack, err := c.rendezvous().upsert(reg, "")
 	if errors.Is(err, errRegistryFull) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(RegistrationExpiry/time.Second)))
@@ -311,6 +335,26 @@ func (c *Collector) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, ack)
+}
+
+// readSigned reads the body of a rendezvous request (bounded) so that its
+// signature can be checked; it answers the request itself on a problem.
+func readSigned(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if r.ContentLength > rendezvous.MaxRendezvousBodyBytes {
+		rendezvousFail(w, http.StatusRequestEntityTooLarge, nil, "body of %d bytes is over the limit of %d bytes", r.ContentLength, rendezvous.MaxRendezvousBodyBytes)
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, rendezvous.MaxRendezvousBodyBytes))
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			rendezvousFail(w, http.StatusRequestEntityTooLarge, nil, "body is over the limit of %d bytes", rendezvous.MaxRendezvousBodyBytes)
+		} else {
+			rendezvousFail(w, http.StatusBadRequest, nil, "cannot read body: %v", err)
+		}
+		return nil, false
+	}
+	return body, true
 }
 
 // handleRendezvous tells an agent which live test servers serve the tests

@@ -44,6 +44,9 @@ func (c *fakeClock) Advance(d time.Duration) {
 func rendezvousServer(t testing.TB, cfg Config) (*Collector, *httptest.Server, *fakeClock) {
 	t.Helper()
 	cfg.SpoolDir = t.TempDir()
+	if cfg.Enrolled == nil {
+		cfg.Enrolled = testAllow
+	}
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +81,9 @@ func postJSON(t testing.TB, url, path string, body any, header ...string) (int, 
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if path == rendezvous.RegisterPath {
+		signRegistration(req, data)
+	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
@@ -420,7 +426,7 @@ func TestRegistryBounded(t *testing.T) {
 // is never a 5xx nor a panic, always JSON, and every body that decodes to a
 // valid message is accepted.
 func FuzzRendezvousBodies(f *testing.F) {
-	c, err := New(Config{SpoolDir: f.TempDir()})
+	c, err := New(Config{SpoolDir: f.TempDir(), Enrolled: testAllow})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -445,6 +451,9 @@ func FuzzRendezvousBodies(f *testing.F) {
 		}
 		r := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
+		if path == rendezvous.RegisterPath {
+			signRegistration(r, body)
+		}
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		if !json.Valid(w.Body.Bytes()) {

@@ -55,8 +55,8 @@ func seed(t testing.TB, conn driver.Conn, day time.Time, n int, asn uint32) seed
 	}
 	defer batch.Close()
 	late := map[string]bool{} // arrive after their day closed
-	add := func(r *schemas.Record, country string) {
-		ann := schemas.Annotation{ASN: asn, Org: fmt.Sprintf("Example ISP %d, Inc.", asn), Country: country,
+	add := func(r *schemas.Record, country string, verified bool) {
+		ann := schemas.Annotation{Verified: verified, ServerKey: "test", Pseudonym: "p" + strings.ReplaceAll(r.AgentID, "-", "")[:15], ASN: asn, Org: fmt.Sprintf("Example ISP %d, Inc.", asn), Country: country,
 			Prefix: "198.51.100.0/24", DB: "test-db", IngestedAt: r.StartTime.Add(10 * time.Minute)}
 		if late[r.MeasurementUID] {
 			ann.IngestedAt = r.StartTime.Truncate(24 * time.Hour).Add(24*time.Hour + schemas.ClosedAfter + time.Second)
@@ -92,7 +92,12 @@ func seed(t testing.TB, conn driver.Conn, day time.Time, n int, asn uint32) seed
 			s.unpublished[r.MeasurementUID] = true
 		default:
 			r.Synthetic = false
-			r.Server.Peer = i%10 == 6 // served by a volunteer's agent: published, marked
+			r.Server.Peer = i%10 == 6 // served by a volunteer's agent: unsigned, never published
+			if r.Server.Peer {
+				s.unpublished[r.MeasurementUID] = true
+				add(r, "IT", false)
+				continue
+			}
 			s.published[r.MeasurementUID] = true
 			if i%10 == 4 {
 				// The agent's own copy first (no server view, other numbers):
@@ -102,10 +107,10 @@ func seed(t testing.TB, conn driver.Conn, day time.Time, n int, asn uint32) seed
 				keys.ServerView = nil
 				keys.Download.GoodputMbps = 0.5
 				agentCopy.TestKeys = &keys
-				add(&agentCopy, "IT")
+				add(&agentCopy, "IT", false)
 			}
 		}
-		add(r, "IT")
+		add(r, "IT", !s.unpublished[r.MeasurementUID])
 	}
 	if err := batch.Send(); err != nil {
 		t.Fatal(err)
@@ -150,7 +155,7 @@ func TestExportRoundTrip(t *testing.T) {
 
 	// The ClickHouse rows the dump must equal, as JSON values per column.
 	want := clickhouseRows(t, conn, `SELECT * FROM speedtest FINAL WHERE toDate(start_time) = '2026-11-20'
-		AND consent_can_publish = 1 AND synthetic = 0 AND ingested_at < '2026-11-23 00:00:00' ORDER BY measurement_uid`)
+		AND consent_can_publish = 1 AND synthetic = 0 AND verified = 1 AND ingested_at < '2026-11-23 00:00:00' ORDER BY measurement_uid`)
 	got := parquetRows(t, filepath.Join(dayDir, "speedtest-2026-11-20.parquet"))
 	if len(got.rows) != len(want.rows) || len(want.rows) != len(s.published) {
 		t.Fatalf("parquet %d rows, ClickHouse %d, published %d", len(got.rows), len(want.rows), len(s.published))
@@ -179,7 +184,7 @@ func TestExportRoundTrip(t *testing.T) {
 		t.Fatalf("csv: %d lines, header %v", len(csvRows), csvRows[0])
 	}
 	for i, r := range csvRows[1:] {
-		for _, name := range []string{"measurement_uid", "agent_id", "download_mbps", "upload_mbps", "rtt_median_ms", "client_prefix", "client_org", "download_samples_mbps", "sv_tcp_rtt_ms"} {
+		for _, name := range []string{"measurement_uid", "agent_pseudonym", "download_mbps", "upload_mbps", "rtt_median_ms", "client_prefix", "client_org", "download_samples_mbps", "sv_tcp_rtt_ms"} {
 			j := indexOf(want.names, name)
 			if !sameCSV(r[j], want.rows[i][j]) {
 				t.Fatalf("csv row %d %s: %q, ClickHouse %s", i, name, r[j], want.rows[i][j])
@@ -266,16 +271,37 @@ func jsonOf(v any) string {
 
 // clickhouseRows reads a query's rows as JSON text per value; UUIDs and
 // times become what the dump holds (text, UTC seconds).
-func clickhouseRows(t *testing.T, conn driver.Conn, q string) table {
+// dropPrivate removes the columns that are never published (the clear
+// agent_id) from a table read with SELECT *.
+func dropPrivate(in table) table {
+	var keep []int
+	out := table{}
+	for i, n := range in.names {
+		if !schemas.PrivateColumns[n] {
+			keep = append(keep, i)
+			out.names = append(out.names, n)
+		}
+	}
+	for _, r := range in.rows {
+		row := make([]string, len(keep))
+		for k, i := range keep {
+			row[k] = r[i]
+		}
+		out.rows = append(out.rows, row)
+	}
+	return out
+}
+
+func clickhouseRows(t *testing.T, conn driver.Conn, q string) (out table) {
 	t.Helper()
 	rows, err := conn.Query(context.Background(), q)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	var out table
 	out.names = rows.Columns()
 	types := rows.ColumnTypes()
+	defer func() { out = dropPrivate(out) }()
 	for rows.Next() {
 		vals := make([]any, len(types))
 		for i, c := range types {
@@ -424,7 +450,7 @@ func privacyScan(t *testing.T, dir string, addrs []string) {
 				text = append(text, strings.Join(r, ",")+"\n"...)
 			}
 			raw, _ := os.ReadFile(p) // the footer's metadata, in the clear
-			text = append(text, raw...)
+			text = append(text, printableRuns(raw, 16)...)
 		case strings.HasSuffix(p, ".gz"):
 			f, _ := os.Open(p)
 			zr, err := gzip.NewReader(f)
@@ -444,7 +470,8 @@ func privacyScan(t *testing.T, dir string, addrs []string) {
 		}
 		scanned++
 		if found := findAddress(text); found != "" {
-			t.Errorf("%s holds an address: %s", p, found)
+			i := bytes.Index(text, []byte(found))
+			t.Errorf("%s holds an address: %s (in %q)", p, found, text[max(0, i-40):min(len(text), i+40)])
 		}
 		return nil
 	})
@@ -454,6 +481,28 @@ func privacyScan(t *testing.T, dir string, addrs []string) {
 	if scanned < 4 {
 		t.Fatalf("privacy scan read %d files", scanned)
 	}
+}
+
+// printableRuns is the runs of at least n printable ASCII bytes of b, one
+// a line, as strings(1) shows a binary file: the text a reader of the file
+// would find (metadata, descriptions), not bytes of compressed data that
+// look like "::1" by chance.
+func printableRuns(b []byte, n int) []byte {
+	var out []byte
+	start := -1
+	for i := 0; i <= len(b); i++ {
+		if i < len(b) && b[i] >= 0x20 && b[i] < 0x7f {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 && i-start >= n {
+			out = append(append(out, b[start:i]...), '\n')
+		}
+		start = -1
+	}
+	return out
 }
 
 // findAddress returns the first IP address in text that is not a prefix.
@@ -564,7 +613,7 @@ func TestExportEveryTest(t *testing.T) {
 				// What a transfer broken by the network leaves in a record.
 				setFailures(r, schemas.FailureOf(fmt.Errorf("write tcp %s:443->%s:51234: %w", "192.0.2.1", addr, syscall.EPIPE)))
 			}
-			ann := schemas.Annotation{ASN: 64500, Org: "Example, \"Quoted\" Org", Country: "FR", Prefix: "203.0.113.0/24", DB: "test-db", IngestedAt: r.StartTime.Add(time.Minute)}
+			ann := schemas.Annotation{Verified: true, ServerKey: "test", ASN: 64500, Org: "Example, \"Quoted\" Org", Country: "FR", Prefix: "203.0.113.0/24", DB: "test-db", IngestedAt: r.StartTime.Add(time.Minute)}
 			if err := batch.Append(r.Row(ann, nil)...); err != nil {
 				t.Fatal(err)
 			}

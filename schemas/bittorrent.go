@@ -57,7 +57,7 @@ type BitTorrentFlow struct {
 	Bytes     uint64             `json:"bytes" doc:"Bytes the receiver read during the sampled time (all of the stream, framing included)."`
 	Mbps      float64            `json:"mbps" v:"min=0,max=1000000" doc:"Mean throughput at the receiver after the warm-up, Mbit/s."`
 	Samples   []ThroughputSample `json:"samples" v:"maxitems=128" doc:"Throughput at the receiver over time since the start of the flow (client for download, server for upload)."`
-	Error     string             `json:"error,omitempty" v:"maxlen=256" doc:"Why the flow ended early, if it did (e.g. connection reset); empty when it ran its course."`
+	Error     string             `json:"error,omitempty" v:"maxlen=256" doc:"Why the flow ended early, if it did: one of timeout, connection_reset, connection_refused, eof, closed_abnormally, canceled, protocol_violation, other; empty when it ran its course. Never an error's text (it can hold addresses): since schema version 3 the collector stores any other value as other."`
 }
 
 // BitTorrentComparison is the decision on BitTorrent flows against one
@@ -174,7 +174,7 @@ func (b *BitTorrent) Values(dst []any) []any {
 	bytes := make([]uint64, n)
 	ts, sm := make([][]float64, n), make([][]float64, n)
 	for i, f := range b.Flows {
-		idx[i], kind[i], dir[i], ports[i], start[i], bytes[i], mbps[i], errs[i] = f.Index, f.Kind, f.Direction, f.Port, f.StartS, f.Bytes, f.Mbps, f.Error
+		idx[i], kind[i], dir[i], ports[i], start[i], bytes[i], mbps[i], errs[i] = f.Index, f.Kind, f.Direction, f.Port, f.StartS, f.Bytes, f.Mbps, Failure(f.Error)
 		ts[i], sm[i] = make([]float64, len(f.Samples)), make([]float64, len(f.Samples))
 		for j, s := range f.Samples {
 			ts[i][j], sm[i][j] = s.TS, s.Mbps

@@ -29,6 +29,7 @@ func (e *Envelope) Values(dst []any) []any {
 var AnnotationColumns = []string{
 	"client_asn", "client_org", "client_country", "client_prefix", "annotation_db", "authority", "ingested_at",
 	"copy_version",
+	"verified", "server_key", "plausibility", "agent_pseudonym",
 }
 
 // Annotation is what the collector derives from a record on ingest.
@@ -39,23 +40,13 @@ type Annotation struct {
 	Prefix     string
 	DB         string // version of the IP database used
 	IngestedAt time.Time
-}
-
-// Authoritative is implemented by keys that know whether they carry the
-// server's merged view; such copies win over the agent's own copy.
-type Authoritative interface {
-	Authoritative() bool
-}
-
-// Authoritative reports whether the speedtest record was merged by the server.
-func (s *Speedtest) Authoritative() bool { return s.ServerView != nil }
-
-// IsAuthoritative reports whether r is an authoritative copy of its
-// measurement (today: it carries the server's merged view). It is the one
-// input of CopyVersion that says so.
-func (r *Record) IsAuthoritative() bool {
-	au, ok := r.TestKeys.(Authoritative)
-	return ok && au.Authoritative()
+	// Verified is true when the record's server_signature verified
+	// against an enrolled key (ServerKey): only then is the row
+	// authoritative (authority 1) and published (spec/trust.md).
+	Verified  bool
+	ServerKey string
+	// Pseudonym is the published stand-in for agent_id (spec/trust.md).
+	Pseudonym string
 }
 
 // CopyVersion orders the copies of one measurement: the earliest
@@ -79,12 +70,15 @@ func CopyVersion(authoritative bool, ingestedAt time.Time) uint64 {
 // order EnvelopeColumns, AnnotationColumns, Test.Columns.
 func (r *Record) Row(a Annotation, dst []any) []any {
 	dst = r.Envelope.Values(dst)
-	var authority uint8
-	auth := r.IsAuthoritative()
-	if auth {
-		authority = 1
+	// A copy is authoritative only when an enrolled test server signed
+	// it: carrying a server view proves nothing (anyone can write one).
+	authority := boolU8(a.Verified)
+	plausibility := ""
+	if a.Verified {
+		plausibility = r.Server.Plausibility
 	}
-	dst = append(dst, a.ASN, a.Org, a.Country, a.Prefix, a.DB, authority, a.IngestedAt.UTC(), CopyVersion(auth, a.IngestedAt))
+	dst = append(dst, a.ASN, a.Org, a.Country, a.Prefix, a.DB, authority, a.IngestedAt.UTC(), CopyVersion(a.Verified, a.IngestedAt),
+		authority, a.ServerKey, plausibility, a.Pseudonym)
 	return r.TestKeys.Values(dst)
 }
 

@@ -13,6 +13,8 @@ import (
 //   - 3: the speedtest's methodology 2 (stop reason, window, parameters,
 //     loaded latency, the server's TCP_INFO series per phase) and failure
 //     records (failure, failure_phase).
+//   - 3: server_signature (records signed by enrolled test servers) and
+//     server.plausibility (the server's cross-check of the client's numbers).
 const SchemaVersion = 3
 
 // MaxClockSkew is how far in the future a start_time may be before the
@@ -35,6 +37,9 @@ type Envelope struct {
 	Server         Server    `json:"server" doc:"The test server (or peer) that served the test."`
 	Consent        Consent   `json:"consent" doc:"The volunteer's choices, as they were when the test ran."`
 	Synthetic      bool      `json:"synthetic" doc:"True for records made by the simulator (neubot-server simulate). Never in a real public dump."`
+	// ServerSignature is appended by the test server's forwarder as the
+	// last member of the JSON text (see spec/trust.md); absent elsewhere.
+	ServerSignature *ServerSignature `json:"server_signature,omitempty" doc:"The test server's signature of this record (spec/trust.md): present only in the copy an enrolled test server forwards, as the last member of the JSON text. The collector stores a row as verified (authoritative) only when it verifies against an enrolled key."`
 }
 
 // Agent describes the client software.
@@ -50,7 +55,8 @@ type Server struct {
 	ID            string `json:"id" v:"maxlen=128,safe" doc:"Identifier of the test server, as registered with the collector's rendezvous."`
 	Version       string `json:"version" v:"maxlen=32,safe" doc:"Version of the test server software."`
 	Peer          bool   `json:"peer,omitempty" doc:"True when the test was served by another volunteer's agent in peer-to-peer mode rather than by a platform test server. Peer tests measure the path between two volunteers, whose uplink may be the bottleneck: the per-ISP figures leave them out."`
-	ClientAddress string `json:"client_address,omitempty" v:"ip,maxlen=64" doc:"Client IP address as the server saw it. Used by the collector to derive ASN, organisation, country and a truncated prefix, then dropped: it is never stored in the measurement tables nor published."`
+	ClientAddress string `json:"client_address,omitempty" v:"ip,maxlen=64" doc:"Client IP address as the server saw it. Used by the collector to derive ASN, organisation, country and a truncated prefix, then dropped: it is never stored in the measurement tables nor published. Trusted only in a record whose server_signature verifies; otherwise the collector annotates from the address that submitted the record."`
+	Plausibility  string `json:"plausibility,omitempty" v:"enum=ok|download_mismatch|upload_mismatch|download_upload_mismatch" doc:"The test server's cross-check of the client's numbers against its own (bytes sent or acked, time; spec/trust.md): ok, or which direction disagrees beyond the tolerance. Empty when the server did not check (an agent's own copy). Flagged rows are left out of the published figures."`
 }
 
 // Consent holds the volunteer's choices. A record is accepted only when the

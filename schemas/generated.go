@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -16,6 +17,13 @@ func Generated() (map[string][]byte, error) {
 	md.WriteString("Generated from the Go types in this folder by `go generate ./schemas`; do not edit.\n")
 	md.WriteString("Records are submitted as NDJSON to the collector's `POST /api/v1/measurements`.\n")
 	md.WriteString("Fields are added, never renamed or removed. The client address is used for annotation and never stored or published.\n")
+	md.WriteString("\n## What is published\n\n")
+	md.WriteString("Every column of a test's ClickHouse table (its fields below, flattened, plus the collector's annotation columns " +
+		"`" + strings.Join(AnnotationColumns, "`, `") + "`) is published in the daily dumps and by `GET /api/v1/measurements`, except " +
+		"`" + strings.Join(sortedKeys(PrivateColumns), "`, `") + "`, which never leaves ClickHouse: `agent_pseudonym` (a monthly HMAC of it, spec/trust.md) is published instead. " +
+		"`server.client_address` and `server_signature` are never stored in a column. Only rows that satisfy `" + PublishedSQL + "` are published " +
+		"(real outputs also need `synthetic = 0`, `consent_can_publish = 1` and arrival before the day closed); figures also need `" + FiguresSQL + "` " +
+		fmt.Sprintf("and count at most %d tests of one agent a day.\n", MaxTestsPerAgentDay))
 	for _, t := range Tests() {
 		js, err := JSONSchema(t)
 		if err != nil {
@@ -32,4 +40,13 @@ func Generated() (map[string][]byte, error) {
 	}
 	out["FIELDS.md"] = []byte(md.String())
 	return out, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/proto/rendezvous"
 )
 
@@ -49,6 +50,10 @@ type Registrar struct {
 	// Token, when set, is sent as Authorization: Bearer <token>; the
 	// collector requires it when it has a registration token.
 	Token string
+	// Key, when set, signs every registration and heartbeat (with a time
+	// and a nonce, spec/trust.md): the collector admits a test server only
+	// with the key its operator enrolled. Peers register unsigned.
+	Key *identity.Key
 	// Path is the collector's endpoint (default rendezvous.RegisterPath;
 	// volunteers' agents serving peers use rendezvous.PeerRegisterPath).
 	Path string
@@ -174,6 +179,9 @@ func (r *Registrar) Register(ctx context.Context) (rendezvous.RegistrationAck, e
 	req.Header.Set("Accept", "application/json")
 	if r.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+r.Token)
+	}
+	if r.Key != nil {
+		r.Key.SignRequest(req, body, time.Now())
 	}
 	client := r.Client
 	if client == nil {

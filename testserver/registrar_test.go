@@ -16,15 +16,23 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
+
+// tsKey is the identity of the test server "ts1" that collectorServer's
+// collectors enroll.
+var tsKey = identity.NewKey()
 
 // collectorServer serves the real collector handler (no loader, so no
 // ClickHouse) behind wrap, which may count or fail requests.
 func collectorServer(t *testing.T, cfg collector.Config, wrap func(http.Handler) http.Handler) *httptest.Server {
 	t.Helper()
 	cfg.SpoolDir = t.TempDir()
+	if cfg.Enrolled == nil {
+		cfg.Enrolled = identity.StaticAllowList(identity.Enrolled{Key: tsKey.PublicKey(), ID: "ts1"})
+	}
 	c, err := collector.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +142,7 @@ func TestRegistrarHeartbeats(t *testing.T) {
 	})
 	var active atomic.Int64
 	r := &Registrar{
+		Key:          tsKey,
 		CollectorURL: srv.URL + "/", // a trailing slash is fine
 		Token:        "tok",
 		Info: func() rendezvous.ServerRegistration {
@@ -191,6 +200,7 @@ func TestRegistrarRetries(t *testing.T) {
 		return cnt
 	})
 	r := &Registrar{
+		Key:          tsKey,
 		CollectorURL: srv.URL,
 		Info: func() rendezvous.ServerRegistration {
 			return rendezvous.ServerRegistration{ID: "ts1", URL: "https://ts1.example.org", Tests: []string{schemas.SpeedtestName}, Load: rendezvous.ServerLoad{Capacity: 1}}
@@ -266,7 +276,7 @@ func TestRegisterRefused(t *testing.T) {
 		}, 400, "url: must be an http or https URL"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := &Registrar{CollectorURL: srv.URL, Token: tt.token, Info: tt.info}
+			r := &Registrar{Key: tsKey, CollectorURL: srv.URL, Token: tt.token, Info: tt.info}
 			_, err := r.Register(context.Background())
 			var se *StatusError
 			if !errors.As(err, &se) || se.Code != tt.code || !strings.Contains(se.Reason, tt.reason) {
@@ -274,7 +284,7 @@ func TestRegisterRefused(t *testing.T) {
 			}
 		})
 	}
-	r := &Registrar{CollectorURL: srv.URL, Token: "right", Info: good}
+	r := &Registrar{Key: tsKey, CollectorURL: srv.URL, Token: "right", Info: good}
 	ack, err := r.Register(context.Background())
 	if err != nil || ack != (rendezvous.RegistrationAck{HeartbeatS: 10, ExpiresS: 30}) {
 		t.Fatalf("Register: %+v, %v", ack, err)
@@ -295,7 +305,7 @@ func TestRegisterBoundsTheAnswer(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	r := &Registrar{CollectorURL: srv.URL, Info: func() rendezvous.ServerRegistration { return rendezvous.ServerRegistration{} }}
+	r := &Registrar{Key: tsKey, CollectorURL: srv.URL, Info: func() rendezvous.ServerRegistration { return rendezvous.ServerRegistration{} }}
 	_, err := r.Register(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "over") {
 		t.Fatalf("error %v, want one about the size of the answer", err)

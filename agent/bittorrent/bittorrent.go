@@ -169,7 +169,7 @@ func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, peerID [20]by
 	d := net.Dialer{Timeout: 10 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(r.host, strconv.Itoa(int(f.Port))))
 	if err != nil {
-		f.Error = truncate(err.Error())
+		f.Error = schemas.FailureOf(err)
 		return
 	}
 	defer c.Close()
@@ -182,16 +182,16 @@ func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, peerID [20]by
 		hs = wire.RandomHandshake(key)
 	}
 	if _, err := c.Write(hs); err != nil {
-		f.Error = truncate(err.Error())
+		f.Error = schemas.FailureOf(err)
 		return
 	}
 	reply := make([]byte, spec.HandshakeLen)
 	if _, err := io.ReadFull(c, reply); err != nil {
-		f.Error = truncate("handshake: " + err.Error())
+		f.Error = schemas.FailureOf(err)
 		return
 	}
 	if got, bt, _ := wire.ParseHandshake(reply); got != key || bt == random {
-		f.Error = "the server's handshake does not match"
+		f.Error = schemas.FailureProtocol // the server's handshake does not match
 		return
 	}
 	fl := &wire.Flow{Conn: c, Random: random, Duration: r.cfg.FlowDuration, SampleEvery: r.cfg.SampleEvery, MaxBytes: r.cfg.MaxFlowBytes}
@@ -205,15 +205,8 @@ func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, peerID [20]by
 		err = fl.Seed() // the server samples as receiver
 	}
 	if err != nil {
-		f.Error = truncate(err.Error())
+		f.Error = schemas.FailureOf(err)
 	}
-}
-
-func truncate(s string) string {
-	if len(s) > 256 {
-		return s[:256]
-	}
-	return s
 }
 
 // post sends a JSON request with the token and returns the body of a 200

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/neubot/neubot/schemas/schemastest"
 	"io"
 	"math/big"
 	"net"
@@ -86,7 +87,7 @@ func TestNeubotServer(t *testing.T) {
 	if got := strings.Join(phases, ","); got != "negotiate,download,upload,collect" {
 		t.Errorf("phases %s", got)
 	}
-	if rec.Server.ID != "ts-test" || rec.Server.ClientAddress != "127.0.0.1" {
+	if rec.Server.ID != schemastest.ServerID || rec.Server.ClientAddress != "127.0.0.1" {
 		t.Errorf("server %+v", rec.Server)
 	}
 	sv := keys.ServerView

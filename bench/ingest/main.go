@@ -38,6 +38,7 @@ import (
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
@@ -51,6 +52,8 @@ func main() {
 	target := flag.Float64("target", 0.25, "minimum ratio of end-to-end to raw ceiling")
 	keep := flag.Bool("keep", false, "keep the temporary directory")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the end-to-end phase to this file")
+	flag.IntVar(&rounds, "rounds", 2, "unsigned and signed passes, alternated, each into a fresh database; the table reports the last round (the first pays the machine's warm-up)")
+	flag.BoolVar(&signedFirst, "signed-first", false, "run the signed end-to-end pass before the unsigned one (to see the order's effect on a loaded machine)")
 	flag.Parse()
 	profile = *cpuprofile
 	if err := run(*records, *perBody, *clients, *target, *keep); err != nil {
@@ -59,7 +62,11 @@ func main() {
 	}
 }
 
-var profile string
+var (
+	profile     string
+	signedFirst bool
+	rounds      int
+)
 
 // addresses of real ISPs' prefixes, so that annotation does real lookups.
 var addresses = []string{"151.5.10.20", "79.20.1.7", "93.34.200.1", "2.224.10.9", "8.8.8.8", "2001:b07:a3c::1", "2a01:e0a:1::5", "62.94.0.3"}
@@ -88,7 +95,7 @@ func run(n, perBody, clients int, target float64, keep bool) error {
 	}
 
 	fmt.Fprintf(os.Stderr, "generating %d records...\n", n)
-	bodies, tsvPath, ndjsonBytes, err := generate(dir, n, perBody, ipdb)
+	bodies, signedBodies, tsvPath, ndjsonBytes, err := generate(dir, n, perBody, ipdb)
 	if err != nil {
 		return err
 	}
@@ -127,10 +134,84 @@ func run(n, perBody, clients int, target float64, keep bool) error {
 		return fmt.Errorf("raw insert stored %d rows, want %d", got, n)
 	}
 
-	// End to end.
+	// End to end, unsigned (the agents' copies), then the same records
+	// signed by an enrolled test server (the servers' copies, verified
+	// at load), each into a database of its own.
+	var plain, signed run1
+	var history []string
+	for round := 1; round <= max(rounds, 1); round++ {
+		if plain.conn != nil {
+			plain.conn.Close()
+			signed.conn.Close()
+		}
+		passes := []func() error{
+			func() (err error) {
+				plain, err = endToEnd(ctx, ch, ipdb, fmt.Sprintf("bench_r%d", round), bodies, n, clients, nil)
+				return err
+			},
+			func() (err error) {
+				signed, err = endToEnd(ctx, ch, ipdb, fmt.Sprintf("bench_signed_r%d", round), signedBodies, n, clients, schemastest.Enrolled())
+				return err
+			},
+		}
+		if signedFirst {
+			passes[0], passes[1] = passes[1], passes[0]
+		}
+		for _, pass := range passes {
+			if err := pass(); err != nil {
+				return err
+			}
+		}
+		history = append(history, fmt.Sprintf("round %d: unsigned %.2f s, signed %.2f s, signed/unsigned %.2f", round, plain.e2e.Seconds(), signed.e2e.Seconds(), signed.e2e.Seconds()/plain.e2e.Seconds()))
+	}
+	defer func() { fmt.Println(strings.Join(history, "\n")) }()
+	if signed.verified != uint64(n) || plain.verified != 0 {
+		return fmt.Errorf("verified rows: signed %d, unsigned %d; want %d and 0", signed.verified, plain.verified, n)
+	}
+	e2eTime, ackTime, final := plain.e2e, plain.ack, plain.final
+	conn := plain.conn
+	defer conn.Close()
+	defer signed.conn.Close()
+	ratio := rawTime.Seconds() / e2eTime.Seconds()
+	rate := func(d time.Duration) string { return commas(int(float64(n) / d.Seconds())) }
+	fmt.Printf("\nIngest: %s speedtest records, %.0f bytes of NDJSON each, %d per body, %d clients; ClickHouse %s on 127.0.0.1; %d CPUs\n\n",
+		commas(n), float64(ndjsonBytes)/float64(n), perBody, clients, serverVersion(ctx, conn), runtime.NumCPU())
+	fmt.Printf("| %-58s | %8s | %10s | %6s |\n", "path", "seconds", "records/s", "ratio")
+	fmt.Printf("|%s|%s|%s|%s|\n", strings.Repeat("-", 60), strings.Repeat("-", 10), strings.Repeat("-", 12), strings.Repeat("-", 8))
+	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "raw ceiling: clickhouse-client < TabSeparated file", rawTime.Seconds(), rate(rawTime), 1.0)
+	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "end to end: HTTP NDJSON -> fsync'ed spool -> ClickHouse", e2eTime.Seconds(), rate(e2eTime), ratio)
+	fmt.Printf("| %-58s | %8.2f | %10s | %6s |\n", "  of which: all bodies acknowledged (202)", ackTime.Seconds(), rate(ackTime), "")
+	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "end to end, every record signed by an enrolled server", signed.e2e.Seconds(), rate(signed.e2e), rawTime.Seconds()/signed.e2e.Seconds())
+	fmt.Printf("| %-58s | %8.2f | %10s | %6s |\n", "  of which: all bodies acknowledged (202)", signed.ack.Seconds(), rate(signed.ack), "")
+	cost := signed.e2e.Seconds() / e2eTime.Seconds()
+	fmt.Printf("\nsigned / unsigned end-to-end time: %.2f (goal <= 1.20); verified rows: %d of %d\n", cost, signed.verified, n)
+	fmt.Printf("\nrows: raw %d, end to end %d (FINAL %d). target: ratio >= %.2f: ", n, count(ctx, conn, test.Table), final, target)
+	if ratio < target || final != uint64(n) {
+		fmt.Println("MISSED")
+		return fmt.Errorf("ratio %.2f below target %.2f or rows lost", ratio, target)
+	}
+	fmt.Println("met")
+	return nil
+}
+
+// run1 is one end-to-end run.
+type run1 struct {
+	conn            driver.Conn
+	e2e, ack        time.Duration
+	final, verified uint64
+}
+
+// endToEnd posts bodies to a new collector loading into database, with
+// enrolled as its allow-list, and times them until every row is visible.
+func endToEnd(ctx context.Context, ch *localch.Server, ipdb *annotate.DB, database string, bodies [][]byte, n, clients int, enrolled *identity.AllowList) (run1, error) {
+	var r run1
+	test, _ := schemas.Lookup(schemas.SpeedtestName)
+	fmt.Fprintf(os.Stderr, "end to end into %s (signed: %v)...\n", database, enrolled != nil)
 	opts := ch.Options()
+	opts.Database = database
 	col, err := collector.New(collector.Config{
-		SpoolDir:   filepath.Join(dir, "spool"),
+		Enrolled:   enrolled,
+		SpoolDir:   filepath.Join(os.TempDir(), fmt.Sprintf("neubot-bench-spool-%s-%d", database, os.Getpid())),
 		ClickHouse: opts,
 		IPDB:       ipdb,
 		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -139,21 +220,20 @@ func run(n, perBody, clients int, target float64, keep bool) error {
 		MaxPerAddress: clients, AddressBytesPerSecond: 1 << 40, AddressBurstBytes: 1 << 40,
 	})
 	if err != nil {
-		return err
+		return r, err
 	}
 	srv, err := httpx.Listen("127.0.0.1:0", col.Handler(), slog.New(slog.DiscardHandler))
 	if err != nil {
-		return err
+		return r, err
 	}
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	loaderDone := make(chan struct{})
 	go func() { col.Run(lctx); close(loaderDone) }()
-	conn, err := chdb.Open(ctx, opts)
+	conn, err := chdb.Setup(ctx, opts, nil) // makes the database and its tables
 	if err != nil {
-		return err
+		return r, err
 	}
-	defer conn.Close()
 
 	fmt.Fprintf(os.Stderr, "end to end: %d clients posting %d bodies...\n", clients, len(bodies))
 	var next atomic.Int64
@@ -163,7 +243,7 @@ func run(n, perBody, clients int, target float64, keep bool) error {
 	if profile != "" {
 		pf, err := os.Create(profile)
 		if err != nil {
-			return err
+			return r, err
 		}
 		defer pf.Close()
 		pprof.StartCPUProfile(pf)
@@ -196,11 +276,11 @@ func run(n, perBody, clients int, target float64, keep bool) error {
 	wg.Wait()
 	ackTime := time.Since(e2eStart)
 	if err, _ := postErr.Load().(error); err != nil {
-		return err
+		return r, err
 	}
 	for count(ctx, conn, test.Table) < uint64(n) {
 		if time.Since(e2eStart) > 30*time.Minute {
-			return fmt.Errorf("rows not visible after 30 minutes")
+			return r, fmt.Errorf("rows not visible after 30 minutes")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -209,27 +289,12 @@ func run(n, perBody, clients int, target float64, keep bool) error {
 	<-loaderDone
 	srv.Shutdown(ctx)
 	col.Close()
-	var final uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM "+test.Table+" FINAL").Scan(&final); err != nil {
-		return err
+	r.conn, r.e2e, r.ack = conn, e2eTime, ackTime
+	if err := conn.QueryRow(ctx, "SELECT count(), sum(verified) FROM "+test.Table+" FINAL").Scan(&r.final, &r.verified); err != nil {
+		return r, err
 	}
+	return r, nil
 
-	ratio := rawTime.Seconds() / e2eTime.Seconds()
-	rate := func(d time.Duration) string { return commas(int(float64(n) / d.Seconds())) }
-	fmt.Printf("\nIngest: %s speedtest records, %.0f bytes of NDJSON each, %d per body, %d clients; ClickHouse %s on 127.0.0.1; %d CPUs\n\n",
-		commas(n), float64(ndjsonBytes)/float64(n), perBody, clients, serverVersion(ctx, conn), runtime.NumCPU())
-	fmt.Printf("| %-58s | %8s | %10s | %6s |\n", "path", "seconds", "records/s", "ratio")
-	fmt.Printf("|%s|%s|%s|%s|\n", strings.Repeat("-", 60), strings.Repeat("-", 10), strings.Repeat("-", 12), strings.Repeat("-", 8))
-	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "raw ceiling: clickhouse-client < TabSeparated file", rawTime.Seconds(), rate(rawTime), 1.0)
-	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "end to end: HTTP NDJSON -> fsync'ed spool -> ClickHouse", e2eTime.Seconds(), rate(e2eTime), ratio)
-	fmt.Printf("| %-58s | %8.2f | %10s | %6s |\n", "  of which: all bodies acknowledged (202)", ackTime.Seconds(), rate(ackTime), "")
-	fmt.Printf("\nrows: raw %d, end to end %d (FINAL %d). target: ratio >= %.2f: ", n, count(ctx, conn, test.Table), final, target)
-	if ratio < target || final != uint64(n) {
-		fmt.Println("MISSED")
-		return fmt.Errorf("ratio %.2f below target %.2f or rows lost", ratio, target)
-	}
-	fmt.Println("met")
-	return nil
 }
 
 func count(ctx context.Context, conn driver.Conn, table string) uint64 {
@@ -246,11 +311,11 @@ func serverVersion(ctx context.Context, conn driver.Conn) string {
 
 // generate makes n records as NDJSON bodies of perBody records and writes
 // the very rows the collector would insert (annotated) to a TSV file.
-func generate(dir string, n, perBody int, ipdb *annotate.DB) (bodies [][]byte, tsvPath string, ndjsonBytes int, err error) {
+func generate(dir string, n, perBody int, ipdb *annotate.DB) (bodies, signedBodies [][]byte, tsvPath string, ndjsonBytes int, err error) {
 	tsvPath = filepath.Join(dir, "rows.tsv")
 	f, err := os.Create(tsvPath)
 	if err != nil {
-		return nil, "", 0, err
+		return nil, nil, "", 0, err
 	}
 	defer f.Close()
 	w := bufio.NewWriterSize(f, 1<<20)
@@ -258,6 +323,7 @@ func generate(dir string, n, perBody int, ipdb *annotate.DB) (bodies [][]byte, t
 	start := time.Now().Add(-30 * 24 * time.Hour)
 	now := time.Now()
 	var body bytes.Buffer
+	var lines [][]byte
 	var row []any
 	var line []byte
 	for i := 0; i < n; i++ {
@@ -266,16 +332,23 @@ func generate(dir string, n, perBody int, ipdb *annotate.DB) (bodies [][]byte, t
 		l := schemastest.Line(rec)
 		ndjsonBytes += len(l)
 		body.Write(l)
+		lines = append(lines, bytes.TrimSpace(l))
 		if (i+1)%perBody == 0 || i == n-1 {
 			bodies = append(bodies, bytes.Clone(body.Bytes()))
 			body.Reset()
+			signed, err := schemastest.ServerKey.SignRecords(lines)
+			if err != nil {
+				return nil, nil, "", 0, err
+			}
+			signedBodies = append(signedBodies, append(bytes.Join(signed, []byte{'\n'}), '\n'))
+			lines = lines[:0]
 		}
 		ann, _ := ipdb.LookupString(addr)
 		row = rec.Row(schemas.Annotation{ASN: ann.ASN, Org: ann.Org, Country: ann.Country, Prefix: ann.Prefix, DB: ipdb.Version(), IngestedAt: now}, row[:0])
 		line = appendTSV(line[:0], row)
 		w.Write(line)
 	}
-	return bodies, tsvPath, ndjsonBytes, w.Flush()
+	return bodies, signedBodies, tsvPath, ndjsonBytes, w.Flush()
 }
 
 // appendTSV formats one row in ClickHouse's TabSeparated format.

@@ -25,6 +25,7 @@ func cmdCollector(args []string) error {
 	perAddress := fs.Int("max-per-address", 2, "ingest requests in progress from one address (an IPv6 /64); more get 429")
 	addrRate := fs.Int64("address-bytes-per-second", 1<<20, "decompressed ingest bytes a second of one address (an IPv6 /64); the burst is 64 seconds of it")
 	minRate := fs.Int64("min-body-rate", 4096, "least average rate of an ingest body, bytes a second, after a 10 s grace; slower bodies get 408")
+	tf := addTrustFlags(fs)
 	noPeers := fs.Bool("no-peers", false, "turn peer-to-peer mode off: refuse volunteers' agents that offer to serve tests, list no peers")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
@@ -52,6 +53,10 @@ func cmdCollector(args []string) error {
 	if err != nil {
 		return err
 	}
+	trust, err := tf.defaults(*spoolDir).load(log)
+	if err != nil {
+		return err
+	}
 	svc, err := startCollector(*listen, collector.Config{
 		SpoolDir:      *spoolDir,
 		Spool:         spool.Options{MaxAge: *maxAge, MaxRecords: *maxRecords},
@@ -67,6 +72,10 @@ func cmdCollector(args []string) error {
 
 		AddressBytesPerSecond: *addrRate,
 		AddressBurstBytes:     min(*addrRate, 1<<50) * 64,
+		Enrolled:              trust.enrolled,
+		Key:                   trust.key,
+		PseudonymSecret:       trust.secret,
+		Limits:                trust.limits,
 	})
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ func main() {
 		{Name: "analytics", Short: "run the analytics scheduler; `analytics run --from --to`, `analytics table`", Run: cmdAnalytics},
 		{Name: "publish", Short: "serve the public API, dashboards and datasets; `publish export --from --to` writes dumps", Run: cmdPublish},
 		{Name: "simulate", Short: "run a fleet of simulated volunteers against the collector (synthetic=1)", Run: cmdSimulate},
+		{Name: "enroll", Short: "enroll a test server's key in the collector's allow-list", Run: cmdEnroll},
 		{Name: "linkem", Short: "emulate a link (rate, delay, queue, loss) between two network namespaces", Run: cmdLinkem},
 		{Name: "migrate", Short: "apply the ClickHouse migrations and exit", Run: cmdMigrate},
 		{Name: "version", Short: "print the version", Run: cmdVersion},

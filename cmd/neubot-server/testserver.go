@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/testserver"
@@ -34,11 +35,18 @@ type testserverOptions struct {
 	tlsCert, tlsKey                                              string
 	ndt7Duration                                                 time.Duration
 	ndt7Untokened                                                bool
+	keyFile                                                      string
 }
 
 func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService, error) {
+	key, err := identity.LoadOrCreate(o.keyFile)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("testserver identity", "key", key.Public(), "key_file", o.keyFile,
+		"enroll", fmt.Sprintf("neubot-server enroll --enrolled FILE --key %s --id %s", key.Public(), o.id))
 	svc, err := service.New(service.Config{
-		ID: o.id, Version: version.Version, CollectorURL: o.collectorURL, SpoolDir: o.spoolDir, Logger: log,
+		ID: o.id, Version: version.Version, CollectorURL: o.collectorURL, SpoolDir: o.spoolDir, Logger: log, Key: key,
 		Negotiator:   testserver.NegotiatorConfig{Capacity: o.capacity, TestTimeout: o.testTimeout, Rate: o.rate},
 		NDT7Duration: o.ndt7Duration, NDT7AllowUntokened: o.ndt7Untokened,
 		BitTorrentListen: o.bittorrentListen, NeutralListen: o.neutralListen,
@@ -75,6 +83,7 @@ func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService,
 		reg := &testserver.Registrar{
 			CollectorURL: o.collectorURL,
 			Token:        o.registerToken,
+			Key:          key,
 			Info:         func() rendezvous.ServerRegistration { return svc.Registration(public) },
 			Logger:       log,
 		}
@@ -128,6 +137,7 @@ func cmdTestserver(args []string) error {
 	fs.StringVar(&o.collectorURL, "collector", "http://127.0.0.1:9773", "collector base URL (records and registration); empty: only spool")
 	fs.StringVar(&o.publicURL, "public-url", "", "URL agents use to reach this server (default: http://LISTEN)")
 	fs.StringVar(&o.spoolDir, "spool-dir", "neubot-testserver-spool", "directory of records waiting for the collector")
+	fs.StringVar(&o.keyFile, "key-file", "neubot-testserver.key", "this server's Ed25519 identity, made on first start; the collector's operator enrolls its public key (neubot-server enroll)")
 	fs.StringVar(&o.registerToken, "register-token", "", "bearer token for registering with the collector, if it requires one")
 	fs.IntVar(&o.capacity, "capacity", 2, "tests allowed at once; further agents wait in FIFO order")
 	fs.DurationVar(&o.testTimeout, "test-timeout", 30*time.Second, "revoke a token whose test has not collected within this")

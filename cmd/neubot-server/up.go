@@ -12,6 +12,7 @@ import (
 	"github.com/neubot/neubot/analytics/simulate"
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/publish"
 )
@@ -86,7 +87,28 @@ func cmdUp(args []string) error {
 	}
 	stop.push(an.close)
 
+	// The platform's identities (spec/trust.md): the local test server's
+	// key is enrolled in the collector's allow-list, as an operator would
+	// with `neubot-server enroll`.
+	tsKeyFile := filepath.Join(*data, "testserver.key")
+	tsKey, err := identity.LoadOrCreate(tsKeyFile)
+	if err != nil {
+		return err
+	}
+	enrolled := filepath.Join(*data, "collector-enrolled.txt")
+	if _, err := identity.Enroll(enrolled, tsKey.Public(), "local"); err != nil {
+		return err
+	}
+	tr, err := trustFlags{keyFile: ptr(filepath.Join(*data, "collector.key")), enrolled: &enrolled,
+		secretFile: ptr(filepath.Join(*data, "collector-pseudonym.secret")),
+		addrRate:   ptr(float64(collector.DefaultAddressRate)), addrBurst: ptr(collector.DefaultAddressBurst),
+		agentRate: ptr(float64(collector.DefaultAgentRate)), agentBurst: ptr(collector.DefaultAgentBurst)}.load(log)
+	if err != nil {
+		return err
+	}
+
 	col, err := startCollector(*collectorAddr, collector.Config{
+		Enrolled: tr.enrolled, Key: tr.key, PseudonymSecret: tr.secret, Limits: tr.limits,
 		SpoolDir:   filepath.Join(*data, "spool"),
 		ClickHouse: ch.Options(),
 		IPDB:       db,
@@ -103,6 +125,7 @@ func cmdUp(args []string) error {
 		listen: *testserverAddr, id: "local", collectorURL: col.http.URL(),
 		spoolDir: filepath.Join(*data, "testserver-spool"), capacity: *capacity,
 		testTimeout: 30 * time.Second, rate: 1, bittorrentListen: *btAddr, neutralListen: *neutralAddr,
+		keyFile: tsKeyFile,
 	}, log)
 	if err != nil {
 		return err
@@ -222,3 +245,5 @@ func (s *shutdownStack) unwind() {
 	}
 	*s = nil
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -20,9 +20,11 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/proto/ingest"
+	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
 )
 
@@ -156,6 +158,10 @@ func TestZeroLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logs.Close()
+	enrolled := filepath.Join(dir, "enrolled.txt")
+	if _, err := identity.Enroll(enrolled, schemastest.ServerKey.Public(), schemastest.ServerID); err != nil {
+		t.Fatal(err)
+	}
 	proc := &collectorProc{t: t, bin: bin, logs: logs, args: []string{"collector",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--spool-dir", filepath.Join(dir, "spool"),
@@ -163,6 +169,10 @@ func TestZeroLoss(t *testing.T) {
 		"--batch-max-age", "200ms", "--batch-max-records", "20000",
 		// All clients post from one address, as fast as they can.
 		"--max-per-address", strconv.Itoa(clients), "--address-bytes-per-second", "1000000000000",
+		// Half of the bodies come from an enrolled test server (signed
+		// records, signed requests); the other half, as from agents,
+		// from one address: no per-address limit for them here.
+		"--enrolled", enrolled, "--ingest-rate", "0", "--agent-rate", "0",
 	}}
 	proc.start()
 	defer func() {
@@ -183,10 +193,16 @@ func TestZeroLoss(t *testing.T) {
 	start := time.Now().Add(-48 * time.Hour)
 	for i := 0; i < records/perBody; i++ {
 		var body bytes.Buffer
+		var recs []*schemas.Record
 		for j := 0; j < perBody; j++ {
 			rec := schemastest.Speedtest(rng, start.Add(time.Duration(i*perBody+j)*time.Second), "151.5.10.20", 7)
 			uids[rec.MeasurementUID] = true
 			body.Write(schemastest.Line(rec))
+			recs = append(recs, rec)
+		}
+		if i%2 == 1 {
+			bodies <- [][]byte{schemastest.Signed(recs...), nil} // the second element marks a server's body
+			continue
 		}
 		bodies <- [][]byte{body.Bytes()}
 	}
@@ -210,7 +226,12 @@ func TestZeroLoss(t *testing.T) {
 			for b := range bodies {
 				deadline := time.Now().Add(3 * time.Minute)
 				for {
-					resp, err := client.Post(url+ingest.Path, "application/x-ndjson", bytes.NewReader(b[0]))
+					req, _ := http.NewRequest(http.MethodPost, url+ingest.Path, bytes.NewReader(b[0]))
+					req.Header.Set("Content-Type", "application/x-ndjson")
+					if len(b) == 2 {
+						schemastest.ServerKey.SignRequest(req, nil, time.Now())
+					}
+					resp, err := client.Do(req)
 					if err == nil {
 						io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 						resp.Body.Close()
@@ -291,6 +312,10 @@ chaos:
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	var verified uint64
+	if err := conn.QueryRow(ctx, "SELECT sum(verified) FROM speedtest FINAL").Scan(&verified); err != nil || verified != uint64(records/perBody/2*perBody) {
+		t.Errorf("verified rows: %d (%v), want the %d records of the server's signed bodies", verified, err, records/perBody/2*perBody)
+	}
 	rows, err := conn.Query(ctx, "SELECT toString(measurement_uid) FROM speedtest FINAL")
 	if err != nil {
 		t.Fatal(err)

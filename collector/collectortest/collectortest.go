@@ -18,6 +18,7 @@ import (
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/schemas/schemastest"
 )
 
 var (
@@ -65,6 +66,9 @@ func New(t testing.TB, cfg collector.Config) *Collector {
 	}
 	if cfg.IPDB == nil {
 		cfg.IPDB = IPDB(t)
+	}
+	if cfg.Enrolled == nil {
+		cfg.Enrolled = schemastest.Enrolled() // schemastest.ServerKey as its ServerID
 	}
 	if cfg.Spool.MaxAge == 0 {
 		cfg.Spool.MaxAge = 50 * time.Millisecond

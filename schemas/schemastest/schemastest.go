@@ -2,6 +2,7 @@
 package schemastest
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -58,7 +60,7 @@ func Speedtest(rng *rand.Rand, start time.Time, clientAddr string, mbps float64)
 			StartTime:      start.UTC().Truncate(time.Second),
 			DurationS:      7,
 			Agent:          schemas.Agent{Software: "neubot", Version: "0.1.0", OS: "linux", Arch: "amd64"},
-			Server:         schemas.Server{ID: "testserver-1", Version: "0.1.0", ClientAddress: clientAddr},
+			Server:         schemas.Server{ID: ServerID, Version: "0.1.0", ClientAddress: clientAddr},
 			Consent:        schemas.Consent{Informed: true, CanCollect: true, CanPublish: true},
 			Synthetic:      true,
 		},
@@ -67,6 +69,43 @@ func Speedtest(rng *rand.Rand, start time.Time, clientAddr string, mbps float64)
 }
 
 // randomUUID is a version 4 UUID drawn from rng.
+// ServerID is the server.id of the records made here, and ServerKey the
+// identity it is enrolled with in Enrolled: records signed by it (Signed)
+// are verified by a collector with that allow-list.
+const ServerID = "testserver-1"
+
+var ServerKey = func() *identity.Key {
+	seed := sha256.Sum256([]byte("neubot schemastest " + ServerID))
+	return identity.KeyFromSeed(seed[:])
+}()
+
+// Enrolled is an allow-list where ServerKey is enrolled as ServerID.
+func Enrolled() *identity.AllowList {
+	return identity.StaticAllowList(identity.Enrolled{Key: ServerKey.PublicKey(), ID: ServerID})
+}
+
+// Signed is the NDJSON of recs signed by ServerKey, as a test server's
+// forwarder sends them.
+func Signed(recs ...*schemas.Record) []byte {
+	lines := make([][]byte, len(recs))
+	for i, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			panic(err)
+		}
+		lines[i] = b
+	}
+	signed, err := ServerKey.SignRecords(lines)
+	if err != nil {
+		panic(err)
+	}
+	var out []byte
+	for _, l := range signed {
+		out = append(append(out, l...), '\n')
+	}
+	return out
+}
+
 func randomUUID(rng *rand.Rand) string {
 	var b [16]byte
 	for i := range b {
@@ -121,7 +160,7 @@ func NDT7(rng *rand.Rand, name string, start time.Time, clientAddr string, mbps 
 			StartTime:      start.UTC().Truncate(time.Second),
 			DurationS:      21,
 			Agent:          agent,
-			Server:         schemas.Server{ID: "testserver-1", Version: "0.1.0", ClientAddress: clientAddr},
+			Server:         schemas.Server{ID: ServerID, Version: "0.1.0", ClientAddress: clientAddr},
 			Consent:        schemas.Consent{Informed: true, CanCollect: true, CanPublish: true},
 			Synthetic:      true,
 		},

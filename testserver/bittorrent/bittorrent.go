@@ -338,7 +338,7 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 		sf.samples, err = f.Leech()
 	}
 	if err != nil {
-		sf.err = err.Error()
+		sf.err = schemas.FailureOf(err)
 	}
 	v.sent.Add(f.Sent.Load() + int64(len(reply)))
 	v.received.Add(f.Received.Load() + int64(len(hs)))
@@ -361,6 +361,7 @@ func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 		return testserver.WrongTest(schemas.BitTorrentName)
 	}
 	p.merge(keys, s)
+	rec.Server.Plausibility = testserver.BitTorrentPlausibility(keys)
 	return nil
 }
 
@@ -377,7 +378,7 @@ func (p *Provider) merge(keys *schemas.BitTorrent, s *testserver.Session) {
 		f.Samples, f.Bytes, f.Mbps = nil, 0, 0
 		if sf == nil || sf.kind != f.Kind || sf.dir != f.Direction {
 			if f.Error == "" {
-				f.Error = "the server saw no such flow"
+				f.Error = schemas.FailureProtocol // the server saw no such flow
 			}
 			continue
 		}
@@ -387,16 +388,9 @@ func (p *Provider) merge(keys *schemas.BitTorrent, s *testserver.Session) {
 		}
 		f.Mbps = wire.FlowMbps(sf.samples, keys.WarmupS)
 		if f.Error == "" && sf.err != "" {
-			f.Error = truncate(sf.err, 256)
+			f.Error = sf.err
 		}
 	}
 	keys.ServerView = &schemas.BitTorrentServer{BytesSent: uint64(v.sent.Load()), BytesReceived: uint64(v.received.Load()), Flows: uint16(len(v.flows))}
 	wire.Analyze(keys)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

@@ -600,5 +600,6 @@ func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 		return testserver.Refuse(http.StatusConflict, "no subtest ran under this token")
 	}
 	keys.ServerView = sv
+	rec.Server.Plausibility = testserver.NDT7Plausibility(keys)
 	return nil
 }

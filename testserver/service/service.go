@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/proto/negotiate"
 	"github.com/neubot/neubot/proto/rendezvous"
@@ -49,6 +50,10 @@ type Config struct {
 	// BitTorrent test's raw TCP listeners (e.g. 127.0.0.1:6881 and
 	// 127.0.0.1:9776); both empty: the server does not offer the test.
 	BitTorrentListen, NeutralListen string
+	// Key is the server's enrolled identity: it signs the records it
+	// forwards (spec/trust.md). nil: records go unsigned (and the
+	// collector stores them as unverified).
+	Key *identity.Key
 	// Peer says the server is a volunteer's agent serving other agents
 	// (peer-to-peer mode): its records are marked server.peer, and it
 	// forwards none: the tester's upload is the only copy (see agent/peer).
@@ -77,6 +82,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	fw.Key = cfg.Key
 	s := &Service{cfg: cfg, neg: testserver.NewNegotiator(cfg.Negotiator), forwarder: fw, mux: http.NewServeMux(), reg: prometheus.NewRegistry()}
 
 	events := prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -220,12 +220,19 @@ func TestEndToEnd(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var n uint64
-		col.Conn.QueryRow(context.Background(), "SELECT count() FROM speedtest FINAL WHERE server_view = 1 AND sv_bytes_sent > 0 AND client_prefix = '127.0.0.0/24' AND server_id = 'ts-test'").Scan(&n)
+		col.Conn.QueryRow(context.Background(), "SELECT count() FROM speedtest FINAL WHERE server_view = 1 AND sv_bytes_sent > 0 AND client_prefix = '127.0.0.0/24' AND server_id = 'testserver-1' AND verified = 1 AND authority = 1 AND plausibility = 'ok'").Scan(&n)
 		if n == 3 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d merged records in ClickHouse after 30 s, want 3", n)
+			var flags []string
+			rows, _ := col.Conn.Query(context.Background(), "SELECT concat(toString(verified), ' ', plausibility, ' ', toString(download_mbps), ' ', toString(download_bytes), ' ', toString(sv_bytes_sent), ' ', toString(sv_download_duration_s), ' ', toString(upload_mbps), ' ', toString(sv_upload_mbps)) FROM speedtest FINAL")
+			for rows != nil && rows.Next() {
+				var s string
+				rows.Scan(&s)
+				flags = append(flags, s)
+			}
+			t.Fatalf("%d merged records in ClickHouse after 30 s, want 3 verified and plausible: %q", n, flags)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -266,11 +266,14 @@ func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 	if !ok {
 		return testserver.WrongTest(schemas.SpeedtestName)
 	}
-	p.merge(keys, s)
+	acked := p.merge(keys, s)
+	rec.Server.Plausibility = testserver.SpeedtestPlausibility(keys, acked)
 	return nil
 }
 
-func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) {
+// merge puts the server's view into keys and returns the bytes the
+// client acknowledged (TCP_INFO), for the cross-check.
+func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) uint64 {
 	v := viewOf(s)
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -283,10 +286,12 @@ func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) {
 	if sv.UploadDurationS > 0 {
 		sv.UploadMbps = float64(v.received) * 8 / 1e6 / sv.UploadDurationS
 	}
+	var acked uint64
 	if len(v.tcp) > 0 {
 		var rtt, rttvar float64
 		var retr uint64
 		for _, info := range v.tcp {
+			acked += info.BytesAcked
 			rtt += float64(info.RTT) / float64(time.Millisecond)
 			rttvar += float64(info.RTTVar) / float64(time.Millisecond)
 			retr += info.TotalRetrans
@@ -298,4 +303,5 @@ func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) {
 	sv.Download = v.phaseRecord("download")
 	sv.Upload = v.phaseRecord("upload")
 	keys.ServerView = sv
+	return acked
 }

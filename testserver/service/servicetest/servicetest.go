@@ -8,16 +8,22 @@ import (
 	"testing"
 
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/schemas/schemastest"
 	"github.com/neubot/neubot/testserver/service"
 )
 
-// Start runs a test server; cfg may be partly filled (ID, Version and
+// Start runs a test server; cfg may be partly filled (ID and Key, Version and
 // SpoolDir get test values when empty; the BitTorrent test's listeners get
 // free loopback ports). It returns the service and its URL.
 func Start(t testing.TB, cfg service.Config) (*service.Service, string) {
 	t.Helper()
 	if cfg.ID == "" {
-		cfg.ID = "ts-test"
+		// The identity schemastest.Enrolled enrolls, as collectortest's
+		// collectors do: this server's records are verified there.
+		cfg.ID = schemastest.ServerID
+		if cfg.Key == nil {
+			cfg.Key = schemastest.ServerKey
+		}
 	}
 	if cfg.Version == "" {
 		cfg.Version = "test"
