@@ -116,10 +116,10 @@ var scopes = []struct{ name, key string }{
 
 // metrics that get distributions: their names in the results, the alias
 // of the source column, the column of analytics_agent_days.
-var metrics = []struct{ name, src, vote string }{
-	{"download_mbps", "down", "download_mbps"},
-	{"upload_mbps", "up", "upload_mbps"},
-	{"rtt_ms", "rtt", "rtt_ms"},
+var metrics = []struct{ name, src, vote, sum string }{
+	{"download_mbps", "down", "download_mbps", "download_sum"},
+	{"upload_mbps", "up", "upload_mbps", "upload_sum"},
+	{"rtt_ms", "rtt", "rtt_ms", "rtt_sum"},
 }
 
 func bucketExpr(col string) string {
