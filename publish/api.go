@@ -231,8 +231,8 @@ var (
 // selector is what the per-scope endpoints select on.
 type selector struct {
 	test, scope, key, metric, goodset string
-	synthetic                   bool
-	from, to                    time.Time
+	synthetic                         bool
+	from, to                          time.Time
 }
 
 func (p *params) selector(now time.Time) selector {

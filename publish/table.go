@@ -131,4 +131,3 @@ func jsonTable(t *analytics.Table) TableJSON {
 func ciText(lo, hi float64) string {
 	return formatNum(lo) + "–" + formatNum(hi)
 }
-
