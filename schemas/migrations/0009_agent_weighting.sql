@@ -48,3 +48,17 @@ ALTER TABLE analytics_hourly ADD COLUMN zone String DEFAULT 'UTC' AFTER hour;
 ALTER TABLE analytics_hourly ADD COLUMN agents UInt64 DEFAULT 0 AFTER tests;
 ALTER TABLE analytics_hourly COMMENT COLUMN zone 'Time zone of hour: the IANA zone of the country when it has one (analytics.CountryZones), else UTC';
 ALTER TABLE analytics_hourly COMMENT COLUMN agents 'Distinct agents with tests in the goodset in this hour';
+
+-- The columns say what they now hold (they were test-weighted exact order
+-- statistics before).
+ALTER TABLE analytics_distributions COMMENT COLUMN agents 'Distinct agents with a test in the goodset (each one vote)';
+ALTER TABLE analytics_distributions COMMENT COLUMN mean 'Mean of the metric over the votes (weighting agents) or the tests (weighting tests)';
+ALTER TABLE analytics_distributions COMMENT COLUMN p10 '10th percentile of the votes, linear interpolation between order statistics (type 7; internal/stats.Quantile)';
+ALTER TABLE analytics_distributions COMMENT COLUMN p25 '25th percentile, the same method';
+ALTER TABLE analytics_distributions COMMENT COLUMN p50 'Median, the same method (the mean of the two middle votes for an even count)';
+ALTER TABLE analytics_distributions COMMENT COLUMN p75 '75th percentile, the same method';
+ALTER TABLE analytics_distributions COMMENT COLUMN p90 '90th percentile, the same method';
+ALTER TABLE analytics_distributions COMMENT COLUMN hist 'Log-scale histogram of the votes: bucket i (from 0) counts values in [10^((i-20)/10), 10^((i-19)/10)); first and last buckets are open';
+ALTER TABLE analytics_distributions COMMENT COLUMN modes 'Detected modes: geometric centres of histogram peaks holding at least 5% of the votes';
+ALTER TABLE analytics_hourly COMMENT COLUMN hour 'Hour of the day, 0-23, in zone';
+ALTER TABLE analytics_hourly COMMENT COLUMN p50 'Median over agents of each agent''s median in this hour (internal/stats.Quantile)';
