@@ -28,7 +28,9 @@ func testRec(rng *rand.Rand, agent string, t time.Time, down float64) *schemas.R
 	return r
 }
 
-func agentID(rng *rand.Rand) string { return schemastest.Speedtest(rng, time.Now(), "192.0.2.1", 1).AgentID }
+func agentID(rng *rand.Rand) string {
+	return schemastest.Speedtest(rng, time.Now(), "192.0.2.1", 1).AgentID
+}
 
 // insertRows loads records with their own ASN and country.
 func insertRows(t *testing.T, conn driver.Conn, recs []*schemas.Record, asn func(*schemas.Record) (uint32, string)) {
