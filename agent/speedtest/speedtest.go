@@ -30,6 +30,7 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
+	"github.com/neubot/neubot/internal/stats"
 	"github.com/neubot/neubot/proto/negotiate"
 	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
@@ -125,7 +126,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	if keys.RTTMS, err = r.latency(ctx); err != nil {
 		return nil, err
 	}
-	keys.RTTMedianMS = schemas.Median(keys.RTTMS)
+	keys.RTTMedianMS = stats.Median(keys.RTTMS) // Neubot's one percentile method (internal/stats.Quantile)
 	if keys.Download, err = r.download(ctx); err != nil {
 		return nil, err
 	}
