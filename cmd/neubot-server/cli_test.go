@@ -38,6 +38,9 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"migrate", "--clickhouse", "127.0.0.1:9000,db2"}, 2, `"db2" is not host:port`},
 		{[]string{"publish", "--clickhouse", "127.0.0.1:0"}, 2, `"127.0.0.1:0" is not host:port with a port from 1 to 65535`},
 		{[]string{"analytics", "--clickhouse-cluster", "2shards"}, 2, `"2shards" is not a cluster name`},
+		{[]string{"analytics", "table"}, 1, "--from is required"},
+		{[]string{"analytics", "table", "--from", "2026-11-20", "--min-agents", "0"}, 1, "--min-agents must be at least 1"},
+		{[]string{"analytics", "run", "--from", "2026-11-20"}, 1, "--draw-key-file is required"},
 		{[]string{"collector", "--clickhouse-cluster", "a-b"}, 2, `"a-b" is not a cluster name`},
 	} {
 		out, err := exec.Command(bin, tc.args...).CombinedOutput()
