@@ -356,3 +356,52 @@ func TestMedianCICoverage(t *testing.T) {
 		t.Fatalf("coverage %d of %d, want at least 90", covered, providers)
 	}
 }
+
+// TestNDT7Apart: ndt7 results have their own votes and distributions, and
+// the speedtest's figures are not moved by them.
+func TestNDT7Apart(t *testing.T) {
+	_, conn := localchtest.NewDatabase(t)
+	rng := rand.New(rand.NewPCG(8, 8))
+	day := time.Date(2026, 11, 9, 0, 0, 0, 0, time.UTC)
+	var st []*schemas.Record
+	for i := 0; i < 5; i++ {
+		st = append(st, testRec(rng, agentID(rng), day.Add(time.Duration(i)*time.Hour), 10))
+	}
+	insertRows(t, conn, st, func(*schemas.Record) (uint32, string) { return 64520, "FR" })
+	test, _ := schemas.Lookup(schemas.NDT7Name)
+	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO ndt7 ("+strings.Join(test.TableColumns(), ", ")+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		r := schemastest.NDT7(rng, schemas.NDT7Name, day.Add(time.Duration(i)*time.Hour), "192.0.2.1", 300)
+		if err := batch.Append(r.Row(schemas.Annotation{ASN: 64520, Org: "ISP", Country: "FR", Prefix: "192.0.2.0/24", IngestedAt: r.StartTime.Add(time.Minute)}, nil)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&analytics.Job{Conn: conn, Goodsets: analytics.Goodsets[:1]}).RunDay(context.Background(), day.Format(time.DateOnly)); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(context.Background(), `SELECT test, tests, agents, p50 FROM analytics_distributions
+		WHERE scope = 'asn' AND key = '64520' AND metric = 'download_mbps' ORDER BY test`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var name string
+		var tests, agents uint64
+		var p50 float64
+		if err := rows.Scan(&name, &tests, &agents, &p50); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %d %d %.0f", name, tests, agents, math.Round(p50/10)*10))
+	}
+	if strings.Join(got, ",") != "ndt7 3 3 300,speedtest 5 5 10" {
+		t.Fatalf("distributions per test: %v; want ndt7 3 tests of 3 agents around 300, speedtest 5 of 5 around 10", got)
+	}
+}
