@@ -503,9 +503,25 @@ func (j *Job) Pending(ctx context.Context) ([]string, error) {
 		done[d] = s
 	}
 	rows.Close()
+	// Days computed before migration 9 hold test-weighted figures outside
+	// the agent scope: they are computed again, by the current method.
+	old := map[string]bool{}
+	rows, err = j.Conn.Query(ctx, "SELECT DISTINCT toString(day) FROM analytics_distributions WHERE weighting = 'tests' AND scope != 'agent'")
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		old[d] = true
+	}
+	rows.Close()
 	var out []string
 	for d, s := range src {
-		if prev, ok := done[d]; !ok || prev.Rows != s.Rows || !prev.MaxIngested.Equal(s.MaxIngested) {
+		if prev, ok := done[d]; !ok || old[d] || prev.Rows != s.Rows || !prev.MaxIngested.Equal(s.MaxIngested) {
 			out = append(out, d)
 		}
 	}
