@@ -68,8 +68,20 @@ func run(n int, full bool) error {
 	conn := bs.Conn
 	fmt.Fprintf(os.Stderr, "generating %d measurements inside ClickHouse...\n", n)
 	t0 := time.Now()
-	if err := conn.Exec(ctx, benchrows.SQL(n, day, true)); err != nil {
-		return err
+	// In parts of 1,000,000 rows: one INSERT of 10,000,000 outlasts the
+	// driver's 5-minute read timeout on a loaded machine. The rows are the
+	// same (numbered 0..n-1).
+	sql := benchrows.SQL(n, day, true)
+	tail := fmt.Sprintf("FROM system.numbers LIMIT %d", n)
+	if !strings.HasSuffix(sql, tail) {
+		return fmt.Errorf("benchrows.SQL no longer ends with %q", tail)
+	}
+	for from := 0; from < n; from += 1_000_000 {
+		k := min(1_000_000, n-from)
+		part := strings.TrimSuffix(sql, tail) + fmt.Sprintf("FROM (SELECT number + %d AS number FROM system.numbers LIMIT %d)", from, k)
+		if err := conn.Exec(ctx, part); err != nil {
+			return err
+		}
 	}
 	_ = conn.Exec(ctx, "OPTIMIZE TABLE speedtest FINAL")
 	gen := time.Since(t0)
