@@ -105,6 +105,18 @@ func TestIdempotent(t *testing.T) {
 	if p, _ := job.Pending(ctx); len(p) != 0 {
 		t.Fatalf("still pending after the run: %v", p)
 	}
+	// A day computed by the test-weighted method of before migration 9 is
+	// computed again.
+	if err := conn.Exec(ctx, `INSERT INTO analytics_distributions (day, test, goodset, scope, key, metric, weighting)
+		SELECT toDate('2026-11-20'), 'speedtest', 'all', 'asn', '1', 'download_mbps', 'tests'`); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := job.Pending(ctx); len(p) != 1 {
+		t.Fatalf("a day of test-weighted figures is not pending: %v", p)
+	}
+	if err := conn.Exec(ctx, "ALTER TABLE analytics_distributions DROP PARTITION '2026-11-20'"); err != nil {
+		t.Fatal(err)
+	}
 	// New data for the day makes it pending again.
 	insert(t, conn, recs[:1], 3269)
 	if p, _ := job.Pending(ctx); len(p) != 1 {

@@ -36,15 +36,15 @@ FROM (
     SELECT day, asn, org, country, synthetic, direction, tests, agents, d, e, i,
         toFloat64(d + e) AS c, if(c = 0, 0, d / c) AS share
     FROM (
-        SELECT toDate(start_time) AS day, client_asn AS asn, min(client_org) AS org, min(client_country) AS country, synthetic,
+        SELECT toDate(start_time, 'UTC') AS day, client_asn AS asn, min(client_org) AS org, min(client_country) AS country, synthetic,
             tupleElement(o, 1) AS direction, count() AS tests, uniqExact(agent_id) AS agents,
             countIf(tupleElement(o, 2) = 'differentiation') AS d, countIf(tupleElement(o, 2) = 'none') AS e,
             countIf(tupleElement(o, 2) = 'inconclusive') AS i
-        FROM (SELECT * FROM bittorrent FINAL WHERE toDate(start_time) = toDate('%[1]s') AND %[4]s AND consent_can_publish = 1 AND server_peer = 0 AND %[5]s)
+        FROM (SELECT * FROM bittorrent FINAL WHERE %[5]s AND %[4]s AND consent_can_publish = 1 AND server_peer = 0 AND %[6]s)
         ARRAY JOIN [('any', outcome), ('download', download_outcome), ('upload', upload_outcome)] AS o
         GROUP BY day, asn, synthetic, direction
     )
-)`, day, centre, half, schemas.OnTimeSQL, trustSQL("bittorrent", day))
+)`, day, centre, half, schemas.OnTimeSQL, DayCond(day), trustSQL("bittorrent", day))
 }
 
 // Verdict is one row of analytics_verdicts.
@@ -76,7 +76,7 @@ func Verdicts(ctx context.Context, conn driver.Conn, asn uint32, from, to time.T
     differentiation_tests, none_tests, inconclusive_tests, share, share_lo, share_hi
 FROM analytics_verdicts
 WHERE asn = ? AND day >= toDate(?) AND day <= toDate(?)
-ORDER BY day, test, direction, synthetic`, asn, from.UTC().Format(time.DateOnly), to.UTC().Format(time.DateOnly))
+ORDER BY day, test, direction, synthetic`, asn, from.UTC().Format("2006-01-02"), to.UTC().Format("2006-01-02"))
 	if err != nil {
 		return nil, fmt.Errorf("analytics: verdicts: %w", err)
 	}

@@ -106,6 +106,7 @@ func New(cfg Config) *API {
 		r.Get(publicapi.HistogramPath, bySelector(a, "histogram", (*API).histogram))
 		r.Get(publicapi.HourlyPath, bySelector(a, "hourly", (*API).hourly))
 		r.Get(publicapi.VerdictsPath, a.verdictsHandler)
+		r.Get(publicapi.TablePath, a.table)
 		r.Get(publicapi.ISPsPath, a.isps)
 		r.Get(publicapi.DatasetsPath, a.datasets)
 	})
@@ -163,23 +164,32 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
 }
 
 // Day is one day of a distribution.
+//
+// Every agent votes once a day (the median of its tests inside the
+// goodset); the percentiles are over the votes (internal/stats.Quantile),
+// P50CILow..P50CIHigh the 95% confidence interval of the median.
 type Day struct {
-	Day        string    `json:"day"`
-	TestsTotal uint64    `json:"tests_total"`
-	Tests      uint64    `json:"tests"`
-	Agents     uint64    `json:"agents"`
-	Mean       float64   `json:"mean"`
-	P10        float64   `json:"p10"`
-	P25        float64   `json:"p25"`
-	P50        float64   `json:"p50"`
-	P75        float64   `json:"p75"`
-	P90        float64   `json:"p90"`
-	Modes      []float64 `json:"modes"`
+	Day         string    `json:"day"`
+	TestsTotal  uint64    `json:"tests_total"`
+	Tests       uint64    `json:"tests"`
+	Agents      uint64    `json:"agents"`
+	AgentsTotal uint64    `json:"agents_total"`
+	Mean        float64   `json:"mean"`
+	P10         float64   `json:"p10"`
+	P25         float64   `json:"p25"`
+	P50         float64   `json:"p50"`
+	P50CILow    Number    `json:"p50_ci_low"`
+	P50CIHigh   Number    `json:"p50_ci_high"`
+	P75         float64   `json:"p75"`
+	P90         float64   `json:"p90"`
+	Modes       []float64 `json:"modes"`
 }
 
 // Distribution is the answer of GET /api/v1/distributions: the time
 // series of the daily distributions of one metric.
 type Distribution struct {
+	Test       string `json:"test"`
+	Weighting  string `json:"weighting"`
 	Scope      string `json:"scope"`
 	Key        string `json:"key"`
 	Org        string `json:"org"`
@@ -197,13 +207,14 @@ var (
 	keyRE     = regexp.MustCompile(`^[A-Za-z0-9]{0,16}$`)
 	goodsetRE = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
 	metrics   = []string{"download_mbps", "upload_mbps", "rtt_ms"}
+	tests     = []string{"speedtest", "ndt7", "ndt7-browser"}
 )
 
 // selector is what the per-scope endpoints select on.
 type selector struct {
-	scope, key, metric, goodset string
-	synthetic                   bool
-	from, to                    time.Time
+	test, scope, key, metric, goodset string
+	synthetic                         bool
+	from, to                          time.Time
 }
 
 func (p *params) selector(now time.Time) selector {
@@ -221,6 +232,7 @@ func (p *params) selector(now time.Time) selector {
 		s.key = strings.ToUpper(s.key)
 	}
 	s.metric = p.oneOf("metric", "download_mbps", metrics...)
+	s.test = p.oneOf("test", "speedtest", tests...)
 	s.goodset = p.q.Get("goodset")
 	if s.goodset == "" {
 		s.goodset = "all"
@@ -245,7 +257,7 @@ func bySelector[T any](a *API, what string, query func(*API, context.Context, se
 	return func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
 		p := &params{q: r.URL.Query()}
-		p.known("scope", "key", "metric", "goodset", "synthetic", "days", "from", "to")
+		p.known("test", "scope", "key", "metric", "goodset", "synthetic", "days", "from", "to")
 		s := p.selector(now)
 		if p.err != nil {
 			a.replyErr(w, what, p.err)
@@ -266,29 +278,32 @@ func bySelector[T any](a *API, what string, query func(*API, context.Context, se
 func (a *API) distribution(ctx context.Context, s selector) (*Distribution, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	d := &Distribution{Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
+	d := &Distribution{Test: s.test, Weighting: "agents", Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
 		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Days: []Day{}}
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT toString(day), tests_total, tests, agents, mean, p10, p25, p50, p75, p90, modes, org, country, goodset_def
+	rows, err := a.cfg.Conn.Query(ctx, `SELECT toString(day), tests_total, tests, agents, agents_total, mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, modes, org, country, goodset_def
 		FROM analytics_distributions
-		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
-		ORDER BY day`, s.scope, s.key, s.metric, s.goodset, s.syn(), d.From, d.To)
+		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND weighting = 'agents' AND day >= toDate(?) AND day <= toDate(?)
+		ORDER BY day`, s.test, s.scope, s.key, s.metric, s.goodset, s.syn(), d.From, d.To)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var x Day
-		if err := rows.Scan(&x.Day, &x.TestsTotal, &x.Tests, &x.Agents, &x.Mean, &x.P10, &x.P25, &x.P50, &x.P75, &x.P90, &x.Modes, &d.Org, &d.Country, &d.GoodsetDef); err != nil {
+		var lo, hi float64
+		if err := rows.Scan(&x.Day, &x.TestsTotal, &x.Tests, &x.Agents, &x.AgentsTotal, &x.Mean, &x.P10, &x.P25, &x.P50, &lo, &hi, &x.P75, &x.P90, &x.Modes, &d.Org, &d.Country, &d.GoodsetDef); err != nil {
 			return nil, err
 		}
+		x.P50CILow, x.P50CIHigh = Number(lo), Number(hi)
 		d.Days = append(d.Days, x)
 	}
 	return d, rows.Err()
 }
 
 // ISP is one entry of GET /api/v1/isps: an AS with tests in the period,
-// with the tests-weighted median of its daily medians per metric (goodset
-// all).
+// with the median of its daily medians per metric weighted by the agents
+// that voted each day (goodset all; GET /api/v1/table has the median over
+// distinct agents, with its interval).
 type ISP struct {
 	ASN          string `json:"asn"`
 	Org          string `json:"org"`
@@ -347,11 +362,11 @@ func (a *API) ispList(ctx context.Context, term string, synthetic bool, days, li
 	up := strings.TrimPrefix(strings.ToUpper(term), "AS")
 	rows, err := a.cfg.Conn.Query(ctx, `SELECT key, any(org), any(country),
 			sumIf(tests, metric = 'download_mbps') AS n, sumIf(agents, metric = 'download_mbps'),
-			quantileExactWeightedIf(0.5)(p50, tests, metric = 'download_mbps'),
-			quantileExactWeightedIf(0.5)(p50, tests, metric = 'upload_mbps'),
-			quantileExactWeightedIf(0.5)(p50, tests, metric = 'rtt_ms')
+			quantileExactWeightedIf(0.5)(p50, agents, metric = 'download_mbps'),
+			quantileExactWeightedIf(0.5)(p50, agents, metric = 'upload_mbps'),
+			quantileExactWeightedIf(0.5)(p50, agents, metric = 'rtt_ms')
 		FROM analytics_distributions
-		WHERE test = 'speedtest' AND scope = 'asn' AND goodset = 'all' AND synthetic = ? AND day > today() - ?
+		WHERE test = 'speedtest' AND scope = 'asn' AND goodset = 'all' AND weighting = 'agents' AND synthetic = ? AND day > toDate(now(), 'UTC') - ?
 		GROUP BY key
 		HAVING n > 0 AND (? = '' OR key = ? OR upper(any(country)) = ? OR positionCaseInsensitive(any(org), ?) > 0)
 		ORDER BY n DESC, key LIMIT ?`, syn, days, up, up, up, term, limit)

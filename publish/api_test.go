@@ -106,8 +106,10 @@ func TestDistributionsAndComparison(t *testing.T) {
 	// (synthetic=0) data, so publish one real day for the agent's ISP by
 	// copying the synthetic rows as real ones.
 	if err := col.Conn.Exec(context.Background(), `INSERT INTO analytics_distributions
-		SELECT day, test, goodset, goodset_version, goodset_def, scope, key, org, country, toUInt8(0), metric, tests_total, tests, agents,
-		mean, p10, p25, p50, p75, p90, hist, modes FROM analytics_distributions WHERE synthetic = 1`); err != nil {
+		(day, test, goodset, goodset_version, goodset_def, scope, key, org, country, synthetic, metric, weighting, tests_total, tests, agents, agents_total,
+		mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, hist, modes)
+		SELECT day, test, goodset, goodset_version, goodset_def, scope, key, org, country, toUInt8(0), metric, weighting, tests_total, tests, agents, agents_total,
+		mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, hist, modes FROM analytics_distributions WHERE synthetic = 1`); err != nil {
 		t.Fatal(err)
 	}
 	_, tsURL := servicetest.Start(t, service.Config{ID: "ts"})

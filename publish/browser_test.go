@@ -104,12 +104,12 @@ func TestDashboardBrowser(t *testing.T) {
 	if len(api.Days) != len(recs)-1 || len(api.Days) < 4 {
 		t.Fatalf("CSV has %d days, the API %d", len(recs)-1, len(api.Days))
 	}
-	if strings.Join(recs[0], ",") != "day,tests,p10,p25,p50,p75,p90" {
+	if strings.Join(recs[0], ",") != "day,tests,agents,p10,p25,p50,p50_ci_low,p50_ci_high,p75,p90" {
 		t.Fatalf("CSV header %v", recs[0])
 	}
 	for i, d := range api.Days {
 		r := recs[i+1]
-		want := []float64{float64(d.Tests), d.P10, d.P25, d.P50, d.P75, d.P90}
+		want := []float64{float64(d.Tests), float64(d.Agents), d.P10, d.P25, d.P50, float64(d.P50CILow), float64(d.P50CIHigh), d.P75, d.P90}
 		if r[0] != d.Day {
 			t.Fatalf("CSV day %s, API %s", r[0], d.Day)
 		}

@@ -3,8 +3,10 @@ package publish
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -23,14 +25,19 @@ import (
 
 // Hour is one hour of the hour-of-day profile.
 type Hour struct {
-	Hour  int     `json:"hour"`
-	Tests uint64  `json:"tests"`
-	P50   float64 `json:"p50"`
+	Hour   int     `json:"hour"`
+	Tests  uint64  `json:"tests"`
+	Agents uint64  `json:"agents"`
+	P50    float64 `json:"p50"`
 }
 
-// Hourly is the answer of GET /api/v1/hourly: per UTC hour of the day, the
-// tests-weighted median of the daily medians of that hour over the range.
+// Hourly is the answer of GET /api/v1/hourly: per hour of the day, in Zone
+// (the volunteers' local time where their country has one time zone, else
+// UTC), the median of each day's hourly medians over agents, weighted by
+// the agents that voted.
 type Hourly struct {
+	Test      string `json:"test"`
+	Zone      string `json:"zone"`
 	Scope     string `json:"scope"`
 	Key       string `json:"key"`
 	Metric    string `json:"metric"`
@@ -44,12 +51,19 @@ type Hourly struct {
 func (a *API) hourly(ctx context.Context, s selector) (*Hourly, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	h := &Hourly{Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
+	h := &Hourly{Test: s.test, Zone: "UTC", Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
 		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Hours: []Hour{}}
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT hour, sum(tests), quantileExactWeighted(0.5)(p50, tests)
+	// The zone with most votes: a provider across zones (rare) is shown in
+	// its main one.
+	if err := a.cfg.Conn.QueryRow(ctx, `SELECT zone FROM analytics_hourly
+		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
+		GROUP BY zone ORDER BY sum(agents) DESC, zone LIMIT 1`, s.test, s.scope, s.key, s.metric, s.goodset, s.syn(), h.From, h.To).Scan(&h.Zone); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	rows, err := a.cfg.Conn.Query(ctx, `SELECT hour, sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, agents)
 		FROM analytics_hourly
-		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
-		GROUP BY hour ORDER BY hour`, s.scope, s.key, s.metric, s.goodset, s.syn(), h.From, h.To)
+		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND zone = ? AND day >= toDate(?) AND day <= toDate(?)
+		GROUP BY hour ORDER BY hour`, s.test, s.scope, s.key, s.metric, s.goodset, s.syn(), h.Zone, h.From, h.To)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +71,7 @@ func (a *API) hourly(ctx context.Context, s selector) (*Hourly, error) {
 	for rows.Next() {
 		var x Hour
 		var hr uint8
-		if err := rows.Scan(&hr, &x.Tests, &x.P50); err != nil {
+		if err := rows.Scan(&hr, &x.Tests, &x.Agents, &x.P50); err != nil {
 			return nil, err
 		}
 		x.Hour = int(hr)
@@ -66,8 +80,10 @@ func (a *API) hourly(ctx context.Context, s selector) (*Hourly, error) {
 	return h, rows.Err()
 }
 
-// Bucket is one bar of a histogram: tests with a value in [Lower, Upper);
-// the first bucket has no lower bound and the last no upper one (0 here).
+// Bucket is one bar of a histogram: votes (one per agent and day, the
+// median of its tests inside the goodset; the field keeps its first name,
+// tests) with a value in [Lower, Upper); the first bucket has no lower
+// bound and the last no upper one (0 here).
 type Bucket struct {
 	Lower float64 `json:"lower"`
 	Upper float64 `json:"upper"`
@@ -78,6 +94,7 @@ type Bucket struct {
 // metric over the whole range, on the log-scale buckets of the analytics
 // (ten per decade).
 type Histogram struct {
+	Test      string   `json:"test"`
 	Scope     string   `json:"scope"`
 	Key       string   `json:"key"`
 	Metric    string   `json:"metric"`
@@ -98,14 +115,14 @@ func bucketEdge(i int) float64 {
 func (a *API) histogram(ctx context.Context, s selector) (*Histogram, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	h := &Histogram{Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
+	h := &Histogram{Test: s.test, Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
 		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Buckets: []Bucket{}}
 	var counts []uint64
 	var n uint64
 	err := a.cfg.Conn.QueryRow(ctx, `SELECT sumForEach(hist), count()
 		FROM analytics_distributions
-		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)`,
-		s.scope, s.key, s.metric, s.goodset, s.syn(), h.From, h.To).Scan(&counts, &n)
+		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND weighting = 'agents' AND day >= toDate(?) AND day <= toDate(?)`,
+		s.test, s.scope, s.key, s.metric, s.goodset, s.syn(), h.From, h.To).Scan(&counts, &n)
 	if err != nil {
 		return nil, err
 	}
@@ -218,8 +235,9 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 		a.replyErr(w, "measurements", err)
 		return
 	}
-	where := []string{"toDate(start_time) >= toDate(?)", "toDate(start_time) <= toDate(?)", selection(syn)}
-	args := []any{from.Format(time.DateOnly), to.Format(time.DateOnly)}
+	// UTC days whatever the server's zone: a range of Unix seconds.
+	where := []string{"start_time >= toDateTime(?)", "start_time < toDateTime(?)", selection(syn)}
+	args := []any{from.Unix(), to.AddDate(0, 0, 1).Unix()}
 	if asn > 0 {
 		where, args = append(where, "client_asn = ?"), append(args, uint32(asn))
 	}
@@ -233,7 +251,7 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 		where = append(where, "server_peer = 1")
 	}
 	if cur != nil {
-		where = append(where, "(toDate(start_time) > toDate(?) OR (toDate(start_time) = toDate(?) AND measurement_uid > toUUID(?)))")
+		where = append(where, "(toDate(start_time, 'UTC') > toDate(?) OR (toDate(start_time, 'UTC') = toDate(?) AND measurement_uid > toUUID(?)))")
 		args = append(args, cur.day.Format(time.DateOnly), cur.day.Format(time.DateOnly), cur.uid.String())
 	}
 	names := make([]string, len(cols))
@@ -244,7 +262,7 @@ func (a *API) measurements(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := queryCtx(r.Context())
 	defer cancel()
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(finalSettings(clickhouse.Settings{"max_execution_time": int(maxExecution.Seconds()), "max_threads": 1})))
-	q := fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s ORDER BY toDate(start_time), measurement_uid LIMIT %d",
+	q := fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s ORDER BY toDate(start_time, 'UTC'), measurement_uid LIMIT %d",
 		strings.Join(names, ", "), test.Table, strings.Join(where, " AND "), limit+1)
 	rows, err := a.cfg.Conn.Query(ctx, q, args...)
 	if err != nil {

@@ -191,12 +191,16 @@ func newColumns(defs []columnDef) ([]*column, error) {
 	return cols, nil
 }
 
+// utcDay selects a UTC day whatever the server's time zone: start_time in
+// [day, day + 24 h) as Unix seconds, the two arguments.
+const utcDay = "start_time >= toDateTime(?) AND start_time < toDateTime(?)"
+
 // Count is the number of rows a dump of the day would hold, before merging
 // copies of one measurement (so at least the dump's rows): cheap, for
 // progress bars.
 func Count(ctx context.Context, conn driver.Conn, test *schemas.Test, day time.Time, synthetic bool) (uint64, error) {
 	var n uint64
-	err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s WHERE toDate(start_time) = toDate(?) AND %s", test.Table, selection(synthetic)), day.Format(time.DateOnly)).Scan(&n)
+	err := conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s WHERE %s AND %s", test.Table, utcDay, selection(synthetic)), day.Unix(), day.AddDate(0, 0, 1).Unix()).Scan(&n)
 	return n, err
 }
 
@@ -240,8 +244,8 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 	// one loaded now may be newer): the manifest names the data's origin,
 	// and an unchanged day stays the same bytes after a database update.
 	var dbs string
-	if err := cfg.Conn.QueryRow(ctx, fmt.Sprintf("SELECT arrayStringConcat(arraySort(groupUniqArray(annotation_db)), ' + ') FROM %s WHERE toDate(start_time) = toDate(?) AND %s",
-		test.Table, m.Selection), ds).Scan(&dbs); err != nil {
+	if err := cfg.Conn.QueryRow(ctx, fmt.Sprintf("SELECT arrayStringConcat(arraySort(groupUniqArray(annotation_db)), ' + ') FROM %s WHERE %s AND %s",
+		test.Table, utcDay, m.Selection), day.Unix(), day.AddDate(0, 0, 1).Unix()).Scan(&dbs); err != nil {
 		return nil, fmt.Errorf("publish: %s %s: %w", test.Name, ds, err)
 	}
 	if dbs != "" {
@@ -435,18 +439,22 @@ func scanDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, cols []*
 	// (spilling to disk beyond 1 GiB) and the server that received the
 	// query merges the sorted streams.
 	settings := finalSettings(clickhouse.Settings{"max_execution_time": 3600, "max_threads": 1})
-	q := fmt.Sprintf("SELECT %s FROM %s FINAL WHERE toDate(start_time) = toDate(?) AND %s",
-		strings.Join(names, ", "), test.Table, sel)
+	q := fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s AND %s",
+		strings.Join(names, ", "), test.Table, utcDay, sel)
 	var engine string
 	if err := cfg.Conn.QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = ?", test.Table).Scan(&engine); err != nil {
 		return 0, fmt.Errorf("engine of %s: %w", test.Table, err)
 	}
 	if engine == "Distributed" {
-		q += " ORDER BY toDate(start_time), measurement_uid"
+		q += " ORDER BY toDate(start_time, 'UTC'), measurement_uid"
 		settings["max_bytes_before_external_sort"] = 1 << 30
 	}
 	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(settings))
-	rows, err := cfg.Conn.Query(qctx, q, ds)
+	d, err := time.Parse(time.DateOnly, ds)
+	if err != nil {
+		return 0, err
+	}
+	rows, err := cfg.Conn.Query(qctx, q, d.Unix(), d.AddDate(0, 0, 1).Unix())
 	if err != nil {
 		return 0, err
 	}
@@ -663,7 +671,7 @@ func ExportPending(ctx context.Context, cfg ExportConfig, through time.Time, max
 	}
 	var out []*Manifest
 	for _, test := range schemas.Tests() {
-		rows, err := cfg.Conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT toString(toDate(start_time)) AS d FROM %s WHERE %s AND toDate(start_time) <= toDate(?) ORDER BY d",
+		rows, err := cfg.Conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT toString(toDate(start_time, 'UTC')) AS d FROM %s WHERE %s AND toDate(start_time, 'UTC') <= toDate(?) ORDER BY d",
 			test.Table, selection(cfg.Synthetic)), through.Format(time.DateOnly))
 		if err != nil {
 			return out, err

@@ -111,6 +111,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		"Whoami": publicapi.Whoami{}, "Day": publish.Day{}, "Distribution": publish.Distribution{}, "ISP": publish.ISP{},
 		"Bucket": publish.Bucket{}, "Histogram": publish.Histogram{}, "Hour": publish.Hour{}, "Hourly": publish.Hourly{},
 		"Dataset": publish.Dataset{}, "DatasetFile": publish.DatasetFile{}, "Verdicts": publish.Verdicts{}, "VerdictSummary": publish.VerdictSummary{},
+		"Table": publish.TableJSON{}, "TableRow": publish.TableRowJSON{}, "Figure": publish.FigureJSON{},
 	} {
 		var fields, props []string
 		rt := reflect.TypeOf(v)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/neubot/neubot/analytics"
 )
 
 // The dashboards are server-rendered HTML: every number is in a table that
@@ -47,6 +49,8 @@ var pageTemplates = template.Must(template.New("").Funcs(template.FuncMap{
 	"add":     func(a, b int) int { return a + b },
 	"metricL": func(m string) string { return metricLabels[m] },
 	"pctf":    func(x float64) string { return formatNum(100 * x) },
+	"pctn":    func(x Number) string { return formatNum(100 * float64(x)) },
+	"ci":      func(lo, hi Number) string { return ciText(float64(lo), float64(hi)) },
 }).ParseFS(webFS, "web/templates/*.html"))
 
 // dashboardCSP: scripts and styles only from this server; the chart data
@@ -215,8 +219,12 @@ type ispData struct {
 	Days              int
 	DayChoices        []int
 	From, To          string
-	Tests, Agents     uint64
+	Tests, Agents     uint64 // Agents: distinct over the period
 	Median            float64
+	CILow, CIHigh     float64
+	Ranked            bool
+	MinAgents         int
+	Zone              string
 	Charts            []*chart
 	Goodsets          []goodsetRow
 	Verdicts          *Verdicts
@@ -244,7 +252,7 @@ func (a *API) ispSelector(r *http.Request) (selector, *params, int) {
 		asn = strconv.FormatUint(n, 10) // AS03269 is AS3269
 	}
 	days := p.intIn("days", 30, 1, 366)
-	s := selector{scope: "asn", key: asn, metric: p.oneOf("metric", "download_mbps", metrics...), goodset: "all"}
+	s := selector{test: "speedtest", scope: "asn", key: asn, metric: p.oneOf("metric", "download_mbps", metrics...), goodset: "all"}
 	s.synthetic = a.cfg.Demo
 	if p.q.Has("synthetic") {
 		s.synthetic = p.boolean("synthetic")
@@ -280,16 +288,18 @@ func (a *API) ispCharts(ctx context.Context, s selector, days int) (*ispData, er
 	base := "/isp/" + s.key + "/charts/"
 
 	daily := &chart{ID: "daily", Title: label + ", day by day", Kind: "line", XName: "day", XLabel: "Day (UTC)", YLabel: label,
-		Desc: "Daily percentiles over the tests of each day: the middle line is the median; half of the tests lie between the 25th and 75th percentiles."}
-	var tests, p10, p25, p50, p75, p90 []float64
+		Desc: "Daily percentiles over the agents of each day (each agent one vote: the median of its tests that day): the middle line is the median, " +
+			"with its 95% confidence interval (p50_ci_low, p50_ci_high); half of the agents lie between the 25th and 75th percentiles."}
+	var tests, agents, p10, p25, p50, lo, hi, p75, p90 []float64
 	for _, x := range d.Days {
 		daily.X = append(daily.X, x.Day)
-		tests = append(tests, float64(x.Tests))
+		tests, agents = append(tests, float64(x.Tests)), append(agents, float64(x.Agents))
 		p10, p25, p50, p75, p90 = append(p10, x.P10), append(p25, x.P25), append(p50, x.P50), append(p75, x.P75), append(p90, x.P90)
+		lo, hi = append(lo, float64(x.P50CILow)), append(hi, float64(x.P50CIHigh))
 		out.Tests += x.Tests
-		out.Agents += x.Agents
 	}
-	daily.Series = []series{{"tests", tests, false}, {"p10", p10, true}, {"p25", p25, true}, {"p50", p50, true}, {"p75", p75, true}, {"p90", p90, true}}
+	daily.Series = []series{{"tests", tests, false}, {"agents", agents, false}, {"p10", p10, true}, {"p25", p25, true}, {"p50", p50, true},
+		{"p50_ci_low", lo, true}, {"p50_ci_high", hi, true}, {"p75", p75, true}, {"p90", p90, true}}
 
 	hist := &chart{ID: "histogram", Title: "Distribution of " + lowerFirst(label) + ", whole period", Kind: "bars", XName: "bucket", XLabel: label, YLabel: "Tests",
 		Desc: "How many tests measured each value, on a logarithmic scale of ten buckets per tenfold; peaks are the speeds of common plans."}
@@ -299,16 +309,32 @@ func (a *API) ispCharts(ctx context.Context, s selector, days int) (*ispData, er
 		counts, lowers, uppers = append(counts, float64(b.Tests)), append(lowers, b.Lower), append(uppers, b.Upper)
 	}
 	hist.Series = []series{{"tests", counts, true}, {"lower", lowers, false}, {"upper", uppers, false}}
-	out.Median = weightedMedian(p50, tests)
+	// The period's figure: Table I's row of this provider (distinct
+	// agents, each one vote; the 95% interval of the median).
+	asn, _ := strconv.ParseUint(s.key, 10, 32)
+	t, err := a.readTable(ctx, analytics.TableQuery{Test: s.test, Goodset: s.goodset, Synthetic: s.synthetic, From: s.from, To: s.to, ASN: uint32(asn)})
+	if err != nil {
+		return nil, err
+	}
+	out.Median, out.CILow, out.CIHigh, out.MinAgents = math.NaN(), math.NaN(), math.NaN(), t.MinAgents
+	for _, r := range append(t.Providers, t.Others...) {
+		f := map[string]analytics.Figure{"download_mbps": r.Download, "upload_mbps": r.Upload, "rtt_ms": r.RTT}[s.metric]
+		out.Agents, out.Median, out.CILow, out.CIHigh, out.Ranked = r.Agents, f.Median, f.CILow, f.CIHigh, r.Ranked
+	}
 
-	hourly := &chart{ID: "hourly", Title: label + " by hour of the day", Kind: "line", XName: "hour_utc", XLabel: "Hour of the day (UTC)", YLabel: label,
-		Desc: "Median per hour of the day over the period: a dip in the evening is congestion at peak time."}
-	var htests, hp50 []float64
+	out.Zone = hr.Zone
+	where := "local time, " + hr.Zone
+	if hr.Zone == "UTC" {
+		where = "UTC: the country has several time zones, or none is known"
+	}
+	hourly := &chart{ID: "hourly", Title: label + " by hour of the day", Kind: "line", XName: "hour", XLabel: "Hour of the day (" + where + ")", YLabel: label,
+		Desc: "Median per hour of the day over the period (each agent one vote per hour), in the volunteers' local time where their country has one time zone: a dip in the evening is congestion at peak time."}
+	var htests, hagents, hp50 []float64
 	for _, x := range hr.Hours {
 		hourly.X = append(hourly.X, strconv.Itoa(x.Hour))
-		htests, hp50 = append(htests, float64(x.Tests)), append(hp50, x.P50)
+		htests, hagents, hp50 = append(htests, float64(x.Tests)), append(hagents, float64(x.Agents)), append(hp50, x.P50)
 	}
-	hourly.Series = []series{{"tests", htests, false}, {"p50", hp50, true}}
+	hourly.Series = []series{{"tests", htests, false}, {"agents", hagents, false}, {"p50", hp50, true}}
 
 	for _, c := range []*chart{daily, hist, hourly} {
 		c.CSVURL, c.SVGURL = base+c.ID+".csv"+q, base+c.ID+".svg"+q
@@ -342,29 +368,6 @@ func nanLow(x float64) float64 {
 	return x
 }
 
-// weightedMedian is the median of values, each counted weight times.
-func weightedMedian(values, weights []float64) float64 {
-	type vw struct{ v, w float64 }
-	var xs []vw
-	var total float64
-	for i := range values {
-		xs = append(xs, vw{values[i], weights[i]})
-		total += weights[i]
-	}
-	if total == 0 {
-		return math.NaN()
-	}
-	slices.SortFunc(xs, func(a, b vw) int { return cmp.Compare(a.v, b.v) })
-	var acc float64
-	for _, x := range xs {
-		acc += x.w
-		if acc >= total/2 {
-			return x.v
-		}
-	}
-	return xs[len(xs)-1].v
-}
-
 // goodsetRule is the part of a goodset definition a reader needs.
 type goodsetRule struct {
 	Version        int    `json:"version"`
@@ -376,10 +379,10 @@ type goodsetRule struct {
 func (a *API) goodsetRows(ctx context.Context, s selector) ([]goodsetRow, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT goodset, any(goodset_def), sum(tests_total), sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, tests)
+	rows, err := a.cfg.Conn.Query(ctx, `SELECT goodset, any(goodset_def), sum(tests_total), sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, agents)
 		FROM analytics_distributions
-		WHERE test = 'speedtest' AND scope = ? AND key = ? AND metric = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?)
-		GROUP BY goodset ORDER BY goodset`, s.scope, s.key, s.metric, s.syn(), s.from.Format(time.DateOnly), s.to.Format(time.DateOnly))
+		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND synthetic = ? AND weighting = 'agents' AND day >= toDate(?) AND day <= toDate(?)
+		GROUP BY goodset ORDER BY goodset`, s.test, s.scope, s.key, s.metric, s.syn(), s.from.Format(time.DateOnly), s.to.Format(time.DateOnly))
 	if err != nil {
 		return nil, err
 	}
@@ -474,6 +477,10 @@ type indexData struct {
 	Query     string
 	Countries []countryRow
 	ISPs      []ISP
+	Ranked    []TableRowJSON // providers with at least MinAgents agents, by median download
+	Others    []TableRowJSON // the others, most agents first
+	Overall   TableRowJSON
+	MinAgents int
 	Chart     *chart
 	Synthetic bool
 	Days      int
@@ -493,11 +500,11 @@ func (a *API) countries(ctx context.Context, synthetic bool, days int) ([]countr
 		syn = 1
 	}
 	rows, err := a.cfg.Conn.Query(ctx, `SELECT key, sumIf(tests, metric = 'download_mbps') AS n,
-			quantileExactWeightedIf(0.5)(p50, tests, metric = 'download_mbps'),
-			quantileExactWeightedIf(0.5)(p50, tests, metric = 'upload_mbps'),
-			quantileExactWeightedIf(0.5)(p50, tests, metric = 'rtt_ms')
+			quantileExactWeightedIf(0.5)(p50, agents, metric = 'download_mbps'),
+			quantileExactWeightedIf(0.5)(p50, agents, metric = 'upload_mbps'),
+			quantileExactWeightedIf(0.5)(p50, agents, metric = 'rtt_ms')
 		FROM analytics_distributions
-		WHERE test = 'speedtest' AND scope = 'country' AND goodset = 'all' AND synthetic = ? AND day > today() - ?
+		WHERE test = 'speedtest' AND scope = 'country' AND goodset = 'all' AND weighting = 'agents' AND synthetic = ? AND day > toDate(now(), 'UTC') - ?
 		GROUP BY key HAVING n > 0 ORDER BY n DESC, key LIMIT 300`, syn, days)
 	if err != nil {
 		return nil, err
@@ -531,20 +538,33 @@ func (a *API) indexPage(w http.ResponseWriter, r *http.Request) {
 		a.errorPage(w, http.StatusBadRequest, p.err.Error())
 		return
 	}
-	d := &indexData{Query: term, Synthetic: syn, Days: 30}
+	d := &indexData{Query: term, Synthetic: syn, Days: 30, MinAgents: analytics.MinAgents}
 	var err error
 	ctx := r.Context()
 	if d.ISPs, err = a.ispList(ctx, term, syn, d.Days, 100); err == nil {
-		// The ranking: by median download speed (an ISP without one last).
+		// The search results: by median download speed (an ISP without one last).
 		slices.SortStableFunc(d.ISPs, func(x, y ISP) int {
 			return cmp.Compare(nanLow(float64(y.DownloadMbps)), nanLow(float64(x.DownloadMbps)))
 		})
 		d.Countries, err = a.countries(ctx, syn, d.Days)
 	}
+	if err == nil && term == "" {
+		// The ranking: Table I of the period, each agent one vote; only
+		// providers with enough agents are ranked.
+		today := time.Now().UTC().Truncate(24 * time.Hour)
+		var t *analytics.Table
+		if t, err = a.readTable(ctx, analytics.TableQuery{Synthetic: syn, From: today.AddDate(0, 0, -(d.Days - 1)), To: today}); err == nil {
+			tj := jsonTable(t)
+			d.Ranked, d.Others, d.Overall = tj.Providers, tj.Others, tj.Overall
+			slices.SortStableFunc(d.Ranked, func(x, y TableRowJSON) int {
+				return cmp.Compare(nanLow(float64(y.Download.Median)), nanLow(float64(x.Download.Median)))
+			})
+		}
+	}
 	var dist *Distribution
 	if err == nil {
 		today := time.Now().UTC().Truncate(24 * time.Hour)
-		dist, err = a.distribution(ctx, selector{scope: "all", metric: "download_mbps", goodset: "all", synthetic: syn, from: today.AddDate(0, 0, -(d.Days - 1)), to: today})
+		dist, err = a.distribution(ctx, selector{test: "speedtest", scope: "all", metric: "download_mbps", goodset: "all", synthetic: syn, from: today.AddDate(0, 0, -(d.Days - 1)), to: today})
 	}
 	if err != nil {
 		a.cfg.Logger.Error("publish: index page", "err", err)

@@ -12,8 +12,9 @@ const ClosedAfter = 48 * time.Hour
 
 // OnTimeSQL is a ClickHouse condition on a measurement table's row: true
 // when the row reached the collector before its day closed (or is
-// synthetic). The server's time zone must be UTC, as the local one is.
-const OnTimeSQL = "(synthetic = 1 OR ingested_at < toDateTime(toDate(start_time)) + 259200)"
+// synthetic). It counts in Unix seconds, so the UTC day holds whatever the
+// server's time zone.
+const OnTimeSQL = "(synthetic = 1 OR toUInt32(ingested_at) < intDiv(toUInt32(start_time), 86400) * 86400 + 259200)"
 
 func init() {
 	if ClosedAfter+24*time.Hour != 259200*time.Second {

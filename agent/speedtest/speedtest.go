@@ -381,6 +381,15 @@ func (s *series) estimate() float64 {
 	return s.rate(end/3, end)
 }
 
+// Goodput is the methodology 1 goodput estimator as a pure function: the
+// goodput (Mbit/s, rounded to 0.001) that the client reports for a phase
+// whose samples (time since the phase started, cumulative bytes) are these.
+// The simulated fleet (analytics/simulate) gets its goodput from it.
+func Goodput(samples []schemas.ThroughputSample) float64 {
+	s := series{samples: samples}
+	return round3(s.estimate())
+}
+
 func (s *series) phase(dur time.Duration, conns int) schemas.SpeedtestPhase {
 	var total uint64
 	if n := len(s.samples); n > 0 {

@@ -110,8 +110,11 @@ func (f *Fleet) record(s slot) *schemas.Record {
 		queue = rushQueueMS * (1 - factor) * rng.ExpFloat64()
 	}
 	uid := newUUID(rng)
+	// The link of this test: the line's rate (plan, efficiency, rush hour,
+	// noise), its round trip under this test's queueing, its loss.
 	down := a.Plan.DownMbps * line.effDown * factor * math.Exp(noiseSigma*rng.NormFloat64())
 	up := a.Plan.UpMbps * line.effUp * factor * math.Exp(noiseSigma*rng.NormFloat64())
+	linkRTT := line.rttBase + queue
 
 	// Latency: each round trip is the base RTT, jitter and a share of the
 	// test's queueing.
@@ -126,8 +129,8 @@ func (f *Fleet) record(s slot) *schemas.Record {
 		keys.RTTMS[i] = sample()
 	}
 	keys.RTTMedianMS = schemas.Median(keys.RTTMS)
-	keys.Download = phase(rng, r3(down))
-	keys.Upload = phase(rng, r3(up))
+	keys.Download = Link{RateMbps: down, RTTms: linkRTT, Loss: line.loss}.Phase(rng, 2)
+	keys.Upload = Link{RateMbps: up, RTTms: linkRTT, Loss: line.loss}.Phase(rng, 2)
 
 	// The server's view: it sent a little more than the client received
 	// (the last range in flight), timed the upload over the whole phase,
@@ -167,37 +170,4 @@ func (f *Fleet) record(s slot) *schemas.Record {
 		},
 		TestKeys: keys,
 	}
-}
-
-// phase makes a transfer phase whose goodput, the rate over its second
-// half, is goodput: TCP's ramp-up in the first two samples, then noise
-// around goodput, scaled so that the second half averages it.
-func phase(rng *rand.Rand, goodput float64) schemas.SpeedtestPhase {
-	mbps := make([]float64, samples)
-	mbps[0] = goodput * (0.3 + 0.4*rng.Float64())
-	mbps[1] = goodput * (0.8 + 0.2*rng.Float64())
-	var sum float64
-	for i := 2; i < samples; i++ {
-		mbps[i] = math.Max(0, 1+0.03*rng.NormFloat64())
-		if i >= samples/2 {
-			sum += mbps[i]
-		}
-	}
-	scale := goodput * float64(samples-samples/2) / sum
-	p := schemas.SpeedtestPhase{GoodputMbps: goodput, DurationS: samples * sampleS, Connections: 2}
-	var total uint64
-	for i := range mbps {
-		if i >= 2 {
-			mbps[i] *= scale
-		}
-		bytes := uint64(mbps[i] * 1e6 / 8 * sampleS)
-		total += bytes
-		p.Samples = append(p.Samples, schemas.ThroughputSample{
-			TS:    r3(float64(i+1)*sampleS + 0.004*rng.Float64()),
-			Bytes: total,
-			Mbps:  r3(float64(bytes) * 8 / 1e6 / sampleS),
-		})
-	}
-	p.Bytes = total
-	return p
 }

@@ -21,9 +21,11 @@
 //   - round-trip times around the agent's base RTT (P.RTTms × a lognormal
 //     factor of sigma 0.15 drawn once per agent), plus queueing: about
 //     1 ms off-peak, 60 ms × (1 - I.RushHour) on average in the rush hour;
-//   - 12 throughput samples of 250 ms per phase: TCP's ramp-up in the first
-//     two, then noise around the goodput, which is the rate over the phase's
-//     second half (as the real speedtest measures it);
+//   - each phase goes through a link (Link: that rate, the test's round
+//     trip, the line's loss, 1e-6 to 1e-5): two TCP connections in slow
+//     start up to the rate (or the loss-limited rate, Mathis), sampled every
+//     250 ms for 3 s with noise; the goodput is the real client's estimator
+//     (agent/speedtest.Goodput) over those samples, as the agent reports;
 //   - the test server's view: bytes, timing, upload goodput over the whole
 //     phase, TCP_INFO RTT, RTT variance and retransmissions.
 //
@@ -112,6 +114,7 @@ type agentLine struct {
 	isp, plan        int
 	effDown, effUp   float64 // efficiency of the line, 0.90..0.97
 	rttBase          float64 // ms
+	loss             float64 // packet loss TCP sees, 1e-6..1e-5 (log-uniform)
 	os, arch, server string
 }
 
@@ -203,6 +206,7 @@ func NewFleet(cfg Config) (*Fleet, error) {
 			rttBase: plan.RTTms * math.Exp(0.15*rng.NormFloat64()),
 			os:      os, arch: arch,
 			server: "sim-" + strings.ToLower(isp.Country) + "-1",
+			loss:   math.Pow(10, -6+rng.Float64()),
 		}
 	}
 	return f, nil

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/schemas"
@@ -392,5 +394,40 @@ func TestSimulateConfigErrors(t *testing.T) {
 	}
 	if s, e := f.Period(); e.Sub(s) != 24*time.Hour || e.After(time.Now()) {
 		t.Errorf("default period %v..%v", s, e)
+	}
+}
+
+// TestSimulateThroughEstimator: every simulated goodput is what the real
+// client's estimator (agent/speedtest.Goodput) says of the phase's samples,
+// and over a link that TCP fills within the first third of the phase, the
+// estimate is the link's steady goodput within the noise.
+func TestSimulateThroughEstimator(t *testing.T) {
+	fleet, err := NewFleet(Config{Agents: 50, Days: 1, TestsPerAgentDay: 4, Seed: 7, IPDB: collectortest.IPDB(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err = fleet.Records(func(r *schemas.Record) error {
+		k := r.TestKeys.(*schemas.Speedtest)
+		for _, p := range []schemas.SpeedtestPhase{k.Download, k.Upload} {
+			if got := speedtest.Goodput(p.Samples); got != p.GoodputMbps || got <= 0 {
+				t.Fatalf("goodput %v, the client's estimator says %v", p.GoodputMbps, got)
+			}
+		}
+		n++
+		return nil
+	})
+	if err != nil || n == 0 {
+		t.Fatal(n, err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, l := range []Link{{RateMbps: 7, RTTms: 45, Loss: 1e-5}, {RateMbps: 100, RTTms: 18, Loss: 1e-6}, {RateMbps: 1000, RTTms: 40, Loss: 1e-4}} {
+		var sum float64
+		for i := 0; i < 50; i++ {
+			sum += l.Phase(rng, 2).GoodputMbps
+		}
+		if mean, want := sum/50, l.Steady(2); math.Abs(mean-want)/want > 0.03 {
+			t.Errorf("%+v: mean estimate %.2f, steady goodput %.2f", l, mean, want)
+		}
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,10 +19,39 @@ import (
 	"github.com/neubot/neubot/internal/cli"
 )
 
+// drawKey reads the analytics' secret draw key from path, creating it
+// (32 random bytes, mode 0600) when the file does not exist. The key is the
+// collector operator's: with it, which test of an agent's day is drawn
+// cannot be predicted, so not steered (analytics.Goodset.OnePerAgentDay).
+func drawKey(path string) ([]byte, error) {
+	if path == "" {
+		return nil, errors.New("--draw-key-file is required: the secret that keys the one-test-per-agent-per-day draw (created if missing)")
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("draw key: %w", err)
+		}
+		return key, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("draw key: %w", err)
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) < 16 {
+		return nil, fmt.Errorf("draw key %s: must hold at least 16 bytes in hex", path)
+	}
+	return key, nil
+}
+
 // startAnalytics recomputes, on a cron schedule, the days whose
 // measurements changed.
-func startAnalytics(conn driver.Conn, spec string, log *slog.Logger) (*scheduler, error) {
-	job := &analytics.Job{Conn: conn, Logger: log}
+func startAnalytics(conn driver.Conn, spec string, key []byte, log *slog.Logger) (*scheduler, error) {
+	job := &analytics.Job{Conn: conn, Logger: log, DrawKey: key}
 	return startScheduler("schedule", spec, func(ctx context.Context) {
 		n, err := job.RunPending(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -47,8 +78,13 @@ func cmdAnalytics(args []string) error {
 	fs := newFlagSet("analytics", "Run the analytics scheduler: every tick, recompute the days whose measurements changed.\nSub-commands: `analytics run --from --to` recomputes a range; `analytics table` prints the summary table.")
 	ch := addClickHouseFlags(fs)
 	spec := fs.String("schedule", "*/10 * * * *", "cron spec of the runs")
+	keyFile := fs.String("draw-key-file", "", "file holding the secret key of the one-test-per-agent-per-day draw, in hex (created if missing; required)")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
+	if err != nil {
+		return err
+	}
+	key, err := drawKey(*keyFile)
 	if err != nil {
 		return err
 	}
@@ -57,7 +93,7 @@ func cmdAnalytics(args []string) error {
 		return err
 	}
 	defer conn.Close()
-	s, err := startAnalytics(conn, *spec, log)
+	s, err := startAnalytics(conn, *spec, key, log)
 	if err != nil {
 		return err
 	}
@@ -94,11 +130,16 @@ func cmdAnalyticsRun(args []string) error {
 	ch := addClickHouseFlags(fs)
 	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
 	toS := fs.String("to", "", "last day, YYYY-MM-DD (default: --from)")
+	keyFile := fs.String("draw-key-file", "", "file holding the secret key of the one-test-per-agent-per-day draw, in hex (created if missing; required)")
 	lf := addLogFlags(fs, "text")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	from, to, err := parseDays(*fromS, *toS)
+	if err != nil {
+		return err
+	}
+	key, err := drawKey(*keyFile)
 	if err != nil {
 		return err
 	}
@@ -113,7 +154,7 @@ func cmdAnalyticsRun(args []string) error {
 		return err
 	}
 	defer conn.Close()
-	job := &analytics.Job{Conn: conn, Logger: log}
+	job := &analytics.Job{Conn: conn, Logger: log, DrawKey: key}
 	start := time.Now()
 	var bar *progressbar.ProgressBar
 	err = job.RunRange(ctx, from, to, func(done, total int, day string) {
@@ -137,14 +178,17 @@ func cmdAnalyticsRun(args []string) error {
 }
 
 func cmdAnalyticsTable(args []string) error {
-	fs := newFlagSet("analytics table", "Print the summary table (the Neubot paper's Table I: averages per ISP) over a range of days.")
+	fs := newFlagSet("analytics table", "Print Table I of the Neubot paper over a range of UTC days: an overall row, then one row per provider (AS) with\n"+
+		"distinct agents, tests, the shares of agents and tests inside the goodset, and mean and median download, upload and RTT\n"+
+		"(each agent one vote; 95% intervals of the medians). Providers with fewer than --min-agents agents in the goodset are listed apart.")
 	ch := addClickHouseFlags(fs)
 	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
 	toS := fs.String("to", "", "last day (default: --from)")
-	goodset := fs.String("goodset", "paper2011", "goodset")
-	synthetic := fs.Bool("synthetic", false, "summarise simulated tests instead of real ones")
-	format := fs.String("format", "md", "md or csv")
-	minTests := fs.Uint64("min-tests", 10, "leave out ISPs with fewer tests")
+	test := fs.String("test", "speedtest", "test: speedtest, ndt7 or ndt7-browser (never mixed)")
+	goodset := fs.String("goodset", "all", "goodset: all, paper2011 or paper2011-daily")
+	synthetic := fs.Bool("synthetic", false, "tabulate simulated tests instead of real ones")
+	csvOut := fs.Bool("csv", false, "print CSV instead of the paper's layout")
+	minAgents := fs.Int("min-agents", analytics.MinAgents, "rank only providers with at least this many agents inside the goodset")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -152,14 +196,20 @@ func cmdAnalyticsTable(args []string) error {
 	if err != nil {
 		return err
 	}
+	if *minAgents < 1 {
+		return errors.New("--min-agents must be at least 1")
+	}
 	conn, err := chdb.Open(context.Background(), ch.options())
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	rows, err := (&analytics.Job{Conn: conn}).Summary(context.Background(), from, to, *goodset, *synthetic, *minTests)
+	t, err := analytics.ReadTable(context.Background(), conn, analytics.TableQuery{Test: *test, Goodset: *goodset, Synthetic: *synthetic, From: from, To: to, MinAgents: *minAgents})
 	if err != nil {
 		return err
 	}
-	return analytics.WriteSummary(os.Stdout, rows, *format)
+	if *csvOut {
+		return t.WriteCSV(os.Stdout)
+	}
+	return t.WriteText(os.Stdout)
 }

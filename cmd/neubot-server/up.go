@@ -81,7 +81,11 @@ func cmdUp(args []string) error {
 		return err
 	}
 	stop.push(func() { anConn.Close() })
-	an, err := startAnalytics(anConn, *analyticsSpec, log)
+	key, err := drawKey(filepath.Join(*data, "analytics-draw.key"))
+	if err != nil {
+		return err
+	}
+	an, err := startAnalytics(anConn, *analyticsSpec, key, log)
 	if err != nil {
 		return err
 	}

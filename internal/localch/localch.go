@@ -53,6 +53,10 @@ type Config struct {
 	// MaxMemoryBytes bounds the memory of one query (default 4 GiB).
 	MaxMemoryBytes int64
 	Logger         *slog.Logger
+	// Timezone is the server's time zone (its <timezone>), UTC when
+	// empty. Neubot's queries name 'UTC' wherever a day or an hour is
+	// taken; tests set another zone to prove it.
+	Timezone string
 	// Cluster, when set, makes the server one node of a ClickHouse
 	// cluster (remote_servers, macros, ZooKeeper, distributed DDL); nil
 	// is the single-node default.
@@ -105,6 +109,8 @@ type Server struct {
 	stopOnce sync.Once
 }
 
+var tzRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+/-]{0,63}$`)
+
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
 // FindBinary returns the path of clickhouse-server or ErrNoBinary.
@@ -150,6 +156,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.MaxMemoryBytes == 0 {
 		cfg.MaxMemoryBytes = 4 << 30
+	}
+	if cfg.Timezone != "" && !tzRE.MatchString(cfg.Timezone) {
+		return nil, fmt.Errorf("localch: time zone %q is not an IANA name like Europe/Rome", cfg.Timezone)
 	}
 	bin, err := FindBinary(cfg.Binary)
 	if err != nil {
@@ -352,7 +361,7 @@ var configTmpl = template.Must(template.New("config").Parse(`<?xml version="1.0"
   <mark_cache_size>268435456</mark_cache_size>
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
-  <timezone>UTC</timezone>
+  <timezone>{{if .Timezone}}{{.Timezone}}{{else}}UTC{{end}}</timezone>
 {{- with .Cluster}}
   <interserver_http_host>127.0.0.1</interserver_http_host>
   <interserver_http_port>{{.InterserverPort}}</interserver_http_port>

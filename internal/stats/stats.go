@@ -1,7 +1,9 @@
-// Package stats holds the statistics of Neubot's differential tests: the
-// two-sample Kolmogorov–Smirnov test (exact and asymptotic p-values), the
-// decision rule that combines it with a difference threshold (as Glasnost
-// and Wehe do), and the Wilson score interval of a proportion.
+// Package stats holds Neubot's statistics: the one percentile method used by
+// the records and the analytics alike (Quantile), the distribution-free
+// confidence interval of a median (MedianCI), the two-sample
+// Kolmogorov–Smirnov test of the differential tests (exact and asymptotic
+// p-values), the decision rule that combines it with a difference threshold
+// (as Glasnost and Wehe do), and the Wilson score interval of a proportion.
 package stats
 
 import (
@@ -9,18 +11,85 @@ import (
 	"sort"
 )
 
-// Median returns the median of xs (0 for none) without changing xs.
-func Median(xs []float64) float64 {
+// Median returns the median of xs (0 for none) without changing xs:
+// Quantile(xs, 0.5), the mean of the two middle values when len(xs) is even.
+func Median(xs []float64) float64 { return Quantile(xs, 0.5) }
+
+// Quantile returns the p-quantile of xs (0 for none) without changing xs,
+// by Neubot's one percentile method: linear interpolation between order
+// statistics, Hyndman and Fan's type 7 (R's and NumPy's default). With the
+// values sorted, x[0] ≤ … ≤ x[n-1], and h = (n-1)·p, it is
+// x[⌊h⌋] + (h-⌊h⌋)·(x[⌊h⌋+1] - x[⌊h⌋]). The record's rtt_median_ms and
+// every percentile of the analytics (analytics.QuantileSQL, the same
+// formula in ClickHouse) use it.
+func Quantile(xs []float64, p float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
+	return SortedQuantile(s, p)
+}
+
+// SortedQuantile is Quantile of values already sorted in increasing order.
+func SortedQuantile(s []float64, p float64) float64 {
 	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
+	if n == 0 {
+		return 0
 	}
-	return (s[n/2-1] + s[n/2]) / 2
+	p = math.Max(0, math.Min(1, p))
+	h := float64(n-1) * p
+	lo := int(math.Floor(h))
+	if lo >= n-1 {
+		return s[n-1]
+	}
+	return s[lo] + (h-float64(lo))*(s[lo+1]-s[lo])
+}
+
+// MedianCIExact is the largest n for which MedianCIRanks sums the binomial
+// distribution exactly; above it uses the normal approximation, which is
+// then within one rank of the exact answer.
+const MedianCIExact = 1000
+
+// MedianCIRanks returns the 1-based ranks lo ≤ hi of the order statistics
+// that bound a distribution-free 95% confidence interval of the median of
+// n independent values: [x(lo), x(hi)] covers the population median with
+// probability 1 - 2·P(B ≤ lo-1), B ~ Binomial(n, 1/2), the largest lo with
+// P(B ≤ lo-1) ≤ 0.025 and hi = n+1-lo. Below 6 values no interval reaches
+// 95%: it returns (1, n), the range, whose coverage is 1 - 2^(1-n)
+// (e.g. 87.5% for 5). 0, 0 for none.
+func MedianCIRanks(n int) (lo, hi int) {
+	if n <= 0 {
+		return 0, 0
+	}
+	if n > MedianCIExact {
+		lo = int(math.Floor(float64(n)/2 - 0.98*math.Sqrt(float64(n)) + 0.5))
+		return lo, n + 1 - lo
+	}
+	// P(B ≤ k) summed in logs: C(n,k)/2^n.
+	cdf, lo := 0.0, 1
+	logC := -float64(n) * math.Ln2 // log(C(n,0)/2^n)
+	for k := 0; k < n/2; k++ {
+		cdf += math.Exp(logC)
+		if cdf > 0.025 {
+			break
+		}
+		lo = k + 1 // P(B ≤ lo-1) = cdf ≤ 0.025
+		logC += math.Log(float64(n-k)) - math.Log(float64(k+1))
+	}
+	return lo, n + 1 - lo
+}
+
+// MedianCI returns the 95% confidence interval of the median of xs by
+// MedianCIRanks (NaN, NaN for none).
+func MedianCI(xs []float64) (lo, hi float64) {
+	if len(xs) == 0 {
+		return math.NaN(), math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	l, h := MedianCIRanks(len(s))
+	return s[l-1], s[h-1]
 }
 
 // KS is the result of a two-sample Kolmogorov–Smirnov test.

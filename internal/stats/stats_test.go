@@ -191,3 +191,56 @@ func TestCompare(t *testing.T) {
 		t.Error("Combine")
 	}
 }
+
+func TestQuantileType7(t *testing.T) {
+	xs := []float64{4, 1, 3, 2}
+	for _, c := range []struct{ p, want float64 }{{0, 1}, {0.5, 2.5}, {0.25, 1.75}, {0.9, 3.7}, {1, 4}} {
+		if got := Quantile(xs, c.p); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("Quantile(%v, %v) = %v, want %v", xs, c.p, got, c.want)
+		}
+	}
+	if Median([]float64{5, 1, 3}) != 3 || Median([]float64{1, 2, 3, 10}) != 2.5 || Median(nil) != 0 {
+		t.Fatal("Median is not Quantile(0.5)")
+	}
+	if xs[0] != 4 {
+		t.Fatal("Quantile changed its argument")
+	}
+}
+
+// TestMedianCIRanks: the ranks are those of the binomial tables (e.g.
+// n = 10: x(2), x(9), 97.9%), coverage is at least 95% from 6 values on, and
+// the normal approximation above MedianCIExact agrees with the exact sum.
+func TestMedianCIRanks(t *testing.T) {
+	for _, c := range []struct{ n, lo, hi int }{{1, 1, 1}, {5, 1, 5}, {6, 1, 6}, {10, 2, 9}, {20, 6, 15}, {100, 40, 61}} {
+		if lo, hi := MedianCIRanks(c.n); lo != c.lo || hi != c.hi {
+			t.Errorf("n=%d: ranks %d, %d; want %d, %d", c.n, lo, hi, c.lo, c.hi)
+		}
+	}
+	binomCDF := func(n, k int) float64 { // P(B ≤ k)
+		var s float64
+		for i := 0; i <= k; i++ {
+			lg, _ := math.Lgamma(float64(n + 1))
+			a, _ := math.Lgamma(float64(i + 1))
+			b, _ := math.Lgamma(float64(n - i + 1))
+			s += math.Exp(lg - a - b - float64(n)*math.Ln2)
+		}
+		return s
+	}
+	for n := 6; n <= 300; n++ {
+		lo, _ := MedianCIRanks(n)
+		if cov := 1 - 2*binomCDF(n, lo-1); cov < 0.95 {
+			t.Fatalf("n=%d: coverage %.4f < 0.95", n, cov)
+		}
+		if cov := 1 - 2*binomCDF(n, lo); cov >= 0.95 {
+			t.Fatalf("n=%d: rank %d is not the tightest (rank %d covers %.4f)", n, lo, lo+1, cov)
+		}
+	}
+	exact, _ := MedianCIRanks(MedianCIExact)
+	approx := int(math.Floor(float64(MedianCIExact)/2 - 0.98*math.Sqrt(MedianCIExact) + 0.5))
+	if d := exact - approx; d < -1 || d > 1 {
+		t.Fatalf("n=%d: exact rank %d, normal approximation %d", MedianCIExact, exact, approx)
+	}
+	if lo, hi := MedianCI([]float64{9, 1, 8, 2, 7, 3, 6, 4, 5, 10}); lo != 2 || hi != 9 {
+		t.Fatalf("MedianCI of 1..10 = %v, %v; want 2, 9", lo, hi)
+	}
+}

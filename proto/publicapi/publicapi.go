@@ -20,6 +20,7 @@ const (
 	HistogramPath     = "/api/v1/histogram"
 	HourlyPath        = "/api/v1/hourly"
 	VerdictsPath      = "/api/v1/verdicts"
+	TablePath         = "/api/v1/table" // the Neubot paper's Table I over a period
 	ISPsPath          = "/api/v1/isps"
 	DatasetsPath      = "/api/v1/datasets"
 	// MeasurementsPath is the same path as the collector's ingest

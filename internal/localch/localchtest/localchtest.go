@@ -28,6 +28,8 @@ var (
 	startErr  error
 	dir       string
 	seq       atomic.Int64
+	zonesMu   sync.Mutex
+	zones     = map[string]*localch.Server{}
 )
 
 // Main runs the tests and stops the ClickHouse server that the first test
@@ -38,6 +40,9 @@ func Main(m *testing.M) int {
 	code := m.Run()
 	if server != nil {
 		server.Stop()
+	}
+	for _, z := range zones {
+		z.Stop()
 	}
 	if dir != "" {
 		os.RemoveAll(dir)
@@ -65,6 +70,44 @@ func Server(t testing.TB) *localch.Server {
 		t.Fatalf("localchtest: cannot start ClickHouse, so this integration test cannot run: %v", startErr)
 	}
 	return server
+}
+
+// ServerIn returns a ClickHouse server whose time zone is tz (its
+// <timezone>), started on first use and stopped by Main, with a database
+// migrated as NewDatabase's are; it proves that queries take days and hours
+// in the zone they name, not in the server's.
+func ServerIn(t testing.TB, tz string) (chdb.Options, driver.Conn) {
+	t.Helper()
+	if !inMain {
+		t.Fatal("localchtest: call localchtest.Main from TestMain, so that the server is stopped")
+	}
+	zonesMu.Lock()
+	s, ok := zones[tz]
+	if !ok {
+		d, err := os.MkdirTemp("", "neubot-clickhouse-tz-")
+		if err != nil {
+			zonesMu.Unlock()
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		s, err = localch.Start(ctx, localch.Config{Dir: d, Timezone: tz})
+		cancel()
+		if err != nil {
+			zonesMu.Unlock()
+			t.Fatalf("localchtest: cannot start ClickHouse in zone %s: %v", tz, err)
+		}
+		zones[tz] = s
+		t.Cleanup(func() {}) // the server outlives the test; Main stops it
+	}
+	zonesMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := chdb.Setup(ctx, s.Options(), nil)
+	if err != nil {
+		t.Fatalf("localchtest: migrate the server in zone %s: %v", tz, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return s.Options(), conn
 }
 
 // NewDatabase creates a fresh database named after the test, applies the
