@@ -10,7 +10,8 @@ import (
 //
 //   - 1: first layout.
 //   - 2: server.peer (peer-to-peer mode).
-const SchemaVersion = 2
+//   - 3: the BitTorrent test's methodology version 2 (factorial design, blocked).
+const SchemaVersion = 3
 
 // MaxClockSkew is how far in the future a start_time may be before the
 // record is refused: agents' clocks drift, but not by hours.

@@ -142,8 +142,8 @@ func Line(r *schemas.Record) []byte {
 // fifth of the controls' mbps in both directions; none: all flows alike;
 // inconclusive: one comparison had too few samples).
 func BitTorrent(rng *rand.Rand, start time.Time, clientAddr string, mbps float64, outcome string) *schemas.Record {
-	rec := Speedtest(rng, start, clientAddr, mbps) // for its envelope
-	rec.TestName, rec.TestVersion, rec.DurationS = schemas.BitTorrentName, schemas.BitTorrentVersion, 48
+	rec := Speedtest(rng, start, clientAddr, mbps)                                 // for its envelope
+	rec.TestName, rec.TestVersion, rec.DurationS = schemas.BitTorrentName, "1", 48 // the three kinds of version 1
 	r3 := func(x float64) float64 { return math.Round(x*1000) / 1000 }
 	keys := &schemas.BitTorrent{BitTorrentPort: 6881, NeutralPort: 9776, FlowDurationS: 2.5, SampleEveryS: 0.25, WarmupS: 0.5}
 	at := 0.0

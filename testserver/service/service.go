@@ -49,6 +49,12 @@ type Config struct {
 	// BitTorrent test's raw TCP listeners (e.g. 127.0.0.1:6881 and
 	// 127.0.0.1:9776); both empty: the server does not offer the test.
 	BitTorrentListen, NeutralListen string
+	// WebListen is the address of the web-port listener (e.g. :443;
+	// empty: the test runs no web-port flows), BitTorrentHosts more IP
+	// addresses to listen on with the same ports, over which a test spreads
+	// its flows (spec/bittorrent.md).
+	WebListen       string
+	BitTorrentHosts []string
 	// Peer says the server is a volunteer's agent serving other agents
 	// (peer-to-peer mode): its records are marked server.peer, and it
 	// forwards none: the tester's upload is the only copy (see agent/peer).
@@ -159,7 +165,7 @@ func New(cfg Config) (*Service, error) {
 		s.bt = bittorrent.NewProvider(bittorrent.Provider{
 			Negotiator: s.neg, ServerID: cfg.ID, Version: cfg.Version, Forward: forward, Logger: cfg.Logger, OnBytes: onBytes,
 		})
-		if err := s.bt.Listen(cfg.BitTorrentListen, cfg.NeutralListen); err != nil {
+		if err := s.bt.ListenAddrs(bittorrent.Addrs{BitTorrent: cfg.BitTorrentListen, Neutral: cfg.NeutralListen, Web: cfg.WebListen, Hosts: cfg.BitTorrentHosts}); err != nil {
 			fw.Close()
 			return nil, err
 		}
@@ -209,6 +215,14 @@ func (s *Service) BitTorrentPorts() (bittorrent, neutral int) {
 		return 0, 0
 	}
 	return s.bt.Ports()
+}
+
+// BitTorrentWebPort returns the port of the web-port listener (0: none).
+func (s *Service) BitTorrentWebPort() int {
+	if s.bt == nil {
+		return 0
+	}
+	return s.bt.WebPort()
 }
 
 // Close stops the BitTorrent listeners and keeps undelivered records on

@@ -1,0 +1,52 @@
+-- The BitTorrent test's methodology version 2 (schema version 3,
+-- spec/bittorrent.md): the factorial design (payload × port × server
+-- address), server-side samples in both directions, the outcome blocked
+-- with its evidence, and what a difference is attributed to. Rows of version
+-- 1 read the defaults. ClickHouse 18.16 ignores COMMENT inside ADD COLUMN,
+-- so comments are set on their own.
+ALTER TABLE bittorrent ADD COLUMN web_port UInt16 DEFAULT 0;
+ALTER TABLE bittorrent ADD COLUMN hosts UInt8 DEFAULT 0;
+ALTER TABLE bittorrent ADD COLUMN max_flow_bytes UInt64 DEFAULT 0;
+ALTER TABLE bittorrent ADD COLUMN download_attribution String DEFAULT '';
+ALTER TABLE bittorrent ADD COLUMN upload_attribution String DEFAULT '';
+ALTER TABLE bittorrent ADD COLUMN attribution String DEFAULT '';
+ALTER TABLE bittorrent ADD COLUMN client_check_flows UInt16 DEFAULT 0;
+ALTER TABLE bittorrent ADD COLUMN client_check_disagree UInt16 DEFAULT 0;
+ALTER TABLE bittorrent ADD COLUMN flow_payload Array(String);
+ALTER TABLE bittorrent ADD COLUMN flow_port_role Array(String);
+ALTER TABLE bittorrent ADD COLUMN flow_host Array(UInt8);
+ALTER TABLE bittorrent ADD COLUMN flow_server_samples_t_s Array(Array(Float64));
+ALTER TABLE bittorrent ADD COLUMN flow_server_samples_mbps Array(Array(Float64));
+ALTER TABLE bittorrent ADD COLUMN flow_server_mbps Array(Float64);
+ALTER TABLE bittorrent ADD COLUMN flow_server_error Array(String);
+ALTER TABLE bittorrent ADD COLUMN flow_pipeline Array(UInt16);
+ALTER TABLE bittorrent ADD COLUMN cmp_tested Array(String);
+ALTER TABLE bittorrent ADD COLUMN cmp_factor Array(String);
+ALTER TABLE bittorrent ADD COLUMN blk_direction Array(String);
+ALTER TABLE bittorrent ADD COLUMN blk_kind Array(String);
+ALTER TABLE bittorrent ADD COLUMN blk_failure Array(String);
+ALTER TABLE bittorrent ADD COLUMN blk_flows Array(UInt8);
+ALTER TABLE bittorrent ADD COLUMN blk_failed Array(UInt8);
+ALTER TABLE bittorrent COMMENT COLUMN web_port 'Version 2: server TCP port of the web-port flows (443 in production; 0 none)';
+ALTER TABLE bittorrent COMMENT COLUMN hosts 'Version 2: server addresses the flows were spread over (0 in version 1)';
+ALTER TABLE bittorrent COMMENT COLUMN max_flow_bytes 'Version 2: a flow ends once its receiver has read this many bytes';
+ALTER TABLE bittorrent COMMENT COLUMN download_attribution 'Version 2: payload, port, both or host: what download differentiation or blocking is attributed to';
+ALTER TABLE bittorrent COMMENT COLUMN upload_attribution 'Version 2: the same for upload';
+ALTER TABLE bittorrent COMMENT COLUMN attribution 'Version 2: the attribution of the direction(s) that gave the outcome; mixed when they differ';
+ALTER TABLE bittorrent COMMENT COLUMN client_check_flows 'Version 2: download flows measured by both the client (receiver) and the server (sender)';
+ALTER TABLE bittorrent COMMENT COLUMN client_check_disagree 'Version 2: of those, flows whose two means differ by more than 25%';
+ALTER TABLE bittorrent COMMENT COLUMN flow_payload 'Flows (version 2): bittorrent or random bytes';
+ALTER TABLE bittorrent COMMENT COLUMN flow_port_role 'Flows (version 2): application, neutral or web port';
+ALTER TABLE bittorrent COMMENT COLUMN flow_host 'Flows (version 2): index of the server address';
+ALTER TABLE bittorrent COMMENT COLUMN flow_server_samples_t_s 'Flows (version 2): server sample times since the flow start, s';
+ALTER TABLE bittorrent COMMENT COLUMN flow_server_samples_mbps 'Flows (version 2): interval throughput the server measured (acknowledged in download, read in upload), Mbit/s';
+ALTER TABLE bittorrent COMMENT COLUMN flow_server_mbps 'Flows (version 2): mean server-side throughput after the warm-up, Mbit/s';
+ALTER TABLE bittorrent COMMENT COLUMN flow_server_error 'Flows (version 2): why the flow ended early as the server saw it (failure vocabulary; unseen: never admitted)';
+ALTER TABLE bittorrent COMMENT COLUMN flow_pipeline 'Flows (version 2): most block requests outstanding';
+ALTER TABLE bittorrent COMMENT COLUMN cmp_tested 'Comparisons (version 2): the tested flows, a kind or host_N';
+ALTER TABLE bittorrent COMMENT COLUMN cmp_factor 'Comparisons (version 2): payload, port or host';
+ALTER TABLE bittorrent COMMENT COLUMN blk_direction 'Blocking evidence (version 2): direction';
+ALTER TABLE bittorrent COMMENT COLUMN blk_kind 'Blocking evidence (version 2): kind of flow that failed in most repetitions';
+ALTER TABLE bittorrent COMMENT COLUMN blk_failure 'Blocking evidence (version 2): most common failure';
+ALTER TABLE bittorrent COMMENT COLUMN blk_flows 'Blocking evidence (version 2): flows of that kind and direction';
+ALTER TABLE bittorrent COMMENT COLUMN blk_failed 'Blocking evidence (version 2): of those, flows that failed';
