@@ -53,7 +53,8 @@ const (
 	Pieces = 1024
 	// Pipeline is the fewest requests a leecher keeps outstanding; it keeps
 	// more as throughput × round-trip time grows (MaxPipeline at most).
-	Pipeline    = 16
+	// (v1 kept 16, which capped a flow at 256 KiB per round trip.)
+	Pipeline    = 4
 	MaxPipeline = 1024
 	// MaxMessage bounds the length prefix a peer accepts.
 	MaxMessage = 1 + 8 + BlockSize
