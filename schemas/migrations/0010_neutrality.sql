@@ -50,3 +50,11 @@ ALTER TABLE bittorrent COMMENT COLUMN blk_kind 'Blocking evidence (version 2): k
 ALTER TABLE bittorrent COMMENT COLUMN blk_failure 'Blocking evidence (version 2): most common failure';
 ALTER TABLE bittorrent COMMENT COLUMN blk_flows 'Blocking evidence (version 2): flows of that kind and direction';
 ALTER TABLE bittorrent COMMENT COLUMN blk_failed 'Blocking evidence (version 2): of those, flows that failed';
+-- Verdicts per ISP and day weigh agents, not tests: one vote per agent
+-- (analytics/verdicts.go), and blocked tests are counted apart.
+ALTER TABLE analytics_verdicts ADD COLUMN blocked_tests UInt64 DEFAULT 0;
+ALTER TABLE analytics_verdicts ADD COLUMN agent_votes UInt64 DEFAULT 0;
+ALTER TABLE analytics_verdicts ADD COLUMN agents_differentiation UInt64 DEFAULT 0;
+ALTER TABLE analytics_verdicts COMMENT COLUMN blocked_tests 'Tests whose outcome is blocked';
+ALTER TABLE analytics_verdicts COMMENT COLUMN agent_votes 'Agents with a conclusive test (differentiation, none or blocked): one vote each';
+ALTER TABLE analytics_verdicts COMMENT COLUMN agents_differentiation 'Agents whose vote is differentiation: most of their conclusive tests said differentiation or blocked';
