@@ -86,7 +86,7 @@ type BitTorrent struct {
 	Flows           []BitTorrentFlow       `json:"flows" v:"maxitems=64" doc:"Every flow, in the order run."`
 	Comparisons     []BitTorrentComparison `json:"comparisons" v:"maxitems=32" doc:"Tested flows against each control, per direction (version 1: BitTorrent against random and neutral; version 2: the grid's pairs and each server address against the others)."`
 	DownloadOutcome string                 `json:"download_outcome" v:"enum=differentiation|none|inconclusive|blocked" doc:"Outcome of the download direction (version 1: combined outcome of its comparisons; version 2: see spec/bittorrent.md, How it decides)."`
-	UploadOutcome   string                 `json:"upload_outcome" v:"enum=differentiation|none|inconclusive|blocked" doc:"Outcome of the upload direction, as download_outcome."`
+	UploadOutcome   string                 `json:"upload_outcome" v:"enum=differentiation|none|inconclusive|blocked" doc:"Outcome of the upload direction, as download_outcome (version 2: empty when the test ran no flow in that direction)."`
 	Outcome         string                 `json:"outcome" v:"enum=differentiation|none|inconclusive|blocked" doc:"Outcome of the test. Version 1: differentiation when any comparison found it, none when all found none, inconclusive otherwise. Version 2: blocked when a direction is blocked, else differentiation when a direction is, none when both are none, inconclusive otherwise."`
 	ServerView      *BitTorrentServer      `json:"server_view,omitempty" doc:"What the test server measured itself. Present in the authoritative record merged by the server, which also fills the upload flows' samples (the server is their receiver) and recomputes the comparisons."`
 	// Methodology version 2.
@@ -137,7 +137,7 @@ type BitTorrentFlow struct {
 // throughput samples plus a threshold on the difference of the medians.
 type BitTorrentComparison struct {
 	Direction      string  `json:"direction" v:"required,enum=download|upload" doc:"Direction of the flows compared."`
-	Control        string  `json:"control" v:"required,enum=random|neutral|random_neutral|web|random_web|other_hosts" doc:"The control compared with the tested flows (other_hosts: the flows to every other server address)."`
+	Control        string  `json:"control" v:"required,enum=random|neutral|random_neutral|web|random_web|other_hosts|inverted" doc:"The control compared with the tested flows (other_hosts: the flows to every other server address)."`
 	Samples        uint32  `json:"samples" doc:"Throughput samples of the BitTorrent flows used."`
 	ControlSamples uint32  `json:"control_samples" doc:"Throughput samples of the control flows used."`
 	MedianMbps     float64 `json:"median_mbps" v:"min=0,max=1000000" doc:"Median of the BitTorrent samples, Mbit/s."`
@@ -151,7 +151,7 @@ type BitTorrentComparison struct {
 	RepsSlower     uint8   `json:"reps_slower" doc:"Repetitions whose BitTorrent flow's median is at least threshold_pct below the control flow's of the same repetition."`
 	Outcome        string  `json:"outcome" v:"required,enum=differentiation|none|inconclusive" doc:"differentiation: ks_p < alpha, diff_pct >= threshold_pct and reps_slower = reps; inconclusive: too few samples, or diff_pct >= threshold_pct without the other two; none otherwise."`
 	// Methodology version 2.
-	Tested string `json:"tested,omitempty" v:"enum=bittorrent|random|neutral|random_neutral|web|host_0|host_1|host_2|host_3|host_4|host_5|host_6|host_7" doc:"Version 2: the flows tested against the control: a kind, or host_N, the flows to server address N (version 1: always bittorrent)."`
+	Tested string `json:"tested,omitempty" v:"enum=bittorrent|random|neutral|random_neutral|web|original|host_0|host_1|host_2|host_3|host_4|host_5|host_6|host_7" doc:"Version 2: the flows tested against the control: a kind, or host_N, the flows to server address N (version 1: always bittorrent)."`
 	Factor string `json:"factor,omitempty" v:"enum=payload|port|host" doc:"Version 2: the factor the comparison isolates: payload (same port), port (same payload), host (same mix of flows)."`
 }
 
@@ -264,9 +264,16 @@ func (b *BitTorrent) checkV2(c Checker) {
 
 // CombineV2 is the outcome of a version 2 test from its directions':
 // blocked if either is, else differentiation if either is, none if both
-// are none, inconclusive otherwise.
+// are none, inconclusive otherwise. A direction the test did not run has
+// no outcome ("") and does not count.
 func CombineV2(down, up string) string {
 	switch {
+	case down == "" && up == "":
+		return OutcomeInconclusive
+	case down == "":
+		return up
+	case up == "":
+		return down
 	case down == OutcomeBlocked || up == OutcomeBlocked:
 		return OutcomeBlocked
 	case down == OutcomeDifferentiation || up == OutcomeDifferentiation:

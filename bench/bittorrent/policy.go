@@ -50,6 +50,8 @@ const (
 // connection: 6 MB, 2.4 s at 20 Mbit/s, longer than the default 1.5 s flow.
 var triggerBytes int64 = 6_000_000
 
+var debug = os.Getenv("NEUBOT_BTBENCH_DEBUG") != ""
+
 // benchHosts are the test server's addresses in the namespace (all on lo).
 var benchHosts = []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
 
@@ -201,12 +203,18 @@ func byteTrigger(ctx context.Context) error {
 				if err := throttle(cur[0], cur[1]); err != nil {
 					fmt.Fprintln(os.Stderr, "bench policy:", err)
 				}
+				if debug {
+					fmt.Fprintf(os.Stderr, "bench policy: ports %d and %d throttled after %d bytes\n", cur[0], cur[1], bytes)
+				}
 			}
 		}
 		sc := bufio.NewScanner(strings.NewReader(string(out)))
 		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) >= 4 && strings.Contains(fields[2], ":") && strings.Contains(fields[3], ":") {
+			line := sc.Text()
+			fields := strings.Fields(line)
+			// A socket's line starts at the margin (Recv-Q Send-Q local
+			// peer); its details follow on an indented line.
+			if len(fields) >= 4 && !strings.HasPrefix(line, "\t") && !strings.HasPrefix(line, " ") {
 				flush()
 				cur, bytes = [2]uint16{portOf(fields[2]), portOf(fields[3])}, 0
 				continue

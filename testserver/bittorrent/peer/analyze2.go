@@ -110,7 +110,7 @@ func analyzeDirection(k *schemas.BitTorrent, dir string) (outcome, attribution s
 		all = append(all, r)
 	}
 	if len(all) == 0 {
-		return schemas.OutcomeInconclusive, ""
+		return "", "" // a direction the test did not run
 	}
 	if blocked, attr, ok := blocking(k, dir, byKind, all); ok {
 		return blocked, attr
