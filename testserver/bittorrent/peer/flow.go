@@ -361,3 +361,23 @@ func (s *sampler) stop() []schemas.ThroughputSample {
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// Sampler samples a byte counter about every period until a duration has
+// passed, on the reading or writing path (Observe after every read or
+// write): what the BitTorrent flows use, for other tests' flows.
+type Sampler struct{ s *sampler }
+
+// NewSampler starts sampling counter now.
+func NewSampler(counter func() int64, every, dur time.Duration) *Sampler {
+	return &Sampler{startSampler(counter, every, dur)}
+}
+
+// Observe takes a sample if a period boundary has passed.
+func (s *Sampler) Observe() { s.s.observe() }
+
+// Stop returns the samples.
+func (s *Sampler) Stop() []schemas.ThroughputSample { return s.s.stop() }
+
+// AckedCounter counts the bytes the peer acknowledged on conn (TCP_INFO),
+// or those counted in written where the kernel does not say.
+func AckedCounter(conn net.Conn, written *atomic.Int64) func() int64 { return ackedCounter(conn, written) }
