@@ -29,7 +29,7 @@ type testserverService struct {
 type testserverOptions struct {
 	listen, id, collectorURL, publicURL, spoolDir, registerToken string
 	bittorrentListen, neutralListen                              string
-	webListen, bittorrentHosts                                   string
+	webListen, bittorrentHosts, replayListen                     string
 	capacity                                                     int
 	testTimeout                                                  time.Duration
 	rate                                                         float64
@@ -44,7 +44,7 @@ func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService,
 		Negotiator:   testserver.NegotiatorConfig{Capacity: o.capacity, TestTimeout: o.testTimeout, Rate: o.rate},
 		NDT7Duration: o.ndt7Duration, NDT7AllowUntokened: o.ndt7Untokened,
 		BitTorrentListen: o.bittorrentListen, NeutralListen: o.neutralListen, WebListen: o.webListen,
-		BitTorrentHosts: splitList(o.bittorrentHosts),
+		BitTorrentHosts: splitList(o.bittorrentHosts), ReplayListen: o.replayListen,
 	})
 	if err != nil {
 		return nil, err
@@ -132,6 +132,7 @@ func cmdTestserver(args []string) error {
 	fs.StringVar(&o.bittorrentListen, "bittorrent-listen", "127.0.0.1:6881", "raw TCP address of the BitTorrent test's BitTorrent-port flows (empty, with --neutral-listen empty: no BitTorrent test)")
 	fs.StringVar(&o.neutralListen, "neutral-listen", "127.0.0.1:9776", "raw TCP address of the BitTorrent test's neutral-port flows")
 	fs.StringVar(&o.webListen, "web-listen", "", "raw TCP address of the BitTorrent test's web-port flows, e.g. :443 (empty: no web-port flows)")
+	fs.StringVar(&o.replayListen, "replay-listen", "", "raw TCP address of the replay test's flows, e.g. :443 on an address of its own (empty: no replay test)")
 	fs.StringVar(&o.bittorrentHosts, "bittorrent-hosts", "", "more IP addresses of this server, comma-separated, to listen on with the same ports: a test spreads its flows over them (host attribution)")
 	fs.StringVar(&o.id, "id", hostnameID(), "identifier of this server in the rendezvous and in records")
 	fs.StringVar(&o.collectorURL, "collector", "http://127.0.0.1:9773", "collector base URL (records and registration); empty: only spool")

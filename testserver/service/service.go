@@ -25,6 +25,7 @@ import (
 	btspec "github.com/neubot/neubot/testserver/bittorrent/spec"
 	"github.com/neubot/neubot/testserver/ndt7"
 	ndt7spec "github.com/neubot/neubot/testserver/ndt7/spec"
+	"github.com/neubot/neubot/testserver/replay"
 	"github.com/neubot/neubot/testserver/speedtest"
 	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
@@ -55,6 +56,9 @@ type Config struct {
 	// its flows (spec/bittorrent.md).
 	WebListen       string
 	BitTorrentHosts []string
+	// ReplayListen is the address of the replay test's raw listener (e.g.
+	// :443 on an address of its own; empty: the test is not offered).
+	ReplayListen string
 	// Peer says the server is a volunteer's agent serving other agents
 	// (peer-to-peer mode): its records are marked server.peer, and it
 	// forwards none: the tester's upload is the only copy (see agent/peer).
@@ -69,6 +73,7 @@ type Service struct {
 	mux       *http.ServeMux
 	reg       *prometheus.Registry
 	bt        *bittorrent.Provider // nil when the test is not offered
+	replay    *replay.Provider     // nil when the test is not offered
 }
 
 // New builds the service; Run delivers records, Close releases the spool.
@@ -80,7 +85,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("testserver: an ID is required")
 	}
 	if cfg.Negotiator.TestTimeouts == nil {
-		cfg.Negotiator.TestTimeouts = map[string]time.Duration{schemas.BitTorrentName: btspec.TestTimeout}
+		cfg.Negotiator.TestTimeouts = map[string]time.Duration{schemas.BitTorrentName: btspec.TestTimeout, schemas.ReplayName: replay.TestTimeout}
 	}
 	fw, err := testserver.OpenForwarder(cfg.SpoolDir, cfg.CollectorURL, cfg.Logger)
 	if err != nil {
@@ -172,6 +177,20 @@ func New(cfg Config) (*Service, error) {
 		s.mux.HandleFunc("POST "+btspec.NegotiatePath, s.negotiate(schemas.BitTorrentName))
 		s.bt.Routes(s.mux)
 	}
+	if cfg.ReplayListen != "" {
+		s.replay = replay.NewProvider(&replay.Provider{
+			Negotiator: s.neg, ServerID: cfg.ID, Version: cfg.Version, Forward: forward, Logger: cfg.Logger, OnBytes: onBytes,
+		})
+		if err := s.replay.Listen(cfg.ReplayListen); err != nil {
+			if s.bt != nil {
+				s.bt.Close()
+			}
+			fw.Close()
+			return nil, err
+		}
+		s.mux.HandleFunc("POST "+replay.NegotiatePath, s.negotiate(schemas.ReplayName))
+		s.replay.Routes(s.mux)
+	}
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	return s, nil
@@ -192,6 +211,9 @@ func (s *Service) Registration(url string) schemas.ServerRegistration {
 	tests := []string{schemas.SpeedtestName, schemas.NDT7Name}
 	if s.bt != nil {
 		tests = append(tests, schemas.BitTorrentName)
+	}
+	if s.replay != nil {
+		tests = append(tests, schemas.ReplayName)
 	}
 	return schemas.ServerRegistration{
 		ID: s.cfg.ID, URL: url, Tests: tests, Version: s.cfg.Version,
@@ -225,11 +247,22 @@ func (s *Service) BitTorrentWebPort() int {
 	return s.bt.WebPort()
 }
 
+// ReplayPort returns the port of the replay test's listener (0: none).
+func (s *Service) ReplayPort() int {
+	if s.replay == nil {
+		return 0
+	}
+	return s.replay.Port()
+}
+
 // Close stops the BitTorrent listeners and keeps undelivered records on
 // disk for the next start.
 func (s *Service) Close() error {
 	if s.bt != nil {
 		s.bt.Close()
+	}
+	if s.replay != nil {
+		s.replay.Close()
 	}
 	return s.forwarder.Close()
 }

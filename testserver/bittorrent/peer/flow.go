@@ -380,4 +380,6 @@ func (s *Sampler) Stop() []schemas.ThroughputSample { return s.s.stop() }
 
 // AckedCounter counts the bytes the peer acknowledged on conn (TCP_INFO),
 // or those counted in written where the kernel does not say.
-func AckedCounter(conn net.Conn, written *atomic.Int64) func() int64 { return ackedCounter(conn, written) }
+func AckedCounter(conn net.Conn, written *atomic.Int64) func() int64 {
+	return ackedCounter(conn, written)
+}
