@@ -16,6 +16,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -160,7 +161,15 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	keys := &schemas.Replay{Trace: tr.Name, TraceVersion: uint16(tr.Version), SNI: m.cfg.SNI, Port: uint16(sr.Port),
 		FlowDurationS: m.cfg.FlowDuration.Seconds(), SampleEveryS: m.cfg.SampleEvery.Seconds(), WarmupS: m.cfg.Warmup.Seconds()}
 	kinds := []string{schemas.ReplayOriginal, schemas.ReplayInverted}
-	addr := net.JoinHostPort(u.Hostname(), strconv.Itoa(sr.Port))
+	host := u.Hostname()
+	if sr.Host != "" {
+		// An IP literal only: a server cannot make its clients resolve names.
+		if ip, err := netip.ParseAddr(sr.Host); err != nil || ip.IsUnspecified() || ip.IsMulticast() {
+			return nil, protoErr("start", http.StatusOK, "bad host in the answer")
+		}
+		host = sr.Host
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(sr.Port))
 	for rep := 0; rep < m.cfg.Repetitions; rep++ {
 		for i := range kinds {
 			if ctx.Err() != nil {

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/agent/bittorrent"
+	"github.com/neubot/neubot/agent/replay"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -35,7 +36,7 @@ func main() {
 	}
 	runs := flag.Int("runs", 10, "tests per policy")
 	nullRuns := flag.Int("null-runs", 20, "tests on the neutral link")
-	policies := flag.String("policies", "port,payload,host,bytes,reset", "policies to play, comma-separated (and the neutral link)")
+	policies := flag.String("policies", "port,payload,host,sni,bytes,reset", "policies to play, comma-separated (and the neutral link)")
 	link := flag.Float64("link", 20, "link rate, Mbit/s")
 	share := flag.Float64("share", 0.2, "share of the link left to the slow class")
 	reps := flag.Int("reps", 0, "repetitions of each kind of flow per direction (0: the default methodology)")
@@ -73,6 +74,11 @@ func main() {
 			sc.attr = schemas.AttributionHost
 		case policyBytes:
 			sc.attr, sc.cfg = schemas.AttributionPort, long
+		case policySNI:
+			sc.attr = schemas.AttributionPayload
+			if *nullRuns > 0 {
+				scs = append(scs, &scenario{policy: policySNINone, runs: *nullRuns / 2, want: schemas.OutcomeNone})
+			}
 		case policyReset:
 			sc.attr, sc.want = schemas.AttributionPayload, schemas.OutcomeBlocked
 		case "":
@@ -108,11 +114,17 @@ type scenario struct {
 	right      int
 	attrs      map[string]int
 	flowErrors int
+	flows      int
 }
 
 func (s *scenario) name() string {
-	if s.policy == policyBytes {
-		return fmt.Sprintf("bytes (after %.0f MB, %v flows)", float64(triggerBytes)/1e6, s.cfg.FlowDuration)
+	switch s.policy {
+	case policyBytes:
+		return fmt.Sprintf("bytes (after %.0f MB, %v flows, download)", float64(triggerBytes)/1e6, s.cfg.FlowDuration)
+	case policySNI:
+		return fmt.Sprintf("sni (replay tls-video, %s)", replay.DefaultSNI)
+	case policySNINone:
+		return "none, replay test (tls-video)"
 	}
 	return s.policy
 }
@@ -161,12 +173,21 @@ func bench(scs []*scenario, sh shaping, crossTraffic bool, log *os.File) (ok boo
 			if recordsTo != nil {
 				fmt.Fprintf(recordsTo, "{\"policy\":%q,\"record\":%s}\n", s.policy, r.Record)
 			}
-			k := r.keys
-			s.outcomes[k.Outcome]++
-			s.attrs[k.Attribution]++
-			if k.Outcome == s.want && k.Attribution == s.attr {
+			s.outcomes[r.outcome]++
+			s.attrs[r.attribution]++
+			if r.outcome == s.want && r.attribution == s.attr {
 				s.right++
 			}
+			if rp := r.replay; rp != nil {
+				s.flows = len(rp.Flows)
+				fmt.Fprintf(log, "run %d/%d %-8s: %-15s %-8s (replay %s, SNI %s) in %.1f s\n", i+1, s.runs, s.policy, r.outcome, r.attribution, rp.Trace, rp.SNI, r.Seconds)
+				if c := rp.Comparison; c != nil {
+					fmt.Fprintf(log, "    original vs inverted: %.2f vs %.2f Mbit/s, D %.2f p %.2g, %d/%d reps: %s\n", c.MedianMbps, c.ControlMedian, c.KSD, c.KSP, c.RepsSlower, c.Reps, c.Outcome)
+				}
+				continue
+			}
+			k := r.keys
+			s.flows = len(k.Flows)
 			for _, f := range k.Flows {
 				if f.Error != "" || f.ServerError != "" {
 					s.flowErrors++
@@ -213,8 +234,8 @@ func bench(scs []*scenario, sh shaping, crossTraffic bool, log *os.File) (ok boo
 		}
 		fmt.Printf("| %s | %d | %d (%s) | %d | %d | %d | %d | %s | %d | %.1f / %.1f |\n", s.name(), len(s.results), s.right, want,
 			s.outcomes[schemas.OutcomeDifferentiation], s.outcomes[schemas.OutcomeBlocked], s.outcomes[schemas.OutcomeNone], s.outcomes[schemas.OutcomeInconclusive],
-			strings.Join(attrs, ", "), len(s.results[0].keys.Flows), schemas.Median(secs), secs[len(secs)-1])
-		if s.policy == policyNone {
+			strings.Join(attrs, ", "), s.flows, schemas.Median(secs), secs[len(secs)-1])
+		if s.policy == policyNone || s.policy == policySNINone {
 			if alarms := s.outcomes[schemas.OutcomeDifferentiation] + s.outcomes[schemas.OutcomeBlocked]; alarms*20 > len(s.results) {
 				ok = false
 			}

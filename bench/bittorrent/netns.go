@@ -18,6 +18,7 @@ import (
 
 	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/replay"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
@@ -166,10 +167,14 @@ func (s *helper) stop() {
 
 // result is one test as the client in the namespace saw it.
 type result struct {
-	Record  json.RawMessage `json:"record"`
-	Seconds float64         `json:"seconds"` // wall time of Run, negotiation to merged record
-	Error   string          `json:"error,omitempty"`
-	keys    *schemas.BitTorrent
+	Record  json.RawMessage     `json:"record"`
+	Seconds float64             `json:"seconds"` // wall time of Run, negotiation to merged record
+	Error   string              `json:"error,omitempty"`
+	keys    *schemas.BitTorrent // a BitTorrent test's
+	replay  *schemas.Replay     // or a replay test's
+	// outcome and attribution of either (a replay's difference is due to
+	// its first bytes: payload).
+	outcome, attribution string
 }
 
 // runPolicy shapes lo for policy, starts its helper, runs one test and
@@ -210,11 +215,17 @@ func (n *netns) runClient(cfg bittorrent.Config) (result, error) {
 	if err != nil {
 		return r, fmt.Errorf("client record: %w", err)
 	}
-	k, ok := rec.TestKeys.(*schemas.BitTorrent)
-	if !ok {
-		return r, errors.New("client: not a bittorrent record")
+	switch k := rec.TestKeys.(type) {
+	case *schemas.BitTorrent:
+		r.keys, r.outcome, r.attribution = k, k.Outcome, k.Attribution
+	case *schemas.Replay:
+		r.replay, r.outcome = k, k.Outcome
+		if k.Outcome == schemas.OutcomeDifferentiation || k.Outcome == schemas.OutcomeBlocked {
+			r.attribution = schemas.AttributionPayload
+		}
+	default:
+		return r, errors.New("client: not a bittorrent or replay record")
 	}
-	r.keys = k
 	return r, nil
 }
 
@@ -244,7 +255,11 @@ func role() bool {
 		var cfg bittorrent.Config
 		json.Unmarshal([]byte(os.Getenv(configEnv)), &cfg)
 		t0 := time.Now()
-		rec, err := bittorrent.NewMeasurer(cfg).Run(context.Background(), plugin.Env{
+		var m plugin.Measurer = bittorrent.NewMeasurer(cfg)
+		if p := os.Getenv(policyEnv); p == policySNI || p == policySNINone {
+			m = replay.NewMeasurer(replay.Config{})
+		}
+		rec, err := m.Run(context.Background(), plugin.Env{
 			ServerURL: "http://" + httpAddr, AgentID: "00000000-0000-4000-8000-000000000001",
 			Consent: schemas.Consent{Informed: true, CanCollect: true},
 		})
@@ -272,6 +287,7 @@ func serve() error {
 		Negotiator:       testserver.NegotiatorConfig{Rate: 100, Burst: 100},
 		BitTorrentListen: fmt.Sprintf("127.0.0.1:%d", spec.BitTorrentPort), NeutralListen: fmt.Sprintf("127.0.0.1:%d", spec.NeutralPort),
 		WebListen: fmt.Sprintf("127.0.0.1:%d", spec.WebPort), BitTorrentHosts: benchHosts[1:],
+		ReplayListen: replayAddr,
 	})
 	if err != nil {
 		return err

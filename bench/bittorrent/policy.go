@@ -14,7 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/neubot/neubot/agent/replay"
 	"github.com/neubot/neubot/testserver/bittorrent/spec"
+	"github.com/neubot/neubot/testserver/replay/trace"
 )
 
 // The policies the bench plays, each a kind of differentiation deployed
@@ -31,6 +33,10 @@ import (
 //     classifier installs a flow rule.
 //   - reset: the same DPI, which resets the connection instead: the helper
 //     destroys the client's socket (ss -K), so the server gets a real RST.
+//   - sni: the same DPI matching a video service's name in the TLS
+//     ClientHello of the replay test (8 bytes of the server name at their
+//     offset), throttling the connection; the bench runs the replay test
+//     (agent/replay: tls-video, original against bit-inverted flows).
 //   - bytes: a byte-count trigger on port 6881: the helper reads every
 //     port-6881 connection's byte counters (ss -i) every 50 ms and moves a
 //     connection to the slow class once it has carried triggerBytes.
@@ -41,16 +47,39 @@ const (
 	policyPayload = "payload"
 	policyReset   = "reset"
 	policyBytes   = "bytes"
+	policySNI     = "sni"
+	// policySNINone is the neutral link under the replay test.
+	policySNINone = "sni-none"
 
 	dpiTap  = "nt-dpi0"
 	dpiRead = "nt-dpi1"
 )
 
 // triggerBytes is the byte count after which the bytes policy throttles a
-// connection: 6 MB, 2.4 s at 20 Mbit/s, longer than the default 1.5 s flow.
-var triggerBytes int64 = 6_000_000
+// connection: 4 MB, 1.6 s at 20 Mbit/s: more than a default flow of 1.5 s
+// can carry, well within a long one.
+var triggerBytes int64 = 4_000_000
 
 var debug = os.Getenv("NEUBOT_BTBENCH_DEBUG") != ""
+
+// replayAddr is where the test server takes the replay test's flows.
+const replayAddr = "127.0.0.4:443"
+
+// sniMatch is the u32 match of the replay's ClientHello carrying
+// replay.DefaultSNI: the two aligned 32-bit words of the server name that
+// follow the name's offset (IPv4 header 20 bytes, TCP header 32), and the
+// TLS handshake record's first byte.
+func sniMatch() []string {
+	start := 52 + trace.SNIOffset
+	at := (start + 3) / 4 * 4
+	name := replay.DefaultSNI
+	m := []string{"match", "ip", "protocol", "6", "0xff", "match", "u8", "0x80", "0xf0", "at", "32", "match", "u8", "0x16", "0xff", "at", "52"}
+	for w := 0; w < 2; w++ {
+		i := at + 4*w - start
+		m = append(m, "match", "u32", fmt.Sprintf("0x%08x", binary.BigEndian.Uint32([]byte(name[i:i+4]))), "0xffffffff", "at", strconv.Itoa(at+4*w))
+	}
+	return m
+}
 
 // benchHosts are the test server's addresses in the namespace (all on lo).
 var benchHosts = []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
@@ -72,8 +101,12 @@ func staticFilters(policy string) [][]string {
 		return [][]string{filter("1", "match", "ip", "sport", port, "0xffff"), filter("1", "match", "ip", "dport", port, "0xffff")}
 	case policyHost:
 		return [][]string{filter("1", "match", "ip", "src", benchHosts[1]+"/32"), filter("1", "match", "ip", "dst", benchHosts[1]+"/32")}
-	case policyPayload, policyReset:
-		mirror := append([]string{"filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "2", "u32"}, handshakeMatch...)
+	case policyPayload, policyReset, policySNI:
+		match := handshakeMatch
+		if policy == policySNI {
+			match = sniMatch()
+		}
+		mirror := append([]string{"filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "2", "u32"}, match...)
 		return [][]string{append(mirror, "flowid", "1:10", "action", "mirred", "egress", "mirror", "dev", dpiTap)}
 	}
 	return nil
@@ -84,7 +117,7 @@ func runPolicy(policy string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	switch policy {
-	case policyPayload, policyReset:
+	case policyPayload, policyReset, policySNI:
 		return dpi(ctx, policy)
 	case policyBytes:
 		return byteTrigger(ctx)
@@ -157,7 +190,7 @@ func dpi(ctx context.Context, policy string) error {
 		}
 		seen[key] = true
 		switch policy {
-		case policyPayload:
+		case policyPayload, policySNI:
 			err = throttle(sport, dport)
 		case policyReset:
 			// Destroy the client's socket (the one whose local port is

@@ -51,11 +51,12 @@ type StartRequest struct {
 	SampleEveryS  float64 `json:"sample_every_s"`
 }
 
-// StartResponse answers it with the port of the flows and the trace's
-// version.
+// StartResponse answers it with the address of the flows (Host: an IP
+// literal, or empty for the HTTP host) and the trace's version.
 type StartResponse struct {
-	Port         int `json:"port"`
-	TraceVersion int `json:"trace_version"`
+	Host         string `json:"host,omitempty"`
+	Port         int    `json:"port"`
+	TraceVersion int    `json:"trace_version"`
 }
 
 // Provider serves the replay test.
@@ -136,6 +137,20 @@ func (p *Provider) Port() int {
 	return p.l.Addr().(*net.TCPAddr).Port
 }
 
+// host is the listener's address to announce: empty for a wildcard.
+func (p *Provider) host() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.l == nil {
+		return ""
+	}
+	ip := p.l.Addr().(*net.TCPAddr).IP
+	if ip.IsUnspecified() {
+		return ""
+	}
+	return ip.String()
+}
+
 // Close stops the listener and ends the flows in progress.
 func (p *Provider) Close() error {
 	p.mu.Lock()
@@ -207,7 +222,7 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(StartResponse{Port: p.Port(), TraceVersion: tr.Version})
+	json.NewEncoder(w).Encode(StartResponse{Host: p.host(), Port: p.Port(), TraceVersion: tr.Version})
 }
 
 func (p *Provider) serve(l net.Listener) {
