@@ -32,8 +32,9 @@ import (
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
 	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/proto/ingest"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver"
 )
 
 // Options configure an agent.
@@ -68,7 +69,7 @@ type Agent struct {
 	opts  Options
 	log   *slog.Logger
 	store *Store
-	fw    *testserver.Forwarder
+	fw    *ingest.Forwarder
 	csrf  string
 	http  *http.Client
 
@@ -167,7 +168,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.store = st
-	fw, err := testserver.OpenForwarder(a.path("upload-spool"), opts.CollectorURL, opts.Logger)
+	fw, err := ingest.OpenForwarder(a.path("upload-spool"), opts.CollectorURL, opts.Logger)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("agent: %w", err)
@@ -406,15 +407,15 @@ const maxCandidates = 3
 
 // rendezvous asks the collector for the test servers of test (and peers,
 // if the volunteer allows them), least loaded first, itself excluded.
-func (a *Agent) rendezvous(ctx context.Context, test string) ([]schemas.ServerInfo, error) {
+func (a *Agent) rendezvous(ctx context.Context, test string) ([]rendezvous.ServerInfo, error) {
 	if a.opts.ServerURL != "" {
-		return []schemas.ServerInfo{{URL: a.opts.ServerURL}}, nil
+		return []rendezvous.ServerInfo{{URL: a.opts.ServerURL}}, nil
 	}
 	if a.opts.CollectorURL == "" {
 		return nil, errors.New("no test server: give a server URL or a collector URL")
 	}
-	body, _ := json.Marshal(schemas.RendezvousRequest{AgentID: a.st.AgentID, Tests: []string{test}, AgentVersion: version.Version, Peers: a.Config().TestWithPeers})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.opts.CollectorURL, "/")+schemas.RendezvousPath, bytes.NewReader(body))
+	body, _ := json.Marshal(rendezvous.RendezvousRequest{AgentID: a.st.AgentID, Tests: []string{test}, AgentVersion: version.Version, Peers: a.Config().TestWithPeers})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.opts.CollectorURL, "/")+rendezvous.RendezvousPath, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -427,11 +428,11 @@ func (a *Agent) rendezvous(ctx context.Context, test string) ([]schemas.ServerIn
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("rendezvous: the collector answered %s", resp.Status)
 	}
-	var rr schemas.RendezvousResponse
+	var rr rendezvous.RendezvousResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&rr); err != nil {
 		return nil, fmt.Errorf("rendezvous: %w", err)
 	}
-	var out []schemas.ServerInfo
+	var out []rendezvous.ServerInfo
 	for _, s := range rr.Servers[test] {
 		if s.Peer && s.ID == a.st.PeerID {
 			continue // this agent itself, serving peers

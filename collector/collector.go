@@ -27,6 +27,8 @@ import (
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/internal/spool"
+	"github.com/neubot/neubot/proto/ingest"
+	"github.com/neubot/neubot/proto/rendezvous"
 )
 
 // Config configures a collector.
@@ -111,10 +113,10 @@ func New(cfg Config) (*Collector, error) {
 		peerRate: ratelimit.New(1, 10)}
 	c.metrics = newMetrics(sp)
 	r := chi.NewRouter()
-	r.Post(IngestPath, c.handleIngest)
-	r.Post(RegisterPath, c.handleRegister)
-	r.Post(RendezvousPath, c.handleRendezvous)
-	r.Post(PeerRegisterPath, c.handlePeerRegister)
+	r.Post(ingest.Path, c.handleIngest)
+	r.Post(rendezvous.RegisterPath, c.handleRegister)
+	r.Post(rendezvous.RendezvousPath, c.handleRendezvous)
+	r.Post(rendezvous.PeerRegisterPath, c.handlePeerRegister)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -30,10 +30,10 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
+	spec "github.com/neubot/neubot/proto/bittorrent"
+	"github.com/neubot/neubot/proto/bittorrent/wire"
+	"github.com/neubot/neubot/proto/negotiate"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/bittorrent/peer"
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
-	stspec "github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // Config tunes the test; the zero value is the default methodology: 36
@@ -163,7 +163,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	if total > spec.MaxFlows || time.Duration(total)*m.cfg.FlowDuration > 80*time.Second {
 		return nil, fmt.Errorf("bittorrent: %d flows of %v do not fit the test's %v: fewer repetitions, kinds or directions", total, m.cfg.FlowDuration, spec.TestTimeout)
 	}
-	peerID := peer.PeerID() // one per test, as a client keeps its own
+	peerID := wire.PeerID() // one per test, as a client keeps its own
 	for rep := 0; rep < m.cfg.Repetitions; rep++ {
 		for _, dir := range m.cfg.Directions {
 			// The order of the kinds rotates with the repetition, so that
@@ -186,7 +186,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 			}
 		}
 	}
-	peer.Analyze(keys) // the download part; the server redoes it with its upload samples
+	wire.Analyze(keys) // the download part; the server redoes it with its upload samples
 	rec := &schemas.Record{
 		Envelope: env.Envelope(schemas.BitTorrentName, schemas.BitTorrentVersion, uid, start),
 		TestKeys: keys,
@@ -222,7 +222,7 @@ func checkHosts(hosts []string, httpHost string) ([]string, error) {
 // reset, not a failure of the test): never an error's text, which carries
 // addresses.
 func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, host string, peerID [20]byte, warmup float64) {
-	key := peer.FlowKey(r.token, f.Kind, f.Direction, int(f.Index))
+	key := wire.FlowKey(r.token, f.Kind, f.Direction, int(f.Index))
 	d := net.Dialer{Timeout: spec.StallTimeout}
 	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(int(f.Port))))
 	if err != nil {
@@ -235,9 +235,9 @@ func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, host string, 
 	limit := time.AfterFunc(r.cfg.FlowDuration+30*time.Second, func() { c.Close() })
 	defer limit.Stop()
 	random := f.Payload == schemas.PayloadRandom
-	hs := peer.Handshake(key, peerID)
+	hs := wire.Handshake(key, peerID)
 	if random {
-		hs = peer.RandomHandshake(key)
+		hs = wire.RandomHandshake(key)
 	}
 	c.SetDeadline(time.Now().Add(spec.StallTimeout))
 	if _, err := c.Write(hs); err != nil {
@@ -249,18 +249,18 @@ func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, host string, 
 		f.Error = schemas.FailureOf(err)
 		return
 	}
-	if got, bt, _ := peer.ParseHandshake(reply); got != key || bt == random {
+	if got, bt, _ := wire.ParseHandshake(reply); got != key || bt == random {
 		f.Error = schemas.FailureProtocol
 		return
 	}
 	c.SetDeadline(time.Time{}) // the flow sets its own, per read and write (stalls)
-	fl := &peer.Flow{Conn: c, Random: random, Duration: r.cfg.FlowDuration, SampleEvery: r.cfg.SampleEvery, MaxBytes: r.cfg.MaxFlowBytes}
+	fl := &wire.Flow{Conn: c, Random: random, Duration: r.cfg.FlowDuration, SampleEvery: r.cfg.SampleEvery, MaxBytes: r.cfg.MaxFlowBytes}
 	if f.Direction == schemas.DirDownload {
 		f.Samples, err = fl.Leech()
 		if n := len(f.Samples); n > 0 {
 			f.Bytes = f.Samples[n-1].Bytes
 		}
-		f.Mbps = peer.FlowMbps(f.Samples, warmup)
+		f.Mbps = wire.FlowMbps(f.Samples, warmup)
 		f.Pipeline = uint16(fl.MaxOutstanding)
 	} else {
 		_, err = fl.Seed() // the server samples as receiver
@@ -284,7 +284,7 @@ func (r *run) post(ctx context.Context, op, path string, in any, limit int64) ([
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if r.token != "" {
-		req.Header.Set(stspec.TokenHeader, "Bearer "+r.token)
+		req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+r.token)
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
@@ -296,7 +296,7 @@ func (r *run) post(ctx context.Context, op, path string, in any, limit int64) ([
 		return nil, fmt.Errorf("bittorrent %s: %w", op, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e stspec.Error
+		var e negotiate.Error
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 		}

@@ -1,5 +1,5 @@
 // Package replay is the client side of the replay differential test
-// (spec/replay.md): negotiate a slot, tell the server the trace and the
+// (spec/spec.md): negotiate a slot, tell the server the trace and the
 // flows' parameters, then run repetitions of two kinds of flow, interleaved
 // in rotated order, each replaying the trace: original (opening with the
 // application's real first bytes, for TLS a ClientHello carrying the chosen
@@ -26,11 +26,11 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
+	"github.com/neubot/neubot/proto/bittorrent/wire"
+	"github.com/neubot/neubot/proto/negotiate"
+	spec "github.com/neubot/neubot/proto/replay"
+	"github.com/neubot/neubot/proto/replay/trace"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/bittorrent/peer"
-	"github.com/neubot/neubot/testserver/replay"
-	"github.com/neubot/neubot/testserver/replay/trace"
-	stspec "github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // Config tunes the test; the zero value is the default: the tls-video
@@ -102,8 +102,8 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}
-	if n := 2 * m.cfg.Repetitions; n > replay.MaxFlows || time.Duration(n)*m.cfg.FlowDuration > 80*time.Second {
-		return nil, fmt.Errorf("replay: %d flows of %v do not fit the test's %v", n, m.cfg.FlowDuration, replay.TestTimeout)
+	if n := 2 * m.cfg.Repetitions; n > spec.MaxFlows || time.Duration(n)*m.cfg.FlowDuration > 80*time.Second {
+		return nil, fmt.Errorf("replay: %d flows of %v do not fit the test's %v", n, m.cfg.FlowDuration, spec.TestTimeout)
 	}
 	progress := env.Progress
 	if progress == nil {
@@ -116,7 +116,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	base := strings.TrimRight(env.ServerURL, "/")
 	uid := uuid.NewString()
 	start := time.Now()
-	token, err := session.Slot(ctx, client, schemas.ReplayName, base+replay.NegotiatePath, uid, progress)
+	token, err := session.Slot(ctx, client, schemas.ReplayName, base+spec.NegotiatePath, uid, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +130,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 			return nil, err
 		}
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set(stspec.TokenHeader, "Bearer "+token)
+		req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+token)
 		resp, err := client.Do(req)
 		if err != nil {
 			return nil, fmt.Errorf("replay %s: cannot reach the test server: %w", op, err)
@@ -141,7 +141,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 			return nil, fmt.Errorf("replay %s: %w", op, err)
 		}
 		if resp.StatusCode != http.StatusOK {
-			var e stspec.Error
+			var e negotiate.Error
 			if json.Unmarshal(b, &e) != nil || e.Error == "" {
 				e.Error = strings.TrimSpace(string(b))
 			}
@@ -149,12 +149,12 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 		}
 		return b, nil
 	}
-	b, err := post("start", replay.StartPath, replay.StartRequest{Trace: tr.Name, TraceVersion: tr.Version,
+	b, err := post("start", spec.StartPath, spec.StartRequest{Trace: tr.Name, TraceVersion: tr.Version,
 		FlowDurationS: m.cfg.FlowDuration.Seconds(), SampleEveryS: m.cfg.SampleEvery.Seconds()}, 4096)
 	if err != nil {
 		return nil, err
 	}
-	var sr replay.StartResponse
+	var sr spec.StartResponse
 	if err := json.Unmarshal(b, &sr); err != nil || sr.Port <= 0 || sr.Port > 65535 || sr.TraceVersion != tr.Version {
 		return nil, protoErr("start", http.StatusOK, "bad answer")
 	}
@@ -188,7 +188,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	}
 	rec := &schemas.Record{Envelope: env.Envelope(schemas.ReplayName, schemas.ReplayVersion, uid, start), TestKeys: keys}
 	progress(plugin.Progress{Phase: "collect"})
-	b, err = post("collect", replay.CollectPath, rec, replay.MaxCollectBody)
+	b, err = post("collect", spec.CollectPath, rec, spec.MaxCollectBody)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +205,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 // flow runs one replayed flow; failures are recorded as words of
 // schemas/failure.go's vocabulary.
 func (m *Measurer) flow(ctx context.Context, f *schemas.ReplayFlow, addr, token string, tr *trace.Trace, warmup float64) {
-	d := net.Dialer{Timeout: replay.StallTimeout}
+	d := net.Dialer{Timeout: spec.StallTimeout}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		f.Error = schemas.FailureOf(err)
@@ -220,14 +220,14 @@ func (m *Measurer) flow(ctx context.Context, f *schemas.ReplayFlow, addr, token 
 	if f.Kind == schemas.ReplayInverted {
 		first = trace.Invert(first)
 	}
-	c.SetWriteDeadline(time.Now().Add(replay.StallTimeout))
+	c.SetWriteDeadline(time.Now().Add(spec.StallTimeout))
 	if _, err := c.Write(first); err != nil {
 		f.Error = schemas.FailureOf(err)
 		return
 	}
-	fl := &trace.Flow{Conn: c, Trace: tr, Duration: m.cfg.FlowDuration, SampleEvery: m.cfg.SampleEvery, Stall: replay.StallTimeout}
+	fl := &trace.Flow{Conn: c, Trace: tr, Duration: m.cfg.FlowDuration, SampleEvery: m.cfg.SampleEvery, Stall: spec.StallTimeout}
 	f.Samples, err = fl.Play()
-	f.ClientMbps = peer.FlowMbps(f.Samples, warmup)
+	f.ClientMbps = wire.FlowMbps(f.Samples, warmup)
 	if ctx.Err() != nil {
 		err = ctx.Err()
 	}

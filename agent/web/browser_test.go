@@ -18,6 +18,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/browsertest"
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
@@ -390,13 +391,9 @@ func TestBrowserPeers(t *testing.T) {
 		Peers struct {
 			Serving bool `json:"serving"`
 			Status  struct {
-				Listed bool   `json:"listed"`
-				URL    string `json:"url"`
-				Caps   struct {
-					MaxTests int     `json:"max_tests"`
-					MaxMbps  float64 `json:"max_mbps"`
-					DailyMB  int64   `json:"daily_mb"`
-				} `json:"caps"`
+				Listed bool                `json:"listed"`
+				URL    string              `json:"url"`
+				Caps   rendezvous.PeerCaps `json:"caps"`
 			} `json:"status"`
 		} `json:"peers"`
 	}

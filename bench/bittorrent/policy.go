@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/agent/replay"
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
-	"github.com/neubot/neubot/testserver/replay/trace"
+	spec "github.com/neubot/neubot/proto/bittorrent"
+	"github.com/neubot/neubot/proto/replay/trace"
 )
 
 // The policies the bench plays, each a kind of differentiation deployed

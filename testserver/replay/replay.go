@@ -19,45 +19,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/neubot/neubot/proto/bittorrent/wire"
+	spec "github.com/neubot/neubot/proto/replay"
+	"github.com/neubot/neubot/proto/replay/trace"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
-	"github.com/neubot/neubot/testserver/bittorrent/peer"
-	"github.com/neubot/neubot/testserver/replay/trace"
 )
-
-// Paths and limits of the protocol.
-const (
-	NegotiatePath = "/replay/negotiate"
-	StartPath     = "/replay/start"
-	CollectPath   = "/replay/collect"
-
-	TestTimeout      = 90 * time.Second
-	MaxFlows         = 32
-	HandshakeTimeout = 10 * time.Second
-	StallTimeout     = 3 * time.Second
-	MaxCollectBody   = 1 << 20
-	MaxStartBody     = 4 << 10
-	MinFlowDuration  = 200 * time.Millisecond
-	MaxFlowDuration  = 10 * time.Second
-	MinSampleEvery   = 50 * time.Millisecond
-	MaxSampleEvery   = time.Second
-)
-
-// StartRequest is the body of POST StartPath.
-type StartRequest struct {
-	Trace         string  `json:"trace"`
-	TraceVersion  int     `json:"trace_version"`
-	FlowDurationS float64 `json:"flow_duration_s"`
-	SampleEveryS  float64 `json:"sample_every_s"`
-}
-
-// StartResponse answers it with the address of the flows (Host: an IP
-// literal, or empty for the HTTP host) and the trace's version.
-type StartResponse struct {
-	Host         string `json:"host,omitempty"`
-	Port         int    `json:"port"`
-	TraceVersion int    `json:"trace_version"`
-}
 
 // Provider serves the replay test.
 type Provider struct {
@@ -85,7 +52,7 @@ type flowRef struct {
 
 type view struct {
 	mu             sync.Mutex
-	params         *StartRequest
+	params         *spec.StartRequest
 	trace          *trace.Trace
 	sent, received int64
 	flows          map[int]*serverFlow
@@ -170,8 +137,8 @@ func (p *Provider) Close() error {
 func (p *Provider) Routes(mux interface {
 	Handle(pattern string, h http.Handler)
 }) {
-	mux.Handle("POST "+StartPath, http.HandlerFunc(p.start))
-	mux.Handle("POST "+CollectPath, http.HandlerFunc(p.collect))
+	mux.Handle("POST "+spec.StartPath, http.HandlerFunc(p.start))
+	mux.Handle("POST "+spec.CollectPath, http.HandlerFunc(p.collect))
 }
 
 func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
@@ -180,16 +147,16 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 		testserver.Fail(w, testserver.StatusOf(err), "%v", err)
 		return
 	}
-	var req StartRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxStartBody)).Decode(&req); err != nil {
+	var req spec.StartRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, spec.MaxStartBody)).Decode(&req); err != nil {
 		testserver.Fail(w, http.StatusBadRequest, "bad start request: %v", err)
 		return
 	}
 	dur := time.Duration(req.FlowDurationS * float64(time.Second))
 	every := time.Duration(req.SampleEveryS * float64(time.Second))
-	if dur < MinFlowDuration || dur > MaxFlowDuration || every < MinSampleEvery || every > MaxSampleEvery {
+	if dur < spec.MinFlowDuration || dur > spec.MaxFlowDuration || every < spec.MinSampleEvery || every > spec.MaxSampleEvery {
 		testserver.Fail(w, http.StatusBadRequest, "flow_duration_s must be in [%g, %g], sample_every_s in [%g, %g]",
-			MinFlowDuration.Seconds(), MaxFlowDuration.Seconds(), MinSampleEvery.Seconds(), MaxSampleEvery.Seconds())
+			spec.MinFlowDuration.Seconds(), spec.MaxFlowDuration.Seconds(), spec.MinSampleEvery.Seconds(), spec.MaxSampleEvery.Seconds())
 		return
 	}
 	tr, err := trace.Load(req.Trace, req.TraceVersion)
@@ -214,7 +181,7 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 			delete(p.keys, k)
 		}
 	}
-	for i := 0; i < MaxFlows; i++ {
+	for i := 0; i < spec.MaxFlows; i++ {
 		for _, kind := range []string{schemas.ReplayOriginal, schemas.ReplayInverted} {
 			p.keys[trace.FlowKey(s.Token, kind, i)] = &flowRef{session: s, kind: kind, index: i}
 		}
@@ -222,7 +189,7 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(StartResponse{Host: p.host(), Port: p.Port(), TraceVersion: tr.Version})
+	json.NewEncoder(w).Encode(spec.StartResponse{Host: p.host(), Port: p.Port(), TraceVersion: tr.Version})
 }
 
 func (p *Provider) serve(l net.Listener) {
@@ -259,7 +226,7 @@ func (p *Provider) serve(l net.Listener) {
 }
 
 func (p *Provider) flow(c net.Conn) error {
-	c.SetDeadline(time.Now().Add(HandshakeTimeout))
+	c.SetDeadline(time.Now().Add(spec.HandshakeTimeout))
 	key, inverted, err := trace.ReadFirst(c)
 	if err != nil {
 		return err
@@ -292,7 +259,7 @@ func (p *Provider) flow(c net.Conn) error {
 	c.SetDeadline(time.Time{})
 	limit := time.AfterFunc(dur+30*time.Second, func() { c.Close() })
 	defer limit.Stop()
-	f := &trace.Flow{Conn: c, Trace: tr, Duration: dur, SampleEvery: time.Duration(params.SampleEveryS * float64(time.Second)), Stall: StallTimeout}
+	f := &trace.Flow{Conn: c, Trace: tr, Duration: dur, SampleEvery: time.Duration(params.SampleEveryS * float64(time.Second)), Stall: spec.StallTimeout}
 	samples, err := f.Serve()
 	p.OnBytes(f.Sent.Load(), f.Received.Load())
 	v.mu.Lock()
@@ -304,7 +271,7 @@ func (p *Provider) flow(c net.Conn) error {
 }
 
 func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
-	s, rec := p.Negotiator.Collected(w, r, schemas.ReplayName, MaxCollectBody)
+	s, rec := p.Negotiator.Collected(w, r, schemas.ReplayName, spec.MaxCollectBody)
 	if rec == nil {
 		return
 	}
@@ -327,7 +294,7 @@ func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
 		if n := len(sf.samples); n > 0 {
 			f.Bytes = sf.samples[n-1].Bytes
 		}
-		f.Mbps = peer.FlowMbps(sf.samples, keys.WarmupS)
+		f.Mbps = wire.FlowMbps(sf.samples, keys.WarmupS)
 	}
 	keys.ServerView = &schemas.ReplayServer{BytesSent: uint64(v.sent), BytesReceived: uint64(v.received), Flows: uint16(len(v.flows))}
 	v.mu.Unlock()

@@ -4,8 +4,8 @@ import (
 	"math"
 
 	"github.com/neubot/neubot/internal/stats"
+	"github.com/neubot/neubot/proto/bittorrent/wire"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/bittorrent/peer"
 )
 
 // Unseen is the server_error of a flow the server never admitted.
@@ -75,13 +75,13 @@ func Analyze(k *schemas.Replay) {
 			if len(orig[i]) > 0 && len(inv[i]) > 0 {
 				reps++
 				o, c := stats.Median(orig[i]), stats.Median(inv[i])
-				if c > 0 && (c-o)/c >= peer.Criteria.MinDiff {
+				if c > 0 && (c-o)/c >= wire.Criteria.MinDiff {
 					slower++
 				}
 			}
 		}
 	}
-	c := stats.Compare(po, pi, peer.Criteria)
+	c := stats.Compare(po, pi, wire.Criteria)
 	if c.Outcome == stats.Differentiation && slower < reps {
 		c.Outcome = stats.Inconclusive
 	}
@@ -89,7 +89,7 @@ func Analyze(k *schemas.Replay) {
 	k.Comparison = &schemas.BitTorrentComparison{
 		Direction: schemas.DirDownload, Tested: schemas.ReplayOriginal, Control: schemas.ReplayInverted, Factor: schemas.AttributionPayload,
 		Samples: uint32(c.N), ControlSamples: uint32(c.ControlN), MedianMbps: r3(c.Median), ControlMedian: r3(c.ControlMedian),
-		DiffPct: r3(max(min(c.DiffPct, 100), -1e6)), KSD: c.KS.D, KSP: c.KS.P, Alpha: peer.Criteria.Alpha, ThresholdPct: peer.Criteria.MinDiff * 100,
+		DiffPct: r3(max(min(c.DiffPct, 100), -1e6)), KSD: c.KS.D, KSP: c.KS.P, Alpha: wire.Criteria.Alpha, ThresholdPct: wire.Criteria.MinDiff * 100,
 		Reps: uint8(reps), RepsSlower: uint8(slower), Outcome: c.Outcome,
 	}
 	k.Outcome = c.Outcome

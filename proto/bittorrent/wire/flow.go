@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"encoding/binary"
@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/internal/tcpinfo"
+	spec "github.com/neubot/neubot/proto/bittorrent"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
 )
 
 // Flow is one connection after its handshake. The seeder sends its

@@ -1,11 +1,11 @@
-package peer
+package wire
 
 import (
 	"net"
 	"testing"
 	"time"
 
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
+	spec "github.com/neubot/neubot/proto/bittorrent"
 )
 
 // delayed forwards everything from src to dst delay after it arrived, as

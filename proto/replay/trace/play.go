@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/neubot/neubot/proto/bittorrent/wire"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/bittorrent/peer"
 )
 
 // Flow plays one side of a trace on a connection whose first packet (the
@@ -93,7 +93,7 @@ func (f *Flow) receive(observe func()) error {
 // the first error.
 func (f *Flow) Serve() ([]schemas.ThroughputSample, error) {
 	start := time.Now()
-	s := peer.NewSampler(peer.AckedCounter(f.Conn, &f.Sent), f.SampleEvery, f.Duration)
+	s := wire.NewSampler(wire.AckedCounter(f.Conn, &f.Sent), f.SampleEvery, f.Duration)
 	var wg sync.WaitGroup
 	var rerr error
 	wg.Add(1)
@@ -118,7 +118,7 @@ func (f *Flow) Serve() ([]schemas.ThroughputSample, error) {
 // the server's until the server half-closes, sampling what it reads.
 func (f *Flow) Play() ([]schemas.ThroughputSample, error) {
 	start := time.Now()
-	s := peer.NewSampler(f.Received.Load, f.SampleEvery, f.Duration)
+	s := wire.NewSampler(f.Received.Load, f.SampleEvery, f.Duration)
 	var wg sync.WaitGroup
 	var werr error
 	wg.Add(1)
