@@ -151,8 +151,10 @@ func ackedCounter(conn net.Conn, sent *atomic.Int64) func() int64 {
 func (f *Flow) seed() (samples []schemas.ThroughputSample, err error) {
 	c := f.conn()
 	var s *sampler
+	stopTick := func() {}
 	defer func() {
 		if s != nil {
+			stopTick()
 			samples = s.stop()
 		}
 	}()
@@ -171,8 +173,10 @@ func (f *Flow) seed() (samples []schemas.ThroughputSample, err error) {
 	if err := f.send(c, Message{ID: spec.MsgUnchoke}, shortLen, out); err != nil {
 		return nil, err
 	}
+	// A sender samples on a clock, not on its writes: a write can wait
+	// long for room in the send buffer.
 	s = startSampler(ackedCounter(f.Conn, f.Sent), f.SampleEvery, f.Duration)
-	c.onIO = s.observe
+	stopTick = s.tick()
 	for {
 		m, err := f.expect(c, spec.MsgRequest, requestLen, buf)
 		if err == io.EOF {
@@ -325,6 +329,26 @@ func startSampler(counter func() int64, every, dur time.Duration) *sampler {
 func (s *sampler) elapsed() time.Duration { return time.Since(s.start) }
 func (s *sampler) bytes() int64           { return s.counter() - s.base }
 
+// tick observes on a clock, ten times a period, until the returned
+// function is called (it waits for the last observation).
+func (s *sampler) tick() (stop func()) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(max(s.every/10, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				s.observe()
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
 // observe is called after every read.
 func (s *sampler) observe() {
 	el := s.elapsed()
@@ -374,6 +398,10 @@ func NewSampler(counter func() int64, every, dur time.Duration) *Sampler {
 
 // Observe takes a sample if a period boundary has passed.
 func (s *Sampler) Observe() { s.s.observe() }
+
+// Tick observes on a clock until the returned function is called; a
+// sender samples so (its writes can wait long for room in the buffer).
+func (s *Sampler) Tick() (stop func()) { return s.s.tick() }
 
 // Stop returns the samples.
 func (s *Sampler) Stop() []schemas.ThroughputSample { return s.s.stop() }

@@ -98,7 +98,8 @@ func (f *Flow) Serve() ([]schemas.ThroughputSample, error) {
 	var rerr error
 	wg.Add(1)
 	go func() { defer wg.Done(); rerr = f.receive(nil) }()
-	werr := f.send("server", start, s.Observe)
+	stopTick := s.Tick()
+	werr := f.send("server", start, nil)
 	if werr == nil {
 		if tc, ok := f.Conn.(interface{ CloseWrite() error }); ok {
 			tc.CloseWrite()
@@ -107,6 +108,7 @@ func (f *Flow) Serve() ([]schemas.ThroughputSample, error) {
 		f.Conn.Close()
 	}
 	wg.Wait()
+	stopTick()
 	samples := s.Stop()
 	if werr != nil {
 		return samples, werr
