@@ -528,6 +528,9 @@ var generators = map[string]func(rng *rand.Rand, start time.Time, addr string, m
 		outcomes := []string{schemas.OutcomeDifferentiation, schemas.OutcomeNone, schemas.OutcomeInconclusive}
 		return schemastest.BitTorrent(rng, start, addr, mbps, outcomes[rng.IntN(3)])
 	},
+	schemas.ReplayName: func(rng *rand.Rand, start time.Time, addr string, mbps float64) *schemas.Record {
+		return schemastest.Replay(rng, start, addr, mbps, rng.IntN(2) == 0)
+	},
 }
 
 // setFailures sets the failure fields of a record's test keys, whatever
