@@ -511,10 +511,3 @@ func vocabulary(w string) string {
 	}
 	return schemas.FailureOther
 }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
-}
