@@ -132,7 +132,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.Tests == nil {
 		opts.Tests = map[string]plugin.Measurer{}
-		for _, name := range registry.Names() {
+		for _, name := range registry.Defaults() {
 			opts.Tests[name], _ = registry.New(name)
 		}
 	}

@@ -106,3 +106,82 @@ func TestVerdicts(t *testing.T) {
 		t.Fatalf("a second run changed analytics_verdicts:\n%s\n---\n%s", first, again)
 	}
 }
+
+// TestVerdictsFleet is a simulated fleet over two days: ISP 100 is neutral
+// but one of its 21 agents runs 100 tests a day that all say
+// differentiation (and one other agent has a false alarm on day 1); ISP 200
+// throttles, seen by 12 of its 15 agents; ten more neutral ISPs have 10
+// agents each, one false alarm here and there. Counting tests, ISP 100
+// would look like the worst offender (over 80% differentiation); counting
+// one vote per agent and controlling the false discovery rate over the 24
+// ISP-days, only ISP 200 is flagged, on both days.
+func TestVerdictsFleet(t *testing.T) {
+	_, conn := localchtest.NewDatabase(t)
+	rng := rand.New(rand.NewPCG(7, 7))
+	day1 := time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC)
+	agent := func(asn uint32, i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%04d%08d", asn%10000, i) }
+	test := func(at time.Time, asn uint32, a int, outcome string) *schemas.Record {
+		r := schemastest.BitTorrent(rng, at.Add(time.Duration(rng.IntN(86000))*time.Second), "192.0.2.1", 20, outcome)
+		r.AgentID = agent(asn, a)
+		return r
+	}
+	byASN := map[uint32][]*schemas.Record{}
+	for d := 0; d < 2; d++ {
+		day := day1.AddDate(0, 0, d)
+		for a := 0; a < 20; a++ {
+			o := schemas.OutcomeNone
+			if d == 0 && a == 3 {
+				o = schemas.OutcomeDifferentiation
+			}
+			byASN[100] = append(byASN[100], test(day, 100, a, o))
+		}
+		for i := 0; i < 100; i++ { // the busy agent
+			byASN[100] = append(byASN[100], test(day, 100, 99, schemas.OutcomeDifferentiation))
+		}
+		for a := 0; a < 15; a++ {
+			o := schemas.OutcomeDifferentiation
+			if a >= 12 {
+				o = schemas.OutcomeNone
+			}
+			byASN[200] = append(byASN[200], test(day, 200, a, o))
+		}
+		for asn := uint32(301); asn <= 310; asn++ {
+			for a := 0; a < 10; a++ {
+				o := schemas.OutcomeNone
+				if rng.IntN(20) == 0 {
+					o = schemas.OutcomeDifferentiation
+				}
+				byASN[asn] = append(byASN[asn], test(day, asn, a, o))
+			}
+		}
+	}
+	for asn, recs := range byASN {
+		insertAs(t, conn, recs, asn)
+	}
+	if err := (&analytics.Job{Conn: conn}).RunRange(context.Background(), day1, day1.AddDate(0, 0, 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	q, err := analytics.QValues(context.Background(), conn, schemas.BitTorrentName, "any", true, day1, day1.AddDate(0, 0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q) != 24 {
+		t.Fatalf("%d ISP-days in the family, want 24: %v", len(q), q)
+	}
+	vs, err := analytics.Verdicts(context.Background(), conn, 100, day1, day1)
+	if err != nil || len(vs) == 0 {
+		t.Fatal(vs, err)
+	}
+	busy := vs[0]
+	if busy.Direction != "any" || busy.Tests != 120 || busy.Share < 0.8 || busy.AgentVotes != 21 || busy.AgentsDifferentiation != 2 || busy.PValue < 0.05 {
+		t.Fatalf("ISP 100, day 1: %+v", busy)
+	}
+	for k, v := range q {
+		flagged := v <= analytics.FDRLevel
+		if flagged != (k.ASN == 200) {
+			t.Errorf("ISP %d on %s: q = %.3g, flagged %v", k.ASN, k.Day, v, flagged)
+		}
+	}
+	t.Logf("ISP 100 day 1: %.0f%% of tests differentiation, %d of %d agents, p = %.2f, q = %.2f; ISP 200: q = %.2g",
+		busy.Share*100, busy.AgentsDifferentiation, busy.AgentVotes, busy.PValue, q[analytics.DayKey{ASN: 100, Day: "2026-11-21"}], q[analytics.DayKey{ASN: 200, Day: "2026-11-21"}])
+}

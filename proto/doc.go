@@ -10,6 +10,9 @@
 //     spec/bittorrent.md);
 //   - ping: the latency-only test over WebSocket (spec/ping.md), the
 //     example of docs/architecture.md for adding a test.
+//   - replay (with replay/trace, the versioned traces, the TLS ClientHello
+//     and its inverted control, and the flows both ends play): the replay
+//     differential test (spec/replay.md).
 //
 // Each package holds the paths, message types, constants and Version of its
 // protocol and nothing else; the specifications stay in spec/ at the root,

@@ -283,8 +283,13 @@ func TestVerdicts(t *testing.T) {
 		int(any.Inconclusive) != want[schemas.OutcomeInconclusive] || any.ShareLo > any.Share || any.Share > any.ShareHi || math.Abs(any.Share-2.0/3) > 1e-9 {
 		t.Fatalf("verdicts %+v", v)
 	}
+	// One agent per test here: 30 conclusive votes, 20 for
+	// differentiation: far above chance, the day is flagged.
+	if any.AgentVotes != 30 || any.AgentsDifferentiation != 20 || any.Days != 1 || any.DaysFlagged != 1 || any.MinQ > 1e-6 || any.AgentShareLo > any.AgentShare {
+		t.Fatalf("agents' votes %+v", any)
+	}
 	page := string(getBody(t, fmt.Sprintf("%s/isp/%d", srv.URL, testASN)))
-	if !strings.Contains(page, "<th scope=\"row\">either (the test's outcome)</th><td>40</td><td>20</td><td>10</td><td>10</td>") {
+	if !strings.Contains(page, "<th scope=\"row\">either (the test's outcome)</th><td>40</td><td>20</td><td>10</td><td>10</td>") || !strings.Contains(page, "<td>20 of 30</td><td>1 of 1</td>") {
 		t.Fatal("the ISP page does not show the verdicts")
 	}
 	if resp, _ := http.Get(srv.URL + "/api/v1/verdicts?asn=0"); resp.StatusCode != 400 {

@@ -27,6 +27,16 @@ type VerdictSummary struct {
 	Share           float64 `json:"share"`
 	ShareLo         float64 `json:"share_lo"`
 	ShareHi         float64 `json:"share_hi"`
+	// Agents' votes (analytics/verdicts.go): one per agent and day.
+	Blocked               uint64  `json:"blocked"`
+	AgentVotes            uint64  `json:"agent_votes"`
+	AgentsDifferentiation uint64  `json:"agents_differentiation"`
+	AgentShare            float64 `json:"agent_share"`
+	AgentShareLo          float64 `json:"agent_share_lo"`
+	AgentShareHi          float64 `json:"agent_share_hi"`
+	Days                  int     `json:"days"`
+	DaysFlagged           int     `json:"days_flagged"`
+	MinQ                  float64 `json:"min_q"`
 }
 
 // Verdicts is the answer of GET /api/v1/verdicts.
@@ -63,8 +73,10 @@ func (a *API) verdictsHandler(w http.ResponseWriter, r *http.Request) {
 }
 
 // verdicts sums an ISP's daily verdicts (analytics.Verdicts) over a
-// period, per test and direction, and recomputes the share's interval over
-// the sums.
+// period, per test and direction, recomputes the shares' intervals over
+// the sums, and flags the days whose Benjamini–Hochberg q-value over every
+// ISP and day of the period (analytics.QValues) is at most
+// analytics.FDRLevel.
 func (a *API) verdicts(ctx context.Context, asn uint32, synthetic bool, from, to time.Time) (*Verdicts, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
@@ -74,6 +86,7 @@ func (a *API) verdicts(ctx context.Context, asn uint32, synthetic bool, from, to
 	}
 	out := &Verdicts{ASN: strconv.FormatUint(uint64(asn), 10), Synthetic: synthetic, From: from.Format(time.DateOnly), To: to.Format(time.DateOnly), Verdicts: []VerdictSummary{}}
 	sums := map[[2]string]*VerdictSummary{}
+	qs := map[[2]string]map[analytics.DayKey]float64{}
 	for _, d := range days {
 		if d.Synthetic != synthetic {
 			continue
@@ -81,18 +94,41 @@ func (a *API) verdicts(ctx context.Context, asn uint32, synthetic bool, from, to
 		out.Org, out.Country = d.Org, d.Country
 		v := sums[[2]string{d.Test, d.Direction}]
 		if v == nil {
-			v = &VerdictSummary{Test: d.Test, Direction: d.Direction}
+			v = &VerdictSummary{Test: d.Test, Direction: d.Direction, MinQ: 1}
 			sums[[2]string{d.Test, d.Direction}] = v
 		}
 		v.Tests += d.Tests
 		v.Differentiation += d.Differentiation
 		v.None += d.None
 		v.Inconclusive += d.Inconclusive
+		v.Blocked += d.Blocked
+		v.AgentVotes += d.AgentVotes
+		v.AgentsDifferentiation += d.AgentsDifferentiation
+		if d.AgentVotes > 0 {
+			v.Days++
+			key := [2]string{d.Test, d.Direction}
+			if qs[key] == nil {
+				if qs[key], err = analytics.QValues(ctx, a.cfg.Conn, d.Test, d.Direction, synthetic, from, to); err != nil {
+					return nil, err
+				}
+			}
+			q, ok := qs[key][analytics.DayKey{ASN: asn, Day: d.Day.UTC().Format("2006-01-02")}]
+			if ok {
+				v.MinQ = min(v.MinQ, q)
+				if q <= analytics.FDRLevel {
+					v.DaysFlagged++
+				}
+			}
+		}
 	}
 	for _, v := range sums {
 		if n := v.Differentiation + v.None; n > 0 {
 			v.Share = float64(v.Differentiation) / float64(n)
 			v.ShareLo, v.ShareHi = stats.Wilson(v.Differentiation, n, 1.96)
+		}
+		if n := v.AgentVotes; n > 0 {
+			v.AgentShare = float64(v.AgentsDifferentiation) / float64(n)
+			v.AgentShareLo, v.AgentShareHi = stats.Wilson(v.AgentsDifferentiation, n, 1.96)
 		}
 		out.Verdicts = append(out.Verdicts, *v)
 	}

@@ -15,6 +15,7 @@ import (
 //     records (failure, failure_phase).
 //   - 3: server_signature (records signed by enrolled test servers) and
 //     server.plausibility (the server's cross-check of the client's numbers).
+//   - 3: the BitTorrent test's methodology version 2 (factorial design, blocked).
 const SchemaVersion = 3
 
 // MaxClockSkew is how far in the future a start_time may be before the

@@ -83,6 +83,14 @@ type Settings struct {
 	// BitTorrentListen and NeutralListen are the addresses of the
 	// BitTorrent test's raw listeners; both empty: the test is not offered.
 	BitTorrentListen, NeutralListen string
+	// WebListen is the BitTorrent test's web-port listener (e.g. :443;
+	// empty: no web-port flows); BitTorrentHosts more IP addresses to
+	// listen on with the same ports, over which a test spreads its flows.
+	WebListen       string
+	BitTorrentHosts []string
+	// ReplayListen is the replay test's raw listener (empty: the replay
+	// test is not offered).
+	ReplayListen string
 }
 
 // ErrNotOffered is what a constructor returns when its test is not offered

@@ -33,7 +33,7 @@ func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
 // quick is a short methodology for functional tests on loopback, where a
 // flow reaches its byte limit within a few samples (on an idle machine,
 // before its first interval after the warm-up: see TestEndToEnd).
-var quick = bittorrent.Config{Repetitions: 1, FlowDuration: 300 * time.Millisecond, SampleEvery: 50 * time.Millisecond, Warmup: 10 * time.Millisecond, MaxFlowBytes: 64 << 20}
+var quick = bittorrent.Config{Repetitions: 1, FlowDuration: 300 * time.Millisecond, SampleEvery: 50 * time.Millisecond, Warmup: 10 * time.Millisecond, MaxFlowBytes: 32 << 20}
 
 var consent = schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}
 
@@ -44,7 +44,7 @@ var consent = schemas.Consent{Informed: true, CanCollect: true, CanPublish: true
 func TestEndToEnd(t *testing.T) {
 	col := collectortest.New(t, collector.Config{})
 	svc, url := servicetest.Start(t, service.Config{ID: "ts-bt", CollectorURL: col.Server.URL,
-		BitTorrentListen: "127.0.0.1:0", NeutralListen: "127.0.0.1:0"})
+		BitTorrentListen: "127.0.0.1:0", NeutralListen: "127.0.0.1:0", WebListen: "127.0.0.1:0", BitTorrentHosts: []string{"127.0.0.2", "127.0.0.3"}})
 	if reg := svc.Registration(url); !slices.Contains(reg.Tests, schemas.BitTorrentName) {
 		t.Fatalf("registration lists %v", reg.Tests)
 	}
@@ -61,17 +61,26 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := rec.TestKeys.(*schemas.BitTorrent)
-	if k.ServerView == nil || k.ServerView.Flows != 6 || len(k.Flows) != 6 || len(k.Comparisons) != 4 {
+	// The grid: six kinds in both directions, over three addresses; 7
+	// pairs and 3 addresses compared per direction.
+	if k.ServerView == nil || k.ServerView.Flows != 12 || len(k.Flows) != 12 || len(k.Comparisons) != 20 || k.Hosts != 3 {
 		t.Fatalf("merged record: %+v", k)
 	}
 	bt, neutral := svc.BitTorrentPorts()
+	ports := map[string]int{schemas.PortApplication: bt, schemas.PortNeutral: neutral, schemas.PortWeb: svc.BitTorrentWebPort()}
+	hosts := map[uint8]bool{}
 	for _, f := range k.Flows {
-		if f.Error != "" || len(f.Samples) < 1 || f.Mbps <= 0 {
-			t.Errorf("flow %d (%s %s): error %q, %d samples, %g Mbit/s", f.Index, f.Kind, f.Direction, f.Error, len(f.Samples), f.Mbps)
+		if f.Error != "" || f.ServerError != "" || len(f.Samples) < 1 || f.Mbps <= 0 || len(f.ServerSamples) < 1 || f.ServerMbps <= 0 {
+			t.Errorf("flow %d (%s %s): error %q/%q, %d/%d samples, %g/%g Mbit/s", f.Index, f.Kind, f.Direction, f.Error, f.ServerError,
+				len(f.Samples), len(f.ServerSamples), f.Mbps, f.ServerMbps)
 		}
-		if want := bt; f.Kind == schemas.FlowNeutral && int(f.Port) != neutral || f.Kind != schemas.FlowNeutral && int(f.Port) != want {
-			t.Errorf("flow %d (%s) on port %d", f.Index, f.Kind, f.Port)
+		if payload, role := schemas.KindCell(f.Kind); int(f.Port) != ports[role] || f.Payload != payload || f.PortRole != role {
+			t.Errorf("flow %d (%s) on port %d (%s, %s)", f.Index, f.Kind, f.Port, f.Payload, f.PortRole)
 		}
+		hosts[f.Host] = true
+	}
+	if len(hosts) != 3 {
+		t.Errorf("flows reached addresses %v, want 3", hosts)
 	}
 	// At loopback speed a 64 MiB flow can end within its first sampling
 	// interval, which the warm-up leaves out: a comparison without samples
@@ -85,12 +94,15 @@ func TestEndToEnd(t *testing.T) {
 	if strings.Join(phases, " ") != "negotiate download upload collect" {
 		t.Errorf("phases %v", phases)
 	}
+	if k.ClientCheckFlows == 0 {
+		t.Errorf("no download flow cross-checked")
+	}
 	col.WaitLoaded(t, 30*time.Second)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var n uint64
 		var outcome string
-		err := col.Conn.QueryRow(context.Background(), "SELECT count(), any(outcome) FROM bittorrent FINAL WHERE measurement_uid = toUUID(?) AND server_view = 1 AND length(cmp_ks_p) = 4", rec.MeasurementUID).Scan(&n, &outcome)
+		err := col.Conn.QueryRow(context.Background(), "SELECT count(), any(outcome) FROM bittorrent FINAL WHERE measurement_uid = toUUID(?) AND server_view = 1 AND length(cmp_ks_p) = 20 AND hosts = 3 AND length(flow_server_samples_mbps) = 12", rec.MeasurementUID).Scan(&n, &outcome)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/neubot/neubot/agent/ndt7"
 	"github.com/neubot/neubot/agent/ping"
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/replay"
 	"github.com/neubot/neubot/agent/speedtest"
 )
 
@@ -18,6 +19,22 @@ var tests = map[string]func() plugin.Measurer{
 	"ndt7":       func() plugin.Measurer { return ndt7.NewMeasurer(ndt7.Config{}) },
 	"bittorrent": func() plugin.Measurer { return bittorrent.NewMeasurer(bittorrent.Config{}) },
 	"ping":       func() plugin.Measurer { return ping.NewMeasurer(ping.Config{}) },
+	"replay":     func() plugin.Measurer { return replay.NewMeasurer(replay.Config{}) },
+}
+
+// optional tests run only when asked for by name (neubot run, --tests):
+// not every test server offers them.
+var optional = map[string]bool{"replay": true}
+
+// Defaults lists the tests an agent runs in turn when not told which.
+func Defaults() []string {
+	var out []string
+	for _, n := range Names() {
+		if !optional[n] {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // New returns a measurer for the named test.

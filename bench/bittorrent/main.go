@@ -1,16 +1,20 @@
 // Command bittorrent measures the BitTorrent differential test where the
 // truth is known: in a network namespace it creates, lo is shaped by htb at
-// a link rate, and in the throttled scenario a u32 filter puts every packet
-// from or to the BitTorrent port into a class limited to a share of the
-// link. The real test server and the real client (agent/bittorrent) run
-// there as separate processes; the runs of the two scenarios alternate.
-// The table gives, per scenario, how often the test said differentiation,
-// none and inconclusive, and how long it took; the false-positive rate is
-// the share of differentiation without throttling.
+// a link rate, and each scenario plays one policy deployed today (policy.go):
+// a neutral link, port-based throttling, host-based throttling, payload-based
+// throttling by a stateful DPI (a u32 filter matching the BitTorrent
+// handshake at its payload offset, then a rule for the connection), a
+// byte-count trigger on port 6881 (with the option for longer flows), and
+// resets injected on BitTorrent connections. The real test server (three
+// addresses, ports 6881, 9776 and 443) and the real client run there as
+// separate processes; the runs of the scenarios alternate. The table gives,
+// per scenario, how often the test gave the right outcome with the right
+// attribution, and how long it took.
 //
-// It needs root (ip netns, tc). It exits 1 when a target is missed: at
-// least 90% differentiation with throttling, 90% none without, at most
-// 60 s per test.
+// It needs root (ip netns, tc, ss -K). It exits 1 when a target is missed:
+// the right outcome and attribution in at least 90% of a policy's runs, at
+// most 5% false alarms (differentiation or blocked) on the neutral link, at
+// most 90 s per test.
 package main
 
 import (
@@ -18,8 +22,11 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
+	"time"
 
 	"github.com/neubot/neubot/agent/bittorrent"
+	"github.com/neubot/neubot/agent/replay"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -27,17 +34,19 @@ func main() {
 	if role() {
 		return
 	}
-	runs := flag.Int("runs", 10, "tests per scenario")
+	runs := flag.Int("runs", 10, "tests per policy")
+	nullRuns := flag.Int("null-runs", 20, "tests on the neutral link")
+	policies := flag.String("policies", "port,payload,host,sni,bytes,reset", "policies to play, comma-separated (and the neutral link)")
 	link := flag.Float64("link", 20, "link rate, Mbit/s")
-	share := flag.Float64("share", 0.2, "share of the link left to the throttled class")
+	share := flag.Float64("share", 0.2, "share of the link left to the slow class")
 	reps := flag.Int("reps", 0, "repetitions of each kind of flow per direction (0: the default methodology)")
 	flow := flag.Duration("flow", 0, "flow duration (0: the default methodology)")
-	sample := flag.Duration("sample", 0, "sampling period (0: the default methodology)")
-	warmup := flag.Duration("warmup", 0, "warm-up left out of each flow (0: the default methodology)")
-	nullOnly := flag.Bool("null-only", false, "only the scenario without throttling (to measure the false-positive rate)")
+	longFlow := flag.Duration("long-flow", 5*time.Second, "flow duration of the byte-count scenario (download only, no web-port flows)")
+	trigger := flag.Int64("trigger-bytes", triggerBytes, "bytes after which the byte-count policy throttles a connection")
 	crossTraffic := flag.Bool("cross", false, "add on-off cross traffic (one TCP flow on another port, 0.5-3 s on, 0.5-3 s off)")
-	records := flag.String("records", "", "also write every record to this file, one JSON line each, with the scenario (for analyses of other decision rules)")
+	records := flag.String("records", "", "also write every record to this file, one JSON line each, with the scenario")
 	flag.Parse()
+	triggerBytes = *trigger
 	if *records != "" {
 		f, err := os.Create(*records)
 		if err != nil {
@@ -47,8 +56,40 @@ func main() {
 		defer f.Close()
 		recordsTo = f
 	}
-	cfg := bittorrent.Config{Repetitions: *reps, FlowDuration: *flow, SampleEvery: *sample, Warmup: *warmup}
-	ok, err := bench(*runs, shaping{LinkMbps: *link, Share: *share}, cfg, *nullOnly, *crossTraffic, os.Stderr)
+	base := bittorrent.Config{Repetitions: *reps, FlowDuration: *flow}
+	long := bittorrent.Config{Repetitions: *reps, FlowDuration: *longFlow, Directions: []string{schemas.DirDownload},
+		Kinds: []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}}
+	var scs []*scenario
+	if *nullRuns > 0 {
+		scs = append(scs, &scenario{policy: policyNone, cfg: base, runs: *nullRuns, want: schemas.OutcomeNone})
+	}
+	for _, p := range strings.Split(*policies, ",") {
+		sc := &scenario{policy: p, cfg: base, runs: *runs, want: schemas.OutcomeDifferentiation}
+		switch p {
+		case policyPort:
+			sc.attr = schemas.AttributionPort
+		case policyPayload:
+			sc.attr = schemas.AttributionPayload
+		case policyHost:
+			sc.attr = schemas.AttributionHost
+		case policyBytes:
+			sc.attr, sc.cfg = schemas.AttributionPort, long
+		case policySNI:
+			sc.attr = schemas.AttributionPayload
+			if *nullRuns > 0 {
+				scs = append(scs, &scenario{policy: policySNINone, runs: *nullRuns / 2, want: schemas.OutcomeNone})
+			}
+		case policyReset:
+			sc.attr, sc.want = schemas.AttributionPayload, schemas.OutcomeBlocked
+		case "":
+			continue
+		default:
+			fmt.Fprintf(os.Stderr, "bench/bittorrent: unknown policy %q\n", p)
+			os.Exit(2)
+		}
+		scs = append(scs, sc)
+	}
+	ok, err := bench(scs, shaping{LinkMbps: *link, Share: *share}, *crossTraffic, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/bittorrent:", err)
 		os.Exit(1)
@@ -61,21 +102,38 @@ func main() {
 // recordsTo receives every record when -records is given.
 var recordsTo *os.File
 
-// scenario is the tally of one scenario.
+// scenario is one policy, the methodology it is tested with, the outcome
+// and attribution that are right, and its tally.
 type scenario struct {
-	name     string
-	results  []result
-	outcomes map[string]int
-	// false positives and negatives per comparison (direction/control).
-	perComparison map[string]map[string]int
-	flowErrors    int
+	policy     string
+	cfg        bittorrent.Config
+	runs       int
+	want, attr string
+	results    []result
+	outcomes   map[string]int
+	right      int
+	attrs      map[string]int
+	flowErrors int
+	flows      int
 }
 
-// bench alternates runs of the throttled and the unthrottled scenario and
-// prints the table; ok reports whether the targets were met.
-func bench(runs int, sh shaping, cfg bittorrent.Config, nullOnly, crossTraffic bool, log *os.File) (ok bool, err error) {
+func (s *scenario) name() string {
+	switch s.policy {
+	case policyBytes:
+		return fmt.Sprintf("bytes (after %.0f MB, %v flows, download)", float64(triggerBytes)/1e6, s.cfg.FlowDuration)
+	case policySNI:
+		return fmt.Sprintf("sni (replay tls-video, %s)", replay.DefaultSNI)
+	case policySNINone:
+		return "none, replay test (tls-video)"
+	}
+	return s.policy
+}
+
+// bench alternates the scenarios' runs and prints the table; ok reports
+// whether the targets were met.
+func bench(scs []*scenario, sh shaping, crossTraffic bool, log *os.File) (ok bool, err error) {
 	if os.Geteuid() != 0 {
-		return false, fmt.Errorf("needs root for ip netns and tc")
+		return false, fmt.Errorf("needs root for ip netns, tc and ss -K")
 	}
 	ns, err := newNetns("bench")
 	if err != nil {
@@ -97,98 +155,98 @@ func bench(runs int, sh shaping, cfg bittorrent.Config, nullOnly, crossTraffic b
 		}
 		defer ct.stop()
 	}
-	sc := map[bool]*scenario{
-		true:  {name: fmt.Sprintf("throttled: BitTorrent port at %g%% of the link", sh.Share*100), outcomes: map[string]int{}, perComparison: map[string]map[string]int{}},
-		false: {name: "not throttled", outcomes: map[string]int{}, perComparison: map[string]map[string]int{}},
+	most := 0
+	for _, s := range scs {
+		s.outcomes, s.attrs = map[string]int{}, map[string]int{}
+		most = max(most, s.runs)
 	}
-	kinds := []bool{true, false}
-	if nullOnly {
-		kinds = []bool{false}
-	}
-	for i := 0; i < runs; i++ {
-		for _, throttled := range kinds {
-			sh.Throttled = throttled
-			if err := ns.shape(sh); err != nil {
-				return false, err
+	for i := 0; i < most; i++ {
+		for _, s := range scs {
+			if i >= s.runs {
+				continue
 			}
-			r, err := ns.runClient(cfg)
+			r, err := ns.runPolicy(s.policy, sh, s.cfg)
 			if err != nil {
 				return false, err
 			}
-			s := sc[throttled]
 			s.results = append(s.results, r)
 			if recordsTo != nil {
-				fmt.Fprintf(recordsTo, "{\"throttled\":%v,\"record\":%s}\n", throttled, r.Record)
+				fmt.Fprintf(recordsTo, "{\"policy\":%q,\"record\":%s}\n", s.policy, r.Record)
 			}
-			s.outcomes[r.keys.Outcome]++
-			for _, f := range r.keys.Flows {
-				if f.Error != "" {
+			s.outcomes[r.outcome]++
+			s.attrs[r.attribution]++
+			if r.outcome == s.want && r.attribution == s.attr {
+				s.right++
+			}
+			if rp := r.replay; rp != nil {
+				s.flows = len(rp.Flows)
+				fmt.Fprintf(log, "run %d/%d %-8s: %-15s %-8s (replay %s, SNI %s) in %.1f s\n", i+1, s.runs, s.policy, r.outcome, r.attribution, rp.Trace, rp.SNI, r.Seconds)
+				if c := rp.Comparison; c != nil {
+					fmt.Fprintf(log, "    original vs inverted: %.2f vs %.2f Mbit/s, D %.2f p %.2g, %d/%d reps: %s\n", c.MedianMbps, c.ControlMedian, c.KSD, c.KSP, c.RepsSlower, c.Reps, c.Outcome)
+				}
+				continue
+			}
+			k := r.keys
+			s.flows = len(k.Flows)
+			for _, f := range k.Flows {
+				if f.Error != "" || f.ServerError != "" {
 					s.flowErrors++
-					fmt.Fprintf(log, "  flow %d (%s %s): %d samples, error %s\n", f.Index, f.Kind, f.Direction, len(f.Samples), f.Error)
 				}
 			}
-			for _, c := range r.keys.Comparisons {
-				key := c.Direction + " vs " + c.Control
-				if s.perComparison[key] == nil {
-					s.perComparison[key] = map[string]int{}
+			fmt.Fprintf(log, "run %d/%d %-8s: %-15s %-8s (download %s %s, upload %s %s) in %.1f s\n", i+1, s.runs, s.policy,
+				k.Outcome, k.Attribution, k.DownloadOutcome, k.DownloadAttribution, k.UploadOutcome, k.UploadAttribution, r.Seconds)
+			for _, c := range k.Comparisons {
+				if c.Outcome != schemas.OutcomeNone {
+					fmt.Fprintf(log, "    %s %s vs %s: %.2f vs %.2f Mbit/s, D %.2f p %.2g, %d/%d reps: %s\n", c.Direction, c.Tested, c.Control,
+						c.MedianMbps, c.ControlMedian, c.KSD, c.KSP, c.RepsSlower, c.Reps, c.Outcome)
 				}
-				s.perComparison[key][c.Outcome]++
 			}
-			fmt.Fprintf(log, "run %d/%d %-13s: %-15s (download %s, upload %s) in %.1f s\n", i+1, runs, map[bool]string{true: "throttled", false: "not throttled"}[throttled],
-				r.keys.Outcome, r.keys.DownloadOutcome, r.keys.UploadOutcome, r.Seconds)
+			for _, b := range k.Blocked {
+				fmt.Fprintf(log, "    blocked %s %s: %s in %d of %d flows\n", b.Direction, b.Kind, b.Failure, b.Failed, b.Flows)
+			}
 		}
 	}
-	k0 := sc[kinds[0]].results[0].keys
 	if crossTraffic {
 		fmt.Printf("\nWith on-off cross traffic: one TCP flow on port 5001 sharing the link, 0.5-3 s on, 0.5-3 s off.")
 	}
-	fmt.Printf("\nBitTorrent differential test: lo in a network namespace shaped by htb at %g Mbit/s (MTU 1500); throttled: a u32 filter on port %d (source or destination) into a class of %g Mbit/s. %d runs per scenario, alternating; each run: %d flows of %.1f s, throughput sampled every %.0f ms, first %.0f ms of a flow left out; KS alpha %g, threshold %g%%.\n\n",
-		sh.LinkMbps, k0.BitTorrentPort, sh.LinkMbps*sh.Share, runs, len(k0.Flows), k0.FlowDurationS, k0.SampleEveryS*1000, k0.WarmupS*1000,
-		k0.Comparisons[0].Alpha, k0.Comparisons[0].ThresholdPct)
-	fmt.Println("| scenario | runs | differentiation | none | inconclusive | test time median / max s | BT median Mbit/s (download) | neutral-port median Mbit/s (download) | flows ended early |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	fmt.Printf("\nBitTorrent differential test (methodology %s): lo in a network namespace shaped by htb at %g Mbit/s (MTU 1500), slow class %g Mbit/s; test server on 3 addresses, ports 6881, 9776, 443. Runs alternate between scenarios.\n\n",
+		schemas.BitTorrentVersion, sh.LinkMbps, sh.LinkMbps*sh.Share)
+	fmt.Println("| policy | runs | right (outcome + attribution) | differentiation | blocked | none | inconclusive | attributions | flows | test time median / max s |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	ok = true
-	for _, throttled := range kinds {
-		s := sc[throttled]
-		var secs, bt, neutral []float64
+	for _, s := range scs {
+		var secs []float64
 		for _, r := range s.results {
 			secs = append(secs, r.Seconds)
-			for _, c := range r.keys.Comparisons {
-				if c.Direction == schemas.DirDownload && c.Control == schemas.FlowNeutral {
-					bt, neutral = append(bt, c.MedianMbps), append(neutral, c.ControlMedian)
-				}
-			}
 		}
 		sort.Float64s(secs)
-		fmt.Printf("| %s | %d | %d | %d | %d | %.1f / %.1f | %.2f | %.2f | %d |\n", s.name, len(s.results),
-			s.outcomes[schemas.OutcomeDifferentiation], s.outcomes[schemas.OutcomeNone], s.outcomes[schemas.OutcomeInconclusive],
-			schemas.Median(secs), secs[len(secs)-1], schemas.Median(bt), schemas.Median(neutral), s.flowErrors)
-		want := schemas.OutcomeNone
-		if throttled {
-			want = schemas.OutcomeDifferentiation
+		var attrs []string
+		for a, n := range s.attrs {
+			if a == "" {
+				a = "-"
+			}
+			attrs = append(attrs, fmt.Sprintf("%s %d", a, n))
 		}
-		if s.outcomes[want]*10 < len(s.results)*9 || secs[len(secs)-1] > 60 {
+		sort.Strings(attrs)
+		want := s.want
+		if s.attr != "" {
+			want += " / " + s.attr
+		}
+		fmt.Printf("| %s | %d | %d (%s) | %d | %d | %d | %d | %s | %d | %.1f / %.1f |\n", s.name(), len(s.results), s.right, want,
+			s.outcomes[schemas.OutcomeDifferentiation], s.outcomes[schemas.OutcomeBlocked], s.outcomes[schemas.OutcomeNone], s.outcomes[schemas.OutcomeInconclusive],
+			strings.Join(attrs, ", "), s.flows, schemas.Median(secs), secs[len(secs)-1])
+		if s.policy == policyNone || s.policy == policySNINone {
+			if alarms := s.outcomes[schemas.OutcomeDifferentiation] + s.outcomes[schemas.OutcomeBlocked]; alarms*20 > len(s.results) {
+				ok = false
+			}
+		} else if s.right*10 < len(s.results)*9 {
+			ok = false
+		}
+		if secs[len(secs)-1] > 90 {
 			ok = false
 		}
 	}
-	fmt.Println("\nPer comparison (differentiation / none / inconclusive):")
-	fmt.Println()
-	fmt.Println("| comparison | throttled | not throttled |")
-	fmt.Println("|---|---|---|")
-	var keys []string
-	for k := range sc[false].perComparison {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		a, b := sc[true].perComparison[k], sc[false].perComparison[k]
-		fmt.Printf("| %s | %d / %d / %d | %d / %d / %d |\n", k,
-			a[schemas.OutcomeDifferentiation], a[schemas.OutcomeNone], a[schemas.OutcomeInconclusive],
-			b[schemas.OutcomeDifferentiation], b[schemas.OutcomeNone], b[schemas.OutcomeInconclusive])
-	}
-	fp := sc[false].outcomes[schemas.OutcomeDifferentiation]
-	fmt.Printf("\nfalse positives (differentiation without throttling): %d of %d tests\n", fp, len(sc[false].results))
-	fmt.Printf("targets: differentiation in >= 90%% of throttled runs, none in >= 90%% of unthrottled runs, every test <= 60 s: ")
+	fmt.Printf("\ntargets: the right outcome and attribution in >= 90%% of a policy's runs, <= 5%% false alarms on the neutral link, every test <= 90 s: ")
 	if ok {
 		fmt.Println("met")
 	} else {

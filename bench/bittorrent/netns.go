@@ -12,13 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/replay"
 	"github.com/neubot/neubot/internal/httpx"
 	spec "github.com/neubot/neubot/proto/bittorrent"
 	"github.com/neubot/neubot/schemas"
@@ -32,29 +32,36 @@ import (
 const (
 	roleEnv   = "NEUBOT_BTBENCH_ROLE"
 	configEnv = "NEUBOT_BTBENCH_CONFIG"
+	policyEnv = "NEUBOT_BTBENCH_POLICY"
 	httpAddr  = "127.0.0.1:9775"
 )
 
-// Shaping of lo in the namespace: htb with one link class; when throttled,
-// a u32 filter sends every packet from or to the BitTorrent port to a class
-// limited to Share of the link. That is port-based throttling, the common
-// deployed kind: it slows the BitTorrent and the random flows (same port)
-// and leaves the neutral-port flows alone.
+// Shaping of lo in the namespace: htb with a link class and a slow class
+// (Share of the link); the policy decides which packets go to the slow
+// class (policy.go).
 type shaping struct {
-	LinkMbps  float64
-	Share     float64
-	Throttled bool
+	LinkMbps float64
+	Share    float64
+	Policy   string
 }
 
 // netns is a network namespace made for the benchmark, removed by close.
-type netns struct{ name string }
+type netns struct {
+	name   string
+	policy string // of the policy helper started next
+}
 
 func newNetns(tag string) (*netns, error) {
-	n := &netns{name: fmt.Sprintf("neubot-bt-%s-%d", tag, os.Getpid())}
+	n := &netns{name: fmt.Sprintf("nt-bt-%s-%d", tag, os.Getpid())}
 	for _, args := range [][]string{
 		{"netns", "add", n.name},
 		{"-n", n.name, "link", "set", "lo", "mtu", "1500"},
 		{"-n", n.name, "link", "set", "lo", "up"},
+		// The DPI box's tap: packets a u32 filter matched are mirrored to
+		// nt-dpi0 and read by the policy helper on nt-dpi1.
+		{"-n", n.name, "link", "add", dpiTap, "type", "veth", "peer", "name", dpiRead},
+		{"-n", n.name, "link", "set", dpiTap, "up"},
+		{"-n", n.name, "link", "set", dpiRead, "up"},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			n.close()
@@ -74,23 +81,20 @@ func (n *netns) tc(args ...string) error {
 	return nil
 }
 
-// shape replaces lo's qdisc with the htb of s.
+// shape replaces lo's qdisc with the htb of s and the static filters of
+// its policy; the dynamic ones (a flow classified on its first bytes, or
+// after a byte count) are added by the policy helper.
 func (n *netns) shape(s shaping) error {
 	n.tc("qdisc", "del", "dev", "lo", "root")
 	link := fmt.Sprintf("%gmbit", s.LinkMbps)
 	slow := fmt.Sprintf("%gmbit", s.LinkMbps*s.Share)
 	steps := [][]string{
-		{"qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "10"},
+		{"qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "10", "r2q", "100"},
 		{"class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", link, "ceil", link},
 		{"class", "add", "dev", "lo", "parent", "1:1", "classid", "1:10", "htb", "rate", link, "ceil", link},
 		{"class", "add", "dev", "lo", "parent", "1:1", "classid", "1:20", "htb", "rate", slow, "ceil", slow},
 	}
-	if s.Throttled {
-		port := strconv.Itoa(spec.BitTorrentPort)
-		steps = append(steps,
-			[]string{"filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip", "sport", port, "0xffff", "flowid", "1:20"},
-			[]string{"filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip", "dport", port, "0xffff", "flowid", "1:20"})
-	}
+	steps = append(steps, staticFilters(s.Policy)...)
 	for _, args := range steps {
 		if err := n.tc(args...); err != nil {
 			return err
@@ -107,7 +111,7 @@ func (n *netns) self(role string, cfg bittorrent.Config) (*exec.Cmd, error) {
 	}
 	b, _ := json.Marshal(cfg)
 	cmd := exec.Command("ip", "netns", "exec", n.name, exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), roleEnv+"="+role, configEnv+"="+string(b))
+	cmd.Env = append(os.Environ(), roleEnv+"="+role, configEnv+"="+string(b), policyEnv+"="+n.policy)
 	return cmd, nil
 }
 
@@ -163,10 +167,30 @@ func (s *helper) stop() {
 
 // result is one test as the client in the namespace saw it.
 type result struct {
-	Record  json.RawMessage `json:"record"`
-	Seconds float64         `json:"seconds"` // wall time of Run, negotiation to merged record
-	Error   string          `json:"error,omitempty"`
-	keys    *schemas.BitTorrent
+	Record  json.RawMessage     `json:"record"`
+	Seconds float64             `json:"seconds"` // wall time of Run, negotiation to merged record
+	Error   string              `json:"error,omitempty"`
+	keys    *schemas.BitTorrent // a BitTorrent test's
+	replay  *schemas.Replay     // or a replay test's
+	// outcome and attribution of either (a replay's difference is due to
+	// its first bytes: payload).
+	outcome, attribution string
+}
+
+// runPolicy shapes lo for policy, starts its helper, runs one test and
+// stops the helper.
+func (n *netns) runPolicy(policy string, sh shaping, cfg bittorrent.Config) (result, error) {
+	sh.Policy = policy
+	if err := n.shape(sh); err != nil {
+		return result{}, err
+	}
+	n.policy = policy
+	h, err := n.start("policy")
+	if err != nil {
+		return result{}, err
+	}
+	defer h.stop()
+	return n.runClient(cfg)
 }
 
 // runClient runs one test in the namespace and returns its result.
@@ -191,11 +215,17 @@ func (n *netns) runClient(cfg bittorrent.Config) (result, error) {
 	if err != nil {
 		return r, fmt.Errorf("client record: %w", err)
 	}
-	k, ok := rec.TestKeys.(*schemas.BitTorrent)
-	if !ok {
-		return r, errors.New("client: not a bittorrent record")
+	switch k := rec.TestKeys.(type) {
+	case *schemas.BitTorrent:
+		r.keys, r.outcome, r.attribution = k, k.Outcome, k.Attribution
+	case *schemas.Replay:
+		r.replay, r.outcome = k, k.Outcome
+		if k.Outcome == schemas.OutcomeDifferentiation || k.Outcome == schemas.OutcomeBlocked {
+			r.attribution = schemas.AttributionPayload
+		}
+	default:
+		return r, errors.New("client: not a bittorrent or replay record")
 	}
-	r.keys = k
 	return r, nil
 }
 
@@ -215,11 +245,21 @@ func role() bool {
 			os.Exit(1)
 		}
 		return true
+	case "policy":
+		if err := runPolicy(os.Getenv(policyEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "bittorrent bench policy:", err)
+			os.Exit(1)
+		}
+		return true
 	case "client":
 		var cfg bittorrent.Config
 		json.Unmarshal([]byte(os.Getenv(configEnv)), &cfg)
 		t0 := time.Now()
-		rec, err := bittorrent.NewMeasurer(cfg).Run(context.Background(), plugin.Env{
+		var m plugin.Measurer = bittorrent.NewMeasurer(cfg)
+		if p := os.Getenv(policyEnv); p == policySNI || p == policySNINone {
+			m = replay.NewMeasurer(replay.Config{})
+		}
+		rec, err := m.Run(context.Background(), plugin.Env{
 			ServerURL: "http://" + httpAddr, AgentID: "00000000-0000-4000-8000-000000000001",
 			Consent: schemas.Consent{Informed: true, CanCollect: true},
 		})
@@ -246,6 +286,8 @@ func serve() error {
 		ID: "bench", Version: "bench", SpoolDir: dir,
 		Negotiator:       testserver.NegotiatorConfig{Rate: 100, Burst: 100},
 		BitTorrentListen: fmt.Sprintf("127.0.0.1:%d", spec.BitTorrentPort), NeutralListen: fmt.Sprintf("127.0.0.1:%d", spec.NeutralPort),
+		WebListen: fmt.Sprintf("127.0.0.1:%d", spec.WebPort), BitTorrentHosts: benchHosts[1:],
+		ReplayListen: replayAddr,
 	})
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/neubot/neubot/internal/httpx"
@@ -29,6 +30,7 @@ type testserverService struct {
 type testserverOptions struct {
 	listen, id, collectorURL, publicURL, spoolDir, registerToken string
 	bittorrentListen, neutralListen                              string
+	webListen, bittorrentHosts, replayListen                     string
 	capacity                                                     int
 	testTimeout                                                  time.Duration
 	rate                                                         float64
@@ -49,7 +51,8 @@ func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService,
 		ID: o.id, Version: version.Version, CollectorURL: o.collectorURL, SpoolDir: o.spoolDir, Logger: log, Key: key,
 		Negotiator:   testserver.NegotiatorConfig{Capacity: o.capacity, TestTimeout: o.testTimeout, Rate: o.rate},
 		NDT7Duration: o.ndt7Duration, NDT7AllowUntokened: o.ndt7Untokened,
-		BitTorrentListen: o.bittorrentListen, NeutralListen: o.neutralListen,
+		BitTorrentListen: o.bittorrentListen, NeutralListen: o.neutralListen, WebListen: o.webListen,
+		BitTorrentHosts: splitList(o.bittorrentHosts), ReplayListen: o.replayListen,
 	})
 	if err != nil {
 		return nil, err
@@ -133,6 +136,9 @@ func cmdTestserver(args []string) error {
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:9775", "address to serve tests on")
 	fs.StringVar(&o.bittorrentListen, "bittorrent-listen", "127.0.0.1:6881", "raw TCP address of the BitTorrent test's BitTorrent-port flows (empty, with --neutral-listen empty: no BitTorrent test)")
 	fs.StringVar(&o.neutralListen, "neutral-listen", "127.0.0.1:9776", "raw TCP address of the BitTorrent test's neutral-port flows")
+	fs.StringVar(&o.webListen, "web-listen", "", "raw TCP address of the BitTorrent test's web-port flows, e.g. :443 (empty: no web-port flows)")
+	fs.StringVar(&o.replayListen, "replay-listen", "", "raw TCP address of the replay test's flows, e.g. :443 on an address of its own (empty: no replay test)")
+	fs.StringVar(&o.bittorrentHosts, "bittorrent-hosts", "", "more IP addresses of this server, comma-separated, to listen on with the same ports: a test spreads its flows over them (host attribution)")
 	fs.StringVar(&o.id, "id", hostnameID(), "identifier of this server in the rendezvous and in records")
 	fs.StringVar(&o.collectorURL, "collector", "http://127.0.0.1:9773", "collector base URL (records and registration); empty: only spool")
 	fs.StringVar(&o.publicURL, "public-url", "", "URL agents use to reach this server (default: http://LISTEN)")
@@ -173,4 +179,15 @@ func cmdTestserver(args []string) error {
 	}
 	t.stop()
 	return err
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }

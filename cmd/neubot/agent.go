@@ -62,7 +62,7 @@ func cmdAgent(args []string) error {
 	peerPort := fs.Int("peer-port", 0, "port other agents reach, when a router forwards another one to --peer-listen (0: the same)")
 	servePeers := fs.String("serve-peers", "", "record the choice to serve tests to other volunteers' agents: on or off (default: keep)")
 	testWithPeers := fs.String("test-with-peers", "", "record the choice to test against other volunteers' agents too: on or off (default: keep)")
-	tests := fs.String("tests", "", "comma-separated tests to run, in turn (default: all: "+strings.Join(registry.Names(), ", ")+")")
+	tests := fs.String("tests", "", "comma-separated tests to run, in turn (default: "+strings.Join(registry.Defaults(), ", ")+"; also known: replay)")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {

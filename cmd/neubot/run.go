@@ -125,10 +125,13 @@ type summary struct {
 	Failure      string `json:"failure,omitempty"`
 	FailurePhase string `json:"failure_phase,omitempty"`
 	// Outcome, DownloadOutcome and UploadOutcome: differential tests.
-	Outcome         string          `json:"outcome,omitempty"`
-	DownloadOutcome string          `json:"download_outcome,omitempty"`
-	UploadOutcome   string          `json:"upload_outcome,omitempty"`
-	Record          *schemas.Record `json:"record"`
+	Outcome         string `json:"outcome,omitempty"`
+	DownloadOutcome string `json:"download_outcome,omitempty"`
+	UploadOutcome   string `json:"upload_outcome,omitempty"`
+	// Attribution: what a difference or blocking is due to (payload,
+	// port, both, host).
+	Attribution string          `json:"attribution,omitempty"`
+	Record      *schemas.Record `json:"record"`
 }
 
 func summarize(rec *schemas.Record) summary {
@@ -142,7 +145,13 @@ func summarize(rec *schemas.Record) summary {
 		s.Failure, s.FailurePhase = k.Failure, k.FailurePhase
 	}
 	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok {
-		s.Outcome, s.DownloadOutcome, s.UploadOutcome = k.Outcome, k.DownloadOutcome, k.UploadOutcome
+		s.Outcome, s.DownloadOutcome, s.UploadOutcome, s.Attribution = k.Outcome, k.DownloadOutcome, k.UploadOutcome, k.Attribution
+	}
+	if k, ok := rec.TestKeys.(*schemas.Replay); ok {
+		s.Outcome = k.Outcome
+		if k.Outcome == schemas.OutcomeDifferentiation || k.Outcome == schemas.OutcomeBlocked {
+			s.Attribution = schemas.AttributionPayload
+		}
 	}
 	return s
 }
@@ -167,13 +176,33 @@ func printSummary(w io.Writer, rec *schemas.Record) {
 		return
 	}
 	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok {
-		fmt.Fprintf(w, "%-9s %-8s %10s %10s %7s %6s %9s %6s  %s\n", "direction", "control", "BT Mbit/s", "control", "diff", "KS D", "p", "reps", "outcome")
+		fmt.Fprintf(w, "%-9s %-14s %-14s %10s %10s %7s %6s %9s %6s  %s\n", "direction", "tested", "control", "Mbit/s", "control", "diff", "KS D", "p", "reps", "outcome")
 		for _, c := range k.Comparisons {
-			fmt.Fprintf(w, "%-9s %-8s %10.2f %10.2f %6.1f%% %6.3f %9.2g %6s  %s\n", c.Direction, c.Control, c.MedianMbps, c.ControlMedian,
+			tested := c.Tested
+			if tested == "" {
+				tested = schemas.FlowBitTorrent
+			}
+			fmt.Fprintf(w, "%-9s %-14s %-14s %10.2f %10.2f %6.1f%% %6.3f %9.2g %6s  %s\n", c.Direction, tested, c.Control, c.MedianMbps, c.ControlMedian,
 				c.DiffPct, c.KSD, c.KSP, fmt.Sprintf("%d/%d", c.RepsSlower, c.Reps), c.Outcome)
 		}
-		fmt.Fprintf(w, "outcome: %s (download %s, upload %s)\nmeasurement %s, server %s, %.1f s\n",
-			k.Outcome, k.DownloadOutcome, k.UploadOutcome, s.MeasurementUID, s.Server, s.DurationS)
+		for _, b := range k.Blocked {
+			fmt.Fprintf(w, "blocked: %s %s, %s in %d of %d flows\n", b.Direction, b.Kind, b.Failure, b.Failed, b.Flows)
+		}
+		attr := ""
+		if k.Attribution != "" {
+			attr = ", due to " + k.Attribution
+		}
+		fmt.Fprintf(w, "outcome: %s%s (download %s, upload %s)\nmeasurement %s, server %s, %.1f s\n",
+			k.Outcome, attr, k.DownloadOutcome, k.UploadOutcome, s.MeasurementUID, s.Server, s.DurationS)
+		return
+	}
+	if k, ok := rec.TestKeys.(*schemas.Replay); ok {
+		if c := k.Comparison; c != nil {
+			fmt.Fprintf(w, "original %.2f Mbit/s, inverted %.2f Mbit/s: %.1f%% lower, KS D %.3f, p %.2g, %d/%d repetitions\n",
+				c.MedianMbps, c.ControlMedian, c.DiffPct, c.KSD, c.KSP, c.RepsSlower, c.Reps)
+		}
+		fmt.Fprintf(w, "outcome: %s (trace %s v%d, server name %q)\nmeasurement %s, server %s, %.1f s\n",
+			k.Outcome, k.Trace, k.TraceVersion, k.SNI, s.MeasurementUID, s.Server, s.DurationS)
 		return
 	}
 	if _, ok := rec.TestKeys.(*schemas.Speedtest); !ok {

@@ -292,3 +292,49 @@ func Wilson(k, n uint64, z float64) (lo, hi float64) {
 	half := z / (1 + z2/nf) * math.Sqrt(p*(1-p)/nf+z2/(4*nf*nf))
 	return clamp01(centre - half), clamp01(centre + half)
 }
+
+// BenjaminiHochberg returns the Benjamini–Hochberg adjusted p-values
+// (q-values) of p, in the same order: q_(i) = min over j >= i of
+// p_(j) * m / j for the sorted p-values, capped at 1. Rejecting every
+// hypothesis whose q is at most Q controls the false discovery rate (the
+// expected share of false rejections among the rejections) at Q, for
+// independent or positively dependent tests (Benjamini and Hochberg 1995).
+func BenjaminiHochberg(p []float64) []float64 {
+	m := len(p)
+	idx := make([]int, m)
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return p[idx[a]] < p[idx[b]] })
+	q := make([]float64, m)
+	prev := 1.0
+	for r := m - 1; r >= 0; r-- {
+		i := idx[r]
+		v := math.Min(prev, p[i]*float64(m)/float64(r+1))
+		q[i] = clamp01(v)
+		prev = v
+	}
+	return q
+}
+
+// BinomialTail is P(X >= k) for X ~ Binomial(n, p): the one-sided p-value
+// of k successes in n trials when each has probability p under the null.
+func BinomialTail(k, n uint64, p float64) float64 {
+	if k == 0 {
+		return 1
+	}
+	if k > n {
+		return 0
+	}
+	// Sum the pmf from k to n in log space (lgamma), stable for n in the
+	// thousands.
+	lp, lq := math.Log(p), math.Log1p(-p)
+	lgn, _ := math.Lgamma(float64(n) + 1)
+	var s float64
+	for i := k; i <= n; i++ {
+		lgi, _ := math.Lgamma(float64(i) + 1)
+		lgni, _ := math.Lgamma(float64(n-i) + 1)
+		s += math.Exp(lgn - lgi - lgni + float64(i)*lp + float64(n-i)*lq)
+	}
+	return clamp01(s)
+}

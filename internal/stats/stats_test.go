@@ -244,3 +244,58 @@ func TestMedianCIRanks(t *testing.T) {
 		t.Fatalf("MedianCI of 1..10 = %v, %v; want 2, 9", lo, hi)
 	}
 }
+
+// TestBenjaminiHochberg checks the adjusted p-values against R's
+// p.adjust(p, "BH") of the same vector, hand-checked: sorted p times m/rank,
+// then the running minimum from the largest.
+func TestBenjaminiHochberg(t *testing.T) {
+	p := []float64{0.01, 0.04, 0.03, 0.005, 0.5, 0.2}
+	// sorted: 0.005 0.01 0.03 0.04 0.2 0.5 -> *6/rank: 0.03 0.03 0.06 0.06 0.24 0.5
+	want := []float64{0.03, 0.06, 0.06, 0.03, 0.5, 0.24}
+	got := BenjaminiHochberg(p)
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-12 {
+			t.Fatalf("q = %v, want %v", got, want)
+		}
+	}
+	if q := BenjaminiHochberg(nil); len(q) != 0 {
+		t.Fatalf("no hypotheses: %v", q)
+	}
+	// Under the null (uniform p-values), BH at 5% rejects rarely: over
+	// 200 families of 50, at most a few families with any rejection.
+	rng := rand.New(rand.NewPCG(1, 1))
+	families := 0
+	for f := 0; f < 200; f++ {
+		ps := make([]float64, 50)
+		for i := range ps {
+			ps[i] = rng.Float64()
+		}
+		for _, q := range BenjaminiHochberg(ps) {
+			if q <= 0.05 {
+				families++
+				break
+			}
+		}
+	}
+	if families > 20 { // expected 5% of families = 10
+		t.Fatalf("%d of 200 null families had a rejection", families)
+	}
+}
+
+func TestBinomialTail(t *testing.T) {
+	for _, c := range []struct {
+		k, n uint64
+		p    float64
+		want float64
+	}{
+		{0, 10, 0.05, 1},
+		{1, 10, 0.05, 1 - math.Pow(0.95, 10)},
+		{10, 10, 0.5, math.Pow(0.5, 10)},
+		{2, 21, 0.05, 1 - math.Pow(0.95, 21) - 21*0.05*math.Pow(0.95, 20)},
+		{11, 10, 0.5, 0},
+	} {
+		if got := BinomialTail(c.k, c.n, c.p); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("P(X >= %d | %d, %g) = %g, want %g", c.k, c.n, c.p, got, c.want)
+		}
+	}
+}

@@ -7,7 +7,7 @@ package bittorrent
 import "time"
 
 // Version of the protocol described in spec/bittorrent.md.
-const Version = "v1.0.0"
+const Version = "v2.0.0"
 
 // Paths of the HTTP steps (on the test server's HTTP port).
 const (
@@ -23,6 +23,9 @@ const (
 	BitTorrentPort = 6881
 	// NeutralPort is a port with no known application.
 	NeutralPort = 9776
+	// WebPort is HTTPS's: the port policies leave alone when they throttle
+	// "everything but the web".
+	WebPort = 443
 )
 
 // Peer wire (BEP 3).
@@ -48,8 +51,11 @@ const (
 	// Pieces is the size of the torrent in pieces; the bitfield has
 	// Pieces/8 bytes.
 	Pieces = 1024
-	// Pipeline is the number of requests a leecher keeps outstanding.
-	Pipeline = 16
+	// Pipeline is the fewest requests a leecher keeps outstanding; it keeps
+	// more as throughput × round-trip time grows (MaxPipeline at most).
+	// (v1 kept 16, which capped a flow at 256 KiB per round trip.)
+	Pipeline    = 4
+	MaxPipeline = 1024
 	// MaxMessage bounds the length prefix a peer accepts.
 	MaxMessage = 1 + 8 + BlockSize
 )
@@ -67,6 +73,11 @@ const (
 	MaxFlows = 64
 	// HandshakeTimeout bounds the wait for a flow's first bytes.
 	HandshakeTimeout = 10 * time.Second
+	// StallTimeout ends a flow that moved no byte for this long: the
+	// evidence "timeout" of a stalled (blocked) flow.
+	StallTimeout = 3 * time.Second
+	// MaxHosts bounds the server addresses a test spreads its flows over.
+	MaxHosts = 8
 	// MaxCollectBody bounds the record posted to collect.
 	MaxCollectBody = 1 << 20
 	// MaxStartBody bounds a start request.
@@ -92,13 +103,17 @@ type StartRequest struct {
 	MaxFlowBytes int64 `json:"max_flow_bytes"`
 }
 
-// StartResponse answers a start request with the ports to connect to.
+// StartResponse answers a start request with the ports to connect to
+// and, since v2, the web port (0: none) and the server's addresses for the
+// flows (IP literals, at most MaxHosts; empty: the HTTP host).
 type StartResponse struct {
-	BitTorrentPort int `json:"bittorrent_port"`
-	NeutralPort    int `json:"neutral_port"`
+	BitTorrentPort int      `json:"bittorrent_port"`
+	NeutralPort    int      `json:"neutral_port"`
+	WebPort        int      `json:"web_port,omitempty"`
+	Hosts          []string `json:"hosts,omitempty"`
 }
 
-// Decision thresholds of methodology version 1 (spec/bittorrent.md).
+// Decision thresholds of methodology versions 1 and 2 (spec/bittorrent.md).
 const (
 	Alpha      = 0.05
 	MinDiff    = 0.25

@@ -182,8 +182,8 @@ func Line(r *schemas.Record) []byte {
 // fifth of the controls' mbps in both directions; none: all flows alike;
 // inconclusive: one comparison had too few samples).
 func BitTorrent(rng *rand.Rand, start time.Time, clientAddr string, mbps float64, outcome string) *schemas.Record {
-	rec := Speedtest(rng, start, clientAddr, mbps) // for its envelope
-	rec.TestName, rec.TestVersion, rec.DurationS = schemas.BitTorrentName, schemas.BitTorrentVersion, 48
+	rec := Speedtest(rng, start, clientAddr, mbps)                                 // for its envelope
+	rec.TestName, rec.TestVersion, rec.DurationS = schemas.BitTorrentName, "1", 48 // the three kinds of version 1
 	r3 := func(x float64) float64 { return math.Round(x*1000) / 1000 }
 	keys := &schemas.BitTorrent{BitTorrentPort: 6881, NeutralPort: 9776, FlowDurationS: 2.5, SampleEveryS: 0.25, WarmupS: 0.5}
 	at := 0.0
@@ -254,6 +254,9 @@ var Generators = map[string]func(rng *rand.Rand, start time.Time, clientAddr str
 		return BitTorrent(rng, start, addr, mbps, outcomes[rng.IntN(3)])
 	},
 	schemas.PingName: Ping,
+	schemas.ReplayName: func(rng *rand.Rand, start time.Time, addr string, mbps float64) *schemas.Record {
+		return Replay(rng, start, addr, mbps, rng.IntN(2) == 0)
+	},
 }
 
 // Ping returns a valid ping record drawn from rng (mbps is not used).
@@ -264,5 +267,40 @@ func Ping(rng *rand.Rand, start time.Time, clientAddr string, _ float64) *schema
 	rtt := r3(keys.RTTMinMS * 0.9)
 	keys.ServerView = &schemas.PingServer{Echoed: uint32(len(keys.RTTMS)), TCPRTTMS: &rtt}
 	rec.TestName, rec.TestVersion, rec.DurationS, rec.TestKeys = schemas.PingName, schemas.PingVersion, 1, keys
+	return rec
+}
+
+// Replay returns a valid replay differential record drawn from rng: 4
+// repetitions of original and inverted flows of the tls-video trace at
+// about mbps, the original ones at a fifth of it when throttled.
+func Replay(rng *rand.Rand, start time.Time, clientAddr string, mbps float64, throttled bool) *schemas.Record {
+	rec := Speedtest(rng, start, clientAddr, mbps) // for its envelope
+	rec.TestName, rec.TestVersion, rec.DurationS = schemas.ReplayName, schemas.ReplayVersion, 30
+	r3 := func(x float64) float64 { return math.Round(x*1000) / 1000 }
+	keys := &schemas.Replay{Trace: "tls-video", TraceVersion: 1, SNI: "video.example.net", Port: 443, FlowDurationS: 3, SampleEveryS: 0.25, WarmupS: 0.5}
+	for i := 0; i < 8; i++ {
+		kind := []string{schemas.ReplayOriginal, schemas.ReplayInverted}[(i+i/2)%2]
+		rate := mbps
+		if throttled && kind == schemas.ReplayOriginal {
+			rate = mbps / 5
+		}
+		f := schemas.ReplayFlow{Index: uint16(i), Kind: kind, StartS: r3(float64(i) * 3.2)}
+		var total uint64
+		for j := 1; j <= 12; j++ {
+			m := r3(rate * (0.95 + rng.Float64()*0.1))
+			total += uint64(m * 1e6 / 8 * 0.25)
+			f.Samples = append(f.Samples, schemas.ThroughputSample{TS: float64(j) * 0.25, Bytes: total, Mbps: m})
+		}
+		f.Bytes, f.Mbps, f.ClientMbps = total, r3(rate), r3(rate)
+		keys.Flows = append(keys.Flows, f)
+	}
+	c := &schemas.BitTorrentComparison{Direction: schemas.DirDownload, Tested: schemas.ReplayOriginal, Control: schemas.ReplayInverted, Factor: "payload",
+		Samples: 40, ControlSamples: 40, MedianMbps: mbps, ControlMedian: mbps, KSD: 0.2, KSP: 0.6, Alpha: 0.05, ThresholdPct: 25, Reps: 4, Outcome: schemas.OutcomeNone}
+	if throttled {
+		c.MedianMbps, c.DiffPct, c.KSD, c.KSP, c.RepsSlower, c.Outcome = r3(mbps/5), 80, 1, 1e-12, 4, schemas.OutcomeDifferentiation
+	}
+	keys.Comparison, keys.Outcome = c, c.Outcome
+	keys.ServerView = &schemas.ReplayServer{BytesSent: 1 << 24, BytesReceived: 1 << 12, Flows: 8}
+	rec.TestKeys = keys
 	return rec
 }

@@ -17,6 +17,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +51,20 @@ type state struct {
 	wg        sync.WaitGroup
 	btPort    int
 	neutral   int
+	web       int
+	hosts     []string // announced to clients; empty: the HTTP host
 	peerID    [20]byte
+}
+
+// Addrs are the addresses of the raw listeners.
+type Addrs struct {
+	// BitTorrent, Neutral and Web are host:port of the application-port,
+	// neutral-port and web-port listeners (Web empty: no web-port flows).
+	BitTorrent, Neutral, Web string
+	// Hosts are more addresses (IP literals) to listen on with the same
+	// ports, announced to clients with the host of BitTorrent so that a
+	// test spreads its flows over them (spec/bittorrent.md).
+	Hosts []string
 }
 
 // flowRef is what a flow key stands for.
@@ -71,8 +86,10 @@ type view struct {
 // serverFlow is what the server measured of one flow.
 type serverFlow struct {
 	kind, dir string
+	host      int
 	samples   []schemas.ThroughputSample
-	err       string
+	failure   string // schemas.FailureOf's word
+	pipeline  int    // upload flows: the most requests outstanding
 }
 
 func viewOf(s *testserver.Session) *view {
@@ -90,7 +107,7 @@ func New(env testserver.Env) (testserver.Provider, error) {
 		return nil, testserver.ErrNotOffered
 	}
 	p := NewProvider(Provider{Negotiator: env.Negotiator, Logger: env.Logger, OnBytes: env.OnBytes})
-	if err := p.Listen(set.BitTorrentListen, set.NeutralListen); err != nil {
+	if err := p.ListenAddrs(Addrs{BitTorrent: set.BitTorrentListen, Neutral: set.NeutralListen, Web: set.WebListen, Hosts: set.BitTorrentHosts}); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -118,23 +135,97 @@ func NewProvider(p Provider) *Provider {
 // Listen binds the BitTorrent and the neutral listener and serves them
 // in the background until Close.
 func (p *Provider) Listen(bittorrentAddr, neutralAddr string) error {
-	bl, err := net.Listen("tcp", bittorrentAddr)
+	return p.ListenAddrs(Addrs{BitTorrent: bittorrentAddr, Neutral: neutralAddr})
+}
+
+// Port roles of a listener.
+const (
+	roleApp     = schemas.PortApplication
+	roleNeutral = schemas.PortNeutral
+	roleWeb     = schemas.PortWeb
+)
+
+// ListenAddrs binds every listener of a and serves them in the background
+// until Close.
+func (p *Provider) ListenAddrs(a Addrs) error {
+	host, _, err := net.SplitHostPort(a.BitTorrent)
 	if err != nil {
-		return fmt.Errorf("bittorrent: listen on %s: %w", bittorrentAddr, err)
+		return fmt.Errorf("bittorrent: listen address %q: %w", a.BitTorrent, err)
 	}
-	nl, err := net.Listen("tcp", neutralAddr)
-	if err != nil {
-		bl.Close()
-		return fmt.Errorf("bittorrent: listen on %s: %w", neutralAddr, err)
+	hosts := []string{host}
+	for _, h := range a.Hosts {
+		ip, err := netip.ParseAddr(h)
+		if err != nil || ip.IsUnspecified() {
+			return fmt.Errorf("bittorrent: host %q must be a specific IP address", h)
+		}
+		if !slicesContains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	if len(hosts) > spec.MaxHosts {
+		return fmt.Errorf("bittorrent: %d hosts, at most %d", len(hosts), spec.MaxHosts)
+	}
+	type bound struct {
+		l    net.Listener
+		role string
+		host int
+	}
+	var all []bound
+	fail := func(err error) error {
+		for _, b := range all {
+			b.l.Close()
+		}
+		return err
+	}
+	ports := map[string]int{}
+	for i, h := range hosts {
+		for _, r := range []struct{ role, addr string }{{roleApp, a.BitTorrent}, {roleNeutral, a.Neutral}, {roleWeb, a.Web}} {
+			if r.addr == "" {
+				continue
+			}
+			_, port, err := net.SplitHostPort(r.addr)
+			if err != nil {
+				return fail(fmt.Errorf("bittorrent: listen address %q: %w", r.addr, err))
+			}
+			if i == 0 {
+				h, _, _ = net.SplitHostPort(r.addr) // each listener's own host
+			}
+			if n, ok := ports[r.role]; ok {
+				port = strconv.Itoa(n)
+			}
+			l, err := net.Listen("tcp", net.JoinHostPort(h, port))
+			if err != nil {
+				return fail(fmt.Errorf("bittorrent: listen on %s: %w", net.JoinHostPort(h, port), err))
+			}
+			ports[r.role] = l.Addr().(*net.TCPAddr).Port
+			all = append(all, bound{l, r.role, i})
+		}
+	}
+	announce := hosts
+	if ip, err := netip.ParseAddr(host); err != nil || ip.IsUnspecified() {
+		announce = nil // a wildcard: clients use the HTTP host
 	}
 	p.st.mu.Lock()
-	p.st.btPort, p.st.neutral = bl.Addr().(*net.TCPAddr).Port, nl.Addr().(*net.TCPAddr).Port
-	p.st.listeners[bl], p.st.listeners[nl] = true, true
+	p.st.btPort, p.st.neutral, p.st.web = ports[roleApp], ports[roleNeutral], ports[roleWeb]
+	p.st.hosts = announce
+	for _, b := range all {
+		p.st.listeners[b.l] = true
+	}
 	p.st.mu.Unlock()
-	p.st.wg.Add(2)
-	go p.serve(bl, false)
-	go p.serve(nl, true)
+	for _, b := range all {
+		p.st.wg.Add(1)
+		go p.serve(b.l, b.role, b.host)
+	}
 	return nil
+}
+
+func slicesContains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
 }
 
 // Ports returns the bound ports (0 before Listen).
@@ -142,6 +233,13 @@ func (p *Provider) Ports() (bittorrent, neutral int) {
 	p.st.mu.Lock()
 	defer p.st.mu.Unlock()
 	return p.st.btPort, p.st.neutral
+}
+
+// WebPort returns the bound web port (0: none).
+func (p *Provider) WebPort() int {
+	p.st.mu.Lock()
+	defer p.st.mu.Unlock()
+	return p.st.web
 }
 
 // Close stops the listeners and ends the flows in progress.
@@ -212,15 +310,15 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 	p.st.mu.Lock()
 	p.forgetEnded()
 	for i := 0; i < spec.MaxFlows; i++ {
-		for _, kind := range []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral} {
+		for _, kind := range schemas.FlowKinds {
 			for _, dir := range []string{schemas.DirDownload, schemas.DirUpload} {
 				p.st.keys[wire.FlowKey(s.Token, kind, dir, i)] = &flowRef{session: s, kind: kind, dir: dir, index: i}
 			}
 		}
 	}
-	bt, neutral := p.st.btPort, p.st.neutral
+	resp := spec.StartResponse{BitTorrentPort: p.st.btPort, NeutralPort: p.st.neutral, WebPort: p.st.web, Hosts: p.st.hosts}
 	p.st.mu.Unlock()
-	httpx.WriteJSON(w, http.StatusOK, spec.StartResponse{BitTorrentPort: bt, NeutralPort: neutral})
+	httpx.WriteJSON(w, http.StatusOK, resp)
 }
 
 // forgetEnded drops the keys of sessions that are over.
@@ -232,7 +330,7 @@ func (p *Provider) forgetEnded() {
 	}
 }
 
-func (p *Provider) serve(l net.Listener, neutral bool) {
+func (p *Provider) serve(l net.Listener, role string, host int) {
 	defer p.st.wg.Done()
 	var backoff time.Duration
 	for {
@@ -266,7 +364,7 @@ func (p *Provider) serve(l net.Listener, neutral bool) {
 		p.st.mu.Unlock()
 		go func() {
 			defer p.st.wg.Done()
-			if err := p.flow(c, neutral); err != nil {
+			if err := p.flow(c, role, host); err != nil {
 				p.Logger.Debug("bittorrent: flow refused or failed", "remote", c.RemoteAddr().String(), "err", err)
 			}
 			c.Close()
@@ -278,7 +376,7 @@ func (p *Provider) serve(l net.Listener, neutral bool) {
 }
 
 // flow admits one connection and runs the server's side of its flow.
-func (p *Provider) flow(c net.Conn, neutral bool) error {
+func (p *Provider) flow(c net.Conn, role string, hostIndex int) error {
 	c.SetDeadline(time.Now().Add(spec.HandshakeTimeout))
 	hs := make([]byte, spec.HandshakeLen)
 	if _, err := io.ReadFull(c, hs); err != nil {
@@ -305,9 +403,12 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 		return errors.New("the session is not active")
 	case host != s.ClientAddr:
 		return fmt.Errorf("flow from %s, session of %s", host, s.ClientAddr)
-	case neutral != (ref.kind == schemas.FlowNeutral):
+	}
+	payload, port := schemas.KindCell(ref.kind)
+	switch {
+	case port != role:
 		return fmt.Errorf("a %s flow on the wrong port", ref.kind)
-	case isBT != (ref.kind != schemas.FlowRandom):
+	case isBT != (payload == schemas.PayloadBitTorrent):
 		return fmt.Errorf("a %s flow in the wrong shape", ref.kind)
 	}
 	done, err := p.Negotiator.Begin(s, func() { _ = c.SetDeadline(time.Now()) })
@@ -319,27 +420,28 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 	v.mu.Lock()
 	params := *v.params
 	v.mu.Unlock()
-	random := ref.kind == schemas.FlowRandom
+	random := payload == schemas.PayloadRandom
 	reply := wire.Handshake(key, p.st.peerID)
 	if random {
 		reply = wire.RandomHandshake(key)
 	}
 	dur := time.Duration(params.FlowDurationS * float64(time.Second))
-	c.SetDeadline(time.Now().Add(dur + 30*time.Second))
+	c.SetDeadline(time.Time{}) // the flow sets its own, per read and write (stalls)
+	limit := time.AfterFunc(dur+30*time.Second, func() { c.Close() })
+	defer limit.Stop()
 	f := &wire.Flow{Conn: c, Random: random, Duration: dur, SampleEvery: time.Duration(params.SampleEveryS * float64(time.Second)),
 		MaxBytes: params.MaxFlowBytes, Sent: new(atomic.Int64), Received: new(atomic.Int64)}
 	if _, err := c.Write(reply); err != nil {
 		return err
 	}
-	sf := &serverFlow{kind: ref.kind, dir: ref.dir}
+	sf := &serverFlow{kind: ref.kind, dir: ref.dir, host: hostIndex}
 	if ref.dir == schemas.DirDownload {
-		err = f.Seed()
+		sf.samples, err = f.Seed()
 	} else {
 		sf.samples, err = f.Leech()
+		sf.pipeline = f.MaxOutstanding
 	}
-	if err != nil {
-		sf.err = schemas.FailureOf(err)
-	}
+	sf.failure = schemas.FailureOf(err)
 	v.sent.Add(f.Sent.Load() + int64(len(reply)))
 	v.received.Add(f.Received.Load() + int64(len(hs)))
 	p.OnBytes(f.Sent.Load(), f.Received.Load())
@@ -365,18 +467,36 @@ func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 	return nil
 }
 
+// merge puts the server's receiver samples into the upload flows (the
+// client could only count what it wrote), the server's view into the record, and recomputes the comparisons. In a
+// record of methodology version 2 it also puts the server's samples of
+// every flow (sender's in download), the address each flow reached and
+// the server's failures, reduces the client's failures to the vocabulary,
+// and cross-checks the client's download samples.
 func (p *Provider) merge(keys *schemas.BitTorrent, s *testserver.Session) {
 	v := viewOf(s)
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v2 := keys.Hosts > 0
 	for i := range keys.Flows {
 		f := &keys.Flows[i]
 		sf := v.flows[int(f.Index)]
+		if sf != nil && (sf.kind != f.Kind || sf.dir != f.Direction) {
+			sf = nil
+		}
+		if v2 {
+			f.Error = vocabulary(f.Error)
+			f.ServerSamples, f.ServerMbps, f.ServerError, f.Host = nil, 0, wire.ServerUnseen, 0
+			if sf != nil {
+				f.ServerSamples, f.ServerError, f.Host = sf.samples, sf.failure, uint8(sf.host)
+				f.ServerMbps = wire.FlowMbps(sf.samples, keys.WarmupS)
+			}
+		}
 		if f.Direction != schemas.DirUpload {
 			continue
 		}
 		f.Samples, f.Bytes, f.Mbps = nil, 0, 0
-		if sf == nil || sf.kind != f.Kind || sf.dir != f.Direction {
+		if sf == nil {
 			if f.Error == "" {
 				f.Error = schemas.FailureProtocol // the server saw no such flow
 			}
@@ -387,10 +507,29 @@ func (p *Provider) merge(keys *schemas.BitTorrent, s *testserver.Session) {
 			f.Bytes = sf.samples[n-1].Bytes
 		}
 		f.Mbps = wire.FlowMbps(sf.samples, keys.WarmupS)
-		if f.Error == "" && sf.err != "" {
-			f.Error = sf.err
+		if v2 {
+			f.Pipeline = uint16(sf.pipeline)
+		} else if f.Error == "" && sf.failure != "" {
+			f.Error = sf.failure
 		}
+	}
+	if v2 {
+		keys.Hosts = uint8(max(1, len(p.st.hosts)))
+		cf, cd := wire.CrossCheck(keys)
+		keys.ClientCheckFlows, keys.ClientCheckDisagree = uint16(cf), uint16(cd)
 	}
 	keys.ServerView = &schemas.BitTorrentServer{BytesSent: uint64(v.sent.Load()), BytesReceived: uint64(v.received.Load()), Flows: uint16(len(v.flows))}
 	wire.Analyze(keys)
+}
+
+// vocabulary keeps a client's failure word if it is one of
+// schemas/failure.go's, and makes anything else "other": no free text
+// reaches the record.
+func vocabulary(w string) string {
+	switch w {
+	case "", schemas.FailureTimeout, schemas.FailureConnectionReset, schemas.FailureConnectionRefused, schemas.FailureEOF,
+		schemas.FailureClosedAbnormally, schemas.FailureCanceled, schemas.FailureProtocol, schemas.FailureOther:
+		return w
+	}
+	return schemas.FailureOther
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/neubot/neubot/testserver/bittorrent"
 	"github.com/neubot/neubot/testserver/ndt7"
 	"github.com/neubot/neubot/testserver/ping"
+	"github.com/neubot/neubot/testserver/replay"
 	"github.com/neubot/neubot/testserver/speedtest"
 )
 
@@ -22,6 +23,7 @@ var tests = map[string]func(testserver.Env) (testserver.Provider, error){
 	schemas.NDT7Name:       ndt7.New,
 	schemas.BitTorrentName: bittorrent.New,
 	schemas.PingName:       ping.New,
+	schemas.ReplayName:     replay.New,
 }
 
 // New returns the provider of the named test (testserver.ErrNotOffered

@@ -54,6 +54,15 @@ type Config struct {
 	// forwards (spec/trust.md). nil: records go unsigned (and the
 	// collector stores them as unverified).
 	Key *identity.Key
+	// WebListen is the address of the web-port listener (e.g. :443;
+	// empty: the test runs no web-port flows), BitTorrentHosts more IP
+	// addresses to listen on with the same ports, over which a test spreads
+	// its flows (spec/bittorrent.md).
+	WebListen       string
+	BitTorrentHosts []string
+	// ReplayListen is the address of the replay test's raw listener (e.g.
+	// :443 on an address of its own; empty: the test is not offered).
+	ReplayListen string
 	// Peer says the server is a volunteer's agent serving other agents
 	// (peer-to-peer mode): its records are marked server.peer, and it
 	// forwards none: the tester's upload is the only copy (see agent/peer).
@@ -130,7 +139,8 @@ func New(cfg Config) (*Service, error) {
 			}
 		},
 		Settings: testserver.Settings{NDT7Duration: cfg.NDT7Duration, NDT7AllowUntokened: cfg.NDT7AllowUntokened,
-			BitTorrentListen: cfg.BitTorrentListen, NeutralListen: cfg.NeutralListen},
+			BitTorrentListen: cfg.BitTorrentListen, NeutralListen: cfg.NeutralListen,
+			WebListen: cfg.WebListen, BitTorrentHosts: cfg.BitTorrentHosts, ReplayListen: cfg.ReplayListen},
 	}
 	for _, name := range registry.Names() {
 		p, err := registry.New(name, env)
@@ -195,6 +205,29 @@ func (s *Service) BitTorrentPorts() (bittorrent, neutral int) {
 		}
 	}
 	return 0, 0
+}
+
+// BitTorrentWebPort returns the port of the BitTorrent test's web-port
+// listener (0: none).
+func (s *Service) BitTorrentWebPort() int {
+	for _, p := range s.providers {
+		if bt, ok := p.(interface{ WebPort() int }); ok {
+			return bt.WebPort()
+		}
+	}
+	return 0
+}
+
+// ReplayPort returns the port of the replay test's listener (0: none).
+func (s *Service) ReplayPort() int {
+	for _, p := range s.providers {
+		if p.Spec().Name == schemas.ReplayName {
+			if r, ok := p.(interface{ Port() int }); ok {
+				return r.Port()
+			}
+		}
+	}
+	return 0
 }
 
 // Close stops the providers (the BitTorrent listeners) and keeps

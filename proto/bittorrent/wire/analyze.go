@@ -76,7 +76,18 @@ func consistency(tested, control [][]float64) (reps, slower int) {
 	return reps, slower
 }
 
-// Analyze fills the comparisons and outcomes of k from its flows: in each
+// Analyze fills the comparisons, outcomes and attributions of k from its
+// flows: AnalyzeV2 for a record of the factorial design (Hosts > 0),
+// AnalyzeV1 otherwise.
+func Analyze(k *schemas.BitTorrent) {
+	if k.Hosts > 0 {
+		AnalyzeV2(k)
+		return
+	}
+	AnalyzeV1(k)
+}
+
+// AnalyzeV1 fills the comparisons and outcomes of k from its flows: in each
 // direction, the BitTorrent flows' samples against the random flows' (same
 // port: does the payload matter?) and against the neutral-port flows'
 // (same payload: does the port matter?). Beyond stats.Compare on the
@@ -86,7 +97,7 @@ func consistency(tested, control [][]float64) (reps, slower int) {
 // one kind slower by chance; it rarely does so in every repetition. When
 // the pooled samples say differentiation and a repetition disagrees, the
 // comparison is inconclusive.
-func Analyze(k *schemas.BitTorrent) {
+func AnalyzeV1(k *schemas.BitTorrent) {
 	k.Comparisons = k.Comparisons[:0]
 	outcome := map[string][]string{}
 	for _, dir := range []string{schemas.DirDownload, schemas.DirUpload} {

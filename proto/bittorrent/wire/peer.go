@@ -12,13 +12,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"strconv"
 
 	spec "github.com/neubot/neubot/proto/bittorrent"
+	"github.com/neubot/neubot/schemas"
 )
 
 // Key is the 20-byte key of one flow; it is the info_hash of the
@@ -92,14 +92,14 @@ func PeerID() [20]byte {
 
 // ErrNotBitTorrent is returned for a handshake without the BitTorrent
 // protocol string.
-var ErrNotBitTorrent = errors.New("not a BitTorrent handshake")
+var ErrNotBitTorrent = fmt.Errorf("not a BitTorrent handshake (%w)", schemas.ErrProtocol)
 
 // ParseHandshake checks the first bytes of a flow. It returns the key at
 // the info_hash offset and whether the bytes are a BitTorrent handshake;
 // random-bytes flows carry their key at the same offset.
 func ParseHandshake(b []byte) (key Key, bittorrent bool, err error) {
 	if len(b) != spec.HandshakeLen {
-		return key, false, fmt.Errorf("handshake of %d bytes, want %d", len(b), spec.HandshakeLen)
+		return key, false, fmt.Errorf("%w: handshake of %d bytes, want %d", schemas.ErrProtocol, len(b), spec.HandshakeLen)
 	}
 	copy(key[:], b[spec.InfoHashOffset:])
 	bittorrent = b[0] == byte(len(spec.Protocol)) && string(b[1:1+len(spec.Protocol)]) == spec.Protocol
@@ -125,7 +125,8 @@ func (m Message) Append(b []byte) []byte {
 }
 
 // ErrMessage is wrapped by errors about a malformed message.
-var ErrMessage = errors.New("malformed peer-wire message")
+// It wraps schemas.ErrProtocol, so that a record says protocol_violation.
+var ErrMessage = fmt.Errorf("malformed peer-wire message (%w)", schemas.ErrProtocol)
 
 // ReadMessage reads one message from r into buf (which must hold
 // spec.MaxMessage bytes; the payload aliases it). It refuses a length

@@ -98,9 +98,14 @@ func TestFlow(t *testing.T) {
 		a, b := pair(t)
 		seedConn := &recorder{Conn: b}
 		var sent, recv atomic.Int64
-		seeder := &Flow{Conn: seedConn, Random: random, Sent: &sent}
+		seeder := &Flow{Conn: seedConn, Random: random, Sent: &sent, Duration: 300 * time.Millisecond, SampleEvery: 50 * time.Millisecond}
 		done := make(chan error, 1)
-		go func() { done <- seeder.Seed() }()
+		var seedSamples []schemas.ThroughputSample
+		go func() {
+			var err error
+			seedSamples, err = seeder.Seed()
+			done <- err
+		}()
 		leecher := &Flow{Conn: a, Random: random, Duration: 300 * time.Millisecond, SampleEvery: 50 * time.Millisecond, Received: &recv}
 		samples, err := leecher.Leech()
 		a.Close()
@@ -112,6 +117,10 @@ func TestFlow(t *testing.T) {
 		}
 		if len(samples) < 2 || samples[len(samples)-1].Bytes == 0 {
 			t.Fatalf("random=%v: samples %+v", random, samples)
+		}
+		// The seeder measured too, as sender (bytes acknowledged).
+		if len(seedSamples) < 2 || seedSamples[len(seedSamples)-1].Bytes == 0 {
+			t.Fatalf("random=%v: seeder samples %+v", random, seedSamples)
 		}
 		// Every byte sent was received, in whole pieces after the start.
 		if sent.Load() != recv.Load() || (sent.Load()-bitfieldLen-shortLen)%pieceLen != 0 {
@@ -150,7 +159,7 @@ func TestAnalyze(t *testing.T) {
 				mk(schemas.FlowRandom, dir, bt, len(k.Flows)+1), mk(schemas.FlowNeutral, dir, 20, len(k.Flows)+2))
 		}
 	}
-	Analyze(k)
+	AnalyzeV1(k)
 	if k.DownloadOutcome != schemas.OutcomeDifferentiation || k.UploadOutcome != schemas.OutcomeNone || k.Outcome != schemas.OutcomeDifferentiation {
 		t.Fatalf("outcomes %s %s %s: %+v", k.DownloadOutcome, k.UploadOutcome, k.Outcome, k.Comparisons)
 	}
@@ -164,7 +173,7 @@ func TestAnalyze(t *testing.T) {
 	// One repetition where BitTorrent ran at full speed: the pooled
 	// samples still differ, the repetitions do not agree: inconclusive.
 	k.Flows[6] = mk(schemas.FlowBitTorrent, schemas.DirDownload, 20, 6)
-	Analyze(k)
+	AnalyzeV1(k)
 	if c := k.Comparisons[1]; c.Outcome != schemas.OutcomeInconclusive || c.KSP >= 0.05 || c.DiffPct < 25 || c.RepsSlower != 2 {
 		t.Fatalf("download vs neutral, one repetition unthrottled: %+v", c)
 	}
@@ -198,7 +207,7 @@ func FuzzPeerWire(f *testing.F) {
 		server.SetDeadline(time.Now().Add(5 * time.Second))
 		// Garbage ends in an error, a clean close in nil; either way
 		// Seed returns, within its deadline.
-		_ = (&Flow{Conn: server, Random: random}).Seed()
+		_, _ = (&Flow{Conn: server, Random: random}).Seed()
 		server.Close()
 	})
 }

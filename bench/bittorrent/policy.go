@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/neubot/neubot/agent/replay"
+	spec "github.com/neubot/neubot/proto/bittorrent"
+	"github.com/neubot/neubot/proto/replay/trace"
+)
+
+// The policies the bench plays, each a kind of differentiation deployed
+// today, built from htb classes, u32 filters and the kernel's own tools
+// (no iptables, no netem: this kernel has neither):
+//
+//   - none: a neutral link.
+//   - port: every packet from or to port 6881 goes to the slow class.
+//   - host: every packet from or to the server's second address.
+//   - payload: a stateful DPI box: a u32 filter matches the BitTorrent
+//     handshake ("\x13BitTorrent protocol") at the TCP payload offset and
+//     mirrors that packet to a tap; the policy helper reads the tap and adds
+//     filters putting that connection (both ways) into the slow class, as a
+//     classifier installs a flow rule.
+//   - reset: the same DPI, which resets the connection instead: the helper
+//     destroys the client's socket (ss -K), so the server gets a real RST.
+//   - sni: the same DPI matching a video service's name in the TLS
+//     ClientHello of the replay test (8 bytes of the server name at their
+//     offset), throttling the connection; the bench runs the replay test
+//     (agent/replay: tls-video, original against bit-inverted flows).
+//   - bytes: a byte-count trigger on port 6881: the helper reads every
+//     port-6881 connection's byte counters (ss -i) every 50 ms and moves a
+//     connection to the slow class once it has carried triggerBytes.
+const (
+	policyNone    = "none"
+	policyPort    = "port"
+	policyHost    = "host"
+	policyPayload = "payload"
+	policyReset   = "reset"
+	policyBytes   = "bytes"
+	policySNI     = "sni"
+	// policySNINone is the neutral link under the replay test.
+	policySNINone = "sni-none"
+
+	dpiTap  = "nt-dpi0"
+	dpiRead = "nt-dpi1"
+)
+
+// triggerBytes is the byte count after which the bytes policy throttles a
+// connection: 4 MB, 1.6 s at 20 Mbit/s: more than a default flow of 1.5 s
+// can carry, well within a long one.
+var triggerBytes int64 = 4_000_000
+
+var debug = os.Getenv("NEUBOT_BTBENCH_DEBUG") != ""
+
+// replayAddr is where the test server takes the replay test's flows.
+const replayAddr = "127.0.0.4:443"
+
+// sniMatch is the u32 match of the replay's ClientHello carrying
+// replay.DefaultSNI: the two aligned 32-bit words of the server name that
+// follow the name's offset (IPv4 header 20 bytes, TCP header 32), and the
+// TLS handshake record's first byte.
+func sniMatch() []string {
+	start := 52 + trace.SNIOffset
+	at := (start + 3) / 4 * 4
+	name := replay.DefaultSNI
+	m := []string{"match", "ip", "protocol", "6", "0xff", "match", "u8", "0x80", "0xf0", "at", "32", "match", "u8", "0x16", "0xff", "at", "52"}
+	for w := 0; w < 2; w++ {
+		i := at + 4*w - start
+		m = append(m, "match", "u32", fmt.Sprintf("0x%08x", binary.BigEndian.Uint32([]byte(name[i:i+4]))), "0xffffffff", "at", strconv.Itoa(at+4*w))
+	}
+	return m
+}
+
+// benchHosts are the test server's addresses in the namespace (all on lo).
+var benchHosts = []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+
+// handshakeMatch is the u32 match of a TCP segment whose payload starts
+// with "\x13Bit" (IPv4 header of 20 bytes, TCP header of 32: timestamps,
+// Linux's default).
+var handshakeMatch = []string{"match", "ip", "protocol", "6", "0xff", "match", "u8", "0x80", "0xf0", "at", "32", "match", "u32", "0x13426974", "0xffffffff", "at", "52"}
+
+func filter(prio string, match ...string) []string {
+	return append(append([]string{"filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", prio, "u32"}, match...), "flowid", "1:20")
+}
+
+// staticFilters are the filters of policy that never change.
+func staticFilters(policy string) [][]string {
+	port := strconv.Itoa(spec.BitTorrentPort)
+	switch policy {
+	case policyPort:
+		return [][]string{filter("1", "match", "ip", "sport", port, "0xffff"), filter("1", "match", "ip", "dport", port, "0xffff")}
+	case policyHost:
+		return [][]string{filter("1", "match", "ip", "src", benchHosts[1]+"/32"), filter("1", "match", "ip", "dst", benchHosts[1]+"/32")}
+	case policyPayload, policyReset, policySNI:
+		match := handshakeMatch
+		if policy == policySNI {
+			match = sniMatch()
+		}
+		mirror := append([]string{"filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "2", "u32"}, match...)
+		return [][]string{append(mirror, "flowid", "1:10", "action", "mirred", "egress", "mirror", "dev", dpiTap)}
+	}
+	return nil
+}
+
+// runPolicy is the policy helper, in the namespace, until SIGTERM.
+func runPolicy(policy string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	switch policy {
+	case policyPayload, policyReset, policySNI:
+		return dpi(ctx, policy)
+	case policyBytes:
+		return byteTrigger(ctx)
+	}
+	fmt.Println("ready")
+	<-ctx.Done()
+	return nil
+}
+
+func tcCmd(args ...string) error {
+	out, err := exec.Command("tc", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("tc %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// throttle puts the connection between ports a and b into the slow class.
+func throttle(a, b uint16) error {
+	for _, m := range [][2]uint16{{a, b}, {b, a}} {
+		if err := tcCmd(filter("1", "match", "ip", "sport", strconv.Itoa(int(m[0])), "0xffff", "match", "ip", "dport", strconv.Itoa(int(m[1])), "0xffff")...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func htons(x uint16) uint16 { return x<<8 | x>>8 }
+
+// dpi reads the packets mirrored to the tap and acts on each new
+// connection: throttle it (payload) or reset it (reset).
+func dpi(ctx context.Context, policy string) error {
+	ifi, err := net.InterfaceByName(dpiRead)
+	if err != nil {
+		return err
+	}
+	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, int(htons(syscall.ETH_P_ALL)))
+	if err != nil {
+		return fmt.Errorf("packet socket: %w", err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: htons(syscall.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+		return err
+	}
+	tv := syscall.Timeval{Usec: 200_000}
+	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+	fmt.Println("ready")
+	seen := map[[2]uint16]bool{}
+	buf := make([]byte, 65536)
+	for ctx.Err() == nil {
+		n, err := syscall.Read(fd, buf)
+		if err != nil || n < 14+20+4 {
+			continue
+		}
+		ip := buf[:n]
+		if binary.BigEndian.Uint16(ip[12:14]) == 0x0800 {
+			ip = ip[14:]
+		}
+		if ip[0]>>4 != 4 || ip[9] != 6 {
+			continue
+		}
+		ihl := int(ip[0]&0x0f) * 4
+		if len(ip) < ihl+4 {
+			continue
+		}
+		sport, dport := binary.BigEndian.Uint16(ip[ihl:]), binary.BigEndian.Uint16(ip[ihl+2:])
+		key := [2]uint16{min(sport, dport), max(sport, dport)}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		switch policy {
+		case policyPayload, policySNI:
+			err = throttle(sport, dport)
+		case policyReset:
+			// Destroy the client's socket (the one whose local port is
+			// the ephemeral one): the kernel sends the server a RST, as
+			// an injected one would reach it.
+			client := sport
+			if isServerPort(sport) {
+				client = dport
+			}
+			var out []byte
+			out, err = exec.Command("ss", "-K", "-tn", "sport", "=", ":"+strconv.Itoa(int(client))).CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("ss -K: %v: %s", err, out)
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench policy:", err)
+		}
+	}
+	return nil
+}
+
+func isServerPort(p uint16) bool {
+	return p == spec.BitTorrentPort || p == spec.NeutralPort || p == spec.WebPort
+}
+
+// byteTrigger polls the port-6881 connections' counters and throttles each
+// once it has carried triggerBytes.
+func byteTrigger(ctx context.Context) error {
+	fmt.Println("ready")
+	done := map[[2]uint16]bool{}
+	port := strconv.Itoa(spec.BitTorrentPort)
+	for ctx.Err() == nil {
+		out, err := exec.Command("ss", "-tniH", "state", "established", "(", "sport", "=", ":"+port, ")").Output()
+		if err != nil {
+			return fmt.Errorf("ss: %w", err)
+		}
+		var cur [2]uint16
+		var bytes int64
+		flush := func() {
+			if cur != [2]uint16{} && bytes >= triggerBytes && !done[cur] {
+				done[cur] = true
+				if err := throttle(cur[0], cur[1]); err != nil {
+					fmt.Fprintln(os.Stderr, "bench policy:", err)
+				}
+				if debug {
+					fmt.Fprintf(os.Stderr, "bench policy: ports %d and %d throttled after %d bytes\n", cur[0], cur[1], bytes)
+				}
+			}
+		}
+		sc := bufio.NewScanner(strings.NewReader(string(out)))
+		for sc.Scan() {
+			line := sc.Text()
+			fields := strings.Fields(line)
+			// A socket's line starts at the margin (Recv-Q Send-Q local
+			// peer); its details follow on an indented line.
+			if len(fields) >= 4 && !strings.HasPrefix(line, "\t") && !strings.HasPrefix(line, " ") {
+				flush()
+				cur, bytes = [2]uint16{portOf(fields[2]), portOf(fields[3])}, 0
+				continue
+			}
+			for _, f := range fields {
+				for _, name := range []string{"bytes_acked:", "bytes_received:"} {
+					if v, ok := strings.CutPrefix(f, name); ok {
+						n, _ := strconv.ParseInt(v, 10, 64)
+						bytes += n
+					}
+				}
+			}
+		}
+		flush()
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func portOf(hostport string) uint16 {
+	i := strings.LastIndexByte(hostport, ':')
+	p, _ := strconv.Atoi(hostport[i+1:])
+	return uint16(p)
+}

@@ -1,0 +1,151 @@
+package wire
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/schemas/schemastest"
+)
+
+// grid builds the flows of a version 2 test as the client runs them (kinds
+// rotated, kind j of repetition r to host (j + r) mod hosts), with server
+// samples at rate(kind, dir, host) Mbit/s and failure(kind, dir, host) as
+// the server's failure word.
+func grid(hosts int, rate func(kind, dir string, host int) float64, failure func(kind, dir string, host int) string) *schemas.BitTorrent {
+	k := &schemas.BitTorrent{WarmupS: 0.5, Hosts: uint8(hosts), ServerView: &schemas.BitTorrentServer{}}
+	kinds := schemas.FlowKinds
+	for rep := 0; rep < 3; rep++ {
+		for _, dir := range []string{schemas.DirDownload, schemas.DirUpload} {
+			for i := range kinds {
+				j := (rep + i) % len(kinds)
+				kind, host := kinds[j], (j+rep)%hosts
+				payload, port := schemas.KindCell(kind)
+				f := schemas.BitTorrentFlow{Index: uint16(len(k.Flows)), Kind: kind, Direction: dir, Payload: payload, PortRole: port, Host: uint8(host)}
+				f.ServerError = failure(kind, dir, host)
+				mbps := rate(kind, dir, host)
+				var b uint64
+				for s := 1; s <= 12; s++ {
+					m := mbps * (1 + 0.02*float64((s+len(k.Flows))%5))
+					b += uint64(m * 1e6 / 8 / 8)
+					f.ServerSamples = append(f.ServerSamples, schemas.ThroughputSample{TS: float64(s) / 8, Bytes: b, Mbps: m})
+				}
+				k.Flows = append(k.Flows, f)
+			}
+		}
+	}
+	return k
+}
+
+func noFailure(string, string, int) string { return "" }
+
+// TestAnalyzeV2 plays each policy on the grid and checks the outcome and
+// its attribution, per direction, and that the record validates.
+func TestAnalyzeV2(t *testing.T) {
+	const full, slow = 20.0, 4.0
+	for _, tc := range []struct {
+		name    string
+		rate    func(kind, dir string, host int) float64
+		failure func(kind, dir string, host int) string
+		down    string
+		attr    string
+	}{
+		{"neutral", func(string, string, int) float64 { return full }, noFailure, schemas.OutcomeNone, ""},
+		{"port", func(kind, dir string, _ int) float64 {
+			if _, p := schemas.KindCell(kind); p == schemas.PortApplication && dir == schemas.DirDownload {
+				return slow
+			}
+			return full
+		}, noFailure, schemas.OutcomeDifferentiation, schemas.AttributionPort},
+		{"everything but the web", func(kind, dir string, _ int) float64 {
+			if _, p := schemas.KindCell(kind); p != schemas.PortWeb && dir == schemas.DirDownload {
+				return slow
+			}
+			return full
+		}, noFailure, schemas.OutcomeDifferentiation, schemas.AttributionPort},
+		{"payload", func(kind, dir string, _ int) float64 {
+			if p, _ := schemas.KindCell(kind); p == schemas.PayloadBitTorrent && dir == schemas.DirDownload {
+				return slow
+			}
+			return full
+		}, noFailure, schemas.OutcomeDifferentiation, schemas.AttributionPayload},
+		{"payload on the application port", func(kind, dir string, _ int) float64 {
+			if kind == schemas.FlowBitTorrent && dir == schemas.DirDownload {
+				return slow
+			}
+			return full
+		}, noFailure, schemas.OutcomeDifferentiation, schemas.AttributionBoth},
+		{"entropy (every flow alike)", func(string, string, int) float64 { return slow }, noFailure, schemas.OutcomeNone, ""},
+		{"host", func(_, dir string, host int) float64 {
+			if host == 1 && dir == schemas.DirDownload {
+				return slow
+			}
+			return full
+		}, noFailure, schemas.OutcomeDifferentiation, schemas.AttributionHost},
+		{"reset on BitTorrent bytes", func(string, string, int) float64 { return full }, func(kind, dir string, _ int) string {
+			if p, _ := schemas.KindCell(kind); p == schemas.PayloadBitTorrent && dir == schemas.DirDownload {
+				return schemas.FailureConnectionReset
+			}
+			return ""
+		}, schemas.OutcomeBlocked, schemas.AttributionPayload},
+		{"stall on the application port", func(string, string, int) float64 { return full }, func(kind, dir string, _ int) string {
+			if _, p := schemas.KindCell(kind); p == schemas.PortApplication && dir == schemas.DirDownload {
+				return schemas.FailureTimeout
+			}
+			return ""
+		}, schemas.OutcomeBlocked, schemas.AttributionPort},
+		{"host refused", func(string, string, int) float64 { return full }, func(_, dir string, host int) string {
+			if host == 2 && dir == schemas.DirDownload {
+				return schemas.FailureConnectionRefused
+			}
+			return ""
+		}, schemas.OutcomeBlocked, schemas.AttributionHost},
+		{"server down", func(string, string, int) float64 { return full }, func(_, dir string, _ int) string {
+			if dir == schemas.DirDownload {
+				return schemas.FailureTimeout
+			}
+			return ""
+		}, schemas.OutcomeInconclusive, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := grid(3, tc.rate, tc.failure)
+			Analyze(k)
+			if k.DownloadOutcome != tc.down || k.DownloadAttribution != tc.attr || k.UploadOutcome != schemas.OutcomeNone {
+				t.Fatalf("download %s (%q), upload %s; comparisons %+v; blocked %+v", k.DownloadOutcome, k.DownloadAttribution, k.UploadOutcome, k.Comparisons, k.Blocked)
+			}
+			if k.Outcome != tc.down || k.Attribution != tc.attr {
+				t.Fatalf("test %s (%q)", k.Outcome, k.Attribution)
+			}
+			if tc.down == schemas.OutcomeBlocked && (len(k.Blocked) == 0 || k.Blocked[0].Failure == "") {
+				t.Fatalf("blocked without evidence: %+v", k.Blocked)
+			}
+			rec := schemastest.Speedtest(rand.New(rand.NewPCG(1, 2)), time.Now().Add(-time.Hour), "192.0.2.1", 20)
+			rec.TestName, rec.TestVersion, rec.TestKeys = schemas.BitTorrentName, schemas.BitTorrentVersion, k
+			if err := rec.Validate(time.Now()); err != nil {
+				t.Fatalf("the record does not validate: %v", err)
+			}
+		})
+	}
+}
+
+// TestAnalyzeV2OneRepetitionOff: a policy seen in two repetitions of three
+// is not differentiation (the consistency rule), whatever the factor.
+func TestAnalyzeV2OneRepetitionOff(t *testing.T) {
+	k := grid(3, func(kind, dir string, _ int) float64 {
+		if _, p := schemas.KindCell(kind); p == schemas.PortApplication && dir == schemas.DirDownload {
+			return 4
+		}
+		return 20
+	}, noFailure)
+	// The first repetition's application-port download flows at full speed.
+	for i := range k.Flows[:6] {
+		for j := range k.Flows[i].ServerSamples {
+			k.Flows[i].ServerSamples[j].Mbps = 20
+		}
+	}
+	Analyze(k)
+	if k.DownloadOutcome == schemas.OutcomeDifferentiation {
+		t.Fatalf("differentiation from two repetitions of three: %+v", k.Comparisons)
+	}
+}
