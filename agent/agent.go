@@ -75,6 +75,7 @@ type Agent struct {
 	progress *Progress
 	nextTest time.Time
 	lastErr  string
+	latest   string // the newest agent release the collector announced ("": none)
 	lastTest time.Time
 	busyTill time.Time
 	backoff  time.Duration
@@ -407,6 +408,13 @@ func (a *Agent) rendezvous(ctx context.Context, test string) ([]schemas.ServerIn
 	if err != nil {
 		return nil, err
 	}
+	latest := rr.LatestAgentVersion
+	if !schemas.ValidVersion(latest) {
+		latest = "" // nothing announced, or nothing to show the volunteer
+	}
+	a.mu.Lock()
+	a.latest = latest
+	a.mu.Unlock()
 	return Candidates(rr, test, a.st.PeerID)
 }
 

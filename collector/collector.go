@@ -13,6 +13,7 @@ package collector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -27,6 +28,7 @@ import (
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/internal/spool"
+	"github.com/neubot/neubot/schemas"
 )
 
 // Config configures a collector.
@@ -60,6 +62,10 @@ type Config struct {
 	// TrustProxy takes a peer's address from X-Forwarded-For: only
 	// behind the operator's own proxy or load balancer, which must set it.
 	TrustProxy bool
+	// LatestAgentVersion, when set, is announced in every rendezvous
+	// answer (schemas.RendezvousResponse.LatestAgentVersion), so that
+	// older agents tell their volunteers a newer version exists.
+	LatestAgentVersion string
 }
 
 // Collector is the ingest service. Create it with New, serve Handler, run
@@ -86,6 +92,9 @@ type Collector struct {
 func New(cfg Config) (*Collector, error) {
 	if cfg.SpoolDir == "" {
 		return nil, errors.New("collector: no spool directory")
+	}
+	if cfg.LatestAgentVersion != "" && !schemas.ValidVersion(cfg.LatestAgentVersion) {
+		return nil, fmt.Errorf("collector: latest agent version %q: want 1 to %d bytes of A-Z a-z 0-9 . + ~ -, starting with a digit", cfg.LatestAgentVersion, schemas.MaxVersionBytes)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -331,6 +331,8 @@ func (c *Collector) handleRendezvous(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, schemas.RendezvousResponse{
 		Servers: c.rendezvous().lookup(req.Tests, MaxServersPerTest, req.Peers && !c.cfg.NoPeers),
 		TTLS:    int(RendezvousTTL / time.Second),
+
+		LatestAgentVersion: c.cfg.LatestAgentVersion,
 	})
 }
 

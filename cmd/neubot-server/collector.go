@@ -23,6 +23,7 @@ func cmdCollector(args []string) error {
 	peerNets := fs.String("peer-networks", "", "comma-separated networks peers may also register from, besides the public Internet (e.g. 10.0.0.0/8 for a lab)")
 	trustProxy := fs.Bool("trust-proxy", false, "take peers' addresses from X-Forwarded-For (only behind your own proxy or load balancer, which sets it)")
 	noPeers := fs.Bool("no-peers", false, "turn peer-to-peer mode off: refuse volunteers' agents that offer to serve tests, list no peers")
+	latest := fs.String("latest-agent-version", "", "the newest release of the volunteers' agent, announced in rendezvous answers: older agents say in their web UI that a newer version exists (they never update themselves)")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
 	if err != nil {
@@ -47,15 +48,16 @@ func cmdCollector(args []string) error {
 		return err
 	}
 	svc, err := startCollector(*listen, collector.Config{
-		SpoolDir:      *spoolDir,
-		Spool:         spool.Options{MaxAge: *maxAge, MaxRecords: *maxRecords},
-		ClickHouse:    ch.options(),
-		IPDB:          db2,
-		Logger:        log,
-		NoPeers:       *noPeers,
-		PeerNetworks:  nets,
-		TrustProxy:    *trustProxy,
-		RegisterToken: *registerToken,
+		SpoolDir:           *spoolDir,
+		Spool:              spool.Options{MaxAge: *maxAge, MaxRecords: *maxRecords},
+		ClickHouse:         ch.options(),
+		IPDB:               db2,
+		Logger:             log,
+		NoPeers:            *noPeers,
+		LatestAgentVersion: *latest,
+		PeerNetworks:       nets,
+		TrustProxy:         *trustProxy,
+		RegisterToken:      *registerToken,
 	})
 	if err != nil {
 		return err
