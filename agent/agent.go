@@ -28,8 +28,9 @@ import (
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
 	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/proto/ingest"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver"
 )
 
 // Options configure an agent.
@@ -64,7 +65,7 @@ type Agent struct {
 	opts  Options
 	log   *slog.Logger
 	store *Store
-	fw    *testserver.Forwarder
+	fw    *ingest.Forwarder
 	csrf  string
 	http  *http.Client
 
@@ -164,7 +165,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.store = st
-	fw, err := testserver.OpenForwarder(a.path("upload-spool"), opts.CollectorURL, opts.Logger)
+	fw, err := ingest.OpenForwarder(a.path("upload-spool"), opts.CollectorURL, opts.Logger)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("agent: %w", err)
@@ -400,16 +401,16 @@ func (a *Agent) StartTest(ctx context.Context, done chan<- error) error {
 // rendezvous asks the collector for the test servers of test (and peers,
 // if the volunteer allows them), least loaded first, itself excluded, and
 // keeps what the answer says of the latest agent version.
-func (a *Agent) rendezvous(ctx context.Context, test string) ([]schemas.ServerInfo, error) {
+func (a *Agent) rendezvous(ctx context.Context, test string) ([]rendezvous.ServerInfo, error) {
 	if a.opts.ServerURL != "" {
-		return []schemas.ServerInfo{{URL: a.opts.ServerURL}}, nil
+		return []rendezvous.ServerInfo{{URL: a.opts.ServerURL}}, nil
 	}
-	rr, err := Rendezvous(ctx, a.http, a.opts.CollectorURL, schemas.RendezvousRequest{AgentID: a.st.AgentID, Tests: []string{test}, AgentVersion: version.Version, Peers: a.Config().TestWithPeers})
+	rr, err := Rendezvous(ctx, a.http, a.opts.CollectorURL, rendezvous.RendezvousRequest{AgentID: a.st.AgentID, Tests: []string{test}, AgentVersion: version.Version, Peers: a.Config().TestWithPeers})
 	if err != nil {
 		return nil, err
 	}
 	latest := rr.LatestAgentVersion
-	if !schemas.ValidVersion(latest) {
+	if !rendezvous.ValidVersion(latest) {
 		latest = "" // nothing announced, or nothing to show the volunteer
 	}
 	a.mu.Lock()

@@ -11,7 +11,7 @@ import (
 
 	"github.com/neubot/neubot/agent/peer"
 	"github.com/neubot/neubot/internal/atomicfile"
-	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/proto/rendezvous"
 )
 
 // Config is what the volunteer can change, persisted in config.json.
@@ -31,8 +31,8 @@ type Config struct {
 	// ServePeers offers this agent to other volunteers' agents as a test
 	// server (peer-to-peer mode), within PeerCaps. They see this
 	// computer's address, as it sees theirs.
-	ServePeers bool             `json:"serve_peers"`
-	PeerCaps   schemas.PeerCaps `json:"peer_caps"`
+	ServePeers bool                `json:"serve_peers"`
+	PeerCaps   rendezvous.PeerCaps `json:"peer_caps"`
 	// TestWithPeers lets this agent's tests run against other volunteers'
 	// agents as well as the platform's servers, whichever is least busy.
 	TestWithPeers bool `json:"test_with_peers"`
@@ -69,7 +69,7 @@ func (c *Config) Validate() error {
 		return &ConfigError{"cron", "is too long"}
 	}
 	if err := c.PeerCaps.Validate(); err != nil {
-		var me *schemas.MessageError
+		var me *rendezvous.MessageError
 		if errors.As(err, &me) && len(me.Fields) > 0 {
 			return &ConfigError{"peer_caps." + me.Fields[0].Path, me.Fields[0].Reason}
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -64,12 +65,8 @@ func (a *Agent) CompareISP(ctx context.Context) ISPComparison {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var who struct {
-		ASN     uint32 `json:"asn"`
-		Org     string `json:"org"`
-		Country string `json:"country"`
-	}
-	if err := a.getJSON(ctx, base+"/api/v1/whoami", &who); err != nil {
+	var who publicapi.Whoami
+	if err := a.getJSON(ctx, base+publicapi.WhoamiPath, &who); err != nil {
 		c.Reason = "the public API is not reachable now"
 		return c
 	}
@@ -85,7 +82,7 @@ func (a *Agent) CompareISP(ctx context.Context) ISPComparison {
 		} `json:"days"`
 	}
 	q := url.Values{"scope": {"asn"}, "key": {fmt.Sprint(who.ASN)}, "metric": {"download_mbps"}, "days": {fmt.Sprint(comparisonDays)}}
-	if err := a.getJSON(ctx, base+"/api/v1/distributions?"+q.Encode(), &dist); err != nil {
+	if err := a.getJSON(ctx, base+publicapi.DistributionsPath+"?"+q.Encode(), &dist); err != nil {
 		c.Reason = "the public API is not reachable now"
 		return c
 	}

@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/neubot/neubot/agent/plugin"
-	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/proto/rendezvous"
 )
 
 // MaxCandidates bounds the servers (or peers) one test tries in turn when
@@ -22,7 +22,7 @@ const MaxCandidates = 3
 // Rendezvous asks the collector at collectorURL which live test servers
 // serve req's tests (spec/rendezvous.md). It is the one client of the
 // rendezvous: the agent's tests and `neubot run` without --server use it.
-func Rendezvous(ctx context.Context, client *http.Client, collectorURL string, req schemas.RendezvousRequest) (*schemas.RendezvousResponse, error) {
+func Rendezvous(ctx context.Context, client *http.Client, collectorURL string, req rendezvous.RendezvousRequest) (*rendezvous.RendezvousResponse, error) {
 	if collectorURL == "" {
 		return nil, errors.New("no test server: give a server URL or a collector URL")
 	}
@@ -30,7 +30,7 @@ func Rendezvous(ctx context.Context, client *http.Client, collectorURL string, r
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous: %w", err)
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(collectorURL, "/")+schemas.RendezvousPath, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(collectorURL, "/")+rendezvous.RendezvousPath, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous: %w", err)
 	}
@@ -43,8 +43,8 @@ func Rendezvous(ctx context.Context, client *http.Client, collectorURL string, r
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("rendezvous: the collector at %s answered %s", collectorURL, resp.Status)
 	}
-	var rr schemas.RendezvousResponse
-	if err := json.NewDecoder(io.LimitReader(resp.Body, schemas.MaxRendezvousBodyBytes)).Decode(&rr); err != nil {
+	var rr rendezvous.RendezvousResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, rendezvous.MaxRendezvousBodyBytes)).Decode(&rr); err != nil {
 		return nil, fmt.Errorf("rendezvous: the collector's answer: %w", err)
 	}
 	return &rr, nil
@@ -53,8 +53,8 @@ func Rendezvous(ctx context.Context, client *http.Client, collectorURL string, r
 // Candidates are the first MaxCandidates servers the rendezvous answer rr
 // lists for test, least loaded first, without the peer whose ID is self
 // (an agent serving peers must not test against itself; "" skips none).
-func Candidates(rr *schemas.RendezvousResponse, test, self string) ([]schemas.ServerInfo, error) {
-	var out []schemas.ServerInfo
+func Candidates(rr *rendezvous.RendezvousResponse, test, self string) ([]rendezvous.ServerInfo, error) {
+	var out []rendezvous.ServerInfo
 	for _, s := range rr.Servers[test] {
 		if s.Peer && self != "" && s.ID == self {
 			continue

@@ -28,7 +28,8 @@ import (
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/internal/spool"
-	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/proto/ingest"
+	"github.com/neubot/neubot/proto/rendezvous"
 )
 
 // Config configures a collector.
@@ -63,7 +64,7 @@ type Config struct {
 	// behind the operator's own proxy or load balancer, which must set it.
 	TrustProxy bool
 	// LatestAgentVersion, when set, is announced in every rendezvous
-	// answer (schemas.RendezvousResponse.LatestAgentVersion), so that
+	// answer (rendezvous.RendezvousResponse.LatestAgentVersion), so that
 	// older agents tell their volunteers a newer version exists.
 	LatestAgentVersion string
 }
@@ -93,8 +94,8 @@ func New(cfg Config) (*Collector, error) {
 	if cfg.SpoolDir == "" {
 		return nil, errors.New("collector: no spool directory")
 	}
-	if cfg.LatestAgentVersion != "" && !schemas.ValidVersion(cfg.LatestAgentVersion) {
-		return nil, fmt.Errorf("collector: latest agent version %q: want 1 to %d bytes of A-Z a-z 0-9 . + ~ -, starting with a digit", cfg.LatestAgentVersion, schemas.MaxVersionBytes)
+	if cfg.LatestAgentVersion != "" && !rendezvous.ValidVersion(cfg.LatestAgentVersion) {
+		return nil, fmt.Errorf("collector: latest agent version %q: want 1 to %d bytes of A-Z a-z 0-9 . + ~ -, starting with a digit", cfg.LatestAgentVersion, rendezvous.MaxVersionBytes)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -120,10 +121,10 @@ func New(cfg Config) (*Collector, error) {
 		peerRate: ratelimit.New(1, 10)}
 	c.metrics = newMetrics(sp)
 	r := chi.NewRouter()
-	r.Post(IngestPath, c.handleIngest)
-	r.Post(RegisterPath, c.handleRegister)
-	r.Post(RendezvousPath, c.handleRendezvous)
-	r.Post(PeerRegisterPath, c.handlePeerRegister)
+	r.Post(ingest.Path, c.handleIngest)
+	r.Post(rendezvous.RegisterPath, c.handleRegister)
+	r.Post(rendezvous.RendezvousPath, c.handleRendezvous)
+	r.Post(rendezvous.PeerRegisterPath, c.handlePeerRegister)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -20,15 +20,16 @@ import (
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/internal/spool"
+	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
 )
 
 func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
 
-func post(t testing.TB, url string, body []byte, header ...string) (int, collector.IngestResponse) {
+func post(t testing.TB, url string, body []byte, header ...string) (int, ingest.Response) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url+collector.IngestPath, bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, url+ingest.Path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func post(t testing.TB, url string, body []byte, header ...string) (int, collect
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out collector.IngestResponse
+	var out ingest.Response
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatalf("answer is not JSON: %v: %s", err, b)
@@ -286,7 +287,7 @@ func FuzzIngest(f *testing.F) {
 	bt := schemastest.Line(schemastest.BitTorrent(rand.New(rand.NewPCG(3, 3)), time.Now().Add(-time.Hour), "151.5.10.20", 20, schemas.OutcomeDifferentiation))
 	f.Add(append(bt, valid...), false)
 	f.Fuzz(func(t *testing.T, body []byte, gzipped bool) {
-		req := httptest.NewRequest(http.MethodPost, collector.IngestPath, bytes.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, ingest.Path, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-ndjson")
 		if gzipped {
 			req.Header.Set("Content-Encoding", "gzip")
@@ -294,7 +295,7 @@ func FuzzIngest(f *testing.F) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		code := rec.Code
-		var resp collector.IngestResponse
+		var resp ingest.Response
 		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 			t.Fatalf("answer is not JSON: %s", rec.Body.Bytes())
 		}

@@ -11,50 +11,23 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/neubot/neubot/internal/spool"
+	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
 )
 
 // Limits of one ingest request. A body over a limit gets 413 and nothing of
 // it is spooled, so the client can split it and send it again.
+// (the protocol's, proto/ingest; a collector may be configured lower).
 const (
-	DefaultMaxBodyBytes    = 32 << 20  // compressed, as sent
-	DefaultMaxDecodedBytes = 128 << 20 // after gunzip
-	DefaultMaxLines        = 100_000
-	maxRejectsListed       = 1000
+	DefaultMaxBodyBytes    = ingest.MaxBodyBytes
+	DefaultMaxDecodedBytes = ingest.MaxDecodedBytes
+	DefaultMaxLines        = ingest.MaxLines
 )
-
-// IngestPath is where agents and test servers submit records.
-const IngestPath = "/api/v1/measurements"
-
-// ndjsonTypes are the accepted Content-Types of an ingest body.
-var ndjsonTypes = map[string]bool{
-	"application/x-ndjson": true,
-	"application/ndjson":   true,
-	"application/jsonl":    true,
-	"application/x-jsonl":  true,
-}
-
-// Rejected is one line of a body that was not accepted.
-type Rejected struct {
-	Line   int    `json:"line"`
-	Field  string `json:"field"`
-	Reason string `json:"reason"`
-}
-
-// IngestResponse is the JSON body of every answer of the ingest endpoint.
-type IngestResponse struct {
-	// Accepted counts the lines of this body that are now durably spooled.
-	Accepted int `json:"accepted"`
-	// RejectedCount counts the lines refused; Rejected lists the first
-	// 1000 of them with line number (1-based), field path and reason.
-	RejectedCount int        `json:"rejected_count"`
-	Rejected      []Rejected `json:"rejected,omitempty"`
-	Error         string     `json:"error,omitempty"`
-}
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -67,7 +40,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func (c *Collector) fail(w http.ResponseWriter, code int, format string, args ...any) {
 	c.metrics.requests.WithLabelValues(strconv.Itoa(code)).Inc()
-	writeJSON(w, code, IngestResponse{Error: fmt.Sprintf(format, args...)})
+	writeJSON(w, code, ingest.Response{Error: fmt.Sprintf(format, args...)})
 }
 
 // errTooLarge marks a body over one of the limits.
@@ -109,7 +82,7 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || !ndjsonTypes[mt] {
+	if err != nil || !slices.Contains(ingest.ContentTypes, mt) {
 		c.fail(w, http.StatusUnsupportedMediaType, "Content-Type must be application/x-ndjson (one JSON record per line), got %.64q", r.Header.Get("Content-Type"))
 		return
 	}
@@ -136,7 +109,7 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 	src = &limitReader{r: src, n: c.cfg.MaxDecodedBytes}
 
 	peer, _, _ := net.SplitHostPort(r.RemoteAddr)
-	resp := IngestResponse{}
+	resp := ingest.Response{}
 	var entries []spool.Entry
 	lineNo := 0
 	br := bufio.NewReaderSize(src, 64<<10)
@@ -163,7 +136,7 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case tooLong:
 			resp.RejectedCount++
-			resp.reject(lineNo, schemas.FieldError{Reason: fmt.Sprintf("line is longer than the limit of %d bytes", schemas.MaxRecordBytes)})
+			reject(&resp, lineNo, schemas.FieldError{Reason: fmt.Sprintf("line is longer than the limit of %d bytes", schemas.MaxRecordBytes)})
 		case len(bytes.TrimSpace(line)) == 0:
 			// A blank line is no record; it still counts in the numbering,
 			// so that line numbers are those of the file that was sent.
@@ -177,7 +150,7 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 					if i == 0 {
 						resp.RejectedCount++
 					}
-					resp.reject(lineNo, fe)
+					reject(&resp, lineNo, fe)
 				}
 			} else {
 				entries = append(entries, spool.Entry{Received: now, Peer: peer, Record: bytes.Clone(line), Decoded: rec})
@@ -208,9 +181,9 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, resp)
 }
 
-func (resp *IngestResponse) reject(line int, fe schemas.FieldError) {
-	if len(resp.Rejected) < maxRejectsListed {
-		resp.Rejected = append(resp.Rejected, Rejected{Line: line, Field: fe.Path, Reason: fe.Reason})
+func reject(resp *ingest.Response, line int, fe schemas.FieldError) {
+	if len(resp.Rejected) < ingest.MaxRejectsListed {
+		resp.Rejected = append(resp.Rejected, ingest.Rejected{Line: line, Field: fe.Path, Reason: fe.Reason})
 	}
 }
 

@@ -1,7 +1,7 @@
 package collector
 
 // Peer-to-peer mode: a volunteer's agent that serves tests to other agents
-// registers at PeerRegisterPath, like a test server but without the
+// registers at rendezvous.PeerRegisterPath, like a test server but without the
 // operators' token and without a URL. The collector makes the URL from the
 // address the registration comes from and the offered port, so that a
 // registration can point only at its sender, and lists the peer only after
@@ -38,11 +38,9 @@ import (
 
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/ratelimit"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
-
-// PeerRegisterPath is where volunteers' agents register as peers.
-const PeerRegisterPath = schemas.PeerRegisterPath
 
 // Parameters of the reachability check.
 const (
@@ -144,12 +142,12 @@ func (c *Collector) handlePeerRegister(w http.ResponseWriter, r *http.Request) {
 		rendezvousFail(w, http.StatusTooManyRequests, nil, "too many peer registrations from this address: at most one a second")
 		return
 	}
-	var reg schemas.ServerRegistration
+	var reg rendezvous.ServerRegistration
 	if !decodeRendezvous(w, r, &reg) {
 		return
 	}
 	if reg.Peer == nil {
-		fe := schemas.FieldError{Path: "peer", Reason: "is required here; test servers register at " + RegisterPath}
+		fe := schemas.FieldError{Path: "peer", Reason: "is required here; test servers register at " + rendezvous.RegisterPath}
 		rendezvousFail(w, http.StatusBadRequest, []schemas.FieldError{fe}, "%s", fe.Error())
 		return
 	}
@@ -209,8 +207,8 @@ func (c *Collector) handlePeerRegister(w http.ResponseWriter, r *http.Request) {
 		}
 		c.metrics.peerChecks.WithLabelValues(result).Inc()
 	}
-	status := &schemas.PeerStatus{Listed: check.listed, URL: url, Reason: check.reason, CheckedAt: check.at.UTC().Format(time.RFC3339)}
-	ack := schemas.RegistrationAck{
+	status := &rendezvous.PeerStatus{Listed: check.listed, URL: url, Reason: check.reason, CheckedAt: check.at.UTC().Format(time.RFC3339)}
+	ack := rendezvous.RegistrationAck{
 		HeartbeatS: int(RegistrationHeartbeat / time.Second),
 		ExpiresS:   int(RegistrationExpiry / time.Second),
 	}
@@ -248,7 +246,7 @@ func (c *Collector) connectBack(ctx context.Context, id, url string) (bool, stri
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+schemas.PeerHelloPath+"?nonce="+nonce, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+rendezvous.PeerHelloPath+"?nonce="+nonce, nil)
 	if err != nil {
 		return false, fmt.Sprintf("bad peer URL %s: %v", url, err)
 	}
@@ -266,7 +264,7 @@ func (c *Collector) connectBack(ctx context.Context, id, url string) (bool, stri
 	case len(body) > maxHelloBytes:
 		return false, fmt.Sprintf("%s answered the reachability check with more than %d bytes", url, maxHelloBytes)
 	}
-	var hello schemas.PeerHello
+	var hello rendezvous.PeerHello
 	if err := json.Unmarshal(body, &hello); err != nil {
 		return false, fmt.Sprintf("%s did not answer the reachability check as a Neubot agent: %v", url, err)
 	}

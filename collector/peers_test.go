@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/neubot/neubot/internal/ratelimit"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -33,12 +34,12 @@ func newHelloServer(t *testing.T, id, claim string) *helloServer {
 		claim = id
 	}
 	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != schemas.PeerHelloPath {
+		if r.URL.Path != rendezvous.PeerHelloPath {
 			http.NotFound(w, r)
 			return
 		}
 		h.checks.Add(1)
-		json.NewEncoder(w).Encode(schemas.PeerHello{ID: claim, Nonce: r.URL.Query().Get("nonce")})
+		json.NewEncoder(w).Encode(rendezvous.PeerHello{ID: claim, Nonce: r.URL.Query().Get("nonce")})
 	}))
 	t.Cleanup(h.Close)
 	h.port = h.Listener.Addr().(*net.TCPAddr).Port
@@ -48,19 +49,19 @@ func newHelloServer(t *testing.T, id, claim string) *helloServer {
 // loopbackPeers lets peers register from loopback, as the tests' do.
 var loopbackPeers = Config{PeerNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 
-func peerRegistration(id string, port int) schemas.ServerRegistration {
-	return schemas.ServerRegistration{
+func peerRegistration(id string, port int) rendezvous.ServerRegistration {
+	return rendezvous.ServerRegistration{
 		ID: id, Tests: []string{schemas.SpeedtestName, schemas.NDT7Name}, Version: "1.0.0",
-		Load: schemas.ServerLoad{Capacity: 1},
-		Peer: &schemas.PeerOffer{Port: port, Caps: schemas.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}},
+		Load: rendezvous.ServerLoad{Capacity: 1},
+		Peer: &rendezvous.PeerOffer{Port: port, Caps: rendezvous.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}},
 	}
 }
 
 // registerPeer posts a peer registration and returns the status and ack.
-func registerPeer(t *testing.T, url string, reg schemas.ServerRegistration) (int, schemas.RegistrationAck, string) {
+func registerPeer(t *testing.T, url string, reg rendezvous.ServerRegistration) (int, rendezvous.RegistrationAck, string) {
 	t.Helper()
-	code, body := postJSON(t, url, PeerRegisterPath, reg)
-	var ack schemas.RegistrationAck
+	code, body := postJSON(t, url, rendezvous.PeerRegisterPath, reg)
+	var ack rendezvous.RegistrationAck
 	if code == http.StatusOK {
 		if err := json.Unmarshal(body, &ack); err != nil {
 			t.Fatalf("ack is not JSON: %v: %s", err, body)
@@ -73,15 +74,15 @@ func registerPeer(t *testing.T, url string, reg schemas.ServerRegistration) (int
 }
 
 // askWithPeers asks the rendezvous as an agent that allows peer tests.
-func askWithPeers(t *testing.T, url string, peers bool) schemas.RendezvousResponse {
+func askWithPeers(t *testing.T, url string, peers bool) rendezvous.RendezvousResponse {
 	t.Helper()
-	code, body := postJSON(t, url, RendezvousPath, schemas.RendezvousRequest{
+	code, body := postJSON(t, url, rendezvous.RendezvousPath, rendezvous.RendezvousRequest{
 		AgentID: "123e4567-e89b-12d3-a456-426614174000", Tests: []string{schemas.SpeedtestName}, Peers: peers,
 	})
 	if code != http.StatusOK {
 		t.Fatalf("rendezvous: %d %s", code, body)
 	}
-	var resp schemas.RendezvousResponse
+	var resp rendezvous.RendezvousResponse
 	if err := json.Unmarshal(body, &resp); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestPeerReachable(t *testing.T) {
 	register(t, srv.URL, registration("busy-server", 2, 0, 2))
 	register(t, srv.URL, registration("idle-server", 0, 0, 4))
 	reg := peerRegistration("peer-a", h.port)
-	reg.Load = schemas.ServerLoad{Active: 0, Queued: 0, Capacity: 1}
+	reg.Load = rendezvous.ServerLoad{Active: 0, Queued: 0, Capacity: 1}
 	code, ack, body := registerPeer(t, srv.URL, reg)
 	want := fmt.Sprintf("http://127.0.0.1:%d", h.port)
 	if code != http.StatusOK || !ack.Peer.Listed || ack.Peer.URL != want || ack.Peer.Reason != "" || ack.HeartbeatS != 10 {
@@ -126,7 +127,7 @@ func TestPeerReachable(t *testing.T) {
 		}
 	}
 	without := askWithPeers(t, srv.URL, false).Servers[schemas.SpeedtestName]
-	if len(without) != 2 || slices.ContainsFunc(without, func(s schemas.ServerInfo) bool { return s.Peer }) {
+	if len(without) != 2 || slices.ContainsFunc(without, func(s rendezvous.ServerInfo) bool { return s.Peer }) {
 		t.Fatalf("an agent that did not allow peers got %+v", without)
 	}
 	// Heartbeats do not connect back again within PeerRecheck.
@@ -211,7 +212,7 @@ func TestPeerCannotTakeAnotherPlace(t *testing.T) {
 		t.Fatalf("not listed: %+v", ack.Peer)
 	}
 	// A server's ID in a peer registration is refused before any check.
-	if code, body := postJSON(t, srv.URL, PeerRegisterPath, peerRegistration("mlab1.mil04", 9)); code != http.StatusBadRequest || !strings.Contains(string(body), "peer-") {
+	if code, body := postJSON(t, srv.URL, rendezvous.PeerRegisterPath, peerRegistration("mlab1.mil04", 9)); code != http.StatusBadRequest || !strings.Contains(string(body), "peer-") {
 		t.Fatalf("a peer under a server's ID: %d %s", code, body)
 	}
 	// The same peer ID from another address: 409, and nothing changes.
@@ -222,10 +223,10 @@ func TestPeerCannotTakeAnotherPlace(t *testing.T) {
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
 	port := closed.Addr().(*net.TCPAddr).Port
 	closed.Close()
-	if code, body := postJSON(t, srv.URL, PeerRegisterPath, peerRegistration("peer-a", port)); code != http.StatusConflict {
+	if code, body := postJSON(t, srv.URL, rendezvous.PeerRegisterPath, peerRegistration("peer-a", port)); code != http.StatusConflict {
 		t.Fatalf("another address's peer ID: %d %s", code, body)
 	}
-	ids, _ := rendezvous(t, srv.URL, schemas.SpeedtestName)
+	ids, _ := askRendezvous(t, srv.URL, schemas.SpeedtestName)
 	if !slices.Equal(ids[schemas.SpeedtestName], []string{"mlab1.mil04"}) {
 		t.Fatalf("servers listed after the attempts: %v", ids)
 	}
@@ -270,7 +271,7 @@ func TestPeerBehindProxy(t *testing.T) {
 	h := newHelloServer(t, "peer-a", "")
 	body, _ := json.Marshal(peerRegistration("peer-a", h.port))
 	post := func(url string) (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, url+PeerRegisterPath, bytes.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, url+rendezvous.PeerRegisterPath, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Add("X-Forwarded-For", "127.0.0.1, 203.0.113.50")
 		req.Header.Add("X-Forwarded-For", "192.0.2.1, 10.20.30.40")
@@ -297,15 +298,15 @@ func TestPeerBehindProxy(t *testing.T) {
 func TestPeerRegistrationRefused(t *testing.T) {
 	_, srv, clock := rendezvousServer(t, Config{RegisterToken: "tok", PeerNetworks: loopbackPeers.PeerNetworks})
 	h := newHelloServer(t, "peer-x", "")
-	if code, body := postJSON(t, srv.URL, RegisterPath, peerRegistration("peer-p", h.port), "Authorization", "Bearer tok"); code != http.StatusBadRequest || !strings.Contains(string(body), PeerRegisterPath) {
+	if code, body := postJSON(t, srv.URL, rendezvous.RegisterPath, peerRegistration("peer-p", h.port), "Authorization", "Bearer tok"); code != http.StatusBadRequest || !strings.Contains(string(body), rendezvous.PeerRegisterPath) {
 		t.Fatalf("peer at the servers' path: %d %s", code, body)
 	}
-	if code, body := postJSON(t, srv.URL, PeerRegisterPath, registration("s", 0, 0, 1)); code != http.StatusBadRequest || !strings.Contains(string(body), `"field":"peer"`) {
+	if code, body := postJSON(t, srv.URL, rendezvous.PeerRegisterPath, registration("s", 0, 0, 1)); code != http.StatusBadRequest || !strings.Contains(string(body), `"field":"peer"`) {
 		t.Fatalf("server at the peers' path: %d %s", code, body)
 	}
 	withURL := peerRegistration("peer-p", h.port)
 	withURL.URL = "http://192.0.2.1:9777"
-	if code, body := postJSON(t, srv.URL, PeerRegisterPath, withURL); code != http.StatusBadRequest || !strings.Contains(string(body), `"field":"url"`) {
+	if code, body := postJSON(t, srv.URL, rendezvous.PeerRegisterPath, withURL); code != http.StatusBadRequest || !strings.Contains(string(body), `"field":"url"`) {
 		t.Fatalf("peer naming its URL: %d %s", code, body)
 	}
 	// Peers need no token; each ID answers the hello as itself.
@@ -330,13 +331,13 @@ func TestPeerRegistrationRefused(t *testing.T) {
 	_ = clock
 
 	_, off, _ := rendezvousServer(t, Config{NoPeers: true})
-	if code, body := postJSON(t, off.URL, PeerRegisterPath, peerRegistration("peer-p", h.port)); code != http.StatusForbidden {
+	if code, body := postJSON(t, off.URL, rendezvous.PeerRegisterPath, peerRegistration("peer-p", h.port)); code != http.StatusForbidden {
 		t.Fatalf("peers off: %d %s", code, body)
 	}
 	// By default, loopback and private sources are refused: the
 	// collector never connects back into its own network.
 	_, def, _ := rendezvousServer(t, Config{})
-	if code, body := postJSON(t, def.URL, PeerRegisterPath, peerRegistration("peer-p", h.port)); code != http.StatusForbidden || !strings.Contains(string(body), "public") {
+	if code, body := postJSON(t, def.URL, rendezvous.PeerRegisterPath, peerRegistration("peer-p", h.port)); code != http.StatusForbidden || !strings.Contains(string(body), "public") {
 		t.Fatalf("a peer from loopback by default: %d %s", code, body)
 	}
 	if h.checks.Load() != 0 {
@@ -367,7 +368,7 @@ func FuzzPeerRegister(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		r := httptest.NewRequest(http.MethodPost, PeerRegisterPath, bytes.NewReader(body))
+		r := httptest.NewRequest(http.MethodPost, rendezvous.PeerRegisterPath, bytes.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
@@ -379,13 +380,13 @@ func FuzzPeerRegister(f *testing.F) {
 		default:
 			t.Fatalf("status %d for body %q: %s", w.Code, body, w.Body.Bytes())
 		}
-		var m schemas.ServerRegistration
+		var m rendezvous.ServerRegistration
 		dec := json.NewDecoder(bytes.NewReader(body))
 		ok := dec.Decode(&m) == nil && m.Peer != nil && m.Validate() == nil
 		if _, err := dec.Token(); err != io.EOF {
 			ok = false
 		}
-		if ok && len(body) <= schemas.MaxRendezvousBodyBytes && w.Code != http.StatusTooManyRequests {
+		if ok && len(body) <= rendezvous.MaxRendezvousBodyBytes && w.Code != http.StatusTooManyRequests {
 			t.Fatalf("valid peer registration %q answered %d: %s", body, w.Code, w.Body.Bytes())
 		}
 	})

@@ -1,8 +1,8 @@
 package collector
 
 // The rendezvous (the Coordinator of the 2011 Neubot paper): test servers
-// register at schemas.RegisterPath and heartbeat; agents ask
-// schemas.RendezvousPath which live servers serve which tests.
+// register at rendezvous.RegisterPath and heartbeat; agents ask
+// rendezvous.RendezvousPath which live servers serve which tests.
 //
 // The registry is soft state, in memory only: a restarted collector forgets
 // every server and relearns them within one heartbeat interval, so the
@@ -31,13 +31,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
-)
-
-// Paths of the rendezvous endpoints (see schemas for their messages).
-const (
-	RegisterPath   = schemas.RegisterPath
-	RendezvousPath = schemas.RendezvousPath
 )
 
 // Parameters of the rendezvous.
@@ -106,7 +101,7 @@ type registry struct {
 
 // serverEntry is one registered test server.
 type serverEntry struct {
-	info    schemas.ServerInfo
+	info    rendezvous.ServerInfo
 	tests   []string
 	expires time.Time
 	addr    string // a peer's source address (see addressKey); "" for servers
@@ -132,7 +127,7 @@ func (r *registry) clock() time.Time {
 
 // upsert adds or refreshes the registration of reg.ID, which must be valid
 // (a peer's with its URL made and checked, and addr its source address).
-func (r *registry) upsert(reg schemas.ServerRegistration, addr string) (schemas.RegistrationAck, error) {
+func (r *registry) upsert(reg rendezvous.ServerRegistration, addr string) (rendezvous.RegistrationAck, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.clock()
@@ -145,14 +140,14 @@ func (r *registry) upsert(reg schemas.ServerRegistration, addr string) (schemas.
 	switch {
 	case exists:
 	case reg.Peer == nil && len(r.servers)-r.peers >= MaxRegisteredServers:
-		return schemas.RegistrationAck{}, errRegistryFull
+		return rendezvous.RegistrationAck{}, errRegistryFull
 	case reg.Peer != nil && r.peers >= MaxRegisteredPeers:
-		return schemas.RegistrationAck{}, errPeersFull
+		return rendezvous.RegistrationAck{}, errPeersFull
 	case reg.Peer != nil && r.peersFromLocked(addr, reg.ID, now) >= MaxPeersPerAddress:
-		return schemas.RegistrationAck{}, errAddressFull
+		return rendezvous.RegistrationAck{}, errAddressFull
 	}
 	e := &serverEntry{
-		info: schemas.ServerInfo{
+		info: rendezvous.ServerInfo{
 			ID:      reg.ID,
 			URL:     reg.URL,
 			Version: reg.Version,
@@ -184,7 +179,7 @@ func (r *registry) upsert(reg schemas.ServerRegistration, addr string) (schemas.
 	if r.sweep == nil {
 		r.sweep = time.AfterFunc(RegistrationHeartbeat, r.sweepNow)
 	}
-	return schemas.RegistrationAck{
+	return rendezvous.RegistrationAck{
 		HeartbeatS: int(RegistrationHeartbeat / time.Second),
 		ExpiresS:   int(RegistrationExpiry / time.Second),
 	}, nil
@@ -193,10 +188,10 @@ func (r *registry) upsert(reg schemas.ServerRegistration, addr string) (schemas.
 // lookup returns, for each of tests, the live servers (and peers, when
 // peers is true) that serve it, least loaded first (ties by ID), at most
 // limit per test; a test no live server serves maps to an empty list.
-func (r *registry) lookup(tests []string, limit int, peers bool) map[string][]schemas.ServerInfo {
-	out := make(map[string][]schemas.ServerInfo, len(tests))
+func (r *registry) lookup(tests []string, limit int, peers bool) map[string][]rendezvous.ServerInfo {
+	out := make(map[string][]rendezvous.ServerInfo, len(tests))
 	for _, t := range tests {
-		out[t] = []schemas.ServerInfo{}
+		out[t] = []rendezvous.ServerInfo{}
 	}
 	r.mu.Lock()
 	now := r.clock()
@@ -217,11 +212,11 @@ func (r *registry) lookup(tests []string, limit int, peers bool) map[string][]sc
 		// spread over equally idle servers and peers (a peer often runs
 		// one test at a time) instead of all taking the same one.
 		rand.Shuffle(len(list), func(i, j int) { list[i], list[j] = list[j], list[i] })
-		slices.SortStableFunc(list, func(a, b schemas.ServerInfo) int { return cmp.Compare(a.Load, b.Load) })
+		slices.SortStableFunc(list, func(a, b rendezvous.ServerInfo) int { return cmp.Compare(a.Load, b.Load) })
 		if len(list) > limit {
 			// Peers never crowd the platform's servers out: when the
 			// cut leaves none, the least loaded one takes the last place.
-			if i := slices.IndexFunc(list, func(s schemas.ServerInfo) bool { return !s.Peer }); i >= limit {
+			if i := slices.IndexFunc(list, func(s rendezvous.ServerInfo) bool { return !s.Peer }); i >= limit {
 				list[limit-1] = list[i]
 			}
 			out[t] = list[:limit:limit]
@@ -294,7 +289,7 @@ func (c *Collector) handleRegister(w http.ResponseWriter, r *http.Request) {
 		rendezvousFail(w, http.StatusUnauthorized, nil, "registering requires the header Authorization: Bearer <token> with the collector's registration token")
 		return
 	}
-	var reg schemas.ServerRegistration
+	var reg rendezvous.ServerRegistration
 	if !decodeRendezvous(w, r, &reg) {
 		return
 	}
@@ -304,7 +299,7 @@ func (c *Collector) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if reg.Peer != nil {
-		fe := schemas.FieldError{Path: "peer", Reason: "must be absent here; peers register at " + PeerRegisterPath}
+		fe := schemas.FieldError{Path: "peer", Reason: "must be absent here; peers register at " + rendezvous.PeerRegisterPath}
 		rendezvousFail(w, http.StatusBadRequest, []schemas.FieldError{fe}, "%s", fe.Error())
 		return
 	}
@@ -320,7 +315,7 @@ func (c *Collector) handleRegister(w http.ResponseWriter, r *http.Request) {
 // handleRendezvous tells an agent which live test servers serve the tests
 // it asks for.
 func (c *Collector) handleRendezvous(w http.ResponseWriter, r *http.Request) {
-	var req schemas.RendezvousRequest
+	var req rendezvous.RendezvousRequest
 	if !decodeRendezvous(w, r, &req) {
 		return
 	}
@@ -328,7 +323,7 @@ func (c *Collector) handleRendezvous(w http.ResponseWriter, r *http.Request) {
 		rendezvousInvalid(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, schemas.RendezvousResponse{
+	writeJSON(w, http.StatusOK, rendezvous.RendezvousResponse{
 		Servers: c.rendezvous().lookup(req.Tests, MaxServersPerTest, req.Peers && !c.cfg.NoPeers),
 		TTLS:    int(RendezvousTTL / time.Second),
 
@@ -350,18 +345,18 @@ func bearerMatches(header, token string) bool {
 }
 
 // decodeRendezvous decodes the JSON body of r into v: at most
-// schemas.MaxRendezvousBodyBytes, one JSON value, unknown fields ignored.
+// rendezvous.MaxRendezvousBodyBytes, one JSON value, unknown fields ignored.
 // It answers the request itself and returns false when it cannot.
 func decodeRendezvous(w http.ResponseWriter, r *http.Request, v any) bool {
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		rendezvousFail(w, http.StatusUnsupportedMediaType, nil, "Content-Type must be application/json, got %.64q", r.Header.Get("Content-Type"))
 		return false
 	}
-	if r.ContentLength > schemas.MaxRendezvousBodyBytes {
-		rendezvousFail(w, http.StatusRequestEntityTooLarge, nil, "body of %d bytes is over the limit of %d bytes", r.ContentLength, schemas.MaxRendezvousBodyBytes)
+	if r.ContentLength > rendezvous.MaxRendezvousBodyBytes {
+		rendezvousFail(w, http.StatusRequestEntityTooLarge, nil, "body of %d bytes is over the limit of %d bytes", r.ContentLength, rendezvous.MaxRendezvousBodyBytes)
 		return false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, schemas.MaxRendezvousBodyBytes))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, rendezvous.MaxRendezvousBodyBytes))
 	err := dec.Decode(v)
 	if err == nil {
 		if _, terr := dec.Token(); terr != io.EOF {
@@ -381,7 +376,7 @@ func decodeRendezvous(w http.ResponseWriter, r *http.Request, v any) bool {
 	)
 	switch {
 	case errors.As(err, &maxErr):
-		rendezvousFail(w, http.StatusRequestEntityTooLarge, nil, "body is over the limit of %d bytes", schemas.MaxRendezvousBodyBytes)
+		rendezvousFail(w, http.StatusRequestEntityTooLarge, nil, "body is over the limit of %d bytes", rendezvous.MaxRendezvousBodyBytes)
 	case errors.As(err, &syntaxErr):
 		rendezvousFail(w, http.StatusBadRequest, nil, "malformed JSON at byte %d: %s", syntaxErr.Offset, strings.TrimPrefix(err.Error(), "json: "))
 	case errors.As(err, &typeErr):
@@ -416,7 +411,7 @@ func jsonType(goType string) string {
 }
 
 func rendezvousInvalid(w http.ResponseWriter, err error) {
-	var me *schemas.MessageError
+	var me *rendezvous.MessageError
 	if errors.As(err, &me) {
 		rendezvousFail(w, http.StatusBadRequest, me.Fields, "%s", me.Error())
 		return

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -92,42 +93,42 @@ func postJSON(t testing.TB, url, path string, body any, header ...string) (int, 
 	return resp.StatusCode, out
 }
 
-func registration(id string, active, queued, capacity int) schemas.ServerRegistration {
-	return schemas.ServerRegistration{
+func registration(id string, active, queued, capacity int) rendezvous.ServerRegistration {
+	return rendezvous.ServerRegistration{
 		ID:      id,
 		URL:     "https://" + id + ".example.org:9775",
 		Tests:   []string{schemas.SpeedtestName},
 		Version: "1.0.0",
-		Load:    schemas.ServerLoad{Active: active, Queued: queued, Capacity: capacity},
+		Load:    rendezvous.ServerLoad{Active: active, Queued: queued, Capacity: capacity},
 	}
 }
 
-func register(t testing.TB, url string, reg schemas.ServerRegistration, header ...string) {
+func register(t testing.TB, url string, reg rendezvous.ServerRegistration, header ...string) {
 	t.Helper()
-	code, body := postJSON(t, url, RegisterPath, reg, header...)
+	code, body := postJSON(t, url, rendezvous.RegisterPath, reg, header...)
 	if code != http.StatusOK {
 		t.Fatalf("register %s: status %d: %s", reg.ID, code, body)
 	}
-	var ack schemas.RegistrationAck
+	var ack rendezvous.RegistrationAck
 	if err := json.Unmarshal(body, &ack); err != nil {
 		t.Fatalf("ack is not JSON: %v: %s", err, body)
 	}
-	if ack != (schemas.RegistrationAck{HeartbeatS: 10, ExpiresS: 30}) {
+	if ack != (rendezvous.RegistrationAck{HeartbeatS: 10, ExpiresS: 30}) {
 		t.Fatalf("ack %+v, want heartbeat 10 s and expiry 30 s", ack)
 	}
 }
 
-// rendezvous asks for tests and returns the IDs listed for each, in order,
+// askRendezvous asks for tests and returns the IDs listed for each, in order,
 // with the full answer.
-func rendezvous(t testing.TB, url string, tests ...string) (map[string][]string, schemas.RendezvousResponse) {
+func askRendezvous(t testing.TB, url string, tests ...string) (map[string][]string, rendezvous.RendezvousResponse) {
 	t.Helper()
-	code, body := postJSON(t, url, RendezvousPath, schemas.RendezvousRequest{
+	code, body := postJSON(t, url, rendezvous.RendezvousPath, rendezvous.RendezvousRequest{
 		AgentID: "123e4567-e89b-12d3-a456-426614174000", Tests: tests, AgentVersion: "1.0.0",
 	})
 	if code != http.StatusOK {
 		t.Fatalf("rendezvous: status %d: %s", code, body)
 	}
-	var resp schemas.RendezvousResponse
+	var resp rendezvous.RendezvousResponse
 	if err := json.Unmarshal(body, &resp); err != nil {
 		t.Fatalf("answer is not JSON: %v: %s", err, body)
 	}
@@ -146,7 +147,7 @@ func rendezvous(t testing.TB, url string, tests ...string) (map[string][]string,
 		}
 		// Ties come in random order (agents spread over them): by ID
 		// here, so that the tests can name the order they expect.
-		slices.SortFunc(list, func(a, b schemas.ServerInfo) int {
+		slices.SortFunc(list, func(a, b rendezvous.ServerInfo) int {
 			return cmp.Or(cmp.Compare(a.Load, b.Load), strings.Compare(a.ID, b.ID))
 		})
 		ids[test] = []string{}
@@ -196,7 +197,7 @@ func TestRegisterRefuses(t *testing.T) {
 			if tt.ctype != "" {
 				header = []string{"Content-Type", tt.ctype}
 			}
-			code, body := postJSON(t, srv.URL, RegisterPath, tt.body, header...)
+			code, body := postJSON(t, srv.URL, rendezvous.RegisterPath, tt.body, header...)
 			if code != tt.code {
 				t.Fatalf("status %d, want %d: %s", code, tt.code, body)
 			}
@@ -217,7 +218,7 @@ func TestRegisterRefuses(t *testing.T) {
 		})
 	}
 	t.Run("GET", func(t *testing.T) {
-		resp, err := http.Get(srv.URL + RegisterPath)
+		resp, err := http.Get(srv.URL + rendezvous.RegisterPath)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,7 +241,7 @@ func TestRendezvousRefuses(t *testing.T) {
 		{`{"agent_id":"a","tests":["speedtest","warp"]}`, "[tests[1]]"},
 		{`{"agent_id":"a","tests":["speedtest"],"agent_version":"` + strings.Repeat("1", 40) + `"}`, "[agent_version]"},
 	} {
-		code, body := postJSON(t, srv.URL, RendezvousPath, tt.body)
+		code, body := postJSON(t, srv.URL, rendezvous.RendezvousPath, tt.body)
 		var e RendezvousError
 		_ = json.Unmarshal(body, &e)
 		var fields []string
@@ -273,7 +274,7 @@ func TestRegisterToken(t *testing.T) {
 		{"scheme in lower case", []string{"Authorization", "bearer s3cret-token"}, http.StatusOK},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			code, body := postJSON(t, srv.URL, RegisterPath, reg, tt.header...)
+			code, body := postJSON(t, srv.URL, rendezvous.RegisterPath, reg, tt.header...)
 			if code != tt.code {
 				t.Fatalf("status %d, want %d: %s", code, tt.code, body)
 			}
@@ -284,10 +285,10 @@ func TestRegisterToken(t *testing.T) {
 	}
 	// The token is checked before the body: an invalid body without the
 	// token is 401, not 400.
-	if code, _ := postJSON(t, srv.URL, RegisterPath, "{"); code != http.StatusUnauthorized {
+	if code, _ := postJSON(t, srv.URL, rendezvous.RegisterPath, "{"); code != http.StatusUnauthorized {
 		t.Fatalf("bad body without token: status %d, want 401", code)
 	}
-	ids, _ := rendezvous(t, srv.URL, schemas.SpeedtestName)
+	ids, _ := askRendezvous(t, srv.URL, schemas.SpeedtestName)
 	if !slices.Equal(ids[schemas.SpeedtestName], []string{"s1"}) {
 		t.Fatalf("rendezvous lists %v, want [s1]", ids)
 	}
@@ -300,7 +301,7 @@ func TestRendezvousLiveSortedByLoad(t *testing.T) {
 	_, srv, clock := rendezvousServer(t, Config{})
 
 	// Before any registration: the test maps to an empty list.
-	ids, _ := rendezvous(t, srv.URL, schemas.SpeedtestName)
+	ids, _ := askRendezvous(t, srv.URL, schemas.SpeedtestName)
 	if got := ids[schemas.SpeedtestName]; got == nil || len(got) != 0 || len(ids) != 1 {
 		t.Fatalf("empty registry: %v, want speedtest: []", ids)
 	}
@@ -313,7 +314,7 @@ func TestRendezvousLiveSortedByLoad(t *testing.T) {
 	register(t, srv.URL, registration("quiet", 1, 0, 10)) // 0.1
 	clock.Advance(6 * time.Second)                        // "old" is now 31 s silent
 
-	ids, resp := rendezvous(t, srv.URL, schemas.SpeedtestName)
+	ids, resp := askRendezvous(t, srv.URL, schemas.SpeedtestName)
 	want := []string{"quiet", "half-a", "half-b", "busy"}
 	if !slices.Equal(ids[schemas.SpeedtestName], want) {
 		t.Fatalf("listed %v, want %v", ids[schemas.SpeedtestName], want)
@@ -325,7 +326,7 @@ func TestRendezvousLiveSortedByLoad(t *testing.T) {
 
 	// A heartbeat with a new load moves a server.
 	register(t, srv.URL, registration("busy", 0, 0, 8))
-	ids, _ = rendezvous(t, srv.URL, schemas.SpeedtestName)
+	ids, _ = askRendezvous(t, srv.URL, schemas.SpeedtestName)
 	if want := []string{"busy", "quiet", "half-a", "half-b"}; !slices.Equal(ids[schemas.SpeedtestName], want) {
 		t.Fatalf("after heartbeat: %v, want %v", ids[schemas.SpeedtestName], want)
 	}
@@ -334,7 +335,7 @@ func TestRendezvousLiveSortedByLoad(t *testing.T) {
 	for i := range 10 {
 		register(t, srv.URL, registration(fmt.Sprintf("x%02d", i), 9-i, 0, 100))
 	}
-	ids, _ = rendezvous(t, srv.URL, schemas.SpeedtestName)
+	ids, _ = askRendezvous(t, srv.URL, schemas.SpeedtestName)
 	want = []string{"busy", "x09", "x08", "x07", "x06", "x05", "x04", "x03"}
 	if !slices.Equal(ids[schemas.SpeedtestName], want) {
 		t.Fatalf("14 live servers: listed %v, want %v", ids[schemas.SpeedtestName], want)
@@ -347,7 +348,7 @@ func TestRegistrationExpiry(t *testing.T) {
 	_, srv, clock := rendezvousServer(t, Config{})
 	listed := func() []string {
 		t.Helper()
-		ids, _ := rendezvous(t, srv.URL, schemas.SpeedtestName)
+		ids, _ := askRendezvous(t, srv.URL, schemas.SpeedtestName)
 		return ids[schemas.SpeedtestName]
 	}
 	gauge := func() string {
@@ -406,7 +407,7 @@ func TestRegistryBounded(t *testing.T) {
 			t.Fatalf("server %d: %v", i, err)
 		}
 	}
-	code, body := postJSON(t, srv.URL, RegisterPath, registration("one-more", 0, 0, 1))
+	code, body := postJSON(t, srv.URL, rendezvous.RegisterPath, registration("one-more", 0, 0, 1))
 	if code != http.StatusTooManyRequests {
 		t.Fatalf("full registry: status %d, want 429: %s", code, body)
 	}
@@ -426,7 +427,7 @@ func FuzzRendezvousBodies(f *testing.F) {
 	defer c.Close()
 	h := c.Handler()
 	reg, _ := json.Marshal(registration("s1", 1, 2, 3))
-	req, _ := json.Marshal(schemas.RendezvousRequest{AgentID: "a", Tests: []string{"speedtest"}})
+	req, _ := json.Marshal(rendezvous.RendezvousRequest{AgentID: "a", Tests: []string{"speedtest"}})
 	for _, seed := range [][]byte{
 		reg, req, nil, []byte("null"), []byte("{}"), []byte(`{"id":1}`), []byte(`[`),
 		[]byte(`{"id":"s","url":"http://h","tests":["speedtest"],"load":{"capacity":1}}`),
@@ -438,9 +439,9 @@ func FuzzRendezvousBodies(f *testing.F) {
 		f.Add(seed, true)
 	}
 	f.Fuzz(func(t *testing.T, body []byte, toRendezvous bool) {
-		path := RegisterPath
+		path := rendezvous.RegisterPath
 		if toRendezvous {
-			path = RendezvousPath
+			path = rendezvous.RendezvousPath
 		}
 		r := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
@@ -459,16 +460,16 @@ func FuzzRendezvousBodies(f *testing.F) {
 		var valid bool
 		dec := json.NewDecoder(bytes.NewReader(body))
 		if toRendezvous {
-			var m schemas.RendezvousRequest
+			var m rendezvous.RendezvousRequest
 			valid = dec.Decode(&m) == nil && m.Validate() == nil
 		} else {
-			var m schemas.ServerRegistration
+			var m rendezvous.ServerRegistration
 			valid = dec.Decode(&m) == nil && m.Validate() == nil
 		}
 		if _, err := dec.Token(); err != io.EOF {
 			valid = false
 		}
-		if valid && len(body) <= schemas.MaxRendezvousBodyBytes && w.Code != http.StatusOK && w.Code != http.StatusTooManyRequests {
+		if valid && len(body) <= rendezvous.MaxRendezvousBodyBytes && w.Code != http.StatusOK && w.Code != http.StatusTooManyRequests {
 			t.Fatalf("valid %s body refused with %d: %q: %s", path, w.Code, body, w.Body.Bytes())
 		}
 		if !valid && w.Code == http.StatusOK {

@@ -32,6 +32,7 @@ import (
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/ratelimit"
+	"github.com/neubot/neubot/proto/publicapi"
 )
 
 // OpenAPI is the API's OpenAPI document, served at /api/v1/openapi.json; a
@@ -89,24 +90,24 @@ func New(cfg Config) *API {
 	a := &API{cfg: cfg, limiter: ratelimit.New(cfg.Rate, cfg.Burst), cache: newCache(cfg.CacheTTL)}
 	r := chi.NewRouter()
 	r.Use(a.rateLimit)
-	r.Get("/api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+	r.Get(publicapi.OpenAPIPath, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Access-Control-Allow-Origin", "*")
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		_, _ = w.Write(OpenAPI)
 	})
-	r.Get("/api/v1/whoami", a.whoami)
-	r.Get("/api/v1/measurements", a.measurements)
+	r.Get(publicapi.WhoamiPath, a.whoami)
+	r.Get(publicapi.MeasurementsPath, a.measurements)
 	r.Group(func(r chi.Router) {
 		r.Use(a.cache.middleware)
 		// Time series of daily distributions, the distribution over a
 		// period, the hour-of-day profile.
-		r.Get("/api/v1/distributions", bySelector(a, "distributions", (*API).distribution))
-		r.Get("/api/v1/histogram", bySelector(a, "histogram", (*API).histogram))
-		r.Get("/api/v1/hourly", bySelector(a, "hourly", (*API).hourly))
-		r.Get("/api/v1/verdicts", a.verdictsHandler)
-		r.Get("/api/v1/isps", a.isps)
-		r.Get("/api/v1/datasets", a.datasets)
+		r.Get(publicapi.DistributionsPath, bySelector(a, "distributions", (*API).distribution))
+		r.Get(publicapi.HistogramPath, bySelector(a, "histogram", (*API).histogram))
+		r.Get(publicapi.HourlyPath, bySelector(a, "hourly", (*API).hourly))
+		r.Get(publicapi.VerdictsPath, a.verdictsHandler)
+		r.Get(publicapi.ISPsPath, a.isps)
+		r.Get(publicapi.DatasetsPath, a.datasets)
 	})
 	r.Get(datasetsURL+"*", datasetFiles(cfg.DatasetsDir, datasetsURL).ServeHTTP)
 	r.Get(syntheticDatasetsURL+"*", datasetFiles(cfg.SyntheticDatasetsDir, syntheticDatasetsURL).ServeHTTP)
@@ -162,22 +163,13 @@ func (a *API) rateLimit(next http.Handler) http.Handler {
 // clientAddr is the caller's address, per the proxy policy.
 func (a *API) clientAddr(r *http.Request) string { return httpx.ClientAddr(r, a.cfg.TrustProxy) }
 
-// Whoami is the caller's network, as Neubot annotates measurements; the
-// full address is not returned, only its truncated prefix.
-type Whoami struct {
-	ASN     uint32 `json:"asn"`
-	Org     string `json:"org"`
-	Country string `json:"country"`
-	Prefix  string `json:"prefix"`
-}
-
 func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
 	ann, err := a.cfg.IPDB.LookupString(a.clientAddr(r))
 	if err != nil {
 		reply(w, http.StatusBadRequest, 0, apiError{Error: "cannot tell the network of this address"})
 		return
 	}
-	reply(w, http.StatusOK, 0, Whoami{ASN: ann.ASN, Org: ann.Org, Country: ann.Country, Prefix: ann.Prefix})
+	reply(w, http.StatusOK, 0, publicapi.Whoami{ASN: ann.ASN, Org: ann.Org, Country: ann.Country, Prefix: ann.Prefix})
 }
 
 // Day is one day of a distribution.

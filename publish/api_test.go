@@ -20,6 +20,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/service"
@@ -70,8 +71,8 @@ func TestDistributionsAndComparison(t *testing.T) {
 		}
 		return resp.StatusCode
 	}
-	var who publish.Whoami
-	if code := get("/api/v1/whoami", &who); code != 200 || who.ASN != a0.ISP.ASN {
+	var who publicapi.Whoami
+	if code := get(publicapi.WhoamiPath, &who); code != 200 || who.ASN != a0.ISP.ASN {
 		t.Fatalf("whoami: %d %+v; want AS%d", code, who, a0.ISP.ASN)
 	}
 	var d publish.Distribution
@@ -147,7 +148,7 @@ func TestRateLimit(t *testing.T) {
 	srv := httptest.NewServer(publish.New(publish.Config{IPDB: collectortest.IPDB(t), TrustProxy: true, Rate: 1, Burst: 3}).Handler())
 	defer srv.Close()
 	do := func(addr string) *http.Response {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/whoami", nil)
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+publicapi.WhoamiPath, nil)
 		req.Header.Set("X-Forwarded-For", addr)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

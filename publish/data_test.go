@@ -19,6 +19,7 @@ import (
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -157,8 +158,8 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 	// a distribution is a cache hit.
 	closed := time.Now().UTC().AddDate(0, 0, -4).Format("2006-01-02")
 	for q, want := range map[string]string{
-		"/api/v1/measurements?from=" + closed + "&to=" + closed: "immutable",
-		"/api/v1/measurements": "max-age=300",
+		"/api/v1/measurements?from=" + closed + "&to=" + closed:                      "immutable",
+		publicapi.MeasurementsPath:                                                   "max-age=300",
 		"/api/v1/distributions?scope=asn&key=64496&from=" + closed + "&to=" + closed: "immutable",
 		"/api/v1/distributions?scope=asn&key=64496":                                  "max-age=300",
 	} {
@@ -194,7 +195,7 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 			} `json:"files"`
 		} `json:"datasets"`
 	}
-	getJSON(t, srv.URL+"/api/v1/datasets", &ds)
+	getJSON(t, srv.URL+publicapi.DatasetsPath, &ds)
 	if len(ds.Datasets) != 1 || ds.Datasets[0].Day != yesterday || ds.Datasets[0].Rows != len(want) || len(ds.Datasets[0].Files) != 2 {
 		t.Fatalf("datasets: %+v", ds)
 	}

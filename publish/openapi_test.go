@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/neubot/neubot/collector/collectortest"
+	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/publish"
 )
 
@@ -107,7 +108,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 
 	// Answers: the fields of each documented schema are the Go type's.
 	for name, v := range map[string]any{
-		"Whoami": publish.Whoami{}, "Day": publish.Day{}, "Distribution": publish.Distribution{}, "ISP": publish.ISP{},
+		"Whoami": publicapi.Whoami{}, "Day": publish.Day{}, "Distribution": publish.Distribution{}, "ISP": publish.ISP{},
 		"Bucket": publish.Bucket{}, "Histogram": publish.Histogram{}, "Hour": publish.Hour{}, "Hourly": publish.Hourly{},
 		"Dataset": publish.Dataset{}, "DatasetFile": publish.DatasetFile{}, "Verdicts": publish.Verdicts{}, "VerdictSummary": publish.VerdictSummary{},
 	} {

@@ -137,7 +137,7 @@ func decodeGeneric(line []byte) (*Record, error) {
 		if raw.TestName == "" {
 			return nil, invalid("test_name", "is required")
 		}
-		return nil, invalid("test_name", "unknown test %.32q (known: %s)", raw.TestName, strings.Join(testNames(), ", "))
+		return nil, invalid("test_name", "unknown test %.32q (known: %s)", raw.TestName, strings.Join(TestNames(), ", "))
 	}
 	if len(raw.TestKeys) == 0 || bytes.Equal(raw.TestKeys, []byte("null")) {
 		return nil, invalid("test_keys", "is required")
@@ -187,13 +187,19 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func testNames() []string {
+// TestNames returns the names of the registered tests, in order.
+func TestNames() []string {
 	var names []string
 	for _, t := range Tests() {
 		names = append(names, t.Name)
 	}
 	return names
 }
+
+// PeerServerID is the server.id of every record of a peer test: peers' own
+// IDs, which the rendezvous (proto/rendezvous) maps to their addresses, are
+// never published.
+const PeerServerID = "peer"
 
 func invalid(path, format string, args ...any) error {
 	return &ValidationError{Fields: []FieldError{{Path: path, Reason: fmt.Sprintf(format, args...)}}}

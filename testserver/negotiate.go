@@ -14,6 +14,7 @@ import (
 	"net/http"
 
 	"github.com/neubot/neubot/internal/ratelimit"
+	"github.com/neubot/neubot/proto/negotiate"
 )
 
 // The negotiator is the white list of the Neubot paper. An agent asks for a
@@ -122,10 +123,10 @@ func NewNegotiator(cfg NegotiatorConfig) *Negotiator {
 		cfg.MaxQueue = 100
 	}
 	if cfg.TestTimeout <= 0 {
-		cfg.TestTimeout = 30 * time.Second
+		cfg.TestTimeout = negotiate.TestTimeout
 	}
 	if cfg.LongPoll <= 0 {
-		cfg.LongPoll = 15 * time.Second
+		cfg.LongPoll = negotiate.LongPoll
 	}
 	if cfg.QueueGrace <= 0 {
 		cfg.QueueGrace = 2 * cfg.LongPoll
@@ -410,8 +411,8 @@ func (n *Negotiator) Extend(s *Session, d time.Duration) {
 
 // Authorize returns the active session of the request's token.
 func (n *Negotiator) Authorize(r *http.Request) (*Session, error) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
+	h := r.Header.Get(negotiate.TokenHeader)
+	tok, ok := strings.CutPrefix(h, negotiate.BearerPrefix)
 	if !ok {
 		return nil, ErrNoToken
 	}

@@ -20,7 +20,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/proto/rendezvous"
 )
 
 // Timing of the registrar, in units of one second (see Registrar.unit).
@@ -49,16 +49,16 @@ type Registrar struct {
 	// Token, when set, is sent as Authorization: Bearer <token>; the
 	// collector requires it when it has a registration token.
 	Token string
-	// Path is the collector's endpoint (default schemas.RegisterPath;
-	// volunteers' agents serving peers use schemas.PeerRegisterPath).
+	// Path is the collector's endpoint (default rendezvous.RegisterPath;
+	// volunteers' agents serving peers use rendezvous.PeerRegisterPath).
 	Path string
 	// OnAck, when set, gets every acknowledgement, and OnError every
 	// failed attempt (a peer shows both to its volunteer).
-	OnAck   func(schemas.RegistrationAck)
+	OnAck   func(rendezvous.RegistrationAck)
 	OnError func(error)
 	// Info returns the registration to send; it is called before every
 	// attempt, so that each heartbeat carries the current load.
-	Info func() schemas.ServerRegistration
+	Info func() rendezvous.ServerRegistration
 	// Client sends the requests; nil means http.DefaultClient. Each
 	// attempt has its own deadline anyway.
 	Client *http.Client
@@ -87,7 +87,7 @@ func (e *StatusError) Error() string {
 }
 
 // Run registers at once, then every HeartbeatS seconds of the last ack
-// (schemas.DefaultHeartbeatS when the ack does not say), until ctx ends.
+// (rendezvous.DefaultHeartbeatS when the ack does not say), until ctx ends.
 // A failed attempt is retried after a capped exponential backoff with
 // jitter. Run returns an error only when the Registrar is misconfigured;
 // otherwise it returns nil when ctx ends.
@@ -151,8 +151,8 @@ func (r *Registrar) Run(ctx context.Context) error {
 
 // Register sends the current registration once and returns the
 // collector's acknowledgement. A refusal is a *StatusError.
-func (r *Registrar) Register(ctx context.Context) (schemas.RegistrationAck, error) {
-	var ack schemas.RegistrationAck
+func (r *Registrar) Register(ctx context.Context) (rendezvous.RegistrationAck, error) {
+	var ack rendezvous.RegistrationAck
 	endpoint, err := r.endpoint()
 	if err != nil {
 		return ack, err
@@ -227,7 +227,7 @@ func (r *Registrar) endpoint() (string, error) {
 	}
 	path := r.Path
 	if path == "" {
-		path = schemas.RegisterPath
+		path = rendezvous.RegisterPath
 	}
 	u, err := url.JoinPath(r.CollectorURL, path)
 	if err != nil {
@@ -238,10 +238,10 @@ func (r *Registrar) endpoint() (string, error) {
 
 // heartbeat is the interval the ack asks for, clamped; it stays below the
 // ack's expiry so that one heartbeat is always in time.
-func (r *Registrar) heartbeat(ack schemas.RegistrationAck) time.Duration {
+func (r *Registrar) heartbeat(ack rendezvous.RegistrationAck) time.Duration {
 	s := ack.HeartbeatS
 	if s <= 0 {
-		s = schemas.DefaultHeartbeatS
+		s = rendezvous.DefaultHeartbeatS
 	}
 	d := r.seconds(min(max(s, minHeartbeat), maxHeartbeat))
 	if ack.ExpiresS > 0 {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -51,7 +52,7 @@ type counting struct {
 }
 
 func (c *counting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == schemas.RegisterPath {
+	if r.URL.Path == rendezvous.RegisterPath {
 		n := c.count.Add(1)
 		c.mu.Lock()
 		c.at = append(c.at, time.Now())
@@ -76,15 +77,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // listed asks the collector's rendezvous for the speedtest servers.
-func listed(t *testing.T, url string) []schemas.ServerInfo {
+func listed(t *testing.T, url string) []rendezvous.ServerInfo {
 	t.Helper()
-	body, _ := json.Marshal(schemas.RendezvousRequest{AgentID: "agent-1", Tests: []string{schemas.SpeedtestName}})
-	resp, err := http.Post(url+schemas.RendezvousPath, "application/json", bytes.NewReader(body))
+	body, _ := json.Marshal(rendezvous.RendezvousRequest{AgentID: "agent-1", Tests: []string{schemas.SpeedtestName}})
+	resp, err := http.Post(url+rendezvous.RendezvousPath, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out schemas.RendezvousResponse
+	var out rendezvous.RendezvousResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("rendezvous: %d %v", resp.StatusCode, err)
 	}
@@ -135,10 +136,10 @@ func TestRegistrarHeartbeats(t *testing.T) {
 	r := &Registrar{
 		CollectorURL: srv.URL + "/", // a trailing slash is fine
 		Token:        "tok",
-		Info: func() schemas.ServerRegistration {
-			return schemas.ServerRegistration{
+		Info: func() rendezvous.ServerRegistration {
+			return rendezvous.ServerRegistration{
 				ID: "ts1", URL: "http://127.0.0.1:9775", Tests: []string{schemas.SpeedtestName},
-				Version: "test", Load: schemas.ServerLoad{Active: int(active.Load()), Capacity: 4},
+				Version: "test", Load: rendezvous.ServerLoad{Active: int(active.Load()), Capacity: 4},
 			}
 		},
 		Client: srv.Client(),
@@ -191,8 +192,8 @@ func TestRegistrarRetries(t *testing.T) {
 	})
 	r := &Registrar{
 		CollectorURL: srv.URL,
-		Info: func() schemas.ServerRegistration {
-			return schemas.ServerRegistration{ID: "ts1", URL: "https://ts1.example.org", Tests: []string{schemas.SpeedtestName}, Load: schemas.ServerLoad{Capacity: 1}}
+		Info: func() rendezvous.ServerRegistration {
+			return rendezvous.ServerRegistration{ID: "ts1", URL: "https://ts1.example.org", Tests: []string{schemas.SpeedtestName}, Load: rendezvous.ServerLoad{Capacity: 1}}
 		},
 		Logger: testLogger(t),
 		unit:   time.Millisecond,
@@ -225,16 +226,16 @@ func TestRegistrarBackoffBounds(t *testing.T) {
 func TestRegistrarHeartbeatFromAck(t *testing.T) {
 	r := &Registrar{}
 	for _, tt := range []struct {
-		ack  schemas.RegistrationAck
+		ack  rendezvous.RegistrationAck
 		want time.Duration
 	}{
-		{schemas.RegistrationAck{HeartbeatS: 10, ExpiresS: 30}, 10 * time.Second},
-		{schemas.RegistrationAck{}, 10 * time.Second}, // the default
-		{schemas.RegistrationAck{HeartbeatS: -5}, 10 * time.Second},
-		{schemas.RegistrationAck{HeartbeatS: 3}, 3 * time.Second},
-		{schemas.RegistrationAck{HeartbeatS: 86400}, 600 * time.Second},           // capped
-		{schemas.RegistrationAck{HeartbeatS: 60, ExpiresS: 30}, 15 * time.Second}, // kept below the expiry
-		{schemas.RegistrationAck{HeartbeatS: 1, ExpiresS: 1}, 500 * time.Millisecond},
+		{rendezvous.RegistrationAck{HeartbeatS: 10, ExpiresS: 30}, 10 * time.Second},
+		{rendezvous.RegistrationAck{}, 10 * time.Second}, // the default
+		{rendezvous.RegistrationAck{HeartbeatS: -5}, 10 * time.Second},
+		{rendezvous.RegistrationAck{HeartbeatS: 3}, 3 * time.Second},
+		{rendezvous.RegistrationAck{HeartbeatS: 86400}, 600 * time.Second},           // capped
+		{rendezvous.RegistrationAck{HeartbeatS: 60, ExpiresS: 30}, 15 * time.Second}, // kept below the expiry
+		{rendezvous.RegistrationAck{HeartbeatS: 1, ExpiresS: 1}, 500 * time.Millisecond},
 	} {
 		if got := r.heartbeat(tt.ack); got != tt.want {
 			t.Errorf("heartbeat(%+v) = %s, want %s", tt.ack, got, tt.want)
@@ -246,19 +247,19 @@ func TestRegistrarHeartbeatFromAck(t *testing.T) {
 // carry the collector's status and reason.
 func TestRegisterRefused(t *testing.T) {
 	srv := collectorServer(t, collector.Config{RegisterToken: "right"}, nil)
-	good := func() schemas.ServerRegistration {
-		return schemas.ServerRegistration{ID: "ts1", URL: "http://ts1", Tests: []string{schemas.SpeedtestName}, Load: schemas.ServerLoad{Capacity: 1}}
+	good := func() rendezvous.ServerRegistration {
+		return rendezvous.ServerRegistration{ID: "ts1", URL: "http://ts1", Tests: []string{schemas.SpeedtestName}, Load: rendezvous.ServerLoad{Capacity: 1}}
 	}
 	for _, tt := range []struct {
 		name   string
 		token  string
-		info   func() schemas.ServerRegistration
+		info   func() rendezvous.ServerRegistration
 		code   int
 		reason string
 	}{
 		{"no token", "", good, 401, "Bearer"},
 		{"wrong token", "wrong", good, 401, "Bearer"},
-		{"invalid registration", "right", func() schemas.ServerRegistration {
+		{"invalid registration", "right", func() rendezvous.ServerRegistration {
 			r := good()
 			r.URL = "ftp://ts1"
 			return r
@@ -275,7 +276,7 @@ func TestRegisterRefused(t *testing.T) {
 	}
 	r := &Registrar{CollectorURL: srv.URL, Token: "right", Info: good}
 	ack, err := r.Register(context.Background())
-	if err != nil || ack != (schemas.RegistrationAck{HeartbeatS: 10, ExpiresS: 30}) {
+	if err != nil || ack != (rendezvous.RegistrationAck{HeartbeatS: 10, ExpiresS: 30}) {
 		t.Fatalf("Register: %+v, %v", ack, err)
 	}
 }
@@ -294,7 +295,7 @@ func TestRegisterBoundsTheAnswer(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	r := &Registrar{CollectorURL: srv.URL, Info: func() schemas.ServerRegistration { return schemas.ServerRegistration{} }}
+	r := &Registrar{CollectorURL: srv.URL, Info: func() rendezvous.ServerRegistration { return rendezvous.ServerRegistration{} }}
 	_, err := r.Register(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "over") {
 		t.Fatalf("error %v, want one about the size of the answer", err)
@@ -302,7 +303,7 @@ func TestRegisterBoundsTheAnswer(t *testing.T) {
 }
 
 func TestRegistrarMisconfigured(t *testing.T) {
-	info := func() schemas.ServerRegistration { return schemas.ServerRegistration{} }
+	info := func() rendezvous.ServerRegistration { return rendezvous.ServerRegistration{} }
 	for _, r := range []*Registrar{
 		{Info: info},
 		{CollectorURL: "http://127.0.0.1:9773"},

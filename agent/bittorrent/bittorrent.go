@@ -27,10 +27,10 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
+	spec "github.com/neubot/neubot/proto/bittorrent"
+	"github.com/neubot/neubot/proto/bittorrent/wire"
+	"github.com/neubot/neubot/proto/negotiate"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/bittorrent/peer"
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
-	stspec "github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // Config tunes the test; the zero value is the default methodology: 18
@@ -130,7 +130,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	}
 	kinds := []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral}
 	total := m.cfg.Repetitions * 2 * len(kinds)
-	peerID := peer.PeerID() // one per test, as a client keeps its own
+	peerID := wire.PeerID() // one per test, as a client keeps its own
 	for rep := 0; rep < m.cfg.Repetitions; rep++ {
 		for _, dir := range []string{schemas.DirDownload, schemas.DirUpload} {
 			// The order of the kinds rotates with the repetition, so that
@@ -151,7 +151,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 			}
 		}
 	}
-	peer.Analyze(keys) // the download part; the server redoes it with its upload samples
+	wire.Analyze(keys) // the download part; the server redoes it with its upload samples
 	rec := &schemas.Record{
 		Envelope: env.Envelope(schemas.BitTorrentName, schemas.BitTorrentVersion, uid, start),
 		TestKeys: keys,
@@ -165,7 +165,7 @@ func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 // flow runs one flow; what goes wrong is recorded in f.Error (a measured
 // failure, e.g. a reset, not a failure of the test).
 func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, peerID [20]byte, warmup float64) {
-	key := peer.FlowKey(r.token, f.Kind, f.Direction, int(f.Index))
+	key := wire.FlowKey(r.token, f.Kind, f.Direction, int(f.Index))
 	d := net.Dialer{Timeout: 10 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(r.host, strconv.Itoa(int(f.Port))))
 	if err != nil {
@@ -177,9 +177,9 @@ func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, peerID [20]by
 	defer stop()
 	c.SetDeadline(time.Now().Add(r.cfg.FlowDuration + 30*time.Second))
 	random := f.Kind == schemas.FlowRandom
-	hs := peer.Handshake(key, peerID)
+	hs := wire.Handshake(key, peerID)
 	if random {
-		hs = peer.RandomHandshake(key)
+		hs = wire.RandomHandshake(key)
 	}
 	if _, err := c.Write(hs); err != nil {
 		f.Error = truncate(err.Error())
@@ -190,17 +190,17 @@ func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, peerID [20]by
 		f.Error = truncate("handshake: " + err.Error())
 		return
 	}
-	if got, bt, _ := peer.ParseHandshake(reply); got != key || bt == random {
+	if got, bt, _ := wire.ParseHandshake(reply); got != key || bt == random {
 		f.Error = "the server's handshake does not match"
 		return
 	}
-	fl := &peer.Flow{Conn: c, Random: random, Duration: r.cfg.FlowDuration, SampleEvery: r.cfg.SampleEvery, MaxBytes: r.cfg.MaxFlowBytes}
+	fl := &wire.Flow{Conn: c, Random: random, Duration: r.cfg.FlowDuration, SampleEvery: r.cfg.SampleEvery, MaxBytes: r.cfg.MaxFlowBytes}
 	if f.Direction == schemas.DirDownload {
 		f.Samples, err = fl.Leech()
 		if n := len(f.Samples); n > 0 {
 			f.Bytes = f.Samples[n-1].Bytes
 		}
-		f.Mbps = peer.FlowMbps(f.Samples, warmup)
+		f.Mbps = wire.FlowMbps(f.Samples, warmup)
 	} else {
 		err = fl.Seed() // the server samples as receiver
 	}
@@ -229,7 +229,7 @@ func (r *run) post(ctx context.Context, op, path string, in any, limit int64) ([
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if r.token != "" {
-		req.Header.Set(stspec.TokenHeader, "Bearer "+r.token)
+		req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+r.token)
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
@@ -241,7 +241,7 @@ func (r *run) post(ctx context.Context, op, path string, in any, limit int64) ([
 		return nil, fmt.Errorf("bittorrent %s: %w", op, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e stspec.Error
+		var e negotiate.Error
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 		}

@@ -19,8 +19,11 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	btproto "github.com/neubot/neubot/proto/bittorrent"
+	"github.com/neubot/neubot/proto/bittorrent/wire"
+	"github.com/neubot/neubot/proto/negotiate"
+	"github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/bittorrent/peer"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
@@ -105,15 +108,15 @@ func TestEndToEnd(t *testing.T) {
 // a live flow key, and a speedtest token cannot start a BitTorrent test.
 func TestListenerGate(t *testing.T) {
 	svc, url := servicetest.Start(t, service.Config{BitTorrentListen: "127.0.0.1:0", NeutralListen: "127.0.0.1:0"})
-	resp, err := http.Post(url+"/speedtest/negotiate", "application/json", strings.NewReader(`{"measurement_uid":"6f1c1b2e-2c2a-4f55-8f0e-1d1c2b3a4d5e"}`))
+	resp, err := http.Post(url+speedtest.NegotiatePath, "application/json", strings.NewReader(`{"measurement_uid":"6f1c1b2e-2c2a-4f55-8f0e-1d1c2b3a4d5e"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var nr struct{ Token string }
 	json.NewDecoder(resp.Body).Decode(&nr)
 	resp.Body.Close()
-	req, _ := http.NewRequest(http.MethodPost, url+"/bittorrent/start", strings.NewReader(`{"flow_duration_s":1,"sample_every_s":0.1}`))
-	req.Header.Set("Authorization", "Bearer "+nr.Token)
+	req, _ := http.NewRequest(http.MethodPost, url+btproto.StartPath, strings.NewReader(`{"flow_duration_s":1,"sample_every_s":0.1}`))
+	req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+nr.Token)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("a speedtest token starting a BitTorrent test: %v %v, want 403", resp.Status, err)
 	}
@@ -123,8 +126,8 @@ func TestListenerGate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	key := peer.FlowKey("not a token", schemas.FlowBitTorrent, schemas.DirDownload, 0)
-	if _, err := c.Write(peer.Handshake(key, peer.PeerID())); err != nil {
+	key := wire.FlowKey("not a token", schemas.FlowBitTorrent, schemas.DirDownload, 0)
+	if _, err := c.Write(wire.Handshake(key, wire.PeerID())); err != nil {
 		t.Fatal(err)
 	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -34,8 +34,8 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
+	spec "github.com/neubot/neubot/proto/ndt7"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/ndt7/spec"
 )
 
 // Config tunes the client; the zero value follows the specification.

@@ -27,8 +27,8 @@ import (
 	"github.com/neubot/neubot/agent/ndt7"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/internal/httpx"
+	ndt7spec "github.com/neubot/neubot/proto/ndt7"
 	"github.com/neubot/neubot/schemas"
-	ndt7spec "github.com/neubot/neubot/testserver/ndt7/spec"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )

@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/proto/rendezvous"
 )
 
 // errDailyCap ends the I/O of a connection once the day's volume is used.
@@ -54,14 +54,14 @@ type meter struct {
 // rate returns the capped rate, bytes per second.
 func (m *meter) rate() float64 { return float64(m.send.Limit()) }
 
-func newMeter(caps schemas.PeerCaps, now func() time.Time) *meter {
+func newMeter(caps rendezvous.PeerCaps, now func() time.Time) *meter {
 	m := &meter{now: now, send: rate.NewLimiter(1, minBurst), recv: rate.NewLimiter(1, minBurst)}
 	m.setCaps(caps)
 	return m
 }
 
 // setCaps applies new caps to the connections open and to come.
-func (m *meter) setCaps(caps schemas.PeerCaps) {
+func (m *meter) setCaps(caps rendezvous.PeerCaps) {
 	bytesPerS := caps.MaxMbps * 1e6 / 8
 	// A bucket of 20 ms at the capped rate, and at least minBurst: the
 	// rate holds over any window of a second or more (over 20 ms from

@@ -30,14 +30,15 @@ import (
 
 	"github.com/neubot/neubot/internal/atomicfile"
 	"github.com/neubot/neubot/internal/httpx"
-	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/proto/ndt7"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/testserver"
 	"github.com/neubot/neubot/testserver/service"
 )
 
 // DefaultCaps are a new volunteer's caps: one test at a time, 10 Mbit/s,
 // 500 MB a day (about 30 speedtests at that rate).
-var DefaultCaps = schemas.PeerCaps{MaxTests: 1, MaxMbps: 10, DailyMB: 500}
+var DefaultCaps = rendezvous.PeerCaps{MaxTests: 1, MaxMbps: 10, DailyMB: 500}
 
 // Options configure a peer server.
 type Options struct {
@@ -77,7 +78,7 @@ type Status struct {
 	Reason    string `json:"reason,omitempty"`
 	CheckedAt string `json:"checked_at,omitempty"`
 	// Caps are the volunteer's limits.
-	Caps schemas.PeerCaps `json:"caps"`
+	Caps rendezvous.PeerCaps `json:"caps"`
 	// ActiveTests and QueuedTests are other agents' tests now.
 	ActiveTests int `json:"active_tests"`
 	QueuedTests int `json:"queued_tests"`
@@ -104,10 +105,10 @@ type Server struct {
 	port  int
 
 	mu        sync.Mutex
-	caps      schemas.PeerCaps
-	peer      *schemas.PeerStatus // the last ack's
-	regErr    string              // the last failed registration's
-	regCancel context.CancelFunc  // the registrar's, while it runs
+	caps      rendezvous.PeerCaps
+	peer      *rendezvous.PeerStatus // the last ack's
+	regErr    string                 // the last failed registration's
+	regCancel context.CancelFunc     // the registrar's, while it runs
 	regDone   chan struct{}
 
 	cancel  context.CancelFunc
@@ -130,12 +131,12 @@ type usageFile struct {
 }
 
 // Start listens and, with a collector, registers. caps must be valid.
-func Start(opts Options, caps schemas.PeerCaps) (*Server, error) {
+func Start(opts Options, caps rendezvous.PeerCaps) (*Server, error) {
 	if err := caps.Validate(); err != nil {
 		return nil, err
 	}
-	if !strings.HasPrefix(opts.ID, schemas.PeerIDPrefix) {
-		return nil, fmt.Errorf("peer: the ID must start with %q", schemas.PeerIDPrefix)
+	if !strings.HasPrefix(opts.ID, rendezvous.PeerIDPrefix) {
+		return nil, fmt.Errorf("peer: the ID must start with %q", rendezvous.PeerIDPrefix)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -179,7 +180,7 @@ func Start(opts Options, caps schemas.PeerCaps) (*Server, error) {
 	}
 	s.svc = svc
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+schemas.PeerHelloPath, s.hello)
+	mux.HandleFunc("GET "+rendezvous.PeerHelloPath, s.hello)
 	mux.Handle("/metrics", http.NotFoundHandler()) // the volunteer's, not the world's
 	mux.Handle("/", s.admit(svc.Handler()))
 	s.ln = &listener{Listener: ln, m: s.meter}
@@ -198,12 +199,12 @@ func (s *Server) Addr() string { return s.http.Addr() }
 
 func (s *Server) usagePath() string { return filepath.Join(s.opts.StateDir, "peer-usage.json") }
 
-func maxQueue(c schemas.PeerCaps) int { return 4 * c.MaxTests }
+func maxQueue(c rendezvous.PeerCaps) int { return 4 * c.MaxTests }
 
 // need is the volume a new test of the kind negotiated at path may take.
 func (s *Server) need(path string) int64 {
 	secs := speedtestSeconds
-	if strings.HasPrefix(path, "/ndt7") {
+	if strings.HasPrefix(path, ndt7.PagePath) {
 		secs = ndt7Seconds
 	}
 	return int64(s.meter.rate() * float64(secs))
@@ -251,11 +252,11 @@ func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(schemas.PeerHello{ID: s.opts.ID, Nonce: nonce})
+	json.NewEncoder(w).Encode(rendezvous.PeerHello{ID: s.opts.ID, Nonce: nonce})
 }
 
 // Caps returns the caps in force.
-func (s *Server) Caps() schemas.PeerCaps {
+func (s *Server) Caps() rendezvous.PeerCaps {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.caps
@@ -263,7 +264,7 @@ func (s *Server) Caps() schemas.PeerCaps {
 
 // SetCaps applies new caps at once: to the tests running (rate), to the
 // next ones (concurrency) and to today's budget.
-func (s *Server) SetCaps(caps schemas.PeerCaps) error {
+func (s *Server) SetCaps(caps rendezvous.PeerCaps) error {
 	if err := caps.Validate(); err != nil {
 		return err
 	}
@@ -337,15 +338,15 @@ func (s *Server) startRegistrar(parent context.Context) {
 	done := make(chan struct{})
 	reg := &testserver.Registrar{
 		CollectorURL: s.opts.CollectorURL,
-		Path:         schemas.PeerRegisterPath,
+		Path:         rendezvous.PeerRegisterPath,
 		Logger:       s.log,
-		Info: func() schemas.ServerRegistration {
+		Info: func() rendezvous.ServerRegistration {
 			r := s.svc.Registration("")
 			r.URL = ""
-			r.Peer = &schemas.PeerOffer{Port: s.port, Caps: s.Caps()}
+			r.Peer = &rendezvous.PeerOffer{Port: s.port, Caps: s.Caps()}
 			return r
 		},
-		OnAck: func(ack schemas.RegistrationAck) {
+		OnAck: func(ack rendezvous.RegistrationAck) {
 			s.mu.Lock()
 			prev := s.peer
 			s.peer, s.regErr = ack.Peer, ""

@@ -18,10 +18,11 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
 
-func startPeer(t *testing.T, dir string, caps schemas.PeerCaps, now func() time.Time) *Server {
+func startPeer(t *testing.T, dir string, caps rendezvous.PeerCaps, now func() time.Time) *Server {
 	t.Helper()
 	s, err := Start(Options{Listen: "127.0.0.1:0", StateDir: dir, ID: "peer-under-test", Version: "test", now: now}, caps)
 	if err != nil {
@@ -42,7 +43,7 @@ func env(server string) plugin.Env {
 // bandwidth cap, today's bytes never pass the volume cap, and then new
 // tests are refused, saying why.
 func TestCapsHoldUnderLoad(t *testing.T) {
-	caps := schemas.PeerCaps{MaxTests: 1, MaxMbps: 16, DailyMB: 60}
+	caps := rendezvous.PeerCaps{MaxTests: 1, MaxMbps: 16, DailyMB: 60}
 	s := startPeer(t, t.TempDir(), caps, nil)
 	defer s.Close()
 	url := "http://" + s.Addr()
@@ -187,7 +188,7 @@ func TestCapsHoldUnderLoad(t *testing.T) {
 // whatever the sender tries; a connection made afterwards gets only its
 // grace, and past maxOver a day nothing.
 func TestDailyCapCutsExactly(t *testing.T) {
-	m := newMeter(schemas.PeerCaps{MaxTests: 1, MaxMbps: 1000, DailyMB: 1}, time.Now)
+	m := newMeter(rendezvous.PeerCaps{MaxTests: 1, MaxMbps: 1000, DailyMB: 1}, time.Now)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +243,7 @@ func TestDailyCapCutsExactly(t *testing.T) {
 func TestRefundAcrossMidnight(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Date(2026, 11, 26, 23, 59, 59, 0, time.UTC).Unix())
-	m := newMeter(schemas.PeerCaps{MaxTests: 1, MaxMbps: 10, DailyMB: 1}, func() time.Time { return time.Unix(now.Load(), 0) })
+	m := newMeter(rendezvous.PeerCaps{MaxTests: 1, MaxMbps: 10, DailyMB: 1}, func() time.Time { return time.Unix(now.Load(), 0) })
 	k, day, err := m.take(500_000)
 	if err != nil || k != 500_000 {
 		t.Fatal(k, err)
@@ -283,7 +284,7 @@ func TestCapsChangeAndPersist(t *testing.T) {
 	var day atomic.Int64
 	day.Store(time.Date(2026, 11, 26, 23, 0, 0, 0, time.UTC).Unix())
 	now := func() time.Time { return time.Unix(day.Load(), 0) }
-	caps := schemas.PeerCaps{MaxTests: 1, MaxMbps: 50, DailyMB: 100}
+	caps := rendezvous.PeerCaps{MaxTests: 1, MaxMbps: 50, DailyMB: 100}
 	s := startPeer(t, dir, caps, now)
 	if _, err := speedtest.NewMeasurer(speedtest.Config{MaxPhase: time.Second, MinPhase: time.Second}).Run(context.Background(), env("http://"+s.Addr())); err != nil {
 		t.Fatal(err)
@@ -292,10 +293,10 @@ func TestCapsChangeAndPersist(t *testing.T) {
 	if used < 1_000_000 {
 		t.Fatalf("a test used %d bytes?", used)
 	}
-	if err := s.SetCaps(schemas.PeerCaps{MaxTests: 0, MaxMbps: 1, DailyMB: 1}); err == nil {
+	if err := s.SetCaps(rendezvous.PeerCaps{MaxTests: 0, MaxMbps: 1, DailyMB: 1}); err == nil {
 		t.Fatal("invalid caps accepted")
 	}
-	if err := s.SetCaps(schemas.PeerCaps{MaxTests: 3, MaxMbps: 5, DailyMB: 1}); err != nil {
+	if err := s.SetCaps(rendezvous.PeerCaps{MaxTests: 3, MaxMbps: 5, DailyMB: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, c := s.svc.Negotiator().Load(); c != 3 {
@@ -324,11 +325,11 @@ func TestHello(t *testing.T) {
 	s := startPeer(t, t.TempDir(), DefaultCaps, nil)
 	defer s.Close()
 	for nonce, want := range map[string]int{"00ff": 200, "": 400, "XYZ": 400, strings.Repeat("a", 65): 400} {
-		resp, err := http.Get(fmt.Sprintf("http://%s%s?nonce=%s", s.Addr(), schemas.PeerHelloPath, nonce))
+		resp, err := http.Get(fmt.Sprintf("http://%s%s?nonce=%s", s.Addr(), rendezvous.PeerHelloPath, nonce))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var h schemas.PeerHello
+		var h rendezvous.PeerHello
 		json.NewDecoder(resp.Body).Decode(&h)
 		resp.Body.Close()
 		if resp.StatusCode != want || want == 200 && (h.ID != "peer-under-test" || h.Nonce != nonce) {

@@ -18,8 +18,9 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/proto/negotiate"
+	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // ProtocolError is returned when a test server refuses a request or
@@ -29,7 +30,7 @@ type ProtocolError = plugin.ProtocolError
 // Refused reads the JSON error of a refused request ({"error": "..."})
 // into a *ProtocolError.
 func Refused(test, op string, resp *http.Response) error {
-	var e spec.Error
+	var e negotiate.Error
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if json.Unmarshal(b, &e) != nil || e.Error == "" {
 		e.Error = strings.TrimSpace(string(b))
@@ -44,7 +45,7 @@ func Slot(ctx context.Context, client *http.Client, test, url, uid string, progr
 	progress(plugin.Progress{Phase: "negotiate"})
 	token := ""
 	for {
-		body, _ := json.Marshal(spec.NegotiateRequest{Token: token, MeasurementUID: uid})
+		body, _ := json.Marshal(negotiate.Request{Token: token, MeasurementUID: uid})
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
 			return "", err
@@ -74,7 +75,7 @@ func Slot(ctx context.Context, client *http.Client, test, url, uid string, progr
 			resp.Body.Close()
 			return "", err
 		}
-		var nr spec.NegotiateResponse
+		var nr negotiate.Response
 		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&nr)
 		resp.Body.Close()
 		if err != nil || nr.Token == "" {
@@ -100,7 +101,7 @@ func Collect(ctx context.Context, client *http.Client, test, url, token string, 
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+token)
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s collect: %w", test, err)

@@ -30,8 +30,9 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
+	"github.com/neubot/neubot/proto/negotiate"
+	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // Config tunes the test; the zero value is the default methodology.
@@ -174,7 +175,7 @@ func (r *run) request(ctx context.Context, method, path string, body io.Reader) 
 		return nil, err
 	}
 	if r.token != "" {
-		req.Header.Set(spec.TokenHeader, "Bearer "+r.token)
+		req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+r.token)
 	}
 	return req, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/neubot/neubot/internal/browsertest"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
 	"github.com/neubot/neubot/testserver/service"
@@ -396,13 +397,9 @@ func TestBrowserPeers(t *testing.T) {
 		Peers struct {
 			Serving bool `json:"serving"`
 			Status  struct {
-				Listed bool   `json:"listed"`
-				URL    string `json:"url"`
-				Caps   struct {
-					MaxTests int     `json:"max_tests"`
-					MaxMbps  float64 `json:"max_mbps"`
-					DailyMB  int64   `json:"daily_mb"`
-				} `json:"caps"`
+				Listed bool                `json:"listed"`
+				URL    string              `json:"url"`
+				Caps   rendezvous.PeerCaps `json:"caps"`
 			} `json:"status"`
 		} `json:"peers"`
 	}
@@ -442,7 +439,7 @@ func TestBrowserUpdate(t *testing.T) {
 	svc, tsURL := servicetest.Start(t, service.Config{ID: "ts-ui-update"})
 	ctx, cancel := context.WithCancel(context.Background())
 	regDone := make(chan struct{})
-	reg := &testserver.Registrar{CollectorURL: colSrv.URL(), Info: func() schemas.ServerRegistration { return svc.Registration(tsURL) }}
+	reg := &testserver.Registrar{CollectorURL: colSrv.URL(), Info: func() rendezvous.ServerRegistration { return svc.Registration(tsURL) }}
 	go func() { defer close(regDone); reg.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-regDone })
 	base := startAgentWith(t, agent.Options{CollectorURL: colSrv.URL(), Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtest.Config{})}})

@@ -14,17 +14,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
 )
-
-// IngestPath is the collector's endpoint for records.
-const IngestPath = "/api/v1/measurements"
 
 // Submission limits.
 const (
 	DefaultBatch = 1000
 	// MaxBatch is the collector's limit of lines per body.
-	MaxBatch = 100_000
+	MaxBatch = ingest.MaxLines
 	// senders is how many bodies are posted at once: the collector fsyncs
 	// each body before answering, so a few in flight keep it busy.
 	senders = 4
@@ -52,18 +50,6 @@ func (e *RefusedError) Error() string {
 		e.Refused, e.Record, e.MeasurementUID, e.Field, e.Reason)
 }
 
-// ingestAnswer is the part of the collector's answer that Submit reads.
-type ingestAnswer struct {
-	Accepted      int `json:"accepted"`
-	RejectedCount int `json:"rejected_count"`
-	Rejected      []struct {
-		Line   int    `json:"line"`
-		Field  string `json:"field"`
-		Reason string `json:"reason"`
-	} `json:"rejected"`
-	Error string `json:"error"`
-}
-
 // body is one gzip'ed NDJSON body of records first+1 .. first+len(uids).
 type body struct {
 	data  []byte
@@ -89,7 +75,7 @@ func (f *Fleet) Submit(ctx context.Context, collectorURL string, batch int, prog
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	client := &http.Client{Timeout: httpTimeout}
-	url := collectorURL + IngestPath
+	url := collectorURL + ingest.Path
 
 	batches := make(chan chunk, senders)
 	type result struct {
@@ -217,7 +203,7 @@ func post(ctx context.Context, client *http.Client, url string, b body, log *slo
 		if err != nil {
 			return 0, fmt.Errorf("simulate: %w", err)
 		}
-		req.Header.Set("Content-Type", "application/x-ndjson")
+		req.Header.Set("Content-Type", ingest.ContentType)
 		req.Header.Set("Content-Encoding", "gzip")
 		resp, err := client.Do(req)
 		if err != nil {
@@ -229,7 +215,7 @@ func post(ctx context.Context, client *http.Client, url string, b body, log *slo
 		}
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
-		var ans ingestAnswer
+		var ans ingest.Response
 		_ = json.Unmarshal(raw, &ans)
 		switch resp.StatusCode {
 		case http.StatusAccepted:

@@ -16,6 +16,7 @@ import (
 
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
+	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -157,7 +158,7 @@ func TestSimulateSubmitRetries(t *testing.T) {
 			fmt.Fprintln(w, `{"error":"spool full"}`)
 			return
 		}
-		if r.URL.Path != IngestPath || r.Header.Get("Content-Type") != "application/x-ndjson" || r.Header.Get("Content-Encoding") != "gzip" {
+		if r.URL.Path != ingest.Path || r.Header.Get("Content-Type") != "application/x-ndjson" || r.Header.Get("Content-Encoding") != "gzip" {
 			http.Error(w, "bad request line or headers", http.StatusUnsupportedMediaType)
 			return
 		}

@@ -20,9 +20,9 @@ import (
 	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/internal/httpx"
+	spec "github.com/neubot/neubot/proto/bittorrent"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
 	"github.com/neubot/neubot/testserver/service"
 )
 

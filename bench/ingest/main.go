@@ -39,6 +39,7 @@ import (
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
 )
@@ -175,7 +176,7 @@ func run(n, perBody, clients int, target float64, keep bool) error {
 				if i >= len(bodies) {
 					return
 				}
-				resp, err := hc.Post(srv.URL()+collector.IngestPath, "application/x-ndjson", bytes.NewReader(bodies[i]))
+				resp, err := hc.Post(srv.URL()+ingest.Path, "application/x-ndjson", bytes.NewReader(bodies[i]))
 				if err != nil {
 					postErr.Store(err)
 					return

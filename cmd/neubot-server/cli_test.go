@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/proto/ingest"
 )
 
 // TestBadFlags: a bad command line gets one clear message and exit code 2.
@@ -131,7 +131,7 @@ func TestUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Post(colURL+collector.IngestPath, "application/x-ndjson", bytes.NewReader(body))
+	resp, err := http.Post(colURL+ingest.Path, "application/x-ndjson", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

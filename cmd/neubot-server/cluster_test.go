@@ -23,11 +23,12 @@ import (
 
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/analytics/simulate"
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/internal/localcluster"
+	"github.com/neubot/neubot/proto/ingest"
+	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -410,7 +411,7 @@ func TestCluster(t *testing.T) {
 	// would prove nothing.
 	paths := map[string]string{
 		"/api/v1/isps?synthetic=1": `"asn"`,
-		"/api/v1/isps":             `"asn"`,
+		publicapi.ISPsPath:         `"asn"`,
 		fmt.Sprintf("/api/v1/distributions?scope=asn&key=%d&synthetic=1", asn):            `"p50"`,
 		"/api/v1/distributions?scope=all&synthetic=1&goodset=paper2011-daily":             `"p50"`,
 		"/api/v1/distributions?scope=country&key=IT":                                      `"p50"`,
@@ -484,7 +485,7 @@ func openCH(t *testing.T, o chdb.Options) driver.Conn {
 func postUntilAccepted(t *testing.T, url string, body []byte) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		resp, err := http.Post(url+collector.IngestPath, "application/x-ndjson", bytes.NewReader(body))
+		resp, err := http.Post(url+ingest.Path, "application/x-ndjson", bytes.NewReader(body))
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 			resp.Body.Close()

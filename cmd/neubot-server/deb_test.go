@@ -22,6 +22,7 @@ import (
 
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -69,13 +70,13 @@ func startPlatform(t *testing.T, serverID string) *platform {
 // rendezvous lists the IDs of the speedtest servers the collector hands out.
 func (p *platform) rendezvous(t *testing.T) []string {
 	t.Helper()
-	body, _ := json.Marshal(schemas.RendezvousRequest{AgentID: "pk-test", Tests: []string{schemas.SpeedtestName}})
-	resp, err := http.Post(p.collectorURL+schemas.RendezvousPath, "application/json", bytes.NewReader(body))
+	body, _ := json.Marshal(rendezvous.RendezvousRequest{AgentID: "pk-test", Tests: []string{schemas.SpeedtestName}})
+	resp, err := http.Post(p.collectorURL+rendezvous.RendezvousPath, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var rr schemas.RendezvousResponse
+	var rr rendezvous.RendezvousResponse
 	if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -206,13 +207,13 @@ func (p *agentProc) peerID(t *testing.T) string {
 // returns the IDs listed for test.
 func rendezvousPeers(t *testing.T, url, test string) []string {
 	t.Helper()
-	body, _ := json.Marshal(schemas.RendezvousRequest{AgentID: "00000000-0000-4000-8000-000000000001", Tests: []string{test}, Peers: true})
-	resp, err := http.Post(url+schemas.RendezvousPath, "application/json", bytes.NewReader(body))
+	body, _ := json.Marshal(rendezvous.RendezvousRequest{AgentID: "00000000-0000-4000-8000-000000000001", Tests: []string{test}, Peers: true})
+	resp, err := http.Post(url+rendezvous.RendezvousPath, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var rr schemas.RendezvousResponse
+	var rr rendezvous.RendezvousResponse
 	if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil {
 		t.Fatal(err)
 	}

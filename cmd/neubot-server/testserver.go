@@ -11,7 +11,7 @@ import (
 
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/version"
-	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/testserver"
 	"github.com/neubot/neubot/testserver/service"
 )
@@ -75,7 +75,7 @@ func startTestserver(o testserverOptions, log *slog.Logger) (*testserverService,
 		reg := &testserver.Registrar{
 			CollectorURL: o.collectorURL,
 			Token:        o.registerToken,
-			Info:         func() schemas.ServerRegistration { return svc.Registration(public) },
+			Info:         func() rendezvous.ServerRegistration { return svc.Registration(public) },
 			Logger:       log,
 		}
 		regDone := make(chan struct{})

@@ -19,10 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas/schemastest"
 )
 
@@ -208,7 +208,7 @@ func TestZeroLoss(t *testing.T) {
 			for b := range bodies {
 				deadline := time.Now().Add(3 * time.Minute)
 				for {
-					resp, err := client.Post(url+collector.IngestPath, "application/x-ndjson", bytes.NewReader(b[0]))
+					resp, err := client.Post(url+ingest.Path, "application/x-ndjson", bytes.NewReader(b[0]))
 					if err == nil {
 						io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 						resp.Body.Close()

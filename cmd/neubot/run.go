@@ -22,6 +22,7 @@ import (
 	"github.com/neubot/neubot/agent/registry"
 	"github.com/neubot/neubot/internal/cli"
 	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -70,10 +71,10 @@ func cmdRun(args []string) error {
 	defer cancel2()
 
 	agentID := uuid.NewString() // one-shot runs are not linked to an installed agent
-	candidates := []schemas.ServerInfo{{URL: *server}}
+	candidates := []rendezvous.ServerInfo{{URL: *server}}
 	if *server == "" {
 		rr, err := agent.Rendezvous(ctx, &http.Client{Timeout: 30 * time.Second}, *collectorURL,
-			schemas.RendezvousRequest{AgentID: agentID, Tests: []string{name}, AgentVersion: version.Version})
+			rendezvous.RendezvousRequest{AgentID: agentID, Tests: []string{name}, AgentVersion: version.Version})
 		if err == nil {
 			candidates, err = agent.Candidates(rr, name, "")
 		}

@@ -4,7 +4,7 @@
 // a BitTorrent port and one on a neutral port, where the agent's flows
 // arrive. A flow is let in only when the 20 bytes at the info_hash offset of
 // its first 68 bytes are the key of a flow of a live session, derived from
-// the session's token (peer.FlowKey), from the session's client address,
+// the session's token (wire.FlowKey), from the session's client address,
 // on the port and in the shape its kind requires; anything else is closed
 // without an answer.
 package bittorrent
@@ -21,10 +21,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	spec "github.com/neubot/neubot/proto/bittorrent"
+	"github.com/neubot/neubot/proto/bittorrent/wire"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
-	"github.com/neubot/neubot/testserver/bittorrent/peer"
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
 )
 
 // Provider serves the BitTorrent test.
@@ -46,7 +46,7 @@ type Provider struct {
 // listeners and connections to close.
 type state struct {
 	mu        sync.Mutex
-	keys      map[peer.Key]*flowRef
+	keys      map[wire.Key]*flowRef
 	listeners map[net.Listener]bool
 	conns     map[net.Conn]bool
 	closed    bool
@@ -91,7 +91,7 @@ func NewProvider(p Provider) *Provider {
 	if p.OnBytes == nil {
 		p.OnBytes = func(int64, int64) {}
 	}
-	p.st = &state{keys: map[peer.Key]*flowRef{}, listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}, peerID: peer.PeerID()}
+	p.st = &state{keys: map[wire.Key]*flowRef{}, listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}, peerID: wire.PeerID()}
 	return &p
 }
 
@@ -204,7 +204,7 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 	for i := 0; i < spec.MaxFlows; i++ {
 		for _, kind := range []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral} {
 			for _, dir := range []string{schemas.DirDownload, schemas.DirUpload} {
-				p.st.keys[peer.FlowKey(s.Token, kind, dir, i)] = &flowRef{session: s, kind: kind, dir: dir, index: i}
+				p.st.keys[wire.FlowKey(s.Token, kind, dir, i)] = &flowRef{session: s, kind: kind, dir: dir, index: i}
 			}
 		}
 	}
@@ -262,7 +262,7 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 	if _, err := io.ReadFull(c, hs); err != nil {
 		return err
 	}
-	key, isBT, err := peer.ParseHandshake(hs)
+	key, isBT, err := wire.ParseHandshake(hs)
 	if err != nil {
 		return err
 	}
@@ -293,13 +293,13 @@ func (p *Provider) flow(c net.Conn, neutral bool) error {
 	params := *v.params
 	v.mu.Unlock()
 	random := ref.kind == schemas.FlowRandom
-	reply := peer.Handshake(key, p.st.peerID)
+	reply := wire.Handshake(key, p.st.peerID)
 	if random {
-		reply = peer.RandomHandshake(key)
+		reply = wire.RandomHandshake(key)
 	}
 	dur := time.Duration(params.FlowDurationS * float64(time.Second))
 	c.SetDeadline(time.Now().Add(dur + 30*time.Second))
-	f := &peer.Flow{Conn: c, Random: random, Duration: dur, SampleEvery: time.Duration(params.SampleEveryS * float64(time.Second)),
+	f := &wire.Flow{Conn: c, Random: random, Duration: dur, SampleEvery: time.Duration(params.SampleEveryS * float64(time.Second)),
 		MaxBytes: params.MaxFlowBytes, Sent: new(atomic.Int64), Received: new(atomic.Int64)}
 	if _, err := c.Write(reply); err != nil {
 		return err
@@ -363,13 +363,13 @@ func (p *Provider) merge(rec *schemas.Record, keys *schemas.BitTorrent, s *tests
 		if n := len(sf.samples); n > 0 {
 			f.Bytes = sf.samples[n-1].Bytes
 		}
-		f.Mbps = peer.FlowMbps(sf.samples, keys.WarmupS)
+		f.Mbps = wire.FlowMbps(sf.samples, keys.WarmupS)
 		if f.Error == "" && sf.err != "" {
 			f.Error = truncate(sf.err, 256)
 		}
 	}
 	keys.ServerView = &schemas.BitTorrentServer{BytesSent: uint64(v.sent.Load()), BytesReceived: uint64(v.received.Load()), Flows: uint16(len(v.flows))}
-	peer.Analyze(keys)
+	wire.Analyze(keys)
 }
 
 func truncate(s string, n int) string {

@@ -13,6 +13,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/browsertest"
+	spec "github.com/neubot/neubot/proto/ndt7"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
@@ -35,7 +36,7 @@ func TestBrowser(t *testing.T) {
 	step := b.Step
 
 	var consent string
-	step("open the page", chromedp.Navigate(base+"/ndt7/"),
+	step("open the page", chromedp.Navigate(base+spec.PagePath),
 		chromedp.WaitVisible("#consent-form", chromedp.ByQuery),
 		chromedp.Text("#consent", &consent, chromedp.ByQuery))
 	if !strings.Contains(consent, "never published") {

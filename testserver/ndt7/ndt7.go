@@ -26,10 +26,10 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/neubot/neubot/internal/tcpinfo"
+	spec "github.com/neubot/neubot/proto/ndt7"
+	"github.com/neubot/neubot/proto/negotiate"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
-	"github.com/neubot/neubot/testserver/ndt7/spec"
-	stspec "github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // Provider serves ndt7.
@@ -132,7 +132,7 @@ func clientHost(r *http.Request) string {
 func (p *Provider) session(r *http.Request, q url.Values) (s *testserver.Session, implicit bool, code int, err error) {
 	tok := q.Get(spec.AccessTokenParam)
 	if tok == "" {
-		tok, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		tok, _ = strings.CutPrefix(r.Header.Get(negotiate.TokenHeader), negotiate.BearerPrefix)
 	}
 	if tok != "" {
 		s, err := p.Negotiator.AuthorizeToken(tok)
@@ -521,7 +521,7 @@ func (p *Provider) locate(w http.ResponseWriter, r *http.Request) {
 // collect merges the client's record with the server's view, answers with
 // the authoritative record, hands it to Forward and ends the session.
 func (p *Provider) collect(w http.ResponseWriter, r *http.Request) {
-	s, rec := p.Negotiator.Collected(w, r, "", stspec.MaxCollectBody)
+	s, rec := p.Negotiator.Collected(w, r, "", spec.MaxCollectBody)
 	if rec == nil {
 		return
 	}

@@ -14,9 +14,9 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	spec "github.com/neubot/neubot/proto/ndt7"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
-	"github.com/neubot/neubot/testserver/ndt7/spec"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )

@@ -10,8 +10,8 @@ import (
 	"path"
 	"strings"
 
+	spec "github.com/neubot/neubot/proto/ndt7"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/ndt7/spec"
 )
 
 // The browser test page: static/index.html, its script and style, and

@@ -19,14 +19,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	btspec "github.com/neubot/neubot/proto/bittorrent"
+	"github.com/neubot/neubot/proto/ingest"
+	ndt7spec "github.com/neubot/neubot/proto/ndt7"
+	"github.com/neubot/neubot/proto/negotiate"
+	"github.com/neubot/neubot/proto/rendezvous"
+	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
 	"github.com/neubot/neubot/testserver/bittorrent"
-	btspec "github.com/neubot/neubot/testserver/bittorrent/spec"
 	"github.com/neubot/neubot/testserver/ndt7"
-	ndt7spec "github.com/neubot/neubot/testserver/ndt7/spec"
 	"github.com/neubot/neubot/testserver/speedtest"
-	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // Config configures a test server.
@@ -59,7 +62,7 @@ type Config struct {
 type Service struct {
 	cfg       Config
 	neg       *testserver.Negotiator
-	forwarder *testserver.Forwarder
+	forwarder *ingest.Forwarder
 	mux       *http.ServeMux
 	reg       *prometheus.Registry
 	bt        *bittorrent.Provider // nil when the test is not offered
@@ -76,7 +79,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Negotiator.TestTimeouts == nil {
 		cfg.Negotiator.TestTimeouts = map[string]time.Duration{schemas.BitTorrentName: btspec.TestTimeout}
 	}
-	fw, err := testserver.OpenForwarder(cfg.SpoolDir, cfg.CollectorURL, cfg.Logger)
+	fw, err := ingest.OpenForwarder(cfg.SpoolDir, cfg.CollectorURL, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -178,18 +181,18 @@ func (s *Service) Handler() http.Handler { return s.mux }
 func (s *Service) Negotiator() *testserver.Negotiator { return s.neg }
 
 // Forwarder exposes the forwarder (for tests).
-func (s *Service) Forwarder() *testserver.Forwarder { return s.forwarder }
+func (s *Service) Forwarder() *ingest.Forwarder { return s.forwarder }
 
 // Registration describes this server for the rendezvous, reachable at url.
-func (s *Service) Registration(url string) schemas.ServerRegistration {
+func (s *Service) Registration(url string) rendezvous.ServerRegistration {
 	a, q, c := s.neg.Load()
 	tests := []string{schemas.SpeedtestName, schemas.NDT7Name}
 	if s.bt != nil {
 		tests = append(tests, schemas.BitTorrentName)
 	}
-	return schemas.ServerRegistration{
+	return rendezvous.ServerRegistration{
 		ID: s.cfg.ID, URL: url, Tests: tests, Version: s.cfg.Version,
-		Load: schemas.ServerLoad{Active: a, Queued: q, Capacity: c},
+		Load: rendezvous.ServerLoad{Active: a, Queued: q, Capacity: c},
 	}
 }
 
@@ -227,14 +230,14 @@ func (s *Service) negotiate(test string) http.HandlerFunc {
 }
 
 func (s *Service) negotiateTest(w http.ResponseWriter, r *http.Request, test string) {
-	var req spec.NegotiateRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, spec.MaxNegotiateBody))
+	var req negotiate.Request
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, negotiate.MaxBody))
 	if err := dec.Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, spec.Error{Error: fmt.Sprintf("bad negotiate request: %v", err)})
+		writeJSON(w, http.StatusBadRequest, negotiate.Error{Error: fmt.Sprintf("bad negotiate request: %v", err)})
 		return
 	}
-	if len(req.Token) > 64 || len(req.MeasurementUID) > 64 {
-		writeJSON(w, http.StatusBadRequest, spec.Error{Error: "token or measurement_uid too long"})
+	if len(req.Token) > negotiate.MaxTokenBytes || len(req.MeasurementUID) > negotiate.MaxUIDBytes {
+		writeJSON(w, http.StatusBadRequest, negotiate.Error{Error: "token or measurement_uid too long"})
 		return
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -247,10 +250,10 @@ func (s *Service) negotiateTest(w http.ResponseWriter, r *http.Request, test str
 		if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", strconv.Itoa(5))
 		}
-		writeJSON(w, code, spec.Error{Error: err.Error()})
+		writeJSON(w, code, negotiate.Error{Error: err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, spec.NegotiateResponse{
+	writeJSON(w, http.StatusOK, negotiate.Response{
 		Token: n.Session.Token, Unchoked: n.Unchoked, QueuePos: n.QueuePos, TTLS: n.TTL.Seconds(),
 	})
 }

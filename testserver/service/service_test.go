@@ -19,12 +19,14 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/proto/ingest"
+	"github.com/neubot/neubot/proto/negotiate"
+	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
 	"github.com/neubot/neubot/testserver"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
-	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
@@ -100,14 +102,14 @@ func TestQueue(t *testing.T) {
 	}
 }
 
-func negotiate(t *testing.T, url string) string {
+func negotiateToken(t *testing.T, url string) string {
 	t.Helper()
 	resp, err := http.Post(url+spec.NegotiatePath, "application/json", bytes.NewReader([]byte(`{"measurement_uid":"`+uuid.NewString()+`"}`)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var nr spec.NegotiateResponse
+	var nr negotiate.Response
 	json.NewDecoder(resp.Body).Decode(&nr)
 	if resp.StatusCode != 200 || !nr.Unchoked || nr.Token == "" {
 		t.Fatalf("negotiate: %d %+v", resp.StatusCode, nr)
@@ -144,7 +146,7 @@ func TestTokens(t *testing.T) {
 			t.Errorf("%s %s with an unknown token: %d, want 403", ep.method, ep.path, c)
 		}
 	}
-	tok := negotiate(t, url)
+	tok := negotiateToken(t, url)
 	if c := status(t, "GET", url+spec.DownloadPath, tok); c != http.StatusPartialContent {
 		t.Fatalf("live token: %d, want 206", c)
 	}
@@ -153,14 +155,14 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("expired token: %d, want 403", c)
 	}
 	// The revoked test freed its slot: the next agent starts at once.
-	negotiate(t, url)
+	negotiateToken(t, url)
 }
 
 // TestRangeAndRateLimit: bad ranges are refused; negotiation is limited
 // per client address with 429 and Retry-After.
 func TestRangeAndRateLimit(t *testing.T) {
 	_, url := servicetest.Start(t, service.Config{Negotiator: testserver.NegotiatorConfig{Capacity: 50, Rate: 0.1, Burst: 3}})
-	tok := negotiate(t, url)
+	tok := negotiateToken(t, url)
 	for _, rg := range []string{"", "bytes=5-1", "bytes=0-", "bytes=0-99999999999", "items=0-1", "bytes=0-1,3-4"} {
 		req, _ := http.NewRequest("GET", url+spec.DownloadPath, nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -174,8 +176,8 @@ func TestRangeAndRateLimit(t *testing.T) {
 			t.Errorf("Range %q: %d, want 416", rg, resp.StatusCode)
 		}
 	}
-	negotiate(t, url)
-	negotiate(t, url)
+	negotiateToken(t, url)
+	negotiateToken(t, url)
 	resp, err := http.Post(url+spec.NegotiatePath, "application/json", bytes.NewReader([]byte(`{}`)))
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +240,7 @@ func TestEndToEnd(t *testing.T) {
 
 func postRecord(t *testing.T, url string, rec *schemas.Record) int {
 	t.Helper()
-	resp, err := http.Post(url+collector.IngestPath, "application/x-ndjson", bytes.NewReader(schemastest.Line(rec)))
+	resp, err := http.Post(url+ingest.Path, "application/x-ndjson", bytes.NewReader(schemastest.Line(rec)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,9 +21,9 @@ import (
 
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/tcpinfo"
+	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
-	"github.com/neubot/neubot/testserver/speedtest/spec"
 )
 
 // Provider serves the speedtest's endpoints.

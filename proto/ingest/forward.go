@@ -1,4 +1,4 @@
-package testserver
+package ingest
 
 import (
 	"bufio"
@@ -25,7 +25,7 @@ import (
 // the record is on disk, and a segment is removed only after the collector
 // acknowledged it (202) or refused its lines for good (400).
 type Forwarder struct {
-	CollectorURL string // base URL; records go to CollectorURL + /api/v1/measurements
+	CollectorURL string // base URL; records go to CollectorURL + Path
 	Client       *http.Client
 	Logger       *slog.Logger
 	// OnEvent counts what happened ("forwarded", "retry", "refused").
@@ -39,9 +39,6 @@ type Forwarder struct {
 	sp  *spool.Spool
 	dir string
 }
-
-// IngestPath is the collector's ingest endpoint (see collector.IngestPath).
-const IngestPath = "/api/v1/measurements"
 
 // OpenForwarder opens (recovering) the spool in dir.
 func OpenForwarder(dir, collectorURL string, log *slog.Logger) (*Forwarder, error) {
@@ -138,11 +135,11 @@ func (f *Forwarder) deliver(ctx context.Context, seg *spool.Segment) error {
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.CollectorURL+IngestPath, &body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.CollectorURL+Path, &body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/x-ndjson")
+	req.Header.Set("Content-Type", ContentType)
 	req.Header.Set("Content-Encoding", "gzip")
 	resp, err := f.Client.Do(req)
 	if err != nil {

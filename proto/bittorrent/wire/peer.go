@@ -1,11 +1,11 @@
-// Package peer is the part of the BitTorrent differential test that both
+// Package wire is the part of the BitTorrent differential test that both
 // ends share (spec/bittorrent.md): the peer-wire codec (handshake and
 // length-prefixed messages), the flow keys that carry the negotiated token,
 // one flow as seeder or leecher in either of the two shapes (real
 // BitTorrent, or random bytes of the same sizes and timing), and Analyze,
 // which turns the flows' throughput samples into the comparisons and
 // outcomes of the record.
-package peer
+package wire
 
 import (
 	"crypto/hmac"
@@ -18,7 +18,7 @@ import (
 	mrand "math/rand/v2"
 	"strconv"
 
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
+	spec "github.com/neubot/neubot/proto/bittorrent"
 )
 
 // Key is the 20-byte key of one flow; it is the info_hash of the

@@ -1,8 +1,8 @@
-// Package spec holds the constants of the BitTorrent differential test
+// Package bittorrent holds the constants of the BitTorrent differential test
 // (spec/bittorrent.md), shared by the test server (testserver/bittorrent)
 // and the agent's client (agent/bittorrent), and the JSON bodies of its HTTP
 // steps. It mirrors the document and nothing else.
-package spec
+package bittorrent
 
 import "time"
 

@@ -1,4 +1,4 @@
-package spec
+package ndt7
 
 import (
 	"errors"

@@ -1,10 +1,10 @@
-// Package spec holds the constants and messages of ndt7 as Neubot speaks it
+// Package ndt7 holds the constants and messages of ndt7 as Neubot speaks it
 // (spec/ndt7.md): the ndt7 protocol of M-Lab's specification, version
 // v0.11.0, plus the Neubot additions (negotiation, collect, a locate-style
 // answer and the browser page). It is shared by the test server
 // (testserver/ndt7) and the agent's client (agent/ndt7) and mirrors the
 // specification and nothing else.
-package spec
+package ndt7
 
 import (
 	"bytes"
@@ -78,6 +78,8 @@ const (
 	HandshakeTimeout = 10 * time.Second
 	// MaxQueryBytes is the longest query string an upgrade may carry.
 	MaxQueryBytes = 4096
+	// MaxCollectBody bounds the record posted to CollectPath.
+	MaxCollectBody = 1 << 20
 )
 
 // Origins and tests of a measurement message.

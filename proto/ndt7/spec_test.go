@@ -1,4 +1,4 @@
-package spec_test
+package ndt7_test
 
 import (
 	"encoding/json"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/neubot/neubot/testserver/ndt7/spec"
+	spec "github.com/neubot/neubot/proto/ndt7"
 )
 
 func read(t testing.TB, name string) []byte {

@@ -1,14 +1,14 @@
-package schemas
-
-// The rendezvous protocol (the Coordinator of the 2011 Neubot paper): test
-// servers register with the collector and refresh their registration with
-// heartbeats; agents ask the collector which live test servers serve which
-// tests. Both ends share the types and limits below.
+// Package rendezvous is the rendezvous protocol of spec/rendezvous.md (the
+// Coordinator of the 2011 Neubot paper): test servers register with the
+// collector and refresh their registration with heartbeats; agents ask the
+// collector which live test servers serve which tests. Both ends share the
+// types and limits below.
 //
 // The messages are JSON. Unlike records, they are not archival: they are
 // soft state that the next heartbeat rebuilds, so unknown fields are
 // ignored (an older collector accepts a newer server's registration) while
 // the values of known fields are validated strictly.
+package rendezvous
 
 import (
 	"fmt"
@@ -16,7 +16,12 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/neubot/neubot/schemas"
 )
+
+// Version of the protocol described in spec/rendezvous.md.
+const Version = "v1.1.0"
 
 // Endpoints of the collector's rendezvous API (both POST, JSON in and out).
 const (
@@ -58,10 +63,6 @@ const PeerHelloPath = "/api/v1/peer/hello"
 // can never register under a platform server's ID, nor a server under a
 // peer's.
 const PeerIDPrefix = "peer-"
-
-// PeerServerID is the server.id of every record of a peer test: peers' own
-// IDs, which the rendezvous maps to their addresses, are never published.
-const PeerServerID = "peer"
 
 // Caps a volunteer may set on the tests its agent serves to peers.
 const (
@@ -244,7 +245,7 @@ type ServerInfo struct {
 // field (e.g. "url", "tests[2]", "load.capacity").
 type MessageError struct {
 	Message string
-	Fields  []FieldError
+	Fields  []schemas.FieldError
 }
 
 func (e *MessageError) Error() string {
@@ -258,11 +259,11 @@ func (e *MessageError) Error() string {
 // msgChecker collects the problems of one message.
 type msgChecker struct {
 	msg  string
-	errs []FieldError
+	errs []schemas.FieldError
 }
 
 func (c *msgChecker) add(path, format string, args ...any) {
-	c.errs = append(c.errs, FieldError{Path: path, Reason: fmt.Sprintf(format, args...)})
+	c.errs = append(c.errs, schemas.FieldError{Path: path, Reason: fmt.Sprintf(format, args...)})
 }
 
 func (c *msgChecker) err() error {
@@ -384,7 +385,7 @@ func checkServerURL(c *msgChecker, path, s string) {
 func checkTests(c *msgChecker, path string, tests []string) {
 	switch {
 	case len(tests) == 0:
-		c.add(path, "must name at least one test (known: %s)", strings.Join(testNames(), ", "))
+		c.add(path, "must name at least one test (known: %s)", strings.Join(schemas.TestNames(), ", "))
 		return
 	case len(tests) > MaxRendezvousTests:
 		c.add(path, "has %d entries, more than %d", len(tests), MaxRendezvousTests)
@@ -392,8 +393,8 @@ func checkTests(c *msgChecker, path string, tests []string) {
 	}
 	for i, name := range tests {
 		p := fmt.Sprintf("%s[%d]", path, i)
-		if _, ok := Lookup(name); !ok {
-			c.add(p, "unknown test %.32q (known: %s)", name, strings.Join(testNames(), ", "))
+		if _, ok := schemas.Lookup(name); !ok {
+			c.add(p, "unknown test %.32q (known: %s)", name, strings.Join(schemas.TestNames(), ", "))
 			continue
 		}
 		for j := range i {

@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"bytes"
@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	spec "github.com/neubot/neubot/proto/bittorrent"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
 )
 
 func TestHandshake(t *testing.T) {

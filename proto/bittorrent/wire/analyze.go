@@ -1,9 +1,9 @@
-package peer
+package wire
 
 import (
 	"github.com/neubot/neubot/internal/stats"
+	spec "github.com/neubot/neubot/proto/bittorrent"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
 )
 
 // Criteria are the decision thresholds of methodology version 1.

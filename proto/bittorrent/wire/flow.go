@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"encoding/binary"
@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	spec "github.com/neubot/neubot/proto/bittorrent"
 	"github.com/neubot/neubot/schemas"
-	"github.com/neubot/neubot/testserver/bittorrent/spec"
 )
 
 // Flow is one connection after its handshake. The seeder sends its

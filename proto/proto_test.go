@@ -1,0 +1,234 @@
+package proto_test
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/neubot/neubot"
+
+// goFile is one parsed Go file of the repository, with the directory of its
+// package relative to the root ("proto/ingest", "collector").
+type goFile struct {
+	dir  string
+	name string
+	file *ast.File
+}
+
+// parseTree parses every Go file of the repository (tests included).
+func parseTree(t *testing.T) []goFile {
+	t.Helper()
+	fset := token.NewFileSet()
+	var files []goFile
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if n := d.Name(); path != ".." && (strings.HasPrefix(n, ".") || n == "testdata" || n == "node_modules" || n == "var") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel("..", filepath.Dir(path))
+		files = append(files, goFile{dir: filepath.ToSlash(rel), name: filepath.ToSlash(path[3:]), file: f})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 100 {
+		t.Fatalf("parsed only %d Go files: not the repository", len(files))
+	}
+	return files
+}
+
+func isProto(dir string) bool { return strings.HasPrefix(dir, "proto/") }
+
+// protoPaths returns the string constants of the proto packages that are
+// HTTP paths ("/..."), each with the packages that declare it.
+func protoPaths(t *testing.T, files []goFile) map[string][]string {
+	t.Helper()
+	paths := map[string][]string{}
+	for _, f := range files {
+		if !isProto(f.dir) || strings.HasSuffix(f.name, "_test.go") {
+			continue
+		}
+		for _, d := range f.file.Decls {
+			g, ok := d.(*ast.GenDecl)
+			if !ok || g.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range g.Specs {
+				for _, v := range spec.(*ast.ValueSpec).Values {
+					lit, ok := v.(*ast.BasicLit)
+					if !ok || lit.Kind != token.STRING {
+						continue
+					}
+					s, _ := strconv.Unquote(lit.Value)
+					if strings.HasPrefix(s, "/") && len(s) > 1 && !slices.Contains(paths[s], f.dir) {
+						paths[s] = append(paths[s], f.dir)
+					}
+				}
+			}
+		}
+	}
+	for _, want := range []string{"/api/v1/measurements", "/api/v1/rendezvous", "/speedtest/negotiate", "/ndt/v7/download", "/bittorrent/start"} {
+		if len(paths[want]) == 0 {
+			t.Fatalf("no proto package declares %s: the scan of proto/ is broken (found %v)", want, paths)
+		}
+	}
+	return paths
+}
+
+// TestOneHomePerPath: a path of a wire protocol is spelled only in the
+// package of that protocol; every other package (tests included) uses its
+// constant. (A literal with a query string, "/api/v1/isps?asn=3269", is a
+// request of a test, not a route, and is not checked.)
+func TestOneHomePerPath(t *testing.T) {
+	files := parseTree(t)
+	paths := protoPaths(t, files)
+	checked := 0
+	for _, f := range files {
+		if f.dir == "proto" {
+			continue // this test's own sanity checks
+		}
+		ast.Inspect(f.file, func(n ast.Node) bool {
+			lit, ok := n.(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING {
+				return true
+			}
+			s, err := strconv.Unquote(lit.Value)
+			if err != nil {
+				return true
+			}
+			owners := paths[s]
+			if len(owners) == 0 {
+				return true
+			}
+			checked++
+			if !slices.Contains(owners, f.dir) {
+				t.Errorf("%s spells %q, a path of %s: use its constant", f.name, s, strings.Join(owners, ", "))
+			}
+			return true
+		})
+	}
+	if checked == 0 {
+		t.Fatal("no literal path found even in proto/: the check is broken")
+	}
+	for p, owners := range paths {
+		if len(owners) > 1 {
+			t.Errorf("%s is declared by %s: one home per path", p, strings.Join(owners, " and "))
+		}
+	}
+}
+
+// jsonShape is the sorted JSON field names of a struct type, or "" for a
+// struct with fewer than two JSON fields (too small to be a message).
+func jsonShape(st *ast.StructType) string {
+	var names []string
+	for _, fld := range st.Fields.List {
+		if fld.Tag == nil {
+			continue
+		}
+		tag, _ := strconv.Unquote(fld.Tag.Value)
+		name, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
+		if name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	if len(names) < 2 {
+		return ""
+	}
+	sort.Strings(names)
+	return strings.Join(names, " ")
+}
+
+// TestOneHomePerMessage: no package outside proto/ declares a struct with
+// the same JSON fields as a message type of a protocol (a private copy of
+// a reply type, decoded on its own terms, drifts from the protocol).
+func TestOneHomePerMessage(t *testing.T) {
+	files := parseTree(t)
+	messages := map[string]string{} // shape -> "proto/x.Type"
+	for _, f := range files {
+		if !isProto(f.dir) || strings.HasSuffix(f.name, "_test.go") {
+			continue
+		}
+		for _, d := range f.file.Decls {
+			g, ok := d.(*ast.GenDecl)
+			if !ok || g.Tok != token.TYPE {
+				continue
+			}
+			for _, spec := range g.Specs {
+				ts := spec.(*ast.TypeSpec)
+				if st, ok := ts.Type.(*ast.StructType); ok && ast.IsExported(ts.Name.Name) {
+					if shape := jsonShape(st); shape != "" {
+						messages[shape] = f.dir + "." + ts.Name.Name
+					}
+				}
+			}
+		}
+	}
+	if len(messages) < 10 {
+		t.Fatalf("found only %d message types in proto/: the scan is broken", len(messages))
+	}
+	for _, f := range files {
+		if isProto(f.dir) {
+			continue
+		}
+		ast.Inspect(f.file, func(n ast.Node) bool {
+			st, ok := n.(*ast.StructType)
+			if !ok {
+				return true
+			}
+			if m, dup := messages[jsonShape(st)]; dup {
+				t.Errorf("%s declares a struct with the JSON fields of %s: use that type", f.name, m)
+			}
+			return true
+		})
+	}
+}
+
+// TestProtoImports: a protocol package imports the standard library,
+// third-party modules, schemas, internal/ and other proto packages, never a
+// component (agent, testserver, collector, publish, analytics, cmd, bench),
+// so both ends of a protocol can import it.
+func TestProtoImports(t *testing.T) {
+	files := parseTree(t)
+	n := 0
+	for _, f := range files {
+		if !isProto(f.dir) && f.dir != "proto" {
+			continue
+		}
+		for _, imp := range f.file.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			rest, ok := strings.CutPrefix(p, module+"/")
+			if !ok {
+				continue
+			}
+			n++
+			if !(strings.HasPrefix(rest, "proto/") || rest == "schemas" || strings.HasPrefix(rest, "schemas/") || strings.HasPrefix(rest, "internal/")) {
+				t.Errorf("%s imports %s: a protocol package must not depend on a component", f.name, p)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no proto package imports anything of the module: the scan is broken")
+	}
+}
