@@ -7,7 +7,7 @@ SOAK ?= 10m
 DATA ?= var/up
 FUZZTIME ?= 10s
 
-.PHONY: up test test-cluster bench lint setup build fuzz clean
+.PHONY: up test test-cluster bench lint setup build dist fuzz clean
 
 setup:
 	@scripts/setup
@@ -15,6 +15,14 @@ setup:
 build: setup
 	$(GO) build -o bin/neubot ./cmd/neubot
 	$(GO) build -o bin/neubot-server ./cmd/neubot-server
+
+## dist: what volunteers install, into bin/dist: the static neubot binary for
+## linux/amd64, linux/arm64, darwin/amd64 and darwin/arm64, a .deb for each
+## Linux one, SHA256SUMS. Reproducible: the same commit gives the same bytes.
+## VERSION=X.Y.Z overrides the version (default: tag vX.Y.Z of HEAD, else a
+## snapshot), COLLECTOR=URL the binary's default collector.
+dist: setup
+	$(GO) run ./dist/mkdist -out bin/dist $(if $(VERSION),-version $(VERSION)) $(if $(COLLECTOR),-collector $(COLLECTOR))
 
 ## up: run the whole platform on a local ClickHouse (data under $(DATA)).
 up: build

@@ -6,22 +6,18 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +84,7 @@ type Agent struct {
 	progress *Progress
 	nextTest time.Time
 	lastErr  string
+	latest   string // the newest agent release the collector announced ("": none)
 	lastTest time.Time
 	busyTill time.Time
 	backoff  time.Duration
@@ -409,61 +406,25 @@ func (a *Agent) StartTest(ctx context.Context, done chan<- error) error {
 	return nil
 }
 
-// maxCandidates bounds the servers (or peers) one test tries in turn when
-// the first ones are busy or unreachable.
-const maxCandidates = 3
-
 // rendezvous asks the collector for the test servers of test (and peers,
-// if the volunteer allows them), least loaded first, itself excluded.
+// if the volunteer allows them), least loaded first, itself excluded, and
+// keeps what the answer says of the latest agent version.
 func (a *Agent) rendezvous(ctx context.Context, test string) ([]rendezvous.ServerInfo, error) {
 	if a.opts.ServerURL != "" {
 		return []rendezvous.ServerInfo{{URL: a.opts.ServerURL}}, nil
 	}
-	if a.opts.CollectorURL == "" {
-		return nil, errors.New("no test server: give a server URL or a collector URL")
-	}
-	body, _ := json.Marshal(rendezvous.RendezvousRequest{AgentID: a.st.AgentID, Tests: []string{test}, AgentVersion: version.Version, Peers: a.Config().TestWithPeers})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.opts.CollectorURL, "/")+rendezvous.RendezvousPath, bytes.NewReader(body))
+	rr, err := Rendezvous(ctx, a.http, a.opts.CollectorURL, rendezvous.RendezvousRequest{AgentID: a.st.AgentID, Tests: []string{test}, AgentVersion: version.Version, Peers: a.Config().TestWithPeers})
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("rendezvous: %w", err)
+	latest := rr.LatestAgentVersion
+	if !rendezvous.ValidVersion(latest) {
+		latest = "" // nothing announced, or nothing to show the volunteer
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("rendezvous: the collector answered %s", resp.Status)
-	}
-	var rr rendezvous.RendezvousResponse
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&rr); err != nil {
-		return nil, fmt.Errorf("rendezvous: %w", err)
-	}
-	var out []rendezvous.ServerInfo
-	for _, s := range rr.Servers[test] {
-		if s.Peer && s.ID == a.st.PeerID {
-			continue // this agent itself, serving peers
-		}
-		if len(out) < maxCandidates {
-			out = append(out, s)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("rendezvous: no test server serves %s now", test)
-	}
-	return out, nil
-}
-
-// tryNext says whether a test that failed with err may try the next
-// candidate: the server was busy or refused it, or could not be reached.
-func tryNext(err error) bool {
-	var pe *plugin.ProtocolError
-	if errors.As(err, &pe) {
-		return pe.Status == http.StatusTooManyRequests || pe.Status == http.StatusServiceUnavailable
-	}
-	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "dial"
+	a.mu.Lock()
+	a.latest = latest
+	a.mu.Unlock()
+	return Candidates(rr, test, a.st.PeerID)
 }
 
 // MaxTestTime bounds one test, queueing included.
@@ -513,7 +474,7 @@ func (a *Agent) runTest(ctx context.Context, test string) error {
 				a.mu.Unlock()
 			},
 		})
-		if err == nil || !tryNext(err) || ctx.Err() != nil || i == len(candidates)-1 {
+		if err == nil || !TryNext(err) || ctx.Err() != nil || i == len(candidates)-1 {
 			break
 		}
 		a.log.Info("agent: server busy or unreachable; trying the next", "server", c.URL, "peer", c.Peer, "err", err)

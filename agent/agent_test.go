@@ -24,6 +24,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
@@ -425,5 +426,46 @@ func TestTakesTurns(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("after run %d: %v, want %v", i+1, got, want)
 		}
+	}
+}
+
+// TestUpdateNotice: the status says a newer version exists only when the
+// collector's rendezvous announced a release newer than this agent; an older
+// or the same release, or none, says nothing. A collector refuses to
+// announce what is not a version.
+func TestUpdateNotice(t *testing.T) {
+	if _, err := collector.New(collector.Config{SpoolDir: t.TempDir(), LatestAgentVersion: "1.0<b>"}); err == nil {
+		t.Error("a collector announces the latest agent version 1.0<b>")
+	}
+	for _, tc := range []struct {
+		announced string
+		notice    bool
+	}{{"99.0.0", true}, {"0.0.1", false}, {version.Version, false}, {"", false}} {
+		col, err := collector.New(collector.Config{SpoolDir: t.TempDir(), LatestAgentVersion: tc.announced})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(col.Handler())
+		a := newAgent(t, t.TempDir(), srv.URL, "")
+		a.SetConsent(true, true, true)
+		if a.Status(context.Background()).Update != nil {
+			t.Errorf("%q: a notice before any rendezvous", tc.announced)
+		}
+		done := make(chan error, 1)
+		if err := a.StartTest(context.Background(), done); err != nil {
+			t.Fatal(err)
+		}
+		// No test server is registered: the test fails after the
+		// rendezvous answered.
+		if err := <-done; err == nil || !strings.Contains(err.Error(), "no test server serves speedtest") {
+			t.Errorf("%q: the test ended with %v", tc.announced, err)
+		}
+		u := a.Status(context.Background()).Update
+		if tc.notice != (u != nil) || (u != nil && (u.Latest != tc.announced || u.Current != version.Version)) {
+			t.Errorf("collector announces %q, agent %s: update %+v", tc.announced, version.Version, u)
+		}
+		a.Close()
+		srv.Close()
+		col.Close()
 	}
 }

@@ -6,10 +6,12 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -124,6 +126,18 @@ type Status struct {
 	DataUsed       DataUsed   `json:"data_used"`
 	// Peers is serving other agents' tests (peer-to-peer mode).
 	Peers PeersDoc `json:"peers"`
+	// Update is set when the collector's rendezvous announced a release
+	// newer than this agent; the agent never updates itself.
+	Update *UpdateDoc `json:"update,omitempty"`
+}
+
+// UpdateDoc says that a newer release of the agent exists.
+type UpdateDoc struct {
+	Latest  string `json:"latest"`
+	Current string `json:"current"`
+	// File is the name of the latest release's file for this machine, as
+	// make dist names it: neubot_0.2.0_amd64.deb, neubot_0.2.0_darwin_arm64.
+	File string `json:"file"`
 }
 
 // PeersDoc is the peer-to-peer part of the status.
@@ -173,6 +187,13 @@ func (a *Agent) Status(ctx context.Context) Status {
 	if a.progress != nil {
 		p := *a.progress
 		s.Progress = &p
+	}
+	if a.latest != "" && version.Compare(a.latest, version.Version) > 0 {
+		file := fmt.Sprintf("neubot_%s_%s_%s", a.latest, runtime.GOOS, runtime.GOARCH)
+		if runtime.GOOS == "linux" {
+			file = fmt.Sprintf("neubot_%s_%s.deb", a.latest, runtime.GOARCH)
+		}
+		s.Update = &UpdateDoc{Latest: a.latest, Current: version.Version, File: file}
 	}
 	if !a.nextTest.IsZero() {
 		t := a.nextTest.UTC().Truncate(time.Second)

@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -109,6 +110,10 @@ type Config struct {
 	PseudonymSecret []byte
 	// Limits is the abuse limits of ingest; zero values: no limit.
 	Limits Limits
+	// LatestAgentVersion, when set, is announced in every rendezvous
+	// answer (rendezvous.RendezvousResponse.LatestAgentVersion), so that
+	// older agents tell their volunteers a newer version exists.
+	LatestAgentVersion string
 }
 
 // Collector is the ingest service. Create it with New, serve Handler, run
@@ -142,6 +147,9 @@ type Collector struct {
 func New(cfg Config) (*Collector, error) {
 	if cfg.SpoolDir == "" {
 		return nil, errors.New("collector: no spool directory")
+	}
+	if cfg.LatestAgentVersion != "" && !rendezvous.ValidVersion(cfg.LatestAgentVersion) {
+		return nil, fmt.Errorf("collector: latest agent version %q: want 1 to %d bytes of A-Z a-z 0-9 . + ~ -, starting with a digit", cfg.LatestAgentVersion, rendezvous.MaxVersionBytes)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -371,6 +371,8 @@ func (c *Collector) handleRendezvous(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, rendezvous.RendezvousResponse{
 		Servers: c.rendezvous().lookup(req.Tests, MaxServersPerTest, req.Peers && !c.cfg.NoPeers),
 		TTLS:    int(RendezvousTTL / time.Second),
+
+		LatestAgentVersion: c.cfg.LatestAgentVersion,
 	})
 }
 

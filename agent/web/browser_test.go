@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,10 +16,15 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/neubot/neubot/agent"
+	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/browsertest"
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/proto/rendezvous"
+	"github.com/neubot/neubot/schemas"
+	"github.com/neubot/neubot/testserver"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
@@ -410,6 +416,64 @@ func TestBrowserPeers(t *testing.T) {
 		chromedp.Click("#serve-peers", chromedp.ByQuery),
 		chromedp.Click("#save-peers", chromedp.ByQuery),
 		poll(`document.getElementById("pr-state").textContent === "No" && "No"`, &serving))
+	for _, p := range b.Problems() {
+		t.Errorf("the page reported: %s", p)
+	}
+}
+
+// TestBrowserUpdate: a collector that announces a newer agent release in
+// its rendezvous answers (--latest-agent-version) makes the UI say so after
+// the agent's next test, with the file to install; before any rendezvous,
+// the UI says nothing.
+func TestBrowserUpdate(t *testing.T) {
+	const latest = "99.1.0"
+	col, err := collector.New(collector.Config{SpoolDir: t.TempDir(), LatestAgentVersion: latest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	colSrv, err := httpx.Listen("127.0.0.1:0", col.Handler(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { colSrv.Shutdown(context.Background()); col.Close() })
+	svc, tsURL := servicetest.Start(t, service.Config{ID: "ts-ui-update"})
+	ctx, cancel := context.WithCancel(context.Background())
+	regDone := make(chan struct{})
+	reg := &testserver.Registrar{CollectorURL: colSrv.URL(), Info: func() rendezvous.ServerRegistration { return svc.Registration(tsURL) }}
+	go func() { defer close(regDone); reg.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-regDone })
+	base := startAgentWith(t, agent.Options{CollectorURL: colSrv.URL(), Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtest.Config{})}})
+
+	b := browsertest.Start(t, 60*time.Second)
+	step, poll := b.Step, browsertest.Poll
+	var shown bool
+	step("open the UI and accept", chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible("#accept", chromedp.ByQuery),
+		chromedp.Click("#accept", chromedp.ByQuery),
+		chromedp.WaitVisible("#run", chromedp.ByQuery),
+		chromedp.Evaluate(`!document.getElementById("update").hidden`, &shown))
+	if shown {
+		t.Error("the UI announces a newer version before any rendezvous")
+	}
+	var text string
+	step("run a test: the rendezvous announces the newer version", chromedp.Click("#run", chromedp.ByQuery),
+		poll(`!document.getElementById("update").hidden && document.getElementById("update").textContent`, &text))
+	text = strings.Join(strings.Fields(text), " ")
+	file := fmt.Sprintf("neubot_%s_%s.deb", latest, runtime.GOARCH)
+	for _, want := range []string{"A newer version of Neubot exists: " + latest, "(this is " + version.Version + ")", "never updates itself", file} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the notice reads %q; it lacks %q", text, want)
+		}
+	}
+	var st struct {
+		Update *agent.UpdateDoc `json:"update"`
+	}
+	getJSON(t, base+"/api/v1/status", &st)
+	if st.Update == nil || st.Update.Latest != latest || st.Update.Current != version.Version || st.Update.File != file {
+		t.Errorf("the status's update is %+v", st.Update)
+	}
+	step("the test ends", poll(`document.getElementById("st-state").textContent.startsWith("Waiting") && "done"`, &text))
+	b.Screenshot("agent-ui-update.png")
 	for _, p := range b.Problems() {
 		t.Errorf("the page reported: %s", p)
 	}

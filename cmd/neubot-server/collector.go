@@ -27,6 +27,7 @@ func cmdCollector(args []string) error {
 	minRate := fs.Int64("min-body-rate", 4096, "least average rate of an ingest body, bytes a second, after a 10 s grace; slower bodies get 408")
 	tf := addTrustFlags(fs)
 	noPeers := fs.Bool("no-peers", false, "turn peer-to-peer mode off: refuse volunteers' agents that offer to serve tests, list no peers")
+	latest := fs.String("latest-agent-version", "", "the newest release of the volunteers' agent, announced in rendezvous answers: older agents say in their web UI that a newer version exists (they never update themselves)")
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
 	if err != nil {
@@ -76,6 +77,7 @@ func cmdCollector(args []string) error {
 		Key:                   trust.key,
 		PseudonymSecret:       trust.secret,
 		Limits:                trust.limits,
+		LatestAgentVersion:    *latest,
 	})
 	if err != nil {
 		return err

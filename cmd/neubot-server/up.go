@@ -45,6 +45,7 @@ func cmdUp(args []string) error {
 	demo := fs.Bool("demo", false, "also seed the last days with a simulated fleet (records marked synthetic=1)")
 	demoAgents := fs.Int("demo-agents", 500, "agents of the simulated fleet with --demo")
 	demoDays := fs.Int("demo-days", 3, "days of simulated tests with --demo")
+	latest := fs.String("latest-agent-version", "", "announce this as the newest agent release in rendezvous answers (see collector --latest-agent-version)")
 	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
 	lf := addLogFlags(fs, "text")
 	log, err := parseLogged(fs, args, lf)
@@ -118,7 +119,8 @@ func cmdUp(args []string) error {
 		IPDB:       db,
 		Logger:     log,
 		// The platform on one machine: its agent serves peers on loopback.
-		PeerNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		PeerNetworks:       []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		LatestAgentVersion: *latest,
 	})
 	if err != nil {
 		return err

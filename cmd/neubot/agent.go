@@ -18,8 +18,12 @@ import (
 	"github.com/neubot/neubot/agent/registry"
 	"github.com/neubot/neubot/internal/cli"
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/version"
 )
 
+// defaultStateDir is where the agent keeps its state when --state-dir is
+// not given: systemd's StateDirectory= (/var/lib/neubot for the packaged
+// service), else the user's XDG state directory.
 func defaultStateDir() string {
 	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd's StateDirectory=
 		return d
@@ -52,8 +56,8 @@ func cmdAgent(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:9774", "address of the local API and web UI (loopback only unless --allow-remote)")
 	allowRemote := fs.Bool("allow-remote", false, "allow a non-loopback --listen address (needs --remote-password)")
 	remotePassword := fs.String("remote-password", "", "with --allow-remote: the password every request to the API and web UI must carry (HTTP Basic, any user name; at least 12 characters; better set as NEUBOT_REMOTE_PASSWORD than on the command line)")
-	stateDir := fs.String("state-dir", defaultStateDir(), "directory of the agent's configuration, results and upload spool")
-	collector := fs.String("collector", "http://127.0.0.1:9773", "collector base URL (rendezvous and uploads); empty: keep results local")
+	stateDir := fs.String("state-dir", "", "directory of the agent's configuration, results and upload spool (default: $STATE_DIRECTORY, set by systemd, else $XDG_STATE_HOME/neubot, else ~/.local/state/neubot)")
+	collector := fs.String("collector", version.DefaultCollector, "collector base URL (rendezvous and uploads); empty: keep results local")
 	server := fs.String("server", "", "fixed test server URL (default: ask the collector's rendezvous)")
 	publicAPI := fs.String("public-api", "http://127.0.0.1:8080", "Neubot's public API, to compare your results with your provider's; empty: none")
 	once := fs.Bool("once", false, "run one test now, upload it, and exit")
@@ -65,6 +69,7 @@ func cmdAgent(args []string) error {
 	tests := fs.String("tests", "", "comma-separated tests to run, in turn (default: "+strings.Join(registry.Defaults(), ", ")+"; also known: replay)")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.SetOutput(usageOut)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: %s agent [flags]\n\nRuns the background agent: tests at random times (mean 2 h, at least 15 min apart) once\nthe volunteer has consented, keeps results locally, uploads them, and serves the web UI.\n\nFlags (also read from NEUBOT_<FLAG>):\n", prog)
 		fs.PrintDefaults()
@@ -78,6 +83,9 @@ func cmdAgent(args []string) error {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "%s agent: unexpected argument %q\n", prog, fs.Arg(0))
 		return cli.ErrUsage
+	}
+	if *stateDir == "" {
+		*stateDir = defaultStateDir()
 	}
 	if err := checkListen(*listen, *allowRemote); err != nil {
 		fmt.Fprintf(os.Stderr, "%s agent: %v\n", prog, err)

@@ -28,11 +28,12 @@ func deps(t *testing.T) map[string][]string {
 	return pkgs
 }
 
-// TestNoServerDeps: what volunteers install never links ClickHouse, Arrow
+// TestNoServerDeps: what volunteers install never links ClickHouse, Arrow,
+// the packaging tools of make dist (nfpm)
 // or a server component (collector, publish, analytics).
 func TestNoServerDeps(t *testing.T) {
 	for d := range deps(t) {
-		for _, banned := range []string{"github.com/ClickHouse/", "github.com/apache/arrow", module + "/collector", module + "/analytics", module + "/publish", module + "/internal/chdb", module + "/internal/localch"} {
+		for _, banned := range []string{"github.com/ClickHouse/", "github.com/apache/arrow", "github.com/goreleaser/", module + "/dist", module + "/collector", module + "/analytics", module + "/publish", module + "/internal/chdb", module + "/internal/localch"} {
 			if strings.HasPrefix(d, banned) {
 				t.Errorf("cmd/neubot depends on %s", d)
 			}

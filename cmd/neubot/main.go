@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/neubot/neubot/internal/cli"
@@ -14,18 +15,32 @@ import (
 
 const prog = "neubot"
 
-func main() {
-	cmds := []cli.Command{
+// usageOut receives the usage of every command (its -h): standard error,
+// except while the manual page is written from the same text.
+var usageOut io.Writer = os.Stderr
+
+func commands() []cli.Command {
+	return []cli.Command{
 		{Name: "agent", Short: "run the background agent with its web UI on http://127.0.0.1:9774", Run: cmdAgent},
-		{Name: "run", Short: "run one test now: neubot run speedtest --server URL [--json]", Run: cmdRun},
-		{Name: "version", Short: "print the version and the record schema version", Run: func(args []string) error {
-			if len(args) > 0 {
-				fmt.Fprintf(os.Stderr, "%s version: unexpected argument %q\n", prog, args[0])
-				return cli.ErrUsage
-			}
-			fmt.Printf("%s %s (record schema %d)\n", prog, version.Version, schemas.SchemaVersion)
-			return nil
-		}},
+		{Name: "run", Short: "run one test now: neubot run speedtest [--server URL] [--json]", Run: cmdRun},
+		{Name: "version", Short: "print the version, the commit and the record schema version", Run: cmdVersion},
+		{Name: "man", Short: "print the manual page (roff)", Run: cmdMan, Hidden: true},
 	}
-	cli.Exit(prog, cli.Dispatch(prog, cmds, os.Args[1:], os.Stderr))
+}
+
+func main() {
+	cli.Exit(prog, cli.Dispatch(prog, commands(), os.Args[1:], os.Stderr))
+}
+
+func cmdVersion(args []string) error {
+	if len(args) > 0 {
+		fmt.Fprintf(os.Stderr, "%s version: unexpected argument %q\n", prog, args[0])
+		return cli.ErrUsage
+	}
+	commit := version.Commit
+	if commit == "" {
+		commit = "unknown"
+	}
+	fmt.Printf("%s %s (commit %s, record schema %d)\n", prog, version.Version, commit, schemas.SchemaVersion)
+	return nil
 }

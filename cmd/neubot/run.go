@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,17 +17,22 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/neubot/neubot/agent"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
 	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/internal/cli"
+	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
 
-// cmdRun runs one test from the command line: `neubot run speedtest --server URL`.
+// cmdRun runs one test from the command line: `neubot run speedtest`. It
+// asks the rendezvous of the collector for the least loaded test server, as
+// the agent does (with the agent's client), unless --server names one.
 func cmdRun(args []string) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(os.Stderr, "usage: %s run TEST --server URL [--json]\n\ntests: %s\n", prog, strings.Join(registry.Names(), ", "))
+		fmt.Fprintf(usageOut, "usage: %s run TEST [--server URL] [--json]\n\ntests: %s\n", prog, strings.Join(registry.Names(), ", "))
 		return cli.ErrUsage
 	}
 	name := args[0]
@@ -36,16 +42,18 @@ func cmdRun(args []string) error {
 		return cli.ErrUsage
 	}
 	fs := flag.NewFlagSet(prog+" run "+name, flag.ContinueOnError)
-	server := fs.String("server", "", "test server URL, e.g. http://127.0.0.1:9775 (required; ndt7 also takes ws:// or wss:// for any ndt7 server)")
+	fs.SetOutput(usageOut)
+	server := fs.String("server", "", "a fixed test server, e.g. http://127.0.0.1:9775 (ndt7 also takes ws:// or wss:// for any ndt7 server); default: the least loaded one the collector's rendezvous lists")
+	collectorURL := fs.String("collector", version.DefaultCollector, "collector whose rendezvous finds the test server when --server is not given")
 	asJSON := fs.Bool("json", false, "print one JSON object with the result instead of the live display")
-	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long (queueing included)")
+	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long (rendezvous and queueing included)")
 	publish := fs.Bool("publish", true, "allow the result to be published (consent can_publish)")
 	method := 0
 	if name == schemas.SpeedtestName {
 		fs.IntVar(&method, "method", 2, "speedtest methodology: 2 (spec/speedtest.md v2.0.0) or 1 (the first one)")
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: %s run %s --server URL [--json]\n\nRuns one %s now and prints the result. Running it is consent to collect\nthis one result; --publish=false keeps it out of public data.\n\nFlags (also read from NEUBOT_<FLAG>):\n", prog, name, name)
+		fmt.Fprintf(fs.Output(), "usage: %s run TEST [--server URL] [--json]\n\nRuns one test now (TEST: %s) and prints the result. Running it is consent\nto collect this one result; --publish=false keeps it out of public data.\n\nFlags (also read from NEUBOT_<FLAG>):\n", prog, strings.Join(registry.Names(), ", "))
 		fs.PrintDefaults()
 	}
 	if err := cli.Parse(fs, "NEUBOT", args[1:]); err != nil {
@@ -58,8 +66,8 @@ func cmdRun(args []string) error {
 		fmt.Fprintf(os.Stderr, "%s run: unexpected argument %q\n", prog, fs.Arg(0))
 		return cli.ErrUsage
 	}
-	if *server == "" {
-		fmt.Fprintf(os.Stderr, "%s run: --server URL is required, e.g. --server http://127.0.0.1:9775\n", prog)
+	if *server == "" && *collectorURL == "" {
+		fmt.Fprintf(os.Stderr, "%s run: give a test server with --server URL, or a collector with --collector URL\n", prog)
 		return cli.ErrUsage
 	}
 	if name == schemas.SpeedtestName {
@@ -74,6 +82,18 @@ func cmdRun(args []string) error {
 	ctx, cancel2 := context.WithTimeout(ctx, *timeout)
 	defer cancel2()
 
+	agentID := uuid.NewString() // one-shot runs are not linked to an installed agent
+	candidates := []rendezvous.ServerInfo{{URL: *server}}
+	if *server == "" {
+		rr, err := agent.Rendezvous(ctx, &http.Client{Timeout: 30 * time.Second}, *collectorURL,
+			rendezvous.RendezvousRequest{AgentID: agentID, Tests: []string{name}, AgentVersion: version.Version})
+		if err == nil {
+			candidates, err = agent.Candidates(rr, name, "")
+		}
+		if err != nil {
+			return fmt.Errorf("%w (or give a test server with --server URL)", err)
+		}
+	}
 	var live *liveDisplay
 	if !*asJSON {
 		live = &liveDisplay{w: os.Stderr, tty: isTerminal(os.Stderr), phaseS: 3.5}
@@ -82,14 +102,31 @@ func cmdRun(args []string) error {
 		}
 	}
 	env := plugin.Env{
-		ServerURL: *server,
-		AgentID:   uuid.NewString(), // one-shot runs are not linked to an installed agent
-		Consent:   schemas.Consent{Informed: true, CanCollect: true, CanPublish: *publish},
+		AgentID:      agentID,
+		AgentVersion: version.Version,
+		Consent:      schemas.Consent{Informed: true, CanCollect: true, CanPublish: *publish},
 	}
 	if live != nil {
 		env.Progress = live.update
 	}
-	rec, err := m.Run(ctx, env)
+	var (
+		rec *schemas.Record
+		err error
+	)
+	for i, c := range candidates {
+		if *server == "" && !*asJSON {
+			fmt.Fprintf(os.Stderr, "server %s (the rendezvous of %s)\n", c.URL, *collectorURL)
+		}
+		env.ServerURL = c.URL
+		rec, err = m.Run(ctx, env)
+		if err == nil || !agent.TryNext(err) || ctx.Err() != nil || i == len(candidates)-1 {
+			break
+		}
+		if live != nil {
+			live.finish()
+			fmt.Fprintf(os.Stderr, "%s is busy or unreachable (%v); trying the next\n", c.URL, err)
+		}
+	}
 	if live != nil {
 		live.finish()
 	}

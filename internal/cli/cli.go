@@ -61,6 +61,20 @@ type Command struct {
 	Name  string
 	Short string
 	Run   func(args []string) error
+	// Hidden commands run but are not listed in the usage.
+	Hidden bool
+}
+
+// Usage writes the usage of a binary made of cmds: what `PROG --help`
+// prints.
+func Usage(w io.Writer, prog string, cmds []Command) {
+	fmt.Fprintf(w, "usage: %s COMMAND [flags]\n\ncommands:\n", prog)
+	for _, c := range cmds {
+		if !c.Hidden {
+			fmt.Fprintf(w, "  %-12s %s\n", c.Name, c.Short)
+		}
+	}
+	fmt.Fprintf(w, "\nRun '%s COMMAND -h' for the flags of a command.\n", prog)
 }
 
 // ErrUsage is returned for a bad command line; main exits 2 on it.
@@ -69,13 +83,7 @@ var ErrUsage = flag.ErrHelp
 // Dispatch runs the command named by args[0]; it prints usage to stderr and
 // returns ErrUsage when there is none or it is unknown.
 func Dispatch(prog string, cmds []Command, args []string, stderr io.Writer) error {
-	usage := func() {
-		fmt.Fprintf(stderr, "usage: %s COMMAND [flags]\n\ncommands:\n", prog)
-		for _, c := range cmds {
-			fmt.Fprintf(stderr, "  %-12s %s\n", c.Name, c.Short)
-		}
-		fmt.Fprintf(stderr, "\nRun '%s COMMAND -h' for the flags of a command.\n", prog)
-	}
+	usage := func() { Usage(stderr, prog, cmds) }
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage()
 		return ErrUsage

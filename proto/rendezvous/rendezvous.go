@@ -203,6 +203,26 @@ type RendezvousResponse struct {
 	// TTLS is how long, in seconds, the agent may reuse this answer
 	// before asking again.
 	TTLS int `json:"ttl_s"`
+	// LatestAgentVersion is the newest release of the agent that the
+	// collector's operator announces (collector --latest-agent-version),
+	// at most MaxVersionBytes of ValidVersion's characters; empty when
+	// none is announced. An agent older than it tells its volunteer that
+	// a newer version exists; it never updates itself.
+	LatestAgentVersion string `json:"latest_agent_version,omitempty"`
+}
+
+// ValidVersion says whether v can be announced as LatestAgentVersion: 1 to
+// MaxVersionBytes bytes of A-Z a-z 0-9 . + ~ -, starting with a digit.
+func ValidVersion(v string) bool {
+	if v == "" || len(v) > MaxVersionBytes || v[0] < '0' || v[0] > '9' {
+		return false
+	}
+	for _, r := range v {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || strings.ContainsRune(".+~-", r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // ServerInfo is one test server as the rendezvous hands it to agents.

@@ -200,6 +200,8 @@ func TestRendezvousJSONNames(t *testing.T) {
 		{rendezvous.RendezvousRequest{AgentID: "a", Tests: []string{"speedtest"}, AgentVersion: "1"}, `{"agent_id":"a","tests":["speedtest"],"agent_version":"1"}`},
 		{rendezvous.RendezvousResponse{Servers: map[string][]rendezvous.ServerInfo{"speedtest": {{ID: "s", URL: "http://s", Version: "1", Load: 0.5}}}, TTLS: 60},
 			`{"servers":{"speedtest":[{"id":"s","url":"http://s","version":"1","load":0.5}]},"ttl_s":60}`},
+		{rendezvous.RendezvousResponse{Servers: map[string][]rendezvous.ServerInfo{}, TTLS: 60, LatestAgentVersion: "0.2.0"},
+			`{"servers":{},"ttl_s":60,"latest_agent_version":"0.2.0"}`},
 		{rendezvous.ServerRegistration{ID: "p", Tests: []string{"speedtest"}, Load: rendezvous.ServerLoad{Capacity: 1},
 			Peer: &rendezvous.PeerOffer{Port: 9777, Caps: rendezvous.PeerCaps{MaxTests: 1, MaxMbps: 20, DailyMB: 500}}},
 			`{"id":"p","url":"","tests":["speedtest"],"version":"","load":{"active":0,"queued":0,"capacity":1},"peer":{"port":9777,"caps":{"max_tests":1,"max_mbps":20,"daily_mb":500}}}`},
@@ -227,5 +229,16 @@ func TestPeerCapsValidate(t *testing.T) {
 	bad := rendezvous.PeerCaps{MaxTests: 0, MaxMbps: 0.5, DailyMB: rendezvous.MaxPeerDailyMB + 1}
 	if got := fmt.Sprint(paths(t, bad.Validate())); got != "[max_tests max_mbps daily_mb]" {
 		t.Fatalf("fields %s", got)
+	}
+}
+
+func TestValidVersion(t *testing.T) {
+	for v, want := range map[string]bool{
+		"0.2.0": true, "1.0.0-rc1": true, "0.1.0~20261203.abc1234": true, "1.0+deb12": true,
+		"": false, "v1.0": false, "1.0 beta": false, "1.0<script>": false, strings.Repeat("1", 33): false,
+	} {
+		if got := rendezvous.ValidVersion(v); got != want {
+			t.Errorf("ValidVersion(%q) = %v, want %v", v, got, want)
+		}
 	}
 }

@@ -177,6 +177,13 @@
     state.status = st;
     const consent = st.consent || {};
     $("ft-version").textContent = `Neubot agent ${st.version || ""}`.trim() + ".";
+    const upd = st.update;
+    $("update").hidden = !upd;
+    if (upd) {
+      $("update-latest").textContent = upd.latest;
+      $("update-current").textContent = upd.current;
+      $("update-file").textContent = upd.file;
+    }
     $("privacy").hidden = !consent.decided;
     $("ft-publish").textContent = consent.decided && consent.can_collect
       ? (consent.can_publish ? "Your results are published as open data." : "Your results are not published.")
