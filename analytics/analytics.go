@@ -714,6 +714,6 @@ func (j *Job) RunPending(ctx context.Context) (int, error) {
 // A separate clause that the figures' queries keep.
 func trustSQL(table, day string) string {
 	return fmt.Sprintf(`%[3]s AND measurement_uid GLOBAL IN (SELECT arrayJoin(arraySlice(arrayMap(t -> tupleElement(t, 2), arraySort(groupArray((start_time, measurement_uid)))), 1, %[4]d))
-        FROM %[1]s FINAL WHERE toDate(start_time) = toDate('%[2]s') AND %[5]s AND %[3]s GROUP BY agent_id)`,
-		table, day, schemas.FiguresSQL, schemas.MaxTestsPerAgentDay, schemas.OnTimeSQL)
+        FROM %[1]s FINAL WHERE %[2]s AND %[5]s AND %[3]s GROUP BY agent_id)`,
+		table, DayCond(day), schemas.FiguresSQL, schemas.MaxTestsPerAgentDay, schemas.OnTimeSQL)
 }

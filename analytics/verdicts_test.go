@@ -173,7 +173,7 @@ func TestVerdictsFleet(t *testing.T) {
 		t.Fatal(vs, err)
 	}
 	busy := vs[0]
-	if busy.Direction != "any" || busy.Tests != 120 || busy.Share < 0.8 || busy.AgentVotes != 21 || busy.AgentsDifferentiation != 2 || busy.PValue < 0.05 {
+	if busy.Direction != "any" || busy.Tests != 20+schemas.MaxTestsPerAgentDay || busy.Share < 0.8 || busy.AgentVotes != 21 || busy.AgentsDifferentiation != 2 || busy.PValue < 0.05 {
 		t.Fatalf("ISP 100, day 1: %+v", busy)
 	}
 	for k, v := range q {

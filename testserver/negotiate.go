@@ -115,7 +115,8 @@ type NegotiatorConfig struct {
 	MaxPerSite int
 	// SessionMaxRequests bounds the transfers of one session running at
 	// once (default 16); SessionMaxBytes the bytes they move in all
-	// (default 4 GiB). Checked inside transfers (Begin, Count).
+	// (default 256 GiB: a 20 s test at 100 Gbit/s, loopback included).
+	// Checked inside transfers (Begin, Count).
 	SessionMaxRequests int
 	SessionMaxBytes    int64
 }
@@ -164,7 +165,7 @@ func NewNegotiator(cfg NegotiatorConfig) *Negotiator {
 		cfg.SessionMaxRequests = 16
 	}
 	if cfg.SessionMaxBytes <= 0 {
-		cfg.SessionMaxBytes = 4 << 30
+		cfg.SessionMaxBytes = 256 << 30
 	}
 	return &Negotiator{
 		cfg:     cfg,

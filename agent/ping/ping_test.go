@@ -23,7 +23,7 @@ import (
 // TestPing runs the client against the real test server on loopback:
 // negotiation, the pings, collect; the record is the server's merged one.
 func TestPing(t *testing.T) {
-	_, url := servicetest.Start(t, service.Config{})
+	_, url := servicetest.Start(t, service.Config{ID: "ts-test"})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	client := &http.Client{Transport: &http.Transport{}}
@@ -48,7 +48,7 @@ func TestPing(t *testing.T) {
 // TestOtherTestsToken: a token negotiated for the speedtest cannot open the
 // ping test's WebSocket (403).
 func TestOtherTestsToken(t *testing.T) {
-	_, url := servicetest.Start(t, service.Config{})
+	_, url := servicetest.Start(t, service.Config{ID: "ts-test"})
 	defer http.DefaultClient.CloseIdleConnections()
 	resp, err := http.Post(url+speedtest.NegotiatePath, "application/json", strings.NewReader(`{"measurement_uid":"`+uuid.NewString()+`"}`))
 	if err != nil {
