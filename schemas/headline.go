@@ -48,3 +48,12 @@ func (b *BitTorrent) Headline() Headline {
 	}
 	return Headline{Bytes: int64(b.ServerView.BytesSent + b.ServerView.BytesReceived)}
 }
+
+// Headline implements Headliner: every byte of the flows, both ways, as the
+// server counted them (0 in a copy without the server's view).
+func (r *Replay) Headline() Headline {
+	if r.ServerView == nil {
+		return Headline{}
+	}
+	return Headline{Bytes: int64(r.ServerView.BytesSent + r.ServerView.BytesReceived)}
+}

@@ -166,7 +166,9 @@ func TestCluster(t *testing.T) {
 	watch := openCH(t, chdb.Options{Addr: a[3], Database: "default"})
 	waitRows := func(want int) {
 		t.Helper()
-		deadline := time.Now().Add(time.Minute)
+		// Twelve migrations on four servers, each ALTER ... ON CLUSTER
+		// waiting for every replica: minutes on a loaded 2-CPU machine.
+		deadline := time.Now().Add(4 * time.Minute)
 		for {
 			var n uint64
 			_ = watch.QueryRow(ctx, "SELECT count() FROM neubot.speedtest").Scan(&n) // an error until migrated
@@ -174,7 +176,7 @@ func TestCluster(t *testing.T) {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("after a minute the cluster holds %d rows, want %d", n, want)
+				t.Fatalf("after 4 minutes the cluster holds %d rows, want %d", n, want)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/neubot/neubot/collector"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
@@ -39,12 +40,20 @@ func startPlatform(t *testing.T, serverID string) *platform {
 	opts, conn := localchtest.NewDatabase(t)
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	col, err := startCollector("127.0.0.1:0", collector.Config{SpoolDir: t.TempDir(), ClickHouse: opts, Logger: log})
+	// The test server's key, enrolled as an operator would
+	// (neubot-server enroll): only enrolled servers are listed.
+	keyFile := filepath.Join(t.TempDir(), "testserver.key")
+	key, err := identity.LoadOrCreate(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, err := startCollector("127.0.0.1:0", collector.Config{SpoolDir: t.TempDir(), ClickHouse: opts, Logger: log,
+		Enrolled: identity.StaticAllowList(identity.Enrolled{Key: key.PublicKey(), ID: serverID})})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts, err := startTestserver(testserverOptions{listen: "127.0.0.1:0", id: serverID, collectorURL: col.http.URL(),
-		spoolDir: t.TempDir(), capacity: 2, testTimeout: 30 * time.Second, rate: 1}, log)
+		spoolDir: t.TempDir(), capacity: 2, testTimeout: 30 * time.Second, rate: 1, keyFile: keyFile}, log)
 	if err != nil {
 		col.stop(time.Second)
 		t.Fatal(err)

@@ -358,11 +358,14 @@ func TestPeersAcrossHosts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n == 1 && peer == 1 && auth == 1 && server == schemas.PeerServerID {
+			// A peer's copy carries no platform signature: it is stored
+			// once, unverified (authority 0), and left out of the
+			// published data (spec/trust.md).
+			if n == 1 && peer == 1 && auth == 0 && server == schemas.PeerServerID {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s of %s: %d copies, %d marked peer, %d authoritative, server %q; want one, peer, authoritative, %q",
+				t.Fatalf("%s of %s: %d copies, %d marked peer, %d authoritative, server %q; want one, peer, unverified, %q",
 					w.table, w.agent, n, peer, auth, server, schemas.PeerServerID)
 			}
 			time.Sleep(200 * time.Millisecond)

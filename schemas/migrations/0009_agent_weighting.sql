@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS analytics_agent_days (
     country String COMMENT 'Country of the tests',
     tests_total UInt64 COMMENT 'Tests of the agent this day on this network, before the goodset rule',
     tests UInt64 COMMENT 'Tests inside the goodset (1 when the goodset draws one test per agent and day, 0 when none passed)',
-    download_mbps Float64 COMMENT 'Median download of the tests inside the goodset (internal/stats.Quantile), or the drawn test''s; 0 when tests is 0',
+    download_mbps Float64 COMMENT 'Median download of the tests inside the goodset (internal/stats.Quantile), or the drawn test’s; 0 when tests is 0',
     upload_mbps Float64 COMMENT 'Likewise for upload, Mbit/s',
     rtt_ms Float64 COMMENT 'Likewise for the round-trip time, ms',
     download_sum Float64 COMMENT 'Sum of download over the tests inside the goodset (for the test-weighted mean, labelled so)',
