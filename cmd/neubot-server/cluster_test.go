@@ -25,6 +25,7 @@ import (
 	"github.com/neubot/neubot/analytics/simulate"
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/internal/localcluster"
 	"github.com/neubot/neubot/proto/ingest"
@@ -65,6 +66,16 @@ func TestCluster(t *testing.T) {
 	// through shard 2 replica 2; each knows every server to fall back on.
 	// A third collector loads the single node.
 	a := cl.Addrs() // s1r1 s1r2 s2r1 s2r2
+	// One platform: the test server that signs the records is enrolled
+	// with every collector, which share the pseudonym secret.
+	enrolled := filepath.Join(dir, "enrolled.txt")
+	if _, err := identity.Enroll(enrolled, schemastest.ServerKey.Public(), schemastest.ServerID); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "pseudonym.secret")
+	if err := os.WriteFile(secret, []byte(strings.Repeat("5e", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	procs := map[string]*collectorProc{}
 	urls := map[string]string{}
 	for name, args := range map[string][]string{
@@ -83,6 +94,7 @@ func TestCluster(t *testing.T) {
 			"--listen", fmt.Sprintf("127.0.0.1:%d", port),
 			"--spool-dir", filepath.Join(dir, "spool-"+name),
 			"--batch-max-age", "100ms", "--batch-max-records", "2000",
+			"--enrolled", enrolled, "--pseudonym-secret-file", secret,
 		}, args...)}
 		p.start()
 		procs[name] = p
@@ -120,7 +132,13 @@ func TestCluster(t *testing.T) {
 	var lines [][]byte
 	uids := map[string]bool{}
 	add := func(r *schemas.Record) {
-		lines = append(lines, schemastest.Line(r))
+		if r.Synthetic {
+			lines = append(lines, schemastest.Line(r))
+		} else {
+			// Real rows are published only when an enrolled test server
+			// signed them (spec/trust.md): signed as a forwarder would.
+			lines = append(lines, schemastest.Signed(r))
+		}
 		uids[r.MeasurementUID] = true
 	}
 	if err := fleet.Records(func(r *schemas.Record) error { add(r); return nil }); err != nil {
@@ -617,6 +635,7 @@ func scrub(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
 		delete(x, "ingested_at")
+		delete(x, "copy_version") // derived from ingested_at
 		for k, e := range x {
 			x[k] = scrub(e)
 		}
