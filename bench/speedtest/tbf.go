@@ -6,7 +6,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/neubot/neubot/bench/internal/linkbench"
 )
 
 // netns is a network namespace made for the benchmark, removed by close.
@@ -77,7 +78,7 @@ func (n *netns) iperf3Once(port, secs int, reverse bool) (float64, error) {
 	// iperf3 sometimes hangs on a lossy link: bound each run.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+20)*time.Second)
 	defer cancel()
-	out, err := commandOutput(ctx, n.command("iperf3", args...))
+	out, err := linkbench.Output(ctx, n.command("iperf3", args...))
 	if err != nil {
 		return 0, fmt.Errorf("iperf3: %v: %s", err, out)
 	}
@@ -123,21 +124,3 @@ func (n *netns) iperf3Once(port, secs int, reverse bool) (float64, error) {
 	return bits / secsSum / 1e6, nil
 }
 
-// commandOutput runs cmd until it ends or ctx does.
-func commandOutput(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return out.Bytes(), err
-	case <-ctx.Done():
-		cmd.Process.Kill()
-		<-done
-		return out.Bytes(), fmt.Errorf("timed out")
-	}
-}
