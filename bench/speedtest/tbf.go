@@ -123,4 +123,3 @@ func (n *netns) iperf3Once(port, secs int, reverse bool) (float64, error) {
 	}
 	return bits / secsSum / 1e6, nil
 }
-
