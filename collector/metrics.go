@@ -28,6 +28,7 @@ type metrics struct {
 	loadEvents    *prometheus.CounterVec
 	limited       *prometheus.CounterVec
 	verified      *prometheus.CounterVec
+	phases        *prometheus.HistogramVec
 }
 
 func newMetrics(s *spool.Spool) *metrics {
@@ -94,8 +95,13 @@ func newMetrics(s *spool.Spool) *metrics {
 			Name: "neubot_collector_records_loaded_total",
 			Help: "Records loaded, by trust: verified (signed by an enrolled server), unsigned, bad_signature (signed, not verifying).",
 		}, []string{"trust"}),
+		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "neubot_collector_ingest_phase_seconds",
+			Help: "Where the time of an acknowledged (202) ingest request goes, by phase: read (headers received to body read and validated, slot wait included), slot_wait (waiting for an ingest slot), spool (durable append: write and group-committed fsync), total (to the answer).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}, []string{"phase"}),
 	}
-	m.reg.MustRegister(m.refused, m.loadEvents, m.inserts, m.accepted, m.rejected, m.requests, m.inserted, m.insertErrors,
+	m.reg.MustRegister(m.phases, m.refused, m.loadEvents, m.inserts, m.accepted, m.rejected, m.requests, m.inserted, m.insertErrors,
 		m.insertSeconds, m.deadLetters, m.quarantined, m.testServers, m.peerChecks, m.limited, m.verified,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "neubot_collector_spool_bytes",
