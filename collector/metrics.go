@@ -96,8 +96,8 @@ func newMetrics(s *spool.Spool) *metrics {
 			Help: "Records loaded, by trust: verified (signed by an enrolled server), unsigned, bad_signature (signed, not verifying).",
 		}, []string{"trust"}),
 		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "neubot_collector_ingest_phase_seconds",
-			Help: "Where the time of an acknowledged (202) ingest request goes, by phase: read (headers received to body read and validated, slot wait included), slot_wait (waiting for an ingest slot), spool (durable append: write and group-committed fsync), total (to the answer).",
+			Name:    "neubot_collector_ingest_phase_seconds",
+			Help:    "Where the time of an acknowledged (202) ingest request goes, by phase: read (headers received to body read and validated, slot wait included), slot_wait (waiting for an ingest slot), spool (durable append: write and group-committed fsync), total (to the answer).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}, []string{"phase"}),
 	}
