@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/neubot/neubot/internal/sqltext"
 )
 
 //go:embed migrations/*.sql
@@ -83,46 +85,17 @@ func Migrations() ([]Migration, error) {
 }
 
 // SplitSQL splits a script into statements at semicolons outside quotes and
-// comments, dropping comments and empty statements.
+// comments (internal/sqltext), dropping comments and empty statements.
 func SplitSQL(script string) ([]string, error) {
-	var (
-		out  []string
-		cur  strings.Builder
-		quot byte
-	)
-	for i := 0; i < len(script); i++ {
-		ch := script[i]
-		switch {
-		case quot != 0:
-			cur.WriteByte(ch)
-			if ch == '\\' && i+1 < len(script) {
-				i++
-				cur.WriteByte(script[i])
-			} else if ch == quot {
-				quot = 0
-			}
-		case ch == '\'' || ch == '`' || ch == '"':
-			quot = ch
-			cur.WriteByte(ch)
-		case ch == '-' && i+1 < len(script) && script[i+1] == '-':
-			for i < len(script) && script[i] != '\n' {
-				i++
-			}
-			cur.WriteByte('\n')
-		case ch == ';':
-			if s := strings.TrimSpace(cur.String()); s != "" {
-				out = append(out, s)
-			}
-			cur.Reset()
-		default:
-			cur.WriteByte(ch)
+	parts, err := sqltext.Split(script, ";")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
 		}
-	}
-	if quot != 0 {
-		return nil, fmt.Errorf("unterminated quote %c", quot)
-	}
-	if s := strings.TrimSpace(cur.String()); s != "" {
-		out = append(out, s)
 	}
 	return out, nil
 }
