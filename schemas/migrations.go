@@ -4,6 +4,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,6 +52,31 @@ const measurementColumns = `measurement_uid UUID COMMENT 'Random UUID made by th
     authority UInt8 COMMENT '1 when the record carries the server merged view; the highest wins on merge',
     ingested_at DateTime COMMENT 'When the collector received the record, UTC'`
 
+// forRE is a block of a migration written once per value:
+//
+//	-- {{for phase in download upload}}
+//	ALTER TABLE t ADD COLUMN {{phase}}_bytes UInt64;
+//	ALTER TABLE t COMMENT COLUMN {{phase}}_bytes '{{Phase}}: bytes';
+//	-- {{end}}
+//
+// {{Phase}} is the value with its first letter in upper case.
+var forRE = regexp.MustCompile(`(?ms)^-- \{\{for (\w+) in ([\w ]+)\}\}\n(.*?)^-- \{\{end\}\}\n`)
+
+// expand writes out a migration's templates: {{measurement_columns}} and
+// the for blocks.
+func expand(body string) string {
+	body = forRE.ReplaceAllStringFunc(body, func(block string) string {
+		m := forRE.FindStringSubmatch(block)
+		name, text := m[1], m[3]
+		var b strings.Builder
+		for _, v := range strings.Fields(m[2]) {
+			b.WriteString(strings.NewReplacer("{{"+name+"}}", v, "{{"+strings.ToUpper(name[:1])+name[1:]+"}}", strings.ToUpper(v[:1])+v[1:]).Replace(text))
+		}
+		return b.String()
+	})
+	return strings.ReplaceAll(body, "{{measurement_columns}}", measurementColumns)
+}
+
 // Migrations returns the embedded migrations sorted by version. File names
 // are NNNN_name.sql; numbers are unique and start at 1.
 func Migrations() ([]Migration, error) {
@@ -74,7 +100,11 @@ func Migrations() ([]Migration, error) {
 		if err != nil {
 			return nil, err
 		}
-		stmts, err := SplitSQL(strings.ReplaceAll(string(body), "{{measurement_columns}}", measurementColumns))
+		sql := expand(string(body))
+		if i := strings.Index(sql, "{{"); i >= 0 {
+			return nil, fmt.Errorf("migration %s: unknown template %.40q", e.Name(), sql[i:])
+		}
+		stmts, err := SplitSQL(sql)
 		if err != nil {
 			return nil, fmt.Errorf("migration %s: %w", e.Name(), err)
 		}
