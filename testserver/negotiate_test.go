@@ -61,7 +61,7 @@ func TestLongPoll(t *testing.T) {
 	poll := func() chan Negotiation {
 		ch := make(chan Negotiation, 1)
 		go func() {
-			neg, err := n.Negotiate(ctx, "", second.Session.Token, "192.0.2.2")
+			neg, err := n.Negotiate(ctx, second.Session.Token, "", "192.0.2.2")
 			if err != nil {
 				t.Error(err)
 			}
@@ -143,7 +143,7 @@ func TestAdmitAtTurn(t *testing.T) {
 	}
 	full.Store(true) // the first test used the room
 	n.Release(first.Session)
-	_, err = n.Negotiate(ctx, "", waiting.Session.Token, "192.0.2.2")
+	_, err = n.Negotiate(ctx, waiting.Session.Token, "", "192.0.2.2")
 	if !errors.Is(err, ErrRefused) || StatusOf(err) != 503 || !strings.Contains(err.Error(), "no room left today") {
 		t.Fatalf("the waiting agent's turn: %v (status %d)", err, StatusOf(err))
 	}
