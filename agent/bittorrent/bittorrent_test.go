@@ -93,7 +93,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("comparison %+v", c)
 		}
 	}
-	if strings.Join(phases, " ") != "negotiate download upload collect" {
+	if strings.Join(phases, " ") != "negotiate download upload download upload download upload collect" { // a repetition is both directions
 		t.Errorf("phases %v", phases)
 	}
 	if k.ClientCheckFlows == 0 {
