@@ -44,14 +44,14 @@ type Provider struct {
 // state is the provider's: the flow keys of live sessions and the
 // listeners and connections to close.
 type state struct {
-	mu        sync.Mutex
-	keys      map[wire.Key]*flowRef
-	raw       rawtcp.Server
-	btPort    int
-	neutral   int
-	web       int
-	hosts     []string // announced to clients; empty: the HTTP host
-	peerID    [20]byte
+	mu      sync.Mutex
+	keys    map[wire.Key]*flowRef
+	raw     rawtcp.Server
+	btPort  int
+	neutral int
+	web     int
+	hosts   []string // announced to clients; empty: the HTTP host
+	peerID  [20]byte
 }
 
 // Addrs are the addresses of the raw listeners.
