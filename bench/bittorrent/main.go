@@ -50,7 +50,15 @@ func main() {
 	records := flag.String("records", "", "also write every record to this file, one JSON line each, with the scenario")
 	queueMs := flag.Float64("queue-ms", 100, "each htb class's queue, milliseconds of its rate (0: lo's 1000 packets)")
 	parallel := flag.Int("parallel", 1, "independent namespaces (each with its own server, cross traffic and policy) running tests at once")
+	again := flag.Bool("redecide", false, "decide again the records of the files given as arguments (written by -records) and print the tally; no network")
 	flag.Parse()
+	if *again {
+		if err := redecide(flag.Args()); err != nil {
+			fmt.Fprintln(os.Stderr, "bench/bittorrent:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	triggerBytes = *trigger
 	if *records != "" {
 		f, err := os.Create(*records)
