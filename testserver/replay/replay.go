@@ -47,6 +47,10 @@ type flowRef struct {
 }
 
 type view struct {
+	// running counts the admitted flows not yet recorded: Merge waits for
+	// them (a client may collect before the server has seen its last
+	// flow's close).
+	running        sync.WaitGroup
 	mu             sync.Mutex
 	params         *spec.StartRequest
 	trace          *trace.Trace
@@ -221,6 +225,8 @@ func (p *Provider) flow(c net.Conn) error {
 		return errors.New("a flow in the wrong shape")
 	}
 	v := viewOf(s)
+	v.running.Add(1)
+	defer v.running.Done()
 	v.mu.Lock()
 	params, tr := *v.params, v.trace
 	v.mu.Unlock()
@@ -247,6 +253,12 @@ func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 		return testserver.WrongTest(schemas.ReplayName)
 	}
 	v := viewOf(s)
+	done := make(chan struct{})
+	go func() { v.running.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(spec.StallTimeout):
+	}
 	v.mu.Lock()
 	for i := range keys.Flows {
 		f := &keys.Flows[i]
