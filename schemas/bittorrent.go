@@ -137,25 +137,26 @@ type BitTorrentFlow struct {
 // throughput samples plus a threshold on the difference of the medians.
 type BitTorrentComparison struct {
 	Direction      string  `json:"direction" v:"required,enum=download|upload" doc:"Direction of the flows compared."`
-	Control        string  `json:"control" v:"required,enum=random|neutral|random_neutral|web|random_web|other_hosts|inverted" doc:"The control compared with the tested flows (other_hosts: the flows to every other server address)."`
-	Samples        uint32  `json:"samples" doc:"Throughput samples of the BitTorrent flows used."`
-	ControlSamples uint32  `json:"control_samples" doc:"Throughput samples of the control flows used."`
-	MedianMbps     float64 `json:"median_mbps" v:"min=0,max=1000000" doc:"Median of the BitTorrent samples, Mbit/s."`
+	Control        string  `json:"control" v:"required,enum=random|neutral|random_neutral|web|random_web|other_hosts|inverted|random_payload|neutral_port|web_port|random_and_neutral" doc:"The control compared with the tested flows: a kind; other_hosts, the flows to every other server address; since v2.1.0 a set of kinds: random_payload (random bytes, each paired with the BitTorrent flow of its port), neutral_port and web_port (the flows on that port, each paired with the flow of the same payload), random_and_neutral (the random and neutral flows, each paired with the BitTorrent flow)."`
+	Samples        uint32  `json:"samples" doc:"Throughput samples of the tested flows used (after the warm-up)."`
+	ControlSamples uint32  `json:"control_samples" doc:"Throughput samples of the control flows used (after the warm-up)."`
+	MedianMbps     float64 `json:"median_mbps" v:"min=0,max=1000000" doc:"Median of the tested flows' samples, Mbit/s."`
 	ControlMedian  float64 `json:"control_median_mbps" v:"min=0,max=1000000" doc:"Median of the control samples, Mbit/s."`
-	DiffPct        float64 `json:"diff_pct" v:"min=-1000000,max=100" doc:"How much lower the BitTorrent median is than the control's, percent of the control's (negative: BitTorrent was faster)."`
+	DiffPct        float64 `json:"diff_pct" v:"min=-1000000,max=100" doc:"How much lower the tested median is than the control's, percent of the control's (negative: the tested flows were faster)."`
 	KSD            float64 `json:"ks_d" v:"min=0,max=1" doc:"Two-sample Kolmogorov–Smirnov statistic D of the two sets of samples."`
 	KSP            float64 `json:"ks_p" v:"min=0,max=1" doc:"p-value of D (exact for small samples, asymptotic above 10,000 pairs)."`
 	Alpha          float64 `json:"alpha" v:"min=0,max=1" doc:"Significance level the p-value was compared with."`
 	ThresholdPct   float64 `json:"threshold_pct" v:"min=0,max=100" doc:"Smallest diff_pct that counts as differentiation."`
-	Reps           uint8   `json:"reps" doc:"Repetitions with samples of both kinds."`
-	RepsSlower     uint8   `json:"reps_slower" doc:"Repetitions whose BitTorrent flow's median is at least threshold_pct below the control flow's of the same repetition."`
-	Outcome        string  `json:"outcome" v:"required,enum=differentiation|none|inconclusive" doc:"differentiation: ks_p < alpha, diff_pct >= threshold_pct and reps_slower = reps; inconclusive: too few samples, or diff_pct >= threshold_pct without the other two; none otherwise."`
+	Reps           uint8   `json:"reps" doc:"Pairs of flows compared (version 1 and 2.0: repetitions with samples of both kinds; since v2.1.0: pairs of a tested flow and its controls, of the same repetition or, for a host, next to it in time, run without failure, with samples in their tail)."`
+	RepsSlower     uint8   `json:"reps_slower" doc:"Pairs whose tested flow is at least threshold_pct slower than its control (version 1 and 2.0: the medians of the flows; since v2.1.0: than each of its controls, by the mean throughput of the flows' tails, from the later of the warm-up and the middle of the flow)."`
+	Outcome        string  `json:"outcome" v:"required,enum=differentiation|none|inconclusive" doc:"Since v2.1.0: differentiation when the p-value of reps_slower slower pairs out of reps is below alpha, under the null that a pair's tested flow is the slowest of its m+1 flows with chance 1/(m+1) (one control: the sign test, P(Binomial(reps, 1/2) >= reps_slower)); inconclusive when the pairs that could be compared cannot reach alpha even if all were slower; none otherwise (ks_p and the medians are evidence only). Version 1 and 2.0: differentiation when ks_p < alpha, diff_pct >= threshold_pct and reps_slower = reps; inconclusive with too few samples, or diff_pct >= threshold_pct without the other two; none otherwise."`
 	// Methodology version 2.
-	Tested string `json:"tested,omitempty" v:"enum=bittorrent|random|neutral|random_neutral|web|original|host_0|host_1|host_2|host_3|host_4|host_5|host_6|host_7" doc:"Version 2: the flows tested against the control: a kind, or host_N, the flows to server address N (version 1: always bittorrent)."`
-	Factor string `json:"factor,omitempty" v:"enum=payload|port|host" doc:"Version 2: the factor the comparison isolates: payload (same port), port (same payload), host (same mix of flows)."`
+	Tested string `json:"tested,omitempty" v:"enum=bittorrent|random|neutral|random_neutral|web|original|host_0|host_1|host_2|host_3|host_4|host_5|host_6|host_7|bittorrent_payload|application_port|neutral_port" doc:"Version 2: the flows tested against the control: a kind; host_N, the flows to server address N; since v2.1.0 a set of kinds: bittorrent_payload (the flows carrying BitTorrent bytes), application_port and neutral_port (the flows on that port). Version 1: always bittorrent."`
+	Factor string `json:"factor,omitempty" v:"enum=payload|port|host|both" doc:"Version 2: the factor the comparison isolates: payload (same port), port (same payload), host (same mix of flows), both (since v2.1.0: BitTorrent bytes on BitTorrent's port against each single-factor control)."`
 }
 
-// BitTorrentServer is the test server's view of a BitTorrent test.
+// BitTorrentServer is the test server's view of a BitTorrent test (and of a
+// replay test: ReplayServer).
 type BitTorrentServer struct {
 	BytesSent     uint64 `json:"bytes_sent" doc:"Bytes the server wrote on the test's flows."`
 	BytesReceived uint64 `json:"bytes_received" doc:"Bytes the server read on the test's flows."`

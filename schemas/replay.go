@@ -46,12 +46,9 @@ type ReplayFlow struct {
 	ServerError string             `json:"server_error,omitempty" v:"enum=timeout|connection_reset|connection_refused|eof|closed_abnormally|canceled|protocol_violation|other|unseen" doc:"Why the flow ended early as the server saw it (unseen: never admitted)."`
 }
 
-// ReplayServer is the test server's view of a replay test.
-type ReplayServer struct {
-	BytesSent     uint64 `json:"bytes_sent" doc:"Bytes the server wrote on the test's flows."`
-	BytesReceived uint64 `json:"bytes_received" doc:"Bytes the server read on the test's flows."`
-	Flows         uint16 `json:"flows" doc:"Flows the server accepted for this test."`
-}
+// ReplayServer is the test server's view of a replay test: the same
+// counts as a BitTorrent test's.
+type ReplayServer = BitTorrentServer
 
 var replayColumns = []string{
 	"trace", "trace_version", "sni", "port", "flow_duration_s", "sample_every_s", "warmup_s", "outcome", "blocked_failure",

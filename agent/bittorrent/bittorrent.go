@@ -12,18 +12,14 @@
 package bittorrent
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -32,16 +28,16 @@ import (
 	"github.com/neubot/neubot/agent/session"
 	spec "github.com/neubot/neubot/proto/bittorrent"
 	"github.com/neubot/neubot/proto/bittorrent/wire"
-	"github.com/neubot/neubot/proto/negotiate"
 	"github.com/neubot/neubot/schemas"
 )
 
-// Config tunes the test; the zero value is the default methodology: 36
-// flows of 1.5 s, about 60 s in all (bench/bittorrent).
+// Config tunes the test; the zero value is the default methodology: 48
+// flows of 1.25 s, about 65 s in all (bench/bittorrent).
 type Config struct {
-	// Repetitions of each kind of flow per direction (default 3).
+	// Repetitions of each kind of flow per direction (default 4: 8 to 12
+	// pairs of flows per comparison).
 	Repetitions int
-	// FlowDuration is how long each flow requests blocks (1.5 s). Longer
+	// FlowDuration is how long each flow requests blocks (1.25 s). Longer
 	// flows (up to 10 s, with MaxFlowBytes as "until N bytes") see
 	// throttling that starts after a byte count or a delay; with fewer
 	// Kinds or Directions they keep within the test's 90 s.
@@ -65,10 +61,10 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.Repetitions <= 0 {
-		c.Repetitions = 3
+		c.Repetitions = 4
 	}
 	if c.FlowDuration <= 0 {
-		c.FlowDuration = 1500 * time.Millisecond
+		c.FlowDuration = 1250 * time.Millisecond
 	}
 	if c.SampleEvery <= 0 {
 		c.SampleEvery = 125 * time.Millisecond
@@ -114,11 +110,11 @@ type run struct {
 
 // Run implements plugin.Measurer.
 func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, error) {
-	u, err := url.Parse(env.ServerURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("bittorrent: bad server URL %q: want http://host:port", env.ServerURL)
+	base, host, err := session.Base(schemas.BitTorrentName, env.ServerURL)
+	if err != nil {
+		return nil, err
 	}
-	r := &run{cfg: m.cfg, base: strings.TrimRight(env.ServerURL, "/"), host: u.Hostname(), progress: env.Progress}
+	r := &run{cfg: m.cfg, base: base, host: host, progress: env.Progress}
 	if r.progress == nil {
 		r.progress = func(plugin.Progress) {}
 	}
@@ -271,50 +267,9 @@ func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, host string, 
 	f.Error = schemas.FailureOf(err)
 }
 
-// post sends a JSON request with the token and returns the body of a 200
-// answer (at most limit bytes); other answers are errors.
-func (r *run) post(ctx context.Context, op, path string, in any, limit int64) ([]byte, error) {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if r.token != "" {
-		req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+r.token)
-	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("bittorrent %s: cannot reach the test server: %w", op, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
-	if err != nil {
-		return nil, fmt.Errorf("bittorrent %s: %w", op, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e negotiate.Error
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(b))
-		}
-		return nil, protoErr(op, resp.StatusCode, e.Error)
-	}
-	return b, nil
-}
-
-// postJSON is post with the answer decoded into out.
+// postJSON posts a step of the test with the token and decodes the answer.
 func (r *run) postJSON(ctx context.Context, op, path string, in, out any) error {
-	b, err := r.post(ctx, op, path, in, 4096)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return protoErr(op, http.StatusOK, "bad answer: "+err.Error())
-	}
-	return nil
+	return session.PostJSON(ctx, r.client, schemas.BitTorrentName, op, r.base+path, r.token, in, out, 4096)
 }
 
 // negotiate waits for a slot with the speedtest's negotiation protocol at
@@ -326,16 +281,5 @@ func (r *run) negotiate(ctx context.Context, uid string) (err error) {
 
 // collect posts the client's record and returns the server's merged one.
 func (r *run) collect(ctx context.Context, rec *schemas.Record) (*schemas.Record, error) {
-	b, err := r.post(ctx, "collect", spec.CollectPath, rec, spec.MaxCollectBody)
-	if err != nil {
-		return nil, err
-	}
-	merged, err := schemas.DecodeRecord(bytes.TrimSpace(b), time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("bittorrent collect: the server's record is invalid: %w", err)
-	}
-	if merged.MeasurementUID != rec.MeasurementUID {
-		return nil, protoErr("collect", http.StatusOK, "record of another measurement")
-	}
-	return merged, nil
+	return session.Collect(ctx, r.client, schemas.BitTorrentName, r.base+spec.CollectPath, r.token, rec)
 }

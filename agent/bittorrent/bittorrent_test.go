@@ -49,7 +49,9 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("registration lists %v", reg.Tests)
 	}
 	var phases []string
-	rec, err := bittorrent.NewMeasurer(quick).Run(context.Background(), plugin.Env{
+	cfg := quick
+	cfg.Repetitions = 3 // the fewest that every comparison of the grid can decide on
+	rec, err := bittorrent.NewMeasurer(cfg).Run(context.Background(), plugin.Env{
 		ServerURL: url, AgentID: "6f1c1b2e-2c2a-4f55-8f0e-1d1c2b3a4d5e", Consent: consent,
 		Progress: func(p plugin.Progress) {
 			if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
@@ -61,9 +63,9 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := rec.TestKeys.(*schemas.BitTorrent)
-	// The grid: six kinds in both directions, over three addresses; 7
-	// pairs and 3 addresses compared per direction.
-	if k.ServerView == nil || k.ServerView.Flows != 12 || len(k.Flows) != 12 || len(k.Comparisons) != 20 || k.Hosts != 3 {
+	// The grid: six kinds in both directions, 3 repetitions, over three
+	// addresses; 4 factor comparisons and 3 addresses per direction.
+	if k.ServerView == nil || k.ServerView.Flows != 36 || len(k.Flows) != 36 || len(k.Comparisons) != 14 || k.Hosts != 3 {
 		t.Fatalf("merged record: %+v", k)
 	}
 	bt, neutral := svc.BitTorrentPorts()
@@ -91,7 +93,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("comparison %+v", c)
 		}
 	}
-	if strings.Join(phases, " ") != "negotiate download upload collect" {
+	if strings.Join(phases, " ") != "negotiate download upload download upload download upload collect" { // a repetition is both directions
 		t.Errorf("phases %v", phases)
 	}
 	if k.ClientCheckFlows == 0 {
@@ -102,7 +104,7 @@ func TestEndToEnd(t *testing.T) {
 	for {
 		var n uint64
 		var outcome string
-		err := col.Conn.QueryRow(context.Background(), "SELECT count(), any(outcome) FROM bittorrent FINAL WHERE measurement_uid = toUUID(?) AND server_view = 1 AND length(cmp_ks_p) = 20 AND hosts = 3 AND length(flow_server_samples_mbps) = 12", rec.MeasurementUID).Scan(&n, &outcome)
+		err := col.Conn.QueryRow(context.Background(), "SELECT count(), any(outcome) FROM bittorrent FINAL WHERE measurement_uid = toUUID(?) AND server_view = 1 AND length(cmp_ks_p) = 14 AND hosts = 3 AND length(flow_server_samples_mbps) = 36", rec.MeasurementUID).Scan(&n, &outcome)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,18 +8,13 @@
 package replay
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,14 +22,14 @@ import (
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/session"
 	"github.com/neubot/neubot/proto/bittorrent/wire"
-	"github.com/neubot/neubot/proto/negotiate"
 	spec "github.com/neubot/neubot/proto/replay"
 	"github.com/neubot/neubot/proto/replay/trace"
 	"github.com/neubot/neubot/schemas"
 )
 
 // Config tunes the test; the zero value is the default: the tls-video
-// trace with a video service's name, 4 repetitions of 3 s flows.
+// trace with a video service's name, 8 repetitions of 2 s flows (8 pairs:
+// the sign test needs 5 at least).
 type Config struct {
 	Trace        string // default tls-video
 	TraceVersion int    // 0: the newest
@@ -58,10 +53,10 @@ func (c *Config) defaults() {
 		c.SNI = DefaultSNI
 	}
 	if c.Repetitions <= 0 {
-		c.Repetitions = 4
+		c.Repetitions = 8
 	}
 	if c.FlowDuration <= 0 {
-		c.FlowDuration = 3 * time.Second
+		c.FlowDuration = 2 * time.Second
 	}
 	if c.SampleEvery <= 0 {
 		c.SampleEvery = 125 * time.Millisecond
@@ -91,9 +86,9 @@ func protoErr(op string, status int, msg string) error {
 
 // Run implements plugin.Measurer.
 func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, error) {
-	u, err := url.Parse(env.ServerURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("replay: bad server URL %q: want http://host:port", env.ServerURL)
+	base, host, err := session.Base(schemas.ReplayName, env.ServerURL)
+	if err != nil {
+		return nil, err
 	}
 	if len(m.cfg.SNI) > 253 {
 		return nil, fmt.Errorf("replay: server name of %d bytes", len(m.cfg.SNI))
@@ -113,55 +108,24 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	if client == nil {
 		client = &http.Client{}
 	}
-	base := strings.TrimRight(env.ServerURL, "/")
 	uid := uuid.NewString()
 	start := time.Now()
 	token, err := session.Slot(ctx, client, schemas.ReplayName, base+spec.NegotiatePath, uid, progress)
 	if err != nil {
 		return nil, err
 	}
-	post := func(op, path string, in any, limit int64) ([]byte, error) {
-		body, err := json.Marshal(in)
-		if err != nil {
-			return nil, err
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+token)
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("replay %s: cannot reach the test server: %w", op, err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
-		if err != nil {
-			return nil, fmt.Errorf("replay %s: %w", op, err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			var e negotiate.Error
-			if json.Unmarshal(b, &e) != nil || e.Error == "" {
-				e.Error = strings.TrimSpace(string(b))
-			}
-			return nil, protoErr(op, resp.StatusCode, e.Error)
-		}
-		return b, nil
-	}
-	b, err := post("start", spec.StartPath, spec.StartRequest{Trace: tr.Name, TraceVersion: tr.Version,
-		FlowDurationS: m.cfg.FlowDuration.Seconds(), SampleEveryS: m.cfg.SampleEvery.Seconds()}, 4096)
+	var sr spec.StartResponse
+	err = session.PostJSON(ctx, client, schemas.ReplayName, "start", base+spec.StartPath, token, spec.StartRequest{Trace: tr.Name, TraceVersion: tr.Version,
+		FlowDurationS: m.cfg.FlowDuration.Seconds(), SampleEveryS: m.cfg.SampleEvery.Seconds()}, &sr, 4096)
 	if err != nil {
 		return nil, err
 	}
-	var sr spec.StartResponse
-	if err := json.Unmarshal(b, &sr); err != nil || sr.Port <= 0 || sr.Port > 65535 || sr.TraceVersion != tr.Version {
+	if sr.Port <= 0 || sr.Port > 65535 || sr.TraceVersion != tr.Version {
 		return nil, protoErr("start", http.StatusOK, "bad answer")
 	}
 	keys := &schemas.Replay{Trace: tr.Name, TraceVersion: uint16(tr.Version), SNI: m.cfg.SNI, Port: uint16(sr.Port),
 		FlowDurationS: m.cfg.FlowDuration.Seconds(), SampleEveryS: m.cfg.SampleEvery.Seconds(), WarmupS: m.cfg.Warmup.Seconds()}
 	kinds := []string{schemas.ReplayOriginal, schemas.ReplayInverted}
-	host := u.Hostname()
 	if sr.Host != "" {
 		// An IP literal only: a server cannot make its clients resolve names.
 		if ip, err := netip.ParseAddr(sr.Host); err != nil || ip.IsUnspecified() || ip.IsMulticast() {
@@ -188,18 +152,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	}
 	rec := &schemas.Record{Envelope: env.Envelope(schemas.ReplayName, schemas.ReplayVersion, uid, start), TestKeys: keys}
 	progress(plugin.Progress{Phase: "collect"})
-	b, err = post("collect", spec.CollectPath, rec, spec.MaxCollectBody)
-	if err != nil {
-		return nil, err
-	}
-	merged, err := schemas.DecodeRecord(bytes.TrimSpace(b), time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("replay collect: the server's record is invalid: %w", err)
-	}
-	if merged.MeasurementUID != rec.MeasurementUID {
-		return nil, protoErr("collect", http.StatusOK, "record of another measurement")
-	}
-	return merged, nil
+	return session.Collect(ctx, client, schemas.ReplayName, base+spec.CollectPath, token, rec)
 }
 
 // flow runs one replayed flow; failures are recorded as words of

@@ -23,6 +23,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/neubot/neubot/agent/bittorrent"
@@ -36,6 +38,7 @@ func main() {
 	}
 	runs := flag.Int("runs", 10, "tests per policy")
 	nullRuns := flag.Int("null-runs", 20, "tests on the neutral link")
+	sniNullRuns := flag.Int("sni-null-runs", -1, "replay tests on the neutral link when the sni policy is played (-1: half of -null-runs)")
 	policies := flag.String("policies", "port,payload,host,sni,bytes,reset", "policies to play, comma-separated (and the neutral link)")
 	link := flag.Float64("link", 20, "link rate, Mbit/s")
 	share := flag.Float64("share", 0.2, "share of the link left to the slow class")
@@ -45,7 +48,17 @@ func main() {
 	trigger := flag.Int64("trigger-bytes", triggerBytes, "bytes after which the byte-count policy throttles a connection")
 	crossTraffic := flag.Bool("cross", false, "add on-off cross traffic (one TCP flow on another port, 0.5-3 s on, 0.5-3 s off)")
 	records := flag.String("records", "", "also write every record to this file, one JSON line each, with the scenario")
+	queueMs := flag.Float64("queue-ms", 100, "each htb class's queue, milliseconds of its rate (0: lo's 1000 packets)")
+	parallel := flag.Int("parallel", 1, "independent namespaces (each with its own server, cross traffic and policy) running tests at once")
+	again := flag.Bool("redecide", false, "decide again the records of the files given as arguments (written by -records) and print the tally; no network")
 	flag.Parse()
+	if *again {
+		if err := redecide(flag.Args()); err != nil {
+			fmt.Fprintln(os.Stderr, "bench/bittorrent:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	triggerBytes = *trigger
 	if *records != "" {
 		f, err := os.Create(*records)
@@ -57,7 +70,11 @@ func main() {
 		recordsTo = f
 	}
 	base := bittorrent.Config{Repetitions: *reps, FlowDuration: *flow}
-	long := bittorrent.Config{Repetitions: *reps, FlowDuration: *longFlow, Directions: []string{schemas.DirDownload},
+	longReps := *reps
+	if longReps == 0 {
+		longReps = 3 // 4 kinds x 3 x 5 s = 60 s
+	}
+	long := bittorrent.Config{Repetitions: longReps, FlowDuration: *longFlow, Directions: []string{schemas.DirDownload},
 		Kinds: []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}}
 	var scs []*scenario
 	if *nullRuns > 0 {
@@ -76,8 +93,12 @@ func main() {
 			sc.attr, sc.cfg = schemas.AttributionPort, long
 		case policySNI:
 			sc.attr = schemas.AttributionPayload
-			if *nullRuns > 0 {
-				scs = append(scs, &scenario{policy: policySNINone, runs: *nullRuns / 2, want: schemas.OutcomeNone})
+			n := *sniNullRuns
+			if n < 0 {
+				n = *nullRuns / 2
+			}
+			if n > 0 {
+				scs = append(scs, &scenario{policy: policySNINone, runs: n, want: schemas.OutcomeNone})
 			}
 		case policyReset:
 			sc.attr, sc.want = schemas.AttributionPayload, schemas.OutcomeBlocked
@@ -89,7 +110,7 @@ func main() {
 		}
 		scs = append(scs, sc)
 	}
-	ok, err := bench(scs, shaping{LinkMbps: *link, Share: *share}, *crossTraffic, os.Stderr)
+	ok, err := bench(scs, shaping{LinkMbps: *link, Share: *share, QueueMs: *queueMs}, *crossTraffic, max(1, *parallel), os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/bittorrent:", err)
 		os.Exit(1)
@@ -117,6 +138,46 @@ type scenario struct {
 	flows      int
 }
 
+// tally counts one run's result and logs it.
+func (s *scenario) tally(r result, log *os.File) {
+	i := len(s.results)
+	s.results = append(s.results, r)
+	if recordsTo != nil {
+		fmt.Fprintf(recordsTo, "{\"policy\":%q,\"record\":%s}\n", s.policy, r.Record)
+	}
+	s.outcomes[r.outcome]++
+	s.attrs[r.attribution]++
+	if r.outcome == s.want && r.attribution == s.attr {
+		s.right++
+	}
+	if rp := r.replay; rp != nil {
+		s.flows = len(rp.Flows)
+		fmt.Fprintf(log, "run %d/%d %-8s: %-15s %-8s (replay %s, SNI %s) in %.1f s\n", i+1, s.runs, s.policy, r.outcome, r.attribution, rp.Trace, rp.SNI, r.Seconds)
+		if c := rp.Comparison; c != nil {
+			fmt.Fprintf(log, "    original vs inverted: %.2f vs %.2f Mbit/s, D %.2f p %.2g, %d/%d pairs slower: %s\n", c.MedianMbps, c.ControlMedian, c.KSD, c.KSP, c.RepsSlower, c.Reps, c.Outcome)
+		}
+		return
+	}
+	k := r.keys
+	s.flows = len(k.Flows)
+	for _, f := range k.Flows {
+		if f.Error != "" || f.ServerError != "" {
+			s.flowErrors++
+		}
+	}
+	fmt.Fprintf(log, "run %d/%d %-8s: %-15s %-8s (download %s %s, upload %s %s) in %.1f s\n", i+1, s.runs, s.policy,
+		k.Outcome, k.Attribution, k.DownloadOutcome, k.DownloadAttribution, k.UploadOutcome, k.UploadAttribution, r.Seconds)
+	for _, c := range k.Comparisons {
+		if c.Outcome != schemas.OutcomeNone || debug {
+			fmt.Fprintf(log, "    %s %s vs %s: %.2f vs %.2f Mbit/s, D %.2f p %.2g, %d/%d pairs slower: %s\n", c.Direction, c.Tested, c.Control,
+				c.MedianMbps, c.ControlMedian, c.KSD, c.KSP, c.RepsSlower, c.Reps, c.Outcome)
+		}
+	}
+	for _, b := range k.Blocked {
+		fmt.Fprintf(log, "    blocked %s %s: %s in %d of %d flows\n", b.Direction, b.Kind, b.Failure, b.Failed, b.Flows)
+	}
+}
+
 func (s *scenario) name() string {
 	switch s.policy {
 	case policyBytes:
@@ -129,83 +190,118 @@ func (s *scenario) name() string {
 	return s.policy
 }
 
-// bench alternates the scenarios' runs and prints the table; ok reports
-// whether the targets were met.
-func bench(scs []*scenario, sh shaping, crossTraffic bool, log *os.File) (ok bool, err error) {
+// set is one namespace with its server (and cross traffic) running tests.
+type set struct {
+	ns      *netns
+	helpers []*helper
+}
+
+func (st *set) close() {
+	for i := len(st.helpers) - 1; i >= 0; i-- {
+		st.helpers[i].stop()
+	}
+	st.ns.close()
+}
+
+func newSet(tag string, sh shaping, crossTraffic bool) (*set, error) {
+	ns, err := newNetns(tag)
+	if err != nil {
+		return nil, err
+	}
+	st := &set{ns: ns}
+	if err := ns.shape(sh); err != nil {
+		st.close()
+		return nil, err
+	}
+	roles := []string{"server"}
+	if crossTraffic {
+		roles = append(roles, "cross")
+	}
+	for _, role := range roles {
+		h, err := ns.start(role)
+		if err != nil {
+			st.close()
+			return nil, err
+		}
+		st.helpers = append(st.helpers, h)
+	}
+	return st, nil
+}
+
+// bench alternates the scenarios' runs over parallel sets and prints the
+// table; ok reports whether the targets were met.
+func bench(scs []*scenario, sh shaping, crossTraffic bool, parallel int, log *os.File) (ok bool, err error) {
 	if os.Geteuid() != 0 {
 		return false, fmt.Errorf("needs root for ip netns, tc and ss -K")
 	}
-	ns, err := newNetns("bench")
-	if err != nil {
-		return false, err
-	}
-	defer ns.close()
-	if err := ns.shape(sh); err != nil {
-		return false, err
-	}
-	srv, err := ns.startServer()
-	if err != nil {
-		return false, err
-	}
-	defer srv.stop()
-	if crossTraffic {
-		ct, err := ns.start("cross")
+	t0 := time.Now()
+	load0, _ := os.ReadFile("/proc/loadavg")
+	var sets []*set
+	defer func() {
+		for _, st := range sets {
+			st.close()
+		}
+	}()
+	for i := 0; i < parallel; i++ {
+		st, err := newSet(fmt.Sprintf("b%d", i), sh, crossTraffic)
 		if err != nil {
 			return false, err
 		}
-		defer ct.stop()
+		sets = append(sets, st)
 	}
 	most := 0
 	for _, s := range scs {
 		s.outcomes, s.attrs = map[string]int{}, map[string]int{}
 		most = max(most, s.runs)
 	}
+	// The runs, alternating between scenarios, taken in turn by the sets.
+	var queue []*scenario
 	for i := 0; i < most; i++ {
 		for _, s := range scs {
-			if i >= s.runs {
-				continue
-			}
-			r, err := ns.runPolicy(s.policy, sh, s.cfg)
-			if err != nil {
-				return false, err
-			}
-			s.results = append(s.results, r)
-			if recordsTo != nil {
-				fmt.Fprintf(recordsTo, "{\"policy\":%q,\"record\":%s}\n", s.policy, r.Record)
-			}
-			s.outcomes[r.outcome]++
-			s.attrs[r.attribution]++
-			if r.outcome == s.want && r.attribution == s.attr {
-				s.right++
-			}
-			if rp := r.replay; rp != nil {
-				s.flows = len(rp.Flows)
-				fmt.Fprintf(log, "run %d/%d %-8s: %-15s %-8s (replay %s, SNI %s) in %.1f s\n", i+1, s.runs, s.policy, r.outcome, r.attribution, rp.Trace, rp.SNI, r.Seconds)
-				if c := rp.Comparison; c != nil {
-					fmt.Fprintf(log, "    original vs inverted: %.2f vs %.2f Mbit/s, D %.2f p %.2g, %d/%d reps: %s\n", c.MedianMbps, c.ControlMedian, c.KSD, c.KSP, c.RepsSlower, c.Reps, c.Outcome)
-				}
-				continue
-			}
-			k := r.keys
-			s.flows = len(k.Flows)
-			for _, f := range k.Flows {
-				if f.Error != "" || f.ServerError != "" {
-					s.flowErrors++
-				}
-			}
-			fmt.Fprintf(log, "run %d/%d %-8s: %-15s %-8s (download %s %s, upload %s %s) in %.1f s\n", i+1, s.runs, s.policy,
-				k.Outcome, k.Attribution, k.DownloadOutcome, k.DownloadAttribution, k.UploadOutcome, k.UploadAttribution, r.Seconds)
-			for _, c := range k.Comparisons {
-				if c.Outcome != schemas.OutcomeNone {
-					fmt.Fprintf(log, "    %s %s vs %s: %.2f vs %.2f Mbit/s, D %.2f p %.2g, %d/%d reps: %s\n", c.Direction, c.Tested, c.Control,
-						c.MedianMbps, c.ControlMedian, c.KSD, c.KSP, c.RepsSlower, c.Reps, c.Outcome)
-				}
-			}
-			for _, b := range k.Blocked {
-				fmt.Fprintf(log, "    blocked %s %s: %s in %d of %d flows\n", b.Direction, b.Kind, b.Failure, b.Failed, b.Flows)
+			if i < s.runs {
+				queue = append(queue, s)
 			}
 		}
 	}
+	var mu sync.Mutex
+	var firstErr error
+	next := 0
+	var wg sync.WaitGroup
+	for _, st := range sets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				if next >= len(queue) || firstErr != nil {
+					mu.Unlock()
+					return
+				}
+				s := queue[next]
+				next++
+				mu.Unlock()
+				r, err := st.ns.runPolicy(s.policy, sh, s.cfg)
+				mu.Lock()
+				if err != nil {
+					firstErr = fmt.Errorf("%s: %w", st.ns.name, err)
+				} else {
+					s.tally(r, log)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return false, firstErr
+	}
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	wall := time.Since(t0)
+	load1, _ := os.ReadFile("/proc/loadavg")
+	fmt.Printf("\n%d namespace set(s) in parallel; wall %.0f s; CPU of the bench's processes %.0f s (%.2f cores on average); load average (1 min) %s at the start, %s at the end.\n",
+		parallel, wall.Seconds(), cpu.Seconds(), cpu.Seconds()/wall.Seconds(), strings.Fields(string(load0))[0], strings.Fields(string(load1))[0])
 	if crossTraffic {
 		fmt.Printf("\nWith on-off cross traffic: one TCP flow on port 5001 sharing the link, 0.5-3 s on, 0.5-3 s off.")
 	}

@@ -23,8 +23,9 @@ func TestMain(m *testing.M) {
 // 20 Mbit/s, the test server on three addresses; one run on a neutral link,
 // one with port 6881 throttled to 20% by a u32 filter, one with resets
 // injected on BitTorrent connections by the DPI helper, with a shorter
-// methodology (2 repetitions of 1 s flows, samples every 100 ms). It needs
-// root, and fails without it.
+// methodology (download only, the four kinds of ports 6881 and 9776, 3
+// repetitions of 1 s flows, samples every 100 ms: 6 pairs per factor
+// comparison). It needs root, and fails without it.
 func TestDetection(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root to create a network namespace and shape it (ip netns, tc); run the tests as root")
@@ -34,7 +35,7 @@ func TestDetection(t *testing.T) {
 		t.Fatalf("cannot create the network namespace: %v", err)
 	}
 	defer ns.close()
-	sh := shaping{LinkMbps: 20, Share: 0.2}
+	sh := shaping{LinkMbps: 20, Share: 0.2, QueueMs: 100}
 	if err := ns.shape(sh); err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,8 @@ func TestDetection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.stop()
-	cfg := bittorrent.Config{Repetitions: 2, FlowDuration: time.Second, SampleEvery: 100 * time.Millisecond, Warmup: 200 * time.Millisecond}
+	cfg := bittorrent.Config{Repetitions: 3, FlowDuration: time.Second, SampleEvery: 100 * time.Millisecond, Warmup: 200 * time.Millisecond,
+		Directions: []string{schemas.DirDownload}, Kinds: []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}}
 	for _, tc := range []struct{ policy, outcome, attribution string }{
 		{policyPort, schemas.OutcomeDifferentiation, schemas.AttributionPort},
 		{policyReset, schemas.OutcomeBlocked, schemas.AttributionPayload},

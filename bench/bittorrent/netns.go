@@ -33,7 +33,7 @@ const (
 	roleEnv   = "NEUBOT_BTBENCH_ROLE"
 	configEnv = "NEUBOT_BTBENCH_CONFIG"
 	policyEnv = "NEUBOT_BTBENCH_POLICY"
-	httpAddr  = "127.0.0.1:9775"
+	httpAddr  = "127.0.0.1:19775" // in the namespace; not a default port
 )
 
 // Shaping of lo in the namespace: htb with a link class and a slow class
@@ -43,6 +43,9 @@ type shaping struct {
 	LinkMbps float64
 	Share    float64
 	Policy   string
+	// QueueMs bounds each class's queue (a pfifo) to this many
+	// milliseconds of its rate (0: lo's txqueuelen, 1000 packets).
+	QueueMs float64
 }
 
 // netns is a network namespace made for the benchmark, removed by close.
@@ -51,14 +54,17 @@ type netns struct {
 	policy string // of the policy helper started next
 }
 
+// nsPrefix begins the name of every namespace the bench makes.
+const nsPrefix = "s18-bt-"
+
 func newNetns(tag string) (*netns, error) {
-	n := &netns{name: fmt.Sprintf("nt-bt-%s-%d", tag, os.Getpid())}
+	n := &netns{name: fmt.Sprintf("%s%s-%d", nsPrefix, tag, os.Getpid())}
 	for _, args := range [][]string{
 		{"netns", "add", n.name},
 		{"-n", n.name, "link", "set", "lo", "mtu", "1500"},
 		{"-n", n.name, "link", "set", "lo", "up"},
 		// The DPI box's tap: packets a u32 filter matched are mirrored to
-		// nt-dpi0 and read by the policy helper on nt-dpi1.
+		// dpiTap and read by the policy helper on dpiRead.
 		{"-n", n.name, "link", "add", dpiTap, "type", "veth", "peer", "name", dpiRead},
 		{"-n", n.name, "link", "set", dpiTap, "up"},
 		{"-n", n.name, "link", "set", dpiRead, "up"},
@@ -93,6 +99,15 @@ func (n *netns) shape(s shaping) error {
 		{"class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", link, "ceil", link},
 		{"class", "add", "dev", "lo", "parent", "1:1", "classid", "1:10", "htb", "rate", link, "ceil", link},
 		{"class", "add", "dev", "lo", "parent", "1:1", "classid", "1:20", "htb", "rate", slow, "ceil", slow},
+	}
+	if s.QueueMs > 0 {
+		for _, c := range []struct {
+			class string
+			mbps  float64
+		}{{"1:10", s.LinkMbps}, {"1:20", s.LinkMbps * s.Share}} {
+			limit := max(10, int(c.mbps*1e6/8*s.QueueMs/1000/1500))
+			steps = append(steps, []string{"qdisc", "add", "dev", "lo", "parent", c.class, "pfifo", "limit", fmt.Sprint(limit)})
+		}
 	}
 	steps = append(steps, staticFilters(s.Policy)...)
 	for _, args := range steps {

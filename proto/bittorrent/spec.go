@@ -7,7 +7,7 @@ package bittorrent
 import "time"
 
 // Version of the protocol described in spec/bittorrent.md.
-const Version = "v2.0.0"
+const Version = "v2.1.0"
 
 // Paths of the HTTP steps (on the test server's HTTP port).
 const (
@@ -118,4 +118,8 @@ const (
 	Alpha      = 0.05
 	MinDiff    = 0.25
 	MinSamples = 8
+	// MinPairs is the fewest pairs of flows a version 2.1 comparison
+	// decides on: below, even every pair slower cannot make the sign
+	// test's p-value (2^-n) fall below Alpha.
+	MinPairs = 5
 )

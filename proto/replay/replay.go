@@ -6,7 +6,7 @@ package replay
 import "time"
 
 // Version of the protocol described in spec/replay.md.
-const Version = "v1.0.0"
+const Version = "v1.1.0"
 
 // Paths and limits of the protocol.
 const (

@@ -28,6 +28,7 @@ import (
 	"github.com/neubot/neubot/proto/bittorrent/wire"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
+	"github.com/neubot/neubot/testserver/rawtcp"
 )
 
 // Provider serves the BitTorrent test.
@@ -43,17 +44,14 @@ type Provider struct {
 // state is the provider's: the flow keys of live sessions and the
 // listeners and connections to close.
 type state struct {
-	mu        sync.Mutex
-	keys      map[wire.Key]*flowRef
-	listeners map[net.Listener]bool
-	conns     map[net.Conn]bool
-	closed    bool
-	wg        sync.WaitGroup
-	btPort    int
-	neutral   int
-	web       int
-	hosts     []string // announced to clients; empty: the HTTP host
-	peerID    [20]byte
+	mu      sync.Mutex
+	keys    map[wire.Key]*flowRef
+	raw     rawtcp.Server
+	btPort  int
+	neutral int
+	web     int
+	hosts   []string // announced to clients; empty: the HTTP host
+	peerID  [20]byte
 }
 
 // Addrs are the addresses of the raw listeners.
@@ -128,7 +126,8 @@ func NewProvider(p Provider) *Provider {
 	if p.OnBytes == nil {
 		p.OnBytes = func(int64, int64) {}
 	}
-	p.st = &state{keys: map[wire.Key]*flowRef{}, listeners: map[net.Listener]bool{}, conns: map[net.Conn]bool{}, peerID: wire.PeerID()}
+	p.st = &state{keys: map[wire.Key]*flowRef{}, peerID: wire.PeerID()}
+	p.st.raw.Name, p.st.raw.Logger = schemas.BitTorrentName, p.Logger
 	return &p
 }
 
@@ -208,13 +207,9 @@ func (p *Provider) ListenAddrs(a Addrs) error {
 	p.st.mu.Lock()
 	p.st.btPort, p.st.neutral, p.st.web = ports[roleApp], ports[roleNeutral], ports[roleWeb]
 	p.st.hosts = announce
-	for _, b := range all {
-		p.st.listeners[b.l] = true
-	}
 	p.st.mu.Unlock()
 	for _, b := range all {
-		p.st.wg.Add(1)
-		go p.serve(b.l, b.role, b.host)
+		p.st.raw.Serve(b.l, func(c net.Conn) error { return p.flow(c, b.role, b.host) })
 	}
 	return nil
 }
@@ -243,19 +238,7 @@ func (p *Provider) WebPort() int {
 }
 
 // Close stops the listeners and ends the flows in progress.
-func (p *Provider) Close() error {
-	p.st.mu.Lock()
-	p.st.closed = true
-	for l := range p.st.listeners {
-		l.Close()
-	}
-	for c := range p.st.conns {
-		c.Close()
-	}
-	p.st.mu.Unlock()
-	p.st.wg.Wait()
-	return nil
-}
+func (p *Provider) Close() error { return p.st.raw.Close() }
 
 // Routes registers the HTTP endpoints on mux.
 func (p *Provider) Routes(mux testserver.Mux) {
@@ -327,51 +310,6 @@ func (p *Provider) forgetEnded() {
 		if st := ref.session.State(); st == testserver.Done || st == testserver.Revoked {
 			delete(p.st.keys, k)
 		}
-	}
-}
-
-func (p *Provider) serve(l net.Listener, role string, host int) {
-	defer p.st.wg.Done()
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Anything else (EMFILE when the file table is full, an
-			// aborted connection) passes: wait a little and go on.
-			backoff = httpx.AcceptBackoff(backoff)
-			p.Logger.Warn("bittorrent: accept failed; retrying", "err", err, "retry_in", backoff)
-			p.st.mu.Lock()
-			closed := p.st.closed
-			p.st.mu.Unlock()
-			if closed {
-				return
-			}
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		p.st.mu.Lock()
-		if p.st.closed {
-			p.st.mu.Unlock()
-			c.Close()
-			return
-		}
-		p.st.conns[c] = true
-		p.st.wg.Add(1)
-		p.st.mu.Unlock()
-		go func() {
-			defer p.st.wg.Done()
-			if err := p.flow(c, role, host); err != nil {
-				p.Logger.Debug("bittorrent: flow refused or failed", "remote", c.RemoteAddr().String(), "err", err)
-			}
-			c.Close()
-			p.st.mu.Lock()
-			delete(p.st.conns, c)
-			p.st.mu.Unlock()
-		}()
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/neubot/neubot/proto/replay/trace"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
+	"github.com/neubot/neubot/testserver/rawtcp"
 )
 
 // Provider serves the replay test.
@@ -32,12 +33,10 @@ type Provider struct {
 	Logger     *slog.Logger
 	OnBytes    func(sent, received int64)
 
-	mu     sync.Mutex
-	keys   map[trace.Key]*flowRef
-	l      net.Listener
-	conns  map[net.Conn]bool
-	closed bool
-	wg     sync.WaitGroup
+	mu   sync.Mutex
+	keys map[trace.Key]*flowRef
+	l    net.Listener
+	raw  rawtcp.Server
 }
 
 type flowRef struct {
@@ -48,6 +47,10 @@ type flowRef struct {
 }
 
 type view struct {
+	// running counts the admitted flows not yet recorded: Merge waits for
+	// them (a client may collect before the server has seen its last
+	// flow's close).
+	running        sync.WaitGroup
 	mu             sync.Mutex
 	params         *spec.StartRequest
 	trace          *trace.Trace
@@ -94,7 +97,8 @@ func NewProvider(p *Provider) *Provider {
 	if p.OnBytes == nil {
 		p.OnBytes = func(int64, int64) {}
 	}
-	p.keys, p.conns = map[trace.Key]*flowRef{}, map[net.Conn]bool{}
+	p.keys = map[trace.Key]*flowRef{}
+	p.raw.Name, p.raw.Logger = schemas.ReplayName, p.Logger
 	return p
 }
 
@@ -107,8 +111,7 @@ func (p *Provider) Listen(addr string) error {
 	p.mu.Lock()
 	p.l = l
 	p.mu.Unlock()
-	p.wg.Add(1)
-	go p.serve(l)
+	p.raw.Serve(l, p.flow)
 	return nil
 }
 
@@ -137,19 +140,7 @@ func (p *Provider) host() string {
 }
 
 // Close stops the listener and ends the flows in progress.
-func (p *Provider) Close() error {
-	p.mu.Lock()
-	p.closed = true
-	if p.l != nil {
-		p.l.Close()
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-	return nil
-}
+func (p *Provider) Close() error { return p.raw.Close() }
 
 // Routes registers the HTTP endpoints on mux.
 func (p *Provider) Routes(mux testserver.Mux) {
@@ -207,39 +198,6 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(spec.StartResponse{Host: p.host(), Port: p.Port(), TraceVersion: tr.Version})
 }
 
-func (p *Provider) serve(l net.Listener) {
-	defer p.wg.Done()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return
-		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			c.Close()
-			return
-		}
-		p.conns[c] = true
-		p.wg.Add(1)
-		p.mu.Unlock()
-		go func() {
-			defer p.wg.Done()
-			if err := p.flow(c); err != nil {
-				p.Logger.Debug("replay: flow refused or failed", "err", schemas.FailureOf(err))
-			}
-			c.Close()
-			p.mu.Lock()
-			delete(p.conns, c)
-			p.mu.Unlock()
-		}()
-	}
-}
-
 func (p *Provider) flow(c net.Conn) error {
 	c.SetDeadline(time.Now().Add(spec.HandshakeTimeout))
 	key, inverted, err := trace.ReadFirst(c)
@@ -267,6 +225,8 @@ func (p *Provider) flow(c net.Conn) error {
 		return errors.New("a flow in the wrong shape")
 	}
 	v := viewOf(s)
+	v.running.Add(1)
+	defer v.running.Done()
 	v.mu.Lock()
 	params, tr := *v.params, v.trace
 	v.mu.Unlock()
@@ -293,6 +253,12 @@ func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 		return testserver.WrongTest(schemas.ReplayName)
 	}
 	v := viewOf(s)
+	done := make(chan struct{})
+	go func() { v.running.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(spec.StallTimeout):
+	}
 	v.mu.Lock()
 	for i := range keys.Flows {
 		f := &keys.Flows[i]

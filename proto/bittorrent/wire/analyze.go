@@ -122,3 +122,169 @@ func AnalyzeV1(k *schemas.BitTorrent) {
 	k.UploadOutcome = stats.Combine(outcome[schemas.DirUpload]...)
 	k.Outcome = stats.Combine(k.DownloadOutcome, k.UploadOutcome)
 }
+
+// FlowStat is what a paired comparison uses of one flow.
+type FlowStat struct {
+	// Samples are the interval throughputs after the warm-up, pooled for
+	// the comparison's evidence (medians, the KS test).
+	Samples []float64
+	// Rate is the flow's mean throughput over its tail (TailRate), Mbit/s.
+	Rate float64
+	// OK: the flow ran its course (no failure) and has samples in its tail.
+	OK bool
+}
+
+// NewFlowStat returns the FlowStat of a flow's samples; failed flows are
+// not OK (their failures are the evidence of blocking, not throughput).
+func NewFlowStat(samples []schemas.ThroughputSample, warmup float64, failed bool) FlowStat {
+	var xs []float64
+	prev := 0.0
+	for _, s := range samples {
+		if prev >= warmup {
+			xs = append(xs, s.Mbps)
+		}
+		prev = s.TS
+	}
+	rate, ok := TailRate(samples, warmup)
+	return FlowStat{Samples: xs, Rate: rate, OK: ok && !failed}
+}
+
+// TailRate is the mean throughput of the samples whose interval starts at
+// or after the flow's tail: the later of the warm-up and half of the
+// flow's sampled time. The tail is what a throttle that starts after a
+// byte count or a delay leaves, and what a boost (a fast start) does not
+// reach; ok is false when the tail holds no sample.
+func TailRate(samples []schemas.ThroughputSample, warmup float64) (rate float64, ok bool) {
+	if len(samples) == 0 {
+		return 0, false
+	}
+	from := max(warmup, samples[len(samples)-1].TS/2)
+	var sum float64
+	n, prev := 0, 0.0
+	for _, s := range samples {
+		if prev >= from-1e-9 {
+			sum += s.Mbps
+			n++
+		}
+		prev = s.TS
+	}
+	if n == 0 {
+		return 0, false
+	}
+	return sum / float64(n), true
+}
+
+// Pair is a tested flow and its controls: the control flow of the same
+// repetition, or for the interaction (both) the two single-factor controls,
+// or for a host the flows just before and after it (to other addresses).
+type Pair struct {
+	Tested   FlowStat
+	Controls []FlowStat
+}
+
+// slower reports whether the pair counts (the tested flow and a control
+// have a throughput), whether its tested flow is at least Criteria.MinDiff
+// slower than every control, and the chance of that
+// under the null hypothesis: when the tested flow and its m controls are
+// exchangeable (no policy tells them apart), each is the slowest with
+// probability 1/(m+1), whatever the cross traffic of the moment.
+func (p Pair) slower() (counts, slower bool, p0 float64) {
+	if !p.Tested.OK {
+		return false, false, 0
+	}
+	m, least := 0, 0.0
+	for _, c := range p.Controls {
+		if c.OK {
+			if m == 0 || c.Rate < least {
+				least = c.Rate
+			}
+			m++
+		}
+	}
+	if m == 0 {
+		return false, false, 0
+	}
+	return true, least > 0 && p.Tested.Rate <= (1-Criteria.MinDiff)*least, 1 / float64(m+1)
+}
+
+// TailP is P(S >= k) where S is the number of successes of independent
+// trials with probabilities p0 (a Poisson-binomial upper tail); with every
+// p0 = 1/2 it is the paired sign test's p-value.
+func TailP(p0 []float64, k int) float64 {
+	dist := []float64{1} // dist[j]: P(j successes so far)
+	for _, q := range p0 {
+		next := make([]float64, len(dist)+1)
+		for j, v := range dist {
+			next[j] += v * (1 - q)
+			next[j+1] += v * q
+		}
+		dist = next
+	}
+	var s float64
+	for j := max(k, 0); j < len(dist); j++ {
+		s += dist[j]
+	}
+	return min(s, 1)
+}
+
+// Designable reports whether pairs could show differentiation at alpha
+// if every flow ran: whether the test's design holds this comparison.
+func Designable(pairs []Pair, alpha float64) bool {
+	var p0 []float64
+	for _, p := range pairs {
+		if len(p.Controls) > 0 {
+			p0 = append(p0, 1/float64(len(p.Controls)+1))
+		}
+	}
+	return TailP(p0, len(p0)) < alpha
+}
+
+// ComparePairs decides a comparison from its pairs (spec/bittorrent.md,
+// "How it decides", since v2.1.0): differentiation when the tested flow is
+// at least Criteria.MinDiff slower than its controls in so many pairs that
+// the p-value (TailP: under the null each pair's tested flow is the
+// slowest by chance 1/(m+1) with m controls; with one control it is the
+// paired sign test) is below alpha (Criteria.Alpha, or a share of it for
+// a family of comparisons); inconclusive when the pairs that count could
+// not reach alpha even if all were slower (failed or
+// empty flows); none otherwise. The test's unit is the pair, not the
+// sample: samples of one flow move together with the cross traffic of the
+// moment, so pooling them as independent overstates the evidence. The
+// pooled samples' medians and KS test are kept as evidence. It fills the
+// numbers and the outcome; the caller names direction, tested, control
+// and factor.
+func ComparePairs(pairs []Pair, alpha float64) schemas.BitTorrentComparison {
+	var ts, cs, p0 []float64
+	slower := 0
+	for _, p := range pairs {
+		ok, slow, q := p.slower()
+		if !ok {
+			continue
+		}
+		p0 = append(p0, q)
+		if slow {
+			slower++
+		}
+		ts = append(ts, p.Tested.Samples...)
+		for _, c := range p.Controls {
+			if c.OK {
+				cs = append(cs, c.Samples...)
+			}
+		}
+	}
+	c := stats.Compare(ts, cs, Criteria)
+	n := len(p0)
+	out := schemas.BitTorrentComparison{
+		Samples: uint32(c.N), ControlSamples: uint32(c.ControlN),
+		MedianMbps: round3(c.Median), ControlMedian: round3(c.ControlMedian), DiffPct: round3(max(min(c.DiffPct, 100), -1e6)),
+		KSD: c.KS.D, KSP: c.KS.P, Alpha: alpha, ThresholdPct: Criteria.MinDiff * 100,
+		Reps: uint8(min(n, 255)), RepsSlower: uint8(min(slower, 255)), Outcome: stats.None,
+	}
+	switch {
+	case TailP(p0, n) >= alpha:
+		out.Outcome = stats.Inconclusive
+	case TailP(p0, slower) < alpha:
+		out.Outcome = stats.Differentiation
+	}
+	return out
+}

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/neubot/neubot/internal/stats"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -16,16 +15,34 @@ import (
 // address (i + r) mod hosts), so that every kind meets every address and
 // every address, in every repetition, carries a balanced mix of kinds.
 
-// pairs are the comparisons of the grid, tested against control, and the
-// factor each isolates.
-var pairs = []struct{ tested, control, factor string }{
-	{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.AttributionPayload},
-	{schemas.FlowNeutral, schemas.FlowRandomNeutral, schemas.AttributionPayload},
-	{schemas.FlowWeb, schemas.FlowRandomWeb, schemas.AttributionPayload},
-	{schemas.FlowBitTorrent, schemas.FlowNeutral, schemas.AttributionPort},
-	{schemas.FlowRandom, schemas.FlowRandomNeutral, schemas.AttributionPort},
-	{schemas.FlowNeutral, schemas.FlowWeb, schemas.AttributionPort},
-	{schemas.FlowRandomNeutral, schemas.FlowRandomWeb, schemas.AttributionPort},
+// Names of the factor comparisons of version 2.1 (the tested and control
+// sets of flows; see comparisons).
+const (
+	SetBitTorrentPayload = "bittorrent_payload"
+	SetRandomPayload     = "random_payload"
+	SetApplicationPort   = "application_port"
+	SetNeutralPort       = "neutral_port"
+	SetWebPort           = "web_port"
+	SetRandomAndNeutral  = "random_and_neutral"
+)
+
+// comparisons are the factor comparisons of the grid: the pairs of kinds
+// whose flows of one repetition are paired, tested against control.
+// Payload pairs flows of the same port; port, flows of the same payload;
+// both (BitTorrent bytes on BitTorrent's port only) pairs the BitTorrent
+// flow with each of its two single-factor controls.
+var comparisons = []struct {
+	tested, control, factor string
+	kinds                   [][2]string
+}{
+	{SetBitTorrentPayload, SetRandomPayload, schemas.AttributionPayload, [][2]string{
+		{schemas.FlowBitTorrent, schemas.FlowRandom}, {schemas.FlowNeutral, schemas.FlowRandomNeutral}, {schemas.FlowWeb, schemas.FlowRandomWeb}}},
+	{SetApplicationPort, SetNeutralPort, schemas.AttributionPort, [][2]string{
+		{schemas.FlowBitTorrent, schemas.FlowNeutral}, {schemas.FlowRandom, schemas.FlowRandomNeutral}}},
+	{SetNeutralPort, SetWebPort, schemas.AttributionPort, [][2]string{
+		{schemas.FlowNeutral, schemas.FlowWeb}, {schemas.FlowRandomNeutral, schemas.FlowRandomWeb}}},
+	{schemas.FlowBitTorrent, SetRandomAndNeutral, schemas.AttributionBoth, [][2]string{
+		{schemas.FlowBitTorrent, schemas.FlowRandom}, {schemas.FlowBitTorrent, schemas.FlowNeutral}}}, // one pair per repetition
 }
 
 // ControlHosts is the control of a host comparison.
@@ -39,20 +56,6 @@ func flowSamples(k *schemas.BitTorrent, f *schemas.BitTorrentFlow) []schemas.Thr
 		return f.ServerSamples
 	}
 	return f.Samples
-}
-
-// afterWarmup returns the interval throughputs of samples whose interval
-// starts after the warm-up.
-func afterWarmup(samples []schemas.ThroughputSample, warmup float64) []float64 {
-	var xs []float64
-	prev := 0.0
-	for _, s := range samples {
-		if prev >= warmup {
-			xs = append(xs, s.Mbps)
-		}
-		prev = s.TS
-	}
-	return xs
 }
 
 // FlowFailure is the failure of a flow that counts as evidence of
@@ -79,7 +82,7 @@ const ServerUnseen = "unseen"
 type flowRef struct {
 	f       *schemas.BitTorrentFlow
 	rep     int
-	samples []float64
+	stat    FlowStat
 	failure string
 }
 
@@ -105,7 +108,8 @@ func analyzeDirection(k *schemas.BitTorrent, dir string) (outcome, attribution s
 		if f.Direction != dir {
 			continue
 		}
-		r := &flowRef{f: f, rep: len(byKind[f.Kind]), samples: afterWarmup(flowSamples(k, f), k.WarmupS), failure: FlowFailure(k, f)}
+		failure := FlowFailure(k, f)
+		r := &flowRef{f: f, rep: len(byKind[f.Kind]), stat: NewFlowStat(flowSamples(k, f), k.WarmupS, failure != ""), failure: failure}
 		byKind[f.Kind] = append(byKind[f.Kind], r)
 		all = append(all, r)
 	}
@@ -115,80 +119,89 @@ func analyzeDirection(k *schemas.BitTorrent, dir string) (outcome, attribution s
 	if blocked, attr, ok := blocking(k, dir, byKind, all); ok {
 		return blocked, attr
 	}
-	diff := map[string]bool{}
-	allNone := true
-	add := func(c stats.Comparison, reps, slower int, tested, control, factor string) {
-		if c.Outcome == stats.Differentiation && slower < reps {
-			c.Outcome = stats.Inconclusive
+	sig := map[string]bool{}
+	inconclusive, compared := false, 0
+	add := func(pairs []Pair, alpha float64, tested, control, factor string) {
+		compared++
+		c := ComparePairs(pairs, alpha)
+		c.Direction, c.Tested, c.Control, c.Factor = dir, tested, control, factor
+		k.Comparisons = append(k.Comparisons, c)
+		switch c.Outcome {
+		case schemas.OutcomeDifferentiation:
+			sig[factor] = true
+		case schemas.OutcomeInconclusive:
+			inconclusive = true
 		}
-		allNone = allNone && c.Outcome == stats.None
-		if c.Outcome == stats.Differentiation {
-			diff[tested+"/"+control] = true
-		}
-		k.Comparisons = append(k.Comparisons, schemas.BitTorrentComparison{
-			Direction: dir, Tested: tested, Control: control, Factor: factor,
-			Samples: uint32(c.N), ControlSamples: uint32(c.ControlN),
-			MedianMbps: round3(c.Median), ControlMedian: round3(c.ControlMedian), DiffPct: round3(max(min(c.DiffPct, 100), -1e6)),
-			KSD: c.KS.D, KSP: c.KS.P, Alpha: Criteria.Alpha, ThresholdPct: Criteria.MinDiff * 100,
-			Reps: uint8(reps), RepsSlower: uint8(slower), Outcome: c.Outcome,
-		})
 	}
-	for _, p := range pairs {
-		t, c := byKind[p.tested], byKind[p.control]
-		if len(t) == 0 || len(c) == 0 {
-			continue
-		}
-		ts, cs := perRep(t), perRep(c)
-		reps, slower := consistency(ts, cs)
-		add(stats.Compare(pool(ts), pool(cs), Criteria), reps, slower, p.tested, p.control, p.factor)
-	}
-	hostDiff := false
-	if k.Hosts >= 2 {
-		for h := 0; h < int(k.Hosts); h++ {
-			var ts, cs [][]float64
-			for _, r := range all {
-				for r.rep >= len(ts) {
-					ts, cs = append(ts, nil), append(cs, nil)
+	for _, cmp := range comparisons {
+		var pairs []Pair
+		if cmp.factor == schemas.AttributionBoth {
+			// One pair per repetition: the BitTorrent flow against
+			// both of its single-factor controls.
+			t := byKind[cmp.kinds[0][0]]
+			for rep := range t {
+				var cs []FlowStat
+				for _, kp := range cmp.kinds {
+					if c := byKind[kp[1]]; rep < len(c) {
+						cs = append(cs, c[rep].stat)
+					}
 				}
-				if int(r.f.Host) == h {
-					ts[r.rep] = append(ts[r.rep], r.samples...)
-				} else {
-					cs[r.rep] = append(cs[r.rep], r.samples...)
+				pairs = append(pairs, Pair{Tested: t[rep].stat, Controls: cs})
+			}
+		} else {
+			for _, kp := range cmp.kinds {
+				t, c := byKind[kp[0]], byKind[kp[1]]
+				for rep := 0; rep < min(len(t), len(c)); rep++ {
+					pairs = append(pairs, Pair{Tested: t[rep].stat, Controls: []FlowStat{c[rep].stat}})
 				}
 			}
-			reps, slower := consistency(ts, cs)
-			tested := fmt.Sprintf("host_%d", h)
-			add(stats.Compare(pool(ts), pool(cs), Criteria), reps, slower, tested, ControlHosts, schemas.AttributionHost)
-			hostDiff = hostDiff || diff[tested+"/"+ControlHosts]
+		}
+		if !Designable(pairs, Criteria.Alpha) {
+			continue // not in this test's design (e.g. no web port)
+		}
+		add(pairs, Criteria.Alpha, cmp.tested, cmp.control, cmp.factor)
+	}
+	if k.Hosts >= 2 {
+		// Each flow to address h against the flows just before and after
+		// it in this direction (the Latin square sends them to other
+		// addresses): the nearest in time, so the nearest in cross
+		// traffic, and no two of h's flows share a control. The
+		// addresses are as many tests of one question: each at
+		// Alpha / hosts (Bonferroni).
+		alpha := Criteria.Alpha / float64(k.Hosts)
+		for h := 0; h < int(k.Hosts); h++ {
+			var pairs []Pair
+			for i, r := range all {
+				if int(r.f.Host) != h {
+					continue
+				}
+				var cs []FlowStat
+				for _, j := range []int{i - 1, i + 1} {
+					if j >= 0 && j < len(all) && int(all[j].f.Host) != h {
+						cs = append(cs, all[j].stat)
+					}
+				}
+				pairs = append(pairs, Pair{Tested: r.stat, Controls: cs})
+			}
+			if !Designable(pairs, alpha) {
+				continue
+			}
+			add(pairs, alpha, fmt.Sprintf("host_%d", h), ControlHosts, schemas.AttributionHost)
 		}
 	}
-	d := func(t, c string) bool { return diff[t+"/"+c] }
-	payload := d(schemas.FlowBitTorrent, schemas.FlowRandom) && (d(schemas.FlowNeutral, schemas.FlowRandomNeutral) || d(schemas.FlowWeb, schemas.FlowRandomWeb))
-	port := (d(schemas.FlowBitTorrent, schemas.FlowNeutral) && d(schemas.FlowRandom, schemas.FlowRandomNeutral)) ||
-		(d(schemas.FlowNeutral, schemas.FlowWeb) && d(schemas.FlowRandomNeutral, schemas.FlowRandomWeb))
-	both := d(schemas.FlowBitTorrent, schemas.FlowRandom) && d(schemas.FlowBitTorrent, schemas.FlowNeutral)
 	switch {
-	case payload:
+	case sig[schemas.AttributionPayload]:
 		return schemas.OutcomeDifferentiation, schemas.AttributionPayload
-	case port:
+	case sig[schemas.AttributionPort]:
 		return schemas.OutcomeDifferentiation, schemas.AttributionPort
-	case both:
+	case sig[schemas.AttributionBoth]:
 		return schemas.OutcomeDifferentiation, schemas.AttributionBoth
-	case hostDiff:
+	case sig[schemas.AttributionHost]:
 		return schemas.OutcomeDifferentiation, schemas.AttributionHost
-	case allNone:
-		return schemas.OutcomeNone, ""
+	case inconclusive || compared == 0: // missing data, or too few flows to decide anything
+		return schemas.OutcomeInconclusive, ""
 	}
-	return schemas.OutcomeInconclusive, ""
-}
-
-// perRep returns each flow's samples, in the order run.
-func perRep(flows []*flowRef) [][]float64 {
-	out := make([][]float64, len(flows))
-	for i, r := range flows {
-		out[i] = r.samples
-	}
-	return out
+	return schemas.OutcomeNone, ""
 }
 
 // blocking looks for kinds of flow (or a server address) whose flows

@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -68,8 +69,11 @@ func (f *Flow) send(side string, start time.Time, observe func()) error {
 	return nil
 }
 
-// receive reads until EOF, calling observe after every read.
-func (f *Flow) receive(observe func()) error {
+// receive reads until EOF, calling observe after every read. A read that
+// waits Stall is a stall unless moving reports that the flow moved bytes
+// the other way meanwhile (the server, once the client has sent its part,
+// reads nothing while the client drains a throttled download).
+func (f *Flow) receive(observe func(), moving func() bool) error {
 	buf := make([]byte, 64<<10)
 	for {
 		f.Conn.SetReadDeadline(time.Now().Add(f.Stall))
@@ -81,9 +85,25 @@ func (f *Flow) receive(observe func()) error {
 		if err == io.EOF {
 			return nil
 		}
+		var ne net.Error
+		if n == 0 && moving != nil && errors.As(err, &ne) && ne.Timeout() && moving() {
+			continue
+		}
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// progress returns a function that reports whether counter grew since its
+// last call.
+func progress(counter func() int64) func() bool {
+	last := counter()
+	return func() bool {
+		now := counter()
+		grew := now > last
+		last = now
+		return grew
 	}
 }
 
@@ -93,11 +113,12 @@ func (f *Flow) receive(observe func()) error {
 // the first error.
 func (f *Flow) Serve() ([]schemas.ThroughputSample, error) {
 	start := time.Now()
-	s := wire.NewSampler(wire.AckedCounter(f.Conn, &f.Sent), f.SampleEvery, f.Duration)
+	acked := wire.AckedCounter(f.Conn, &f.Sent)
+	s := wire.NewSampler(acked, f.SampleEvery, f.Duration)
 	var wg sync.WaitGroup
 	var rerr error
 	wg.Add(1)
-	go func() { defer wg.Done(); rerr = f.receive(nil) }()
+	go func() { defer wg.Done(); rerr = f.receive(nil, progress(acked)) }()
 	stopTick := s.Tick()
 	werr := f.send("server", start, nil)
 	if werr == nil {
@@ -125,7 +146,7 @@ func (f *Flow) Play() ([]schemas.ThroughputSample, error) {
 	var werr error
 	wg.Add(1)
 	go func() { defer wg.Done(); werr = f.send("client", start, nil) }()
-	rerr := f.receive(s.Observe)
+	rerr := f.receive(s.Observe, nil)
 	wg.Wait()
 	if rerr != nil {
 		return s.Stop(), rerr
