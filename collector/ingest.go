@@ -212,12 +212,14 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 		// up the minimum rate at once (a second of grace).
 		paced.strict(time.Now(), time.Second)
 	}
+	slotStart := time.Now()
 	if !c.takeSlot(r.Context()) {
 		w.Header().Set("Retry-After", "1")
 		c.fail(w, http.StatusServiceUnavailable, "too many requests in progress; nothing of this body was accepted: retry later")
 		return
 	}
 	defer func() { <-c.slots }()
+	slotWait := time.Since(slotStart)
 	var rest io.Reader = limited
 	if whole {
 		rest = eofReader{}
@@ -308,12 +310,14 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 	if !c.agentsAllowed(w, r, entries) {
 		return
 	}
+	spoolStart := time.Now()
 	if err := c.spool.Append(r.Context(), entries); err != nil {
 		c.log.Error("spool append failed", "err", err, "records", len(entries))
 		w.Header().Set("Retry-After", "5")
 		c.fail(w, http.StatusServiceUnavailable, "cannot store the records now; nothing of this body was accepted: retry later")
 		return
 	}
+	spoolEnd := time.Now()
 	resp.Accepted = len(entries)
 	c.metrics.accepted.Add(float64(len(entries)))
 	c.metrics.rejected.Add(float64(resp.RejectedCount))
@@ -323,6 +327,12 @@ func (c *Collector) handleIngest(w http.ResponseWriter, r *http.Request) {
 	}
 	c.metrics.requests.WithLabelValues(strconv.Itoa(code)).Inc()
 	httpx.WriteJSON(w, code, resp)
+	if code == http.StatusAccepted {
+		c.metrics.phases.WithLabelValues("slot_wait").Observe(slotWait.Seconds())
+		c.metrics.phases.WithLabelValues("read").Observe(spoolStart.Sub(now).Seconds())
+		c.metrics.phases.WithLabelValues("spool").Observe(spoolEnd.Sub(spoolStart).Seconds())
+		c.metrics.phases.WithLabelValues("total").Observe(time.Since(now).Seconds())
+	}
 }
 
 func reject(resp *ingest.Response, line int, fe schemas.FieldError) {

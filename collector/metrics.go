@@ -28,6 +28,7 @@ type metrics struct {
 	loadEvents    *prometheus.CounterVec
 	limited       *prometheus.CounterVec
 	verified      *prometheus.CounterVec
+	phases        *prometheus.HistogramVec
 }
 
 func newMetrics(s *spool.Spool) *metrics {
@@ -63,6 +64,12 @@ func newMetrics(s *spool.Spool) *metrics {
 		"Ingest requests refused with 429, by limit (address, agent).", "limit")
 	m.verified = r.CounterVec("neubot_collector_records_loaded_total",
 		"Records loaded, by trust: verified (signed by an enrolled server), unsigned, bad_signature (signed, not verifying).", "trust")
+	m.phases = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "neubot_collector_ingest_phase_seconds",
+		Help:    "Where the time of an acknowledged (202) ingest request goes, by phase: read (headers received to body read and validated, slot wait included), slot_wait (waiting for an ingest slot), spool (durable append: write and group-committed fsync), total (to the answer).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	}, []string{"phase"})
+	r.MustRegister(m.phases)
 	r.GaugeFunc("neubot_collector_spool_bytes", "Bytes in the spool not yet loaded into ClickHouse.",
 		func() float64 { b, _, _ := s.Stats(); return float64(b) })
 	r.GaugeFunc("neubot_collector_spool_records", "Records in the spool not yet loaded into ClickHouse.",

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -460,5 +461,77 @@ func TestFormulaRefused(t *testing.T) {
 	if code != http.StatusBadRequest || resp.Accepted != 1 || len(resp.Rejected) != 2 ||
 		resp.Rejected[0].Field != "agent.software" || resp.Rejected[1].Field != "server.id" {
 		t.Fatalf("%d %+v", code, resp)
+	}
+}
+
+// TestQuarantineBacksOff: a segment damaged on disk goes to quarantine/;
+// while moving it there fails (a sick disk), the loader retries with
+// exponential backoff instead of spinning: the k-th retry comes at least
+// 100 ms × 2^(k-1) after the attempt before it (timers never fire early, so
+// load only makes the gaps longer). Once the rename works, the segment is in
+// quarantine/, whole: nothing was deleted.
+func TestQuarantineBacksOff(t *testing.T) {
+	dir := t.TempDir()
+	damaged := filepath.Join(t.TempDir(), "damaged.wal")
+	const failures = 4
+	var mu sync.Mutex
+	var attempts []time.Time
+	c := collectortest.New(t, collector.Config{SpoolDir: dir, Spool: spool.Options{
+		// The segment as bit rot leaves it: its last byte, inside the
+		// acknowledged bytes, flipped; the real file stays as it is.
+		OpenRead: func(name string) (*os.File, error) {
+			b, err := os.ReadFile(name)
+			if err != nil {
+				return nil, err
+			}
+			b[len(b)-1] ^= 0xff
+			if err := os.WriteFile(damaged, b, 0o600); err != nil {
+				return nil, err
+			}
+			return os.Open(damaged)
+		},
+		Rename: func(oldpath, newpath string) error {
+			mu.Lock()
+			attempts = append(attempts, time.Now())
+			n := len(attempts)
+			mu.Unlock()
+			if n <= failures {
+				return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: syscall.EIO}
+			}
+			return os.Rename(oldpath, newpath)
+		},
+	}})
+	rng := rand.New(rand.NewPCG(8, 9))
+	line := schemastest.Line(schemastest.Speedtest(rng, time.Now().Add(-time.Hour), "151.5.10.20", 20))
+	if code, resp := post(t, c.Server.URL, line); code != http.StatusAccepted {
+		t.Fatalf("POST: %d %+v", code, resp)
+	}
+	c.WaitLoaded(t, 30*time.Second) // quarantined: out of the spool's queue
+	mu.Lock()
+	got := append([]time.Time(nil), attempts...)
+	mu.Unlock()
+	if len(got) != failures+1 {
+		t.Fatalf("%d rename attempts, want %d", len(got), failures+1)
+	}
+	for k := 1; k < len(got); k++ {
+		gap, want := got[k].Sub(got[k-1]), 100*time.Millisecond<<(k-1)
+		t.Logf("retry %d after %s", k, gap.Round(time.Millisecond))
+		if gap < want {
+			t.Errorf("retry %d came %s after the attempt before it, want at least %s (no backoff)", k, gap, want)
+		}
+	}
+	q, err := os.ReadDir(filepath.Join(dir, "quarantine"))
+	if err != nil || len(q) != 1 || !strings.HasSuffix(q[0].Name(), ".wal") {
+		t.Fatalf("quarantine/ holds %v (%v), want the one segment", q, err)
+	}
+	kept, err := os.ReadFile(filepath.Join(dir, "quarantine", q[0].Name()))
+	if err != nil || !bytes.Contains(kept, bytes.TrimSpace(line)) {
+		t.Fatalf("the quarantined segment does not hold the record (%v)", err)
+	}
+	if n := metric(t, c.Server.URL, `neubot_collector_load_events_total{event="quarantine_retry"}`); n != failures {
+		t.Errorf("%v quarantine retries counted, want %d", n, failures)
+	}
+	if n := metric(t, c.Server.URL, `neubot_collector_segments_quarantined_total`); n != 1 {
+		t.Errorf("%v segments quarantined, want 1", n)
 	}
 }

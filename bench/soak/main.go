@@ -1,10 +1,12 @@
 // Command soak runs the whole platform (neubot-server up, on free ports and
 // a data directory of its own) under a mix of load for -duration:
 //
-//   - well-behaved ingest: clients, each from a loopback address of its own,
-//     posting NDJSON bodies at -rate records a second in all; every
-//     acknowledged (202) measurement_uid is kept, with the time to the
-//     acknowledgement;
+//   - well-behaved ingest: -clients test servers, each from a loopback
+//     address of its own, forwarding signed, gzip'ed NDJSON bodies as
+//     proto/ingest's Forwarder does, -rate records a second in all, on a
+//     fixed schedule (open loop: a slow answer does not slow the offer);
+//     every acknowledged (202) measurement_uid is kept, with the time from
+//     the request's start to its acknowledgement;
 //   - real agents: the neubot binary running speedtest, ndt7 and BitTorrent
 //     tests in turn against the test server, which forwards its records;
 //   - hostile traffic: slow bodies (headers, then a byte every 2 s), garbage
@@ -16,7 +18,8 @@
 // acknowledged and lost, acknowledgement latency (p50, p99, max) of the
 // well-behaved clients, the answers each kind of traffic got, the agents'
 // tests, and the peak RSS of each process. It exits 1 when an acknowledged
-// record is missing or the p99 is 1 s or more.
+// record is missing, the p99 is 1 s or more, the well-behaved clients could
+// not offer 98 % of -rate, or one of their records was not acknowledged.
 package main
 
 import (
@@ -27,6 +30,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -44,6 +48,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/proto/ingest"
 	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -52,13 +57,15 @@ import (
 func main() {
 	duration := flag.Duration("duration", 10*time.Minute, "how long the load runs")
 	rate := flag.Int("rate", 1000, "records a second of the well-behaved clients, in all")
-	clients := flag.Int("clients", 16, "well-behaved ingest clients (one loopback address each, one request at a time)")
+	clients := flag.Int("clients", 20, "well-behaved ingest clients: test servers forwarding signed records, one loopback address each")
 	perBody := flag.Int("per-body", 25, "records per body of the well-behaved clients")
 	agents := flag.Int("agents", 2, "real agents testing in a loop at once")
 	slow := flag.Int("slow", 32, "slow-body connections held open at once")
 	keep := flag.Bool("keep", false, "keep the temporary directory (binaries, data, logs)")
+	binDir := flag.String("bin", "", "folder holding neubot-server and neubot already built (default: build them)")
+	pprofAddr := flag.String("pprof", "", "have neubot-server up serve net/http/pprof here (e.g. 127.0.0.1:6060)")
 	flag.Parse()
-	if err := run(*duration, *rate, *clients, *perBody, *agents, *slow, *keep); err != nil {
+	if err := run(*duration, *rate, *clients, *perBody, *agents, *slow, *keep, *binDir, *pprofAddr); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/soak:", err)
 		os.Exit(1)
 	}
@@ -127,7 +134,7 @@ func (a *acked) add(uids []string) {
 	a.mu.Unlock()
 }
 
-func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, keep bool) error {
+func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, keep bool, binDir, pprofAddr string) error {
 	dir, err := os.MkdirTemp("", "neubot-bench-soak-")
 	if err != nil {
 		return err
@@ -135,12 +142,15 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 	if !keep {
 		defer os.RemoveAll(dir)
 	}
-	bin := filepath.Join(dir, "bin")
-	fmt.Fprintln(os.Stderr, "bench/soak: building neubot-server and neubot")
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/neubot-server", "./cmd/neubot")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("go build: %w", err)
+	bin := binDir
+	if bin == "" {
+		bin = filepath.Join(dir, "bin")
+		fmt.Fprintln(os.Stderr, "bench/soak: building neubot-server and neubot")
+		build := exec.Command("go", "build", "-o", bin+"/", "./cmd/neubot-server", "./cmd/neubot")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("go build: %w", err)
+		}
 	}
 	ports := map[string]int{}
 	for _, k := range []string{"clickhouse", "collector", "testserver", "bittorrent", "neutral", "agent", "agent-peer", "publish"} {
@@ -155,7 +165,7 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 	up := exec.Command(filepath.Join(bin, "neubot-server"), "up", "--data", filepath.Join(dir, "data"),
 		"--clickhouse-port", strconv.Itoa(ports["clickhouse"]), "--collector", addr("collector"), "--testserver", addr("testserver"),
 		"--bittorrent", addr("bittorrent"), "--neutral", addr("neutral"), "--agent", addr("agent"), "--agent-peer-listen", addr("agent-peer"),
-		"--publish", addr("publish"), "--log-level", "warn")
+		"--publish", addr("publish"), "--log-level", "warn", "--pprof", pprofAddr)
 	up.Stdout, up.Stderr = logf, logf
 	if err := up.Start(); err != nil {
 		return err
@@ -197,38 +207,73 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 	var agentPeak atomic.Int64
 	var wellRecords, floodRecords atomic.Int64
 
-	// Well-behaved clients.
+	// Well-behaved clients: test servers forwarding their agents' records,
+	// as proto/ingest's Forwarder does (records signed in batches, the
+	// request signed, gzip), each from a loopback address of its own. They
+	// sign with the key of up's own test server, which up enrolled. Each
+	// sends a body every interval whatever the answers take (open loop),
+	// with at most two in flight (the collector's per-address limit): a
+	// body that finds two in flight is counted as not sent.
+	tsKey, err := identity.Load(filepath.Join(dir, "data", "testserver.key"))
+	if err != nil {
+		return fmt.Errorf("the enrolled test server's key: %w", err)
+	}
 	every := time.Duration(float64(time.Second) * float64(nClients*perBody) / float64(rate))
+	var wellSent, wellBehind atomic.Int64
 	for i := range nClients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c := clientFrom(fmt.Sprintf("127.0.1.%d", i+1), 30*time.Second)
 			rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+			// Spread the clients' ticks over the interval.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every * time.Duration(i) / time.Duration(nClients)):
+			}
 			t := time.NewTicker(every)
 			defer t.Stop()
+			var inflight sync.WaitGroup
+			defer inflight.Wait()
+			slots := make(chan struct{}, 2)
 			for {
 				select {
 				case <-ctx.Done():
 					return
 				case <-t.C:
 				}
-				body, uids := records(rng, perBody)
-				start := time.Now()
-				code, err := post(c, collectorURL, body)
-				el := time.Since(start)
-				latMu.Lock()
-				lat = append(lat, el)
-				latMu.Unlock()
-				if err != nil {
-					good.add("error")
+				select {
+				case slots <- struct{}{}:
+				default:
+					wellBehind.Add(int64(perBody))
 					continue
 				}
-				good.add(strconv.Itoa(code))
-				if code == http.StatusAccepted {
-					ack.add(uids)
-					wellRecords.Add(int64(len(uids)))
+				body, uids, err := signedRecords(tsKey, rng, perBody)
+				if err != nil {
+					panic(err)
 				}
+				wellSent.Add(int64(perBody))
+				inflight.Add(1)
+				go func() {
+					defer inflight.Done()
+					defer func() { <-slots }()
+					start := time.Now()
+					code, err := postSigned(c, collectorURL, body, tsKey)
+					el := time.Since(start)
+					latMu.Lock()
+					lat = append(lat, el)
+					latMu.Unlock()
+					if err != nil {
+						good.add("error")
+						return
+					}
+					good.add(strconv.Itoa(code))
+					if code == http.StatusAccepted {
+						ack.add(uids)
+						wellRecords.Add(int64(len(uids)))
+					}
+				}()
 			}
 		}()
 	}
@@ -390,6 +435,7 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 		return err
 	}
 	lost := want - countIn(ack.uids, stored)
+	phases, phaseErr := ingestPhases(collectorURL)
 	peaks := rss.stop()
 	stopUp()
 
@@ -404,8 +450,14 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 	fmt.Printf("\nbench/soak: the whole platform (neubot-server up) under load for %s, %s (%d CPUs)\n\n", loadTime.Round(time.Second), time.Now().UTC().Format("2006-01-02"), runtime.NumCPU())
 	fmt.Println("| | measured |")
 	fmt.Println("|---|---|")
-	fmt.Printf("| well-behaved ingest (%d clients, %d records a body, target %d records/s) | %d records acknowledged, %.0f records/s; answers: %s |\n", nClients, perBody, rate, wellRecords.Load(), float64(wellRecords.Load())/loadTime.Seconds(), good)
+	fmt.Printf("| well-behaved ingest: signed, gzip'ed bodies of %d records from %d test servers (target %d records/s) | %d records sent (%.0f records/s), %d not sent (two bodies in flight); %d acknowledged (%.0f records/s); answers: %s |\n", perBody, nClients, rate, wellSent.Load(), float64(wellSent.Load())/loadTime.Seconds(), wellBehind.Load(), wellRecords.Load(), float64(wellRecords.Load())/loadTime.Seconds(), good)
 	fmt.Printf("| acknowledgement latency, well-behaved (p50 / p99 / max of %d POSTs) | %s / %s / %s |\n", len(lat), q(0.5).Round(time.Millisecond), p99.Round(time.Millisecond), q(1).Round(time.Millisecond))
+	if phaseErr != nil {
+		fmt.Printf("| collector's own timing of acknowledged requests | not read: %v |\n", phaseErr)
+	}
+	for _, ph := range phases {
+		fmt.Printf("| collector's own timing of acknowledged requests, phase %s (mean / p99 bucket of %d) | %s / ≤ %s |\n", ph.name, ph.count, ph.mean.Round(100*time.Microsecond), ph.p99)
+	}
 	fmt.Printf("| one address flooding valid records (4 connections, no pause) | %d records acknowledged; answers: %s |\n", floodRecords.Load(), flood)
 	fmt.Printf("| slow bodies (%d connections, a byte every 2 s) | answers: %s |\n", nSlow, slowAns)
 	fmt.Printf("| garbage bodies and a 256 MiB gzip bomb | answers: %s |\n", garbage)
@@ -424,6 +476,12 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 	}
 	if p99 >= time.Second {
 		return fmt.Errorf("p99 of the acknowledgement %s, not under 1 s", p99)
+	}
+	if offered := float64(wellSent.Load()) / loadTime.Seconds(); offered < 0.98*float64(rate) {
+		return fmt.Errorf("the well-behaved clients sent %.0f records/s, not the %d asked", offered, rate)
+	}
+	if n := wellSent.Load() - wellRecords.Load(); n > 0 {
+		return fmt.Errorf("%d records of well-behaved clients were sent and not acknowledged (answers: %s)", n, good)
 	}
 	return nil
 }
@@ -452,6 +510,53 @@ func agentsIn() string {
 		parts = append(parts, "toUUID('"+a+"')")
 	}
 	return "agent_id IN (" + strings.Join(parts, ", ") + ")"
+}
+
+// signedRecords makes a gzip'ed body of n fresh speedtest records tested
+// by the test server of key ("local", the one up enrolled), signed as its
+// forwarder signs them, and their uids.
+func signedRecords(key *identity.Key, rng *rand.Rand, n int) ([]byte, []string, error) {
+	lines := make([][]byte, 0, n)
+	uids := make([]string, 0, n)
+	for range n {
+		rec := schemastest.Speedtest(rng, time.Now().Add(-time.Duration(rng.IntN(3600))*time.Second), "151.5.10.20", 5+rng.Float64()*50)
+		rec.AgentID = soakAgents[rng.IntN(len(soakAgents))]
+		rec.Server.ID = "local"
+		lines = append(lines, bytes.TrimSpace(schemastest.Line(rec)))
+		uids = append(uids, rec.MeasurementUID)
+	}
+	signed, err := key.SignRecords(lines)
+	if err != nil {
+		return nil, nil, err
+	}
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	for _, l := range signed {
+		zw.Write(l)
+		zw.Write([]byte{'\n'})
+	}
+	if err := zw.Close(); err != nil {
+		return nil, nil, err
+	}
+	return b.Bytes(), uids, nil
+}
+
+// postSigned posts a gzip'ed body with the request signed by key.
+func postSigned(c *http.Client, url string, body []byte, key *identity.Key) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, url+ingest.Path, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", ingest.ContentType)
+	req.Header.Set("Content-Encoding", "gzip")
+	key.SignRequest(req, nil, time.Now())
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, nil
 }
 
 // records makes a body of n fresh speedtest records and their uids.
@@ -557,6 +662,94 @@ func spoolRecords(collectorURL string) (float64, error) {
 		}
 	}
 	return 0, errors.New("no neubot_collector_spool_records in /metrics")
+}
+
+// phase is the collector's histogram of one phase of the acknowledged
+// ingest requests (neubot_collector_ingest_phase_seconds).
+type phase struct {
+	name  string
+	count uint64
+	mean  time.Duration
+	p99   time.Duration // upper bound of the bucket holding the 99th percentile
+}
+
+// ingestPhases reads the collector's phase histograms from /metrics.
+func ingestPhases(collectorURL string) ([]phase, error) {
+	resp, err := http.Get(collectorURL + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	const name = "neubot_collector_ingest_phase_seconds"
+	type bucket struct {
+		le float64
+		n  float64
+	}
+	buckets := map[string][]bucket{}
+	sums, counts := map[string]float64{}, map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		label := func(k string) string {
+			_, rest, ok := strings.Cut(f[0], k+`="`)
+			if !ok {
+				return ""
+			}
+			val, _, _ := strings.Cut(rest, `"`)
+			return val
+		}
+		ph := label("phase")
+		switch {
+		case strings.HasPrefix(f[0], name+"_bucket"):
+			le, err := strconv.ParseFloat(label("le"), 64)
+			if err != nil {
+				le = math.Inf(1)
+			}
+			buckets[ph] = append(buckets[ph], bucket{le, v})
+		case strings.HasPrefix(f[0], name+"_sum"):
+			sums[ph] = v
+		case strings.HasPrefix(f[0], name+"_count"):
+			counts[ph] = v
+		}
+	}
+	if len(counts) == 0 {
+		return nil, errors.New("no " + name + " in /metrics")
+	}
+	var out []phase
+	for _, ph := range []string{"read", "slot_wait", "spool", "total"} {
+		n := counts[ph]
+		if n == 0 {
+			continue
+		}
+		p := phase{name: ph, count: uint64(n), mean: time.Duration(sums[ph] / n * float64(time.Second)), p99: -1}
+		bs := buckets[ph]
+		sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+		for _, bk := range bs {
+			if bk.n >= 0.99*n {
+				if math.IsInf(bk.le, 1) {
+					p.p99 = time.Duration(math.MaxInt64)
+				} else {
+					p.p99 = time.Duration(bk.le * float64(time.Second))
+				}
+				break
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func waitHTTP(url string, timeout time.Duration) error {

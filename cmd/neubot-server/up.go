@@ -47,6 +47,7 @@ func cmdUp(args []string) error {
 	demoDays := fs.Int("demo-days", 3, "days of simulated tests with --demo")
 	latest := fs.String("latest-agent-version", "", "announce this as the newest agent release in rendezvous answers (see collector --latest-agent-version)")
 	ipdb := addIPDBFlag(fs)
+	pprofAddr := fs.String("pprof", "", "serve Go's profiles (net/http/pprof) at this loopback address, for an operator chasing latency (empty: none)")
 	lf := addLogFlags(fs, "text")
 	log, err := parseLogged(fs, args, lf)
 	if err != nil {
@@ -63,6 +64,13 @@ func cmdUp(args []string) error {
 	// stops them in the reverse order on any return.
 	var stop shutdownStack
 	defer stop.unwind()
+	if *pprofAddr != "" {
+		srv, err := startPprof(*pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		stop.push(func() { srv.Shutdown(context.Background()) })
+	}
 	sctx, scancel := context.WithTimeout(ctx, 2*time.Minute)
 	ch, err := localch.Start(sctx, localch.Config{
 		Dir:     filepath.Join(*data, "clickhouse"),
