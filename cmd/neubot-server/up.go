@@ -143,7 +143,7 @@ func cmdUp(args []string) error {
 	realDir, synDir := filepath.Join(*data, "datasets"), filepath.Join(*data, "datasets-synthetic")
 	pubCfg := publish.Config{Conn: anConn, IPDB: db, Logger: log, DatasetsDir: realDir, Demo: *demo}
 	exports := []*scheduler{}
-	ex, err := startExports(*exportSpec, publish.ClosedAfter, log, exportConfig(anConn, db, realDir, false))
+	ex, err := startExports(*exportSpec, publish.ClosedAfter, log, exportConfig(anConn, db, realDir, false, tr.key))
 	if err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func cmdUp(args []string) error {
 	exports = append(exports, ex)
 	if *demo {
 		pubCfg.SyntheticDatasetsDir = synDir
-		ex, err := startExports(*exportSpec, 0, log, exportConfig(anConn, db, synDir, true))
+		ex, err := startExports(*exportSpec, 0, log, exportConfig(anConn, db, synDir, true, tr.key))
 		if err != nil {
 			return err
 		}
