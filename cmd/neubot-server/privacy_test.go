@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,8 +31,8 @@ import (
 // a volunteer and a researcher meet it: `up --demo` (a simulated fleet over
 // the last days), plus real tests of every kind run by real agents against
 // its test server — speedtest methodologies 1 and 2, ndt7, ping, replay,
-// BitTorrent with flows that fail (the whole platform is stopped for longer
-// than a flow's stall timeout while the test runs), and a speedtest cut by
+// BitTorrent with flows that fail (the kernel aborts some of the test
+// server's flow connections while the test runs), and a speedtest cut by
 // the network (an agent's failure record). Then every published output is
 // read: the dumps of today's real tests and of the demo's days (Parquet,
 // CSV.gz, manifests, index), every API answer for those days, and the
@@ -49,8 +48,9 @@ func TestPrivacyScan(t *testing.T) {
 		}
 		return fmt.Sprintf("127.0.0.1:%d", p)
 	}
+	btAddr, neutralAddr := port(), port()
 	cmd := exec.Command(bin, "up", "--data", data, "--collector", port(), "--testserver", port(), "--agent", port(),
-		"--publish", port(), "--bittorrent", "127.0.0.1:0", "--neutral", "127.0.0.1:0", "--agent-peer-listen", "",
+		"--publish", port(), "--bittorrent", btAddr, "--neutral", neutralAddr, "--agent-peer-listen", "",
 		"--capacity", "8", "--demo", "--demo-agents", "30", "--demo-days", "2")
 	stdout, _ := cmd.StdoutPipe()
 	var stderr lockedBuffer
@@ -59,7 +59,6 @@ func TestPrivacyScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		cmd.Process.Signal(syscall.SIGCONT)
 		cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
@@ -148,20 +147,41 @@ func TestPrivacyScan(t *testing.T) {
 		}
 	}()
 	wg.Wait()
-	// BitTorrent alone: the platform is stopped (SIGSTOP) for longer than
-	// a flow's stall timeout while its flows run, so that some fail.
+	// BitTorrent alone, and some of its flows cut: the kernel aborts the
+	// test server's connections on its BitTorrent and neutral ports (ss
+	// -K, a reset to the agent) three times while the flows run.
 	btDone := make(chan struct{})
 	var btOut string
 	var btErr error
 	go func() { btOut, btErr = agent("bittorrent", "", "bittorrent"); close(btDone) }()
-	time.Sleep(5 * time.Second)
-	cmd.Process.Signal(syscall.SIGSTOP)
-	time.Sleep(4500 * time.Millisecond)
-	cmd.Process.Signal(syscall.SIGCONT)
+	_, btPort, _ := net.SplitHostPort(btAddr)
+	_, neutralPort, _ := net.SplitHostPort(neutralAddr)
+	cuts := 0
+	time.Sleep(2 * time.Second)
+	for start := time.Now(); cuts < 3 && time.Since(start) < 30*time.Second; time.Sleep(700 * time.Millisecond) {
+		out, err := exec.Command("ss", "-K", "-H", "-t", "(", "sport", "=", ":"+btPort, "or", "dport", "=", ":"+btPort,
+			"or", "sport", "=", ":"+neutralPort, "or", "dport", "=", ":"+neutralPort, ")").Output()
+		if err != nil {
+			t.Fatalf("ss -K (cutting BitTorrent flows): %v\n%s", err, out)
+		}
+		if strings.Contains(string(out), ":"+btPort) || strings.Contains(string(out), ":"+neutralPort) {
+			cuts++
+			t.Logf("flow cut by ss -K:\n%s", strings.TrimSpace(string(out)))
+		}
+	}
 	<-btDone
 	if btErr != nil || !strings.Contains(btOut, "test done") {
 		errs <- fmt.Errorf("neubot agent --once --tests bittorrent: %v\n%s", btErr, tail(btOut, 3000))
 	}
+	defer func() {
+		if t.Failed() {
+			var n, verified uint64
+			var errs string
+			err := conn.QueryRow(context.Background(), `SELECT count(), sum(verified), arrayStringConcat(arrayMap(x -> arrayStringConcat(x, ','), groupArray(flow_error)), ' | ')
+				FROM bittorrent FINAL WHERE synthetic = 0`).Scan(&n, &verified, &errs)
+			t.Logf("BitTorrent rows: %d, verified %d, flow errors %s (%v); the agent said:\n%s", n, verified, errs, err, tail(btOut, 2000))
+		}
+	}()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
@@ -287,7 +307,7 @@ func TestPrivacyScan(t *testing.T) {
 	period := "from=" + from + "&to=" + today
 	paths := []string{publicapi.ISPsPath, publicapi.ISPsPath + "?q=" + asn, publicapi.DatasetsPath, publicapi.OpenAPIPath,
 		publicapi.TablePath + "?" + period, publicapi.VerdictsPath + "?asn=" + asn + "&" + period,
-		"/", "/isp/" + asn, "/data", "/datasets/index.json"}
+		"/", "/isp/" + asn, "/data", "/datasets-synthetic/index.json"}
 	for _, test := range schemas.Tests() {
 		for _, q := range []string{"test=" + test.Name + "&" + period + "&limit=1000", "test=" + test.Name + "&" + period + "&limit=1000&format=csv"} {
 			paths = append(paths, publicapi.MeasurementsPath+"?"+q)

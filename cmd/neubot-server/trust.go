@@ -149,8 +149,8 @@ func cmdVerify(args []string) error {
 	fs := newFlagSet("verify", "Verify downloaded days of the open data: each DIR holds a day's manifest.json, its signature\n("+identity.ManifestSigName+") and the data files. The signature must be the collector's (--key, as the\noperator publishes it, or the key the collector's "+rendezvous.IdentityPath+" answers, --collector),\nand every file must have the size and SHA-256 the signed manifest gives.\nUsage: verify (--key KEY | --collector URL) DIR...")
 	key := fs.String("key", "", "the collector's public key (43 base64url characters)")
 	collectorURL := fs.String("collector", "", "take the key from this collector's "+rendezvous.IdentityPath+" (instead of --key)")
-	if err := parse(fs, args); err != nil {
-		return err
+	if err := cli.Parse(fs, envPrefix, args); err != nil {
+		return cli.ErrUsage
 	}
 	if (*key == "") == (*collectorURL == "") || fs.NArg() == 0 {
 		fmt.Fprintln(fs.Output(), "verify: give one of --key or --collector, and at least one day's directory")
