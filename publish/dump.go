@@ -3,6 +3,7 @@ package publish
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/neubot/neubot/internal/atomicfile"
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 )
@@ -63,6 +65,11 @@ type ExportConfig struct {
 	// Progress, when set, is called with the rows written so far in the
 	// current day, at most every batch.
 	Progress func(rows uint64)
+	// Key, the collector's identity, signs each day's manifest
+	// (identity.ManifestSigName beside it; spec/trust.md). Nil: the
+	// manifests are not signed (and a signature left by an earlier export
+	// of a day whose manifest changes is removed).
+	Key *identity.Key
 }
 
 // File is one data file in a manifest.
@@ -257,6 +264,9 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 	// Idempotence: the same files as the current manifest's keep it as is.
 	manifestPath := filepath.Join(dir, "manifest.json")
 	if old, err := readManifest(manifestPath); err == nil && sameFiles(old.Files, m.Files) && old.Rows == m.Rows && intact(dir, old.Files) {
+		if err := signManifest(dir, cfg.Key, false); err != nil {
+			return nil, err
+		}
 		if err := updateIndex(cfg.Dir, old); err != nil {
 			return nil, err
 		}
@@ -275,8 +285,81 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 	if err := atomicfile.WriteFile(manifestPath, append(b, '\n')); err != nil {
 		return nil, err
 	}
+	if err := signManifest(dir, cfg.Key, true); err != nil {
+		return nil, err
+	}
 	if err := updateIndex(cfg.Dir, m); err != nil {
 		return nil, err
+	}
+	return m, nil
+}
+
+// signManifest writes the signature of dir's manifest.json with key,
+// unless a valid one by key is there already; with no key it removes the
+// signature of a manifest just rewritten (changed, it would not verify).
+func signManifest(dir string, key *identity.Key, rewritten bool) error {
+	sigPath := filepath.Join(dir, identity.ManifestSigName)
+	if key == nil {
+		if rewritten {
+			if err := os.Remove(sigPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		return nil
+	}
+	manifest, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return err
+	}
+	if old, err := os.ReadFile(sigPath); err == nil && identity.VerifyManifest(key.PublicKey(), manifest, old) == nil {
+		return nil
+	}
+	return atomicfile.WriteFile(sigPath, key.SignManifest(manifest))
+}
+
+// VerifyDay checks a downloaded day in dir against the collector's public
+// key: the signature of manifest.json (identity.ManifestSigName), then
+// each data file the manifest names, by size and SHA-256. It returns the
+// manifest once everything matches, else the first mismatch.
+func VerifyDay(dir string, collectorKey ed25519.PublicKey) (*Manifest, error) {
+	manifest, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return nil, err
+	}
+	sig, err := os.ReadFile(filepath.Join(dir, identity.ManifestSigName))
+	if err != nil {
+		return nil, fmt.Errorf("the day is not signed: %w", err)
+	}
+	if err := identity.VerifyManifest(collectorKey, manifest, sig); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "manifest.json"), err)
+	}
+	m := new(Manifest)
+	if err := json.Unmarshal(manifest, m); err != nil {
+		return nil, fmt.Errorf("manifest.json: %w", err)
+	}
+	if len(m.Files) == 0 {
+		return nil, errors.New("manifest.json names no file")
+	}
+	for _, f := range m.Files {
+		if f.Name != filepath.Base(f.Name) || strings.HasPrefix(f.Name, ".") {
+			return nil, fmt.Errorf("manifest.json names the file %q outside its directory", f.Name)
+		}
+		fh, err := os.Open(filepath.Join(dir, f.Name))
+		if err != nil {
+			return nil, err
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, fh)
+		fh.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Name, err)
+		}
+		if n != f.Bytes {
+			return nil, fmt.Errorf("%s: %d bytes, the signed manifest says %d", f.Name, n, f.Bytes)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != f.SHA256 {
+			return nil, fmt.Errorf("%s: SHA-256 %s, the signed manifest says %s", f.Name, got, f.SHA256)
+		}
 	}
 	return m, nil
 }

@@ -1,7 +1,6 @@
 package publish_test
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -12,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -30,6 +28,7 @@ import (
 
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/publish"
+	"github.com/neubot/neubot/publish/publishtest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
 )
@@ -473,6 +472,9 @@ func privacyScan(t *testing.T, dir string, addrs []string) {
 			i := bytes.Index(text, []byte(found))
 			t.Errorf("%s holds an address: %s (in %q)", p, found, text[max(0, i-40):min(len(text), i+40)])
 		}
+		if found := publishtest.FindErrorText(text); found != "" {
+			t.Errorf("%s holds an error's text: %q", p, found)
+		}
 		return nil
 	})
 	if err != nil {
@@ -487,47 +489,10 @@ func privacyScan(t *testing.T, dir string, addrs []string) {
 // a line, as strings(1) shows a binary file: the text a reader of the file
 // would find (metadata, descriptions), not bytes of compressed data that
 // look like "::1" by chance.
-func printableRuns(b []byte, n int) []byte {
-	var out []byte
-	start := -1
-	for i := 0; i <= len(b); i++ {
-		if i < len(b) && b[i] >= 0x20 && b[i] < 0x7f {
-			if start < 0 {
-				start = i
-			}
-			continue
-		}
-		if start >= 0 && i-start >= n {
-			out = append(append(out, b[start:i]...), '\n')
-		}
-		start = -1
-	}
-	return out
-}
+func printableRuns(b []byte, n int) []byte { return publishtest.PrintableRuns(b, n) }
 
 // findAddress returns the first IP address in text that is not a prefix.
-func findAddress(text []byte) string {
-	isAddrChar := func(r rune) bool {
-		return r == '.' || r == ':' || r == '/' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'f') || (r >= 'A' && r <= 'F')
-	}
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
-	for sc.Scan() {
-		for _, tok := range strings.FieldsFunc(sc.Text(), func(r rune) bool { return !isAddrChar(r) }) {
-			if strings.Contains(tok, "/") {
-				continue // a prefix: its network part is public data
-			}
-			tok = strings.TrimRight(tok, ".:")
-			if a, err := netip.ParseAddr(tok); err == nil && (a.Is4() || strings.Count(tok, ":") >= 2) {
-				return tok
-			}
-			if _, err := netip.ParseAddrPort(tok); err == nil {
-				return tok // address:port, as in an error's text
-			}
-		}
-	}
-	return ""
-}
+func findAddress(text []byte) string { return publishtest.FindAddress(text) }
 
 // snapshotTree maps every file under dir to its bytes and modification time.
 func snapshotTree(t *testing.T, dir string) map[string]string {
@@ -558,6 +523,18 @@ func TestFindAddress(t *testing.T) {
 	} {
 		if got := findAddress([]byte(text)); got != want {
 			t.Errorf("findAddress(%q) = %q, want %q", text, got, want)
+		}
+	}
+	// Error text: Go's wording, not the failure vocabulary's words.
+	for text, want := range map[string]string{
+		"read tcp [::1]:80->[::1]:5: read: connection reset by peer": "read tcp",
+		`"failure":"connection_reset","x":"i/o timeout"`:             "i/o timeout",
+		"websocket: close 1006 (abnormal closure)":                   "websocket: c",
+		`"failure":"connection_reset","flow_error":"timeout"`:        "",
+		"see http://127.0.0.1/api and https://x/":                    "",
+	} {
+		if got := publishtest.FindErrorText([]byte(text)); got != want {
+			t.Errorf("FindErrorText(%q) = %q, want %q", text, got, want)
 		}
 	}
 }

@@ -56,10 +56,10 @@ func datasetFiles(root, prefix string) http.Handler {
 		case strings.HasSuffix(name, ".csv.gz"):
 			// The bytes as stored: a gzip file, not a compressed response.
 			h.Set("Content-Type", "application/gzip")
-		case strings.HasSuffix(name, ".json"):
+		case strings.HasSuffix(name, ".json"), strings.HasSuffix(name, ".json.sig"):
 			h.Set("Content-Type", "application/json")
 		}
-		if strings.HasSuffix(name, "index.json") || strings.HasSuffix(name, "manifest.json") {
+		if strings.HasSuffix(name, "index.json") || strings.HasSuffix(name, "manifest.json") || strings.HasSuffix(name, ".sig") {
 			h.Set("Cache-Control", "public, max-age=300")
 		} else {
 			h.Set("Cache-Control", "public, max-age=86400")

@@ -1,19 +1,34 @@
 // Command ingest measures the collector's end-to-end ingest rate against
-// the raw ceiling of the same ClickHouse, side by side in one run:
+// the raw ceiling of the same ClickHouse, and the cost of the signed path
+// (records signed by an enrolled test server, verified at load) against the
+// unsigned one, side by side in one run:
 //
 //   - raw ceiling: clickhouse-client inserting the same rows from a
 //     TabSeparated file into the same table layout;
 //   - end to end: HTTP NDJSON bodies posted by concurrent clients to a real
-//     collector (validation, fsync'ed spool, annotation, batch insert), timed
-//     until every row is visible in ClickHouse.
+//     collector (validation, fsync'ed spool, verification, annotation,
+//     batch insert), timed until every row is visible in ClickHouse;
+//   - the same records, once unsigned (the agents' copies) and once signed
+//     (the servers' copies), in interleaved rounds: each round runs both
+//     passes, in alternating order (AB, BA, AB, ...) or in a random order
+//     (-order random), each into a fresh database with a fresh collector;
+//     the first -warmup rounds are discarded; the table reports every kept
+//     round, the median of the per-round ratios and their spread.
 //
-// It prints a table and exits 1 when the ratio misses the target.
+// Both passes post every body with the same X-Forwarded-For (the collector
+// trusts its proxy here), one real ISP address per body, so that the
+// unsigned copies are annotated from a real address as the signed ones are
+// from the address their server observed: the two passes do the same
+// lookups and differ only by the signature.
+//
+// It prints a table and exits 1 when a goal is missed.
 package main
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -25,6 +40,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,37 +62,57 @@ import (
 )
 
 func main() {
-	records := flag.Int("records", 1_000_000, "records to ingest")
+	records := flag.Int("records", 100_000, "records per pass")
 	perBody := flag.Int("per-body", 1000, "records per HTTP body")
 	clients := flag.Int("clients", 4, "concurrent HTTP clients")
-	target := flag.Float64("target", 0.25, "minimum ratio of end-to-end to raw ceiling")
+	target := flag.Float64("target", 0.25, "minimum ratio of end-to-end (unsigned, median) to raw ceiling")
+	maxCost := flag.Float64("max-signed-cost", 1.20, "maximum median ratio of signed to unsigned end-to-end time")
+	rounds := flag.Int("rounds", 7, "rounds kept; each runs an unsigned and a signed pass")
+	warmup := flag.Int("warmup", 1, "rounds run first and discarded (the machine's and ClickHouse's warm-up)")
+	order := flag.String("order", "alternate", "order of the two passes in a round: alternate (AB, BA, AB, ...) or random")
+	seed := flag.Uint64("seed", 1, "seed of -order random")
 	keep := flag.Bool("keep", false, "keep the temporary directory")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the end-to-end phase to this file")
-	flag.IntVar(&rounds, "rounds", 2, "unsigned and signed passes, alternated, each into a fresh database; the table reports the last round (the first pays the machine's warm-up)")
-	flag.BoolVar(&signedFirst, "signed-first", false, "run the signed end-to-end pass before the unsigned one (to see the order's effect on a loaded machine)")
+	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the last round's passes to FILE.unsigned and FILE.signed")
 	flag.Parse()
-	profile = *cpuprofile
-	if err := run(*records, *perBody, *clients, *target, *keep); err != nil {
+	if *order != "alternate" && *order != "random" {
+		fmt.Fprintln(os.Stderr, "bench/ingest: -order must be alternate or random")
+		os.Exit(2)
+	}
+	cfg := config{n: *records, perBody: *perBody, clients: *clients, target: *target, maxCost: *maxCost,
+		rounds: max(*rounds, 1), warmup: max(*warmup, 0), order: *order, seed: *seed, keep: *keep, profile: *cpuprofile}
+	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/ingest:", err)
 		os.Exit(1)
 	}
 }
 
-var (
-	profile     string
-	signedFirst bool
-	rounds      int
-)
+type config struct {
+	n, perBody, clients int
+	target, maxCost     float64
+	rounds, warmup      int
+	order               string
+	seed                uint64
+	keep                bool
+	profile             string
+}
 
 // addresses of real ISPs' prefixes, so that annotation does real lookups.
 var addresses = []string{"151.5.10.20", "79.20.1.7", "93.34.200.1", "2.224.10.9", "8.8.8.8", "2001:b07:a3c::1", "2a01:e0a:1::5", "62.94.0.3"}
 
-func run(n, perBody, clients int, target float64, keep bool) error {
+// pass is one end-to-end pass of a round.
+type pass struct {
+	round  int // 1-based, warm-up rounds included
+	signed bool
+	run1
+}
+
+func run(cfg config) error {
+	n := cfg.n
 	dir, err := os.MkdirTemp("", "neubot-bench-ingest-")
 	if err != nil {
 		return err
 	}
-	if !keep {
+	if !cfg.keep {
 		defer os.RemoveAll(dir)
 	}
 	ctx := context.Background()
@@ -95,7 +131,7 @@ func run(n, perBody, clients int, target float64, keep bool) error {
 	}
 
 	fmt.Fprintf(os.Stderr, "generating %d records...\n", n)
-	bodies, signedBodies, tsvPath, ndjsonBytes, err := generate(dir, n, perBody, ipdb)
+	bodies, signedBodies, tsvPath, ndjsonBytes, err := generate(dir, n, cfg.perBody, ipdb)
 	if err != nil {
 		return err
 	}
@@ -133,65 +169,127 @@ func run(n, perBody, clients int, target float64, keep bool) error {
 	if got := count(ctx, rawConn, test.Table); got != uint64(n) {
 		return fmt.Errorf("raw insert stored %d rows, want %d", got, n)
 	}
+	if err := rawConn.Exec(ctx, "DROP DATABASE bench_raw"); err != nil {
+		return err
+	}
 
-	// End to end, unsigned (the agents' copies), then the same records
-	// signed by an enrolled test server (the servers' copies, verified
-	// at load), each into a database of its own.
-	var plain, signed run1
-	var history []string
-	for round := 1; round <= max(rounds, 1); round++ {
-		if plain.conn != nil {
-			plain.conn.Close()
-			signed.conn.Close()
+	// Interleaved rounds of an unsigned and a signed pass.
+	rng := rand.New(rand.NewPCG(cfg.seed, 2))
+	total := cfg.warmup + cfg.rounds
+	var passes []pass
+	var version string
+	for round := 1; round <= total; round++ {
+		signedFirst := round%2 == 0
+		if cfg.order == "random" {
+			signedFirst = rng.IntN(2) == 1
 		}
-		passes := []func() error{
-			func() (err error) {
-				plain, err = endToEnd(ctx, ch, ipdb, fmt.Sprintf("bench_r%d", round), bodies, n, clients, nil)
-				return err
-			},
-			func() (err error) {
-				signed, err = endToEnd(ctx, ch, ipdb, fmt.Sprintf("bench_signed_r%d", round), signedBodies, n, clients, schemastest.Enrolled())
-				return err
-			},
-		}
-		if signedFirst {
-			passes[0], passes[1] = passes[1], passes[0]
-		}
-		for _, pass := range passes {
-			if err := pass(); err != nil {
+		for _, signed := range []bool{signedFirst, !signedFirst} {
+			p := pass{round: round, signed: signed}
+			b, enrolled, name := bodies, (*identity.AllowList)(nil), fmt.Sprintf("bench_r%d", round)
+			if signed {
+				b, enrolled, name = signedBodies, schemastest.Enrolled(), fmt.Sprintf("bench_signed_r%d", round)
+			}
+			prof := ""
+			if cfg.profile != "" && round == total {
+				prof = cfg.profile + map[bool]string{false: ".unsigned", true: ".signed"}[signed]
+			}
+			if p.run1, err = endToEnd(ctx, ch, ipdb, name, b, n, cfg.clients, enrolled, prof); err != nil {
 				return err
 			}
+			want := uint64(0)
+			if signed {
+				want = uint64(n)
+			}
+			if p.final != uint64(n) || p.verified != want {
+				return fmt.Errorf("round %d (signed %v): %d rows (FINAL), %d verified; want %d and %d", round, signed, p.final, p.verified, n, want)
+			}
+			if version == "" {
+				version = serverVersion(ctx, p.conn)
+			}
+			// Drop the database: its background merges would otherwise
+			// load the next pass.
+			if err := p.conn.Exec(ctx, "DROP DATABASE "+name); err != nil {
+				return err
+			}
+			p.conn.Close()
+			fmt.Fprintf(os.Stderr, "round %d, signed %v: %.2f s\n", round, signed, p.e2e.Seconds())
+			passes = append(passes, p)
 		}
-		history = append(history, fmt.Sprintf("round %d: unsigned %.2f s, signed %.2f s, signed/unsigned %.2f", round, plain.e2e.Seconds(), signed.e2e.Seconds(), signed.e2e.Seconds()/plain.e2e.Seconds()))
 	}
-	defer func() { fmt.Println(strings.Join(history, "\n")) }()
-	if signed.verified != uint64(n) || plain.verified != 0 {
-		return fmt.Errorf("verified rows: signed %d, unsigned %d; want %d and 0", signed.verified, plain.verified, n)
+
+	// The table.
+	var plainT, signedT, ratios, plainAck, signedAck []float64
+	fmt.Printf("\nIngest: %s speedtest records per pass, %.0f bytes of NDJSON each unsigned, %d per body, %d clients; ClickHouse %s on 127.0.0.1; %d CPUs\n",
+		commas(n), float64(ndjsonBytes)/float64(n), cfg.perBody, cfg.clients, version, runtime.NumCPU())
+	fmt.Printf("%d rounds kept after %d warm-up round(s) discarded; order %s (seed %d)\n\n", cfg.rounds, cfg.warmup, cfg.order, cfg.seed)
+	fmt.Printf("| round | order | unsigned s | signed s | signed/unsigned | unsigned ack s | signed ack s |\n")
+	fmt.Printf("|------:|:-----:|-----------:|---------:|----------------:|---------------:|-------------:|\n")
+	for round := 1; round <= total; round++ {
+		var u, s pass
+		order := ""
+		for _, p := range passes {
+			if p.round != round {
+				continue
+			}
+			if p.signed {
+				s = p
+				order += "S"
+			} else {
+				u = p
+				order += "U"
+			}
+		}
+		r := s.e2e.Seconds() / u.e2e.Seconds()
+		label := strconv.Itoa(round)
+		if round <= cfg.warmup {
+			label += " (warm-up, discarded)"
+		} else {
+			plainT, signedT, ratios = append(plainT, u.e2e.Seconds()), append(signedT, s.e2e.Seconds()), append(ratios, r)
+			plainAck, signedAck = append(plainAck, u.ack.Seconds()), append(signedAck, s.ack.Seconds())
+		}
+		fmt.Printf("| %s | %s | %.2f | %.2f | %.3f | %.2f | %.2f |\n", label, order, u.e2e.Seconds(), s.e2e.Seconds(), r, u.ack.Seconds(), s.ack.Seconds())
 	}
-	e2eTime, ackTime, final := plain.e2e, plain.ack, plain.final
-	conn := plain.conn
-	defer conn.Close()
-	defer signed.conn.Close()
-	ratio := rawTime.Seconds() / e2eTime.Seconds()
-	rate := func(d time.Duration) string { return commas(int(float64(n) / d.Seconds())) }
-	fmt.Printf("\nIngest: %s speedtest records, %.0f bytes of NDJSON each, %d per body, %d clients; ClickHouse %s on 127.0.0.1; %d CPUs\n\n",
-		commas(n), float64(ndjsonBytes)/float64(n), perBody, clients, serverVersion(ctx, conn), runtime.NumCPU())
-	fmt.Printf("| %-58s | %8s | %10s | %6s |\n", "path", "seconds", "records/s", "ratio")
+	cost := median(ratios)
+	fmt.Printf("\nsigned/unsigned end-to-end time over %d rounds: median %.3f, min %.3f, max %.3f, interquartile %.3f..%.3f (goal: median <= %.2f)\n",
+		len(ratios), cost, slices.Min(ratios), slices.Max(ratios), quantile(ratios, 0.25), quantile(ratios, 0.75), cfg.maxCost)
+	fmt.Printf("median times: unsigned %.2f s, signed %.2f s (ratio of medians %.3f); acknowledged: unsigned %.2f s, signed %.2f s\n",
+		median(plainT), median(signedT), median(signedT)/median(plainT), median(plainAck), median(signedAck))
+
+	rate := func(s float64) string { return commas(int(float64(n) / s)) }
+	e2e := median(plainT)
+	ratio := rawTime.Seconds() / e2e
+	fmt.Printf("\n| %-58s | %8s | %10s | %6s |\n", "path (median of the kept rounds)", "seconds", "records/s", "ratio")
 	fmt.Printf("|%s|%s|%s|%s|\n", strings.Repeat("-", 60), strings.Repeat("-", 10), strings.Repeat("-", 12), strings.Repeat("-", 8))
-	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "raw ceiling: clickhouse-client < TabSeparated file", rawTime.Seconds(), rate(rawTime), 1.0)
-	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "end to end: HTTP NDJSON -> fsync'ed spool -> ClickHouse", e2eTime.Seconds(), rate(e2eTime), ratio)
-	fmt.Printf("| %-58s | %8.2f | %10s | %6s |\n", "  of which: all bodies acknowledged (202)", ackTime.Seconds(), rate(ackTime), "")
-	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "end to end, every record signed by an enrolled server", signed.e2e.Seconds(), rate(signed.e2e), rawTime.Seconds()/signed.e2e.Seconds())
-	fmt.Printf("| %-58s | %8.2f | %10s | %6s |\n", "  of which: all bodies acknowledged (202)", signed.ack.Seconds(), rate(signed.ack), "")
-	cost := signed.e2e.Seconds() / e2eTime.Seconds()
-	fmt.Printf("\nsigned / unsigned end-to-end time: %.2f (goal <= 1.20); verified rows: %d of %d\n", cost, signed.verified, n)
-	fmt.Printf("\nrows: raw %d, end to end %d (FINAL %d). target: ratio >= %.2f: ", n, count(ctx, conn, test.Table), final, target)
-	if ratio < target || final != uint64(n) {
+	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "raw ceiling: clickhouse-client < TabSeparated file", rawTime.Seconds(), rate(rawTime.Seconds()), 1.0)
+	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "end to end: HTTP NDJSON -> fsync'ed spool -> ClickHouse", e2e, rate(e2e), ratio)
+	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "end to end, every record signed by an enrolled server", median(signedT), rate(median(signedT)), rawTime.Seconds()/median(signedT))
+	var missed []string
+	if ratio < cfg.target {
+		missed = append(missed, fmt.Sprintf("end-to-end/raw %.2f below %.2f", ratio, cfg.target))
+	}
+	if cost > cfg.maxCost {
+		missed = append(missed, fmt.Sprintf("signed/unsigned %.3f above %.2f", cost, cfg.maxCost))
+	}
+	fmt.Printf("\ngoals: end-to-end/raw >= %.2f, signed/unsigned <= %.2f: ", cfg.target, cfg.maxCost)
+	if len(missed) > 0 {
 		fmt.Println("MISSED")
-		return fmt.Errorf("ratio %.2f below target %.2f or rows lost", ratio, target)
+		return errors.New(strings.Join(missed, "; "))
 	}
 	fmt.Println("met")
 	return nil
+}
+
+func median(xs []float64) float64 { return quantile(xs, 0.5) }
+
+// quantile is the type-7 quantile of xs.
+func quantile(xs []float64, q float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	h := q * float64(len(s)-1)
+	lo := int(h)
+	if lo+1 >= len(s) {
+		return s[len(s)-1]
+	}
+	return s[lo] + (h-float64(lo))*(s[lo+1]-s[lo])
 }
 
 // run1 is one end-to-end run.
@@ -203,19 +301,24 @@ type run1 struct {
 
 // endToEnd posts bodies to a new collector loading into database, with
 // enrolled as its allow-list, and times them until every row is visible.
-func endToEnd(ctx context.Context, ch *localch.Server, ipdb *annotate.DB, database string, bodies [][]byte, n, clients int, enrolled *identity.AllowList) (run1, error) {
+func endToEnd(ctx context.Context, ch *localch.Server, ipdb *annotate.DB, database string, bodies [][]byte, n, clients int, enrolled *identity.AllowList, profile string) (run1, error) {
 	var r run1
 	test, _ := schemas.Lookup(schemas.SpeedtestName)
 	fmt.Fprintf(os.Stderr, "end to end into %s (signed: %v)...\n", database, enrolled != nil)
 	opts := ch.Options()
 	opts.Database = database
+	spoolDir := filepath.Join(os.TempDir(), fmt.Sprintf("neubot-bench-spool-%s-%d", database, os.Getpid()))
+	defer os.RemoveAll(spoolDir)
 	col, err := collector.New(collector.Config{
 		Enrolled:   enrolled,
-		SpoolDir:   filepath.Join(os.TempDir(), fmt.Sprintf("neubot-bench-spool-%s-%d", database, os.Getpid())),
+		SpoolDir:   spoolDir,
 		ClickHouse: opts,
 		IPDB:       ipdb,
 		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		// One address posts everything here, as fast as it can: the
+		// The bench is the collector's proxy: each body names the
+		// address it comes from in X-Forwarded-For.
+		TrustProxy: true,
+		// Few addresses post everything here, as fast as they can: the
 		// per-address bounds (spec/ingest.md) are for the Internet.
 		MaxPerAddress: clients, AddressBytesPerSecond: 1 << 40, AddressBurstBytes: 1 << 40,
 	})
@@ -234,8 +337,8 @@ func endToEnd(ctx context.Context, ch *localch.Server, ipdb *annotate.DB, databa
 	if err != nil {
 		return r, err
 	}
+	runtime.GC()
 
-	fmt.Fprintf(os.Stderr, "end to end: %d clients posting %d bodies...\n", clients, len(bodies))
 	var next atomic.Int64
 	var postErr atomic.Value
 	var wg sync.WaitGroup
@@ -259,7 +362,14 @@ func endToEnd(ctx context.Context, ch *localch.Server, ipdb *annotate.DB, databa
 				if i >= len(bodies) {
 					return
 				}
-				resp, err := hc.Post(srv.URL()+ingest.Path, "application/x-ndjson", bytes.NewReader(bodies[i]))
+				req, err := http.NewRequest(http.MethodPost, srv.URL()+ingest.Path, bytes.NewReader(bodies[i]))
+				if err != nil {
+					postErr.Store(err)
+					return
+				}
+				req.Header.Set("Content-Type", "application/x-ndjson")
+				req.Header.Set("X-Forwarded-For", addresses[i%len(addresses)])
+				resp, err := hc.Do(req)
 				if err != nil {
 					postErr.Store(err)
 					return
@@ -289,12 +399,12 @@ func endToEnd(ctx context.Context, ch *localch.Server, ipdb *annotate.DB, databa
 	<-loaderDone
 	srv.Shutdown(ctx)
 	col.Close()
+	hc.CloseIdleConnections()
 	r.conn, r.e2e, r.ack = conn, e2eTime, ackTime
 	if err := conn.QueryRow(ctx, "SELECT count(), sum(verified) FROM "+test.Table+" FINAL").Scan(&r.final, &r.verified); err != nil {
 		return r, err
 	}
 	return r, nil
-
 }
 
 func count(ctx context.Context, conn driver.Conn, table string) uint64 {

@@ -19,6 +19,7 @@ func main() {
 		{Name: "publish", Short: "serve the public API, dashboards and datasets; `publish export --from --to` writes dumps", Run: cmdPublish},
 		{Name: "simulate", Short: "run a fleet of simulated volunteers against the collector (synthetic=1)", Run: cmdSimulate},
 		{Name: "enroll", Short: "enroll a test server's key in the collector's allow-list", Run: cmdEnroll},
+		{Name: "verify", Short: "verify downloaded days of the open data against the collector's signature", Run: cmdVerify},
 		{Name: "linkem", Short: "emulate a link (rate, delay, queue, loss) between two network namespaces", Run: cmdLinkem},
 		{Name: "migrate", Short: "apply the ClickHouse migrations and exit", Run: cmdMigrate},
 		{Name: "version", Short: "print the version", Run: cmdVersion},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
 )
@@ -50,8 +52,13 @@ func cmdPublish(args []string) error {
 	burst := fs.Int("burst", 50, "burst of requests allowed per client address")
 	cacheTTL := fs.Duration("cache-ttl", time.Minute, "how long answers stay in the in-memory cache (0: no cache)")
 	ipdb := addIPDBFlag(fs)
+	keyFile := addManifestKeyFlag(fs)
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
+	if err != nil {
+		return err
+	}
+	key, err := loadManifestKey(*keyFile, log)
 	if err != nil {
 		return err
 	}
@@ -75,7 +82,7 @@ func cmdPublish(args []string) error {
 		return err
 	}
 	if *spec != "" {
-		ex, err := startExports(*spec, publish.ClosedAfter, log, exportConfig(conn, db, *datasets, false))
+		ex, err := startExports(*spec, publish.ClosedAfter, log, exportConfig(conn, db, *datasets, false, key))
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
@@ -108,8 +115,29 @@ func openPublishing(ctx context.Context, ch clickHouseFlags, ipdb, datasets stri
 	return db, conn, err
 }
 
-func exportConfig(conn driver.Conn, db *annotate.DB, dir string, synthetic bool) publish.ExportConfig {
-	return publish.ExportConfig{Conn: conn, Dir: dir, ASNDB: db.Version(), ASNDBLicence: db.Licence(), Synthetic: synthetic}
+func exportConfig(conn driver.Conn, db *annotate.DB, dir string, synthetic bool, key *identity.Key) publish.ExportConfig {
+	return publish.ExportConfig{Conn: conn, Dir: dir, ASNDB: db.Version(), ASNDBLicence: db.Licence(), Synthetic: synthetic, Key: key}
+}
+
+// addManifestKeyFlag adds --key-file: the collector's key, which signs the
+// manifests of the dumps (spec/trust.md, "Signed dumps").
+func addManifestKeyFlag(fs *flag.FlagSet) *string {
+	return fs.String("key-file", "", "the collector's key file (its --key-file), which signs each day's manifest (manifest.json.sig; researchers check a day with `neubot-server verify`); empty: manifests are not signed")
+}
+
+// loadManifestKey reads the key of --key-file (which must exist: the
+// collector makes it), or warns that the dumps go unsigned.
+func loadManifestKey(path string, log *slog.Logger) (*identity.Key, error) {
+	if path == "" {
+		log.Warn("publish: the dumps' manifests are not signed: give --key-file (the collector's key)")
+		return nil, nil
+	}
+	key, err := identity.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("--key-file: %w", err)
+	}
+	log.Info("publish: manifests signed by the collector's key", "key", key.Public())
+	return key, nil
 }
 
 func cmdPublishExport(args []string) error {
@@ -121,6 +149,7 @@ func cmdPublishExport(args []string) error {
 	testName := fs.String("test", "", "only this test (default: every test)")
 	synthetic := fs.Bool("synthetic", false, "export the simulated rows instead (for demos; never mix with a real tree)")
 	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages, for the manifest's database version")
+	keyFile := addManifestKeyFlag(fs)
 	lf := addLogFlags(fs, "text")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -151,7 +180,11 @@ func cmdPublishExport(args []string) error {
 		return err
 	}
 	defer conn.Close()
-	cfg := exportConfig(conn, db, *datasets, *synthetic)
+	key, err := loadManifestKey(*keyFile, log)
+	if err != nil {
+		return err
+	}
+	cfg := exportConfig(conn, db, *datasets, *synthetic, key)
 
 	// The bar counts rows over the whole range (before duplicates merge,
 	// so it may end a little short of its total).

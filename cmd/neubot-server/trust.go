@@ -3,17 +3,23 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/cli"
 	"github.com/neubot/neubot/internal/identity"
+	"github.com/neubot/neubot/proto/rendezvous"
+	"github.com/neubot/neubot/publish"
 )
 
 // trustFlags are the collector's identity, allow-list, pseudonym secret and
@@ -137,4 +143,61 @@ func cmdEnroll(args []string) error {
 		fmt.Printf("%s: %s was already enrolled as %s in %s\n", prog, pub, *id, *enrolled)
 	}
 	return nil
+}
+
+func cmdVerify(args []string) error {
+	fs := newFlagSet("verify", "Verify downloaded days of the open data: each DIR holds a day's manifest.json, its signature\n("+identity.ManifestSigName+") and the data files. The signature must be the collector's (--key, as the\noperator publishes it, or the key the collector's "+rendezvous.IdentityPath+" answers, --collector),\nand every file must have the size and SHA-256 the signed manifest gives.\nUsage: verify (--key KEY | --collector URL) DIR...")
+	key := fs.String("key", "", "the collector's public key (43 base64url characters)")
+	collectorURL := fs.String("collector", "", "take the key from this collector's "+rendezvous.IdentityPath+" (instead of --key)")
+	if err := cli.Parse(fs, envPrefix, args); err != nil {
+		return cli.ErrUsage
+	}
+	if (*key == "") == (*collectorURL == "") || fs.NArg() == 0 {
+		fmt.Fprintln(fs.Output(), "verify: give one of --key or --collector, and at least one day's directory")
+		return cli.ErrUsage
+	}
+	if *collectorURL != "" {
+		k, err := fetchCollectorKey(*collectorURL)
+		if err != nil {
+			return err
+		}
+		*key = k
+	}
+	pub, err := identity.DecodeKey(*key)
+	if err != nil {
+		return fmt.Errorf("--key: %w", err)
+	}
+	failed := 0
+	for _, dir := range fs.Args() {
+		m, err := publish.VerifyDay(dir, pub)
+		if err != nil {
+			fmt.Printf("%s: NOT VERIFIED: %v\n", dir, err)
+			failed++
+			continue
+		}
+		fmt.Printf("%s: verified: %s %s, %d rows, %d files signed by %s\n", dir, m.Test, m.Day, m.Rows, len(m.Files), *key)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d days do not verify", failed, fs.NArg())
+	}
+	return nil
+}
+
+// fetchCollectorKey reads the collector's public key from its identity
+// endpoint.
+func fetchCollectorKey(base string) (string, error) {
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get(strings.TrimSuffix(base, "/") + rendezvous.IdentityPath)
+	if err != nil {
+		return "", fmt.Errorf("--collector: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("--collector: %s answered %d", rendezvous.IdentityPath, resp.StatusCode)
+	}
+	var id rendezvous.CollectorIdentity
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&id); err != nil {
+		return "", fmt.Errorf("--collector: %s: %w", rendezvous.IdentityPath, err)
+	}
+	return id.Key, nil
 }

@@ -36,6 +36,7 @@ func cmdUp(args []string) error {
 	testserverAddr := fs.String("testserver", "127.0.0.1:9775", "address of the test server")
 	btAddr := fs.String("bittorrent", "127.0.0.1:6881", "raw TCP address of the BitTorrent test's BitTorrent-port flows")
 	neutralAddr := fs.String("neutral", "127.0.0.1:9776", "raw TCP address of the BitTorrent test's neutral-port flows")
+	replayAddr := fs.String("replay", "127.0.0.1:0", "raw TCP address of the replay test's flows (port 0: a free one, announced to clients; empty: no replay test)")
 	capacity := fs.Int("capacity", 2, "tests the test server allows at once")
 	agentAddr := fs.String("agent", "127.0.0.1:9774", "address of the local agent's web UI (loopback)")
 	agentPeer := fs.String("agent-peer-listen", "127.0.0.1:9777", "where the local agent serves other agents' tests once its volunteer turns serving peers on (empty: never)")
@@ -139,7 +140,7 @@ func cmdUp(args []string) error {
 		listen: *testserverAddr, id: "local", collectorURL: col.http.URL(),
 		spoolDir: filepath.Join(*data, "testserver-spool"), capacity: *capacity,
 		testTimeout: 30 * time.Second, rate: 1, bittorrentListen: *btAddr, neutralListen: *neutralAddr,
-		keyFile: tsKeyFile,
+		keyFile: tsKeyFile, replayListen: *replayAddr,
 	}, log)
 	if err != nil {
 		return err
@@ -151,7 +152,7 @@ func cmdUp(args []string) error {
 	realDir, synDir := filepath.Join(*data, "datasets"), filepath.Join(*data, "datasets-synthetic")
 	pubCfg := publish.Config{Conn: anConn, IPDB: db, Logger: log, DatasetsDir: realDir, Demo: *demo}
 	exports := []*scheduler{}
-	ex, err := startExports(*exportSpec, publish.ClosedAfter, log, exportConfig(anConn, db, realDir, false))
+	ex, err := startExports(*exportSpec, publish.ClosedAfter, log, exportConfig(anConn, db, realDir, false, tr.key))
 	if err != nil {
 		return err
 	}
@@ -159,7 +160,7 @@ func cmdUp(args []string) error {
 	exports = append(exports, ex)
 	if *demo {
 		pubCfg.SyntheticDatasetsDir = synDir
-		ex, err := startExports(*exportSpec, 0, log, exportConfig(anConn, db, synDir, true))
+		ex, err := startExports(*exportSpec, 0, log, exportConfig(anConn, db, synDir, true, tr.key))
 		if err != nil {
 			return err
 		}

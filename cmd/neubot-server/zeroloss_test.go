@@ -127,8 +127,10 @@ func metric(url, name string) float64 {
 
 // TestZeroLoss: concurrent clients submit 100,000 records while the
 // collector is killed with SIGKILL several times and ClickHouse is stopped
-// for a while. Afterwards the measurement_uids in ClickHouse (FINAL) are
-// exactly those acknowledged with 202: nothing lost, nothing duplicated.
+// for a while, then hangs (SIGSTOP) for a while. Half of the bodies come
+// from an enrolled test server, signed. Afterwards the measurement_uids in
+// ClickHouse (FINAL) are exactly those acknowledged with 202: nothing lost,
+// nothing duplicated.
 func TestZeroLoss(t *testing.T) {
 	const (
 		records  = 100_000
@@ -255,8 +257,8 @@ func TestZeroLoss(t *testing.T) {
 		}()
 	}
 
-	// Chaos while they run: SIGKILL the collector and restart it, and stop
-	// ClickHouse for a while in the middle.
+	// Chaos while they run: SIGKILL the collector and restart it, stop
+	// ClickHouse for a while in the middle, then make it hang.
 	clientsDone := make(chan struct{})
 	go func() { wg.Wait(); close(clientsDone) }()
 	var chStopped atomic.Bool
@@ -270,6 +272,21 @@ func TestZeroLoss(t *testing.T) {
 		var err error
 		ch, err = ch.Restart(ctx)
 		t.Logf("clickhouse started again")
+		if err != nil {
+			chDone <- err
+			return
+		}
+		// Then it hangs: the process stopped (SIGSTOP), its connections
+		// open and unanswered, while the loader inserts.
+		time.Sleep(time.Second)
+		if err := ch.Signal(syscall.SIGSTOP); err != nil {
+			chDone <- err
+			return
+		}
+		t.Logf("clickhouse hung (SIGSTOP) for %s, %d records acknowledged so far", chOutage, acked.Load())
+		time.Sleep(chOutage)
+		err = ch.Signal(syscall.SIGCONT)
+		t.Logf("clickhouse resumed (SIGCONT)")
 		chDone <- err
 	}()
 	killed := 0

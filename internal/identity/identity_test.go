@@ -2,6 +2,7 @@ package identity
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -195,4 +196,36 @@ func BenchmarkVerifyRecord(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(((b.N+MaxBatch-1)/MaxBatch)*MaxBatch), "ns/record")
+}
+
+// TestManifestSignature: a manifest's signature verifies with the signer's
+// key only, and not once one byte of the manifest changed.
+func TestManifestSignature(t *testing.T) {
+	k, other := NewKey(), NewKey()
+	manifest := []byte(`{"test":"speedtest","files":[{"name":"a.parquet","bytes":10,"sha256":"00"}]}` + "\n")
+	sig := k.SignManifest(manifest)
+	if err := VerifyManifest(k.PublicKey(), manifest, sig); err != nil {
+		t.Fatalf("the signature of a manifest does not verify: %v", err)
+	}
+	altered := bytes.Replace(manifest, []byte(`"bytes":10`), []byte(`"bytes":11`), 1)
+	if err := VerifyManifest(k.PublicKey(), altered, sig); !errors.Is(err, ErrManifestSignature) {
+		t.Fatalf("an altered manifest: %v, want ErrManifestSignature", err)
+	}
+	if err := VerifyManifest(other.PublicKey(), manifest, sig); err == nil || !strings.Contains(err.Error(), "signed by the key") {
+		t.Fatalf("another key: %v", err)
+	}
+	// A signature of the same bytes without the manifest context (as
+	// another use of the key would make) is refused.
+	var s ManifestSignature
+	if err := json.Unmarshal(sig, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Signature = base64.RawURLEncoding.EncodeToString(k.Sign(manifest))
+	bare, _ := json.Marshal(s)
+	if err := VerifyManifest(k.PublicKey(), manifest, bare); !errors.Is(err, ErrManifestSignature) {
+		t.Fatalf("a signature without the context: %v", err)
+	}
+	if err := VerifyManifest(k.PublicKey(), manifest, []byte(`{"algorithm":"ed25519"`)); err == nil {
+		t.Fatal("a truncated signature file verified")
+	}
 }

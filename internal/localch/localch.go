@@ -304,6 +304,11 @@ func (s *Server) Kill() {
 	})
 }
 
+// Signal sends sig to the server's process: SIGSTOP and SIGCONT make a
+// server that hangs (connections open, no answer) and then resumes; for
+// tests.
+func (s *Server) Signal(sig os.Signal) error { return s.cmd.Process.Signal(sig) }
+
 // Restart starts the server again on the same directory and port, e.g.
 // after Stop or Kill in a test.
 func (s *Server) Restart(ctx context.Context) (*Server, error) {
