@@ -111,12 +111,6 @@ func generate(ctx context.Context, conn driver.Conn, n int, budget time.Duration
 	return true, nil
 }
 
-// step is one timed query.
-type step struct {
-	family string
-	secs   float64
-}
-
 // hand is the hand-written queries of the aggregates the daily job
 // computes for the speedtest: for every goodset, (1) the agents' medians of
 // the day and over them, per ASN, per country and overall, the counts,
