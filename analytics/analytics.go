@@ -162,23 +162,48 @@ func rowsSQL(t Test, day string) string {
     FROM %s FINAL WHERE %s AND %s AND %s`, t.Down, t.Up, t.RTT, t.Table, DayCond(day), EligibleSQL(t), trustSQL(t.Table, day))
 }
 
+// stageSQL copies the eligible rows of test t on day (rowsSQL: FINAL, the
+// trust filter and the daily cap, each computed once) into analytics_rows,
+// narrow and sorted by a hash of the agent, which every later query of the
+// day reads instead of the measurement table.
+func stageSQL(t Test, day string) string {
+	return fmt.Sprintf(`INSERT INTO analytics_rows (day, test, measurement_uid, agent_id, agent_hash, agent_pseudonym, asn, client_org, client_country,
+    synthetic, start_time, down, up, rtt)
+SELECT toDate('%s'), %s, measurement_uid, agent_id, cityHash64(toString(agent_id)), agent_pseudonym, asn, client_org, client_country,
+    synthetic, start_time, down, up, rtt
+FROM (%s)`, day, quote(t.Name), rowsSQL(t, day))
+}
+
+// stagedSQL is the staged rows of test t on day (stageSQL), of one chunk
+// of agents: a range of agent_hash, which the table's sorting key prunes.
+func stagedSQL(t Test, day string, ch chunk) string {
+	where := ""
+	if ch.of > 1 {
+		step := math.MaxUint64 / uint64(ch.of)
+		where = fmt.Sprintf(" AND agent_hash >= %d", uint64(ch.n)*step)
+		if ch.n < ch.of-1 {
+			where += fmt.Sprintf(" AND agent_hash < %d", uint64(ch.n+1)*step)
+		}
+	}
+	return fmt.Sprintf(`SELECT measurement_uid, agent_id, agent_pseudonym, asn, client_org, client_country, synthetic, start_time, down, up, rtt
+    FROM analytics_rows WHERE day = toDate('%s') AND test = %s%s`, day, quote(t.Name), where)
+}
+
 // source is the rows of one day with c, 1 for the tests in the goodset;
 // for a goodset that draws, 1 only for the drawn test of each agent (and
 // network) among its tests in the goodset. ch restricts it to one chunk of
-// agents when the scope has many groups (see chunk).
+// agents when the scope has many groups (see chunk); the draw is per agent,
+// so within the chunk. The rows are the staged ones (stageSQL).
 func source(t Test, g Goodset, day string, key []byte, ch chunk) string {
+	rows := stagedSQL(t, day, ch)
 	cond := "(" + g.Where + ")"
 	if g.OnePerAgentDay {
 		// GLOBAL: on a cluster the subquery must see every shard (it runs
 		// once, where the query arrived); the same as IN on one node.
 		cond += fmt.Sprintf(" AND measurement_uid GLOBAL IN (SELECT argMin(measurement_uid, %s) FROM (%s) WHERE %s GROUP BY agent_id, asn)",
-			drawHash(key), rowsSQL(t, day), cond)
+			drawHash(key), rows, cond)
 	}
-	where := "1"
-	if ch.of > 1 {
-		where = fmt.Sprintf("cityHash64(toString(agent_id)) %% %d = %d", ch.of, ch.n)
-	}
-	return fmt.Sprintf("(SELECT *, toUInt8(%s) AS c FROM (%s) WHERE %s)", cond, rowsSQL(t, day), where)
+	return fmt.Sprintf("(SELECT *, toUInt8(%s) AS c FROM (%s))", cond, rows)
 }
 
 // drawHash orders an agent's tests for the draw: SipHash of the secret key
@@ -196,19 +221,23 @@ func QuantileSQL(arr, n string, p float64) string {
 	return fmt.Sprintf("if(%[2]s = 0, nan, %[1]s[toUInt64(floor(%[3]s)) + 1] + (%[3]s - floor(%[3]s)) * (%[1]s[least(toUInt64(floor(%[3]s)) + 2, toUInt64(%[2]s))] - %[1]s[toUInt64(floor(%[3]s)) + 1]))", arr, n, h)
 }
 
-// ciRankSQL is the lower rank of stats.MedianCIRanks for n votes.
+// ciRankSQL is the lower rank of stats.MedianCIRanks for n votes: looked
+// up for up to stats.MedianCIExact votes (transform: a hash table built
+// once per block, where indexing a constant array would copy it per row),
+// the normal approximation above.
 func ciRankSQL(n string) string {
-	var b strings.Builder
-	b.WriteString("[")
+	var from, to strings.Builder
 	for i := 1; i <= stats.MedianCIExact; i++ {
 		lo, _ := stats.MedianCIRanks(i)
 		if i > 1 {
-			b.WriteString(",")
+			from.WriteString(",")
+			to.WriteString(",")
 		}
-		b.WriteString(strconv.Itoa(lo))
+		from.WriteString(strconv.Itoa(i))
+		to.WriteString(strconv.Itoa(lo))
 	}
-	b.WriteString("]")
-	return fmt.Sprintf("if(%[1]s > %[2]d, toUInt64(floor(%[1]s / 2 - 0.98 * sqrt(%[1]s) + 0.5)), toUInt64(%[3]s[toUInt64(greatest(%[1]s, 1))]))", n, stats.MedianCIExact, b.String())
+	return fmt.Sprintf("if(%[1]s > %[2]d, toUInt64(floor(%[1]s / 2 - 0.98 * sqrt(%[1]s) + 0.5)), toUInt64(transform(toUInt16(least(greatest(%[1]s, 1), %[2]d)), [%[3]s], [%[4]s], toUInt16(1))))",
+		n, stats.MedianCIExact, from.String(), to.String())
 }
 
 // ciSQL is the 95% confidence interval of the median of the sorted array
@@ -220,9 +249,13 @@ func ciSQL(arr, n string) (lo, hi string) {
 }
 
 // medianOf is the median (stats.Median) of the values of col for which
-// cond holds, in a GROUP BY.
+// cond holds, in a GROUP BY; nan for none. ClickHouse's quantileExact(p)
+// is the order statistic of rank floor(p n) + 1: at p = 0.5 the upper of
+// the two middle values for an even n, and just below 0.5 the lower one
+// (for n below 5·10^7), so their mean is the type-7 median, without
+// building and sorting an array per group.
 func medianOf(col, cond string) string {
-	return QuantileSQL(fmt.Sprintf("arraySort(groupArrayIf(%s, %s))", col, cond), fmt.Sprintf("countIf(%s)", cond), 0.5)
+	return fmt.Sprintf("if(countIf(%[2]s) = 0, nan, (quantileExactIf(0.49999999)(%[1]s, %[2]s) + quantileExactIf(0.5)(%[1]s, %[2]s)) / 2)", col, cond)
 }
 
 // agentDaysSQL computes the votes: per agent (and network), its tests and
@@ -368,8 +401,9 @@ var CountryZones = map[string]string{
 	"JP": "Asia/Tokyo", "KR": "Asia/Seoul", "CN": "Asia/Shanghai", "ZA": "Africa/Johannesburg", "NZ": "Pacific/Auckland",
 }
 
-// zoneSQL is the zone of a row's country and the hour of its start there.
-func zoneSQL() (zone, hour string) {
+// ZoneSQL is the zone of a row's country and the hour of its start there
+// (columns client_country and start_time).
+func ZoneSQL() (zone, hour string) {
 	cs := make([]string, 0, len(CountryZones))
 	for c := range CountryZones {
 		cs = append(cs, c)
@@ -387,7 +421,7 @@ func zoneSQL() (zone, hour string) {
 // per hour, the median over agents of each agent's median in that hour,
 // in local time where the country has one zone (scope all: UTC).
 func hourlySQL(t Test, g Goodset, scope, keyExpr, day string, key []byte) string {
-	zone, hour := zoneSQL()
+	zone, hour := ZoneSQL()
 	if scope == "all" {
 		zone, hour = "'UTC'", "toHour(start_time, 'UTC')"
 	}
@@ -549,19 +583,15 @@ func (j *Job) RunDay(ctx context.Context, day string) error {
 	if err != nil {
 		return err
 	}
-	for _, t := range []string{"analytics_agent_days", "analytics_distributions", "analytics_hourly", "analytics_verdicts"} {
+	for _, t := range []string{"analytics_rows", "analytics_agent_days", "analytics_distributions", "analytics_hourly", "analytics_verdicts"} {
 		if err := j.Conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP PARTITION '%s'", t, day)); err != nil {
 			return fmt.Errorf("analytics: drop %s %s: %w", t, day, err)
 		}
 	}
-	var agents uint64
-	if err := j.Conn.QueryRow(ctx, fmt.Sprintf("SELECT uniq(agent_id) FROM speedtest WHERE %s", DayCond(day))).Scan(&agents); err != nil {
-		return fmt.Errorf("analytics: count agents of %s: %w", day, err)
-	}
 	for _, t := range Tests {
-		var rows uint64
-		if err := j.Conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s WHERE %s", t.Table, DayCond(day))).Scan(&rows); err != nil {
-			return fmt.Errorf("analytics: count %s of %s: %w", t.Name, day, err)
+		rows, agents, err := j.stage(ctx, t, day)
+		if err != nil {
+			return err
 		}
 		if rows == 0 {
 			continue
@@ -578,6 +608,9 @@ func (j *Job) RunDay(ctx context.Context, day string) error {
 	}
 	if err := j.Conn.Exec(ctx, verdictsSQL(day)); err != nil {
 		return fmt.Errorf("analytics: verdicts %s: %w", day, err)
+	}
+	if err := j.unstage(ctx, day); err != nil {
+		return err
 	}
 	s := src[day]
 	if err := j.logRun(ctx, day, s, time.Since(start)); err != nil {
@@ -598,6 +631,28 @@ func (j *Job) logRun(ctx context.Context, day string, s SourceState, took time.D
 		return err
 	}
 	return batch.Send()
+}
+
+// stage copies the eligible rows of test t on day into analytics_rows
+// (stageSQL) and returns how many rows and (about) how many agents it has.
+func (j *Job) stage(ctx context.Context, t Test, day string) (rows, agents uint64, err error) {
+	if err := j.exec(ctx, "stage", stageSQL(t, day)); err != nil {
+		return 0, 0, fmt.Errorf("analytics: stage %s %s: %w", day, t.Name, err)
+	}
+	q := fmt.Sprintf("SELECT count(), uniq(agent_id) FROM analytics_rows WHERE day = toDate('%s') AND test = %s", day, quote(t.Name))
+	if err := j.Conn.QueryRow(ctx, q).Scan(&rows, &agents); err != nil {
+		return 0, 0, fmt.Errorf("analytics: count %s of %s: %w", t.Name, day, err)
+	}
+	return rows, agents, nil
+}
+
+// unstage drops the staged rows of day: a scratch copy, kept only while
+// the day is computed.
+func (j *Job) unstage(ctx context.Context, day string) error {
+	if err := j.Conn.Exec(ctx, fmt.Sprintf("ALTER TABLE analytics_rows DROP PARTITION '%s'", day)); err != nil {
+		return fmt.Errorf("analytics: drop analytics_rows %s: %w", day, err)
+	}
+	return nil
 }
 
 // testTables are the measurement tables with distributions.
@@ -652,18 +707,28 @@ func (j *Job) runScope(ctx context.Context, day string, t Test, g Goodset, scope
 	return nil
 }
 
-// RunScope computes the votes of the speedtest for goodset g and one day,
-// then the distributions of one scope, without dropping what is there: one
-// step of RunDay, for benchmarks.
+// RunScope stages the speedtest's rows of one day, computes their votes
+// for goodset g, then the distributions of one scope, without dropping the
+// results that are there: one step of RunDay, for benchmarks.
 func (j *Job) RunScope(ctx context.Context, day string, g Goodset, scope string) error {
 	ctx = jobContext(ctx)
 	t := Tests[0]
 	for _, sc := range scopes {
 		if sc.name == scope {
+			if err := j.unstage(ctx, day); err != nil {
+				return err
+			}
+			_, agents, err := j.stage(ctx, t, day)
+			if err != nil {
+				return err
+			}
 			if err := j.exec(ctx, "votes", agentDaysSQL(t, g, day, j.DrawKey)); err != nil {
 				return err
 			}
-			return j.runScope(ctx, day, t, g, sc.name, sc.key, 0)
+			if err := j.runScope(ctx, day, t, g, sc.name, sc.key, agents); err != nil {
+				return err
+			}
+			return j.unstage(ctx, day)
 		}
 	}
 	return fmt.Errorf("analytics: unknown scope %q", scope)

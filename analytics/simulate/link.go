@@ -4,7 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 
-	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/internal/goodput"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -37,21 +37,31 @@ func (l Link) Steady(conns int) float64 {
 	return math.Min(l.RateMbps, float64(conns)*mathis)
 }
 
-// Phase is what the speedtest's client sees of one transfer phase over the
-// link: samples every sampleS seconds of the cumulative bytes received by
-// conns connections that start in slow start (an initial window of 10
-// segments doubling every RTT) up to the link's steady goodput, with noise;
-// its goodput is the client's own estimator's (speedtest.Goodput) on those
-// samples, never the link's figure.
+// Phase is what the speedtest's client sees of one transfer phase of
+// methodology 2 over the link: every sampleS seconds, the cumulative bytes
+// received by conns connections that start in slow start (an initial
+// window of 10 segments doubling every RTT) up to the link's steady
+// goodput, with noise. After each sample the phase asks the client's own
+// estimator, goodput.Estimate with the parameters the agent uses, whether
+// it may stop (a stable window, or the time cap); its goodput, stop reason
+// and window are the estimator's, never the link's figure.
 func (l Link) Phase(rng *rand.Rand, conns int) schemas.SpeedtestPhase {
 	steady := l.Steady(conns) * 1e6 / 8 // bytes/s
 	rtt := math.Max(l.RTTms, 0.1) / 1000
+	params := goodput.Params{RTT: rtt}.WithDefaults()
 	var total, t float64
-	p := schemas.SpeedtestPhase{DurationS: samples * sampleS, Connections: uint8(conns)}
+	p := schemas.SpeedtestPhase{Connections: uint8(conns), Params: &schemas.SpeedtestParams{
+		SampleMS: sampleS * 1000, MaxPhaseS: params.MaxPhase, MinWindowS: params.MinWindow, StableRTTs: params.StableRTTs,
+		Tolerance: params.Tolerance, RTTMS: l.RTTms,
+	}}
+	var est []goodput.Sample
+	var res goodput.Result
 	noise := math.Exp(sampleNoise * rng.NormFloat64())
 	round, window := -1.0, 0.0 // slow start: the round and its rate, bytes/s
 	capped := false            // slow start is over: the window exceeds the rate
-	for i := 1; i <= samples; i++ {
+	var prevT float64
+	var prevB uint64
+	for i := 1; ; i++ {
 		end := float64(i) * sampleS
 		if capped {
 			total += steady * noise * (end - t)
@@ -65,20 +75,21 @@ func (l Link) Phase(rng *rand.Rand, conns int) schemas.SpeedtestPhase {
 			}
 			total += math.Min(steady*noise, window) * stepS
 		}
-		p.Samples = append(p.Samples, schemas.ThroughputSample{
-			TS:    r3(end + 0.004*rng.Float64()),
-			Bytes: uint64(total),
-		})
-		noise = math.Exp(sampleNoise * rng.NormFloat64())
-	}
-	var prevT float64
-	var prevB uint64
-	for i := range p.Samples {
-		s := &p.Samples[i]
+		s := schemas.ThroughputSample{TS: r3(end + 0.004*rng.Float64()), Bytes: uint64(total)}
 		s.Mbps = r3(float64(s.Bytes-prevB) * 8 / 1e6 / (s.TS - prevT))
 		prevT, prevB = s.TS, s.Bytes
+		p.Samples = append(p.Samples, s)
+		est = append(est, goodput.Sample{T: s.TS, Bytes: s.Bytes})
+		noise = math.Exp(sampleNoise * rng.NormFloat64())
+		if res = goodput.Estimate(est, params); res.Stop || s.TS > params.MaxPhase+0.5 {
+			break
+		}
 	}
 	p.Bytes = uint64(total)
-	p.GoodputMbps = speedtest.Goodput(p.Samples)
+	p.DurationS = r3(prevT)
+	p.GoodputMbps = r3(res.Mbps)
+	p.StopReason = res.StopReason
+	p.WindowStartS, p.WindowEndS = r3(res.Start), r3(res.End)
+	p.Params.BDPBytes = uint64(p.GoodputMbps * 1e6 / 8 * rtt)
 	return p
 }

@@ -21,8 +21,7 @@ const (
 	rttSigma      = 0.15 // lognormal sigma of an agent's base RTT around its plan's
 	rushQueueMS   = 60   // mean queueing in the rush hour is rushQueueMS × (1 - RushHour)
 	idleQueueMS   = 1    // mean queueing off-peak
-	samples       = 12   // throughput samples per phase
-	sampleS       = 0.25 // seconds between samples
+	sampleS       = 0.1  // seconds between throughput samples (methodology 2)
 	rttSamples    = 10   // HEAD round trips
 	connects      = 5    // TCP connections: latency, 2 download, 2 upload
 	floorGap      = 15 * time.Minute
@@ -129,6 +128,7 @@ func (f *Fleet) record(s slot) *schemas.Record {
 		keys.RTTMS[i] = sample()
 	}
 	keys.RTTMedianMS = schemas.Median(keys.RTTMS)
+	keys.RTTMinMS = slices.Min(keys.RTTMS)
 	keys.Download = Link{RateMbps: down, RTTms: linkRTT, Loss: line.loss}.Phase(rng, 2)
 	keys.Upload = Link{RateMbps: up, RTTms: linkRTT, Loss: line.loss}.Phase(rng, 2)
 

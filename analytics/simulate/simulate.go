@@ -24,8 +24,10 @@
 //   - each phase goes through a link (Link: that rate, the test's round
 //     trip, the line's loss, 1e-6 to 1e-5): two TCP connections in slow
 //     start up to the rate (or the loss-limited rate, Mathis), sampled every
-//     250 ms for 3 s with noise; the goodput is the real client's estimator
-//     (agent/speedtest.Goodput) over those samples, as the agent reports;
+//     100 ms with noise until the real client's estimator of methodology 2
+//     (internal/goodput.Estimate, with the agent's parameters) says the
+//     phase may stop (stable, or the 4 s time cap); the goodput, stop reason
+//     and estimation window are the estimator's, as the agent reports;
 //   - the test server's view: bytes, timing, upload goodput over the whole
 //     phase, TCP_INFO RTT, RTT variance and retransmissions.
 //

@@ -36,6 +36,7 @@ func SQL(n int, day string, synthetic bool) string {
 	cols := map[string]string{
 		"measurement_uid":        uuid(h(1), h(2)),
 		"agent_id":               uuid("cityHash64(number % 833333, 10)", "cityHash64(number % 833333, 11)"),
+		"agent_pseudonym":        "concat(" + hex16("cityHash64(number % 833333, 13)") + ", " + hex16("cityHash64(number % 833333, 14)") + ")",
 		"test_version":           "'1'",
 		"schema_version":         "toUInt16(1)",
 		"start_time":             fmt.Sprintf("toDateTime('%s 00:00:00') + toUInt32(%s %% 86400)", day, h(5)),
@@ -96,37 +97,60 @@ func SQL(n int, day string, synthetic bool) string {
 }
 
 // Server is a benchmark's own ClickHouse: data in Dir (a temporary
-// directory the benchmark may also use), database "bench", migrations
-// applied.
+// directory the benchmark may also use, or one it keeps), database
+// "bench", migrations applied.
 type Server struct {
 	Dir  string
 	CH   *localch.Server
 	Conn driver.Conn
+	keep bool
 }
 
 // Start starts and connects to a benchmark's ClickHouse, with maxMemory
-// per query.
+// per query, in a temporary directory that Stop removes.
 func Start(ctx context.Context, name string, maxMemory int64) (*Server, error) {
 	dir, err := os.MkdirTemp("", "neubot-bench-"+name+"-")
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Dir: dir}
+	return start(ctx, dir, false, maxMemory)
+}
+
+// StartIn is Start in dir, which Stop keeps: its rows outlive the run, so
+// that a benchmark can generate them once and measure many times.
+func StartIn(ctx context.Context, dir string, maxMemory int64) (*Server, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	return start(ctx, dir, true, maxMemory)
+}
+
+func start(ctx context.Context, dir string, keep bool, maxMemory int64) (*Server, error) {
+	s := &Server{Dir: dir, keep: keep}
+	cleanup := func() {
+		if !keep {
+			os.RemoveAll(dir)
+		}
+	}
+	var err error
 	if s.CH, err = localch.Start(ctx, localch.Config{Dir: filepath.Join(dir, "clickhouse"), Database: "bench", MaxMemoryBytes: maxMemory}); err != nil {
-		os.RemoveAll(dir)
+		cleanup()
 		return nil, err
 	}
 	if s.Conn, err = s.CH.Connect(ctx); err != nil {
 		s.CH.Stop()
-		os.RemoveAll(dir)
+		cleanup()
 		return nil, err
 	}
 	return s, nil
 }
 
-// Stop closes the connection, stops ClickHouse and removes Dir.
+// Stop closes the connection, stops ClickHouse and removes Dir unless the
+// server was started by StartIn.
 func (s *Server) Stop() {
 	s.Conn.Close()
 	s.CH.Stop()
-	os.RemoveAll(s.Dir)
+	if !s.keep {
+		os.RemoveAll(s.Dir)
+	}
 }
