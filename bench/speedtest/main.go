@@ -538,7 +538,11 @@ func report(o *options, rs []cellResult, took time.Duration, load0 string) bool 
 			}
 			line := fmt.Sprintf("| %g | %g | %g %% | %s | %.2f |", r.Rate, r.RTT, r.Loss*100, dir, truth)
 			for _, t := range tools {
-				m := r.Tools[t]
+				m, ran := r.Tools[t]
+				if !ran {
+					line += " not run |"
+					continue
+				}
 				if m.Err != "" {
 					line += " failed: " + strings.ReplaceAll(m.Err, "|", "/") + " |"
 					continue
