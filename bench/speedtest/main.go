@@ -247,7 +247,8 @@ func startServers(o *options, l *linkem.Link, tag string) (*servers, error) {
 	b := linkem.Addr(linkem.B).String()
 	ts := linkbench.Command(l, linkem.B, filepath.Join(o.dir, "neubot-server"), "testserver",
 		"--listen", fmt.Sprintf("%s:%d", b, ourPort), "--collector", "", "--spool-dir", filepath.Join(o.dir, "spool-"+tag),
-		"--id", "bench", "--negotiate-rate", "100", "--log-level", "warn", "--bittorrent-listen", "", "--neutral-listen", "")
+		"--id", "bench", "--negotiate-rate", "100", "--log-level", "warn", "--bittorrent-listen", "", "--neutral-listen", "",
+		"--key-file", filepath.Join(o.dir, "testserver-"+tag+".key"))
 	ts.Stderr = os.Stderr
 	if err := ts.Start(); err != nil {
 		return nil, err
