@@ -21,6 +21,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,10 +198,14 @@ type Distribution struct {
 	Metric     string `json:"metric"`
 	Goodset    string `json:"goodset"`
 	GoodsetDef string `json:"goodset_definition"`
-	Synthetic  bool   `json:"synthetic"`
-	From       string `json:"from"`
-	To         string `json:"to"`
-	Days       []Day  `json:"days"`
+	// TestVersions are the methodology versions (test_version) of the
+	// tests the figure pools over its days, sorted; the days computed
+	// before the analytics recorded them add none.
+	TestVersions []string `json:"test_versions"`
+	Synthetic    bool     `json:"synthetic"`
+	From         string   `json:"from"`
+	To           string   `json:"to"`
+	Days         []Day    `json:"days"`
 }
 
 var (
@@ -279,8 +284,8 @@ func (a *API) distribution(ctx context.Context, s selector) (*Distribution, erro
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
 	d := &Distribution{Test: s.test, Weighting: "agents", Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
-		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Days: []Day{}}
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT toString(day), tests_total, tests, agents, agents_total, mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, modes, org, country, goodset_def
+		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Days: []Day{}, TestVersions: []string{}}
+	rows, err := a.cfg.Conn.Query(ctx, `SELECT toString(day), tests_total, tests, agents, agents_total, mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, modes, org, country, goodset_def, test_versions
 		FROM analytics_distributions
 		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND weighting = 'agents' AND day >= toDate(?) AND day <= toDate(?)
 		ORDER BY day`, s.test, s.scope, s.key, s.metric, s.goodset, s.syn(), d.From, d.To)
@@ -291,12 +296,19 @@ func (a *API) distribution(ctx context.Context, s selector) (*Distribution, erro
 	for rows.Next() {
 		var x Day
 		var lo, hi float64
-		if err := rows.Scan(&x.Day, &x.TestsTotal, &x.Tests, &x.Agents, &x.AgentsTotal, &x.Mean, &x.P10, &x.P25, &x.P50, &lo, &hi, &x.P75, &x.P90, &x.Modes, &d.Org, &d.Country, &d.GoodsetDef); err != nil {
+		var versions []string
+		if err := rows.Scan(&x.Day, &x.TestsTotal, &x.Tests, &x.Agents, &x.AgentsTotal, &x.Mean, &x.P10, &x.P25, &x.P50, &lo, &hi, &x.P75, &x.P90, &x.Modes, &d.Org, &d.Country, &d.GoodsetDef, &versions); err != nil {
 			return nil, err
+		}
+		for _, v := range versions {
+			if !slices.Contains(d.TestVersions, v) {
+				d.TestVersions = append(d.TestVersions, v)
+			}
 		}
 		x.P50CILow, x.P50CIHigh = Number(lo), Number(hi)
 		d.Days = append(d.Days, x)
 	}
+	slices.Sort(d.TestVersions)
 	return d, rows.Err()
 }
 
