@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/go-chi/chi/v5"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
@@ -124,7 +122,7 @@ type Collector struct {
 	spool   *spool.Spool
 	ipdb    *annotate.DB
 	metrics *metrics
-	router  chi.Router
+	router  http.Handler
 	rdv     registry // the rendezvous's live test servers (soft state)
 
 	connMu            sync.Mutex
@@ -214,16 +212,16 @@ func New(cfg Config) (*Collector, error) {
 		requests: &identity.Verifier{Allow: cfg.Enrolled}, records: &identity.RecordVerifier{Allow: cfg.Enrolled},
 		limits: newLimiter(cfg.Limits)}
 	c.metrics = newMetrics(sp)
-	r := chi.NewRouter()
-	r.Post(ingest.Path, c.limitIngest(c.handleIngest))
-	r.Get(rendezvous.IdentityPath, func(w http.ResponseWriter, _ *http.Request) {
+	r := httpx.NewMux()
+	r.HandleFunc("POST "+ingest.Path, c.limitIngest(c.handleIngest))
+	r.HandleFunc("GET "+rendezvous.IdentityPath, func(w http.ResponseWriter, _ *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, rendezvous.CollectorIdentity{Key: cfg.Key.Public()})
 	})
-	r.Post(rendezvous.RegisterPath, c.handleRegister)
-	r.Post(rendezvous.RendezvousPath, c.handleRendezvous)
-	r.Post(rendezvous.PeerRegisterPath, c.handlePeerRegister)
-	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
-	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	r.HandleFunc("POST "+rendezvous.RegisterPath, c.handleRegister)
+	r.HandleFunc("POST "+rendezvous.RendezvousPath, c.handleRendezvous)
+	r.HandleFunc("POST "+rendezvous.PeerRegisterPath, c.handlePeerRegister)
+	r.Handle("GET /metrics", c.metrics.reg.Handler())
+	r.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})

@@ -25,7 +25,7 @@ import (
 	"github.com/neubot/neubot/schemas/schemastest"
 )
 
-func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(localchtest.MainNoLeaks(m)) }
 
 func post(t testing.TB, url string, body []byte, header ...string) (int, ingest.Response) {
 	t.Helper()

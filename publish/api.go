@@ -28,9 +28,9 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/go-chi/chi/v5"
 
 	"github.com/neubot/neubot/collector/annotate"
+	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/proto/publicapi"
@@ -68,7 +68,8 @@ type Config struct {
 // API is the public query API.
 type API struct {
 	cfg     Config
-	router  chi.Router
+	router  http.Handler
+	routes  []string // the router's patterns
 	limiter *ratelimit.Limiter
 	cache   *cache
 	colDefs sync.Map // table -> []columnDef, for the measurements
@@ -89,37 +90,41 @@ func New(cfg Config) *API {
 		cfg.CacheTTL = time.Minute
 	}
 	a := &API{cfg: cfg, limiter: ratelimit.New(cfg.Rate, cfg.Burst), cache: newCache(cfg.CacheTTL)}
-	r := chi.NewRouter()
-	r.Use(a.rateLimit)
-	r.Get(publicapi.OpenAPIPath, func(w http.ResponseWriter, _ *http.Request) {
+	r := httpx.NewMux()
+	r.HandleFunc("GET "+publicapi.OpenAPIPath, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Access-Control-Allow-Origin", "*")
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		_, _ = w.Write(OpenAPI)
 	})
-	r.Get(publicapi.WhoamiPath, a.whoami)
-	r.Get(publicapi.MeasurementsPath, a.measurements)
-	r.Group(func(r chi.Router) {
-		r.Use(a.cache.middleware)
-		// Time series of daily distributions, the distribution over a
-		// period, the hour-of-day profile.
-		r.Get(publicapi.DistributionsPath, bySelector(a, "distributions", (*API).distribution))
-		r.Get(publicapi.HistogramPath, bySelector(a, "histogram", (*API).histogram))
-		r.Get(publicapi.HourlyPath, bySelector(a, "hourly", (*API).hourly))
-		r.Get(publicapi.VerdictsPath, a.verdictsHandler)
-		r.Get(publicapi.TablePath, a.table)
-		r.Get(publicapi.ISPsPath, a.isps)
-		r.Get(publicapi.DatasetsPath, a.datasets)
-	})
-	r.Get(datasetsURL+"*", datasetFiles(cfg.DatasetsDir, datasetsURL).ServeHTTP)
-	r.Get(syntheticDatasetsURL+"*", datasetFiles(cfg.SyntheticDatasetsDir, syntheticDatasetsURL).ServeHTTP)
+	r.HandleFunc("GET "+publicapi.WhoamiPath, a.whoami)
+	r.HandleFunc("GET "+publicapi.MeasurementsPath, a.measurements)
+	// Cached: time series of daily distributions, the distribution over a
+	// period, the hour-of-day profile, verdicts, the table, ISPs, datasets.
+	for path, h := range map[string]http.HandlerFunc{
+		publicapi.DistributionsPath: bySelector(a, "distributions", (*API).distribution),
+		publicapi.HistogramPath:     bySelector(a, "histogram", (*API).histogram),
+		publicapi.HourlyPath:        bySelector(a, "hourly", (*API).hourly),
+		publicapi.VerdictsPath:      a.verdictsHandler,
+		publicapi.TablePath:         a.table,
+		publicapi.ISPsPath:          a.isps,
+		publicapi.DatasetsPath:      a.datasets,
+	} {
+		r.Handle("GET "+path, a.cache.middleware(h))
+	}
+	r.Handle("GET "+datasetsURL, datasetFiles(cfg.DatasetsDir, datasetsURL))
+	r.Handle("GET "+syntheticDatasetsURL, datasetFiles(cfg.SyntheticDatasetsDir, syntheticDatasetsURL))
 	a.routeDashboards(r)
-	a.router = r
+	a.routes = r.Patterns()
+	a.router = a.rateLimit(r)
 	return a
 }
 
 // Handler is the API's HTTP handler.
 func (a *API) Handler() http.Handler { return a.router }
+
+// Routes lists the API's routes as "METHOD /path/{param}".
+func (a *API) Routes() []string { return append([]string(nil), a.routes...) }
 
 type apiError struct {
 	Error string `json:"error"`
@@ -189,23 +194,29 @@ type Day struct {
 // Distribution is the answer of GET /api/v1/distributions: the time
 // series of the daily distributions of one metric.
 type Distribution struct {
-	Test       string `json:"test"`
+	Selection
 	Weighting  string `json:"weighting"`
-	Scope      string `json:"scope"`
-	Key        string `json:"key"`
 	Org        string `json:"org"`
 	Country    string `json:"country"`
-	Metric     string `json:"metric"`
-	Goodset    string `json:"goodset"`
 	GoodsetDef string `json:"goodset_definition"`
 	// TestVersions are the methodology versions (test_version) of the
 	// tests the figure pools over its days, sorted; the days computed
 	// before the analytics recorded them add none.
 	TestVersions []string `json:"test_versions"`
-	Synthetic    bool     `json:"synthetic"`
-	From         string   `json:"from"`
-	To           string   `json:"to"`
 	Days         []Day    `json:"days"`
+}
+
+// Selection is what the selector of a figure's answer (distributions,
+// histogram, hourly) asked for, given back at its top.
+type Selection struct {
+	Test      string `json:"test"`
+	Scope     string `json:"scope"`
+	Key       string `json:"key"`
+	Metric    string `json:"metric"`
+	Goodset   string `json:"goodset"`
+	Synthetic bool   `json:"synthetic"`
+	From      string `json:"from"` // first day, YYYY-MM-DD
+	To        string `json:"to"`   // last day
 }
 
 var (
@@ -220,6 +231,12 @@ type selector struct {
 	test, scope, key, metric, goodset string
 	synthetic                         bool
 	from, to                          time.Time
+}
+
+// selection is what s asks for, as the answers give it back.
+func (s selector) selection() Selection {
+	return Selection{Test: s.test, Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
+		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly)}
 }
 
 func (p *params) selector(now time.Time) selector {
@@ -283,33 +300,25 @@ func bySelector[T any](a *API, what string, query func(*API, context.Context, se
 func (a *API) distribution(ctx context.Context, s selector) (*Distribution, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	d := &Distribution{Test: s.test, Weighting: "agents", Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
-		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Days: []Day{}, TestVersions: []string{}}
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT toString(day), tests_total, tests, agents, agents_total, mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, modes, org, country, goodset_def, test_versions
-		FROM analytics_distributions
-		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND weighting = 'agents' AND day >= toDate(?) AND day <= toDate(?)
-		ORDER BY day`, s.test, s.scope, s.key, s.metric, s.goodset, s.syn(), d.From, d.To)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var x Day
+	d := &Distribution{Selection: s.selection(), Weighting: "agents", Days: []Day{}, TestVersions: []string{}}
+	days, err := chdb.Select(ctx, a.cfg.Conn, func(rows driver.Rows, x *Day) error {
 		var lo, hi float64
 		var versions []string
-		if err := rows.Scan(&x.Day, &x.TestsTotal, &x.Tests, &x.Agents, &x.AgentsTotal, &x.Mean, &x.P10, &x.P25, &x.P50, &lo, &hi, &x.P75, &x.P90, &x.Modes, &d.Org, &d.Country, &d.GoodsetDef, &versions); err != nil {
-			return nil, err
-		}
+		err := rows.Scan(&x.Day, &x.TestsTotal, &x.Tests, &x.Agents, &x.AgentsTotal, &x.Mean, &x.P10, &x.P25, &x.P50, &lo, &hi, &x.P75, &x.P90, &x.Modes, &d.Org, &d.Country, &d.GoodsetDef, &versions)
+		x.P50CILow, x.P50CIHigh = Number(lo), Number(hi)
 		for _, v := range versions {
 			if !slices.Contains(d.TestVersions, v) {
 				d.TestVersions = append(d.TestVersions, v)
 			}
 		}
-		x.P50CILow, x.P50CIHigh = Number(lo), Number(hi)
-		d.Days = append(d.Days, x)
-	}
+		return err
+	}, `SELECT toString(day), tests_total, tests, agents, agents_total, mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, modes, org, country, goodset_def, test_versions
+		FROM analytics_distributions
+		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND weighting = 'agents' AND day >= toDate(?) AND day <= toDate(?)
+		ORDER BY day`, s.test, s.scope, s.key, s.metric, s.goodset, s.syn(), d.From, d.To)
+	d.Days = append(d.Days, days...)
 	slices.Sort(d.TestVersions)
-	return d, rows.Err()
+	return d, err
 }
 
 // ISP is one entry of GET /api/v1/isps: an AS with tests in the period,

@@ -17,9 +17,11 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
 
 	"github.com/neubot/neubot/analytics"
+	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -36,23 +38,15 @@ type Hour struct {
 // UTC), the median of each day's hourly medians over agents, weighted by
 // the agents that voted.
 type Hourly struct {
-	Test      string `json:"test"`
-	Zone      string `json:"zone"`
-	Scope     string `json:"scope"`
-	Key       string `json:"key"`
-	Metric    string `json:"metric"`
-	Goodset   string `json:"goodset"`
-	Synthetic bool   `json:"synthetic"`
-	From      string `json:"from"`
-	To        string `json:"to"`
-	Hours     []Hour `json:"hours"`
+	Selection
+	Zone  string `json:"zone"`
+	Hours []Hour `json:"hours"`
 }
 
 func (a *API) hourly(ctx context.Context, s selector) (*Hourly, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	h := &Hourly{Test: s.test, Zone: "UTC", Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
-		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Hours: []Hour{}}
+	h := &Hourly{Selection: s.selection(), Zone: "UTC", Hours: []Hour{}}
 	// The zone with most votes: a provider across zones (rare) is shown in
 	// its main one.
 	if err := a.cfg.Conn.QueryRow(ctx, `SELECT zone FROM analytics_hourly
@@ -60,24 +54,17 @@ func (a *API) hourly(ctx context.Context, s selector) (*Hourly, error) {
 		GROUP BY zone ORDER BY sum(agents) DESC, zone LIMIT 1`, s.test, s.scope, s.key, s.metric, s.goodset, s.syn(), h.From, h.To).Scan(&h.Zone); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, err
 	}
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT hour, sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, agents)
+	hours, err := chdb.Select(ctx, a.cfg.Conn, func(rows driver.Rows, x *Hour) error {
+		var hr uint8
+		err := rows.Scan(&hr, &x.Tests, &x.Agents, &x.P50)
+		x.Hour = int(hr)
+		return err
+	}, `SELECT hour, sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, agents)
 		FROM analytics_hourly
 		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND zone = ? AND day >= toDate(?) AND day <= toDate(?)
 		GROUP BY hour ORDER BY hour`, s.test, s.scope, s.key, s.metric, s.goodset, s.syn(), h.Zone, h.From, h.To)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var x Hour
-		var hr uint8
-		if err := rows.Scan(&hr, &x.Tests, &x.Agents, &x.P50); err != nil {
-			return nil, err
-		}
-		x.Hour = int(hr)
-		h.Hours = append(h.Hours, x)
-	}
-	return h, rows.Err()
+	h.Hours = append(h.Hours, hours...)
+	return h, err
 }
 
 // Bucket is one bar of a histogram: votes (one per agent and day, the
@@ -94,16 +81,9 @@ type Bucket struct {
 // metric over the whole range, on the log-scale buckets of the analytics
 // (ten per decade).
 type Histogram struct {
-	Test      string   `json:"test"`
-	Scope     string   `json:"scope"`
-	Key       string   `json:"key"`
-	Metric    string   `json:"metric"`
-	Goodset   string   `json:"goodset"`
-	Synthetic bool     `json:"synthetic"`
-	From      string   `json:"from"`
-	To        string   `json:"to"`
-	Tests     uint64   `json:"tests"`
-	Buckets   []Bucket `json:"buckets"`
+	Selection
+	Tests   uint64   `json:"tests"`
+	Buckets []Bucket `json:"buckets"`
 }
 
 // bucketEdge is the lower edge of log bucket i (analytics.BucketLow, the
@@ -115,8 +95,7 @@ func bucketEdge(i int) float64 {
 func (a *API) histogram(ctx context.Context, s selector) (*Histogram, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	h := &Histogram{Test: s.test, Scope: s.scope, Key: s.key, Metric: s.metric, Goodset: s.goodset, Synthetic: s.synthetic,
-		From: s.from.Format(time.DateOnly), To: s.to.Format(time.DateOnly), Buckets: []Bucket{}}
+	h := &Histogram{Selection: s.selection(), Buckets: []Bucket{}}
 	var counts []uint64
 	var n uint64
 	err := a.cfg.Conn.QueryRow(ctx, `SELECT sumForEach(hist), count()

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/neubot/neubot/internal/atomicfile"
+	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 )
@@ -153,24 +154,17 @@ type columnDef struct{ name, typ, doc string }
 // columnDefs reads the published columns of a table, in order: all but
 // schemas.PrivateColumns.
 func columnDefs(ctx context.Context, conn driver.Conn, table string) ([]columnDef, error) {
-	rows, err := conn.Query(ctx, `SELECT name, type, comment FROM system.columns WHERE database = currentDatabase() AND table = ?`, table)
+	all, err := chdb.Select(ctx, conn, func(rows driver.Rows, d *columnDef) error {
+		return rows.Scan(&d.name, &d.typ, &d.doc)
+	}, `SELECT name, type, comment FROM system.columns WHERE database = currentDatabase() AND table = ?`, table)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	var defs []columnDef
-	for rows.Next() {
-		var d columnDef
-		if err := rows.Scan(&d.name, &d.typ, &d.doc); err != nil {
-			return nil, err
+	for _, d := range all {
+		if !schemas.PrivateColumns[d.name] { // never published, in no output
+			defs = append(defs, d)
 		}
-		if schemas.PrivateColumns[d.name] {
-			continue // never published, in no output
-		}
-		defs = append(defs, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
 	}
 	if len(defs) == 0 {
 		return nil, fmt.Errorf("table %s has no columns (migrations not applied?)", table)

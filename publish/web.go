@@ -18,9 +18,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/neubot/neubot/analytics"
+	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/httpx"
 )
 
 // The dashboards are server-rendered HTML: every number is in a table that
@@ -78,9 +80,9 @@ func formatNum(x float64) string {
 	return strconv.FormatFloat(x, 'f', 2, 64)
 }
 
-func (a *API) routeDashboards(r chi.Router) {
+func (a *API) routeDashboards(r *httpx.Mux) {
 	static, _ := fs.Sub(webFS, "web/static")
-	r.Get("/static/*", func(w http.ResponseWriter, r *http.Request) {
+	r.HandleFunc("GET /static/", func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(path.Clean(r.URL.Path), "/static/")
 		b, err := fs.ReadFile(static, name)
 		ct := map[string]string{".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}[path.Ext(name)]
@@ -93,10 +95,10 @@ func (a *API) routeDashboards(r chi.Router) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		_, _ = w.Write(b)
 	})
-	r.Get("/", a.indexPage)
-	r.Get("/data", a.dataPage)
-	r.Get("/isp/{asn}", a.ispPage)
-	r.Get("/isp/{asn}/charts/{file}", a.ispChartFile)
+	r.HandleFunc("GET /{$}", a.indexPage)
+	r.HandleFunc("GET /data", a.dataPage)
+	r.HandleFunc("GET /isp/{asn}", a.ispPage)
+	r.HandleFunc("GET /isp/{asn}/charts/{file}", a.ispChartFile)
 }
 
 // page is what every template gets.
@@ -144,9 +146,7 @@ func (a *API) render(w http.ResponseWriter, code int, name string, p page) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", dashboardCSP)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	httpx.PageHeaders(h, dashboardCSP)
 	if code == http.StatusOK {
 		h.Set("Cache-Control", "public, max-age=300")
 	} else {
@@ -247,7 +247,7 @@ type goodsetRow struct {
 func (a *API) ispSelector(r *http.Request) (selector, *params, int) {
 	p := &params{q: r.URL.Query()}
 	p.known("metric", "days", "synthetic")
-	asn := strings.TrimPrefix(strings.ToUpper(chi.URLParam(r, "asn")), "AS")
+	asn := strings.TrimPrefix(strings.ToUpper(r.PathValue("asn")), "AS")
 	if n, err := strconv.ParseUint(asn, 10, 32); err != nil || n == 0 {
 		p.fail(bad("asn", "must be an AS number like 3269 or AS3269"))
 	} else {
@@ -381,24 +381,16 @@ type goodsetRule struct {
 func (a *API) goodsetRows(ctx context.Context, s selector) ([]goodsetRow, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT goodset, any(goodset_def), sum(tests_total), sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, agents), arraySort(groupUniqArrayArray(test_versions))
+	return chdb.Select(ctx, a.cfg.Conn, func(rows driver.Rows, g *goodsetRow) error {
+		if err := rows.Scan(&g.Name, &g.Def, &g.TestsTotal, &g.Tests, &g.AgentDays, &g.Median, &g.Versions); err != nil {
+			return err
+		}
+		_ = json.Unmarshal([]byte(g.Def), &g.Rule)
+		return nil
+	}, `SELECT goodset, any(goodset_def), sum(tests_total), sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, agents), arraySort(groupUniqArrayArray(test_versions))
 		FROM analytics_distributions
 		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND synthetic = ? AND weighting = 'agents' AND day >= toDate(?) AND day <= toDate(?)
 		GROUP BY goodset ORDER BY goodset`, s.test, s.scope, s.key, s.metric, s.syn(), s.from.Format(time.DateOnly), s.to.Format(time.DateOnly))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []goodsetRow
-	for rows.Next() {
-		var g goodsetRow
-		if err := rows.Scan(&g.Name, &g.Def, &g.TestsTotal, &g.Tests, &g.AgentDays, &g.Median, &g.Versions); err != nil {
-			return nil, err
-		}
-		_ = json.Unmarshal([]byte(g.Def), &g.Rule)
-		out = append(out, g)
-	}
-	return out, rows.Err()
 }
 
 func (a *API) ispPage(w http.ResponseWriter, r *http.Request) {
@@ -433,7 +425,7 @@ func (a *API) ispPage(w http.ResponseWriter, r *http.Request) {
 // ispChartFile answers /isp/{asn}/charts/{daily,histogram,hourly}.{csv,svg}.
 func (a *API) ispChartFile(w http.ResponseWriter, r *http.Request) {
 	s, p, days := a.ispSelector(r)
-	file := chi.URLParam(r, "file")
+	file := r.PathValue("file")
 	id, ext, _ := strings.Cut(file, ".")
 	if p.err != nil || (ext != "csv" && ext != "svg") {
 		msg := "the file must be daily, histogram or hourly .csv or .svg"
@@ -501,28 +493,18 @@ func (a *API) countries(ctx context.Context, synthetic bool, days int) ([]countr
 	if synthetic {
 		syn = 1
 	}
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT key, sumIf(tests, metric = 'download_mbps') AS n,
+	return chdb.Select(ctx, a.cfg.Conn, func(rows driver.Rows, c *countryRow) error {
+		var down, up, rtt float64
+		err := rows.Scan(&c.Country, &c.Tests, &down, &up, &rtt)
+		c.Download, c.Upload, c.RTTMS = Number(down), Number(up), Number(rtt)
+		return err
+	}, `SELECT key, sumIf(tests, metric = 'download_mbps') AS n,
 			quantileExactWeightedIf(0.5)(p50, agents, metric = 'download_mbps'),
 			quantileExactWeightedIf(0.5)(p50, agents, metric = 'upload_mbps'),
 			quantileExactWeightedIf(0.5)(p50, agents, metric = 'rtt_ms')
 		FROM analytics_distributions
 		WHERE test = 'speedtest' AND scope = 'country' AND goodset = 'all' AND weighting = 'agents' AND synthetic = ? AND day > toDate(now(), 'UTC') - ?
 		GROUP BY key HAVING n > 0 ORDER BY n DESC, key LIMIT 300`, syn, days)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []countryRow
-	for rows.Next() {
-		var c countryRow
-		var down, up, rtt float64
-		if err := rows.Scan(&c.Country, &c.Tests, &down, &up, &rtt); err != nil {
-			return nil, err
-		}
-		c.Download, c.Upload, c.RTTMS = Number(down), Number(up), Number(rtt)
-		out = append(out, c)
-	}
-	return out, rows.Err()
 }
 
 func (a *API) indexPage(w http.ResponseWriter, r *http.Request) {

@@ -4,9 +4,12 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/neubot/neubot/internal/sqltext"
 )
 
 //go:embed migrations/*.sql
@@ -49,6 +52,31 @@ const measurementColumns = `measurement_uid UUID COMMENT 'Random UUID made by th
     authority UInt8 COMMENT '1 when the record carries the server merged view; the highest wins on merge',
     ingested_at DateTime COMMENT 'When the collector received the record, UTC'`
 
+// forRE is a block of a migration written once per value:
+//
+//	-- {{for phase in download upload}}
+//	ALTER TABLE t ADD COLUMN {{phase}}_bytes UInt64;
+//	ALTER TABLE t COMMENT COLUMN {{phase}}_bytes '{{Phase}}: bytes';
+//	-- {{end}}
+//
+// {{Phase}} is the value with its first letter in upper case.
+var forRE = regexp.MustCompile(`(?ms)^-- \{\{for (\w+) in ([\w ]+)\}\}\n(.*?)^-- \{\{end\}\}\n`)
+
+// expand writes out a migration's templates: {{measurement_columns}} and
+// the for blocks.
+func expand(body string) string {
+	body = forRE.ReplaceAllStringFunc(body, func(block string) string {
+		m := forRE.FindStringSubmatch(block)
+		name, text := m[1], m[3]
+		var b strings.Builder
+		for _, v := range strings.Fields(m[2]) {
+			b.WriteString(strings.NewReplacer("{{"+name+"}}", v, "{{"+strings.ToUpper(name[:1])+name[1:]+"}}", strings.ToUpper(v[:1])+v[1:]).Replace(text))
+		}
+		return b.String()
+	})
+	return strings.ReplaceAll(body, "{{measurement_columns}}", measurementColumns)
+}
+
 // Migrations returns the embedded migrations sorted by version. File names
 // are NNNN_name.sql; numbers are unique and start at 1.
 func Migrations() ([]Migration, error) {
@@ -72,7 +100,11 @@ func Migrations() ([]Migration, error) {
 		if err != nil {
 			return nil, err
 		}
-		stmts, err := SplitSQL(strings.ReplaceAll(string(body), "{{measurement_columns}}", measurementColumns))
+		sql := expand(string(body))
+		if i := strings.Index(sql, "{{"); i >= 0 {
+			return nil, fmt.Errorf("migration %s: unknown template %.40q", e.Name(), sql[i:])
+		}
+		stmts, err := SplitSQL(sql)
 		if err != nil {
 			return nil, fmt.Errorf("migration %s: %w", e.Name(), err)
 		}
@@ -83,46 +115,17 @@ func Migrations() ([]Migration, error) {
 }
 
 // SplitSQL splits a script into statements at semicolons outside quotes and
-// comments, dropping comments and empty statements.
+// comments (internal/sqltext), dropping comments and empty statements.
 func SplitSQL(script string) ([]string, error) {
-	var (
-		out  []string
-		cur  strings.Builder
-		quot byte
-	)
-	for i := 0; i < len(script); i++ {
-		ch := script[i]
-		switch {
-		case quot != 0:
-			cur.WriteByte(ch)
-			if ch == '\\' && i+1 < len(script) {
-				i++
-				cur.WriteByte(script[i])
-			} else if ch == quot {
-				quot = 0
-			}
-		case ch == '\'' || ch == '`' || ch == '"':
-			quot = ch
-			cur.WriteByte(ch)
-		case ch == '-' && i+1 < len(script) && script[i+1] == '-':
-			for i < len(script) && script[i] != '\n' {
-				i++
-			}
-			cur.WriteByte('\n')
-		case ch == ';':
-			if s := strings.TrimSpace(cur.String()); s != "" {
-				out = append(out, s)
-			}
-			cur.Reset()
-		default:
-			cur.WriteByte(ch)
+	parts, err := sqltext.Split(script, ";")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
 		}
-	}
-	if quot != 0 {
-		return nil, fmt.Errorf("unterminated quote %c", quot)
-	}
-	if s := strings.TrimSpace(cur.String()); s != "" {
-		out = append(out, s)
 	}
 	return out, nil
 }

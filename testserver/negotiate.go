@@ -7,12 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
-	"net/http"
-
+	"github.com/neubot/neubot/internal/clock"
 	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/proto/negotiate"
 )
@@ -55,7 +55,7 @@ type Session struct {
 	lastSeen time.Time
 	started  time.Time
 	unchoked chan struct{}
-	timer    *time.Timer
+	timer    clock.Timer
 	deadline time.Time // when timer revokes an active session
 	view     any
 	refusal  error // why Admit refused the session
@@ -119,6 +119,9 @@ type NegotiatorConfig struct {
 	// Checked inside transfers (Begin, Count).
 	SessionMaxRequests int
 	SessionMaxBytes    int64
+	// Clock is the negotiator's time (default the wall clock): tests move
+	// a clock.Manual instead of sleeping through the timeouts.
+	Clock clock.Clock
 }
 
 // Negotiator hands out tokens and slots.
@@ -166,6 +169,9 @@ func NewNegotiator(cfg NegotiatorConfig) *Negotiator {
 	}
 	if cfg.SessionMaxBytes <= 0 {
 		cfg.SessionMaxBytes = 256 << 30
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Wall{}
 	}
 	return &Negotiator{
 		cfg:     cfg,
@@ -244,7 +250,7 @@ func (n *Negotiator) Negotiate(ctx context.Context, token, uid, clientAddr strin
 // its turn. The session remembers the test and gets its per-test timer; a
 // token of another test is unknown.
 func (n *Negotiator) NegotiateTest(ctx context.Context, test Test, token, uid, clientAddr string) (Negotiation, error) {
-	now := time.Now()
+	now := n.cfg.Clock.Now()
 	site := ratelimit.Key24(clientAddr)
 	if !n.limiter.Allow(site, now) {
 		n.onEvent("rate_limited")
@@ -284,26 +290,26 @@ func (n *Negotiator) NegotiateTest(ctx context.Context, test Test, token, uid, c
 
 	// A new agent learns its place at once; later requests long-poll
 	// until unchoked.
-	wait := n.cfg.LongPoll
-	if token == "" {
-		wait = 0
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-s.unchoked:
-	case <-t.C:
-	case <-ctx.Done():
-	case <-n.quit:
+	if token != "" {
+		timeout := make(chan struct{})
+		t := n.cfg.Clock.AfterFunc(n.cfg.LongPoll, func() { close(timeout) })
+		select {
+		case <-s.unchoked:
+		case <-timeout:
+		case <-ctx.Done():
+		case <-n.quit:
+		}
+		t.Stop()
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastSeen = time.Now()
+	now = n.cfg.Clock.Now()
+	s.lastSeen = now
 	switch s.state {
 	case Active:
-		return Negotiation{Session: s, Unchoked: true, TTL: n.timeout(s.Test) - time.Since(s.started)}, nil
+		return Negotiation{Session: s, Unchoked: true, TTL: n.timeout(s.Test) - now.Sub(s.started)}, nil
 	case Queued:
 		pos := 0
 		for i, q := range n.queue {
@@ -418,7 +424,7 @@ func (n *Negotiator) timeout(test Test) time.Duration {
 
 // unchokeLocked starts queued sessions while there is capacity.
 func (n *Negotiator) unchokeLocked() {
-	n.expireQueued(time.Now()) // never hand a slot to an agent that left
+	n.expireQueued(n.cfg.Clock.Now()) // never hand a slot to an agent that left
 	for n.active < n.cfg.Capacity && len(n.queue) > 0 {
 		s := n.queue[0]
 		n.queue = n.queue[1:]
@@ -435,8 +441,8 @@ func (n *Negotiator) unchokeLocked() {
 		n.active++
 		s.mu.Lock()
 		s.state = Active
-		s.started = time.Now()
-		s.timer = time.AfterFunc(n.timeout(s.Test), func() { n.revoke(s) })
+		s.started = n.cfg.Clock.Now()
+		s.timer = n.cfg.Clock.AfterFunc(n.timeout(s.Test), func() { n.revoke(s) })
 		s.deadline = s.started.Add(n.timeout(s.Test))
 		close(s.unchoked)
 		s.mu.Unlock()
@@ -488,7 +494,7 @@ func (n *Negotiator) end(s *Session, state State, event string) {
 		return
 	}
 	s.state = state
-	s.lastSeen = time.Now()
+	s.lastSeen = n.cfg.Clock.Now()
 	if s.timer != nil {
 		s.timer.Stop()
 	}
@@ -540,10 +546,11 @@ func (n *Negotiator) Extend(s *Session, d time.Duration) {
 	defer n.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state != Active || s.timer == nil || time.Until(s.deadline) >= d {
+	now := n.cfg.Clock.Now()
+	if s.state != Active || s.timer == nil || s.deadline.Sub(now) >= d {
 		return
 	}
-	s.deadline = time.Now().Add(d)
+	s.deadline = now.Add(d)
 	s.timer.Reset(d)
 }
 

@@ -8,24 +8,35 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/neubot/neubot/internal/clock"
 )
 
+// epoch is where the tests' manual clocks start.
+var epoch = time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+
 // TestStaleQueuedAgentSkipped: when a slot frees, an agent that stopped
-// asking for its place does not get it; the next live one does.
+// asking for its place (longer than QueueGrace) does not get it; the next
+// live one does.
 func TestStaleQueuedAgentSkipped(t *testing.T) {
-	n := NewNegotiator(NegotiatorConfig{Capacity: 1, LongPoll: 50 * time.Millisecond, QueueGrace: 200 * time.Millisecond, Rate: 100})
+	clk := clock.NewManual(epoch)
+	n := NewNegotiator(NegotiatorConfig{Capacity: 1, QueueGrace: 200 * time.Millisecond, Rate: 100, Clock: clk})
 	ctx := context.Background()
 	first, err := n.Negotiate(ctx, "", "", "192.0.2.1")
 	if err != nil || !first.Unchoked {
 		t.Fatalf("first: %+v %v", first, err)
 	}
 	stale, _ := n.Negotiate(ctx, "", "", "192.0.2.2")
-	time.Sleep(150 * time.Millisecond)
+	clk.Advance(150 * time.Millisecond)
 	live, _ := n.Negotiate(ctx, "", "", "192.0.2.3")
-	if stale.Unchoked || live.Unchoked || live.QueuePos != 2 {
+	if stale.Unchoked || live.Unchoked || live.QueuePos != 2 || live.TTL != 200*time.Millisecond {
 		t.Fatalf("queue: stale %+v live %+v", stale, live)
 	}
-	time.Sleep(100 * time.Millisecond) // stale is now past its grace; live is not
+	clk.Advance(50 * time.Millisecond) // stale exactly at its grace: still in
+	if _, queued, _ := n.Load(); queued != 2 {
+		t.Fatalf("%d queued at the grace, want 2", queued)
+	}
+	clk.Advance(time.Millisecond) // stale is now past its grace; live is not
 	n.Release(first.Session)
 	if got := stale.Session.State(); got != Revoked {
 		t.Fatalf("stale agent state %v, want Revoked", got)
@@ -35,10 +46,54 @@ func TestStaleQueuedAgentSkipped(t *testing.T) {
 	}
 }
 
+// TestLongPoll: a queued agent asking again waits up to LongPoll for its
+// turn: it is answered with its place when LongPoll has passed, and at
+// once when a slot frees for it.
+func TestLongPoll(t *testing.T) {
+	clk := clock.NewManual(epoch)
+	n := NewNegotiator(NegotiatorConfig{Capacity: 1, LongPoll: time.Second, TestTimeout: time.Minute, Rate: 100, Clock: clk})
+	ctx := context.Background()
+	first, _ := n.Negotiate(ctx, "", "", "192.0.2.1")
+	second, err := n.Negotiate(ctx, "", "", "192.0.2.2")
+	if err != nil || second.Unchoked || second.QueuePos != 1 {
+		t.Fatalf("second: %+v %v", second, err)
+	}
+	poll := func() chan Negotiation {
+		ch := make(chan Negotiation, 1)
+		go func() {
+			neg, err := n.Negotiate(ctx, second.Session.Token, "", "192.0.2.2")
+			if err != nil {
+				t.Error(err)
+			}
+			ch <- neg
+		}()
+		clk.WaitTimers(2) // the first test's timer and the long poll
+		return ch
+	}
+	ch := poll()
+	clk.Advance(time.Second - time.Millisecond)
+	select {
+	case neg := <-ch: // nothing but the clock or a free slot ends the poll
+		t.Fatalf("answered before LongPoll: %+v", neg)
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	if neg := <-ch; neg.Unchoked || neg.QueuePos != 1 {
+		t.Fatalf("after LongPoll: %+v", neg)
+	}
+	ch = poll()
+	clk.Advance(time.Millisecond)
+	n.Release(first.Session)
+	if neg := <-ch; !neg.Unchoked || neg.TTL != time.Minute {
+		t.Fatalf("after the slot freed: %+v", neg)
+	}
+}
+
 // TestExtendAndWithdraw: Extend postpones the per-test timer (never brings
 // it forward); Withdraw takes a queued session out and frees nothing else.
 func TestExtendAndWithdraw(t *testing.T) {
-	n := NewNegotiator(NegotiatorConfig{Capacity: 1, TestTimeout: 100 * time.Millisecond, Rate: 100})
+	clk := clock.NewManual(epoch)
+	n := NewNegotiator(NegotiatorConfig{Capacity: 1, TestTimeout: 100 * time.Millisecond, Rate: 100, Clock: clk})
 	ctx := context.Background()
 	a, err := n.Negotiate(ctx, "", "", "192.0.2.1")
 	if err != nil || !a.Unchoked {
@@ -46,7 +101,7 @@ func TestExtendAndWithdraw(t *testing.T) {
 	}
 	n.Extend(a.Session, 300*time.Millisecond)
 	n.Extend(a.Session, 10*time.Millisecond) // shorter: no effect
-	time.Sleep(200 * time.Millisecond)
+	clk.Advance(299 * time.Millisecond)
 	if got := a.Session.State(); got != Active {
 		t.Fatalf("extended session %v after the original timeout, want Active", got)
 	}
@@ -58,9 +113,9 @@ func TestExtendAndWithdraw(t *testing.T) {
 	if _, queued, _ := n.Load(); queued != 0 || b.Session.State() != Revoked {
 		t.Fatalf("after Withdraw: %d queued, b %v", queued, b.Session.State())
 	}
-	time.Sleep(200 * time.Millisecond)
+	clk.Advance(time.Millisecond)
 	if got := a.Session.State(); got != Revoked {
-		t.Fatalf("a is %v after the extended timeout, want Revoked", got)
+		t.Fatalf("a is %v at the extended timeout, want Revoked", got)
 	}
 }
 
@@ -70,7 +125,7 @@ func TestExtendAndWithdraw(t *testing.T) {
 // gets the slot.
 func TestAdmitAtTurn(t *testing.T) {
 	var full atomic.Bool
-	n := NewNegotiator(NegotiatorConfig{Capacity: 1, LongPoll: 50 * time.Millisecond, Rate: 100,
+	n := NewNegotiator(NegotiatorConfig{Capacity: 1, Rate: 100, Clock: clock.NewManual(epoch),
 		Admit: func(Test) error {
 			if full.Load() {
 				return errors.New("no room left today")
@@ -88,7 +143,7 @@ func TestAdmitAtTurn(t *testing.T) {
 	}
 	full.Store(true) // the first test used the room
 	n.Release(first.Session)
-	_, err = n.Negotiate(ctx, "", waiting.Session.Token, "192.0.2.2")
+	_, err = n.Negotiate(ctx, waiting.Session.Token, "", "192.0.2.2")
 	if !errors.Is(err, ErrRefused) || StatusOf(err) != 503 || !strings.Contains(err.Error(), "no room left today") {
 		t.Fatalf("the waiting agent's turn: %v (status %d)", err, StatusOf(err))
 	}
@@ -153,9 +208,9 @@ func TestSessionCaps(t *testing.T) {
 	if err != nil || !a.Unchoked {
 		t.Fatal(err)
 	}
-	var stopped atomic.Int32
-	end1, err1 := n.Begin(a.Session, func() { stopped.Add(1) })
-	_, err2 := n.Begin(a.Session, func() { stopped.Add(1) })
+	stopped := make(chan int, 2)
+	end1, err1 := n.Begin(a.Session, func() { stopped <- 1 })
+	_, err2 := n.Begin(a.Session, func() { stopped <- 2 })
 	_, err3 := n.Begin(a.Session, nil)
 	if err1 != nil || err2 != nil || !errors.Is(err3, ErrSessionBusy) || StatusOf(err3) != 429 {
 		t.Fatalf("3 transfers with a cap of 2: %v %v %v", err1, err2, err3)
@@ -172,12 +227,8 @@ func TestSessionCaps(t *testing.T) {
 		t.Fatalf("past the byte cap: %v", err)
 	}
 	n.Revoke(a.Session)
-	deadline := time.Now().Add(time.Second)
-	for stopped.Load() != 1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if stopped.Load() != 1 {
-		t.Fatalf("%d transfers stopped on revocation, want the 1 still running", stopped.Load())
+	if got := <-stopped; got != 2 || len(stopped) != 0 {
+		t.Fatalf("transfer %d stopped on revocation (%d more), want 2, the one still running", got, len(stopped))
 	}
 	select {
 	case <-a.Session.Ended():

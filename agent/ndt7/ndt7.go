@@ -200,6 +200,20 @@ func (s *series) add(el time.Duration, n int64) float64 {
 	return mbps
 }
 
+// subtest ends the series with its last sample (n bytes after el) and
+// returns the client's view of the subtest, ended by endErr (nil: normally).
+func (s *series) subtest(el time.Duration, n int64, endErr error) *schemas.NDT7Subtest {
+	s.add(el, n)
+	return &schemas.NDT7Subtest{
+		GoodputMbps: round3(spec.Mbps(n, el.Microseconds())),
+		MeasuredAt:  "client",
+		Bytes:       uint64(n),
+		DurationS:   round3(el.Seconds()),
+		Samples:     s.samples,
+		Failure:     spec.Failure(endErr),
+	}
+}
+
 // inBand keeps the latest of each part of the server's measurement
 // messages. Servers need not send every part in every message (M-Lab's
 // sends AppInfo and TCPInfo apart), and the latest value of each part
@@ -304,16 +318,7 @@ loop:
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	el := time.Since(start)
-	s.add(el, n)
-	sub := &schemas.NDT7Subtest{
-		GoodputMbps: round3(spec.Mbps(n, el.Microseconds())),
-		MeasuredAt:  "client",
-		Bytes:       uint64(n),
-		DurationS:   round3(el.Seconds()),
-		Samples:     s.samples,
-		Failure:     spec.Failure(endErr),
-	}
+	sub := s.subtest(time.Since(start), n, endErr)
 	band.fill(sub)
 	return sub, nil
 }
@@ -437,15 +442,7 @@ func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
 	if errors.Is(endErr, websocket.ErrCloseSent) {
 		endErr = nil // the server closed while we wrote: a normal end
 	}
-	s.add(el, n)
-	sub := &schemas.NDT7Subtest{
-		GoodputMbps: round3(spec.Mbps(n, el.Microseconds())),
-		MeasuredAt:  "client",
-		Bytes:       uint64(n),
-		DurationS:   round3(el.Seconds()),
-		Samples:     s.samples,
-		Failure:     spec.Failure(endErr),
-	}
+	sub := s.subtest(el, n, endErr)
 	mu.Lock()
 	defer mu.Unlock()
 	band.fill(sub)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/internal/chdb"
-	"github.com/neubot/neubot/internal/cli"
 )
 
 // drawKey reads the analytics' secret draw key from path, creating it
@@ -65,15 +64,8 @@ func startAnalytics(conn driver.Conn, spec string, key []byte, log *slog.Logger)
 }
 
 func cmdAnalytics(args []string) error {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		switch args[0] {
-		case "run":
-			return cmdAnalyticsRun(args[1:])
-		case "table":
-			return cmdAnalyticsTable(args[1:])
-		}
-		fmt.Fprintf(os.Stderr, "%s analytics: unknown command %q (run, table, or flags to run the scheduler)\n", prog, args[0])
-		return cli.ErrUsage
+	if ran, err := subcommand("analytics", args, map[string]func([]string) error{"run": cmdAnalyticsRun, "table": cmdAnalyticsTable}, "run the scheduler"); ran {
+		return err
 	}
 	fs := newFlagSet("analytics", "Run the analytics scheduler: every tick, recompute the days whose measurements changed.\nSub-commands: `analytics run --from --to` recomputes a range; `analytics table` prints the summary table.")
 	ch := addClickHouseFlags(fs)

@@ -15,7 +15,7 @@ func cmdCollector(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:9773", "address to serve the collector API on")
 	spoolDir := fs.String("spool-dir", "neubot-spool", "directory of the write-ahead spool (one per collector)")
 	ch := addClickHouseFlags(fs)
-	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
+	ipdb := addIPDBFlag(fs)
 	maxAge := fs.Duration("batch-max-age", time.Second, "load a batch at the latest this long after its first record arrived")
 	maxRecords := fs.Int("batch-max-records", 100_000, "load a batch when it holds this many records")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on shutdown, load the spool for at most this long; the rest is kept")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,6 +46,31 @@ func newFlagSet(name, usage string) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// addIPDBFlag is the --ipdb flag of the commands that annotate addresses.
+func addIPDBFlag(fs *flag.FlagSet) *string {
+	return fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
+}
+
+// subcommand runs the sub-command of command that args name, when args
+// start with a word rather than a flag; ran is false when they do not (the
+// command itself runs). An unknown word is a usage error, which lists the
+// sub-commands.
+func subcommand(command string, args []string, subs map[string]func([]string) error, otherwise string) (ran bool, err error) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return false, nil
+	}
+	if run, ok := subs[args[0]]; ok {
+		return true, run(args[1:])
+	}
+	names := make([]string, 0, len(subs))
+	for name := range subs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(os.Stderr, "%s %s: unknown command %q (%s, or flags to %s)\n", prog, command, args[0], strings.Join(names, ", "), otherwise)
+	return true, cli.ErrUsage
 }
 
 // parse parses flags and refuses positional arguments.

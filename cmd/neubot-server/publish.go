@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/neubot/neubot/collector/annotate"
 	"github.com/neubot/neubot/internal/chdb"
-	"github.com/neubot/neubot/internal/cli"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
@@ -39,12 +37,8 @@ func startExports(spec string, lag time.Duration, log *slog.Logger, cfgs ...publ
 }
 
 func cmdPublish(args []string) error {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		if args[0] == "export" {
-			return cmdPublishExport(args[1:])
-		}
-		fmt.Fprintf(os.Stderr, "%s publish: unknown command %q (export, or flags to serve)\n", prog, args[0])
-		return cli.ErrUsage
+	if ran, err := subcommand("publish", args, map[string]func([]string) error{"export": cmdPublishExport}, "serve"); ran {
+		return err
 	}
 	fs := newFlagSet("publish", "Serve the public query API (/api/v1/), the dashboards (/, /isp/{asn}) and the open\ndatasets (/datasets/), and export the daily dumps on a schedule.\nSub-command: `publish export --from --to` exports a range of days now.")
 	ch := addClickHouseFlags(fs)
@@ -55,7 +49,7 @@ func cmdPublish(args []string) error {
 	rate := fs.Float64("rate", 10, "requests per second allowed per client address")
 	burst := fs.Int("burst", 50, "burst of requests allowed per client address")
 	cacheTTL := fs.Duration("cache-ttl", time.Minute, "how long answers stay in the in-memory cache (0: no cache)")
-	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
+	ipdb := addIPDBFlag(fs)
 	lf := addLogFlags(fs, "json")
 	log, err := parseLogged(fs, args, lf)
 	if err != nil {

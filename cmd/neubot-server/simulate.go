@@ -19,7 +19,7 @@ func cmdSimulate(args []string) error {
 	seed := fs.Uint64("seed", 1, "seed of the simulation")
 	start := fs.String("start", "", "first day of the period, YYYY-MM-DD, UTC (default: --days days before today)")
 	batch := fs.Int("batch", simulate.DefaultBatch, "records per request")
-	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
+	ipdb := addIPDBFlag(fs)
 	lf := addLogFlags(fs, "text")
 	log, err := parseLogged(fs, args, lf)
 	if err != nil {

@@ -46,7 +46,7 @@ func cmdUp(args []string) error {
 	demoAgents := fs.Int("demo-agents", 500, "agents of the simulated fleet with --demo")
 	demoDays := fs.Int("demo-days", 3, "days of simulated tests with --demo")
 	latest := fs.String("latest-agent-version", "", "announce this as the newest agent release in rendezvous answers (see collector --latest-agent-version)")
-	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages (default: where scripts/setup installs them)")
+	ipdb := addIPDBFlag(fs)
 	lf := addLogFlags(fs, "text")
 	log, err := parseLogged(fs, args, lf)
 	if err != nil {

@@ -260,3 +260,23 @@ func (e *MigrationError) Error() string {
 }
 
 func (e *MigrationError) Unwrap() error { return e.Err }
+
+// Select runs query with args and returns one T per row, each filled by
+// scan from the current row (rows.Scan into its fields, then whatever the
+// row needs turned into): the one loop over rows that readers share.
+func Select[T any](ctx context.Context, conn driver.Conn, scan func(rows driver.Rows, x *T) error, query string, args ...any) ([]T, error) {
+	rows, err := conn.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var x T
+		if err := scan(rows, &x); err != nil {
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}

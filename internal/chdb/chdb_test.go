@@ -11,7 +11,7 @@ import (
 	"github.com/neubot/neubot/schemas"
 )
 
-func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(localchtest.MainNoLeaks(m)) }
 
 func TestMigrateOnceEach(t *testing.T) {
 	_, conn := localchtest.NewDatabase(t)

@@ -1,11 +1,9 @@
 package chdb
 
 import (
-	"log/slog"
-
 	"context"
 	"fmt"
-	"github.com/neubot/neubot/schemas"
+	"log/slog"
 	"regexp"
 	"sort"
 	"strings"
@@ -13,6 +11,9 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/neubot/neubot/internal/sqltext"
+	"github.com/neubot/neubot/schemas"
 )
 
 // Cluster mode. The migrations in schemas/ are written once, for a single
@@ -141,7 +142,7 @@ func (r *Rewriter) create(name, rest string) ([]Step, error) {
 	if !strings.HasPrefix(rest, "(") {
 		return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s: want a column list or AS table", name)
 	}
-	end, err := closing(rest)
+	end, err := sqltext.Closing(rest)
 	if err != nil {
 		return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s: %w", name, err)
 	}
@@ -154,7 +155,7 @@ func (r *Rewriter) create(name, rest string) ([]Step, error) {
 	if !mergeTrees[def.engine] {
 		return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s: engine %s has no rule (only %s)", name, def.engine, keys(mergeTrees))
 	}
-	bare, err := stripComments(cols)
+	bare, _, err := sqltext.Comments(cols)
 	if err != nil {
 		return nil, fmt.Errorf("chdb: cluster mode: CREATE TABLE %s: %w", name, err)
 	}
@@ -180,7 +181,7 @@ func (r *Rewriter) alter(name, rest string) ([]Step, error) {
 	if !ok {
 		return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: not a table of the migrations", name)
 	}
-	clauses, err := splitTop(rest)
+	clauses, err := sqltext.Split(rest, ",")
 	if err != nil {
 		return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: %w", name, err)
 	}
@@ -202,7 +203,7 @@ func (r *Rewriter) alter(name, rest string) ([]Step, error) {
 		if m == nil {
 			return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: only ADD COLUMN and COMMENT COLUMN have a rule, not %q", name, head(c))
 		}
-		bare, err := stripComments(c)
+		bare, comments, err := sqltext.Comments(c)
 		if err != nil {
 			return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: %w", name, err)
 		}
@@ -214,8 +215,8 @@ func (r *Rewriter) alter(name, rest string) ([]Step, error) {
 				Step{SQL: fmt.Sprintf("ALTER TABLE %s %s", name, bare), PerHost: true, Table: name, Column: col})
 			// 18.16's Distributed tables drop the COMMENT of ADD COLUMN;
 			// COMMENT COLUMN sets it (and setting it again is harmless).
-			if lit := commentOf(c); lit != "" {
-				steps = append(steps, Step{SQL: fmt.Sprintf("ALTER TABLE %s COMMENT COLUMN %s %s", name, col, lit), PerHost: true})
+			if len(comments) > 0 {
+				steps = append(steps, Step{SQL: fmt.Sprintf("ALTER TABLE %s COMMENT COLUMN %s %s", name, col, comments[0]), PerHost: true})
 			}
 		} else {
 			// One Replicated table on every server: ALTER it on one,
@@ -248,135 +249,6 @@ func (r *Rewriter) globalPath(name string) string {
 
 func (r *Rewriter) distributed(name string) string {
 	return fmt.Sprintf("Distributed(%s, %s, %s%s, %s)", r.Cluster, r.Database, name, LocalSuffix, ShardingKey)
-}
-
-// closing returns the index of the parenthesis that closes s[0].
-func closing(s string) (int, error) {
-	depth := 0
-	var quot byte
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		switch {
-		case quot != 0:
-			if ch == '\\' {
-				i++
-			} else if ch == quot {
-				quot = 0
-			}
-		case ch == '\'' || ch == '`' || ch == '"':
-			quot = ch
-		case ch == '(':
-			depth++
-		case ch == ')':
-			depth--
-			if depth == 0 {
-				return i, nil
-			}
-		}
-	}
-	return 0, fmt.Errorf("unbalanced parentheses")
-}
-
-// splitTop splits s at commas outside parentheses and quotes.
-func splitTop(s string) ([]string, error) {
-	var out []string
-	depth, start := 0, 0
-	var quot byte
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		switch {
-		case quot != 0:
-			if ch == '\\' {
-				i++
-			} else if ch == quot {
-				quot = 0
-			}
-		case ch == '\'' || ch == '`' || ch == '"':
-			quot = ch
-		case ch == '(':
-			depth++
-		case ch == ')':
-			depth--
-		case ch == ',' && depth == 0:
-			out = append(out, strings.TrimSpace(s[start:i]))
-			start = i + 1
-		}
-	}
-	if quot != 0 || depth != 0 {
-		return nil, fmt.Errorf("unbalanced quotes or parentheses")
-	}
-	return append(out, strings.TrimSpace(s[start:])), nil
-}
-
-var commentRE = regexp.MustCompile(`(?i)^COMMENT\s*'`)
-
-// stripComments removes every COMMENT '...' outside quotes from s.
-func stripComments(s string) (string, error) {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		if ch == '\'' || ch == '`' || ch == '"' {
-			j, err := endQuote(s, i)
-			if err != nil {
-				return "", err
-			}
-			b.WriteString(s[i : j+1])
-			i = j
-			continue
-		}
-		if (ch == 'C' || ch == 'c') && (i == 0 || !isIdent(s[i-1])) && commentRE.MatchString(s[i:]) {
-			q := i + strings.IndexByte(s[i:], '\'')
-			j, err := endQuote(s, q)
-			if err != nil {
-				return "", err
-			}
-			i = j
-			continue
-		}
-		b.WriteByte(ch)
-	}
-	return b.String(), nil
-}
-
-// commentOf returns the quoted literal of the first COMMENT '...' outside
-// quotes in s, quotes included, or "".
-func commentOf(s string) string {
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		if ch == '\'' || ch == '`' || ch == '"' {
-			j, err := endQuote(s, i)
-			if err != nil {
-				return ""
-			}
-			i = j
-			continue
-		}
-		if (ch == 'C' || ch == 'c') && (i == 0 || !isIdent(s[i-1])) && commentRE.MatchString(s[i:]) {
-			q := i + strings.IndexByte(s[i:], '\'')
-			j, err := endQuote(s, q)
-			if err != nil {
-				return ""
-			}
-			return s[q : j+1]
-		}
-	}
-	return ""
-}
-
-func endQuote(s string, i int) (int, error) {
-	q := s[i]
-	for j := i + 1; j < len(s); j++ {
-		if s[j] == '\\' {
-			j++
-		} else if s[j] == q {
-			return j, nil
-		}
-	}
-	return 0, fmt.Errorf("unterminated quote %c", q)
-}
-
-func isIdent(c byte) bool {
-	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 func head(s string) string {

@@ -61,32 +61,10 @@ ALTER TABLE analytics_verdicts COMMENT COLUMN agents_differentiation 'Agents who
 
 -- The replay differential test (spec/replay.md): one row per
 -- measurement_uid after merges, like bittorrent (same envelope and
--- annotation columns, ReplacingMergeTree(authority), read with FINAL).
+-- annotation columns, ReplacingMergeTree(authority), read with FINAL);
+-- server_peer follows server_version, as migration 0005 put it in the others.
 CREATE TABLE IF NOT EXISTS replay (
-    measurement_uid UUID COMMENT 'Random UUID made by the agent at test start; idempotency key end to end',
-    agent_id UUID COMMENT 'Random UUID made once at install by the agent',
-    test_version String COMMENT 'Methodology version of the test',
-    schema_version UInt16 COMMENT 'Version of the record layout',
-    start_time DateTime COMMENT 'When the test started, UTC',
-    duration_s Float64 COMMENT 'Wall time of the whole test, seconds',
-    agent_software String COMMENT 'Client software name',
-    agent_version String COMMENT 'Client software version',
-    agent_os String COMMENT 'Client operating system (GOOS)',
-    agent_arch String COMMENT 'Client CPU architecture (GOARCH)',
-    server_id String COMMENT 'Test server identifier from the rendezvous',
-    server_version String COMMENT 'Test server software version',
-    server_peer UInt8 DEFAULT 0 COMMENT '1 when another volunteer’s agent served the test (peer-to-peer mode); 0 for a platform test server',
-    consent_informed UInt8 COMMENT '1 when the volunteer was informed',
-    consent_can_collect UInt8 COMMENT '1 when the volunteer allows collection',
-    consent_can_publish UInt8 COMMENT '1 when the volunteer allows publication; 0 rows are never published',
-    synthetic UInt8 COMMENT '1 for simulated records; never in a real public dump',
-    client_asn UInt32 COMMENT 'Autonomous system of the client address (0 unknown)',
-    client_org String COMMENT 'Organisation of the client AS',
-    client_country String COMMENT 'ISO 3166-1 alpha-2 country of the client address (empty unknown)',
-    client_prefix String COMMENT 'Client address truncated to /24 (IPv4) or /48 (IPv6); the full address is never stored',
-    annotation_db String COMMENT 'Version of the IP-to-ASN and country databases used',
-    authority UInt8 COMMENT '1 when the record carries the server merged view; the highest wins on merge',
-    ingested_at DateTime COMMENT 'When the collector received the record, UTC',
+    {{measurement_columns}},
     trace String COMMENT 'Name of the replayed trace',
     trace_version UInt16 COMMENT 'Version of the trace data file',
     sni String COMMENT 'Server name of the original flows’ TLS ClientHello (empty: not TLS)',
@@ -125,3 +103,5 @@ CREATE TABLE IF NOT EXISTS replay (
 ) ENGINE = ReplacingMergeTree(authority)
 PARTITION BY toYYYYMM(start_time)
 ORDER BY (toDate(start_time), measurement_uid);
+ALTER TABLE replay ADD COLUMN server_peer UInt8 DEFAULT 0 AFTER server_version;
+ALTER TABLE replay COMMENT COLUMN server_peer '1 when the agent of another volunteer served the test (peer-to-peer mode); 0 for a platform test server';

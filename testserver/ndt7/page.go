@@ -10,6 +10,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/neubot/neubot/internal/httpx"
 	spec "github.com/neubot/neubot/proto/ndt7"
 	"github.com/neubot/neubot/schemas"
 )
@@ -106,10 +107,7 @@ func pageHandler(version string) http.Handler {
 
 func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h.Set("Content-Security-Policy", contentSecurityPolicy)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	httpx.PageHeaders(h, contentSecurityPolicy)
 	h.Set("Cache-Control", "no-cache")
 	if r.URL.Path == spec.PagePath {
 		h.Set("Content-Type", "text/html; charset=utf-8")

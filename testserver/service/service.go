@@ -16,12 +16,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/identity"
+	"github.com/neubot/neubot/internal/metrics"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/proto/negotiate"
 	"github.com/neubot/neubot/proto/rendezvous"
@@ -75,7 +72,7 @@ type Service struct {
 	neg       *testserver.Negotiator
 	forwarder *ingest.Forwarder
 	mux       *http.ServeMux
-	reg       *prometheus.Registry
+	reg       metrics.Registry
 	providers []testserver.Provider // every test offered, by name
 }
 
@@ -92,30 +89,20 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	fw.Key = cfg.Key
-	s := &Service{cfg: cfg, neg: testserver.NewNegotiator(cfg.Negotiator), forwarder: fw, mux: http.NewServeMux(), reg: prometheus.NewRegistry()}
+	s := &Service{cfg: cfg, neg: testserver.NewNegotiator(cfg.Negotiator), forwarder: fw, mux: http.NewServeMux(), reg: metrics.New()}
 
-	events := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "neubot_testserver_negotiation_events_total",
-		Help: "Negotiation events: negotiated, unchoked, done, revoked, queue_expired, rate_limited, queue_full.",
-	}, []string{"event"})
-	bytesTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "neubot_testserver_payload_bytes_total",
-		Help: "Test payload bytes by direction (sent = download, received = upload).",
-	}, []string{"direction"})
-	forwarded := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "neubot_testserver_forward_records_total",
-		Help: "Records handed to the collector: forwarded, retry (per attempt), refused.",
-	}, []string{"event"})
-	s.reg.MustRegister(events, bytesTotal, forwarded,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_tests_active", Help: "Tests running now."},
-			func() float64 { a, _, _ := s.neg.Load(); return float64(a) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_tests_queued", Help: "Agents waiting for a slot."},
-			func() float64 { _, q, _ := s.neg.Load(); return float64(q) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "neubot_testserver_forward_pending_records", Help: "Records spooled, not yet accepted by the collector."},
-			func() float64 { return float64(fw.Pending()) }),
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
+	events := s.reg.CounterVec("neubot_testserver_negotiation_events_total",
+		"Negotiation events: negotiated, unchoked, done, revoked, queue_expired, rate_limited, queue_full.", "event")
+	bytesTotal := s.reg.CounterVec("neubot_testserver_payload_bytes_total",
+		"Test payload bytes by direction (sent = download, received = upload).", "direction")
+	forwarded := s.reg.CounterVec("neubot_testserver_forward_records_total",
+		"Records handed to the collector: forwarded, retry (per attempt), refused.", "event")
+	s.reg.GaugeFunc("neubot_testserver_tests_active", "Tests running now.",
+		func() float64 { a, _, _ := s.neg.Load(); return float64(a) })
+	s.reg.GaugeFunc("neubot_testserver_tests_queued", "Agents waiting for a slot.",
+		func() float64 { _, q, _ := s.neg.Load(); return float64(q) })
+	s.reg.GaugeFunc("neubot_testserver_forward_pending_records", "Records spooled, not yet accepted by the collector.",
+		func() float64 { return float64(fw.Pending()) })
 	s.neg.OnEvent(func(e string) { events.WithLabelValues(e).Inc() })
 	fw.OnEvent = func(e string, n int) { forwarded.WithLabelValues(e).Add(float64(n)) }
 	sent, recv := bytesTotal.WithLabelValues("sent"), bytesTotal.WithLabelValues("received")
@@ -160,7 +147,7 @@ func New(cfg Config) (*Service, error) {
 		s.mux.Handle("POST "+spec.CollectPath, testserver.CollectHandler(p, env, forward))
 		p.Routes(s.mux)
 	}
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	s.mux.Handle("GET /metrics", s.reg.Handler())
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	return s, nil
 }

@@ -29,7 +29,7 @@ import (
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
 
-func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(localchtest.MainNoLeaks(m)) }
 
 var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3, V2: speedtest.V2Config{MaxPhase: 400 * time.Millisecond, MaxPhaseLongRTT: 400 * time.Millisecond, MinWindow: 200 * time.Millisecond}}
 
@@ -259,9 +259,10 @@ func postRecord(t *testing.T, url string, rec *schemas.Record) int {
 // collector is down wait in the spool and arrive once it is back.
 func TestForwarderSurvivesCollectorOutage(t *testing.T) {
 	var up atomic.Bool
-	var got atomic.Int64
+	var got, refused atomic.Int64
 	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !up.Load() {
+			refused.Add(1)
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
@@ -274,12 +275,20 @@ func TestForwarderSurvivesCollectorOutage(t *testing.T) {
 	if _, err := speedtest.NewMeasurer(quick).Run(context.Background(), env(url)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
+	// Not a sleep: the forwarder is seen trying twice (a first attempt and a
+	// retry) and being refused, and the record is still pending after.
+	deadline := time.Now().Add(40 * time.Second)
+	for refused.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the forwarder tried %d times in 40 s while the collector was down", refused.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if svc.Forwarder().Pending() != 1 || got.Load() != 0 {
 		t.Fatalf("while the collector is down: %d pending, %d delivered", svc.Forwarder().Pending(), got.Load())
 	}
 	up.Store(true)
-	deadline := time.Now().Add(40 * time.Second)
+	deadline = time.Now().Add(40 * time.Second)
 	for svc.Forwarder().Pending() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("record not delivered after the collector came back")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"go.uber.org/goleak"
 
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
@@ -48,6 +49,21 @@ func Main(m *testing.M) int {
 		os.RemoveAll(dir)
 	}
 	return code
+}
+
+// MainNoLeaks is Main, then a check that the tests left no goroutine
+// running (go.uber.org/goleak): a package whose tests start servers,
+// loaders or pollers proves that they all stop. Use it as Main.
+func MainNoLeaks(m *testing.M, opts ...goleak.Option) int {
+	code := Main(m)
+	if code != 0 {
+		return code
+	}
+	if err := goleak.Find(opts...); err != nil {
+		fmt.Fprintf(os.Stderr, "localchtest: goroutines left running after the tests: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 // Server returns the test binary's ClickHouse server, starting it on first
