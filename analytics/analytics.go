@@ -157,7 +157,7 @@ func EligibleSQL(t Test) string {
 // authoritative copy of each measurement), with the metrics under the
 // names the goodsets use. The analytics and the API read the same rows.
 func rowsSQL(t Test, day string) string {
-	return fmt.Sprintf(`SELECT measurement_uid, agent_id, agent_pseudonym, client_asn AS asn, client_org, client_country, synthetic, start_time,
+	return fmt.Sprintf(`SELECT measurement_uid, agent_id, agent_pseudonym, client_asn AS asn, client_org, client_country, synthetic, start_time, test_version,
         %s AS down, %s AS up, %s AS rtt
     FROM %s FINAL WHERE %s AND %s AND %s`, t.Down, t.Up, t.RTT, t.Table, DayCond(day), EligibleSQL(t), trustSQL(t.Table, day))
 }
@@ -267,8 +267,9 @@ func agentDaysSQL(t Test, g Goodset, day string, key []byte) string {
 		sums = append(sums, fmt.Sprintf("sumIf(%s, c)", m.src))
 	}
 	return fmt.Sprintf(`INSERT INTO analytics_agent_days (day, test, goodset, goodset_version, synthetic, agent_id, asn, org, country,
-    tests_total, tests, download_mbps, upload_mbps, rtt_ms, download_sum, upload_sum, rtt_sum)
-SELECT toDate('%[1]s'), %[2]s, %[3]s, %[4]d, synthetic, agent_id, asn, min(client_org), min(client_country), count(), countIf(c), %[5]s, %[6]s
+    tests_total, tests, test_versions, download_mbps, upload_mbps, rtt_ms, download_sum, upload_sum, rtt_sum)
+SELECT toDate('%[1]s'), %[2]s, %[3]s, %[4]d, synthetic, agent_id, asn, min(client_org), min(client_country), count(), countIf(c),
+    arraySort(groupUniqArrayIf(test_version, c = 1)), %[5]s, %[6]s
 FROM %[7]s
 GROUP BY synthetic, agent_id, asn`, day, quote(t.Name), quote(g.Name), g.Version, strings.Join(aggs, ", "), strings.Join(sums, ", "), source(t, g, day, key, chunk{0, 1}))
 }
@@ -287,7 +288,7 @@ type distSpec struct {
 	from      string // a table or subquery
 	group     string // GROUP BY beyond day, key, synthetic
 	key       string
-	base      string // tests_total, tests, agents, agents_total, votes AS expressions
+	base      string // tests_total, tests, agents, agents_total, votes, test_versions AS expressions
 	value     func(m int) string
 	cond      string // a row votes when cond holds
 	weighting string
@@ -303,7 +304,7 @@ type distSpec struct {
 // 833,333 agents).
 func distributionsSQL(t Test, g Goodset, scope, day string, sp distSpec) string {
 	var aggs, split, dense, tuples []string
-	base := "day, key, org, country, synthetic, tests_total, tests, agents, agents_total, votes"
+	base := "day, key, org, country, synthetic, tests_total, tests, agents, agents_total, votes, test_versions"
 	l2, l3 := base, base // the columns each layer passes on, by name
 	for i := range metrics {
 		p := fmt.Sprintf("m%d_", i)
@@ -326,14 +327,14 @@ func distributionsSQL(t Test, g Goodset, scope, day string, sp distSpec) string 
 		group += ", " + sp.group
 	}
 	return fmt.Sprintf(`INSERT INTO analytics_distributions (day, test, goodset, goodset_version, goodset_def, scope, key, org, country,
-    synthetic, metric, weighting, tests_total, tests, agents, agents_total, mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, hist, modes)
-SELECT day, %[14]s, %[1]s, %[2]d, %[3]s, %[4]s, key, org, country, synthetic, metric, %[15]s, tests_total, tests, agents, agents_total,
+    synthetic, metric, weighting, tests_total, tests, agents, agents_total, test_versions, mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, hist, modes)
+SELECT day, %[14]s, %[1]s, %[2]d, %[3]s, %[4]s, key, org, country, synthetic, metric, %[15]s, tests_total, tests, agents, agents_total, test_versions,
     mean, %[16]s, %[17]s, %[18]s, %[19]s, %[20]s, %[21]s, %[22]s, hist,
     arrayMap(i -> round(pow(10, (i - 1 - %[5]d + 0.5) / 10), 3),
         arrayFilter((i, h, prev, next) -> h >= 0.05 * votes AND h > prev AND h >= next,
             arrayEnumerate(hist), hist, arrayPushFront(arrayPopBack(hist), toUInt64(0 * votes)), arrayPushBack(arrayPopFront(hist), toUInt64(0)))) AS modes
 FROM (
-    SELECT day, key, org, country, synthetic, tests_total, tests, agents, agents_total, votes,
+    SELECT day, key, org, country, synthetic, tests_total, tests, agents, agents_total, votes, test_versions,
         tupleElement(m, 1) AS metric, tupleElement(m, 2) AS mean, tupleElement(m, 3) AS s, length(s) AS n, tupleElement(m, 4) AS hist
     FROM (
         SELECT %[13]s, %[10]s
@@ -364,11 +365,11 @@ FROM (
 func agentsSpec(t Test, g Goodset, scope, key, day string) distSpec {
 	return distSpec{
 		// The votes' counts renamed: the aggregates take their names.
-		from: fmt.Sprintf(`(SELECT agent_id, asn, org AS client_org, country AS client_country, synthetic, tests_total AS vtotal, tests AS vtests, download_mbps, upload_mbps, rtt_ms
+		from: fmt.Sprintf(`(SELECT agent_id, asn, org AS client_org, country AS client_country, synthetic, tests_total AS vtotal, tests AS vtests, test_versions AS vversions, download_mbps, upload_mbps, rtt_ms
     FROM analytics_agent_days WHERE day = toDate('%s') AND test = %s AND goodset = %s AND goodset_version = %d)`,
 			day, quote(t.Name), quote(g.Name), g.Version),
 		key:       key,
-		base:      "sum(vtotal) AS tests_total, sum(vtests) AS tests, uniqExactIf(agent_id, vtests > 0) AS agents, uniqExact(agent_id) AS agents_total, countIf(vtests > 0) AS votes",
+		base:      "sum(vtotal) AS tests_total, sum(vtests) AS tests, uniqExactIf(agent_id, vtests > 0) AS agents, uniqExact(agent_id) AS agents_total, countIf(vtests > 0) AS votes, arraySort(groupUniqArrayArray(vversions)) AS test_versions",
 		value:     func(m int) string { return metrics[m].vote },
 		cond:      "vtests > 0",
 		weighting: "agents",
@@ -380,7 +381,7 @@ func testsSpec(t Test, g Goodset, key, day string, drawKey []byte, ch chunk) dis
 	return distSpec{
 		from:      source(t, g, day, drawKey, ch),
 		key:       key,
-		base:      "count() AS tests_total, countIf(c) AS tests, toUInt64(tests > 0) AS agents, toUInt64(1) AS agents_total, tests AS votes",
+		base:      "count() AS tests_total, countIf(c) AS tests, toUInt64(tests > 0) AS agents, toUInt64(1) AS agents_total, tests AS votes, arraySort(groupUniqArrayIf(test_version, c = 1)) AS test_versions",
 		value:     func(m int) string { return metrics[m].src },
 		cond:      "c",
 		weighting: "tests",

@@ -220,3 +220,62 @@ func TestOnlyPublishableOnTime(t *testing.T) {
 		t.Fatalf("tests counted: %d (%v), want the 10 publishable on-time ones", n, err)
 	}
 }
+
+// TestTestVersions: the speedtest's two methodologies coexist, and every
+// figure says which it pools: a provider with v1 and v2 tests has both, a
+// provider with v2 tests only has 2, and Table I lists the versions too.
+func TestTestVersions(t *testing.T) {
+	_, conn := localchtest.NewDatabase(t)
+	rng := rand.New(rand.NewPCG(5, 5))
+	day := time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC)
+	var mixed, v2 []*schemas.Record
+	for i := 0; i < 20; i++ {
+		r := schemastest.Speedtest(rng, day.Add(time.Duration(rng.IntN(86400))*time.Second), "192.0.2.1", 20)
+		if i%2 == 0 {
+			r.TestVersion = schemas.SpeedtestVersion1
+		} else {
+			r.TestVersion = schemas.SpeedtestVersion
+		}
+		mixed = append(mixed, r)
+		r = schemastest.Speedtest(rng, day.Add(time.Duration(rng.IntN(86400))*time.Second), "192.0.2.1", 50)
+		r.TestVersion = schemas.SpeedtestVersion
+		v2 = append(v2, r)
+	}
+	insert(t, conn, mixed, 64501)
+	insert(t, conn, v2, 64502)
+	ctx := context.Background()
+	if err := (&analytics.Job{Conn: conn}).RunDay(ctx, "2026-11-21"); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"64501": "[1 2]", "64502": "[2]", "": "[1 2]"}
+	for key, w := range want {
+		scope := "asn"
+		if key == "" {
+			scope = "all"
+		}
+		var got []string
+		if err := conn.QueryRow(ctx, `SELECT test_versions FROM analytics_distributions
+			WHERE test = 'speedtest' AND goodset = 'all' AND scope = ? AND key = ? AND metric = 'download_mbps' AND weighting = 'agents' AND synthetic = 1`, scope, key).Scan(&got); err != nil {
+			t.Fatalf("scope %s key %q: %v", scope, key, err)
+		}
+		if fmt.Sprint(got) != w {
+			t.Errorf("scope %s key %q: test_versions %v, want %s", scope, key, got, w)
+		}
+	}
+	tab, err := analytics.ReadTable(ctx, conn, analytics.TableQuery{Synthetic: true, From: day, To: day, MinAgents: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(tab.TestVersions) != "[1 2]" {
+		t.Fatalf("Table I pools %v, want [1 2]", tab.TestVersions)
+	}
+	var text strings.Builder
+	tab.WriteText(&text)
+	if !strings.Contains(text.String(), "methodology versions pooled (test_version): 1, 2") {
+		t.Fatalf("Table I does not say its versions:\n%s", text.String())
+	}
+	tab, err = analytics.ReadTable(ctx, conn, analytics.TableQuery{Synthetic: true, From: day, To: day, MinAgents: 1, ASN: 64502})
+	if err != nil || fmt.Sprint(tab.TestVersions) != "[2]" {
+		t.Fatalf("Table I of AS64502 pools %v (%v), want [2]", tab.TestVersions, err)
+	}
+}

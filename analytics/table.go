@@ -72,15 +72,19 @@ func ratio(a, b uint64) float64 {
 // the providers with at least MinAgents agents in the goodset (most agents
 // first), then the others apart.
 type Table struct {
-	Test      string     `json:"test"`
-	Goodset   string     `json:"goodset"`
-	Synthetic bool       `json:"synthetic"`
-	From      string     `json:"from"`
-	To        string     `json:"to"`
-	MinAgents int        `json:"min_agents"`
-	Overall   TableRow   `json:"overall"`
-	Providers []TableRow `json:"providers"`
-	Others    []TableRow `json:"others"`
+	Test      string `json:"test"`
+	Goodset   string `json:"goodset"`
+	Synthetic bool   `json:"synthetic"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	MinAgents int    `json:"min_agents"`
+	// TestVersions are the methodology versions (test_version) of the
+	// tests inside the goodset that the table pools, sorted (none for
+	// votes computed before they were recorded).
+	TestVersions []string   `json:"test_versions"`
+	Overall      TableRow   `json:"overall"`
+	Providers    []TableRow `json:"providers"`
+	Others       []TableRow `json:"others"`
 }
 
 // TableQuery selects a Table.
@@ -148,6 +152,14 @@ func ReadTable(ctx context.Context, conn driver.Conn, q TableQuery) (*Table, err
 	}
 	t := &Table{Test: q.Test, Goodset: q.Goodset, Synthetic: q.Synthetic, From: q.From.Format(time.DateOnly), To: q.To.Format(time.DateOnly),
 		MinAgents: q.MinAgents, Providers: []TableRow{}, Others: []TableRow{}}
+	if err := conn.QueryRow(ctx, `SELECT arraySort(groupUniqArrayArray(test_versions)) FROM analytics_agent_days
+        WHERE test = ? AND goodset = ? AND goodset_version = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?) AND (? = 0 OR asn = ?)`,
+		q.Test, q.Goodset, uint32(version), syn, t.From, t.To, q.ASN, q.ASN).Scan(&t.TestVersions); err != nil {
+		return nil, fmt.Errorf("analytics: table: %w", err)
+	}
+	if t.TestVersions == nil {
+		t.TestVersions = []string{}
+	}
 	var all []TableRow
 	keys := []string{"''", "toString(asn)"}
 	if q.ASN != 0 {
@@ -225,7 +237,12 @@ func (r TableRow) name() string {
 // the medians under them.
 func (t *Table) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "Table I: %s, goodset %s, %s to %s (UTC days)%s\n", t.Test, t.Goodset, t.From, t.To, map[bool]string{true: ", simulated tests", false: ""}[t.Synthetic])
-	fmt.Fprintf(w, "each agent votes once: the median of its daily medians; mean and median over agents; [95%% CI of the median]\n\n")
+	fmt.Fprintf(w, "each agent votes once: the median of its daily medians; mean and median over agents; [95%% CI of the median]\n")
+	versions := strings.Join(t.TestVersions, ", ")
+	if versions == "" {
+		versions = "not recorded"
+	}
+	fmt.Fprintf(w, "methodology versions pooled (test_version): %s\n\n", versions)
 	head := fmt.Sprintf("%-34s %7s %8s %7s %7s | %-24s | %-24s | %-24s", "Source", "agents", "tests", "%agents", "%tests",
 		"download Mbit/s mean/med", "upload Mbit/s mean/med", "RTT ms mean/med")
 	fmt.Fprintln(w, head)

@@ -21,6 +21,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -198,7 +199,11 @@ type Distribution struct {
 	Org        string `json:"org"`
 	Country    string `json:"country"`
 	GoodsetDef string `json:"goodset_definition"`
-	Days       []Day  `json:"days"`
+	// TestVersions are the methodology versions (test_version) of the
+	// tests the figure pools over its days, sorted; the days computed
+	// before the analytics recorded them add none.
+	TestVersions []string `json:"test_versions"`
+	Days         []Day    `json:"days"`
 }
 
 // Selection is what the selector of a figure's answer (distributions,
@@ -295,17 +300,24 @@ func bySelector[T any](a *API, what string, query func(*API, context.Context, se
 func (a *API) distribution(ctx context.Context, s selector) (*Distribution, error) {
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
-	d := &Distribution{Selection: s.selection(), Weighting: "agents", Days: []Day{}}
+	d := &Distribution{Selection: s.selection(), Weighting: "agents", Days: []Day{}, TestVersions: []string{}}
 	days, err := chdb.Select(ctx, a.cfg.Conn, func(rows driver.Rows, x *Day) error {
 		var lo, hi float64
-		err := rows.Scan(&x.Day, &x.TestsTotal, &x.Tests, &x.Agents, &x.AgentsTotal, &x.Mean, &x.P10, &x.P25, &x.P50, &lo, &hi, &x.P75, &x.P90, &x.Modes, &d.Org, &d.Country, &d.GoodsetDef)
+		var versions []string
+		err := rows.Scan(&x.Day, &x.TestsTotal, &x.Tests, &x.Agents, &x.AgentsTotal, &x.Mean, &x.P10, &x.P25, &x.P50, &lo, &hi, &x.P75, &x.P90, &x.Modes, &d.Org, &d.Country, &d.GoodsetDef, &versions)
 		x.P50CILow, x.P50CIHigh = Number(lo), Number(hi)
+		for _, v := range versions {
+			if !slices.Contains(d.TestVersions, v) {
+				d.TestVersions = append(d.TestVersions, v)
+			}
+		}
 		return err
-	}, `SELECT toString(day), tests_total, tests, agents, agents_total, mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, modes, org, country, goodset_def
+	}, `SELECT toString(day), tests_total, tests, agents, agents_total, mean, p10, p25, p50, p50_ci_low, p50_ci_high, p75, p90, modes, org, country, goodset_def, test_versions
 		FROM analytics_distributions
 		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND goodset = ? AND synthetic = ? AND weighting = 'agents' AND day >= toDate(?) AND day <= toDate(?)
 		ORDER BY day`, s.test, s.scope, s.key, s.metric, s.goodset, s.syn(), d.From, d.To)
 	d.Days = append(d.Days, days...)
+	slices.Sort(d.TestVersions)
 	return d, err
 }
 

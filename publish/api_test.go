@@ -134,7 +134,9 @@ func TestDistributionsAndComparison(t *testing.T) {
 	}
 	t.Logf("AS%d %s: %d tests, p25 %.1f p50 %.1f p75 %.1f; mine %.0f over %d", c.ASN, c.Org, c.ISPTests, c.P25, c.P50, c.P75, c.MyMedian, c.MyTests)
 	// From loopback, without the proxy: no known provider, said plainly.
-	ag2, err := agent.New(agent.Options{StateDir: t.TempDir(), PublicAPIURL: httptest.NewServer(publish.New(publish.Config{Conn: col.Conn, IPDB: collectortest.IPDB(t)}).Handler()).URL})
+	api2 := httptest.NewServer(publish.New(publish.Config{Conn: col.Conn, IPDB: collectortest.IPDB(t)}).Handler())
+	defer api2.Close()
+	ag2, err := agent.New(agent.Options{StateDir: t.TempDir(), PublicAPIURL: api2.URL})
 	if err != nil {
 		t.Fatal(err)
 	}

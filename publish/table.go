@@ -67,15 +67,17 @@ func goodsetNames() []string {
 // TableJSON is the answer of GET /api/v1/table: analytics.Table with
 // numbers that are null when there is nothing to compute them over.
 type TableJSON struct {
-	Test      string         `json:"test"`
-	Goodset   string         `json:"goodset"`
-	Synthetic bool           `json:"synthetic"`
-	From      string         `json:"from"`
-	To        string         `json:"to"`
-	MinAgents int            `json:"min_agents"`
-	Overall   TableRowJSON   `json:"overall"`
-	Providers []TableRowJSON `json:"providers"`
-	Others    []TableRowJSON `json:"others"`
+	Test      string `json:"test"`
+	Goodset   string `json:"goodset"`
+	Synthetic bool   `json:"synthetic"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	MinAgents int    `json:"min_agents"`
+	// TestVersions: the methodology versions the table pools.
+	TestVersions []string       `json:"test_versions"`
+	Overall      TableRowJSON   `json:"overall"`
+	Providers    []TableRowJSON `json:"providers"`
+	Others       []TableRowJSON `json:"others"`
 }
 
 // TableRowJSON is one row of Table I (see analytics.TableRow).
@@ -117,7 +119,7 @@ func jsonRow(r analytics.TableRow) TableRowJSON {
 
 func jsonTable(t *analytics.Table) TableJSON {
 	out := TableJSON{Test: t.Test, Goodset: t.Goodset, Synthetic: t.Synthetic, From: t.From, To: t.To, MinAgents: t.MinAgents,
-		Overall: jsonRow(t.Overall), Providers: []TableRowJSON{}, Others: []TableRowJSON{}}
+		TestVersions: t.TestVersions, Overall: jsonRow(t.Overall), Providers: []TableRowJSON{}, Others: []TableRowJSON{}}
 	for _, r := range t.Providers {
 		out.Providers = append(out.Providers, jsonRow(r))
 	}

@@ -240,6 +240,8 @@ type goodsetRow struct {
 	Tests      uint64
 	AgentDays  uint64
 	Median     float64
+	// Versions: the methodology versions (test_version) pooled.
+	Versions []string
 }
 
 func (a *API) ispSelector(r *http.Request) (selector, *params, int) {
@@ -380,12 +382,12 @@ func (a *API) goodsetRows(ctx context.Context, s selector) ([]goodsetRow, error)
 	ctx, cancel := queryCtx(ctx)
 	defer cancel()
 	return chdb.Select(ctx, a.cfg.Conn, func(rows driver.Rows, g *goodsetRow) error {
-		if err := rows.Scan(&g.Name, &g.Def, &g.TestsTotal, &g.Tests, &g.AgentDays, &g.Median); err != nil {
+		if err := rows.Scan(&g.Name, &g.Def, &g.TestsTotal, &g.Tests, &g.AgentDays, &g.Median, &g.Versions); err != nil {
 			return err
 		}
 		_ = json.Unmarshal([]byte(g.Def), &g.Rule)
 		return nil
-	}, `SELECT goodset, any(goodset_def), sum(tests_total), sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, agents)
+	}, `SELECT goodset, any(goodset_def), sum(tests_total), sum(tests), sum(agents), quantileExactWeighted(0.5)(p50, agents), arraySort(groupUniqArrayArray(test_versions))
 		FROM analytics_distributions
 		WHERE test = ? AND scope = ? AND key = ? AND metric = ? AND synthetic = ? AND weighting = 'agents' AND day >= toDate(?) AND day <= toDate(?)
 		GROUP BY goodset ORDER BY goodset`, s.test, s.scope, s.key, s.metric, s.syn(), s.from.Format(time.DateOnly), s.to.Format(time.DateOnly))

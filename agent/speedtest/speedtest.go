@@ -63,28 +63,23 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	if c.Connections <= 0 {
-		c.Connections = 2
-	}
+	setDefault(&c.Connections, 2)
 	if c.Method == 0 {
 		c.Method = 2
 	}
-	if c.MinPhase <= 0 {
-		c.MinPhase = 2 * time.Second
-	}
-	if c.MaxPhase <= 0 {
-		c.MaxPhase = 3400 * time.Millisecond
-	}
-	if c.SampleEvery <= 0 {
-		c.SampleEvery = 250 * time.Millisecond
-	}
-	if c.Stable <= 0 {
-		c.Stable = 0.02
-	}
-	if c.LatencySamples <= 0 {
-		c.LatencySamples = 10
-	}
+	setDefault(&c.MinPhase, 2*time.Second)
+	setDefault(&c.MaxPhase, 3400*time.Millisecond)
+	setDefault(&c.SampleEvery, 250*time.Millisecond)
+	setDefault(&c.Stable, 0.02)
+	setDefault(&c.LatencySamples, 10)
 	c.V2.defaults()
+}
+
+// setDefault sets *p to v when it is zero or negative.
+func setDefault[T int | float64 | time.Duration](p *T, v T) {
+	if *p <= 0 {
+		*p = v
+	}
 }
 
 // Measurer runs speedtests.
@@ -325,27 +320,13 @@ func (s *series) add(t float64, bytes uint64) {
 	s.samples, _ = plugin.AppendSample(s.samples, t, bytes)
 }
 
-// at returns the cumulative bytes at time t, interpolating between samples.
-func (s *series) at(t float64) float64 {
-	prevT, prevB := 0.0, 0.0
-	for _, x := range s.samples {
-		if x.TS >= t {
-			if x.TS == prevT {
-				return float64(x.Bytes)
-			}
-			return prevB + (float64(x.Bytes)-prevB)*(t-prevT)/(x.TS-prevT)
-		}
-		prevT, prevB = x.TS, float64(x.Bytes)
-	}
-	return prevB
-}
-
-// rate is the goodput in Mbit/s between times a and b.
+// rate is the goodput in Mbit/s between times a and b (goodput.Rate).
 func (s *series) rate(a, b float64) float64 {
-	if b <= a {
-		return 0
+	gs := make([]goodput.Sample, len(s.samples))
+	for i, x := range s.samples {
+		gs[i] = goodput.Sample{T: x.TS, Bytes: x.Bytes}
 	}
-	return (s.at(b) - s.at(a)) * 8 / 1e6 / (b - a)
+	return goodput.Rate(gs, a, b)
 }
 
 func (s *series) last() float64 {

@@ -88,11 +88,16 @@ func serve() error {
 // the machine's default congestion control) at 0 and 200 ms of RTT, iperf3
 // (one connection, 6 s after 2 s omitted) and the speedtest (methodology
 // 2, a separate process) on the same link. Each direction must be within
-// 10 % of iperf3's goodput or of the link's payload capacity (96.5 % of its
-// rate) (the benchmark's goal is 6 % of iperf3; the margin is for
-// machines loaded by the rest of the suite: methodology 1 read 81 % less
-// at 200 ms) and the whole test within 8 s (10 s at 200 ms), in one of two
-// runs. It needs root and iperf3, and fails without them.
+// 6 % (the benchmark's goal for its worst cell) of iperf3's goodput or of
+// the link's payload capacity (96.5 % of its rate: iperf3's single flow
+// stays below it now and then on a loaded machine), and the whole test
+// within 8 s (10 s at 200 ms), in one of two runs (a machine loaded by the
+// rest of the suite starves the emulator, which runs in user space, now
+// and then; a regression of the method fails both: methodology 1 read
+// 81 % less at 200 ms, methodology 2 before it counted what arrived
+// rather than what was read 15 to 45 % less at 300 ms). It needs root and
+// iperf3, and fails without them. NEUBOT_STBENCH_NS names its namespaces
+// (default st-acc).
 func TestAccuracy(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root to create network namespaces and TUN devices; run the tests as root")
@@ -111,7 +116,11 @@ func TestAccuracy(t *testing.T) {
 		const rate = 20.0
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		dir := linkem.Dir{Rate: rate, Delay: c.rtt / 2}
-		link, err := linkem.Start(ctx, linkem.Config{Name: "st-acc", Up: dir, Down: dir})
+		name := os.Getenv("NEUBOT_STBENCH_NS")
+		if name == "" {
+			name = "st-acc"
+		}
+		link, err := linkem.Start(ctx, linkem.Config{Name: name, Up: dir, Down: dir})
 		if err != nil {
 			cancel()
 			t.Fatalf("link emulator: %v", err)
@@ -176,8 +185,8 @@ func TestAccuracy(t *testing.T) {
 					// loaded machine: the link's payload capacity (1448 of
 					// every 1500 bytes) is the other reference.
 					capacity := rate * 1448 / 1500
-					if e, ec := errPct(d.ours, d.truth), errPct(d.ours, capacity); (e < -10 || e > 10) && (ec < -10 || ec > 10) {
-						problems = append(problems, fmt.Sprintf("RTT %v, %s: %.2f Mbit/s vs iperf3 %.2f: %+.1f %%, vs the link's capacity %.2f: %+.1f %%: beyond 10 %% of both",
+					if e, ec := errPct(d.ours, d.truth), errPct(d.ours, capacity); (e < -6 || e > 6) && (ec < -6 || ec > 6) {
+						problems = append(problems, fmt.Sprintf("RTT %v, %s: %.2f Mbit/s vs iperf3 %.2f: %+.1f %%, vs the link's capacity %.2f: %+.1f %%: beyond 6 %% of both",
 							c.rtt, d.name, d.ours, d.truth, e, capacity, ec))
 					}
 				}

@@ -118,8 +118,9 @@ type Result struct {
 //
 // When the phase reaches MaxPhase unstable, it stops with time_cap and the
 // window starts where the rate over the stretch before first came within
-// 10 % of the rate from there to the end (or at half the phase when it
-// never did while a third of the phase was left), and ends before a
+// 10 % of the rate from there to the end (or, when it never did while the
+// shortest window, min(a third of the phase, max(0.5 s, 2 RTT)), was left,
+// the shortest window before the end), and ends before a
 // trailing hole (intervals read at less than a quarter of the window's
 // rate: a retransmission awaited while the data behind it wait in the
 // receiver's kernel), when that leaves at least half of the window.
@@ -147,20 +148,27 @@ func Estimate(samples []Sample, p Params) Result {
 	// averages them out: it starts as early as the ramp-up allows.
 	start := end / 2
 	smooth := math.Max(2*p.RTT, 0.2)
+	// The shortest time-capped window: a third of the phase, or less at
+	// long round trips, whose ramp-up takes most of a phase (at 300 ms,
+	// 2.3 s of 3.6): max(0.5 s, 2 RTT).
+	shortest := math.Min(end/3, math.Max(0.5, 2*p.RTT))
+	found := false
 	for _, s := range samples {
 		if s.T < p.NotBefore || s.T < smooth {
 			continue
 		}
-		if end-s.T < end/3 {
+		if end-s.T < shortest {
 			break
 		}
 		if rate(samples, s.T-smooth, s.T) >= 0.9*rate(samples, s.T, end) {
-			start = s.T
+			start, found = s.T, true
 			break
 		}
 	}
-	if end-start < end/3 {
-		start = math.Max(p.NotBefore, end*2/3)
+	if end-start < shortest || !found {
+		// Still ramping up at the cap: the latest window of the
+		// shortest length.
+		start = math.Max(p.NotBefore, end-shortest)
 	}
 	if start >= end {
 		start = end / 2

@@ -128,3 +128,14 @@ func TestTrailingHoleLeftOut(t *testing.T) {
 		t.Fatalf("trailing hole counted: %+v", r)
 	}
 }
+
+func TestStillRampingAtCap(t *testing.T) {
+	// At 300 ms a slow start reaches 50 Mbit/s only 0.7 s before the cap:
+	// the window is the latest of the shortest length (2 RTT), not half
+	// the phase.
+	rate := func(t float64) float64 { return math.Min(50, 0.2*math.Pow(2, (t-0.3)/0.3)) }
+	r := online(series(rate, 0.1, 3.5, 0.01, 7), Params{RTT: 0.3, MaxPhase: 3.5})
+	if r.StopReason != StopTimeCap || math.Abs(r.Mbps-50)/50 > 0.03 {
+		t.Fatalf("ramp-up counted: %+v", r)
+	}
+}

@@ -29,6 +29,11 @@ type Info struct {
 	BytesSent     uint64        // bytes transmitted, retransmissions included
 	BytesRetrans  uint64        // bytes retransmitted
 	DeliveryRate  uint64        // the kernel's latest delivery rate estimate, bytes/s (Linux 4.9+)
+	// Receiver side: data segments that arrived, in order or not,
+	// retransmissions included (Linux 4.6+), and the receiver's estimate
+	// of the sender's segment size.
+	DataSegsIn uint64
+	RcvMSS     uint32
 }
 
 // SetCongestion selects the congestion control of c (TCP_CONGESTION, e.g.

@@ -38,6 +38,8 @@ func read(c *net.TCPConn) (Info, error) {
 		BytesSent:     ti.Bytes_sent,
 		BytesRetrans:  ti.Bytes_retrans,
 		DeliveryRate:  ti.Delivery_rate,
+		DataSegsIn:    uint64(ti.Data_segs_in),
+		RcvMSS:        ti.Rcv_mss,
 	}, nil
 }
 

@@ -17,7 +17,7 @@ import (
 )
 
 // Version of the protocol described in spec/speedtest.md.
-const Version = "v2.0.0"
+const Version = "v2.1.0"
 
 // Paths of the protocol.
 const (
@@ -94,8 +94,8 @@ func ParseUploadReport(line []byte) (UploadReport, error) {
 	if dec.More() {
 		return r, errors.New("upload report: trailing data")
 	}
-	if r.TS < 0 || r.TS > 600 || r.Bytes < 0 || math.IsNaN(r.TS) {
-		return r, fmt.Errorf("upload report: t_s %g or bytes %d out of range", r.TS, r.Bytes)
+	if r.TS < 0 || r.TS > 600 || r.Bytes < 0 || r.Arrived < 0 || math.IsNaN(r.TS) {
+		return r, fmt.Errorf("upload report: t_s %g, bytes %d or arrived %d out of range", r.TS, r.Bytes, r.Arrived)
 	}
 	return r, nil
 }
@@ -107,6 +107,12 @@ type UploadReport struct {
 	// TS is the server's time since the first v2 upload connection of
 	// this token reached it, seconds.
 	TS float64 `json:"t_s"`
-	// Bytes is the payload received over all the token's upload streams.
+	// Bytes is the payload the server read over all the token's upload
+	// streams.
 	Bytes int64 `json:"bytes"`
+	// Arrived is the payload that reached the server's TCP over those
+	// streams, in order or not (methodology 2's counter: data segments
+	// received times the segment size, from TCP_INFO, never below the
+	// bytes read); 0 where the server cannot read TCP_INFO.
+	Arrived int64 `json:"arrived,omitempty"`
 }

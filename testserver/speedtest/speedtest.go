@@ -91,6 +91,8 @@ type view struct {
 	// ulStreamStart: when the first v2 upload stream arrived (the clock
 	// of the upload reports).
 	ulStreamStart time.Time
+	// ulStreams: the v2 upload connections, for the reports' arrived.
+	ulStreams []*ulStream
 }
 
 func viewOf(s *testserver.Session) *view {
@@ -167,30 +169,17 @@ func (p *Provider) download(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/*", start, end))
 	h.Set("Content-Length", strconv.FormatInt(n, 10))
 	w.WriteHeader(http.StatusPartialContent)
-	off := start % dataSize
-	for n > 0 {
-		chunk := min(n, 64<<10, dataSize-off)
-		k, err := w.Write(p.data[off : off+chunk])
-		now := time.Now()
-		v.mu.Lock()
-		if v.dlFirst.IsZero() {
-			v.dlFirst = now
-		}
-		v.dlLast = now
-		v.sent += int64(k)
-		v.mu.Unlock()
-		p.OnBytes(int64(k), 0)
-		if err != nil {
-			return
-		}
-		if err := p.Negotiator.Count(s, int64(k)); err != nil {
+	var capped error
+	if err := p.send(w, v, start, n, func(k int64) error {
+		capped = p.Negotiator.Count(s, k)
+		return capped
+	}); err != nil {
+		if capped != nil {
 			// Cut: the client sees a short body, the session's cap or
 			// its revocation ends the transfer.
 			p.Logger.Debug("speedtest: download stopped", "err", err)
-			return
 		}
-		n -= chunk
-		off = (off + chunk) % dataSize
+		return
 	}
 	if c := httpx.ConnFrom(r.Context()); c != nil {
 		if info, err := tcpinfo.Read(c); err == nil {
@@ -218,37 +207,24 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 		defer v.track("upload", c)()
 	}
 	body := http.MaxBytesReader(w, r.Body, spec.MaxUploadBody)
-	buf := make([]byte, 64<<10)
 	var got int64
-	for {
-		k, err := body.Read(buf)
-		if k > 0 {
-			now := time.Now()
-			got += int64(k)
-			v.mu.Lock()
-			if v.ulFirst.IsZero() {
-				v.ulFirst = now
-			}
-			v.ulLast = now
-			v.received += int64(k)
-			v.mu.Unlock()
-			p.OnBytes(0, int64(k))
-			if cerr := p.Negotiator.Count(s, int64(k)); cerr != nil {
-				w.Header().Set("Connection", "close")
-				fail(w, testserver.StatusOf(cerr), "%v", cerr)
-				return
-			}
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				fail(w, http.StatusRequestEntityTooLarge, "upload body over %d bytes", spec.MaxUploadBody)
-			}
-			return
-		}
+	var capped error
+	err = p.receive(body, v, nil, func(k int64) error {
+		got += k
+		capped = p.Negotiator.Count(s, k)
+		return capped
+	})
+	var tooBig *http.MaxBytesError
+	switch {
+	case capped != nil:
+		w.Header().Set("Connection", "close")
+		fail(w, testserver.StatusOf(capped), "%v", capped)
+		return
+	case errors.As(err, &tooBig):
+		fail(w, http.StatusRequestEntityTooLarge, "upload body over %d bytes", spec.MaxUploadBody)
+		return
+	case err != io.EOF:
+		return
 	}
 	v.mu.Lock()
 	resp := spec.UploadResponse{Bytes: got, TotalBytes: v.received, TS: v.ulLast.Sub(v.ulFirst).Seconds()}
@@ -257,6 +233,74 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	v.mu.Unlock()
 	httpx.WriteJSON(w, http.StatusOK, resp)
+}
+
+// send writes n bytes (n < 0: without end) of the random data, from
+// offset off of the stream, to w, counting them in v; after each write,
+// after (when not nil) may stop it with an error. It returns the error
+// that stopped it, nil when all n went.
+func (p *Provider) send(w io.Writer, v *view, off, n int64, after func(int64) error) error {
+	off %= dataSize
+	for n != 0 {
+		chunk := min(64<<10, dataSize-off)
+		if n > 0 {
+			chunk = min(chunk, n)
+			n -= chunk
+		}
+		k, err := w.Write(p.data[off : off+chunk])
+		now := time.Now()
+		v.mu.Lock()
+		if v.dlFirst.IsZero() {
+			v.dlFirst = now
+		}
+		v.dlLast = now
+		v.sent += int64(k)
+		v.mu.Unlock()
+		p.OnBytes(int64(k), 0)
+		if err != nil {
+			return err
+		}
+		if after != nil {
+			if err := after(int64(k)); err != nil {
+				return err
+			}
+		}
+		off = (off + chunk) % dataSize
+	}
+	return nil
+}
+
+// receive reads r to its end, counting what it reads in v (and in st, a
+// v2 upload stream, when not nil); after each read, after (when not nil)
+// may stop it with an error. It returns the error that stopped it (io.EOF
+// at the end).
+func (p *Provider) receive(r io.Reader, v *view, st *ulStream, after func(int64) error) error {
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			now := time.Now()
+			v.mu.Lock()
+			if v.ulFirst.IsZero() {
+				v.ulFirst = now
+			}
+			v.ulLast = now
+			v.received += int64(k)
+			if st != nil {
+				st.read += uint64(k)
+			}
+			v.mu.Unlock()
+			p.OnBytes(0, int64(k))
+			if after != nil {
+				if aerr := after(int64(k)); aerr != nil {
+					return aerr
+				}
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // Merge puts the server's view of the test (bytes, timing, TCP_INFO) into

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/neubot/neubot/internal/goodput"
 	"github.com/neubot/neubot/internal/tcpinfo"
 	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
@@ -66,26 +67,8 @@ func (p *Provider) downloadV2(w http.ResponseWriter, r *http.Request) {
 	// needs losses to find the rate nor fills deep queues for long.
 	_ = tcpinfo.SetCongestion(c, "bbr")
 	defer v.track("download", c)()
-	deadline := time.Now().Add(spec.MaxStream)
-	_ = c.SetWriteDeadline(deadline)
-	off := int64(0)
-	for {
-		chunk := min(64<<10, dataSize-off)
-		k, err := c.Write(p.data[off : off+chunk])
-		now := time.Now()
-		v.mu.Lock()
-		if v.dlFirst.IsZero() {
-			v.dlFirst = now
-		}
-		v.dlLast = now
-		v.sent += int64(k)
-		v.mu.Unlock()
-		p.OnBytes(int64(k), 0)
-		if err != nil {
-			return
-		}
-		off = (off + chunk) % dataSize
-	}
+	_ = c.SetWriteDeadline(time.Now().Add(spec.MaxStream))
+	_ = p.send(c, v, 0, -1, nil)
 }
 
 // uploadV2 reads and discards until the client closes or spec.MaxStream
@@ -104,6 +87,8 @@ func (p *Provider) uploadV2(w http.ResponseWriter, r *http.Request) {
 	}
 	start := v.ulStreamStart
 	v.uploadConnections[c] = true
+	st := &ulStream{arrival: goodput.NewArrival(c)}
+	v.ulStreams = append(v.ulStreams, st)
 	v.mu.Unlock()
 	_ = c.SetDeadline(time.Now().Add(spec.MaxStream))
 	done := make(chan struct{})
@@ -117,7 +102,7 @@ func (p *Provider) uploadV2(w http.ResponseWriter, r *http.Request) {
 				return
 			case now := <-t.C:
 				v.mu.Lock()
-				rep := spec.UploadReport{TS: math.Round(now.Sub(start).Seconds()*1e6) / 1e6, Bytes: v.received}
+				rep := spec.UploadReport{TS: math.Round(now.Sub(start).Seconds()*1e6) / 1e6, Bytes: v.received, Arrived: v.arrived()}
 				v.mu.Unlock()
 				b, _ := json.Marshal(rep)
 				if _, err := c.Write(append(b, '\n')); err != nil {
@@ -126,24 +111,24 @@ func (p *Provider) uploadV2(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	buf := make([]byte, 64<<10)
-	for {
-		k, err := br.Read(buf)
-		if k > 0 {
-			now := time.Now()
-			v.mu.Lock()
-			if v.ulFirst.IsZero() {
-				v.ulFirst = now
-			}
-			v.ulLast = now
-			v.received += int64(k)
-			v.mu.Unlock()
-			p.OnBytes(0, int64(k))
-		}
-		if err != nil {
-			return
-		}
+	_ = p.receive(br, v, st, nil)
+}
+
+// ulStream is one v2 upload connection: the bytes read from it and what
+// arrived at its TCP (goodput.Arrival). Guarded by the view's mutex.
+type ulStream struct {
+	read    uint64
+	arrival *goodput.Arrival
+}
+
+// arrived is the payload that reached the server's TCP over the session's
+// v2 upload streams; the caller holds v.mu.
+func (v *view) arrived() int64 {
+	var n uint64
+	for _, st := range v.ulStreams {
+		n += st.arrival.Count(st.read)
 	}
+	return int64(n)
 }
 
 // pingV2 echoes spec.PingSize-byte messages until the client closes.
