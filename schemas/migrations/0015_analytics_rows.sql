@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS analytics_rows (
     client_country String COMMENT 'Country of the client',
     synthetic UInt8 COMMENT '1: simulated tests; 0: real tests',
     start_time DateTime COMMENT 'Start of the test',
+    test_version String COMMENT 'Methodology version of the test (the figures say which versions they pool)',
     down Float64 COMMENT 'Download goodput, Mbit/s',
     up Float64 COMMENT 'Upload goodput, Mbit/s',
     rtt Float64 COMMENT 'Round-trip time, ms (analytics.Test.RTT)'
