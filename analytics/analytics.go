@@ -167,7 +167,7 @@ func rowsSQL(t Test, day string) string {
 // narrow and sorted by a hash of the agent, which every later query of the
 // day reads instead of the measurement table.
 func stageSQL(t Test, day string) string {
-	return fmt.Sprintf(`INSERT INTO analytics_rows (day, test, measurement_uid, agent_id, agent_hash, agent_pseudonym, asn, client_org, client_country,
+	return fmt.Sprintf(`INSERT INTO analytics_rows (day, test, uid, agent_id, agent_hash, agent_pseudonym, asn, client_org, client_country,
     synthetic, start_time, test_version, down, up, rtt)
 SELECT toDate('%s'), %s, measurement_uid, agent_id, cityHash64(toString(agent_id)), agent_pseudonym, asn, client_org, client_country,
     synthetic, start_time, test_version, down, up, rtt
@@ -185,7 +185,7 @@ func stagedSQL(t Test, day string, ch chunk) string {
 			where += fmt.Sprintf(" AND agent_hash < %d", uint64(ch.n+1)*step)
 		}
 	}
-	return fmt.Sprintf(`SELECT measurement_uid, agent_id, agent_pseudonym, asn, client_org, client_country, synthetic, start_time, test_version, down, up, rtt
+	return fmt.Sprintf(`SELECT uid AS measurement_uid, agent_id, agent_pseudonym, asn, client_org, client_country, synthetic, start_time, test_version, down, up, rtt
     FROM analytics_rows WHERE day = toDate('%s') AND test = %s%s`, day, quote(t.Name), where)
 }
 

@@ -22,13 +22,20 @@ import (
 // TCP received in order (bytes_received) over the segments, at its
 // largest so far, which is when no data waited behind a hole (on loopback
 // or after small writes, segments are smaller than rcv_mss, which would
-// count too much). The count is never below the bytes read and never
-// decreases. Where TCP_INFO cannot be read it is the bytes read.
+// count too much). The estimate is used only once a segment has arrived
+// out of order (TCP_INFO rcv_ooopack): until then there is no hole, and
+// what arrived is exactly the bytes TCP received in order (where segment
+// sizes vary, as on loopback, the estimate would count up to a fifth too
+// much), and it never exceeds the bytes received in order plus what the
+// out-of-order packets can hold. The count is never below the bytes read
+// and never decreases.
+// Where TCP_INFO cannot be read it is the bytes read.
 type Arrival struct {
 	c      net.Conn
 	ok     bool
 	segs0  uint64
 	bytes0 uint64
+	ooo0   uint64
 	size   float64 // largest bytes_received / data_segs_in seen
 	best   uint64
 }
@@ -37,7 +44,7 @@ type Arrival struct {
 func NewArrival(c net.Conn) *Arrival {
 	a := &Arrival{c: c}
 	if info, err := tcpinfo.Read(c); err == nil {
-		a.ok, a.segs0, a.bytes0 = true, info.DataSegsIn, info.BytesRecv
+		a.ok, a.segs0, a.bytes0, a.ooo0 = true, info.DataSegsIn, info.BytesRecv, info.RcvOOOPack
 	}
 	return a
 }
@@ -51,7 +58,11 @@ func (a *Arrival) Count(read uint64) uint64 {
 		if info, err := tcpinfo.Read(a.c); err == nil && info.DataSegsIn > a.segs0 && info.BytesRecv >= a.bytes0 {
 			segs, inOrder := float64(info.DataSegsIn-a.segs0), info.BytesRecv-a.bytes0
 			a.size = max(a.size, float64(inOrder)/segs)
-			n = max(n, inOrder, uint64(segs*a.size))
+			n = max(n, inOrder)
+			if ooo := info.RcvOOOPack - a.ooo0; info.RcvOOOPack > a.ooo0 { // a hole: data waits behind it
+				// Never more than the out-of-order packets could hold.
+				n = max(n, min(uint64(segs*a.size), inOrder+uint64(float64(ooo)*a.size)))
+			}
 		}
 	}
 	a.best = n

@@ -34,6 +34,9 @@ type Info struct {
 	// of the sender's segment size.
 	DataSegsIn uint64
 	RcvMSS     uint32
+	// RcvOOOPack counts the data packets that arrived out of order (Linux
+	// 5.4+; 0 where the kernel does not report it).
+	RcvOOOPack uint64
 }
 
 // SetCongestion selects the congestion control of c (TCP_CONGESTION, e.g.

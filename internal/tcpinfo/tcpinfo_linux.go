@@ -40,6 +40,7 @@ func read(c *net.TCPConn) (Info, error) {
 		DeliveryRate:  ti.Delivery_rate,
 		DataSegsIn:    uint64(ti.Data_segs_in),
 		RcvMSS:        ti.Rcv_mss,
+		RcvOOOPack:    uint64(ti.Rcv_ooopack),
 	}, nil
 }
 

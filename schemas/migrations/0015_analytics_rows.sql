@@ -9,7 +9,7 @@
 CREATE TABLE IF NOT EXISTS analytics_rows (
     day Date COMMENT 'UTC day of the tests',
     test String COMMENT 'Test name: speedtest, ndt7 or ndt7-browser',
-    measurement_uid UUID COMMENT 'The measurement',
+    uid UUID COMMENT 'The measurement (measurement_uid; named so that the cluster keeps this scratch table whole on every server, docs/cluster.md)',
     agent_id UUID COMMENT 'The agent (never published)',
     agent_hash UInt64 COMMENT 'cityHash64 of the agent_id as a string: the chunks of the per-agent scope are ranges of it',
     agent_pseudonym String COMMENT 'The published agent identifier (spec/trust.md)',
