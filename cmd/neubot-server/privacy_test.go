@@ -53,7 +53,7 @@ func TestPrivacyScan(t *testing.T) {
 		"--publish", port(), "--bittorrent", btAddr, "--neutral", neutralAddr, "--agent-peer-listen", "",
 		"--capacity", "8", "--demo", "--demo-agents", "30", "--demo-days", "2")
 	stdout, _ := cmd.StdoutPipe()
-	var stderr lockedBuffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -397,23 +397,4 @@ func cutRelay(t *testing.T, target string, cut int64) string {
 		}
 	}()
 	return ln.Addr().String()
-}
-
-// lockedBuffer is a bytes.Buffer safe for a process's writes and the
-// test's reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
