@@ -59,9 +59,10 @@ func (a *Arrival) Count(read uint64) uint64 {
 			segs, inOrder := float64(info.DataSegsIn-a.segs0), info.BytesRecv-a.bytes0
 			a.size = max(a.size, float64(inOrder)/segs)
 			n = max(n, inOrder)
-			if ooo := info.RcvOOOPack - a.ooo0; info.RcvOOOPack > a.ooo0 { // a hole: data waits behind it
+			if info.RcvOOOPack > a.ooo0 { // a hole: data waits behind it
 				// Never more than the out-of-order packets could hold.
-				n = max(n, min(uint64(segs*a.size), inOrder+uint64(float64(ooo)*a.size)))
+				ooo := float64(info.RcvOOOPack - a.ooo0)
+				n = max(n, min(uint64(segs*a.size), inOrder+uint64(ooo*a.size)))
 			}
 		}
 	}
