@@ -157,8 +157,17 @@ func TestPrivacyScan(t *testing.T) {
 	_, btPort, _ := net.SplitHostPort(btAddr)
 	_, neutralPort, _ := net.SplitHostPort(neutralAddr)
 	cuts := 0
-	time.Sleep(2 * time.Second)
-	for start := time.Now(); cuts < 3 && time.Since(start) < 30*time.Second; time.Sleep(700 * time.Millisecond) {
+	// Cut while the agent's test runs (its flows start after the
+	// negotiation, and last about a second each).
+	agentRuns := func() bool {
+		select {
+		case <-btDone:
+			return false
+		default:
+			return true
+		}
+	}
+	for ; cuts < 3 && agentRuns(); time.Sleep(300 * time.Millisecond) {
 		out, err := exec.Command("ss", "-K", "-H", "-t", "(", "sport", "=", ":"+btPort, "or", "dport", "=", ":"+btPort,
 			"or", "sport", "=", ":"+neutralPort, "or", "dport", "=", ":"+neutralPort, ")").Output()
 		if err != nil {
