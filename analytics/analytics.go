@@ -465,6 +465,12 @@ type Job struct {
 	// draw (see Goodset.OnePerAgentDay). Without it the goodsets that draw
 	// are not computed (an unkeyed draw could be steered).
 	DrawKey []byte
+	// PerAgent also computes the agent scope: one agent's distribution over
+	// its own tests (test-weighted), the speedtest's, once a day for the
+	// first goodset. Off by default: nothing serves it (the API and the
+	// pages serve asn, country and all), and at 10 M rows a day it cost more
+	// than every other figure of the goodset together.
+	PerAgent bool
 }
 
 func (j *Job) goodsets() []Goodset {
@@ -602,7 +608,7 @@ func (j *Job) RunDay(ctx context.Context, day string) error {
 		if rows == 0 {
 			continue
 		}
-		perAgent := t.Name == schemas.SpeedtestName // one agent's own distribution: the speedtest's only
+		perAgent := j.PerAgent && t.Name == schemas.SpeedtestName // one agent's own distribution: the speedtest's only
 		for _, g := range j.goodsets() {
 			if g.OnePerAgentDay && len(j.DrawKey) == 0 {
 				j.log().Warn("analytics: no draw key, goodset not computed", "goodset", g.Name)
@@ -673,10 +679,7 @@ func testTables() []string {
 }
 
 // runGoodset computes the votes of one test and goodset, then every scope;
-// the agent scope only with perAgent. That scope (one agent over its own
-// tests, test-weighted) is never served (the API and the pages serve asn,
-// country and all), so RunDay computes it once a day, for the first
-// goodset (all): for every goodset it was half the job's time at 10 M rows.
+// the agent scope only with perAgent (see Job.PerAgent).
 func (j *Job) runGoodset(ctx context.Context, day string, t Test, g Goodset, agents uint64, perAgent bool) error {
 	if err := j.exec(ctx, "votes", agentDaysSQL(t, g, day, j.DrawKey)); err != nil {
 		return fmt.Errorf("analytics: votes %s %s %s: %w", day, t.Name, g.Name, err)

@@ -273,6 +273,10 @@ func (t *Table) WriteText(w io.Writer) error {
 	for _, r := range t.Providers {
 		line(r)
 	}
+	// The paper's Table I itself is one number per source: the mean
+	// download over the goodset's tests (test-weighted).
+	fmt.Fprintf(w, "\nAll, mean over the tests inside the goodset (test-weighted, as the paper's Table I): download %s Mbit/s, upload %s Mbit/s, RTT %s ms\n",
+		f2(t.Overall.Download.MeanTests), f2(t.Overall.Upload.MeanTests), f2(t.Overall.RTT.MeanTests))
 	if len(t.Others) > 0 {
 		fmt.Fprintf(w, "\nfewer than %d agents inside the goodset (not ranked):\n", t.MinAgents)
 		for _, r := range t.Others {
