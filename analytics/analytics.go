@@ -165,13 +165,16 @@ func rowsSQL(t Test, day string) string {
 // stageSQL copies the eligible rows of test t on day (rowsSQL: FINAL, the
 // trust filter and the daily cap, each computed once) into analytics_rows,
 // narrow and sorted by a hash of the agent, which every later query of the
-// day reads instead of the measurement table.
+// day reads instead of the measurement table; with each row's local zone
+// and hour (ZoneSQL), which the hourly profiles per ASN and country group
+// by.
 func stageSQL(t Test, day string) string {
+	zone, hour := ZoneSQL()
 	return fmt.Sprintf(`INSERT INTO analytics_rows (day, test, uid, agent_id, agent_hash, agent_pseudonym, asn, client_org, client_country,
-    synthetic, start_time, test_version, down, up, rtt)
+    synthetic, start_time, test_version, down, up, rtt, local_zone, local_hour)
 SELECT toDate('%s'), %s, measurement_uid, agent_id, cityHash64(toString(agent_id)), agent_pseudonym, asn, client_org, client_country,
-    synthetic, start_time, test_version, down, up, rtt
-FROM (%s)`, day, quote(t.Name), rowsSQL(t, day))
+    synthetic, start_time, test_version, down, up, rtt, %s, %s
+FROM (%s)`, day, quote(t.Name), zone, hour, rowsSQL(t, day))
 }
 
 // stagedSQL is the staged rows of test t on day (stageSQL), of one chunk
@@ -185,7 +188,8 @@ func stagedSQL(t Test, day string, ch chunk) string {
 			where += fmt.Sprintf(" AND agent_hash < %d", uint64(ch.n+1)*step)
 		}
 	}
-	return fmt.Sprintf(`SELECT uid AS measurement_uid, agent_id, agent_pseudonym, asn, client_org, client_country, synthetic, start_time, test_version, down, up, rtt
+	return fmt.Sprintf(`SELECT uid AS measurement_uid, agent_id, agent_pseudonym, asn, client_org, client_country, synthetic, start_time, test_version, down, up, rtt,
+        local_zone, local_hour
     FROM analytics_rows WHERE day = toDate('%s') AND test = %s%s`, day, quote(t.Name), where)
 }
 
@@ -420,9 +424,10 @@ func ZoneSQL() (zone, hour string) {
 
 // hourlySQL computes the hour-of-day profile of one goodset and scope:
 // per hour, the median over agents of each agent's median in that hour,
-// in local time where the country has one zone (scope all: UTC).
+// in local time where the country has one zone (the staged local_zone and
+// local_hour, stageSQL; scope all: UTC).
 func hourlySQL(t Test, g Goodset, scope, keyExpr, day string, key []byte) string {
-	zone, hour := ZoneSQL()
+	zone, hour := "local_zone", "local_hour"
 	if scope == "all" {
 		zone, hour = "'UTC'", "toHour(start_time, 'UTC')"
 	}
@@ -460,6 +465,12 @@ type Job struct {
 	// draw (see Goodset.OnePerAgentDay). Without it the goodsets that draw
 	// are not computed (an unkeyed draw could be steered).
 	DrawKey []byte
+	// PerAgent also computes the agent scope: one agent's distribution over
+	// its own tests (test-weighted), the speedtest's, once a day for the
+	// first goodset. Off by default: nothing serves it (the API and the
+	// pages serve asn, country and all), and at 10 M rows a day it cost more
+	// than every other figure of the goodset together.
+	PerAgent bool
 }
 
 func (j *Job) goodsets() []Goodset {
@@ -597,14 +608,16 @@ func (j *Job) RunDay(ctx context.Context, day string) error {
 		if rows == 0 {
 			continue
 		}
+		perAgent := j.PerAgent && t.Name == schemas.SpeedtestName // one agent's own distribution: the speedtest's only
 		for _, g := range j.goodsets() {
 			if g.OnePerAgentDay && len(j.DrawKey) == 0 {
 				j.log().Warn("analytics: no draw key, goodset not computed", "goodset", g.Name)
 				continue
 			}
-			if err := j.runGoodset(ctx, day, t, g, agents); err != nil {
+			if err := j.runGoodset(ctx, day, t, g, agents, perAgent); err != nil {
 				return err
 			}
+			perAgent = false
 		}
 	}
 	if err := j.Conn.Exec(ctx, verdictsSQL(day)); err != nil {
@@ -665,14 +678,15 @@ func testTables() []string {
 	return out
 }
 
-// runGoodset computes the votes of one test and goodset, then every scope.
-func (j *Job) runGoodset(ctx context.Context, day string, t Test, g Goodset, agents uint64) error {
+// runGoodset computes the votes of one test and goodset, then every scope;
+// the agent scope only with perAgent (see Job.PerAgent).
+func (j *Job) runGoodset(ctx context.Context, day string, t Test, g Goodset, agents uint64, perAgent bool) error {
 	if err := j.exec(ctx, "votes", agentDaysSQL(t, g, day, j.DrawKey)); err != nil {
 		return fmt.Errorf("analytics: votes %s %s %s: %w", day, t.Name, g.Name, err)
 	}
 	for _, sc := range scopes {
-		if sc.name == "agent" && t.Name != schemas.SpeedtestName {
-			continue // one agent's own distribution: the speedtest's only
+		if sc.name == "agent" && !perAgent {
+			continue
 		}
 		if err := j.runScope(ctx, day, t, g, sc.name, sc.key, agents); err != nil {
 			return err
@@ -701,7 +715,7 @@ func (j *Job) runScope(ctx context.Context, day string, t Test, g Goodset, scope
 	for n := 0; n < of; n++ {
 		sp := testsSpec(t, g, key, day, j.DrawKey, chunk{n, of})
 		sp.group = "agent_id"
-		if err := j.exec(ctx, "distributions", distributionsSQL(t, g, scope, day, sp)); err != nil {
+		if err := j.exec(ctx, "agent distributions", distributionsSQL(t, g, scope, day, sp)); err != nil {
 			return fmt.Errorf("analytics: %s %s %s %s (part %d of %d): %w", day, t.Name, g.Name, scope, n+1, of, err)
 		}
 	}

@@ -77,7 +77,7 @@ func TestIdempotent(t *testing.T) {
 	insert(t, conn, recs, 3269)
 	// Many small parts for the agent scope, as a day of 10M tests has.
 	defer analytics.SetGroupsPerChunk(100)()
-	job := &analytics.Job{Conn: conn}
+	job := &analytics.Job{Conn: conn, PerAgent: true}
 	ctx := context.Background()
 	pending, err := job.Pending(ctx)
 	if err != nil || len(pending) != 1 || pending[0] != "2026-11-20" {

@@ -38,9 +38,20 @@ type Figure struct {
 // TableRow is one line of Table I: a provider (ASN), or every agent
 // (Overall).
 type TableRow struct {
+	RowCounts
+	Download Figure `json:"download_mbps"`
+	Upload   Figure `json:"upload_mbps"`
+	RTT      Figure `json:"rtt_ms"`
+}
+
+// RowCounts is who a row of Table I is about and how many agents and
+// tests it counts: the part of a row that the API serves as it is.
+type RowCounts struct {
 	ASN     string `json:"asn"` // empty for the overall row
 	Org     string `json:"org"`
 	Country string `json:"country"`
+	// Ranked: AgentsInGoodset >= MinAgents.
+	Ranked bool `json:"ranked"`
 	// Agents is the distinct agents with tests over the period, exactly
 	// (uniqExact over analytics_agent_days); AgentsInGoodset those with at
 	// least one test inside the goodset.
@@ -48,11 +59,6 @@ type TableRow struct {
 	AgentsInGoodset uint64 `json:"agents_in_goodset"`
 	Tests           uint64 `json:"tests"`
 	TestsInGoodset  uint64 `json:"tests_in_goodset"`
-	Download        Figure `json:"download_mbps"`
-	Upload          Figure `json:"upload_mbps"`
-	RTT             Figure `json:"rtt_ms"`
-	// Ranked: AgentsInGoodset >= MinAgents.
-	Ranked bool `json:"ranked"`
 }
 
 // ShareAgents is the share of the agents with a test inside the goodset.
@@ -72,6 +78,14 @@ func ratio(a, b uint64) float64 {
 // the providers with at least MinAgents agents in the goodset (most agents
 // first), then the others apart.
 type Table struct {
+	TableHeader
+	Overall   TableRow   `json:"overall"`
+	Providers []TableRow `json:"providers"`
+	Others    []TableRow `json:"others"`
+}
+
+// TableHeader is what a Table I is over; the API serves it as it is.
+type TableHeader struct {
 	Test      string `json:"test"`
 	Goodset   string `json:"goodset"`
 	Synthetic bool   `json:"synthetic"`
@@ -81,10 +95,7 @@ type Table struct {
 	// TestVersions are the methodology versions (test_version) of the
 	// tests inside the goodset that the table pools, sorted (none for
 	// votes computed before they were recorded).
-	TestVersions []string   `json:"test_versions"`
-	Overall      TableRow   `json:"overall"`
-	Providers    []TableRow `json:"providers"`
-	Others       []TableRow `json:"others"`
+	TestVersions []string `json:"test_versions"`
 }
 
 // TableQuery selects a Table.
@@ -150,8 +161,8 @@ func ReadTable(ctx context.Context, conn driver.Conn, q TableQuery) (*Table, err
 	if q.Synthetic {
 		syn = 1
 	}
-	t := &Table{Test: q.Test, Goodset: q.Goodset, Synthetic: q.Synthetic, From: q.From.Format(time.DateOnly), To: q.To.Format(time.DateOnly),
-		MinAgents: q.MinAgents, Providers: []TableRow{}, Others: []TableRow{}}
+	t := &Table{TableHeader: TableHeader{Test: q.Test, Goodset: q.Goodset, Synthetic: q.Synthetic, From: q.From.Format(time.DateOnly), To: q.To.Format(time.DateOnly),
+		MinAgents: q.MinAgents}, Providers: []TableRow{}, Others: []TableRow{}}
 	if err := conn.QueryRow(ctx, `SELECT arraySort(groupUniqArrayArray(test_versions)) FROM analytics_agent_days
         WHERE test = ? AND goodset = ? AND goodset_version = ? AND synthetic = ? AND day >= toDate(?) AND day <= toDate(?) AND (? = 0 OR asn = ?)`,
 		q.Test, q.Goodset, uint32(version), syn, t.From, t.To, q.ASN, q.ASN).Scan(&t.TestVersions); err != nil {
@@ -262,6 +273,10 @@ func (t *Table) WriteText(w io.Writer) error {
 	for _, r := range t.Providers {
 		line(r)
 	}
+	// The paper's Table I itself is one number per source: the mean
+	// download over the goodset's tests (test-weighted).
+	fmt.Fprintf(w, "\nAll, mean over the tests inside the goodset (test-weighted, as the paper's Table I): download %s Mbit/s, upload %s Mbit/s, RTT %s ms\n",
+		f2(t.Overall.Download.MeanTests), f2(t.Overall.Upload.MeanTests), f2(t.Overall.RTT.MeanTests))
 	if len(t.Others) > 0 {
 		fmt.Fprintf(w, "\nfewer than %d agents inside the goodset (not ranked):\n", t.MinAgents)
 		for _, r := range t.Others {

@@ -67,30 +67,17 @@ func goodsetNames() []string {
 // TableJSON is the answer of GET /api/v1/table: analytics.Table with
 // numbers that are null when there is nothing to compute them over.
 type TableJSON struct {
-	Test      string `json:"test"`
-	Goodset   string `json:"goodset"`
-	Synthetic bool   `json:"synthetic"`
-	From      string `json:"from"`
-	To        string `json:"to"`
-	MinAgents int    `json:"min_agents"`
-	// TestVersions: the methodology versions the table pools.
-	TestVersions []string       `json:"test_versions"`
-	Overall      TableRowJSON   `json:"overall"`
-	Providers    []TableRowJSON `json:"providers"`
-	Others       []TableRowJSON `json:"others"`
+	analytics.TableHeader
+	Overall   TableRowJSON   `json:"overall"`
+	Providers []TableRowJSON `json:"providers"`
+	Others    []TableRowJSON `json:"others"`
 }
 
-// TableRowJSON is one row of Table I (see analytics.TableRow).
+// TableRowJSON is one row of Table I (see analytics.TableRow), with the
+// shares inside the goodset.
 type TableRowJSON struct {
-	ASN                  string     `json:"asn"`
-	Org                  string     `json:"org"`
-	Country              string     `json:"country"`
-	Ranked               bool       `json:"ranked"`
-	Agents               uint64     `json:"agents"`
-	AgentsInGoodset      uint64     `json:"agents_in_goodset"`
+	analytics.RowCounts
 	ShareAgentsInGoodset Number     `json:"share_agents_in_goodset"`
-	Tests                uint64     `json:"tests"`
-	TestsInGoodset       uint64     `json:"tests_in_goodset"`
 	ShareTestsInGoodset  Number     `json:"share_tests_in_goodset"`
 	Download             FigureJSON `json:"download_mbps"`
 	Upload               FigureJSON `json:"upload_mbps"`
@@ -111,22 +98,17 @@ func jsonFigure(f analytics.Figure) FigureJSON {
 	return FigureJSON{Number(f.Mean), Number(f.Median), Number(f.CILow), Number(f.CIHigh), Number(f.MeanTests)}
 }
 
-func jsonRow(r analytics.TableRow) TableRowJSON {
-	return TableRowJSON{ASN: r.ASN, Org: r.Org, Country: r.Country, Ranked: r.Ranked, Agents: r.Agents, AgentsInGoodset: r.AgentsInGoodset,
-		ShareAgentsInGoodset: Number(r.ShareAgents()), Tests: r.Tests, TestsInGoodset: r.TestsInGoodset, ShareTestsInGoodset: Number(r.ShareTests()),
-		Download: jsonFigure(r.Download), Upload: jsonFigure(r.Upload), RTT: jsonFigure(r.RTT)}
+func jsonRows(rows []analytics.TableRow) []TableRowJSON {
+	out := make([]TableRowJSON, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, TableRowJSON{RowCounts: r.RowCounts, ShareAgentsInGoodset: Number(r.ShareAgents()), ShareTestsInGoodset: Number(r.ShareTests()),
+			Download: jsonFigure(r.Download), Upload: jsonFigure(r.Upload), RTT: jsonFigure(r.RTT)})
+	}
+	return out
 }
 
 func jsonTable(t *analytics.Table) TableJSON {
-	out := TableJSON{Test: t.Test, Goodset: t.Goodset, Synthetic: t.Synthetic, From: t.From, To: t.To, MinAgents: t.MinAgents,
-		TestVersions: t.TestVersions, Overall: jsonRow(t.Overall), Providers: []TableRowJSON{}, Others: []TableRowJSON{}}
-	for _, r := range t.Providers {
-		out.Providers = append(out.Providers, jsonRow(r))
-	}
-	for _, r := range t.Others {
-		out.Others = append(out.Others, jsonRow(r))
-	}
-	return out
+	return TableJSON{TableHeader: t.TableHeader, Overall: jsonRows([]analytics.TableRow{t.Overall})[0], Providers: jsonRows(t.Providers), Others: jsonRows(t.Others)}
 }
 
 // ciText is a median's interval as the dashboards print it.

@@ -36,6 +36,7 @@ func main() {
 	genOnly := flag.Bool("generate-only", false, "generate the rows (with --data) and exit")
 	budget := flag.Duration("gen-budget", 0, "stop generating after this long (0: no limit); a later call resumes")
 	only := flag.String("only", "", "job or hand: time only the daily job or only the hand-written queries (to split a long run; the ratio is then across runs); empty: both, side by side")
+	perAgent := flag.Bool("per-agent", false, "also time the agent scope (analytics.Job.PerAgent, off in the daily job) and its hand-written query")
 	goodsets := flag.String("hand-goodsets", "", "with --only hand: the goodsets (comma-separated names) whose hand-written queries run (to split a long run); empty: all")
 	flag.Parse()
 	if *only != "" && *only != "job" && *only != "hand" {
@@ -56,7 +57,7 @@ func main() {
 			gs = append(gs, g)
 		}
 	}
-	if err := run(*n, *data, *genOnly, *budget, *only, gs); err != nil {
+	if err := run(*n, *data, *genOnly, *budget, *only, gs, *perAgent); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/analytics:", err)
 		os.Exit(1)
 	}
@@ -114,8 +115,9 @@ func generate(ctx context.Context, conn driver.Conn, n int, budget time.Duration
 // hand is the hand-written queries of the aggregates the daily job
 // computes for the speedtest: for every goodset, (1) the agents' medians of
 // the day and over them, per ASN, per country and overall, the counts,
-// distinct agents, mean, quantiles and histogram of each metric; (2) per
-// agent, the same over its own tests; (3) per ASN, country and overall, the
+// distinct agents, mean, quantiles and histogram of each metric; (2) with
+// perAgent (as the job with Job.PerAgent), for the first goodset (all), per
+// agent the same over its own tests; (3) per ASN, country and overall, the
 // hour-of-day median over agents of their medians in that hour. Each is
 // one SELECT over the measurement table (FINAL, the job's row filter and
 // its daily cap written as LIMIT BY), with ClickHouse's own aggregates
@@ -123,7 +125,7 @@ func generate(ctx context.Context, conn driver.Conn, n int, budget time.Duration
 // stores its results). Not covered: the confidence intervals and modes,
 // the job's dense histograms and its bookkeeping (analytics_runs, the
 // verdicts of a day without BitTorrent tests).
-func hand(goodsets []analytics.Goodset) map[string][]string {
+func hand(goodsets []analytics.Goodset, perAgent bool) map[string][]string {
 	t := analytics.Tests[0]
 	base := fmt.Sprintf(`SELECT measurement_uid, agent_id, agent_pseudonym, asn, client_country, synthetic, start_time, down, up, rtt
     FROM (
@@ -166,6 +168,9 @@ GROUP BY key, synthetic HAVING agents > 0`, strings.Join(outer, ", "), k.expr, s
 FROM (SELECT %s AS key, synthetic, %s AS hour, %s AS zone, agent_id, countIf(c) AS nt, %s FROM %s GROUP BY key, synthetic, hour, zone, agent_id HAVING nt > 0)
 GROUP BY key, synthetic, hour, zone`, strings.Join(hmed, ", "), k.expr, h, z, strings.Join(hvotes, ", "), rows))
 		}
+		if !perAgent || g.Name != analytics.Goodsets[0].Name {
+			continue // the job computes the agent scope only when asked, once, for its first goodset
+		}
 		out["per agent, its own tests"] = append(out["per agent, its own tests"], fmt.Sprintf(`SELECT agent_pseudonym AS key, synthetic, agent_id, count() AS tests_total, countIf(c) AS tests, %s
 FROM %s GROUP BY key, synthetic, agent_id HAVING tests > 0`, strings.Join(own, ", "), rows))
 	}
@@ -174,7 +179,7 @@ FROM %s GROUP BY key, synthetic, agent_id HAVING tests > 0`, strings.Join(own, "
 
 var families = []string{"distributions over agents", "per agent, its own tests", "hourly profiles"}
 
-func run(n int, data string, genOnly bool, budget time.Duration, only string, goodsets []analytics.Goodset) error {
+func run(n int, data string, genOnly bool, budget time.Duration, only string, goodsets []analytics.Goodset, perAgent bool) error {
 	ctx := context.Background()
 	var bs *benchrows.Server
 	var err error
@@ -196,8 +201,8 @@ func run(n int, data string, genOnly bool, budget time.Duration, only string, go
 	gen := time.Since(t0)
 
 	// The full daily job, each step's time on stderr.
-	job := &analytics.Job{Conn: conn, DrawKey: drawKey,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	steps := &stepTimes{Handler: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}), sum: map[string]time.Duration{}}
+	job := &analytics.Job{Conn: conn, DrawKey: drawKey, Logger: slog.New(steps), PerAgent: perAgent}
 	var jobTime float64
 	if only != "hand" {
 		fmt.Fprintln(os.Stderr, "the daily job...")
@@ -214,11 +219,13 @@ func run(n int, data string, genOnly bool, budget time.Duration, only string, go
 	var handTime float64
 	perFamily := map[string]float64{}
 	handRows := map[string]uint64{}
-	for fam, qs := range hand(goodsets) {
+	queries := 0
+	for fam, qs := range hand(goodsets, perAgent) {
 		if only == "job" {
 			break
 		}
 		for _, q := range qs {
+			queries++
 			_ = conn.Exec(ctx, "DROP TABLE IF EXISTS bench_hand")
 			t := time.Now()
 			if err := conn.Exec(ctx, "CREATE TABLE bench_hand ENGINE = Memory AS "+q); err != nil {
@@ -257,8 +264,11 @@ func run(n int, data string, genOnly bool, budget time.Duration, only string, go
 		ratio = "(" + only + " only)"
 	}
 	if only != "hand" {
-		fmt.Printf("| full daily job (`analytics.Job.RunDay`): stage the rows, then for 3 goodsets the agents' votes, distributions per ASN, country, agent and overall (with CI and modes), hourly profiles; verdicts | %.2f | %d / %d / %d | %s |\n",
-			jobTime, jobRows[families[0]], jobRows[families[1]], jobRows[families[2]], ratio)
+		fmt.Printf("| full daily job (`analytics.Job.RunDay`): stage the rows, then for 3 goodsets the agents' votes, distributions per ASN, country and overall (with CI and modes), hourly profiles; verdicts%s | %.2f | %d / %d / %d | %s |\n",
+			map[bool]string{true: "; per agent (goodset all)"}[perAgent], jobTime, jobRows[families[0]], jobRows[families[1]], jobRows[families[2]], ratio)
+		for _, w := range steps.order {
+			fmt.Printf("| … of which the job's step: %s | %.2f | | |\n", w, steps.sum[w].Seconds())
+		}
 	}
 	if only != "job" {
 		var names []string
@@ -266,7 +276,7 @@ func run(n int, data string, genOnly bool, budget time.Duration, only string, go
 			names = append(names, g.Name)
 		}
 		fmt.Printf("| hand-written queries of the same aggregates, goodsets %s (%d queries) | %.2f | %d / %d / %d | 1.00 |\n",
-			strings.Join(names, ", "), len(goodsets)*7, handTime, handRows[families[0]], handRows[families[1]], handRows[families[2]])
+			strings.Join(names, ", "), queries, handTime, handRows[families[0]], handRows[families[1]], handRows[families[2]])
 		for _, f := range families {
 			fmt.Printf("| … of which hand-written: %s | %.2f | %d | |\n", f, perFamily[f], handRows[f])
 		}
@@ -277,4 +287,33 @@ func run(n int, data string, genOnly bool, budget time.Duration, only string, go
 		}
 	}
 	return nil
+}
+
+// stepTimes passes the job's log on to Handler and sums the time of its
+// steps ("analytics: step" records) by what they computed.
+type stepTimes struct {
+	slog.Handler
+	order []string
+	sum   map[string]time.Duration
+}
+
+func (h *stepTimes) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "analytics: step" {
+		var what string
+		var took time.Duration
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "what":
+				what = a.Value.String()
+			case "took":
+				took = a.Value.Duration()
+			}
+			return true
+		})
+		if _, ok := h.sum[what]; !ok {
+			h.order = append(h.order, what)
+		}
+		h.sum[what] += took
+	}
+	return h.Handler.Handle(ctx, r)
 }

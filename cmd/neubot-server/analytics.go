@@ -123,6 +123,7 @@ func cmdAnalyticsRun(args []string) error {
 	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
 	toS := fs.String("to", "", "last day, YYYY-MM-DD (default: --from)")
 	keyFile := fs.String("draw-key-file", "", "file holding the secret key of the one-test-per-agent-per-day draw, in hex (created if missing; required)")
+	perAgent := fs.Bool("per-agent", false, "also compute each agent's distribution over its own tests (scope agent; served nowhere, costly on a big day)")
 	lf := addLogFlags(fs, "text")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -146,7 +147,7 @@ func cmdAnalyticsRun(args []string) error {
 		return err
 	}
 	defer conn.Close()
-	job := &analytics.Job{Conn: conn, Logger: log, DrawKey: key}
+	job := &analytics.Job{Conn: conn, Logger: log, DrawKey: key, PerAgent: *perAgent}
 	start := time.Now()
 	var bar *progressbar.ProgressBar
 	err = job.RunRange(ctx, from, to, func(done, total int, day string) {
