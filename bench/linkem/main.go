@@ -39,12 +39,13 @@ func main() {
 	realtime := flag.Int("realtime", 10, "SCHED_FIFO priority of the link's threads (0: ordinary scheduling)")
 	flag.IntVar(&linkbench.Priority, "chrt", 5, "SCHED_FIFO priority of iperf3 and ping (0: ordinary scheduling)")
 	parts := flag.String("parts", "ping,tcp,udp,max,cpu", "parts to run")
+	name := flag.String("name", "lkb", "prefix of the links' namespaces and devices (a number is appended; at most 9 characters)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench/linkem: needs root (network namespaces, TUN devices)")
 		os.Exit(1)
 	}
-	b := &bench{secs: *secs, rt: *realtime, ok: true}
+	b := &bench{secs: *secs, rt: *realtime, ok: true, name: *name}
 	for _, p := range strings.Split(*parts, ",") {
 		var err error
 		switch strings.TrimSpace(p) {
@@ -76,11 +77,14 @@ func main() {
 type bench struct {
 	secs, rt int
 	ok       bool
+	name     string // prefix of the links' names
+	links    int    // links made so far
 }
 
 func (b *bench) link(rate float64, rtt time.Duration, queue int) (*linkem.Link, error) {
 	d := linkem.Dir{Rate: rate, Delay: rtt / 2, Queue: queue}
-	return linkem.Start(context.Background(), linkem.Config{Up: d, Down: d, Realtime: b.rt, Sysctls: bigBuffers})
+	b.links++
+	return linkem.Start(context.Background(), linkem.Config{Name: fmt.Sprintf("%s%d", b.name, b.links%10000), Up: d, Down: d, Realtime: b.rt, Sysctls: bigBuffers})
 }
 
 func (b *bench) header() string {

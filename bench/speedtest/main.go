@@ -4,10 +4,13 @@
 //   - accuracy: for every cell of rate {1, 10, 50, 200} Mbit/s × RTT {0,
 //     20, 80, 200, 300} ms × loss {0, 0.1 %}, a link of internal/linkem
 //     (drop-tail queue of one BDP) between two network namespaces; in it,
-//     iperf3 (the reference), our speedtest (each methodology the client
-//     offers), our ndt7 (agent/ndt7 against testserver/ndt7) and, when
-//     their binaries are given, M-Lab's ndt-server and ndt7-client; the
-//     table gives each tool's error against iperf3 and its test time;
+//     our speedtest (each methodology the client offers), then iperf3
+//     (the reference: 20 s after its ramp-up, omitted with --omit, with as
+//     many streams as the newest methodology used connections), our ndt7
+//     (agent/ndt7 against testserver/ndt7) and, when their binaries are
+//     given, M-Lab's ndt-server and ndt7-client; the table gives the
+//     link's payload capacity, each tool's error against iperf3 and its
+//     test time;
 //   - loaded latency: at 20 Mbit/s, 20 ms, a queue of 1000 packets, ping
 //     during an iperf3 download against the speedtest's RTT under load;
 //   - capacity: unshaped loopback, N concurrent tests against one test
@@ -45,7 +48,8 @@ type options struct {
 	rates, rtts, losses []float64
 	methods             []int
 	iperfTime           int
-	iperfStreams        int
+	iperfStreams        int // 0: per direction, as many as the newest speedtest used
+	iperfOmit           int // -1: ramp-up seconds from the RTT (omitSecs)
 	queue               int
 	realtime            int
 	mlabServer          string
@@ -53,6 +57,8 @@ type options struct {
 	skipNDT7            bool
 	dir                 string
 	out                 string // -out: cells appended as JSON lines
+	name                string // prefix of the links' namespaces
+	links               int    // links made so far
 }
 
 func main() {
@@ -60,8 +66,9 @@ func main() {
 	rtts := flag.String("rtts", "0,20,80,200,300", "round-trip times, ms")
 	losses := flag.String("loss", "0,0.001", "loss fractions (0.001 = 0.1 %), each direction")
 	methods := flag.String("methods", "", "speedtest methodologies to run, e.g. 1,2 (default: every one `neubot run speedtest` offers)")
-	iperfTime := flag.Int("iperf-time", 20, "seconds of each iperf3 run (after 2 s omitted)")
-	iperfStreams := flag.Int("iperf-streams", 2, "iperf3's parallel streams (-P)")
+	iperfTime := flag.Int("iperf-time", 20, "seconds of each iperf3 run, after the omitted ramp-up")
+	iperfStreams := flag.Int("iperf-streams", 0, "iperf3's parallel streams (-P); 0: per cell and direction, as many connections as the newest speedtest used")
+	iperfOmit := flag.Int("iperf-omit", -1, "seconds iperf3 omits at its start (--omit); -1: TCP's ramp-up, ceil(2 s + 10 RTT)")
 	queue := flag.Int("queue", 0, "queue of the link, packets (0: one BDP, at least 16)")
 	realtime := flag.Int("realtime", 10, "SCHED_FIFO priority of the link's threads (0: ordinary scheduling)")
 	flag.IntVar(&linkbench.Priority, "chrt", 5, "SCHED_FIFO priority of every tool, reference and tested alike (0: ordinary scheduling)")
@@ -72,6 +79,8 @@ func main() {
 	skipLoaded := flag.Bool("skip-loaded", false, "skip the loaded-latency check")
 	skipCapacity := flag.Bool("skip-capacity", false, "skip the capacity part")
 	out := flag.String("out", "", "append every cell measured, one JSON object a line, to this file (for -merge)")
+	name := flag.String("name", "stb", "prefix of the emulated links' namespaces and devices (a number is appended; at most 9 characters)")
+	bin := flag.String("bin", "", "directory with neubot and neubot-server already built from this tree (default: build them in a temporary directory)")
 	merge := flag.String("merge", "", "print the table and the goal of the cells in these files (comma-separated, written by -out) and measure nothing")
 	flag.Parse()
 	if *merge != "" {
@@ -85,8 +94,8 @@ func main() {
 		}
 		return
 	}
-	o := &options{iperfTime: *iperfTime, iperfStreams: *iperfStreams, queue: *queue, realtime: *realtime,
-		mlabServer: *mlabServer, mlabClient: *mlabClient, skipNDT7: *skipNDT7, out: *out}
+	o := &options{iperfTime: *iperfTime, iperfStreams: *iperfStreams, iperfOmit: *iperfOmit, queue: *queue, realtime: *realtime,
+		mlabServer: *mlabServer, mlabClient: *mlabClient, skipNDT7: *skipNDT7, out: *out, name: *name}
 	var err error
 	if o.rates, err = floats(*rates); err == nil {
 		if o.rtts, err = floats(*rtts); err == nil {
@@ -97,7 +106,7 @@ func main() {
 		err = fmt.Errorf("give both -mlab-ndt-server and -mlab-ndt7-client, or neither")
 	}
 	if err == nil {
-		err = run(o, *methods, *skipAccuracy, *skipLoaded, *skipCapacity)
+		err = run(o, *bin, *methods, *skipAccuracy, *skipLoaded, *skipCapacity)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/speedtest:", err)
@@ -117,7 +126,7 @@ func floats(s string) ([]float64, error) {
 	return out, nil
 }
 
-func run(o *options, methods string, skipAccuracy, skipLoaded, skipCapacity bool) error {
+func run(o *options, bin, methods string, skipAccuracy, skipLoaded, skipCapacity bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root for network namespaces and TUN devices")
 	}
@@ -133,6 +142,16 @@ func run(o *options, methods string, skipAccuracy, skipLoaded, skipCapacity bool
 	defer os.RemoveAll(dir)
 	o.dir = dir
 	for _, c := range []string{"neubot", "neubot-server"} {
+		if bin != "" {
+			abs, err := filepath.Abs(filepath.Join(bin, c))
+			if err == nil {
+				err = os.Symlink(abs, filepath.Join(dir, c))
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c).CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %v\n%s", c, err, out)
 		}
@@ -198,21 +217,31 @@ const (
 
 // measured is one tool's result in one cell.
 type measured struct {
-	Down       float64 `json:"down"`
-	Up         float64 `json:"up"`
-	Secs       float64 `json:"secs"`
+	Down float64 `json:"down"`
+	Up   float64 `json:"up"`
+	Secs float64 `json:"secs"`
+	// Connections the tool used per direction (the speedtest's record).
+	ConnsDown  int     `json:"conns_down,omitempty"`
+	ConnsUp    int     `json:"conns_up,omitempty"`
 	LoadedDown float64 `json:"loaded_down,omitempty"` // RTT under load the tool reported for the download, ms
 	Err        string  `json:"err,omitempty"`
 }
 
 type cellResult struct {
-	Rate      float64             `json:"rate"`
-	RTT       float64             `json:"rtt"`
-	Loss      float64             `json:"loss"`
-	Queue     int                 `json:"queue"`
-	IperfDown float64             `json:"iperf_down"`
-	IperfUp   float64             `json:"iperf_up"`
-	Tools     map[string]measured `json:"tools"`
+	Rate      float64 `json:"rate"`
+	RTT       float64 `json:"rtt"`
+	Loss      float64 `json:"loss"`
+	Queue     int     `json:"queue"`
+	IperfDown float64 `json:"iperf_down"`
+	IperfUp   float64 `json:"iperf_up"`
+	// iperf3's streams per direction, its omitted seconds, and the
+	// receiver's 1-s intervals (Mbit/s; the omitted ones first).
+	IperfDownP   int                 `json:"iperf_down_p,omitempty"`
+	IperfUpP     int                 `json:"iperf_up_p,omitempty"`
+	IperfOmit    int                 `json:"iperf_omit,omitempty"`
+	IperfDownIvs []float64           `json:"iperf_down_intervals,omitempty"`
+	IperfUpIvs   []float64           `json:"iperf_up_intervals,omitempty"`
+	Tools        map[string]measured `json:"tools"`
 	// The run's conditions, for the merged table's header.
 	Load         string `json:"load"`
 	Started      string `json:"started"`
@@ -281,7 +310,9 @@ func startServers(o *options, l *linkem.Link, tag string) (*servers, error) {
 
 func cellLink(o *options, rate, rtt, loss float64, queue int) (*linkem.Link, error) {
 	d := linkem.Dir{Rate: rate, Delay: time.Duration(rtt * float64(time.Millisecond) / 2), Loss: loss, Queue: queue}
-	return linkem.Start(context.Background(), linkem.Config{Up: d, Down: d, Realtime: o.realtime, Sysctls: bigBuffers, Seed: 1})
+	o.links++
+	name := fmt.Sprintf("%s%d", o.name, o.links%10000)
+	return linkem.Start(context.Background(), linkem.Config{Name: name, Up: d, Down: d, Realtime: o.realtime, Sysctls: bigBuffers, Seed: 1})
 }
 
 func matrix(o *options) (bool, error) {
@@ -403,23 +434,33 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 	}
 	defer srv.stop()
 
-	extra := []string{"-P", strconv.Itoa(o.iperfStreams)}
-	progress("iperf3")
-	down, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, 2, true, extra...)
-	if err != nil {
-		return r, err
-	}
-	up, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, 2, false, extra...)
-	if err != nil {
-		return r, err
-	}
-	r.IperfDown, r.IperfUp = down.Mbps, up.Mbps
-	progress(fmt.Sprintf("iperf3 down %.3f up %.3f", r.IperfDown, r.IperfUp))
+	// The speedtests first: iperf3 then uses, per direction, as many
+	// streams as the newest methodology used connections.
 	for _, m := range o.methods {
 		name := fmt.Sprintf("speedtest v%d", m)
 		r.Tools[name] = ourTest(o, l, "speedtest", m)
 		progress(fmt.Sprintf("%s %+v", name, r.Tools[name]))
 	}
+	r.IperfDownP, r.IperfUpP = o.iperfStreams, o.iperfStreams
+	if o.iperfStreams == 0 {
+		g := r.Tools[fmt.Sprintf("speedtest v%d", slices.Max(o.methods))]
+		r.IperfDownP, r.IperfUpP = max(g.ConnsDown, 1), max(g.ConnsUp, 1)
+	}
+	r.IperfOmit = o.iperfOmit
+	if r.IperfOmit < 0 {
+		r.IperfOmit = omitSecs(rtt)
+	}
+	progress(fmt.Sprintf("iperf3 -P %d/%d -O %d", r.IperfDownP, r.IperfUpP, r.IperfOmit))
+	down, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, r.IperfOmit, true, "-P", strconv.Itoa(r.IperfDownP))
+	if err != nil {
+		return r, err
+	}
+	up, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, r.IperfOmit, false, "-P", strconv.Itoa(r.IperfUpP))
+	if err != nil {
+		return r, err
+	}
+	r.IperfDown, r.IperfUp, r.IperfDownIvs, r.IperfUpIvs = down.Mbps, up.Mbps, down.Intervals, up.Intervals
+	progress(fmt.Sprintf("iperf3 down %.3f up %.3f", r.IperfDown, r.IperfUp))
 	if !o.skipNDT7 {
 		r.Tools["our ndt7"] = ourTest(o, l, "ndt7", 0)
 		progress(fmt.Sprintf("our ndt7 %+v", r.Tools["our ndt7"]))
@@ -431,6 +472,17 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 	return r, nil
 }
 
+// omitSecs is the reference's ramp-up, left out of its mean: BBR's
+// start-up grows the window 2.89 times a round trip, so it fills these
+// links' bandwidth-delay products (up to 5000 packets) in at most 8 round
+// trips; it drains its queue in one more, and the losses its overshoot
+// caused in a one-BDP queue take a few more to repair. 10 RTTs, plus
+// iperf3's own 2 s (connection, first interval), rounded up to whole
+// seconds, the unit of iperf3's --omit.
+func omitSecs(rttMS float64) int {
+	return int(math.Ceil(2 + 10*rttMS/1000))
+}
+
 // record is the part of `neubot run TEST --json` the bench reads.
 type record struct {
 	DownloadMbps float64 `json:"download_mbps"`
@@ -439,7 +491,11 @@ type record struct {
 		TestKeys struct {
 			Download struct {
 				LoadedRTTMedianMS float64 `json:"loaded_rtt_median_ms"`
+				Connections       int     `json:"connections"`
 			} `json:"download"`
+			Upload struct {
+				Connections int `json:"connections"`
+			} `json:"upload"`
 		} `json:"test_keys"`
 	} `json:"record"`
 }
@@ -467,7 +523,9 @@ func ourTest(o *options, l *linkem.Link, test string, method int) measured {
 		m.Err = err.Error()
 		return m
 	}
-	m.Down, m.Up, m.LoadedDown = rec.DownloadMbps, rec.UploadMbps, rec.Record.TestKeys.Download.LoadedRTTMedianMS
+	tk := rec.Record.TestKeys
+	m.Down, m.Up, m.LoadedDown = rec.DownloadMbps, rec.UploadMbps, tk.Download.LoadedRTTMedianMS
+	m.ConnsDown, m.ConnsUp = tk.Download.Connections, tk.Upload.Connections
 	return m
 }
 
@@ -509,6 +567,10 @@ func mlabTest(o *options, l *linkem.Link) measured {
 
 func errPct(x, truth float64) float64 { return (x - truth) / truth * 100 }
 
+// payload is the link's capacity for TCP payload at rate: 1448 bytes
+// (after IP, TCP and timestamps) in every 1500-byte packet.
+func payload(rate float64) float64 { return rate * 1448 / 1500 }
+
 func report(o *options, rs []cellResult, took time.Duration, load0 string) bool {
 	tools := []string{}
 	for _, m := range o.methods {
@@ -521,10 +583,14 @@ func report(o *options, rs []cellResult, took time.Duration, load0 string) bool 
 		tools = append(tools, "M-Lab ndt7")
 	}
 	goalTool := fmt.Sprintf("speedtest v%d", slices.Max(o.methods))
-	fmt.Printf("\nSpeedtest accuracy in the link emulator (internal/linkem; queue %s; link threads SCHED_FIFO %d; every tool under chrt -f %d; tcp_rmem/tcp_wmem max 32 MB in both namespaces). Reference: iperf3 -P %d, %d s after 2 s omitted, the receiver's mean goodput over its 1-s intervals (last left out), the machine's congestion control (%s) for every tool. Cells: error vs iperf3, then the tool's whole time (process start to result). %d cells in %.0f min; load average %s at the start, %s at the end, on a 2-CPU machine shared with other engineers' work.\n\n",
-		queueDesc(o.queue), o.realtime, linkbench.Priority, o.iperfStreams, o.iperfTime, congestionControl(), len(rs), took.Minutes(), load0, loadAvg())
-	head := "| rate Mbit/s | RTT ms | loss | dir | iperf3 Mbit/s |"
-	sep := "|---|---|---|---|---|"
+	streams := fmt.Sprintf("-P %d", o.iperfStreams)
+	if o.iperfStreams == 0 {
+		streams = fmt.Sprintf("with as many streams as %s used connections in the cell and direction (×P)", goalTool)
+	}
+	fmt.Printf("\nSpeedtest accuracy in the link emulator (internal/linkem; queue %s; link threads SCHED_FIFO %d; every tool under chrt -f %d; tcp_rmem/tcp_wmem max 32 MB in both namespaces). Reference: iperf3 %s, %d s after its --omit of the ramp-up (ceil(2 s + 10 RTT) unless -iperf-omit), the receiver's mean goodput over its 1-s intervals (last left out), the machine's congestion control (%s) for every tool. Payload: the link's capacity for TCP payload, rate × 1448/1500. Cells: error vs iperf3, then the tool's whole time (process start to result). %d cells in %.0f min; load average %s at the start, %s at the end, on a 2-CPU machine shared with other engineers' work.\n\n",
+		queueDesc(o.queue), o.realtime, linkbench.Priority, streams, o.iperfTime, congestionControl(), len(rs), took.Minutes(), load0, loadAvg())
+	head := "| rate Mbit/s | RTT ms | loss | dir | payload Mbit/s | iperf3 Mbit/s |"
+	sep := "|---|---|---|---|---|---|"
 	for _, t := range tools {
 		head += " " + t + " |"
 		sep += "---|"
@@ -533,11 +599,18 @@ func report(o *options, rs []cellResult, took time.Duration, load0 string) bool 
 	fmt.Println(sep)
 	for _, r := range rs {
 		for _, dir := range []string{"down", "up"} {
-			truth := r.IperfDown
+			truth, p := r.IperfDown, r.IperfDownP
 			if dir == "up" {
-				truth = r.IperfUp
+				truth, p = r.IperfUp, r.IperfUpP
 			}
-			line := fmt.Sprintf("| %g | %g | %g %% | %s | %.2f |", r.Rate, r.RTT, r.Loss*100, dir, truth)
+			ref := fmt.Sprintf("%.2f", truth)
+			if p == 0 { // cells of runs before per-cell streams
+				p = r.IperfStreams
+			}
+			if o.iperfStreams == 0 {
+				ref += fmt.Sprintf(" (×%d)", p)
+			}
+			line := fmt.Sprintf("| %g | %g | %g %% | %s | %.2f | %s |", r.Rate, r.RTT, r.Loss*100, dir, payload(r.Rate), ref)
 			for _, t := range tools {
 				m, ran := r.Tools[t]
 				if !ran {
@@ -607,7 +680,7 @@ func report(o *options, rs []cellResult, took time.Duration, load0 string) bool 
 	var capErr []float64
 	for _, r := range rs {
 		if m, ok := r.Tools[goalTool]; ok && m.Err == "" && r.Loss == 0 {
-			c := r.Rate * 1448 / 1500
+			c := payload(r.Rate)
 			capErr = append(capErr, math.Abs(errPct(m.Down, c)), math.Abs(errPct(m.Up, c)))
 		}
 	}
@@ -649,7 +722,7 @@ func loaded(o *options) error {
 	// reference) and with the matrix's streams.
 	var rows []string
 	pingMed := 0.0
-	for _, streams := range slices.Compact([]int{1, o.iperfStreams}) {
+	for _, streams := range []int{1, 2} {
 		pings := make(chan []float64, 1)
 		perr := make(chan error, 1)
 		go func() {
@@ -660,7 +733,7 @@ func loaded(o *options) error {
 			pings <- p
 			perr <- err
 		}()
-		down, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, 2, true, "-P", strconv.Itoa(streams))
+		down, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, omitSecs(20), true, "-P", strconv.Itoa(streams))
 		if err != nil {
 			return err
 		}

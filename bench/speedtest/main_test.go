@@ -14,6 +14,7 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/bench/internal/linkbench"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/linkem"
 	"github.com/neubot/neubot/schemas"
@@ -86,7 +87,7 @@ func serve() error {
 // regression in the method fails CI: in the link emulator (internal/linkem:
 // two network namespaces, 20 Mbit/s each way, a drop-tail queue of one BDP,
 // the machine's default congestion control) at 0 and 200 ms of RTT, iperf3
-// (one connection, 6 s after 2 s omitted) and the speedtest (methodology
+// (one connection, 6 s after its ramp-up, omitSecs) and the speedtest (methodology
 // 2, a separate process) on the same link. Each direction must be within
 // 6 % (the benchmark's goal for its worst cell) of iperf3's goodput or of
 // the link's payload capacity (96.5 % of its rate: iperf3's single flow
@@ -128,11 +129,11 @@ func TestAccuracy(t *testing.T) {
 		func() {
 			defer cancel()
 			defer link.Close()
-			iperfSrv := link.Command(linkem.B, "iperf3", "-s", "-p", "5201")
-			if err := iperfSrv.Start(); err != nil {
+			stopIperf, err := linkbench.Iperf3Server(link, 5201)
+			if err != nil {
 				t.Fatal(err)
 			}
-			defer func() { iperfSrv.Process.Kill(); iperfSrv.Wait() }()
+			defer stopIperf()
 			srv := link.Command(linkem.B, exe)
 			srv.Env = append(os.Environ(), roleEnv+"=server", addrEnv+"="+linkem.Addr(linkem.B).String()+":19775")
 			srv.Stderr = os.Stderr
@@ -141,11 +142,14 @@ func TestAccuracy(t *testing.T) {
 			}
 			defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
 			time.Sleep(time.Second)
-			down, err := linkIperf3(link, true)
+			// iperf3 as in the matrix: one stream (the speedtest's below
+			// 200 ms), its ramp-up omitted, 6 s.
+			omit := omitSecs(float64(c.rtt.Milliseconds()))
+			down, err := linkbench.Iperf3TCP(link, 5201, 6, omit, true)
 			if err != nil {
 				t.Fatal(err)
 			}
-			up, err := linkIperf3(link, false)
+			up, err := linkbench.Iperf3TCP(link, 5201, 6, omit, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -175,16 +179,16 @@ func TestAccuracy(t *testing.T) {
 				}
 				k := rec.TestKeys.(*schemas.Speedtest)
 				t.Logf("linkem %g Mbit/s, RTT %v: iperf3 down %.2f up %.2f; speedtest v2 run %d: down %.2f (%s, %d conns) up %.2f (%s, %d conns) in %.2f s; loaded RTT %.0f / %.0f ms",
-					rate, c.rtt, down, up, attempt, k.Download.GoodputMbps, k.Download.StopReason, k.Download.Connections,
+					rate, c.rtt, down.Mbps, up.Mbps, attempt, k.Download.GoodputMbps, k.Download.StopReason, k.Download.Connections,
 					k.Upload.GoodputMbps, k.Upload.StopReason, k.Upload.Connections, res.Seconds, k.Download.LoadedRTTMedianMS, k.Upload.LoadedRTTMedianMS)
 				for _, d := range []struct {
 					name        string
 					ours, truth float64
-				}{{"download", k.Download.GoodputMbps, down}, {"upload", k.Upload.GoodputMbps, up}} {
+				}{{"download", k.Download.GoodputMbps, down.Mbps}, {"upload", k.Upload.GoodputMbps, up.Mbps}} {
 					// iperf3's single flow sometimes stays below the link on a
 					// loaded machine: the link's payload capacity (1448 of
 					// every 1500 bytes) is the other reference.
-					capacity := rate * 1448 / 1500
+					capacity := payload(rate)
 					if e, ec := errPct(d.ours, d.truth), errPct(d.ours, capacity); (e < -6 || e > 6) && (ec < -6 || ec > 6) {
 						problems = append(problems, fmt.Sprintf("RTT %v, %s: %.2f Mbit/s vs iperf3 %.2f: %+.1f %%, vs the link's capacity %.2f: %+.1f %%: beyond 6 %% of both",
 							c.rtt, d.name, d.ours, d.truth, e, capacity, ec))
@@ -202,31 +206,4 @@ func TestAccuracy(t *testing.T) {
 			}
 		}()
 	}
-}
-
-// linkIperf3 runs iperf3 from side A to the server on side B (reverse: B
-// sends) for 8 s, the first 2 omitted, and returns the receiver's goodput.
-func linkIperf3(link *linkem.Link, reverse bool) (float64, error) {
-	args := []string{"-c", linkem.Addr(linkem.B).String(), "-p", "5201", "-t", "6", "-O", "2", "-J"}
-	if reverse {
-		args = append(args, "-R")
-	}
-	var last error
-	for try := 0; try < 3; try++ {
-		out, err := link.Command(linkem.A, "iperf3", args...).Output()
-		var res struct {
-			Error string `json:"error"`
-			End   struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
-		if jerr := json.Unmarshal(out, &res); jerr == nil && res.Error == "" && res.End.SumReceived.BitsPerSecond > 0 {
-			return res.End.SumReceived.BitsPerSecond / 1e6, nil
-		}
-		last = fmt.Errorf("iperf3: %v %s", err, res.Error)
-		time.Sleep(time.Second)
-	}
-	return 0, last
 }
