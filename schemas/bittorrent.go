@@ -5,14 +5,20 @@ import "fmt"
 // BitTorrentName is the test_name of the BitTorrent differential test.
 const BitTorrentName = "bittorrent"
 
-// BitTorrentVersion is the methodology version that this software writes:
-// 2 is the factorial design (payload × port × server address, both
-// directions, server-side samples, blocking); 1 had three kinds of flow.
+// BitTorrentVersion is the methodology version that this software writes
+// by default: 2 is the factorial design (payload × port × server address,
+// both directions, server-side samples, blocking), one flow at a time; 1
+// had three kinds of flow.
 const BitTorrentVersion = "2"
+
+// BitTorrentVersionDuels is the methodology of the duels option (3): the
+// flows of the factorial design two at a time, a tested flow and its
+// control meeting the same cross traffic, both directions at once.
+const BitTorrentVersionDuels = "3"
 
 // Bounds of the BitTorrent test's arrays.
 const (
-	MaxBitTorrentFlows       = 64
+	MaxBitTorrentFlows       = 128
 	MaxBitTorrentComparisons = 32
 	MaxFlowSamples           = 128
 )
@@ -83,7 +89,7 @@ type BitTorrent struct {
 	FlowDurationS   float64                `json:"flow_duration_s" v:"min=0,max=60" doc:"Planned duration of each flow, seconds."`
 	SampleEveryS    float64                `json:"sample_every_s" v:"min=0,max=10" doc:"Throughput sampling period, seconds."`
 	WarmupS         float64                `json:"warmup_s" v:"min=0,max=60" doc:"Samples before this time since the start of a flow are left out of the comparisons (TCP slow start), seconds."`
-	Flows           []BitTorrentFlow       `json:"flows" v:"maxitems=64" doc:"Every flow, in the order run."`
+	Flows           []BitTorrentFlow       `json:"flows" v:"maxitems=128" doc:"Every flow, in the order run."`
 	Comparisons     []BitTorrentComparison `json:"comparisons" v:"maxitems=32" doc:"Tested flows against each control, per direction (version 1: BitTorrent against random and neutral; version 2: the grid's pairs and each server address against the others)."`
 	DownloadOutcome string                 `json:"download_outcome" v:"enum=differentiation|none|inconclusive|blocked" doc:"Outcome of the download direction (version 1: combined outcome of its comparisons; version 2: see spec/bittorrent.md, How it decides)."`
 	UploadOutcome   string                 `json:"upload_outcome" v:"enum=differentiation|none|inconclusive|blocked" doc:"Outcome of the upload direction, as download_outcome (version 2: empty when the test ran no flow in that direction)."`
@@ -113,11 +119,11 @@ type BitTorrentBlocked struct {
 
 // BitTorrentFlow is one TCP connection of the test.
 type BitTorrentFlow struct {
-	Index     uint16             `json:"index" v:"max=63" doc:"Position of the flow in the test, from 0."`
+	Index     uint16             `json:"index" v:"max=127" doc:"Position of the flow in the test, from 0."`
 	Kind      string             `json:"kind" v:"required,enum=bittorrent|random|neutral|random_neutral|web|random_web" doc:"bittorrent: peer wire on the BitTorrent port; random: same sizes and timing, random bytes, same port; neutral: peer wire on the neutral port; version 2 adds random_neutral (random bytes, neutral port), web (peer wire on port 443) and random_web (random bytes on port 443)."`
 	Direction string             `json:"direction" v:"required,enum=download|upload" doc:"download: the server sends pieces; upload: the client does."`
 	Port      uint16             `json:"port" doc:"Server TCP port of the flow."`
-	StartS    float64            `json:"start_s" v:"min=0,max=600" doc:"Start of the flow since the start of the test, seconds."`
+	StartS    float64            `json:"start_s" v:"min=0,max=600" doc:"Start of the flow since the start of the test, seconds. Version 3: the two flows of a duel (run at the same time, same direction, next to each other in flows) have the same start_s, the start of the duel."`
 	Bytes     uint64             `json:"bytes" doc:"Bytes the receiver read during the sampled time (all of the stream, framing included)."`
 	Mbps      float64            `json:"mbps" v:"min=0,max=1000000" doc:"Mean throughput at the receiver after the warm-up, Mbit/s."`
 	Samples   []ThroughputSample `json:"samples" v:"maxitems=128" doc:"Throughput at the receiver over time since the start of the flow (client for download, server for upload)."`
@@ -185,7 +191,7 @@ var bittorrentColumns = []string{
 func init() {
 	Register(&Test{
 		Name:     BitTorrentName,
-		Versions: []string{"1", BitTorrentVersion},
+		Versions: []string{"1", BitTorrentVersion, BitTorrentVersionDuels},
 		Table:    "bittorrent",
 		Columns:  bittorrentColumns,
 		NewKeys:  func() TestKeys { return new(BitTorrent) },

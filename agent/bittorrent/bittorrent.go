@@ -4,11 +4,12 @@
 // rotated order, in both directions: BitTorrent peer wire and random bytes
 // of the same sizes and timing (payload), each on BitTorrent's port, a
 // neutral port and 443 (port), each flow to one of the server's addresses
-// (host). The server measures every flow (as receiver in upload, as sender
-// in download), merges its samples at collect and decides: two-sample
-// Kolmogorov–Smirnov tests plus thresholds on the medians, per direction,
-// for each factor, then what a difference is attributed to; flows that fail
-// in most repetitions while others run say blocked.
+// (host); or, with Config.Duels, the same kinds two at a time (wire.Plan).
+// The server measures every flow (as receiver in upload, as sender in
+// download), merges its samples at collect and decides per direction and
+// factor with a sign test over pairs of flows, then what a difference is
+// attributed to; flows that fail in most repetitions while others run say
+// blocked.
 package bittorrent
 
 import (
@@ -20,6 +21,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,13 +33,20 @@ import (
 	"github.com/neubot/neubot/schemas"
 )
 
-// Config tunes the test; the zero value is the default methodology: 48
-// flows of 1.25 s, about 65 s in all (bench/bittorrent).
+// Config tunes the test; the zero value is the default methodology 2: 48
+// flows of 1.25 s, one after the other, about 65 s in all; with Duels,
+// methodology 3 (bench/bittorrent).
 type Config struct {
 	// Repetitions of each kind of flow per direction (default 4: 8 to 12
-	// pairs of flows per comparison).
+	// pairs of flows per comparison); with Duels, of the duels of Plan
+	// (default 6: 12 pairs for the payload and for the port comparisons).
 	Repetitions int
-	// FlowDuration is how long each flow requests blocks (1.25 s). Longer
+	// Duels runs methodology 3: the flows two at a time, a tested flow
+	// with its control (wire.Plan), in both directions at once (6 repetitions
+	// of 5 duels of 1.75 s by default: 120 flows, about 70 s).
+	Duels bool
+	// FlowDuration is how long each flow requests blocks (1.25 s; 1.75 s
+	// with Duels). Longer
 	// flows (up to 10 s, with MaxFlowBytes as "until N bytes") see
 	// throttling that starts after a byte count or a delay; with fewer
 	// Kinds or Directions they keep within the test's 90 s.
@@ -62,9 +71,15 @@ type Config struct {
 func (c *Config) defaults() {
 	if c.Repetitions <= 0 {
 		c.Repetitions = 4
+		if c.Duels {
+			c.Repetitions = 6
+		}
 	}
 	if c.FlowDuration <= 0 {
 		c.FlowDuration = 1250 * time.Millisecond
+		if c.Duels {
+			c.FlowDuration = 1750 * time.Millisecond
+		}
 	}
 	if c.SampleEvery <= 0 {
 		c.SampleEvery = 125 * time.Millisecond
@@ -154,14 +169,41 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 		}
 		run = append(run, kind)
 	}
-	kinds = run
-	total := m.cfg.Repetitions * len(m.cfg.Directions) * len(kinds)
-	if total > spec.MaxFlows || time.Duration(total)*m.cfg.FlowDuration > 80*time.Second {
-		return nil, fmt.Errorf("bittorrent: %d flows of %v do not fit the test's %v: fewer repetitions, kinds or directions", total, m.cfg.FlowDuration, spec.TestTimeout)
+	portOf := func(role string) uint16 {
+		return uint16(map[string]int{schemas.PortApplication: ports.BitTorrentPort, schemas.PortNeutral: ports.NeutralPort, schemas.PortWeb: ports.WebPort}[role])
+	}
+	version := schemas.BitTorrentVersion
+	if m.cfg.Duels {
+		if err := r.duels(ctx, keys, run, hosts, portOf, start); err != nil {
+			return nil, err
+		}
+		version = schemas.BitTorrentVersionDuels
+	} else if err := r.sequence(ctx, keys, run, hosts, portOf, start); err != nil {
+		return nil, err
+	}
+	wire.Analyze(keys) // the download part; the server redoes it with its upload samples
+	rec := &schemas.Record{
+		Envelope: env.Envelope(schemas.BitTorrentName, version, uid, start),
+		TestKeys: keys,
+	}
+	r.progress(plugin.Progress{Phase: "collect"})
+	return r.collect(ctx, rec)
+}
+
+// flowBudget is the time after the start of the test past which no flow
+// starts: the flows end by then, and the test, collect included, within
+// its 90 s even when cross traffic slows every flow's handshake.
+const flowBudget = 80 * time.Second
+
+// sequence runs the flows of methodology 2, one after the other.
+func (r *run) sequence(ctx context.Context, keys *schemas.BitTorrent, kinds, hosts []string, portOf func(string) uint16, start time.Time) error {
+	total := r.cfg.Repetitions * len(r.cfg.Directions) * len(kinds)
+	if total > spec.MaxFlows || time.Duration(total)*r.cfg.FlowDuration > 80*time.Second {
+		return fmt.Errorf("bittorrent: %d flows of %v do not fit the test's %v: fewer repetitions, kinds or directions", total, r.cfg.FlowDuration, spec.TestTimeout)
 	}
 	peerID := wire.PeerID() // one per test, as a client keeps its own
-	for rep := 0; rep < m.cfg.Repetitions; rep++ {
-		for _, dir := range m.cfg.Directions {
+	for rep := 0; rep < r.cfg.Repetitions; rep++ {
+		for _, dir := range r.cfg.Directions {
 			// The order of the kinds rotates with the repetition, so that
 			// no kind always follows the same one; kind j of repetition
 			// rep goes to address (j + rep) mod hosts, a Latin square.
@@ -169,12 +211,14 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 				j := (rep + i) % len(kinds)
 				kind := kinds[j]
 				payload, role := schemas.KindCell(kind)
-				port := map[string]int{schemas.PortApplication: ports.BitTorrentPort, schemas.PortNeutral: ports.NeutralPort, schemas.PortWeb: ports.WebPort}[role]
 				host := (j + rep) % len(hosts)
 				if ctx.Err() != nil {
-					return nil, ctx.Err()
+					return ctx.Err()
 				}
-				f := schemas.BitTorrentFlow{Index: uint16(len(keys.Flows)), Kind: kind, Direction: dir, Port: uint16(port), StartS: round3(time.Since(start).Seconds()),
+				if time.Since(start)+r.cfg.FlowDuration > flowBudget {
+					return nil // the rest would not fit: the pairs run decide
+				}
+				f := schemas.BitTorrentFlow{Index: uint16(len(keys.Flows)), Kind: kind, Direction: dir, Port: portOf(role), StartS: round3(time.Since(start).Seconds()),
 					Payload: payload, PortRole: role, Host: uint8(host)}
 				r.progress(plugin.Progress{Phase: dir, Message: fmt.Sprintf("%s flow %d of %d", kind, len(keys.Flows)+1, total)})
 				r.flow(ctx, &f, hosts[host], peerID, keys.WarmupS)
@@ -182,13 +226,51 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 			}
 		}
 	}
-	wire.Analyze(keys) // the download part; the server redoes it with its upload samples
-	rec := &schemas.Record{
-		Envelope: env.Envelope(schemas.BitTorrentName, schemas.BitTorrentVersion, uid, start),
-		TestKeys: keys,
+	return nil
+}
+
+// duels runs the duels of methodology 3 (wire.Plan): two flows at once, in each
+// direction, both directions at once.
+func (r *run) duels(ctx context.Context, keys *schemas.BitTorrent, kinds, hosts []string, portOf func(string) uint16, start time.Time) error {
+	slots := wire.Plan(kinds, r.cfg.Repetitions, len(hosts))
+	if len(slots) == 0 {
+		return fmt.Errorf("bittorrent: no duel of the design among the kinds %v", kinds)
 	}
-	r.progress(plugin.Progress{Phase: "collect"})
-	return r.collect(ctx, rec)
+	if total := 2 * len(slots) * len(r.cfg.Directions); total > spec.MaxFlows || time.Duration(len(slots))*r.cfg.FlowDuration > 80*time.Second {
+		return fmt.Errorf("bittorrent: %d duels of %v do not fit the test's %v: fewer repetitions or kinds", len(slots), r.cfg.FlowDuration, spec.TestTimeout)
+	}
+	peerID := wire.PeerID()
+	for i, slot := range slots {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Since(start)+r.cfg.FlowDuration > flowBudget {
+			return nil
+		}
+		// The slot's duels, one per direction, start together: the two
+		// flows of a duel meet the same cross traffic, and on an access
+		// link the two directions do not compete.
+		at := round3(time.Since(start).Seconds())
+		first := len(keys.Flows)
+		for _, dir := range r.cfg.Directions {
+			for _, side := range slot {
+				payload, role := schemas.KindCell(side.Kind)
+				keys.Flows = append(keys.Flows, schemas.BitTorrentFlow{Index: uint16(len(keys.Flows)), Kind: side.Kind, Direction: dir, Port: portOf(role),
+					StartS: at, Payload: payload, PortRole: role, Host: uint8(side.Host)})
+			}
+		}
+		r.progress(plugin.Progress{Phase: "duels", Message: fmt.Sprintf("%s against %s, %d of %d", slot[0].Kind, slot[1].Kind, i+1, len(slots))})
+		var wg sync.WaitGroup
+		for j := first; j < len(keys.Flows); j++ {
+			wg.Add(1)
+			go func(f *schemas.BitTorrentFlow) {
+				defer wg.Done()
+				r.flow(ctx, f, hosts[f.Host], peerID, keys.WarmupS)
+			}(&keys.Flows[j])
+		}
+		wg.Wait()
+	}
+	return nil
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }

@@ -44,7 +44,8 @@ func main() {
 	share := flag.Float64("share", 0.2, "share of the link left to the slow class")
 	reps := flag.Int("reps", 0, "repetitions of each kind of flow per direction (0: the default methodology)")
 	flow := flag.Duration("flow", 0, "flow duration (0: the default methodology)")
-	longFlow := flag.Duration("long-flow", 5*time.Second, "flow duration of the byte-count scenario (download only, no web-port flows)")
+	longFlow := flag.Duration("long-flow", 0, "flow duration of the byte-count scenario (download only; 0: 5 s, 8 s with -duels)")
+	duels := flag.Bool("duels", false, "run methodology 3 (flows two at a time, agent/bittorrent Config.Duels)")
 	trigger := flag.Int64("trigger-bytes", triggerBytes, "bytes after which the byte-count policy throttles a connection")
 	crossTraffic := flag.Bool("cross", false, "add on-off cross traffic (one TCP flow on another port, 0.5-3 s on, 0.5-3 s off)")
 	records := flag.String("records", "", "also write every record to this file, one JSON line each, with the scenario")
@@ -69,13 +70,27 @@ func main() {
 		defer f.Close()
 		recordsTo = f
 	}
-	base := bittorrent.Config{Repetitions: *reps, FlowDuration: *flow}
-	longReps := *reps
-	if longReps == 0 {
-		longReps = 3 // 4 kinds x 3 x 5 s = 60 s
-	}
-	long := bittorrent.Config{Repetitions: longReps, FlowDuration: *longFlow, Directions: []string{schemas.DirDownload},
+	base := bittorrent.Config{Repetitions: *reps, FlowDuration: *flow, Duels: *duels}
+	// The byte-count scenario: longer flows, download only; 4 kinds x 3
+	// repetitions x 5 s = 60 s, or with duels 8 duels of 8 s of
+	// BitTorrent on ports 6881 and 9776 = 64 s.
+	long := bittorrent.Config{Repetitions: *reps, FlowDuration: *longFlow, Directions: []string{schemas.DirDownload}, Duels: *duels,
 		Kinds: []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}}
+	if long.Repetitions == 0 {
+		long.Repetitions = 3
+	}
+	if long.FlowDuration == 0 {
+		long.FlowDuration = 5 * time.Second
+	}
+	if *duels {
+		long.Kinds = []string{schemas.FlowBitTorrent, schemas.FlowNeutral}
+		if *reps == 0 {
+			long.Repetitions = 8
+		}
+		if *longFlow == 0 {
+			long.FlowDuration = 8 * time.Second
+		}
+	}
 	var scs []*scenario
 	if *nullRuns > 0 {
 		scs = append(scs, &scenario{policy: policyNone, cfg: base, runs: *nullRuns, want: schemas.OutcomeNone})
@@ -305,8 +320,12 @@ func bench(scs []*scenario, sh shaping, crossTraffic bool, parallel int, log *os
 	if crossTraffic {
 		fmt.Printf("\nWith on-off cross traffic: one TCP flow on port 5001 sharing the link, 0.5-3 s on, 0.5-3 s off.")
 	}
+	version := schemas.BitTorrentVersion
+	if len(scs) > 0 && scs[0].cfg.Duels {
+		version = schemas.BitTorrentVersionDuels
+	}
 	fmt.Printf("\nBitTorrent differential test (methodology %s): lo in a network namespace shaped by htb at %g Mbit/s (MTU 1500), slow class %g Mbit/s; test server on 3 addresses, ports 6881, 9776, 443. Runs alternate between scenarios.\n\n",
-		schemas.BitTorrentVersion, sh.LinkMbps, sh.LinkMbps*sh.Share)
+		version, sh.LinkMbps, sh.LinkMbps*sh.Share)
 	fmt.Println("| policy | runs | right (outcome + attribution) | differentiation | blocked | none | inconclusive | attributions | flows | test time median / max s |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	ok = true

@@ -55,7 +55,7 @@ type netns struct {
 }
 
 // nsPrefix begins the name of every namespace the bench makes.
-const nsPrefix = "s18-bt-"
+const nsPrefix = "t18-bt-"
 
 func newNetns(tag string) (*netns, error) {
 	n := &netns{name: fmt.Sprintf("%s%s-%d", nsPrefix, tag, os.Getpid())}

@@ -51,8 +51,8 @@ const (
 	// policySNINone is the neutral link under the replay test.
 	policySNINone = "sni-none"
 
-	dpiTap  = "s18dpi0"
-	dpiRead = "s18dpi1"
+	dpiTap  = "t18dpi0"
+	dpiRead = "t18dpi1"
 )
 
 // triggerBytes is the byte count after which the bytes policy throttles a

@@ -20,10 +20,12 @@ import (
 	"github.com/neubot/neubot/agent"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
+	"github.com/neubot/neubot/agent/replay"
 	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/internal/cli"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/proto/rendezvous"
+	"github.com/neubot/neubot/proto/replay/trace"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -52,6 +54,10 @@ func cmdRun(args []string) error {
 	if name == schemas.SpeedtestName {
 		fs.IntVar(&method, "method", 2, "speedtest methodology: 2 (spec/speedtest.md v2.0.0) or 1 (the first one)")
 	}
+	traceName := ""
+	if name == schemas.ReplayName {
+		fs.StringVar(&traceName, "trace", "tls-video", "replay trace: "+strings.Join(trace.Names(), " or ")+" (spec/replay.md)")
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: %s run TEST [--server URL] [--json]\n\nRuns one test now (TEST: %s) and prints the result. Running it is consent\nto collect this one result; --publish=false keeps it out of public data.\n\nFlags (also read from NEUBOT_<FLAG>):\n", prog, strings.Join(registry.Names(), ", "))
 		fs.PrintDefaults()
@@ -76,6 +82,13 @@ func cmdRun(args []string) error {
 			return cli.ErrUsage
 		}
 		m = speedtest.NewMeasurer(speedtest.Config{Method: method})
+	}
+	if name == schemas.ReplayName {
+		if _, err := trace.Load(traceName, 0); err != nil {
+			fmt.Fprintf(os.Stderr, "%s run: --trace %q: %v (known: %s)\n", prog, traceName, err, strings.Join(trace.Names(), ", "))
+			return cli.ErrUsage
+		}
+		m = replay.NewMeasurer(replay.Config{Trace: traceName})
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -213,13 +226,13 @@ func printSummary(w io.Writer, rec *schemas.Record) {
 		return
 	}
 	if k, ok := rec.TestKeys.(*schemas.BitTorrent); ok {
-		fmt.Fprintf(w, "%-9s %-14s %-14s %10s %10s %7s %6s %9s %6s  %s\n", "direction", "tested", "control", "Mbit/s", "control", "diff", "KS D", "p", "reps", "outcome")
+		fmt.Fprintf(w, "%-9s %-18s %-18s %10s %10s %7s %6s %9s %6s  %s\n", "direction", "tested", "control", "Mbit/s", "control", "diff", "KS D", "p", "pairs", "outcome")
 		for _, c := range k.Comparisons {
 			tested := c.Tested
 			if tested == "" {
 				tested = schemas.FlowBitTorrent
 			}
-			fmt.Fprintf(w, "%-9s %-14s %-14s %10.2f %10.2f %6.1f%% %6.3f %9.2g %6s  %s\n", c.Direction, tested, c.Control, c.MedianMbps, c.ControlMedian,
+			fmt.Fprintf(w, "%-9s %-18s %-18s %10.2f %10.2f %6.1f%% %6.3f %9.2g %6s  %s\n", c.Direction, tested, c.Control, c.MedianMbps, c.ControlMedian,
 				c.DiffPct, c.KSD, c.KSP, fmt.Sprintf("%d/%d", c.RepsSlower, c.Reps), c.Outcome)
 		}
 		for _, b := range k.Blocked {

@@ -7,7 +7,7 @@ package bittorrent
 import "time"
 
 // Version of the protocol described in spec/bittorrent.md.
-const Version = "v2.1.0"
+const Version = "v2.2.0"
 
 // Paths of the HTTP steps (on the test server's HTTP port).
 const (
@@ -70,7 +70,7 @@ const (
 	// TestTimeout is the per-test timer of a BitTorrent token.
 	TestTimeout = 90 * time.Second
 	// MaxFlows is the most flows one test may open.
-	MaxFlows = 64
+	MaxFlows = 128
 	// HandshakeTimeout bounds the wait for a flow's first bytes.
 	HandshakeTimeout = 10 * time.Second
 	// StallTimeout ends a flow that moved no byte for this long: the

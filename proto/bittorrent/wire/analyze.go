@@ -176,10 +176,26 @@ func TailRate(samples []schemas.ThroughputSample, warmup float64) (rate float64,
 
 // Pair is a tested flow and its controls: the control flow of the same
 // repetition, or for the interaction (both) the two single-factor controls,
-// or for a host the flows just before and after it (to other addresses).
+// or for a host the flows just before and after it (to other addresses);
+// since methodology 3 the control flow that ran at the same time (a duel).
 type Pair struct {
 	Tested   FlowStat
 	Controls []FlowStat
+	// And are further pairs that must all be slower with this one for the
+	// pair to count as slower (methodology 3's interaction: the BitTorrent
+	// flow slower than the random flow of its duel and than the neutral
+	// flow of another duel); under the null the chances multiply.
+	And []Pair
+}
+
+// null is the chance, under the null hypothesis, that the pair's tested
+// flow is the slowest of its flows (of each of its pairs, with And).
+func (p Pair) null() float64 {
+	q := 1 / float64(len(p.Controls)+1)
+	for _, a := range p.And {
+		q *= a.null()
+	}
+	return q
 }
 
 // slower reports whether the pair counts (the tested flow and a control
@@ -189,6 +205,18 @@ type Pair struct {
 // exchangeable (no policy tells them apart), each is the slowest with
 // probability 1/(m+1), whatever the cross traffic of the moment.
 func (p Pair) slower() (counts, slower bool, p0 float64) {
+	counts, slower, p0 = p.slowerOne()
+	for _, a := range p.And {
+		c, s, q := a.slower()
+		counts, slower, p0 = counts && c, slower && s, p0*q
+	}
+	if !counts {
+		return false, false, 0
+	}
+	return counts, slower, p0
+}
+
+func (p Pair) slowerOne() (counts, slower bool, p0 float64) {
 	if !p.Tested.OK {
 		return false, false, 0
 	}
@@ -233,7 +261,7 @@ func Designable(pairs []Pair, alpha float64) bool {
 	var p0 []float64
 	for _, p := range pairs {
 		if len(p.Controls) > 0 {
-			p0 = append(p0, 1/float64(len(p.Controls)+1))
+			p0 = append(p0, p.null())
 		}
 	}
 	return TailP(p0, len(p0)) < alpha
@@ -265,10 +293,12 @@ func ComparePairs(pairs []Pair, alpha float64) schemas.BitTorrentComparison {
 		if slow {
 			slower++
 		}
-		ts = append(ts, p.Tested.Samples...)
-		for _, c := range p.Controls {
-			if c.OK {
-				cs = append(cs, c.Samples...)
+		for _, q := range append([]Pair{p}, p.And...) {
+			ts = append(ts, q.Tested.Samples...)
+			for _, c := range q.Controls {
+				if c.OK {
+					cs = append(cs, c.Samples...)
+				}
 			}
 		}
 	}

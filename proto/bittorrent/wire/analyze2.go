@@ -121,18 +121,52 @@ func analyzeDirection(k *schemas.BitTorrent, dir string) (outcome, attribution s
 	}
 	sig := map[string]bool{}
 	inconclusive, compared := false, 0
-	add := func(pairs []Pair, alpha float64, tested, control, factor string) {
+	for _, c := range candidates(k, byKind, all) {
+		if !Designable(c.pairs, c.alpha) {
+			continue // not in this test's design (e.g. no web port)
+		}
 		compared++
-		c := ComparePairs(pairs, alpha)
-		c.Direction, c.Tested, c.Control, c.Factor = dir, tested, control, factor
-		k.Comparisons = append(k.Comparisons, c)
-		switch c.Outcome {
+		cmp := ComparePairs(c.pairs, c.alpha)
+		cmp.Direction, cmp.Tested, cmp.Control, cmp.Factor = dir, c.tested, c.control, c.factor
+		k.Comparisons = append(k.Comparisons, cmp)
+		switch cmp.Outcome {
 		case schemas.OutcomeDifferentiation:
-			sig[factor] = true
+			sig[c.factor] = true
 		case schemas.OutcomeInconclusive:
 			inconclusive = true
 		}
 	}
+	switch {
+	case sig[schemas.AttributionPayload]:
+		return schemas.OutcomeDifferentiation, schemas.AttributionPayload
+	case sig[schemas.AttributionPort]:
+		return schemas.OutcomeDifferentiation, schemas.AttributionPort
+	case sig[schemas.AttributionBoth]:
+		return schemas.OutcomeDifferentiation, schemas.AttributionBoth
+	case sig[schemas.AttributionHost]:
+		return schemas.OutcomeDifferentiation, schemas.AttributionHost
+	case inconclusive || compared == 0: // missing data, or too few flows to decide anything
+		return schemas.OutcomeInconclusive, ""
+	}
+	return schemas.OutcomeNone, ""
+}
+
+// candidate is a comparison the design may hold: its pairs, the level it
+// is decided at, and its names.
+type candidate struct {
+	pairs                   []Pair
+	alpha                   float64
+	tested, control, factor string
+}
+
+// candidates are the comparisons of one direction: of duels (methodology
+// 3, flows run two at a time) or of flows run one after the other
+// (methodology 2).
+func candidates(k *schemas.BitTorrent, byKind map[string][]*flowRef, all []*flowRef) []candidate {
+	if ds := duelsOf(all); len(ds) > 0 {
+		return duelCandidates(k, ds)
+	}
+	var out []candidate
 	for _, cmp := range comparisons {
 		var pairs []Pair
 		if cmp.factor == schemas.AttributionBoth {
@@ -156,10 +190,7 @@ func analyzeDirection(k *schemas.BitTorrent, dir string) (outcome, attribution s
 				}
 			}
 		}
-		if !Designable(pairs, Criteria.Alpha) {
-			continue // not in this test's design (e.g. no web port)
-		}
-		add(pairs, Criteria.Alpha, cmp.tested, cmp.control, cmp.factor)
+		out = append(out, candidate{pairs, Criteria.Alpha, cmp.tested, cmp.control, cmp.factor})
 	}
 	if k.Hosts >= 2 {
 		// Each flow to address h against the flows just before and after
@@ -168,7 +199,6 @@ func analyzeDirection(k *schemas.BitTorrent, dir string) (outcome, attribution s
 		// traffic, and no two of h's flows share a control. The
 		// addresses are as many tests of one question: each at
 		// Alpha / hosts (Bonferroni).
-		alpha := Criteria.Alpha / float64(k.Hosts)
 		for h := 0; h < int(k.Hosts); h++ {
 			var pairs []Pair
 			for i, r := range all {
@@ -183,25 +213,97 @@ func analyzeDirection(k *schemas.BitTorrent, dir string) (outcome, attribution s
 				}
 				pairs = append(pairs, Pair{Tested: r.stat, Controls: cs})
 			}
-			if !Designable(pairs, alpha) {
-				continue
-			}
-			add(pairs, alpha, fmt.Sprintf("host_%d", h), ControlHosts, schemas.AttributionHost)
+			out = append(out, candidate{pairs, Criteria.Alpha / float64(k.Hosts), fmt.Sprintf("host_%d", h), ControlHosts, schemas.AttributionHost})
 		}
 	}
-	switch {
-	case sig[schemas.AttributionPayload]:
-		return schemas.OutcomeDifferentiation, schemas.AttributionPayload
-	case sig[schemas.AttributionPort]:
-		return schemas.OutcomeDifferentiation, schemas.AttributionPort
-	case sig[schemas.AttributionBoth]:
-		return schemas.OutcomeDifferentiation, schemas.AttributionBoth
-	case sig[schemas.AttributionHost]:
-		return schemas.OutcomeDifferentiation, schemas.AttributionHost
-	case inconclusive || compared == 0: // missing data, or too few flows to decide anything
-		return schemas.OutcomeInconclusive, ""
+	return out
+}
+
+// duel is two flows of one direction run at the same time (methodology 3):
+// the same cross traffic meets both.
+type duel [2]*flowRef
+
+// duelsOf returns the duels among the flows of one direction, in the order
+// run: the flows that share their start_s, two by two (the client records
+// the start of the duel for both). None in a record of methodology 2,
+// whose flows ran one after the other.
+func duelsOf(all []*flowRef) []duel {
+	var out []duel
+	for i := 0; i+1 < len(all); i++ {
+		if all[i].f.StartS == all[i+1].f.StartS && (i+2 == len(all) || all[i+2].f.StartS != all[i].f.StartS) &&
+			(i == 0 || all[i-1].f.StartS != all[i].f.StartS) {
+			out = append(out, duel{all[i], all[i+1]})
+			i++
+		}
 	}
-	return schemas.OutcomeNone, ""
+	return out
+}
+
+// side returns the flow of kind tested and the flow of kind control of
+// the duel, if it is made of those two kinds.
+func (d duel) side(tested, control string) (t, c *flowRef, ok bool) {
+	switch {
+	case d[0].f.Kind == tested && d[1].f.Kind == control:
+		return d[0], d[1], true
+	case d[1].f.Kind == tested && d[0].f.Kind == control:
+		return d[1], d[0], true
+	}
+	return nil, nil, false
+}
+
+// duelCandidates are the comparisons of methodology 3: each factor's
+// pairs are the duels of its pairs of kinds, the tested flow against the
+// control flow that ran at the same time; the interaction pairs, duel by
+// duel in order, a BitTorrent flow slower than the random flow of its duel
+// with one slower than the neutral flow of its own (chance 1/4 under the
+// null); host h, every duel with one flow to h and one elsewhere.
+func duelCandidates(k *schemas.BitTorrent, ds []duel) []candidate {
+	var out []candidate
+	for _, cmp := range comparisons {
+		var pairs []Pair
+		if cmp.factor == schemas.AttributionBoth {
+			var legs [2][]Pair
+			for i, kp := range cmp.kinds {
+				for _, d := range ds {
+					if t, c, ok := d.side(kp[0], kp[1]); ok {
+						legs[i] = append(legs[i], Pair{Tested: t.stat, Controls: []FlowStat{c.stat}})
+					}
+				}
+			}
+			for i := 0; i < min(len(legs[0]), len(legs[1])); i++ {
+				p := legs[0][i]
+				p.And = []Pair{legs[1][i]}
+				pairs = append(pairs, p)
+			}
+		} else {
+			for _, d := range ds {
+				for _, kp := range cmp.kinds {
+					if t, c, ok := d.side(kp[0], kp[1]); ok {
+						pairs = append(pairs, Pair{Tested: t.stat, Controls: []FlowStat{c.stat}})
+					}
+				}
+			}
+		}
+		out = append(out, candidate{pairs, Criteria.Alpha, cmp.tested, cmp.control, cmp.factor})
+	}
+	if k.Hosts >= 2 {
+		// The addresses are as many tests of one question: each at
+		// Alpha / hosts (Bonferroni).
+		for h := 0; h < int(k.Hosts); h++ {
+			var pairs []Pair
+			for _, d := range ds {
+				a, b := int(d[0].f.Host) == h, int(d[1].f.Host) == h
+				switch {
+				case a && !b:
+					pairs = append(pairs, Pair{Tested: d[0].stat, Controls: []FlowStat{d[1].stat}})
+				case b && !a:
+					pairs = append(pairs, Pair{Tested: d[1].stat, Controls: []FlowStat{d[0].stat}})
+				}
+			}
+			out = append(out, candidate{pairs, Criteria.Alpha / float64(k.Hosts), fmt.Sprintf("host_%d", h), ControlHosts, schemas.AttributionHost})
+		}
+	}
+	return out
 }
 
 // blocking looks for kinds of flow (or a server address) whose flows

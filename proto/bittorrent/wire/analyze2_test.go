@@ -24,18 +24,25 @@ func grid(hosts int, rate func(kind, dir string, host int) float64, failure func
 				payload, port := schemas.KindCell(kind)
 				f := schemas.BitTorrentFlow{Index: uint16(len(k.Flows)), Kind: kind, Direction: dir, Payload: payload, PortRole: port, Host: uint8(host)}
 				f.ServerError = failure(kind, dir, host)
-				mbps := rate(kind, dir, host)
-				var b uint64
-				for s := 1; s <= 12; s++ {
-					m := mbps * (1 + 0.02*float64((s+len(k.Flows))%5))
-					b += uint64(m * 1e6 / 8 / 8)
-					f.ServerSamples = append(f.ServerSamples, schemas.ThroughputSample{TS: float64(s) / 8, Bytes: b, Mbps: m})
-				}
+				f.ServerSamples = samplesAt(rate(kind, dir, host), 12, len(k.Flows))
 				k.Flows = append(k.Flows, f)
 			}
 		}
 	}
 	return k
+}
+
+// samplesAt returns n samples of 125 ms at about mbps Mbit/s (within 8%,
+// varying with the flow's index i).
+func samplesAt(mbps float64, n, i int) []schemas.ThroughputSample {
+	var out []schemas.ThroughputSample
+	var b uint64
+	for s := 1; s <= n; s++ {
+		m := mbps * (1 + 0.02*float64((s+i)%5))
+		b += uint64(m * 1e6 / 8 / 8)
+		out = append(out, schemas.ThroughputSample{TS: float64(s) / 8, Bytes: b, Mbps: m})
+	}
+	return out
 }
 
 func noFailure(string, string, int) string { return "" }

@@ -54,6 +54,19 @@ const (
 	MaxPackets = 1 << 16
 )
 
+// Names returns the names of the embedded traces, sorted, each once.
+func Names() []string {
+	entries, _ := fs.ReadDir(dataFS, "data")
+	var out []string
+	for _, e := range entries {
+		n, _, ok := strings.Cut(strings.TrimSuffix(e.Name(), ".json"), ".v")
+		if ok && (len(out) == 0 || out[len(out)-1] != n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // Load returns the embedded trace name at version (0: the newest).
 func Load(name string, version int) (*Trace, error) {
 	entries, err := fs.ReadDir(dataFS, "data")
