@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -44,15 +43,14 @@ func (a *Agent) getJSON(ctx context.Context, u string, v any) error {
 	if err != nil {
 		return err
 	}
-	resp, err := a.http.Do(req)
-	if err != nil {
+	ans, err := httpx.Fetch(a.http, req, 1<<20)
+	switch {
+	case ans == nil || err != nil:
 		return err
+	case ans.Status != http.StatusOK:
+		return fmt.Errorf("%s answered %s", u, ans.StatusLine())
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s answered %s", u, resp.Status)
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v)
+	return json.Unmarshal(ans.Body, v)
 }
 
 // CompareISP asks the public API which provider the agent is on and that

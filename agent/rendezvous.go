@@ -1,17 +1,16 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
 
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/proto/rendezvous"
 )
 
@@ -26,25 +25,19 @@ func Rendezvous(ctx context.Context, client *http.Client, collectorURL string, r
 	if collectorURL == "" {
 		return nil, errors.New("no test server: give a server URL or a collector URL")
 	}
-	body, err := json.Marshal(req)
+	hreq, _, err := httpx.NewJSONRequest(ctx, http.MethodPost, strings.TrimRight(collectorURL, "/")+rendezvous.RendezvousPath, req)
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous: %w", err)
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(collectorURL, "/")+rendezvous.RendezvousPath, bytes.NewReader(body))
-	if err != nil {
+	a, err := httpx.Fetch(client, hreq, rendezvous.MaxRendezvousBodyBytes)
+	switch {
+	case a == nil || err != nil:
 		return nil, fmt.Errorf("rendezvous: %w", err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(hreq)
-	if err != nil {
-		return nil, fmt.Errorf("rendezvous: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("rendezvous: the collector at %s answered %s", collectorURL, resp.Status)
+	case a.Status != http.StatusOK:
+		return nil, fmt.Errorf("rendezvous: the collector at %s answered %s", collectorURL, a.StatusLine())
 	}
 	var rr rendezvous.RendezvousResponse
-	if err := json.NewDecoder(io.LimitReader(resp.Body, rendezvous.MaxRendezvousBodyBytes)).Decode(&rr); err != nil {
+	if err := json.Unmarshal(a.Body, &rr); err != nil {
 		return nil, fmt.Errorf("rendezvous: the collector's answer: %w", err)
 	}
 	return &rr, nil

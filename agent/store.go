@@ -9,6 +9,7 @@ import (
 
 	_ "modernc.org/sqlite" // pure Go SQLite: no cgo in what volunteers install
 
+	"github.com/neubot/neubot/internal/sqlrows"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -104,22 +105,15 @@ func (s *Store) MarkUploaded(ctx context.Context, uids []string) error {
 func (s *Store) Results(ctx context.Context, limit int) ([]Result, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT measurement_uid, test, start_time, download_mbps, upload_mbps,
 		rtt_ms, bytes, server_id, uploaded FROM results ORDER BY start_time DESC, measurement_uid LIMIT ?`, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Result{}
-	for rows.Next() {
-		var r Result
+	return sqlrows.Append([]Result{}, rows, err, func(rows *sql.Rows, r *Result) error {
 		var ts int64
 		if err := rows.Scan(&r.MeasurementUID, &r.Test, &ts, &r.DownloadMbps, &r.UploadMbps, &r.RTTMS, &r.Bytes, &r.ServerID, &r.Uploaded); err != nil {
-			return nil, err
+			return err
 		}
 		r.StartTime = time.Unix(ts, 0).UTC()
 		r.Peer = r.ServerID == schemas.PeerServerID
-		out = append(out, r)
-	}
-	return out, rows.Err()
+		return nil
+	})
 }
 
 // Record returns the stored authoritative record of a measurement.
@@ -143,19 +137,9 @@ type Usage struct {
 func (s *Store) UsageBy(ctx context.Context, format string, since time.Time) ([]Usage, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT strftime(?, start_time, 'unixepoch') AS p, SUM(bytes)
 		FROM results WHERE start_time >= ? GROUP BY p ORDER BY p`, format, since.Unix())
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Usage{}
-	for rows.Next() {
-		var u Usage
-		if err := rows.Scan(&u.Period, &u.Bytes); err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return sqlrows.Append([]Usage{}, rows, err, func(rows *sql.Rows, u *Usage) error {
+		return rows.Scan(&u.Period, &u.Bytes)
+	})
 }
 
 // BytesSince sums the bytes of tests started since t.

@@ -28,7 +28,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -250,22 +249,19 @@ func (c *Collector) connectBack(ctx context.Context, id, url string) (bool, stri
 	if err != nil {
 		return false, fmt.Sprintf("bad peer URL %s: %v", url, err)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return false, unreachableReason(url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHelloBytes+1))
+	a, err := httpx.Fetch(client, req, maxHelloBytes)
 	switch {
+	case a == nil:
+		return false, unreachableReason(url, err)
 	case err != nil:
-		return false, fmt.Sprintf("%s accepted the connection but its answer broke off: %v", url, err)
-	case resp.StatusCode != http.StatusOK:
-		return false, fmt.Sprintf("%s answered the reachability check with HTTP status %d: something other than this Neubot agent listens on that port", url, resp.StatusCode)
-	case len(body) > maxHelloBytes:
+		return false, fmt.Sprintf("%s accepted the connection but %v", url, err)
+	case a.Status != http.StatusOK:
+		return false, fmt.Sprintf("%s answered the reachability check with HTTP status %d: something other than this Neubot agent listens on that port", url, a.Status)
+	case a.Truncated:
 		return false, fmt.Sprintf("%s answered the reachability check with more than %d bytes", url, maxHelloBytes)
 	}
 	var hello rendezvous.PeerHello
-	if err := json.Unmarshal(body, &hello); err != nil {
+	if err := json.Unmarshal(a.Body, &hello); err != nil {
 		return false, fmt.Sprintf("%s did not answer the reachability check as a Neubot agent: %v", url, err)
 	}
 	if hello.ID != id || hello.Nonce != nonce {

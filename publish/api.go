@@ -381,7 +381,14 @@ func (a *API) ispList(ctx context.Context, term string, synthetic bool, days, li
 		syn = 1
 	}
 	up := strings.TrimPrefix(strings.ToUpper(term), "AS")
-	rows, err := a.cfg.Conn.Query(ctx, `SELECT key, any(org), any(country),
+	out, err := chdb.Select(ctx, a.cfg.Conn, func(rows driver.Rows, x *ISP) error {
+		var down, up, rtt float64
+		if err := rows.Scan(&x.ASN, &x.Org, &x.Country, &x.Tests, &x.AgentDays, &down, &up, &rtt); err != nil {
+			return err
+		}
+		x.DownloadMbps, x.UploadMbps, x.RTTMS = Number(down), Number(up), Number(rtt)
+		return nil
+	}, `SELECT key, any(org), any(country),
 			sumIf(tests, metric = 'download_mbps') AS n, sumIf(agents, metric = 'download_mbps'),
 			quantileExactWeightedIf(0.5)(p50, agents, metric = 'download_mbps'),
 			quantileExactWeightedIf(0.5)(p50, agents, metric = 'upload_mbps'),
@@ -391,19 +398,8 @@ func (a *API) ispList(ctx context.Context, term string, synthetic bool, days, li
 		GROUP BY key
 		HAVING n > 0 AND (? = '' OR key = ? OR upper(any(country)) = ? OR positionCaseInsensitive(any(org), ?) > 0)
 		ORDER BY n DESC, key LIMIT ?`, syn, days, up, up, up, term, limit)
-	if err != nil {
-		return nil, err
+	if out == nil && err == nil {
+		out = []ISP{}
 	}
-	defer rows.Close()
-	out := []ISP{}
-	for rows.Next() {
-		var x ISP
-		var down, up, rtt float64
-		if err := rows.Scan(&x.ASN, &x.Org, &x.Country, &x.Tests, &x.AgentDays, &down, &up, &rtt); err != nil {
-			return nil, err
-		}
-		x.DownloadMbps, x.UploadMbps, x.RTTMS = Number(down), Number(up), Number(rtt)
-		out = append(out, x)
-	}
-	return out, rows.Err()
+	return out, err
 }

@@ -59,22 +59,44 @@ const measurementColumns = `measurement_uid UUID COMMENT 'Random UUID made by th
 //	ALTER TABLE t COMMENT COLUMN {{phase}}_bytes '{{Phase}}: bytes';
 //	-- {{end}}
 //
-// {{Phase}} is the value with its first letter in upper case.
-var forRE = regexp.MustCompile(`(?ms)^-- \{\{for (\w+) in ([\w ]+)\}\}\n(.*?)^-- \{\{end\}\}\n`)
+// {{Phase}} is the value with its first letter in upper case. A block may
+// name several variables, given together in each value:
+// "-- {{for phase,side in download,client upload,server}}". {{sep}} is a
+// comma in every copy but the last (the last column of a CREATE TABLE).
+var forRE = regexp.MustCompile(`(?ms)^-- \{\{for ([\w,]+) in ([\w, ]+)\}\}\n(.*?)^-- \{\{end\}\}\n`)
 
 // expand writes out a migration's templates: {{measurement_columns}} and
 // the for blocks.
-func expand(body string) string {
+func expand(body string) (string, error) {
+	var bad error
 	body = forRE.ReplaceAllStringFunc(body, func(block string) string {
 		m := forRE.FindStringSubmatch(block)
-		name, text := m[1], m[3]
+		names, text := strings.Split(m[1], ","), m[3]
 		var b strings.Builder
-		for _, v := range strings.Fields(m[2]) {
-			b.WriteString(strings.NewReplacer("{{"+name+"}}", v, "{{"+strings.ToUpper(name[:1])+name[1:]+"}}", strings.ToUpper(v[:1])+v[1:]).Replace(text))
+		values := strings.Fields(m[2])
+		for j, v := range values {
+			vals := strings.Split(v, ",")
+			if len(vals) != len(names) {
+				bad = fmt.Errorf("for %s: value %q has %d parts, want %d", m[1], v, len(vals), len(names))
+				return block
+			}
+			pairs := []string{"{{sep}}", ","}
+			if j == len(values)-1 {
+				pairs[1] = ""
+			}
+			for i, name := range names {
+				pairs = append(pairs, "{{"+name+"}}", vals[i], "{{"+upperFirst(name)+"}}", upperFirst(vals[i]))
+			}
+			b.WriteString(strings.NewReplacer(pairs...).Replace(text))
 		}
 		return b.String()
 	})
-	return strings.ReplaceAll(body, "{{measurement_columns}}", measurementColumns)
+	return strings.ReplaceAll(body, "{{measurement_columns}}", measurementColumns), bad
+}
+
+// upperFirst is s with its first letter in upper case.
+func upperFirst(s string) string {
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 // Migrations returns the embedded migrations sorted by version. File names
@@ -100,7 +122,10 @@ func Migrations() ([]Migration, error) {
 		if err != nil {
 			return nil, err
 		}
-		sql := expand(string(body))
+		sql, err := expand(string(body))
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: %w", e.Name(), err)
+		}
 		if i := strings.Index(sql, "{{"); i >= 0 {
 			return nil, fmt.Errorf("migration %s: unknown template %.40q", e.Name(), sql[i:])
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -158,7 +159,7 @@ func (r *Record) Validate(now time.Time) error {
 	switch {
 	case !ok:
 		c.add("test_name", "unknown test %.32q", r.TestName)
-	case !contains(test.Versions, r.TestVersion):
+	case !slices.Contains(test.Versions, r.TestVersion):
 		c.add("test_version", "unknown version %.16q of %s (known: %s)", r.TestVersion, test.Name, strings.Join(test.Versions, ", "))
 	}
 	if r.TestKeys == nil {
@@ -176,15 +177,6 @@ func (r *Record) Validate(now time.Time) error {
 		return &ValidationError{Fields: c.errs}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestNames returns the names of the registered tests, in order.

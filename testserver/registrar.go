@@ -6,20 +6,18 @@ package testserver
 // that test servers never import the collector.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/proto/rendezvous"
 )
@@ -165,17 +163,12 @@ func (r *Registrar) Register(ctx context.Context) (rendezvous.RegistrationAck, e
 	if r.Info == nil {
 		return ack, errors.New("testserver: Registrar.Info is nil")
 	}
-	body, err := json.Marshal(r.Info())
-	if err != nil {
-		return ack, fmt.Errorf("encode registration: %w", err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, r.seconds(registerTimeout))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	req, body, err := httpx.NewJSONRequest(ctx, http.MethodPost, endpoint, r.Info())
 	if err != nil {
 		return ack, err
 	}
-	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	if r.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+r.Token)
@@ -187,22 +180,18 @@ func (r *Registrar) Register(ctx context.Context) (rendezvous.RegistrationAck, e
 	if client == nil {
 		client = http.DefaultClient
 	}
-	resp, err := client.Do(req)
-	if err != nil {
+	a, err := httpx.Fetch(client, req, maxAckBytes)
+	switch {
+	case a == nil:
 		return ack, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAckBytes+1))
-	if err != nil {
+	case err != nil:
 		return ack, fmt.Errorf("read the collector's answer: %w", err)
-	}
-	if len(data) > maxAckBytes {
+	case a.Truncated:
 		return ack, fmt.Errorf("the collector's answer is over %d bytes", maxAckBytes)
+	case a.Status != http.StatusOK:
+		return ack, statusError(a, r.seconds)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return ack, statusError(resp, data, r.seconds)
-	}
-	if err := json.Unmarshal(data, &ack); err != nil {
+	if err := json.Unmarshal(a.Body, &ack); err != nil {
 		return ack, fmt.Errorf("the collector's answer is not a registration ack: %w", err)
 	}
 	return ack, nil
@@ -210,20 +199,12 @@ func (r *Registrar) Register(ctx context.Context) (rendezvous.RegistrationAck, e
 
 // statusError describes a refusal from the answer's JSON "error" field, or
 // from the start of its body.
-func statusError(resp *http.Response, body []byte, seconds func(int) time.Duration) *StatusError {
-	e := &StatusError{Code: resp.StatusCode}
-	var msg struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(body, &msg) == nil && msg.Error != "" {
-		e.Reason = msg.Error
-	} else {
-		e.Reason = strings.TrimSpace(string(body))
-	}
+func statusError(a *httpx.Answer, seconds func(int) time.Duration) *StatusError {
+	e := &StatusError{Code: a.Status, Reason: a.ErrorText()}
 	if len(e.Reason) > 512 {
 		e.Reason = e.Reason[:512] + "..."
 	}
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+	if s, err := strconv.Atoi(a.Header.Get("Retry-After")); err == nil && s > 0 {
 		e.RetryAfter = seconds(min(s, maxHeartbeat))
 	}
 	return e

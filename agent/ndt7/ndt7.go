@@ -256,18 +256,29 @@ func closeConn(conn *websocket.Conn) {
 	conn.Close()
 }
 
+// open connects a subtest's WebSocket at path and reports its phase (once
+// connected: see cmd/neubot's one-line errors); the end of ctx breaks the
+// connection's reads and writes. It returns when the subtest started and
+// what closes the connection.
+func (r *run) open(ctx context.Context, path, phase string) (conn *websocket.Conn, start time.Time, done func(), err error) {
+	conn, err = r.dial(ctx, path)
+	if err != nil {
+		return nil, start, nil, err
+	}
+	r.progress(plugin.Progress{Phase: phase})
+	start = time.Now()
+	stop := context.AfterFunc(ctx, func() { _ = conn.NetConn().SetDeadline(time.Now()) })
+	return conn, start, func() { stop(); closeConn(conn) }, nil
+}
+
 // download receives until the server closes (or spec.MaxDuration), and
 // counts the payload at the receiver: the goodput is the client's.
 func (r *run) download(ctx context.Context) (*schemas.NDT7Subtest, error) {
-	conn, err := r.dial(ctx, spec.DownloadPath)
+	conn, start, done, err := r.open(ctx, spec.DownloadPath, "download")
 	if err != nil {
 		return nil, err
 	}
-	r.progress(plugin.Progress{Phase: "download"}) // once connected: see cmd/neubot's one-line errors
-	defer closeConn(conn)
-	start := time.Now()
-	stop := context.AfterFunc(ctx, func() { _ = conn.NetConn().SetDeadline(time.Now()) })
-	defer stop()
+	defer done()
 	_ = conn.NetConn().SetReadDeadline(start.Add(spec.MaxDuration))
 	conn.SetReadLimit(spec.MaxMessageSize)
 	var (
@@ -337,15 +348,11 @@ var random = func() []byte {
 // spec.MeasureEvery. The goodput is the server's, as receiver, from its
 // last AppInfo; the client's counters are the fallback.
 func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
-	conn, err := r.dial(ctx, spec.UploadPath)
+	conn, start, done, err := r.open(ctx, spec.UploadPath, "upload")
 	if err != nil {
 		return nil, err
 	}
-	r.progress(plugin.Progress{Phase: "upload"})
-	defer closeConn(conn)
-	start := time.Now()
-	stop := context.AfterFunc(ctx, func() { _ = conn.NetConn().SetDeadline(time.Now()) })
-	defer stop()
+	defer done()
 	_ = conn.NetConn().SetDeadline(start.Add(spec.MaxDuration))
 	conn.SetReadLimit(spec.MaxTextMessageSize)
 

@@ -1,15 +1,14 @@
 package session
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/proto/negotiate"
 )
 
@@ -28,32 +27,24 @@ func Base(test, serverURL string) (base, host string, err error) {
 // decodes the 200 answer, at most limit bytes, into out; a refusal is a
 // *ProtocolError of op.
 func PostJSON(ctx context.Context, client *http.Client, test, op, url, token string, in, out any, limit int64) error {
-	body, err := json.Marshal(in)
+	req, _, err := httpx.NewJSONRequest(ctx, http.MethodPost, url, in)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+token)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
+	a, err := httpx.Fetch(client, req, limit)
+	switch {
+	case a == nil:
 		return fmt.Errorf("%s %s: cannot reach the test server: %w", test, op, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return Refused(test, op, resp)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
-	if err != nil {
+	case a.Status != http.StatusOK:
+		return refusal(test, op, a)
+	case err != nil:
 		return fmt.Errorf("%s %s: %w", test, op, err)
 	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return &ProtocolError{Test: test, Op: op, Status: resp.StatusCode, Msg: "bad answer: " + err.Error()}
+	if err := json.Unmarshal(a.Body, out); err != nil {
+		return &ProtocolError{Test: test, Op: op, Status: a.Status, Msg: "bad answer: " + err.Error()}
 	}
 	return nil
 }

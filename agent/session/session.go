@@ -14,10 +14,10 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/proto/negotiate"
 	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
@@ -30,12 +30,19 @@ type ProtocolError = plugin.ProtocolError
 // Refused reads the JSON error of a refused request ({"error": "..."})
 // into a *ProtocolError.
 func Refused(test, op string, resp *http.Response) error {
-	var e negotiate.Error
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if json.Unmarshal(b, &e) != nil || e.Error == "" {
-		e.Error = strings.TrimSpace(string(b))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxRefusal))
+	return refusal(test, op, &httpx.Answer{Status: resp.StatusCode, Body: b})
+}
+
+// maxRefusal bounds the text of a refusal.
+const maxRefusal = 4096
+
+// refusal is the *ProtocolError of a refused request's answer.
+func refusal(test, op string, a *httpx.Answer) error {
+	if len(a.Body) > maxRefusal {
+		a = &httpx.Answer{Status: a.Status, Body: a.Body[:maxRefusal]}
 	}
-	return &ProtocolError{Test: test, Op: op, Status: resp.StatusCode, Msg: e.Error}
+	return &ProtocolError{Test: test, Op: op, Status: a.Status, Msg: a.ErrorText()}
 }
 
 // Slot asks url (the test's negotiate endpoint) for a slot for measurement
@@ -45,20 +52,17 @@ func Slot(ctx context.Context, client *http.Client, test, url, uid string, progr
 	progress(plugin.Progress{Phase: "negotiate"})
 	token := ""
 	for {
-		body, _ := json.Marshal(negotiate.Request{Token: token, MeasurementUID: uid})
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		req, _, err := httpx.NewJSONRequest(ctx, http.MethodPost, url, negotiate.Request{Token: token, MeasurementUID: uid})
 		if err != nil {
 			return "", err
 		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
+		a, err := httpx.Fetch(client, req, maxRefusal)
+		if a == nil {
 			return "", fmt.Errorf("%s: cannot reach the test server: %w", test, err)
 		}
-		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-			wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
-			err := Refused(test, "negotiate", resp)
-			resp.Body.Close()
+		if a.Status == http.StatusTooManyRequests || a.Status == http.StatusServiceUnavailable {
+			wait, _ := strconv.Atoi(a.Header.Get("Retry-After"))
+			err := refusal(test, "negotiate", a)
 			if wait <= 0 || wait > 60 {
 				return "", err
 			}
@@ -70,16 +74,12 @@ func Slot(ctx context.Context, client *http.Client, test, url, uid string, progr
 			}
 			continue
 		}
-		if resp.StatusCode != http.StatusOK {
-			err := Refused(test, "negotiate", resp)
-			resp.Body.Close()
-			return "", err
+		if a.Status != http.StatusOK {
+			return "", refusal(test, "negotiate", a)
 		}
 		var nr negotiate.Response
-		err = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&nr)
-		resp.Body.Close()
-		if err != nil || nr.Token == "" {
-			return "", &ProtocolError{Test: test, Op: "negotiate", Status: resp.StatusCode, Msg: "answer without a token"}
+		if err != nil || json.Unmarshal(a.Body, &nr) != nil || nr.Token == "" {
+			return "", &ProtocolError{Test: test, Op: "negotiate", Status: a.Status, Msg: "answer without a token"}
 		}
 		token = nr.Token
 		if nr.Unchoked {
@@ -92,34 +92,26 @@ func Slot(ctx context.Context, client *http.Client, test, url, uid string, progr
 // Collect posts rec to url (the test's collect endpoint) with the token
 // and returns the server's authoritative record of the same measurement.
 func Collect(ctx context.Context, client *http.Client, test, url, token string, rec *schemas.Record) (*schemas.Record, error) {
-	body, err := json.Marshal(rec)
+	req, _, err := httpx.NewJSONRequest(ctx, http.MethodPost, url, rec)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+token)
-	resp, err := client.Do(req)
-	if err != nil {
+	a, err := httpx.Fetch(client, req, spec.MaxCollectBody)
+	switch {
+	case a == nil:
 		return nil, fmt.Errorf("%s collect: %w", test, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, Refused(test, "collect", resp)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, spec.MaxCollectBody))
-	if err != nil {
+	case a.Status != http.StatusOK:
+		return nil, refusal(test, "collect", a)
+	case err != nil:
 		return nil, err
 	}
-	merged, err := schemas.DecodeRecord(bytes.TrimSpace(b), time.Now())
+	merged, err := schemas.DecodeRecord(bytes.TrimSpace(a.Body), time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("%s collect: the server's record is invalid: %w", test, err)
 	}
 	if merged.MeasurementUID != rec.MeasurementUID {
-		return nil, &ProtocolError{Test: test, Op: "collect", Status: resp.StatusCode, Msg: "record of another measurement"}
+		return nil, &ProtocolError{Test: test, Op: "collect", Status: a.Status, Msg: "record of another measurement"}
 	}
 	return merged, nil
 }

@@ -109,21 +109,16 @@ func run(n int, dur time.Duration, ipdbDir string) error {
 		strings.Join(cols, ", "), day)
 	host, port, _ := net.SplitHostPort(ch.Addr())
 	client := fmt.Sprintf("clickhouse-client --host %s --port %s --database bench --max_threads 1 --query %q", host, port, q)
-	csvFile, gzFile := filepath.Join(dir, "client.csv"), filepath.Join(dir, "client.csv.gz")
 	fmt.Fprintln(os.Stderr, "clickhouse-client CSV...")
-	rawSecs, err := timeShell(client + " > " + csvFile)
+	rawSecs, rawSize, err := timeShell(client, filepath.Join(dir, "client.csv"))
 	if err != nil {
 		return err
 	}
-	rawSize := fileSize(csvFile)
-	os.Remove(csvFile)
 	fmt.Fprintln(os.Stderr, "clickhouse-client CSV | gzip...")
-	gzSecs, err := timeShell(client + " | gzip -6 > " + gzFile)
+	gzSecs, gzSize, err := timeShell(client+" | gzip -6", filepath.Join(dir, "client.csv.gz"))
 	if err != nil {
 		return err
 	}
-	gzSize := fileSize(gzFile)
-	os.Remove(gzFile)
 
 	// 3. The analytics (goodset all), then the API under load.
 	fmt.Fprintln(os.Stderr, "analytics (goodset all)...")
@@ -242,21 +237,22 @@ func run(n int, dur time.Duration, ipdbDir string) error {
 // publishRowGroup is the exporter's row group size, for the table.
 const publishRowGroup = 512 * 1024
 
-func timeShell(cmd string) (float64, error) {
+// timeShell times cmd, its output written to file, and returns the
+// seconds and the output's size; the file is removed.
+func timeShell(cmd, file string) (float64, int64, error) {
+	cmd += " > " + file
+	defer os.Remove(file)
 	t := time.Now()
 	out, err := exec.Command("bash", "-o", "pipefail", "-c", cmd).CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("%s: %v\n%s", cmd, err, out)
+		return 0, 0, fmt.Errorf("%s: %v\n%s", cmd, err, out)
 	}
-	return time.Since(t).Seconds(), nil
-}
-
-func fileSize(p string) int64 {
-	fi, err := os.Stat(p)
+	secs := time.Since(t).Seconds()
+	fi, err := os.Stat(file)
 	if err != nil {
-		return 0
+		return 0, 0, err
 	}
-	return fi.Size()
+	return secs, fi.Size(), nil
 }
 
 type wrkResult struct {

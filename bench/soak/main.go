@@ -47,7 +47,10 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/proto/ingest"
 	spec "github.com/neubot/neubot/proto/speedtest"
@@ -264,15 +267,7 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 					latMu.Lock()
 					lat = append(lat, el)
 					latMu.Unlock()
-					if err != nil {
-						good.add("error")
-						return
-					}
-					good.add(strconv.Itoa(code))
-					if code == http.StatusAccepted {
-						ack.add(uids)
-						wellRecords.Add(int64(len(uids)))
-					}
+					tally(good, code, err, uids, ack, &wellRecords)
 				}()
 			}
 		}()
@@ -288,15 +283,7 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 			for ctx.Err() == nil {
 				body, uids := records(rng, 50)
 				code, err := post(c, collectorURL, body)
-				if err != nil {
-					flood.add("error")
-					continue
-				}
-				flood.add(strconv.Itoa(code))
-				if code == http.StatusAccepted {
-					ack.add(uids)
-					floodRecords.Add(int64(len(uids)))
-				}
+				tally(flood, code, err, uids, ack, &floodRecords)
 			}
 		}()
 	}
@@ -325,7 +312,7 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 			var err error
 			switch n % 10 {
 			case 0:
-				code, err = postWith(c, collectorURL, bomb, "gzip")
+				code, err = postWith(c, collectorURL, bomb, "gzip", nil)
 			default:
 				for k := range junk {
 					junk[k] = byte(rng.UintN(256))
@@ -543,20 +530,7 @@ func signedRecords(key *identity.Key, rng *rand.Rand, n int) ([]byte, []string, 
 
 // postSigned posts a gzip'ed body with the request signed by key.
 func postSigned(c *http.Client, url string, body []byte, key *identity.Key) (int, error) {
-	req, err := http.NewRequest(http.MethodPost, url+ingest.Path, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", ingest.ContentType)
-	req.Header.Set("Content-Encoding", "gzip")
-	key.SignRequest(req, nil, time.Now())
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, nil
+	return postWith(c, url, body, "gzip", key)
 }
 
 // records makes a body of n fresh speedtest records and their uids.
@@ -575,24 +549,29 @@ func records(rng *rand.Rand, n int) ([]byte, []string) {
 	return b.Bytes(), uids
 }
 
-func post(c *http.Client, url string, body []byte) (int, error) { return postWith(c, url, body, "") }
+func post(c *http.Client, url string, body []byte) (int, error) {
+	return postWith(c, url, body, "", nil)
+}
 
-func postWith(c *http.Client, url string, body []byte, encoding string) (int, error) {
+// postWith posts body with the given Content-Encoding (none when empty),
+// the request signed by key when not nil; it returns the answer's status.
+func postWith(c *http.Client, url string, body []byte, encoding string, key *identity.Key) (int, error) {
 	req, err := http.NewRequest(http.MethodPost, url+ingest.Path, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Content-Type", "application/x-ndjson")
+	req.Header.Set("Content-Type", ingest.ContentType)
 	if encoding != "" {
 		req.Header.Set("Content-Encoding", encoding)
 	}
-	resp, err := c.Do(req)
-	if err != nil {
+	if key != nil {
+		key.SignRequest(req, nil, time.Now())
+	}
+	a, err := httpx.Fetch(c, req, 1<<20)
+	if a == nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, nil
+	return a.Status, nil
 }
 
 // slowBody sends the headers of a 100 kB body, then a byte every 2 s,
@@ -772,21 +751,31 @@ func waitHTTP(url string, timeout time.Duration) error {
 	}
 }
 
+// tally counts one post's answer in c, and the records it acknowledged in
+// ack and n.
+func tally(c *counts, code int, err error, uids []string, ack *acked, n *atomic.Int64) {
+	if err != nil {
+		c.add("error")
+		return
+	}
+	c.add(strconv.Itoa(code))
+	if code == http.StatusAccepted {
+		ack.add(uids)
+		n.Add(int64(len(uids)))
+	}
+}
+
 func storedUIDs(conn clickhouse.Conn) (map[string]bool, error) {
-	rows, err := conn.Query(context.Background(), "SELECT toString(measurement_uid) FROM speedtest WHERE "+agentsIn())
+	uids, err := chdb.Select(context.Background(), conn, func(rows driver.Rows, u *string) error { return rows.Scan(u) },
+		"SELECT toString(measurement_uid) FROM speedtest WHERE "+agentsIn())
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	out := map[string]bool{}
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, err
-		}
+	for _, u := range uids {
 		out[u] = true
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 func countIn(a, b map[string]bool) int {

@@ -120,15 +120,11 @@ func parseDays(fromS, toS string) (from, to time.Time, err error) {
 func cmdAnalyticsRun(args []string) error {
 	fs := newFlagSet("analytics run", "Recompute the analytics of every day from --from to --to (inclusive) that has measurements.")
 	ch := addClickHouseFlags(fs)
-	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
-	toS := fs.String("to", "", "last day, YYYY-MM-DD (default: --from)")
+	days := addDayFlags(fs)
 	keyFile := fs.String("draw-key-file", "", "file holding the secret key of the one-test-per-agent-per-day draw, in hex (created if missing; required)")
 	perAgent := fs.Bool("per-agent", false, "also compute each agent's distribution over its own tests (scope agent; served nowhere, costly on a big day)")
 	lf := addLogFlags(fs, "text")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	from, to, err := parseDays(*fromS, *toS)
+	from, to, err := days.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -175,17 +171,13 @@ func cmdAnalyticsTable(args []string) error {
 		"distinct agents, tests, the shares of agents and tests inside the goodset, and mean and median download, upload and RTT\n"+
 		"(each agent one vote; 95% intervals of the medians). Providers with fewer than --min-agents agents in the goodset are listed apart.")
 	ch := addClickHouseFlags(fs)
-	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
-	toS := fs.String("to", "", "last day (default: --from)")
+	days := addDayFlags(fs)
 	test := fs.String("test", "speedtest", "test: speedtest, ndt7 or ndt7-browser (never mixed)")
 	goodset := fs.String("goodset", "all", "goodset: all, paper2011 or paper2011-daily")
 	synthetic := fs.Bool("synthetic", false, "tabulate simulated tests instead of real ones")
 	csvOut := fs.Bool("csv", false, "print CSV instead of the paper's layout")
 	minAgents := fs.Int("min-agents", analytics.MinAgents, "rank only providers with at least this many agents inside the goodset")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	from, to, err := parseDays(*fromS, *toS)
+	from, to, err := days.parse(fs, args)
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,25 @@ func subcommand(command string, args []string, subs map[string]func([]string) er
 }
 
 // parse parses flags and refuses positional arguments.
+// dayFlags are the --from and --to flags of a command over a range of days.
+type dayFlags struct{ from, to *string }
+
+// addDayFlags adds --from (required) and --to (default: --from) to fs.
+func addDayFlags(fs *flag.FlagSet) dayFlags {
+	return dayFlags{
+		from: fs.String("from", "", "first day, YYYY-MM-DD (required)"),
+		to:   fs.String("to", "", "last day, YYYY-MM-DD (default: --from)"),
+	}
+}
+
+// parse parses args into fs, then the range of days (parseDays).
+func (d dayFlags) parse(fs *flag.FlagSet, args []string) (from, to time.Time, err error) {
+	if err := parse(fs, args); err != nil {
+		return from, to, err
+	}
+	return parseDays(*d.from, *d.to)
+}
+
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := cli.Parse(fs, envPrefix, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -58,20 +58,15 @@ func cmdPublish(args []string) error {
 	if err != nil {
 		return err
 	}
-	key, err := loadManifestKey(*keyFile, log)
-	if err != nil {
-		return err
-	}
 	if *rate <= 0 || *burst < 1 {
 		return fmt.Errorf("--rate must be positive and --burst at least 1")
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	db, conn, err := openPublishing(ctx, ch, *ipdb, *datasets, log)
+	p, err := openPublishing(ch, *ipdb, *datasets, *keyFile, log)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer p.close()
+	ctx, conn, db := p.ctx, p.conn, p.db
 	ttl := *cacheTTL
 	if ttl == 0 {
 		ttl = -1
@@ -82,7 +77,7 @@ func cmdPublish(args []string) error {
 		return err
 	}
 	if *spec != "" {
-		ex, err := startExports(*spec, publish.ClosedAfter, log, exportConfig(conn, db, *datasets, false, key))
+		ex, err := startExports(*spec, publish.ClosedAfter, log, exportConfig(conn, db, *datasets, false, p.key))
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
@@ -100,19 +95,42 @@ func cmdPublish(args []string) error {
 	return err
 }
 
-// openPublishing is what both publish commands need: the IP database (for
-// the manifests' attribution and whoami), ClickHouse with the migrations
-// applied, and the datasets directory.
-func openPublishing(ctx context.Context, ch clickHouseFlags, ipdb, datasets string, log *slog.Logger) (*annotate.DB, driver.Conn, error) {
+// publishing is what both publish commands need: a context that ends on
+// a signal, the IP database (for the manifests' attribution and whoami),
+// ClickHouse with the migrations applied, the datasets directory (made) and
+// the manifests' signing key (nil: unsigned).
+type publishing struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	db     *annotate.DB
+	conn   driver.Conn
+	key    *identity.Key
+}
+
+func openPublishing(ch clickHouseFlags, ipdb, datasets, keyFile string, log *slog.Logger) (*publishing, error) {
+	key, err := loadManifestKey(keyFile, log)
+	if err != nil {
+		return nil, err
+	}
 	db, err := openIPDB(ipdb, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := os.MkdirAll(datasets, 0o755); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	ctx, cancel := signalContext()
 	conn, err := chdb.Setup(ctx, ch.options(), log)
-	return db, conn, err
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &publishing{ctx: ctx, cancel: cancel, db: db, conn: conn, key: key}, nil
+}
+
+func (p *publishing) close() {
+	p.conn.Close()
+	p.cancel()
 }
 
 func exportConfig(conn driver.Conn, db *annotate.DB, dir string, synthetic bool, key *identity.Key) publish.ExportConfig {
@@ -143,18 +161,14 @@ func loadManifestKey(path string, log *slog.Logger) (*identity.Key, error) {
 func cmdPublishExport(args []string) error {
 	fs := newFlagSet("publish export", "Export the daily dumps (Parquet, CSV.gz, manifest; index updated) of every day from --from to --to.\nExporting a day again rewrites nothing when its rows have not changed.")
 	ch := addClickHouseFlags(fs)
-	fromS := fs.String("from", "", "first day, YYYY-MM-DD (required)")
-	toS := fs.String("to", "", "last day (default: --from)")
+	days := addDayFlags(fs)
 	datasets := fs.String("datasets", "datasets", "directory of the dumps (created)")
 	testName := fs.String("test", "", "only this test (default: every test)")
 	synthetic := fs.Bool("synthetic", false, "export the simulated rows instead (for demos; never mix with a real tree)")
 	ipdb := fs.String("ipdb", "", "folder of the @ip-location-db packages, for the manifest's database version")
 	keyFile := addManifestKeyFlag(fs)
 	lf := addLogFlags(fs, "text")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	from, to, err := parseDays(*fromS, *toS)
+	from, to, err := days.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -173,18 +187,13 @@ func cmdPublishExport(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	db, conn, err := openPublishing(ctx, ch, *ipdb, *datasets, log)
+	p, err := openPublishing(ch, *ipdb, *datasets, *keyFile, log)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	key, err := loadManifestKey(*keyFile, log)
-	if err != nil {
-		return err
-	}
-	cfg := exportConfig(conn, db, *datasets, *synthetic, key)
+	defer p.close()
+	ctx, conn := p.ctx, p.conn
+	cfg := exportConfig(conn, p.db, *datasets, *synthetic, p.key)
 
 	// The bar counts rows over the whole range (before duplicates merge,
 	// so it may end a little short of its total).

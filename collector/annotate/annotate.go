@@ -242,20 +242,22 @@ func (db *DB) origin(addr netip.Addr) (asn uint32, org, country string) {
 		return 0, "", ""
 	}
 	if addr.Is4() {
-		x := u32From(addr)
-		if i, ok := db.asn4.find(x); ok {
-			asn, org = db.recs[i].asn, db.recs[i].org
-		}
-		if i, ok := db.cc4.find(x); ok {
-			country = db.countries[i]
-		}
-		return asn, org, country
+		return originIn(db, &db.asn4, &db.cc4, u32From(addr))
 	}
-	x := u128From(addr)
-	if i, ok := db.asn6.find(x); ok {
+	return originIn(db, &db.asn6, &db.cc6, u128From(addr))
+}
+
+// ranges is a table of address ranges with keys K: table4 or table6.
+type ranges[K, V any] interface {
+	find(x K) (v V, ok bool)
+}
+
+// originIn looks x up in one family's tables, asn and cc.
+func originIn[K any](db *DB, asns ranges[K, uint32], cc ranges[K, uint16], x K) (asn uint32, org, country string) {
+	if i, ok := asns.find(x); ok {
 		asn, org = db.recs[i].asn, db.recs[i].org
 	}
-	if i, ok := db.cc6.find(x); ok {
+	if i, ok := cc.find(x); ok {
 		country = db.countries[i]
 	}
 	return asn, org, country

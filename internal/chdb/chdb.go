@@ -19,6 +19,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/neubot/neubot/internal/sqlrows"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -228,20 +229,16 @@ func record(ctx context.Context, conn driver.Conn, m schemas.Migration) error {
 
 // Applied returns the set of migration versions recorded as applied.
 func Applied(ctx context.Context, conn driver.Conn) (map[int]bool, error) {
-	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM "+MigrationsTable)
+	vs, err := Select(ctx, conn, func(rows driver.Rows, v *uint32) error { return rows.Scan(v) },
+		"SELECT DISTINCT version FROM "+MigrationsTable)
 	if err != nil {
 		return nil, fmt.Errorf("chdb: read %s: %w", MigrationsTable, err)
 	}
-	defer rows.Close()
 	done := map[int]bool{}
-	for rows.Next() {
-		var v uint32
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
+	for _, v := range vs {
 		done[int(v)] = true
 	}
-	return done, rows.Err()
+	return done, nil
 }
 
 // MigrationError says which migration and statement failed.
@@ -266,17 +263,5 @@ func (e *MigrationError) Unwrap() error { return e.Err }
 // row needs turned into): the one loop over rows that readers share.
 func Select[T any](ctx context.Context, conn driver.Conn, scan func(rows driver.Rows, x *T) error, query string, args ...any) ([]T, error) {
 	rows, err := conn.Query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []T
-	for rows.Next() {
-		var x T
-		if err := scan(rows, &x); err != nil {
-			return nil, err
-		}
-		out = append(out, x)
-	}
-	return out, rows.Err()
+	return sqlrows.Append(nil, rows, err, scan)
 }

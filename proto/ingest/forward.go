@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/spool"
 	"github.com/neubot/neubot/schemas"
@@ -165,13 +165,12 @@ func (f *Forwarder) deliver(ctx context.Context, seg *spool.Segment) error {
 		// an empty body, exempts it from the per-address limits.
 		f.Key.SignRequest(req, nil, time.Now())
 	}
-	resp, err := f.Client.Do(req)
-	if err != nil {
+	a, err := httpx.Fetch(f.Client, req, 1<<20)
+	if a == nil {
 		return err
 	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	switch resp.StatusCode {
+	answer := a.Body
+	switch a.Status {
 	case http.StatusAccepted:
 		f.OnEvent("forwarded", seg.Records)
 		if f.Delivered != nil {
@@ -185,7 +184,7 @@ func (f *Forwarder) deliver(ctx context.Context, seg *spool.Segment) error {
 		f.Logger.Error("forwarder: the collector refused records; kept in refused.ndjson", "answer", string(answer))
 		return f.keepRefused(seg, answer)
 	}
-	return fmt.Errorf("collector answered %s: %s", resp.Status, bytes.TrimSpace(answer))
+	return fmt.Errorf("collector answered %s: %s", a.StatusLine(), bytes.TrimSpace(answer))
 }
 
 // keepRefused appends the segment's records and the collector's answer to

@@ -2,25 +2,22 @@
 -- ReplacingMergeTree(authority) keeps the server's merged copy over the
 -- agent's own; sorting and partition keys use only fields that are the same in
 -- every copy of one measurement, so copies collapse. Read with FINAL.
+-- The download and upload columns are written once, in a "for phase" block
+-- (schemas/migrations.go).
 CREATE TABLE IF NOT EXISTS speedtest (
     {{measurement_columns}},
     connect_ms Array(Float64) COMMENT 'TCP connect times, ms',
     rtt_ms Array(Float64) COMMENT 'HTTP HEAD round-trip times, ms',
     rtt_median_ms Float64 COMMENT 'Median of rtt_ms, ms',
-    download_mbps Float64 COMMENT 'Download goodput at the receiver (client), Mbit/s',
-    download_bytes UInt64 COMMENT 'Download payload bytes',
-    download_duration_s Float64 COMMENT 'Download phase duration, s',
-    download_connections UInt8 COMMENT 'Parallel connections in the download',
-    download_samples_t_s Array(Float64) COMMENT 'Download time series: time since phase start, s',
-    download_samples_bytes Array(UInt64) COMMENT 'Download time series: cumulative bytes',
-    download_samples_mbps Array(Float64) COMMENT 'Download time series: interval goodput, Mbit/s',
-    upload_mbps Float64 COMMENT 'Upload goodput at the receiver (server), Mbit/s',
-    upload_bytes UInt64 COMMENT 'Upload payload bytes',
-    upload_duration_s Float64 COMMENT 'Upload phase duration, s',
-    upload_connections UInt8 COMMENT 'Parallel connections in the upload',
-    upload_samples_t_s Array(Float64) COMMENT 'Upload time series: time since phase start, s',
-    upload_samples_bytes Array(UInt64) COMMENT 'Upload time series: cumulative bytes',
-    upload_samples_mbps Array(Float64) COMMENT 'Upload time series: interval goodput, Mbit/s',
+-- {{for phase,receiver in download,client upload,server}}
+    {{phase}}_mbps Float64 COMMENT '{{Phase}} goodput at the receiver ({{receiver}}), Mbit/s',
+    {{phase}}_bytes UInt64 COMMENT '{{Phase}} payload bytes',
+    {{phase}}_duration_s Float64 COMMENT '{{Phase}} phase duration, s',
+    {{phase}}_connections UInt8 COMMENT 'Parallel connections in the {{phase}}',
+    {{phase}}_samples_t_s Array(Float64) COMMENT '{{Phase}} time series: time since phase start, s',
+    {{phase}}_samples_bytes Array(UInt64) COMMENT '{{Phase}} time series: cumulative bytes',
+    {{phase}}_samples_mbps Array(Float64) COMMENT '{{Phase}} time series: interval goodput, Mbit/s',
+-- {{end}}
     server_view UInt8 COMMENT '1 when the sv_ columns hold the server view',
     sv_bytes_sent UInt64 COMMENT 'Server view: payload bytes sent',
     sv_bytes_received UInt64 COMMENT 'Server view: payload bytes received',

@@ -616,9 +616,13 @@
 
   // ---- settings --------------------------------------------------------------
 
+  // The fields of a settings form: the input, the element of its error, its
+  // name in messages, the pattern its text must match and the hint when it
+  // does not.
+  const WHOLE = { pattern: /^\d+$/, hint: "Enter a whole number." };
   const FIELDS = {
-    monthly_cap_mb: { input: "cap", error: "cap-error", name: "Monthly data cap" },
-    mean_interval_minutes: { input: "interval", error: "interval-error", name: "Mean time between tests" },
+    monthly_cap_mb: { input: "cap", error: "cap-error", name: "Monthly data cap", ...WHOLE },
+    mean_interval_minutes: { input: "interval", error: "interval-error", name: "Mean time between tests", ...WHOLE },
   };
 
   async function loadConfig() {
@@ -643,104 +647,80 @@
   // ---- peer-to-peer ----------------------------------------------------------
 
   const CAPS = {
-    max_tests: { input: "cap-tests", error: "cap-tests-error", name: "Tests at once", pattern: /^\d+$/, hint: "Enter a whole number." },
+    max_tests: { input: "cap-tests", error: "cap-tests-error", name: "Tests at once", ...WHOLE },
     max_mbps: { input: "cap-mbps", error: "cap-mbps-error", name: "Bandwidth", pattern: /^\d+(\.\d+)?$/, hint: "Enter a number, e.g. 10 or 2.5." },
-    daily_mb: { input: "cap-daily", error: "cap-daily-error", name: "Data a day", pattern: /^\d+$/, hint: "Enter a whole number." },
+    daily_mb: { input: "cap-daily", error: "cap-daily-error", name: "Data a day", ...WHOLE },
   };
 
-  function setCapError(field, text) {
-    const f = CAPS[field];
+  function setFieldError(f, text) {
     $(f.error).textContent = text;
     if (text) $(f.input).setAttribute("aria-invalid", "true");
     else $(f.input).removeAttribute("aria-invalid");
+  }
+
+  // readForm checks each of fields against its pattern and returns their
+  // numbers; or, when one is bad, marks the bad ones, focuses the first and
+  // returns null.
+  function readForm(fields, status) {
+    const out = {};
+    let firstBad = "";
+    for (const [field, f] of Object.entries(fields)) {
+      setFieldError(f, "");
+      const raw = $(f.input).value.trim();
+      if (!f.pattern.test(raw)) {
+        setFieldError(f, f.hint);
+        firstBad ||= field;
+        continue;
+      }
+      out[field] = Number(raw);
+    }
+    if (firstBad) {
+      $(fields[firstBad].input).focus();
+      status.textContent = "Please correct the marked field.";
+      return null;
+    }
+    return out;
+  }
+
+  // saveConfig puts body and says saved in status; when the agent refuses
+  // one of fields (named prefix + field, e.g. "monthly_cap_mb: must be
+  // between ..."), the reason goes beside that field. It reports success.
+  async function saveConfig(body, fields, prefix, status, saved) {
+    try {
+      fillConfig(await api("PUT", "/api/v1/config", body));
+      status.textContent = saved;
+      poll();
+      return true;
+    } catch (e) {
+      const f = fields[(e.field || "").replace(prefix, "")];
+      if (e.status === 400 && f) {
+        const reason = e.message.startsWith(`${e.field}: `) ? e.message.slice(e.field.length + 2) : e.message;
+        setFieldError(f, `${f.name} ${reason}`);
+        $(f.input).focus();
+        status.textContent = "Not saved: please correct the marked field.";
+      } else {
+        status.textContent = `Not saved: ${e.message}`;
+      }
+      return false;
+    }
   }
 
   async function savePeers(ev) {
     ev.preventDefault();
     const status = $("peers-status");
     status.textContent = "";
-    const caps = {};
-    let firstBad = "";
-    for (const [field, f] of Object.entries(CAPS)) {
-      setCapError(field, "");
-      const raw = $(f.input).value.trim();
-      if (!f.pattern.test(raw)) {
-        setCapError(field, f.hint);
-        firstBad ||= field;
-        continue;
-      }
-      caps[field] = Number(raw);
-    }
-    if (firstBad) {
-      $(CAPS[firstBad].input).focus();
-      status.textContent = "Please correct the marked field.";
-      return;
-    }
+    const caps = readForm(CAPS, status);
+    if (!caps) return;
     const body = { serve_peers: $("serve-peers").checked, test_with_peers: $("test-with-peers").checked, peer_caps: caps };
-    try {
-      fillConfig(await api("PUT", "/api/v1/config", body));
-      status.textContent = "Peer-to-peer settings saved.";
-      poll();
-    } catch (e) {
-      const field = (e.field || "").replace(/^peer_caps\./, "");
-      const f = CAPS[field];
-      if (e.status === 400 && f) {
-        const reason = e.message.startsWith(`${e.field}: `) ? e.message.slice(e.field.length + 2) : e.message;
-        setCapError(field, `${f.name} ${reason}`);
-        $(f.input).focus();
-        status.textContent = "Not saved: please correct the marked field.";
-      } else {
-        status.textContent = `Not saved: ${e.message}`;
-      }
-    }
-  }
-
-  function setFieldError(field, text) {
-    const f = FIELDS[field];
-    const input = $(f.input);
-    $(f.error).textContent = text;
-    if (text) input.setAttribute("aria-invalid", "true");
-    else input.removeAttribute("aria-invalid");
+    await saveConfig(body, CAPS, "peer_caps.", status, "Peer-to-peer settings saved.");
   }
 
   async function saveSettings(ev) {
     ev.preventDefault();
     const status = $("settings-status");
     status.textContent = "";
-    const body = {};
-    let firstBad = "";
-    for (const [field, f] of Object.entries(FIELDS)) {
-      setFieldError(field, "");
-      const raw = $(f.input).value.trim();
-      if (!/^\d+$/.test(raw)) {
-        setFieldError(field, "Enter a whole number.");
-        firstBad ||= field;
-        continue;
-      }
-      body[field] = Number(raw);
-    }
-    if (firstBad) {
-      $(FIELDS[firstBad].input).focus();
-      status.textContent = "Please correct the marked field.";
-      return;
-    }
-    try {
-      fillConfig(await api("PUT", "/api/v1/config", body));
-      status.textContent = "Settings saved.";
-      poll();
-      refreshUsage();
-    } catch (e) {
-      const f = FIELDS[e.field];
-      if (e.status === 400 && f) {
-        // The agent says e.g. "monthly_cap_mb: must be between ...".
-        const reason = e.message.startsWith(`${e.field}: `) ? e.message.slice(e.field.length + 2) : e.message;
-        setFieldError(e.field, `${f.name} ${reason}`);
-        $(f.input).focus();
-        status.textContent = "Not saved: please correct the marked field.";
-      } else {
-        status.textContent = `Not saved: ${e.message}`;
-      }
-    }
+    const body = readForm(FIELDS, status);
+    if (body && (await saveConfig(body, FIELDS, "", status, "Settings saved."))) refreshUsage();
   }
 
   // ---- actions -------------------------------------------------------------
