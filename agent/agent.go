@@ -63,6 +63,10 @@ type Options struct {
 	// (HTTP Basic authentication, any user name), from any address and for
 	// any Host. At least MinRemotePassword characters.
 	RemotePassword string
+	// OnUpload, when set, hears each delivery attempt of the upload spool
+	// (ingest.Forwarder.OnEvent: "forwarded", "retry", "refused",
+	// "withheld" while consent is revoked), e.g. for tests to wait on.
+	OnUpload func(event string, records int)
 }
 
 // MinRemotePassword is the shortest RemotePassword accepted.
@@ -180,6 +184,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	fw.Allow = a.mayUpload
 	fw.Delivered = a.delivered
+	if opts.OnUpload != nil {
+		fw.OnEvent = opts.OnUpload
+	}
 	a.fw = fw
 	if rs, err := st.Results(context.Background(), 1); err == nil && len(rs) > 0 {
 		a.lastTest = rs[0].StartTime

@@ -30,7 +30,7 @@ import (
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
 
-func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(localchtest.MainNoLeaks(m)) }
 
 // quick is a short methodology for functional tests on loopback.
 var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3, V2: speedtest.V2Config{MaxPhase: 400 * time.Millisecond, MaxPhaseLongRTT: 400 * time.Millisecond, MinWindow: 200 * time.Millisecond}}
@@ -44,14 +44,67 @@ func testServer(t *testing.T) string {
 
 func newAgent(t *testing.T, dir, collectorURL, serverURL string) *agent.Agent {
 	t.Helper()
-	a, err := agent.New(agent.Options{
+	return newAgentHeard(t, dir, collectorURL, serverURL, nil)
+}
+
+// newAgentHeard is newAgent whose upload attempts up hears (nil: none).
+func newAgentHeard(t *testing.T, dir, collectorURL, serverURL string, up *uploads) *agent.Agent {
+	t.Helper()
+	opts := agent.Options{
 		StateDir: dir, CollectorURL: collectorURL, ServerURL: serverURL,
 		Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(quick)},
-	})
+	}
+	if up != nil {
+		opts.OnUpload = up.hear
+	}
+	a, err := agent.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// uploads counts the upload spool's delivery attempts by event
+// (agent.Options.OnUpload), so that a test waits for the attempt it
+// needs instead of sleeping.
+type uploads struct {
+	mu     sync.Mutex
+	n      map[string]int
+	signal chan struct{}
+}
+
+func newUploads() *uploads {
+	return &uploads{n: map[string]int{}, signal: make(chan struct{}, 1)}
+}
+
+func (u *uploads) hear(event string, _ int) {
+	u.mu.Lock()
+	u.n[event]++
+	u.mu.Unlock()
+	select {
+	case u.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (u *uploads) count(event string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.n[event]
+}
+
+// wait returns once event happened at least n times in all, or fails
+// the test after a minute.
+func (u *uploads) wait(t *testing.T, event string, n int) {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for u.count(event) < n {
+		select {
+		case <-u.signal:
+		case <-timeout:
+			t.Fatalf("upload spool: %d %q events in a minute, want %d", u.count(event), event, n)
+		}
+	}
 }
 
 func runTest(t *testing.T, a *agent.Agent) {
@@ -234,6 +287,21 @@ func (s *switchable) up(t *testing.T) {
 	s.mu.Unlock()
 }
 
+// downCollector starts a real collector behind a switchable address, down
+// until the test brings it up, and taken down when the test ends.
+func downCollector(t *testing.T) (*collectortest.Collector, *switchable) {
+	t.Helper()
+	col := collectortest.New(t, collector.Config{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw := &switchable{addr: l.Addr().String(), h: col.Handler()}
+	l.Close()
+	t.Cleanup(sw.down)
+	return col, sw
+}
+
 func (s *switchable) down() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -247,12 +315,8 @@ func (s *switchable) down() {
 // comes back all 3 reach ClickHouse exactly once. Then the agent is
 // restarted with a pending spool, and again nothing is lost.
 func TestOffline(t *testing.T) {
-	col := collectortest.New(t, collector.Config{})
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	sw := &switchable{addr: addr, h: col.Handler()}
-	defer sw.down()
+	col, sw := downCollector(t)
+	addr := sw.addr
 	server := testServer(t)
 	dir := t.TempDir()
 
@@ -275,7 +339,8 @@ func TestOffline(t *testing.T) {
 		}
 	}
 
-	a := newAgent(t, dir, "http://"+addr, server)
+	up := newUploads()
+	a := newAgentHeard(t, dir, "http://"+addr, server, up)
 	a.SetConsent(true, true, true)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -283,7 +348,10 @@ func TestOffline(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		runTest(t, a)
 	}
-	time.Sleep(3 * time.Second) // the uploader tries and fails
+	up.wait(t, "retry", 2) // the uploader tries, fails, tries again and fails
+	if n := up.count("forwarded"); n != 0 {
+		t.Fatalf("%d deliveries while the collector was down", n)
+	}
 	if st := a.Status(context.Background()); st.PendingUploads != 3 {
 		t.Fatalf("%d uploads pending while the collector is down, want 3", st.PendingUploads)
 	}
@@ -330,13 +398,10 @@ func TestOffline(t *testing.T) {
 // is uploaded, even though the collector is reachable; results wait
 // locally, and go out only if consent is given again.
 func TestRevokeStopsUploads(t *testing.T) {
-	col := collectortest.New(t, collector.Config{})
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	sw := &switchable{addr: addr, h: col.Handler()}
-	defer sw.down()
-	a := newAgent(t, t.TempDir(), "http://"+addr, testServer(t))
+	col, sw := downCollector(t)
+	addr := sw.addr
+	up := newUploads()
+	a := newAgentHeard(t, t.TempDir(), "http://"+addr, testServer(t), up)
 	defer a.Close()
 	a.SetConsent(true, true, true)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -348,11 +413,13 @@ func TestRevokeStopsUploads(t *testing.T) {
 		t.Fatal(err)
 	}
 	sw.up(t)
-	time.Sleep(3 * time.Second)
+	// The spool withholds the result twice with the collector up: the
+	// second decision was taken after the first was heard, so after up.
+	up.wait(t, "withheld", up.count("withheld")+2)
 	var n uint64
 	col.Conn.QueryRow(context.Background(), "SELECT count() FROM speedtest").Scan(&n)
-	if st := a.Status(context.Background()); n != 0 || st.PendingUploads != 1 {
-		t.Fatalf("after revoking: %d rows uploaded, %d pending; want 0 and 1", n, st.PendingUploads)
+	if st := a.Status(context.Background()); n != 0 || up.count("forwarded") != 0 || st.PendingUploads != 1 {
+		t.Fatalf("after revoking: %d rows uploaded (%d deliveries), %d pending; want 0 and 1", n, up.count("forwarded"), st.PendingUploads)
 	}
 	if err := a.StartTest(context.Background(), nil); !errors.Is(err, agent.ErrNoConsent) {
 		t.Fatalf("test after revoking: %v, want ErrNoConsent", err)

@@ -1,13 +1,13 @@
 package agent_test
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/neubot/neubot/agent"
+	"github.com/neubot/neubot/internal/webtest"
 )
 
 // TestRemotePassword: with --allow-remote's password, every request needs
@@ -27,13 +27,8 @@ func TestRemotePassword(t *testing.T) {
 		if password != "" {
 			req.SetBasicAuth("volunteer", password)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		code, b := webtest.Do(t, req)
+		return code, string(b)
 	}
 	code, body := get("/", "localhost", "")
 	if code != http.StatusUnauthorized || strings.Contains(body, a.CSRFToken()) {

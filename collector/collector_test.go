@@ -20,6 +20,7 @@ import (
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/internal/spool"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -37,17 +38,12 @@ func post(t testing.TB, url string, body []byte, header ...string) (int, ingest.
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	code, b := webtest.Do(t, req)
 	var out ingest.Response
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatalf("answer is not JSON: %v: %s", err, b)
 	}
-	return resp.StatusCode, out
+	return code, out
 }
 
 type row struct {

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/neubot/neubot/internal/ratelimit"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
@@ -275,13 +276,8 @@ func TestPeerBehindProxy(t *testing.T) {
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Add("X-Forwarded-For", "127.0.0.1, 203.0.113.50")
 		req.Header.Add("X-Forwarded-For", "192.0.2.1, 10.20.30.40")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		code, b := webtest.Do(t, req)
+		return code, string(b)
 	}
 	_, proxied, _ := rendezvousServer(t, Config{TrustProxy: true, PeerNetworks: loopbackPeers.PeerNetworks})
 	if code, b := post(proxied.URL); code != http.StatusForbidden || !strings.Contains(b, "10.20.30.40") {
@@ -369,17 +365,7 @@ func FuzzPeerRegister(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, rendezvous.PeerRegisterPath, bytes.NewReader(body))
-		r.Header.Set("Content-Type", "application/json")
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		if !json.Valid(w.Body.Bytes()) {
-			t.Fatalf("answer %d is not JSON: %q", w.Code, w.Body.Bytes())
-		}
-		switch w.Code {
-		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests, http.StatusForbidden:
-		default:
-			t.Fatalf("status %d for body %q: %s", w.Code, body, w.Body.Bytes())
-		}
+		w := serveFuzzed(t, h, r, http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests, http.StatusForbidden)
 		var m rendezvous.ServerRegistration
 		dec := json.NewDecoder(bytes.NewReader(body))
 		ok := dec.Decode(&m) == nil && m.Peer != nil && m.Validate() == nil

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
@@ -87,16 +88,7 @@ func postJSON(t testing.TB, url, path string, body any, header ...string) (int, 
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, out
+	return webtest.Do(t, req)
 }
 
 func registration(id string, active, queued, capacity int) rendezvous.ServerRegistration {
@@ -450,20 +442,10 @@ func FuzzRendezvousBodies(f *testing.F) {
 			path = rendezvous.RendezvousPath
 		}
 		r := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
-		r.Header.Set("Content-Type", "application/json")
 		if path == rendezvous.RegisterPath {
 			signRegistration(r, body)
 		}
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		if !json.Valid(w.Body.Bytes()) {
-			t.Fatalf("answer %d is not JSON: %q", w.Code, w.Body.Bytes())
-		}
-		switch w.Code {
-		case http.StatusOK, http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
-		default:
-			t.Fatalf("status %d for %s body %q: %s", w.Code, path, body, w.Body.Bytes())
-		}
+		w := serveFuzzed(t, h, r, http.StatusOK, http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests)
 		// An independent decoding: a body that is one valid message must
 		// be accepted.
 		var valid bool
@@ -485,4 +467,20 @@ func FuzzRendezvousBodies(f *testing.F) {
 			t.Fatalf("invalid %s body accepted: %q", path, body)
 		}
 	})
+}
+
+// serveFuzzed serves a fuzzed JSON request r with h and fails the test
+// unless the answer is JSON with one of the allowed statuses.
+func serveFuzzed(t *testing.T, h http.Handler, r *http.Request, allowed ...int) *httptest.ResponseRecorder {
+	t.Helper()
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if !json.Valid(w.Body.Bytes()) {
+		t.Fatalf("answer %d is not JSON: %q", w.Code, w.Body.Bytes())
+	}
+	if !slices.Contains(allowed, w.Code) {
+		t.Fatalf("status %d for %s: %s", w.Code, r.URL.Path, w.Body.Bytes())
+	}
+	return w
 }

@@ -27,7 +27,7 @@ import (
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
 
-func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(localchtest.MainNoLeaks(m)) }
 
 // viaProxy adds X-Forwarded-For, as a proxy in front of the API would.
 type viaProxy struct{ addr string }

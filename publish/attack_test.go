@@ -21,6 +21,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/identity"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/proto/rendezvous"
@@ -70,13 +71,8 @@ func TestAttacker(t *testing.T) {
 		if k != nil {
 			k.SignRequest(req, body, time.Now())
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		code, b := webtest.Do(t, req)
+		return code, string(b)
 	}
 	rogue := identity.NewKey()
 	for _, tc := range []struct {

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -24,6 +21,7 @@ import (
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/browsertest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
 )
@@ -100,7 +98,7 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Fatalf("CSV %q: %v", csvText, err)
 	}
 	var api publish.Distribution
-	getJSON(t, fmt.Sprintf("%s/api/v1/distributions?scope=asn&key=%d&days=30", srv.URL, testASN), &api)
+	webtest.GetJSON(t, fmt.Sprintf("%s/api/v1/distributions?scope=asn&key=%d&days=30", srv.URL, testASN), &api)
 	if len(api.Days) != len(recs)-1 || len(api.Days) < 4 {
 		t.Fatalf("CSV has %d days, the API %d", len(recs)-1, len(api.Days))
 	}
@@ -136,13 +134,13 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Fatalf("PNG download: %d bytes", len(png))
 	}
 	// SVG: a standalone document with the chart's title.
-	svg := getBody(t, srv.URL+fmt.Sprintf("/isp/%d/charts/daily.svg?metric=download_mbps&days=30", testASN))
+	svg := webtest.GetOK(t, srv.URL+fmt.Sprintf("/isp/%d/charts/daily.svg?metric=download_mbps&days=30", testASN))
 	if !bytes.HasPrefix(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("<polyline")) || !bytes.Contains(svg, []byte("day by day")) {
 		t.Fatalf("SVG: %.200s", svg)
 	}
 
 	// Without JavaScript: the same numbers in the server-rendered table.
-	html := string(getBody(t, isp))
+	html := string(webtest.GetOK(t, isp))
 	for _, d := range api.Days {
 		if !strings.Contains(html, "<th scope=\"row\">"+d.Day+"</th>") {
 			t.Fatalf("the page's table lacks day %s", d.Day)
@@ -195,26 +193,5 @@ func TestDashboardBrowser(t *testing.T) {
 	b.Screenshot("publish-data.png")
 	if p := b.Problems(); len(p) > 0 {
 		t.Fatalf("the pages reported problems:\n%s", strings.Join(p, "\n"))
-	}
-}
-
-func getBody(t *testing.T, url string) []byte {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
-	}
-	return b
-}
-
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	if err := json.Unmarshal(getBody(t, url), v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
@@ -57,7 +58,7 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 		if cursor != "" {
 			u += "&cursor=" + cursor
 		}
-		getJSON(t, u, &page)
+		webtest.GetJSON(t, u, &page)
 		if page.Count != len(page.Measurements) || page.Count > 97 {
 			t.Fatalf("page %d: count %d, %d rows", pages, page.Count, len(page.Measurements))
 		}
@@ -118,7 +119,7 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 		}
 	}
 	for servedBy, want := range map[string]int{"peer": peers, "platform": len(dump) - 1 - peers} {
-		getJSON(t, fmt.Sprintf("%s/api/v1/measurements?from=%s&to=%s&served_by=%s&limit=1000", srv.URL, yesterday, yesterday, servedBy), &page)
+		webtest.GetJSON(t, fmt.Sprintf("%s/api/v1/measurements?from=%s&to=%s&served_by=%s&limit=1000", srv.URL, yesterday, yesterday, servedBy), &page)
 		for _, m := range page.Measurements {
 			if (m["server_peer"].(float64) == 1) != (servedBy == "peer") {
 				t.Fatalf("served_by=%s let a row with server_peer=%v through", servedBy, m["server_peer"])
@@ -130,7 +131,7 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 			t.Fatalf("served_by=%s: %d rows, the dump has %d (%d peer tests)", servedBy, len(page.Measurements), want, peers)
 		}
 	}
-	getJSON(t, fmt.Sprintf("%s/api/v1/measurements?from=%s&asn=64497&limit=1000", srv.URL, yesterday), &page)
+	webtest.GetJSON(t, fmt.Sprintf("%s/api/v1/measurements?from=%s&asn=64497&limit=1000", srv.URL, yesterday), &page)
 	if len(page.Measurements) == 0 {
 		t.Fatal("asn filter: nothing")
 	}
@@ -197,7 +198,7 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 			} `json:"files"`
 		} `json:"datasets"`
 	}
-	getJSON(t, srv.URL+publicapi.DatasetsPath, &ds)
+	webtest.GetJSON(t, srv.URL+publicapi.DatasetsPath, &ds)
 	if len(ds.Datasets) != 1 || ds.Datasets[0].Day != yesterday || ds.Datasets[0].Rows != len(want) || len(ds.Datasets[0].Files) != 2 {
 		t.Fatalf("datasets: %+v", ds)
 	}
@@ -221,13 +222,8 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 	}
 	resp.Body.Close()
 	for _, p := range []string{"/datasets/../go.mod", "/datasets/%2e%2e/%2e%2e/etc/passwd", "/datasets/speedtest/", "/datasets/nothing.parquet"} {
-		resp, err := http.Get(srv.URL + p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound {
-			t.Errorf("%s: %d, want 404", p, resp.StatusCode)
+		if code, _ := webtest.Get(t, srv.URL+p); code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", p, code)
 		}
 	}
 	// A temporary file of a running export is not served.
@@ -235,8 +231,8 @@ func TestMeasurementsAndDatasets(t *testing.T) {
 	if err := os.WriteFile(tmp, []byte("partial"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if resp, err := http.Get(srv.URL + "/datasets/.speedtest-x.parquet.tmp-1"); err != nil || resp.StatusCode != 404 {
-		t.Errorf("temporary file served: %v", resp.StatusCode)
+	if code, _ := webtest.Get(t, srv.URL+"/datasets/.speedtest-x.parquet.tmp-1"); code != 404 {
+		t.Errorf("temporary file served: %d", code)
 	}
 }
 
@@ -272,7 +268,7 @@ func TestVerdicts(t *testing.T) {
 	srv := httptest.NewServer(publish.New(publish.Config{Conn: conn, IPDB: collectortest.IPDB(t), Rate: 1000, Burst: 1000}).Handler())
 	defer srv.Close()
 	var v publish.Verdicts
-	getJSON(t, fmt.Sprintf("%s/api/v1/verdicts?asn=%d", srv.URL, testASN), &v)
+	webtest.GetJSON(t, fmt.Sprintf("%s/api/v1/verdicts?asn=%d", srv.URL, testASN), &v)
 	var any *publish.VerdictSummary
 	for i := range v.Verdicts {
 		if v.Verdicts[i].Direction == "any" {
@@ -288,12 +284,12 @@ func TestVerdicts(t *testing.T) {
 	if any.AgentVotes != 30 || any.AgentsDifferentiation != 20 || any.Days != 1 || any.DaysFlagged != 1 || any.MinQ > 1e-6 || any.AgentShareLo > any.AgentShare {
 		t.Fatalf("agents' votes %+v", any)
 	}
-	page := string(getBody(t, fmt.Sprintf("%s/isp/%d", srv.URL, testASN)))
+	page := string(webtest.GetOK(t, fmt.Sprintf("%s/isp/%d", srv.URL, testASN)))
 	if !strings.Contains(page, "<th scope=\"row\">either (the test's outcome)</th><td>40</td><td>20</td><td>10</td><td>10</td>") || !strings.Contains(page, "<td>20 of 30</td><td>1 of 1</td>") {
 		t.Fatal("the ISP page does not show the verdicts")
 	}
-	if resp, _ := http.Get(srv.URL + "/api/v1/verdicts?asn=0"); resp.StatusCode != 400 {
-		t.Fatalf("asn=0: %d", resp.StatusCode)
+	if code, _ := webtest.Get(t, srv.URL+"/api/v1/verdicts?asn=0"); code != 400 {
+		t.Fatalf("asn=0: %d", code)
 	}
 }
 

@@ -70,6 +70,16 @@ type ExportConfig struct {
 	// manifests are not signed (and a signature left by an earlier export
 	// of a day whose manifest changes is removed).
 	Key *identity.Key
+	// Now, when set, is the clock of the generation times (nil: the wall
+	// clock); tests move it.
+	Now func() time.Time
+}
+
+func (cfg *ExportConfig) now() time.Time {
+	if cfg.Now != nil {
+		return cfg.Now()
+	}
+	return time.Now()
 }
 
 // File is one data file in a manifest.
@@ -267,7 +277,7 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 		if err := signManifest(dir, cfg.Key, false); err != nil {
 			return nil, err
 		}
-		if err := updateIndex(cfg.Dir, old); err != nil {
+		if err := updateIndex(cfg.Dir, old, cfg.now()); err != nil {
 			return nil, err
 		}
 		return old, nil
@@ -277,7 +287,7 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 			return nil, err
 		}
 	}
-	m.GeneratedAt = time.Now().UTC().Format(time.RFC3339)
+	m.GeneratedAt = cfg.now().UTC().Format(time.RFC3339)
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, err
@@ -288,7 +298,7 @@ func ExportDay(ctx context.Context, cfg ExportConfig, test *schemas.Test, day ti
 	if err := signManifest(dir, cfg.Key, true); err != nil {
 		return nil, err
 	}
-	if err := updateIndex(cfg.Dir, m); err != nil {
+	if err := updateIndex(cfg.Dir, m, cfg.now()); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -689,7 +699,7 @@ var indexMu sync.Mutex
 
 // updateIndex puts a day's manifest into the index (replacing the entry of
 // the same test and day), newest day first.
-func updateIndex(root string, m *Manifest) error {
+func updateIndex(root string, m *Manifest, now time.Time) error {
 	indexMu.Lock()
 	defer indexMu.Unlock()
 	idx, err := ReadIndex(root)
@@ -720,7 +730,7 @@ func updateIndex(root string, m *Manifest) error {
 		return idx.Days[i].Test < idx.Days[j].Test
 	})
 	idx.Licence = DataLicence
-	idx.GeneratedAt = time.Now().UTC().Format(time.RFC3339)
+	idx.GeneratedAt = now.UTC().Format(time.RFC3339)
 	b, err := json.MarshalIndent(idx, "", "  ")
 	if err != nil {
 		return err

@@ -15,8 +15,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
 )
@@ -220,30 +218,8 @@ func TestEveryFieldDocumented(t *testing.T) {
 // schema can express is refused by both.
 func TestJSONSchemaAgrees(t *testing.T) {
 	test, _ := schemas.Lookup(schemas.SpeedtestName)
-	doc, err := schemas.JSONSchema(test)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parsed, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	c.AssertFormat()
-	if err := c.AddResource("speedtest.json", parsed); err != nil {
-		t.Fatal(err)
-	}
-	sch, err := c.Compile("speedtest.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	check := func(line []byte) error {
-		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(line))
-		if err != nil {
-			return err
-		}
-		return sch.Validate(v)
-	}
+	sch := compileSchema(t, test)
+	check := func(line []byte) error { return validateSchema(sch, line) }
 	rng := rand.New(rand.NewPCG(5, 6))
 	for i := 0; i < 20; i++ {
 		line := schemastest.Line(schemastest.Speedtest(rng, now, "2001:db8::1", float64(i)))
@@ -312,22 +288,7 @@ var quoted = regexp.MustCompile(`'(?:[^'\\]|\\.)*'`)
 func TestBitTorrentRecords(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 9))
 	test, _ := schemas.Lookup(schemas.BitTorrentName)
-	doc, err := schemas.JSONSchema(test)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parsed, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("bittorrent.json", parsed); err != nil {
-		t.Fatal(err)
-	}
-	sch, err := c.Compile("bittorrent.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sch := compileSchema(t, test)
 	for _, outcome := range []string{schemas.OutcomeDifferentiation, schemas.OutcomeNone, schemas.OutcomeInconclusive} {
 		rec := schemastest.BitTorrent(rng, now.Add(-time.Hour), "192.0.2.7", 20, outcome)
 		line := bytes.TrimSpace(schemastest.Line(rec))
@@ -338,8 +299,7 @@ func TestBitTorrentRecords(t *testing.T) {
 		if !reflect.DeepEqual(got, rec) {
 			t.Fatalf("%s: changed in a round trip", outcome)
 		}
-		v, _ := jsonschema.UnmarshalJSON(bytes.NewReader(line))
-		if err := sch.Validate(v); err != nil {
+		if err := validateSchema(sch, line); err != nil {
 			t.Fatalf("%s: refused by the JSON Schema: %v", outcome, err)
 		}
 	}

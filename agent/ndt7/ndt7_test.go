@@ -11,8 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/schemas/schemastest"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -118,7 +118,7 @@ func TestNeubotServer(t *testing.T) {
 	if n := svc.Forwarder().Pending(); n != 1 {
 		t.Errorf("%d records spooled for the collector; want 1", n)
 	}
-	metrics := get(t, base+"/metrics")
+	metrics := string(webtest.GetOK(t, base+"/metrics"))
 	for _, want := range []string{
 		`neubot_testserver_ndt7_subtests_total{access="token",result="ok",test="download"} 1`,
 		`neubot_testserver_ndt7_subtests_total{access="token",result="ok",test="upload"} 1`,
@@ -127,20 +127,6 @@ func TestNeubotServer(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-}
-
-func get(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
-	}
-	return string(b)
 }
 
 // TestAnyServer runs the client as against any ndt7 server: a ws:// URL,
@@ -157,7 +143,7 @@ func TestAnyServer(t *testing.T) {
 	// The server counts the upload once its handler is done, which may
 	// be just after the client saw the close.
 	want := `neubot_testserver_ndt7_subtests_total{access="untokened",result="ok",test="upload"} 1`
-	for deadline := time.Now().Add(3 * time.Second); !strings.Contains(get(t, base+"/metrics"), want); {
+	for deadline := time.Now().Add(3 * time.Second); !strings.Contains(string(webtest.GetOK(t, base+"/metrics")), want); {
 		if time.Now().After(deadline) {
 			t.Fatalf("/metrics lacks %s", want)
 		}

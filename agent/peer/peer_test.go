@@ -15,12 +15,17 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/goleak"
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
+
+// TestMain fails the package's tests if they leave goroutines running.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func startPeer(t *testing.T, dir string, caps rendezvous.PeerCaps, now func() time.Time) *Server {
 	t.Helper()
@@ -234,8 +239,8 @@ func TestDailyCapCutsExactly(t *testing.T) {
 		read()
 		<-served
 	}
-	if got := read(); got != 0 {
-		t.Fatalf("past the day's overflow bound: read %d bytes", got)
+	if got, wrote := read(), <-served; got != 0 || wrote != 0 {
+		t.Fatalf("past the day's overflow bound: read %d bytes, the server wrote %d", got, wrote)
 	}
 }
 
@@ -337,7 +342,7 @@ func TestHello(t *testing.T) {
 			t.Errorf("nonce %q: %d %+v", nonce, resp.StatusCode, h)
 		}
 	}
-	if resp, err := http.Get("http://" + s.Addr() + "/metrics"); err != nil || resp.StatusCode != 404 {
-		t.Errorf("the peer's metrics are public: %v %v", resp, err)
+	if code, _ := webtest.Get(t, "http://"+s.Addr()+"/metrics"); code != 404 {
+		t.Errorf("the peer's metrics are public: %d", code)
 	}
 }

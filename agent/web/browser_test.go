@@ -2,10 +2,8 @@ package web_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
-	"net/http"
 	"net/netip"
 	"runtime"
 	"strconv"
@@ -20,8 +18,8 @@ import (
 	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/browsertest"
-	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver"
@@ -262,23 +260,7 @@ func startAgentWith(t *testing.T, opts agent.Options) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := httpx.Listen("127.0.0.1:0", a.Handler(), nil)
-	if err != nil {
-		a.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		srv.Shutdown(context.Background())
-		cancel()
-		<-done
-		if err := a.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return srv.URL()
+	return webtest.Serve(t, a.Handler(), a.Run, a.Close)
 }
 
 type statusDoc struct {
@@ -303,27 +285,10 @@ type configDoc struct {
 	MonthlyCapMB        int64 `json:"monthly_cap_mb"`
 }
 
-// getJSON reads the agent's API directly, to check what the UI did.
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-}
-
 func status(t *testing.T, base string) statusDoc {
 	t.Helper()
 	var st statusDoc
-	getJSON(t, base+"/api/v1/status", &st)
+	webtest.GetJSON(t, base+"/api/v1/status", &st)
 	return st
 }
 
@@ -332,14 +297,14 @@ func results(t *testing.T, base string) []resultDoc {
 	var rs struct {
 		Results []resultDoc `json:"results"`
 	}
-	getJSON(t, base+"/api/v1/results", &rs)
+	webtest.GetJSON(t, base+"/api/v1/results", &rs)
 	return rs.Results
 }
 
 func config(t *testing.T, base string) configDoc {
 	t.Helper()
 	var c configDoc
-	getJSON(t, base+"/api/v1/config", &c)
+	webtest.GetJSON(t, base+"/api/v1/config", &c)
 	return c
 }
 
@@ -349,16 +314,8 @@ func config(t *testing.T, base string) configDoc {
 // connects back and lists the agent, and the card shows the caps in force;
 // unticking stops serving.
 func TestBrowserPeers(t *testing.T) {
-	col, err := collector.New(collector.Config{SpoolDir: t.TempDir(), PeerNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	colSrv, err := httpx.Listen("127.0.0.1:0", col.Handler(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { colSrv.Shutdown(context.Background()); col.Close() })
-	base := startAgentWith(t, agent.Options{CollectorURL: colSrv.URL(), PeerListen: "127.0.0.1:0"})
+	colURL := startCollector(t, collector.Config{PeerNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	base := startAgentWith(t, agent.Options{CollectorURL: colURL, PeerListen: "127.0.0.1:0"})
 
 	b := browsertest.Start(t, 60*time.Second)
 	b.Ignore = func(p string) bool { return strings.Contains(p, "/api/v1/config") && strings.Contains(p, "400") }
@@ -403,7 +360,7 @@ func TestBrowserPeers(t *testing.T) {
 			} `json:"status"`
 		} `json:"peers"`
 	}
-	getJSON(t, base+"/api/v1/status", &st)
+	webtest.GetJSON(t, base+"/api/v1/status", &st)
 	if !st.Peers.Serving || !st.Peers.Status.Listed || st.Peers.Status.Caps.MaxTests != 2 || st.Peers.Status.Caps.MaxMbps != 5.5 || st.Peers.Status.Caps.DailyMB != 300 {
 		t.Errorf("the agent's status: %+v", st.Peers)
 	}
@@ -421,28 +378,32 @@ func TestBrowserPeers(t *testing.T) {
 	}
 }
 
+// startCollector serves a collector (its spool in a temporary directory,
+// no ClickHouse: rendezvous only) on loopback until the test ends.
+func startCollector(t *testing.T, cfg collector.Config) string {
+	t.Helper()
+	cfg.SpoolDir = t.TempDir()
+	col, err := collector.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return webtest.Serve(t, col.Handler(), nil, func() error { col.Close(); return nil })
+}
+
 // TestBrowserUpdate: a collector that announces a newer agent release in
 // its rendezvous answers (--latest-agent-version) makes the UI say so after
 // the agent's next test, with the file to install; before any rendezvous,
 // the UI says nothing.
 func TestBrowserUpdate(t *testing.T) {
 	const latest = "99.1.0"
-	col, err := collector.New(collector.Config{SpoolDir: t.TempDir(), LatestAgentVersion: latest})
-	if err != nil {
-		t.Fatal(err)
-	}
-	colSrv, err := httpx.Listen("127.0.0.1:0", col.Handler(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { colSrv.Shutdown(context.Background()); col.Close() })
+	colURL := startCollector(t, collector.Config{LatestAgentVersion: latest})
 	svc, tsURL := servicetest.Start(t, service.Config{ID: "ts-ui-update"})
 	ctx, cancel := context.WithCancel(context.Background())
 	regDone := make(chan struct{})
-	reg := &testserver.Registrar{CollectorURL: colSrv.URL(), Info: func() rendezvous.ServerRegistration { return svc.Registration(tsURL) }}
+	reg := &testserver.Registrar{CollectorURL: colURL, Info: func() rendezvous.ServerRegistration { return svc.Registration(tsURL) }}
 	go func() { defer close(regDone); reg.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-regDone })
-	base := startAgentWith(t, agent.Options{CollectorURL: colSrv.URL(), Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtest.Config{})}})
+	base := startAgentWith(t, agent.Options{CollectorURL: colURL, Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtest.Config{})}})
 
 	b := browsertest.Start(t, 60*time.Second)
 	step, poll := b.Step, browsertest.Poll
@@ -468,7 +429,7 @@ func TestBrowserUpdate(t *testing.T) {
 	var st struct {
 		Update *agent.UpdateDoc `json:"update"`
 	}
-	getJSON(t, base+"/api/v1/status", &st)
+	webtest.GetJSON(t, base+"/api/v1/status", &st)
 	if st.Update == nil || st.Update.Latest != latest || st.Update.Current != version.Version || st.Update.File != file {
 		t.Errorf("the status's update is %+v", st.Update)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/ingest"
 )
 
@@ -124,14 +125,7 @@ func TestUp(t *testing.T) {
 		t.Fatalf("up printed publish %q", pubURL)
 	}
 	for _, path := range []string{"", "data", "api/v1/datasets", "api/v1/isps"} {
-		resp, err := http.Get(pubURL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("GET %s%s: %d", pubURL, path, resp.StatusCode)
-		}
+		webtest.GetOK(t, pubURL+path)
 	}
 	go io.Copy(io.Discard, stdout)
 	body, err := os.ReadFile("../../collector/testdata/mixed.ndjson")
@@ -168,12 +162,7 @@ func TestUp(t *testing.T) {
 	// The whole chain of up: the agent (after consent in its API) finds
 	// the test server through the rendezvous, tests, and the server's
 	// merged record and the agent's copy reach ClickHouse as one row.
-	page, err := http.Get(agURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	html, _ := io.ReadAll(io.LimitReader(page.Body, 1<<20))
-	page.Body.Close()
+	html := webtest.GetOK(t, agURL)
 	m := regexp.MustCompile(`name="neubot-csrf" content="([0-9a-f]+)"`).FindSubmatch(html)
 	if m == nil {
 		t.Fatalf("no CSRF token in the agent's page")

@@ -3,11 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,21 +77,7 @@ func startPlatform(t *testing.T, serverID string) *platform {
 // rendezvous lists the IDs of the speedtest servers the collector hands out.
 func (p *platform) rendezvous(t *testing.T) []string {
 	t.Helper()
-	body, _ := json.Marshal(rendezvous.RendezvousRequest{AgentID: "pk-test", Tests: []string{schemas.SpeedtestName}})
-	resp, err := http.Post(p.collectorURL+rendezvous.RendezvousPath, "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var rr rendezvous.RendezvousResponse
-	if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, s := range rr.Servers[schemas.SpeedtestName] {
-		ids = append(ids, s.ID)
-	}
-	return ids
+	return rendezvousIDs(t, p.collectorURL, rendezvous.RendezvousRequest{AgentID: "pk-test", Tests: []string{schemas.SpeedtestName}})
 }
 
 // waitRow waits until ClickHouse has n speedtest rows matching where.

@@ -34,6 +34,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
@@ -207,18 +208,26 @@ func (p *agentProc) peerID(t *testing.T) string {
 // returns the IDs listed for test.
 func rendezvousPeers(t *testing.T, url, test string) []string {
 	t.Helper()
-	body, _ := json.Marshal(rendezvous.RendezvousRequest{AgentID: "00000000-0000-4000-8000-000000000001", Tests: []string{test}, Peers: true})
-	resp, err := http.Post(url+rendezvous.RendezvousPath, "application/json", bytes.NewReader(body))
+	return rendezvousIDs(t, url, rendezvous.RendezvousRequest{AgentID: "00000000-0000-4000-8000-000000000001", Tests: []string{test}, Peers: true})
+}
+
+// rendezvousIDs asks the collector at url for servers and returns the ids
+// it lists for req's first test.
+func rendezvousIDs(t *testing.T, url string, req rendezvous.RendezvousRequest) []string {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequest(http.MethodPost, url+rendezvous.RendezvousPath, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	hreq.Header.Set("Content-Type", "application/json")
+	code, answer := webtest.Do(t, hreq)
 	var rr rendezvous.RendezvousResponse
-	if err := json.NewDecoder(resp.Body).Decode(&rr); err != nil {
-		t.Fatal(err)
+	if err := json.Unmarshal(answer, &rr); err != nil {
+		t.Fatalf("rendezvous: %d: %v", code, err)
 	}
 	var ids []string
-	for _, s := range rr.Servers[test] {
+	for _, s := range rr.Servers[req.Tests[0]] {
 		ids = append(ids, s.ID)
 	}
 	return ids

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"github.com/neubot/neubot/internal/browsertest"
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/publish/publishtest"
 	"github.com/neubot/neubot/schemas"
@@ -284,14 +284,9 @@ func TestPrivacyScan(t *testing.T) {
 	// Every API answer, for the demo's days and today.
 	from := time.Now().UTC().AddDate(0, 0, -3).Format(time.DateOnly)
 	get := func(path string) []byte {
-		resp, err := http.Get(pub + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		if resp.StatusCode != 200 {
-			t.Errorf("GET %s: %d %.300s", path, resp.StatusCode, b)
+		code, b := webtest.Get(t, pub+path)
+		if code != 200 {
+			t.Errorf("GET %s: %d %.300s", path, code, b)
 		}
 		return b
 	}

@@ -37,7 +37,7 @@ var builds struct {
 }
 
 func TestMain(m *testing.M) {
-	code := localchtest.Main(m)
+	code := localchtest.MainNoLeaks(m)
 	if builds.dir != "" {
 		os.RemoveAll(builds.dir)
 	}

@@ -29,7 +29,8 @@ type Forwarder struct {
 	CollectorURL string // base URL; records go to CollectorURL + Path
 	Client       *http.Client
 	Logger       *slog.Logger
-	// OnEvent counts what happened ("forwarded", "retry", "refused").
+	// OnEvent counts what happened ("forwarded", "retry", "refused", and
+	// "withheld" when Allow said no).
 	OnEvent func(event string, records int)
 	// Allow, when set, is asked before each delivery; while it says no,
 	// records wait in the spool (an agent whose volunteer revoked consent).
@@ -87,6 +88,7 @@ func (f *Forwarder) Run(ctx context.Context) {
 			return
 		}
 		if f.Allow != nil && !f.Allow() {
+			f.OnEvent("withheld", seg.Records)
 			select {
 			case <-ctx.Done():
 				return

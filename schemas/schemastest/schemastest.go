@@ -27,13 +27,7 @@ func Speedtest(rng *rand.Rand, start time.Time, clientAddr string, mbps float64)
 	}
 	phase := func(goodput float64) schemas.SpeedtestPhase {
 		p := schemas.SpeedtestPhase{GoodputMbps: goodput, DurationS: 3, Connections: 2}
-		var total uint64
-		for i := 1; i <= 12; i++ {
-			m := r3(goodput * (0.9 + rng.Float64()*0.2))
-			total += uint64(m * 1e6 / 8 * 0.25)
-			p.Samples = append(p.Samples, schemas.ThroughputSample{TS: float64(i) * 0.25, Bytes: total, Mbps: m})
-		}
-		p.Bytes = total
+		p.Samples, p.Bytes = samples(rng, goodput, 12)
 		return p
 	}
 	tcpRTT := r3(rtt[0] * 0.9)
@@ -131,13 +125,8 @@ func NDT7(rng *rand.Rand, name string, start time.Time, clientAddr string, mbps 
 	}
 	subtest := func(goodput float64, at string) (*schemas.NDT7Subtest, *schemas.NDT7ServerSubtest) {
 		s := &schemas.NDT7Subtest{GoodputMbps: r3(goodput), MeasuredAt: at, DurationS: 10, UUID: randomUUID(rng)}
-		var total uint64
-		for i := 1; i <= 40; i++ {
-			m := r3(goodput * (0.9 + rng.Float64()*0.2))
-			total += uint64(m * 1e6 / 8 * 0.25)
-			s.Samples = append(s.Samples, schemas.ThroughputSample{TS: float64(i) * 0.25, Bytes: total, Mbps: m})
-		}
-		s.Bytes = total
+		s.Samples, s.Bytes = samples(rng, goodput, 40)
+		total := s.Bytes
 		s.Server = &schemas.NDT7Measurement{AppElapsedS: 10, AppBytes: total, TCPInfo: tcp(10)}
 		sv := &schemas.NDT7ServerSubtest{UUID: s.UUID, Bytes: total, DurationS: 10, GoodputMbps: r3(goodput),
 			MaxMessageBytes: 1 << 20, TCPInfo: tcp(10)}
@@ -303,4 +292,17 @@ func Replay(rng *rand.Rand, start time.Time, clientAddr string, mbps float64, th
 	keys.ServerView = &schemas.ReplayServer{BytesSent: 1 << 24, BytesReceived: 1 << 12, Flows: 8}
 	rec.TestKeys = keys
 	return rec
+}
+
+// samples draws n throughput samples a quarter of a second apart, each
+// within 10% of goodput, and returns them with the bytes they add up to.
+func samples(rng *rand.Rand, goodput float64, n int) ([]schemas.ThroughputSample, uint64) {
+	var out []schemas.ThroughputSample
+	var total uint64
+	for i := 1; i <= n; i++ {
+		m := r3(goodput * (0.9 + rng.Float64()*0.2))
+		total += uint64(m * 1e6 / 8 * 0.25)
+		out = append(out, schemas.ThroughputSample{TS: float64(i) * 0.25, Bytes: total, Mbps: m})
+	}
+	return out, total
 }

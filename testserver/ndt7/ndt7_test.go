@@ -21,7 +21,7 @@ import (
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
 
-func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(localchtest.MainNoLeaks(m)) }
 
 func dial(t *testing.T, base, path string, proto ...string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()

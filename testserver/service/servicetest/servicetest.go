@@ -4,10 +4,9 @@
 package servicetest
 
 import (
-	"context"
 	"testing"
 
-	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/schemas/schemastest"
 	"github.com/neubot/neubot/testserver/service"
 )
@@ -38,19 +37,5 @@ func Start(t testing.TB, cfg service.Config) (*service.Service, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := httpx.Listen("127.0.0.1:0", svc.Handler(), cfg.Logger)
-	if err != nil {
-		svc.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { svc.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		srv.Shutdown(context.Background())
-		cancel()
-		<-done
-		svc.Close()
-	})
-	return svc, srv.URL()
+	return svc, webtest.Serve(t, svc.Handler(), svc.Run, func() error { svc.Close(); return nil })
 }
