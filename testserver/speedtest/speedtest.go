@@ -82,8 +82,7 @@ func (p *Provider) Routes(mux testserver.Mux) {
 type view struct {
 	mu                sync.Mutex
 	sent, received    int64
-	dlFirst, dlLast   time.Time
-	ulFirst, ulLast   time.Time
+	dl, ul            span
 	tcp               map[net.Conn]tcpinfo.Info
 	uploadConnections map[net.Conn]bool
 	// phases: the TCP_INFO series of the download and the upload.
@@ -94,6 +93,20 @@ type view struct {
 	// ulStreams: the v2 upload connections, for the reports' arrived.
 	ulStreams []*ulStream
 }
+
+// span is when a direction first and last moved bytes.
+type span struct{ first, last time.Time }
+
+// mark records a transfer at now.
+func (s *span) mark(now time.Time) {
+	if s.first.IsZero() {
+		s.first = now
+	}
+	s.last = now
+}
+
+// seconds is the time from the first transfer to the last.
+func (s *span) seconds() float64 { return s.last.Sub(s.first).Seconds() }
 
 func viewOf(s *testserver.Session) *view {
 	return s.View(func() any {
@@ -227,7 +240,7 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.mu.Lock()
-	resp := spec.UploadResponse{Bytes: got, TotalBytes: v.received, TS: v.ulLast.Sub(v.ulFirst).Seconds()}
+	resp := spec.UploadResponse{Bytes: got, TotalBytes: v.received, TS: v.ul.seconds()}
 	if c := httpx.ConnFrom(r.Context()); c != nil {
 		v.uploadConnections[c] = true
 	}
@@ -250,10 +263,7 @@ func (p *Provider) send(w io.Writer, v *view, off, n int64, after func(int64) er
 		k, err := w.Write(p.data[off : off+chunk])
 		now := time.Now()
 		v.mu.Lock()
-		if v.dlFirst.IsZero() {
-			v.dlFirst = now
-		}
-		v.dlLast = now
+		v.dl.mark(now)
 		v.sent += int64(k)
 		v.mu.Unlock()
 		p.OnBytes(int64(k), 0)
@@ -281,10 +291,7 @@ func (p *Provider) receive(r io.Reader, v *view, st *ulStream, after func(int64)
 		if k > 0 {
 			now := time.Now()
 			v.mu.Lock()
-			if v.ulFirst.IsZero() {
-				v.ulFirst = now
-			}
-			v.ulLast = now
+			v.ul.mark(now)
 			v.received += int64(k)
 			if st != nil {
 				st.read += uint64(k)
@@ -324,8 +331,8 @@ func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) uint64 
 	sv := &schemas.SpeedtestServer{
 		BytesSent:         uint64(v.sent),
 		BytesReceived:     uint64(v.received),
-		DownloadDurationS: v.dlLast.Sub(v.dlFirst).Seconds(),
-		UploadDurationS:   v.ulLast.Sub(v.ulFirst).Seconds(),
+		DownloadDurationS: v.dl.seconds(),
+		UploadDurationS:   v.ul.seconds(),
 	}
 	if sv.UploadDurationS > 0 {
 		sv.UploadMbps = float64(v.received) * 8 / 1e6 / sv.UploadDurationS
