@@ -67,6 +67,10 @@ type Options struct {
 	// (ingest.Forwarder.OnEvent: "forwarded", "retry", "refused",
 	// "withheld" while consent is revoked), e.g. for tests to wait on.
 	OnUpload func(event string, records int)
+	// OnSchedule, when set, hears each time Run draws the next test's time
+	// (the zero time: none is due: paused, no consent, cap reached), e.g.
+	// for tests to wait on instead of sleeping.
+	OnSchedule func(next time.Time)
 }
 
 // MinRemotePassword is the shortest RemotePassword accepted.
@@ -578,6 +582,9 @@ func (a *Agent) Run(ctx context.Context) {
 	a.prune(ctx)
 	for {
 		next := a.schedule(ctx)
+		if a.opts.OnSchedule != nil {
+			a.opts.OnSchedule(next)
+		}
 		var timer <-chan time.Time
 		var t *time.Timer
 		if !next.IsZero() {

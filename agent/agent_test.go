@@ -44,24 +44,59 @@ func testServer(t *testing.T) string {
 
 func newAgent(t *testing.T, dir, collectorURL, serverURL string) *agent.Agent {
 	t.Helper()
-	return newAgentHeard(t, dir, collectorURL, serverURL, nil)
+	return newAgentWith(t, dir, collectorURL, serverURL, nil)
 }
 
-// newAgentHeard is newAgent whose upload attempts up hears (nil: none).
-func newAgentHeard(t *testing.T, dir, collectorURL, serverURL string, up *uploads) *agent.Agent {
+// newAgentWith is newAgent with its options changed by set (nil: none),
+// e.g. to hear the agent's events.
+func newAgentWith(t *testing.T, dir, collectorURL, serverURL string, set func(*agent.Options)) *agent.Agent {
 	t.Helper()
 	opts := agent.Options{
 		StateDir: dir, CollectorURL: collectorURL, ServerURL: serverURL,
 		Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(quick)},
 	}
-	if up != nil {
-		opts.OnUpload = up.hear
+	if set != nil {
+		set(&opts)
 	}
 	a, err := agent.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// newScheduled is newAgent whose Run tells the test each time it draws
+// the next test's time (agent.Options.OnSchedule); nextScheduled waits
+// for the first of them.
+func newScheduled(t *testing.T, serverURL string) (*agent.Agent, chan time.Time) {
+	t.Helper()
+	drawn := make(chan time.Time, 16)
+	a := newAgentWith(t, t.TempDir(), "", serverURL, func(o *agent.Options) {
+		o.OnSchedule = func(next time.Time) {
+			select {
+			case drawn <- next:
+			default: // the test reads only the first ones
+			}
+		}
+	})
+	return a, drawn
+}
+
+// runScheduled starts a's Run until the test ends and returns the first
+// time it drew for the next test (zero: none is due), failing the test
+// after a minute.
+func runScheduled(t *testing.T, a *agent.Agent, drawn chan time.Time) time.Time {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go a.Run(ctx)
+	select {
+	case next := <-drawn:
+		return next
+	case <-time.After(time.Minute):
+		t.Fatal("Run drew no next test time in a minute")
+		return time.Time{}
+	}
 }
 
 // uploads counts the upload spool's delivery attempts by event
@@ -76,6 +111,9 @@ type uploads struct {
 func newUploads() *uploads {
 	return &uploads{n: map[string]int{}, signal: make(chan struct{}, 1)}
 }
+
+// listen sets the agent's options so that u hears its upload spool.
+func (u *uploads) listen(o *agent.Options) { o.OnUpload = u.hear }
 
 func (u *uploads) hear(event string, _ int) {
 	u.mu.Lock()
@@ -221,8 +259,7 @@ func TestSchedulerDistribution(t *testing.T) {
 // TestCronNeverUnderFloor: a cron spec firing every minute is still held
 // to 15 minutes after the last test.
 func TestCronNeverUnderFloor(t *testing.T) {
-	dir := t.TempDir()
-	a := newAgent(t, dir, "", testServer(t))
+	a, drawn := newScheduled(t, testServer(t))
 	defer a.Close()
 	if err := a.SetConsent(true, true, true); err != nil {
 		t.Fatal(err)
@@ -233,20 +270,20 @@ func TestCronNeverUnderFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	runTest(t, a)
-	ctx, cancel := context.WithCancel(context.Background())
-	go a.Run(ctx)
-	defer cancel()
-	time.Sleep(200 * time.Millisecond)
+	next := runScheduled(t, a, drawn)
+	if next.IsZero() || time.Until(next) < 14*time.Minute {
+		t.Fatalf("next test drawn at %v: less than 15 minutes after the last", next)
+	}
 	st := a.Status(context.Background())
 	if st.NextTest == nil || time.Until(*st.NextTest) < 14*time.Minute {
-		t.Fatalf("next test at %v: less than 15 minutes after the last", st.NextTest)
+		t.Fatalf("status says the next test is at %v: less than 15 minutes after the last", st.NextTest)
 	}
 }
 
 // TestDataCap: once this month's tests used the cap, no test runs, by
 // schedule or on demand, and the status says so.
 func TestDataCap(t *testing.T) {
-	a := newAgent(t, t.TempDir(), "", testServer(t))
+	a, drawn := newScheduled(t, testServer(t))
 	defer a.Close()
 	a.SetConsent(true, true, true)
 	c := a.Config()
@@ -256,10 +293,9 @@ func TestDataCap(t *testing.T) {
 	if err := a.StartTest(context.Background(), nil); !errors.Is(err, agent.ErrCapReached) {
 		t.Fatalf("second test: %v, want ErrCapReached", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go a.Run(ctx)
-	defer cancel()
-	time.Sleep(200 * time.Millisecond)
+	if next := runScheduled(t, a, drawn); !next.IsZero() {
+		t.Fatalf("Run scheduled a test at %v with the cap reached", next)
+	}
 	st := a.Status(context.Background())
 	if !st.DataUsed.CapReached || st.NextTest != nil {
 		t.Fatalf("status %+v: want cap_reached and no next test", st.DataUsed)
@@ -340,7 +376,7 @@ func TestOffline(t *testing.T) {
 	}
 
 	up := newUploads()
-	a := newAgentHeard(t, dir, "http://"+addr, server, up)
+	a := newAgentWith(t, dir, "http://"+addr, server, up.listen)
 	a.SetConsent(true, true, true)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -401,7 +437,7 @@ func TestRevokeStopsUploads(t *testing.T) {
 	col, sw := downCollector(t)
 	addr := sw.addr
 	up := newUploads()
-	a := newAgentHeard(t, t.TempDir(), "http://"+addr, testServer(t), up)
+	a := newAgentWith(t, t.TempDir(), "http://"+addr, testServer(t), up.listen)
 	defer a.Close()
 	a.SetConsent(true, true, true)
 	ctx, cancel := context.WithCancel(context.Background())
