@@ -2,9 +2,14 @@ package chdb_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"reflect"
 	"sort"
+	"strings"
 	"testing"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch/localchtest"
@@ -13,8 +18,26 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(localchtest.MainNoLeaks(m)) }
 
+// migratedOnItsOwn is a database of the test server that chdb.Setup
+// migrated (localchtest.NewDatabase copies a template instead), dropped
+// when the test ends.
+func migratedOnItsOwn(t *testing.T) (chdb.Options, driver.Conn) {
+	t.Helper()
+	opts := localchtest.Server(t).Options()
+	opts.Database = "own_" + strings.ToLower(t.Name())
+	conn, err := chdb.Setup(context.Background(), opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+opts.Database)
+		conn.Close()
+	})
+	return opts, conn
+}
+
 func TestMigrateOnceEach(t *testing.T) {
-	_, conn := localchtest.NewDatabase(t)
+	_, conn := migratedOnItsOwn(t)
 	ctx := context.Background()
 	migs, err := schemas.Migrations()
 	if err != nil {
@@ -41,6 +64,74 @@ func TestMigrateOnceEach(t *testing.T) {
 	if int(n) != len(migs) {
 		t.Fatalf("%d rows in %s, want %d", n, chdb.MigrationsTable, len(migs))
 	}
+}
+
+// TestCopyIsMigrated: a test's database (localchtest.NewDatabase, a copy
+// of a template) has the tables (columns, types, defaults, comments,
+// engines) and the migration records that chdb.Setup gives a database
+// migrated on its own.
+func TestCopyIsMigrated(t *testing.T) {
+	ctx := context.Background()
+	copied, conn := localchtest.NewDatabase(t)
+	own, direct := migratedOnItsOwn(t)
+	want, got := describe(t, direct, own.Database), describe(t, conn, copied.Database)
+	if len(want) < 10 {
+		t.Fatalf("a migrated database has %d tables: %v", len(want), want)
+	}
+	for table, w := range want {
+		if g := got[table]; g != w {
+			t.Errorf("table %s\ncopy:     %s\nmigrated: %s", table, g, w)
+		}
+	}
+	for table := range got {
+		if _, ok := want[table]; !ok {
+			t.Errorf("the copy has a table %s that migrations do not make", table)
+		}
+	}
+	wantApplied, err := chdb.Applied(ctx, direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotApplied, err := chdb.Applied(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotApplied, wantApplied) {
+		t.Fatalf("migrations recorded in the copy %v, in the migrated database %v", gotApplied, wantApplied)
+	}
+	if applied, err := chdb.Migrate(ctx, conn, nil); err != nil || len(applied) != 0 {
+		t.Fatalf("migrating the copy applied %v (%v), want nothing", applied, err)
+	}
+}
+
+// describe gives each table of db as SHOW CREATE TABLE spells it (the
+// database's name taken out) and its columns as system.columns lists them.
+func describe(t *testing.T, conn driver.Conn, db string) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	str := func(rows driver.Rows, s *string) error { return rows.Scan(s) }
+	tables, err := chdb.Select(ctx, conn, str, "SELECT name FROM system.tables WHERE database = ?", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, table := range tables {
+		var stmt string
+		if err := conn.QueryRow(ctx, "SHOW CREATE TABLE "+db+"."+table).Scan(&stmt); err != nil {
+			t.Fatal(err)
+		}
+		cols, err := chdb.Select(ctx, conn, func(rows driver.Rows, s *string) error {
+			var name, typ, kind, expr, comment string
+			err := rows.Scan(&name, &typ, &kind, &expr, &comment)
+			*s = fmt.Sprintf("%s %s %s %s %q", name, typ, kind, expr, comment)
+			return err
+		}, "SELECT name, type, default_kind, default_expression, comment FROM system.columns WHERE database = ? AND table = ?", db, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[table] = strings.ReplaceAll(stmt, db+".", "DB.") + "\n" + strings.Join(cols, "\n")
+	}
+	return out
 }
 
 // TestTablesMatchTypes checks, against the live tables made by the

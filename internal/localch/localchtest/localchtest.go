@@ -126,12 +126,19 @@ func ServerIn(t testing.TB, tz string) (chdb.Options, driver.Conn) {
 	return s.Options(), conn
 }
 
-// NewDatabase creates a fresh database named after the test, applies the
-// migrations and returns options to reach it and an open connection. The
-// database is dropped when the test ends.
+// NewDatabase creates a fresh database named after the test, migrated,
+// and returns options to reach it and an open connection. The database is
+// dropped when the test ends.
+//
+// The migrations run once per test binary, into a template database;
+// each test's database is a copy of the template's tables (SHOW CREATE
+// TABLE, renamed) and of its migration records: a dozen statements
+// instead of every migration's hundreds. internal/chdb's TestCopyIsMigrated
+// proves the copy is what chdb.Setup makes.
 func NewDatabase(t testing.TB) (chdb.Options, driver.Conn) {
 	t.Helper()
 	s := Server(t)
+	tmpl := template(t, s)
 	name := fmt.Sprintf("t%d_%s", seq.Add(1), sanitize(t.Name()))
 	if len(name) > 60 {
 		name = name[:60]
@@ -140,15 +147,84 @@ func NewDatabase(t testing.TB) (chdb.Options, driver.Conn) {
 	opts.Database = name
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := chdb.Setup(ctx, opts, nil)
-	if err != nil {
+	if err := copyDatabase(ctx, s, tmpl, name); err != nil {
 		t.Fatalf("localchtest: set up database %s: %v", name, err)
+	}
+	conn, err := chdb.Open(ctx, opts)
+	if err != nil {
+		t.Fatalf("localchtest: open database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
 		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name)
 		conn.Close()
 	})
 	return opts, conn
+}
+
+var (
+	templateOnce sync.Once
+	templateErr  error
+)
+
+// templateDB is the database the migrations run in, once per test binary.
+const templateDB = "t0_template"
+
+// template returns the name of s's migrated template database, migrating
+// it on first use.
+func template(t testing.TB, s *localch.Server) string {
+	t.Helper()
+	templateOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		opts := s.Options()
+		opts.Database = templateDB
+		var conn driver.Conn
+		if conn, templateErr = chdb.Setup(ctx, opts, nil); templateErr == nil {
+			conn.Close()
+		}
+	})
+	if templateErr != nil {
+		t.Fatalf("localchtest: migrate the template database %s: %v", templateDB, templateErr)
+	}
+	return templateDB
+}
+
+// copyDatabase creates database to with from's tables (their statements as
+// SHOW CREATE TABLE gives them, in to) and from's migration records.
+func copyDatabase(ctx context.Context, s *localch.Server, from, to string) error {
+	opts := s.Options()
+	opts.Database = "default"
+	opts.MaxOpenConns = 1
+	conn, err := chdb.Open(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, "CREATE DATABASE "+to); err != nil {
+		return err
+	}
+	tables, err := chdb.Select(ctx, conn, func(rows driver.Rows, name *string) error { return rows.Scan(name) },
+		"SELECT name FROM system.tables WHERE database = ? ORDER BY name", from)
+	if err != nil {
+		return err
+	}
+	if len(tables) == 0 {
+		return fmt.Errorf("template database %s has no tables", from)
+	}
+	for _, table := range tables {
+		var stmt string
+		if err := conn.QueryRow(ctx, "SHOW CREATE TABLE "+from+"."+table).Scan(&stmt); err != nil {
+			return fmt.Errorf("show create table %s: %w", table, err)
+		}
+		head := "CREATE TABLE " + from + "." + table + " "
+		if !strings.HasPrefix(stmt, head) {
+			return fmt.Errorf("show create table %s: %.80q does not start with %q", table, stmt, head)
+		}
+		if err := conn.Exec(ctx, "CREATE TABLE "+to+"."+table+" "+stmt[len(head):]); err != nil {
+			return fmt.Errorf("copy table %s: %w", table, err)
+		}
+	}
+	return conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM %s.%s", to, chdb.MigrationsTable, from, chdb.MigrationsTable))
 }
 
 func sanitize(s string) string {
