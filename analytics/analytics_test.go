@@ -42,22 +42,10 @@ func insert(t *testing.T, conn driver.Conn, recs []*schemas.Record, asn uint32) 
 
 func snapshot(t *testing.T, conn driver.Conn, table string) string {
 	t.Helper()
-	rows, err := conn.Query(context.Background(), "SELECT * FROM "+table)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
+	_, rows := localchtest.Rows(t, conn, "SELECT * FROM "+table)
 	var lines []string
-	cols := rows.ColumnTypes()
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		for i, c := range cols {
-			vals[i] = newOf(c.ScanType())
-		}
-		if err := rows.Scan(vals...); err != nil {
-			t.Fatal(err)
-		}
-		lines = append(lines, fmt.Sprint(deref(vals)))
+	for _, vals := range rows {
+		lines = append(lines, fmt.Sprint(vals))
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")

@@ -385,22 +385,15 @@ func TestNDT7Apart(t *testing.T) {
 	if err := (&analytics.Job{Conn: conn, Goodsets: analytics.Goodsets[:1]}).RunDay(context.Background(), day.Format(time.DateOnly)); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := conn.Query(context.Background(), `SELECT test, tests, agents, p50 FROM analytics_distributions
-		WHERE scope = 'asn' AND key = '64520' AND metric = 'download_mbps' ORDER BY test`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var got []string
-	for rows.Next() {
+	got := localchtest.Select(t, conn, func(rows driver.Rows, s *string) error {
 		var name string
 		var tests, agents uint64
 		var p50 float64
-		if err := rows.Scan(&name, &tests, &agents, &p50); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, fmt.Sprintf("%s %d %d %.0f", name, tests, agents, math.Round(p50/10)*10))
-	}
+		err := rows.Scan(&name, &tests, &agents, &p50)
+		*s = fmt.Sprintf("%s %d %d %.0f", name, tests, agents, math.Round(p50/10)*10)
+		return err
+	}, `SELECT test, tests, agents, p50 FROM analytics_distributions
+		WHERE scope = 'asn' AND key = '64520' AND metric = 'download_mbps' ORDER BY test`)
 	if strings.Join(got, ",") != "ndt7 3 3 300,speedtest 5 5 10" {
 		t.Fatalf("distributions per test: %v; want ndt7 3 tests of 3 agents around 300, speedtest 5 of 5 around 10", got)
 	}

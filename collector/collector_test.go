@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
@@ -57,21 +59,9 @@ type row struct {
 
 func rows(t testing.TB, c *collectortest.Collector) []row {
 	t.Helper()
-	r, err := c.Conn.Query(context.Background(),
-		"SELECT toString(measurement_uid), any(client_asn), any(client_org), any(client_country), any(client_prefix), count() FROM speedtest FINAL GROUP BY measurement_uid ORDER BY measurement_uid")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	var out []row
-	for r.Next() {
-		var x row
-		if err := r.Scan(&x.UID, &x.ASN, &x.Org, &x.Country, &x.Prefix, &x.Count); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, x)
-	}
-	return out
+	return localchtest.Select(t, c.Conn, func(r driver.Rows, x *row) error {
+		return r.Scan(&x.UID, &x.ASN, &x.Org, &x.Country, &x.Prefix, &x.Count)
+	}, "SELECT toString(measurement_uid), any(client_asn), any(client_org), any(client_country), any(client_prefix), count() FROM speedtest FINAL GROUP BY measurement_uid ORDER BY measurement_uid")
 }
 
 // TestIngestMixed is the curl of the README: a file mixing valid and invalid

@@ -23,6 +23,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/spool"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/publish"
 	"github.com/neubot/neubot/schemas"
@@ -396,16 +397,7 @@ func TestLateCopyChangesNothing(t *testing.T) {
 	api := httptest.NewServer(publish.New(publish.Config{Conn: c.Conn, IPDB: collectortest.IPDB(t)}).Handler())
 	defer api.Close()
 	answer := func() string {
-		resp, err := http.Get(api.URL + "/api/v1/measurements?test=speedtest&from=" + day.Format("2006-01-02") + "&to=" + day.Format("2006-01-02"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("API: %s %s", resp.Status, b)
-		}
-		return string(b)
+		return string(webtest.GetOK(t, api.URL+"/api/v1/measurements?test=speedtest&from="+day.Format("2006-01-02")+"&to="+day.Format("2006-01-02")))
 	}
 	stored := func() string {
 		var ing time.Time

@@ -294,25 +294,14 @@ func dropPrivate(in table) table {
 
 func clickhouseRows(t *testing.T, conn driver.Conn, q string) (out table) {
 	t.Helper()
-	rows, err := conn.Query(context.Background(), q)
-	if err != nil {
-		t.Fatal(err)
+	types, rows := localchtest.Rows(t, conn, q)
+	for _, ct := range types {
+		out.names = append(out.names, ct.Name())
 	}
-	defer rows.Close()
-	out.names = rows.Columns()
-	types := rows.ColumnTypes()
 	defer func() { out = dropPrivate(out) }()
-	for rows.Next() {
-		vals := make([]any, len(types))
-		for i, c := range types {
-			vals[i] = reflect.New(c.ScanType()).Interface()
-		}
-		if err := rows.Scan(vals...); err != nil {
-			t.Fatal(err)
-		}
+	for _, vals := range rows {
 		row := make([]string, len(vals))
-		for i, v := range vals {
-			x := reflect.ValueOf(v).Elem().Interface()
+		for i, x := range vals {
 			if tm, ok := x.(time.Time); ok {
 				x = tm.UTC().Format(time.RFC3339)
 			}
@@ -330,21 +319,13 @@ func clickhouseRows(t *testing.T, conn driver.Conn, q string) (out table) {
 		}
 		out.rows = append(out.rows, row)
 	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
 	return out
 }
 
 // parquetRows reads a Parquet file with arrow-go, as JSON text per value.
 func parquetRows(t *testing.T, path string) table {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	pf, err := file.NewParquetReader(f)
+	pf, err := file.NewParquetReader(openFile(t, path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,14 +369,20 @@ func parquetRows(t *testing.T, path string) table {
 	return out
 }
 
-func readCSV(t *testing.T, path string) [][]string {
+// openFile opens path for reading until the test ends.
+func openFile(t *testing.T, path string) *os.File {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func readCSV(t *testing.T, path string) [][]string {
+	t.Helper()
+	zr, err := gzip.NewReader(openFile(t, path))
 	if err != nil {
 		t.Fatal(err)
 	}

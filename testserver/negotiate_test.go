@@ -15,6 +15,17 @@ import (
 // epoch is where the tests' manual clocks start.
 var epoch = time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 
+// unchoked negotiates from addr and fails the test unless it may test at
+// once.
+func unchoked(t *testing.T, n *Negotiator, addr string) Negotiation {
+	t.Helper()
+	got, err := n.Negotiate(context.Background(), "", "", addr)
+	if err != nil || !got.Unchoked {
+		t.Fatalf("%s: %+v %v; want unchoked at once", addr, got, err)
+	}
+	return got
+}
+
 // TestStaleQueuedAgentSkipped: when a slot frees, an agent that stopped
 // asking for its place (longer than QueueGrace) does not get it; the next
 // live one does.
@@ -22,10 +33,7 @@ func TestStaleQueuedAgentSkipped(t *testing.T) {
 	clk := clock.NewManual(epoch)
 	n := NewNegotiator(NegotiatorConfig{Capacity: 1, QueueGrace: 200 * time.Millisecond, Rate: 100, Clock: clk})
 	ctx := context.Background()
-	first, err := n.Negotiate(ctx, "", "", "192.0.2.1")
-	if err != nil || !first.Unchoked {
-		t.Fatalf("first: %+v %v", first, err)
-	}
+	first := unchoked(t, n, "192.0.2.1")
 	stale, _ := n.Negotiate(ctx, "", "", "192.0.2.2")
 	clk.Advance(150 * time.Millisecond)
 	live, _ := n.Negotiate(ctx, "", "", "192.0.2.3")
@@ -95,10 +103,7 @@ func TestExtendAndWithdraw(t *testing.T) {
 	clk := clock.NewManual(epoch)
 	n := NewNegotiator(NegotiatorConfig{Capacity: 1, TestTimeout: 100 * time.Millisecond, Rate: 100, Clock: clk})
 	ctx := context.Background()
-	a, err := n.Negotiate(ctx, "", "", "192.0.2.1")
-	if err != nil || !a.Unchoked {
-		t.Fatalf("a: %+v %v", a, err)
-	}
+	a := unchoked(t, n, "192.0.2.1")
 	n.Extend(a.Session, 300*time.Millisecond)
 	n.Extend(a.Session, 10*time.Millisecond) // shorter: no effect
 	clk.Advance(299 * time.Millisecond)
@@ -133,10 +138,7 @@ func TestAdmitAtTurn(t *testing.T) {
 			return nil
 		}})
 	ctx := context.Background()
-	first, err := n.Negotiate(ctx, "", "", "192.0.2.1")
-	if err != nil || !first.Unchoked {
-		t.Fatalf("first: %+v %v", first, err)
-	}
+	first := unchoked(t, n, "192.0.2.1")
 	waiting, err := n.Negotiate(ctx, "", "", "192.0.2.2")
 	if err != nil || waiting.Unchoked {
 		t.Fatalf("second: %+v %v", waiting, err)
@@ -204,10 +206,7 @@ func TestSiteCannotFillQueue(t *testing.T) {
 // stops its transfers (Begin's stop runs) and counts no more.
 func TestSessionCaps(t *testing.T) {
 	n := NewNegotiator(NegotiatorConfig{SessionMaxRequests: 2, SessionMaxBytes: 1000, Rate: 100})
-	a, err := n.Negotiate(context.Background(), "", "", "192.0.2.1")
-	if err != nil || !a.Unchoked {
-		t.Fatal(err)
-	}
+	a := unchoked(t, n, "192.0.2.1")
 	stopped := make(chan int, 2)
 	end1, err1 := n.Begin(a.Session, func() { stopped <- 1 })
 	_, err2 := n.Begin(a.Session, func() { stopped <- 2 })

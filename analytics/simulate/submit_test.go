@@ -162,13 +162,10 @@ func TestSimulateSubmitRetries(t *testing.T) {
 			http.Error(w, "bad request line or headers", http.StatusUnsupportedMediaType)
 			return
 		}
-		zr, err := gzip.NewReader(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		sc := gzipLines(w, r)
+		if sc == nil {
 			return
 		}
-		sc := bufio.NewScanner(zr)
-		sc.Buffer(nil, schemas.MaxRecordBytes)
 		k := 0
 		for sc.Scan() {
 			rec, err := schemas.DecodeRecord(sc.Bytes(), time.Now())
@@ -199,6 +196,19 @@ func TestSimulateSubmitRetries(t *testing.T) {
 	}
 }
 
+// gzipLines reads the lines of a gzipped request body, or answers 400
+// and returns nil.
+func gzipLines(w http.ResponseWriter, r *http.Request) *bufio.Scanner {
+	zr, err := gzip.NewReader(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return nil
+	}
+	sc := bufio.NewScanner(zr)
+	sc.Buffer(nil, schemas.MaxRecordBytes)
+	return sc
+}
+
 // TestSimulateSubmitRefused checks that a 400 is an error naming the first
 // refused record, and that the accepted ones are counted.
 func TestSimulateSubmitRefused(t *testing.T) {
@@ -208,13 +218,10 @@ func TestSimulateSubmitRefused(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The body of records 51..100 has its lines 3 and 7 refused; the
 		// other lines and bodies are accepted.
-		zr, err := gzip.NewReader(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		sc := gzipLines(w, r)
+		if sc == nil {
 			return
 		}
-		sc := bufio.NewScanner(zr)
-		sc.Buffer(nil, schemas.MaxRecordBytes)
 		var lines []string
 		for sc.Scan() {
 			var rec struct {

@@ -27,6 +27,7 @@ import (
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/internal/localcluster"
 	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/ingest"
@@ -335,18 +336,9 @@ func TestCluster(t *testing.T) {
 	defer clConn.Close()
 	for _, table := range []string{"speedtest", "bittorrent"} {
 		got := map[string]int{}
-		rows, err := clConn.Query(ctx, "SELECT toString(measurement_uid) FROM "+table+" FINAL")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var u string
-			if err := rows.Scan(&u); err != nil {
-				t.Fatal(err)
-			}
+		for _, u := range localchtest.Strings(t, clConn, "SELECT toString(measurement_uid) FROM "+table+" FINAL") {
 			got[u]++
 		}
-		rows.Close()
 		lost, dup := 0, 0
 		for u, n := range got {
 			if n > 1 {
@@ -547,29 +539,14 @@ func waitDrained(t *testing.T, urls map[string]string) {
 // dumpQuery returns the rows of q as strings, one per row.
 func dumpQuery(t *testing.T, c driver.Conn, q string) []string {
 	t.Helper()
-	rows, err := c.Query(context.Background(), q)
-	if err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	defer rows.Close()
+	_, rows := localchtest.Rows(t, c, q)
 	var out []string
-	types := rows.ColumnTypes()
-	for rows.Next() {
-		vals := make([]any, len(types))
-		for i, ct := range types {
-			vals[i] = reflect.New(ct.ScanType()).Interface()
-		}
-		if err := rows.Scan(vals...); err != nil {
-			t.Fatal(err)
-		}
+	for _, vals := range rows {
 		var b strings.Builder
 		for _, v := range vals {
-			fmt.Fprintf(&b, "%v\t", normalize(reflect.ValueOf(v).Elem().Interface()))
+			fmt.Fprintf(&b, "%v\t", normalize(v))
 		}
 		out = append(out, b.String())
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

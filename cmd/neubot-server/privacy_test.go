@@ -21,6 +21,7 @@ import (
 	"github.com/neubot/neubot/internal/browsertest"
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/publish/publishtest"
@@ -216,18 +217,7 @@ func TestPrivacyScan(t *testing.T) {
 	}
 	var agentIDs []string
 	for _, test := range schemas.Tests() {
-		rows, err := conn.Query(context.Background(), "SELECT DISTINCT agent_id FROM "+test.Table)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			agentIDs = append(agentIDs, id)
-		}
-		rows.Close()
+		agentIDs = append(agentIDs, localchtest.Strings(t, conn, "SELECT DISTINCT agent_id FROM "+test.Table)...)
 	}
 	if len(agentIDs) < 30 {
 		t.Fatalf("%d agent IDs in ClickHouse, want the demo's 30 and the real agents'", len(agentIDs))

@@ -338,19 +338,10 @@ chaos:
 	if err := conn.QueryRow(ctx, "SELECT sum(verified) FROM speedtest FINAL").Scan(&verified); err != nil || verified != uint64(records/perBody/2*perBody) {
 		t.Errorf("verified rows: %d (%v), want the %d records of the server's signed bodies", verified, err, records/perBody/2*perBody)
 	}
-	rows, err := conn.Query(ctx, "SELECT toString(measurement_uid) FROM speedtest FINAL")
-	if err != nil {
-		t.Fatal(err)
-	}
 	stored := map[string]int{}
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			t.Fatal(err)
-		}
+	for _, u := range localchtest.Strings(t, conn, "SELECT toString(measurement_uid) FROM speedtest FINAL") {
 		stored[u]++
 	}
-	rows.Close()
 	var raw uint64
 	_ = conn.QueryRow(ctx, "SELECT count() FROM speedtest").Scan(&raw)
 	lost, dup := 0, 0

@@ -109,13 +109,8 @@ func TestCopyIsMigrated(t *testing.T) {
 func describe(t *testing.T, conn driver.Conn, db string) map[string]string {
 	t.Helper()
 	ctx := context.Background()
-	str := func(rows driver.Rows, s *string) error { return rows.Scan(s) }
-	tables, err := chdb.Select(ctx, conn, str, "SELECT name FROM system.tables WHERE database = ?", db)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]string{}
-	for _, table := range tables {
+	for _, table := range localchtest.Strings(t, conn, "SELECT name FROM system.tables WHERE database = ?", db) {
 		var stmt string
 		if err := conn.QueryRow(ctx, "SHOW CREATE TABLE "+db+"."+table).Scan(&stmt); err != nil {
 			t.Fatal(err)

@@ -109,23 +109,30 @@ func TestServerRegistrationValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := validRegistration()
 			tt.mutate(&r)
-			err := r.Validate()
-			if tt.want == nil {
-				if err != nil {
-					t.Fatalf("valid registration refused: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("invalid registration accepted: %+v", r)
-			}
-			if got := paths(t, err); fmt.Sprint(got) != fmt.Sprint(tt.want) {
-				t.Fatalf("fields %v, want %v (%v)", got, tt.want, err)
-			}
-			if !strings.Contains(err.Error(), tt.reason) || !strings.HasPrefix(err.Error(), "invalid server registration: ") {
-				t.Fatalf("error %q does not say %q", err, tt.reason)
-			}
+			checkRefusal(t, r.Validate(), tt.want, "invalid server registration: ", tt.reason)
 		})
+	}
+}
+
+// checkRefusal checks what Validate said: nothing when want is nil, else
+// an error naming exactly the fields in want, starting with prefix and
+// saying reason.
+func checkRefusal(t *testing.T, err error, want []string, prefix, reason string) {
+	t.Helper()
+	if want == nil {
+		if err != nil {
+			t.Fatalf("valid message refused: %v", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("invalid message accepted; want fields %v refused", want)
+	}
+	if got := paths(t, err); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("fields %v, want %v (%v)", got, want, err)
+	}
+	if !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), reason) {
+		t.Fatalf("error %q does not start with %q and say %q", err, prefix, reason)
 	}
 }
 
@@ -156,19 +163,7 @@ func TestRendezvousRequestValidate(t *testing.T) {
 			r := valid
 			r.Tests = append([]string(nil), valid.Tests...)
 			tt.mutate(&r)
-			err := r.Validate()
-			if tt.want == nil {
-				if err != nil {
-					t.Fatalf("valid request refused: %v", err)
-				}
-				return
-			}
-			if got := paths(t, err); fmt.Sprint(got) != fmt.Sprint(tt.want) {
-				t.Fatalf("fields %v, want %v (%v)", got, tt.want, err)
-			}
-			if !strings.HasPrefix(err.Error(), "invalid rendezvous request: ") {
-				t.Fatalf("error %q does not name the message", err)
-			}
+			checkRefusal(t, r.Validate(), tt.want, "invalid rendezvous request: ", "")
 		})
 	}
 }

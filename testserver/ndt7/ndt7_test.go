@@ -3,7 +3,6 @@ package ndt7_test
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/webtest"
 	spec "github.com/neubot/neubot/proto/ndt7"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -196,14 +196,9 @@ func TestFailureRecorded(t *testing.T) {
 	rec.TestKeys.(*schemas.NDT7).ServerView = nil
 	req, _ := http.NewRequest(http.MethodPost, base+spec.CollectPath, bytes.NewReader(schemastest.Line(rec)))
 	req.Header.Set("Authorization", "Bearer "+nr.Token)
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("collect: %s %s", resp.Status, body)
+	code, body := webtest.Do(t, req)
+	if code != http.StatusOK {
+		t.Fatalf("collect: %d %s", code, body)
 	}
 	got, err := schemas.DecodeRecord(bytes.TrimSpace(body), time.Now())
 	if err != nil {

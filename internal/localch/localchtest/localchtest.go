@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -234,4 +235,53 @@ func sanitize(s string) string {
 		}
 		return '_'
 	}, s)
+}
+
+// Rows runs query and returns its column types and its rows, each value
+// scanned into a new value of its column's scan type (not a pointer),
+// failing the test on an error: a whole table read for comparisons.
+func Rows(t testing.TB, conn driver.Conn, query string, args ...any) ([]driver.ColumnType, [][]any) {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	defer rows.Close()
+	types := rows.ColumnTypes()
+	var out [][]any
+	for rows.Next() {
+		ptrs := make([]any, len(types))
+		for i, ct := range types {
+			ptrs[i] = reflect.New(ct.ScanType()).Interface()
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		vals := make([]any, len(ptrs))
+		for i, p := range ptrs {
+			vals[i] = reflect.ValueOf(p).Elem().Interface()
+		}
+		out = append(out, vals)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return types, out
+}
+
+// Select is chdb.Select for tests: an error fails the test.
+func Select[T any](t testing.TB, conn driver.Conn, scan func(rows driver.Rows, x *T) error, query string, args ...any) []T {
+	t.Helper()
+	out, err := chdb.Select(context.Background(), conn, scan, query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return out
+}
+
+// Strings runs query, whose one column is a String, and returns its
+// values, failing the test on an error.
+func Strings(t testing.TB, conn driver.Conn, query string, args ...any) []string {
+	t.Helper()
+	return Select(t, conn, func(rows driver.Rows, s *string) error { return rows.Scan(s) }, query, args...)
 }
