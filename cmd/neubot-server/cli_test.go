@@ -23,7 +23,6 @@ import (
 
 // TestBadFlags: a bad command line gets one clear message and exit code 2.
 func TestBadFlags(t *testing.T) {
-	t.Parallel()
 	bin := buildServer(t)
 	for _, tc := range []struct {
 		args []string
@@ -64,7 +63,6 @@ func TestBadFlags(t *testing.T) {
 
 // TestMigrateBadAddress: an unreachable ClickHouse is one clear line.
 func TestMigrateBadAddress(t *testing.T) {
-	t.Parallel()
 	bin := buildServer(t)
 	out, err := exec.Command(bin, "migrate", "--clickhouse", "127.0.0.1:1").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "connection refused") {
@@ -76,7 +74,6 @@ func TestMigrateBadAddress(t *testing.T) {
 // ingests the README's mixed file into its own ClickHouse, and stops
 // cleanly on Ctrl-C.
 func TestUp(t *testing.T) {
-	t.Parallel()
 	bin := buildServer(t)
 	port, err := localch.FreePort()
 	if err != nil {

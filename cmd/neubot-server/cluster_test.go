@@ -47,7 +47,6 @@ import (
 // their shard, and the analytics tables and the public API answer exactly
 // what a single node loaded with the same records answers.
 func TestCluster(t *testing.T) {
-	t.Parallel()
 	began := time.Now()
 	dir := t.TempDir()
 	bin := buildServer(t)

@@ -104,7 +104,6 @@ func (p *platform) waitRow(t *testing.T, where string, args ...any) {
 // NEUBOT_COLLECTOR, as a volunteer's environment or a build's default
 // would) and tests against the server it lists.
 func TestRunFindsServer(t *testing.T) {
-	t.Parallel()
 	p := startPlatform(t, "pk-run-server")
 	cmd := exec.Command(buildAgent(t), "run", "speedtest")
 	cmd.Env = append(os.Environ(), "NEUBOT_COLLECTOR="+p.collectorURL)
@@ -191,7 +190,6 @@ func snapshot(t *testing.T) (paths []string, accounts map[string]string) {
 // platform, finds its record in ClickHouse, and purges the package: nothing
 // may be left behind.
 func TestDebInstall(t *testing.T) {
-	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Fatal("this test installs a .deb with dpkg -i: run it as root (make test does, on the project's machines)")
 	}

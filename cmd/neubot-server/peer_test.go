@@ -234,7 +234,6 @@ func rendezvousIDs(t *testing.T, url string, req rendezvous.RendezvousRequest) [
 }
 
 func TestPeersAcrossHosts(t *testing.T) {
-	t.Parallel()
 	start := time.Now()
 	tn := newTestnet(t)
 	opts, conn := localchtest.NewDatabase(t)

@@ -40,7 +40,6 @@ import (
 // dashboards rendered in Chromium. None may hold an IP address (but the
 // /24 and /48 prefix column), a clear agent_id or an error's free text.
 func TestPrivacyScan(t *testing.T) {
-	t.Parallel()
 	bin, agentBin := buildServer(t), buildAgent(t)
 	data := t.TempDir()
 	port := func() string {

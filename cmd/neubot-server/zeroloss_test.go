@@ -36,10 +36,6 @@ var builds struct {
 	done map[string]error // by package
 }
 
-// The tests of this package run in parallel (t.Parallel), `go test`'s
-// -parallel at a time: each has its own directories, its own database or
-// ClickHouse servers, its own processes and its own loopback ports, and
-// none changes the process's environment or working directory.
 func TestMain(m *testing.M) {
 	code := localchtest.MainNoLeaks(m)
 	if builds.dir != "" {
@@ -136,7 +132,6 @@ func metric(url, name string) float64 {
 // ClickHouse (FINAL) are exactly those acknowledged with 202: nothing lost,
 // nothing duplicated.
 func TestZeroLoss(t *testing.T) {
-	t.Parallel()
 	const (
 		records  = 100_000
 		perBody  = 250
