@@ -30,7 +30,7 @@ func TestDetection(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root to create a network namespace and shape it (ip netns, tc); run the tests as root")
 	}
-	ns, err := newNetns("test")
+	ns, err := newNetns("test", modeTwoStage)
 	if err != nil {
 		t.Fatalf("cannot create the network namespace: %v", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -50,9 +49,6 @@ const (
 	policySNI     = "sni"
 	// policySNINone is the neutral link under the replay test.
 	policySNINone = "sni-none"
-
-	dpiTap  = "t18dpi0"
-	dpiRead = "t18dpi1"
 )
 
 // triggerBytes is the byte count after which the bytes policy throttles a
@@ -61,9 +57,6 @@ const (
 var triggerBytes int64 = 4_000_000
 
 var debug = os.Getenv("NEUBOT_BTBENCH_DEBUG") != ""
-
-// replayAddr is where the test server takes the replay test's flows.
-const replayAddr = "127.0.0.4:443"
 
 // sniMatch is the u32 match of the replay's ClientHello carrying
 // replay.DefaultSNI: the two aligned 32-bit words of the server name that
@@ -81,65 +74,65 @@ func sniMatch() []string {
 	return m
 }
 
-// benchHosts are the test server's addresses in the namespace (all on lo).
-var benchHosts = []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
-
 // handshakeMatch is the u32 match of a TCP segment whose payload starts
 // with "\x13Bit" (IPv4 header of 20 bytes, TCP header of 32: timestamps,
 // Linux's default).
 var handshakeMatch = []string{"match", "ip", "protocol", "6", "0xff", "match", "u8", "0x80", "0xf0", "at", "32", "match", "u32", "0x13426974", "0xffffffff", "at", "52"}
 
-func filter(prio string, match ...string) []string {
-	return append(append([]string{"filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", prio, "u32"}, match...), "flowid", "1:20")
+// filter is the u32 filter on dev putting the packets that match into
+// the slow class.
+func filter(dev, prio string, match ...string) []string {
+	return append(append([]string{"filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", prio, "u32"}, match...), "flowid", "1:20")
 }
 
-// staticFilters are the filters of policy that never change.
-func staticFilters(policy string) [][]string {
+// staticFilters are the filters of policy that never change, on each of
+// t's policy devices.
+func staticFilters(policy string, t topology) [][]string {
 	port := strconv.Itoa(spec.BitTorrentPort)
-	switch policy {
-	case policyPort:
-		return [][]string{filter("1", "match", "ip", "sport", port, "0xffff"), filter("1", "match", "ip", "dport", port, "0xffff")}
-	case policyHost:
-		return [][]string{filter("1", "match", "ip", "src", benchHosts[1]+"/32"), filter("1", "match", "ip", "dst", benchHosts[1]+"/32")}
-	case policyPayload, policyReset, policySNI:
-		match := handshakeMatch
-		if policy == policySNI {
-			match = sniMatch()
+	var out [][]string
+	for _, dev := range t.PolicyDevs {
+		switch policy {
+		case policyPort:
+			out = append(out, filter(dev, "1", "match", "ip", "sport", port, "0xffff"), filter(dev, "1", "match", "ip", "dport", port, "0xffff"))
+		case policyHost:
+			out = append(out, filter(dev, "1", "match", "ip", "src", t.Hosts[1]+"/32"), filter(dev, "1", "match", "ip", "dst", t.Hosts[1]+"/32"))
+		case policyPayload, policyReset, policySNI:
+			match := handshakeMatch
+			if policy == policySNI {
+				match = sniMatch()
+			}
+			mirror := append([]string{"filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32"}, match...)
+			out = append(out, append(mirror, "flowid", "1:10", "action", "mirred", "egress", "mirror", "dev", t.DPITap))
 		}
-		mirror := append([]string{"filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "2", "u32"}, match...)
-		return [][]string{append(mirror, "flowid", "1:10", "action", "mirred", "egress", "mirror", "dev", dpiTap)}
 	}
-	return nil
+	return out
 }
 
-// runPolicy is the policy helper, in the namespace, until SIGTERM.
-func runPolicy(policy string) error {
+// runPolicy is the policy helper until SIGTERM: in t's policy box, or for
+// the byte-count trigger on the server's side (it reads the server's
+// sockets).
+func runPolicy(policy string, t topology) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	switch policy {
 	case policyPayload, policyReset, policySNI:
-		return dpi(ctx, policy)
+		return dpi(ctx, policy, t)
 	case policyBytes:
-		return byteTrigger(ctx)
+		return byteTrigger(ctx, t)
 	}
 	fmt.Println("ready")
 	<-ctx.Done()
 	return nil
 }
 
-func tcCmd(args ...string) error {
-	out, err := exec.Command("tc", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("tc %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-// throttle puts the connection between ports a and b into the slow class.
-func throttle(a, b uint16) error {
-	for _, m := range [][2]uint16{{a, b}, {b, a}} {
-		if err := tcCmd(filter("1", "match", "ip", "sport", strconv.Itoa(int(m[0])), "0xffff", "match", "ip", "dport", strconv.Itoa(int(m[1])), "0xffff")...); err != nil {
-			return err
+// throttle puts the connection between ports a and b into the slow class
+// of every policy device of t.
+func throttle(t topology, a, b uint16) error {
+	for _, dev := range t.PolicyDevs {
+		for _, m := range [][2]uint16{{a, b}, {b, a}} {
+			if err := tcIn(t.Policy, filter(dev, "1", "match", "ip", "sport", strconv.Itoa(int(m[0])), "0xffff", "match", "ip", "dport", strconv.Itoa(int(m[1])), "0xffff")...); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -149,8 +142,8 @@ func htons(x uint16) uint16 { return x<<8 | x>>8 }
 
 // dpi reads the packets mirrored to the tap and acts on each new
 // connection: throttle it (payload) or reset it (reset).
-func dpi(ctx context.Context, policy string) error {
-	ifi, err := net.InterfaceByName(dpiRead)
+func dpi(ctx context.Context, policy string, t topology) error {
+	ifi, err := net.InterfaceByName(t.DPIRead)
 	if err != nil {
 		return err
 	}
@@ -191,7 +184,7 @@ func dpi(ctx context.Context, policy string) error {
 		seen[key] = true
 		switch policy {
 		case policyPayload, policySNI:
-			err = throttle(sport, dport)
+			err = throttle(t, sport, dport)
 		case policyReset:
 			// Destroy the client's socket (the one whose local port is
 			// the ephemeral one): the kernel sends the server a RST, as
@@ -201,7 +194,7 @@ func dpi(ctx context.Context, policy string) error {
 				client = dport
 			}
 			var out []byte
-			out, err = exec.Command("ss", "-K", "-tn", "sport", "=", ":"+strconv.Itoa(int(client))).CombinedOutput()
+			out, err = inNetns(t.Client, "ss", "-K", "-tn", "sport", "=", ":"+strconv.Itoa(int(client))).CombinedOutput()
 			if err != nil {
 				err = fmt.Errorf("ss -K: %v: %s", err, out)
 			}
@@ -219,12 +212,12 @@ func isServerPort(p uint16) bool {
 
 // byteTrigger polls the port-6881 connections' counters and throttles each
 // once it has carried triggerBytes.
-func byteTrigger(ctx context.Context) error {
+func byteTrigger(ctx context.Context, t topology) error {
 	fmt.Println("ready")
 	done := map[[2]uint16]bool{}
 	port := strconv.Itoa(spec.BitTorrentPort)
 	for ctx.Err() == nil {
-		out, err := exec.Command("ss", "-tniH", "state", "established", "(", "sport", "=", ":"+port, ")").Output()
+		out, err := inNetns(t.Server, "ss", "-tniH", "state", "established", "(", "sport", "=", ":"+port, ")").Output()
 		if err != nil {
 			return fmt.Errorf("ss: %w", err)
 		}
@@ -233,7 +226,7 @@ func byteTrigger(ctx context.Context) error {
 		flush := func() {
 			if cur != [2]uint16{} && bytes >= triggerBytes && !done[cur] {
 				done[cur] = true
-				if err := throttle(cur[0], cur[1]); err != nil {
+				if err := throttle(t, cur[0], cur[1]); err != nil {
 					fmt.Fprintln(os.Stderr, "bench policy:", err)
 				}
 				if debug {
