@@ -153,7 +153,8 @@ func (n *netns) self(ns, role string, cfg bittorrent.Config) (*exec.Cmd, error) 
 	b, _ := json.Marshal(cfg)
 	t, _ := json.Marshal(n.topology)
 	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), roleEnv+"="+role, configEnv+"="+string(b), policyEnv+"="+n.policy, topoEnv+"="+string(t), selfEnv+"="+ns)
+	cmd.Env = append(os.Environ(), roleEnv+"="+role, configEnv+"="+string(b), policyEnv+"="+n.policy, topoEnv+"="+string(t), selfEnv+"="+ns,
+		fmt.Sprintf("%s=%d", triggerEnv, triggerBytes))
 	return cmd, nil
 }
 
@@ -227,11 +228,7 @@ func (n *netns) runPolicy(policy string, sh shaping, cfg bittorrent.Config) (res
 		return result{}, err
 	}
 	n.policy = policy
-	ns := n.Policy
-	if policy == policyBytes {
-		ns = n.Server // it reads the server's sockets
-	}
-	h, err := n.start(ns, "policy")
+	h, err := n.start(n.Policy, "policy")
 	if err != nil {
 		return result{}, err
 	}
