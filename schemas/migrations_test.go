@@ -30,3 +30,28 @@ func TestExpand(t *testing.T) {
 		t.Errorf("a value without its second part: %v", err)
 	}
 }
+
+// TestExpandColumns checks the columns blocks: every ADD COLUMN, then every
+// COMMENT COLUMN, with a for block inside, quotes in a comment, and a line
+// that is not a column.
+func TestExpandColumns(t *testing.T) {
+	got, err := expand("-- {{add columns to t}}\n" +
+		"a UInt8 DEFAULT 0 AFTER z COMMENT 'A, the server''s'\n" +
+		"-- {{for phase in download upload}}\n" +
+		"{{phase}}_ms Array(Float64) COMMENT '{{Phase}}: ms'\n" +
+		"-- {{end}}\n" +
+		"-- {{end columns}}\n")
+	want := "ALTER TABLE t ADD COLUMN a UInt8 DEFAULT 0 AFTER z;\n" +
+		"ALTER TABLE t ADD COLUMN download_ms Array(Float64);\n" +
+		"ALTER TABLE t ADD COLUMN upload_ms Array(Float64);\n" +
+		"ALTER TABLE t COMMENT COLUMN a 'A, the server''s';\n" +
+		"ALTER TABLE t COMMENT COLUMN download_ms 'Download: ms';\n" +
+		"ALTER TABLE t COMMENT COLUMN upload_ms 'Upload: ms';\n"
+	if err != nil || got != want {
+		t.Errorf("expand:\n%s\nwant:\n%s\n(%v)", got, want, err)
+	}
+	_, err = expand("-- {{add columns to t}}\nb UInt8\n-- {{end columns}}\n")
+	if err == nil || !strings.Contains(err.Error(), `"b UInt8" is not a column`) {
+		t.Errorf("a column without its comment: %v", err)
+	}
+}
