@@ -84,9 +84,18 @@ type Verdict struct {
 	Country   string    `json:"country"`
 	Synthetic bool      `json:"synthetic"`
 	// Direction is "any" (the outcome of the test), "download" or "upload".
-	Direction       string `json:"direction"`
-	Tests           uint64 `json:"tests"`
-	Agents          uint64 `json:"agents"`
+	Direction string `json:"direction"`
+	Tests     uint64 `json:"tests"`
+	Agents    uint64 `json:"agents"`
+	VerdictCounts
+	// PValue is the one-sided binomial p-value of the votes against
+	// NullRate (1 without votes).
+	PValue float64 `json:"p_value"`
+}
+
+// VerdictCounts are the outcomes of the tests of a verdict and the votes
+// of its agents; publish sums them over days (VerdictCounts.Add).
+type VerdictCounts struct {
 	Differentiation uint64 `json:"differentiation"`
 	None            uint64 `json:"none"`
 	Inconclusive    uint64 `json:"inconclusive"`
@@ -101,9 +110,22 @@ type Verdict struct {
 	// AgentsDifferentiation those whose vote is differentiation.
 	AgentVotes            uint64 `json:"agent_votes"`
 	AgentsDifferentiation uint64 `json:"agents_differentiation"`
-	// PValue is the one-sided binomial p-value of the votes against
-	// NullRate (1 without votes).
-	PValue float64 `json:"p_value"`
+}
+
+// Add adds the counts of x to c and sets the share and its interval over
+// the sums.
+func (c *VerdictCounts) Add(x VerdictCounts) {
+	c.Differentiation += x.Differentiation
+	c.None += x.None
+	c.Inconclusive += x.Inconclusive
+	c.Blocked += x.Blocked
+	c.AgentVotes += x.AgentVotes
+	c.AgentsDifferentiation += x.AgentsDifferentiation
+	c.Share, c.ShareLo, c.ShareHi = 0, 0, 0
+	if n := c.Differentiation + c.None; n > 0 {
+		c.Share = float64(c.Differentiation) / float64(n)
+		c.ShareLo, c.ShareHi = stats.Wilson(c.Differentiation, n, 1.96)
+	}
 }
 
 // Verdicts returns the verdicts of ASN asn for the days from..to

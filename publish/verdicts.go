@@ -18,25 +18,18 @@ import (
 // differentiation among conclusive tests and its 95% Wilson interval
 // (recomputed over the summed counts).
 type VerdictSummary struct {
-	Test            string  `json:"test"`
-	Direction       string  `json:"direction"`
-	Tests           uint64  `json:"tests"`
-	Differentiation uint64  `json:"differentiation"`
-	None            uint64  `json:"none"`
-	Inconclusive    uint64  `json:"inconclusive"`
-	Share           float64 `json:"share"`
-	ShareLo         float64 `json:"share_lo"`
-	ShareHi         float64 `json:"share_hi"`
-	// Agents' votes (analytics/verdicts.go): one per agent and day.
-	Blocked               uint64  `json:"blocked"`
-	AgentVotes            uint64  `json:"agent_votes"`
-	AgentsDifferentiation uint64  `json:"agents_differentiation"`
-	AgentShare            float64 `json:"agent_share"`
-	AgentShareLo          float64 `json:"agent_share_lo"`
-	AgentShareHi          float64 `json:"agent_share_hi"`
-	Days                  int     `json:"days"`
-	DaysFlagged           int     `json:"days_flagged"`
-	MinQ                  float64 `json:"min_q"`
+	Test      string `json:"test"`
+	Direction string `json:"direction"`
+	Tests     uint64 `json:"tests"`
+	// The counts summed over the days; agents' votes (analytics/verdicts.go):
+	// one per agent and day.
+	analytics.VerdictCounts
+	AgentShare   float64 `json:"agent_share"`
+	AgentShareLo float64 `json:"agent_share_lo"`
+	AgentShareHi float64 `json:"agent_share_hi"`
+	Days         int     `json:"days"`
+	DaysFlagged  int     `json:"days_flagged"`
+	MinQ         float64 `json:"min_q"`
 }
 
 // Verdicts is the answer of GET /api/v1/verdicts.
@@ -98,12 +91,7 @@ func (a *API) verdicts(ctx context.Context, asn uint32, synthetic bool, from, to
 			sums[[2]string{d.Test, d.Direction}] = v
 		}
 		v.Tests += d.Tests
-		v.Differentiation += d.Differentiation
-		v.None += d.None
-		v.Inconclusive += d.Inconclusive
-		v.Blocked += d.Blocked
-		v.AgentVotes += d.AgentVotes
-		v.AgentsDifferentiation += d.AgentsDifferentiation
+		v.Add(d.VerdictCounts)
 		if d.AgentVotes > 0 {
 			v.Days++
 			key := [2]string{d.Test, d.Direction}
@@ -122,10 +110,6 @@ func (a *API) verdicts(ctx context.Context, asn uint32, synthetic bool, from, to
 		}
 	}
 	for _, v := range sums {
-		if n := v.Differentiation + v.None; n > 0 {
-			v.Share = float64(v.Differentiation) / float64(n)
-			v.ShareLo, v.ShareHi = stats.Wilson(v.Differentiation, n, 1.96)
-		}
 		if n := v.AgentVotes; n > 0 {
 			v.AgentShare = float64(v.AgentsDifferentiation) / float64(n)
 			v.AgentShareLo, v.AgentShareHi = stats.Wilson(v.AgentsDifferentiation, n, 1.96)

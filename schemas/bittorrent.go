@@ -1,6 +1,10 @@
 package schemas
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/neubot/neubot/internal/stats"
+)
 
 // BitTorrentName is the test_name of the BitTorrent differential test.
 const BitTorrentName = "bittorrent"
@@ -189,14 +193,7 @@ var bittorrentColumns = []string{
 }
 
 func init() {
-	Register(&Test{
-		Name:     BitTorrentName,
-		Versions: []string{"1", BitTorrentVersion, BitTorrentVersionDuels},
-		Table:    "bittorrent",
-		Columns:  bittorrentColumns,
-		NewKeys:  func() TestKeys { return new(BitTorrent) },
-		Decode:   DecodeAs[BitTorrent],
-	})
+	register[BitTorrent](BitTorrentName, "bittorrent", bittorrentColumns, "1", BitTorrentVersion, BitTorrentVersionDuels)
 }
 
 // Authoritative reports whether the record was merged by the server.
@@ -210,13 +207,8 @@ func (b *BitTorrent) Check(c Checker) {
 			c.Add(fmt.Sprintf("flows[%d].index", i), "%d is used twice", f.Index)
 		}
 		seen[f.Index] = true
-		prev := -1.0
-		for _, s := range f.Samples {
-			if s.TS < prev {
-				c.Add(fmt.Sprintf("flows[%d].samples", i), "times must not decrease")
-				break
-			}
-			prev = s.TS
+		if decreasingAt(f.Samples) >= 0 {
+			c.Add(fmt.Sprintf("flows[%d].samples", i), "times must not decrease")
 		}
 	}
 	if b.Hosts > 0 {
@@ -231,13 +223,13 @@ func (b *BitTorrent) Check(c Checker) {
 			up = append(up, cmp.Outcome)
 		}
 	}
-	if want := combineOutcomes(down...); b.DownloadOutcome != want {
+	if want := stats.Combine(down...); b.DownloadOutcome != want {
 		c.Add("download_outcome", "is %q but the download comparisons give %q", b.DownloadOutcome, want)
 	}
-	if want := combineOutcomes(up...); b.UploadOutcome != want {
+	if want := stats.Combine(up...); b.UploadOutcome != want {
 		c.Add("upload_outcome", "is %q but the upload comparisons give %q", b.UploadOutcome, want)
 	}
-	if want := combineOutcomes(b.DownloadOutcome, b.UploadOutcome); b.Outcome != want {
+	if want := stats.Combine(b.DownloadOutcome, b.UploadOutcome); b.Outcome != want {
 		c.Add("outcome", "is %q but the directions give %q", b.Outcome, want)
 	}
 }
@@ -313,22 +305,6 @@ func AttributionOf(outcome string, outcomes, attributions [2]string) string {
 	return got
 }
 
-// combineOutcomes mirrors the rule of internal/stats.Combine (schemas
-// imports no component): differentiation if any, none if all none.
-func combineOutcomes(outcomes ...string) string {
-	all := len(outcomes) > 0
-	for _, o := range outcomes {
-		if o == OutcomeDifferentiation {
-			return OutcomeDifferentiation
-		}
-		all = all && o == OutcomeNone
-	}
-	if all {
-		return OutcomeNone
-	}
-	return OutcomeInconclusive
-}
-
 // Values implements TestKeys.
 func (b *BitTorrent) Values(dst []any) []any {
 	n := len(b.Flows)
@@ -336,14 +312,10 @@ func (b *BitTorrent) Values(dst []any) []any {
 	kind, dir, errs := make([]string, n), make([]string, n), make([]string, n)
 	start, mbps := make([]float64, n), make([]float64, n)
 	bytes := make([]uint64, n)
-	ts, sm := make([][]float64, n), make([][]float64, n)
 	for i, f := range b.Flows {
 		idx[i], kind[i], dir[i], ports[i], start[i], bytes[i], mbps[i], errs[i] = f.Index, f.Kind, f.Direction, f.Port, f.StartS, f.Bytes, f.Mbps, Failure(f.Error)
-		ts[i], sm[i] = make([]float64, len(f.Samples)), make([]float64, len(f.Samples))
-		for j, s := range f.Samples {
-			ts[i][j], sm[i][j] = s.TS, s.Mbps
-		}
 	}
+	ts, sm := flowSeriesColumns(b.Flows, func(f *BitTorrentFlow) []ThroughputSample { return f.Samples })
 	dst = append(dst, b.BitTorrentPort, b.NeutralPort, b.FlowDurationS, b.SampleEveryS, b.WarmupS,
 		b.Outcome, b.DownloadOutcome, b.UploadOutcome,
 		idx, kind, dir, ports, start, bytes, mbps, errs, ts, sm)
@@ -369,14 +341,10 @@ func (b *BitTorrent) Values(dst []any) []any {
 	host := make([]uint8, n)
 	pipe := make([]uint16, n)
 	smbps := make([]float64, n)
-	sts, ssm := make([][]float64, n), make([][]float64, n)
 	for i, f := range b.Flows {
 		pay[i], role[i], serr[i], host[i], pipe[i], smbps[i] = f.Payload, f.PortRole, f.ServerError, f.Host, f.Pipeline, f.ServerMbps
-		sts[i], ssm[i] = make([]float64, len(f.ServerSamples)), make([]float64, len(f.ServerSamples))
-		for j, s := range f.ServerSamples {
-			sts[i][j], ssm[i][j] = s.TS, s.Mbps
-		}
 	}
+	sts, ssm := flowSeriesColumns(b.Flows, func(f *BitTorrentFlow) []ThroughputSample { return f.ServerSamples })
 	dst = append(dst, pay, role, host, sts, ssm, smbps, serr, pipe)
 	ctested, cfactor := make([]string, k), make([]string, k)
 	for i, x := range b.Comparisons {

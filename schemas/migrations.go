@@ -65,8 +65,23 @@ const measurementColumns = `measurement_uid UUID COMMENT 'Random UUID made by th
 // comma in every copy but the last (the last column of a CREATE TABLE).
 var forRE = regexp.MustCompile(`(?ms)^-- \{\{for ([\w,]+) in ([\w, ]+)\}\}\n(.*?)^-- \{\{end\}\}\n`)
 
-// expand writes out a migration's templates: {{measurement_columns}} and
-// the for blocks.
+// columnsRE is a block of columns added to a table, each written once as
+// in a CREATE TABLE (name, type, COMMENT), without the comma:
+//
+//	-- {{add columns to t}}
+//	x_bytes UInt64 DEFAULT 0 COMMENT 'X: bytes'
+//	-- {{end columns}}
+//
+// It is written as an ADD COLUMN statement per column, then a COMMENT
+// COLUMN statement per column (ClickHouse 18.16 ignores COMMENT inside ADD
+// COLUMN). For blocks inside it are written out first.
+var columnsRE = regexp.MustCompile(`(?ms)^-- \{\{add columns to (\w+)\}\}\n(.*?)^-- \{\{end columns\}\}\n`)
+
+// columnRE is one column of a columns block.
+var columnRE = regexp.MustCompile(`^(\w+) (.+?) COMMENT ('(?:[^']|'')*')$`)
+
+// expand writes out a migration's templates: {{measurement_columns}}, the
+// for blocks and the columns blocks.
 func expand(body string) (string, error) {
 	var bad error
 	body = forRE.ReplaceAllStringFunc(body, func(block string) string {
@@ -90,6 +105,20 @@ func expand(body string) (string, error) {
 			b.WriteString(strings.NewReplacer(pairs...).Replace(text))
 		}
 		return b.String()
+	})
+	body = columnsRE.ReplaceAllStringFunc(body, func(block string) string {
+		m := columnsRE.FindStringSubmatch(block)
+		var add, comment strings.Builder
+		for _, line := range strings.Split(strings.TrimSuffix(m[2], "\n"), "\n") {
+			c := columnRE.FindStringSubmatch(line)
+			if c == nil {
+				bad = fmt.Errorf("add columns to %s: %.60q is not a column (name type COMMENT 'text')", m[1], line)
+				return block
+			}
+			fmt.Fprintf(&add, "ALTER TABLE %s ADD COLUMN %s %s;\n", m[1], c[1], c[2])
+			fmt.Fprintf(&comment, "ALTER TABLE %s COMMENT COLUMN %s %s;\n", m[1], c[1], c[3])
+		}
+		return add.String() + comment.String()
 	})
 	return strings.ReplaceAll(body, "{{measurement_columns}}", measurementColumns), bad
 }

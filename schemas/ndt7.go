@@ -79,20 +79,8 @@ type NDT7ServerSubtest struct {
 }
 
 func init() {
-	for _, name := range []string{NDT7Name, NDT7BrowserName} {
-		table := "ndt7"
-		if name == NDT7BrowserName {
-			table = "ndt7_browser"
-		}
-		Register(&Test{
-			Name:     name,
-			Versions: []string{NDT7Version},
-			Table:    table,
-			Columns:  ndt7Columns,
-			NewKeys:  func() TestKeys { return new(NDT7) },
-			Decode:   DecodeAs[NDT7],
-		})
-	}
+	register[NDT7](NDT7Name, "ndt7", ndt7Columns, NDT7Version)
+	register[NDT7](NDT7BrowserName, "ndt7_browser", ndt7Columns, NDT7Version)
 }
 
 // ndt7Columns are ndt7's own columns, in the order of (*NDT7).Values;
@@ -128,13 +116,8 @@ func (n *NDT7) Check(c Checker) {
 		if s == nil {
 			continue
 		}
-		prev := -1.0
-		for i, smp := range s.Samples {
-			if smp.TS < prev {
-				c.Add(name+".samples", "times must not decrease (sample %d)", i)
-				break
-			}
-			prev = smp.TS
+		if i := decreasingAt(s.Samples); i >= 0 {
+			c.Add(name+".samples", "times must not decrease (sample %d)", i)
 		}
 	}
 }
@@ -163,12 +146,7 @@ func (s *NDT7Subtest) values(dst []any) []any {
 	if s == nil {
 		s = &NDT7Subtest{}
 	}
-	ts := make([]float64, len(s.Samples))
-	by := make([]uint64, len(s.Samples))
-	mb := make([]float64, len(s.Samples))
-	for i, x := range s.Samples {
-		ts[i], by[i], mb[i] = x.TS, x.Bytes, x.Mbps
-	}
+	ts, by, mb := seriesColumns(s.Samples)
 	dst = append(dst, boolU8(present), s.GoodputMbps, s.MeasuredAt, s.Bytes, s.DurationS, ts, by, mb, s.UUID, s.Failure)
 	m := s.Server
 	if m == nil {

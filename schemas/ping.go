@@ -25,12 +25,8 @@ type PingServer struct {
 }
 
 func init() {
-	Register(&Test{
-		Name: PingName, Versions: []string{PingVersion}, Table: "ping",
-		Columns: []string{"rtt_ms", "rtt_min_ms", "rtt_median_ms", "server_view", "sv_echoed", "sv_tcp_rtt_ms"},
-		NewKeys: func() TestKeys { return new(Ping) },
-		Decode:  DecodeAs[Ping],
-	})
+	register[Ping](PingName, "ping",
+		[]string{"rtt_ms", "rtt_min_ms", "rtt_median_ms", "server_view", "sv_echoed", "sv_tcp_rtt_ms"}, PingVersion)
 }
 
 // Check implements TestKeys.

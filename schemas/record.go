@@ -61,6 +61,22 @@ func Register(t *Test) {
 	registry[t.Name] = t
 }
 
+// register adds the test whose keys are of type K: its NewKeys and its
+// Decode (DecodeAs[K]) are made from the type.
+func register[K any, PK interface {
+	*K
+	TestKeys
+}](name, table string, columns []string, versions ...string) {
+	Register(&Test{
+		Name:     name,
+		Versions: versions,
+		Table:    table,
+		Columns:  columns,
+		NewKeys:  func() TestKeys { return PK(new(K)) },
+		Decode:   DecodeAs[K, PK],
+	})
+}
+
 // Lookup returns the registered test called name.
 func Lookup(name string) (*Test, bool) {
 	t, ok := registry[name]

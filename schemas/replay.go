@@ -60,14 +60,7 @@ var replayColumns = []string{
 }
 
 func init() {
-	Register(&Test{
-		Name:     ReplayName,
-		Versions: []string{ReplayVersion},
-		Table:    "replay",
-		Columns:  replayColumns,
-		NewKeys:  func() TestKeys { return new(Replay) },
-		Decode:   DecodeAs[Replay],
-	})
+	register[Replay](ReplayName, "replay", replayColumns, ReplayVersion)
 }
 
 // Authoritative reports whether the record was merged by the server.
@@ -99,14 +92,10 @@ func (r *Replay) Values(dst []any) []any {
 	kind, errs, serrs := make([]string, n), make([]string, n), make([]string, n)
 	start, mbps, cm := make([]float64, n), make([]float64, n), make([]float64, n)
 	bytes := make([]uint64, n)
-	ts, sm := make([][]float64, n), make([][]float64, n)
 	for i, f := range r.Flows {
 		idx[i], kind[i], errs[i], serrs[i], start[i], mbps[i], cm[i], bytes[i] = f.Index, f.Kind, f.Error, f.ServerError, f.StartS, f.Mbps, f.ClientMbps, f.Bytes
-		ts[i], sm[i] = make([]float64, len(f.Samples)), make([]float64, len(f.Samples))
-		for j, s := range f.Samples {
-			ts[i][j], sm[i][j] = s.TS, s.Mbps
-		}
 	}
+	ts, sm := flowSeriesColumns(r.Flows, func(f *ReplayFlow) []ThroughputSample { return f.Samples })
 	dst = append(dst, r.Trace, r.TraceVersion, r.SNI, r.Port, r.FlowDurationS, r.SampleEveryS, r.WarmupS, r.Outcome, r.BlockedFailure,
 		idx, kind, start, bytes, mbps, cm, errs, serrs, ts, sm)
 	c := r.Comparison

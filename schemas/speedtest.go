@@ -151,14 +151,7 @@ var speedtestColumns = []string{
 }
 
 func init() {
-	Register(&Test{
-		Name:     SpeedtestName,
-		Versions: []string{SpeedtestVersion1, SpeedtestVersion},
-		Table:    "speedtest",
-		Columns:  speedtestColumns,
-		NewKeys:  func() TestKeys { return new(Speedtest) },
-		Decode:   DecodeAs[Speedtest],
-	})
+	register[Speedtest](SpeedtestName, "speedtest", speedtestColumns, SpeedtestVersion1, SpeedtestVersion)
 }
 
 // Median returns the median of xs (0 for none) without changing xs: the
@@ -184,13 +177,8 @@ func (s *Speedtest) Check(c Checker) {
 		if p.phase.WindowEndS < p.phase.WindowStartS {
 			c.Add(p.name+".window_end_s", "is before window_start_s")
 		}
-		prev := -1.0
-		for i, smp := range p.phase.Samples {
-			if smp.TS < prev {
-				c.Add(p.name+".samples", "times must not decrease (sample %d)", i)
-				break
-			}
-			prev = smp.TS
+		if i := decreasingAt(p.phase.Samples); i >= 0 {
+			c.Add(p.name+".samples", "times must not decrease (sample %d)", i)
 		}
 	}
 	if (s.Failure == "") != (s.FailurePhase == "") {
@@ -256,12 +244,7 @@ func P90(xs []float64) float64 {
 }
 
 func (p *SpeedtestPhase) values(dst []any) []any {
-	ts := make([]float64, len(p.Samples))
-	by := make([]uint64, len(p.Samples))
-	mb := make([]float64, len(p.Samples))
-	for i, s := range p.Samples {
-		ts[i], by[i], mb[i] = s.TS, s.Bytes, s.Mbps
-	}
+	ts, by, mb := seriesColumns(p.Samples)
 	return append(dst, p.GoodputMbps, p.Bytes, p.DurationS, p.Connections, ts, by, mb)
 }
 

@@ -112,10 +112,10 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 		}
 	}
 	keys := &schemas.NDT7{}
-	if keys.Download, err = r.download(ctx); err != nil {
+	if keys.Download, err = r.subtest(ctx, spec.DownloadPath, "download", spec.MaxMessageSize, r.download); err != nil {
 		return nil, err
 	}
-	if keys.Upload, err = r.upload(ctx); err != nil {
+	if keys.Upload, err = r.subtest(ctx, spec.UploadPath, "upload", spec.MaxTextMessageSize, r.upload); err != nil {
 		return nil, err
 	}
 	rec := &schemas.Record{
@@ -249,6 +249,15 @@ func (b *inBand) fill(sub *schemas.NDT7Subtest) {
 	}
 }
 
+// readMeasurement reads and decodes one measurement message of the server.
+func readMeasurement(rd io.Reader) (*spec.Measurement, error) {
+	b, err := io.ReadAll(io.LimitReader(rd, spec.MaxTextMessageSize+1))
+	if err != nil {
+		return nil, err
+	}
+	return spec.DecodeMeasurement(b)
+}
+
 // closeConn ends the closing handshake from our side and closes.
 func closeConn(conn *websocket.Conn) {
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
@@ -256,31 +265,31 @@ func closeConn(conn *websocket.Conn) {
 	conn.Close()
 }
 
-// open connects a subtest's WebSocket at path and reports its phase (once
-// connected: see cmd/neubot's one-line errors); the end of ctx breaks the
-// connection's reads and writes. It returns when the subtest started and
-// what closes the connection.
-func (r *run) open(ctx context.Context, path, phase string) (conn *websocket.Conn, start time.Time, done func(), err error) {
-	conn, err = r.dial(ctx, path)
+// subtest connects a subtest's WebSocket at path, reports its phase (once
+// connected: see cmd/neubot's one-line errors) and runs it: measure gets
+// the connection and when the subtest started. The subtest may last
+// spec.MaxDuration from its start (reads fail after it; the WebSocket's
+// writes set their own deadlines), the server's messages are at most
+// readLimit bytes, and the end of ctx breaks the connection's reads and
+// writes. The connection is closed when measure returns.
+func (r *run) subtest(ctx context.Context, path, phase string, readLimit int64,
+	measure func(context.Context, *websocket.Conn, time.Time) (*schemas.NDT7Subtest, error)) (*schemas.NDT7Subtest, error) {
+	conn, err := r.dial(ctx, path)
 	if err != nil {
-		return nil, start, nil, err
+		return nil, err
 	}
 	r.progress(plugin.Progress{Phase: phase})
-	start = time.Now()
+	start := time.Now()
+	_ = conn.NetConn().SetDeadline(start.Add(spec.MaxDuration))
+	conn.SetReadLimit(readLimit)
 	stop := context.AfterFunc(ctx, func() { _ = conn.NetConn().SetDeadline(time.Now()) })
-	return conn, start, func() { stop(); closeConn(conn) }, nil
+	defer func() { stop(); closeConn(conn) }()
+	return measure(ctx, conn, start)
 }
 
 // download receives until the server closes (or spec.MaxDuration), and
 // counts the payload at the receiver: the goodput is the client's.
-func (r *run) download(ctx context.Context) (*schemas.NDT7Subtest, error) {
-	conn, start, done, err := r.open(ctx, spec.DownloadPath, "download")
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	_ = conn.NetConn().SetReadDeadline(start.Add(spec.MaxDuration))
-	conn.SetReadLimit(spec.MaxMessageSize)
+func (r *run) download(ctx context.Context, conn *websocket.Conn, start time.Time) (*schemas.NDT7Subtest, error) {
 	var (
 		n    int64
 		s    series
@@ -309,12 +318,7 @@ loop:
 				}
 			}
 		case websocket.TextMessage:
-			b, err := io.ReadAll(io.LimitReader(rd, spec.MaxTextMessageSize+1))
-			if err != nil {
-				endErr = err
-				break loop
-			}
-			m, err := spec.DecodeMeasurement(b)
+			m, err := readMeasurement(rd)
 			if err != nil {
 				endErr = err
 				break loop
@@ -347,15 +351,7 @@ var random = func() []byte {
 // the server closes, with a measurement message of its own every
 // spec.MeasureEvery. The goodput is the server's, as receiver, from its
 // last AppInfo; the client's counters are the fallback.
-func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
-	conn, start, done, err := r.open(ctx, spec.UploadPath, "upload")
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	_ = conn.NetConn().SetDeadline(start.Add(spec.MaxDuration))
-	conn.SetReadLimit(spec.MaxTextMessageSize)
-
+func (r *run) upload(ctx context.Context, conn *websocket.Conn, start time.Time) (*schemas.NDT7Subtest, error) {
 	var (
 		mu   sync.Mutex
 		band inBand
@@ -372,19 +368,14 @@ func (r *run) upload(ctx context.Context) (*schemas.NDT7Subtest, error) {
 				readerDone <- fmt.Errorf("%w: the server sent a binary message during the upload", schemas.ErrProtocol)
 				return
 			}
-			b, err := io.ReadAll(io.LimitReader(rd, spec.MaxTextMessageSize+1))
-			if err == nil {
-				var m *spec.Measurement
-				if m, err = spec.DecodeMeasurement(b); err == nil {
-					mu.Lock()
-					band.update(m)
-					mu.Unlock()
-				}
-			}
+			m, err := readMeasurement(rd)
 			if err != nil {
 				readerDone <- err
 				return
 			}
+			mu.Lock()
+			band.update(m)
+			mu.Unlock()
 		}
 	}()
 

@@ -396,18 +396,29 @@ func (s *series) phase(dur time.Duration, conns int) schemas.SpeedtestPhase {
 // download runs GETs with growing ranges on parallel connections and
 // samples the bytes received.
 func (r *run) download(ctx context.Context) (schemas.SpeedtestPhase, error) {
-	r.progress(plugin.Progress{Phase: "download"})
+	var received atomic.Uint64
+	start := time.Now()
+	return r.phaseV1(ctx, "download", start, func(ctx context.Context, i int) error {
+		return r.downloadLoop(ctx, &received, int64(i)*spec.MaxRange)
+	}, func() (float64, uint64, bool) {
+		return time.Since(start).Seconds(), received.Load(), true
+	})
+}
+
+// phaseV1 runs a transfer phase of methodology 1: worker on each of the
+// configured connections, sample every SampleEvery (the time and bytes of
+// the series, and whether they are new) until the series is done.
+func (r *run) phaseV1(ctx context.Context, dir string, start time.Time, worker func(ctx context.Context, i int) error, sample func() (float64, uint64, bool)) (schemas.SpeedtestPhase, error) {
+	r.progress(plugin.Progress{Phase: dir})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var received atomic.Uint64
 	errc := make(chan error, r.cfg.Connections)
 	var wg sync.WaitGroup
-	start := time.Now()
 	for i := 0; i < r.cfg.Connections; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			errc <- r.downloadLoop(ctx, &received, int64(i)*spec.MaxRange)
+			errc <- worker(ctx, i)
 		}(i)
 	}
 	s := &series{cfg: r.cfg}
@@ -426,10 +437,11 @@ loop:
 				break loop
 			}
 		case <-tick.C:
-			t := time.Since(start).Seconds()
-			s.add(t, received.Load())
-			r.progress(plugin.Progress{Phase: "download", Mbps: s.samples[len(s.samples)-1].Mbps, Elapsed: t})
-			if s.done(t) {
+			if t, b, fresh := sample(); fresh {
+				s.add(t, b)
+				r.progress(plugin.Progress{Phase: dir, Mbps: s.samples[len(s.samples)-1].Mbps, Elapsed: time.Since(start).Seconds()})
+			}
+			if s.done(time.Since(start).Seconds()) {
 				break loop
 			}
 		}
@@ -438,7 +450,12 @@ loop:
 	cancel()
 	wg.Wait()
 	if err != nil {
-		return schemas.SpeedtestPhase{}, fmt.Errorf("speedtest download: %w", err)
+		return schemas.SpeedtestPhase{}, fmt.Errorf("speedtest %s: %w", dir, err)
+	}
+	if dir == "upload" && len(s.samples) < 2 {
+		// The upload's samples are the server's answers, which may
+		// not have come.
+		return schemas.SpeedtestPhase{}, errors.New("speedtest upload: the server reported too little to measure")
 	}
 	return s.phase(dur, r.cfg.Connections), nil
 }
@@ -522,77 +539,32 @@ func (rr *repeatReader) Read(p []byte) (int, error) {
 
 // upload POSTs growing bodies on parallel connections; the server times
 // them as receiver and reports its counters in every answer, which make the
-// series.
+// series: one sample per tick, the latest counters the server sent.
 func (r *run) upload(ctx context.Context) (schemas.SpeedtestPhase, error) {
-	r.progress(plugin.Progress{Phase: "upload"})
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type point struct {
-		t     float64
-		bytes uint64
-	}
-	points := make(chan point, 64)
-	errc := make(chan error, r.cfg.Connections)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := 0; i < r.cfg.Connections; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- r.uploadLoop(ctx, func(t float64, b uint64) {
-				select {
-				case points <- point{t, b}:
-				case <-ctx.Done():
-				}
-			})
-		}()
-	}
-	s := &series{cfg: r.cfg}
-	tick := time.NewTicker(r.cfg.SampleEvery)
-	defer tick.Stop()
-	var err error
-	var lastT float64
-	var lastB uint64
-	fresh := false
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-			break loop
-		case e := <-errc:
-			if e != nil && ctx.Err() == nil {
-				err = e
-				break loop
-			}
-		case p := <-points:
-			// Answers of two connections may cross: keep the series
-			// monotonic in the server's time.
-			if p.t > lastT && p.bytes >= lastB {
-				lastT, lastB, fresh = p.t, p.bytes, true
-			}
-		case <-tick.C:
-			// One sample per tick: the latest counters the server sent.
-			if fresh {
-				fresh = false
-				s.add(lastT, lastB)
-				r.progress(plugin.Progress{Phase: "upload", Mbps: s.samples[len(s.samples)-1].Mbps, Elapsed: time.Since(start).Seconds()})
-			}
-			if s.done(time.Since(start).Seconds()) {
-				break loop
+	var (
+		mu     sync.Mutex
+		lastT  float64
+		lastB  uint64
+		fresh  bool
+		report = func(t float64, b uint64) {
+			mu.Lock()
+			defer mu.Unlock()
+			// Answers of two connections may cross: keep the
+			// series monotonic in the server's time.
+			if t > lastT && b >= lastB {
+				lastT, lastB, fresh = t, b, true
 			}
 		}
-	}
-	dur := time.Since(start)
-	cancel()
-	wg.Wait()
-	if err != nil {
-		return schemas.SpeedtestPhase{}, fmt.Errorf("speedtest upload: %w", err)
-	}
-	if len(s.samples) < 2 {
-		return schemas.SpeedtestPhase{}, errors.New("speedtest upload: the server reported too little to measure")
-	}
-	return s.phase(dur, r.cfg.Connections), nil
+	)
+	return r.phaseV1(ctx, "upload", time.Now(), func(ctx context.Context, _ int) error {
+		return r.uploadLoop(ctx, report)
+	}, func() (float64, uint64, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		f := fresh
+		fresh = false
+		return lastT, lastB, f
+	})
 }
 
 func (r *run) uploadLoop(ctx context.Context, report func(t float64, bytes uint64)) error {

@@ -38,9 +38,13 @@ type V2Config struct {
 	// 15.5-18.7 in a 3 s phase); one flow reached a stable 18.6-19.3.
 	InitialConnections, MaxConnections int
 	// InitialConnectionsLongRTT replaces InitialConnections at RTT ≥
-	// 200 ms (4): each connection's slow start doubles from ten segments
-	// once per round trip, so one needs 7 round trips (2.1 s at 300 ms)
-	// to reach 50 Mbit/s × 300 ms, four need 5; the phase has 3.5 s.
+	// 200 ms (8) for the download; the upload's follow the download's
+	// bandwidth-delay product (slowStartRTTs). Each connection's slow
+	// start doubles from ten segments once per round trip: four needed
+	// 8.5 round trips (2.5 s from the first byte at 300 ms) to fill
+	// 200 Mbit/s × 300 ms in the link emulator, eight 7 (2.1 s), and the
+	// phase has about 3.3 s; every doubling of the connections saves a
+	// round trip.
 	InitialConnectionsLongRTT int
 	// MaxPhase caps a phase below 200 ms of RTT (3.5 s) and at or above
 	// (4.2 s); the whole test, the collect included, is also kept within
@@ -63,10 +67,19 @@ type V2Config struct {
 // longRTT is where the whole test may take 10 s instead of 8.
 const longRTT = 200 * time.Millisecond
 
+// A connection's slow start begins with initialWindow bytes (ten
+// segments of 1448) and doubles them every round trip; at long round
+// trips the upload opens enough connections to fill the download's
+// bandwidth-delay product within slowStartRTTs round trips.
+const (
+	initialWindow = 10 * 1448
+	slowStartRTTs = 5
+)
+
 func (c *V2Config) defaults() {
 	setDefault(&c.SampleEvery, 100*time.Millisecond)
 	setDefault(&c.InitialConnections, 1)
-	setDefault(&c.InitialConnectionsLongRTT, 4)
+	setDefault(&c.InitialConnectionsLongRTT, 8)
 	setDefault(&c.MaxConnections, 8)
 	c.MaxConnections = max(c.MaxConnections, c.InitialConnections, c.InitialConnectionsLongRTT)
 	setDefault(&c.MaxPhase, 3500*time.Millisecond)
@@ -84,14 +97,23 @@ func (c *V2Config) defaults() {
 func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtest) (string, error) {
 	cfg := r.cfg.V2
 	r.progress(plugin.Progress{Phase: "latency"})
-	pg, err := r.openPinger(ctx, r.pingPre)
+	// The download's first connections are dialed now, while the
+	// latency is measured: as many as a long round trip starts with
+	// (those the RTT does not need are closed), so that every one is
+	// ready when the phase starts (at 300 ms, a handshake is 0.3 s of
+	// the ramp-up).
+	dlPre := make([]<-chan dialed, max(cfg.InitialConnections, cfg.InitialConnectionsLongRTT))
+	for i := range dlPre {
+		dlPre[i] = r.preDial(ctx)
+	}
+	pg, err := r.openPinger(ctx, r.pingPre, r.cfg.LatencySamples)
 	if err != nil {
+		discardAll(dlPre)
 		return "latency", err
 	}
 	defer pg.close()
-	dlPre := r.preDial(ctx) // the download's first connection
-	if keys.RTTMS, err = pg.burst(ctx, r.cfg.LatencySamples); err != nil {
-		discard(dlPre)
+	if keys.RTTMS, err = pg.await(ctx, r.cfg.LatencySamples); err != nil {
+		discardAll(dlPre)
 		return "latency", err
 	}
 	keys.RTTMedianMS = schemas.Median(keys.RTTMS)
@@ -100,27 +122,50 @@ func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtes
 		keys.RTTMinMS = math.Min(keys.RTTMinMS, x)
 	}
 	rtt := keys.RTTMinMS / 1000
-	budget, maxPhase := cfg.Budget, cfg.MaxPhase
+	budget, maxPhase, initial := cfg.Budget, cfg.MaxPhase, cfg.InitialConnections
 	if rtt >= longRTT.Seconds() {
-		budget, maxPhase = cfg.BudgetLongRTT, cfg.MaxPhaseLongRTT
+		budget, maxPhase, initial = cfg.BudgetLongRTT, cfg.MaxPhaseLongRTT, cfg.InitialConnectionsLongRTT
 	}
+	discardAll(dlPre[initial:])
+	dlPre = dlPre[:initial]
 	deadline := start.Add(budget)
 	// The phase's cap: its share of what is left of the budget, keeping
 	// time for the collect: five round trips (the record up, the merged
 	// record, about 16 kB, back in two windows after idle, and the
 	// queues the transfer left behind: 1.6 s at 300 ms in the link
-	// emulator) and 200 ms.
+	// emulator) and 200 ms. The download leaves the upload a round trip
+	// more than half: the upload's samples, the server's reports, reach
+	// the agent a round trip after the data left it, so the last round
+	// trip of its phase is never counted.
 	capOf := func(phasesLeft int) time.Duration {
 		left := time.Until(deadline) - time.Duration(5*rtt*float64(time.Second)) - 200*time.Millisecond
+		if phasesLeft > 1 {
+			left -= time.Duration(rtt * float64(time.Second))
+		}
 		return max(min(maxPhase, left/time.Duration(phasesLeft)), min(maxPhase, 1500*time.Millisecond))
 	}
 	go pg.loop(ctx, cfg.PingEvery)
-	ulPre := r.preDial(ctx) // the upload's first connection, during the download
-	if keys.Download, err = r.phaseV2(ctx, "download", rtt, capOf(2), pg, dlPre); err != nil {
-		discard(ulPre)
+	// The upload's first connections, dialed during the download.
+	ulPre := make([]<-chan dialed, initial)
+	for i := range ulPre {
+		ulPre[i] = r.preDial(ctx)
+	}
+	if keys.Download, err = r.phaseV2(ctx, "download", rtt, capOf(2), initial, pg, dlPre); err != nil {
+		discardAll(ulPre)
 		return "download", err
 	}
-	if keys.Upload, err = r.phaseV2(ctx, "upload", rtt, capOf(1), pg, ulPre); err != nil {
+	if rtt >= longRTT.Seconds() {
+		// The upload starts with as many connections as its slow
+		// starts need to fill the download's bandwidth-delay product
+		// in slowStartRTTs round trips (fewer than the download's at
+		// slow rates, where every connection more only adds losses).
+		bdp := keys.Download.GoodputMbps * 1e6 / 8 * rtt
+		want := int(math.Ceil(bdp / (initialWindow * (1 << slowStartRTTs))))
+		initial = min(max(want, cfg.InitialConnections), initial)
+		discardAll(ulPre[initial:])
+		ulPre = ulPre[:initial]
+	}
+	if keys.Upload, err = r.phaseV2(ctx, "upload", rtt, capOf(1), initial, pg, ulPre); err != nil {
 		return "upload", err
 	}
 	return "", nil
@@ -134,16 +179,16 @@ func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtes
 // the request is sent, without waiting for the answer (the upload sends
 // its data behind the request, saving a round trip); the channel it gets
 // says whether the upgrade succeeded.
-func (r *run) openStream(ctx context.Context, path string, pre <-chan dialed, during func(net.Conn, <-chan bool)) (net.Conn, *bufio.Reader, error) {
-	c, br, err := r.openStreamOn(ctx, path, pre, during)
+func (r *run) openStream(ctx context.Context, path string, pre <-chan dialed, tail func() []byte, during func(net.Conn, <-chan bool)) (net.Conn, *bufio.Reader, error) {
+	c, br, err := r.openStreamOn(ctx, path, pre, tail, during)
 	var pe *ProtocolError
 	if err != nil && pre != nil && ctx.Err() == nil && !errors.As(err, &pe) {
-		return r.openStreamOn(ctx, path, nil, during)
+		return r.openStreamOn(ctx, path, nil, tail, during)
 	}
 	return c, br, err
 }
 
-func (r *run) openStreamOn(ctx context.Context, path string, pre <-chan dialed, during func(net.Conn, <-chan bool)) (_ net.Conn, _ *bufio.Reader, err error) {
+func (r *run) openStreamOn(ctx context.Context, path string, pre <-chan dialed, tail func() []byte, during func(net.Conn, <-chan bool)) (_ net.Conn, _ *bufio.Reader, err error) {
 	var c net.Conn
 	if pre != nil {
 		select {
@@ -172,7 +217,11 @@ func (r *run) openStreamOn(ctx context.Context, path string, pre <-chan dialed, 
 	req := "GET " + path + " HTTP/1.1\r\nHost: " + r.u.Host + "\r\n" +
 		negotiate.TokenHeader + ": " + negotiate.BearerPrefix + r.token + "\r\nConnection: Upgrade\r\nUpgrade: " + spec.Upgrade +
 		"\r\nUser-Agent: neubot/" + r.env.Version() + "\r\n\r\n"
-	if _, err := c.Write([]byte(req)); err != nil {
+	b := []byte(req)
+	if tail != nil {
+		b = append(b, tail()...)
+	}
+	if _, err := c.Write(b); err != nil {
 		c.Close()
 		return nil, nil, err
 	}
@@ -230,6 +279,13 @@ func discard(ch <-chan dialed) {
 	}()
 }
 
+// discardAll discards every connection of pres.
+func discardAll(pres []<-chan dialed) {
+	for _, pre := range pres {
+		discard(pre)
+	}
+}
+
 // pinger measures round trips with small messages on a connection of its
 // own: a burst for the unloaded RTT, then one every PingEvery during the
 // transfer phases (latency under load).
@@ -251,12 +307,34 @@ type pingRTT struct {
 	rtt float64   // ms
 }
 
-func (r *run) openPinger(ctx context.Context, pre <-chan dialed) (*pinger, error) {
-	c, br, err := r.openStream(ctx, spec.V2PingPath, pre, nil)
+// openPinger opens the ping stream and sends n pings 5 ms apart right
+// behind the request, the first in the request's own segment, without
+// waiting for the server's answer (saving a round trip: 0.3 s of the
+// budget at 300 ms); await collects their round trips. The request and
+// ten pings fit the initial congestion window of ten segments, as the
+// server's answer and ten echoes do (testserver/speedtest's pingV2): an
+// eleventh segment would wait a round trip for an acknowledgment.
+func (r *run) openPinger(ctx context.Context, pre <-chan dialed, n int) (*pinger, error) {
+	p := &pinger{sent: map[uint64]time.Time{}, done: make(chan struct{}), news: make(chan struct{}, 1)}
+	first := func() []byte {
+		msg := p.next()
+		return msg[:]
+	}
+	during := func(c net.Conn, upgraded <-chan bool) {
+		go func() {
+			for i := 1; i < n; i++ {
+				time.Sleep(5 * time.Millisecond)
+				if p.ping(c) != nil {
+					return
+				}
+			}
+		}()
+	}
+	c, br, err := r.openStream(ctx, spec.V2PingPath, pre, first, during)
 	if err != nil {
 		return nil, err
 	}
-	p := &pinger{c: c, br: br, sent: map[uint64]time.Time{}, done: make(chan struct{}), news: make(chan struct{}, 1)}
+	p.c, p.br = c, br
 	go p.read()
 	return p, nil
 }
@@ -300,7 +378,8 @@ func readFull(br *bufio.Reader, b []byte) (int, error) {
 	return n, nil
 }
 
-func (p *pinger) ping() error {
+// next numbers a ping and records when it leaves.
+func (p *pinger) next() [spec.PingSize]byte {
 	p.mu.Lock()
 	p.seq++
 	seq := p.seq
@@ -308,26 +387,19 @@ func (p *pinger) ping() error {
 	p.mu.Unlock()
 	var msg [spec.PingSize]byte
 	binary.BigEndian.PutUint64(msg[:], seq)
-	_ = p.c.SetWriteDeadline(time.Now().Add(time.Second))
-	_, err := p.c.Write(msg[:])
+	return msg
+}
+
+func (p *pinger) ping(c net.Conn) error {
+	msg := p.next()
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := c.Write(msg[:])
 	return err
 }
 
-// burst sends n pings 5 ms apart and waits for their answers (at most
-// 3 s after the last): the unloaded round trips.
-func (p *pinger) burst(ctx context.Context, n int) ([]float64, error) {
-	for i := 0; i < n; i++ {
-		if err := p.ping(); err != nil {
-			return nil, fmt.Errorf("speedtest latency: %w", err)
-		}
-		if i < n-1 {
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	}
+// await waits for the answers to the n pings openPinger sent (at most
+// 3 s): the unloaded round trips.
+func (p *pinger) await(ctx context.Context, n int) ([]float64, error) {
 	timeout := time.After(3 * time.Second)
 	for {
 		p.mu.Lock()
@@ -366,7 +438,7 @@ func (p *pinger) loop(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if p.ping() != nil {
+			if p.ping(p.c) != nil {
 				return
 			}
 		}
@@ -418,7 +490,7 @@ func (r *run) perConnection(dir string) int {
 // InitialConnections connections, more when the measured bandwidth-delay
 // product needs them, the receiver sampled every SampleEvery, stopped by
 // goodput.Estimate (stable window) or at maxPhase.
-func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase time.Duration, pg *pinger, pre <-chan dialed) (schemas.SpeedtestPhase, error) {
+func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase time.Duration, initial int, pg *pinger, pre []<-chan dialed) (schemas.SpeedtestPhase, error) {
 	cfg := r.cfg.V2
 	r.progress(plugin.Progress{Phase: dir})
 	ctx, cancel := context.WithCancel(ctx)
@@ -451,8 +523,10 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 		path = spec.V2UploadPath
 	}
 	open := func() {
-		first := pre
-		pre = nil
+		var first <-chan dialed
+		if len(pre) > 0 {
+			first, pre = pre[0], pre[1:]
+		}
 		wg.Add(1)
 		var during func(net.Conn, <-chan bool)
 		if dir == "upload" {
@@ -477,7 +551,7 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 		}
 		go func() {
 			defer wg.Done()
-			c, br, err := r.openStream(ctx, path, first, during)
+			c, br, err := r.openStream(ctx, path, first, nil, during)
 			if err != nil {
 				report(err)
 				return
@@ -526,10 +600,6 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 				repMu.Unlock()
 			}
 		}()
-	}
-	initial := cfg.InitialConnections
-	if rtt >= longRTT.Seconds() {
-		initial = cfg.InitialConnectionsLongRTT
 	}
 	n := initial
 	for i := 0; i < n; i++ {
@@ -624,6 +694,7 @@ loop:
 	dur := time.Since(start)
 	end := time.Now()
 	cancel()
+	discardAll(pre) // dialed in advance, never used
 	connMu.Lock()
 	for _, c := range conns {
 		abort(c)

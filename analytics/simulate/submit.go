@@ -7,13 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
 )
@@ -76,7 +76,6 @@ func (f *Fleet) Submit(ctx context.Context, collectorURL string, batch int, prog
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	client := &http.Client{Timeout: httpTimeout}
-	url := collectorURL + ingest.Path
 
 	batches := make(chan chunk, senders)
 	type result struct {
@@ -102,7 +101,7 @@ func (f *Fleet) Submit(ctx context.Context, collectorURL string, batch int, prog
 					cancel()
 					continue
 				}
-				n, err := post(ctx, client, url, b, f.cfg.Logger)
+				n, err := post(ctx, client, collectorURL, b, f.cfg.Logger)
 				results <- result{n, err}
 				if err != nil {
 					cancel()
@@ -167,8 +166,10 @@ func (f *Fleet) batches(ctx context.Context, batch int, out chan<- chunk) error 
 
 // encode makes the gzip'ed NDJSON body of c.
 func encode(c chunk) (body, error) {
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	zw, err := ingest.NewGzipWriter(gzip.BestSpeed)
+	if err != nil {
+		return body{}, err
+	}
 	enc := json.NewEncoder(zw) // Encode ends each record with \n: one per line
 	enc.SetEscapeHTML(false)
 	b := body{first: c.first, uids: make([]string, len(c.recs))}
@@ -178,16 +179,14 @@ func encode(c chunk) (body, error) {
 		}
 		b.uids[i] = r.MeasurementUID
 	}
-	if err := zw.Close(); err != nil {
-		return body{}, err
-	}
-	b.data = buf.Bytes()
-	return b, nil
+	b.data, err = zw.Body()
+	return b, err
 }
 
-// post posts one body, again after connection errors, 429s and 503s, and returns
-// the number of its records acknowledged.
-func post(ctx context.Context, client *http.Client, url string, b body, log *slog.Logger) (int, error) {
+// post posts one body to the collector at collectorURL, again after
+// connection errors, 429s and 503s, and returns the number of its records
+// acknowledged.
+func post(ctx context.Context, client *http.Client, collectorURL string, b body, log *slog.Logger) (int, error) {
 	wait := firstWait
 	var last error
 	for attempt := 1; attempt <= attempts; attempt++ {
@@ -200,25 +199,21 @@ func post(ctx context.Context, client *http.Client, url string, b body, log *slo
 			}
 			wait = min(2*wait, maxWait)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b.data))
+		req, err := ingest.NewRequest(ctx, collectorURL, b.data)
 		if err != nil {
 			return 0, fmt.Errorf("simulate: %w", err)
 		}
-		req.Header.Set("Content-Type", ingest.ContentType)
-		req.Header.Set("Content-Encoding", "gzip")
-		resp, err := client.Do(req)
-		if err != nil {
+		resp, err := httpx.Fetch(client, req, 1<<20)
+		if resp == nil {
 			if ctx.Err() != nil {
 				return 0, ctx.Err()
 			}
 			last = fmt.Errorf("simulate: posting records %d..%d: %w", b.first+1, b.first+len(b.uids), err)
 			continue
 		}
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
 		var ans ingest.Response
-		_ = json.Unmarshal(raw, &ans)
-		switch resp.StatusCode {
+		_ = json.Unmarshal(resp.Body, &ans)
+		switch resp.Status {
 		case http.StatusAccepted:
 			if ans.Accepted != len(b.uids) {
 				return ans.Accepted, fmt.Errorf("simulate: the collector accepted %d of %d records %d..%d",
@@ -237,14 +232,14 @@ func post(ctx context.Context, client *http.Client, url string, b body, log *slo
 			return ans.Accepted, e
 		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 			last = fmt.Errorf("simulate: the collector answered %s for records %d..%d: %s",
-				resp.Status, b.first+1, b.first+len(b.uids), ans.Error)
+				resp.StatusLine(), b.first+1, b.first+len(b.uids), ans.Error)
 			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 				wait = min(time.Duration(s)*time.Second, maxWait)
 			}
 			continue
 		}
 		return 0, fmt.Errorf("simulate: the collector answered %s for records %d..%d: %s",
-			resp.Status, b.first+1, b.first+len(b.uids), bytes.TrimSpace(raw))
+			resp.StatusLine(), b.first+1, b.first+len(b.uids), bytes.TrimSpace(resp.Body))
 	}
 	return 0, fmt.Errorf("%w (gave up after %d attempts)", last, attempts)
 }

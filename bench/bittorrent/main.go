@@ -50,6 +50,7 @@ func main() {
 	crossTraffic := flag.Bool("cross", false, "add on-off cross traffic (one TCP flow on another port, 0.5-3 s on, 0.5-3 s off)")
 	records := flag.String("records", "", "also write every record to this file, one JSON line each, with the scenario")
 	queueMs := flag.Float64("queue-ms", 100, "each htb class's queue, milliseconds of its rate (0: lo's 1000 packets)")
+	mode := flag.String("topology", modeTwoStage, "two-stage (server, policy box, shared access link, client: four namespaces) or lo (one namespace, the policy's classes on lo)")
 	parallel := flag.Int("parallel", 1, "independent namespaces (each with its own server, cross traffic and policy) running tests at once")
 	again := flag.Bool("redecide", false, "decide again the records of the files given as arguments (written by -records) and print the tally; no network")
 	flag.Parse()
@@ -125,7 +126,11 @@ func main() {
 		}
 		scs = append(scs, sc)
 	}
-	ok, err := bench(scs, shaping{LinkMbps: *link, Share: *share, QueueMs: *queueMs}, *crossTraffic, max(1, *parallel), os.Stderr)
+	if *mode != modeTwoStage && *mode != modeLo {
+		fmt.Fprintf(os.Stderr, "bench/bittorrent: unknown topology %q\n", *mode)
+		os.Exit(2)
+	}
+	ok, err := bench(scs, shaping{LinkMbps: *link, Share: *share, QueueMs: *queueMs}, *mode, *crossTraffic, max(1, *parallel), os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/bittorrent:", err)
 		os.Exit(1)
@@ -218,8 +223,8 @@ func (st *set) close() {
 	st.ns.close()
 }
 
-func newSet(tag string, sh shaping, crossTraffic bool) (*set, error) {
-	ns, err := newNetns(tag)
+func newSet(tag, mode string, sh shaping, crossTraffic bool) (*set, error) {
+	ns, err := newNetns(tag, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -228,12 +233,15 @@ func newSet(tag string, sh shaping, crossTraffic bool) (*set, error) {
 		st.close()
 		return nil, err
 	}
-	roles := []string{"server"}
+	roles := [][2]string{{ns.Server, "server"}}
 	if crossTraffic {
-		roles = append(roles, "cross")
+		roles = append(roles, [2]string{ns.Server, "cross"})
+		if mode == modeTwoStage {
+			roles = append(roles, [2]string{ns.Client, "cross-client"})
+		}
 	}
-	for _, role := range roles {
-		h, err := ns.start(role)
+	for _, r := range roles {
+		h, err := ns.start(r[0], r[1])
 		if err != nil {
 			st.close()
 			return nil, err
@@ -245,7 +253,7 @@ func newSet(tag string, sh shaping, crossTraffic bool) (*set, error) {
 
 // bench alternates the scenarios' runs over parallel sets and prints the
 // table; ok reports whether the targets were met.
-func bench(scs []*scenario, sh shaping, crossTraffic bool, parallel int, log *os.File) (ok bool, err error) {
+func bench(scs []*scenario, sh shaping, mode string, crossTraffic bool, parallel int, log *os.File) (ok bool, err error) {
 	if os.Geteuid() != 0 {
 		return false, fmt.Errorf("needs root for ip netns, tc and ss -K")
 	}
@@ -258,7 +266,7 @@ func bench(scs []*scenario, sh shaping, crossTraffic bool, parallel int, log *os
 		}
 	}()
 	for i := 0; i < parallel; i++ {
-		st, err := newSet(fmt.Sprintf("b%d", i), sh, crossTraffic)
+		st, err := newSet(fmt.Sprintf("b%d", i), mode, sh, crossTraffic)
 		if err != nil {
 			return false, err
 		}
@@ -298,7 +306,7 @@ func bench(scs []*scenario, sh shaping, crossTraffic bool, parallel int, log *os
 				r, err := st.ns.runPolicy(s.policy, sh, s.cfg)
 				mu.Lock()
 				if err != nil {
-					firstErr = fmt.Errorf("%s: %w", st.ns.name, err)
+					firstErr = fmt.Errorf("%s: %w", st.ns.Server, err)
 				} else {
 					s.tally(r, log)
 				}
@@ -317,15 +325,24 @@ func bench(scs []*scenario, sh shaping, crossTraffic bool, parallel int, log *os
 	load1, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("\n%d namespace set(s) in parallel; wall %.0f s; CPU of the bench's processes %.0f s (%.2f cores on average); load average (1 min) %s at the start, %s at the end.\n",
 		parallel, wall.Seconds(), cpu.Seconds(), cpu.Seconds()/wall.Seconds(), strings.Fields(string(load0))[0], strings.Fields(string(load1))[0])
-	if crossTraffic {
-		fmt.Printf("\nWith on-off cross traffic: one TCP flow on port 5001 sharing the link, 0.5-3 s on, 0.5-3 s off.")
-	}
 	version := schemas.BitTorrentVersion
 	if len(scs) > 0 && scs[0].cfg.Duels {
 		version = schemas.BitTorrentVersionDuels
 	}
-	fmt.Printf("\nBitTorrent differential test (methodology %s): lo in a network namespace shaped by htb at %g Mbit/s (MTU 1500), slow class %g Mbit/s; test server on 3 addresses, ports 6881, 9776, 443. Runs alternate between scenarios.\n\n",
-		version, sh.LinkMbps, sh.LinkMbps*sh.Share)
+	fmt.Printf("\nBitTorrent differential test (methodology %s); test server on 3 addresses, ports 6881, 9776, 443; runs alternate between scenarios.\n", version)
+	if mode == modeTwoStage {
+		fmt.Printf("Two-stage topology: server -> policy box (htb: throttled flows %g Mbit/s, the rest %g Mbit/s) -> access link shared by every flow (htb, %g Mbit/s, %g ms queue) -> client, both directions, veth, MTU 1500.\n",
+			sh.LinkMbps*sh.Share, 10*sh.LinkMbps, sh.LinkMbps, sh.QueueMs)
+		if crossTraffic {
+			fmt.Println("With on-off cross traffic: one TCP connection from a host of its own on the server's side, each direction 0.5-3 s on, 0.5-3 s off, through the shared access link.")
+		}
+	} else {
+		fmt.Printf("Topology lo: lo in a network namespace shaped by htb at %g Mbit/s (MTU 1500), slow class %g Mbit/s with its own queue.\n", sh.LinkMbps, sh.LinkMbps*sh.Share)
+		if crossTraffic {
+			fmt.Println("With on-off cross traffic: one TCP flow on port 5001 sharing the link's fast class, 0.5-3 s on, 0.5-3 s off.")
+		}
+	}
+	fmt.Println()
 	fmt.Println("| policy | runs | right (outcome + attribution) | differentiation | blocked | none | inconclusive | attributions | flows | test time median / max s |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	ok = true

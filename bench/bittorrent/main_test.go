@@ -19,8 +19,9 @@ func TestMain(m *testing.M) {
 }
 
 // TestDetection is the benchmark in brief, as a test: real server and
-// client processes, real sockets, lo in a network namespace shaped by htb at
-// 20 Mbit/s, the test server on three addresses; one run on a neutral link,
+// client processes, real sockets, the two-stage topology (a policy box
+// upstream of an access link shaped by htb at 20 Mbit/s), the test server
+// on three addresses; one run on a neutral link,
 // one with port 6881 throttled to 20% by a u32 filter, one with resets
 // injected on BitTorrent connections by the DPI helper, with a shorter
 // methodology (download only, the four kinds of ports 6881 and 9776, 3
@@ -30,7 +31,7 @@ func TestDetection(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root to create a network namespace and shape it (ip netns, tc); run the tests as root")
 	}
-	ns, err := newNetns("test")
+	ns, err := newNetns("test", modeTwoStage)
 	if err != nil {
 		t.Fatalf("cannot create the network namespace: %v", err)
 	}

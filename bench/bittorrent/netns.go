@@ -26,118 +26,146 @@ import (
 	"github.com/neubot/neubot/testserver/service"
 )
 
-// The benchmark and its test run the real test server and the real client
-// as two processes inside a network namespace whose lo is shaped by htb:
-// this program re-executes itself there in the role named by roleEnv.
+// The benchmark and its test run the real test server, the real client
+// and the cross traffic as processes in network namespaces the bench makes,
+// shaped by htb (topology.go): this program re-executes itself there in
+// the role named by roleEnv, with the topology in topoEnv.
 const (
 	roleEnv   = "NEUBOT_BTBENCH_ROLE"
 	configEnv = "NEUBOT_BTBENCH_CONFIG"
 	policyEnv = "NEUBOT_BTBENCH_POLICY"
-	httpAddr  = "127.0.0.1:19775" // in the namespace; not a default port
+	topoEnv   = "NEUBOT_BTBENCH_TOPOLOGY"
+	selfEnv   = "NEUBOT_BTBENCH_NETNS" // the namespace a helper runs in
+	httpPort  = 19775                  // not a default port
 )
 
-// Shaping of lo in the namespace: htb with a link class and a slow class
-// (Share of the link); the policy decides which packets go to the slow
-// class (policy.go).
+// Shaping: the policy's htb (a fast class and a slow class, Share of the
+// link; the policy decides which packets go to the slow class, policy.go)
+// and, in the two-stage topology, the shared bottleneck at LinkMbps.
 type shaping struct {
 	LinkMbps float64
 	Share    float64
 	Policy   string
 	// QueueMs bounds each class's queue (a pfifo) to this many
-	// milliseconds of its rate (0: lo's txqueuelen, 1000 packets).
+	// milliseconds of its rate (0: the device's txqueuelen).
 	QueueMs float64
 }
 
-// netns is a network namespace made for the benchmark, removed by close.
+// netns is the namespaces made for one set of the benchmark, removed by
+// close.
 type netns struct {
-	name   string
+	topology
 	policy string // of the policy helper started next
 }
 
 // nsPrefix begins the name of every namespace the bench makes.
-const nsPrefix = "t18-bt-"
+const nsPrefix = "s4b-bt-"
 
-func newNetns(tag string) (*netns, error) {
-	n := &netns{name: fmt.Sprintf("%s%s-%d", nsPrefix, tag, os.Getpid())}
-	for _, args := range [][]string{
-		{"netns", "add", n.name},
-		{"-n", n.name, "link", "set", "lo", "mtu", "1500"},
-		{"-n", n.name, "link", "set", "lo", "up"},
-		// The DPI box's tap: packets a u32 filter matched are mirrored to
-		// dpiTap and read by the policy helper on dpiRead.
-		{"-n", n.name, "link", "add", dpiTap, "type", "veth", "peer", "name", dpiRead},
-		{"-n", n.name, "link", "set", dpiTap, "up"},
-		{"-n", n.name, "link", "set", dpiRead, "up"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			n.close()
-			return nil, fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
+func (n *netns) close() {
+	for _, name := range n.names() {
+		exec.Command("ip", "netns", "del", name).Run()
 	}
-	return n, nil
 }
 
-func (n *netns) close() { exec.Command("ip", "netns", "del", n.name).Run() }
+// inNetns runs a command in namespace ns; from a helper already there, it
+// runs it directly.
+func inNetns(ns string, name string, args ...string) *exec.Cmd {
+	if ns == os.Getenv(selfEnv) {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
 
-func (n *netns) tc(args ...string) error {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name, "tc"}, args...)...).CombinedOutput()
+// tcIn runs tc in namespace ns.
+func tcIn(ns string, args ...string) error {
+	out, err := inNetns(ns, "tc", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("tc %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return nil
 }
 
-// shape replaces lo's qdisc with the htb of s and the static filters of
-// its policy; the dynamic ones (a flow classified on its first bytes, or
-// after a byte count) are added by the policy helper.
-func (n *netns) shape(s shaping) error {
-	n.tc("qdisc", "del", "dev", "lo", "root")
-	link := fmt.Sprintf("%gmbit", s.LinkMbps)
-	slow := fmt.Sprintf("%gmbit", s.LinkMbps*s.Share)
+// htbSteps are the tc commands that give dev an htb with classes of the
+// given rates (1:10 the default, 1:20, ...) under 1:1 at the first's rate,
+// each with a pfifo of queueMs at its rate.
+func htbSteps(dev string, queueMs float64, mbps ...float64) [][]string {
+	link := fmt.Sprintf("%gmbit", mbps[0])
 	steps := [][]string{
-		{"qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "10", "r2q", "100"},
-		{"class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", link, "ceil", link},
-		{"class", "add", "dev", "lo", "parent", "1:1", "classid", "1:10", "htb", "rate", link, "ceil", link},
-		{"class", "add", "dev", "lo", "parent", "1:1", "classid", "1:20", "htb", "rate", slow, "ceil", slow},
+		{"qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10", "r2q", "100"},
+		{"class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", link, "ceil", link},
 	}
-	if s.QueueMs > 0 {
-		for _, c := range []struct {
-			class string
-			mbps  float64
-		}{{"1:10", s.LinkMbps}, {"1:20", s.LinkMbps * s.Share}} {
-			limit := max(10, int(c.mbps*1e6/8*s.QueueMs/1000/1500))
-			steps = append(steps, []string{"qdisc", "add", "dev", "lo", "parent", c.class, "pfifo", "limit", fmt.Sprint(limit)})
+	for i, m := range mbps {
+		class, rate := fmt.Sprintf("1:%d", 10*(i+1)), fmt.Sprintf("%gmbit", m)
+		steps = append(steps, []string{"class", "add", "dev", dev, "parent", "1:1", "classid", class, "htb", "rate", rate, "ceil", rate})
+		if queueMs > 0 {
+			limit := max(10, int(m*1e6/8*queueMs/1000/1500))
+			steps = append(steps, []string{"qdisc", "add", "dev", dev, "parent", class, "pfifo", "limit", fmt.Sprint(limit)})
 		}
 	}
-	steps = append(steps, staticFilters(s.Policy)...)
-	for _, args := range steps {
-		if err := n.tc(args...); err != nil {
+	return steps
+}
+
+// shape gives the policy devices the htb of s and the static filters of
+// its policy (and, first, the bottleneck its htb); the dynamic filters (a
+// flow classified on its first bytes, or after a byte count) are added by
+// the policy helper.
+func (n *netns) shape(s shaping) error {
+	type step struct {
+		ns   string
+		args []string
+	}
+	var steps []step
+	fast := s.LinkMbps
+	if n.Mode == modeTwoStage {
+		// The policy box does not limit what it does not throttle: the
+		// access link behind it does.
+		fast = 10 * s.LinkMbps
+		for _, dev := range n.BottleneckDevs {
+			tcIn(n.Access, "qdisc", "del", "dev", dev, "root")
+			for _, a := range htbSteps(dev, s.QueueMs, s.LinkMbps) {
+				steps = append(steps, step{n.Access, a})
+			}
+		}
+	}
+	for _, dev := range n.PolicyDevs {
+		tcIn(n.Policy, "qdisc", "del", "dev", dev, "root")
+		for _, a := range htbSteps(dev, s.QueueMs, fast, s.LinkMbps*s.Share) {
+			steps = append(steps, step{n.Policy, a})
+		}
+	}
+	for _, a := range staticFilters(s.Policy, n.topology) {
+		steps = append(steps, step{n.Policy, a})
+	}
+	for _, st := range steps {
+		if err := tcIn(st.ns, st.args...); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// self runs this program again inside the namespace in role, with cfg.
-func (n *netns) self(role string, cfg bittorrent.Config) (*exec.Cmd, error) {
+// self runs this program again inside namespace ns in role, with cfg.
+func (n *netns) self(ns, role string, cfg bittorrent.Config) (*exec.Cmd, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	b, _ := json.Marshal(cfg)
-	cmd := exec.Command("ip", "netns", "exec", n.name, exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), roleEnv+"="+role, configEnv+"="+string(b), policyEnv+"="+n.policy)
+	t, _ := json.Marshal(n.topology)
+	cmd := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), roleEnv+"="+role, configEnv+"="+string(b), policyEnv+"="+n.policy, topoEnv+"="+string(t), selfEnv+"="+ns,
+		fmt.Sprintf("%s=%d", triggerEnv, triggerBytes))
 	return cmd, nil
 }
 
 // helper is a helper process (the test server, cross traffic) in the namespace.
 type helper struct{ cmd *exec.Cmd }
 
-func (n *netns) startServer() (*helper, error) { return n.start("server") }
+func (n *netns) startServer() (*helper, error) { return n.start(n.Server, "server") }
 
-// start runs a helper role in the namespace and waits for its "ready".
-func (n *netns) start(role string) (*helper, error) {
-	cmd, err := n.self(role, bittorrent.Config{})
+// start runs a helper role in namespace ns and waits for its "ready".
+func (n *netns) start(ns, role string) (*helper, error) {
+	cmd, err := n.self(ns, role, bittorrent.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +228,7 @@ func (n *netns) runPolicy(policy string, sh shaping, cfg bittorrent.Config) (res
 		return result{}, err
 	}
 	n.policy = policy
-	h, err := n.start("policy")
+	h, err := n.start(n.Policy, "policy")
 	if err != nil {
 		return result{}, err
 	}
@@ -210,7 +238,7 @@ func (n *netns) runPolicy(policy string, sh shaping, cfg bittorrent.Config) (res
 
 // runClient runs one test in the namespace and returns its result.
 func (n *netns) runClient(cfg bittorrent.Config) (result, error) {
-	cmd, err := n.self("client", cfg)
+	cmd, err := n.self(n.Client, "client", cfg)
 	if err != nil {
 		return result{}, err
 	}
@@ -249,19 +277,19 @@ func (n *netns) runClient(cfg bittorrent.Config) (result, error) {
 func role() bool {
 	switch os.Getenv(roleEnv) {
 	case "server":
-		if err := serve(); err != nil {
+		if err := serve(loadTopology()); err != nil {
 			fmt.Fprintln(os.Stderr, "bittorrent bench server:", err)
 			os.Exit(1)
 		}
 		return true
-	case "cross":
-		if err := cross(); err != nil {
+	case "cross", "cross-client":
+		if err := cross(loadTopology(), os.Getenv(roleEnv) == "cross-client"); err != nil {
 			fmt.Fprintln(os.Stderr, "bittorrent bench cross traffic:", err)
 			os.Exit(1)
 		}
 		return true
 	case "policy":
-		if err := runPolicy(os.Getenv(policyEnv)); err != nil {
+		if err := runPolicy(os.Getenv(policyEnv), loadTopology()); err != nil {
 			fmt.Fprintln(os.Stderr, "bittorrent bench policy:", err)
 			os.Exit(1)
 		}
@@ -275,7 +303,7 @@ func role() bool {
 			m = replay.NewMeasurer(replay.Config{})
 		}
 		rec, err := m.Run(context.Background(), plugin.Env{
-			ServerURL: "http://" + httpAddr, AgentID: "00000000-0000-4000-8000-000000000001",
+			ServerURL: loadTopology().httpURL(), AgentID: "00000000-0000-4000-8000-000000000001",
 			Consent: schemas.Consent{Informed: true, CanCollect: true},
 		})
 		r := result{Seconds: time.Since(t0).Seconds()}
@@ -291,7 +319,7 @@ func role() bool {
 }
 
 // serve runs the real test server until SIGTERM.
-func serve() error {
+func serve(t topology) error {
 	dir, err := os.MkdirTemp("", "neubot-btbench-spool-")
 	if err != nil {
 		return err
@@ -300,15 +328,15 @@ func serve() error {
 	svc, err := service.New(service.Config{
 		ID: "bench", Version: "bench", SpoolDir: dir,
 		Negotiator:       testserver.NegotiatorConfig{Rate: 100, Burst: 100},
-		BitTorrentListen: fmt.Sprintf("127.0.0.1:%d", spec.BitTorrentPort), NeutralListen: fmt.Sprintf("127.0.0.1:%d", spec.NeutralPort),
-		WebListen: fmt.Sprintf("127.0.0.1:%d", spec.WebPort), BitTorrentHosts: benchHosts[1:],
-		ReplayListen: replayAddr,
+		BitTorrentListen: hostPort(t.Hosts[0], spec.BitTorrentPort), NeutralListen: hostPort(t.Hosts[0], spec.NeutralPort),
+		WebListen: hostPort(t.Hosts[0], spec.WebPort), BitTorrentHosts: t.Hosts[1:],
+		ReplayListen: t.ReplayAddr,
 	})
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
-	srv, err := httpx.Listen(httpAddr, svc.Handler(), nil)
+	srv, err := httpx.Listen(hostPort(t.Hosts[0], httpPort), svc.Handler(), nil)
 	if err != nil {
 		return err
 	}
@@ -319,12 +347,31 @@ func serve() error {
 	return srv.Shutdown(context.Background())
 }
 
-// cross is on-off cross traffic until SIGTERM: one TCP flow on another
-// port that sends as fast as the link allows for 0.5 to 3 s, then pauses
-// for 0.5 to 3 s, at random. It shares the link's class with every flow of
-// the test, so their throughput varies with it, whatever their kind.
-func cross() error {
-	l, err := net.Listen("tcp", "127.0.0.1:5001")
+func hostPort(host string, port int) string { return net.JoinHostPort(host, fmt.Sprint(port)) }
+
+// cross is on-off cross traffic until SIGTERM: TCP that sends as fast as
+// the link allows for 0.5 to 3 s, then pauses for 0.5 to 3 s, at random,
+// from another host (two-stage) or port (lo) than the test's. In mode lo
+// it is one flow on lo, in the class of every unthrottled flow of the
+// test; in the two-stage topology the role "cross" (on the server's side)
+// sends downstream to the role "cross-client" (on the client's side),
+// which sends upstream on the same connection, each on its own schedule,
+// through the shared bottleneck (and the policy box's fast class).
+func cross(t topology, client bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if client {
+		c, err := net.Dial("tcp", t.CrossAddr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		go io.Copy(io.Discard, c)
+		fmt.Println("ready")
+		onOff(ctx, c)
+		return nil
+	}
+	l, err := net.Listen("tcp", t.CrossAddr)
 	if err != nil {
 		return err
 	}
@@ -335,29 +382,43 @@ func cross() error {
 			if err != nil {
 				return
 			}
+			if t.Mode == modeTwoStage {
+				go onOff(ctx, c)
+			}
 			go func() { io.Copy(io.Discard, c); c.Close() }()
 		}
 	}()
+	if t.Mode == modeTwoStage {
+		fmt.Println("ready")
+		<-ctx.Done()
+		return nil
+	}
 	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	fmt.Println("ready")
+	onOff(ctx, c)
+	return nil
+}
+
+// onOff writes to c as fast as it can for 0.5 to 3 s, then pauses for 0.5
+// to 3 s, until ctx ends.
+func onOff(ctx context.Context, c net.Conn) {
 	buf := make([]byte, 64<<10)
 	span := func() time.Duration { return time.Duration(500+rand.IntN(2500)) * time.Millisecond }
 	for ctx.Err() == nil {
 		end := time.Now().Add(span())
 		for time.Now().Before(end) && ctx.Err() == nil {
 			c.SetWriteDeadline(end)
-			c.Write(buf)
+			if _, err := c.Write(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				return
+			}
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(span()):
 		}
 	}
-	return nil
 }

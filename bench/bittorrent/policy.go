@@ -1,10 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/neubot/neubot/agent/replay"
 	spec "github.com/neubot/neubot/proto/bittorrent"
@@ -37,9 +36,16 @@ import (
 //     ClientHello of the replay test (8 bytes of the server name at their
 //     offset), throttling the connection; the bench runs the replay test
 //     (agent/replay: tls-video, original against bit-inverted flows).
-//   - bytes: a byte-count trigger on port 6881: the helper reads every
-//     port-6881 connection's byte counters (ss -i) every 50 ms and moves a
-//     connection to the slow class once it has carried triggerBytes.
+//   - bytes: a byte-count trigger on port 6881: u32 filters mirror every
+//     packet from or to port 6881 to the tap; the helper counts each
+//     connection's TCP payload bytes (both ways) and moves the connection
+//     to the slow class once it has carried triggerBytes, as a DPI box
+//     counting in-band does.
+//
+// The helper adds its rules through one tc process it keeps open (tc
+// -batch reading its stdin), so that a rule takes effect within
+// milliseconds even when the machine is loaded (a tc process forked per
+// rule took up to seconds at load average 30 and more, longer than a flow).
 const (
 	policyNone    = "none"
 	policyPort    = "port"
@@ -50,20 +56,16 @@ const (
 	policySNI     = "sni"
 	// policySNINone is the neutral link under the replay test.
 	policySNINone = "sni-none"
-
-	dpiTap  = "t18dpi0"
-	dpiRead = "t18dpi1"
 )
 
 // triggerBytes is the byte count after which the bytes policy throttles a
 // connection: 4 MB, 1.6 s at 20 Mbit/s: more than a default flow of 1.5 s
-// can carry, well within a long one.
+// can carry, well within a long one. The helper gets it in triggerEnv.
 var triggerBytes int64 = 4_000_000
 
-var debug = os.Getenv("NEUBOT_BTBENCH_DEBUG") != ""
+const triggerEnv = "NEUBOT_BTBENCH_TRIGGER"
 
-// replayAddr is where the test server takes the replay test's flows.
-const replayAddr = "127.0.0.4:443"
+var debug = os.Getenv("NEUBOT_BTBENCH_DEBUG") != ""
 
 // sniMatch is the u32 match of the replay's ClientHello carrying
 // replay.DefaultSNI: the two aligned 32-bit words of the server name that
@@ -81,76 +83,111 @@ func sniMatch() []string {
 	return m
 }
 
-// benchHosts are the test server's addresses in the namespace (all on lo).
-var benchHosts = []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
-
 // handshakeMatch is the u32 match of a TCP segment whose payload starts
 // with "\x13Bit" (IPv4 header of 20 bytes, TCP header of 32: timestamps,
 // Linux's default).
 var handshakeMatch = []string{"match", "ip", "protocol", "6", "0xff", "match", "u8", "0x80", "0xf0", "at", "32", "match", "u32", "0x13426974", "0xffffffff", "at", "52"}
 
-func filter(prio string, match ...string) []string {
-	return append(append([]string{"filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", prio, "u32"}, match...), "flowid", "1:20")
+// filter is the u32 filter on dev putting the packets that match into
+// the slow class.
+func filter(dev, prio string, match ...string) []string {
+	return append(append([]string{"filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", prio, "u32"}, match...), "flowid", "1:20")
 }
 
-// staticFilters are the filters of policy that never change.
-func staticFilters(policy string) [][]string {
+// staticFilters are the filters of policy that never change, on each of
+// t's policy devices.
+func staticFilters(policy string, t topology) [][]string {
 	port := strconv.Itoa(spec.BitTorrentPort)
-	switch policy {
-	case policyPort:
-		return [][]string{filter("1", "match", "ip", "sport", port, "0xffff"), filter("1", "match", "ip", "dport", port, "0xffff")}
-	case policyHost:
-		return [][]string{filter("1", "match", "ip", "src", benchHosts[1]+"/32"), filter("1", "match", "ip", "dst", benchHosts[1]+"/32")}
-	case policyPayload, policyReset, policySNI:
-		match := handshakeMatch
-		if policy == policySNI {
-			match = sniMatch()
+	var out [][]string
+	for _, dev := range t.PolicyDevs {
+		switch policy {
+		case policyPort:
+			out = append(out, filter(dev, "1", "match", "ip", "sport", port, "0xffff"), filter(dev, "1", "match", "ip", "dport", port, "0xffff"))
+		case policyHost:
+			out = append(out, filter(dev, "1", "match", "ip", "src", t.Hosts[1]+"/32"), filter(dev, "1", "match", "ip", "dst", t.Hosts[1]+"/32"))
+		case policyPayload, policyReset, policySNI, policyBytes:
+			matches := [][]string{handshakeMatch}
+			switch policy {
+			case policySNI:
+				matches = [][]string{sniMatch()}
+			case policyBytes:
+				matches = [][]string{{"match", "ip", "sport", port, "0xffff"}, {"match", "ip", "dport", port, "0xffff"}}
+			}
+			for _, m := range matches {
+				mirror := append([]string{"filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32"}, m...)
+				out = append(out, append(mirror, "flowid", "1:10", "action", "mirred", "egress", "mirror", "dev", t.DPITap))
+			}
 		}
-		mirror := append([]string{"filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "2", "u32"}, match...)
-		return [][]string{append(mirror, "flowid", "1:10", "action", "mirred", "egress", "mirror", "dev", dpiTap)}
 	}
-	return nil
+	return out
 }
 
-// runPolicy is the policy helper, in the namespace, until SIGTERM.
-func runPolicy(policy string) error {
+// runPolicy is the policy helper, in t's policy box, until SIGTERM.
+func runPolicy(policy string, t topology) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	switch policy {
-	case policyPayload, policyReset, policySNI:
-		return dpi(ctx, policy)
-	case policyBytes:
-		return byteTrigger(ctx)
+	case policyPayload, policyReset, policySNI, policyBytes:
+		return dpi(ctx, policy, t)
 	}
 	fmt.Println("ready")
 	<-ctx.Done()
 	return nil
 }
 
-func tcCmd(args ...string) error {
-	out, err := exec.Command("tc", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("tc %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
+// tcBatch is a tc process reading commands on its stdin.
+type tcBatch struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
 }
 
-// throttle puts the connection between ports a and b into the slow class.
-func throttle(a, b uint16) error {
-	for _, m := range [][2]uint16{{a, b}, {b, a}} {
-		if err := tcCmd(filter("1", "match", "ip", "sport", strconv.Itoa(int(m[0])), "0xffff", "match", "ip", "dport", strconv.Itoa(int(m[1])), "0xffff")...); err != nil {
-			return err
+func startTC() (*tcBatch, error) {
+	cmd := exec.Command("tc", "-force", "-batch", "-")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("tc -batch: %w", err)
+	}
+	return &tcBatch{cmd: cmd, in: in}, nil
+}
+
+func (b *tcBatch) close() {
+	b.in.Close()
+	b.cmd.Wait()
+}
+
+// throttle puts the connection between ports a and b into the slow class
+// of every policy device of t.
+func (b *tcBatch) throttle(t topology, p, q uint16) error {
+	var lines strings.Builder
+	for _, dev := range t.PolicyDevs {
+		for _, m := range [][2]uint16{{p, q}, {q, p}} {
+			lines.WriteString(strings.Join(filter(dev, "1", "match", "ip", "sport", strconv.Itoa(int(m[0])), "0xffff", "match", "ip", "dport", strconv.Itoa(int(m[1])), "0xffff"), " ") + "\n")
 		}
 	}
-	return nil
+	_, err := io.WriteString(b.in, lines.String())
+	return err
 }
 
 func htons(x uint16) uint16 { return x<<8 | x>>8 }
 
 // dpi reads the packets mirrored to the tap and acts on each new
 // connection: throttle it (payload) or reset it (reset).
-func dpi(ctx context.Context, policy string) error {
-	ifi, err := net.InterfaceByName(dpiRead)
+func dpi(ctx context.Context, policy string, t topology) error {
+	tc, err := startTC()
+	if err != nil {
+		return err
+	}
+	defer tc.close()
+	trigger := triggerBytes
+	if v, err := strconv.ParseInt(os.Getenv(triggerEnv), 10, 64); err == nil && v > 0 {
+		trigger = v
+	}
+	counted := map[[2]uint16]int64{}
+	ifi, err := net.InterfaceByName(t.DPIRead)
 	if err != nil {
 		return err
 	}
@@ -188,10 +225,25 @@ func dpi(ctx context.Context, policy string) error {
 		if seen[key] {
 			continue
 		}
+		if policy == policyBytes {
+			if len(ip) < ihl+13 {
+				continue
+			}
+			counted[key] += int64(binary.BigEndian.Uint16(ip[2:4])) - int64(ihl) - int64(ip[ihl+12]>>4)*4
+			if counted[key] < trigger {
+				continue
+			}
+			if debug {
+				fmt.Fprintf(os.Stderr, "bench policy: ports %d and %d throttled after %d bytes\n", sport, dport, counted[key])
+			}
+		}
 		seen[key] = true
+		if debug {
+			fmt.Fprintf(os.Stderr, "bench policy %s: ports %d and %d\n", policy, sport, dport)
+		}
 		switch policy {
-		case policyPayload, policySNI:
-			err = throttle(sport, dport)
+		case policyPayload, policySNI, policyBytes:
+			err = tc.throttle(t, sport, dport)
 		case policyReset:
 			// Destroy the client's socket (the one whose local port is
 			// the ephemeral one): the kernel sends the server a RST, as
@@ -201,7 +253,7 @@ func dpi(ctx context.Context, policy string) error {
 				client = dport
 			}
 			var out []byte
-			out, err = exec.Command("ss", "-K", "-tn", "sport", "=", ":"+strconv.Itoa(int(client))).CombinedOutput()
+			out, err = inNetns(t.Client, "ss", "-K", "-tn", "sport", "=", ":"+strconv.Itoa(int(client))).CombinedOutput()
 			if err != nil {
 				err = fmt.Errorf("ss -K: %v: %s", err, out)
 			}
@@ -215,63 +267,4 @@ func dpi(ctx context.Context, policy string) error {
 
 func isServerPort(p uint16) bool {
 	return p == spec.BitTorrentPort || p == spec.NeutralPort || p == spec.WebPort
-}
-
-// byteTrigger polls the port-6881 connections' counters and throttles each
-// once it has carried triggerBytes.
-func byteTrigger(ctx context.Context) error {
-	fmt.Println("ready")
-	done := map[[2]uint16]bool{}
-	port := strconv.Itoa(spec.BitTorrentPort)
-	for ctx.Err() == nil {
-		out, err := exec.Command("ss", "-tniH", "state", "established", "(", "sport", "=", ":"+port, ")").Output()
-		if err != nil {
-			return fmt.Errorf("ss: %w", err)
-		}
-		var cur [2]uint16
-		var bytes int64
-		flush := func() {
-			if cur != [2]uint16{} && bytes >= triggerBytes && !done[cur] {
-				done[cur] = true
-				if err := throttle(cur[0], cur[1]); err != nil {
-					fmt.Fprintln(os.Stderr, "bench policy:", err)
-				}
-				if debug {
-					fmt.Fprintf(os.Stderr, "bench policy: ports %d and %d throttled after %d bytes\n", cur[0], cur[1], bytes)
-				}
-			}
-		}
-		sc := bufio.NewScanner(strings.NewReader(string(out)))
-		for sc.Scan() {
-			line := sc.Text()
-			fields := strings.Fields(line)
-			// A socket's line starts at the margin (Recv-Q Send-Q local
-			// peer); its details follow on an indented line.
-			if len(fields) >= 4 && !strings.HasPrefix(line, "\t") && !strings.HasPrefix(line, " ") {
-				flush()
-				cur, bytes = [2]uint16{portOf(fields[2]), portOf(fields[3])}, 0
-				continue
-			}
-			for _, f := range fields {
-				for _, name := range []string{"bytes_acked:", "bytes_received:"} {
-					if v, ok := strings.CutPrefix(f, name); ok {
-						n, _ := strconv.ParseInt(v, 10, 64)
-						bytes += n
-					}
-				}
-			}
-		}
-		flush()
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
-func portOf(hostport string) uint16 {
-	i := strings.LastIndexByte(hostport, ':')
-	p, _ := strconv.Atoi(hostport[i+1:])
-	return uint16(p)
 }

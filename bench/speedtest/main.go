@@ -59,6 +59,8 @@ type options struct {
 	out                 string // -out: cells appended as JSON lines
 	name                string // prefix of the links' namespaces
 	links               int    // links made so far
+	records             string // -records: directory for each test's output
+	skipIperf           bool   // -skip-iperf: the payload capacity stands for iperf3
 }
 
 func main() {
@@ -81,6 +83,8 @@ func main() {
 	out := flag.String("out", "", "append every cell measured, one JSON object a line, to this file (for -merge)")
 	name := flag.String("name", "stb", "prefix of the emulated links' namespaces and devices (a number is appended; at most 9 characters)")
 	bin := flag.String("bin", "", "directory with neubot and neubot-server already built from this tree (default: build them in a temporary directory)")
+	records := flag.String("records", "", "directory where each run of our tests leaves its output (`neubot run --json`), for reading its series")
+	skipIperf := flag.Bool("skip-iperf", false, "no iperf3: the link's payload capacity stands for the reference (for trying a change quickly, not for the table)")
 	merge := flag.String("merge", "", "print the table and the goal of the cells in these files (comma-separated, written by -out) and measure nothing")
 	flag.Parse()
 	if *merge != "" {
@@ -95,7 +99,7 @@ func main() {
 		return
 	}
 	o := &options{iperfTime: *iperfTime, iperfStreams: *iperfStreams, iperfOmit: *iperfOmit, queue: *queue, realtime: *realtime,
-		mlabServer: *mlabServer, mlabClient: *mlabClient, skipNDT7: *skipNDT7, out: *out, name: *name}
+		mlabServer: *mlabServer, mlabClient: *mlabClient, skipNDT7: *skipNDT7, out: *out, name: *name, records: *records, skipIperf: *skipIperf}
 	var err error
 	if o.rates, err = floats(*rates); err == nil {
 		if o.rtts, err = floats(*rtts); err == nil {
@@ -438,8 +442,9 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 	// streams as the newest methodology used connections.
 	for _, m := range o.methods {
 		name := fmt.Sprintf("speedtest v%d", m)
-		r.Tools[name] = ourTest(o, l, "speedtest", m)
-		progress(fmt.Sprintf("%s %+v", name, r.Tools[name]))
+		r.Tools[name] = ourTest(o, l, "speedtest", m, tag)
+		up, down := l.Stats()
+		progress(fmt.Sprintf("%s %+v (link so far: late max up %v down %v, dropped up %d down %d)", name, r.Tools[name], up.LateMax, down.LateMax, up.Dropped, down.Dropped))
 	}
 	r.IperfDownP, r.IperfUpP = o.iperfStreams, o.iperfStreams
 	if o.iperfStreams == 0 {
@@ -449,6 +454,10 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 	r.IperfOmit = o.iperfOmit
 	if r.IperfOmit < 0 {
 		r.IperfOmit = omitSecs(rtt)
+	}
+	if o.skipIperf {
+		r.IperfDown, r.IperfUp, r.IperfOmit = payload(rate), payload(rate), 0
+		return r, nil
 	}
 	progress(fmt.Sprintf("iperf3 -P %d/%d -O %d", r.IperfDownP, r.IperfUpP, r.IperfOmit))
 	down, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, r.IperfOmit, true, "-P", strconv.Itoa(r.IperfDownP))
@@ -462,7 +471,7 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 	r.IperfDown, r.IperfUp, r.IperfDownIvs, r.IperfUpIvs = down.Mbps, up.Mbps, down.Intervals, up.Intervals
 	progress(fmt.Sprintf("iperf3 down %.3f up %.3f", r.IperfDown, r.IperfUp))
 	if !o.skipNDT7 {
-		r.Tools["our ndt7"] = ourTest(o, l, "ndt7", 0)
+		r.Tools["our ndt7"] = ourTest(o, l, "ndt7", 0, tag)
 		progress(fmt.Sprintf("our ndt7 %+v", r.Tools["our ndt7"]))
 	}
 	if o.mlabServer != "" {
@@ -500,8 +509,9 @@ type record struct {
 	} `json:"record"`
 }
 
-// ourTest runs `neubot run TEST` in side A against our test server.
-func ourTest(o *options, l *linkem.Link, test string, method int) measured {
+// ourTest runs `neubot run TEST` in side A against our test server; with
+// -records, its output goes to a file named after the test and the cell.
+func ourTest(o *options, l *linkem.Link, test string, method int, tag string) measured {
 	args := []string{"run", test, "--server", fmt.Sprintf("http://%s:%d", linkem.Addr(linkem.B), ourPort), "--json", "--timeout", "90s"}
 	if test == "speedtest" && method > 0 && len(o.methods) > 1 {
 		args = append(args, "--method", strconv.Itoa(method))
@@ -514,6 +524,12 @@ func ourTest(o *options, l *linkem.Link, test string, method int) measured {
 	t0 := time.Now()
 	out, err := linkbench.Output(ctx, cmd)
 	m := measured{Secs: time.Since(t0).Seconds()}
+	if o.records != "" {
+		file := filepath.Join(o.records, fmt.Sprintf("%s%d-%s-%s.json", test, method, tag, t0.UTC().Format("150405")))
+		if werr := os.WriteFile(file, out, 0o644); werr != nil {
+			fmt.Fprintln(os.Stderr, "bench/speedtest:", werr)
+		}
+	}
 	if err != nil {
 		m.Err = fmt.Sprintf("%v: %.200s", err, bytes.TrimSpace(stderr.Bytes()))
 		return m
@@ -589,6 +605,9 @@ func report(o *options, rs []cellResult, took time.Duration, load0 string) bool 
 	}
 	fmt.Printf("\nSpeedtest accuracy in the link emulator (internal/linkem; queue %s; link threads SCHED_FIFO %d; every tool under chrt -f %d; tcp_rmem/tcp_wmem max 32 MB in both namespaces). Reference: iperf3 %s, %d s after its --omit of the ramp-up (ceil(2 s + 10 RTT) unless -iperf-omit), the receiver's mean goodput over its 1-s intervals (last left out), the machine's congestion control (%s) for every tool. Payload: the link's capacity for TCP payload, rate × 1448/1500. Cells: error vs iperf3, then the tool's whole time (process start to result). %d cells in %.0f min; load average %s at the start, %s at the end, on a 2-CPU machine shared with other engineers' work.\n\n",
 		queueDesc(o.queue), o.realtime, linkbench.Priority, streams, o.iperfTime, congestionControl(), len(rs), took.Minutes(), load0, loadAvg())
+	if o.skipIperf {
+		fmt.Printf("NO iperf3 (-skip-iperf): its column and the errors are against the payload capacity.\n\n")
+	}
 	head := "| rate Mbit/s | RTT ms | loss | dir | payload Mbit/s | iperf3 Mbit/s |"
 	sep := "|---|---|---|---|---|---|"
 	for _, t := range tools {
@@ -768,7 +787,7 @@ func loaded(o *options) error {
 			p, _ := linkbench.Ping(ctx, l, 20, 100*time.Millisecond)
 			during <- p
 		}()
-		r := ourTest(o, l, "speedtest", m)
+		r := ourTest(o, l, "speedtest", m, "loaded")
 		if d := <-during; len(d) > 0 {
 			fmt.Printf("| ping during speedtest v%d's download (0.8 to 2.8 s after its start; p10 %.1f, p90 %.1f) | %.2f | %+.1f %% |\n",
 				m, linkbench.Quantile(d, 0.1), linkbench.Quantile(d, 0.9), linkbench.Quantile(d, 0.5), errPct(linkbench.Quantile(d, 0.5), pingMed))

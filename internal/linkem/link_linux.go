@@ -62,8 +62,8 @@ func Start(ctx context.Context, cfg Config) (*Link, error) {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	l.up = newPump("up", l.tun[A], l.tun[B], newShaper(cfg.Up, origin, seed), l.stop, cfg.MTU, cfg.Realtime)
-	l.down = newPump("down", l.tun[B], l.tun[A], newShaper(cfg.Down, origin, seed+1), l.stop, cfg.MTU, cfg.Realtime)
+	l.up = newPump("up", l.tun[A], l.tun[B], newShaper(cfg.Up, origin, seed), l.stop, cfg.MTU, cfg.Realtime, inFlight(cfg.Up, cfg.MTU))
+	l.down = newPump("down", l.tun[B], l.tun[A], newShaper(cfg.Down, origin, seed+1), l.stop, cfg.MTU, cfg.Realtime, inFlight(cfg.Down, cfg.MTU))
 	if l.up.wake < 0 || l.down.wake < 0 {
 		l.up.closeWake()
 		l.down.closeWake()

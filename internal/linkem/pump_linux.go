@@ -39,14 +39,39 @@ type pump struct {
 	lateSum, lateMax                                         atomic.Int64
 }
 
-func newPump(name string, src, dst int, sh *shaper, stop, mtu, rt int) *pump {
+// newPump makes a pump whose ring and buffers are made in advance for
+// inFlight packets: made while the link runs, megabytes of them at a
+// time (when a queue of thousands first fills), they set off the garbage
+// collector and the runtime's allocation work in the middle of the flow.
+func newPump(name string, src, dst int, sh *shaper, stop, mtu, rt, inFlight int) *pump {
 	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		wake = -1
 	}
-	return &pump{name: name, src: src, dst: dst, sh: sh, stop: stop, wake: wake,
-		bufSize: mtu + 256, rt: rt, line: make([]packet, 1024)}
+	p := &pump{name: name, src: src, dst: dst, sh: sh, stop: stop, wake: wake,
+		bufSize: mtu + 256, rt: rt, line: make([]packet, max(1024, inFlight))}
+	p.free = make([][]byte, inFlight, len(p.line))
+	for i := range p.free {
+		p.free[i] = make([]byte, p.bufSize)
+	}
+	return p
 }
+
+// inFlight is how many packets a direction can hold at once: its queue
+// and its delay at the rate (Rate or the trace's highest), with a tenth
+// more, at most maxPrealloc.
+func inFlight(d Dir, mtu int) int {
+	rate := d.Rate
+	for _, r := range d.Trace {
+		rate = max(rate, r)
+	}
+	n := float64(d.Queue) + rate*1e6/8/float64(mtu)*d.Delay.Seconds()
+	return min(int(1.1*n)+16, maxPrealloc)
+}
+
+// maxPrealloc bounds the buffers made in advance per direction (about
+// 28 MB at MTU 1500).
+const maxPrealloc = 16384
 
 func (p *pump) closeWake() {
 	if p != nil && p.wake >= 0 {

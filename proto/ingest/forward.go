@@ -133,7 +133,6 @@ func (f *Forwarder) Drain(ctx context.Context) bool {
 func (f *Forwarder) Close() error { return f.sp.Close() }
 
 func (f *Forwarder) deliver(ctx context.Context, seg *spool.Segment) error {
-	var body bytes.Buffer
 	var records [][]byte
 	if err := f.sp.Read(seg, func(e spool.Entry) error {
 		records = append(records, bytes.Clone(e.Record))
@@ -148,20 +147,22 @@ func (f *Forwarder) deliver(ctx context.Context, seg *spool.Segment) error {
 		}
 		records = signed
 	}
-	zw := gzip.NewWriter(&body)
-	for _, r := range records {
-		zw.Write(r)
-		zw.Write([]byte{'\n'})
-	}
-	if err := zw.Close(); err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.CollectorURL+Path, &body)
+	w, err := NewGzipWriter(gzip.DefaultCompression)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", ContentType)
-	req.Header.Set("Content-Encoding", "gzip")
+	for _, r := range records {
+		w.Write(r)
+		w.Write([]byte{'\n'})
+	}
+	body, err := w.Body()
+	if err != nil {
+		return err
+	}
+	req, err := NewRequest(ctx, f.CollectorURL, body)
+	if err != nil {
+		return err
+	}
 	if f.Key != nil {
 		// The records carry their own signatures; the request's, over
 		// an empty body, exempts it from the per-address limits.

@@ -5,6 +5,13 @@
 // deliver through it.
 package ingest
 
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"net/http"
+)
+
 // Version of the protocol described in spec/ingest.md.
 const Version = "v1.1.0"
 
@@ -45,4 +52,46 @@ type Response struct {
 	RejectedCount int        `json:"rejected_count"`
 	Rejected      []Rejected `json:"rejected,omitempty"`
 	Error         string     `json:"error,omitempty"`
+}
+
+// GzipWriter writes a body for NewRequest: what is written to it (records,
+// one JSON object a line) is gzip'ed.
+type GzipWriter struct {
+	buf bytes.Buffer
+	zw  *gzip.Writer
+}
+
+// NewGzipWriter starts a body compressed at level, a compress/gzip level
+// (gzip.DefaultCompression, gzip.BestSpeed, ...).
+func NewGzipWriter(level int) (*GzipWriter, error) {
+	w := &GzipWriter{}
+	zw, err := gzip.NewWriterLevel(&w.buf, level)
+	if err != nil {
+		return nil, err
+	}
+	w.zw = zw
+	return w, nil
+}
+
+// Write compresses p into the body.
+func (w *GzipWriter) Write(p []byte) (int, error) { return w.zw.Write(p) }
+
+// Body ends the compressed stream and returns the body.
+func (w *GzipWriter) Body() ([]byte, error) {
+	if err := w.zw.Close(); err != nil {
+		return nil, err
+	}
+	return w.buf.Bytes(), nil
+}
+
+// NewRequest makes the POST of body, gzip'ed records (GzipWriter), to the
+// ingest path of the collector at collectorURL (its base URL).
+func NewRequest(ctx context.Context, collectorURL string, body []byte) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, collectorURL+Path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", ContentType)
+	req.Header.Set("Content-Encoding", "gzip")
+	return req, nil
 }

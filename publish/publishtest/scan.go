@@ -83,53 +83,42 @@ func Scan(text []byte, agentIDs []string) []string {
 // and every value (plus the printable runs of its bytes, for the metadata
 // in the clear), a .gz file's decompressed bytes, any other file as is.
 func FileText(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case strings.HasSuffix(path, ".parquet"):
-		text, err := ParquetText(path)
+		text, err := parquetText(raw)
 		if err != nil {
-			return nil, err
-		}
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		return append(text, PrintableRuns(raw, 16)...), nil
 	case strings.HasSuffix(path, ".gz"):
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		zr, err := gzip.NewReader(f)
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		return io.ReadAll(zr)
-	default:
-		return os.ReadFile(path)
 	}
+	return raw, nil
 }
 
-// ParquetText reads a Parquet file into text: the column names on the
+// parquetText reads a Parquet file into text: the column names on the
 // first line, then one line per row of comma-separated values.
-func ParquetText(path string) ([]byte, error) {
-	f, err := os.Open(path)
+func parquetText(raw []byte) ([]byte, error) {
+	pf, err := file.NewParquetReader(bytes.NewReader(raw))
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	pf, err := file.NewParquetReader(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	defer pf.Close()
 	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	tbl, err := fr.ReadTable(context.Background())
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	defer tbl.Release()
 	var names []string

@@ -32,22 +32,20 @@ ORDER BY (test, goodset, synthetic, asn, agent_id);
 -- day; tests: the agent scope, one agent's own tests), how many agents were
 -- seen before the goodset, and the 95% confidence interval of the median.
 -- Rows written before this migration were test-weighted.
-ALTER TABLE analytics_distributions ADD COLUMN weighting String DEFAULT 'tests' AFTER metric;
-ALTER TABLE analytics_distributions ADD COLUMN agents_total UInt64 DEFAULT 0 AFTER agents;
-ALTER TABLE analytics_distributions ADD COLUMN p50_ci_low Float64 DEFAULT nan AFTER p50;
-ALTER TABLE analytics_distributions ADD COLUMN p50_ci_high Float64 DEFAULT nan AFTER p50_ci_low;
-ALTER TABLE analytics_distributions COMMENT COLUMN weighting 'agents: each agent one vote per day (the median of its day); tests: every test one vote (scope agent, and rows computed before migration 9)';
-ALTER TABLE analytics_distributions COMMENT COLUMN agents_total 'Distinct agents of this key and day before the goodset rule';
-ALTER TABLE analytics_distributions COMMENT COLUMN p50_ci_low 'Lower end of the 95% confidence interval of p50: an order statistic of the votes (internal/stats.MedianCI); NaN for none';
-ALTER TABLE analytics_distributions COMMENT COLUMN p50_ci_high 'Upper end of the 95% confidence interval of p50';
+-- {{add columns to analytics_distributions}}
+weighting String DEFAULT 'tests' AFTER metric COMMENT 'agents: each agent one vote per day (the median of its day); tests: every test one vote (scope agent, and rows computed before migration 9)'
+agents_total UInt64 DEFAULT 0 AFTER agents COMMENT 'Distinct agents of this key and day before the goodset rule'
+p50_ci_low Float64 DEFAULT nan AFTER p50 COMMENT 'Lower end of the 95% confidence interval of p50: an order statistic of the votes (internal/stats.MedianCI); NaN for none'
+p50_ci_high Float64 DEFAULT nan AFTER p50_ci_low COMMENT 'Upper end of the 95% confidence interval of p50'
+-- {{end columns}}
 
 -- Hour-of-day profiles: each agent one vote per hour (the median of its tests
 -- in that hour), in the volunteer's local time where the country has one time
 -- zone, UTC otherwise; zone says which.
-ALTER TABLE analytics_hourly ADD COLUMN zone String DEFAULT 'UTC' AFTER hour;
-ALTER TABLE analytics_hourly ADD COLUMN agents UInt64 DEFAULT 0 AFTER tests;
-ALTER TABLE analytics_hourly COMMENT COLUMN zone 'Time zone of hour: the IANA zone of the country when it has one (analytics.CountryZones), else UTC';
-ALTER TABLE analytics_hourly COMMENT COLUMN agents 'Distinct agents with tests in the goodset in this hour';
+-- {{add columns to analytics_hourly}}
+zone String DEFAULT 'UTC' AFTER hour COMMENT 'Time zone of hour: the IANA zone of the country when it has one (analytics.CountryZones), else UTC'
+agents UInt64 DEFAULT 0 AFTER tests COMMENT 'Distinct agents with tests in the goodset in this hour'
+-- {{end columns}}
 
 -- The columns say what they now hold (they were test-weighted exact order
 -- statistics before).

@@ -4,60 +4,38 @@
 -- with its evidence, and what a difference is attributed to. Rows of version
 -- 1 read the defaults. ClickHouse 18.16 ignores COMMENT inside ADD COLUMN,
 -- so comments are set on their own.
-ALTER TABLE bittorrent ADD COLUMN web_port UInt16 DEFAULT 0;
-ALTER TABLE bittorrent ADD COLUMN hosts UInt8 DEFAULT 0;
-ALTER TABLE bittorrent ADD COLUMN max_flow_bytes UInt64 DEFAULT 0;
-ALTER TABLE bittorrent ADD COLUMN download_attribution String DEFAULT '';
-ALTER TABLE bittorrent ADD COLUMN upload_attribution String DEFAULT '';
-ALTER TABLE bittorrent ADD COLUMN attribution String DEFAULT '';
-ALTER TABLE bittorrent ADD COLUMN client_check_flows UInt16 DEFAULT 0;
-ALTER TABLE bittorrent ADD COLUMN client_check_disagree UInt16 DEFAULT 0;
-ALTER TABLE bittorrent ADD COLUMN flow_payload Array(String);
-ALTER TABLE bittorrent ADD COLUMN flow_port_role Array(String);
-ALTER TABLE bittorrent ADD COLUMN flow_host Array(UInt8);
-ALTER TABLE bittorrent ADD COLUMN flow_server_samples_t_s Array(Array(Float64));
-ALTER TABLE bittorrent ADD COLUMN flow_server_samples_mbps Array(Array(Float64));
-ALTER TABLE bittorrent ADD COLUMN flow_server_mbps Array(Float64);
-ALTER TABLE bittorrent ADD COLUMN flow_server_error Array(String);
-ALTER TABLE bittorrent ADD COLUMN flow_pipeline Array(UInt16);
-ALTER TABLE bittorrent ADD COLUMN cmp_tested Array(String);
-ALTER TABLE bittorrent ADD COLUMN cmp_factor Array(String);
-ALTER TABLE bittorrent ADD COLUMN blk_direction Array(String);
-ALTER TABLE bittorrent ADD COLUMN blk_kind Array(String);
-ALTER TABLE bittorrent ADD COLUMN blk_failure Array(String);
-ALTER TABLE bittorrent ADD COLUMN blk_flows Array(UInt8);
-ALTER TABLE bittorrent ADD COLUMN blk_failed Array(UInt8);
-ALTER TABLE bittorrent COMMENT COLUMN web_port 'Version 2: server TCP port of the web-port flows (443 in production; 0 none)';
-ALTER TABLE bittorrent COMMENT COLUMN hosts 'Version 2: server addresses the flows were spread over (0 in version 1)';
-ALTER TABLE bittorrent COMMENT COLUMN max_flow_bytes 'Version 2: a flow ends once its receiver has read this many bytes';
-ALTER TABLE bittorrent COMMENT COLUMN download_attribution 'Version 2: payload, port, both or host: what download differentiation or blocking is attributed to';
-ALTER TABLE bittorrent COMMENT COLUMN upload_attribution 'Version 2: the same for upload';
-ALTER TABLE bittorrent COMMENT COLUMN attribution 'Version 2: the attribution of the direction(s) that gave the outcome; mixed when they differ';
-ALTER TABLE bittorrent COMMENT COLUMN client_check_flows 'Version 2: download flows measured by both the client (receiver) and the server (sender)';
-ALTER TABLE bittorrent COMMENT COLUMN client_check_disagree 'Version 2: of those, flows whose two means differ by more than 25%';
-ALTER TABLE bittorrent COMMENT COLUMN flow_payload 'Flows (version 2): bittorrent or random bytes';
-ALTER TABLE bittorrent COMMENT COLUMN flow_port_role 'Flows (version 2): application, neutral or web port';
-ALTER TABLE bittorrent COMMENT COLUMN flow_host 'Flows (version 2): index of the server address';
-ALTER TABLE bittorrent COMMENT COLUMN flow_server_samples_t_s 'Flows (version 2): server sample times since the flow start, s';
-ALTER TABLE bittorrent COMMENT COLUMN flow_server_samples_mbps 'Flows (version 2): interval throughput the server measured (acknowledged in download, read in upload), Mbit/s';
-ALTER TABLE bittorrent COMMENT COLUMN flow_server_mbps 'Flows (version 2): mean server-side throughput after the warm-up, Mbit/s';
-ALTER TABLE bittorrent COMMENT COLUMN flow_server_error 'Flows (version 2): why the flow ended early as the server saw it (failure vocabulary; unseen: never admitted)';
-ALTER TABLE bittorrent COMMENT COLUMN flow_pipeline 'Flows (version 2): most block requests outstanding';
-ALTER TABLE bittorrent COMMENT COLUMN cmp_tested 'Comparisons (version 2): the tested flows, a kind or host_N';
-ALTER TABLE bittorrent COMMENT COLUMN cmp_factor 'Comparisons (version 2): payload, port or host';
-ALTER TABLE bittorrent COMMENT COLUMN blk_direction 'Blocking evidence (version 2): direction';
-ALTER TABLE bittorrent COMMENT COLUMN blk_kind 'Blocking evidence (version 2): kind of flow that failed in most repetitions';
-ALTER TABLE bittorrent COMMENT COLUMN blk_failure 'Blocking evidence (version 2): most common failure';
-ALTER TABLE bittorrent COMMENT COLUMN blk_flows 'Blocking evidence (version 2): flows of that kind and direction';
-ALTER TABLE bittorrent COMMENT COLUMN blk_failed 'Blocking evidence (version 2): of those, flows that failed';
+-- {{add columns to bittorrent}}
+web_port UInt16 DEFAULT 0 COMMENT 'Version 2: server TCP port of the web-port flows (443 in production; 0 none)'
+hosts UInt8 DEFAULT 0 COMMENT 'Version 2: server addresses the flows were spread over (0 in version 1)'
+max_flow_bytes UInt64 DEFAULT 0 COMMENT 'Version 2: a flow ends once its receiver has read this many bytes'
+download_attribution String DEFAULT '' COMMENT 'Version 2: payload, port, both or host: what download differentiation or blocking is attributed to'
+upload_attribution String DEFAULT '' COMMENT 'Version 2: the same for upload'
+attribution String DEFAULT '' COMMENT 'Version 2: the attribution of the direction(s) that gave the outcome; mixed when they differ'
+client_check_flows UInt16 DEFAULT 0 COMMENT 'Version 2: download flows measured by both the client (receiver) and the server (sender)'
+client_check_disagree UInt16 DEFAULT 0 COMMENT 'Version 2: of those, flows whose two means differ by more than 25%'
+flow_payload Array(String) COMMENT 'Flows (version 2): bittorrent or random bytes'
+flow_port_role Array(String) COMMENT 'Flows (version 2): application, neutral or web port'
+flow_host Array(UInt8) COMMENT 'Flows (version 2): index of the server address'
+flow_server_samples_t_s Array(Array(Float64)) COMMENT 'Flows (version 2): server sample times since the flow start, s'
+flow_server_samples_mbps Array(Array(Float64)) COMMENT 'Flows (version 2): interval throughput the server measured (acknowledged in download, read in upload), Mbit/s'
+flow_server_mbps Array(Float64) COMMENT 'Flows (version 2): mean server-side throughput after the warm-up, Mbit/s'
+flow_server_error Array(String) COMMENT 'Flows (version 2): why the flow ended early as the server saw it (failure vocabulary; unseen: never admitted)'
+flow_pipeline Array(UInt16) COMMENT 'Flows (version 2): most block requests outstanding'
+cmp_tested Array(String) COMMENT 'Comparisons (version 2): the tested flows, a kind or host_N'
+cmp_factor Array(String) COMMENT 'Comparisons (version 2): payload, port or host'
+blk_direction Array(String) COMMENT 'Blocking evidence (version 2): direction'
+blk_kind Array(String) COMMENT 'Blocking evidence (version 2): kind of flow that failed in most repetitions'
+blk_failure Array(String) COMMENT 'Blocking evidence (version 2): most common failure'
+blk_flows Array(UInt8) COMMENT 'Blocking evidence (version 2): flows of that kind and direction'
+blk_failed Array(UInt8) COMMENT 'Blocking evidence (version 2): of those, flows that failed'
+-- {{end columns}}
 -- Verdicts per ISP and day weigh agents, not tests: one vote per agent
 -- (analytics/verdicts.go), and blocked tests are counted apart.
-ALTER TABLE analytics_verdicts ADD COLUMN blocked_tests UInt64 DEFAULT 0;
-ALTER TABLE analytics_verdicts ADD COLUMN agent_votes UInt64 DEFAULT 0;
-ALTER TABLE analytics_verdicts ADD COLUMN agents_differentiation UInt64 DEFAULT 0;
-ALTER TABLE analytics_verdicts COMMENT COLUMN blocked_tests 'Tests whose outcome is blocked';
-ALTER TABLE analytics_verdicts COMMENT COLUMN agent_votes 'Agents with a conclusive test (differentiation, none or blocked): one vote each';
-ALTER TABLE analytics_verdicts COMMENT COLUMN agents_differentiation 'Agents whose vote is differentiation: most of their conclusive tests said differentiation or blocked';
+-- {{add columns to analytics_verdicts}}
+blocked_tests UInt64 DEFAULT 0 COMMENT 'Tests whose outcome is blocked'
+agent_votes UInt64 DEFAULT 0 COMMENT 'Agents with a conclusive test (differentiation, none or blocked): one vote each'
+agents_differentiation UInt64 DEFAULT 0 COMMENT 'Agents whose vote is differentiation: most of their conclusive tests said differentiation or blocked'
+-- {{end columns}}
 
 -- The replay differential test (spec/replay.md): one row per
 -- measurement_uid after merges, like bittorrent (same envelope and

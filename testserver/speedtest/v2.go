@@ -21,8 +21,10 @@ import (
 // waiting for a request, whatever the round trip.
 
 // upgrade authorizes r, takes its connection over and answers 101. It
-// answers the error itself and returns nil when it cannot.
-func (p *Provider) upgrade(w http.ResponseWriter, r *http.Request) (*view, net.Conn, *bufio.Reader) {
+// answers the error itself and returns nil when it cannot. The answer is
+// sent at once, or with lazy, left in the returned writer for the
+// caller's first write to carry.
+func (p *Provider) upgrade(w http.ResponseWriter, r *http.Request, lazy bool) (*view, net.Conn, *bufio.ReadWriter) {
 	s := p.authorize(w, r)
 	if s == nil {
 		return nil, nil, nil
@@ -44,20 +46,20 @@ func (p *Provider) upgrade(w http.ResponseWriter, r *http.Request) (*view, net.C
 	}
 	_ = c.SetDeadline(time.Time{})
 	_, err = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + spec.Upgrade + "\r\nCache-Control: no-store\r\n\r\n")
-	if err == nil {
+	if err == nil && !lazy {
 		err = brw.Flush()
 	}
 	if err != nil {
 		c.Close()
 		return nil, nil, nil
 	}
-	return viewOf(s), c, brw.Reader
+	return viewOf(s), c, brw
 }
 
 // downloadV2 sends incompressible data until the client closes the
 // connection or spec.MaxStream has passed.
 func (p *Provider) downloadV2(w http.ResponseWriter, r *http.Request) {
-	v, c, _ := p.upgrade(w, r)
+	v, c, _ := p.upgrade(w, r, false)
 	if c == nil {
 		return
 	}
@@ -74,10 +76,11 @@ func (p *Provider) downloadV2(w http.ResponseWriter, r *http.Request) {
 // uploadV2 reads and discards until the client closes or spec.MaxStream
 // has passed, and sends a report line every spec.ReportEvery.
 func (p *Provider) uploadV2(w http.ResponseWriter, r *http.Request) {
-	v, c, br := p.upgrade(w, r)
+	v, c, brw := p.upgrade(w, r, false)
 	if c == nil {
 		return
 	}
+	br := brw.Reader
 	defer c.Close()
 	untrack := v.track("upload", c)
 	defer untrack()
@@ -131,9 +134,14 @@ func (v *view) arrived() int64 {
 	return int64(n)
 }
 
-// pingV2 echoes spec.PingSize-byte messages until the client closes.
+// pingV2 echoes spec.PingSize-byte messages until the client closes. The
+// 101 leaves with the first echo: the client sends its first pings right
+// behind the request, and at long round trips the answer and their
+// echoes all leave before the first acknowledgment comes back, within
+// the initial congestion window of ten segments (the 101 on its own and
+// ten echoes would hold the tenth back for a round trip).
 func (p *Provider) pingV2(w http.ResponseWriter, r *http.Request) {
-	_, c, br := p.upgrade(w, r)
+	_, c, brw := p.upgrade(w, r, true)
 	if c == nil {
 		return
 	}
@@ -144,10 +152,13 @@ func (p *Provider) pingV2(w http.ResponseWriter, r *http.Request) {
 	}
 	msg := make([]byte, spec.PingSize)
 	for {
-		if _, err := io.ReadFull(br, msg); err != nil {
+		if _, err := io.ReadFull(brw, msg); err != nil {
 			return
 		}
-		if _, err := c.Write(msg); err != nil {
+		if _, err := brw.Write(msg); err != nil {
+			return
+		}
+		if err := brw.Flush(); err != nil {
 			return
 		}
 	}
