@@ -52,24 +52,41 @@ func TestDetection(t *testing.T) {
 		{policyReset, schemas.OutcomeBlocked, schemas.AttributionPayload},
 		{policyNone, schemas.OutcomeNone, ""},
 	} {
-		r, err := ns.runPolicy(tc.policy, sh, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		k := r.keys
-		t.Logf("%s: %s %q in %.1f s", tc.policy, k.Outcome, k.Attribution, r.Seconds)
-		for _, c := range k.Comparisons {
-			if c.Outcome != schemas.OutcomeNone {
-				t.Logf("  %s %s vs %s: %.2f vs %.2f Mbit/s (%d/%d samples), D %.3f, p %.2g: %s", c.Direction, c.Tested, c.Control,
-					c.MedianMbps, c.ControlMedian, c.Samples, c.ControlSamples, c.KSD, c.KSP, c.Outcome)
+		// A run that misses is logged in full (every comparison and the
+		// policy box's class counters, which tell whether its filters
+		// matched) and run once more: one miss in two is what the bench
+		// counts, two in a row fail the test.
+		for attempt := 1; ; attempt++ {
+			r, err := ns.runPolicy(tc.policy, sh, cfg)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		for _, b := range k.Blocked {
-			t.Logf("  blocked %s %s: %s in %d of %d", b.Direction, b.Kind, b.Failure, b.Failed, b.Flows)
-		}
-		// On the neutral link an inconclusive run is not a false alarm.
-		if k.Attribution != tc.attribution || k.Outcome != tc.outcome && !(tc.policy == policyNone && k.Outcome == schemas.OutcomeInconclusive) {
-			t.Errorf("%s: %s %q, want %s %q", tc.policy, k.Outcome, k.Attribution, tc.outcome, tc.attribution)
+			k := r.keys
+			// On the neutral link an inconclusive run is not a false alarm.
+			ok := k.Attribution == tc.attribution && (k.Outcome == tc.outcome || tc.policy == policyNone && k.Outcome == schemas.OutcomeInconclusive)
+			t.Logf("%s (attempt %d): %s %q in %.1f s", tc.policy, attempt, k.Outcome, k.Attribution, r.Seconds)
+			for _, c := range k.Comparisons {
+				if !ok || c.Outcome != schemas.OutcomeNone {
+					t.Logf("  %s %s vs %s: %.2f vs %.2f Mbit/s (%d/%d samples), D %.3f, p %.2g: %s", c.Direction, c.Tested, c.Control,
+						c.MedianMbps, c.ControlMedian, c.Samples, c.ControlSamples, c.KSD, c.KSP, c.Outcome)
+				}
+			}
+			for _, b := range k.Blocked {
+				t.Logf("  blocked %s %s: %s in %d of %d", b.Direction, b.Kind, b.Failure, b.Failed, b.Flows)
+			}
+			if ok {
+				break
+			}
+			for _, dev := range ns.PolicyDevs {
+				out, _ := inNetns(ns.Policy, "tc", "-s", "class", "show", "dev", dev).CombinedOutput()
+				t.Logf("  policy box, tc -s class show dev %s:\n%s", dev, out)
+				out, _ = inNetns(ns.Policy, "tc", "filter", "show", "dev", dev).CombinedOutput()
+				t.Logf("  policy box, tc filter show dev %s:\n%s", dev, out)
+			}
+			if attempt == 2 {
+				t.Errorf("%s: %s %q twice, want %s %q", tc.policy, k.Outcome, k.Attribution, tc.outcome, tc.attribution)
+				break
+			}
 		}
 	}
 }
