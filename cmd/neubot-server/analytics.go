@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -19,30 +16,17 @@ import (
 )
 
 // drawKey reads the analytics' secret draw key from path, creating it
-// (32 random bytes, mode 0600) when the file does not exist. The key is the
-// collector operator's: with it, which test of an agent's day is drawn
-// cannot be predicted, so not steered (analytics.Goodset.OnePerAgentDay).
+// (32 random bytes, mode 0600) when the file does not exist, as the
+// collector's pseudonym secret. The key is the collector operator's: with
+// it, which test of an agent's day is drawn cannot be predicted, so not
+// steered (analytics.Goodset.OnePerAgentDay).
 func drawKey(path string) ([]byte, error) {
 	if path == "" {
 		return nil, errors.New("--draw-key-file is required: the secret that keys the one-test-per-agent-per-day draw (created if missing)")
 	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		key := make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("draw key: %w", err)
-		}
-		return key, nil
-	}
+	key, err := loadOrCreateSecret(path)
 	if err != nil {
 		return nil, fmt.Errorf("draw key: %w", err)
-	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) < 16 {
-		return nil, fmt.Errorf("draw key %s: must hold at least 16 bytes in hex", path)
 	}
 	return key, nil
 }

@@ -86,7 +86,10 @@ func (t trustFlags) load(log *slog.Logger) (trust, error) {
 		limits: collector.Limits{AddressRate: *t.addrRate, AddressBurst: *t.addrBurst, AgentRate: *t.agentRate, AgentBurst: *t.agentBurst}}, nil
 }
 
-// loadOrCreateSecret reads 32 bytes in hex from path, or makes them.
+// loadOrCreateSecret reads a secret of at least 16 bytes in hex from path,
+// or, when the file does not exist, makes one of 32 random bytes and writes
+// it there (mode 0600): the collector's pseudonym secret and the analytics'
+// draw key.
 func loadOrCreateSecret(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {

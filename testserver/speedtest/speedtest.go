@@ -125,6 +125,28 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) *testserver
 	return s
 }
 
+// begin starts the v1 transfer of phase (download or upload) of session s:
+// from now on the negotiator may cut it, by a deadline (set with stop, the
+// connection's write or read side) that ends the transfer at once, and the
+// view follows the connection's TCP_INFO. It answers the request itself and
+// returns a nil view when the transfer may not start; otherwise the caller
+// calls finish when the transfer is over.
+func (p *Provider) begin(w http.ResponseWriter, r *http.Request, s *testserver.Session, phase string,
+	stop func(*http.ResponseController, time.Time) error) (v *view, finish func()) {
+	rc := http.NewResponseController(w)
+	done, err := p.Negotiator.Begin(s, func() { _ = stop(rc, time.Now()) })
+	if err != nil {
+		fail(w, testserver.StatusOf(err), "%v", err)
+		return nil, nil
+	}
+	v = viewOf(s)
+	untrack := func() {}
+	if c := httpx.ConnFrom(r.Context()); c != nil {
+		untrack = v.track(phase, c)
+	}
+	return v, func() { untrack(); done() }
+}
+
 func (p *Provider) latency(w http.ResponseWriter, r *http.Request) {
 	if p.authorize(w, r) == nil {
 		return
@@ -164,17 +186,11 @@ func (p *Provider) download(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusRequestedRangeNotSatisfiable, "%v", err)
 		return
 	}
-	rc := http.NewResponseController(w)
-	done, err := p.Negotiator.Begin(s, func() { _ = rc.SetWriteDeadline(time.Now()) })
-	if err != nil {
-		fail(w, testserver.StatusOf(err), "%v", err)
+	v, finish := p.begin(w, r, s, "download", (*http.ResponseController).SetWriteDeadline)
+	if v == nil {
 		return
 	}
-	defer done()
-	v := viewOf(s)
-	if c := httpx.ConnFrom(r.Context()); c != nil {
-		defer v.track("download", c)()
-	}
+	defer finish()
 	n := end - start + 1
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
@@ -208,21 +224,15 @@ func (p *Provider) upload(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
-	rc := http.NewResponseController(w)
-	done, err := p.Negotiator.Begin(s, func() { _ = rc.SetReadDeadline(time.Now()) })
-	if err != nil {
-		fail(w, testserver.StatusOf(err), "%v", err)
+	v, finish := p.begin(w, r, s, "upload", (*http.ResponseController).SetReadDeadline)
+	if v == nil {
 		return
 	}
-	defer done()
-	v := viewOf(s)
-	if c := httpx.ConnFrom(r.Context()); c != nil {
-		defer v.track("upload", c)()
-	}
+	defer finish()
 	body := http.MaxBytesReader(w, r.Body, spec.MaxUploadBody)
 	var got int64
 	var capped error
-	err = p.receive(body, v, nil, func(k int64) error {
+	err := p.receive(body, v, nil, func(k int64) error {
 		got += k
 		capped = p.Negotiator.Count(s, k)
 		return capped
