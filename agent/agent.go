@@ -7,8 +7,6 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +25,7 @@ import (
 	"github.com/neubot/neubot/agent/peer"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/registry"
+	"github.com/neubot/neubot/internal/token"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/proto/rendezvous"
@@ -161,21 +160,13 @@ func New(opts Options) (*Agent, error) {
 			a.st.AgentID = uuid.NewString() // first start: a random identity, nothing personal
 		}
 		if a.st.PeerID == "" {
-			var p [8]byte
-			if _, err := rand.Read(p[:]); err != nil {
-				return nil, err
-			}
-			a.st.PeerID = "peer-" + hex.EncodeToString(p[:])
+			a.st.PeerID = "peer-" + token.Hex(8)
 		}
 		if err := writeJSON(a.path("state.json"), &a.st); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 	}
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, err
-	}
-	a.csrf = hex.EncodeToString(b[:])
+	a.csrf = token.Hex(16)
 	st, err := OpenStore(a.path("results.db"))
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)

@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 	"github.com/neubot/neubot/agent/web"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/ratelimit"
+	"github.com/neubot/neubot/internal/token"
 	"github.com/neubot/neubot/internal/version"
 )
 
@@ -73,14 +72,12 @@ type apiError struct {
 // otherwise control the agent. Failed attempts are rate limited per
 // address (/64 for IPv6).
 func (a *Agent) protect(next http.Handler) http.Handler {
-	pw := sha256.Sum256([]byte(a.opts.RemotePassword))
 	failures := ratelimit.New(0.2, 5)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.opts.RemotePassword != "" {
 			key := ratelimit.Key(httpx.ClientAddr(r, false))
 			_, got, ok := r.BasicAuth()
-			sum := sha256.Sum256([]byte(got))
-			if !ok || subtle.ConstantTimeCompare(sum[:], pw[:]) != 1 {
+			if !ok || !token.Equal(got, a.opts.RemotePassword) {
 				if !failures.Allow(key, time.Now()) {
 					w.Header().Set("Retry-After", strconv.Itoa(int(failures.RetryAfter(key)/time.Second)))
 					httpx.WriteJSON(w, http.StatusTooManyRequests, apiError{Error: "too many wrong passwords from this address: wait"})
@@ -102,7 +99,7 @@ func (a *Agent) protect(next http.Handler) http.Handler {
 					return
 				}
 			}
-			if subtle.ConstantTimeCompare([]byte(r.Header.Get(CSRFHeader)), []byte(a.csrf)) != 1 {
+			if !token.Equal(r.Header.Get(CSRFHeader), a.csrf) {
 				httpx.WriteJSON(w, http.StatusForbidden, apiError{Error: "missing or wrong " + CSRFHeader + " token"})
 				return
 			}

@@ -23,8 +23,6 @@ package collector
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +35,7 @@ import (
 
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/ratelimit"
+	"github.com/neubot/neubot/internal/token"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
@@ -229,11 +228,7 @@ func (c *Collector) handlePeerRegister(w http.ResponseWriter, r *http.Request) {
 // PeerHelloPath with a fresh nonce and wants both back. It returns why not
 // in words for the volunteer.
 func (c *Collector) connectBack(ctx context.Context, id, url string) (bool, string) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return false, "the collector could not make a nonce: " + err.Error()
-	}
-	nonce := hex.EncodeToString(b[:])
+	nonce := token.Hex(16)
 	ctx, cancel := context.WithTimeout(ctx, PeerCheckTimeout)
 	defer cancel()
 	client := &http.Client{

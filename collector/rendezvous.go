@@ -14,8 +14,6 @@ package collector
 import (
 	"bytes"
 	"cmp"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +32,7 @@ import (
 
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/identity"
+	"github.com/neubot/neubot/internal/token"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
 )
@@ -376,17 +375,14 @@ func (c *Collector) handleRendezvous(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// bearerMatches says whether the Authorization header carries token as a
-// bearer credential. It compares digests in constant time, so that neither
-// the token's bytes nor its length leak through timing.
-func bearerMatches(header, token string) bool {
+// bearerMatches says whether the Authorization header carries want as a
+// bearer credential, compared in constant time (token.Equal).
+func bearerMatches(header, want string) bool {
 	scheme, cred, ok := strings.Cut(header, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
-	got := sha256.Sum256([]byte(strings.TrimSpace(cred)))
-	want := sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+	return token.Equal(strings.TrimSpace(cred), want)
 }
 
 // decodeRendezvous decodes the JSON body of r into v: at most

@@ -2,9 +2,6 @@ package testserver
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +11,7 @@ import (
 
 	"github.com/neubot/neubot/internal/clock"
 	"github.com/neubot/neubot/internal/ratelimit"
+	"github.com/neubot/neubot/internal/token"
 	"github.com/neubot/neubot/proto/negotiate"
 )
 
@@ -229,13 +227,7 @@ type Negotiation struct {
 	TTL      time.Duration
 }
 
-func newToken() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic("testserver: no randomness: " + err.Error())
-	}
-	return hex.EncodeToString(b[:])
-}
+func newToken() string { return token.Hex(16) }
 
 // Negotiate is NegotiateTest for a session of the zero Test, which no
 // provider serves: the negotiator's own tests use it.
@@ -583,7 +575,7 @@ func (n *Negotiator) AuthorizeToken(tok string) (*Session, error) {
 	n.mu.Lock()
 	s := n.byToken[tok]
 	n.mu.Unlock()
-	if s == nil || subtle.ConstantTimeCompare([]byte(s.Token), []byte(tok)) != 1 {
+	if s == nil || !token.Equal(tok, s.Token) {
 		return nil, ErrUnknownToken
 	}
 	switch s.State() {

@@ -2,7 +2,6 @@ package identity
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -13,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/neubot/neubot/internal/token"
 	"github.com/neubot/neubot/proto/rendezvous"
 )
 
@@ -29,9 +29,7 @@ func canonicalRequest(method, path, ts, nonce string, body []byte) []byte {
 // SignRequest sets the signature headers of req, whose body is body, as
 // of now.
 func (k *Key) SignRequest(req *http.Request, body []byte, now time.Time) {
-	var n [16]byte
-	_, _ = rand.Read(n[:])
-	nonce := hex.EncodeToString(n[:])
+	nonce := token.Hex(16)
 	ts := strconv.FormatInt(now.Unix(), 10)
 	sig := k.Sign(canonicalRequest(req.Method, req.URL.EscapedPath(), ts, nonce, body))
 	req.Header.Set(rendezvous.HeaderKey, k.pub)
