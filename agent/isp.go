@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -43,14 +42,8 @@ func (a *Agent) getJSON(ctx context.Context, u string, v any) error {
 	if err != nil {
 		return err
 	}
-	ans, err := httpx.Fetch(a.http, req, 1<<20)
-	switch {
-	case ans == nil || err != nil:
-		return err
-	case ans.Status != http.StatusOK:
-		return fmt.Errorf("%s answered %s", u, ans.StatusLine())
-	}
-	return json.Unmarshal(ans.Body, v)
+	_, err = httpx.FetchJSON(a.http, req, 1<<20, v)
+	return err
 }
 
 // CompareISP asks the public API which provider the agent is on and that

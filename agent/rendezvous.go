@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -29,16 +28,15 @@ func Rendezvous(ctx context.Context, client *http.Client, collectorURL string, r
 	if err != nil {
 		return nil, fmt.Errorf("rendezvous: %w", err)
 	}
-	a, err := httpx.Fetch(client, hreq, rendezvous.MaxRendezvousBodyBytes)
-	switch {
-	case a == nil || err != nil:
-		return nil, fmt.Errorf("rendezvous: %w", err)
-	case a.Status != http.StatusOK:
-		return nil, fmt.Errorf("rendezvous: the collector at %s answered %s", collectorURL, a.StatusLine())
-	}
 	var rr rendezvous.RendezvousResponse
-	if err := json.Unmarshal(a.Body, &rr); err != nil {
+	a, err := httpx.FetchJSON(client, hreq, rendezvous.MaxRendezvousBodyBytes, &rr)
+	switch {
+	case a != nil && a.Status != http.StatusOK:
+		return nil, fmt.Errorf("rendezvous: the collector at %s answered %s", collectorURL, a.StatusLine())
+	case errors.Is(err, httpx.ErrNotJSON):
 		return nil, fmt.Errorf("rendezvous: the collector's answer: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("rendezvous: %w", err)
 	}
 	return &rr, nil
 }

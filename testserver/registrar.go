@@ -14,7 +14,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/neubot/neubot/internal/httpx"
@@ -204,7 +203,7 @@ func statusError(a *httpx.Answer, seconds func(int) time.Duration) *StatusError 
 	if len(e.Reason) > 512 {
 		e.Reason = e.Reason[:512] + "..."
 	}
-	if s, err := strconv.Atoi(a.Header.Get("Retry-After")); err == nil && s > 0 {
+	if s := a.RetryAfter(); s > 0 {
 		e.RetryAfter = seconds(min(s, maxHeartbeat))
 	}
 	return e

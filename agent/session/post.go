@@ -2,7 +2,7 @@ package session
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -34,17 +34,16 @@ func PostJSON(ctx context.Context, client *http.Client, test, op, url, token str
 	if token != "" {
 		req.Header.Set(negotiate.TokenHeader, negotiate.BearerPrefix+token)
 	}
-	a, err := httpx.Fetch(client, req, limit)
+	a, err := httpx.FetchJSON(client, req, limit, out)
 	switch {
 	case a == nil:
 		return fmt.Errorf("%s %s: cannot reach the test server: %w", test, op, err)
 	case a.Status != http.StatusOK:
 		return refusal(test, op, a)
+	case errors.Is(err, httpx.ErrNotJSON):
+		return &ProtocolError{Test: test, Op: op, Status: a.Status, Msg: "bad answer: " + err.Error()}
 	case err != nil:
 		return fmt.Errorf("%s %s: %w", test, op, err)
-	}
-	if err := json.Unmarshal(a.Body, out); err != nil {
-		return &ProtocolError{Test: test, Op: op, Status: a.Status, Msg: "bad answer: " + err.Error()}
 	}
 	return nil
 }

@@ -11,9 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/neubot/neubot/agent/plugin"
@@ -28,10 +26,10 @@ import (
 type ProtocolError = plugin.ProtocolError
 
 // Refused reads the JSON error of a refused request ({"error": "..."})
-// into a *ProtocolError.
+// into a *ProtocolError, and closes resp's body.
 func Refused(test, op string, resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxRefusal))
-	return refusal(test, op, &httpx.Answer{Status: resp.StatusCode, Body: b})
+	a, _ := httpx.Read(resp, maxRefusal)
+	return refusal(test, op, a)
 }
 
 // maxRefusal bounds the text of a refusal.
@@ -61,7 +59,7 @@ func Slot(ctx context.Context, client *http.Client, test, url, uid string, progr
 			return "", fmt.Errorf("%s: cannot reach the test server: %w", test, err)
 		}
 		if a.Status == http.StatusTooManyRequests || a.Status == http.StatusServiceUnavailable {
-			wait, _ := strconv.Atoi(a.Header.Get("Retry-After"))
+			wait := a.RetryAfter()
 			err := refusal(test, "negotiate", a)
 			if wait <= 0 || wait > 60 {
 				return "", err

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -233,7 +232,7 @@ func post(ctx context.Context, client *http.Client, collectorURL string, b body,
 		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 			last = fmt.Errorf("simulate: the collector answered %s for records %d..%d: %s",
 				resp.StatusLine(), b.first+1, b.first+len(b.uids), ans.Error)
-			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			if s := resp.RetryAfter(); s > 0 {
 				wait = min(time.Duration(s)*time.Second, maxWait)
 			}
 			continue

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -64,8 +65,16 @@ func Fetch(client *http.Client, req *http.Request, limit int64) (*Answer, error)
 	if err != nil {
 		return nil, err
 	}
+	return Read(resp, limit)
+}
+
+// Read reads at most limit bytes of resp's body and closes it, as Fetch
+// does: for a response that came another way (a refused WebSocket
+// handshake).
+func Read(resp *http.Response, limit int64) (*Answer, error) {
 	defer resp.Body.Close()
 	a := &Answer{Status: resp.StatusCode, Header: resp.Header}
+	var err error
 	a.Body, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if int64(len(a.Body)) > limit {
 		a.Body, a.Truncated = a.Body[:limit], true
@@ -74,4 +83,48 @@ func Fetch(client *http.Client, req *http.Request, limit int64) (*Answer, error)
 		return a, fmt.Errorf("the answer broke off: %w", err)
 	}
 	return a, nil
+}
+
+// FetchJSON is Fetch for an exchange whose answer is JSON: the body of a
+// 200 OK answer is decoded into out. The answer is nil when the server
+// could not be reached; another status is a *StatusError, returned with
+// the answer (whose refusal the caller may read); a body that broke off or
+// is not JSON of out's type is an error (ErrNotJSON for the latter).
+func FetchJSON(client *http.Client, req *http.Request, limit int64, out any) (*Answer, error) {
+	a, err := Fetch(client, req, limit)
+	switch {
+	case err != nil:
+		return a, err
+	case a.Status != http.StatusOK:
+		return a, &StatusError{URL: req.URL.String(), Answer: a}
+	}
+	if err := json.Unmarshal(a.Body, out); err != nil {
+		return a, fmt.Errorf("%w: %w", ErrNotJSON, err)
+	}
+	return a, nil
+}
+
+// ErrNotJSON is the error of FetchJSON for an answer that is not JSON of
+// the type asked for.
+var ErrNotJSON = errors.New("not the JSON answer expected")
+
+// StatusError is the error of FetchJSON for an answer other than 200 OK.
+type StatusError struct {
+	URL    string
+	Answer *Answer
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s answered %s", e.URL, e.Answer.StatusLine())
+}
+
+// RetryAfter is the wait the answer's Retry-After header asks for, in
+// seconds; 0 when it asks for none (absent, not a positive number of
+// seconds).
+func (a *Answer) RetryAfter() int {
+	s, err := strconv.Atoi(a.Header.Get("Retry-After"))
+	if err != nil || s < 0 {
+		return 0
+	}
+	return s
 }
