@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -151,14 +150,6 @@ func viewOf(s *testserver.Session) *view {
 
 var fail = testserver.Fail
 
-func clientHost(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 // session finds the session of an upgrade request: its access_token, or
 // an Authorization header, or (AllowUntokened) a session made for it alone,
 // which the caller releases (implicit is true).
@@ -180,7 +171,7 @@ func (p *Provider) session(r *http.Request, q url.Values) (s *testserver.Session
 	if !p.AllowUntokened {
 		return nil, false, http.StatusUnauthorized, fmt.Errorf("no %s: ask %s or %s for one", spec.AccessTokenParam, spec.NegotiatePath, spec.LocatePath)
 	}
-	n, err := p.Negotiator.NegotiateTest(r.Context(), name, "", "", clientHost(r))
+	n, err := p.Negotiator.NegotiateTest(r.Context(), name, "", "", httpx.ClientAddr(r, false))
 	if err != nil {
 		return nil, false, testserver.StatusOf(err), err
 	}
@@ -542,7 +533,7 @@ func round3(x float64) float64 { return float64(int64(x*1000+0.5)) / 1000 }
 // place in the queue: the client asks again.
 func (p *Provider) locate(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	n, err := p.Negotiator.NegotiateTest(r.Context(), name, "", "", clientHost(r))
+	n, err := p.Negotiator.NegotiateTest(r.Context(), name, "", "", httpx.ClientAddr(r, false))
 	if err == nil && !n.Unchoked {
 		p.Negotiator.Withdraw(n.Session)
 		err = testserver.ErrQueueFull

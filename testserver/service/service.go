@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -242,11 +241,7 @@ func (s *Service) negotiateTest(w http.ResponseWriter, r *http.Request, test tes
 		httpx.WriteJSON(w, http.StatusBadRequest, negotiate.Error{Error: "token or measurement_uid too long"})
 		return
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	n, err := s.neg.NegotiateTest(r.Context(), test, req.Token, req.MeasurementUID, host)
+	n, err := s.neg.NegotiateTest(r.Context(), test, req.Token, req.MeasurementUID, httpx.ClientAddr(r, false))
 	if err != nil {
 		code := testserver.StatusOf(err)
 		if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
