@@ -7,7 +7,6 @@ package testserver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -179,19 +178,19 @@ func (r *Registrar) Register(ctx context.Context) (rendezvous.RegistrationAck, e
 	if client == nil {
 		client = http.DefaultClient
 	}
-	a, err := httpx.Fetch(client, req, maxAckBytes)
+	a, err := httpx.FetchJSON(client, req, maxAckBytes, &ack)
+	var refused *httpx.StatusError
 	switch {
 	case a == nil:
 		return ack, err
-	case err != nil:
-		return ack, fmt.Errorf("read the collector's answer: %w", err)
 	case a.Truncated:
 		return ack, fmt.Errorf("the collector's answer is over %d bytes", maxAckBytes)
-	case a.Status != http.StatusOK:
+	case errors.As(err, &refused):
 		return ack, statusError(a, r.seconds)
-	}
-	if err := json.Unmarshal(a.Body, &ack); err != nil {
+	case errors.Is(err, httpx.ErrNotJSON):
 		return ack, fmt.Errorf("the collector's answer is not a registration ack: %w", err)
+	case err != nil:
+		return ack, fmt.Errorf("read the collector's answer: %w", err)
 	}
 	return ack, nil
 }
