@@ -2,6 +2,7 @@ package httpx_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -47,7 +48,7 @@ func TestFetch(t *testing.T) {
 	}
 	a, err = fetch("/refuse", 100)
 	if err != nil || a.Status != http.StatusTooManyRequests || a.ErrorText() != "slow down" ||
-		a.Header.Get("Retry-After") != "7" || a.StatusLine() != "429 Too Many Requests" {
+		a.RetryAfter() != 7 || a.StatusLine() != "429 Too Many Requests" {
 		t.Errorf("refusal: %+v (%q, %q), %v", a, a.ErrorText(), a.StatusLine(), err)
 	}
 	a, err = fetch("/long", 10)
@@ -61,6 +62,27 @@ func TestFetch(t *testing.T) {
 	a, err = fetch("/broken", 1000)
 	if a == nil || err == nil || string(a.Body) != "short" || !strings.Contains(err.Error(), "broke off") {
 		t.Errorf("broken answer: %+v, %v", a, err)
+	}
+
+	fetchJSON := func(path string) (*httpx.Answer, error) {
+		t.Helper()
+		req, _, _ := httpx.NewJSONRequest(ctx, http.MethodPost, srv.URL+path, nil)
+		var v struct{ OK bool }
+		a, err := httpx.FetchJSON(srv.Client(), req, 1000, &v)
+		if err == nil && !v.OK {
+			t.Errorf("FetchJSON %s decoded %+v", path, v)
+		}
+		return a, err
+	}
+	var refused *httpx.StatusError
+	if a, err := fetchJSON("/"); err != nil || a.RetryAfter() != 0 {
+		t.Errorf("FetchJSON of a JSON answer: %+v, %v", a, err)
+	}
+	if a, err := fetchJSON("/refuse"); !errors.As(err, &refused) || refused.Answer != a || !strings.HasSuffix(err.Error(), "/refuse answered 429 Too Many Requests") {
+		t.Errorf("FetchJSON of a refusal: %+v, %v", a, err)
+	}
+	if _, err := fetchJSON("/long"); !errors.Is(err, httpx.ErrNotJSON) {
+		t.Errorf("FetchJSON of an answer that is not JSON: %v", err)
 	}
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
