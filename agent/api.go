@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -92,12 +91,9 @@ func (a *Agent) protect(next http.Handler) http.Handler {
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			if o := r.Header.Get("Origin"); o != "" {
-				u, err := url.Parse(o)
-				if err != nil || !strings.EqualFold(u.Host, r.Host) {
-					httpx.WriteJSON(w, http.StatusForbidden, apiError{Error: "cross-origin request refused"})
-					return
-				}
+			if !httpx.SameOrigin(r) {
+				httpx.WriteJSON(w, http.StatusForbidden, apiError{Error: "cross-origin request refused"})
+				return
 			}
 			if !token.Equal(r.Header.Get(CSRFHeader), a.csrf) {
 				httpx.WriteJSON(w, http.StatusForbidden, apiError{Error: "missing or wrong " + CSRFHeader + " token"})

@@ -52,6 +52,7 @@ import (
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/identity"
+	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/proto/ingest"
 	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -72,16 +73,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench/soak:", err)
 		os.Exit(1)
 	}
-}
-
-// freePort returns a loopback port free now.
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // clientFrom is an HTTP client whose connections come from a loopback
@@ -157,7 +148,9 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 	}
 	ports := map[string]int{}
 	for _, k := range []string{"clickhouse", "collector", "testserver", "bittorrent", "neutral", "agent", "agent-peer", "publish"} {
-		ports[k] = freePort()
+		if ports[k], err = localch.FreePort(); err != nil {
+			return err
+		}
 	}
 	addr := func(k string) string { return "127.0.0.1:" + strconv.Itoa(ports[k]) }
 	logf, err := os.Create(filepath.Join(dir, "up.log"))

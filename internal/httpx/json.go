@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"strings"
 )
 
 // WriteJSON answers with status code and v as JSON: the one JSON reply of
@@ -29,6 +31,19 @@ func WriteJSON(w http.ResponseWriter, code int, v any) {
 	}
 	w.WriteHeader(code)
 	_, _ = w.Write(b.Bytes())
+}
+
+// SameOrigin says whether r comes from a page of the site it asks (its
+// Origin's host is its Host, in any case), or from a client that is not a
+// browser (no Origin): the check that keeps other sites' pages from using
+// an endpoint from their visitors' browsers.
+func SameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
 // PageHeaders sets the headers every web page of the project is served

@@ -119,7 +119,7 @@ func NewProvider(p Provider) *Provider {
 		ReadBufferSize:   64 << 10,
 		WriteBufferSize:  64 << 10,
 		Subprotocols:     []string{spec.SecWebSocketProtocol},
-		CheckOrigin:      sameOrigin,
+		CheckOrigin:      httpx.SameOrigin, // a page of another site may not run tests from its visitors' browsers
 	}
 	return &p
 }
@@ -192,7 +192,7 @@ func (p *Provider) subtest(w http.ResponseWriter, r *http.Request, kind string) 
 		fail(w, http.StatusBadRequest, "the WebSocket subprotocol must be %s", spec.SecWebSocketProtocol)
 		return
 	}
-	if !sameOrigin(r) {
+	if !httpx.SameOrigin(r) {
 		// Before the token is looked at, so that a refused page cannot
 		// use up a visitor's subtest.
 		fail(w, http.StatusForbidden, "upgrades from pages of other sites are not allowed")
@@ -287,17 +287,6 @@ func (p *Provider) subtest(w http.ResponseWriter, r *http.Request, kind string) 
 		v.upload = sv
 	}
 	v.mu.Unlock()
-}
-
-// sameOrigin: a page of another site may not run tests from its visitors'
-// browsers (clients that are not browsers send no Origin).
-func sameOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
 func hasSubprotocol(r *http.Request) bool {
