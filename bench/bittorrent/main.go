@@ -77,33 +77,21 @@ func main() {
 	// The byte-count scenario: longer flows, download only; 4 kinds x 3
 	// repetitions x 5 s = 60 s, or with duels 8 duels of 8 s of
 	// BitTorrent on ports 6881 and 9776 = 64 s.
-	// The byte-count scenario: the longer-flow option, run as duels
-	// (methodology 3) of BitTorrent on port 6881 against BitTorrent on
-	// the neutral port, in both directions at once: 8 duels of 8 s, about
-	// 67 s. Its flows are long enough for a trigger of some megabytes to
-	// fall in their first half, their tails (4 s) longer than the cross
-	// traffic's longest burst, and each direction has 8 pairs: one pair
-	// that the cross traffic spoils does not hide the throttle (6 pairs,
-	// as sequential flows of 5 s give in 60 s, need all 6).
-	long := bittorrent.Config{Repetitions: *reps, FlowDuration: *longFlow, Duels: !*longSequential,
-		Kinds: []string{schemas.FlowBitTorrent, schemas.FlowNeutral}}
+	// The byte-count scenario: the configuration for triggered throttling
+	// (bittorrent.Triggered: 8 duels of 8 s, BitTorrent on 6881 against
+	// the neutral port, both directions at once, about 67 s), or with
+	// -long-sequential the fourth session's: methodology 2's flows one
+	// after the other, download only, 4 kinds x 3 repetitions x 5 s.
+	long := bittorrent.Triggered()
 	if *longSequential {
-		// Methodology 2's flows one after the other, download only,
-		// 4 kinds x 3 repetitions x 5 s = 60 s (the fourth session's).
-		long.Directions = []string{schemas.DirDownload}
-		long.Kinds = []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}
-		if long.Repetitions == 0 {
-			long.Repetitions = 3
-		}
-		if long.FlowDuration == 0 {
-			long.FlowDuration = 5 * time.Second
-		}
+		long = bittorrent.Config{Repetitions: 3, FlowDuration: 5 * time.Second, Directions: []string{schemas.DirDownload},
+			Kinds: []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}}
 	}
-	if long.Repetitions == 0 {
-		long.Repetitions = 8
+	if *reps > 0 {
+		long.Repetitions = *reps
 	}
-	if long.FlowDuration == 0 {
-		long.FlowDuration = 8 * time.Second
+	if *longFlow > 0 {
+		long.FlowDuration = *longFlow
 	}
 	var scs []*scenario
 	if *nullRuns > 0 {
