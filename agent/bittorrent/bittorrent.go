@@ -68,6 +68,19 @@ type Config struct {
 	MaxFlowBytes int64
 }
 
+// Triggered is the configuration for throttling that starts after a byte
+// count or a delay (spec/bittorrent.md, "Longer flows"): methodology 3's
+// duels of 8 s flows, BitTorrent on its port against BitTorrent on the
+// neutral port, in both directions at once; 8 duels, about 67 s. A
+// trigger of some megabytes falls in the first half of such a flow, the
+// tail (4 s) outlasts short bursts of cross traffic, and each direction
+// has 8 pairs, so that one pair spoiled by cross traffic does not hide
+// the throttle. It sees the port factor only: a trigger keyed on the
+// payload also reads as port.
+func Triggered() Config {
+	return Config{Duels: true, Repetitions: 8, FlowDuration: 8 * time.Second, Kinds: []string{schemas.FlowBitTorrent, schemas.FlowNeutral}}
+}
+
 func (c *Config) defaults() {
 	if c.Repetitions <= 0 {
 		c.Repetitions = 4

@@ -149,3 +149,39 @@ func TestListenerGate(t *testing.T) {
 		t.Fatalf("an unknown key got %d bytes, %v; want the connection closed", n, err)
 	}
 }
+
+// TestTriggered checks the configuration for triggered throttling: its
+// duels are BitTorrent on its port against BitTorrent on the neutral port,
+// they fit the client's flow budget with room for the handshakes, and 8
+// pairs a direction decide differentiation with one pair spoiled (7 of 8
+// slower) but not with two.
+func TestTriggered(t *testing.T) {
+	cfg := bittorrent.Triggered()
+	slots := wire.Plan(cfg.Kinds, cfg.Repetitions, 3)
+	if len(slots) != 8 {
+		t.Fatalf("%d duels, want 8", len(slots))
+	}
+	for _, s := range slots {
+		got := []string{s[0].Kind, s[1].Kind}
+		slices.Sort(got)
+		if !slices.Equal(got, []string{schemas.FlowBitTorrent, schemas.FlowNeutral}) || s[0].Host == s[1].Host {
+			t.Fatalf("duel %v: want bittorrent against neutral, to two addresses", s)
+		}
+	}
+	if d := time.Duration(len(slots)) * cfg.FlowDuration; d > 70*time.Second {
+		t.Fatalf("%v of duels: leaves too little of the 80 s flow budget", d)
+	}
+	for spoiled, want := range map[int]string{1: schemas.OutcomeDifferentiation, 2: schemas.OutcomeNone} {
+		var pairs []wire.Pair
+		for i := range slots {
+			tested := wire.FlowStat{Rate: 4, OK: true}
+			if i < spoiled {
+				tested.Rate = 10
+			}
+			pairs = append(pairs, wire.Pair{Tested: tested, Controls: []wire.FlowStat{{Rate: 10, OK: true}}})
+		}
+		if got := wire.ComparePairs(pairs, wire.Criteria.Alpha).Outcome; got != want {
+			t.Errorf("%d of %d pairs spoiled: %s, want %s", spoiled, len(pairs), got, want)
+		}
+	}
+}

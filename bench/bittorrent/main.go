@@ -44,7 +44,9 @@ func main() {
 	share := flag.Float64("share", 0.2, "share of the link left to the slow class")
 	reps := flag.Int("reps", 0, "repetitions of each kind of flow per direction (0: the default methodology)")
 	flow := flag.Duration("flow", 0, "flow duration (0: the default methodology)")
-	longFlow := flag.Duration("long-flow", 0, "flow duration of the byte-count scenario (download only; 0: 5 s, 8 s with -duels)")
+	longFlow := flag.Duration("long-flow", 0, "flow duration of the byte-count scenario (0: 8 s; 5 s with -long-sequential)")
+	longSequential := flag.Bool("long-sequential", true, "run the byte-count scenario as sequential flows (methodology 2, download only, 4 kinds x 3 repetitions; false: bittorrent.Triggered, duels, which detected only 3 of 10 under cross traffic on 2026-12-03)")
+	bytesNullRuns := flag.Int("bytes-null-runs", -1, "tests with the byte-count scenario's methodology on the neutral link when the bytes policy is played (-1: half of -null-runs)")
 	duels := flag.Bool("duels", false, "run methodology 3 (flows two at a time, agent/bittorrent Config.Duels)")
 	trigger := flag.Int64("trigger-bytes", triggerBytes, "bytes after which the byte-count policy throttles a connection")
 	crossTraffic := flag.Bool("cross", false, "add on-off cross traffic (one TCP flow on another port, 0.5-3 s on, 0.5-3 s off)")
@@ -75,22 +77,21 @@ func main() {
 	// The byte-count scenario: longer flows, download only; 4 kinds x 3
 	// repetitions x 5 s = 60 s, or with duels 8 duels of 8 s of
 	// BitTorrent on ports 6881 and 9776 = 64 s.
-	long := bittorrent.Config{Repetitions: *reps, FlowDuration: *longFlow, Directions: []string{schemas.DirDownload}, Duels: *duels,
-		Kinds: []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}}
-	if long.Repetitions == 0 {
-		long.Repetitions = 3
+	// The byte-count scenario: the configuration for triggered throttling
+	// (bittorrent.Triggered: 8 duels of 8 s, BitTorrent on 6881 against
+	// the neutral port, both directions at once, about 67 s), or with
+	// -long-sequential the fourth session's: methodology 2's flows one
+	// after the other, download only, 4 kinds x 3 repetitions x 5 s.
+	long := bittorrent.Triggered()
+	if *longSequential {
+		long = bittorrent.Config{Repetitions: 3, FlowDuration: 5 * time.Second, Directions: []string{schemas.DirDownload},
+			Kinds: []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}}
 	}
-	if long.FlowDuration == 0 {
-		long.FlowDuration = 5 * time.Second
+	if *reps > 0 {
+		long.Repetitions = *reps
 	}
-	if *duels {
-		long.Kinds = []string{schemas.FlowBitTorrent, schemas.FlowNeutral}
-		if *reps == 0 {
-			long.Repetitions = 8
-		}
-		if *longFlow == 0 {
-			long.FlowDuration = 8 * time.Second
-		}
+	if *longFlow > 0 {
+		long.FlowDuration = *longFlow
 	}
 	var scs []*scenario
 	if *nullRuns > 0 {
@@ -107,6 +108,13 @@ func main() {
 			sc.attr = schemas.AttributionHost
 		case policyBytes:
 			sc.attr, sc.cfg = schemas.AttributionPort, long
+			n := *bytesNullRuns
+			if n < 0 {
+				n = *nullRuns / 2
+			}
+			if n > 0 {
+				scs = append(scs, &scenario{policy: policyBytesNone, cfg: long, runs: n, want: schemas.OutcomeNone})
+			}
 		case policySNI:
 			sc.attr = schemas.AttributionPayload
 			n := *sniNullRuns
@@ -124,7 +132,9 @@ func main() {
 			fmt.Fprintf(os.Stderr, "bench/bittorrent: unknown policy %q\n", p)
 			os.Exit(2)
 		}
-		scs = append(scs, sc)
+		if sc.runs > 0 {
+			scs = append(scs, sc)
+		}
 	}
 	if *mode != modeTwoStage && *mode != modeLo {
 		fmt.Fprintf(os.Stderr, "bench/bittorrent: unknown topology %q\n", *mode)
@@ -200,8 +210,19 @@ func (s *scenario) tally(r result, log *os.File) {
 
 func (s *scenario) name() string {
 	switch s.policy {
-	case policyBytes:
-		return fmt.Sprintf("bytes (after %.0f MB, %v flows, download)", float64(triggerBytes)/1e6, s.cfg.FlowDuration)
+	case policyBytes, policyBytesNone:
+		dirs := strings.Join(s.cfg.Directions, "+")
+		if dirs == "" {
+			dirs = "both directions"
+		}
+		how := fmt.Sprintf("%d duels of %v, %s", s.cfg.Repetitions, s.cfg.FlowDuration, dirs)
+		if !s.cfg.Duels {
+			how = fmt.Sprintf("%d x %d flows of %v, %s", s.cfg.Repetitions, len(s.cfg.Kinds), s.cfg.FlowDuration, dirs)
+		}
+		if s.policy == policyBytesNone {
+			return "none, byte-count scenario's test (" + how + ")"
+		}
+		return fmt.Sprintf("bytes (after %.0f MB; %s)", float64(triggerBytes)/1e6, how)
 	case policySNI:
 		return fmt.Sprintf("sni (replay tls-video, %s)", replay.DefaultSNI)
 	case policySNINone:
@@ -367,7 +388,7 @@ func bench(scs []*scenario, sh shaping, mode string, crossTraffic bool, parallel
 		fmt.Printf("| %s | %d | %d (%s) | %d | %d | %d | %d | %s | %d | %.1f / %.1f |\n", s.name(), len(s.results), s.right, want,
 			s.outcomes[schemas.OutcomeDifferentiation], s.outcomes[schemas.OutcomeBlocked], s.outcomes[schemas.OutcomeNone], s.outcomes[schemas.OutcomeInconclusive],
 			strings.Join(attrs, ", "), s.flows, schemas.Median(secs), secs[len(secs)-1])
-		if s.policy == policyNone || s.policy == policySNINone {
+		if s.policy == policyNone || s.policy == policySNINone || s.policy == policyBytesNone {
 			if alarms := s.outcomes[schemas.OutcomeDifferentiation] + s.outcomes[schemas.OutcomeBlocked]; alarms*20 > len(s.results) {
 				ok = false
 			}

@@ -58,8 +58,12 @@ type netns struct {
 	policy string // of the policy helper started next
 }
 
-// nsPrefix begins the name of every namespace the bench makes.
-const nsPrefix = "s4b-bt-"
+// nsPrefix begins the name of every namespace the bench makes; the name
+// goes on with the set's tag and the process id (newNetns), so that two
+// runs at once, of the bench or of its test, never share a namespace. The
+// veth devices (topology.go) are made inside those namespaces, where no
+// other run sees them.
+const nsPrefix = "s5b-bt-"
 
 func (n *netns) close() {
 	for _, name := range n.names() {

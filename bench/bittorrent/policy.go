@@ -54,8 +54,10 @@ const (
 	policyReset   = "reset"
 	policyBytes   = "bytes"
 	policySNI     = "sni"
-	// policySNINone is the neutral link under the replay test.
-	policySNINone = "sni-none"
+	// policySNINone is the neutral link under the replay test,
+	// policyBytesNone under the byte-count scenario's test.
+	policySNINone   = "sni-none"
+	policyBytesNone = "bytes-none"
 )
 
 // triggerBytes is the byte count after which the bytes policy throttles a

@@ -20,7 +20,7 @@ import (
 // to compare decision rules on the same flows.
 func redecide(files []string) error {
 	want := map[string][2]string{
-		policyNone: {schemas.OutcomeNone, ""}, policySNINone: {schemas.OutcomeNone, ""},
+		policyNone: {schemas.OutcomeNone, ""}, policySNINone: {schemas.OutcomeNone, ""}, policyBytesNone: {schemas.OutcomeNone, ""},
 		policyPort: {schemas.OutcomeDifferentiation, schemas.AttributionPort}, policyPayload: {schemas.OutcomeDifferentiation, schemas.AttributionPayload},
 		policyHost: {schemas.OutcomeDifferentiation, schemas.AttributionHost}, policySNI: {schemas.OutcomeDifferentiation, schemas.AttributionPayload},
 		policyBytes: {schemas.OutcomeDifferentiation, schemas.AttributionPort}, policyReset: {schemas.OutcomeBlocked, schemas.AttributionPayload},

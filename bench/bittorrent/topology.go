@@ -49,17 +49,17 @@ type topology struct {
 	DPITap, DPIRead string
 }
 
-// The veth devices of the bench: every name begins with the prefix of
-// this session's namespaces (nsPrefix without the rest).
+// The veth devices of the bench, made inside its own namespaces: every
+// name begins with the prefix of its namespaces (nsPrefix without the rest).
 const (
-	devServer       = "s4bsp" // server -> policy box
-	devPolicyServer = "s4bps" // policy box -> server (upload's policy)
-	devPolicyAccess = "s4bpa" // policy box -> access router (download's policy)
-	devAccessPolicy = "s4bap" // access router -> policy box (upload's bottleneck)
-	devAccessClient = "s4bac" // access router -> client (download's bottleneck)
-	devClient       = "s4bca" // client -> access router
-	dpiTap          = "s4bdpi0"
-	dpiRead         = "s4bdpi1"
+	devServer       = "s5bsp" // server -> policy box
+	devPolicyServer = "s5bps" // policy box -> server (upload's policy)
+	devPolicyAccess = "s5bpa" // policy box -> access router (download's policy)
+	devAccessPolicy = "s5bap" // access router -> policy box (upload's bottleneck)
+	devAccessClient = "s5bac" // access router -> client (download's bottleneck)
+	devClient       = "s5bca" // client -> access router
+	dpiTap          = "s5bdpi0"
+	dpiRead         = "s5bdpi1"
 )
 
 func (t topology) names() []string {
@@ -119,9 +119,12 @@ func newNetns(tag, mode string) (*netns, error) {
 		n.ReplayAddr, n.CrossAddr = "10.181.1.4:443", "10.181.1.9:5001"
 		// Each link: a veth pair, an address on each side, up; packets of
 		// one MTU (no segmentation offload), so that every queue holds
-		// what its limit says.
+		// what its limit says; one queue each way, as on any machine
+		// (veth otherwise gets one per possible CPU, which differs from
+		// machine to machine).
 		link := func(a, devA, addrA, b, devB, addrB string) {
-			ip(a, "link", "add", devA, "type", "veth", "peer", "name", devB, "netns", b)
+			ip(a, "link", "add", devA, "numtxqueues", "1", "numrxqueues", "1",
+				"type", "veth", "peer", "name", devB, "numtxqueues", "1", "numrxqueues", "1", "netns", b)
 			for _, s := range [][3]string{{a, devA, addrA}, {b, devB, addrB}} {
 				ip(s[0], "link", "set", s[1], "gso_max_segs", "1")
 				ip(s[0], "addr", "add", s[2], "dev", s[1])

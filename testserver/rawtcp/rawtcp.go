@@ -34,19 +34,28 @@ type Server struct {
 // error (a flow refused or failed) is logged at debug level as a word of
 // the failure vocabulary.
 func (s *Server) Serve(l net.Listener, handle func(net.Conn) error) {
-	s.mu.Lock()
-	if s.listeners == nil {
-		s.listeners, s.conns = map[net.Listener]bool{}, map[net.Conn]bool{}
-	}
-	if s.closed {
-		s.mu.Unlock()
+	if !s.track(func() { s.listeners[l] = true }) {
 		l.Close()
 		return
 	}
-	s.listeners[l] = true
-	s.wg.Add(1)
-	s.mu.Unlock()
 	go s.accept(l, handle)
+}
+
+// track registers a listener or a connection (add) and its goroutine, so
+// that Close ends and waits for it; false, registering nothing, once the
+// server is closed.
+func (s *Server) track(add func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.listeners == nil {
+		s.listeners, s.conns = map[net.Listener]bool{}, map[net.Conn]bool{}
+	}
+	add()
+	s.wg.Add(1)
+	return true
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -79,15 +88,10 @@ func (s *Server) accept(l net.Listener, handle func(net.Conn) error) {
 			continue
 		}
 		backoff = 0
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		if !s.track(func() { s.conns[c] = true }) {
 			c.Close()
 			return
 		}
-		s.conns[c] = true
-		s.wg.Add(1)
-		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
 			if err := handle(c); err != nil {

@@ -58,17 +58,18 @@ type counted struct {
 func (c *counted) Read(p []byte) (int, error) {
 	c.Conn.SetReadDeadline(time.Now().Add(c.stall))
 	n, err := c.Conn.Read(p)
-	c.received.Add(int64(n))
-	if c.onIO != nil {
-		c.onIO()
-	}
-	return n, err
+	return c.count(c.received, n, err)
 }
 
 func (c *counted) Write(p []byte) (int, error) {
 	c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
 	n, err := c.Conn.Write(p)
-	c.sent.Add(int64(n))
+	return c.count(c.sent, n, err)
+}
+
+// count adds the n bytes of a read or write to total and tells onIO.
+func (c *counted) count(total *atomic.Int64, n int, err error) (int, error) {
+	total.Add(int64(n))
 	if c.onIO != nil {
 		c.onIO()
 	}
