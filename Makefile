@@ -29,9 +29,19 @@ up: build
 	./bin/neubot-server up --data $(DATA)
 
 ## test: lint, the whole test suite against a real ClickHouse, brief fuzzing.
+## go test runs the packages' tests -p at a time (one per CPU) in the order
+## given: the longest go first (SLOWEST), so that none of them starts last
+## and runs alone at the end. The fuzz targets' test binaries are built
+## meanwhile, at the lowest CPU priority (they take the time the tests
+## leave idle), and the fuzzing runs after the tests, on the whole machine.
+SLOWEST := ./cmd/neubot-server ./internal/chdb ./analytics ./bench/speedtest ./publish ./collector ./bench/bittorrent
 test: setup lint
-	$(GO) test -count=1 -timeout 20m ./...
-	$(MAKE) --no-print-directory fuzz
+	@bins=$$(mktemp -d); trap 'rm -rf "$$bins"' EXIT; \
+	GO=$(GO) FUZZ_BIN_DIR=$$bins nice -n 19 scripts/fuzz build >"$$bins/build.log" 2>&1 & build=$$!; \
+	$(GO) test -count=1 -timeout 20m $(SLOWEST) ./...; tests=$$?; \
+	if ! wait $$build; then cat "$$bins/build.log"; exit 1; fi; \
+	[ $$tests = 0 ] || exit $$tests; \
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ_BIN_DIR=$$bins scripts/fuzz
 
 ## test-cluster: only the ClickHouse cluster tests (2 shards × 2 replicas and
 ## ZooKeeper on loopback; `make test` runs them too, with everything else).

@@ -145,20 +145,7 @@ func TestUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var n uint64
-		if err := conn.QueryRow(context.Background(), "SELECT count() FROM speedtest FINAL WHERE client_asn != 0").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d annotated rows after 30 s, want 3", n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitRows(t, conn, "3 annotated rows", 30*time.Second, equal(3), "SELECT count() FROM speedtest FINAL WHERE client_asn != 0")
 	// The whole chain of up: the agent (after consent in its API) finds
 	// the test server through the rendezvous, tests, and the server's
 	// merged record and the agent's copy reach ClickHouse as one row.
@@ -183,20 +170,8 @@ func TestUp(t *testing.T) {
 			t.Fatalf("POST %s: %d", call.path, resp.StatusCode)
 		}
 	}
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		var n, authority uint64
-		if err := conn.QueryRow(context.Background(), "SELECT count(), sum(authority) FROM speedtest FINAL WHERE server_id = 'local'").Scan(&n, &authority); err != nil {
-			t.Fatal(err)
-		}
-		if n == 1 && authority == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent's test is not in ClickHouse after 60 s (%d rows)", n)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitRows(t, conn, "the agent's test, one row with the server's authority", 60*time.Second, equal(1, 1),
+		"SELECT count(), sum(authority) FROM speedtest FINAL WHERE server_id = 'local'")
 	// `publish export` of today: the agent's test, a real one, is in it.
 	today := time.Now().UTC().Format(time.DateOnly)
 	dsDir := t.TempDir()

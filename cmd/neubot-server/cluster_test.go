@@ -113,13 +113,19 @@ func TestCluster(t *testing.T) {
 			p.kill()
 		}
 	}()
+	// A collector answers once it has read the IP database and listens
+	// (seconds; longer on a loaded machine): wait while its process runs,
+	// 5 minutes at most (a wedged start).
+	wedged := time.After(5 * time.Minute)
 	for name, u := range urls {
-		deadline := time.Now().Add(30 * time.Second)
 		for metric(u, "neubot_collector_spool_records") < 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("collector %s does not answer", name)
+			select {
+			case <-procs[name].exited:
+				t.Fatalf("collector %s exited before it answered", name)
+			case <-wedged:
+				t.Fatalf("collector %s does not answer after 5 minutes", name)
+			case <-time.After(50 * time.Millisecond):
 			}
-			time.Sleep(50 * time.Millisecond)
 		}
 	}
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -80,23 +79,10 @@ func (p *platform) rendezvous(t *testing.T) []string {
 	return rendezvousIDs(t, p.collectorURL, rendezvous.RendezvousRequest{AgentID: "pk-test", Tests: []string{schemas.SpeedtestName}})
 }
 
-// waitRow waits until ClickHouse has n speedtest rows matching where.
+// waitRow waits until ClickHouse has one speedtest row matching where.
 func (p *platform) waitRow(t *testing.T, where string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var n uint64
-		if err := p.conn.QueryRow(context.Background(), "SELECT count() FROM speedtest FINAL WHERE "+where, args...).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 1 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d speedtest rows WHERE %s %v after 30 s, want 1", n, where, args)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitRows(t, p.conn, "one speedtest row", 30*time.Second, equal(1), "SELECT count() FROM speedtest FINAL WHERE "+where, args...)
 }
 
 // TestRunFindsServer: `neubot run speedtest` with no flag asks the

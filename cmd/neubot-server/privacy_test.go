@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -212,7 +213,7 @@ func TestPrivacyScan(t *testing.T) {
 		"verified replay":                        "SELECT count() FROM replay FINAL WHERE verified = 1 AND synthetic = 0",
 		"verified bittorrent with a failed flow": "SELECT count() FROM bittorrent FINAL WHERE verified = 1 AND synthetic = 0 AND arrayExists(x -> x != '', flow_error)",
 	} {
-		waitCount(t, conn, what, q, 30*time.Second)
+		waitRows(t, conn, what, 30*time.Second, positive, q)
 	}
 	var agentIDs []string
 	for _, test := range schemas.Tests() {
@@ -345,21 +346,34 @@ func TestPrivacyScan(t *testing.T) {
 	t.Logf("scanned %v for addresses, %d clear agent IDs and error text", scanned, len(agentIDs))
 }
 
-// waitCount waits until the query's count is positive.
-func waitCount(t *testing.T, conn driver.Conn, what, q string, within time.Duration) {
+// waitRows polls q, which selects one row of UInt64 values (counts),
+// every 100 ms until done holds of them; the test fails after within.
+func waitRows(t *testing.T, conn driver.Conn, what string, within time.Duration, done func(n ...uint64) bool, q string, args ...any) {
 	t.Helper()
-	for deadline := time.Now().Add(within); ; time.Sleep(200 * time.Millisecond) {
-		var n uint64
-		if err := conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
-			t.Fatalf("%s: %v", q, err)
+	for deadline := time.Now().Add(within); ; time.Sleep(100 * time.Millisecond) {
+		_, rows := localchtest.Rows(t, conn, q, args...)
+		var n []uint64
+		for _, v := range rows[0] {
+			u, ok := v.(uint64)
+			if !ok {
+				t.Fatalf("%s: a %T, want UInt64 values", q, v)
+			}
+			n = append(n, u)
 		}
-		if n > 0 {
+		if done(n...) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s in ClickHouse after %v (%s)", what, within, q)
+			t.Fatalf("%s: not in ClickHouse after %v (%s %v gives %v)", what, within, q, args, n)
 		}
 	}
+}
+
+// positive and equal are conditions of waitRows.
+func positive(n ...uint64) bool { return n[0] > 0 }
+
+func equal(want ...uint64) func(n ...uint64) bool {
+	return func(n ...uint64) bool { return slices.Equal(n, want) }
 }
 
 // cutRelay relays TCP connections to target and cuts each one (a reset)

@@ -315,14 +315,7 @@ chaos:
 	}
 	t.Logf("%d records acknowledged, %d retries, collector killed %d times", acked.Load(), retries.Load(), killed)
 
-	// Wait until the collector's spool is empty.
-	deadline := time.Now().Add(2 * time.Minute)
-	for metric(url, "neubot_collector_spool_records") != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("spool not drained after 2 minutes: %v records", metric(url, "neubot_collector_spool_records"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitDrained(t, map[string]string{"": url})
 
 	conn, err := chdb.Open(ctx, chdb.Options{Addr: ch.Addr(), Database: "zeroloss"})
 	if err != nil {

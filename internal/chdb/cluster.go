@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -34,9 +35,14 @@ import (
 //   - ALTER TABLE t ADD COLUMN goes to t_local ON CLUSTER (one replica per
 //     shard runs it, replication does the rest) and to the Distributed t on
 //     every server in turn (18.16 refuses ALTER ... ON CLUSTER on a
-//     non-replicated table of a replicated cluster); each is skipped where
-//     the column is already there, so a migration that failed half-way can
+//     non-replicated table of a replicated cluster); a column is left out
+//     where it is already there, so a migration that failed half-way can
 //     be run again.
+//   - Consecutive ALTER TABLE statements of one table in a migration run as
+//     one ALTER per target (Batch): each ALTER ... ON CLUSTER of a replicated
+//     table costs about a second on 18.16 whatever it holds (the initiator
+//     polls the task queue, the other replicas wait for the one that runs
+//     it), and a migration adds dozens of columns.
 //
 // Column comments stay on the Distributed tables (what system.columns
 // shows readers): 18.16 refuses a Replicated table whose columns carry
@@ -58,12 +64,95 @@ type Step struct {
 	// PerHost runs SQL on every server of the cluster in turn instead of
 	// once on the connection.
 	PerHost bool
-	// SkipIfColumn: skip where Table already has column Column (ALTER
-	// TABLE ... ADD COLUMN, which 18.16 cannot say IF NOT EXISTS).
-	Table, Column string
-	// AllHosts: the SkipIfColumn check is made on every server, and the
-	// step is skipped only when all of them have the column.
+	// Table and Adds: SQL is ALTER TABLE Table ADD COLUMN ..., one clause
+	// per column (18.16 cannot say IF NOT EXISTS): the step runs only the
+	// clauses of the columns that Table does not have yet, and nothing
+	// when it has them all.
+	Table string
+	Adds  []Add
+	// AllHosts: the Adds check is made on every server; a column is left
+	// out only when all of them have it.
 	AllHosts bool
+
+	// An ALTER step is head + " " + its clauses joined by ", ", of the
+	// statement ALTER TABLE base: Batch merges the steps of the same head.
+	head, base string
+	clauses    []string
+}
+
+// Add is one ADD COLUMN clause of a Step.
+type Add struct{ Column, Clause string }
+
+// alterStep returns the step head clauses... of an ALTER of base.
+func alterStep(base, head string, clauses ...string) Step {
+	return Step{SQL: head + " " + strings.Join(clauses, ", "), head: head, base: base, clauses: clauses}
+}
+
+// addStep is alterStep of ADD COLUMN clauses, column by column, on table.
+func addStep(base, head, table string, adds ...Add) Step {
+	var clauses []string
+	for _, a := range adds {
+		clauses = append(clauses, a.Clause)
+	}
+	st := alterStep(base, head, clauses...)
+	st.Table, st.Adds = table, adds
+	return st
+}
+
+// rank orders the steps of one table's ALTERs in Batch: the replicated
+// tables' columns first, then the Distributed table's, then its comments.
+func (st Step) rank() int {
+	switch {
+	case st.AllHosts || !st.PerHost:
+		return 0
+	case len(st.Adds) > 0:
+		return 1
+	}
+	return 2
+}
+
+// Batch merges the steps that consecutive ALTER TABLE statements of one
+// table were rewritten into (of[i]: the statement of steps[i]) into one
+// step per target (t_local ON CLUSTER, t on every server, t's comments),
+// in that order, each clause in the order of the statements; any other
+// step stays where it is. It returns the steps and the statement each
+// comes from (the first of those merged).
+func Batch(steps []Step, of []int) ([]Step, []int) {
+	var (
+		out   []Step
+		outOf []int
+	)
+	for i := 0; i < len(steps); {
+		j := i + 1
+		for steps[i].base != "" && j < len(steps) && steps[j].base == steps[i].base {
+			j++
+		}
+		if steps[i].base == "" {
+			out, outOf = append(out, steps[i]), append(outOf, of[i])
+			i = j
+			continue
+		}
+		for rank := 0; rank <= 2; rank++ {
+			at := map[string]int{} // head: index in out
+			for k := i; k < j; k++ {
+				st := steps[k]
+				if st.rank() != rank {
+					continue
+				}
+				n, ok := at[st.head]
+				if !ok {
+					at[st.head] = len(out)
+					out, outOf = append(out, st), append(outOf, of[k])
+					continue
+				}
+				m := alterStep(st.base, st.head, slices.Concat(out[n].clauses, st.clauses)...)
+				m.PerHost, m.AllHosts, m.Table, m.Adds = st.PerHost, st.AllHosts, st.Table, slices.Concat(out[n].Adds, st.Adds)
+				out[n] = m
+			}
+		}
+		i = j
+	}
+	return out, outOf
 }
 
 type tableKind int
@@ -195,7 +284,7 @@ func (r *Rewriter) alter(name, rest string) ([]Step, error) {
 			// Replicated tables refuse them): set it there on every
 			// server; a replicated table keeps none.
 			if def.kind == sharded {
-				steps = append(steps, Step{SQL: fmt.Sprintf("ALTER TABLE %s COMMENT COLUMN %s %s", name, cm[1], cm[2]), PerHost: true})
+				steps = append(steps, r.comment(name, cm[1], cm[2]))
 			}
 			continue
 		}
@@ -207,24 +296,33 @@ func (r *Rewriter) alter(name, rest string) ([]Step, error) {
 		if err != nil {
 			return nil, fmt.Errorf("chdb: cluster mode: ALTER TABLE %s: %w", name, err)
 		}
-		col := m[1]
+		add := Add{Column: m[1], Clause: bare}
 		if def.kind == sharded {
-			steps = append(steps,
-				Step{SQL: fmt.Sprintf("ALTER TABLE %s%s ON CLUSTER %s %s", r.q(name), LocalSuffix, r.Cluster, bare),
-					Table: name + LocalSuffix, Column: col, AllHosts: true},
-				Step{SQL: fmt.Sprintf("ALTER TABLE %s %s", name, bare), PerHost: true, Table: name, Column: col})
+			local := addStep(name, fmt.Sprintf("ALTER TABLE %s%s ON CLUSTER %s", r.q(name), LocalSuffix, r.Cluster), name+LocalSuffix, add)
+			local.AllHosts = true
+			dist := addStep(name, "ALTER TABLE "+name, name, add)
+			dist.PerHost = true
+			steps = append(steps, local, dist)
 			// 18.16's Distributed tables drop the COMMENT of ADD COLUMN;
 			// COMMENT COLUMN sets it (and setting it again is harmless).
 			if len(comments) > 0 {
-				steps = append(steps, Step{SQL: fmt.Sprintf("ALTER TABLE %s COMMENT COLUMN %s %s", name, col, comments[0]), PerHost: true})
+				steps = append(steps, r.comment(name, add.Column, comments[0]))
 			}
 		} else {
 			// One Replicated table on every server: ALTER it on one,
 			// ZooKeeper carries it to the others.
-			steps = append(steps, Step{SQL: fmt.Sprintf("ALTER TABLE %s %s", name, bare), Table: name, Column: col})
+			steps = append(steps, addStep(name, "ALTER TABLE "+name, name, add))
 		}
 	}
 	return steps, nil
+}
+
+// comment is the step of COMMENT COLUMN col literal on a Distributed table:
+// on every server.
+func (r *Rewriter) comment(name, col, literal string) Step {
+	st := alterStep(name, "ALTER TABLE "+name, "COMMENT COLUMN "+col+" "+literal)
+	st.PerHost = true
+	return st
 }
 
 // q qualifies a table name with the database: a statement ON CLUSTER runs
@@ -294,13 +392,6 @@ func hosts(ctx context.Context, conn driver.Conn, cluster string) ([]string, err
 		return nil, fmt.Errorf("chdb: the server knows no cluster %q (remote_servers in its configuration)", cluster)
 	}
 	return out, nil
-}
-
-// hasColumn says whether table has column in the connection's database.
-func hasColumn(ctx context.Context, conn driver.Conn, table, column string) (bool, error) {
-	var n uint64
-	err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?", table, column).Scan(&n)
-	return n > 0, err
 }
 
 // exists says whether the server behind conn has a database, or a table of
@@ -392,6 +483,7 @@ func migrateCluster(ctx context.Context, conn driver.Conn, o Options, db string,
 		if done[m.Version] {
 			continue
 		}
+		steps, of = Batch(steps, of)
 		for i, st := range steps {
 			if err := runStepRaced(ctx, conn, o, st); err != nil {
 				return applied, &MigrationError{Version: m.Version, Name: m.Name, Statement: of[i], Err: fmt.Errorf("%w (cluster statement: %s)", err, head(st.SQL))}
@@ -408,15 +500,15 @@ func migrateCluster(ctx context.Context, conn driver.Conn, o Options, db string,
 
 // runStepRaced runs st; when an ADD COLUMN fails because another migrator
 // added the column meanwhile (two collectors starting together), it waits
-// for the column to be where st wants it, and then the step is done.
+// for the columns to be where st wants them, and then the step is done.
 func runStepRaced(ctx context.Context, conn driver.Conn, o Options, st Step) error {
 	err := runStep(ctx, conn, o, st)
-	if err == nil || st.Column == "" {
+	if err == nil || len(st.Adds) == 0 {
 		return err
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if ok, cerr := columnEverywhere(ctx, conn, o, st); cerr == nil && ok {
+		if ok, cerr := columnsEverywhere(ctx, conn, o, st); cerr == nil && ok {
 			return nil
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -424,71 +516,122 @@ func runStepRaced(ctx context.Context, conn driver.Conn, o Options, st Step) err
 	return err
 }
 
-// columnEverywhere says whether st's column is in st's table on every
-// server (AllHosts, PerHost) or on the connection's.
-func columnEverywhere(ctx context.Context, conn driver.Conn, o Options, st Step) (bool, error) {
-	if !st.PerHost && !st.AllHosts {
-		return hasColumn(ctx, conn, st.Table, st.Column)
-	}
-	addrs, err := hosts(ctx, conn, o.Cluster)
+// columns lists the columns of table in the connection's database.
+func columns(ctx context.Context, conn driver.Conn, table string) (map[string]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ?", table)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	for _, a := range addrs {
-		var ok bool
-		if err := onHost(ctx, o, a, func(c driver.Conn) (err error) {
-			ok, err = hasColumn(ctx, c, st.Table, st.Column)
-			return err
-		}); err != nil || !ok {
-			return false, err
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
 		}
+		out[name] = true
 	}
-	return true, nil
+	return out, rows.Err()
 }
 
-func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
-	if !st.PerHost && !st.AllHosts {
-		if st.Table != "" {
-			if ok, err := hasColumn(ctx, conn, st.Table, st.Column); err != nil || ok {
-				return err
-			}
+// missing is st's SQL with only the ADD COLUMN clauses of the columns that
+// have is not true of; empty when there is none.
+func (st Step) missing(has func(column string) bool) string {
+	var clauses []string
+	for _, a := range st.Adds {
+		if !has(a.Column) {
+			clauses = append(clauses, a.Clause)
 		}
-		return conn.Exec(ctx, st.SQL)
 	}
+	if len(clauses) == 0 {
+		return ""
+	}
+	return st.head + " " + strings.Join(clauses, ", ")
+}
+
+// columnsEverywhere says whether st's columns are in st's table on every
+// server (AllHosts, PerHost) or on the connection's.
+func columnsEverywhere(ctx context.Context, conn driver.Conn, o Options, st Step) (bool, error) {
+	all := true
+	check := func(c driver.Conn) error {
+		cols, err := columns(ctx, c, st.Table)
+		if err == nil && st.missing(func(col string) bool { return cols[col] }) != "" {
+			all = false
+		}
+		return err
+	}
+	if !st.PerHost && !st.AllHosts {
+		return all, check(conn)
+	}
+	err := eachHost(ctx, conn, o, check)
+	return all, err
+}
+
+// eachHost runs f on every server of the cluster in turn.
+func eachHost(ctx context.Context, conn driver.Conn, o Options, f func(driver.Conn) error) error {
 	addrs, err := hosts(ctx, conn, o.Cluster)
 	if err != nil {
 		return err
 	}
-	have := 0
 	for _, a := range addrs {
-		err := onHost(ctx, o, a, func(c driver.Conn) error {
-			if st.Table == "" {
-				return c.Exec(ctx, st.SQL)
-			}
-			ok, err := hasColumn(ctx, c, st.Table, st.Column)
-			if err != nil {
-				return err
-			}
-			if ok {
-				have++
-				return nil
-			}
-			if st.PerHost {
-				return c.Exec(ctx, st.SQL)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := onHost(ctx, o, a, f); err != nil {
 			return fmt.Errorf("on %s: %w", a, err)
 		}
 	}
-	if st.PerHost || have == len(addrs) {
+	return nil
+}
+
+func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
+	if len(st.Adds) == 0 {
+		if st.PerHost {
+			return eachHost(ctx, conn, o, func(c driver.Conn) error { return c.Exec(ctx, st.SQL) })
+		}
+		return conn.Exec(ctx, st.SQL)
+	}
+	if st.PerHost {
+		return eachHost(ctx, conn, o, func(c driver.Conn) error {
+			cols, err := columns(ctx, c, st.Table)
+			if err != nil {
+				return err
+			}
+			if sql := st.missing(func(col string) bool { return cols[col] }); sql != "" {
+				return c.Exec(ctx, sql)
+			}
+			return nil
+		})
+	}
+	if !st.AllHosts {
+		cols, err := columns(ctx, conn, st.Table)
+		if err != nil {
+			return err
+		}
+		if sql := st.missing(func(col string) bool { return cols[col] }); sql != "" {
+			return conn.Exec(ctx, sql)
+		}
 		return nil
 	}
-	if have > 0 {
-		return fmt.Errorf("column %s is in %s on %d of %d servers: wait for replication, or add it by hand where it is missing", st.Column, st.Table, have, len(addrs))
+	// AllHosts: a column is added where no server has it; one that some
+	// servers have and others not is an error.
+	have, servers := map[string]int{}, 0
+	if err := eachHost(ctx, conn, o, func(c driver.Conn) error {
+		cols, err := columns(ctx, c, st.Table)
+		for col := range cols {
+			have[col]++
+		}
+		servers++
+		return err
+	}); err != nil {
+		return err
 	}
-	return conn.Exec(ctx, st.SQL)
+	for _, a := range st.Adds {
+		if n := have[a.Column]; n > 0 && n < servers {
+			return fmt.Errorf("column %s is in %s on %d of %d servers: wait for replication, or add it by hand where it is missing", a.Column, st.Table, n, servers)
+		}
+	}
+	if sql := st.missing(func(col string) bool { return have[col] > 0 }); sql != "" {
+		return conn.Exec(ctx, sql)
+	}
+	return nil
 }
 
 // onHost runs f on a connection to one server of the cluster.

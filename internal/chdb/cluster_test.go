@@ -46,6 +46,12 @@ func TestRewrite(t *testing.T) {
 			}
 		}
 	}
+	column := func(st chdb.Step) string { // the column of a step of one ADD COLUMN
+		if len(st.Adds) != 1 {
+			return fmt.Sprintf("%d columns", len(st.Adds))
+		}
+		return st.Adds[0].Column
+	}
 	hasNot := func(s string, subs ...string) {
 		t.Helper()
 		for _, sub := range subs {
@@ -94,23 +100,72 @@ func TestRewrite(t *testing.T) {
 		t.Fatalf("ALTER: %d steps, want 3", len(st))
 	}
 	if st[0].SQL != "ALTER TABLE db.speedtest_local ON CLUSTER c1 ADD COLUMN peer UInt8 DEFAULT 0  AFTER authority" ||
-		st[0].Table != "speedtest_local" || st[0].Column != "peer" || !st[0].AllHosts || st[0].PerHost {
+		st[0].Table != "speedtest_local" || column(st[0]) != "peer" || !st[0].AllHosts || st[0].PerHost {
 		t.Errorf("ALTER local step: %+v", st[0])
 	}
 	if st[1].SQL != "ALTER TABLE speedtest ADD COLUMN peer UInt8 DEFAULT 0  AFTER authority" ||
-		st[1].Table != "speedtest" || st[1].Column != "peer" || !st[1].PerHost {
+		st[1].Table != "speedtest" || column(st[1]) != "peer" || !st[1].PerHost {
 		t.Errorf("ALTER Distributed step: %+v", st[1])
 	}
 	if st[2].SQL != "ALTER TABLE speedtest COMMENT COLUMN peer 'test between two agents'" || !st[2].PerHost || st[2].Table != "" {
 		t.Errorf("ALTER Distributed comment step: %+v", st[2])
 	}
 	st = steps(`ALTER TABLE speedtest_copy ADD COLUMN a UInt8 COMMENT 'x, y', ADD COLUMN b String DEFAULT 'p,q'`)
-	if len(st) != 5 || st[0].Column != "a" || st[2].SQL != "ALTER TABLE speedtest_copy COMMENT COLUMN a 'x, y'" || st[3].Column != "b" || !strings.HasPrefix(st[3].SQL, "ALTER TABLE db.speedtest_copy_local ON CLUSTER c1 ADD COLUMN b String DEFAULT 'p,q'") {
+	if len(st) != 5 || column(st[0]) != "a" || st[2].SQL != "ALTER TABLE speedtest_copy COMMENT COLUMN a 'x, y'" || column(st[3]) != "b" || !strings.HasPrefix(st[3].SQL, "ALTER TABLE db.speedtest_copy_local ON CLUSTER c1 ADD COLUMN b String DEFAULT 'p,q'") {
 		t.Errorf("two ADD COLUMN: %+v", st)
 	}
 	st = steps(`ALTER TABLE analytics_runs ADD COLUMN x UInt8 COMMENT 'x'`)
 	if len(st) != 1 || st[0].SQL != "ALTER TABLE analytics_runs ADD COLUMN x UInt8 " || st[0].PerHost || st[0].AllHosts {
 		t.Errorf("ALTER a table on every server: %+v", st)
+	}
+
+	// Consecutive ALTERs of one table become one ALTER per target, in the
+	// order local table, Distributed table, comments; a CREATE between
+	// runs ends the run.
+	var (
+		batch []chdb.Step
+		of    []int
+	)
+	for i, stmt := range []string{
+		`ALTER TABLE speedtest ADD COLUMN a UInt8 COMMENT 'x'`,
+		`ALTER TABLE speedtest ADD COLUMN b String AFTER a, COMMENT COLUMN note 'n'`,
+		`ALTER TABLE speedtest ADD COLUMN c UInt8`,
+		`CREATE TABLE IF NOT EXISTS analytics_more (n UInt64) ENGINE = MergeTree ORDER BY n`,
+		`ALTER TABLE analytics_runs ADD COLUMN x UInt8`,
+		`ALTER TABLE analytics_runs ADD COLUMN y UInt8 COMMENT 'y'`,
+		`ALTER TABLE speedtest ADD COLUMN d UInt8`,
+	} {
+		for _, st := range steps(stmt) {
+			batch, of = append(batch, st), append(of, i+1)
+		}
+	}
+	batch, of = chdb.Batch(batch, of)
+	want := []struct {
+		sql            string
+		of             int
+		perHost, all   bool
+		table, columns string
+	}{
+		{"ALTER TABLE db.speedtest_local ON CLUSTER c1 ADD COLUMN a UInt8 , ADD COLUMN b String AFTER a, ADD COLUMN c UInt8", 1, false, true, "speedtest_local", "a b c"},
+		{"ALTER TABLE speedtest ADD COLUMN a UInt8 , ADD COLUMN b String AFTER a, ADD COLUMN c UInt8", 1, true, false, "speedtest", "a b c"},
+		{"ALTER TABLE speedtest COMMENT COLUMN a 'x', COMMENT COLUMN note 'n'", 1, true, false, "", ""},
+		{"CREATE TABLE IF NOT EXISTS db.analytics_more ON CLUSTER c1 (n UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/db/analytics_more', '{replica}') ORDER BY n", 4, false, false, "", ""},
+		{"ALTER TABLE analytics_runs ADD COLUMN x UInt8, ADD COLUMN y UInt8 ", 5, false, false, "analytics_runs", "x y"},
+		{"ALTER TABLE db.speedtest_local ON CLUSTER c1 ADD COLUMN d UInt8", 7, false, true, "speedtest_local", "d"},
+		{"ALTER TABLE speedtest ADD COLUMN d UInt8", 7, true, false, "speedtest", "d"},
+	}
+	if len(batch) != len(want) {
+		t.Errorf("Batch: %d steps, want %d", len(batch), len(want))
+	}
+	for i := 0; i < len(batch) && i < len(want); i++ {
+		st, w := batch[i], want[i]
+		var cols []string
+		for _, a := range st.Adds {
+			cols = append(cols, a.Column)
+		}
+		if st.SQL != w.sql || of[i] != w.of || st.PerHost != w.perHost || st.AllHosts != w.all || st.Table != w.table || strings.Join(cols, " ") != w.columns {
+			t.Errorf("Batch step %d: %q (statement %d, per host %v, all hosts %v, %s: %v)\nwant %+v", i, st.SQL, of[i], st.PerHost, st.AllHosts, st.Table, cols, w)
+		}
 	}
 
 	// What has no rule fails, naming the statement.
