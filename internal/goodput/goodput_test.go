@@ -96,6 +96,21 @@ func TestNoStopBeforeWindow(t *testing.T) {
 	}
 }
 
+func TestWindowAfterFirstByte(t *testing.T) {
+	// 1 Mbit/s full from its first byte, which arrives 25 ms (an RTT of
+	// 20 ms and a few) after the phase starts: the dead time before it
+	// is no part of the rate (a window from 0 read 2.5 % low).
+	var s []Sample
+	for i := 1; i <= 40; i++ {
+		tt := float64(i) * 0.1
+		s = append(s, Sample{T: tt, Bytes: uint64(math.Max(0, tt-0.025) * 1e6 / 8)})
+	}
+	r := online(s, Params{RTT: 0.02, MaxPhase: 4})
+	if r.StopReason != StopStable || math.Abs(r.Mbps-1) > 0.01 || r.Start < 0.1 {
+		t.Fatalf("1 Mbit/s after 25 ms: %+v", r)
+	}
+}
+
 func TestSlowLinkGranularity(t *testing.T) {
 	// 1 Mbit/s counted in whole 1500-byte packets every 100 ms: the
 	// quantization alone is ±12 % per sample; the estimator must still stop.
