@@ -444,7 +444,7 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 		name := fmt.Sprintf("speedtest v%d", m)
 		r.Tools[name] = ourTest(o, l, "speedtest", m, tag)
 		up, down := l.Stats()
-		progress(fmt.Sprintf("%s %+v (link so far: late max up %v down %v, dropped up %d down %d)", name, r.Tools[name], up.LateMax, down.LateMax, up.Dropped, down.Dropped))
+		progress(fmt.Sprintf("%s %+v (link so far: late max up %v down %v, dropped up %d down %d, overrun up %d down %d)", name, r.Tools[name], up.LateMax, down.LateMax, up.Dropped, down.Dropped, up.Overrun, down.Overrun))
 	}
 	r.IperfDownP, r.IperfUpP = o.iperfStreams, o.iperfStreams
 	if o.iperfStreams == 0 {
@@ -521,12 +521,22 @@ func ourTest(o *options, l *linkem.Link, test string, method int, tag string) me
 	cmd := linkbench.Command(l, linkem.A, filepath.Join(o.dir, "neubot"), args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	var before [2]counters
+	if o.records != "" {
+		before = [2]counters{readCounters(l, linkem.A), readCounters(l, linkem.B)}
+	}
 	t0 := time.Now()
 	out, err := linkbench.Output(ctx, cmd)
 	m := measured{Secs: time.Since(t0).Seconds()}
 	if o.records != "" {
-		file := filepath.Join(o.records, fmt.Sprintf("%s%d-%s-%s.json", test, method, tag, t0.UTC().Format("150405")))
-		if werr := os.WriteFile(file, out, 0o644); werr != nil {
+		file := filepath.Join(o.records, fmt.Sprintf("%s%d-%s-%s", test, method, tag, t0.UTC().Format("150405")))
+		werr := os.WriteFile(file+".json", out, 0o644)
+		if werr == nil {
+			// The namespaces' counters over the test: client (a), server (b).
+			werr = os.WriteFile(file+".counters", []byte("# a (client)\n"+readCounters(l, linkem.A).delta(before[0])+
+				"# b (server)\n"+readCounters(l, linkem.B).delta(before[1])), 0o644)
+		}
+		if werr != nil {
 			fmt.Fprintln(os.Stderr, "bench/speedtest:", werr)
 		}
 	}

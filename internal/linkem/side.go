@@ -33,11 +33,14 @@ func Addr(s Side) netip.Addr {
 
 // DirStats counts what one direction did with its packets.
 type DirStats struct {
-	Packets, Bytes    uint64 // arrived
-	Delivered         uint64 // written to the other side
-	DeliveredBytes    uint64
-	Dropped           uint64        // the queue was full
-	Lost              uint64        // random loss
+	Packets, Bytes uint64 // arrived
+	Delivered      uint64 // written to the other side
+	DeliveredBytes uint64
+	Dropped        uint64 // the queue was full
+	Lost           uint64 // random loss
+	// Overrun: dropped by the sending side's kernel at its TUN device,
+	// never read by the link (its reader fell behind the device's queue).
+	Overrun           uint64
 	LateMean, LateMax time.Duration // how long after its time a packet was written
 }
 
