@@ -60,6 +60,12 @@ type Config struct {
 	Directions []string
 	// Warmup: samples of a flow's first Warmup are left out (500 ms).
 	Warmup time.Duration
+	// KneeBytes, when above 0, makes every flow run until its receiver
+	// has this many bytes and then as long again, FlowDuration at most
+	// (wire.Flow.KneeBytes): its tail then follows the first KneeBytes.
+	// The flows' lengths then depend on the link: the flow budget, not
+	// FlowDuration times the flows, keeps the test within its 90 s.
+	KneeBytes int64
 	// MaxFlowBytes ends a flow once its receiver has this many bytes
 	// (default 32 MiB), bounding the data of a test on fast links: 2 s
 	// flows run their course up to about 130 Mbit/s; above, they end
@@ -69,17 +75,21 @@ type Config struct {
 }
 
 // Triggered is the configuration for throttling that starts after a byte
-// count or a delay (spec/bittorrent.md, "Longer flows"): methodology 3's
-// duels of 8 s flows, BitTorrent on its port against BitTorrent on the
-// neutral port, in both directions at once; 8 duels, about 67 s. A
-// trigger of some megabytes falls in the first half of such a flow, the
-// tail (4 s) outlasts short bursts of cross traffic, and each direction
-// has 8 pairs, so that one pair spoiled by cross traffic does not hide
-// the throttle. It sees the port factor only: a trigger keyed on the
-// payload also reads as port.
+// count (spec/bittorrent.md, "Longer flows"): methodology 2's flows one
+// after the other, download only, the four kinds of BitTorrent's and the
+// neutral port (both factors), 3 repetitions (6 pairs per factor), each
+// flow running until it has carried TriggerKnee and then as long again
+// (8 s at most), so that its tail, the second half, follows the first
+// TriggerKnee bytes: a trigger of up to TriggerKnee throttles all of it.
+// About 5 s a flow at 10 to 20 Mbit/s, 60 to 75 s in all.
 func Triggered() Config {
-	return Config{Duels: true, Repetitions: 8, FlowDuration: 8 * time.Second, Kinds: []string{schemas.FlowBitTorrent, schemas.FlowNeutral}}
+	return Config{Repetitions: 3, FlowDuration: 8 * time.Second, KneeBytes: TriggerKnee, Directions: []string{schemas.DirDownload},
+		Kinds: []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}}
 }
+
+// TriggerKnee is the byte count of Triggered's flows: 4 MiB, the largest
+// trigger they see in full.
+const TriggerKnee = 4 << 20
 
 func (c *Config) defaults() {
 	if c.Repetitions <= 0 {
@@ -157,7 +167,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	}
 	var ports spec.StartResponse
 	err = r.postJSON(ctx, "start", spec.StartPath, spec.StartRequest{
-		FlowDurationS: m.cfg.FlowDuration.Seconds(), SampleEveryS: m.cfg.SampleEvery.Seconds(), MaxFlowBytes: m.cfg.MaxFlowBytes,
+		FlowDurationS: m.cfg.FlowDuration.Seconds(), SampleEveryS: m.cfg.SampleEvery.Seconds(), MaxFlowBytes: m.cfg.MaxFlowBytes, KneeBytes: m.cfg.KneeBytes,
 	}, &ports)
 	if err != nil {
 		return nil, err
@@ -211,7 +221,9 @@ const flowBudget = 80 * time.Second
 // sequence runs the flows of methodology 2, one after the other.
 func (r *run) sequence(ctx context.Context, keys *schemas.BitTorrent, kinds, hosts []string, portOf func(string) uint16, start time.Time) error {
 	total := r.cfg.Repetitions * len(r.cfg.Directions) * len(kinds)
-	if total > spec.MaxFlows || time.Duration(total)*r.cfg.FlowDuration > 80*time.Second {
+	// Flows that run to a knee and as long again last what the link makes
+	// them: the flow budget below bounds the test.
+	if total > spec.MaxFlows || r.cfg.KneeBytes <= 0 && time.Duration(total)*r.cfg.FlowDuration > 80*time.Second {
 		return fmt.Errorf("bittorrent: %d flows of %v do not fit the test's %v: fewer repetitions, kinds or directions", total, r.cfg.FlowDuration, spec.TestTimeout)
 	}
 	peerID := wire.PeerID() // one per test, as a client keeps its own
@@ -345,7 +357,7 @@ func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, host string, 
 		return
 	}
 	c.SetDeadline(time.Time{}) // the flow sets its own, per read and write (stalls)
-	fl := &wire.Flow{Conn: c, Random: random, Duration: r.cfg.FlowDuration, SampleEvery: r.cfg.SampleEvery, MaxBytes: r.cfg.MaxFlowBytes}
+	fl := &wire.Flow{Conn: c, Random: random, Duration: r.cfg.FlowDuration, SampleEvery: r.cfg.SampleEvery, MaxBytes: r.cfg.MaxFlowBytes, KneeBytes: r.cfg.KneeBytes}
 	if f.Direction == schemas.DirDownload {
 		f.Samples, err = fl.Leech()
 		if n := len(f.Samples); n > 0 {

@@ -44,8 +44,8 @@ func main() {
 	share := flag.Float64("share", 0.2, "share of the link left to the slow class")
 	reps := flag.Int("reps", 0, "repetitions of each kind of flow per direction (0: the default methodology)")
 	flow := flag.Duration("flow", 0, "flow duration (0: the default methodology)")
-	longFlow := flag.Duration("long-flow", 0, "flow duration of the byte-count scenario (0: 8 s; 5 s with -long-sequential)")
-	longSequential := flag.Bool("long-sequential", true, "run the byte-count scenario as sequential flows (methodology 2, download only, 4 kinds x 3 repetitions; false: bittorrent.Triggered, duels, which detected only 3 of 10 under cross traffic on 2026-12-03)")
+	longFlow := flag.Duration("long-flow", 0, "longest flow of the byte-count scenario (0: bittorrent.Triggered's, 8 s)")
+	knee := flag.Int64("knee-bytes", -1, "the byte-count scenario's flows run until they carried this many bytes, then as long again (-1: bittorrent.Triggered's, 4 MiB; 0: for -long-flow)")
 	bytesNullRuns := flag.Int("bytes-null-runs", -1, "tests with the byte-count scenario's methodology on the neutral link when the bytes policy is played (-1: half of -null-runs)")
 	duels := flag.Bool("duels", false, "run methodology 3 (flows two at a time, agent/bittorrent Config.Duels)")
 	trigger := flag.Int64("trigger-bytes", triggerBytes, "bytes after which the byte-count policy throttles a connection")
@@ -74,18 +74,12 @@ func main() {
 		recordsTo = f
 	}
 	base := bittorrent.Config{Repetitions: *reps, FlowDuration: *flow, Duels: *duels}
-	// The byte-count scenario: longer flows, download only; 4 kinds x 3
-	// repetitions x 5 s = 60 s, or with duels 8 duels of 8 s of
-	// BitTorrent on ports 6881 and 9776 = 64 s.
-	// The byte-count scenario: the configuration for triggered throttling
-	// (bittorrent.Triggered: 8 duels of 8 s, BitTorrent on 6881 against
-	// the neutral port, both directions at once, about 67 s), or with
-	// -long-sequential the fourth session's: methodology 2's flows one
-	// after the other, download only, 4 kinds x 3 repetitions x 5 s.
+	// The byte-count scenario: bittorrent.Triggered, methodology 2's flows
+	// one after the other, download only, 4 kinds x 3 repetitions, each
+	// flow until it carried 4 MiB and then as long again.
 	long := bittorrent.Triggered()
-	if *longSequential {
-		long = bittorrent.Config{Repetitions: 3, FlowDuration: 5 * time.Second, Directions: []string{schemas.DirDownload},
-			Kinds: []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}}
+	if *knee >= 0 {
+		long.KneeBytes = *knee
 	}
 	if *reps > 0 {
 		long.Repetitions = *reps
@@ -215,9 +209,9 @@ func (s *scenario) name() string {
 		if dirs == "" {
 			dirs = "both directions"
 		}
-		how := fmt.Sprintf("%d duels of %v, %s", s.cfg.Repetitions, s.cfg.FlowDuration, dirs)
-		if !s.cfg.Duels {
-			how = fmt.Sprintf("%d x %d flows of %v, %s", s.cfg.Repetitions, len(s.cfg.Kinds), s.cfg.FlowDuration, dirs)
+		how := fmt.Sprintf("%d x %d flows of %v, %s", s.cfg.Repetitions, len(s.cfg.Kinds), s.cfg.FlowDuration, dirs)
+		if s.cfg.KneeBytes > 0 {
+			how = fmt.Sprintf("%d x %d flows to %.1f MiB and as long again, %v at most, %s", s.cfg.Repetitions, len(s.cfg.Kinds), float64(s.cfg.KneeBytes)/(1<<20), s.cfg.FlowDuration, dirs)
 		}
 		if s.policy == policyBytesNone {
 			return "none, byte-count scenario's test (" + how + ")"

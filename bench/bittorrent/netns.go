@@ -63,7 +63,7 @@ type netns struct {
 // runs at once, of the bench or of its test, never share a namespace. The
 // veth devices (topology.go) are made inside those namespaces, where no
 // other run sees them.
-const nsPrefix = "s5b-bt-"
+const nsPrefix = "s6b-bt-"
 
 func (n *netns) close() {
 	for _, name := range n.names() {

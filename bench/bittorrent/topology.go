@@ -52,14 +52,14 @@ type topology struct {
 // The veth devices of the bench, made inside its own namespaces: every
 // name begins with the prefix of its namespaces (nsPrefix without the rest).
 const (
-	devServer       = "s5bsp" // server -> policy box
-	devPolicyServer = "s5bps" // policy box -> server (upload's policy)
-	devPolicyAccess = "s5bpa" // policy box -> access router (download's policy)
-	devAccessPolicy = "s5bap" // access router -> policy box (upload's bottleneck)
-	devAccessClient = "s5bac" // access router -> client (download's bottleneck)
-	devClient       = "s5bca" // client -> access router
-	dpiTap          = "s5bdpi0"
-	dpiRead         = "s5bdpi1"
+	devServer       = "s6bsp" // server -> policy box
+	devPolicyServer = "s6bps" // policy box -> server (upload's policy)
+	devPolicyAccess = "s6bpa" // policy box -> access router (download's policy)
+	devAccessPolicy = "s6bap" // access router -> policy box (upload's bottleneck)
+	devAccessClient = "s6bac" // access router -> client (download's bottleneck)
+	devClient       = "s6bca" // client -> access router
+	dpiTap          = "s6bdpi0"
+	dpiRead         = "s6bdpi1"
 )
 
 func (t topology) names() []string {

@@ -7,7 +7,7 @@ package bittorrent
 import "time"
 
 // Version of the protocol described in spec/bittorrent.md.
-const Version = "v2.2.0"
+const Version = "v2.3.0"
 
 // Paths of the HTTP steps (on the test server's HTTP port).
 const (
@@ -101,6 +101,12 @@ type StartRequest struct {
 	// MaxFlowBytes ends a flow early once its receiver has read this many
 	// bytes (0: no limit), bounding the data a test uses on fast links.
 	MaxFlowBytes int64 `json:"max_flow_bytes"`
+	// KneeBytes (since v2.3.0; 0 or absent: none) makes every flow run
+	// until its receiver has read this many bytes and then as long
+	// again, flow_duration_s at most (0 to MaxFlowBytes): the flows'
+	// tails then follow the first KneeBytes, where a throttle triggered
+	// by a byte count of up to KneeBytes has begun.
+	KneeBytes int64 `json:"knee_bytes,omitempty"`
 }
 
 // StartResponse answers a start request with the ports to connect to

@@ -271,8 +271,8 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 	dur := time.Duration(req.FlowDurationS * float64(time.Second))
 	every := time.Duration(req.SampleEveryS * float64(time.Second))
 	if dur < spec.MinFlowDuration || dur > spec.MaxFlowDuration || every < spec.MinSampleEvery || every > spec.MaxSampleEvery ||
-		req.MaxFlowBytes < 0 || req.MaxFlowBytes > spec.MaxFlowBytes {
-		fail(w, http.StatusBadRequest, "flow_duration_s must be in [%g, %g], sample_every_s in [%g, %g], max_flow_bytes in [0, %d]",
+		req.MaxFlowBytes < 0 || req.MaxFlowBytes > spec.MaxFlowBytes || req.KneeBytes < 0 || req.KneeBytes > spec.MaxFlowBytes {
+		fail(w, http.StatusBadRequest, "flow_duration_s must be in [%g, %g], sample_every_s in [%g, %g], max_flow_bytes and knee_bytes in [0, %d]",
 			spec.MinFlowDuration.Seconds(), spec.MaxFlowDuration.Seconds(), spec.MinSampleEvery.Seconds(), spec.MaxSampleEvery.Seconds(), spec.MaxFlowBytes)
 		return
 	}
@@ -368,7 +368,7 @@ func (p *Provider) flow(c net.Conn, role string, hostIndex int) error {
 	limit := time.AfterFunc(dur+30*time.Second, func() { c.Close() })
 	defer limit.Stop()
 	f := &wire.Flow{Conn: c, Random: random, Duration: dur, SampleEvery: time.Duration(params.SampleEveryS * float64(time.Second)),
-		MaxBytes: params.MaxFlowBytes, Sent: new(atomic.Int64), Received: new(atomic.Int64)}
+		MaxBytes: params.MaxFlowBytes, KneeBytes: params.KneeBytes, Sent: new(atomic.Int64), Received: new(atomic.Int64)}
 	if _, err := c.Write(reply); err != nil {
 		return err
 	}

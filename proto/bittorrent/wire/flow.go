@@ -19,7 +19,8 @@ import (
 // leecher keeps requests of one block outstanding (at least spec.Pipeline,
 // more as throughput × round-trip time grows) and the seeder answers each
 // with a piece. The leecher stops requesting after
-// Duration (or MaxBytes read), receives what it still asked for, and
+// Duration (or MaxBytes read; or, with KneeBytes, at twice the time it
+// took to read KneeBytes), receives what it still asked for, and
 // closes; the seeder ends at that close. With Random set every message is
 // replaced by random bytes of the same length, so the two shapes differ
 // only in the bytes, never in sizes or timing.
@@ -29,6 +30,12 @@ type Flow struct {
 	Duration    time.Duration
 	SampleEvery time.Duration
 	MaxBytes    int64 // 0: no limit
+	// KneeBytes, when above 0, makes a leecher's flow run until it has
+	// read KneeBytes and then as long again (Duration at most): the
+	// second half of the flow, its tail (TailRate), is then all after
+	// the first KneeBytes, where a throttle triggered by a byte count of
+	// up to KneeBytes has begun.
+	KneeBytes int64
 	// Stall ends the flow when no byte moves for this long (default
 	// spec.StallTimeout): the read or write fails with a timeout.
 	Stall time.Duration
@@ -235,7 +242,14 @@ func (f *Flow) Leech() ([]schemas.ThroughputSample, error) {
 	s := startSampler(f.Received.Load, f.SampleEvery, f.Duration)
 	c.onIO = s.observe
 	p := newPipeline(s.start)
-	more := func() bool { return s.elapsed() < f.Duration && (f.MaxBytes <= 0 || s.bytes() < f.MaxBytes) }
+	var knee time.Duration // when the leecher had read KneeBytes
+	more := func() bool {
+		el, n := s.elapsed(), s.bytes()
+		if f.KneeBytes > 0 && knee == 0 && n >= f.KneeBytes {
+			knee = el
+		}
+		return el < f.Duration && (f.MaxBytes <= 0 || n < f.MaxBytes) && (knee == 0 || el < 2*knee)
+	}
 	for p.outstanding() < spec.Pipeline {
 		if err := request(); err != nil {
 			return s.stop(), err
