@@ -150,38 +150,39 @@ func TestListenerGate(t *testing.T) {
 	}
 }
 
-// TestTriggered checks the configuration for triggered throttling: its
-// duels are BitTorrent on its port against BitTorrent on the neutral port,
-// they fit the client's flow budget with room for the handshakes, and 8
-// pairs a direction decide differentiation with one pair spoiled (7 of 8
-// slower) but not with two.
+// TestTriggered checks the configuration for triggered throttling:
+// methodology 2's flows, download only, on BitTorrent's and the neutral
+// port with both payloads, each to 4 MiB and as long again; from 12
+// Mbit/s up (a 20 Mbit/s link that on-off cross traffic takes 40% of) its
+// 12 flows fit the 80 s flow budget (on slower links the budget leaves the
+// last ones out); its 6 port pairs decide differentiation when all are
+// slower, not with one spoiled.
 func TestTriggered(t *testing.T) {
 	cfg := bittorrent.Triggered()
-	slots := wire.Plan(cfg.Kinds, cfg.Repetitions, 3)
-	if len(slots) != 8 {
-		t.Fatalf("%d duels, want 8", len(slots))
+	if !slices.Equal(cfg.Directions, []string{schemas.DirDownload}) || cfg.Duels || cfg.KneeBytes != bittorrent.TriggerKnee {
+		t.Fatalf("%+v: want sequential download flows to the knee", cfg)
 	}
-	for _, s := range slots {
-		got := []string{s[0].Kind, s[1].Kind}
-		slices.Sort(got)
-		if !slices.Equal(got, []string{schemas.FlowBitTorrent, schemas.FlowNeutral}) || s[0].Host == s[1].Host {
-			t.Fatalf("duel %v: want bittorrent against neutral, to two addresses", s)
-		}
+	kinds := []string{schemas.FlowBitTorrent, schemas.FlowRandom, schemas.FlowNeutral, schemas.FlowRandomNeutral}
+	if !slices.Equal(cfg.Kinds, kinds) {
+		t.Fatalf("kinds %v, want %v", cfg.Kinds, kinds)
 	}
-	if d := time.Duration(len(slots)) * cfg.FlowDuration; d > 70*time.Second {
-		t.Fatalf("%v of duels: leaves too little of the 80 s flow budget", d)
+	flows := cfg.Repetitions * len(cfg.Kinds)
+	perFlow := 2 * time.Duration(float64(cfg.KneeBytes*8)/12e6*float64(time.Second))
+	if d := time.Duration(flows) * perFlow; d > 80*time.Second || perFlow > cfg.FlowDuration {
+		t.Fatalf("%d flows of %v at 12 Mbit/s (at most %v): %v, more than the 80 s flow budget", flows, perFlow, cfg.FlowDuration, d)
 	}
-	for spoiled, want := range map[int]string{1: schemas.OutcomeDifferentiation, 2: schemas.OutcomeNone} {
-		var pairs []wire.Pair
-		for i := range slots {
+	pairs := 2 * cfg.Repetitions // application_port: bittorrent-neutral and random-random_neutral per repetition
+	for spoiled, want := range map[int]string{0: schemas.OutcomeDifferentiation, 1: schemas.OutcomeNone} {
+		var ps []wire.Pair
+		for i := 0; i < pairs; i++ {
 			tested := wire.FlowStat{Rate: 4, OK: true}
 			if i < spoiled {
 				tested.Rate = 10
 			}
-			pairs = append(pairs, wire.Pair{Tested: tested, Controls: []wire.FlowStat{{Rate: 10, OK: true}}})
+			ps = append(ps, wire.Pair{Tested: tested, Controls: []wire.FlowStat{{Rate: 10, OK: true}}})
 		}
-		if got := wire.ComparePairs(pairs, wire.Criteria.Alpha).Outcome; got != want {
-			t.Errorf("%d of %d pairs spoiled: %s, want %s", spoiled, len(pairs), got, want)
+		if got := wire.ComparePairs(ps, wire.Criteria.Alpha).Outcome; got != want {
+			t.Errorf("%d of %d pairs spoiled: %s, want %s", spoiled, len(ps), got, want)
 		}
 	}
 }
