@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -556,7 +557,7 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 				report(err)
 				return
 			}
-			st := &dlStream{arrival: goodput.NewArrival(c)}
+			st := &dlStream{c: c, arrival: goodput.NewArrival(c)}
 			connMu.Lock()
 			conns = append(conns, c)
 			if dir == "download" {
@@ -574,7 +575,9 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 					received.Add(uint64(n))
 					st.read.Add(uint64(n))
 					if err != nil {
-						report(err)
+						if !st.cut.Load() {
+							report(err)
+						}
 						return
 					}
 				}
@@ -617,6 +620,9 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 		bdp        float64
 		lastBytes  uint64
 		lastChange float64
+		beforeData float64 // the last sample time before the first byte
+		checked    = dir != "download" || initial <= cfg.InitialConnections
+		floor      = initial // the fewest connections the BDP rule keeps
 	)
 loop:
 	for {
@@ -651,6 +657,28 @@ loop:
 			}
 			lastBytes = b
 		}
+		if b == 0 {
+			beforeData = now
+		} else if !checked && now >= beforeData+rtt {
+			// One round trip after the first byte, the connections'
+			// first flights (initialWindow each) have all arrived
+			// unless the link is slower than they are: then it is
+			// slow, the measured rate tells how slow, and the
+			// connections its bandwidth-delay product does not need
+			// only add losses (a 1 Mbit/s, 300 ms link has a queue of
+			// 25 packets; 8 first flights are 80). Those are reset.
+			checked = true
+			if float64(b) < 0.75*float64(n*initialWindow) {
+				rate := float64(b) / (now - beforeData)
+				keep := min(max(int(math.Ceil(rate*rtt/(initialWindow*(1<<slowStartRTTs)))), cfg.InitialConnections), n)
+				if kept := r.keepFastest(&connMu, &streams, keep); kept < n {
+					n, floor = kept, kept
+					// The losses of the first flights are repaired
+					// in the next round trips.
+					params.NotBefore = now + 2*rtt
+				}
+			}
+		}
 		if now-lastChange > stall {
 			err = fmt.Errorf("speedtest %s: no data for %.1f s: %w", dir, now-lastChange, schemas.ErrStalled)
 			break
@@ -666,7 +694,7 @@ loop:
 		// for the queue a bottleneck builds).
 		if smooth := math.Max(2*rtt, 0.2); t > smooth && len(samples) > 1 {
 			bdp = math.Max(bdp, goodput.Rate(samples, t-smooth, t)*1e6/8*rtt)
-			if want := min(max(int(math.Ceil(1.5*bdp/float64(perConn))), initial), cfg.MaxConnections); want > n {
+			if want := min(max(int(math.Ceil(1.5*bdp/float64(perConn))), floor), cfg.MaxConnections); want > n {
 				for ; n < want; n++ {
 					open()
 				}
@@ -781,6 +809,32 @@ func abort(c net.Conn) {
 // dlStream is one download connection: the bytes read from it and what
 // arrived at its TCP.
 type dlStream struct {
+	c       net.Conn
 	read    atomic.Uint64
 	arrival *goodput.Arrival
+	cut     atomic.Bool // reset on purpose: its reader's error is no failure
+}
+
+// keepFastest resets all but the keep download streams that received the
+// most so far and returns how many are left. What the reset ones received
+// stays counted (goodput.Arrival keeps its last count).
+func (r *run) keepFastest(mu *sync.Mutex, streams *[]*dlStream, keep int) int {
+	mu.Lock()
+	defer mu.Unlock()
+	live := make([]*dlStream, 0, len(*streams))
+	for _, st := range *streams {
+		if !st.cut.Load() {
+			live = append(live, st)
+		}
+	}
+	if len(live) <= keep {
+		return len(live)
+	}
+	sort.SliceStable(live, func(i, j int) bool { return live[i].read.Load() > live[j].read.Load() })
+	for _, st := range live[keep:] {
+		st.arrival.Count(st.read.Load()) // the last count, before the socket goes
+		st.cut.Store(true)
+		abort(st.c)
+	}
+	return keep
 }
