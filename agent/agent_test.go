@@ -24,6 +24,7 @@ import (
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/looptest"
 	"github.com/neubot/neubot/internal/version"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/service"
@@ -328,12 +329,7 @@ func (s *switchable) up(t *testing.T) {
 func downCollector(t *testing.T) (*collectortest.Collector, *switchable) {
 	t.Helper()
 	col := collectortest.New(t, collector.Config{})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sw := &switchable{addr: l.Addr().String(), h: col.Handler()}
-	l.Close()
+	sw := &switchable{addr: looptest.ClosedAddr(t).String(), h: col.Handler()}
 	t.Cleanup(sw.down)
 	return col, sw
 }
