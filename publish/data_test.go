@@ -286,12 +286,3 @@ func TestVerdicts(t *testing.T) {
 		t.Fatalf("asn=0: %d", code)
 	}
 }
-
-func mustTest(t *testing.T, name string) *schemas.Test {
-	t.Helper()
-	test, ok := schemas.Lookup(name)
-	if !ok {
-		t.Fatalf("no test %s", name)
-	}
-	return test
-}
