@@ -21,19 +21,19 @@ import (
 	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/agent/speedtest/speedtesttest"
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/looptest"
 	"github.com/neubot/neubot/internal/version"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
 
 func TestMain(m *testing.M) { os.Exit(localchtest.MainNoLeaks(m)) }
-
-// quick is a short methodology for functional tests on loopback.
-var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3, V2: speedtest.V2Config{MaxPhase: 400 * time.Millisecond, MaxPhaseLongRTT: 400 * time.Millisecond, MinWindow: 200 * time.Millisecond}}
 
 // testServer starts a real test server in-process on loopback.
 func testServer(t *testing.T) string {
@@ -53,7 +53,7 @@ func newAgentWith(t *testing.T, dir, collectorURL, serverURL string, set func(*a
 	t.Helper()
 	opts := agent.Options{
 		StateDir: dir, CollectorURL: collectorURL, ServerURL: serverURL,
-		Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(quick)},
+		Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtesttest.Quick)},
 	}
 	if set != nil {
 		set(&opts)
@@ -174,12 +174,8 @@ func TestSecurity(t *testing.T) {
 			req.Header.Set(agent.CSRFHeader, token)
 		}
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := webtest.Do(t, req)
+		return code
 	}
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	self := "http://127.0.0.1:" + strings.TrimPrefix(srv.URL, "http://127.0.0.1:")
@@ -328,12 +324,7 @@ func (s *switchable) up(t *testing.T) {
 func downCollector(t *testing.T) (*collectortest.Collector, *switchable) {
 	t.Helper()
 	col := collectortest.New(t, collector.Config{})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sw := &switchable{addr: l.Addr().String(), h: col.Handler()}
-	l.Close()
+	sw := &switchable{addr: looptest.ClosedAddr(t).String(), h: col.Handler()}
 	t.Cleanup(sw.down)
 	return col, sw
 }
@@ -501,7 +492,7 @@ func TestRevokeStopsRunningTest(t *testing.T) {
 func TestTakesTurns(t *testing.T) {
 	quickBT := bittorrent.Config{Repetitions: 1, FlowDuration: 300 * time.Millisecond, SampleEvery: 50 * time.Millisecond, Warmup: 10 * time.Millisecond, MaxFlowBytes: 1 << 20}
 	a, err := agent.New(agent.Options{StateDir: t.TempDir(), ServerURL: testServer(t),
-		Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(quick), schemas.BitTorrentName: bittorrent.NewMeasurer(quickBT)}})
+		Tests: map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtesttest.Quick), schemas.BitTorrentName: bittorrent.NewMeasurer(quickBT)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/stats"
 	"github.com/neubot/neubot/schemas"
 )
@@ -510,21 +511,27 @@ func (j *Job) Sources(ctx context.Context) (map[string]SourceState, error) {
 	for _, t := range append([]string{"bittorrent"}, testTables()...) {
 		parts = append(parts, fmt.Sprintf("SELECT toString(toDate(start_time, 'UTC')) AS d, countIf(%[1]s) AS n, maxIf(ingested_at, %[1]s) AS m FROM %[2]s GROUP BY d", schemas.OnTimeSQL, t))
 	}
-	rows, err := j.Conn.Query(ctx, "SELECT d, sum(n), max(m) FROM (\n"+strings.Join(parts, "\nUNION ALL\n")+"\n) GROUP BY d")
+	return j.sourceStates(ctx, "SELECT d, sum(n), max(m) FROM (\n"+strings.Join(parts, "\nUNION ALL\n")+"\n) GROUP BY d")
+}
+
+// sourceStates runs query, whose rows are a day (a string) and its
+// SourceState's two fields, and returns them by day.
+func (j *Job) sourceStates(ctx context.Context, query string) (map[string]SourceState, error) {
+	type dayState struct {
+		day   string
+		state SourceState
+	}
+	days, err := chdb.Select(ctx, j.Conn, func(rows driver.Rows, x *dayState) error {
+		return rows.Scan(&x.day, &x.state.Rows, &x.state.MaxIngested)
+	}, query)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := map[string]SourceState{}
-	for rows.Next() {
-		var d string
-		var s SourceState
-		if err := rows.Scan(&d, &s.Rows, &s.MaxIngested); err != nil {
-			return nil, err
-		}
-		out[d] = s
+	out := make(map[string]SourceState, len(days))
+	for _, x := range days {
+		out[x.day] = x.state
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Pending returns, oldest first, the days whose source rows changed since
@@ -534,25 +541,14 @@ func (j *Job) Pending(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := j.Conn.Query(ctx, "SELECT toString(day), argMax(source_rows, run_at), argMax(source_max_ingested, run_at) FROM analytics_runs GROUP BY day")
+	done, err := j.sourceStates(ctx, "SELECT toString(day), argMax(source_rows, run_at), argMax(source_max_ingested, run_at) FROM analytics_runs GROUP BY day")
 	if err != nil {
 		return nil, err
 	}
-	done := map[string]SourceState{}
-	for rows.Next() {
-		var d string
-		var s SourceState
-		if err := rows.Scan(&d, &s.Rows, &s.MaxIngested); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		done[d] = s
-	}
-	rows.Close()
 	// Days computed before migration 9 hold test-weighted figures outside
 	// the agent scope: they are computed again, by the current method.
 	old := map[string]bool{}
-	rows, err = j.Conn.Query(ctx, "SELECT DISTINCT toString(day) FROM analytics_distributions WHERE weighting = 'tests' AND scope != 'agent'")
+	rows, err := j.Conn.Query(ctx, "SELECT DISTINCT toString(day) FROM analytics_distributions WHERE weighting = 'tests' AND scope != 'agent'")
 	if err != nil {
 		return nil, err
 	}

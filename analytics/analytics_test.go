@@ -23,21 +23,7 @@ func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
 // insert loads records as the collector's loader does (same Row).
 func insert(t *testing.T, conn driver.Conn, recs []*schemas.Record, asn uint32) {
 	t.Helper()
-	test, _ := schemas.Lookup(schemas.SpeedtestName)
-	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO speedtest ("+strings.Join(test.TableColumns(), ", ")+")")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer batch.Close()
-	for _, r := range recs {
-		row := r.Row(schemas.Annotation{Verified: true, ServerKey: "test", Pseudonym: strings.ReplaceAll(r.AgentID, "-", ""), ASN: asn, Org: fmt.Sprintf("ISP %d", asn), Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: r.StartTime.Add(5 * time.Minute)}, nil)
-		if err := batch.Append(row...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		t.Fatal(err)
-	}
+	insertRows(t, conn, recs, func(*schemas.Record) (uint32, string) { return asn, "IT" })
 }
 
 func snapshot(t *testing.T, conn driver.Conn, table string) string {
@@ -188,17 +174,9 @@ func TestOnlyPublishableOnTime(t *testing.T) {
 	// A late upload: ingested three days after its day.
 	late := schemastest.Speedtest(rng, day.Add(time.Hour), "192.0.2.1", 10)
 	late.Synthetic = false
-	test, _ := schemas.Lookup(schemas.SpeedtestName)
-	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO speedtest ("+strings.Join(test.TableColumns(), ", ")+")")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := batch.Append(late.Row(schemas.Annotation{Verified: true, ServerKey: "test", ASN: 64511, Org: "ISP", Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: day.AddDate(0, 0, 3).Add(time.Minute)}, nil)...); err != nil {
-		t.Fatal(err)
-	}
-	if err := batch.Send(); err != nil {
-		t.Fatal(err)
-	}
+	localchtest.InsertRecords(t, conn, []*schemas.Record{late}, func(*schemas.Record) schemas.Annotation {
+		return schemas.Annotation{Verified: true, ServerKey: "test", ASN: 64511, Org: "ISP", Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: day.AddDate(0, 0, 3).Add(time.Minute)}
+	})
 	if err := (&analytics.Job{Conn: conn}).RunDay(context.Background(), "2026-11-19"); err != nil {
 		t.Fatal(err)
 	}

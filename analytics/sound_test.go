@@ -35,22 +35,10 @@ func agentID(rng *rand.Rand) string {
 // insertRows loads records with their own ASN and country.
 func insertRows(t *testing.T, conn driver.Conn, recs []*schemas.Record, asn func(*schemas.Record) (uint32, string)) {
 	t.Helper()
-	test, _ := schemas.Lookup(schemas.SpeedtestName)
-	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO speedtest ("+strings.Join(test.TableColumns(), ", ")+")")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer batch.Close()
-	for _, r := range recs {
+	localchtest.InsertRecords(t, conn, recs, func(r *schemas.Record) schemas.Annotation {
 		a, c := asn(r)
-		row := r.Row(schemas.Annotation{Verified: true, ServerKey: "test", Pseudonym: strings.ReplaceAll(r.AgentID, "-", ""), ASN: a, Org: fmt.Sprintf("ISP %d", a), Country: c, Prefix: "192.0.2.0/24", IngestedAt: r.StartTime.Add(5 * time.Minute)}, nil)
-		if err := batch.Append(row...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		t.Fatal(err)
-	}
+		return schemas.Annotation{Verified: true, ServerKey: "test", Pseudonym: strings.ReplaceAll(r.AgentID, "-", ""), ASN: a, Org: fmt.Sprintf("ISP %d", a), Country: c, Prefix: "192.0.2.0/24", IngestedAt: r.StartTime.Add(5 * time.Minute)}
+	})
 }
 
 func dist(t *testing.T, conn driver.Conn, day, goodset, scope, key string) (p50, lo, hi float64, tests, total, agents uint64) {
@@ -368,20 +356,13 @@ func TestNDT7Apart(t *testing.T) {
 		st = append(st, testRec(rng, agentID(rng), day.Add(time.Duration(i)*time.Hour), 10))
 	}
 	insertRows(t, conn, st, func(*schemas.Record) (uint32, string) { return 64520, "FR" })
-	test, _ := schemas.Lookup(schemas.NDT7Name)
-	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO ndt7 ("+strings.Join(test.TableColumns(), ", ")+")")
-	if err != nil {
-		t.Fatal(err)
-	}
+	var nd []*schemas.Record
 	for i := 0; i < 3; i++ {
-		r := schemastest.NDT7(rng, schemas.NDT7Name, day.Add(time.Duration(i)*time.Hour), "192.0.2.1", 300)
-		if err := batch.Append(r.Row(schemas.Annotation{Verified: true, ServerKey: "test", Pseudonym: strings.ReplaceAll(r.AgentID, "-", ""), ASN: 64520, Org: "ISP", Country: "FR", Prefix: "192.0.2.0/24", IngestedAt: r.StartTime.Add(time.Minute)}, nil)...); err != nil {
-			t.Fatal(err)
-		}
+		nd = append(nd, schemastest.NDT7(rng, schemas.NDT7Name, day.Add(time.Duration(i)*time.Hour), "192.0.2.1", 300))
 	}
-	if err := batch.Send(); err != nil {
-		t.Fatal(err)
-	}
+	localchtest.InsertRecords(t, conn, nd, func(r *schemas.Record) schemas.Annotation {
+		return schemas.Annotation{Verified: true, ServerKey: "test", Pseudonym: strings.ReplaceAll(r.AgentID, "-", ""), ASN: 64520, Org: "ISP", Country: "FR", Prefix: "192.0.2.0/24", IngestedAt: r.StartTime.Add(time.Minute)}
+	})
 	if err := (&analytics.Job{Conn: conn, Goodsets: analytics.Goodsets[:1]}).RunDay(context.Background(), day.Format(time.DateOnly)); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,21 +21,9 @@ import (
 // loader does (same Row).
 func insertAs(t *testing.T, conn driver.Conn, recs []*schemas.Record, asn uint32) {
 	t.Helper()
-	test, _ := schemas.Lookup(recs[0].TestName)
-	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO "+test.Table+" ("+strings.Join(test.TableColumns(), ", ")+")")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer batch.Close()
-	for _, r := range recs {
-		row := r.Row(schemas.Annotation{Verified: true, ServerKey: "test", ASN: asn, Org: fmt.Sprintf("ISP %d", asn), Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: time.Now()}, nil)
-		if err := batch.Append(row...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		t.Fatal(err)
-	}
+	localchtest.InsertRecords(t, conn, recs, func(*schemas.Record) schemas.Annotation {
+		return schemas.Annotation{Verified: true, ServerKey: "test", ASN: asn, Org: fmt.Sprintf("ISP %d", asn), Country: "IT", Prefix: "192.0.2.0/24", IngestedAt: time.Now()}
+	})
 }
 
 // TestVerdicts: a day of BitTorrent tests of two ISPs (and no speedtest)

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/neubot/neubot/internal/looptest"
 	"github.com/neubot/neubot/internal/ratelimit"
 	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/rendezvous"
@@ -147,12 +148,7 @@ func TestPeerReachable(t *testing.T) {
 // is remembered for PeerRetry, then checked again.
 func TestPeerUnreachable(t *testing.T) {
 	_, srv, clock := rendezvousServer(t, loopbackPeers)
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedPort := closed.Addr().(*net.TCPAddr).Port
-	closed.Close()
+	closedPort := looptest.ClosedAddr(t).Port
 	impostor := newHelloServer(t, "peer-c", "someone-else")
 	notNeubot := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(notNeubot.Close)
@@ -191,9 +187,7 @@ func TestPeerBecomesUnreachable(t *testing.T) {
 	if _, ack, _ := registerPeer(t, srv.URL, peerRegistration("peer-a", h.port)); !ack.Peer.Listed {
 		t.Fatalf("not listed: %+v", ack.Peer)
 	}
-	closed, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := closed.Addr().(*net.TCPAddr).Port
-	closed.Close()
+	port := looptest.ClosedAddr(t).Port
 	if _, ack, _ := registerPeer(t, srv.URL, peerRegistration("peer-a", port)); ack.Peer.Listed {
 		t.Fatalf("listed at a closed port: %+v", ack.Peer)
 	}
@@ -221,9 +215,7 @@ func TestPeerCannotTakeAnotherPlace(t *testing.T) {
 	r.mu.Lock()
 	r.servers["peer-a"].addr = "192.0.2.99" // as if registered from elsewhere
 	r.mu.Unlock()
-	closed, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := closed.Addr().(*net.TCPAddr).Port
-	closed.Close()
+	port := looptest.ClosedAddr(t).Port
 	if code, body := postJSON(t, srv.URL, rendezvous.PeerRegisterPath, peerRegistration("peer-a", port)); code != http.StatusConflict {
 		t.Fatalf("another address's peer ID: %d %s", code, body)
 	}

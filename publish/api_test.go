@@ -15,6 +15,7 @@ import (
 	"github.com/neubot/neubot/agent"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/agent/speedtest/speedtesttest"
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/analytics/simulate"
 	"github.com/neubot/neubot/collector"
@@ -115,7 +116,7 @@ func TestDistributionsAndComparison(t *testing.T) {
 	_, tsURL := servicetest.Start(t, service.Config{ID: "ts"})
 	ag, err := agent.New(agent.Options{StateDir: t.TempDir(), ServerURL: tsURL, PublicAPIURL: api.URL,
 		HTTPClient: &http.Client{Transport: viaProxy{a0.Addr.String()}},
-		Tests:      map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3, V2: speedtest.V2Config{MaxPhase: 400 * time.Millisecond, MaxPhaseLongRTT: 400 * time.Millisecond, MinWindow: 200 * time.Millisecond}})}})
+		Tests:      map[string]plugin.Measurer{schemas.SpeedtestName: speedtest.NewMeasurer(speedtesttest.Quick)}})
 	if err != nil {
 		t.Fatal(err)
 	}

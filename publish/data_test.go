@@ -245,23 +245,17 @@ func TestVerdicts(t *testing.T) {
 	seed(t, conn, day, 100, testASN) // the page needs speedtests too
 	rng := rand.New(rand.NewPCG(3, 4))
 	want := map[string]int{}
-	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO bittorrent ("+strings.Join(mustTest(t, schemas.BitTorrentName).TableColumns(), ", ")+")")
-	if err != nil {
-		t.Fatal(err)
-	}
+	var recs []*schemas.Record
 	for i := 0; i < 40; i++ {
 		outcome := []string{schemas.OutcomeDifferentiation, schemas.OutcomeDifferentiation, schemas.OutcomeNone, schemas.OutcomeInconclusive}[i%4]
 		r := schemastest.BitTorrent(rng, day.Add(time.Duration(i)*time.Minute), "198.51.100.9", 20, outcome)
 		r.Synthetic = false
 		want[outcome]++
-		ann := schemas.Annotation{Verified: true, ServerKey: "test", ASN: testASN, Org: "Example ISP", Country: "IT", Prefix: "198.51.100.0/24", DB: "test-db", IngestedAt: r.StartTime.Add(time.Minute)}
-		if err := batch.Append(r.Row(ann, nil)...); err != nil {
-			t.Fatal(err)
-		}
+		recs = append(recs, r)
 	}
-	if err := batch.Send(); err != nil {
-		t.Fatal(err)
-	}
+	localchtest.InsertRecords(t, conn, recs, func(r *schemas.Record) schemas.Annotation {
+		return schemas.Annotation{Verified: true, ServerKey: "test", ASN: testASN, Org: "Example ISP", Country: "IT", Prefix: "198.51.100.0/24", DB: "test-db", IngestedAt: r.StartTime.Add(time.Minute)}
+	})
 	if err := (&analytics.Job{Conn: conn}).RunRange(context.Background(), day, day, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -291,13 +285,4 @@ func TestVerdicts(t *testing.T) {
 	if code, _ := webtest.Get(t, srv.URL+"/api/v1/verdicts?asn=0"); code != 400 {
 		t.Fatalf("asn=0: %d", code)
 	}
-}
-
-func mustTest(t *testing.T, name string) *schemas.Test {
-	t.Helper()
-	test, ok := schemas.Lookup(name)
-	if !ok {
-		t.Fatalf("no test %s", name)
-	}
-	return test
 }

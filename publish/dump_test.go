@@ -565,10 +565,7 @@ func TestExportEveryTest(t *testing.T) {
 			t.Errorf("no record generator for test %s: add one to schemastest.Generators", test.Name)
 			continue
 		}
-		batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO "+test.Table+" ("+strings.Join(test.TableColumns(), ", ")+")")
-		if err != nil {
-			t.Fatal(err)
-		}
+		var recs []*schemas.Record
 		for i := 0; i < 300; i++ {
 			addr := fmt.Sprintf("203.0.113.%d", 1+i%200)
 			addrs = append(addrs, addr)
@@ -578,14 +575,11 @@ func TestExportEveryTest(t *testing.T) {
 				// What a transfer broken by the network leaves in a record.
 				setFailures(r, schemas.FailureOf(fmt.Errorf("write tcp %s:443->%s:51234: %w", "192.0.2.1", addr, syscall.EPIPE)))
 			}
-			ann := schemas.Annotation{Verified: true, ServerKey: "test", ASN: 64500, Org: "Example, \"Quoted\" Org", Country: "FR", Prefix: "203.0.113.0/24", DB: "test-db", IngestedAt: r.StartTime.Add(time.Minute)}
-			if err := batch.Append(r.Row(ann, nil)...); err != nil {
-				t.Fatal(err)
-			}
+			recs = append(recs, r)
 		}
-		if err := batch.Send(); err != nil {
-			t.Fatal(err)
-		}
+		localchtest.InsertRecords(t, conn, recs, func(r *schemas.Record) schemas.Annotation {
+			return schemas.Annotation{Verified: true, ServerKey: "test", ASN: 64500, Org: "Example, \"Quoted\" Org", Country: "FR", Prefix: "203.0.113.0/24", DB: "test-db", IngestedAt: r.StartTime.Add(time.Minute)}
+		})
 		m, err := publish.ExportDay(context.Background(), publish.ExportConfig{Conn: conn, Dir: dir, ASNDB: "test-db"}, test, day)
 		if err != nil {
 			t.Fatalf("%s: %v", test.Name, err)

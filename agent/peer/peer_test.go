@@ -19,6 +19,7 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/internal/looptest"
 	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
@@ -195,27 +196,16 @@ func TestCapsHoldUnderLoad(t *testing.T) {
 // grace, and past maxOver a day nothing.
 func TestDailyCapCutsExactly(t *testing.T) {
 	m := newMeter(rendezvous.PeerCaps{MaxTests: 1, MaxMbps: 1000, DailyMB: 1}, time.Now)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := looptest.Listen(t)
 	l := &listener{Listener: ln, m: m}
 	defer l.closeConns()
 	defer l.Close()
 	served := make(chan int)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				n, _ := c.Write(make([]byte, 3_000_000)) // more than the cap
-				c.Close()
-				served <- n
-			}()
-		}
-	}()
+	looptest.ServeEach(l, func(c net.Conn) {
+		n, _ := c.Write(make([]byte, 3_000_000)) // more than the cap
+		c.Close()
+		served <- n
+	})
 	read := func() int64 {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {

@@ -125,7 +125,7 @@ func (b *bench) ping() error {
 
 func (b *bench) tcp() error {
 	fmt.Printf("\nTCP: iperf3 -R (b sends to a), one connection, the machine's default congestion control (%s), %d s after 2 s omitted, queue of one BDP (at least %d packets and %v at the rate), tcp_rmem/wmem max 32 MB; %s. At MTU 1500 TCP's goodput is at most 96.5 %% of the IP rate.\n\n",
-		congestionControl(), b.secs, linkem.MinQueue, linkem.MinQueueTime, b.header())
+		linkbench.CongestionControl(), b.secs, linkem.MinQueue, linkem.MinQueueTime, b.header())
 	fmt.Println("| rate Mbit/s | RTT ms | queue packets | iperf3 Mbit/s | of the rate | retransmits |")
 	fmt.Println("|---|---|---|---|---|---|")
 	for _, rate := range []float64{10, 50, 200} {
@@ -259,14 +259,6 @@ func (b *bench) cpu() error {
 	fmt.Println("|---|---|---|---|---|")
 	fmt.Printf("| %.1f | %.1f | %.2f | %.2f | %.1f %% |\n", r.Mbps, wall, user, sys, (user+sys)/wall*100)
 	return nil
-}
-
-func congestionControl() string {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(b))
 }
 
 func numCPU() int {

@@ -53,6 +53,7 @@ import (
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/internal/process"
 	"github.com/neubot/neubot/proto/ingest"
 	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -170,15 +171,7 @@ func run(duration time.Duration, rate, nClients, perBody, nAgents, nSlow int, ke
 	stopUp := func() {
 		if !stopped {
 			stopped = true
-			_ = up.Process.Signal(os.Interrupt)
-			done := make(chan struct{})
-			go func() { _ = up.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(60 * time.Second):
-				_ = up.Process.Kill()
-				<-done
-			}
+			_ = process.Stop(up, os.Interrupt, 60*time.Second)
 		}
 	}
 	defer stopUp()

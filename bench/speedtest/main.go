@@ -614,7 +614,7 @@ func report(o *options, rs []cellResult, took time.Duration, load0 string) bool 
 		streams = fmt.Sprintf("with as many streams as %s used connections in the cell and direction (×P)", goalTool)
 	}
 	fmt.Printf("\nSpeedtest accuracy in the link emulator (internal/linkem; queue %s; link threads SCHED_FIFO %d; every tool under chrt -f %d; tcp_rmem/tcp_wmem max 32 MB in both namespaces). Reference: iperf3 %s, %d s after its --omit of the ramp-up (ceil(2 s + 10 RTT) unless -iperf-omit), the receiver's mean goodput over its 1-s intervals (last left out), the machine's congestion control (%s) for every tool. Payload: the link's capacity for TCP payload, rate × 1448/1500. Cells: error vs iperf3, then the tool's whole time (process start to result). %d cells in %.0f min; load average %s at the start, %s at the end, on a 2-CPU machine shared with other engineers' work.\n\n",
-		queueDesc(o.queue), o.realtime, linkbench.Priority, streams, o.iperfTime, congestionControl(), len(rs), took.Minutes(), load0, loadAvg())
+		queueDesc(o.queue), o.realtime, linkbench.Priority, streams, o.iperfTime, linkbench.CongestionControl(), len(rs), took.Minutes(), load0, loadAvg())
 	if o.skipIperf {
 		fmt.Printf("NO iperf3 (-skip-iperf): its column and the errors are against the payload capacity.\n\n")
 	}
@@ -819,14 +819,6 @@ func queueDesc(q int) string {
 		return fmt.Sprintf("one BDP, at least %d packets and %v at the rate", linkem.MinQueue, linkem.MinQueueTime)
 	}
 	return fmt.Sprintf("%d packets", q)
-}
-
-func congestionControl() string {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(b))
 }
 
 func loadAvg() string {

@@ -82,20 +82,7 @@ func (n *netns) iperf3Once(port, secs int, reverse bool) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("iperf3: %v: %s", err, out)
 	}
-	type interval struct {
-		Sum struct {
-			BitsPerSecond float64 `json:"bits_per_second"`
-			Seconds       float64 `json:"seconds"`
-			Omitted       bool    `json:"omitted"`
-		} `json:"sum"`
-	}
-	var res struct {
-		Error     string     `json:"error"`
-		Intervals []interval `json:"intervals"`
-		Server    struct {
-			Intervals []interval `json:"intervals"`
-		} `json:"server_output_json"`
-	}
+	var res linkbench.Iperf3Output
 	if err := json.Unmarshal(out, &res); err != nil {
 		return 0, fmt.Errorf("iperf3 output: %v", err)
 	}

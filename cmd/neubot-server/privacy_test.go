@@ -23,6 +23,8 @@ import (
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/looptest"
+	"github.com/neubot/neubot/internal/process"
 	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/publicapi"
 	"github.com/neubot/neubot/publish/publishtest"
@@ -60,16 +62,7 @@ func TestPrivacyScan(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-		}
-	}()
+	defer process.Stop(cmd, os.Interrupt, 30*time.Second)
 	urls := map[string]string{}
 	seeded := make(chan struct{})
 	var seededOnce sync.Once
@@ -379,30 +372,18 @@ func equal(want ...uint64) func(n ...uint64) bool {
 // cutRelay relays TCP connections to target and cuts each one (a reset)
 // once it has carried more than cut bytes from the server.
 func cutRelay(t *testing.T, target string, cut int64) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				s, err := net.Dial("tcp", target)
-				if err != nil {
-					c.Close()
-					return
-				}
-				go func() { io.Copy(s, c); s.(*net.TCPConn).CloseWrite() }()
-				io.CopyN(c, s, cut)
-				c.(*net.TCPConn).SetLinger(0)
-				c.Close()
-				s.Close()
-			}()
+	ln := looptest.Listen(t)
+	looptest.ServeEach(ln, func(c net.Conn) {
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			c.Close()
+			return
 		}
-	}()
+		go func() { io.Copy(s, c); s.(*net.TCPConn).CloseWrite() }()
+		io.CopyN(c, s, cut)
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+		s.Close()
+	})
 	return ln.Addr().String()
 }

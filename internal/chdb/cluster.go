@@ -518,20 +518,16 @@ func runStepRaced(ctx context.Context, conn driver.Conn, o Options, st Step) err
 
 // columns lists the columns of table in the connection's database.
 func columns(ctx context.Context, conn driver.Conn, table string) (map[string]bool, error) {
-	rows, err := conn.Query(ctx, "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ?", table)
+	names, err := Select(ctx, conn, func(rows driver.Rows, name *string) error { return rows.Scan(name) },
+		"SELECT name FROM system.columns WHERE database = currentDatabase() AND table = ?", table)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return nil, err
-		}
+	out := make(map[string]bool, len(names))
+	for _, name := range names {
 		out[name] = true
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // missing is st's SQL with only the ADD COLUMN clauses of the columns that
@@ -588,27 +584,22 @@ func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
 		}
 		return conn.Exec(ctx, st.SQL)
 	}
-	if st.PerHost {
-		return eachHost(ctx, conn, o, func(c driver.Conn) error {
-			cols, err := columns(ctx, c, st.Table)
-			if err != nil {
-				return err
-			}
-			if sql := st.missing(func(col string) bool { return cols[col] }); sql != "" {
-				return c.Exec(ctx, sql)
-			}
-			return nil
-		})
-	}
-	if !st.AllHosts {
-		cols, err := columns(ctx, conn, st.Table)
+	// addMissing adds, on the server of c, the columns its table lacks.
+	addMissing := func(c driver.Conn) error {
+		cols, err := columns(ctx, c, st.Table)
 		if err != nil {
 			return err
 		}
 		if sql := st.missing(func(col string) bool { return cols[col] }); sql != "" {
-			return conn.Exec(ctx, sql)
+			return c.Exec(ctx, sql)
 		}
 		return nil
+	}
+	if st.PerHost {
+		return eachHost(ctx, conn, o, addMissing)
+	}
+	if !st.AllHosts {
+		return addMissing(conn)
 	}
 	// AllHosts: a column is added where no server has it; one that some
 	// servers have and others not is an error.

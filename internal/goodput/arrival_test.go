@@ -4,31 +4,17 @@ import (
 	"io"
 	"net"
 	"testing"
+
+	"github.com/neubot/neubot/internal/looptest"
 )
 
 // TestArrival counts a transfer over a real loopback connection: the count
 // is never below the bytes read, never decreases, and (where TCP_INFO is
 // read) is about what was sent.
 func TestArrival(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	const total = 4 << 20
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		c.Write(make([]byte, total))
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	addr := looptest.ServeOne(t, func(c net.Conn) { c.Write(make([]byte, total)) })
+	c := looptest.Dial(t, addr)
 	a := NewArrival(c)
 	buf := make([]byte, 64<<10)
 	var read, last uint64

@@ -3,13 +3,13 @@ package httpx_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/neubot/neubot/internal/httpx"
+	"github.com/neubot/neubot/internal/looptest"
 )
 
 func TestFetch(t *testing.T) {
@@ -85,13 +85,7 @@ func TestFetch(t *testing.T) {
 		t.Errorf("FetchJSON of an answer that is not JSON: %v", err)
 	}
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	req, _, err := httpx.NewJSONRequest(ctx, http.MethodPost, "http://"+addr+"/", nil)
+	req, _, err := httpx.NewJSONRequest(ctx, http.MethodPost, "http://"+looptest.ClosedAddr(t).String()+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,26 +5,13 @@ import (
 	"net"
 	"runtime"
 	"testing"
+
+	"github.com/neubot/neubot/internal/looptest"
 )
 
 func TestRead(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err == nil {
-			io.Copy(io.Discard, c)
-			c.Close()
-		}
-	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	addr := looptest.ServeOne(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	c := looptest.Dial(t, addr)
 	c.Write(make([]byte, 1<<20))
 	info, err := Read(c)
 	if runtime.GOOS != "linux" {

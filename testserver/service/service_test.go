@@ -16,9 +16,11 @@ import (
 
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
+	"github.com/neubot/neubot/agent/speedtest/speedtesttest"
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/proto/negotiate"
 	spec "github.com/neubot/neubot/proto/speedtest"
@@ -31,18 +33,17 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(localchtest.MainNoLeaks(m)) }
 
-var quick = speedtest.Config{MinPhase: 200 * time.Millisecond, MaxPhase: 400 * time.Millisecond, LatencySamples: 3, V2: speedtest.V2Config{MaxPhase: 400 * time.Millisecond, MaxPhaseLongRTT: 400 * time.Millisecond, MinWindow: 200 * time.Millisecond}}
-
 func env(url string) plugin.Env {
 	return plugin.Env{ServerURL: url, AgentID: uuid.NewString(), Consent: schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}}
 }
 
-// queueCfg is quick with room for the phases under load: ten agents on a
-// loaded machine may see a phase's samples come late, and a phase that
-// ends before its samples reach MaxPhase fails ("too little to measure").
+// queueCfg is speedtesttest.Quick with room for the phases under load: ten
+// agents on a loaded machine may see a phase's samples come late, and a
+// phase that ends before its samples reach MaxPhase fails ("too little to
+// measure").
 // On an idle machine the phases still end on stability, well before it.
 var queueCfg = func() speedtest.Config {
-	c := quick
+	c := speedtesttest.Quick
 	c.MaxPhase, c.V2.MaxPhase, c.V2.MaxPhaseLongRTT = 2*time.Second, 2*time.Second, 2*time.Second
 	return c
 }()
@@ -134,12 +135,8 @@ func status(t *testing.T, method, url, token string) int {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.Header.Set("Range", "bytes=0-1023")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	code, _ := webtest.Do(t, req)
+	return code
 }
 
 // TestTokens: every test endpoint refuses a missing, unknown or expired
@@ -206,7 +203,7 @@ func TestEndToEnd(t *testing.T) {
 	_, url := servicetest.Start(t, service.Config{CollectorURL: col.Server.URL})
 	var uids []string
 	for i := 0; i < 3; i++ {
-		rec, err := speedtest.NewMeasurer(quick).Run(context.Background(), env(url))
+		rec, err := speedtest.NewMeasurer(speedtesttest.Quick).Run(context.Background(), env(url))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,7 +279,7 @@ func TestForwarderSurvivesCollectorOutage(t *testing.T) {
 	}))
 	defer fake.Close()
 	svc, url := servicetest.Start(t, service.Config{CollectorURL: fake.URL})
-	if _, err := speedtest.NewMeasurer(quick).Run(context.Background(), env(url)); err != nil {
+	if _, err := speedtest.NewMeasurer(speedtesttest.Quick).Run(context.Background(), env(url)); err != nil {
 		t.Fatal(err)
 	}
 	// Not a sleep: the forwarder is seen trying twice (a first attempt and a

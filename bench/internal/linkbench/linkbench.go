@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -82,7 +83,8 @@ func Iperf3TCP(l *linkem.Link, port, secs, omit int, reverse bool, extra ...stri
 	return TCP{}, fmt.Errorf("iperf3 gave no result after 3 tries: %w", err)
 }
 
-type interval struct {
+// Iperf3Interval is one interval of iperf3's JSON output.
+type Iperf3Interval struct {
 	Sum struct {
 		BitsPerSecond float64 `json:"bits_per_second"`
 		Start         float64 `json:"start"`
@@ -93,11 +95,13 @@ type interval struct {
 	} `json:"sum"`
 }
 
-type iperfOut struct {
-	Error     string     `json:"error"`
-	Intervals []interval `json:"intervals"`
+// Iperf3Output is what the benchmarks read of iperf3's JSON output (-J;
+// Server with --get-server-output).
+type Iperf3Output struct {
+	Error     string           `json:"error"`
+	Intervals []Iperf3Interval `json:"intervals"`
 	Server    struct {
-		Intervals []interval `json:"intervals"`
+		Intervals []Iperf3Interval `json:"intervals"`
 	} `json:"server_output_json"`
 	End struct {
 		SumSent struct {
@@ -152,11 +156,11 @@ func iperf3TCPOnce(l *linkem.Link, port, secs, omit int, reverse bool, extra []s
 	return TCP{Mbps: bits / s / 1e6, Retransmits: res.End.SumSent.Retransmits, Intervals: all}, nil
 }
 
-func runIperf3(l *linkem.Link, timeout int, args []string) (*iperfOut, error) {
+func runIperf3(l *linkem.Link, timeout int, args []string) (*Iperf3Output, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(timeout)*time.Second)
 	defer cancel()
 	out, err := Output(ctx, Command(l, linkem.A, "iperf3", args...))
-	var res iperfOut
+	var res Iperf3Output
 	if jerr := json.Unmarshal(out, &res); jerr != nil {
 		if err == nil {
 			err = jerr
@@ -185,7 +189,7 @@ func Iperf3UDP(l *linkem.Link, port, secs int, mbps float64, size int) (UDP, err
 		"-u", "-b", fmt.Sprintf("%gM", mbps), "-l", strconv.Itoa(size), "-w", "4M", "-R", "-J"}
 	var err error
 	for try := 0; try < 3; try++ {
-		var res *iperfOut
+		var res *Iperf3Output
 		if res, err = runIperf3(l, secs+30, args); err == nil {
 			var bits, s float64
 			for i, iv := range res.Intervals {
@@ -251,4 +255,14 @@ func Quantile(sorted []float64, q float64) float64 {
 	}
 	i := int(q*float64(len(sorted)-1) + 0.5)
 	return sorted[i]
+}
+
+// CongestionControl is the kernel's default TCP congestion control, as a
+// benchmark's report names it ("unknown" where it cannot be read).
+func CongestionControl() string {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/schemas"
 )
 
 var (
@@ -284,4 +285,34 @@ func Select[T any](t testing.TB, conn driver.Conn, scan func(rows driver.Rows, x
 func Strings(t testing.TB, conn driver.Conn, query string, args ...any) []string {
 	t.Helper()
 	return Select(t, conn, func(rows driver.Rows, s *string) error { return rows.Scan(s) }, query, args...)
+}
+
+// InsertRecords loads recs, all of one test, into that test's table as the
+// collector's loader does (the same Row), each with the annotation that
+// annotate gives it; an error fails the test.
+func InsertRecords(t testing.TB, conn driver.Conn, recs []*schemas.Record, annotate func(*schemas.Record) schemas.Annotation) {
+	t.Helper()
+	if len(recs) == 0 {
+		return
+	}
+	test, ok := schemas.Lookup(recs[0].TestName)
+	if !ok {
+		t.Fatalf("no test %q", recs[0].TestName)
+	}
+	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO "+test.Table+" ("+strings.Join(test.TableColumns(), ", ")+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer batch.Close()
+	for _, r := range recs {
+		if r.TestName != recs[0].TestName {
+			t.Fatalf("a %s record among %s ones", r.TestName, recs[0].TestName)
+		}
+		if err := batch.Append(r.Row(annotate(r), nil)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatal(err)
+	}
 }

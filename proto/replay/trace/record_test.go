@@ -12,6 +12,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/neubot/neubot/internal/looptest"
 )
 
 func selfSigned(t *testing.T) tls.Certificate {
@@ -37,17 +39,7 @@ func selfSigned(t *testing.T) tls.Certificate {
 func TestRecordBuild(t *testing.T) {
 	const segment, segments = 200_000, 3
 	cert := selfSigned(t)
-	srvL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srvL.Close()
-	go func() {
-		c, err := srvL.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	srvAddr := looptest.ServeOne(t, func(c net.Conn) {
 		tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
 		req := make([]byte, 4)
 		if _, err := io.ReadFull(tc, req); err != nil {
@@ -62,7 +54,7 @@ func TestRecordBuild(t *testing.T) {
 		}
 		tc.CloseWrite()
 		io.Copy(io.Discard, tc)
-	}()
+	})
 	recL, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +71,7 @@ func TestRecordBuild(t *testing.T) {
 			done <- recorded{err: err}
 			return
 		}
-		up, err := net.Dial("tcp", srvL.Addr().String())
+		up, err := net.Dial("tcp", srvAddr)
 		if err != nil {
 			done <- recorded{err: err}
 			return
