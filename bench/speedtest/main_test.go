@@ -159,25 +159,7 @@ func TestAccuracy(t *testing.T) {
 			var problems []string
 			for attempt := 1; attempt <= 2; attempt++ {
 				problems = nil
-				cl := link.Command(linkem.A, exe)
-				cl.Env = append(os.Environ(), roleEnv+"=client", methodEnv+"=2", addrEnv+"="+linkem.Addr(linkem.B).String()+":19775")
-				b, err := cl.Output()
-				if err != nil {
-					t.Fatalf("client: %v", err)
-				}
-				var res struct {
-					Seconds float64
-					Error   string
-					Record  json.RawMessage
-				}
-				if err := json.Unmarshal(b, &res); err != nil || res.Error != "" {
-					t.Fatalf("client: %v %s", err, res.Error)
-				}
-				rec, err := schemas.DecodeRecord(res.Record, time.Now())
-				if err != nil {
-					t.Fatal(err)
-				}
-				k := rec.TestKeys.(*schemas.Speedtest)
+				k, res := runClientV2(t, link, exe)
 				t.Logf("linkem %g Mbit/s, RTT %v: iperf3 down %.2f up %.2f; speedtest v2 run %d: down %.2f (%s, %d conns) up %.2f (%s, %d conns) in %.2f s; loaded RTT %.0f / %.0f ms",
 					rate, c.rtt, down.Mbps, up.Mbps, attempt, k.Download.GoodputMbps, k.Download.StopReason, k.Download.Connections,
 					k.Upload.GoodputMbps, k.Upload.StopReason, k.Upload.Connections, res.Seconds, k.Download.LoadedRTTMedianMS, k.Upload.LoadedRTTMedianMS)
@@ -247,25 +229,8 @@ func TestSlowLinkConnections(t *testing.T) {
 	var problems []string
 	for attempt := 1; attempt <= 2; attempt++ {
 		problems = nil
-		cl := link.Command(linkem.A, exe)
-		cl.Env = append(os.Environ(), roleEnv+"=client", methodEnv+"=2", addrEnv+"="+linkem.Addr(linkem.B).String()+":19775")
-		b, err := cl.Output()
-		if err != nil {
-			t.Fatalf("client: %v", err)
-		}
-		var res struct {
-			Seconds float64
-			Error   string
-			Record  json.RawMessage
-		}
-		if err := json.Unmarshal(b, &res); err != nil || res.Error != "" {
-			t.Fatalf("client: %v %s", err, res.Error)
-		}
-		rec, err := schemas.DecodeRecord(res.Record, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := rec.TestKeys.(*schemas.Speedtest).Download
+		k, res := runClientV2(t, link, exe)
+		d := k.Download
 		if d.Params == nil {
 			t.Fatalf("no parameters: %+v", d)
 		}
@@ -287,4 +252,33 @@ func TestSlowLinkConnections(t *testing.T) {
 	for _, p := range problems {
 		t.Error(p)
 	}
+}
+
+// clientResult is what the client role prints: the whole test's time and
+// its record.
+type clientResult struct {
+	Seconds float64
+	Error   string
+	Record  json.RawMessage
+}
+
+// runClientV2 runs one speedtest v2 from namespace A of link against the
+// server role in B, and returns its record's test keys.
+func runClientV2(t *testing.T, link *linkem.Link, exe string) (*schemas.Speedtest, clientResult) {
+	t.Helper()
+	cl := link.Command(linkem.A, exe)
+	cl.Env = append(os.Environ(), roleEnv+"=client", methodEnv+"=2", addrEnv+"="+linkem.Addr(linkem.B).String()+":19775")
+	b, err := cl.Output()
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	var res clientResult
+	if err := json.Unmarshal(b, &res); err != nil || res.Error != "" {
+		t.Fatalf("client: %v %s", err, res.Error)
+	}
+	rec, err := schemas.DecodeRecord(res.Record, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.TestKeys.(*schemas.Speedtest), res
 }
