@@ -134,14 +134,7 @@ func TestAccuracy(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer stopIperf()
-			srv := link.Command(linkem.B, exe)
-			srv.Env = append(os.Environ(), roleEnv+"=server", addrEnv+"="+linkem.Addr(linkem.B).String()+":19775")
-			srv.Stderr = os.Stderr
-			if err := srv.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
-			time.Sleep(time.Second)
+			defer startServer(t, link, exe)()
 			// iperf3 as in the matrix: one stream (the speedtest's below
 			// 200 ms), its ramp-up omitted, 6 s.
 			omit := omitSecs(float64(c.rtt.Milliseconds()))
@@ -218,14 +211,7 @@ func TestSlowLinkConnections(t *testing.T) {
 		t.Fatalf("link emulator: %v", err)
 	}
 	defer link.Close()
-	srv := link.Command(linkem.B, exe)
-	srv.Env = append(os.Environ(), roleEnv+"=server", addrEnv+"="+linkem.Addr(linkem.B).String()+":19775")
-	srv.Stderr = os.Stderr
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
-	time.Sleep(time.Second)
+	defer startServer(t, link, exe)()
 	var problems []string
 	for attempt := 1; attempt <= 2; attempt++ {
 		problems = nil
@@ -281,4 +267,18 @@ func runClientV2(t *testing.T, link *linkem.Link, exe string) (*schemas.Speedtes
 		t.Fatal(err)
 	}
 	return rec.TestKeys.(*schemas.Speedtest), res
+}
+
+// startServer starts the server role in namespace B of link, gives it a
+// second to listen, and returns its stop.
+func startServer(t *testing.T, link *linkem.Link, exe string) (stop func()) {
+	t.Helper()
+	srv := link.Command(linkem.B, exe)
+	srv.Env = append(os.Environ(), roleEnv+"=server", addrEnv+"="+linkem.Addr(linkem.B).String()+":19775")
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	return func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }
 }
