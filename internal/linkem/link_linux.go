@@ -295,33 +295,30 @@ func (l *Link) Do(s Side, f func() error) error {
 
 // Listen is net.Listen in a side's namespace.
 func (l *Link) Listen(s Side, network, address string) (net.Listener, error) {
-	var ln net.Listener
-	err := l.Do(s, func() (err error) {
-		ln, err = net.Listen(network, address)
-		return err
-	})
-	return ln, err
+	return in(l, s, func() (net.Listener, error) { return net.Listen(network, address) })
 }
 
 // ListenPacket is net.ListenPacket in a side's namespace.
 func (l *Link) ListenPacket(s Side, network, address string) (net.PacketConn, error) {
-	var pc net.PacketConn
-	err := l.Do(s, func() (err error) {
-		pc, err = net.ListenPacket(network, address)
-		return err
-	})
-	return pc, err
+	return in(l, s, func() (net.PacketConn, error) { return net.ListenPacket(network, address) })
 }
 
 // DialContext dials from a side's namespace.
 func (l *Link) DialContext(ctx context.Context, s Side, network, address string) (net.Conn, error) {
-	var c net.Conn
-	err := l.Do(s, func() (err error) {
+	return in(l, s, func() (net.Conn, error) {
 		var d net.Dialer
-		c, err = d.DialContext(ctx, network, address)
+		return d.DialContext(ctx, network, address)
+	})
+}
+
+// in is Do for an f that makes something (a socket): what f returns.
+func in[T any](l *Link, s Side, f func() (T, error)) (T, error) {
+	var v T
+	err := l.Do(s, func() (err error) {
+		v, err = f()
 		return err
 	})
-	return c, err
+	return v, err
 }
 
 var procs struct {

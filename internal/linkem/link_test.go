@@ -17,6 +17,23 @@ import (
 
 // startLink starts a link for a test and closes it at the end, checking
 // that its namespaces are gone.
+// udpPair is a UDP socket on side to's address and one connected to it
+// from side from, closed when the test ends.
+func udpPair(t *testing.T, l *Link, to, from Side) (net.PacketConn, net.Conn) {
+	t.Helper()
+	pc, err := l.ListenPacket(to, "udp4", Addr(to).String()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	c, err := l.DialContext(context.Background(), from, "udp4", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return pc, c
+}
+
 func startLink(t *testing.T, cfg Config) *Link {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -113,16 +130,7 @@ func TestLinkRTT(t *testing.T) {
 // TestLinkLoss: random loss drops the configured fraction of packets.
 func TestLinkLoss(t *testing.T) {
 	l := startLink(t, Config{Up: Dir{Loss: 0.05}, Seed: 7})
-	pc, err := l.ListenPacket(B, "udp4", Addr(B).String()+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	c, err := l.DialContext(context.Background(), A, "udp4", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	pc, c := udpPair(t, l, B, A)
 	const n = 4000
 	got := make(chan int)
 	go func() {
@@ -162,16 +170,7 @@ func TestLinkLoss(t *testing.T) {
 // Mbit/s (IP bytes), the excess dropped by the queue.
 func TestLinkRate(t *testing.T) {
 	l := startLink(t, Config{Down: Dir{Rate: 10, Queue: 30}})
-	pc, err := l.ListenPacket(A, "udp4", Addr(A).String()+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	c, err := l.DialContext(context.Background(), B, "udp4", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	pc, c := udpPair(t, l, A, B)
 	const size = 1472 // 1500 bytes of IP
 	type arrival struct {
 		t time.Time
