@@ -28,20 +28,10 @@ dist: setup
 up: build
 	./bin/neubot-server up --data $(DATA)
 
-## test: lint, the whole test suite against a real ClickHouse, brief fuzzing.
-## go test runs the packages' tests -p at a time (one per CPU) in the order
-## given: the longest go first (SLOWEST), so that none of them starts last
-## and runs alone at the end. The fuzz targets' test binaries are built
-## meanwhile, at the lowest CPU priority (they take the time the tests
-## leave idle), and the fuzzing runs after the tests, on the whole machine.
-SLOWEST := ./cmd/neubot-server ./internal/chdb ./analytics ./bench/speedtest ./publish ./collector ./bench/bittorrent
-test: setup lint
-	@bins=$$(mktemp -d); trap 'rm -rf "$$bins"' EXIT; \
-	GO=$(GO) FUZZ_BIN_DIR=$$bins nice -n 19 scripts/fuzz build >"$$bins/build.log" 2>&1 & build=$$!; \
-	$(GO) test -count=1 -timeout 20m $(SLOWEST) ./...; tests=$$?; \
-	if ! wait $$build; then cat "$$bins/build.log"; exit 1; fi; \
-	[ $$tests = 0 ] || exit $$tests; \
-	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ_BIN_DIR=$$bins scripts/fuzz
+## test: lint, the whole test suite against a real ClickHouse, brief fuzzing
+## (scripts/test says what runs beside what, and why).
+test: setup
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/test
 
 ## test-cluster: only the ClickHouse cluster tests (2 shards × 2 replicas and
 ## ZooKeeper on loopback; `make test` runs them too, with everything else).
@@ -63,10 +53,7 @@ bench: setup
 	$(GO) run ./bench/soak -duration $(SOAK)
 
 lint: setup
-	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
-	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
-	$(GO) vet ./...
-	.deps/bin/staticcheck ./...
+	@GO=$(GO) scripts/lint
 
 clean:
 	rm -rf bin var
