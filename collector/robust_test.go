@@ -150,18 +150,7 @@ func TestPerAddressLimits(t *testing.T) {
 	for len(body) < 15_000 {
 		body = append(append(body, schemastest.Line(schemastest.Speedtest(rng, time.Now().Add(-time.Hour), "151.5.10.20", 20))...), '\n')
 	}
-	from := func(addr string) (int, http.Header) {
-		req, _ := http.NewRequest(http.MethodPost, c.Server.URL+ingest.Path, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/x-ndjson")
-		req.Header.Set("X-Forwarded-For", addr)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, resp.Header
-	}
+	from := func(addr string) (int, http.Header) { return postFrom(t, c, addr, body) }
 	if code, _ := from("2001:db8:1:2::1"); code != http.StatusAccepted {
 		t.Fatalf("first body of a /64: %d", code)
 	}
@@ -176,6 +165,53 @@ func TestPerAddressLimits(t *testing.T) {
 	}
 	if code, _ := from("2001:db8:1:3::1"); code != http.StatusAccepted {
 		t.Fatalf("another /64: %d", code)
+	}
+}
+
+// postFrom posts body to c's ingest as if from addr (c trusts the proxy
+// header) and returns the status and headers of the answer.
+func postFrom(t *testing.T, c *collectortest.Collector, addr string, body []byte) (int, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, c.Server.URL+ingest.Path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	req.Header.Set("X-Forwarded-For", addr)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header
+}
+
+// TestPerAgentLimit: an agent_id past its burst gets 429 with Retry-After,
+// from any address, and a body that names it is refused whole (another
+// agent's record in it is not loaded either); another agent is not
+// affected.
+func TestPerAgentLimit(t *testing.T) {
+	c := collectortest.New(t, collector.Config{TrustProxy: true, Limits: collector.Limits{AgentRate: 0.001, AgentBurst: 2}})
+	rng := rand.New(rand.NewPCG(4, 2))
+	rec := func(agent string) []byte {
+		r := schemastest.Speedtest(rng, time.Now().Add(-time.Hour), "151.5.10.20", 20)
+		r.AgentID = agent
+		return append(schemastest.Line(r), '\n')
+	}
+	const a, b = "6f1d8c52-3b0e-4a57-9d0c-2a61f0e7a001", "6f1d8c52-3b0e-4a57-9d0c-2a61f0e7a002"
+	for i, addr := range []string{"192.0.2.1", "192.0.2.2"} {
+		if code, _ := postFrom(t, c, addr, rec(a)); code != http.StatusAccepted {
+			t.Fatalf("body %d of agent a, within its burst: %d", i+1, code)
+		}
+	}
+	code, h := postFrom(t, c, "192.0.2.3", append(rec(b), rec(a)...))
+	if code != http.StatusTooManyRequests || h.Get("Retry-After") == "" {
+		t.Fatalf("a body naming agent a past its burst: %d Retry-After %q, want 429", code, h.Get("Retry-After"))
+	}
+	if code, _ := postFrom(t, c, "192.0.2.3", rec(b)); code != http.StatusAccepted {
+		t.Fatalf("agent b alone: %d", code)
+	}
+	c.WaitLoaded(t, 30*time.Second)
+	if n := len(rows(t, c)); n != 3 {
+		t.Fatalf("%d rows, want 3 (agent a's two, agent b's last)", n)
 	}
 }
 

@@ -234,6 +234,7 @@ func rendezvousIDs(t *testing.T, url string, req rendezvous.RendezvousRequest) [
 }
 
 func TestPeersAcrossHosts(t *testing.T) {
+	t.Parallel() // waits more than it computes: see TestMain
 	start := time.Now()
 	tn := newTestnet(t)
 	opts, conn := localchtest.NewDatabase(t)
