@@ -26,6 +26,20 @@ func insert(t *testing.T, conn driver.Conn, recs []*schemas.Record, asn uint32) 
 	insertRows(t, conn, recs, func(*schemas.Record) (uint32, string) { return asn, "IT" })
 }
 
+// newDay starts a test on an empty database: its connection, a random
+// source seeded with seed, and the UTC midnight of the day (of November
+// 2026) its records fall in.
+func newDay(t *testing.T, seed uint64, day int) (driver.Conn, *rand.Rand, time.Time) {
+	t.Helper()
+	_, conn := localchtest.NewDatabase(t)
+	return conn, rand.New(rand.NewPCG(seed, seed)), time.Date(2026, 11, day, 0, 0, 0, 0, time.UTC)
+}
+
+// anyTime is a random second of day.
+func anyTime(rng *rand.Rand, day time.Time) time.Time {
+	return day.Add(time.Duration(rng.IntN(86400)) * time.Second)
+}
+
 func snapshot(t *testing.T, conn driver.Conn, table string) string {
 	t.Helper()
 	_, rows := localchtest.Rows(t, conn, "SELECT * FROM "+table)
@@ -40,13 +54,10 @@ func snapshot(t *testing.T, conn driver.Conn, table string) string {
 // TestIdempotent: running the same day twice leaves identical tables, and
 // the scheduler finds nothing pending afterwards.
 func TestIdempotent(t *testing.T) {
-	opts, conn := localchtest.NewDatabase(t)
-	_ = opts
-	rng := rand.New(rand.NewPCG(1, 1))
-	day := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	conn, rng, day := newDay(t, 1, 20)
 	var recs []*schemas.Record
 	for i := 0; i < 500; i++ {
-		recs = append(recs, schemastest.Speedtest(rng, day.Add(time.Duration(rng.IntN(86400))*time.Second), "192.0.2.1", []float64{1, 2, 7, 20, 100}[i%5]))
+		recs = append(recs, schemastest.Speedtest(rng, anyTime(rng, day), "192.0.2.1", []float64{1, 2, 7, 20, 100}[i%5]))
 	}
 	insert(t, conn, recs, 3269)
 	// Many small parts for the agent scope, as a day of 10M tests has.
@@ -101,14 +112,12 @@ func TestIdempotent(t *testing.T) {
 // TestModesAndQuantiles: on a known mix the histogram peaks where the plans
 // are, and the median equals the exact median of the data.
 func TestModesAndQuantiles(t *testing.T) {
-	_, conn := localchtest.NewDatabase(t)
-	rng := rand.New(rand.NewPCG(2, 2))
-	day := time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC)
+	conn, rng, day := newDay(t, 2, 21)
 	plans := []float64{1, 2, 7, 20, 100}
 	var recs []*schemas.Record
 	var downs []float64
 	for i := 0; i < 1000; i++ {
-		r := schemastest.Speedtest(rng, day.Add(time.Duration(rng.IntN(86400))*time.Second), "192.0.2.1", plans[i%5])
+		r := schemastest.Speedtest(rng, anyTime(rng, day), "192.0.2.1", plans[i%5])
 		recs = append(recs, r)
 		downs = append(downs, r.TestKeys.(*schemas.Speedtest).Download.GoodputMbps)
 	}
@@ -148,9 +157,7 @@ func TestModesAndQuantiles(t *testing.T) {
 // allowed publication and that arrived before their day closed, and that a
 // platform server served (not a peer).
 func TestOnlyPublishableOnTime(t *testing.T) {
-	_, conn := localchtest.NewDatabase(t)
-	rng := rand.New(rand.NewPCG(9, 9))
-	day := time.Date(2026, 11, 19, 0, 0, 0, 0, time.UTC)
+	conn, rng, day := newDay(t, 9, 19)
 	var pub, private []*schemas.Record
 	for i := 0; i < 20; i++ {
 		r := schemastest.Speedtest(rng, day.Add(time.Duration(i)*time.Hour), "192.0.2.1", 10)
@@ -191,19 +198,17 @@ func TestOnlyPublishableOnTime(t *testing.T) {
 // figure says which it pools: a provider with v1 and v2 tests has both, a
 // provider with v2 tests only has 2, and Table I lists the versions too.
 func TestTestVersions(t *testing.T) {
-	_, conn := localchtest.NewDatabase(t)
-	rng := rand.New(rand.NewPCG(5, 5))
-	day := time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC)
+	conn, rng, day := newDay(t, 5, 21)
 	var mixed, v2 []*schemas.Record
 	for i := 0; i < 20; i++ {
-		r := schemastest.Speedtest(rng, day.Add(time.Duration(rng.IntN(86400))*time.Second), "192.0.2.1", 20)
+		r := schemastest.Speedtest(rng, anyTime(rng, day), "192.0.2.1", 20)
 		if i%2 == 0 {
 			r.TestVersion = schemas.SpeedtestVersion1
 		} else {
 			r.TestVersion = schemas.SpeedtestVersion
 		}
 		mixed = append(mixed, r)
-		r = schemastest.Speedtest(rng, day.Add(time.Duration(rng.IntN(86400))*time.Second), "192.0.2.1", 50)
+		r = schemastest.Speedtest(rng, anyTime(rng, day), "192.0.2.1", 50)
 		r.TestVersion = schemas.SpeedtestVersion
 		v2 = append(v2, r)
 	}

@@ -225,9 +225,7 @@ func TestNonUTCServer(t *testing.T) {
 // TestDistinctAgentsAcrossDays: over three days, agents are distinct
 // agents, not agent-days, overall and per provider; and the table prints.
 func TestDistinctAgentsAcrossDays(t *testing.T) {
-	_, conn := localchtest.NewDatabase(t)
-	rng := rand.New(rand.NewPCG(6, 6))
-	day := time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)
+	conn, rng, day := newDay(t, 6, 10)
 	a, b, c, d := agentID(rng), agentID(rng), agentID(rng), agentID(rng)
 	var recs []*schemas.Record
 	for i := 0; i < 3; i++ {
@@ -275,9 +273,7 @@ func TestDistinctAgentsAcrossDays(t *testing.T) {
 // provider's median covers the population's true median in at least 90 of
 // the 100; the figures are the Go statistics' (one method).
 func TestMedianCICoverage(t *testing.T) {
-	_, conn := localchtest.NewDatabase(t)
-	rng := rand.New(rand.NewPCG(7, 7))
-	day := time.Date(2026, 11, 12, 0, 0, 0, 0, time.UTC)
+	conn, rng, day := newDay(t, 7, 12)
 	const providers, agents = 100, 30
 	type provider struct{ median, sigma float64 }
 	draw := func(rng *rand.Rand, p provider) simulate.Link {
@@ -303,7 +299,7 @@ func TestMedianCICoverage(t *testing.T) {
 			link := draw(rng, p)
 			var mine []float64
 			for k := 0; k < 1+rng.IntN(4); k++ {
-				r := testRec(rng, id, day.Add(time.Duration(rng.IntN(86400))*time.Second), 1)
+				r := testRec(rng, id, anyTime(rng, day), 1)
 				keys := r.TestKeys.(*schemas.Speedtest)
 				keys.Download = link.Phase(rng, 2)
 				keys.Upload = simulate.Link{RateMbps: link.RateMbps / 4, RTTms: link.RTTms, Loss: link.Loss}.Phase(rng, 2)
@@ -348,9 +344,7 @@ func TestMedianCICoverage(t *testing.T) {
 // TestNDT7Apart: ndt7 results have their own votes and distributions, and
 // the speedtest's figures are not moved by them.
 func TestNDT7Apart(t *testing.T) {
-	_, conn := localchtest.NewDatabase(t)
-	rng := rand.New(rand.NewPCG(8, 8))
-	day := time.Date(2026, 11, 9, 0, 0, 0, 0, time.UTC)
+	conn, rng, day := newDay(t, 8, 9)
 	var st []*schemas.Record
 	for i := 0; i < 5; i++ {
 		st = append(st, testRec(rng, agentID(rng), day.Add(time.Duration(i)*time.Hour), 10))

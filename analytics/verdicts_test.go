@@ -35,7 +35,7 @@ func TestVerdicts(t *testing.T) {
 	_, conn := localchtest.NewDatabase(t)
 	rng := rand.New(rand.NewPCG(4, 2))
 	day := time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC)
-	at := func() time.Time { return day.Add(time.Duration(rng.IntN(86400)) * time.Second) }
+	at := func() time.Time { return anyTime(rng, day) }
 	// ISP 3269 throttles: 14 differentiation, 3 none, 2 inconclusive.
 	// ISP 1267 does not: 0, 20, 1.
 	counts := map[uint32][3]int{3269: {14, 3, 2}, 1267: {0, 20, 1}}

@@ -12,7 +12,7 @@ import (
 
 func cmdCollector(args []string) error {
 	fs := newFlagSet("collector", "Run the collector: POST /api/v1/measurements, a write-ahead spool and the ClickHouse loader.")
-	listen := fs.String("listen", "127.0.0.1:9773", "address to serve the collector API on")
+	listen := fs.String("listen", defaultCollectorAddr, "address to serve the collector API on")
 	spoolDir := fs.String("spool-dir", "neubot-spool", "directory of the write-ahead spool (one per collector)")
 	ch := addClickHouseFlags(fs)
 	ipdb := addIPDBFlag(fs)

@@ -27,6 +27,17 @@ import (
 // envPrefix mirrors every flag: --spool-dir is also NEUBOT_SERVER_SPOOL_DIR.
 const envPrefix = "NEUBOT_SERVER"
 
+// The components' default addresses, one for each component's own
+// sub-command and for `up` (the collector's also makes its clients' default
+// base URL).
+const (
+	defaultCollectorAddr  = "127.0.0.1:9773"
+	defaultTestserverAddr = "127.0.0.1:9775"
+	defaultBitTorrentAddr = "127.0.0.1:6881"
+	defaultNeutralAddr    = "127.0.0.1:9776"
+	defaultPublishAddr    = "127.0.0.1:8080"
+)
+
 type logFlags struct{ format, level *string }
 
 func addLogFlags(fs *flag.FlagSet, format string) logFlags {

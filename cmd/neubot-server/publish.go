@@ -44,7 +44,7 @@ func cmdPublish(args []string) error {
 	}
 	fs := newFlagSet("publish", "Serve the public query API (/api/v1/), the dashboards (/, /isp/{asn}) and the open\ndatasets (/datasets/), and export the daily dumps on a schedule.\nSub-command: `publish export --from --to` exports a range of days now.")
 	ch := addClickHouseFlags(fs)
-	listen := fs.String("listen", "127.0.0.1:8080", "address to serve on")
+	listen := fs.String("listen", defaultPublishAddr, "address to serve on")
 	datasets := fs.String("datasets", "datasets", "directory of the dumps (created)")
 	spec := fs.String("export-schedule", "30 0 * * *", "cron spec of the daily export of the days that closed (empty: no exports)")
 	trust := fs.Bool("trust-proxy", false, "take client addresses from X-Forwarded-For (only behind your own proxy)")

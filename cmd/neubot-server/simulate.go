@@ -12,7 +12,7 @@ import (
 func cmdSimulate(args []string) error {
 	fs := newFlagSet("simulate", "Run a fleet of simulated volunteers on real ISPs' prefixes against the collector:\n"+
 		"every test of the period is posted as a synthetic record (synthetic=1). The same flags give the same records.")
-	collectorURL := fs.String("collector", "http://127.0.0.1:9773", "collector base URL")
+	collectorURL := fs.String("collector", "http://"+defaultCollectorAddr, "collector base URL")
 	agents := fs.Int("agents", 1000, "number of simulated agents")
 	days := fs.Int("days", 7, "length of the period, days")
 	perDay := fs.Float64("tests-per-day", 12, "mean number of tests per agent per day")

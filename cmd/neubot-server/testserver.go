@@ -133,14 +133,14 @@ func hostnameID() string {
 func cmdTestserver(args []string) error {
 	fs := newFlagSet("testserver", "Run a test server: negotiation (tokens, FIFO queue, per-test timer), the speedtest, ndt7\n(and its browser page at /ndt7/), the BitTorrent differential test, and forwarding of authoritative\nrecords to the collector through a spool.")
 	var o testserverOptions
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:9775", "address to serve tests on")
-	fs.StringVar(&o.bittorrentListen, "bittorrent-listen", "127.0.0.1:6881", "raw TCP address of the BitTorrent test's BitTorrent-port flows (empty, with --neutral-listen empty: no BitTorrent test)")
-	fs.StringVar(&o.neutralListen, "neutral-listen", "127.0.0.1:9776", "raw TCP address of the BitTorrent test's neutral-port flows")
+	fs.StringVar(&o.listen, "listen", defaultTestserverAddr, "address to serve tests on")
+	fs.StringVar(&o.bittorrentListen, "bittorrent-listen", defaultBitTorrentAddr, "raw TCP address of the BitTorrent test's BitTorrent-port flows (empty, with --neutral-listen empty: no BitTorrent test)")
+	fs.StringVar(&o.neutralListen, "neutral-listen", defaultNeutralAddr, "raw TCP address of the BitTorrent test's neutral-port flows")
 	fs.StringVar(&o.webListen, "web-listen", "", "raw TCP address of the BitTorrent test's web-port flows, e.g. :443 (empty: no web-port flows)")
 	fs.StringVar(&o.replayListen, "replay-listen", "", "raw TCP address of the replay test's flows, e.g. :443 on an address of its own (empty: no replay test)")
 	fs.StringVar(&o.bittorrentHosts, "bittorrent-hosts", "", "more IP addresses of this server, comma-separated, to listen on with the same ports: a test spreads its flows over them (host attribution)")
 	fs.StringVar(&o.id, "id", hostnameID(), "identifier of this server in the rendezvous and in records")
-	fs.StringVar(&o.collectorURL, "collector", "http://127.0.0.1:9773", "collector base URL (records and registration); empty: only spool")
+	fs.StringVar(&o.collectorURL, "collector", "http://"+defaultCollectorAddr, "collector base URL (records and registration); empty: only spool")
 	fs.StringVar(&o.publicURL, "public-url", "", "URL agents use to reach this server (default: http://LISTEN)")
 	fs.StringVar(&o.spoolDir, "spool-dir", "neubot-testserver-spool", "directory of records waiting for the collector")
 	fs.StringVar(&o.keyFile, "key-file", "neubot-testserver.key", "this server's Ed25519 identity, made on first start; the collector's operator enrolls its public key (neubot-server enroll)")

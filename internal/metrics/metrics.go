@@ -62,3 +62,11 @@ func (r Registry) Histogram(name, help string, buckets []float64) prometheus.His
 	r.MustRegister(h)
 	return h
 }
+
+// HistogramVec registers a histogram with labels and the given bucket upper
+// bounds.
+func (r Registry) HistogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	r.MustRegister(h)
+	return h
+}
