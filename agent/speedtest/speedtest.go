@@ -85,8 +85,6 @@ func setDefault[T int | float64 | time.Duration](p *T, v T) {
 // Measurer runs speedtests.
 type Measurer struct{ cfg Config }
 
-var _ plugin.Measurer = (*Measurer)(nil)
-
 // NewMeasurer returns a speedtest measurer.
 func NewMeasurer(cfg Config) *Measurer {
 	cfg.defaults()
