@@ -19,7 +19,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -121,8 +120,6 @@ func (c *Config) defaults() {
 // Measurer runs BitTorrent differential tests.
 type Measurer struct{ cfg Config }
 
-var _ plugin.Measurer = (*Measurer)(nil)
-
 // NewMeasurer returns a measurer.
 func NewMeasurer(cfg Config) *Measurer {
 	cfg.defaults()
@@ -131,10 +128,6 @@ func NewMeasurer(cfg Config) *Measurer {
 
 // Name implements plugin.Measurer.
 func (m *Measurer) Name() string { return schemas.BitTorrentName }
-
-func protoErr(op string, status int, msg string) error {
-	return &plugin.ProtocolError{Test: schemas.BitTorrentName, Op: op, Status: status, Msg: msg}
-}
 
 // run is the state of one test.
 type run struct {
@@ -152,14 +145,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	if err != nil {
 		return nil, err
 	}
-	r := &run{cfg: m.cfg, base: base, host: host, progress: env.Progress}
-	if r.progress == nil {
-		r.progress = func(plugin.Progress) {}
-	}
-	r.client = env.HTTPClient
-	if r.client == nil {
-		r.client = &http.Client{}
-	}
+	r := &run{cfg: m.cfg, base: base, host: host, client: env.Client(), progress: env.Report}
 	uid := uuid.NewString()
 	start := time.Now()
 	if err := r.negotiate(ctx, uid); err != nil {
@@ -172,7 +158,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	if err != nil {
 		return nil, err
 	}
-	hosts, err := checkHosts(ports.Hosts, r.host)
+	hosts, err := session.FlowHosts(schemas.BitTorrentName, ports.Hosts, r.host, spec.MaxHosts)
 	if err != nil {
 		return nil, err
 	}
@@ -300,24 +286,6 @@ func (r *run) duels(ctx context.Context, keys *schemas.BitTorrent, kinds, hosts 
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 
-// checkHosts returns the addresses to spread flows over: the server's
-// list, which must hold IP literals only (a server cannot make its clients
-// resolve or reach names), or the HTTP host.
-func checkHosts(hosts []string, httpHost string) ([]string, error) {
-	if len(hosts) == 0 {
-		return []string{httpHost}, nil
-	}
-	if len(hosts) > spec.MaxHosts {
-		return nil, protoErr("start", http.StatusOK, fmt.Sprintf("%d hosts, at most %d", len(hosts), spec.MaxHosts))
-	}
-	for _, h := range hosts {
-		if ip, err := netip.ParseAddr(h); err != nil || ip.IsUnspecified() || ip.IsMulticast() {
-			return nil, protoErr("start", http.StatusOK, fmt.Sprintf("host %q is not an IP address", h))
-		}
-	}
-	return hosts, nil
-}
-
 // flow runs one flow; what goes wrong is recorded in f.Error (a measured
 // failure, e.g. a reset, not a failure of the test).
 // flow runs one flow to host; what goes wrong is recorded in f.Error as a
@@ -326,17 +294,12 @@ func checkHosts(hosts []string, httpHost string) ([]string, error) {
 // addresses.
 func (r *run) flow(ctx context.Context, f *schemas.BitTorrentFlow, host string, peerID [20]byte, warmup float64) {
 	key := wire.FlowKey(r.token, f.Kind, f.Direction, int(f.Index))
-	d := net.Dialer{Timeout: spec.StallTimeout}
-	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(int(f.Port))))
+	c, done, err := session.DialFlow(ctx, net.JoinHostPort(host, strconv.Itoa(int(f.Port))), spec.StallTimeout, r.cfg.FlowDuration+30*time.Second)
 	if err != nil {
 		f.Error = schemas.FailureOf(err)
 		return
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	limit := time.AfterFunc(r.cfg.FlowDuration+30*time.Second, func() { c.Close() })
-	defer limit.Stop()
+	defer done()
 	random := f.Payload == schemas.PayloadRandom
 	hs := wire.Handshake(key, peerID)
 	if random {

@@ -50,8 +50,6 @@ type Config struct {
 // Measurer runs ndt7 tests.
 type Measurer struct{ cfg Config }
 
-var _ plugin.Measurer = (*Measurer)(nil)
-
 // NewMeasurer returns an ndt7 measurer.
 func NewMeasurer(cfg Config) *Measurer {
 	if cfg.UploadDuration <= 0 {

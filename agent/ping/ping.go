@@ -42,14 +42,7 @@ func (m *Measurer) Name() string { return schemas.PingName }
 // Run implements plugin.Measurer.
 func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, error) {
 	base := strings.TrimRight(env.ServerURL, "/")
-	client := env.HTTPClient
-	if client == nil {
-		client = http.DefaultClient
-	}
-	progress := env.Progress
-	if progress == nil {
-		progress = func(plugin.Progress) {}
-	}
+	client, progress := env.Client(), env.Report
 	uid, start := uuid.NewString(), time.Now()
 	token, err := session.Slot(ctx, client, schemas.PingName, base+spec.NegotiatePath, uid, progress)
 	if err != nil {

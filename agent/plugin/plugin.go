@@ -34,6 +34,22 @@ type Env struct {
 	Progress func(Progress)
 }
 
+// Client is the client for requests that are not measurements:
+// HTTPClient, or http.DefaultClient.
+func (env Env) Client() *http.Client {
+	if env.HTTPClient != nil {
+		return env.HTTPClient
+	}
+	return http.DefaultClient
+}
+
+// Report passes p to Progress, if any.
+func (env Env) Report(p Progress) {
+	if env.Progress != nil {
+		env.Progress(p)
+	}
+}
+
 // Version is the agent's software version for records (AgentVersion, or
 // this build's).
 func (env Env) Version() string {

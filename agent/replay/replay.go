@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/http"
-	"net/netip"
 	"strconv"
 	"time"
 
@@ -69,8 +67,6 @@ func (c *Config) defaults() {
 // Measurer runs replay tests.
 type Measurer struct{ cfg Config }
 
-var _ plugin.Measurer = (*Measurer)(nil)
-
 // NewMeasurer returns a measurer.
 func NewMeasurer(cfg Config) *Measurer {
 	cfg.defaults()
@@ -79,10 +75,6 @@ func NewMeasurer(cfg Config) *Measurer {
 
 // Name implements plugin.Measurer.
 func (m *Measurer) Name() string { return schemas.ReplayName }
-
-func protoErr(op string, status int, msg string) error {
-	return &plugin.ProtocolError{Test: schemas.ReplayName, Op: op, Status: status, Msg: msg}
-}
 
 // Run implements plugin.Measurer.
 func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, error) {
@@ -100,14 +92,7 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	if n := 2 * m.cfg.Repetitions; n > spec.MaxFlows || time.Duration(n)*m.cfg.FlowDuration > 80*time.Second {
 		return nil, fmt.Errorf("replay: %d flows of %v do not fit the test's %v", n, m.cfg.FlowDuration, spec.TestTimeout)
 	}
-	progress := env.Progress
-	if progress == nil {
-		progress = func(plugin.Progress) {}
-	}
-	client := env.HTTPClient
-	if client == nil {
-		client = &http.Client{}
-	}
+	progress, client := env.Report, env.Client()
 	uid := uuid.NewString()
 	start := time.Now()
 	token, err := session.Slot(ctx, client, schemas.ReplayName, base+spec.NegotiatePath, uid, progress)
@@ -121,19 +106,20 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 		return nil, err
 	}
 	if sr.Port <= 0 || sr.Port > 65535 || sr.TraceVersion != tr.Version {
-		return nil, protoErr("start", http.StatusOK, "bad answer")
+		return nil, session.BadAnswer(schemas.ReplayName, "start", "bad answer")
 	}
 	keys := &schemas.Replay{Trace: tr.Name, TraceVersion: uint16(tr.Version), SNI: m.cfg.SNI, Port: uint16(sr.Port),
 		FlowDurationS: m.cfg.FlowDuration.Seconds(), SampleEveryS: m.cfg.SampleEvery.Seconds(), WarmupS: m.cfg.Warmup.Seconds()}
 	kinds := []string{schemas.ReplayOriginal, schemas.ReplayInverted}
+	var offered []string
 	if sr.Host != "" {
-		// An IP literal only: a server cannot make its clients resolve names.
-		if ip, err := netip.ParseAddr(sr.Host); err != nil || ip.IsUnspecified() || ip.IsMulticast() {
-			return nil, protoErr("start", http.StatusOK, "bad host in the answer")
-		}
-		host = sr.Host
+		offered = []string{sr.Host}
 	}
-	addr := net.JoinHostPort(host, strconv.Itoa(sr.Port))
+	hosts, err := session.FlowHosts(schemas.ReplayName, offered, host, 1)
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort(hosts[0], strconv.Itoa(sr.Port))
 	for rep := 0; rep < m.cfg.Repetitions; rep++ {
 		for i := range kinds {
 			if ctx.Err() != nil {
@@ -158,17 +144,12 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 // flow runs one replayed flow; failures are recorded as words of
 // schemas/failure.go's vocabulary.
 func (m *Measurer) flow(ctx context.Context, f *schemas.ReplayFlow, addr, token string, tr *trace.Trace, warmup float64) {
-	d := net.Dialer{Timeout: spec.StallTimeout}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, done, err := session.DialFlow(ctx, addr, spec.StallTimeout, m.cfg.FlowDuration+30*time.Second)
 	if err != nil {
 		f.Error = schemas.FailureOf(err)
 		return
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	limit := time.AfterFunc(m.cfg.FlowDuration+30*time.Second, func() { c.Close() })
-	defer limit.Stop()
+	defer done()
 	first := trace.ClientHello(m.cfg.SNI, trace.FlowKey(token, f.Kind, int(f.Index)))
 	if f.Kind == schemas.ReplayInverted {
 		first = trace.Invert(first)

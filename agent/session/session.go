@@ -2,8 +2,9 @@
 // server, around the test itself (spec/speedtest.md): negotiation (ask for
 // a slot, wait for it in the queue by long polling, honour Retry-After)
 // and collect (post the client's record with the token, get the server's
-// authoritative one). The speedtest and ndt7 clients share it; only the
-// paths differ.
+// authoritative one). Every client shares it; only the paths differ. The
+// tests that run raw TCP flows (bittorrent, replay) also share how a flow
+// is dialled and which hosts it may go to (flow.go).
 package session
 
 import (

@@ -85,8 +85,6 @@ func setDefault[T int | float64 | time.Duration](p *T, v T) {
 // Measurer runs speedtests.
 type Measurer struct{ cfg Config }
 
-var _ plugin.Measurer = (*Measurer)(nil)
-
 // NewMeasurer returns a speedtest measurer.
 func NewMeasurer(cfg Config) *Measurer {
 	cfg.defaults()
@@ -425,25 +423,22 @@ func (r *run) phaseV1(ctx context.Context, dir string, start time.Time, worker f
 	tick := time.NewTicker(r.cfg.SampleEvery)
 	defer tick.Stop()
 	var err error
-loop:
 	for {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-			break loop
-		case e := <-errc:
-			if e != nil && ctx.Err() == nil {
+		if ended, e := nextTick(ctx, errc, tick.C); ended {
+			if err = ctx.Err(); err == nil {
 				err = e
-				break loop
 			}
-		case <-tick.C:
-			if t, b, fresh := sample(); fresh {
-				s.add(t, b)
-				r.progress(plugin.Progress{Phase: dir, Mbps: s.samples[len(s.samples)-1].Mbps, Elapsed: time.Since(start).Seconds()})
+			if err != nil {
+				break
 			}
-			if s.done(time.Since(start).Seconds()) {
-				break loop
-			}
+			continue // a connection is done; the others go on
+		}
+		if t, b, fresh := sample(); fresh {
+			s.add(t, b)
+			r.progress(plugin.Progress{Phase: dir, Mbps: s.samples[len(s.samples)-1].Mbps, Elapsed: time.Since(start).Seconds()})
+		}
+		if s.done(time.Since(start).Seconds()) {
+			break
 		}
 	}
 	dur := time.Since(start)
@@ -458,6 +453,20 @@ loop:
 		return schemas.SpeedtestPhase{}, errors.New("speedtest upload: the server reported too little to measure")
 	}
 	return s.phase(dur, r.cfg.Connections), nil
+}
+
+// nextTick waits for the next tick of a phase's sampling loop, the loop of
+// methodology 1 and 2 alike; ended is true when instead ctx ended (err is
+// its error) or a connection's worker returned (err is its result).
+func nextTick(ctx context.Context, errc <-chan error, tick <-chan time.Time) (ended bool, err error) {
+	select {
+	case <-ctx.Done():
+		return true, ctx.Err()
+	case err := <-errc:
+		return true, err
+	case <-tick:
+		return false, nil
+	}
 }
 
 // transfer sends one request of a transfer phase. It returns the response

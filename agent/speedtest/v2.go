@@ -624,15 +624,10 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 		checked    = dir != "download" || initial <= cfg.InitialConnections
 		floor      = initial // the fewest connections the BDP rule keeps
 	)
-loop:
 	for {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-			break loop
-		case err = <-errc:
-			break loop
-		case <-tick.C:
+		if ended, e := nextTick(ctx, errc, tick.C); ended {
+			err = e
+			break
 		}
 		now := time.Since(start).Seconds()
 		var t float64

@@ -156,6 +156,19 @@ func (p *pump) realtime() bool {
 	return true
 }
 
+// poll waits until fds[0] is ready or timeout has passed (nil: no
+// timeout), the wait of the reader's and the writer's loops alike. It
+// returns false when the loop must end: fds[1], the stop descriptor, is
+// ready, or ppoll failed (p.fail has the error).
+func (p *pump) poll(fds []unix.PollFd, timeout *unix.Timespec) bool {
+	fds[0].Revents, fds[1].Revents = 0, 0
+	if _, err := unix.Ppoll(fds, timeout, nil); err != nil && err != unix.EINTR {
+		p.fail(fmt.Errorf("ppoll: %w", err))
+		return false
+	}
+	return fds[1].Revents == 0
+}
+
 func (p *pump) read() {
 	runtime.LockOSThread() // never unlocked: the thread ends with the loop
 	if !p.realtime() {
@@ -170,12 +183,7 @@ func (p *pump) read() {
 		n, err := unix.Read(p.src, buf)
 		switch {
 		case err == unix.EAGAIN:
-			fds[0].Revents, fds[1].Revents = 0, 0
-			if _, err := unix.Ppoll(fds, nil, nil); err != nil && err != unix.EINTR {
-				p.fail(fmt.Errorf("ppoll: %w", err))
-				return
-			}
-			if fds[1].Revents != 0 {
+			if !p.poll(fds, nil) {
 				return
 			}
 			continue
@@ -268,12 +276,7 @@ func (p *pump) write() {
 			t := unix.NsecToTimespec(wait)
 			ts = &t
 		}
-		fds[0].Revents, fds[1].Revents = 0, 0
-		if _, err := unix.Ppoll(fds, ts, nil); err != nil && err != unix.EINTR {
-			p.fail(fmt.Errorf("ppoll: %w", err))
-			return
-		}
-		if fds[1].Revents != 0 {
+		if !p.poll(fds, ts) {
 			return
 		}
 		if fds[0].Revents != 0 {

@@ -11,7 +11,6 @@ package bittorrent
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,8 +43,8 @@ type Provider struct {
 // state is the provider's: the flow keys of live sessions and the
 // listeners and connections to close.
 type state struct {
-	mu      sync.Mutex
-	keys    map[wire.Key]*flowRef
+	keys    testserver.FlowKeys[wire.Key]
+	mu      sync.Mutex // guards the listeners' ports and hosts
 	raw     rawtcp.Server
 	btPort  int
 	neutral int
@@ -63,14 +62,6 @@ type Addrs struct {
 	// ports, announced to clients with the host of BitTorrent so that a
 	// test spreads its flows over them (spec/bittorrent.md).
 	Hosts []string
-}
-
-// flowRef is what a flow key stands for.
-type flowRef struct {
-	session   *testserver.Session
-	kind, dir string
-	index     int
-	used      bool
 }
 
 // view is the server's record of one session.
@@ -126,7 +117,7 @@ func NewProvider(p Provider) *Provider {
 	if p.OnBytes == nil {
 		p.OnBytes = func(int64, int64) {}
 	}
-	p.st = &state{keys: map[wire.Key]*flowRef{}, peerID: wire.PeerID()}
+	p.st = &state{peerID: wire.PeerID()}
 	p.st.raw.Name, p.st.raw.Logger = schemas.BitTorrentName, p.Logger
 	return &p
 }
@@ -290,27 +281,19 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusConflict, "the test has started already")
 		return
 	}
-	p.st.mu.Lock()
-	p.forgetEnded()
+	refs := map[wire.Key]testserver.FlowRef{}
 	for i := 0; i < spec.MaxFlows; i++ {
 		for _, kind := range schemas.FlowKinds {
 			for _, dir := range []string{schemas.DirDownload, schemas.DirUpload} {
-				p.st.keys[wire.FlowKey(s.Token, kind, dir, i)] = &flowRef{session: s, kind: kind, dir: dir, index: i}
+				refs[wire.FlowKey(s.Token, kind, dir, i)] = testserver.FlowRef{Session: s, Kind: kind, Dir: dir, Index: i}
 			}
 		}
 	}
+	p.st.keys.Issue(refs)
+	p.st.mu.Lock()
 	resp := spec.StartResponse{BitTorrentPort: p.st.btPort, NeutralPort: p.st.neutral, WebPort: p.st.web, Hosts: p.st.hosts}
 	p.st.mu.Unlock()
 	httpx.WriteJSON(w, http.StatusOK, resp)
-}
-
-// forgetEnded drops the keys of sessions that are over.
-func (p *Provider) forgetEnded() {
-	for k, ref := range p.st.keys {
-		if st := ref.session.State(); st == testserver.Done || st == testserver.Revoked {
-			delete(p.st.keys, k)
-		}
-	}
 }
 
 // flow admits one connection and runs the server's side of its flow.
@@ -324,30 +307,17 @@ func (p *Provider) flow(c net.Conn, role string, hostIndex int) error {
 	if err != nil {
 		return err
 	}
-	p.st.mu.Lock()
-	ref := p.st.keys[key]
-	ok := ref != nil && !ref.used
-	if ok {
-		ref.used = true
+	ref, err := p.st.keys.Admit(key, c)
+	if err != nil {
+		return err
 	}
-	p.st.mu.Unlock()
-	if !ok {
-		return errors.New("unknown or used flow key")
-	}
-	s := ref.session
-	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-	switch {
-	case s.State() != testserver.Active:
-		return errors.New("the session is not active")
-	case host != s.ClientAddr:
-		return fmt.Errorf("flow from %s, session of %s", host, s.ClientAddr)
-	}
-	payload, port := schemas.KindCell(ref.kind)
+	s := ref.Session
+	payload, port := schemas.KindCell(ref.Kind)
 	switch {
 	case port != role:
-		return fmt.Errorf("a %s flow on the wrong port", ref.kind)
+		return fmt.Errorf("a %s flow on the wrong port", ref.Kind)
 	case isBT != (payload == schemas.PayloadBitTorrent):
-		return fmt.Errorf("a %s flow in the wrong shape", ref.kind)
+		return fmt.Errorf("a %s flow in the wrong shape", ref.Kind)
 	}
 	done, err := p.Negotiator.Begin(s, func() { _ = c.SetDeadline(time.Now()) })
 	if err != nil {
@@ -372,8 +342,8 @@ func (p *Provider) flow(c net.Conn, role string, hostIndex int) error {
 	if _, err := c.Write(reply); err != nil {
 		return err
 	}
-	sf := &serverFlow{kind: ref.kind, dir: ref.dir, host: hostIndex}
-	if ref.dir == schemas.DirDownload {
+	sf := &serverFlow{kind: ref.Kind, dir: ref.Dir, host: hostIndex}
+	if ref.Dir == schemas.DirDownload {
 		sf.samples, err = f.Seed()
 	} else {
 		sf.samples, err = f.Leech()
@@ -387,7 +357,7 @@ func (p *Provider) flow(c net.Conn, role string, hostIndex int) error {
 		err = cerr
 	}
 	v.mu.Lock()
-	v.flows[ref.index] = sf
+	v.flows[ref.Index] = sf
 	v.mu.Unlock()
 	return err
 }

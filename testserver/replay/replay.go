@@ -33,17 +33,10 @@ type Provider struct {
 	Logger     *slog.Logger
 	OnBytes    func(sent, received int64)
 
-	mu   sync.Mutex
-	keys map[trace.Key]*flowRef
+	keys testserver.FlowKeys[trace.Key]
+	mu   sync.Mutex // guards l
 	l    net.Listener
 	raw  rawtcp.Server
-}
-
-type flowRef struct {
-	session *testserver.Session
-	kind    string
-	index   int
-	used    bool
 }
 
 type view struct {
@@ -97,7 +90,6 @@ func NewProvider(p *Provider) *Provider {
 	if p.OnBytes == nil {
 		p.OnBytes = func(int64, int64) {}
 	}
-	p.keys = map[trace.Key]*flowRef{}
 	p.raw.Name, p.raw.Logger = schemas.ReplayName, p.Logger
 	return p
 }
@@ -181,18 +173,13 @@ func (p *Provider) start(w http.ResponseWriter, r *http.Request) {
 		testserver.Fail(w, http.StatusConflict, "the test has started already")
 		return
 	}
-	p.mu.Lock()
-	for k, ref := range p.keys {
-		if st := ref.session.State(); st == testserver.Done || st == testserver.Revoked {
-			delete(p.keys, k)
-		}
-	}
+	refs := map[trace.Key]testserver.FlowRef{}
 	for i := 0; i < spec.MaxFlows; i++ {
 		for _, kind := range []string{schemas.ReplayOriginal, schemas.ReplayInverted} {
-			p.keys[trace.FlowKey(s.Token, kind, i)] = &flowRef{session: s, kind: kind, index: i}
+			refs[trace.FlowKey(s.Token, kind, i)] = testserver.FlowRef{Session: s, Kind: kind, Index: i}
 		}
 	}
-	p.mu.Unlock()
+	p.keys.Issue(refs)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	json.NewEncoder(w).Encode(spec.StartResponse{Host: p.host(), Port: p.Port(), TraceVersion: tr.Version})
@@ -204,27 +191,14 @@ func (p *Provider) flow(c net.Conn) error {
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
-	ref := p.keys[key]
-	ok := ref != nil && !ref.used
-	if ok {
-		ref.used = true
+	ref, err := p.keys.Admit(key, c)
+	if err != nil {
+		return err
 	}
-	p.mu.Unlock()
-	if !ok {
-		return errors.New("unknown or used flow key")
-	}
-	s := ref.session
-	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-	switch {
-	case s.State() != testserver.Active:
-		return errors.New("the session is not active")
-	case host != s.ClientAddr:
-		return errors.New("a flow from another address")
-	case inverted != (ref.kind == schemas.ReplayInverted):
+	if inverted != (ref.Kind == schemas.ReplayInverted) {
 		return errors.New("a flow in the wrong shape")
 	}
-	v := viewOf(s)
+	v := viewOf(ref.Session)
 	v.running.Add(1)
 	defer v.running.Done()
 	v.mu.Lock()
@@ -240,7 +214,7 @@ func (p *Provider) flow(c net.Conn) error {
 	v.mu.Lock()
 	v.sent += f.Sent.Load()
 	v.received += f.Received.Load()
-	v.flows[ref.index] = &serverFlow{kind: ref.kind, samples: samples, failure: schemas.FailureOf(err)}
+	v.flows[ref.Index] = &serverFlow{kind: ref.Kind, samples: samples, failure: schemas.FailureOf(err)}
 	v.mu.Unlock()
 	return err
 }

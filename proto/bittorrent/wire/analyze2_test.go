@@ -47,10 +47,55 @@ func samplesAt(mbps float64, n, i int) []schemas.ThroughputSample {
 
 func noFailure(string, string, int) string { return "" }
 
+// The rates of the grids' flows, Mbit/s: throttled and not.
+const slowMbps, fullMbps = 4.0, 20.0
+
+func fullRate(string, string, int) float64 { return fullMbps }
+
+// pick selects flows of a grid by kind and host: those a policy targets.
+type pick func(kind string, host int) bool
+
+func every(string, int) bool { return true }
+
+func onPort(role string) pick {
+	return func(kind string, _ int) bool { _, p := schemas.KindCell(kind); return p == role }
+}
+
+func withPayload(payload string) pick {
+	return func(kind string, _ int) bool { p, _ := schemas.KindCell(kind); return p == payload }
+}
+
+func ofKind(k string) pick { return func(kind string, _ int) bool { return kind == k } }
+
+func onHost(h int) pick { return func(_ string, host int) bool { return host == h } }
+
+func not(p pick) pick { return func(kind string, host int) bool { return !p(kind, host) } }
+
+// slowDownloads is the rate of a grid whose download flows that p picks
+// run at slowMbps, every other flow at fullMbps.
+func slowDownloads(p pick) func(kind, dir string, host int) float64 {
+	return func(kind, dir string, host int) float64 {
+		if dir == schemas.DirDownload && p(kind, host) {
+			return slowMbps
+		}
+		return fullMbps
+	}
+}
+
+// failDownloads is the server's failure word of a grid whose download
+// flows that p picks fail with word.
+func failDownloads(word string, p pick) func(kind, dir string, host int) string {
+	return func(kind, dir string, host int) string {
+		if dir == schemas.DirDownload && p(kind, host) {
+			return word
+		}
+		return ""
+	}
+}
+
 // TestAnalyzeV2 plays each policy on the grid and checks the outcome and
 // its attribution, per direction, and that the record validates.
 func TestAnalyzeV2(t *testing.T) {
-	const full, slow = 20.0, 4.0
 	for _, tc := range []struct {
 		name    string
 		rate    func(kind, dir string, host int) float64
@@ -58,62 +103,17 @@ func TestAnalyzeV2(t *testing.T) {
 		down    string
 		attr    string
 	}{
-		{"neutral", func(string, string, int) float64 { return full }, noFailure, schemas.OutcomeNone, ""},
-		{"port", func(kind, dir string, _ int) float64 {
-			if _, p := schemas.KindCell(kind); p == schemas.PortApplication && dir == schemas.DirDownload {
-				return slow
-			}
-			return full
-		}, noFailure, schemas.OutcomeDifferentiation, schemas.AttributionPort},
-		{"everything but the web", func(kind, dir string, _ int) float64 {
-			if _, p := schemas.KindCell(kind); p != schemas.PortWeb && dir == schemas.DirDownload {
-				return slow
-			}
-			return full
-		}, noFailure, schemas.OutcomeDifferentiation, schemas.AttributionPort},
-		{"payload", func(kind, dir string, _ int) float64 {
-			if p, _ := schemas.KindCell(kind); p == schemas.PayloadBitTorrent && dir == schemas.DirDownload {
-				return slow
-			}
-			return full
-		}, noFailure, schemas.OutcomeDifferentiation, schemas.AttributionPayload},
-		{"payload on the application port", func(kind, dir string, _ int) float64 {
-			if kind == schemas.FlowBitTorrent && dir == schemas.DirDownload {
-				return slow
-			}
-			return full
-		}, noFailure, schemas.OutcomeDifferentiation, schemas.AttributionBoth},
-		{"entropy (every flow alike)", func(string, string, int) float64 { return slow }, noFailure, schemas.OutcomeNone, ""},
-		{"host", func(_, dir string, host int) float64 {
-			if host == 1 && dir == schemas.DirDownload {
-				return slow
-			}
-			return full
-		}, noFailure, schemas.OutcomeDifferentiation, schemas.AttributionHost},
-		{"reset on BitTorrent bytes", func(string, string, int) float64 { return full }, func(kind, dir string, _ int) string {
-			if p, _ := schemas.KindCell(kind); p == schemas.PayloadBitTorrent && dir == schemas.DirDownload {
-				return schemas.FailureConnectionReset
-			}
-			return ""
-		}, schemas.OutcomeBlocked, schemas.AttributionPayload},
-		{"stall on the application port", func(string, string, int) float64 { return full }, func(kind, dir string, _ int) string {
-			if _, p := schemas.KindCell(kind); p == schemas.PortApplication && dir == schemas.DirDownload {
-				return schemas.FailureTimeout
-			}
-			return ""
-		}, schemas.OutcomeBlocked, schemas.AttributionPort},
-		{"host refused", func(string, string, int) float64 { return full }, func(_, dir string, host int) string {
-			if host == 2 && dir == schemas.DirDownload {
-				return schemas.FailureConnectionRefused
-			}
-			return ""
-		}, schemas.OutcomeBlocked, schemas.AttributionHost},
-		{"server down", func(string, string, int) float64 { return full }, func(_, dir string, _ int) string {
-			if dir == schemas.DirDownload {
-				return schemas.FailureTimeout
-			}
-			return ""
-		}, schemas.OutcomeInconclusive, ""},
+		{"neutral", fullRate, noFailure, schemas.OutcomeNone, ""},
+		{"port", slowDownloads(onPort(schemas.PortApplication)), noFailure, schemas.OutcomeDifferentiation, schemas.AttributionPort},
+		{"everything but the web", slowDownloads(not(onPort(schemas.PortWeb))), noFailure, schemas.OutcomeDifferentiation, schemas.AttributionPort},
+		{"payload", slowDownloads(withPayload(schemas.PayloadBitTorrent)), noFailure, schemas.OutcomeDifferentiation, schemas.AttributionPayload},
+		{"payload on the application port", slowDownloads(ofKind(schemas.FlowBitTorrent)), noFailure, schemas.OutcomeDifferentiation, schemas.AttributionBoth},
+		{"entropy (every flow alike)", func(string, string, int) float64 { return slowMbps }, noFailure, schemas.OutcomeNone, ""},
+		{"host", slowDownloads(onHost(1)), noFailure, schemas.OutcomeDifferentiation, schemas.AttributionHost},
+		{"reset on BitTorrent bytes", fullRate, failDownloads(schemas.FailureConnectionReset, withPayload(schemas.PayloadBitTorrent)), schemas.OutcomeBlocked, schemas.AttributionPayload},
+		{"stall on the application port", fullRate, failDownloads(schemas.FailureTimeout, onPort(schemas.PortApplication)), schemas.OutcomeBlocked, schemas.AttributionPort},
+		{"host refused", fullRate, failDownloads(schemas.FailureConnectionRefused, onHost(2)), schemas.OutcomeBlocked, schemas.AttributionHost},
+		{"server down", fullRate, failDownloads(schemas.FailureTimeout, every), schemas.OutcomeInconclusive, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := grid(3, tc.rate, tc.failure)
@@ -140,15 +140,10 @@ func TestAnalyzeV2(t *testing.T) {
 // four (a burst of cross traffic on the controls, a flow the policy let
 // through) is still seen: 7 of 8 pairs slower.
 func TestAnalyzeV2OneRepetitionOff(t *testing.T) {
-	k := grid(3, func(kind, dir string, _ int) float64 {
-		if _, p := schemas.KindCell(kind); p == schemas.PortApplication && dir == schemas.DirDownload {
-			return 4
-		}
-		return 20
-	}, noFailure)
+	k := grid(3, slowDownloads(onPort(schemas.PortApplication)), noFailure)
 	// The first repetition's BitTorrent download flow at full speed.
 	for j := range k.Flows[0].ServerSamples {
-		k.Flows[0].ServerSamples[j].Mbps = 20
+		k.Flows[0].ServerSamples[j].Mbps = fullMbps
 	}
 	Analyze(k)
 	if k.DownloadOutcome != schemas.OutcomeDifferentiation || k.DownloadAttribution != schemas.AttributionPort {
@@ -163,12 +158,12 @@ func TestAnalyzeV2OneRepetitionOff(t *testing.T) {
 // payload and host policies must be detected with the right attribution
 // in at least 98% of the tests.
 func TestAnalyzeV2CrossTraffic(t *testing.T) {
-	const full, slow, tests = 20.0, 4.0, 2000
-	policies := map[string]func(kind string, host int) bool{
-		"none":    func(string, int) bool { return false },
-		"port":    func(kind string, _ int) bool { _, p := schemas.KindCell(kind); return p == schemas.PortApplication },
-		"payload": func(kind string, _ int) bool { p, _ := schemas.KindCell(kind); return p == schemas.PayloadBitTorrent },
-		"host":    func(_ string, host int) bool { return host == 1 },
+	const tests = 2000
+	policies := map[string]pick{
+		"none":    not(every),
+		"port":    onPort(schemas.PortApplication),
+		"payload": withPayload(schemas.PayloadBitTorrent),
+		"host":    onHost(1),
 	}
 	want := map[string]string{"none": "", "port": schemas.AttributionPort, "payload": schemas.AttributionPayload, "host": schemas.AttributionHost}
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -177,9 +172,9 @@ func TestAnalyzeV2CrossTraffic(t *testing.T) {
 		for range tests {
 			k := grid(3, func(kind, _ string, host int) float64 {
 				if throttled(kind, host) {
-					return slow
+					return slowMbps
 				}
-				return full
+				return fullMbps
 			}, noFailure)
 			// The cross traffic's on and off periods over the test's
 			// time line: the flows run back to back, 1.5 s each.
@@ -199,7 +194,7 @@ func TestAnalyzeV2CrossTraffic(t *testing.T) {
 			for i := range k.Flows {
 				for j := range k.Flows[i].ServerSamples {
 					s := &k.Flows[i].ServerSamples[j]
-					if s.Mbps > slow*1.5 && state(float64(i)*1.5+s.TS) {
+					if s.Mbps > slowMbps*1.5 && state(float64(i)*1.5+s.TS) {
 						s.Mbps /= 2
 					}
 				}
