@@ -130,18 +130,16 @@ func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtes
 	discardAll(dlPre[initial:])
 	dlPre = dlPre[:initial]
 	deadline := start.Add(budget)
+	rttDur := time.Duration(rtt * float64(time.Second))
 	// The phase's cap: its share of what is left of the budget, keeping
-	// time for the collect: five round trips (the record up, the merged
-	// record, about 16 kB, back in two windows after idle, and the
-	// queues the transfer left behind: 1.6 s at 300 ms in the link
-	// emulator) and 200 ms. The download leaves the upload a round trip
-	// more than half: the upload's samples, the server's reports, reach
-	// the agent a round trip after the data left it, so the last round
-	// trip of its phase is never counted.
-	capOf := func(phasesLeft int) time.Duration {
-		left := time.Until(deadline) - time.Duration(5*rtt*float64(time.Second)) - 200*time.Millisecond
+	// reserve for the collect. The download leaves the upload a round
+	// trip more than half: the upload's samples, the server's reports,
+	// reach the agent a round trip after the data left it, so the last
+	// round trip of its phase is never counted.
+	capOf := func(phasesLeft int, reserve time.Duration) time.Duration {
+		left := time.Until(deadline) - reserve
 		if phasesLeft > 1 {
-			left -= time.Duration(rtt * float64(time.Second))
+			left -= rttDur
 		}
 		return max(min(maxPhase, left/time.Duration(phasesLeft)), min(maxPhase, 1500*time.Millisecond))
 	}
@@ -151,7 +149,7 @@ func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtes
 	for i := range ulPre {
 		ulPre[i] = r.preDial(ctx)
 	}
-	if keys.Download, err = r.phaseV2(ctx, "download", rtt, capOf(2), initial, pg, dlPre); err != nil {
+	if keys.Download, err = r.phaseV2(ctx, "download", rtt, capOf(2, priorReserve(rtt)), initial, pg, dlPre); err != nil {
 		discardAll(ulPre)
 		return "download", err
 	}
@@ -166,10 +164,50 @@ func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtes
 		discardAll(ulPre[initial:])
 		ulPre = ulPre[:initial]
 	}
-	if keys.Upload, err = r.phaseV2(ctx, "upload", rtt, capOf(1), initial, pg, ulPre); err != nil {
+	// The upload's cap follows from the collect's reserve, now measured.
+	reserve := collectReserve(rtt, queueOf(keys.Download, keys.RTTMinMS, rtt), keys.Download.GoodputMbps)
+	if keys.Upload, err = r.phaseV2(ctx, "upload", rtt, capOf(1, reserve), initial, pg, ulPre); err != nil {
 		return "upload", err
 	}
 	return "", nil
+}
+
+// collectBytes bounds what each way of the collect carries: the record
+// up (4.1 to 4.5 kB at 300 ms of RTT in the link emulator) and the merged
+// record back, with the server's view (13.5 to 14.9 kB).
+const collectBytes = 24 << 10
+
+// collectReserve is the time kept at the end of the budget for the
+// collect, from what the test measured (spec/speedtest.md v2.5.0): two
+// round trips (the record up, the merged record back), the time to drain
+// twice the queue the transfer left in the bottleneck (the record waits
+// behind it), each record's bytes at the measured rate, and 400 ms for
+// the server's work and the process around the test. queue is seconds,
+// mbps the rate measured (0: unknown, that term left out).
+func collectReserve(rtt, queue, mbps float64) time.Duration {
+	s := 2*rtt + 2*queue + 0.4
+	if mbps > 0 {
+		s += 2 * collectBytes * 8 / (mbps * 1e6)
+	}
+	return time.Duration(s * float64(time.Second))
+}
+
+// priorReserve is the collect's reserve before anything was measured
+// (for the download's share of the budget): v2.4.0's five round trips
+// and 200 ms.
+func priorReserve(rtt float64) time.Duration {
+	return time.Duration((5*rtt + 0.2) * float64(time.Second))
+}
+
+// queueOf estimates, in seconds, the queue a transfer phase kept in the
+// bottleneck: its median RTT under load less the unloaded minimum (both
+// ms); without loaded pings, one round trip (a queue of one
+// bandwidth-delay product).
+func queueOf(ph schemas.SpeedtestPhase, minMS, rtt float64) float64 {
+	if ph.LoadedRTTMedianMS <= 0 {
+		return rtt
+	}
+	return max(ph.LoadedRTTMedianMS-minMS, 0) / 1000
 }
 
 // openStream connects to the server, asks for path with an upgrade to

@@ -5,8 +5,10 @@
 //     20, 80, 200, 300} ms × loss {0, 0.1 %}, a link of internal/linkem
 //     (drop-tail queue of one BDP) between two network namespaces; in it,
 //     our speedtest (each methodology the client offers), then iperf3
-//     (the reference: 20 s after its ramp-up, omitted with --omit, with as
-//     many streams as the newest methodology used connections), our ndt7
+//     (the reference: 20 s after its ramp-up, omitted with --omit, run
+//     with 1 and with 8 streams and the run nearer the link's payload
+//     capacity taken, or with -iperf-single=false with as many streams as
+//     the newest methodology used connections), our ndt7
 //     (agent/ndt7 against testserver/ndt7) and, when their binaries are
 //     given, M-Lab's ndt-server and ndt7-client; the table gives the
 //     link's payload capacity, each tool's error against iperf3 and its
@@ -48,8 +50,9 @@ type options struct {
 	rates, rtts, losses []float64
 	methods             []int
 	iperfTime           int
-	iperfStreams        int // 0: per direction, as many as the newest speedtest used
-	iperfOmit           int // -1: ramp-up seconds from the RTT (omitSecs)
+	iperfStreams        int  // 0: per direction, as many as the newest speedtest used
+	iperfSingle         bool // -iperf-single: iperf3 with 1 and 8 streams, the one nearer the link's payload capacity
+	iperfOmit           int  // -1: ramp-up seconds from the RTT (omitSecs)
 	queue               int
 	realtime            int
 	mlabServer          string
@@ -70,6 +73,7 @@ func main() {
 	methods := flag.String("methods", "", "speedtest methodologies to run, e.g. 1,2 (default: every one `neubot run speedtest` offers)")
 	iperfTime := flag.Int("iperf-time", 20, "seconds of each iperf3 run, after the omitted ramp-up")
 	iperfStreams := flag.Int("iperf-streams", 0, "iperf3's parallel streams (-P); 0: per cell and direction, as many connections as the newest speedtest used")
+	iperfSingle := flag.Bool("iperf-single", true, "with -iperf-streams 0: run iperf3 with 1 and with 8 streams per cell and direction, and take as the reference the one nearer the link's payload capacity (false: as many as the speedtest used)")
 	iperfOmit := flag.Int("iperf-omit", -1, "seconds iperf3 omits at its start (--omit); -1: TCP's ramp-up, ceil(2 s + 10 RTT)")
 	queue := flag.Int("queue", 0, "queue of the link, packets (0: one BDP, at least 16)")
 	realtime := flag.Int("realtime", 10, "SCHED_FIFO priority of the link's threads (0: ordinary scheduling)")
@@ -98,7 +102,7 @@ func main() {
 		}
 		return
 	}
-	o := &options{iperfTime: *iperfTime, iperfStreams: *iperfStreams, iperfOmit: *iperfOmit, queue: *queue, realtime: *realtime,
+	o := &options{iperfTime: *iperfTime, iperfStreams: *iperfStreams, iperfSingle: *iperfSingle && *iperfStreams == 0, iperfOmit: *iperfOmit, queue: *queue, realtime: *realtime,
 		mlabServer: *mlabServer, mlabClient: *mlabClient, skipNDT7: *skipNDT7, out: *out, name: *name, records: *records, skipIperf: *skipIperf}
 	var err error
 	if o.rates, err = floats(*rates); err == nil {
@@ -240,12 +244,19 @@ type cellResult struct {
 	IperfUp   float64 `json:"iperf_up"`
 	// iperf3's streams per direction, its omitted seconds, and the
 	// receiver's 1-s intervals (Mbit/s; the omitted ones first).
-	IperfDownP   int                 `json:"iperf_down_p,omitempty"`
-	IperfUpP     int                 `json:"iperf_up_p,omitempty"`
-	IperfOmit    int                 `json:"iperf_omit,omitempty"`
-	IperfDownIvs []float64           `json:"iperf_down_intervals,omitempty"`
-	IperfUpIvs   []float64           `json:"iperf_up_intervals,omitempty"`
-	Tools        map[string]measured `json:"tools"`
+	IperfDownP   int       `json:"iperf_down_p,omitempty"`
+	IperfUpP     int       `json:"iperf_up_p,omitempty"`
+	IperfOmit    int       `json:"iperf_omit,omitempty"`
+	IperfDownIvs []float64 `json:"iperf_down_intervals,omitempty"`
+	// With -iperf-single, the run not taken as the reference: its
+	// streams and goodput per direction.
+	IperfDownAltP int                 `json:"iperf_down_alt_p,omitempty"`
+	IperfUpAltP   int                 `json:"iperf_up_alt_p,omitempty"`
+	IperfDownAlt  float64             `json:"iperf_down_alt,omitempty"`
+	IperfUpAlt    float64             `json:"iperf_up_alt,omitempty"`
+	IperfSingle   bool                `json:"iperf_single,omitempty"`
+	IperfUpIvs    []float64           `json:"iperf_up_intervals,omitempty"`
+	Tools         map[string]measured `json:"tools"`
 	// The run's conditions, for the merged table's header.
 	Load         string `json:"load"`
 	Started      string `json:"started"`
@@ -459,17 +470,9 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 		r.IperfDown, r.IperfUp, r.IperfOmit = payload(rate), payload(rate), 0
 		return r, nil
 	}
-	progress(fmt.Sprintf("iperf3 -P %d/%d -O %d", r.IperfDownP, r.IperfUpP, r.IperfOmit))
-	down, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, r.IperfOmit, true, "-P", strconv.Itoa(r.IperfDownP))
-	if err != nil {
+	if err := reference(o, l, &r, rate, progress); err != nil {
 		return r, err
 	}
-	up, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, r.IperfOmit, false, "-P", strconv.Itoa(r.IperfUpP))
-	if err != nil {
-		return r, err
-	}
-	r.IperfDown, r.IperfUp, r.IperfDownIvs, r.IperfUpIvs = down.Mbps, up.Mbps, down.Intervals, up.Intervals
-	progress(fmt.Sprintf("iperf3 down %.3f up %.3f", r.IperfDown, r.IperfUp))
 	if !o.skipNDT7 {
 		r.Tools["our ndt7"] = ourTest(o, l, "ndt7", 0, tag)
 		progress(fmt.Sprintf("our ndt7 %+v", r.Tools["our ndt7"]))
@@ -479,6 +482,52 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 		progress(fmt.Sprintf("M-Lab ndt7 %+v", r.Tools["M-Lab ndt7"]))
 	}
 	return r, nil
+}
+
+// singleStreams are the streams of the two iperf3 runs of -iperf-single.
+var singleStreams = [2]int{1, 8}
+
+// reference runs iperf3 in both directions into r: with the streams of
+// r.IperfDownP and r.IperfUpP, or with -iperf-single with 1 and with 8
+// streams (the ramp-up omitted alike), the reference being the run nearer
+// the link's payload capacity, the other kept beside it.
+func reference(o *options, l *linkem.Link, r *cellResult, rate float64, progress func(string)) error {
+	for _, down := range []bool{true, false} {
+		dir, p, mbps, ivs := "up", &r.IperfUpP, &r.IperfUp, &r.IperfUpIvs
+		altP, alt := &r.IperfUpAltP, &r.IperfUpAlt
+		if down {
+			dir, p, mbps, ivs = "down", &r.IperfDownP, &r.IperfDown, &r.IperfDownIvs
+			altP, alt = &r.IperfDownAltP, &r.IperfDownAlt
+		}
+		streams := []int{*p}
+		if o.iperfSingle {
+			streams = singleStreams[:]
+		}
+		var runs []linkbench.TCP
+		for _, n := range streams {
+			progress(fmt.Sprintf("iperf3 %s -P %d -O %d", dir, n, r.IperfOmit))
+			t, err := linkbench.Iperf3TCP(l, iperfPort, o.iperfTime, r.IperfOmit, down, "-P", strconv.Itoa(n))
+			if err != nil {
+				return err
+			}
+			runs = append(runs, t)
+		}
+		best := 0
+		if len(runs) == 2 {
+			r.IperfSingle = true
+			if math.Abs(runs[1].Mbps-payload(rate)) < math.Abs(runs[0].Mbps-payload(rate)) {
+				best = 1
+			}
+			*altP, *alt = streams[1-best], runs[1-best].Mbps
+		}
+		*p, *mbps, *ivs = streams[best], runs[best].Mbps, runs[best].Intervals
+		msg := fmt.Sprintf("iperf3 %s %.3f with -P %d", dir, *mbps, *p)
+		if *altP > 0 {
+			msg += fmt.Sprintf(" (nearer the payload capacity %.3f than -P %d: %.3f)", payload(rate), *altP, *alt)
+		}
+		progress(msg)
+	}
+	return nil
 }
 
 // omitSecs is the reference's ramp-up, left out of its mean: BBR's
@@ -610,7 +659,10 @@ func report(o *options, rs []cellResult, took time.Duration, load0 string) bool 
 	}
 	goalTool := fmt.Sprintf("speedtest v%d", slices.Max(o.methods))
 	streams := fmt.Sprintf("-P %d", o.iperfStreams)
-	if o.iperfStreams == 0 {
+	switch {
+	case slices.ContainsFunc(rs, func(r cellResult) bool { return r.IperfSingle }):
+		streams = "run with 1 and with 8 streams (-iperf-single), the reference per cell and direction being the run nearer the link's payload capacity (×P: its streams; the other run's after the semicolon)"
+	case o.iperfStreams == 0:
 		streams = fmt.Sprintf("with as many streams as %s used connections in the cell and direction (×P)", goalTool)
 	}
 	fmt.Printf("\nSpeedtest accuracy in the link emulator (internal/linkem; queue %s; link threads SCHED_FIFO %d; every tool under chrt -f %d; tcp_rmem/tcp_wmem max 32 MB in both namespaces). Reference: iperf3 %s, %d s after its --omit of the ramp-up (ceil(2 s + 10 RTT) unless -iperf-omit), the receiver's mean goodput over its 1-s intervals (last left out), the machine's congestion control (%s) for every tool. Payload: the link's capacity for TCP payload, rate × 1448/1500. Cells: error vs iperf3, then the tool's whole time (process start to result). %d cells in %.0f min; load average %s at the start, %s at the end, on a 2-CPU machine shared with other engineers' work.\n\n",
@@ -628,15 +680,18 @@ func report(o *options, rs []cellResult, took time.Duration, load0 string) bool 
 	fmt.Println(sep)
 	for _, r := range rs {
 		for _, dir := range []string{"down", "up"} {
-			truth, p := r.IperfDown, r.IperfDownP
+			truth, p, altP, alt := r.IperfDown, r.IperfDownP, r.IperfDownAltP, r.IperfDownAlt
 			if dir == "up" {
-				truth, p = r.IperfUp, r.IperfUpP
+				truth, p, altP, alt = r.IperfUp, r.IperfUpP, r.IperfUpAltP, r.IperfUpAlt
 			}
 			ref := fmt.Sprintf("%.2f", truth)
 			if p == 0 { // cells of runs before per-cell streams
 				p = r.IperfStreams
 			}
-			if o.iperfStreams == 0 {
+			switch {
+			case altP > 0:
+				ref += fmt.Sprintf(" (×%d; ×%d %.2f)", p, altP, alt)
+			case o.iperfStreams == 0:
 				ref += fmt.Sprintf(" (×%d)", p)
 			}
 			line := fmt.Sprintf("| %g | %g | %g %% | %s | %.2f | %s |", r.Rate, r.RTT, r.Loss*100, dir, payload(r.Rate), ref)

@@ -120,7 +120,8 @@ type Result struct {
 // window starts where the rate over the stretch before first came within
 // 10 % of the rate from there to the end (or, when it never did while the
 // shortest window, min(a third of the phase, max(0.5 s, 2 RTT)), was left,
-// the shortest window before the end), and ends before a
+// the shortest window before the end), past a dip below half its rate
+// that follows the ramp-up (afterDip), and ends before a
 // trailing hole (intervals read at less than a quarter of the window's
 // rate: a retransmission awaited while the data behind it wait in the
 // receiver's kernel), when that leaves at least half of the window.
@@ -184,6 +185,7 @@ func Estimate(samples []Sample, p Params) Result {
 	if start >= end {
 		start = end / 2
 	}
+	start = afterDip(samples, start, end, shortest)
 	// A trailing hole: the last intervals, read at less than a quarter of
 	// the window's rate, are the receiver waiting for a retransmission
 	// that fills a hole while the rest waits in its kernel; the window
@@ -205,6 +207,31 @@ func Estimate(samples []Sample, p Params) Result {
 		res.Stop, res.StopReason = true, StopTimeCap
 	}
 	return res
+}
+
+// afterDip moves a time-capped window's start past a dip that follows the
+// ramp-up: the end of the last interval between samples, in [start,
+// end-shortest], read at less than half the rate of [start, end]. BBR
+// drains the queue its start-up filled by sending at a third of the rate
+// for about a round trip, and a loss repaired after the start-up stalls
+// the sender as long: at 300 ms either is a tenth of a window of 3 s that
+// reads the link. start when there is none.
+func afterDip(samples []Sample, start, end, shortest float64) float64 {
+	r := rate(samples, start, end)
+	out := start
+	for i := 1; i < len(samples); i++ {
+		a, b := samples[i-1].T, samples[i].T
+		if a < start || b <= a {
+			continue
+		}
+		if end-b < shortest {
+			break
+		}
+		if rate(samples, a, b) < r/2 {
+			out = b
+		}
+	}
+	return out
 }
 
 // tol is the tolerance for a stretch that holds bytes, widened by two quanta.

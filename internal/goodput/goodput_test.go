@@ -154,3 +154,23 @@ func TestStillRampingAtCap(t *testing.T) {
 		t.Fatalf("ramp-up counted: %+v", r)
 	}
 }
+
+func TestDipAfterRampLeftOut(t *testing.T) {
+	// At 300 ms a slow start reaches 50 Mbit/s at 1 s and holds it, then
+	// the sender stalls to 10 Mbit/s for a round trip (a loss repaired,
+	// BBR draining its queue) at 2 s, then holds 50 until the cap. The
+	// window starts after the dip: from the ramp's top it read 11 % low.
+	rate := func(t float64) float64 {
+		switch {
+		case t < 2:
+			return math.Min(50, 0.2*math.Pow(2, (t-0.2)/0.1))
+		case t < 2.3:
+			return 10
+		}
+		return 50
+	}
+	r := online(series(rate, 0.1, 3.5, 0.01, 8), Params{RTT: 0.3, MaxPhase: 3.5, Tolerance: 0.001})
+	if r.StopReason != StopTimeCap || math.Abs(r.Mbps-50)/50 > 0.03 || r.Start < 2.2-1e-9 { // the series counts the dip in the intervals ending at 2.0 to 2.2 s
+		t.Fatalf("dip counted: %+v", r)
+	}
+}
