@@ -113,6 +113,9 @@ func main() {
 	if err == nil && (o.mlabServer == "") != (o.mlabClient == "") {
 		err = fmt.Errorf("give both -mlab-ndt-server and -mlab-ndt7-client, or neither")
 	}
+	if err == nil && o.records != "" {
+		err = os.MkdirAll(o.records, 0o755)
+	}
 	if err == nil {
 		err = run(o, *bin, *methods, *skipAccuracy, *skipLoaded, *skipCapacity)
 	}

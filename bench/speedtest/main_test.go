@@ -152,7 +152,7 @@ func TestAccuracy(t *testing.T) {
 			var problems []string
 			for attempt := 1; attempt <= 2; attempt++ {
 				problems = nil
-				k, res := runClientV2(t, link, exe)
+				k, res, plausibility := runClientV2(t, link, exe)
 				t.Logf("linkem %g Mbit/s, RTT %v: iperf3 down %.2f up %.2f; speedtest v2 run %d: down %.2f (%s, %d conns) up %.2f (%s, %d conns) in %.2f s; loaded RTT %.0f / %.0f ms",
 					rate, c.rtt, down.Mbps, up.Mbps, attempt, k.Download.GoodputMbps, k.Download.StopReason, k.Download.Connections,
 					k.Upload.GoodputMbps, k.Upload.StopReason, k.Upload.Connections, res.Seconds, k.Download.LoadedRTTMedianMS, k.Upload.LoadedRTTMedianMS)
@@ -168,6 +168,11 @@ func TestAccuracy(t *testing.T) {
 						problems = append(problems, fmt.Sprintf("RTT %v, %s: %.2f Mbit/s vs iperf3 %.2f: %+.1f %%, vs the link's capacity %.2f: %+.1f %%: beyond 6 %% of both",
 							c.rtt, d.name, d.ours, d.truth, e, capacity, ec))
 					}
+				}
+				if plausibility != "ok" {
+					// An honest record the server flags is left out of the
+					// published figures.
+					problems = append(problems, fmt.Sprintf("RTT %v: the server's cross-check says %q, want ok", c.rtt, plausibility))
 				}
 				if res.Seconds > c.maxSec {
 					problems = append(problems, fmt.Sprintf("RTT %v: the test took %.2f s, more than %g", c.rtt, res.Seconds, c.maxSec))
@@ -215,7 +220,7 @@ func TestSlowLinkConnections(t *testing.T) {
 	var problems []string
 	for attempt := 1; attempt <= 2; attempt++ {
 		problems = nil
-		k, res := runClientV2(t, link, exe)
+		k, res, _ := runClientV2(t, link, exe)
 		d := k.Download
 		if d.Params == nil {
 			t.Fatalf("no parameters: %+v", d)
@@ -249,8 +254,9 @@ type clientResult struct {
 }
 
 // runClientV2 runs one speedtest v2 from namespace A of link against the
-// server role in B, and returns its record's test keys.
-func runClientV2(t *testing.T, link *linkem.Link, exe string) (*schemas.Speedtest, clientResult) {
+// server role in B, and returns its record's test keys, its result and the
+// server's cross-check (server.plausibility).
+func runClientV2(t *testing.T, link *linkem.Link, exe string) (*schemas.Speedtest, clientResult, string) {
 	t.Helper()
 	cl := link.Command(linkem.A, exe)
 	cl.Env = append(os.Environ(), roleEnv+"=client", methodEnv+"=2", addrEnv+"="+linkem.Addr(linkem.B).String()+":19775")
@@ -266,7 +272,7 @@ func runClientV2(t *testing.T, link *linkem.Link, exe string) (*schemas.Speedtes
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rec.TestKeys.(*schemas.Speedtest), res
+	return rec.TestKeys.(*schemas.Speedtest), res, rec.Server.Plausibility
 }
 
 // startServer starts the server role in namespace B of link, gives it a

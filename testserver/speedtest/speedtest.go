@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/neubot/neubot/internal/goodput"
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/tcpinfo"
 	spec "github.com/neubot/neubot/proto/speedtest"
@@ -92,7 +93,15 @@ type view struct {
 	ulStreamStart time.Time
 	// ulStreams: the v2 upload connections, for the reports' arrived.
 	ulStreams []*ulStream
+	// ulReports: what the v2 upload reports said, in order (the series
+	// the client's upload goodput is computed from), for the cross-check
+	// at collect; at most maxReports.
+	ulReports []goodput.Sample
 }
+
+// maxReports bounds a session's upload report series: a stream lasts at
+// most spec.MaxStream, and one report is kept per half report period.
+const maxReports = 2*int(spec.MaxStream/spec.ReportEvery) + 1
 
 // span is when a direction first and last moved bytes.
 type span struct{ first, last time.Time }
@@ -327,14 +336,15 @@ func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 	if !ok {
 		return testserver.WrongTest(schemas.SpeedtestName)
 	}
-	acked := p.merge(keys, s)
-	rec.Server.Plausibility = testserver.SpeedtestPlausibility(keys, acked)
+	acked, reports := p.merge(keys, s)
+	rec.Server.Plausibility = testserver.SpeedtestPlausibility(keys, acked, reports)
 	return nil
 }
 
-// merge puts the server's view into keys and returns the bytes the
-// client acknowledged (TCP_INFO), for the cross-check.
-func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) uint64 {
+// merge puts the server's view into keys and returns, for the
+// cross-check, the bytes the client acknowledged (TCP_INFO) and the v2
+// upload reports.
+func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) (uint64, []goodput.Sample) {
 	v := viewOf(s)
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -364,5 +374,5 @@ func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) uint64 
 	sv.Download = v.phaseRecord("download")
 	sv.Upload = v.phaseRecord("upload")
 	keys.ServerView = sv
-	return acked
+	return acked, append([]goodput.Sample(nil), v.ulReports...)
 }

@@ -106,6 +106,7 @@ func (p *Provider) uploadV2(w http.ResponseWriter, r *http.Request) {
 			case now := <-t.C:
 				v.mu.Lock()
 				rep := spec.UploadReport{TS: math.Round(now.Sub(start).Seconds()*1e6) / 1e6, Bytes: v.received, Arrived: v.arrived()}
+				v.report(rep)
 				v.mu.Unlock()
 				b, _ := json.Marshal(rep)
 				if _, err := c.Write(append(b, '\n')); err != nil {
@@ -122,6 +123,18 @@ func (p *Provider) uploadV2(w http.ResponseWriter, r *http.Request) {
 type ulStream struct {
 	read    uint64
 	arrival *goodput.Arrival
+}
+
+// report keeps what rep said, as the client counts it (the larger of
+// the bytes read and arrived), when it comes half a report period or
+// more after the last one kept: every upload stream reports, and the
+// client samples the newest report once a period. The caller holds v.mu.
+func (v *view) report(rep spec.UploadReport) {
+	n := len(v.ulReports)
+	if n >= maxReports || n > 0 && rep.TS < v.ulReports[n-1].T+spec.ReportEvery.Seconds()/2 {
+		return
+	}
+	v.ulReports = append(v.ulReports, goodput.Sample{T: rep.TS, Bytes: uint64(max(rep.Bytes, rep.Arrived))})
 }
 
 // arrived is the payload that reached the server's TCP over the session's
