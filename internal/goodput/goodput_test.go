@@ -174,3 +174,46 @@ func TestDipAfterRampLeftOut(t *testing.T) {
 		t.Fatalf("dip counted: %+v", r)
 	}
 }
+
+func TestLateDrainLeftOut(t *testing.T) {
+	// At 300 ms and 200 Mbit/s the ramp-up takes 2.6 s of a 3.3-s phase,
+	// and BBR's drain (a third of the rate) came at 2.7 to 2.9 s: in the
+	// last 0.6 s, the shortest window, which read 137 of 193 with it.
+	// The window starts after the drain: the rate after it is the rate
+	// before it.
+	rate := func(t float64) float64 {
+		switch {
+		case t < 2.7:
+			return math.Min(193, 0.5*math.Pow(2, t/0.3))
+		case t < 2.9:
+			return 40
+		}
+		return 193
+	}
+	r := online(series(rate, 0.1, 3.3, 0.01, 9), Params{RTT: 0.3, MaxPhase: 3.3})
+	if r.StopReason != StopTimeCap || math.Abs(r.Mbps-193)/193 > 0.03 {
+		t.Fatalf("drain counted: %+v", r)
+	}
+}
+
+func TestLateCatchUpKept(t *testing.T) {
+	// At 20 ms the link stalls for 0.4 s (the emulator's writer, a
+	// radio) late in the phase, and what waited comes at once: the bytes
+	// are those of the link's rate all along. The window keeps the stall
+	// and its catch-up (the window after it alone read 213 of 193).
+	rate := func(t float64) float64 {
+		switch {
+		case t < 2.9:
+			return 193
+		case t < 3.3:
+			return 5
+		case t < 3.4:
+			return 193 + 0.4*188/0.1
+		}
+		return 193
+	}
+	r := online(series(rate, 0.1, 3.8, 0.0, 10), Params{RTT: 0.02, MaxPhase: 3.8, Tolerance: 0.001})
+	if math.Abs(r.Mbps-193)/193 > 0.06 {
+		t.Fatalf("stall or catch-up counted alone: %+v", r)
+	}
+}
