@@ -7,7 +7,10 @@
 // synthetic series) run exactly the same code.
 package goodput
 
-import "math"
+import (
+	"math"
+	"sort"
+)
 
 // Sample is one reading of the receiver's counter.
 type Sample struct {
@@ -217,20 +220,22 @@ func Estimate(samples []Sample, p Params) Result {
 // the sender as long: at 300 ms either is a tenth of a window of 3 s that
 // reads the link. start when there is none.
 //
-// A dip later than that, leaving between max(RTT, 0.3 s) and shortest
-// after it, is passed too when the rate after it is at least the
-// window's (not a trailing hole: see Estimate), unless the interval right
-// after it reads more than the rest after it by over 10 %: the sender paused (at 300 ms and
+// Since v2.6.0 a dip is a run of such intervals, and the last one, when
+// it ends less than shortest but at least max(RTT, 0.3 s) before the end,
+// is passed too if the rate after it is at least the window's (not a
+// trailing hole: see Estimate): the sender paused (at 300 ms and
 // 200 Mbit/s BBR's drain, 0.2 s at a third of the rate, came in the last
-// 0.6 s in three of six runs, which read 137 to 175 of 193), where a
-// catch-up says the data waited somewhere and came at once (the link
-// emulator's writer stalled, or a hole was filled): the window with the
-// dip then reads right, and the one after it, with the catch-up, too
-// much (213 of 193 at 20 ms).
+// 0.6 s in three of six runs, which read 137 to 175 of 193). When the
+// interval right after it reads more than the median interval after it
+// by over 10 %, that catch-up (what waited, in a link emulator's stalled
+// writer, behind a hole, came at once) is passed as well, if that leaves
+// max(RTT, 0.3 s): a window that starts with it reads too much (213 of
+// 193 at 20 ms), one that holds the dip reads the stall.
 func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 	shortestAfter := math.Min(shortest, math.Max(rtt, 0.3))
 	r := rate(samples, start, end)
-	out, late := start, start
+	// The dips: runs of intervals below r/2, by the sample ending each.
+	var ends []int
 	for i := 1; i < len(samples); i++ {
 		a, b := samples[i-1].T, samples[i].T
 		if a < start-1e-6 || b <= a { // start may be end - shortest, a hair after a sample
@@ -239,26 +244,51 @@ func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 		if end-b < shortestAfter {
 			break
 		}
-		if rate(samples, a, b) >= r/2 {
-			continue
-		}
-		if end-b >= shortest {
-			out = b
-		}
-		late = b
-	}
-	if late > out && rate(samples, late, end) >= r { // not a trailing hole
-		// The first interval after the late dip against the rest.
-		for i := 1; i < len(samples); i++ {
-			if samples[i-1].T == late && samples[i].T < end {
-				if rate(samples, late, samples[i].T) <= 1.1*rate(samples, samples[i].T, end) {
-					return late
-				}
-				break
+		if rate(samples, a, b) < r/2 {
+			if n := len(ends); n > 0 && ends[n-1] == i-1 {
+				ends[n-1] = i // the same dip, longer
+			} else {
+				ends = append(ends, i)
 			}
 		}
 	}
+	out := start
+	for _, i := range ends {
+		if end-samples[i].T >= shortest {
+			out = samples[i].T
+		}
+	}
+	if n := len(ends); n > 0 {
+		i := ends[n-1]
+		b := samples[i].T
+		if i+1 < len(samples) && samples[i+1].T < end && rate(samples, b, samples[i+1].T) > 1.1*medianRate(samples[i+1:]) {
+			// A catch-up: what waited came at once. The window starts
+			// after it, if that leaves enough.
+			b = samples[i+1].T
+			if end-b < shortestAfter-1e-6 {
+				return out
+			}
+		}
+		if b > out && rate(samples, b, end) >= r { // not a trailing hole
+			return b
+		}
+	}
 	return out
+}
+
+// medianRate is the median rate of the intervals between samples.
+func medianRate(samples []Sample) float64 {
+	var rs []float64
+	for i := 1; i < len(samples); i++ {
+		if samples[i].T > samples[i-1].T {
+			rs = append(rs, rate(samples, samples[i-1].T, samples[i].T))
+		}
+	}
+	if len(rs) == 0 {
+		return 0
+	}
+	sort.Float64s(rs)
+	return rs[len(rs)/2]
 }
 
 // tol is the tolerance for a stretch that holds bytes, widened by two quanta.

@@ -155,65 +155,59 @@ func TestStillRampingAtCap(t *testing.T) {
 	}
 }
 
-func TestDipAfterRampLeftOut(t *testing.T) {
-	// At 300 ms a slow start reaches 50 Mbit/s at 1 s and holds it, then
-	// the sender stalls to 10 Mbit/s for a round trip (a loss repaired,
-	// BBR draining its queue) at 2 s, then holds 50 until the cap. The
-	// window starts after the dip: from the ramp's top it read 11 % low.
-	rate := func(t float64) float64 {
-		switch {
-		case t < 2:
-			return math.Min(50, 0.2*math.Pow(2, (t-0.2)/0.1))
-		case t < 2.3:
-			return 10
+// TestDipsAfterRamp: time-capped windows and the dips after the ramp-up.
+func TestDipsAfterRamp(t *testing.T) {
+	// piecewise is a rate of v[0] before t[0], v[1] before t[1], ..., and
+	// of the last v after; a nil v[0] stands for ramp.
+	piecewise := func(ramp func(t float64) float64, ts []float64, vs []float64) func(float64) float64 {
+		return func(t float64) float64 {
+			for i, end := range ts {
+				if t < end {
+					if i == 0 && ramp != nil {
+						return ramp(t)
+					}
+					return vs[i]
+				}
+			}
+			return vs[len(vs)-1]
 		}
-		return 50
 	}
-	r := online(series(rate, 0.1, 3.5, 0.01, 8), Params{RTT: 0.3, MaxPhase: 3.5, Tolerance: 0.001})
-	if r.StopReason != StopTimeCap || math.Abs(r.Mbps-50)/50 > 0.03 || r.Start < 2.2-1e-9 { // the series counts the dip in the intervals ending at 2.0 to 2.2 s
-		t.Fatalf("dip counted: %+v", r)
-	}
-}
-
-func TestLateDrainLeftOut(t *testing.T) {
-	// At 300 ms and 200 Mbit/s the ramp-up takes 2.6 s of a 3.3-s phase,
-	// and BBR's drain (a third of the rate) came at 2.7 to 2.9 s: in the
-	// last 0.6 s, the shortest window, which read 137 of 193 with it.
-	// The window starts after the drain: the rate after it is the rate
-	// before it.
-	rate := func(t float64) float64 {
-		switch {
-		case t < 2.7:
-			return math.Min(193, 0.5*math.Pow(2, t/0.3))
-		case t < 2.9:
-			return 40
+	for _, c := range []struct {
+		name     string
+		rate     func(float64) float64
+		end      float64
+		noise    float64
+		p        Params
+		link     float64
+		maxErr   float64
+		minStart float64
+	}{
+		// At 300 ms a slow start reaches 50 Mbit/s at 1 s and holds it,
+		// then the sender stalls to 10 Mbit/s for a round trip (a loss
+		// repaired, BBR draining its queue) at 2 s, then holds 50 until
+		// the cap. The window starts after the dip: from the ramp's top
+		// it read 11 % low. The series counts the dip in the intervals
+		// ending at 2.0 to 2.2 s.
+		{"dip after the ramp", piecewise(func(t float64) float64 { return math.Min(50, 0.2*math.Pow(2, (t-0.2)/0.1)) }, []float64{2, 2.3}, []float64{0, 10, 50}),
+			3.5, 0.01, Params{RTT: 0.3, MaxPhase: 3.5, Tolerance: 0.001}, 50, 0.03, 2.2 - 1e-9},
+		// At 300 ms and 200 Mbit/s the ramp-up takes 2.6 s of a 3.3-s
+		// phase, and BBR's drain (a third of the rate) came at 2.7 to
+		// 2.9 s: in the last 0.6 s, the shortest window, which read 137
+		// of 193 with it. The window starts after the drain: the rate
+		// after it is the rate before it.
+		{"late drain", piecewise(func(t float64) float64 { return math.Min(193, 0.5*math.Pow(2, t/0.3)) }, []float64{2.7, 2.9}, []float64{0, 40, 193}),
+			3.3, 0.01, Params{RTT: 0.3, MaxPhase: 3.3}, 193, 0.03, 0},
+		// At 20 ms the link stalls for 0.4 s (the emulator's writer, a
+		// radio) late in the phase, ending 0.4 s before the cap, and what
+		// waited comes at once: the bytes are those of the link's rate
+		// all along. The window keeps the stall and its catch-up (the
+		// window after it alone read 213 of 193 in the link emulator).
+		{"late stall and catch-up", piecewise(nil, []float64{3.1, 3.5, 3.6}, []float64{193, 5, 193 + 0.4*188/0.1, 193}),
+			3.8, 0.05, Params{RTT: 0.02, MaxPhase: 3.8, Tolerance: 0.001}, 193, 0.06, 0},
+	} {
+		r := online(series(c.rate, 0.1, c.end, c.noise, 8), c.p)
+		if r.StopReason != StopTimeCap || math.Abs(r.Mbps-c.link)/c.link > c.maxErr || r.Start < c.minStart {
+			t.Errorf("%s: %+v, want %g Mbit/s within %g %% from %g s on", c.name, r, c.link, 100*c.maxErr, c.minStart)
 		}
-		return 193
-	}
-	r := online(series(rate, 0.1, 3.3, 0.01, 9), Params{RTT: 0.3, MaxPhase: 3.3})
-	if r.StopReason != StopTimeCap || math.Abs(r.Mbps-193)/193 > 0.03 {
-		t.Fatalf("drain counted: %+v", r)
-	}
-}
-
-func TestLateCatchUpKept(t *testing.T) {
-	// At 20 ms the link stalls for 0.4 s (the emulator's writer, a
-	// radio) late in the phase, and what waited comes at once: the bytes
-	// are those of the link's rate all along. The window keeps the stall
-	// and its catch-up (the window after it alone read 213 of 193).
-	rate := func(t float64) float64 {
-		switch {
-		case t < 2.9:
-			return 193
-		case t < 3.3:
-			return 5
-		case t < 3.4:
-			return 193 + 0.4*188/0.1
-		}
-		return 193
-	}
-	r := online(series(rate, 0.1, 3.8, 0.0, 10), Params{RTT: 0.02, MaxPhase: 3.8, Tolerance: 0.001})
-	if math.Abs(r.Mbps-193)/193 > 0.06 {
-		t.Fatalf("stall or catch-up counted alone: %+v", r)
 	}
 }
