@@ -681,7 +681,7 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 		} else {
 			// What arrived at the server's TCP, from its reports.
 			repMu.Lock()
-			t, b = lastRep.TS, uint64(max(lastRep.Bytes, lastRep.Arrived))
+			t, b = lastRep.TS, lastRep.Counted()
 			repMu.Unlock()
 		}
 		if b > lastBytes || lastChange == 0 && b == 0 {

@@ -116,3 +116,8 @@ type UploadReport struct {
 	// bytes read); 0 where the server cannot read TCP_INFO.
 	Arrived int64 `json:"arrived,omitempty"`
 }
+
+// Counted is the payload methodology 2 counts for the report: the larger
+// of the bytes arrived and read (the client's upload series, and the
+// server's copy of it that the cross-check at collect reads).
+func (r UploadReport) Counted() uint64 { return uint64(max(r.Bytes, r.Arrived)) }

@@ -125,16 +125,16 @@ type ulStream struct {
 	arrival *goodput.Arrival
 }
 
-// report keeps what rep said, as the client counts it (the larger of
-// the bytes read and arrived), when it comes half a report period or
-// more after the last one kept: every upload stream reports, and the
-// client samples the newest report once a period. The caller holds v.mu.
+// report keeps what rep said, as the client counts it (rep.Counted),
+// when it comes half a report period or more after the last one kept:
+// every upload stream reports, and the client samples the newest report
+// once a period. The caller holds v.mu.
 func (v *view) report(rep spec.UploadReport) {
 	n := len(v.ulReports)
 	if n >= maxReports || n > 0 && rep.TS < v.ulReports[n-1].T+spec.ReportEvery.Seconds()/2 {
 		return
 	}
-	v.ulReports = append(v.ulReports, goodput.Sample{T: rep.TS, Bytes: uint64(max(rep.Bytes, rep.Arrived))})
+	v.ulReports = append(v.ulReports, goodput.Sample{T: rep.TS, Bytes: rep.Counted()})
 }
 
 // arrived is the payload that reached the server's TCP over the session's
