@@ -62,6 +62,9 @@ const (
 	// not for years. Older lines are refused at ingest (400, field
 	// start_time).
 	DefaultMaxStartAge = 400 * 24 * time.Hour
+	// ClusterSetupTimeout bounds connecting to a cluster and migrating
+	// it (30 s on a single server). Records wait in the spool meanwhile.
+	ClusterSetupTimeout = 5 * time.Minute
 )
 
 // runLoader loads segments until ctx ends.
@@ -138,7 +141,17 @@ func (c *Collector) conn(ctx context.Context) (driver.Conn, error) {
 	if c.ch != nil {
 		return c.ch, nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// A bound, so that a server that hangs does not hold the loader
+	// forever. On a cluster the migrations are distributed DDL, each
+	// waiting for every replica: on a loaded machine one ALTER ... ON
+	// CLUSTER took over 20 s, and a set-up cut short leaves its task in
+	// the DDL queue, so that the next attempt waits behind it (CI saw a
+	// collector start over for four minutes without applying migration 9).
+	budget := 30 * time.Second
+	if c.cfg.ClickHouse.Cluster != "" {
+		budget = ClusterSetupTimeout
+	}
+	cctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	conn, err := chdb.Setup(cctx, c.cfg.ClickHouse, c.log)
 	if err != nil {
