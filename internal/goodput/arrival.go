@@ -22,11 +22,11 @@ import (
 // v2.7.0, see count), or where there is none the bytes TCP received in
 // order (bytes_received) over the segments, at its largest so far. On
 // loopback or after small writes segments are smaller than rcv_mss,
-// which counts too much, within the bound below. The estimate is used only once a segment has arrived
-// out of order (TCP_INFO rcv_ooopack): until then there is no hole, and
-// what arrived is exactly the bytes TCP received in order (where segment
-// sizes vary, as on loopback, the estimate would count up to a fifth too
-// much), and it never exceeds the bytes received in order plus what the
+// which counts too much, within the bound below. The estimate is used
+// only once a segment has arrived out of order (TCP_INFO rcv_ooopack):
+// until then there is no hole, and what arrived is exactly the bytes TCP
+// received in order (where segment sizes vary, as on loopback, the
+// estimate would count up to a fifth too much), and it never exceeds the bytes received in order plus what the
 // out-of-order packets can hold. The count is never below the bytes read
 // and never decreases.
 // Where TCP_INFO cannot be read it is the bytes read.

@@ -266,15 +266,15 @@ func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 		b := samples[i].T
 		if i+1 < len(samples) && samples[i+1].T < end {
 			next := samples[i+1].T
-			switch m := medianRate(samples[i+1:]); {
-			case rate(samples, b, next) > 1.1*m:
+			switch r1, m := rate(samples, b, next), medianRate(samples[i+1:]); {
+			case r1 > 1.1*m:
 				// A catch-up: what waited came at once. The window
 				// starts after it, if that leaves enough.
 				if end-next < shortestAfter-1e-6 {
 					return out
 				}
 				b = next
-			case rate(samples, b, next) < 0.9*m && end-next >= shortestAfter-1e-6:
+			case r1 < 0.9*m && end-next >= shortestAfter-1e-6:
 				// Since v2.7.0: the dip ended inside this interval,
 				// which reads part of it; when too little would be
 				// left, the window starts at the dip's end all the same.

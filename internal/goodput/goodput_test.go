@@ -197,11 +197,6 @@ func TestDipsAfterRamp(t *testing.T) {
 		// after it is the rate before it.
 		{"late drain", piecewise(func(t float64) float64 { return math.Min(193, 0.5*math.Pow(2, t/0.3)) }, []float64{2.7, 2.9}, []float64{0, 40, 193}),
 			3.3, 0.01, Params{RTT: 0.3, MaxPhase: 3.3}, 193, 0.03, 0},
-		// At 20 ms the link stalls for 0.4 s (the emulator's writer, a
-		// radio) late in the phase, ending 0.4 s before the cap, and what
-		// waited comes at once: the bytes are those of the link's rate
-		// all along. The window keeps the stall and its catch-up (the
-		// window after it alone read 213 of 193 in the link emulator).
 		// At 300 ms and 200 Mbit/s the senders stalled after their
 		// start-up (losses repaired) and the stall ended inside a
 		// sampling interval, which read 150 (the link emulator, upload,
@@ -209,6 +204,11 @@ func TestDipsAfterRamp(t *testing.T) {
 		// The window starts after that interval.
 		{"late stall ending inside an interval", piecewise(func(t float64) float64 { return math.Min(193, 0.5*math.Pow(2, t/0.25)) }, []float64{2.65, 2.85, 2.95}, []float64{0, 0, 150, 193}),
 			3.5, 0.01, Params{RTT: 0.3, MaxPhase: 3.5}, 193, 0.02, 2.9 - 1e-9},
+		// At 20 ms the link stalls for 0.4 s (the emulator's writer, a
+		// radio) late in the phase, ending 0.4 s before the cap, and what
+		// waited comes at once: the bytes are those of the link's rate
+		// all along. The window keeps the stall and its catch-up (the
+		// window after it alone read 213 of 193 in the link emulator).
 		{"late stall and catch-up", piecewise(nil, []float64{3.1, 3.5, 3.6}, []float64{193, 5, 193 + 0.4*188/0.1, 193}),
 			3.8, 0.05, Params{RTT: 0.02, MaxPhase: 3.8, Tolerance: 0.001}, 193, 0.06, 0},
 	} {
