@@ -58,6 +58,11 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Stop()
+	defer func() {
+		if t.Failed() {
+			t.Log(cl.Errors(15))
+		}
+	}()
 	single, err := localch.Start(ctx, localch.Config{Dir: filepath.Join(dir, "single")})
 	if err != nil {
 		t.Fatal(err)

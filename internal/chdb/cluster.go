@@ -32,12 +32,18 @@ import (
 //     becomes one Replicated* table with one ZooKeeper path for the whole
 //     cluster: every server holds all of it, reads need no fan-out, and
 //     DROP PARTITION and INSERT on any server reach all the others.
-//   - ALTER TABLE t ADD COLUMN goes to t_local ON CLUSTER (one replica per
-//     shard runs it, replication does the rest) and to the Distributed t on
-//     every server in turn (18.16 refuses ALTER ... ON CLUSTER on a
-//     non-replicated table of a replicated cluster); a column is left out
-//     where it is already there, so a migration that failed half-way can
-//     be run again.
+//   - ALTER TABLE t ADD COLUMN goes to t_local on one replica of each shard
+//     in turn (replication carries it to the shard's other replicas, and
+//     the ALTER returns once they have it), then to the Distributed t on
+//     every server in turn; a column is left out where it is already
+//     there, so a migration that failed half-way can be run again. Not ON
+//     CLUSTER: 18.16's distributed-DDL worker stops for good (until the
+//     server restarts) on an unexpected ZooKeeper error in the shard-lock
+//     path that ALTER ... ON CLUSTER of a replicated table takes, and every
+//     later ON CLUSTER statement then waits for that server in vain (seen
+//     under CI load); a replicated table is ALTERed through its replication
+//     log instead, without the DDL queue. (18.16 also refuses ALTER ... ON
+//     CLUSTER on a non-replicated table of a replicated cluster.)
 //   - Consecutive ALTER TABLE statements of one table in a migration run as
 //     one ALTER per target (Batch): each ALTER ... ON CLUSTER of a replicated
 //     table costs about a second on 18.16 whatever it holds (the initiator
@@ -70,9 +76,10 @@ type Step struct {
 	// when it has them all.
 	Table string
 	Adds  []Add
-	// AllHosts: the Adds check is made on every server; a column is left
-	// out only when all of them have it.
-	AllHosts bool
+	// PerShard: SQL (an ALTER of a replicated table, with Adds) runs on
+	// one replica of each shard, where no replica of the shard has the
+	// columns yet; replication carries it to the others.
+	PerShard bool
 
 	// An ALTER step is head + " " + its clauses joined by ", ", of the
 	// statement ALTER TABLE base: Batch merges the steps of the same head.
@@ -103,7 +110,7 @@ func addStep(base, head, table string, adds ...Add) Step {
 // tables' columns first, then the Distributed table's, then its comments.
 func (st Step) rank() int {
 	switch {
-	case st.AllHosts || !st.PerHost:
+	case st.PerShard || !st.PerHost:
 		return 0
 	case len(st.Adds) > 0:
 		return 1
@@ -113,7 +120,7 @@ func (st Step) rank() int {
 
 // Batch merges the steps that consecutive ALTER TABLE statements of one
 // table were rewritten into (of[i]: the statement of steps[i]) into one
-// step per target (t_local ON CLUSTER, t on every server, t's comments),
+// step per target (t_local per shard, t on every server, t's comments),
 // in that order, each clause in the order of the statements; any other
 // step stays where it is. It returns the steps and the statement each
 // comes from (the first of those merged).
@@ -146,7 +153,7 @@ func Batch(steps []Step, of []int) ([]Step, []int) {
 					continue
 				}
 				m := alterStep(st.base, st.head, slices.Concat(out[n].clauses, st.clauses)...)
-				m.PerHost, m.AllHosts, m.Table, m.Adds = st.PerHost, st.AllHosts, st.Table, slices.Concat(out[n].Adds, st.Adds)
+				m.PerHost, m.PerShard, m.Table, m.Adds = st.PerHost, st.PerShard, st.Table, slices.Concat(out[n].Adds, st.Adds)
 				out[n] = m
 			}
 		}
@@ -298,8 +305,8 @@ func (r *Rewriter) alter(name, rest string) ([]Step, error) {
 		}
 		add := Add{Column: m[1], Clause: bare}
 		if def.kind == sharded {
-			local := addStep(name, fmt.Sprintf("ALTER TABLE %s%s ON CLUSTER %s", r.q(name), LocalSuffix, r.Cluster), name+LocalSuffix, add)
-			local.AllHosts = true
+			local := addStep(name, "ALTER TABLE "+name+LocalSuffix, name+LocalSuffix, add)
+			local.PerShard = true
 			dist := addStep(name, "ALTER TABLE "+name, name, add)
 			dist.PerHost = true
 			steps = append(steps, local, dist)
@@ -367,23 +374,40 @@ func keys(m map[string]bool) string {
 }
 
 // hosts lists the native addresses of every server of the cluster, as the
-// server behind conn knows them (system.clusters).
+// server behind conn knows them (system.clusters), in shard order.
 func hosts(ctx context.Context, conn driver.Conn, cluster string) ([]string, error) {
-	rows, err := conn.Query(ctx, "SELECT host_address, toString(port) FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", cluster)
+	shards, err := shardHosts(ctx, conn, cluster)
+	return slices.Concat(shards...), err
+}
+
+// shardHosts lists the native addresses of the servers of each shard of
+// the cluster (system.clusters of the server behind conn).
+func shardHosts(ctx context.Context, conn driver.Conn, cluster string) ([][]string, error) {
+	rows, err := conn.Query(ctx, "SELECT shard_num, host_address, toString(port) FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", cluster)
 	if err != nil {
 		return nil, fmt.Errorf("chdb: servers of cluster %s: %w", cluster, err)
 	}
 	defer rows.Close()
-	var out []string
+	var (
+		out  [][]string
+		last uint32
+	)
 	for rows.Next() {
-		var h, p string
-		if err := rows.Scan(&h, &p); err != nil {
+		var (
+			shard uint32
+			h, p  string
+		)
+		if err := rows.Scan(&shard, &h, &p); err != nil {
 			return nil, err
 		}
 		if strings.Contains(h, ":") {
 			h = "[" + h + "]"
 		}
-		out = append(out, h+":"+p)
+		if len(out) == 0 || shard != last {
+			out = append(out, nil)
+			last = shard
+		}
+		out[len(out)-1] = append(out[len(out)-1], h+":"+p)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -546,7 +570,7 @@ func (st Step) missing(has func(column string) bool) string {
 }
 
 // columnsEverywhere says whether st's columns are in st's table on every
-// server (AllHosts, PerHost) or on the connection's.
+// server (PerShard, PerHost) or on the connection's.
 func columnsEverywhere(ctx context.Context, conn driver.Conn, o Options, st Step) (bool, error) {
 	all := true
 	check := func(c driver.Conn) error {
@@ -556,7 +580,7 @@ func columnsEverywhere(ctx context.Context, conn driver.Conn, o Options, st Step
 		}
 		return err
 	}
-	if !st.PerHost && !st.AllHosts {
+	if !st.PerHost && !st.PerShard {
 		return all, check(conn)
 	}
 	err := eachHost(ctx, conn, o, check)
@@ -598,29 +622,41 @@ func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
 	if st.PerHost {
 		return eachHost(ctx, conn, o, addMissing)
 	}
-	if !st.AllHosts {
+	if !st.PerShard {
 		return addMissing(conn)
 	}
-	// AllHosts: a column is added where no server has it; one that some
-	// servers have and others not is an error.
-	have, servers := map[string]int{}, 0
-	if err := eachHost(ctx, conn, o, func(c driver.Conn) error {
-		cols, err := columns(ctx, c, st.Table)
-		for col := range cols {
-			have[col]++
-		}
-		servers++
-		return err
-	}); err != nil {
+	// PerShard: a column is added on a shard where none of its servers has
+	// it, through one of them; one that some servers of a shard have and
+	// others not is an error (replication is behind, or was broken).
+	shards, err := shardHosts(ctx, conn, o.Cluster)
+	if err != nil {
 		return err
 	}
-	for _, a := range st.Adds {
-		if n := have[a.Column]; n > 0 && n < servers {
-			return fmt.Errorf("column %s is in %s on %d of %d servers: wait for replication, or add it by hand where it is missing", a.Column, st.Table, n, servers)
+	for n, addrs := range shards {
+		have := map[string]int{}
+		for _, a := range addrs {
+			if err := onHost(ctx, o, a, func(c driver.Conn) error {
+				cols, err := columns(ctx, c, st.Table)
+				for col := range cols {
+					have[col]++
+				}
+				return err
+			}); err != nil {
+				return fmt.Errorf("shard %d, on %s: %w", n+1, a, err)
+			}
 		}
-	}
-	if sql := st.missing(func(col string) bool { return have[col] > 0 }); sql != "" {
-		return conn.Exec(ctx, sql)
+		for _, a := range st.Adds {
+			if k := have[a.Column]; k > 0 && k < len(addrs) {
+				return fmt.Errorf("column %s is in %s on %d of the %d servers of shard %d: wait for replication, or add it by hand where it is missing", a.Column, st.Table, k, len(addrs), n+1)
+			}
+		}
+		sql := st.missing(func(col string) bool { return have[col] > 0 })
+		if sql == "" {
+			continue
+		}
+		if err := onHost(ctx, o, addrs[0], func(c driver.Conn) error { return c.Exec(ctx, sql) }); err != nil {
+			return fmt.Errorf("shard %d, on %s: %w", n+1, addrs[0], err)
+		}
 	}
 	return nil
 }

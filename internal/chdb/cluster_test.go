@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -99,8 +97,8 @@ func TestRewrite(t *testing.T) {
 	if len(st) != 3 {
 		t.Fatalf("ALTER: %d steps, want 3", len(st))
 	}
-	if st[0].SQL != "ALTER TABLE db.speedtest_local ON CLUSTER c1 ADD COLUMN peer UInt8 DEFAULT 0  AFTER authority" ||
-		st[0].Table != "speedtest_local" || column(st[0]) != "peer" || !st[0].AllHosts || st[0].PerHost {
+	if st[0].SQL != "ALTER TABLE speedtest_local ADD COLUMN peer UInt8 DEFAULT 0  AFTER authority" ||
+		st[0].Table != "speedtest_local" || column(st[0]) != "peer" || !st[0].PerShard || st[0].PerHost {
 		t.Errorf("ALTER local step: %+v", st[0])
 	}
 	if st[1].SQL != "ALTER TABLE speedtest ADD COLUMN peer UInt8 DEFAULT 0  AFTER authority" ||
@@ -111,11 +109,11 @@ func TestRewrite(t *testing.T) {
 		t.Errorf("ALTER Distributed comment step: %+v", st[2])
 	}
 	st = steps(`ALTER TABLE speedtest_copy ADD COLUMN a UInt8 COMMENT 'x, y', ADD COLUMN b String DEFAULT 'p,q'`)
-	if len(st) != 5 || column(st[0]) != "a" || st[2].SQL != "ALTER TABLE speedtest_copy COMMENT COLUMN a 'x, y'" || column(st[3]) != "b" || !strings.HasPrefix(st[3].SQL, "ALTER TABLE db.speedtest_copy_local ON CLUSTER c1 ADD COLUMN b String DEFAULT 'p,q'") {
+	if len(st) != 5 || column(st[0]) != "a" || st[2].SQL != "ALTER TABLE speedtest_copy COMMENT COLUMN a 'x, y'" || column(st[3]) != "b" || !strings.HasPrefix(st[3].SQL, "ALTER TABLE speedtest_copy_local ADD COLUMN b String DEFAULT 'p,q'") {
 		t.Errorf("two ADD COLUMN: %+v", st)
 	}
 	st = steps(`ALTER TABLE analytics_runs ADD COLUMN x UInt8 COMMENT 'x'`)
-	if len(st) != 1 || st[0].SQL != "ALTER TABLE analytics_runs ADD COLUMN x UInt8 " || st[0].PerHost || st[0].AllHosts {
+	if len(st) != 1 || st[0].SQL != "ALTER TABLE analytics_runs ADD COLUMN x UInt8 " || st[0].PerHost || st[0].PerShard {
 		t.Errorf("ALTER a table on every server: %+v", st)
 	}
 
@@ -141,17 +139,17 @@ func TestRewrite(t *testing.T) {
 	}
 	batch, of = chdb.Batch(batch, of)
 	want := []struct {
-		sql            string
-		of             int
-		perHost, all   bool
-		table, columns string
+		sql               string
+		of                int
+		perHost, perShard bool
+		table, columns    string
 	}{
-		{"ALTER TABLE db.speedtest_local ON CLUSTER c1 ADD COLUMN a UInt8 , ADD COLUMN b String AFTER a, ADD COLUMN c UInt8", 1, false, true, "speedtest_local", "a b c"},
+		{"ALTER TABLE speedtest_local ADD COLUMN a UInt8 , ADD COLUMN b String AFTER a, ADD COLUMN c UInt8", 1, false, true, "speedtest_local", "a b c"},
 		{"ALTER TABLE speedtest ADD COLUMN a UInt8 , ADD COLUMN b String AFTER a, ADD COLUMN c UInt8", 1, true, false, "speedtest", "a b c"},
 		{"ALTER TABLE speedtest COMMENT COLUMN a 'x', COMMENT COLUMN note 'n'", 1, true, false, "", ""},
 		{"CREATE TABLE IF NOT EXISTS db.analytics_more ON CLUSTER c1 (n UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/db/analytics_more', '{replica}') ORDER BY n", 4, false, false, "", ""},
 		{"ALTER TABLE analytics_runs ADD COLUMN x UInt8, ADD COLUMN y UInt8 ", 5, false, false, "analytics_runs", "x y"},
-		{"ALTER TABLE db.speedtest_local ON CLUSTER c1 ADD COLUMN d UInt8", 7, false, true, "speedtest_local", "d"},
+		{"ALTER TABLE speedtest_local ADD COLUMN d UInt8", 7, false, true, "speedtest_local", "d"},
 		{"ALTER TABLE speedtest ADD COLUMN d UInt8", 7, true, false, "speedtest", "d"},
 	}
 	if len(batch) != len(want) {
@@ -163,8 +161,8 @@ func TestRewrite(t *testing.T) {
 		for _, a := range st.Adds {
 			cols = append(cols, a.Column)
 		}
-		if st.SQL != w.sql || of[i] != w.of || st.PerHost != w.perHost || st.AllHosts != w.all || st.Table != w.table || strings.Join(cols, " ") != w.columns {
-			t.Errorf("Batch step %d: %q (statement %d, per host %v, all hosts %v, %s: %v)\nwant %+v", i, st.SQL, of[i], st.PerHost, st.AllHosts, st.Table, cols, w)
+		if st.SQL != w.sql || of[i] != w.of || st.PerHost != w.perHost || st.PerShard != w.perShard || st.Table != w.table || strings.Join(cols, " ") != w.columns {
+			t.Errorf("Batch step %d: %q (statement %d, per host %v, per shard %v, %s: %v)\nwant %+v", i, st.SQL, of[i], st.PerHost, st.PerShard, st.Table, cols, w)
 		}
 	}
 
@@ -216,17 +214,8 @@ func TestClusterMigrations(t *testing.T) {
 	}
 	defer cl.Stop()
 	defer func() {
-		if !t.Failed() {
-			return
-		}
-		logs, _ := filepath.Glob(filepath.Join(dir, "*", "log", "clickhouse-server.err.log"))
-		for _, l := range logs {
-			if b, err := os.ReadFile(l); err == nil {
-				if len(b) > 3000 {
-					b = b[len(b)-3000:]
-				}
-				t.Logf("%s (tail):\n%s", l, b)
-			}
+		if t.Failed() {
+			t.Log(cl.Errors(15))
 		}
 	}()
 	addrs := cl.Addrs()
@@ -351,6 +340,35 @@ func TestClusterMigrations(t *testing.T) {
 			}
 		}
 		c.Close()
+	}
+
+	// A migration that failed half-way: shard 1 has the column (added on
+	// one replica, replicated to the other), shard 2 not, the Distributed
+	// tables not. Run again, it adds the column where it is missing.
+	half, err := chdb.Open(ctx, chdb.Options{Addr: cl.Node(0, 0).Addr(), Database: "mig"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = half.Exec(ctx, "ALTER TABLE speedtest_local ADD COLUMN half UInt8 DEFAULT 0")
+	half.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra = append(extra, schemas.Migration{Version: 92, Name: "half", Statements: []string{"ALTER TABLE speedtest ADD COLUMN half UInt8 DEFAULT 0"}})
+	if applied, err := chdb.MigrateClusterWith(ctx, conn, cl.Options(), extra); err != nil || fmt.Sprint(applied) != "[92]" {
+		t.Fatalf("a migration that failed half-way, again: applied %v, %v; want [92]", applied, err)
+	}
+	for _, a := range addrs {
+		c, err := chdb.Open(ctx, chdb.Options{Addr: a, Database: "mig"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		err = c.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = 'mig' AND table IN ('speedtest', 'speedtest_local') AND name = 'half'").Scan(&n)
+		c.Close()
+		if err != nil || n != 2 {
+			t.Errorf("%s: column half in %d of speedtest and speedtest_local, %v; want both", a, n, err)
+		}
 	}
 
 	// The new column works through the Distributed table.

@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/neubot/neubot/internal/chdb"
@@ -192,4 +194,45 @@ func (c *Cluster) Stop() {
 	c.mu.Unlock()
 	wg.Wait()
 	c.zk.Stop()
+}
+
+// Errors returns, for a failing test's log, the last n messages of every
+// server's error log (the first line of each, not its stack trace) and the
+// last n warnings and errors of ZooKeeper's log.
+func (c *Cluster) Errors(n int) string {
+	var b strings.Builder
+	messages := func(name, path string, keep func(line string) bool) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", name, err)
+			return
+		}
+		var lines []string
+		for _, l := range strings.Split(string(data), "\n") {
+			if keep(l) {
+				if len(l) > 500 {
+					l = l[:500] + "…"
+				}
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) > n {
+			lines = lines[len(lines)-n:]
+		}
+		fmt.Fprintf(&b, "%s (%d messages shown):\n", name, len(lines))
+		for _, l := range lines {
+			b.WriteString("    " + l + "\n")
+		}
+	}
+	// A message starts with its date; a stack trace's lines with a number.
+	dated := func(l string) bool { return len(l) > 4 && l[0] == '2' && l[4] == '.' }
+	for s, sh := range c.cfgs {
+		for r, cfg := range sh {
+			messages(fmt.Sprintf("shard %d replica %d", s+1, r+1), filepath.Join(cfg.Dir, "log", "clickhouse-server.err.log"), dated)
+		}
+	}
+	messages("zookeeper", filepath.Join(c.cfg.Dir, "zookeeper", "zookeeper.log"), func(l string) bool {
+		return strings.Contains(l, " WARN ") || strings.Contains(l, " ERROR ")
+	})
+	return b.String()
 }

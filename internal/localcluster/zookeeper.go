@@ -62,6 +62,9 @@ clientPortAddress=127.0.0.1
 maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=srvr
+# A test's data: no fsync of the transaction log, whose stalls under a
+# loaded disk delay every client's heartbeat behind them.
+forceSync=no
 `, data, port)
 	cfgPath := filepath.Join(dir, "zoo.cfg")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o640); err != nil {
