@@ -25,9 +25,52 @@ type Provider struct {
 
 // view is the server's record of one session.
 type view struct {
-	mu     sync.Mutex
-	echoed uint32
-	rtt    *float64
+	mu      sync.Mutex
+	echoed  uint32
+	rtt     *float64
+	running int           // echo connections of the session still open
+	idle    chan struct{} // closed when running drops to 0 (made by settle)
+}
+
+// settleWait bounds how long Merge waits for the session's echo
+// connection to end: the client sends its close frame before it collects,
+// but the server may read it, count the last echo and read TCP_INFO after
+// the collect request arrived.
+const settleWait = 5 * time.Second
+
+func (v *view) begin() {
+	v.mu.Lock()
+	v.running++
+	v.mu.Unlock()
+}
+
+func (v *view) end() {
+	v.mu.Lock()
+	if v.running--; v.running == 0 && v.idle != nil {
+		close(v.idle)
+		v.idle = nil
+	}
+	v.mu.Unlock()
+}
+
+// settle waits, up to d, until no echo connection of the session is open.
+func (v *view) settle(d time.Duration) {
+	v.mu.Lock()
+	if v.running == 0 {
+		v.mu.Unlock()
+		return
+	}
+	if v.idle == nil {
+		v.idle = make(chan struct{})
+	}
+	idle := v.idle
+	v.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+	}
 }
 
 // New is the ping test's constructor in testserver/registry.
@@ -64,6 +107,8 @@ func (p *Provider) echo(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(spec.MaxMessage)
 	_ = conn.NetConn().SetDeadline(time.Now().Add(spec.Timeout))
 	v := s.View(func() any { return &view{} }).(*view)
+	v.begin()
+	defer v.end()
 	for n := 0; n < spec.MaxCount; n++ {
 		kind, msg, err := conn.ReadMessage()
 		if err != nil || kind != websocket.TextMessage || conn.WriteMessage(kind, msg) != nil {
@@ -88,6 +133,7 @@ func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 		return testserver.WrongTest(schemas.PingName)
 	}
 	v := s.View(func() any { return &view{} }).(*view)
+	v.settle(settleWait)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	keys.ServerView = &schemas.PingServer{Echoed: v.echoed, TCPRTTMS: v.rtt}
