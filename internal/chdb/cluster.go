@@ -45,10 +45,9 @@ import (
 //     log instead, without the DDL queue. (18.16 also refuses ALTER ... ON
 //     CLUSTER on a non-replicated table of a replicated cluster.)
 //   - Consecutive ALTER TABLE statements of one table in a migration run as
-//     one ALTER per target (Batch): each ALTER ... ON CLUSTER of a replicated
-//     table costs about a second on 18.16 whatever it holds (the initiator
-//     polls the task queue, the other replicas wait for the one that runs
-//     it), and a migration adds dozens of columns.
+//     one ALTER per target (Batch): each step costs a round per server (the
+//     columns checked, then ALTERed) plus the replicas' catching up, whatever
+//     it holds, and a migration adds dozens of columns.
 //
 // Column comments stay on the Distributed tables (what system.columns
 // shows readers): 18.16 refuses a Replicated table whose columns carry
@@ -305,7 +304,7 @@ func (r *Rewriter) alter(name, rest string) ([]Step, error) {
 		}
 		add := Add{Column: m[1], Clause: bare}
 		if def.kind == sharded {
-			local := addStep(name, "ALTER TABLE "+name+LocalSuffix, name+LocalSuffix, add)
+			local := addStep(name, "ALTER TABLE "+r.q(name)+LocalSuffix, name+LocalSuffix, add)
 			local.PerShard = true
 			dist := addStep(name, "ALTER TABLE "+name, name, add)
 			dist.PerHost = true
@@ -444,7 +443,8 @@ func InsertSettings(o Options) clickhouse.Settings {
 }
 
 // MigrateCluster is Migrate on the cluster o.Cluster: every migration is
-// rewritten (Rewriter) and run with ON CLUSTER or on every server. The
+// rewritten (Rewriter) and run with ON CLUSTER, on one replica of each
+// shard, or on every server. The
 // migrations table is one ReplicatedMergeTree with one ZooKeeper path for
 // the whole cluster, so every server knows what was applied, whichever a
 // migrator connects to. Migrators may run at once (every collector runs
@@ -527,7 +527,7 @@ func migrateCluster(ctx context.Context, conn driver.Conn, o Options, db string,
 // for the columns to be where st wants them, and then the step is done.
 func runStepRaced(ctx context.Context, conn driver.Conn, o Options, st Step) error {
 	err := runStep(ctx, conn, o, st)
-	if err == nil || len(st.Adds) == 0 {
+	if err == nil || len(st.Adds) == 0 || transient(err) {
 		return err
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -654,11 +654,53 @@ func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
 		if sql == "" {
 			continue
 		}
-		if err := onHost(ctx, o, addrs[0], func(c driver.Conn) error { return c.Exec(ctx, sql) }); err != nil {
-			return fmt.Errorf("shard %d, on %s: %w", n+1, addrs[0], err)
+		err := onHost(ctx, o, addrs[0], func(c driver.Conn) error { return c.Exec(ctx, sql) })
+		// 18.16's ALTER of a Replicated table waits for the shard's active
+		// replicas, but not when another ALTER of the table overlaps it (a
+		// second migrator): the next shard and the next step start only
+		// once every replica of this one has the columns, whoever added them.
+		if werr := replicasHave(ctx, o, addrs, st, replicaWait); werr != nil {
+			if err != nil {
+				return fmt.Errorf("shard %d, on %s: %w", n+1, addrs[0], err)
+			}
+			return fmt.Errorf("shard %d: %w", n+1, werr)
 		}
 	}
 	return nil
+}
+
+// replicaWait bounds the wait for a shard's replicas to have an ALTER's
+// columns (18.16's replication_alter_columns_timeout is 60 s).
+const replicaWait = 60 * time.Second
+
+// replicasHave waits, up to d, until every server of addrs has st's columns.
+func replicasHave(ctx context.Context, o Options, addrs []string, st Step, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		var missing string
+		for _, a := range addrs {
+			err := onHost(ctx, o, a, func(c driver.Conn) error {
+				cols, err := columns(ctx, c, st.Table)
+				if err == nil && st.missing(func(col string) bool { return cols[col] }) != "" {
+					missing = a
+				}
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("on %s: %w", a, err)
+			}
+			if missing != "" {
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s on %s still lacks some of the columns after %s", st.Table, missing, d)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // onHost runs f on a connection to one server of the cluster.

@@ -97,7 +97,7 @@ func TestRewrite(t *testing.T) {
 	if len(st) != 3 {
 		t.Fatalf("ALTER: %d steps, want 3", len(st))
 	}
-	if st[0].SQL != "ALTER TABLE speedtest_local ADD COLUMN peer UInt8 DEFAULT 0  AFTER authority" ||
+	if st[0].SQL != "ALTER TABLE db.speedtest_local ADD COLUMN peer UInt8 DEFAULT 0  AFTER authority" ||
 		st[0].Table != "speedtest_local" || column(st[0]) != "peer" || !st[0].PerShard || st[0].PerHost {
 		t.Errorf("ALTER local step: %+v", st[0])
 	}
@@ -109,7 +109,7 @@ func TestRewrite(t *testing.T) {
 		t.Errorf("ALTER Distributed comment step: %+v", st[2])
 	}
 	st = steps(`ALTER TABLE speedtest_copy ADD COLUMN a UInt8 COMMENT 'x, y', ADD COLUMN b String DEFAULT 'p,q'`)
-	if len(st) != 5 || column(st[0]) != "a" || st[2].SQL != "ALTER TABLE speedtest_copy COMMENT COLUMN a 'x, y'" || column(st[3]) != "b" || !strings.HasPrefix(st[3].SQL, "ALTER TABLE speedtest_copy_local ADD COLUMN b String DEFAULT 'p,q'") {
+	if len(st) != 5 || column(st[0]) != "a" || st[2].SQL != "ALTER TABLE speedtest_copy COMMENT COLUMN a 'x, y'" || column(st[3]) != "b" || !strings.HasPrefix(st[3].SQL, "ALTER TABLE db.speedtest_copy_local ADD COLUMN b String DEFAULT 'p,q'") {
 		t.Errorf("two ADD COLUMN: %+v", st)
 	}
 	st = steps(`ALTER TABLE analytics_runs ADD COLUMN x UInt8 COMMENT 'x'`)
@@ -144,12 +144,12 @@ func TestRewrite(t *testing.T) {
 		perHost, perShard bool
 		table, columns    string
 	}{
-		{"ALTER TABLE speedtest_local ADD COLUMN a UInt8 , ADD COLUMN b String AFTER a, ADD COLUMN c UInt8", 1, false, true, "speedtest_local", "a b c"},
+		{"ALTER TABLE db.speedtest_local ADD COLUMN a UInt8 , ADD COLUMN b String AFTER a, ADD COLUMN c UInt8", 1, false, true, "speedtest_local", "a b c"},
 		{"ALTER TABLE speedtest ADD COLUMN a UInt8 , ADD COLUMN b String AFTER a, ADD COLUMN c UInt8", 1, true, false, "speedtest", "a b c"},
 		{"ALTER TABLE speedtest COMMENT COLUMN a 'x', COMMENT COLUMN note 'n'", 1, true, false, "", ""},
 		{"CREATE TABLE IF NOT EXISTS db.analytics_more ON CLUSTER c1 (n UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/db/analytics_more', '{replica}') ORDER BY n", 4, false, false, "", ""},
 		{"ALTER TABLE analytics_runs ADD COLUMN x UInt8, ADD COLUMN y UInt8 ", 5, false, false, "analytics_runs", "x y"},
-		{"ALTER TABLE speedtest_local ADD COLUMN d UInt8", 7, false, true, "speedtest_local", "d"},
+		{"ALTER TABLE db.speedtest_local ADD COLUMN d UInt8", 7, false, true, "speedtest_local", "d"},
 		{"ALTER TABLE speedtest ADD COLUMN d UInt8", 7, true, false, "speedtest", "d"},
 	}
 	if len(batch) != len(want) {
