@@ -633,17 +633,9 @@ func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
 		return err
 	}
 	for n, addrs := range shards {
-		have := map[string]int{}
-		for _, a := range addrs {
-			if err := onHost(ctx, o, a, func(c driver.Conn) error {
-				cols, err := columns(ctx, c, st.Table)
-				for col := range cols {
-					have[col]++
-				}
-				return err
-			}); err != nil {
-				return fmt.Errorf("shard %d, on %s: %w", n+1, a, err)
-			}
+		have, err := serversHave(ctx, o, addrs, st.Table)
+		if err != nil {
+			return fmt.Errorf("shard %d, %w", n+1, err)
 		}
 		for _, a := range st.Adds {
 			if k := have[a.Column]; k > 0 && k < len(addrs) {
@@ -654,7 +646,7 @@ func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
 		if sql == "" {
 			continue
 		}
-		err := onHost(ctx, o, addrs[0], func(c driver.Conn) error { return c.Exec(ctx, sql) })
+		err = onHost(ctx, o, addrs[0], func(c driver.Conn) error { return c.Exec(ctx, sql) })
 		// 18.16's ALTER of a Replicated table waits for the shard's active
 		// replicas, but not when another ALTER of the table overlaps it (a
 		// second migrator): the next shard and the next step start only
@@ -673,31 +665,36 @@ func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
 // columns (18.16's replication_alter_columns_timeout is 60 s).
 const replicaWait = 60 * time.Second
 
+// serversHave counts, per column of table, the servers of addrs that have it.
+func serversHave(ctx context.Context, o Options, addrs []string, table string) (map[string]int, error) {
+	have := map[string]int{}
+	for _, a := range addrs {
+		if err := onHost(ctx, o, a, func(c driver.Conn) error {
+			cols, err := columns(ctx, c, table)
+			for col := range cols {
+				have[col]++
+			}
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("on %s: %w", a, err)
+		}
+	}
+	return have, nil
+}
+
 // replicasHave waits, up to d, until every server of addrs has st's columns.
 func replicasHave(ctx context.Context, o Options, addrs []string, st Step, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
-		var missing string
-		for _, a := range addrs {
-			err := onHost(ctx, o, a, func(c driver.Conn) error {
-				cols, err := columns(ctx, c, st.Table)
-				if err == nil && st.missing(func(col string) bool { return cols[col] }) != "" {
-					missing = a
-				}
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("on %s: %w", a, err)
-			}
-			if missing != "" {
-				break
-			}
+		have, err := serversHave(ctx, o, addrs, st.Table)
+		if err != nil {
+			return err
 		}
-		if missing == "" {
+		if st.missing(func(col string) bool { return have[col] == len(addrs) }) == "" {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s on %s still lacks some of the columns after %s", st.Table, missing, d)
+			return fmt.Errorf("%s on some of %s still lacks some of the columns after %s", st.Table, strings.Join(addrs, ", "), d)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
