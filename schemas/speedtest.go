@@ -68,7 +68,7 @@ type SpeedtestParams struct {
 	Tolerance          float64 `json:"tolerance" v:"min=0,max=1" doc:"Largest relative difference allowed between the two halves of the stable window."`
 	RTTMS              float64 `json:"rtt_ms" v:"min=0,max=60000" doc:"Round trip the phase was sized with (rtt_min_ms of the record), milliseconds."`
 	BDPBytes           uint64  `json:"bdp_bytes" doc:"Largest bandwidth-delay product measured during the phase (goodput x rtt_ms), bytes: it chose the connections."`
-	PerConnectionBytes uint64  `json:"per_connection_bytes" doc:"Bytes in flight one connection is allowed to carry (from the socket buffer limits): connections = ceil(bdp_bytes / per_connection_bytes), within [initial_connections, max_connections]."`
+	PerConnectionBytes uint64  `json:"per_connection_bytes" doc:"Bytes in flight one connection is allowed to carry: half the socket buffer limit, at most 512 KiB since protocol v2.8.0 (2 MiB before); connections = ceil(1.5 x bdp_bytes / per_connection_bytes), within [initial_connections, max_connections]."`
 	InitialConnections uint8   `json:"initial_connections" v:"max=16" doc:"Connections opened at the start of the phase."`
 	MaxConnections     uint8   `json:"max_connections" v:"max=16" doc:"Most connections the phase may open."`
 }
