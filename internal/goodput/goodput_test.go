@@ -155,6 +155,34 @@ func TestStillRampingAtCap(t *testing.T) {
 	}
 }
 
+// TestLateConnections: connections added so late in a time-capped phase
+// that their ramp-up (NotBefore) leaves no window of a round trip do not
+// push the window back to half the phase, into the first connections'
+// ramp-up. The samples are those of two uploads at 300 ms in the link
+// emulator (v2.8.0): at 50 Mbit/s, lossless, six connections, the last
+// added at about 2.2 s (the window [1.8, 2.7] read 41.8 of the link's
+// 48.27), and at 10 Mbit/s and 0.1 % loss, a second connection added at
+// 2.9 s (the window [1.75, 3.5] read 8.09 of 9.65).
+func TestLateConnections(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		samples  []Sample
+		p        Params
+		link     float64
+		minStart float64
+	}{
+		{"50 Mbit/s", []Sample{{0.205, 52128}, {0.305, 52128}, {0.405, 52128}, {0.505, 52128}, {0.605, 63712}, {0.705, 115840}, {0.805, 159280}, {0.905, 166520}, {1.005, 220096}, {1.105, 275120}, {1.205, 312768}, {1.305, 412680}, {1.405, 512592}, {1.505, 602368}, {1.605, 765992}, {1.705, 962920}, {1.805, 1169128}, {1.905, 1456784}, {2.005, 1820232}, {2.105, 2298072}, {2.205, 2857000}, {2.305, 3460816}, {2.405, 4063184}, {2.505, 4667000}, {2.605, 5269368}, {2.705, 5873184}},
+			Params{RTT: 0.3006, MaxPhase: 2.705, NotBefore: 2.8}, 48.27, 2.1},
+		{"10 Mbit/s, loss", []Sample{{0.3, 13032}, {0.4, 13032}, {0.5, 13032}, {0.6, 13032}, {0.7, 28960}, {0.8, 39096}, {0.9, 39096}, {1, 53576}, {1.1, 66608}, {1.2, 73848}, {1.3, 97016}, {1.4, 123080}, {1.5, 143352}, {1.6, 176656}, {1.7, 224440}, {1.8, 275120}, {1.9, 333040}, {2, 414128}, {2.1, 490872}, {2.2, 545896}, {2.3, 629880}, {2.4, 709520}, {2.5, 813776}, {2.6, 932512}, {2.7, 1054144}, {2.8, 1175776}, {2.9, 1295960}, {3, 1416144}, {3.1, 1536328}, {3.2, 1656512}, {3.3, 1778144}, {3.4, 1898328}, {3.5, 2019960}},
+			Params{RTT: 0.3008, MaxPhase: 3.5, NotBefore: 3.5}, 9.65, 2.8},
+	} {
+		r := Estimate(c.samples, c.p)
+		if r.StopReason != StopTimeCap || math.Abs(r.Mbps-c.link)/c.link > 0.02 || r.Start < c.minStart {
+			t.Errorf("%s: %+v, want %g Mbit/s within 2 %% from %g s on", c.name, r, c.link, c.minStart)
+		}
+	}
+}
+
 // TestDipsAfterRamp: time-capped windows and the dips after the ramp-up.
 func TestDipsAfterRamp(t *testing.T) {
 	// piecewise is a rate of v[0] before t[0], v[1] before t[1], ..., and
