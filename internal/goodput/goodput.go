@@ -194,7 +194,7 @@ func Estimate(samples []Sample, p Params) Result {
 		// 50 Mbit/s and 300 ms, an upload whose connections were added
 		// at 2.2 s of 2.7 read 41.8 of 48.3 over [1.8, 2.7]).
 		start = math.Max(firstByte, end-shortest)
-		if added > start && end-added >= math.Min(shortest, math.Max(p.RTT, 0.3)) {
+		if added > start && end-added >= shortestAfter(shortest, p.RTT) {
 			start = added
 		}
 	}
@@ -225,6 +225,13 @@ func Estimate(samples []Sample, p Params) Result {
 	return res
 }
 
+// shortestAfter is the shortest a time-capped window may be made by
+// leaving out what precedes it (a dip, connections' ramp-up):
+// max(RTT, 0.3 s), within the shortest window.
+func shortestAfter(shortest, rtt float64) float64 {
+	return math.Min(shortest, math.Max(rtt, 0.3))
+}
+
 // afterDip moves a time-capped window's start past a dip that follows the
 // ramp-up: the end of the last interval between samples, in [start,
 // end-shortest], read at less than half the rate of [start, end]. BBR
@@ -248,7 +255,7 @@ func Estimate(samples []Sample, p Params) Result {
 // over 10 %: the dip ended inside it (at 300 ms, 200 Mbit/s: 150 of 193
 // after a stall, and the window read 185.8).
 func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
-	shortestAfter := math.Min(shortest, math.Max(rtt, 0.3))
+	minAfter := shortestAfter(shortest, rtt)
 	r := rate(samples, start, end)
 	// The dips: runs of intervals below r/2, by the sample ending each.
 	var ends []int
@@ -257,7 +264,7 @@ func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 		if a < start-1e-6 || b <= a { // start may be end - shortest, a hair after a sample
 			continue
 		}
-		if end-b < shortestAfter {
+		if end-b < minAfter {
 			break
 		}
 		if rate(samples, a, b) < r/2 {
@@ -283,11 +290,11 @@ func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 			case r1 > 1.1*m:
 				// A catch-up: what waited came at once. The window
 				// starts after it, if that leaves enough.
-				if end-next < shortestAfter-1e-6 {
+				if end-next < minAfter-1e-6 {
 					return out
 				}
 				b = next
-			case r1 < 0.9*m && end-next >= shortestAfter-1e-6:
+			case r1 < 0.9*m && end-next >= minAfter-1e-6:
 				// Since v2.7.0: the dip ended inside this interval,
 				// which reads part of it; when too little would be
 				// left, the window starts at the dip's end all the same.
