@@ -483,6 +483,17 @@ func migrateCluster(ctx context.Context, conn driver.Conn, o Options, db string,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The migrations table is replicated: another migrator's record may not
+	// be on this server yet (a CI run read migration 18 as not applied right
+	// after two migrators had both finished). Running a migration again is
+	// harmless (every step checks first) but wasted and reported as applied,
+	// so the replica catches up first; if it cannot within syncWait (a
+	// replica down), the run goes on with what this server knows.
+	sctx, cancel := context.WithTimeout(ctx, syncWait)
+	if err := conn.Exec(sctx, "SYSTEM SYNC REPLICA "+db+"."+MigrationsTable); err != nil && ctx.Err() == nil {
+		log.Warn("chdb: migrations table not synced with the other replicas; going on", "err", err)
+	}
+	cancel()
 	done, err := Applied(ctx, conn)
 	if err != nil {
 		return nil, err
@@ -660,6 +671,10 @@ func runStep(ctx context.Context, conn driver.Conn, o Options, st Step) error {
 	}
 	return nil
 }
+
+// syncWait bounds the wait for the migrations table to catch up with the
+// other replicas before a migrator reads it.
+const syncWait = 30 * time.Second
 
 // replicaWait bounds the wait for a shard's replicas to have an ALTER's
 // columns (18.16's replication_alter_columns_timeout is 60 s).
