@@ -183,6 +183,33 @@ func TestLateConnections(t *testing.T) {
 	}
 }
 
+// TestDrainDips: two phases recorded in the link emulator at 200 Mbit/s
+// (193.07 of TCP payload) and 300 ms, with speedtest v2.9.0, whose
+// time-capped windows held BBR's drain after its start-up: intervals at
+// half to two thirds of the link, not below half the window's rate, so
+// not a dip before v2.10.0. The upload's came with 0.2 s left (the window
+// now ends where it begins), the download's at the window's start (the
+// window now starts after it).
+func TestDrainDips(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		samples []Sample
+		p       Params
+		was     float64
+	}{
+		{"upload, drain at the end", []Sample{{0.108, 104256}, {0.208, 104256}, {0.308, 104256}, {0.408, 104256}, {0.508, 150592}, {0.605, 249056}, {0.708, 335936}, {0.808, 370688}, {0.908, 482184}, {1.008, 580648}, {1.208, 926720}, {1.308, 1135232}, {1.408, 1381392}, {1.507, 1712984}, {1.608, 2206752}, {1.708, 2735840}, {1.808, 3374408}, {1.908, 4243208}, {2.008, 5359616}, {2.108, 6743904}, {2.208, 8438064}, {2.308, 10625992}, {2.408, 13028224}, {2.707, 20266776}, {2.808, 22689280}, {2.908, 25103096}, {3.008, 26491728}, {3.108, 27574832}, {3.208, 29982856}, {3.308, 32392328}},
+			Params{RTT: 0.300473, MaxPhase: 3.308}, 161.6},
+		{"download, drain at the start", []Sample{{0.101, 0}, {0.2, 0}, {0.301, 0}, {0.401, 104256}, {0.501, 104256}, {0.601, 104256}, {0.7, 220096}, {0.801, 334488}, {0.901, 334488}, {1.001, 440192}, {1.1, 561824}, {1.201, 686352}, {1.301, 890520}, {1.4, 1088896}, {1.5, 1295960}, {1.601, 1637688}, {1.7, 2063400}, {1.801, 2506488}, {1.9, 3117544}, {2.001, 3888480}, {2.1, 4755832}, {2.2, 5788256}, {2.3, 6946056}, {2.4, 8518584}, {2.5, 10415464}, {2.6, 12574432}, {2.7, 14974472}, {2.8, 16704832}, {2.9, 18328040}, {3.001, 20757784}, {3.101, 23178840}, {3.21, 25783088}, {3.3, 27996336}},
+			Params{RTT: 0.300411, MaxPhase: 3.272}, 173.6},
+	} {
+		const link = 193.07
+		r := Estimate(c.samples, c.p)
+		if r.StopReason != StopTimeCap || math.Abs(r.Mbps-link)/link > 0.02 || r.End-r.Start < 0.3-1e-9 {
+			t.Errorf("%s: %+v, want %g Mbit/s within 2 %% over at least 0.3 s (v2.9.0 read %g)", c.name, r, link, c.was)
+		}
+	}
+}
+
 // TestDipsAfterRamp: time-capped windows and the dips after the ramp-up.
 func TestDipsAfterRamp(t *testing.T) {
 	// piecewise is a rate of v[0] before t[0], v[1] before t[1], ..., and
