@@ -34,10 +34,12 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -91,6 +93,7 @@ func main() {
 	skipIperf := flag.Bool("skip-iperf", false, "no iperf3: the link's payload capacity stands for the reference (for trying a change quickly, not for the table)")
 	merge := flag.String("merge", "", "print the table and the goal of the cells in these files (comma-separated, written by -out) and measure nothing")
 	flag.Parse()
+	onInterrupt()
 	if *merge != "" {
 		ok, err := mergeFiles(strings.Split(*merge, ","))
 		if err != nil {
@@ -152,6 +155,9 @@ func run(o *options, bin, methods string, skipAccuracy, skipLoaded, skipCapacity
 	}
 	defer os.RemoveAll(dir)
 	o.dir = dir
+	opened.mu.Lock()
+	opened.dir = dir
+	opened.mu.Unlock()
 	for _, c := range []string{"neubot", "neubot-server"} {
 		if bin != "" {
 			abs, err := filepath.Abs(filepath.Join(bin, c))
@@ -330,7 +336,49 @@ func cellLink(o *options, rate, rtt, loss float64, queue int) (*linkem.Link, err
 	d := linkem.Dir{Rate: rate, Delay: time.Duration(rtt * float64(time.Millisecond) / 2), Loss: loss, Queue: queue}
 	o.links++
 	name := fmt.Sprintf("%s%d", o.name, o.links%10000)
-	return linkem.Start(context.Background(), linkem.Config{Name: name, Up: d, Down: d, Realtime: o.realtime, Sysctls: bigBuffers, Seed: 1})
+	l, err := linkem.Start(context.Background(), linkem.Config{Name: name, Up: d, Down: d, Realtime: o.realtime, Sysctls: bigBuffers, Seed: 1})
+	if err == nil {
+		opened.add(l)
+	}
+	return l, err
+}
+
+// opened holds the links made so far, closed (their namespaces removed)
+// when the bench is interrupted; closing one twice is harmless. The tools
+// in them die with the bench (linkbench.Command).
+var opened openLinks
+
+type openLinks struct {
+	mu    sync.Mutex
+	links []*linkem.Link
+	dir   string
+}
+
+func (o *openLinks) add(l *linkem.Link) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.links = append(o.links, l)
+}
+
+// onInterrupt closes every link and removes the bench's directory when
+// SIGINT or SIGTERM comes, then exits: a killed run left its namespaces,
+// its servers and its directory behind, and the next run with the same
+// -name could not make its links.
+func onInterrupt() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-c
+		fmt.Fprintf(os.Stderr, "bench/speedtest: %v: closing the links\n", sig)
+		opened.mu.Lock()
+		for _, l := range opened.links {
+			l.Close()
+		}
+		if opened.dir != "" {
+			os.RemoveAll(opened.dir)
+		}
+		os.Exit(1)
+	}()
 }
 
 func matrix(o *options) (bool, error) {

@@ -23,12 +23,18 @@ import (
 // priority (chrt -f), so that a loaded machine delays the endpoints less.
 var Priority int
 
-// Command is a command in a side's namespace, under Priority.
+// Command is a command in a side's namespace, under Priority. It is
+// killed when the bench dies (a server, an iperf3 -s would otherwise stay
+// behind in a namespace nobody removes).
 func Command(l *linkem.Link, s linkem.Side, name string, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
 	if Priority > 0 {
-		return l.Command(s, "chrt", append([]string{"-f", strconv.Itoa(Priority), name}, args...)...)
+		cmd = l.Command(s, "chrt", append([]string{"-f", strconv.Itoa(Priority), name}, args...)...)
+	} else {
+		cmd = l.Command(s, name, args...)
 	}
-	return l.Command(s, name, args...)
+	dieWithParent(cmd)
+	return cmd
 }
 
 // Iperf3Server starts `iperf3 -s` in side B on port; stop ends it.

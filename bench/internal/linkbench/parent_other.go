@@ -1,0 +1,7 @@
+//go:build !linux
+
+package linkbench
+
+import "os/exec"
+
+func dieWithParent(*exec.Cmd) {}
