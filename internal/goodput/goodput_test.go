@@ -277,3 +277,65 @@ func TestDipsAfterRamp(t *testing.T) {
 		}
 	}
 }
+
+// TestDipsNoBias: what v2.10.0's dips must not do, each the true rate of
+// a time-capped phase at 300 ms whose ramp-up ends about 2.4 s into 3.3:
+// read a rate that stepped down at its higher part, hold a catch-up, start
+// before connections added late, or read a link whose rate swings from
+// one 100-ms interval to the next above its mean by passing its low
+// intervals.
+func TestDipsNoBias(t *testing.T) {
+	ramp := func(top float64) func(float64) float64 {
+		return func(t float64) float64 { return math.Min(top, 2*math.Pow(2, (t-0.4)/0.3)) }
+	}
+	// fast reaches top by 1.6 s.
+	fast := func(top float64) func(float64) float64 {
+		return func(t float64) float64 { return math.Min(top, 4*math.Pow(2, (t-0.2)/0.25)) }
+	}
+	// then is rate r over (a, b], else f.
+	then := func(f func(float64) float64, a, b, r float64) func(float64) float64 {
+		return func(t float64) float64 {
+			if t > a+1e-9 && t <= b+1e-9 {
+				return r
+			}
+			return f(t)
+		}
+	}
+	p := Params{RTT: 0.3, MaxPhase: 3.3}
+	for _, c := range []struct {
+		name string
+		rate func(float64) float64
+		p    Params
+		max  float64 // the estimate must not exceed it
+	}{
+		// A shaper's burst at 111 ends at 3.0 (a 0.1-s trough at 80,
+		// then 100): the window before the trough would read 111.
+		{"burst then the shaped rate", then(then(ramp(111), 3.0, 3.1, 80), 3.1, 9, 100), p, 106},
+		// A policer: 110, a stall at 41, then 100.
+		{"policer", then(then(ramp(110), 3.0, 3.1, 41), 3.1, 9, 100), p, 106},
+		// A short stall then a catch-up at 1.2 times the link before a
+		// two-interval drain: a window before the drain holds the
+		// catch-up.
+		{"catch-up before the drain", then(then(then(fast(193), 2.2, 2.3, 160), 2.3, 2.5, 232), 2.9, 3.1, 110), p, 193},
+	} {
+		r := Estimate(series(c.rate, 0.1, 3.3, 0, 1), c.p)
+		if r.Mbps > c.max {
+			t.Errorf("%s: %+v, want at most %g", c.name, r, c.max)
+		}
+	}
+	// Connections added at 2.6: the window does not move before them.
+	drain := then(ramp(193), 2.9, 3.1, 110)
+	r := Estimate(series(drain, 0.1, 3.3, 0, 1), Params{RTT: 0.3, MaxPhase: 3.3, NotBefore: 2.6})
+	if r.Start < 2.6-1e-9 {
+		t.Errorf("added at 2.6: %+v, want a window from 2.6 on", r)
+	}
+	// Independent ±30 % per interval around 100 after the ramp-up.
+	const runs = 500
+	var sum float64
+	for seed := uint64(1); seed <= runs; seed++ {
+		sum += Estimate(series(ramp(100), 0.1, 3.3, 0.3, seed), p).Mbps
+	}
+	if mean := sum / runs; mean > 100.5 {
+		t.Errorf("±30 %% around 100: mean %.2f over %d phases, want at most 100.5", mean, runs)
+	}
+}
