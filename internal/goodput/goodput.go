@@ -268,7 +268,7 @@ func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 	r := rate(samples, start, end)
 	// The dips, by the sample ending each.
 	var ends []int
-	for _, d := range dips(samples, start, end, end-minAfter) {
+	for _, d := range dips(samples, start, end, end-minAfter, dipBelow(samples, start, end)) {
 		ends = append(ends, d.last)
 	}
 	out := start
@@ -321,7 +321,8 @@ func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 // it: one upload's window read 161.6 of 193 over [2.71, 3.31] with the
 // drain at [2.91, 3.11], and [2.31, 2.91] before it reads the link.
 func beforeDip(samples []Sample, start, end, floor, minAfter float64) (float64, float64, bool) {
-	ds := dips(samples, start, end, end)
+	low := dipBelow(samples, start, end)
+	ds := dips(samples, start, end, end, low)
 	if len(ds) == 0 {
 		return start, end, false
 	}
@@ -342,7 +343,6 @@ func beforeDip(samples []Sample, start, end, floor, minAfter float64) (float64, 
 	if before := rate(samples, a, dipStart); math.Abs(before-after) > 0.05*after {
 		return start, end, false
 	}
-	low := dipBelow(samples, start, end)
 	for i := 1; i < len(samples); i++ {
 		x, y := samples[i-1].T, samples[i].T
 		if y <= a+1e-6 || y <= x {
@@ -363,15 +363,14 @@ func beforeDip(samples []Sample, start, end, floor, minAfter float64) (float64, 
 type dip struct{ first, last int }
 
 // dips lists the dips of the window [start, end] whose intervals end by
-// until: runs of intervals below dipBelow that hold one below half the
+// until: runs of intervals below low (the window's dipBelow) that hold one below half the
 // window's rate (a dip before v2.10.0) or, since v2.11.0, at least two
 // (BBR's drain, a round trip at 300 ms, is two or three intervals below
 // three quarters of the median; one such interval alone may be the
 // ordinary variation of a link whose rate swings from one 100-ms interval
 // to the next, and passing it would read such a link high).
-func dips(samples []Sample, start, end, until float64) []dip {
+func dips(samples []Sample, start, end, until, low float64) []dip {
 	r := rate(samples, start, end)
-	low := dipBelow(samples, start, end)
 	var out []dip
 	cur, strong := dip{-1, -1}, false
 	flush := func() {
@@ -458,7 +457,7 @@ func ratesOf(samples []Sample) []float64 {
 	return rs
 }
 
-// median is the upper median of xs (0 when empty); xs is sorted.
+// median is the upper median of xs (0 when empty); it sorts xs in place.
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
