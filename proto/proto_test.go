@@ -5,8 +5,10 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -248,4 +250,62 @@ func TestLayering(t *testing.T) {
 	}, func(rest string) bool {
 		return strings.HasPrefix(rest, "schemas") || strings.HasPrefix(rest, "internal/") || strings.HasPrefix(rest, "proto/")
 	}, "schemas/ and internal/ may import only schemas, internal/ and proto/")
+}
+
+// TestVersionsMatchSpecs: every protocol package's Version is the version
+// its document in spec/ states in its opening lines ("This is version vX"
+// or, for ndt7, "version vX" of M-Lab's specification): a change to a
+// protocol bumps both, or this fails (the speedtest's constant had stayed
+// at v2.4.0 through seven versions of its document).
+func TestVersionsMatchSpecs(t *testing.T) {
+	// The public API's version is its path prefix; its document is
+	// publish/openapi.json, checked by publish's own test.
+	noSpec := map[string]bool{"publicapi": true}
+	seen := 0
+	for _, f := range parseTree(t) {
+		if !strings.HasPrefix(f.dir, "proto/") || strings.Count(f.dir, "/") != 1 || strings.HasSuffix(f.name, "_test.go") {
+			continue
+		}
+		name := strings.TrimPrefix(f.dir, "proto/")
+		for _, d := range f.file.Decls {
+			g, ok := d.(*ast.GenDecl)
+			if !ok || g.Tok != token.CONST {
+				continue
+			}
+			for _, sp := range g.Specs {
+				vs := sp.(*ast.ValueSpec)
+				if len(vs.Names) != 1 || vs.Names[0].Name != "Version" || len(vs.Values) != 1 {
+					continue
+				}
+				lit, ok := vs.Values[0].(*ast.BasicLit)
+				if !ok {
+					t.Errorf("%s: Version is not a string literal", f.name)
+					continue
+				}
+				v, _ := strconv.Unquote(lit.Value)
+				seen++
+				if noSpec[name] {
+					continue
+				}
+				doc, err := os.ReadFile(filepath.Join("..", "spec", name+".md"))
+				if err != nil {
+					t.Errorf("%s: Version %s, but no spec/%s.md: %v", f.name, v, name, err)
+					continue
+				}
+				head := string(doc)
+				if len(head) > 600 {
+					head = head[:600]
+				}
+				m := regexp.MustCompile(`version\s+(v\d+\.\d+\.\d+)`).FindStringSubmatch(head)
+				if m == nil {
+					t.Errorf("spec/%s.md states no version in its opening lines", name)
+				} else if m[1] != v {
+					t.Errorf("%s: Version %s, but spec/%s.md is version %s", f.name, v, name, m[1])
+				}
+			}
+		}
+	}
+	if seen < 8 {
+		t.Fatalf("found %d protocol Versions: not the repository's proto/", seen)
+	}
 }

@@ -21,7 +21,7 @@ import (
 )
 
 // Version of the protocol described in spec/rendezvous.md.
-const Version = "v1.1.0"
+const Version = "v1.2.0"
 
 // Endpoints of the collector's rendezvous API (both POST, JSON in and out).
 const (
