@@ -53,16 +53,7 @@ func TestCluster(t *testing.T) {
 	bin := buildServer(t)
 	ctx := context.Background()
 
-	cl, err := localcluster.Start(ctx, localcluster.Config{Dir: filepath.Join(dir, "cluster"), Name: "neubot_test", Shards: 2, Replicas: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Stop()
-	defer func() {
-		if t.Failed() {
-			t.Log(cl.Errors(15))
-		}
-	}()
+	cl := localchtest.Cluster(t, ctx, localcluster.Config{Dir: filepath.Join(dir, "cluster"), Name: "neubot_test", Shards: 2, Replicas: 2})
 	single, err := localch.Start(ctx, localch.Config{Dir: filepath.Join(dir, "single")})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/neubot/neubot/internal/chdb"
+	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/internal/localcluster"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -208,16 +209,7 @@ func TestClusterMigrations(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	cl, err := localcluster.Start(ctx, localcluster.Config{Dir: dir, Name: "c2", Shards: 2, Replicas: 2, Database: "mig"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Stop()
-	defer func() {
-		if t.Failed() {
-			t.Log(cl.Errors(15))
-		}
-	}()
+	cl := localchtest.Cluster(t, ctx, localcluster.Config{Dir: dir, Name: "c2", Shards: 2, Replicas: 2, Database: "mig"})
 	addrs := cl.Addrs()
 
 	var wg sync.WaitGroup

@@ -264,8 +264,10 @@ func shortestAfter(shortest, rtt float64) float64 {
 // is an interval right after the dip that reads less than that median by
 // over 10 %: the dip ended inside it (at 300 ms, 200 Mbit/s: 150 of 193
 // after a stall, and the window read 185.8). Since v2.12.0 every dip
-// passed takes its catch-up along (catchUp), and a dip still going on at
-// end-minAfter is not passed.
+// passed takes its catch-up along (catchUp), a dip still going on at
+// end-minAfter is not passed, nor one after which the rest reads below
+// the window's rate (a trailing hole: a window moved past a stall and its
+// catch-up onto a stall at the phase's end read 0.00 of 16).
 func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 	minAfter := shortestAfter(shortest, rtt)
 	r := rate(samples, start, end)
@@ -276,7 +278,7 @@ func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 		if catchUp(samples, d, r) {
 			b = samples[d.last+1].T
 		}
-		if end-b >= shortest {
+		if end-b >= shortest && rate(samples, b, end) >= r { // not a trailing hole
 			out = b
 		}
 	}
@@ -519,7 +521,8 @@ func stable(samples []Sample, a, b float64, p Params) bool {
 
 // afterStall says whether a window from a, whose rate is r, starts right
 // after a stall with the catch-up that ends it (since v2.12.0): the last
-// interval between samples that ends by a reads less than a quarter of r,
+// interval between samples that ends by a (or the one a is inside: real
+// samples are not evenly spaced) reads less than a quarter of r,
 // and the first after it that does not (the stall may go on into the
 // window) more than r by over 10 %. What the reader did not
 // read in the stall came with the catch-up, so that the window holds the
@@ -531,7 +534,11 @@ func afterStall(samples []Sample, a, r float64) bool {
 	for k+1 < len(samples) && samples[k+1].T <= a+1e-6 {
 		k++
 	}
-	if k == 0 || rate(samples, samples[k-1].T, samples[k].T) >= r/4 {
+	before := k > 0 && rate(samples, samples[k-1].T, samples[k].T) < r/4
+	// a inside an interval (the window's start is end minus its length,
+	// and real samples are not evenly spaced): that one may be the stall.
+	inside := a > samples[k].T+1e-6 && k+1 < len(samples) && rate(samples, samples[k].T, samples[k+1].T) < r/4
+	if !before && !inside {
 		return false
 	}
 	for ; k+1 < len(samples); k++ { // the stall may go on into the window

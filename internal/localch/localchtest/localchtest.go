@@ -21,6 +21,7 @@ import (
 
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/internal/localcluster"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -236,6 +237,23 @@ func sanitize(s string) string {
 		}
 		return '_'
 	}, s)
+}
+
+// Cluster starts a local ClickHouse cluster (localcluster.Start) for t:
+// stopped when t ends, the servers' last errors logged first if t failed.
+func Cluster(t testing.TB, ctx context.Context, cfg localcluster.Config) *localcluster.Cluster {
+	t.Helper()
+	cl, err := localcluster.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(cl.Errors(15))
+		}
+	})
+	return cl
 }
 
 // Rows runs query and returns its column types and its rows, each value
