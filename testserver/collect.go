@@ -60,8 +60,8 @@ func (n *Negotiator) Collected(w http.ResponseWriter, r *http.Request, test Test
 
 // Deliver validates rec, the record merged with the server's view, hands
 // it to forward (which must make it durable), ends session s and answers
-// with the record.
-func (n *Negotiator) Deliver(w http.ResponseWriter, s *Session, rec *schemas.Record, forward func(*schemas.Record) error, log *slog.Logger) {
+// r with the record (gzip'ed when r accepts it: httpx.WriteJSONFor).
+func (n *Negotiator) Deliver(w http.ResponseWriter, r *http.Request, s *Session, rec *schemas.Record, forward func(*schemas.Record) error, log *slog.Logger) {
 	if err := rec.Validate(time.Now()); err != nil {
 		Fail(w, http.StatusBadRequest, "merged record: %v", err)
 		return
@@ -74,5 +74,5 @@ func (n *Negotiator) Deliver(w http.ResponseWriter, s *Session, rec *schemas.Rec
 		}
 	}
 	n.Release(s)
-	httpx.WriteJSON(w, http.StatusOK, rec)
+	httpx.WriteJSONFor(w, r, http.StatusOK, rec)
 }

@@ -132,7 +132,7 @@ func CollectHandler(p Provider, env Env, forward func(*schemas.Record) error) ht
 			Fail(w, code, "%v", err)
 			return
 		}
-		n.Deliver(w, s, rec, forward, env.Logger)
+		n.Deliver(w, r, s, rec, forward, env.Logger)
 	})
 }
 

@@ -2,6 +2,7 @@ package httpx
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,11 +72,25 @@ func Fetch(client *http.Client, req *http.Request, limit int64) (*Answer, error)
 // Read reads at most limit bytes of resp's body and closes it, as Fetch
 // does: for a response that came another way (a refused WebSocket
 // handshake).
+//
+// A body the server gzip'ed (Content-Encoding: gzip, asked for with
+// Accept-Encoding on a client whose transport does not decode it: see
+// WriteJSONFor) is decoded, and limit bounds what it decodes to.
 func Read(resp *http.Response, limit int64) (*Answer, error) {
 	defer resp.Body.Close()
 	a := &Answer{Status: resp.StatusCode, Header: resp.Header}
+	var body io.Reader = resp.Body
+	if !resp.Uncompressed && strings.EqualFold(strings.TrimSpace(resp.Header.Get("Content-Encoding")), "gzip") {
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			return a, fmt.Errorf("the answer's gzip is broken: %w", err)
+		}
+		defer zr.Close()
+		body = zr
+		resp.Header.Del("Content-Encoding")
+	}
 	var err error
-	a.Body, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	a.Body, err = io.ReadAll(io.LimitReader(body, limit+1))
 	if int64(len(a.Body)) > limit {
 		a.Body, a.Truncated = a.Body[:limit], true
 	}

@@ -1,7 +1,10 @@
 package httpx_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -94,5 +97,70 @@ func TestFetch(t *testing.T) {
 	}
 	if _, _, err := httpx.NewJSONRequest(ctx, http.MethodPost, srv.URL, func() {}); err == nil {
 		t.Error("a value JSON cannot encode made a request")
+	}
+}
+
+// TestGzipAnswers: WriteJSONFor gzip's a long answer for a client that
+// asks for it (and only then), Fetch decodes it on a transport that does
+// not, and bounds what it decodes to: a small gzip of many megabytes of
+// zeros is cut at the limit.
+func TestGzipAnswers(t *testing.T) {
+	long := map[string]string{"pad": strings.Repeat("0123456789", 500)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/short":
+			httpx.WriteJSONFor(w, r, http.StatusOK, map[string]int{"n": 1})
+		case "/bomb":
+			var z bytes.Buffer
+			zw := gzip.NewWriter(&z)
+			zw.Write(make([]byte, 8<<20))
+			zw.Close()
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(z.Bytes())
+		default:
+			httpx.WriteJSONFor(w, r, http.StatusOK, long)
+		}
+	}))
+	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	get := func(path, accept string, limit int64) (*httpx.Answer, string, error) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		if accept != "" {
+			req.Header.Set("Accept-Encoding", accept)
+		}
+		var wire string
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wire = resp.Header.Get("Content-Encoding")
+		a, err := httpx.Read(resp, limit)
+		return a, wire, err
+	}
+	want, _ := json.Marshal(long)
+	for _, c := range []struct {
+		path, accept, wire string
+	}{
+		{"/long", "gzip", "gzip"},
+		{"/long", "br, gzip;q=0.5", "gzip"},
+		{"/long", "gzip;q=0", ""},
+		{"/long", "", ""},
+		{"/short", "gzip", ""},
+	} {
+		a, wire, err := get(c.path, c.accept, 1<<20)
+		if err != nil || a.Status != http.StatusOK || wire != c.wire {
+			t.Fatalf("%s with %q: status %d, Content-Encoding %q, %v; want 200, %q", c.path, c.accept, a.Status, wire, err, c.wire)
+		}
+		if c.path == "/long" && strings.TrimSpace(string(a.Body)) != string(want) {
+			t.Fatalf("%s with %q: the body is not the answer: %.60q", c.path, c.accept, a.Body)
+		}
+		if a.Header.Get("Content-Encoding") != "" || !strings.Contains(a.Header.Get("Vary"), "Accept-Encoding") {
+			t.Fatalf("%s: headers %v", c.path, a.Header)
+		}
+	}
+	a, wire, err := get("/bomb", "gzip", 1<<20)
+	if err != nil || wire != "gzip" || !a.Truncated || len(a.Body) != 1<<20 {
+		t.Fatalf("bomb: %d bytes, truncated %v, %v; want 1 MiB, truncated", len(a.Body), a.Truncated, err)
 	}
 }

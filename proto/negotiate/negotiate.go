@@ -10,7 +10,7 @@ package negotiate
 import "time"
 
 // Version of the protocol described in spec/negotiate.md.
-const Version = "v1.1.0"
+const Version = "v1.2.0"
 
 // TokenHeader carries the token on every test request, as
 // "Authorization: Bearer <token>".
