@@ -273,9 +273,10 @@ func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 	r := rate(samples, start, end)
 	ds := dips(samples, start, end, end-minAfter, dipBelow(samples, start, end))
 	out := start
+	caught := false // the interval after the last dip is a catch-up
 	for _, d := range ds {
 		b := samples[d.last].T
-		if catchUp(samples, d, r) {
+		if caught = catchUp(samples, d, r); caught {
 			b = samples[d.last+1].T
 		}
 		if end-b >= shortest && rate(samples, b, end) >= r { // not a trailing hole
@@ -288,7 +289,7 @@ func afterDip(samples []Sample, start, end, shortest, rtt float64) float64 {
 		if i+1 < len(samples) && samples[i+1].T < end {
 			next := samples[i+1].T
 			switch r1, m := rate(samples, b, next), medianRate(samples[i+1:]); {
-			case catchUp(samples, ds[n-1], r):
+			case caught:
 				// A catch-up: what waited came at once. The window
 				// starts after it, if that leaves enough.
 				if end-next < minAfter-1e-6 {
