@@ -106,15 +106,55 @@ func SpeedtestPlausibility(k *schemas.Speedtest, ackedBytes uint64, reports []go
 	switch {
 	case u.StopReason != "" && u.WindowEndS > u.WindowStartS && len(reports) > 1:
 		// Methodology 2: the client computed its goodput over its window
-		// from the server's reports; the server computes it again from
-		// the reports it sent. The ramp-up before the window can be most
-		// of the phase (2.7 of 3.9 s at 200 Mbit/s and 300 ms), so the
-		// phase's mean says nothing of the window's rate.
-		up = up && plausibleGoodput(u.GoodputMbps, goodput.Rate(reports, u.WindowStartS, u.WindowEndS))
+		// from the server's reports. Each of its samples must be one of
+		// them; then the server computes the goodput again over the
+		// window, from those samples when they cover it (the client
+		// took one report in each of its sampling periods, and another
+		// subset of the same series can read otherwise over a short
+		// window at loopback speeds), else from every report. The
+		// ramp-up before the window can be most of the phase (2.7 of
+		// 3.9 s at 200 Mbit/s and 300 ms), so the phase's mean says
+		// nothing of the window's rate.
+		own, ok := reportedSeries(u.Samples, reports)
+		series := reports
+		if len(own) > 1 && own[0].T <= u.WindowStartS+sampleTSSlack && own[len(own)-1].T >= u.WindowEndS-sampleTSSlack {
+			series = own
+		}
+		up = up && ok && plausibleGoodput(u.GoodputMbps, goodput.Rate(series, u.WindowStartS, u.WindowEndS))
 	case sv.UploadMbps > 0:
 		up = up && u.GoodputMbps <= sv.UploadMbps/LateWindow*(1+GoodputTolerance)+GoodputSlackMbps
 	}
 	return Verdict(down, up)
+}
+
+// sampleTSSlack is how far a recorded sample's time may be from the
+// report it copies: the record keeps milliseconds, the reports
+// microseconds.
+const sampleTSSlack = 0.0006
+
+// reportedSeries returns the client's upload samples as a series, and
+// whether each is one of the server's reports (the same bytes, at the
+// same time within sampleTSSlack). Both are in time order.
+func reportedSeries(samples []schemas.ThroughputSample, reports []goodput.Sample) ([]goodput.Sample, bool) {
+	out := make([]goodput.Sample, 0, len(samples))
+	j := 0
+	for _, smp := range samples {
+		for j < len(reports) && reports[j].T < smp.TS-sampleTSSlack {
+			j++
+		}
+		found := false
+		for k := j; k < len(reports) && reports[k].T <= smp.TS+sampleTSSlack; k++ {
+			if reports[k].Bytes == smp.Bytes {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return nil, false
+		}
+		out = append(out, goodput.Sample{T: smp.TS, Bytes: smp.Bytes})
+	}
+	return out, true
 }
 
 // NDT7Plausibility cross-checks a merged ndt7 record: the client's

@@ -23,6 +23,9 @@ func longRTTUpload() (*schemas.Speedtest, []goodput.Sample) {
 		reports = append(reports, goodput.Sample{T: t, Bytes: uint64(bytes)})
 	}
 	k := &schemas.Speedtest{}
+	for _, r := range reports {
+		k.Upload.Samples = append(k.Upload.Samples, schemas.ThroughputSample{TS: r.T, Bytes: r.Bytes})
+	}
 	k.Upload.StopReason, k.Upload.WindowStartS, k.Upload.WindowEndS = "time_cap", 3.2, 3.8
 	k.Upload.GoodputMbps = goodput.Rate(reports, 3.2, 3.8)
 	k.Upload.Bytes = uint64(bytes) + 8<<20 // what its socket buffers still held
@@ -66,5 +69,87 @@ func TestPlausibilityLongRTTUpload(t *testing.T) {
 	k.Upload.StopReason, k.Upload.Bytes = "", k.ServerView.BytesReceived
 	if got := SpeedtestPlausibility(k, 0, nil); got != "upload_mismatch" {
 		t.Errorf("methodology 1 upload three times its phase mean: %q, want upload_mismatch", got)
+	}
+}
+
+// burstyUpload is a methodology 2 upload at loopback speed, as the server
+// sees it: four streams each report every 100 ms, 25 ms apart, and the
+// bytes come in bursts; the client keeps the newest report in each of its
+// 100-ms sampling periods (its record's times in milliseconds) and reads
+// its goodput from those over its window.
+func burstyUpload() (*schemas.Speedtest, []goodput.Sample) {
+	var reports []goodput.Sample
+	var bytes uint64
+	for i := 1; i <= 120; i++ {
+		t := 0.025*float64(i) + 0.0001234*float64(i%7)
+		if i%3 == 0 { // a burst of 40 MB, then little
+			bytes += 40 << 20
+		} else {
+			bytes += 1 << 20
+		}
+		reports = append(reports, goodput.Sample{T: math.Round(t*1e6) / 1e6, Bytes: bytes})
+	}
+	k := &schemas.Speedtest{}
+	var own []goodput.Sample
+	for tick := 0.1; tick <= 3.0; tick += 0.1 {
+		var last goodput.Sample
+		for _, r := range reports {
+			if r.T <= tick {
+				last = r
+			}
+		}
+		if len(own) == 0 || last.T > own[len(own)-1].T {
+			own = append(own, last)
+			k.Upload.Samples = append(k.Upload.Samples, schemas.ThroughputSample{TS: math.Round(last.T*1000) / 1000, Bytes: last.Bytes})
+		}
+	}
+	k.Upload.StopReason = "stable"
+	k.Upload.WindowStartS, k.Upload.WindowEndS = k.Upload.Samples[8].TS, k.Upload.Samples[10].TS
+	k.Upload.GoodputMbps = goodput.Rate(own, own[8].T, own[10].T)
+	k.ServerView = &schemas.SpeedtestServer{BytesReceived: bytes, UploadDurationS: 3}
+	return k, reports
+}
+
+// TestPlausibilityUploadSamplesAreReports: each of the client's upload
+// samples must be one of the server's reports, and its goodput is checked
+// over its own samples. Checked against every report instead, over a
+// window whose ends fall between the reports of other streams, the same
+// honest figure read otherwise (what flagged a loopback upload once the
+// reports were stamped when counted); a sample the server never sent is
+// flagged whatever the goodput.
+func TestPlausibilityUploadSamplesAreReports(t *testing.T) {
+	k, reports := burstyUpload()
+	if got := SpeedtestPlausibility(k, 0, reports); got != "ok" {
+		t.Errorf("honest bursty upload: %q, want ok", got)
+	}
+	// The series as the server kept it before: one report per half
+	// period, another subset of the same reports, reads otherwise over
+	// the window (the case is the one meant).
+	var thinned []goodput.Sample
+	for _, r := range reports {
+		if len(thinned) == 0 || r.T >= thinned[len(thinned)-1].T+0.05 {
+			thinned = append(thinned, r)
+		}
+	}
+	if other := goodput.Rate(thinned, k.Upload.WindowStartS, k.Upload.WindowEndS); plausibleGoodput(k.Upload.GoodputMbps, other) {
+		t.Fatalf("the case is not the one meant: %.1f vs %.1f Mbit/s", k.Upload.GoodputMbps, other)
+	}
+	for _, c := range []struct {
+		name  string
+		forge func(k *schemas.Speedtest)
+	}{
+		{"one sample's bytes raised", func(k *schemas.Speedtest) { k.Upload.Samples[10].Bytes += 1 << 20 }},
+		{"one sample moved in time", func(k *schemas.Speedtest) { k.Upload.Samples[10].TS += 0.002 }},
+		{"a sample added", func(k *schemas.Speedtest) {
+			s := k.Upload.Samples
+			k.Upload.Samples = append(s[:11:11], append([]schemas.ThroughputSample{{TS: s[10].TS + 0.001, Bytes: s[10].Bytes + 1}}, s[11:]...)...)
+		}},
+		{"goodput inflated by half", func(k *schemas.Speedtest) { k.Upload.GoodputMbps *= 1.5 }},
+	} {
+		k, reports := burstyUpload()
+		c.forge(k)
+		if got := SpeedtestPlausibility(k, 0, reports); got != "upload_mismatch" {
+			t.Errorf("%s: %q, want upload_mismatch", c.name, got)
+		}
 	}
 }

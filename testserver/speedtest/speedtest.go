@@ -100,8 +100,10 @@ type view struct {
 }
 
 // maxReports bounds a session's upload report series: a stream lasts at
-// most spec.MaxStream, and one report is kept per half report period.
-const maxReports = 2*int(spec.MaxStream/spec.ReportEvery) + 1
+// most spec.MaxStream and reports every spec.ReportEvery, and a client
+// opens at most 8 streams (twice that is kept; a client that opens more
+// has its later samples unmatched, and its upload flagged).
+const maxReports = 16 * int(spec.MaxStream/spec.ReportEvery)
 
 // span is when a direction first and last moved bytes.
 type span struct{ first, last time.Time }
