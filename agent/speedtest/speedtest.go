@@ -119,6 +119,9 @@ type run struct {
 	addr string
 	// pingPre: methodology 2's ping connection, dialed during negotiation.
 	pingPre <-chan dialed
+	// drain: how long the record waits before it is sent, for the queue
+	// the upload left in the bottleneck to drain (methodology 2, drainOf).
+	drain time.Duration
 }
 
 // Run implements plugin.Measurer. A test that fails after it started
@@ -197,6 +200,15 @@ func (m *Measurer) Run(ctx context.Context, env plugin.Env) (*schemas.Record, er
 	}
 	rec := record()
 	r.progress(plugin.Progress{Phase: "collect"})
+	if r.drain > 0 {
+		t := time.NewTimer(r.drain)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return failed("collect", ctx.Err())
+		case <-t.C:
+		}
+	}
 	merged, err := session.Collect(ctx, r.client, schemas.SpeedtestName, r.base+spec.CollectPath, r.token, rec)
 	if err != nil {
 		return failed("collect", err)

@@ -17,7 +17,7 @@ import (
 )
 
 // Version of the protocol described in spec/speedtest.md.
-const Version = "v2.12.1"
+const Version = "v2.13.0"
 
 // Paths of the protocol.
 const (
