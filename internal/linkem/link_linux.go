@@ -232,6 +232,17 @@ func (l *Link) Stats() (up, down DirStats) {
 	return up, down
 }
 
+// TakeLateMax returns, per direction, the most a packet was written after
+// its time since the previous call (or the start), and starts anew: what
+// a caller reads around one run to know whether the link kept its
+// schedule through it. A write into a TUN device runs the receiving
+// side's TCP in the writer's thread, so a receiver's or a sender's
+// costly moment (a long SACK walk, pruning a large out-of-order queue)
+// delays the link itself.
+func (l *Link) TakeLateMax() (up, down time.Duration) {
+	return time.Duration(l.up.lateMax.Swap(0)), time.Duration(l.down.lateMax.Swap(0))
+}
+
 // overrun is what a side's kernel dropped at its TUN device (tx_dropped in
 // /proc/net/dev): packets the link's reader did not read in time.
 func (l *Link) overrun(s Side) uint64 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"os/exec"
+	"time"
 )
 
 // errLinux is what every call answers where the emulator cannot run.
@@ -23,13 +24,14 @@ func Start(ctx context.Context, cfg Config) (*Link, error) {
 	return nil, errLinux
 }
 
-func (l *Link) Close() error                    { return errLinux }
-func (l *Link) Done() <-chan struct{}           { return nil }
-func (l *Link) Err() error                      { return errLinux }
-func (l *Link) Config() Config                  { return l.cfg }
-func (l *Link) Namespace(s Side) string         { return "" }
-func (l *Link) Stats() (up, down DirStats)      { return }
-func (l *Link) Do(s Side, f func() error) error { return errLinux }
+func (l *Link) Close() error                          { return errLinux }
+func (l *Link) Done() <-chan struct{}                 { return nil }
+func (l *Link) Err() error                            { return errLinux }
+func (l *Link) Config() Config                        { return l.cfg }
+func (l *Link) Namespace(s Side) string               { return "" }
+func (l *Link) Stats() (up, down DirStats)            { return }
+func (l *Link) TakeLateMax() (up, down time.Duration) { return }
+func (l *Link) Do(s Side, f func() error) error       { return errLinux }
 
 func (l *Link) Command(s Side, name string, args ...string) *exec.Cmd {
 	return exec.Command(name, args...)

@@ -41,7 +41,7 @@ type DirStats struct {
 	// Overrun: dropped by the sending side's kernel at its TUN device,
 	// never read by the link (its reader fell behind the device's queue).
 	Overrun           uint64
-	LateMean, LateMax time.Duration // how long after its time a packet was written
+	LateMean, LateMax time.Duration // how long after its time a packet was written (LateMax: since the start or the last Link.TakeLateMax)
 }
 
 // epoch is the origin of clock.
