@@ -104,6 +104,13 @@ func SpeedtestPlausibility(k *schemas.Speedtest, ackedBytes uint64, reports []go
 		up = diff <= float64(sv.BytesReceived)*GoodputTolerance+AckedSlackBytes && -diff <= float64(sv.BytesReceived)*GoodputTolerance+AckedSlackBytes
 	}
 	switch {
+	case u.StopReason != "" && u.GoodputMbps > 0 && u.WindowEndS-u.WindowStartS < MinCheckedWindow:
+		// Any two reports a millisecond apart (two streams') can span a
+		// burst: a window that short vouches for no rate. One sampling
+		// period (100 ms) reads what arrived in it; an agent's shortest
+		// window is a third of a 1.5-s phase, 0.1 s in the tests that
+		// shorten the phases to 0.3 s.
+		up = false
 	case u.StopReason != "" && u.WindowEndS > u.WindowStartS && len(reports) > 1:
 		// Methodology 2: the client computed its goodput over its window
 		// from the server's reports. Each of its samples must be one of
@@ -127,6 +134,15 @@ func SpeedtestPlausibility(k *schemas.Speedtest, ackedBytes uint64, reports []go
 	return Verdict(down, up)
 }
 
+// MinCheckedWindow is the shortest upload window of methodology 2 the
+// cross-check accepts, seconds: about one sampling period.
+const MinCheckedWindow = 0.09
+
+// minSampleGap is the closest two recorded samples can be (the agent
+// keeps the newer of two closer than 10 ms, agent/plugin.AppendSample),
+// less the rounding of their times.
+const minSampleGap = 0.009
+
 // sampleTSSlack is how far a recorded sample's time may be from the
 // report it copies: the record keeps milliseconds, the reports
 // microseconds.
@@ -134,11 +150,15 @@ const sampleTSSlack = 0.0006
 
 // reportedSeries returns the client's upload samples as a series, and
 // whether each is one of the server's reports (the same bytes, at the
-// same time within sampleTSSlack). Both are in time order.
+// same time within sampleTSSlack) at least minSampleGap after the one
+// before. Both are in time order.
 func reportedSeries(samples []schemas.ThroughputSample, reports []goodput.Sample) ([]goodput.Sample, bool) {
 	out := make([]goodput.Sample, 0, len(samples))
 	j := 0
-	for _, smp := range samples {
+	for i, smp := range samples {
+		if i > 0 && smp.TS-samples[i-1].TS < minSampleGap {
+			return nil, false
+		}
 		for j < len(reports) && reports[j].T < smp.TS-sampleTSSlack {
 			j++
 		}

@@ -82,7 +82,7 @@ func burstyUpload() (*schemas.Speedtest, []goodput.Sample) {
 	var bytes uint64
 	for i := 1; i <= 120; i++ {
 		t := 0.025*float64(i) + 0.0001234*float64(i%7)
-		if i%3 == 0 { // a burst of 40 MB, then little
+		if i%8 == 0 { // a burst of 40 MB, then little
 			bytes += 40 << 20
 		} else {
 			bytes += 1 << 20
@@ -104,8 +104,8 @@ func burstyUpload() (*schemas.Speedtest, []goodput.Sample) {
 		}
 	}
 	k.Upload.StopReason = "stable"
-	k.Upload.WindowStartS, k.Upload.WindowEndS = k.Upload.Samples[8].TS, k.Upload.Samples[10].TS
-	k.Upload.GoodputMbps = goodput.Rate(own, own[8].T, own[10].T)
+	k.Upload.WindowStartS, k.Upload.WindowEndS = k.Upload.Samples[9].TS, k.Upload.Samples[13].TS
+	k.Upload.GoodputMbps = goodput.Rate(own, own[9].T, own[13].T)
 	k.ServerView = &schemas.SpeedtestServer{BytesReceived: bytes, UploadDurationS: 3}
 	return k, reports
 }
@@ -145,6 +145,13 @@ func TestPlausibilityUploadSamplesAreReports(t *testing.T) {
 			k.Upload.Samples = append(s[:11:11], append([]schemas.ThroughputSample{{TS: s[10].TS + 0.001, Bytes: s[10].Bytes + 1}}, s[11:]...)...)
 		}},
 		{"goodput inflated by half", func(k *schemas.Speedtest) { k.Upload.GoodputMbps *= 1.5 }},
+		{"two samples 1 ms apart", func(k *schemas.Speedtest) {
+			s := k.Upload.Samples
+			k.Upload.Samples = append(s[:11:11], append([]schemas.ThroughputSample{{TS: s[10].TS + 0.001, Bytes: s[10].Bytes}}, s[11:]...)...)
+		}},
+		{"a window of 50 ms", func(k *schemas.Speedtest) {
+			k.Upload.WindowEndS = k.Upload.WindowStartS + 0.05
+		}},
 	} {
 		k, reports := burstyUpload()
 		c.forge(k)

@@ -184,7 +184,13 @@ func (r *run) runV2(ctx context.Context, start time.Time, keys *schemas.Speedtes
 	if keys.Upload, err = r.phaseV2(ctx, "upload", rtt, capOf(1, reserve), initial, pg, ulPre); err != nil {
 		return "upload", err
 	}
-	r.drain = drainOf(queueOf(keys.Upload, keys.RTTMinMS, rtt))
+	if keys.Upload.LoadedRTTMedianMS > 0 { // no loaded ping, no queue to wait for
+		// Never past the budget: the collect's own round trips, bytes
+		// and work stay (the reserve was computed from the download's
+		// queue, and an uplink often queues longer).
+		left := time.Until(deadline) - collectReserve(rtt, 0, keys.Upload.GoodputMbps)
+		r.drain = max(min(drainOf(queueOf(keys.Upload, keys.RTTMinMS, rtt)), left), 0)
+	}
 	return "", nil
 }
 
@@ -197,8 +203,8 @@ const maxDrain = 2 * time.Second
 // again after a retransmission timeout. At 1 Mbit/s and 300 ms (a median
 // queue of 0.28 s) the collect took 1.6 s in 7 runs of 9; waiting the
 // median lost the record's last segment in 2 runs of 8 (the queue is full
-// at the end, above its median): it waits half as much again. The wait is
-// within the collect's reserve (collectReserve keeps twice the queue).
+// at the end, above its median): it waits half as much again. The caller
+// keeps the wait within the budget, after the collect's own needs.
 func drainOf(queue float64) time.Duration {
 	return min(time.Duration(1.5*queue*float64(time.Second)), maxDrain)
 }

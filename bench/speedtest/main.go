@@ -282,11 +282,14 @@ type cellResult struct {
 	IperfUpIvs    []float64 `json:"iperf_up_intervals,omitempty"`
 	// The link's lateness through the reference's run kept (ms), and the
 	// iperf3 runs made per direction (-max-late).
-	IperfDownLateMS float64             `json:"iperf_down_late_ms,omitempty"`
-	IperfUpLateMS   float64             `json:"iperf_up_late_ms,omitempty"`
-	IperfDownRuns   int                 `json:"iperf_down_runs,omitempty"`
-	IperfUpRuns     int                 `json:"iperf_up_runs,omitempty"`
-	Tools           map[string]measured `json:"tools"`
+	IperfDownLateMS float64 `json:"iperf_down_late_ms,omitempty"`
+	IperfUpLateMS   float64 `json:"iperf_up_late_ms,omitempty"`
+	IperfDownRuns   int     `json:"iperf_down_runs,omitempty"`
+	IperfUpRuns     int     `json:"iperf_up_runs,omitempty"`
+	// -max-late (ms; 0: off) and -late-tries of the run.
+	MaxLateMS float64             `json:"max_late_ms,omitempty"`
+	LateTries int                 `json:"late_tries,omitempty"`
+	Tools     map[string]measured `json:"tools"`
 	// The run's conditions, for the merged table's header.
 	Load         string `json:"load"`
 	Started      string `json:"started"`
@@ -465,6 +468,9 @@ func mergeFiles(files []string) (bool, error) {
 			}
 			o.queue, o.realtime, o.iperfStreams, o.iperfTime = r.QueueOpt, r.Realtime, r.IperfStreams, r.IperfTime
 			linkbench.Priority = r.Chrt
+			if r.MaxLateMS > 0 { // the run's own, not today's flags
+				o.maxLate, o.lateTries = time.Duration(r.MaxLateMS*float64(time.Millisecond)), r.LateTries
+			}
 		}
 	}
 	if len(rs) == 0 {
@@ -500,7 +506,8 @@ func mergeFiles(files []string) (bool, error) {
 
 func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 	r := cellResult{Rate: rate, RTT: rtt, Loss: loss, Tools: map[string]measured{}, Load: loadAvg(), Started: time.Now().UTC().Format(time.RFC3339),
-		QueueOpt: o.queue, Realtime: o.realtime, Chrt: linkbench.Priority, IperfStreams: o.iperfStreams, IperfTime: o.iperfTime}
+		QueueOpt: o.queue, Realtime: o.realtime, Chrt: linkbench.Priority, IperfStreams: o.iperfStreams, IperfTime: o.iperfTime,
+		MaxLateMS: ms(o.maxLate), LateTries: o.lateTries}
 	l, err := cellLink(o, rate, rtt, loss, o.queue)
 	if err != nil {
 		return r, err
@@ -528,7 +535,7 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 		name := fmt.Sprintf("speedtest v%d", m)
 		r.Tools[name] = ourTestOnTime(o, l, "speedtest", m, tag, name, progress)
 		up, down := l.Stats()
-		progress(fmt.Sprintf("%s %+v (link so far: late max up %v down %v, dropped up %d down %d, overrun up %d down %d)", name, r.Tools[name], up.LateMax, down.LateMax, up.Dropped, down.Dropped, up.Overrun, down.Overrun))
+		progress(fmt.Sprintf("%s %+v (link so far: dropped up %d down %d, overrun up %d down %d)", name, r.Tools[name], up.Dropped, down.Dropped, up.Overrun, down.Overrun))
 	}
 	r.IperfDownP, r.IperfUpP = o.iperfStreams, o.iperfStreams
 	if o.iperfStreams == 0 {
@@ -579,7 +586,7 @@ func onTime[T any](o *options, l *linkem.Link, what string, progress func(string
 		v := f()
 		up, down := l.TakeLateMax()
 		late := max(up, down)
-		if late <= o.maxLate || try >= o.lateTries {
+		if o.maxLate <= 0 || late <= o.maxLate || try >= o.lateTries {
 			return v, late, try
 		}
 		progress(fmt.Sprintf("%s: the link wrote a packet %v late (up %v, down %v): run again", what, late.Round(time.Millisecond), up.Round(time.Millisecond), down.Round(time.Millisecond)))
@@ -790,8 +797,14 @@ func report(o *options, rs []cellResult, took time.Duration, load0 string) bool 
 	case o.iperfStreams == 0:
 		streams = fmt.Sprintf("with as many streams as %s used connections in the cell and direction (×P)", goalTool)
 	}
-	fmt.Printf("\nSpeedtest accuracy in the link emulator (internal/linkem; queue %s; link threads SCHED_FIFO %d; every tool under chrt -f %d; tcp_rmem/tcp_wmem max 32 MB in both namespaces). Reference: iperf3 %s, %d s after its --omit of the ramp-up (ceil(2 s + 10 RTT) unless -iperf-omit), the receiver's mean goodput over its 1-s intervals (last left out), the machine's congestion control (%s) for every tool. Payload: the link's capacity for TCP payload, rate × 1448/1500. Cells: error vs iperf3, then the tool's whole time (process start to result). %d cells in %.0f min; load average %s at the start, %s at the end, on a 2-CPU machine shared with other engineers' work.\n\n",
-		queueDesc(o.queue), o.realtime, linkbench.Priority, streams, o.iperfTime, linkbench.CongestionControl(), len(rs), took.Minutes(), load0, loadAvg())
+	sched := func(prio int) string {
+		if prio <= 0 {
+			return "ordinary scheduling"
+		}
+		return fmt.Sprintf("SCHED_FIFO %d", prio)
+	}
+	fmt.Printf("\nSpeedtest accuracy in the link emulator (internal/linkem; queue %s; link threads: %s; every tool: %s; tcp_rmem/tcp_wmem max 32 MB in both namespaces). Reference: iperf3 %s, %d s after its --omit of the ramp-up (ceil(2 s + 10 RTT) unless -iperf-omit), the receiver's mean goodput over its 1-s intervals (last left out), the machine's congestion control (%s) for every tool. Payload: the link's capacity for TCP payload, rate × 1448/1500. Cells: error vs iperf3, then the tool's whole time (process start to result). %d cells in %.0f min; load average %s at the start, %s at the end, on a 2-CPU machine shared with other engineers' work.\n\n",
+		queueDesc(o.queue), sched(o.realtime), sched(linkbench.Priority), streams, o.iperfTime, linkbench.CongestionControl(), len(rs), took.Minutes(), load0, loadAvg())
 	if o.skipIperf {
 		fmt.Printf("NO iperf3 (-skip-iperf): its column and the errors are against the payload capacity.\n\n")
 	}

@@ -87,7 +87,11 @@ type Config struct {
 	// Realtime, from 1 to 99, runs the link's threads under SCHED_FIFO at
 	// that priority, so that a loaded machine delays packets less (they
 	// sleep in ppoll between packets; the receiver's TCP/IP stack also runs
-	// in them). 0: ordinary scheduling.
+	// in them). 0: ordinary scheduling. At high rates it does the
+	// opposite: the kernel's deferred network work (ksoftirqd, ordinary
+	// scheduling) waits behind these threads, and at 200 Mbit/s the link
+	// wrote packets 148 to 491 ms late in 5 of 6 15-s iperf3 runs (3.1 to
+	// 8.2 ms without; README.md). Link.TakeLateMax tells.
 	Realtime int
 }
 
