@@ -25,6 +25,12 @@ const (
 	MaxThroughputSamples = 512
 )
 
+// MinSampleGapS is the shortest interval, seconds, between two throughput
+// samples of a record: a client keeps the newer of two closer ones
+// (agent/plugin.AppendSample), and the server's cross-check of the
+// speedtest's upload (testserver) expects no closer pair.
+const MinSampleGapS = 0.010
+
 // Speedtest is the record of the speedtest: latency (connect time and HEAD
 // round trips), download and upload goodput measured at the receiver, and
 // the server's own view of the same test.

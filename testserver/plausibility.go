@@ -138,10 +138,10 @@ func SpeedtestPlausibility(k *schemas.Speedtest, ackedBytes uint64, reports []go
 // cross-check accepts, seconds: about one sampling period.
 const MinCheckedWindow = 0.09
 
-// minSampleGap is the closest two recorded samples can be (the agent
-// keeps the newer of two closer than 10 ms, agent/plugin.AppendSample),
-// less the rounding of their times.
-const minSampleGap = 0.009
+// minSampleGap is the closest two recorded samples can be
+// (schemas.MinSampleGapS), less a millisecond for the rounding of their
+// times.
+const minSampleGap = schemas.MinSampleGapS - 0.001
 
 // sampleTSSlack is how far a recorded sample's time may be from the
 // report it copies: the record keeps milliseconds, the reports

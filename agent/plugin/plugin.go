@@ -81,7 +81,7 @@ func (env Env) Envelope(test, testVersion, uid string, start time.Time) schemas.
 // computed over: a sample microseconds after the previous one (the last one
 // of a phase, or counters that arrive bunched) would read a megabyte as
 // Tbit/s. Such a sample replaces the previous one instead.
-const minSampleGap = 0.010
+const minSampleGap = schemas.MinSampleGapS
 
 // AppendSample appends to samples the sample of a cumulative byte counter
 // at t seconds since the phase started (rounded to the millisecond), with
