@@ -533,7 +533,7 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 	// streams as the newest methodology used connections.
 	for _, m := range o.methods {
 		name := fmt.Sprintf("speedtest v%d", m)
-		r.Tools[name] = ourTestOnTime(o, l, "speedtest", m, tag, name, progress)
+		r.Tools[name] = toolOnTime(o, l, name, progress, func() measured { return ourTest(o, l, "speedtest", m, tag) })
 		up, down := l.Stats()
 		progress(fmt.Sprintf("%s %+v (link so far: dropped up %d down %d, overrun up %d down %d)", name, r.Tools[name], up.Dropped, down.Dropped, up.Overrun, down.Overrun))
 	}
@@ -554,13 +554,11 @@ func cell(o *options, rate, rtt, loss float64) (cellResult, error) {
 		return r, err
 	}
 	if !o.skipNDT7 {
-		r.Tools["our ndt7"] = ourTestOnTime(o, l, "ndt7", 0, tag, "our ndt7", progress)
+		r.Tools["our ndt7"] = toolOnTime(o, l, "our ndt7", progress, func() measured { return ourTest(o, l, "ndt7", 0, tag) })
 		progress(fmt.Sprintf("our ndt7 %+v", r.Tools["our ndt7"]))
 	}
 	if o.mlabServer != "" {
-		m, late, runs := onTime(o, l, "M-Lab ndt7", progress, func() measured { return mlabTest(o, l) })
-		m.LateMS, m.Runs = ms(late), runs
-		r.Tools["M-Lab ndt7"] = m
+		r.Tools["M-Lab ndt7"] = toolOnTime(o, l, "M-Lab ndt7", progress, func() measured { return mlabTest(o, l) })
 		progress(fmt.Sprintf("M-Lab ndt7 %+v", r.Tools["M-Lab ndt7"]))
 	}
 	return r, nil
@@ -593,9 +591,10 @@ func onTime[T any](o *options, l *linkem.Link, what string, progress func(string
 	}
 }
 
-// ourTestOnTime is ourTest under onTime.
-func ourTestOnTime(o *options, l *linkem.Link, test string, method int, tag, name string, progress func(string)) measured {
-	m, late, runs := onTime(o, l, name, progress, func() measured { return ourTest(o, l, test, method, tag) })
+// toolOnTime runs a tool under onTime and keeps in its result the link's
+// lateness through the run kept and the runs made.
+func toolOnTime(o *options, l *linkem.Link, name string, progress func(string), run func() measured) measured {
+	m, late, runs := onTime(o, l, name, progress, run)
 	m.LateMS, m.Runs = ms(late), runs
 	return m
 }
