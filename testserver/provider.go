@@ -73,6 +73,20 @@ type Env struct {
 	Settings Settings
 }
 
+// WithDefaults returns e with what a provider may be given unset filled
+// in: a logger that discards and a byte counter that counts nothing.
+// Providers embed the Env they were made with, so their Negotiator, Logger
+// and OnBytes are the service's.
+func (e Env) WithDefaults() Env {
+	if e.Logger == nil {
+		e.Logger = slog.New(slog.DiscardHandler)
+	}
+	if e.OnBytes == nil {
+		e.OnBytes = func(int64, int64) {}
+	}
+	return e
+}
+
 // Settings of particular tests, from the command line.
 type Settings struct {
 	// NDT7Duration is the length of each ndt7 subtest (0: the
@@ -136,7 +150,13 @@ func CollectHandler(p Provider, env Env, forward func(*schemas.Record) error) ht
 	})
 }
 
-// WrongTest is the refusal of a record of another test at a collect path.
-func WrongTest(want ...string) error {
-	return Refuse(http.StatusBadRequest, "test_name must be %s", strings.Join(want, " or "))
+// KeysOf is what a provider's Merge starts with: the record's test keys
+// as the provider's type K, or the refusal (400) of a record of another
+// test at its collect path, naming the tests the path takes.
+func KeysOf[K any](rec *schemas.Record, names ...string) (K, error) {
+	keys, ok := rec.TestKeys.(K)
+	if !ok {
+		return keys, Refuse(http.StatusBadRequest, "test_name must be %s", strings.Join(names, " or "))
+	}
+	return keys, nil
 }

@@ -15,7 +15,7 @@ import (
 // EMFILE; the loop backs off and serves the connection once a descriptor is
 // free again, instead of ending for good.
 func TestAcceptSurvivesEMFILE(t *testing.T) {
-	p := NewProvider(Provider{Negotiator: testserver.NewNegotiator(testserver.NegotiatorConfig{})})
+	p := NewProvider(Provider{Env: testserver.Env{Negotiator: testserver.NewNegotiator(testserver.NegotiatorConfig{})}})
 	if err := p.Listen("127.0.0.1:0", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}

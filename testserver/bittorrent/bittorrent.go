@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -32,10 +31,7 @@ import (
 
 // Provider serves the BitTorrent test.
 type Provider struct {
-	Negotiator *testserver.Negotiator
-	Logger     *slog.Logger
-	// OnBytes counts payload bytes sent and received, for metrics.
-	OnBytes func(sent, received int64)
+	testserver.Env
 
 	st *state
 }
@@ -95,7 +91,7 @@ func New(env testserver.Env) (testserver.Provider, error) {
 	if set.BitTorrentListen == "" && set.NeutralListen == "" {
 		return nil, testserver.ErrNotOffered
 	}
-	p := NewProvider(Provider{Negotiator: env.Negotiator, Logger: env.Logger, OnBytes: env.OnBytes})
+	p := NewProvider(Provider{Env: env})
 	if err := p.ListenAddrs(Addrs{BitTorrent: set.BitTorrentListen, Neutral: set.NeutralListen, Web: set.WebListen, Hosts: set.BitTorrentHosts}); err != nil {
 		return nil, err
 	}
@@ -111,12 +107,7 @@ func (p *Provider) Spec() testserver.Spec {
 
 // NewProvider returns a provider; Listen starts its raw listeners.
 func NewProvider(p Provider) *Provider {
-	if p.Logger == nil {
-		p.Logger = slog.New(slog.DiscardHandler)
-	}
-	if p.OnBytes == nil {
-		p.OnBytes = func(int64, int64) {}
-	}
+	p.Env = p.Env.WithDefaults()
 	p.st = &state{peerID: wire.PeerID()}
 	p.st.raw.Name, p.st.raw.Logger = schemas.BitTorrentName, p.Logger
 	return &p
@@ -366,9 +357,9 @@ func (p *Provider) flow(c net.Conn, role string, hostIndex int) error {
 // client could only count what it wrote) and the server's view into the
 // record, and recomputes the comparisons.
 func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
-	keys, ok := rec.TestKeys.(*schemas.BitTorrent)
-	if !ok {
-		return testserver.WrongTest(schemas.BitTorrentName)
+	keys, err := testserver.KeysOf[*schemas.BitTorrent](rec, schemas.BitTorrentName)
+	if err != nil {
+		return err
 	}
 	p.merge(keys, s)
 	rec.Server.Plausibility = testserver.BitTorrentPlausibility(keys)

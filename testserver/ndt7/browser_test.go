@@ -10,7 +10,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/browsertest"
 	spec "github.com/neubot/neubot/proto/ndt7"
@@ -28,7 +27,7 @@ func TestBrowser(t *testing.T) {
 	if _, err := os.Stat("static/vendor/ndt7.js"); err != nil {
 		t.Fatalf("the ndt7 JavaScript client is not installed (%v): run scripts/setup", err)
 	}
-	col := collectortest.New(t, collector.Config{})
+	col := collectortest.Start(t)
 	_, base := servicetest.Start(t, service.Config{CollectorURL: col.Server.URL, NDT7Duration: time.Second})
 	// Anything the page logs as an error (a script exception, a resource
 	// that failed, a Content-Security-Policy violation) fails the test.

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -35,12 +34,7 @@ import (
 
 // Provider serves ndt7.
 type Provider struct {
-	Negotiator *testserver.Negotiator
-	ServerID   string
-	Version    string
-	Logger     *slog.Logger
-	// OnBytes counts payload bytes sent and received, for metrics.
-	OnBytes func(sent, received int64)
+	testserver.Env
 	// OnSubtest is told of every finished subtest, for metrics: its kind
 	// (download, upload), whether it ended normally and whether it ran
 	// under a token.
@@ -70,8 +64,7 @@ func New(env testserver.Env) (testserver.Provider, error) {
 		}
 	}
 	return NewProvider(Provider{
-		Negotiator: env.Negotiator, ServerID: env.ServerID, Version: env.Version, Logger: env.Logger, OnBytes: env.OnBytes,
-		Duration: env.Settings.NDT7Duration, AllowUntokened: env.Settings.NDT7AllowUntokened,
+		Env: env, Duration: env.Settings.NDT7Duration, AllowUntokened: env.Settings.NDT7AllowUntokened,
 		OnSubtest: func(kind string, ok, tokened bool) {
 			result, access := "ok", "token"
 			if !ok {
@@ -98,12 +91,7 @@ func (p *Provider) Close() error { return nil }
 
 // NewProvider returns a provider ready to serve.
 func NewProvider(p Provider) *Provider {
-	if p.Logger == nil {
-		p.Logger = slog.New(slog.DiscardHandler)
-	}
-	if p.OnBytes == nil {
-		p.OnBytes = func(int64, int64) {}
-	}
+	p.Env = p.Env.WithDefaults()
 	if p.OnSubtest == nil {
 		p.OnSubtest = func(string, bool, bool) {}
 	}
@@ -554,9 +542,9 @@ func (p *Provider) locate(w http.ResponseWriter, r *http.Request) {
 // may post as soon as it saw the server close the upload, before the
 // handler stored it), then puts them into the client's record.
 func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
-	keys, ok := rec.TestKeys.(*schemas.NDT7)
-	if !ok {
-		return testserver.WrongTest(schemas.NDT7Name, schemas.NDT7BrowserName)
+	keys, err := testserver.KeysOf[*schemas.NDT7](rec, schemas.NDT7Name, schemas.NDT7BrowserName)
+	if err != nil {
+		return err
 	}
 	v := viewOf(s)
 	v.mu.Lock()

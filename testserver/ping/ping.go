@@ -128,9 +128,9 @@ func (p *Provider) echo(w http.ResponseWriter, r *http.Request) {
 
 // Merge puts the server's view into the client's record.
 func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
-	keys, ok := rec.TestKeys.(*schemas.Ping)
-	if !ok {
-		return testserver.WrongTest(schemas.PingName)
+	keys, err := testserver.KeysOf[*schemas.Ping](rec, schemas.PingName)
+	if err != nil {
+		return err
 	}
 	v := s.View(func() any { return &view{} }).(*view)
 	v.settle(settleWait)

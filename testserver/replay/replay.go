@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -29,9 +28,7 @@ import (
 
 // Provider serves the replay test.
 type Provider struct {
-	Negotiator *testserver.Negotiator
-	Logger     *slog.Logger
-	OnBytes    func(sent, received int64)
+	testserver.Env
 
 	keys testserver.FlowKeys[trace.Key]
 	mu   sync.Mutex // guards l
@@ -69,7 +66,7 @@ func New(env testserver.Env) (testserver.Provider, error) {
 	if env.Settings.ReplayListen == "" {
 		return nil, testserver.ErrNotOffered
 	}
-	p := NewProvider(&Provider{Negotiator: env.Negotiator, Logger: env.Logger, OnBytes: env.OnBytes})
+	p := NewProvider(&Provider{Env: env})
 	if err := p.Listen(env.Settings.ReplayListen); err != nil {
 		return nil, err
 	}
@@ -84,12 +81,7 @@ func (p *Provider) Spec() testserver.Spec {
 
 // NewProvider returns a provider; Listen starts its listener.
 func NewProvider(p *Provider) *Provider {
-	if p.Logger == nil {
-		p.Logger = slog.New(slog.DiscardHandler)
-	}
-	if p.OnBytes == nil {
-		p.OnBytes = func(int64, int64) {}
-	}
+	p.Env = p.Env.WithDefaults()
 	p.raw.Name, p.raw.Logger = schemas.ReplayName, p.Logger
 	return p
 }
@@ -222,9 +214,9 @@ func (p *Provider) flow(c net.Conn) error {
 // Merge puts the server's samples of every flow, its failures and its view
 // into the record, and recomputes the comparison.
 func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
-	keys, ok := rec.TestKeys.(*schemas.Replay)
-	if !ok {
-		return testserver.WrongTest(schemas.ReplayName)
+	keys, err := testserver.KeysOf[*schemas.Replay](rec, schemas.ReplayName)
+	if err != nil {
+		return err
 	}
 	v := viewOf(s)
 	done := make(chan struct{})

@@ -15,9 +15,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/plugin/plugintest"
 	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/agent/speedtest/speedtesttest"
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/internal/webtest"
@@ -33,9 +33,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(localchtest.MainNoLeaks(m)) }
 
-func env(url string) plugin.Env {
-	return plugin.Env{ServerURL: url, AgentID: uuid.NewString(), Consent: schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}}
-}
+var env = plugintest.Env
 
 // queueCfg is speedtesttest.Quick with room for the phases under load: ten
 // agents on a loaded machine may see a phase's samples come late, and a
@@ -199,7 +197,7 @@ func TestRangeAndRateLimit(t *testing.T) {
 // exactly one record per test, with the server's view merged in, even when
 // the agent also submits its own copy.
 func TestEndToEnd(t *testing.T) {
-	col := collectortest.New(t, collector.Config{})
+	col := collectortest.Start(t)
 	_, url := servicetest.Start(t, service.Config{CollectorURL: col.Server.URL})
 	var uids []string
 	for i := 0; i < 3; i++ {

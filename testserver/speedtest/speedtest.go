@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -28,10 +27,7 @@ import (
 
 // Provider serves the speedtest's endpoints.
 type Provider struct {
-	Negotiator *testserver.Negotiator
-	Logger     *slog.Logger
-	// Counters, for metrics: payload bytes sent and received.
-	OnBytes func(sent, received int64)
+	testserver.Env
 
 	data []byte
 }
@@ -42,7 +38,7 @@ const dataSize = 8 << 20
 
 // New is the speedtest's constructor in testserver/registry.
 func New(env testserver.Env) (testserver.Provider, error) {
-	return NewProvider(Provider{Negotiator: env.Negotiator, Logger: env.Logger, OnBytes: env.OnBytes}), nil
+	return NewProvider(Provider{Env: env}), nil
 }
 
 // Spec names the test and its negotiate and collect paths.
@@ -60,12 +56,7 @@ func NewProvider(p Provider) *Provider {
 	if _, err := rand.Read(p.data); err != nil {
 		panic("speedtest: no randomness: " + err.Error())
 	}
-	if p.Logger == nil {
-		p.Logger = slog.New(slog.DiscardHandler)
-	}
-	if p.OnBytes == nil {
-		p.OnBytes = func(int64, int64) {}
-	}
+	p.Env = p.Env.WithDefaults()
 	return &p
 }
 
@@ -334,9 +325,9 @@ func (p *Provider) receive(r io.Reader, v *view, st *ulStream, after func(int64)
 // Merge puts the server's view of the test (bytes, timing, TCP_INFO) into
 // the client's record.
 func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
-	keys, ok := rec.TestKeys.(*schemas.Speedtest)
-	if !ok {
-		return testserver.WrongTest(schemas.SpeedtestName)
+	keys, err := testserver.KeysOf[*schemas.Speedtest](rec, schemas.SpeedtestName)
+	if err != nil {
+		return err
 	}
 	acked, reports := p.merge(keys, s)
 	rec.Server.Plausibility = testserver.SpeedtestPlausibility(keys, acked, reports)
