@@ -12,11 +12,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	metricsreg "github.com/neubot/neubot/internal/metrics"
 	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/rendezvous"
 	"github.com/neubot/neubot/schemas"
@@ -351,18 +353,14 @@ func TestRegistrationExpiry(t *testing.T) {
 	}
 	gauge := func() string {
 		t.Helper()
-		resp, err := http.Get(srv.URL + "/metrics")
+		v, found, err := metricsreg.Scrape(srv.URL, `neubot_collector_test_servers{test="speedtest"}`)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-		for line := range strings.Lines(string(b)) {
-			if strings.HasPrefix(line, `neubot_collector_test_servers{test="speedtest"}`) {
-				return strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:])
-			}
+		if !found {
+			return "absent"
 		}
-		return "absent"
+		return strconv.FormatFloat(v, 'g', -1, 64)
 	}
 
 	register(t, srv.URL, registration("a", 0, 0, 1))

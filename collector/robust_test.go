@@ -22,6 +22,7 @@ import (
 
 	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
+	metricsreg "github.com/neubot/neubot/internal/metrics"
 	"github.com/neubot/neubot/internal/spool"
 	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/ingest"
@@ -251,7 +252,7 @@ func TestStartTimeWindowAndPartitions(t *testing.T) {
 		t.Fatalf("%v inserts for 101 months with 10 a block", n)
 	}
 
-	d := collectortest.New(t, collector.Config{})
+	d := collectortest.Start(t)
 	old := schemastest.Speedtest(rng, now.Add(-500*24*time.Hour), "151.5.10.20", 20)
 	code, resp := post(t, d.Server.URL, append(schemastest.Line(old), '\n'))
 	if code != http.StatusBadRequest || len(resp.Rejected) != 1 || resp.Rejected[0].Field != "start_time" {
@@ -259,25 +260,15 @@ func TestStartTimeWindowAndPartitions(t *testing.T) {
 	}
 }
 
-// metric reads one unlabelled counter of the collector's /metrics, or the
-// sum of its labelled series.
-func metric(t *testing.T, url, name string) float64 {
+// metric reads a series of the collector's /metrics (metrics.Scrape): 0
+// when absent.
+func metric(t *testing.T, url, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(url + "/metrics")
+	v, _, err := metricsreg.Scrape(url, series)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var sum float64
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
-			var v float64
-			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
-			sum += v
-		}
-	}
-	return sum
+	return v
 }
 
 // TestDeadLettersIntact: rows that ClickHouse refuses for good (here a
@@ -475,7 +466,7 @@ func TestLateCopyChangesNothing(t *testing.T) {
 // validation: a formula in agent.software or server.id is refused with
 // its field.
 func TestFormulaRefused(t *testing.T) {
-	c := collectortest.New(t, collector.Config{})
+	c := collectortest.Start(t)
 	rng := rand.New(rand.NewPCG(7, 9))
 	a := schemastest.Speedtest(rng, time.Now().Add(-time.Hour), "151.5.10.20", 20)
 	a.Agent.Software = `=HYPERLINK("http://x")`

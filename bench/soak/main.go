@@ -53,6 +53,7 @@ import (
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/internal/metrics"
 	"github.com/neubot/neubot/internal/process"
 	"github.com/neubot/neubot/proto/ingest"
 	spec "github.com/neubot/neubot/proto/speedtest"
@@ -612,21 +613,11 @@ func gzipBomb(n int) []byte {
 
 // spoolRecords reads the collector's neubot_collector_spool_records.
 func spoolRecords(collectorURL string) (float64, error) {
-	resp, err := http.Get(collectorURL + "/metrics")
-	if err != nil {
-		return 0, err
+	v, found, err := metrics.Scrape(collectorURL, "neubot_collector_spool_records")
+	if err == nil && !found {
+		err = errors.New("no neubot_collector_spool_records in /metrics")
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "neubot_collector_spool_records "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return 0, errors.New("no neubot_collector_spool_records in /metrics")
+	return v, err
 }
 
 // phase is the collector's histogram of one phase of the acknowledged

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,6 +21,7 @@ import (
 	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
 	"github.com/neubot/neubot/internal/localch/localchtest"
+	"github.com/neubot/neubot/internal/metrics"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -113,22 +112,14 @@ func (p *collectorProc) kill() {
 	<-p.exited
 }
 
-// metric reads one sample of the collector's /metrics; -1 when unreachable.
-func metric(url, name string) float64 {
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
+// metric reads a series of the collector's /metrics (metrics.Scrape); -1
+// when the collector does not answer or has none.
+func metric(url, series string) float64 {
+	v, found, err := metrics.Scrape(url, series)
+	if err != nil || !found {
 		return -1
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
-	sc.Buffer(make([]byte, 64<<10), 64<<10)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return -1
+	return v
 }
 
 // TestZeroLoss: concurrent clients submit 100,000 records while the
