@@ -323,7 +323,7 @@ func (s *switchable) up(t *testing.T) {
 // until the test brings it up, and taken down when the test ends.
 func downCollector(t *testing.T) (*collectortest.Collector, *switchable) {
 	t.Helper()
-	col := collectortest.New(t, collector.Config{})
+	col := collectortest.Start(t)
 	sw := &switchable{addr: looptest.ClosedAddr(t).String(), h: col.Handler()}
 	t.Cleanup(sw.down)
 	return col, sw

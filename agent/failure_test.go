@@ -12,7 +12,6 @@ import (
 	"github.com/neubot/neubot/agent"
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/agent/speedtest"
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/schemas"
 )
@@ -97,7 +96,7 @@ func (k *killable) kill() {
 // failure's code and phase, uploads it through the real collector, and it
 // is in ClickHouse, with no goodput.
 func TestFailureRecordReachesClickHouse(t *testing.T) {
-	col := collectortest.New(t, collector.Config{})
+	col := collectortest.Start(t)
 	server := testServer(t)
 	// Negotiation, pings and a few MB of download pass, then the "kill".
 	k := newKillable(t, server[len("http://"):], 4<<20)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/analytics/simulate"
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/stats"
 	"github.com/neubot/neubot/schemas"
@@ -23,7 +22,7 @@ import (
 // ISP's agents, and exactly the tests that the paper's goodset rule
 // implies.
 func TestGolden(t *testing.T) {
-	col := collectortest.New(t, collector.Config{})
+	col := collectortest.Start(t)
 	start := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -2)
 	fleet, err := simulate.NewFleet(simulate.Config{Agents: 600, Start: start, Days: 2, TestsPerAgentDay: 8, Seed: 2011, IPDB: collectortest.IPDB(t)})
 	if err != nil {

@@ -68,7 +68,7 @@ func rows(t testing.TB, c *collectortest.Collector) []row {
 // lines. The invalid ones come back with their line numbers and field
 // paths; the valid ones are in ClickHouse exactly once, annotated.
 func TestIngestMixed(t *testing.T) {
-	c := collectortest.New(t, collector.Config{})
+	c := collectortest.Start(t)
 	body, err := os.ReadFile("testdata/mixed.ndjson")
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +191,7 @@ func TestIngestStatusCodes(t *testing.T) {
 // server's merged copy of one measurement, signed by the enrolled server,
 // are stored once, as the server's, whichever arrives first.
 func TestAuthoritativeCopyWins(t *testing.T) {
-	c := collectortest.New(t, collector.Config{})
+	c := collectortest.Start(t)
 	rng := rand.New(rand.NewPCG(9, 9))
 	for _, serverFirst := range []bool{true, false} {
 		rec := schemastest.Speedtest(rng, time.Now().Add(-time.Minute), "8.8.8.8", 50)
@@ -223,7 +223,7 @@ func TestAuthoritativeCopyWins(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	c := collectortest.New(t, collector.Config{})
+	c := collectortest.Start(t)
 	post(t, c.Server.URL, genBody(5, 11))
 	post(t, c.Server.URL, []byte("{}\n"))
 	c.WaitLoaded(t, 30*time.Second)
@@ -310,7 +310,7 @@ func FuzzIngest(f *testing.F) {
 // holds one valid record (line 1) and one bad line (line 2). The bad line
 // is refused with a 400 naming it; the valid record is stored.
 func TestBadBodies(t *testing.T) {
-	c := collectortest.New(t, collector.Config{})
+	c := collectortest.Start(t)
 	files, _ := filepath.Glob("testdata/bad/*.ndjson")
 	if len(files) < 4 {
 		t.Fatalf("testdata/bad holds %d files", len(files))

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -18,7 +17,7 @@ import (
 // name goes to its own table, the copies collapse into the server's, and
 // the browser's address is annotated like any other.
 func TestIngestNDT7(t *testing.T) {
-	c := collectortest.New(t, collector.Config{})
+	c := collectortest.Start(t)
 	rng := rand.New(rand.NewPCG(4, 4))
 	merged := schemastest.NDT7(rng, schemas.NDT7Name, time.Now().Add(-time.Hour), "151.5.10.20", 40)
 	// The client's copy: another download figure, no server view, no

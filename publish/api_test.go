@@ -18,7 +18,6 @@ import (
 	"github.com/neubot/neubot/agent/speedtest/speedtesttest"
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/analytics/simulate"
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/proto/publicapi"
@@ -43,7 +42,7 @@ func (v viaProxy) RoundTrip(r *http.Request) (*http.Response, error) {
 // collector and the analytics job) served by the API; the agent finds its
 // provider and puts its own results against the provider's.
 func TestDistributionsAndComparison(t *testing.T) {
-	col := collectortest.New(t, collector.Config{})
+	col := collectortest.Start(t)
 	fleet, err := simulate.NewFleet(simulate.Config{Agents: 200, Days: 2, TestsPerAgentDay: 8, Seed: 7, IPDB: collectortest.IPDB(t)})
 	if err != nil {
 		t.Fatal(err)

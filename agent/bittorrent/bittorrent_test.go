@@ -16,7 +16,6 @@ import (
 
 	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/plugin"
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	btproto "github.com/neubot/neubot/proto/bittorrent"
@@ -42,7 +41,7 @@ var consent = schemas.Consent{Informed: true, CanCollect: true, CanPublish: true
 // server's upload samples and comparisons in both directions, and lands
 // once in the bittorrent table.
 func TestEndToEnd(t *testing.T) {
-	col := collectortest.New(t, collector.Config{})
+	col := collectortest.Start(t)
 	svc, url := servicetest.Start(t, service.Config{ID: "ts-bt", CollectorURL: col.Server.URL,
 		BitTorrentListen: "127.0.0.1:0", NeutralListen: "127.0.0.1:0", WebListen: "127.0.0.1:0", BitTorrentHosts: []string{"127.0.0.2", "127.0.0.3"}})
 	if reg := svc.Registration(url); !slices.Contains(reg.Tests, schemas.BitTorrentName) {

@@ -2,19 +2,10 @@ package ndt7_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/neubot/neubot/internal/webtest"
-	"github.com/neubot/neubot/schemas/schemastest"
-	"math/big"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -22,7 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
+	"github.com/neubot/neubot/agent/plugin/plugintest"
+	"github.com/neubot/neubot/internal/looptest"
+	"github.com/neubot/neubot/internal/webtest"
+	"github.com/neubot/neubot/schemas/schemastest"
+
 	"github.com/gorilla/websocket"
 
 	"github.com/neubot/neubot/agent/ndt7"
@@ -37,13 +32,7 @@ import (
 // Subtests last one second here (the specification's ten in production).
 const subtest = time.Second
 
-func env(server string) plugin.Env {
-	return plugin.Env{
-		ServerURL: server,
-		AgentID:   uuid.NewString(),
-		Consent:   schemas.Consent{Informed: true, CanCollect: true, CanPublish: true},
-	}
-}
+var env = plugintest.Env
 
 func run(t *testing.T, m *ndt7.Measurer, e plugin.Env) (*schemas.Record, *schemas.NDT7) {
 	t.Helper()
@@ -192,7 +181,7 @@ func TestLocateToken(t *testing.T) {
 // TestTLS runs the client against the test server over TLS: https for
 // negotiation and collect, wss for the subtests.
 func TestTLS(t *testing.T) {
-	cert, pool := selfSigned(t)
+	cert, pool := looptest.SelfSigned(t, "127.0.0.1")
 	svc, err := service.New(service.Config{ID: "ts-tls", Version: "test", SpoolDir: t.TempDir(), NDT7Duration: subtest})
 	if err != nil {
 		t.Fatal(err)
@@ -213,32 +202,6 @@ func TestTLS(t *testing.T) {
 	if _, err := ndt7.NewMeasurer(ndt7.Config{}).Run(context.Background(), env(srv.URL())); err == nil {
 		t.Fatal("a certificate from an unknown authority was accepted")
 	}
-}
-
-// selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "neubot test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
 // TestClientMessages checks what the client sends against the

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"go.uber.org/goleak"
 
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/plugin/plugintest"
 	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/internal/looptest"
 	"github.com/neubot/neubot/internal/webtest"
@@ -38,8 +38,9 @@ func startPeer(t *testing.T, dir string, caps rendezvous.PeerCaps, now func() ti
 }
 
 func env(server string) plugin.Env {
-	return plugin.Env{ServerURL: server, AgentID: uuid.NewString(), ServerPeer: true,
-		Consent: schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}}
+	e := plugintest.Env(server)
+	e.ServerPeer = true
+	return e
 }
 
 // TestCapsHoldUnderLoad: four agents test against one peer at once, again

@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/neubot/neubot/agent/ping"
-	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/plugin/plugintest"
 	"github.com/neubot/neubot/proto/negotiate"
 	pingspec "github.com/neubot/neubot/proto/ping"
 	"github.com/neubot/neubot/proto/speedtest"
@@ -28,8 +28,9 @@ func TestPing(t *testing.T) {
 	defer cancel()
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
-	rec, err := ping.NewMeasurer(ping.Config{Count: 5}).Run(ctx, plugin.Env{ServerURL: url, AgentID: uuid.NewString(), HTTPClient: client,
-		Consent: schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}})
+	e := plugintest.Env(url)
+	e.HTTPClient = client
+	rec, err := ping.NewMeasurer(ping.Config{Count: 5}).Run(ctx, e)
 	if err != nil {
 		t.Fatal(err)
 	}

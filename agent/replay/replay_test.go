@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/plugin/plugintest"
 	"github.com/neubot/neubot/agent/replay"
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/schemas"
@@ -24,14 +23,12 @@ func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
 // record has the server's samples of every flow, a decision, and lands
 // once in the replay table.
 func TestEndToEnd(t *testing.T) {
-	col := collectortest.New(t, collector.Config{})
+	col := collectortest.Start(t)
 	svc, url := servicetest.Start(t, service.Config{ID: "ts-replay", CollectorURL: col.Server.URL, ReplayListen: "127.0.0.1:0"})
 	if reg := svc.Registration(url); !slices.Contains(reg.Tests, schemas.ReplayName) {
 		t.Fatalf("registration lists %v", reg.Tests)
 	}
-	rec, err := replay.NewMeasurer(replay.Config{Repetitions: 2, FlowDuration: 400 * time.Millisecond, SampleEvery: 50 * time.Millisecond, Warmup: 10 * time.Millisecond, SNI: "video.example.net"}).Run(context.Background(), plugin.Env{
-		ServerURL: url, AgentID: "6f1c1b2e-2c2a-4f55-8f0e-1d1c2b3a4d5e", Consent: schemas.Consent{Informed: true, CanCollect: true, CanPublish: true},
-	})
+	rec, err := replay.NewMeasurer(replay.Config{Repetitions: 2, FlowDuration: 400 * time.Millisecond, SampleEvery: 50 * time.Millisecond, Warmup: 10 * time.Millisecond, SNI: "video.example.net"}).Run(context.Background(), plugintest.Env(url))
 	if err != nil {
 		t.Fatal(err)
 	}

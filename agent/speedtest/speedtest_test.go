@@ -7,17 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/plugin/plugintest"
 	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/testserver/service"
 	"github.com/neubot/neubot/testserver/service/servicetest"
 )
 
-func env(url string) plugin.Env {
-	return plugin.Env{ServerURL: url, AgentID: "00000000-0000-4000-8000-000000000001",
-		Consent: schemas.Consent{Informed: true, CanCollect: true}}
-}
+var env = plugintest.Env
 
 // quick shortens both methodologies for loopback (methodology 1 gets a
 // second per phase: its upload needs a few answers of the server). Its

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/neubot/neubot/collector"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
@@ -24,7 +23,7 @@ import (
 // a real ClickHouse, twice: every record is stored once, synthetic, with
 // the ASN of its agent's ISP.
 func TestSimulateSubmit(t *testing.T) {
-	c := collectortest.New(t, collector.Config{})
+	c := collectortest.Start(t)
 	f := newFleet(t, Config{Agents: 50, Days: 2, TestsPerAgentDay: 12, Seed: 5})
 	total := f.Count()
 	var calls, last int

@@ -18,6 +18,7 @@ import (
 
 	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/plugin/plugintest"
 	"github.com/neubot/neubot/agent/replay"
 	"github.com/neubot/neubot/internal/httpx"
 	spec "github.com/neubot/neubot/proto/bittorrent"
@@ -306,10 +307,7 @@ func role() bool {
 		if p := os.Getenv(policyEnv); p == policySNI || p == policySNINone {
 			m = replay.NewMeasurer(replay.Config{})
 		}
-		rec, err := m.Run(context.Background(), plugin.Env{
-			ServerURL: loadTopology().httpURL(), AgentID: "00000000-0000-4000-8000-000000000001",
-			Consent: schemas.Consent{Informed: true, CanCollect: true},
-		})
+		rec, err := m.Run(context.Background(), plugintest.Env(loadTopology().httpURL()))
 		r := result{Seconds: time.Since(t0).Seconds()}
 		if err != nil {
 			r.Error = err.Error()

@@ -56,6 +56,7 @@ import (
 	"github.com/neubot/neubot/internal/httpx"
 	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/internal/stats"
 	"github.com/neubot/neubot/proto/ingest"
 	"github.com/neubot/neubot/schemas"
 	"github.com/neubot/neubot/schemas/schemastest"
@@ -249,20 +250,20 @@ func run(cfg config) error {
 		}
 		fmt.Printf("| %s | %s | %.2f | %.2f | %.3f | %.2f | %.2f |\n", label, order, u.e2e.Seconds(), s.e2e.Seconds(), r, u.ack.Seconds(), s.ack.Seconds())
 	}
-	cost := median(ratios)
+	cost := stats.Median(ratios)
 	fmt.Printf("\nsigned/unsigned end-to-end time over %d rounds: median %.3f, min %.3f, max %.3f, interquartile %.3f..%.3f (goal: median <= %.2f)\n",
-		len(ratios), cost, slices.Min(ratios), slices.Max(ratios), quantile(ratios, 0.25), quantile(ratios, 0.75), cfg.maxCost)
+		len(ratios), cost, slices.Min(ratios), slices.Max(ratios), stats.Quantile(ratios, 0.25), stats.Quantile(ratios, 0.75), cfg.maxCost)
 	fmt.Printf("median times: unsigned %.2f s, signed %.2f s (ratio of medians %.3f); acknowledged: unsigned %.2f s, signed %.2f s\n",
-		median(plainT), median(signedT), median(signedT)/median(plainT), median(plainAck), median(signedAck))
+		stats.Median(plainT), stats.Median(signedT), stats.Median(signedT)/stats.Median(plainT), stats.Median(plainAck), stats.Median(signedAck))
 
 	rate := func(s float64) string { return commas(int(float64(n) / s)) }
-	e2e := median(plainT)
+	e2e := stats.Median(plainT)
 	ratio := rawTime.Seconds() / e2e
 	fmt.Printf("\n| %-58s | %8s | %10s | %6s |\n", "path (median of the kept rounds)", "seconds", "records/s", "ratio")
 	fmt.Printf("|%s|%s|%s|%s|\n", strings.Repeat("-", 60), strings.Repeat("-", 10), strings.Repeat("-", 12), strings.Repeat("-", 8))
 	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "raw ceiling: clickhouse-client < TabSeparated file", rawTime.Seconds(), rate(rawTime.Seconds()), 1.0)
 	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "end to end: HTTP NDJSON -> fsync'ed spool -> ClickHouse", e2e, rate(e2e), ratio)
-	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "end to end, every record signed by an enrolled server", median(signedT), rate(median(signedT)), rawTime.Seconds()/median(signedT))
+	fmt.Printf("| %-58s | %8.2f | %10s | %6.2f |\n", "end to end, every record signed by an enrolled server", stats.Median(signedT), rate(stats.Median(signedT)), rawTime.Seconds()/stats.Median(signedT))
 	var missed []string
 	if ratio < cfg.target {
 		missed = append(missed, fmt.Sprintf("end-to-end/raw %.2f below %.2f", ratio, cfg.target))
@@ -277,19 +278,6 @@ func run(cfg config) error {
 	}
 	fmt.Println("met")
 	return nil
-}
-
-func median(xs []float64) float64 { return quantile(xs, 0.5) }
-
-// quantile is the type-7 quantile of xs.
-func quantile(xs []float64, q float64) float64 {
-	s := slices.Sorted(slices.Values(xs))
-	h := q * float64(len(s)-1)
-	lo := int(h)
-	if lo+1 >= len(s) {
-		return s[len(s)-1]
-	}
-	return s[lo] + (h-float64(lo))*(s[lo+1]-s[lo])
 }
 
 // run1 is one end-to-end run.

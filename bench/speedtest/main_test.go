@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/plugin/plugintest"
 	"github.com/neubot/neubot/agent/speedtest"
 	"github.com/neubot/neubot/bench/internal/linkbench"
 	"github.com/neubot/neubot/internal/httpx"
@@ -41,10 +41,7 @@ func TestMain(m *testing.M) {
 	case "client":
 		method, _ := strconv.Atoi(os.Getenv(methodEnv))
 		t0 := time.Now()
-		rec, err := speedtest.NewMeasurer(speedtest.Config{Method: method}).Run(context.Background(), plugin.Env{
-			ServerURL: "http://" + os.Getenv(addrEnv), AgentID: "00000000-0000-4000-8000-000000000001",
-			Consent: schemas.Consent{Informed: true, CanCollect: true},
-		})
+		rec, err := speedtest.NewMeasurer(speedtest.Config{Method: method}).Run(context.Background(), plugintest.Env("http://"+os.Getenv(addrEnv)))
 		out := struct {
 			Seconds float64
 			Error   string

@@ -53,6 +53,13 @@ type Collector struct {
 	DB     chdb.Options // where it loads
 }
 
+// Start starts a collector with the default configuration (New with an
+// empty Config).
+func Start(t testing.TB) *Collector {
+	t.Helper()
+	return New(t, collector.Config{})
+}
+
 // New starts a collector; cfg may be partly filled (SpoolDir, ClickHouse,
 // IPDB and Logger are set when empty). It is stopped when the test ends.
 func New(t testing.TB, cfg collector.Config) *Collector {

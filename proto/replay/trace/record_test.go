@@ -1,35 +1,14 @@
 package trace
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/neubot/neubot/internal/looptest"
 )
-
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "video.example.net"},
-		DNSNames: []string{"video.example.net"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
-}
 
 // TestRecordBuild records a real TLS session (crypto/tls on both ends,
 // real sockets) through Record's relay: the server sends three segments of
@@ -38,7 +17,7 @@ func selfSigned(t *testing.T) tls.Certificate {
 // (TLS records and all) in packets of at most the MSS, with the pauses.
 func TestRecordBuild(t *testing.T) {
 	const segment, segments = 200_000, 3
-	cert := selfSigned(t)
+	cert, _ := looptest.SelfSigned(t, "video.example.net")
 	srvAddr := looptest.ServeOne(t, func(c net.Conn) {
 		tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
 		req := make([]byte, 4)
