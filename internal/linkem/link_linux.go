@@ -24,6 +24,7 @@ type Link struct {
 	cfg   Config
 	names [2]string // namespaces, also the devices' names
 	made  [2]bool   // whether this link made the namespace (and removes it)
+	lock  *os.File  // the name's lock file (claim), held while the link is up
 	nsfd  [2]int
 	tun   [2]int
 	stop  int // eventfd: written once by Close
@@ -91,6 +92,22 @@ func (l *Link) setUp(ctx context.Context) error {
 	var err error
 	if l.stop, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return fmt.Errorf("linkem: eventfd: %w", err)
+	}
+	lock, stale, err := claim(l.cfg.Name)
+	if err != nil {
+		return err
+	}
+	l.lock = lock
+	if stale {
+		// A link of this name died without removing its namespaces
+		// (SIGKILL, a crash): they are removed, their devices with them.
+		for _, name := range l.names {
+			if _, err := os.Stat("/run/netns/" + name); err == nil {
+				if err := l.ip(ctx, "", "netns", "del", name); err != nil {
+					return fmt.Errorf("linkem: removing the stale namespace %s: %w", name, err)
+				}
+			}
+		}
 	}
 	for _, side := range []Side{A, B} {
 		name := l.names[side]
@@ -193,7 +210,63 @@ func (l *Link) tearDown() error {
 		unix.Close(l.stop)
 		l.stop = -1
 	}
+	if l.lock != nil {
+		// Removed only once the namespaces are gone: a file left behind
+		// marks them stale for the next link of the name.
+		if errors.Join(errs...) == nil {
+			os.Remove(l.lock.Name())
+		}
+		l.lock.Close()
+		l.lock = nil
+	}
 	return errors.Join(errs...)
+}
+
+// LockDir holds a lock file per link name (NAME.lock), made by the link
+// that takes the name and removed by it once its namespaces are gone. The
+// link holds the file's flock while it is up, so a file whose lock can be
+// taken was left by a link that died (SIGKILL, a crash) before removing
+// its namespaces: these are stale, and the next link of the name removes
+// them. A namespace of the name without a lock file is someone else's and
+// is left alone (the link fails).
+const LockDir = "/run/neubot-linkem"
+
+// claim takes the lock of name: the file, held, and whether a dead link
+// left it (stale). A running link of the name is an error.
+func claim(name string) (lock *os.File, stale bool, err error) {
+	if err := os.MkdirAll(LockDir, 0o755); err != nil {
+		return nil, false, fmt.Errorf("linkem: %w", err)
+	}
+	path := LockDir + "/" + name + ".lock"
+	for range 100 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		left := false
+		if errors.Is(err, os.ErrExist) {
+			f, err = os.OpenFile(path, os.O_RDWR, 0)
+			left = true
+			if errors.Is(err, os.ErrNotExist) {
+				continue // its link removed it meanwhile
+			}
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("linkem: lock of %s: %w", name, err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, false, fmt.Errorf("linkem: a running link has the name %s", name)
+			}
+			return nil, false, fmt.Errorf("linkem: lock of %s: %w", name, err)
+		}
+		// A link closing removes its file between our open and our
+		// flock: the lock is then on a file no other link will see.
+		var held, now unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil && held.Ino == now.Ino && held.Dev == now.Dev {
+			return f, left, nil
+		}
+		f.Close()
+	}
+	return nil, false, fmt.Errorf("linkem: lock of %s: the file keeps changing", name)
 }
 
 // Close stops the link and removes its namespaces (processes still

@@ -3,6 +3,7 @@
 package linkem
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -49,6 +50,9 @@ func startLink(t *testing.T, cfg Config) *Link {
 		defer cancel()
 		if err := l.Close(); err != nil {
 			t.Errorf("close: %v", err)
+		}
+		if _, err := os.Stat(LockDir + "/" + l.Config().Name + ".lock"); !os.IsNotExist(err) {
+			t.Errorf("lock file of %s left after Close: %v", l.Config().Name, err)
 		}
 		out, _ := exec.Command("ip", "netns", "list").Output()
 		for _, side := range []Side{A, B} {
@@ -254,15 +258,81 @@ func TestLinkCommand(t *testing.T) {
 	}
 }
 
-// TestLinkNameTaken: a link whose namespaces exist already fails, and
-// leaves the other link's namespaces alone.
+// TestLinkNameTaken: a link whose name a running link has fails, and leaves
+// the other link alone; so does one whose namespace someone else made (no
+// lock file), which it leaves alone too.
 func TestLinkNameTaken(t *testing.T) {
 	l := startLink(t, Config{})
 	_, err := Start(context.Background(), Config{Name: l.Config().Name})
-	if err == nil || !strings.Contains(err.Error(), "netns add") {
+	if err == nil || !strings.Contains(err.Error(), "a running link has the name") {
 		t.Fatalf("second link with the same name: %v", err)
 	}
 	if out, err := l.Command(A, "ping", "-c", "1", "-W", "2", Addr(B).String()).CombinedOutput(); err != nil {
 		t.Fatalf("the first link broke: %v: %s", err, out)
+	}
+
+	name := fmt.Sprintf("lkt%d", os.Getpid()%100000)
+	if out, err := exec.Command("ip", "netns", "add", name+"-a").CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", name+"-a").Run()
+	if _, err := Start(context.Background(), Config{Name: name}); err == nil || !strings.Contains(err.Error(), "netns add") {
+		t.Fatalf("a link over another's namespace: %v", err)
+	}
+	if _, err := os.Stat("/run/netns/" + name + "-a"); err != nil {
+		t.Fatalf("the other's namespace was removed: %v", err)
+	}
+	if _, err := os.Stat(LockDir + "/" + name + ".lock"); !os.IsNotExist(err) {
+		t.Fatalf("the failed link left its lock file: %v", err)
+	}
+}
+
+// holdEnv makes the test binary a process that starts a link of the name
+// it holds, says "ready" and waits to be killed (TestMain).
+const holdEnv = "NEUBOT_LINKEM_TEST_HOLD"
+
+func TestMain(m *testing.M) {
+	if name := os.Getenv(holdEnv); name != "" {
+		if _, err := Start(context.Background(), Config{Name: name}); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("ready")
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+// TestStaleLinkRemoved: a link's process killed with SIGKILL leaves its
+// namespaces and its lock file; the next link of the name removes them and
+// starts.
+func TestStaleLinkRemoved(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test makes network namespaces and TUN devices: it needs root (CI runs as root)")
+	}
+	name := fmt.Sprintf("lks%d", os.Getpid()%100000)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), holdEnv+"="+name)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	cmd.Process.Kill()
+	cmd.Wait()
+	if line != "ready\n" {
+		t.Fatalf("the holding process: %q", line)
+	}
+	for _, p := range []string{"/run/netns/" + name + "-a", "/run/netns/" + name + "-b", LockDir + "/" + name + ".lock"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("the killed link did not leave %s: %v", p, err)
+		}
+	}
+	l := startLink(t, Config{Name: name})
+	if out, err := l.Command(A, "ping", "-c", "1", "-W", "2", Addr(B).String()).CombinedOutput(); err != nil {
+		t.Fatalf("the link over the stale one: %v: %s", err, out)
 	}
 }
