@@ -251,6 +251,15 @@ func (c *Collector) Drain(ctx context.Context) {
 	c.runLoader(dctx)
 }
 
+// WaitLoaded seals the active segment and waits, while Run loads, until
+// nothing spooled is left to load (everything acknowledged so far is in
+// ClickHouse, or quarantined), the spool closed or ctx ended; it reports
+// whether nothing is left.
+func (c *Collector) WaitLoaded(ctx context.Context) bool {
+	c.spool.Flush(ctx)
+	return c.spool.WaitLoaded(ctx)
+}
+
 // Close closes the spool and the ClickHouse connection.
 func (c *Collector) Close() error {
 	err := c.spool.Close()

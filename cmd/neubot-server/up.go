@@ -208,11 +208,9 @@ func cmdUp(args []string) error {
 					// Once everything is loaded, the demo's dumps right away
 					// rather than at the next tick (its days are then
 					// complete: nothing else submits simulated tests).
-					for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-						if _, spooled, _ := col.c.SpoolStats(); spooled == 0 {
-							break
-						}
-					}
+					wctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+					col.c.WaitLoaded(wctx)
+					cancel()
 					if len(exports) > 1 {
 						exports[1].run()
 					}

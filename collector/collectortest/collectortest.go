@@ -104,15 +104,10 @@ func New(t testing.TB, cfg collector.Config) *Collector {
 // ClickHouse) or fails the test after timeout.
 func (c *Collector) WaitLoaded(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if _, n, _ := c.SpoolStats(); n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			_, n, _ := c.SpoolStats()
-			t.Fatalf("collectortest: %d records still spooled after %s", n, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if !c.Collector.WaitLoaded(ctx) {
+		_, n, _ := c.SpoolStats()
+		t.Fatalf("collectortest: %d records still spooled after %s", n, timeout)
 	}
 }
