@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/localch"
+	"github.com/neubot/neubot/internal/localch/localchtest"
 	"github.com/neubot/neubot/internal/webtest"
 	"github.com/neubot/neubot/proto/ingest"
 )
@@ -140,11 +140,7 @@ func TestUp(t *testing.T) {
 	if resp.StatusCode != 400 {
 		t.Fatalf("status %d, want 400 (mixed file)", resp.StatusCode)
 	}
-	conn, err := chdb.Open(context.Background(), chdb.Options{Addr: strings.TrimPrefix(chURL, "clickhouse://")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := localchtest.Open(t, chdb.Options{Addr: strings.TrimPrefix(chURL, "clickhouse://")})
 	waitRows(t, conn, "3 annotated rows", 30*time.Second, equal(3), "SELECT count() FROM speedtest FINAL WHERE client_asn != 0")
 	// The whole chain of up: the agent (after consent in its API) finds
 	// the test server through the rendezvous, tests, and the server's

@@ -23,7 +23,7 @@ import (
 
 	"github.com/neubot/neubot/analytics"
 	"github.com/neubot/neubot/analytics/simulate"
-	"github.com/neubot/neubot/collector/annotate"
+	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/chdb"
 	"github.com/neubot/neubot/internal/identity"
 	"github.com/neubot/neubot/internal/localch"
@@ -134,7 +134,7 @@ func TestCluster(t *testing.T) {
 	// The records: a simulated fleet (synthetic, for the distributions),
 	// real speedtests of the last hours (for the measurements endpoint) and
 	// BitTorrent tests (for the verdicts), in bodies of 150.
-	ipdb := openTestIPDB(t)
+	ipdb := collectortest.IPDB(t)
 	fleet, err := simulate.NewFleet(simulate.Config{Agents: 150, Days: 2, TestsPerAgentDay: 10, Seed: 9, IPDB: ipdb})
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +191,7 @@ func TestCluster(t *testing.T) {
 	// loading spans the replica's outage.
 	postUntilAccepted(t, urls["A"], bodies[0])
 	postUntilAccepted(t, urls["B"], bodies[1])
-	watch := openCH(t, chdb.Options{Addr: a[3], Database: "default"})
+	watch := localchtest.Open(t, chdb.Options{Addr: a[3], Database: "default"})
 	waitRows := func(want int) {
 		t.Helper()
 		// Twelve migrations on four servers, each ALTER ... ON CLUSTER
@@ -228,7 +228,7 @@ func TestCluster(t *testing.T) {
 	// Kill once a quarter of the rows is in, and at best while the victim
 	// runs an INSERT (of collector A, or a shard's part of one).
 	waitRows(len(lines) / 4)
-	victim := openCH(t, chdb.Options{Addr: a[0], Database: "default"})
+	victim := localchtest.Open(t, chdb.Options{Addr: a[0], Database: "default"})
 	during := ""
 	for deadline := time.Now().Add(10 * time.Second); during == "" && time.Now().Before(deadline); {
 		var n uint64
@@ -261,7 +261,7 @@ func TestCluster(t *testing.T) {
 	syncReplicas := func() {
 		t.Helper()
 		for _, addr := range cl.Addrs() {
-			c := openCH(t, chdb.Options{Addr: addr})
+			c := localchtest.Open(t, chdb.Options{Addr: addr})
 			for _, tb := range tables {
 				if err := c.Exec(ctx, "SYSTEM SYNC REPLICA "+tb); err != nil {
 					t.Fatalf("%s: SYSTEM SYNC REPLICA %s: %v", addr, tb, err)
@@ -278,7 +278,7 @@ func TestCluster(t *testing.T) {
 		t.Helper()
 		for s := 0; s < 2; s++ {
 			for r := 0; r < 2; r++ {
-				c := openCH(t, chdb.Options{Addr: cl.Node(s, r).Addr()})
+				c := localchtest.Open(t, chdb.Options{Addr: cl.Node(s, r).Addr()})
 				if err := c.QueryRow(ctx, "SELECT count() FROM "+table+"_local").Scan(&rows[s][r]); err != nil {
 					t.Fatal(err)
 				}
@@ -302,7 +302,7 @@ func TestCluster(t *testing.T) {
 				start := time.Now()
 				for deadline := start.Add(2 * time.Minute); ; {
 					for _, addr := range cl.Addrs() {
-						c := openCH(t, chdb.Options{Addr: addr})
+						c := localchtest.Open(t, chdb.Options{Addr: addr})
 						_ = c.Exec(ctx, "OPTIMIZE TABLE "+table+"_local FINAL")
 						_ = c.Exec(ctx, "SYSTEM SYNC REPLICA "+table+"_local")
 						c.Close()
@@ -339,7 +339,7 @@ func TestCluster(t *testing.T) {
 	waitDrained(t, urls)
 	syncReplicas()
 
-	clConn := openCH(t, cl.Options(a[0], a[1], a[2], a[3]))
+	clConn := localchtest.Open(t, cl.Options(a[0], a[1], a[2], a[3]))
 	defer clConn.Close()
 	for _, table := range []string{"speedtest", "bittorrent"} {
 		got := map[string]int{}
@@ -362,7 +362,7 @@ func TestCluster(t *testing.T) {
 		// Per shard too: FINAL collapses copies only where they meet.
 		sum := uint64(0)
 		for s := 0; s < 2; s++ {
-			c := openCH(t, chdb.Options{Addr: cl.Node(s, 1).Addr()})
+			c := localchtest.Open(t, chdb.Options{Addr: cl.Node(s, 1).Addr()})
 			var n uint64
 			if err := c.QueryRow(ctx, "SELECT count() FROM "+table+"_local FINAL").Scan(&n); err != nil {
 				t.Fatal(err)
@@ -377,7 +377,7 @@ func TestCluster(t *testing.T) {
 
 	// Analytics on both, through a connection to shard 1 replica 1 for
 	// the cluster; the API of the cluster reads through shard 2 replica 2.
-	singleConn := openCH(t, single.Options())
+	singleConn := localchtest.Open(t, single.Options())
 	defer singleConn.Close()
 	// A replica that crashed keeps its ZooKeeper session (and so its
 	// leadership) until the session times out: until then a DROP PARTITION
@@ -401,7 +401,7 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	syncReplicas()
-	apiConn := openCH(t, cl.Options(a[3]))
+	apiConn := localchtest.Open(t, cl.Options(a[3]))
 	defer apiConn.Close()
 	for _, q := range []string{
 		"SELECT * FROM analytics_distributions ORDER BY day, test, goodset, scope, key, metric, synthetic",
@@ -477,31 +477,6 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	t.Logf("TestCluster wall time: %s", time.Since(began).Round(time.Millisecond))
-}
-
-func openTestIPDB(t *testing.T) *annotate.DB {
-	t.Helper()
-	d, err := annotate.DefaultDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := annotate.Open(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
-func openCH(t *testing.T, o chdb.Options) driver.Conn {
-	t.Helper()
-	if o.Database == "" {
-		o.Database = chdb.DefaultDatabase
-	}
-	c, err := chdb.Open(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // postUntilAccepted posts body until the collector answers 202, as agents

@@ -94,11 +94,7 @@ func TestPrivacyScan(t *testing.T) {
 	case <-time.After(90 * time.Second):
 		t.Fatalf("the demo was not seeded within 90 s; stderr:\n%s", tail(stderr.String(), 3000))
 	}
-	conn, err := chdb.Open(context.Background(), chdb.Options{Addr: strings.TrimPrefix(urls["clickhouse"], "clickhouse://")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := localchtest.Open(t, chdb.Options{Addr: strings.TrimPrefix(urls["clickhouse"], "clickhouse://")})
 
 	// Real tests, each by an agent of its own (its own agent_id).
 	agent := func(dir, server string, tests string) (string, error) {

@@ -314,11 +314,7 @@ chaos:
 
 	waitDrained(t, map[string]string{"": url})
 
-	conn, err := chdb.Open(ctx, chdb.Options{Addr: ch.Addr(), Database: "zeroloss"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := localchtest.Open(t, chdb.Options{Addr: ch.Addr(), Database: "zeroloss"})
 	var verified uint64
 	if err := conn.QueryRow(ctx, "SELECT sum(verified) FROM speedtest FINAL").Scan(&verified); err != nil || verified != uint64(records/perBody/2*perBody) {
 		t.Errorf("verified rows: %d (%v), want the %d records of the server's signed bodies", verified, err, records/perBody/2*perBody)

@@ -247,11 +247,7 @@ func TestClusterMigrations(t *testing.T) {
 
 	engines := func(addr string) map[string]string {
 		t.Helper()
-		c, err := chdb.Open(ctx, chdb.Options{Addr: addr, Database: "mig"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := localchtest.Open(t, chdb.Options{Addr: addr, Database: "mig"})
 		rows, err := c.Query(ctx, "SELECT name, engine FROM system.tables WHERE database = 'mig'")
 		if err != nil {
 			t.Fatal(err)
@@ -278,10 +274,7 @@ func TestClusterMigrations(t *testing.T) {
 				t.Errorf("%s: %s is %q, want %s", a, name, e[name], want)
 			}
 		}
-		c, err := chdb.Open(ctx, chdb.Options{Addr: a, Database: "mig"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := localchtest.Open(t, chdb.Options{Addr: a, Database: "mig"})
 		if err := c.Exec(ctx, "SYSTEM SYNC REPLICA "+chdb.MigrationsTable); err != nil {
 			t.Fatal(err)
 		}
@@ -308,10 +301,7 @@ func TestClusterMigrations(t *testing.T) {
 		t.Fatalf("ALTER migrations: applied %v, %v; want [90 91]", applied, err)
 	}
 	for _, a := range addrs {
-		c, err := chdb.Open(ctx, chdb.Options{Addr: a, Database: "mig"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := localchtest.Open(t, chdb.Options{Addr: a, Database: "mig"})
 		if err := c.Exec(ctx, "SYSTEM SYNC REPLICA analytics_runs"); err != nil {
 			t.Fatal(err)
 		}
@@ -337,10 +327,7 @@ func TestClusterMigrations(t *testing.T) {
 	// A migration that failed half-way: shard 1 has the column (added on
 	// one replica, replicated to the other), shard 2 not, the Distributed
 	// tables not. Run again, it adds the column where it is missing.
-	half, err := chdb.Open(ctx, chdb.Options{Addr: cl.Node(0, 0).Addr(), Database: "mig"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	half := localchtest.Open(t, chdb.Options{Addr: cl.Node(0, 0).Addr(), Database: "mig"})
 	err = half.Exec(ctx, "ALTER TABLE speedtest_local ADD COLUMN half UInt8 DEFAULT 0")
 	half.Close()
 	if err != nil {
@@ -351,10 +338,7 @@ func TestClusterMigrations(t *testing.T) {
 		t.Fatalf("a migration that failed half-way, again: applied %v, %v; want [92]", applied, err)
 	}
 	for _, a := range addrs {
-		c, err := chdb.Open(ctx, chdb.Options{Addr: a, Database: "mig"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := localchtest.Open(t, chdb.Options{Addr: a, Database: "mig"})
 		var n uint64
 		err = c.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = 'mig' AND table IN ('speedtest', 'speedtest_local') AND name = 'half'").Scan(&n)
 		c.Close()
@@ -406,10 +390,7 @@ func TestClusterMigrations(t *testing.T) {
 	}
 	var raw uint64
 	for s := 0; s < 2; s++ {
-		c, err := chdb.Open(ctx, chdb.Options{Addr: cl.Node(s, 1).Addr(), Database: "mig"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := localchtest.Open(t, chdb.Options{Addr: cl.Node(s, 1).Addr(), Database: "mig"})
 		var n uint64
 		if err := c.Exec(ctx, "SYSTEM SYNC REPLICA speedtest_local"); err != nil {
 			t.Fatal(err)

@@ -256,6 +256,18 @@ func Cluster(t testing.TB, ctx context.Context, cfg localcluster.Config) *localc
 	return cl
 }
 
+// Open opens a connection with o (chdb.Open: the default database when o
+// names none), closed when the test ends; an error fails the test.
+func Open(t testing.TB, o chdb.Options) driver.Conn {
+	t.Helper()
+	conn, err := chdb.Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // Rows runs query and returns its column types and its rows, each value
 // scanned into a new value of its column's scan type (not a pointer),
 // failing the test on an error: a whole table read for comparisons.
