@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/internal/clock"
 	"github.com/neubot/neubot/internal/goodput"
 	"github.com/neubot/neubot/proto/negotiate"
 	spec "github.com/neubot/neubot/proto/speedtest"
@@ -507,18 +508,7 @@ func (p *pinger) await(ctx context.Context, n int) ([]float64, error) {
 
 // loop pings every period until ctx ends or the connection fails.
 func (p *pinger) loop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if p.ping(p.c) != nil {
-				return
-			}
-		}
-	}
+	clock.Every(ctx.Done(), every, func() bool { return p.ping(p.c) == nil })
 }
 
 // between returns the round trips of the pings sent in [a, b).

@@ -123,3 +123,21 @@ func (t *manualTimer) Reset(d time.Duration) bool {
 	t.m.mu.Unlock()
 	return was
 }
+
+// Every calls f every period, in the caller's goroutine, until done is
+// closed or f returns false: the loop of a sampler, a reporter or a
+// janitor. Periods that f overran are not made up.
+func Every(done <-chan struct{}, period time.Duration, f func() bool) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if !f() {
+				return
+			}
+		}
+	}
+}

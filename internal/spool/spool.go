@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/neubot/neubot/internal/atomicfile"
+	"github.com/neubot/neubot/internal/clock"
 	"github.com/neubot/neubot/schemas"
 )
 
@@ -555,20 +556,14 @@ func (s *Spool) seal() {
 // ager asks for a seal when the active segment's first record is too old.
 func (s *Spool) ager() {
 	defer s.wg.Done()
-	t := time.NewTicker(s.opts.MaxAge / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-			s.mu.Lock()
-			if s.active != nil && s.active.Records > 0 && time.Since(s.active.First) >= s.opts.MaxAge {
-				s.sealWant = true
-			}
-			s.mu.Unlock()
+	clock.Every(s.quit, s.opts.MaxAge/4, func() bool {
+		s.mu.Lock()
+		if s.active != nil && s.active.Records > 0 && time.Since(s.active.First) >= s.opts.MaxAge {
+			s.sealWant = true
 		}
-	}
+		s.mu.Unlock()
+		return true
+	})
 }
 
 // Flush asks the writer to seal the active segment now (e.g. on shutdown)

@@ -30,6 +30,41 @@ type Provider struct {
 	testserver.Env
 
 	data []byte
+	bg   *samplers
+}
+
+// samplers are the goroutines that read the sessions' TCP_INFO (view.sample),
+// stopped and waited for by Close: none outlives the provider.
+type samplers struct {
+	mu     sync.Mutex
+	quit   chan struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// start runs f(quit) in a goroutine of its own, unless the provider closed.
+func (b *samplers) start(f func(quit <-chan struct{})) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		f(b.quit)
+	}()
+	return true
+}
+
+func (b *samplers) close() {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.quit)
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
 }
 
 // dataSize is the buffer of random bytes the download repeats from. It is
@@ -47,8 +82,12 @@ func (p *Provider) Spec() testserver.Spec {
 		CollectPath: spec.CollectPath, MaxCollectBody: spec.MaxCollectBody}
 }
 
-// Close releases nothing: the speedtest holds nothing beyond its requests.
-func (p *Provider) Close() error { return nil }
+// Close stops the TCP_INFO samplers of the sessions still running and
+// waits for them.
+func (p *Provider) Close() error {
+	p.bg.close()
+	return nil
+}
 
 // NewProvider returns a provider with its random data made.
 func NewProvider(p Provider) *Provider {
@@ -57,6 +96,7 @@ func NewProvider(p Provider) *Provider {
 		panic("speedtest: no randomness: " + err.Error())
 	}
 	p.Env = p.Env.WithDefaults()
+	p.bg = &samplers{quit: make(chan struct{})}
 	return &p
 }
 
@@ -72,6 +112,7 @@ func (p *Provider) Routes(mux testserver.Mux) {
 
 // view is the server's record of one session.
 type view struct {
+	bg                *samplers
 	mu                sync.Mutex
 	sent, received    int64
 	dl, ul            span
@@ -110,9 +151,9 @@ func (s *span) mark(now time.Time) {
 // seconds is the time from the first transfer to the last.
 func (s *span) seconds() float64 { return s.last.Sub(s.first).Seconds() }
 
-func viewOf(s *testserver.Session) *view {
+func (p *Provider) viewOf(s *testserver.Session) *view {
 	return s.View(func() any {
-		return &view{tcp: map[net.Conn]tcpinfo.Info{}, uploadConnections: map[net.Conn]bool{}, phases: map[string]*phaseView{}}
+		return &view{bg: p.bg, tcp: map[net.Conn]tcpinfo.Info{}, uploadConnections: map[net.Conn]bool{}, phases: map[string]*phaseView{}}
 	}).(*view)
 }
 
@@ -141,7 +182,7 @@ func (p *Provider) begin(w http.ResponseWriter, r *http.Request, s *testserver.S
 		fail(w, testserver.StatusOf(err), "%v", err)
 		return nil, nil
 	}
-	v = viewOf(s)
+	v = p.viewOf(s)
 	untrack := func() {}
 	if c := httpx.ConnFrom(r.Context()); c != nil {
 		untrack = v.track(phase, c)
@@ -338,7 +379,7 @@ func (p *Provider) Merge(rec *schemas.Record, s *testserver.Session) error {
 // cross-check, the bytes the client acknowledged (TCP_INFO) and the v2
 // upload reports.
 func (p *Provider) merge(keys *schemas.Speedtest, s *testserver.Session) (uint64, []goodput.Sample) {
-	v := viewOf(s)
+	v := p.viewOf(s)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	sv := &schemas.SpeedtestServer{

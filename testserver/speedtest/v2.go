@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/neubot/neubot/internal/clock"
 	"github.com/neubot/neubot/internal/goodput"
 	"github.com/neubot/neubot/internal/tcpinfo"
 	spec "github.com/neubot/neubot/proto/speedtest"
@@ -53,7 +54,7 @@ func (p *Provider) upgrade(w http.ResponseWriter, r *http.Request, lazy bool) (*
 		c.Close()
 		return nil, nil, nil
 	}
-	return viewOf(s), c, brw
+	return p.viewOf(s), c, brw
 }
 
 // downloadV2 sends incompressible data until the client closes the
@@ -96,30 +97,20 @@ func (p *Provider) uploadV2(w http.ResponseWriter, r *http.Request) {
 	_ = c.SetDeadline(time.Now().Add(spec.MaxStream))
 	done := make(chan struct{})
 	defer close(done)
-	go func() {
-		t := time.NewTicker(spec.ReportEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				// Stamped when counted, not when the tick was due: a
-				// tick served late under load carried the bytes of
-				// later, and the next one read a hole (a 16 Mbit/s cap
-				// read 17.24 over a 0.7-s window, reports 0 then 26.7).
-				v.mu.Lock()
-				now := time.Now()
-				rep := spec.UploadReport{TS: math.Round(now.Sub(start).Seconds()*1e6) / 1e6, Bytes: v.received, Arrived: v.arrived()}
-				v.report(rep)
-				v.mu.Unlock()
-				b, _ := json.Marshal(rep)
-				if _, err := c.Write(append(b, '\n')); err != nil {
-					return
-				}
-			}
-		}
-	}()
+	go clock.Every(done, spec.ReportEvery, func() bool {
+		// Stamped when counted, not when the tick was due: a tick
+		// served late under load carried the bytes of later, and the
+		// next one read a hole (a 16 Mbit/s cap read 17.24 over a 0.7-s
+		// window, reports 0 then 26.7).
+		v.mu.Lock()
+		now := time.Now()
+		rep := spec.UploadReport{TS: math.Round(now.Sub(start).Seconds()*1e6) / 1e6, Bytes: v.received, Arrived: v.arrived()}
+		v.report(rep)
+		v.mu.Unlock()
+		b, _ := json.Marshal(rep)
+		_, err := c.Write(append(b, '\n'))
+		return err == nil
+	})
 	_ = p.receive(br, v, st, nil)
 }
 
@@ -208,8 +199,7 @@ func (v *view) track(phase string, c net.Conn) func() {
 	}
 	pv.active[c] = true
 	if !pv.running {
-		pv.running = true
-		go v.sample(pv)
+		pv.running = v.bg.start(func(quit <-chan struct{}) { v.sample(pv, quit) })
 	}
 	return func() {
 		info, err := tcpinfo.Read(c)
@@ -226,22 +216,20 @@ func (v *view) track(phase string, c net.Conn) func() {
 }
 
 // sample reads TCP_INFO of pv's open connections every sampleEvery; it
-// stops after half a second without any.
-func (v *view) sample(pv *phaseView) {
-	t := time.NewTicker(sampleEvery)
-	defer t.Stop()
+// stops after half a second without any, or when quit is closed.
+func (v *view) sample(pv *phaseView, quit <-chan struct{}) {
 	idle := 0
-	for now := range t.C {
+	clock.Every(quit, sampleEvery, func() bool {
+		now := time.Now()
 		v.mu.Lock()
+		defer v.mu.Unlock()
 		if len(pv.active) == 0 {
 			idle++
 			if idle >= 5 {
 				pv.running = false
-				v.mu.Unlock()
-				return
+				return false
 			}
-			v.mu.Unlock()
-			continue
+			return true
 		}
 		idle = 0
 		var smp schemas.SpeedtestTCPSample
@@ -272,8 +260,8 @@ func (v *view) sample(pv *phaseView) {
 			smp.DeliveryRateMbps = round3(smp.DeliveryRateMbps)
 			pv.samples = append(pv.samples, smp)
 		}
-		v.mu.Unlock()
-	}
+		return true
+	})
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/neubot/neubot/internal/clock"
 	"github.com/neubot/neubot/internal/tcpinfo"
 	spec "github.com/neubot/neubot/proto/bittorrent"
 	"github.com/neubot/neubot/schemas"
@@ -350,16 +351,7 @@ func (s *sampler) tick() (stop func()) {
 	done, finished := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(finished)
-		t := time.NewTicker(max(s.every/10, time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				s.observe()
-			}
-		}
+		clock.Every(done, max(s.every/10, time.Millisecond), func() bool { s.observe(); return true })
 	}()
 	return func() { close(done); <-finished }
 }
