@@ -22,6 +22,7 @@ import (
 	"github.com/neubot/neubot/agent/plugin"
 	"github.com/neubot/neubot/internal/clock"
 	"github.com/neubot/neubot/internal/goodput"
+	"github.com/neubot/neubot/internal/tcpinfo"
 	"github.com/neubot/neubot/proto/negotiate"
 	spec "github.com/neubot/neubot/proto/speedtest"
 	"github.com/neubot/neubot/schemas"
@@ -684,6 +685,7 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 		err        error
 		bdp        float64
 		lastBytes  uint64
+		lastAcked  uint64 // upload: bytes the server's TCP acknowledged
 		lastChange float64
 		beforeData float64 // the last sample time before the first byte
 		checked    = dir != "download" || initial <= cfg.InitialConnections
@@ -710,6 +712,22 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 			repMu.Lock()
 			t, b = lastRep.TS, lastRep.Counted()
 			repMu.Unlock()
+			// The reports come back on the reverse path: one lost
+			// there waits for its retransmission (an RTO, a second or
+			// more at long round trips behind the upload's full queue)
+			// while the upload goes on. The data still moves when the
+			// server's TCP acknowledges more: no stall.
+			var acked uint64
+			connMu.Lock()
+			for _, c := range conns {
+				if info, err := tcpinfo.Read(c); err == nil {
+					acked += info.BytesAcked
+				}
+			}
+			connMu.Unlock()
+			if acked > lastAcked {
+				lastAcked, lastChange = acked, now
+			}
 		}
 		if b > lastBytes || lastChange == 0 && b == 0 {
 			if b > lastBytes {

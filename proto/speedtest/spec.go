@@ -17,7 +17,7 @@ import (
 )
 
 // Version of the protocol described in spec/speedtest.md.
-const Version = "v2.13.0"
+const Version = "v2.13.1"
 
 // Paths of the protocol.
 const (
