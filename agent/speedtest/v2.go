@@ -685,7 +685,7 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 		err        error
 		bdp        float64
 		lastBytes  uint64
-		lastAcked  uint64 // upload: bytes the server's TCP acknowledged
+		acked      = map[net.Conn]uint64{} // upload: bytes each connection's server TCP acknowledged
 		lastChange float64
 		beforeData float64 // the last sample time before the first byte
 		checked    = dir != "download" || initial <= cfg.InitialConnections
@@ -717,17 +717,13 @@ func (r *run) phaseV2(ctx context.Context, dir string, rtt float64, maxPhase tim
 			// more at long round trips behind the upload's full queue)
 			// while the upload goes on. The data still moves when the
 			// server's TCP acknowledges more: no stall.
-			var acked uint64
 			connMu.Lock()
 			for _, c := range conns {
-				if info, err := tcpinfo.Read(c); err == nil {
-					acked += info.BytesAcked
+				if info, err := tcpinfo.Read(c); err == nil && info.BytesAcked > acked[c] {
+					acked[c], lastChange = info.BytesAcked, now
 				}
 			}
 			connMu.Unlock()
-			if acked > lastAcked {
-				lastAcked, lastChange = acked, now
-			}
 		}
 		if b > lastBytes || lastChange == 0 && b == 0 {
 			if b > lastBytes {

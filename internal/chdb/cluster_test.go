@@ -248,6 +248,7 @@ func TestClusterMigrations(t *testing.T) {
 	engines := func(addr string) map[string]string {
 		t.Helper()
 		c := localchtest.Open(t, chdb.Options{Addr: addr, Database: "mig"})
+		defer c.Close()
 		rows, err := c.Query(ctx, "SELECT name, engine FROM system.tables WHERE database = 'mig'")
 		if err != nil {
 			t.Fatal(err)

@@ -25,6 +25,7 @@ type Link struct {
 	names [2]string // namespaces, also the devices' names
 	made  [2]bool   // whether this link made the namespace (and removes it)
 	lock  *os.File  // the name's lock file (claim), held while the link is up
+	stale bool      // a dead link's namespaces are still there: keep the lock file
 	nsfd  [2]int
 	tun   [2]int
 	stop  int // eventfd: written once by Close
@@ -97,10 +98,12 @@ func (l *Link) setUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l.lock = lock
+	l.lock, l.stale = lock, stale
 	if stale {
 		// A link of this name died without removing its namespaces
 		// (SIGKILL, a crash): they are removed, their devices with them.
+		// Until they are, the lock file stays: it is what marks them
+		// as that link's.
 		for _, name := range l.names {
 			if _, err := os.Stat("/run/netns/" + name); err == nil {
 				if err := l.ip(ctx, "", "netns", "del", name); err != nil {
@@ -108,6 +111,7 @@ func (l *Link) setUp(ctx context.Context) error {
 				}
 			}
 		}
+		l.stale = false
 	}
 	for _, side := range []Side{A, B} {
 		name := l.names[side]
@@ -213,7 +217,7 @@ func (l *Link) tearDown() error {
 	if l.lock != nil {
 		// Removed only once the namespaces are gone: a file left behind
 		// marks them stale for the next link of the name.
-		if errors.Join(errs...) == nil {
+		if errors.Join(errs...) == nil && !l.stale {
 			os.Remove(l.lock.Name())
 		}
 		l.lock.Close()

@@ -263,8 +263,11 @@ func TestLinkCommand(t *testing.T) {
 // lock file), which it leaves alone too.
 func TestLinkNameTaken(t *testing.T) {
 	l := startLink(t, Config{})
-	_, err := Start(context.Background(), Config{Name: l.Config().Name})
+	l2, err := Start(context.Background(), Config{Name: l.Config().Name})
 	if err == nil || !strings.Contains(err.Error(), "a running link has the name") {
+		if err == nil {
+			l2.Close()
+		}
 		t.Fatalf("second link with the same name: %v", err)
 	}
 	if out, err := l.Command(A, "ping", "-c", "1", "-W", "2", Addr(B).String()).CombinedOutput(); err != nil {
@@ -276,7 +279,10 @@ func TestLinkNameTaken(t *testing.T) {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	defer exec.Command("ip", "netns", "del", name+"-a").Run()
-	if _, err := Start(context.Background(), Config{Name: name}); err == nil || !strings.Contains(err.Error(), "netns add") {
+	if l2, err := Start(context.Background(), Config{Name: name}); err == nil || !strings.Contains(err.Error(), "netns add") {
+		if err == nil {
+			l2.Close()
+		}
 		t.Fatalf("a link over another's namespace: %v", err)
 	}
 	if _, err := os.Stat("/run/netns/" + name + "-a"); err != nil {
@@ -320,7 +326,16 @@ func TestStaleLinkRemoved(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	line, _ := bufio.NewReader(out).ReadString('\n')
+	lines := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		lines <- line
+	}()
+	var line string
+	select {
+	case line = <-lines:
+	case <-time.After(time.Minute):
+	}
 	cmd.Process.Kill()
 	cmd.Wait()
 	if line != "ready\n" {

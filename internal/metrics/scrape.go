@@ -28,7 +28,14 @@ func Scrape(base, series string) (value float64, found bool, err error) {
 	if resp.StatusCode != http.StatusOK {
 		return 0, false, fmt.Errorf("metrics: %s/metrics: %s", base, resp.Status)
 	}
-	return Find(io.LimitReader(resp.Body, maxScrape), series)
+	v, found, err := Find(io.LimitReader(resp.Body, maxScrape+1), series)
+	if err == nil {
+		// Find read it all: more than maxScrape is a page cut short.
+		if n, _ := io.Copy(io.Discard, resp.Body); n > 0 {
+			err = fmt.Errorf("metrics: %s/metrics is larger than %d bytes", base, maxScrape)
+		}
+	}
+	return v, found, err
 }
 
 // Find is Scrape on a page already read.
@@ -38,19 +45,48 @@ func Find(page io.Reader, series string) (value float64, found bool, err error) 
 	labelled := strings.Contains(series, "{")
 	for sc.Scan() {
 		line := sc.Text()
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 || strings.HasPrefix(line, "#") {
+		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		name := line[:i]
+		name, rest := splitSeries(line)
 		if name != series && (labelled || !strings.HasPrefix(name, series+"{")) {
 			continue
 		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
+		// The value, then maybe a timestamp.
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			return 0, false, fmt.Errorf("metrics: %q: no value", line)
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
 		if err != nil {
 			return 0, false, fmt.Errorf("metrics: %q: %w", line, err)
 		}
 		value, found = value+v, true
 	}
 	return value, found, sc.Err()
+}
+
+// splitSeries splits a sample line into its series (the name and its
+// labels, whose quoted values may hold spaces, braces and escaped quotes)
+// and the rest.
+func splitSeries(line string) (series, rest string) {
+	i := strings.IndexAny(line, " {")
+	if i < 0 {
+		return line, ""
+	}
+	if line[i] == ' ' {
+		return line[:i], line[i:]
+	}
+	quoted := false
+	for j := i + 1; j < len(line); j++ {
+		switch c := line[j]; {
+		case quoted && c == '\\':
+			j++
+		case c == '"':
+			quoted = !quoted
+		case !quoted && c == '}':
+			return line[:j+1], line[j+1:]
+		}
+	}
+	return line, ""
 }

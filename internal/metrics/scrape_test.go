@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -14,6 +15,9 @@ a_total_other 100
 b_total{code="400"} 2
 b_total{code="500"} 5
 c 1e+06
+d_total{path="/a b}"} 2 1700000000000
+d_total{path="x\"y"} 3
+e 4 1700000000000
 `
 	for _, tc := range []struct {
 		series string
@@ -26,6 +30,9 @@ c 1e+06
 		{`b_total{code="404"}`, 0, false},
 		{"c", 1e6, true},
 		{"a", 0, false},
+		{"d_total", 5, true},
+		{`d_total{path="/a b}"}`, 2, true},
+		{"e", 4, true},
 	} {
 		v, found, err := Find(strings.NewReader(page), tc.series)
 		if err != nil || v != tc.want || found != tc.found {
@@ -40,9 +47,10 @@ c 1e+06
 func TestScrape(t *testing.T) {
 	r := New()
 	r.Counter("neubot_test_total", "x").Add(4)
-	srv := httptest.NewServer(r.Handler())
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", r.Handler())
+	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	// The handler serves any path; Scrape asks for /metrics.
 	if v, found, err := Scrape(srv.URL, "neubot_test_total"); err != nil || !found || v != 4 {
 		t.Fatalf("%v %v %v", v, found, err)
 	}

@@ -42,8 +42,12 @@ type samplers struct {
 	wg     sync.WaitGroup
 }
 
-// start runs f(quit) in a goroutine of its own, unless the provider closed.
+// start runs f(quit) in a goroutine of its own, unless the provider closed
+// (or was not made by NewProvider: no samplers).
 func (b *samplers) start(f func(quit <-chan struct{})) bool {
+	if b == nil {
+		return false
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -58,6 +62,9 @@ func (b *samplers) start(f func(quit <-chan struct{})) bool {
 }
 
 func (b *samplers) close() {
+	if b == nil {
+		return
+	}
 	b.mu.Lock()
 	if !b.closed {
 		b.closed = true

@@ -95,9 +95,7 @@ func (p *Provider) uploadV2(w http.ResponseWriter, r *http.Request) {
 	v.ulStreams = append(v.ulStreams, st)
 	v.mu.Unlock()
 	_ = c.SetDeadline(time.Now().Add(spec.MaxStream))
-	done := make(chan struct{})
-	defer close(done)
-	go clock.Every(done, spec.ReportEvery, func() bool {
+	report := func() bool {
 		// Stamped when counted, not when the tick was due: a tick
 		// served late under load carried the bytes of later, and the
 		// next one read a hole (a 16 Mbit/s cap read 17.24 over a 0.7-s
@@ -110,7 +108,20 @@ func (p *Provider) uploadV2(w http.ResponseWriter, r *http.Request) {
 		b, _ := json.Marshal(rep)
 		_, err := c.Write(append(b, '\n'))
 		return err == nil
-	})
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		clock.Every(done, spec.ReportEvery, report)
+	}()
+	defer func() {
+		// The reporter ends before the handler (and before untrack
+		// reads c's last TCP_INFO): a deadline now ends a write it is
+		// blocked in.
+		close(done)
+		_ = c.SetWriteDeadline(time.Now())
+		<-finished
+	}()
 	_ = p.receive(br, v, st, nil)
 }
 
@@ -220,9 +231,9 @@ func (v *view) track(phase string, c net.Conn) func() {
 func (v *view) sample(pv *phaseView, quit <-chan struct{}) {
 	idle := 0
 	clock.Every(quit, sampleEvery, func() bool {
-		now := time.Now()
 		v.mu.Lock()
 		defer v.mu.Unlock()
+		now := time.Now() // when TCP_INFO is read, not when the tick was due
 		if len(pv.active) == 0 {
 			idle++
 			if idle >= 5 {
