@@ -2,12 +2,15 @@ package metrics
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/neubot/neubot/internal/httpx"
 )
 
 // maxScrape bounds what Scrape reads of one /metrics page.
@@ -19,23 +22,20 @@ const maxScrape = 4 << 20
 // labelled ones. found is false when the page has none of it. For the
 // tests and the benches, which watch a component from outside.
 func Scrape(base, series string) (value float64, found bool, err error) {
-	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(base + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
 	if err != nil {
 		return 0, false, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, false, fmt.Errorf("metrics: %s/metrics: %s", base, resp.Status)
+	a, err := httpx.Fetch(&http.Client{Timeout: 10 * time.Second}, req, maxScrape)
+	switch {
+	case err != nil:
+		return 0, false, fmt.Errorf("metrics: %s/metrics: %w", base, err)
+	case a.Status != http.StatusOK:
+		return 0, false, fmt.Errorf("metrics: %s/metrics: %s", base, a.StatusLine())
+	case a.Truncated:
+		return 0, false, fmt.Errorf("metrics: %s/metrics is larger than %d bytes", base, maxScrape)
 	}
-	v, found, err := Find(io.LimitReader(resp.Body, maxScrape+1), series)
-	if err == nil {
-		// Find read it all: more than maxScrape is a page cut short.
-		if n, _ := io.Copy(io.Discard, resp.Body); n > 0 {
-			err = fmt.Errorf("metrics: %s/metrics is larger than %d bytes", base, maxScrape)
-		}
-	}
-	return v, found, err
+	return Find(bytes.NewReader(a.Body), series)
 }
 
 // Find is Scrape on a page already read.
