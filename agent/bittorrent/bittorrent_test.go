@@ -16,6 +16,7 @@ import (
 
 	"github.com/neubot/neubot/agent/bittorrent"
 	"github.com/neubot/neubot/agent/plugin"
+	"github.com/neubot/neubot/agent/plugin/plugintest"
 	"github.com/neubot/neubot/collector/collectortest"
 	"github.com/neubot/neubot/internal/localch/localchtest"
 	btproto "github.com/neubot/neubot/proto/bittorrent"
@@ -34,8 +35,6 @@ func TestMain(m *testing.M) { os.Exit(localchtest.Main(m)) }
 // before its first interval after the warm-up: see TestEndToEnd).
 var quick = bittorrent.Config{Repetitions: 1, FlowDuration: 300 * time.Millisecond, SampleEvery: 50 * time.Millisecond, Warmup: 10 * time.Millisecond, MaxFlowBytes: 32 << 20}
 
-var consent = schemas.Consent{Informed: true, CanCollect: true, CanPublish: true}
-
 // TestEndToEnd runs the test against a real test server on loopback, whose
 // records go to a real collector and ClickHouse: the merged record has the
 // server's upload samples and comparisons in both directions, and lands
@@ -50,14 +49,13 @@ func TestEndToEnd(t *testing.T) {
 	var phases []string
 	cfg := quick
 	cfg.Repetitions = 3 // the fewest that every comparison of the grid can decide on
-	rec, err := bittorrent.NewMeasurer(cfg).Run(context.Background(), plugin.Env{
-		ServerURL: url, AgentID: "6f1c1b2e-2c2a-4f55-8f0e-1d1c2b3a4d5e", Consent: consent,
-		Progress: func(p plugin.Progress) {
-			if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
-				phases = append(phases, p.Phase)
-			}
-		},
-	})
+	e := plugintest.Env(url)
+	e.Progress = func(p plugin.Progress) {
+		if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+			phases = append(phases, p.Phase)
+		}
+	}
+	rec, err := bittorrent.NewMeasurer(cfg).Run(context.Background(), e)
 	if err != nil {
 		t.Fatal(err)
 	}
